@@ -1,0 +1,134 @@
+// engine/block_table.h — key → where a block's copies are and what is happening to them.
+//
+// The table is sharded by key (64 shards, one absl::Mutex each) so concurrent Match calls
+// rarely contend. An entry's identity never depends on its location: moving a block between
+// tiers rewrites `slot[tier]`, never the key.
+//
+// Locking: an entry is read or written only inside Find / Upsert / ForEach, under its shard's
+// lock. The engine additionally holds its placement lock around every change of slots, pins
+// or writing bits (so a victim check and the eviction that follows see the same state);
+// Match reads under the shard lock alone.
+
+#ifndef KVTIER_ENGINE_BLOCK_TABLE_H_
+#define KVTIER_ENGINE_BLOCK_TABLE_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "kvtier/block_key.h"
+#include "kvtier/device.h"
+#include "kvtier/engine.h"
+#include "tiers/tier.h"
+
+namespace kvtier {
+
+struct BlockEntry {
+  uint32_t ns_id = 0;
+  // The block's slot in each tier, or kNoSlot. A block may have copies in several tiers.
+  std::array<SlotId, kNumTiers> slot = {kNoSlot, kNoSlot};
+  // Bit t set: a copy into slot[t] is in flight; ready[t] completes when it lands.
+  uint8_t writing = 0;
+  std::array<std::shared_ptr<Event>, kNumTiers> ready;
+  // Which transfer wrote slot[t]: its completion callback clears the writing bit only if
+  // the id still matches (the slot may have been freed and rewritten since).
+  std::array<uint64_t, kNumTiers> write_id = {0, 0};
+  // In-flight reads plus leases. A pinned block's copies are never evicted.
+  uint32_t pins = 0;
+  // Erased while pinned or in flight: invisible to Match and Load; its slots are reclaimed
+  // when the last pin goes and the last write lands.
+  bool erased = false;
+
+  bool has(TierKind t) const { return slot[static_cast<int>(t)] != kNoSlot; }
+  bool is_writing(TierKind t) const { return writing & (1u << static_cast<int>(t)); }
+  bool has_any() const {
+    for (SlotId s : slot) {
+      if (s != kNoSlot) return true;
+    }
+    return false;
+  }
+  // The fastest tier holding a copy. REQUIRES: has_any().
+  TierKind best_tier() const {
+    for (int t = 0; t < kNumTiers; ++t) {
+      if (slot[t] != kNoSlot) return static_cast<TierKind>(t);
+    }
+    return TierKind::kHost;
+  }
+  bool busy() const { return pins != 0 || writing != 0; }
+};
+
+class BlockTable {
+ public:
+  static constexpr int kShards = 64;
+
+  // Runs fn(BlockEntry* or nullptr) under the key's shard lock and returns its result.
+  template <typename F>
+  auto Find(const BlockKey& key, F&& fn) {
+    Shard& s = ShardFor(key);
+    absl::MutexLock lock(&s.mu);
+    auto it = s.map.find(key);
+    return fn(it == s.map.end() ? nullptr : &it->second);
+  }
+
+  // Runs fn(BlockEntry&, bool inserted) on the key's entry, inserting a default one first if
+  // absent.
+  template <typename F>
+  auto Upsert(const BlockKey& key, F&& fn) {
+    Shard& s = ShardFor(key);
+    absl::MutexLock lock(&s.mu);
+    auto [it, inserted] = s.map.try_emplace(key);
+    return fn(it->second, inserted);
+  }
+
+  // Runs fn(BlockEntry&) on the key's entry if present and erases the entry when fn returns
+  // true. Returns whether the entry was present.
+  template <typename F>
+  bool Mutate(const BlockKey& key, F&& fn) {
+    Shard& s = ShardFor(key);
+    absl::MutexLock lock(&s.mu);
+    auto it = s.map.find(key);
+    if (it == s.map.end()) return false;
+    if (fn(it->second)) s.map.erase(it);
+    return true;
+  }
+
+  bool Remove(const BlockKey& key) {
+    Shard& s = ShardFor(key);
+    absl::MutexLock lock(&s.mu);
+    return s.map.erase(key) > 0;
+  }
+
+  // Visits every entry, shard by shard, under each shard's lock.
+  template <typename F>
+  void ForEach(F&& fn) {
+    for (Shard& s : shards_) {
+      absl::MutexLock lock(&s.mu);
+      for (auto& [key, entry] : s.map) fn(key, entry);
+    }
+  }
+
+  size_t size() {
+    size_t n = 0;
+    for (Shard& s : shards_) {
+      absl::MutexLock lock(&s.mu);
+      n += s.map.size();
+    }
+    return n;
+  }
+
+ private:
+  struct Shard {
+    absl::Mutex mu;
+    absl::flat_hash_map<BlockKey, BlockEntry> map ABSL_GUARDED_BY(mu);
+  };
+  Shard& ShardFor(const BlockKey& key) { return shards_[key.hi >> 58]; }  // top 6 bits
+
+  std::array<Shard, kShards> shards_;
+};
+
+}  // namespace kvtier
+
+#endif  // KVTIER_ENGINE_BLOCK_TABLE_H_

@@ -1,0 +1,1019 @@
+#include "engine/engine_impl.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
+#include "common/log.h"
+#include "engine/namespace_name.h"
+#include "engine/transfer_handle.h"
+#include "tiers/gpu_tier.h"
+#include "tiers/host_tier.h"
+
+namespace kvtier {
+namespace {
+
+constexpr int kGpu = static_cast<int>(TierKind::kGpu);
+constexpr int kHost = static_cast<int>(TierKind::kHost);
+
+uint8_t Bit(TierKind t) { return static_cast<uint8_t>(1u << static_cast<int>(t)); }
+
+CopyOp MakeCopyOp(const SlotAddress& src, const SlotAddress& dst, size_t bytes) {
+  CopyOp op;
+  op.bytes = bytes;
+  const bool src_host = src.host != nullptr;
+  const bool dst_host = dst.host != nullptr;
+  if (src_host) {
+    op.kind = CopyOp::Kind::kHostToDevice;  // host → host never happens: see callers
+    op.src_host = src.host;
+    op.dst_device = dst.device;
+  } else if (dst_host) {
+    op.kind = CopyOp::Kind::kDeviceToHost;
+    op.src_device = src.device;
+    op.dst_host = dst.host;
+  } else {
+    op.kind = CopyOp::Kind::kDeviceToDevice;
+    op.src_device = src.device;
+    op.dst_device = dst.device;
+  }
+  return op;
+}
+
+SlotAddress Offset(const SlotAddress& a, size_t offset) {
+  if (a.host != nullptr) return SlotAddress{DevicePtr(), static_cast<char*>(a.host) + offset};
+  return SlotAddress{a.device + offset, nullptr};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
+  return EngineImpl::Open(options);
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> EngineImpl::Open(const EngineOptions& options) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  std::unique_ptr<EngineImpl> engine(new EngineImpl(options));
+  if (absl::Status s = engine->Init(); !s.ok()) return s;
+  return std::unique_ptr<Engine>(std::move(engine));
+}
+
+absl::Status EngineImpl::Init() {
+  absl::StatusOr<std::unique_ptr<Device>> device = Device::Create(options_.device);
+  if (!device.ok()) return device.status();
+  device_ = std::move(*device);
+  for (std::unique_ptr<Stream>* stream : {&onboard_, &offload_}) {
+    absl::StatusOr<std::unique_ptr<Stream>> s = device_->CreateStream();
+    if (!s.ok()) return s.status();
+    *stream = std::move(*s);
+  }
+  const size_t block = options_.geometry.block_bytes();
+  if (options_.gpu_tier_bytes > 0) {
+    absl::StatusOr<std::unique_ptr<GpuTier>> gpu =
+        GpuTier::Create(*device_, block, options_.gpu_tier_bytes);
+    if (!gpu.ok()) return gpu.status();
+    tiers_[kGpu] = std::move(*gpu);
+  }
+  absl::StatusOr<std::unique_ptr<HostTier>> host =
+      HostTier::Create(*device_, block, options_.host_tier_bytes);
+  if (!host.ok()) return host.status();
+  tiers_[kHost] = std::move(*host);
+
+  absl::MutexLock lock(&placement_mu_);
+  for (int t = 0; t < kNumTiers; ++t) {
+    if (tiers_[t] == nullptr) continue;
+    const std::string& name = t == kGpu ? options_.gpu_eviction : options_.host_eviction;
+    absl::StatusOr<std::unique_ptr<EvictionPolicy>> policy =
+        MakeEvictionPolicy(name, tiers_[t]->num_slots());
+    if (!policy.ok()) return policy.status();
+    policies_[t] = std::move(*policy);
+    slot_owner_[t].resize(tiers_[t]->num_slots());
+    reuse_after_[t].resize(tiers_[t]->num_slots());
+  }
+  for (const std::string& ns : options_.namespaces) {
+    placement_mu_.Unlock();
+    absl::Status s = CreateNamespace(ns);
+    placement_mu_.Lock();
+    if (!s.ok()) return s;
+  }
+  KVTIER_LOG(kInfo, "engine open: device %s; %s; gpu tier %u blocks, host tier %u blocks",
+             device_->name(), options_.geometry.ToString(),
+             tiers_[kGpu] ? tiers_[kGpu]->num_slots() : 0u, tiers_[kHost]->num_slots());
+  return absl::OkStatus();
+}
+
+EngineImpl::~EngineImpl() {
+  // Drain both streams so no completion callback runs against a dying engine.
+  for (Stream* s : {onboard_.get(), offload_.get()}) {
+    if (s == nullptr) continue;
+    if (absl::Status st = s->Synchronize(); !st.ok()) {
+      KVTIER_LOG(kError, "engine close: a transfer failed: %s", st.ToString());
+    }
+  }
+  onboard_.reset();
+  offload_.reset();
+  {
+    absl::MutexLock lock(&placement_mu_);
+    for (auto& events : reuse_after_) events.clear();
+  }
+  table_.ForEach([](const BlockKey&, BlockEntry& e) {
+    for (auto& r : e.ready) r.reset();
+  });
+  for (auto& t : tiers_) t.reset();
+}
+
+// ----------------------------------------------------------------------------- namespaces
+
+absl::Status EngineImpl::CreateNamespace(absl::string_view ns) {
+  if (absl::Status s = ValidateNamespaceName(ns); !s.ok()) return s;
+  uint32_t id;
+  {
+    absl::MutexLock lock(&ns_mu_);
+    if (ns_by_name_.contains(ns)) {
+      return absl::AlreadyExistsError(absl::StrFormat("namespace '%s' already exists", ns));
+    }
+    id = static_cast<uint32_t>(namespaces_.size());
+    namespaces_.push_back(std::make_unique<Namespace>(
+        Namespace{std::string(ns), id,
+                  KeyHasher(options_.key_hash, ns, options_.model_fingerprint,
+                            options_.geometry.Fingerprint())}));
+    ns_by_name_[std::string(ns)] = id;
+  }
+  absl::MutexLock lock(&placement_mu_);
+  if (ns_blocks_.size() <= id) {
+    ns_blocks_.resize(id + 1, 0);
+    ns_tier_blocks_.resize(id + 1, std::array<size_t, kNumTiers>{});
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> EngineImpl::ListNamespaces() const {
+  absl::MutexLock lock(&ns_mu_);
+  std::vector<std::string> names;
+  for (const auto& n : namespaces_) names.push_back(n->name);
+  return names;
+}
+
+absl::StatusOr<const EngineImpl::Namespace*> EngineImpl::FindNamespace(absl::string_view ns) const {
+  absl::MutexLock lock(&ns_mu_);
+  auto it = ns_by_name_.find(ns);
+  if (it == ns_by_name_.end()) {
+    return absl::NotFoundError(
+        absl::StrFormat("namespace '%s' does not exist (create it with CreateNamespace or "
+                        "EngineOptions::namespaces)",
+                        absl::CHexEscape(ns)));
+  }
+  // Namespaces are never destroyed, so the pointer stays valid after the lock.
+  return namespaces_[it->second].get();
+}
+
+// ----------------------------------------------------------------------------- validation
+
+absl::Status EngineImpl::ValidateBuffers(const KvBuffers& buffers, size_t expected_blocks,
+                                         const char* op) const {
+  const Geometry& g = options_.geometry;
+  if (buffers.num_blocks() != expected_blocks) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %d buffers given for %d blocks", op,
+                                                      buffers.num_blocks(), expected_blocks));
+  }
+  if (!buffers.is_paged()) {
+    for (size_t i = 0; i < buffers.blocks().size(); ++i) {
+      const DevicePtr p = buffers.blocks()[i];
+      if (p.is_null()) {
+        return absl::InvalidArgumentError(absl::StrFormat("%s: buffer %d is null", op, i));
+      }
+      if (!device_->Contains(p, g.block_bytes())) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: buffer %d (device address 0x%x, %d bytes) is not device memory of %s", op, i,
+            p.address(), g.block_bytes(), device_->name()));
+      }
+    }
+    return absl::OkStatus();
+  }
+  const KvBuffers::PagedPool& pool = buffers.pool();
+  if (pool.layers.size() != g.num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: paged pool has %d layer tensors, the geometry has %u layers", op,
+                        pool.layers.size(), g.num_layers));
+  }
+  if (pool.num_pages == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: paged pool has 0 pages", op));
+  }
+  const size_t layer_tensor_bytes = size_t{2} * pool.num_pages * g.part_bytes();
+  for (size_t l = 0; l < pool.layers.size(); ++l) {
+    if (pool.layers[l].is_null() || !device_->Contains(pool.layers[l], layer_tensor_bytes)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: paged pool layer %d (device address 0x%x, %d bytes for %u pages) is not device "
+          "memory of %s",
+          op, l, pool.layers[l].address(), layer_tensor_bytes, pool.num_pages, device_->name()));
+    }
+  }
+  for (size_t i = 0; i < buffers.pages().size(); ++i) {
+    if (buffers.pages()[i] >= pool.num_pages) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: page %u for block %d is out of range (pool has %u pages)", op,
+                          buffers.pages()[i], i, pool.num_pages));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ----------------------------------------------------------------------------- copies
+
+EngineImpl::Endpoint EngineImpl::CallerEndpoint(const KvBuffers& buffers, size_t i) {
+  if (buffers.is_paged()) return Endpoint{SlotAddress{}, &buffers.pool(), buffers.pages()[i]};
+  return Endpoint{SlotAddress{buffers.blocks()[i], nullptr}};
+}
+
+SlotAddress EngineImpl::EndpointAddress(const Endpoint& e, uint32_t layer, KvPart part) const {
+  const Geometry& g = options_.geometry;
+  if (e.pool != nullptr) {
+    // [2][num_pages][page_tokens][kv_heads][head_dim] per layer.
+    const uint64_t index = uint64_t{static_cast<uint32_t>(part)} * e.pool->num_pages + e.page;
+    return SlotAddress{e.pool->layers[layer] + index * g.part_bytes(), nullptr};
+  }
+  return Offset(e.at, g.Offset(layer, part));
+}
+
+void EngineImpl::AppendCopyOps(const BlockCopy& copy, int layer, std::vector<CopyOp>* ops) const {
+  const Geometry& g = options_.geometry;
+  const bool paged = copy.src.pool != nullptr || copy.dst.pool != nullptr;
+  if (!paged) {
+    // Both sides in kvtier layout: a whole block, or one layer's K and V, is contiguous.
+    if (layer < 0) {
+      ops->push_back(MakeCopyOp(copy.src.at, copy.dst.at, g.block_bytes()));
+    } else {
+      const size_t off = g.Offset(static_cast<uint32_t>(layer), KvPart::kKey);
+      ops->push_back(
+          MakeCopyOp(Offset(copy.src.at, off), Offset(copy.dst.at, off), g.layer_bytes()));
+    }
+    return;
+  }
+  const uint32_t first = layer < 0 ? 0 : static_cast<uint32_t>(layer);
+  const uint32_t last = layer < 0 ? g.num_layers : first + 1;
+  for (uint32_t l = first; l < last; ++l) {
+    for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
+      ops->push_back(MakeCopyOp(EndpointAddress(copy.src, l, part),
+                                EndpointAddress(copy.dst, l, part), g.part_bytes()));
+    }
+  }
+}
+
+absl::Status EngineImpl::EnqueueCopies(Stream& stream, const std::vector<BlockCopy>& copies,
+                                       bool layerwise,
+                                       const std::vector<std::shared_ptr<Event>>& layer_events) {
+  std::vector<CopyOp> ops;
+  if (layerwise && !layer_events.empty()) {
+    ops.reserve(copies.size() * 2);
+    for (size_t l = 0; l < layer_events.size(); ++l) {
+      ops.clear();
+      for (const BlockCopy& c : copies) AppendCopyOps(c, static_cast<int>(l), &ops);
+      if (absl::Status s = stream.CopyBatch(ops); !s.ok()) return s;
+      if (absl::Status s = stream.Record(*layer_events[l]); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  ops.reserve(copies.size());
+  for (const BlockCopy& c : copies) AppendCopyOps(c, -1, &ops);
+  if (absl::Status s = stream.CopyBatch(ops); !s.ok()) return s;
+  for (const auto& e : layer_events) {
+    if (absl::Status s = stream.Record(*e); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<Event>> EngineImpl::NewEvent() {
+  absl::StatusOr<std::unique_ptr<Event>> e = device_->CreateEvent();
+  if (!e.ok()) return e.status();
+  return std::shared_ptr<Event>(std::move(*e));
+}
+
+absl::StatusOr<std::vector<std::shared_ptr<Event>>> EngineImpl::NewEvents(size_t n) {
+  std::vector<std::shared_ptr<Event>> events;
+  events.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    absl::StatusOr<std::shared_ptr<Event>> e = NewEvent();
+    if (!e.ok()) return e.status();
+    events.push_back(std::move(*e));
+  }
+  return events;
+}
+
+// ----------------------------------------------------------------------------- placement
+
+void EngineImpl::Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId slot) {
+  const int ti = static_cast<int>(t);
+  e.slot[ti] = slot;
+  slot_owner_[ti][slot] = key;
+  policies_[ti]->OnInsert(slot);
+  ++ns_tier_blocks_[e.ns_id][ti];
+}
+
+void EngineImpl::Detach(BlockEntry& e, TierKind t) {
+  const int ti = static_cast<int>(t);
+  const SlotId slot = e.slot[ti];
+  policies_[ti]->OnRemove(slot);
+  tiers_[ti]->Release(slot);
+  --ns_tier_blocks_[e.ns_id][ti];
+  e.slot[ti] = kNoSlot;
+  RetireEvent(std::move(e.ready[ti]));
+  e.writing &= static_cast<uint8_t>(~Bit(t));
+}
+
+void EngineImpl::StartWrite(BlockEntry& e, TierKind t, uint64_t write_id,
+                            std::shared_ptr<Event> ready) {
+  const int ti = static_cast<int>(t);
+  e.writing |= Bit(t);
+  e.write_id[ti] = write_id;
+  RetireEvent(std::move(e.ready[ti]));
+  e.ready[ti] = std::move(ready);
+}
+
+void EngineImpl::RetireEvent(std::shared_ptr<Event> event) {
+  if (event != nullptr) retired_events_.push_back(std::move(event));
+}
+
+void EngineImpl::DestroyRetiredEvents() {
+  std::vector<std::shared_ptr<Event>> retired;
+  {
+    absl::MutexLock lock(&placement_mu_);
+    retired.swap(retired_events_);
+  }
+  // Destroyed here, on a caller's thread, outside the lock.
+}
+
+void EngineImpl::DetachAll(BlockEntry& e) {
+  for (int t = 0; t < kNumTiers; ++t) {
+    if (e.slot[t] != kNoSlot) Detach(e, static_cast<TierKind>(t));
+  }
+  --ns_blocks_[e.ns_id];
+}
+
+std::optional<SlotId> EngineImpl::AcquireSlot(TierKind t, std::shared_ptr<Event>* reuse_after) {
+  Tier* tr = tier(t);
+  std::optional<SlotId> slot = tr->Allocate();
+  if (!slot && EvictOne(t)) slot = tr->Allocate();
+  if (!slot && !leases_.empty()) {
+    // Expired leases may be what holds the tier: reclaim them and try once more.
+    ReapExpiredLeases();
+    if (EvictOne(t)) slot = tr->Allocate();
+  }
+  if (!slot) return std::nullopt;
+  *reuse_after = std::move(reuse_after_[static_cast<int>(t)][*slot]);
+  reuse_after_[static_cast<int>(t)][*slot].reset();
+  return slot;
+}
+
+bool EngineImpl::EvictOne(TierKind t) {
+  const int ti = static_cast<int>(t);
+  const std::vector<BlockKey>& owners = slot_owner_[ti];
+  std::optional<SlotId> victim = policies_[ti]->PickVictim([&](SlotId s) {
+    return table_.Find(owners[s], [&](BlockEntry* e) {
+      placement_mu_.AssertHeld();
+      return e != nullptr && e->pins == 0 && !e->is_writing(t);
+    });
+  });
+  if (!victim) return false;
+  const BlockKey key = slot_owner_[ti][*victim];
+
+  // A GPU copy that is the block's only copy is demoted to the host tier, not dropped.
+  bool demote = false;
+  table_.Find(key,
+              [&](BlockEntry* e) { demote = t == TierKind::kGpu && !e->has(TierKind::kHost); });
+  std::shared_ptr<Event> host_reuse;
+  SlotId host_slot = kNoSlot;
+  std::shared_ptr<Event> landed;
+  if (demote) {
+    absl::StatusOr<std::shared_ptr<Event>> ev = NewEvent();
+    std::optional<SlotId> acquired =
+        ev.ok() ? AcquireSlot(TierKind::kHost, &host_reuse) : std::nullopt;
+    if (acquired.has_value()) {
+      host_slot = *acquired;
+      landed = std::move(*ev);
+      std::vector<CopyOp> ops;
+      AppendCopyOps(BlockCopy{SlotEndpoint(TierKind::kGpu, *victim),
+                              SlotEndpoint(TierKind::kHost, host_slot)},
+                    -1, &ops);
+      absl::Status s = host_reuse ? offload_->Wait(*host_reuse) : absl::OkStatus();
+      if (s.ok()) s = offload_->CopyBatch(ops);
+      if (s.ok()) s = offload_->Record(*landed);
+      if (!s.ok()) {
+        KVTIER_LOG(kError, "demoting block %s to host failed, dropping it: %s", key.ToHex(),
+                   s.ToString());
+        tier(TierKind::kHost)->Release(host_slot);
+        host_slot = kNoSlot;
+        landed.reset();
+      }
+    }
+  }
+
+  const uint64_t write_id = next_write_id_++;
+  table_.Mutate(key, [&](BlockEntry& e) {
+    placement_mu_.AssertHeld();
+    if (host_slot != kNoSlot) {
+      Attach(key, e, TierKind::kHost, host_slot);
+      StartWrite(e, TierKind::kHost, write_id, landed);
+    }
+    Detach(e, t);
+    if (e.has_any()) return false;
+    --ns_blocks_[e.ns_id];
+    return true;  // its last copy is gone
+  });
+  if (host_slot != kNoSlot) {
+    // The demotion still reads the GPU slot: its next writer waits for the copy.
+    reuse_after_[ti][*victim] = landed;
+    counters_[ti].demotions.fetch_add(1, std::memory_order_relaxed);
+    counters_[kHost].bytes_in.fetch_add(options_.geometry.block_bytes(),
+                                        std::memory_order_relaxed);
+    counters_[ti].bytes_out.fetch_add(options_.geometry.block_bytes(), std::memory_order_relaxed);
+    (void)offload_->AddCallback(
+        [this, key, write_id] { OnWritesLanded(TierKind::kHost, {key}, write_id); });
+  } else {
+    counters_[ti].evictions.fetch_add(1, std::memory_order_relaxed);
+  }
+  return true;
+}
+
+void EngineImpl::OnWritesLanded(TierKind t, const std::vector<BlockKey>& keys,
+                                uint64_t write_id) {
+  const int ti = static_cast<int>(t);
+  absl::MutexLock lock(&placement_mu_);
+  for (const BlockKey& key : keys) {
+    table_.Mutate(key, [&](BlockEntry& e) {
+      placement_mu_.AssertHeld();
+      // Only the write this callback belongs to: the slot may have been freed and
+      // reassigned since.
+      if (!e.is_writing(t) || e.write_id[ti] != write_id) return false;
+      e.writing &= static_cast<uint8_t>(~Bit(t));
+      RetireEvent(std::move(e.ready[ti]));
+      if (e.erased && !e.busy()) {
+        DetachAll(e);
+        return true;
+      }
+      return false;
+    });
+  }
+}
+
+void EngineImpl::Unpin(absl::Span<const BlockKey> keys) {
+  for (const BlockKey& key : keys) {
+    table_.Mutate(key, [&](BlockEntry& e) {
+      placement_mu_.AssertHeld();
+      --e.pins;
+      if (e.erased && !e.busy()) {
+        DetachAll(e);
+        return true;
+      }
+      return false;
+    });
+  }
+}
+
+void EngineImpl::OnReadsDone(const std::vector<BlockKey>& keys) {
+  absl::MutexLock lock(&placement_mu_);
+  Unpin(keys);
+}
+
+absl::Status EngineImpl::PinAll(uint32_t ns_id, absl::string_view ns,
+                                absl::Span<const BlockKey> keys, const char* op) {
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const bool pinned = table_.Find(keys[i], [&](BlockEntry* e) {
+      placement_mu_.AssertHeld();
+      if (e == nullptr || e->erased || e->ns_id != ns_id || !e->has_any()) return false;
+      ++e->pins;
+      return true;
+    });
+    if (!pinned) {
+      Unpin(keys.subspan(0, i));
+      return absl::NotFoundError(absl::StrFormat(
+          "%s: block %d (key %s) is not cached in namespace '%s'", op, i, keys[i].ToHex(), ns));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void EngineImpl::ReapExpiredLeases() {
+  const absl::Time now = absl::Now();
+  for (auto it = leases_.begin(); it != leases_.end();) {
+    if (it->second.expires > now) {
+      ++it;
+      continue;
+    }
+    KVTIER_LOG(kWarning,
+               "lease %d on %d GPU slots expired without Release(); its slots return to the "
+               "pool (the caller must not read them any more)",
+               it->first, it->second.keys.size());
+    Unpin(it->second.keys);
+    leases_expired_.fetch_add(1, std::memory_order_relaxed);
+    leases_.erase(it++);
+  }
+}
+
+absl::Status EngineImpl::ReleaseLease(uint64_t lease_id) {
+  absl::MutexLock lock(&placement_mu_);
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return absl::OkStatus();  // expired and reaped already
+  Unpin(it->second.keys);
+  leases_.erase(it);
+  return absl::OkStatus();
+}
+
+// ----------------------------------------------------------------------------- Match
+
+absl::StatusOr<MatchResult> EngineImpl::Match(absl::string_view ns,
+                                              absl::Span<const int32_t> tokens,
+                                              absl::string_view extra) {
+  absl::StatusOr<const Namespace*> space = FindNamespace(ns);
+  if (!space.ok()) return space.status();
+  const uint32_t bt = options_.geometry.block_tokens;
+  const uint32_t ns_id = (*space)->id;
+  MatchResult result;
+  const size_t n = tokens.size() / bt;
+  result.keys.reserve(n);
+  result.tiers.reserve(n);
+  BlockKey parent = (*space)->hasher.root();
+  for (size_t i = 0; i < n; ++i) {
+    const BlockKey key = (*space)->hasher.Chain(parent, tokens.subspan(i * bt, bt), extra);
+    TierKind where = TierKind::kHost;
+    const bool hit = table_.Find(key, [&](BlockEntry* e) {
+      if (e == nullptr || e->erased || e->ns_id != ns_id || !e->has_any()) return false;
+      where = e->best_tier();
+      return true;
+    });
+    if (!hit) break;
+    result.keys.push_back(key);
+    result.tiers.push_back(where);
+    parent = key;
+  }
+  result.matched_tokens = result.keys.size() * bt;
+  match_calls_.fetch_add(1, std::memory_order_relaxed);
+  matched_blocks_.fetch_add(result.keys.size(), std::memory_order_relaxed);
+  return result;
+}
+
+// ----------------------------------------------------------------------------- Store
+
+absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreRequest& r) {
+  DestroyRetiredEvents();
+  absl::StatusOr<const Namespace*> space = FindNamespace(r.ns);
+  if (!space.ok()) return space.status();
+  const Geometry& g = options_.geometry;
+  if (r.tokens.size() % g.block_tokens != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Store: %d tokens is not a multiple of block_tokens = %u (store full blocks only)",
+        r.tokens.size(), g.block_tokens));
+  }
+  const size_t total = r.tokens.size() / g.block_tokens;
+  const size_t n = r.buffers.num_blocks();
+  if (n == 0) return absl::InvalidArgumentError("Store: no buffers given");
+  if (r.first_block > total || n > total - r.first_block) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("Store: blocks %d..%d requested but the %d tokens hold only %d blocks",
+                        r.first_block, r.first_block + n - 1, r.tokens.size(), total));
+  }
+  if (absl::Status s = ValidateBuffers(r.buffers, n, "Store"); !s.ok()) return s;
+
+  const std::vector<BlockKey> all = (*space)->hasher.Keys(
+      r.tokens.subspan(0, (r.first_block + n) * g.block_tokens), g.block_tokens, r.extra);
+  absl::StatusOr<std::shared_ptr<Event>> done = NewEvent();
+  if (!done.ok()) return done.status();
+  auto finished = std::make_shared<absl::Notification>();
+  absl::StatusOr<std::shared_ptr<Event>> after = NewEvent();
+  if (!after.ok()) return after.status();
+
+  TransferHandleImpl::Counts counts;
+  std::vector<BlockKey> stored;
+  std::vector<BlockCopy> copies;
+  {
+    absl::MutexLock lock(&placement_mu_);
+    const uint64_t write_id = next_write_id_++;
+    std::vector<std::shared_ptr<Event>> waits;
+    for (size_t i = 0; i < n; ++i) {
+      const BlockKey& key = all[r.first_block + i];
+      int state = 0;  // 0 absent, 1 present, 2 erased but still busy
+      table_.Find(key, [&](BlockEntry* e) { state = e == nullptr ? 0 : e->erased ? 2 : 1; });
+      if (state == 1) {
+        ++counts.present;
+        continue;
+      }
+      std::shared_ptr<Event> reuse;
+      std::optional<SlotId> slot = state == 0 ? AcquireSlot(TierKind::kHost, &reuse) : std::nullopt;
+      if (!slot) {
+        ++counts.rejected;
+        continue;
+      }
+      if (reuse) waits.push_back(std::move(reuse));
+      table_.Upsert(key, [&](BlockEntry& e, bool) {
+        placement_mu_.AssertHeld();
+        e.ns_id = (*space)->id;
+        Attach(key, e, TierKind::kHost, *slot);
+        StartWrite(e, TierKind::kHost, write_id, *done);
+      });
+      ++ns_blocks_[(*space)->id];
+      stored.push_back(key);
+      copies.push_back(
+          BlockCopy{CallerEndpoint(r.buffers, i), SlotEndpoint(TierKind::kHost, *slot)});
+    }
+    counts.moved = stored.size();
+    if (!copies.empty()) {
+      absl::Status s;
+      if (r.after != nullptr) {
+        s = r.after->Record(**after);
+        if (s.ok()) s = offload_->Wait(**after);
+      }
+      for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = offload_->Wait(*waits[i]);
+      if (s.ok()) s = EnqueueCopies(*offload_, copies, /*layerwise=*/false, {});
+      if (s.ok()) s = offload_->Record(**done);
+      if (!s.ok()) {
+        // Nothing was copied for these blocks: forget them, so no one reads garbage.
+        for (const BlockKey& key : stored) {
+          table_.Mutate(key, [&](BlockEntry& e) {
+            placement_mu_.AssertHeld();
+            DetachAll(e);
+            return true;
+          });
+        }
+        return absl::Status(s.code(), "Store: enqueueing copies: " + std::string(s.message()));
+      }
+      (void)offload_->AddCallback([this, stored, write_id, finished] {
+        OnWritesLanded(TierKind::kHost, stored, write_id);
+        finished->Notify();
+      });
+    }
+  }
+  stored_blocks_.fetch_add(counts.moved, std::memory_order_relaxed);
+  deduplicated_blocks_.fetch_add(counts.present, std::memory_order_relaxed);
+  rejected_blocks_.fetch_add(counts.rejected, std::memory_order_relaxed);
+  counters_[kHost].bytes_in.fetch_add(counts.moved * g.block_bytes(), std::memory_order_relaxed);
+  if (copies.empty()) {
+    return std::unique_ptr<TransferHandle>(
+        new TransferHandleImpl(nullptr, nullptr, {}, counts, {}, nullptr));
+  }
+  return std::unique_ptr<TransferHandle>(
+      new TransferHandleImpl(std::move(*done), std::move(finished), {}, counts, {}, nullptr));
+}
+
+// ----------------------------------------------------------------------------- Load
+
+absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadRequest& r) {
+  DestroyRetiredEvents();
+  absl::StatusOr<const Namespace*> space = FindNamespace(r.ns);
+  if (!space.ok()) return space.status();
+  if (r.keys.empty()) return absl::InvalidArgumentError("Load: no keys given");
+  if (absl::Status s = ValidateBuffers(r.buffers, r.keys.size(), "Load"); !s.ok()) return s;
+  const Geometry& g = options_.geometry;
+  absl::StatusOr<std::vector<std::shared_ptr<Event>>> layers = NewEvents(g.num_layers);
+  if (!layers.ok()) return layers.status();
+  absl::StatusOr<std::shared_ptr<Event>> done = NewEvent();
+  if (!done.ok()) return done.status();
+  auto finished = std::make_shared<absl::Notification>();
+  absl::StatusOr<std::shared_ptr<Event>> after = NewEvent();
+  if (!after.ok()) return after.status();
+
+  std::array<size_t, kNumTiers> from{};
+  {
+    absl::MutexLock lock(&placement_mu_);
+    if (absl::Status s = PinAll((*space)->id, r.ns, r.keys, "Load"); !s.ok()) return s;
+    std::vector<BlockCopy> copies;
+    std::vector<std::shared_ptr<Event>> waits;
+    copies.reserve(r.keys.size());
+    for (size_t i = 0; i < r.keys.size(); ++i) {
+      table_.Find(r.keys[i], [&](BlockEntry* e) {
+        placement_mu_.AssertHeld();
+        const TierKind t = e->best_tier();
+        const int ti = static_cast<int>(t);
+        if (e->is_writing(t)) waits.push_back(e->ready[ti]);
+        policies_[ti]->OnAccess(e->slot[ti]);
+        ++from[ti];
+        copies.push_back(BlockCopy{SlotEndpoint(t, e->slot[ti]), CallerEndpoint(r.buffers, i)});
+      });
+    }
+    absl::Status s;
+    if (r.after != nullptr) {
+      s = r.after->Record(**after);
+      if (s.ok()) s = onboard_->Wait(**after);
+    }
+    for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = onboard_->Wait(*waits[i]);
+    if (s.ok()) s = EnqueueCopies(*onboard_, copies, r.layerwise, *layers);
+    if (s.ok()) s = onboard_->Record(**done);
+    if (!s.ok()) {
+      Unpin(r.keys);
+      return absl::Status(s.code(), "Load: enqueueing copies: " + std::string(s.message()));
+    }
+    (void)onboard_->AddCallback([this, keys = r.keys, finished] {
+      OnReadsDone(keys);
+      finished->Notify();
+    });
+  }
+  for (int t = 0; t < kNumTiers; ++t) {
+    counters_[t].hits.fetch_add(from[t], std::memory_order_relaxed);
+    counters_[t].bytes_out.fetch_add(from[t] * g.block_bytes(), std::memory_order_relaxed);
+  }
+  loaded_blocks_.fetch_add(r.keys.size(), std::memory_order_relaxed);
+  TransferHandleImpl::Counts counts{r.keys.size(), 0, 0};
+  return std::unique_ptr<TransferHandle>(new TransferHandleImpl(
+      std::move(*done), std::move(finished), std::move(*layers), counts, {}, nullptr));
+}
+
+// ----------------------------------------------------------------------------- GPU tier
+
+absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
+    absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise,
+    absl::Duration lease_timeout) {
+  DestroyRetiredEvents();
+  absl::StatusOr<const Namespace*> space = FindNamespace(ns);
+  if (!space.ok()) return space.status();
+  Tier* gpu = tier(TierKind::kGpu);
+  if (gpu == nullptr) {
+    return absl::FailedPreconditionError(
+        "LoadToGpuTier: the GPU tier is disabled (EngineOptions::gpu_tier_bytes = 0)");
+  }
+  if (keys.empty()) return absl::InvalidArgumentError("LoadToGpuTier: no keys given");
+  if (lease_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("LoadToGpuTier: negative lease timeout");
+  }
+  absl::flat_hash_set<BlockKey> distinct(keys.begin(), keys.end());
+  if (distinct.size() != keys.size()) {
+    return absl::InvalidArgumentError("LoadToGpuTier: the same key is listed twice");
+  }
+  if (keys.size() > gpu->num_slots()) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("LoadToGpuTier: %d blocks requested but the GPU tier holds only %u",
+                        keys.size(), gpu->num_slots()));
+  }
+  const Geometry& g = options_.geometry;
+  absl::StatusOr<std::vector<std::shared_ptr<Event>>> layers = NewEvents(g.num_layers);
+  if (!layers.ok()) return layers.status();
+  absl::StatusOr<std::shared_ptr<Event>> done = NewEvent();
+  if (!done.ok()) return done.status();
+  auto finished = std::make_shared<absl::Notification>();
+
+  std::vector<DevicePtr> slots(keys.size());
+  uint64_t lease_id;
+  size_t promoted_count = 0;
+  {
+    absl::MutexLock lock(&placement_mu_);
+    const uint64_t write_id = next_write_id_++;
+    ReapExpiredLeases();
+    if (absl::Status s = PinAll((*space)->id, ns, keys, "LoadToGpuTier"); !s.ok()) return s;
+    // Plan: which keys need a GPU slot, and acquire them all before changing any entry.
+    std::vector<size_t> need;
+    std::vector<std::shared_ptr<Event>> waits;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      table_.Find(keys[i], [&](BlockEntry* e) {
+        placement_mu_.AssertHeld();
+        if (e->has(TierKind::kGpu)) {
+          if (e->is_writing(TierKind::kGpu)) waits.push_back(e->ready[kGpu]);
+          policies_[kGpu]->OnAccess(e->slot[kGpu]);
+          slots[i] = gpu->Address(e->slot[kGpu]).device;
+        } else {
+          if (e->is_writing(TierKind::kHost)) waits.push_back(e->ready[kHost]);
+          need.push_back(i);
+        }
+      });
+    }
+    std::vector<SlotId> acquired;
+    for (size_t k = 0; k < need.size(); ++k) {
+      std::shared_ptr<Event> reuse;
+      std::optional<SlotId> slot = AcquireSlot(TierKind::kGpu, &reuse);
+      if (!slot) {
+        for (SlotId s : acquired) gpu->Release(s);
+        Unpin(keys);
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "LoadToGpuTier: no free GPU slot for %d more blocks: all %u slots are pinned, "
+            "leased or in flight",
+            need.size() - k, gpu->num_slots()));
+      }
+      if (reuse) waits.push_back(std::move(reuse));
+      acquired.push_back(*slot);
+    }
+    std::vector<BlockCopy> copies;
+    std::vector<BlockKey> promoted;
+    for (size_t k = 0; k < need.size(); ++k) {
+      const BlockKey& key = keys[need[k]];
+      table_.Find(key, [&](BlockEntry* e) {
+        placement_mu_.AssertHeld();
+        copies.push_back(BlockCopy{SlotEndpoint(TierKind::kHost, e->slot[kHost]),
+                                   SlotEndpoint(TierKind::kGpu, acquired[k])});
+        policies_[kHost]->OnAccess(e->slot[kHost]);
+        Attach(key, *e, TierKind::kGpu, acquired[k]);
+        StartWrite(*e, TierKind::kGpu, write_id, *done);
+      });
+      slots[need[k]] = gpu->Address(acquired[k]).device;
+      promoted.push_back(key);
+    }
+    absl::Status s;
+    for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = onboard_->Wait(*waits[i]);
+    if (s.ok()) s = EnqueueCopies(*onboard_, copies, layerwise, *layers);
+    if (s.ok()) s = onboard_->Record(**done);
+    if (!s.ok()) {
+      for (const BlockKey& key : promoted) {
+        table_.Find(key, [&](BlockEntry* e) {
+          placement_mu_.AssertHeld();
+          Detach(*e, TierKind::kGpu);
+        });
+      }
+      Unpin(keys);
+      return absl::Status(s.code(),
+                          "LoadToGpuTier: enqueueing copies: " + std::string(s.message()));
+    }
+    (void)onboard_->AddCallback([this, promoted, write_id, finished] {
+      OnWritesLanded(TierKind::kGpu, promoted, write_id);
+      finished->Notify();
+    });
+    promoted_count = promoted.size();
+    lease_id = next_lease_id_++;
+    leases_[lease_id] =
+        Lease{std::vector<BlockKey>(keys.begin(), keys.end()),
+              absl::Now() +
+                  (lease_timeout == absl::ZeroDuration() ? options_.lease_timeout : lease_timeout)};
+  }
+  counters_[kGpu].promotions.fetch_add(promoted_count, std::memory_order_relaxed);
+  counters_[kGpu].bytes_in.fetch_add(promoted_count * g.block_bytes(), std::memory_order_relaxed);
+  counters_[kHost].bytes_out.fetch_add(promoted_count * g.block_bytes(), std::memory_order_relaxed);
+  counters_[kHost].hits.fetch_add(promoted_count, std::memory_order_relaxed);
+  counters_[kGpu].hits.fetch_add(keys.size() - promoted_count, std::memory_order_relaxed);
+  loaded_blocks_.fetch_add(keys.size(), std::memory_order_relaxed);
+  TransferHandleImpl::Counts counts{promoted_count, keys.size() - promoted_count, 0};
+  return std::unique_ptr<TransferHandle>(
+      new TransferHandleImpl(std::move(*done), std::move(finished), std::move(*layers), counts,
+                             std::move(slots), [this, lease_id] { return ReleaseLease(lease_id); }));
+}
+
+absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
+    absl::string_view ns, absl::Span<const BlockKey> keys) {
+  DestroyRetiredEvents();
+  absl::StatusOr<const Namespace*> space = FindNamespace(ns);
+  if (!space.ok()) return space.status();
+  if (tier(TierKind::kGpu) == nullptr) {
+    return absl::FailedPreconditionError(
+        "Prefetch: the GPU tier is disabled (EngineOptions::gpu_tier_bytes = 0)");
+  }
+  absl::StatusOr<std::shared_ptr<Event>> done = NewEvent();
+  if (!done.ok()) return done.status();
+  auto finished = std::make_shared<absl::Notification>();
+  const uint32_t ns_id = (*space)->id;
+  TransferHandleImpl::Counts counts;
+  std::vector<BlockKey> promoted;
+  {
+    absl::MutexLock lock(&placement_mu_);
+    const uint64_t write_id = next_write_id_++;
+    std::vector<BlockCopy> copies;
+    std::vector<std::shared_ptr<Event>> waits;
+    absl::flat_hash_set<BlockKey> seen;
+    for (const BlockKey& key : keys) {
+      if (!seen.insert(key).second) continue;
+      // 0: not cached here, 1: already on the GPU, 2: pinned for promotion.
+      int state = table_.Find(key, [&](BlockEntry* e) {
+        placement_mu_.AssertHeld();
+        if (e == nullptr || e->erased || e->ns_id != ns_id || !e->has_any()) return 0;
+        if (e->has(TierKind::kGpu)) return 1;
+        ++e->pins;  // keeps the host copy in place while it is read
+        return 2;
+      });
+      if (state != 2) {
+        state == 1 ? ++counts.present : ++counts.rejected;
+        continue;
+      }
+      std::shared_ptr<Event> reuse;
+      std::optional<SlotId> slot = AcquireSlot(TierKind::kGpu, &reuse);
+      if (!slot) {
+        Unpin({key});
+        ++counts.rejected;
+        continue;
+      }
+      if (reuse) waits.push_back(std::move(reuse));
+      table_.Find(key, [&](BlockEntry* e) {
+        placement_mu_.AssertHeld();
+        if (e->is_writing(TierKind::kHost)) waits.push_back(e->ready[kHost]);
+        copies.push_back(BlockCopy{SlotEndpoint(TierKind::kHost, e->slot[kHost]),
+                                   SlotEndpoint(TierKind::kGpu, *slot)});
+        Attach(key, *e, TierKind::kGpu, *slot);
+        StartWrite(*e, TierKind::kGpu, write_id, *done);
+      });
+      promoted.push_back(key);
+    }
+    if (!copies.empty()) {
+      absl::Status s;
+      for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = onboard_->Wait(*waits[i]);
+      if (s.ok()) s = EnqueueCopies(*onboard_, copies, /*layerwise=*/false, {});
+      if (s.ok()) s = onboard_->Record(**done);
+      if (!s.ok()) {
+        for (const BlockKey& key : promoted) {
+          table_.Find(key, [&](BlockEntry* e) {
+            placement_mu_.AssertHeld();
+            Detach(*e, TierKind::kGpu);
+          });
+        }
+        Unpin(promoted);
+        return absl::Status(s.code(), "Prefetch: enqueueing copies: " + std::string(s.message()));
+      }
+      (void)onboard_->AddCallback([this, promoted, write_id, finished] {
+        OnWritesLanded(TierKind::kGpu, promoted, write_id);
+        OnReadsDone(promoted);
+        finished->Notify();
+      });
+    }
+  }
+  counts.moved = promoted.size();
+  const size_t bytes = promoted.size() * options_.geometry.block_bytes();
+  counters_[kGpu].promotions.fetch_add(promoted.size(), std::memory_order_relaxed);
+  counters_[kGpu].bytes_in.fetch_add(bytes, std::memory_order_relaxed);
+  counters_[kHost].bytes_out.fetch_add(bytes, std::memory_order_relaxed);
+  if (promoted.empty()) {
+    return std::unique_ptr<TransferHandle>(
+        new TransferHandleImpl(nullptr, nullptr, {}, counts, {}, nullptr));
+  }
+  return std::unique_ptr<TransferHandle>(
+      new TransferHandleImpl(std::move(*done), std::move(finished), {}, counts, {}, nullptr));
+}
+
+// ----------------------------------------------------------------------------- Erase
+
+size_t EngineImpl::EraseLocked(uint32_t ns_id, absl::Span<const BlockKey> keys) {
+  size_t erased = 0;
+  for (const BlockKey& key : keys) {
+    table_.Mutate(key, [&](BlockEntry& e) {
+      placement_mu_.AssertHeld();
+      if (e.ns_id != ns_id || e.erased) return false;
+      ++erased;
+      if (e.busy()) {
+        e.erased = true;  // reclaimed by the last unpin / landed write
+        return false;
+      }
+      DetachAll(e);
+      return true;
+    });
+  }
+  return erased;
+}
+
+absl::StatusOr<size_t> EngineImpl::Erase(absl::string_view ns, absl::Span<const BlockKey> keys) {
+  absl::StatusOr<const Namespace*> space = FindNamespace(ns);
+  if (!space.ok()) return space.status();
+  absl::MutexLock lock(&placement_mu_);
+  return EraseLocked((*space)->id, keys);
+}
+
+absl::StatusOr<size_t> EngineImpl::EraseNamespace(absl::string_view ns) {
+  absl::StatusOr<const Namespace*> space = FindNamespace(ns);
+  if (!space.ok()) return space.status();
+  const uint32_t ns_id = (*space)->id;
+  absl::MutexLock lock(&placement_mu_);
+  std::vector<BlockKey> keys;
+  table_.ForEach([&](const BlockKey& key, const BlockEntry& e) {
+    if (e.ns_id == ns_id && !e.erased) keys.push_back(key);
+  });
+  return EraseLocked(ns_id, keys);
+}
+
+// ----------------------------------------------------------------------------- Stats
+
+EngineStats EngineImpl::Stats() {
+  DestroyRetiredEvents();
+  EngineStats st;
+  st.device = device_->name();
+  std::vector<std::string> names = ListNamespaces();
+  absl::MutexLock lock(&placement_mu_);
+  ReapExpiredLeases();
+  std::array<size_t, kNumTiers> pinned{};
+  table_.ForEach([&](const BlockKey&, const BlockEntry& e) {
+    if (!e.busy()) return;
+    for (int t = 0; t < kNumTiers; ++t) {
+      if (e.slot[t] != kNoSlot) ++pinned[t];
+    }
+  });
+  for (int t = 0; t < kNumTiers; ++t) {
+    TierStats& ts = st.tiers[t];
+    if (tiers_[t] != nullptr) {
+      ts.capacity_blocks = tiers_[t]->num_slots();
+      ts.used_blocks = tiers_[t]->used_slots();
+    }
+    ts.pinned_blocks = pinned[t];
+    ts.hits = counters_[t].hits.load();
+    ts.bytes_in = counters_[t].bytes_in.load();
+    ts.bytes_out = counters_[t].bytes_out.load();
+    ts.evictions = counters_[t].evictions.load();
+    ts.demotions = counters_[t].demotions.load();
+    ts.promotions = counters_[t].promotions.load();
+  }
+  for (size_t id = 0; id < names.size() && id < ns_blocks_.size(); ++id) {
+    NamespaceStats ns;
+    ns.name = names[id];
+    ns.blocks = ns_blocks_[id];
+    for (int t = 0; t < kNumTiers; ++t) ns.blocks_per_tier[t] = ns_tier_blocks_[id][t];
+    st.namespaces.push_back(std::move(ns));
+  }
+  st.match_calls = match_calls_.load();
+  st.matched_blocks = matched_blocks_.load();
+  st.stored_blocks = stored_blocks_.load();
+  st.deduplicated_blocks = deduplicated_blocks_.load();
+  st.rejected_blocks = rejected_blocks_.load();
+  st.loaded_blocks = loaded_blocks_.load();
+  st.leases_held = leases_.size();
+  st.leases_expired = leases_expired_.load();
+  return st;
+}
+
+}  // namespace kvtier

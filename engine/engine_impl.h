@@ -1,0 +1,176 @@
+// engine/engine_impl.h — the Engine: placement, eviction, leases and transfers.
+//
+// State and locks:
+//   * placement_mu_ guards every decision about where bytes live: the tiers' free lists,
+//     their eviction policies, slot owners, slot reuse events, leases, and every change to
+//     a block entry's slots, pins and writing bits. It is held only for metadata work and
+//     for enqueueing copies (never for waiting on them), so the host never blocks on the
+//     device while holding it.
+//   * The block table's shard locks guard entries; Match takes only those.
+//   * ns_mu_ guards the namespace registry; it is a leaf lock.
+//   Order: placement_mu_ → shard lock. Completion callbacks (run by the device after a
+//   copy) take placement_mu_ themselves; no code holding placement_mu_ waits for a copy.
+//
+// Copy ordering without host waits: a slot freed while a copy still reads it (a GPU slot
+// whose block is being demoted) carries a reuse event; the next writer's stream waits on
+// it. A block copy that is still landing carries a ready event; a reader's stream waits on
+// it. Streams: onboard_ (into caller memory and the GPU tier) and offload_ (into the host
+// tier), so stores never queue behind loads.
+
+#ifndef KVTIER_ENGINE_ENGINE_IMPL_H_
+#define KVTIER_ENGINE_ENGINE_IMPL_H_
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/block_table.h"
+#include "engine/eviction_policy.h"
+#include "kvtier/engine.h"
+#include "tiers/tier.h"
+
+namespace kvtier {
+
+class EngineImpl final : public Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Open(const EngineOptions& options);
+  ~EngineImpl() override;
+
+  const EngineOptions& options() const override { return options_; }
+  Device& device() override { return *device_; }
+
+  absl::Status CreateNamespace(absl::string_view ns) override;
+  std::vector<std::string> ListNamespaces() const override;
+  absl::StatusOr<MatchResult> Match(absl::string_view ns, absl::Span<const int32_t> tokens,
+                                    absl::string_view extra) override;
+  absl::StatusOr<std::unique_ptr<TransferHandle>> Store(const StoreRequest& request) override;
+  absl::StatusOr<std::unique_ptr<TransferHandle>> Load(const LoadRequest& request) override;
+  absl::StatusOr<std::unique_ptr<TransferHandle>> LoadToGpuTier(
+      absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise,
+      absl::Duration lease_timeout) override;
+  absl::StatusOr<std::unique_ptr<TransferHandle>> Prefetch(
+      absl::string_view ns, absl::Span<const BlockKey> keys) override;
+  absl::StatusOr<size_t> Erase(absl::string_view ns, absl::Span<const BlockKey> keys) override;
+  absl::StatusOr<size_t> EraseNamespace(absl::string_view ns) override;
+  EngineStats Stats() override;
+
+ private:
+  struct Namespace {
+    std::string name;
+    uint32_t id;
+    KeyHasher hasher;
+  };
+  struct TierCounters {
+    std::atomic<uint64_t> hits{0}, bytes_in{0}, bytes_out{0}, evictions{0}, demotions{0},
+        promotions{0};
+  };
+  struct Lease {
+    std::vector<BlockKey> keys;
+    absl::Time expires;
+  };
+  // One side of a block copy: a block in kvtier's layout at `at`, or a page of a caller's
+  // paged pool.
+  struct Endpoint {
+    SlotAddress at;
+    const KvBuffers::PagedPool* pool = nullptr;
+    uint32_t page = 0;
+  };
+  struct BlockCopy {
+    Endpoint src;
+    Endpoint dst;
+  };
+
+  explicit EngineImpl(const EngineOptions& options) : options_(options) {}
+  absl::Status Init();
+
+  absl::StatusOr<const Namespace*> FindNamespace(absl::string_view ns) const;
+  absl::Status ValidateBuffers(const KvBuffers& buffers, size_t expected_blocks,
+                               const char* op) const;
+  static Endpoint CallerEndpoint(const KvBuffers& buffers, size_t i);
+  Endpoint SlotEndpoint(TierKind t, SlotId slot) const { return Endpoint{tier(t)->Address(slot)}; }
+  SlotAddress EndpointAddress(const Endpoint& e, uint32_t layer, KvPart part) const;
+  // Appends the copy ops of one block: one layer (layer >= 0) or all (layer < 0), coalesced
+  // to as few ops as the layouts allow.
+  void AppendCopyOps(const BlockCopy& copy, int layer, std::vector<CopyOp>* ops) const;
+
+  Tier* tier(TierKind t) const { return tiers_[static_cast<int>(t)].get(); }
+
+  // Placement, all REQUIRES placement_mu_.
+  // A free slot in tier t, evicting (dropping or demoting) an unpinned copy if needed.
+  // Sets *reuse_after to an event the writer must wait for (or null). nullopt when every
+  // copy in the tier is pinned, leased or in flight.
+  std::optional<SlotId> AcquireSlot(TierKind t, std::shared_ptr<Event>* reuse_after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  bool EvictOne(TierKind t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  void Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId slot)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  void Detach(BlockEntry& e, TierKind t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  // Frees every slot of an entry; the caller then removes it from the table.
+  void DetachAll(BlockEntry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  void Unpin(absl::Span<const BlockKey> keys) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  void ReapExpiredLeases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  size_t EraseLocked(uint32_t ns_id, absl::Span<const BlockKey> keys)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+
+  // Completion callbacks (device threads).
+  void OnWritesLanded(TierKind t, const std::vector<BlockKey>& keys, uint64_t write_id);
+  // Marks slot[t] of `e` as being written by transfer `write_id`, landing at `ready`.
+  void StartWrite(BlockEntry& e, TierKind t, uint64_t write_id, std::shared_ptr<Event> ready)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  // Events must not be destroyed inside device callbacks (CUDA forbids API calls there):
+  // callbacks retire them here, and API calls destroy them.
+  void RetireEvent(std::shared_ptr<Event> event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  void DestroyRetiredEvents() ABSL_LOCKS_EXCLUDED(placement_mu_);
+  void OnReadsDone(const std::vector<BlockKey>& keys);
+  absl::Status ReleaseLease(uint64_t lease_id);
+
+  // Pins `keys` in namespace ns_id for reading; on a missing key unpins what it pinned and
+  // returns NotFound naming it.
+  absl::Status PinAll(uint32_t ns_id, absl::string_view ns, absl::Span<const BlockKey> keys,
+                      const char* op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+
+  absl::StatusOr<std::shared_ptr<Event>> NewEvent();
+  absl::StatusOr<std::vector<std::shared_ptr<Event>>> NewEvents(size_t n);
+  // Enqueues `copies` on `stream`: layer by layer, recording layer_events[l] after layer l,
+  // or whole blocks, recording every layer event after the last. Empty layer_events: whole
+  // blocks, nothing recorded.
+  absl::Status EnqueueCopies(Stream& stream, const std::vector<BlockCopy>& copies, bool layerwise,
+                             const std::vector<std::shared_ptr<Event>>& layer_events);
+
+  const EngineOptions options_;
+  std::unique_ptr<Device> device_;
+  std::unique_ptr<Stream> onboard_;
+  std::unique_ptr<Stream> offload_;
+  std::array<std::unique_ptr<Tier>, kNumTiers> tiers_;
+  BlockTable table_;
+
+  absl::Mutex placement_mu_;
+  std::array<std::unique_ptr<EvictionPolicy>, kNumTiers> policies_ ABSL_GUARDED_BY(placement_mu_);
+  std::array<std::vector<BlockKey>, kNumTiers> slot_owner_ ABSL_GUARDED_BY(placement_mu_);
+  std::array<std::vector<std::shared_ptr<Event>>, kNumTiers> reuse_after_
+      ABSL_GUARDED_BY(placement_mu_);
+  absl::flat_hash_map<uint64_t, Lease> leases_ ABSL_GUARDED_BY(placement_mu_);
+  uint64_t next_lease_id_ ABSL_GUARDED_BY(placement_mu_) = 1;
+  uint64_t next_write_id_ ABSL_GUARDED_BY(placement_mu_) = 1;
+  std::vector<std::shared_ptr<Event>> retired_events_ ABSL_GUARDED_BY(placement_mu_);
+  // Blocks per namespace id and tier.
+  std::vector<std::array<size_t, kNumTiers>> ns_tier_blocks_ ABSL_GUARDED_BY(placement_mu_);
+  std::vector<size_t> ns_blocks_ ABSL_GUARDED_BY(placement_mu_);
+
+  mutable absl::Mutex ns_mu_;
+  std::vector<std::unique_ptr<Namespace>> namespaces_ ABSL_GUARDED_BY(ns_mu_);
+  absl::flat_hash_map<std::string, uint32_t> ns_by_name_ ABSL_GUARDED_BY(ns_mu_);
+
+  std::array<TierCounters, kNumTiers> counters_;
+  std::atomic<uint64_t> match_calls_{0}, matched_blocks_{0}, stored_blocks_{0},
+      deduplicated_blocks_{0}, rejected_blocks_{0}, loaded_blocks_{0}, leases_expired_{0};
+};
+
+}  // namespace kvtier
+
+#endif  // KVTIER_ENGINE_ENGINE_IMPL_H_

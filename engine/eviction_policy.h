@@ -1,0 +1,46 @@
+// engine/eviction_policy.h — which slot of a full tier to give up next.
+//
+// A policy sees only slot ids and events on them (inserted, accessed, removed); it knows
+// nothing of bytes, keys or other tiers. The engine asks for a victim with a predicate that
+// says whether a slot may be evicted now (not pinned, leased or in flight); the policy offers
+// slots from most to least evictable until the predicate accepts one.
+//
+// Not thread-safe: the engine calls a tier's policy under its placement lock.
+
+#ifndef KVTIER_ENGINE_EVICTION_POLICY_H_
+#define KVTIER_ENGINE_EVICTION_POLICY_H_
+
+#include <memory>
+#include <optional>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "tiers/tier.h"
+
+namespace kvtier {
+
+class EvictionPolicy {
+ public:
+  virtual ~EvictionPolicy() = default;
+
+  virtual const char* name() const = 0;
+  // REQUIRES: slot < num_slots and not currently tracked.
+  virtual void OnInsert(SlotId slot) = 0;
+  // REQUIRES: slot is tracked.
+  virtual void OnAccess(SlotId slot) = 0;
+  // REQUIRES: slot is tracked. Afterwards it is not.
+  virtual void OnRemove(SlotId slot) = 0;
+  // The most evictable tracked slot for which `evictable` returns true, or nullopt. Does not
+  // remove it: the engine calls OnRemove once the eviction is done.
+  virtual std::optional<SlotId> PickVictim(absl::FunctionRef<bool(SlotId)> evictable) = 0;
+};
+
+// Creates a policy by name for a tier of `num_slots` slots. InvalidArgument for unknown names
+// (the message lists the known ones).
+absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(absl::string_view name,
+                                                                   uint32_t num_slots);
+
+}  // namespace kvtier
+
+#endif  // KVTIER_ENGINE_EVICTION_POLICY_H_

@@ -1,0 +1,80 @@
+// engine/options.cc — validation of EngineOptions and the small value types of engine.h.
+
+#include "absl/strings/str_format.h"
+#include "engine/eviction_policy.h"
+#include "engine/namespace_name.h"
+#include "kvtier/engine.h"
+
+namespace kvtier {
+
+const char* TierKindName(TierKind tier) {
+  switch (tier) {
+    case TierKind::kGpu:
+      return "gpu";
+    case TierKind::kHost:
+      return "host";
+  }
+  return "invalid";
+}
+
+KvBuffers KvBuffers::Blocks(std::vector<DevicePtr> blocks) {
+  KvBuffers b;
+  b.blocks_ = std::move(blocks);
+  return b;
+}
+
+KvBuffers KvBuffers::Paged(PagedPool pool, std::vector<uint32_t> pages) {
+  KvBuffers b;
+  b.paged_ = true;
+  b.pool_ = std::move(pool);
+  b.pages_ = std::move(pages);
+  return b;
+}
+
+absl::Status EngineOptions::Validate() const {
+  if (absl::Status s = geometry.Validate(); !s.ok()) return s;
+  if (model_fingerprint.empty()) {
+    return absl::InvalidArgumentError(
+        "model_fingerprint is empty: set it to the model's name and revision, so blocks of "
+        "different models never match");
+  }
+  if (key_hash != KeyHash::kSha256 && key_hash != KeyHash::kXxh3) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("key_hash = %d is not a known hash", static_cast<int>(key_hash)));
+  }
+  if (absl::Status s = device.Validate(); !s.ok()) return s;
+  const size_t block = geometry.block_bytes();
+  if (host_tier_bytes < block) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("host_tier_bytes = %d is smaller than one block (%d bytes for %s)",
+                        host_tier_bytes, block, geometry.ToString()));
+  }
+  if (gpu_tier_bytes != 0 && gpu_tier_bytes < block) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "gpu_tier_bytes = %d is smaller than one block (%d bytes); use 0 to disable the GPU "
+        "tier",
+        gpu_tier_bytes, block));
+  }
+  for (const std::string* policy : {&gpu_eviction, &host_eviction}) {
+    if (absl::StatusOr<std::unique_ptr<EvictionPolicy>> p = MakeEvictionPolicy(*policy, 1);
+        !p.ok()) {
+      return p.status();
+    }
+  }
+  for (size_t i = 0; i < namespaces.size(); ++i) {
+    if (absl::Status s = ValidateNamespaceName(namespaces[i]); !s.ok()) return s;
+    for (size_t j = 0; j < i; ++j) {
+      if (namespaces[i] == namespaces[j]) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("namespace '%s' is listed twice", namespaces[i]));
+      }
+    }
+  }
+  if (lease_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrFormat("lease_timeout = %s must be positive",
+                                                      absl::FormatDuration(lease_timeout)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kvtier

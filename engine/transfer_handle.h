@@ -1,0 +1,68 @@
+// engine/transfer_handle.h — the handle a Store, Load or Prefetch returns.
+//
+// It holds the events of the transfer (one per layer for a layer-wise load, and one for the
+// whole), the counts decided when the transfer was planned, and for leased loads the slot
+// addresses and the lease id. Waiting is event waiting: WaitLayer is a stream wait, Wait and
+// WaitLayerHost block the host.
+
+#ifndef KVTIER_ENGINE_TRANSFER_HANDLE_H_
+#define KVTIER_ENGINE_TRANSFER_HANDLE_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "kvtier/engine.h"
+
+namespace kvtier {
+
+class TransferHandleImpl final : public TransferHandle {
+ public:
+  struct Counts {
+    size_t moved = 0;
+    size_t present = 0;
+    size_t rejected = 0;
+  };
+
+  // `done` may be null (nothing was enqueued: ready at once). `finished` is notified by the
+  // engine's completion callback once its bookkeeping for the transfer is done (null when
+  // done is). `layers` is empty for transfers that are not loads; otherwise one event per
+  // layer. `release` is called at most once, by Release(), for leased transfers.
+  TransferHandleImpl(std::shared_ptr<Event> done, std::shared_ptr<absl::Notification> finished,
+                     std::vector<std::shared_ptr<Event>> layers, Counts counts,
+                     std::vector<DevicePtr> slots, absl::AnyInvocable<absl::Status()> release)
+      : done_(std::move(done)),
+        finished_(std::move(finished)),
+        layers_(std::move(layers)),
+        counts_(counts),
+        slots_(std::move(slots)),
+        release_(std::move(release)) {}
+
+  bool IsReady() override;
+  absl::Status Wait() override;
+  absl::Status WaitLayer(uint32_t layer, Stream& stream) override;
+  absl::Status WaitLayerHost(uint32_t layer) override;
+  size_t blocks_moved() const override { return counts_.moved; }
+  size_t blocks_present() const override { return counts_.present; }
+  size_t blocks_rejected() const override { return counts_.rejected; }
+  absl::Span<const DevicePtr> slots() const override { return slots_; }
+  absl::Status Release() override;
+
+ private:
+  absl::StatusOr<Event*> LayerEvent(uint32_t layer);
+
+  std::shared_ptr<Event> done_;
+  std::shared_ptr<absl::Notification> finished_;
+  std::vector<std::shared_ptr<Event>> layers_;
+  Counts counts_;
+  std::vector<DevicePtr> slots_;
+  absl::Mutex release_mu_;
+  absl::AnyInvocable<absl::Status()> release_ ABSL_GUARDED_BY(release_mu_);
+};
+
+}  // namespace kvtier
+
+#endif  // KVTIER_ENGINE_TRANSFER_HANDLE_H_

@@ -1,0 +1,187 @@
+// kvtier/device.h — the accelerator kvtier moves KV bytes to and from.
+//
+// A Device owns device memory, pinned host memory, streams and events. Two implementations
+// exist: CUDA (real GPU) and Emulated (device memory in a separate host arena, copy engines
+// on worker threads with an optional bandwidth limit to model PCIe, kernels run as their CPU
+// reference in stream order). The engine, tests, demo and benchmarks run unchanged on either.
+//
+// Semantics follow CUDA's:
+//  * Work enqueued on one Stream runs in order; different streams run concurrently.
+//  * Event::Record captures the work enqueued on the stream so far; Stream::Wait(event)
+//    makes later work on that stream wait for it without blocking the host. An event that
+//    was never recorded counts as complete.
+//  * Enqueue calls return at once; errors in arguments are returned immediately, errors
+//    during execution surface from Synchronize / Query of a later event.
+//
+// Device memory is named by DevicePtr, an opaque address that host code cannot dereference.
+// On the emulated device its numeric value is not a host address at all, so a mix-up of
+// host and device pointers fails loudly instead of corrupting memory.
+//
+// Thread safety: Device, Stream and Event are safe to use from several threads.
+
+#ifndef KVTIER_DEVICE_H_
+#define KVTIER_DEVICE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace kvtier {
+
+// An address in device memory. Arithmetic is allowed; dereferencing is not.
+class DevicePtr {
+ public:
+  constexpr DevicePtr() = default;
+  // Wraps a raw device address, e.g. a CUDA pointer owned by an inference engine.
+  static constexpr DevicePtr FromAddress(uint64_t address) { return DevicePtr(address); }
+
+  constexpr uint64_t address() const { return address_; }
+  constexpr bool is_null() const { return address_ == 0; }
+  constexpr DevicePtr operator+(uint64_t offset) const { return DevicePtr(address_ + offset); }
+  friend constexpr bool operator==(DevicePtr a, DevicePtr b) = default;
+
+ private:
+  constexpr explicit DevicePtr(uint64_t address) : address_(address) {}
+  uint64_t address_ = 0;
+};
+
+enum class DeviceKind { kEmulated, kCuda };
+const char* DeviceKindName(DeviceKind kind);
+
+// Which device Device::Create picks.
+enum class DeviceChoice {
+  kAuto,      // CUDA if a working driver and device exist, else emulated (logged once).
+  kCuda,      // CUDA or an error saying why not.
+  kEmulated,  // always the emulated device.
+};
+
+struct DeviceOptions {
+  DeviceChoice choice = DeviceChoice::kAuto;
+  int cuda_ordinal = 0;
+  // Emulated device only: bandwidth of each copy direction (host→device, device→host) in
+  // GB/s (1e9 bytes/s); 0 means unthrottled. Streams share a direction's bandwidth, as
+  // they share a PCIe link. Device→device copies are not throttled.
+  double emulated_copy_gbps = 0.0;
+  // Emulated device only: upper bound on device memory, in bytes (0 = no limit).
+  size_t emulated_memory_limit = 0;
+
+  absl::Status Validate() const;
+};
+
+// An event marks a point in a stream's work.
+class Event {
+ public:
+  virtual ~Event() = default;
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+
+  // True when all work captured by the last Record has completed (or it was never recorded).
+  virtual absl::StatusOr<bool> Query() = 0;
+  // Blocks the calling host thread until the captured work completes. Returns the first
+  // error raised by that work, if any.
+  virtual absl::Status Synchronize() = 0;
+
+ protected:
+  Event() = default;
+};
+
+// One host↔device or device↔device copy inside a batch.
+struct CopyOp {
+  enum class Kind { kHostToDevice, kDeviceToHost, kDeviceToDevice };
+  Kind kind;
+  // Exactly one of each pair is used, according to kind.
+  const void* src_host = nullptr;
+  DevicePtr src_device;
+  void* dst_host = nullptr;
+  DevicePtr dst_device;
+  size_t bytes = 0;
+};
+
+// A kernel with a CPU reference. Kernels live in kernels/; the Device runs `cpu` on the
+// emulated device (in stream order, with `resolve` mapping DevicePtr to host addresses) and
+// `cuda` on a CUDA device (with the native cudaStream_t as `void*`).
+struct KernelLaunch {
+  // Maps a device range to host memory; fails with a null result for foreign ranges.
+  using Resolver = absl::AnyInvocable<void*(DevicePtr, size_t) const>;
+  const char* name = "";
+  absl::AnyInvocable<absl::Status(const Resolver& resolve)> cpu;
+  absl::AnyInvocable<absl::Status(void* cuda_stream)> cuda;
+};
+
+// An ordered queue of device work.
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  // Enqueue copies. REQUIRES: the ranges stay valid until the work completes; host ranges
+  // should be pinned (AllocatePinned) for true asynchrony on CUDA.
+  virtual absl::Status CopyToDevice(DevicePtr dst, const void* src, size_t bytes) = 0;
+  virtual absl::Status CopyToHost(void* dst, DevicePtr src, size_t bytes) = 0;
+  virtual absl::Status CopyOnDevice(DevicePtr dst, DevicePtr src, size_t bytes) = 0;
+  // Enqueues many copies at once (one call, one lock, one submission where the device
+  // supports it). Validates every op before enqueueing any: all or nothing.
+  virtual absl::Status CopyBatch(absl::Span<const CopyOp> ops) = 0;
+  // Enqueues a kernel.
+  virtual absl::Status Launch(KernelLaunch kernel) = 0;
+  // Enqueues a host function, run once the work before it completes. It must not call
+  // back into the Device (as with cudaLaunchHostFunc).
+  virtual absl::Status AddCallback(absl::AnyInvocable<void()> fn) = 0;
+
+  virtual absl::Status Record(Event& event) = 0;
+  // Later work on this stream waits for `event`'s captured work; the host does not block.
+  virtual absl::Status Wait(Event& event) = 0;
+  // Blocks the host until all enqueued work completes; returns the first execution error.
+  virtual absl::Status Synchronize() = 0;
+
+  // The native handle (cudaStream_t) on CUDA; nullptr on the emulated device.
+  virtual void* native_handle() const = 0;
+
+ protected:
+  Stream() = default;
+};
+
+class Device {
+ public:
+  // Picks and opens a device per `options` (see DeviceChoice).
+  static absl::StatusOr<std::unique_ptr<Device>> Create(const DeviceOptions& options);
+
+  virtual ~Device() = default;
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  virtual DeviceKind kind() const = 0;
+  // Human-readable, e.g. "NVIDIA H100 80GB HBM3 (cuda:0)" or "emulated (copy 16.0 GB/s)".
+  virtual std::string name() const = 0;
+
+  // Device memory, 256-byte aligned. Free of a pointer that Allocate did not return is an
+  // InvalidArgument error.
+  virtual absl::StatusOr<DevicePtr> Allocate(size_t bytes) = 0;
+  virtual absl::Status Free(DevicePtr ptr) = 0;
+  // True if [ptr, ptr+bytes) lies inside one live allocation of this device.
+  virtual bool Contains(DevicePtr ptr, size_t bytes) const = 0;
+
+  // Page-locked host memory, 4096-byte aligned (usable for O_DIRECT and io_uring buffers).
+  virtual absl::StatusOr<void*> AllocatePinned(size_t bytes) = 0;
+  virtual absl::Status FreePinned(void* ptr) = 0;
+
+  virtual absl::StatusOr<std::unique_ptr<Stream>> CreateStream() = 0;
+  virtual absl::StatusOr<std::unique_ptr<Event>> CreateEvent() = 0;
+
+  // Blocks until all work on all streams of this device completes.
+  virtual absl::Status Synchronize() = 0;
+
+ protected:
+  Device() = default;
+};
+
+}  // namespace kvtier
+
+#endif  // KVTIER_DEVICE_H_

@@ -1,0 +1,255 @@
+// kvtier/engine.h — the KV-cache storage engine an inference engine links.
+//
+// An Engine stores KV blocks by content address (BlockKey) in a hierarchy of tiers: a GPU
+// tier (a pool of fixed-size slots in device memory, optional) and a host tier (slots in
+// pinned host memory). A block may have a copy in several tiers at once; Match reports the
+// fastest one. When a tier is full its eviction policy picks a victim that is not pinned,
+// leased or in flight: a GPU copy with no host copy is demoted (copied device → host), any
+// other copy is dropped; a host copy is dropped.
+//
+// Typical use by an inference engine:
+//   1. Match(ns, prompt tokens)           -> how many tokens are cached, and their keys.
+//   2. Load(keys into the engine's pages) -> handle; attention on layer i first calls
+//      handle->WaitLayer(i, compute_stream), a stream wait that never blocks the host.
+//   3. Store(new full blocks)             -> handle; the pages may be reused once
+//      handle->Wait() (or IsReady()) says the copy is done.
+//
+// Promises:
+//   * Every call is thread-safe and returns absl::Status / StatusOr; bad input yields
+//     InvalidArgument / NotFound / FailedPrecondition naming what was wrong, and leaves the
+//     engine unchanged.
+//   * Nothing that moves bytes blocks the host: Store, Load and Prefetch enqueue copies on
+//     the engine's own streams and return handles at once.
+//   * Namespaces are part of every key: no call matches, returns or counts another
+//     namespace's blocks.
+//   * A block that is pinned (by an in-flight copy or a lease) is never evicted or
+//     overwritten; leases expire after their timeout so a forgetful caller cannot leak a tier.
+
+#ifndef KVTIER_ENGINE_H_
+#define KVTIER_ENGINE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "kvtier/block_key.h"
+#include "kvtier/device.h"
+#include "kvtier/geometry.h"
+
+namespace kvtier {
+
+enum class TierKind : uint8_t { kGpu = 0, kHost = 1 };
+inline constexpr int kNumTiers = 2;
+const char* TierKindName(TierKind tier);
+
+struct EngineOptions {
+  Geometry geometry;
+  // Identifies the model weights (name and revision). Part of every key: blocks of two
+  // models never match. Required.
+  std::string model_fingerprint;
+  KeyHash key_hash = KeyHash::kSha256;
+  DeviceOptions device;
+
+  // Tier capacities in bytes. Each is rounded down to whole blocks. The GPU tier may be 0
+  // (connector mode: the inference engine owns all GPU KV memory); the host tier must hold
+  // at least one block.
+  size_t gpu_tier_bytes = 0;
+  size_t host_tier_bytes = 0;
+  // Eviction policy per tier. Available: "lru".
+  std::string gpu_eviction = "lru";
+  std::string host_eviction = "lru";
+
+  // Namespaces created at Open. More can be added with CreateNamespace.
+  std::vector<std::string> namespaces = {"default"};
+  // How long a lease on managed GPU slots lives unless released.
+  absl::Duration lease_timeout = absl::Seconds(30);
+
+  // OK, or InvalidArgument naming the bad field.
+  absl::Status Validate() const;
+};
+
+// Where a caller's KV lives in device memory: either whole blocks in kvtier's layout, one
+// pointer per block, or pages of a vLLM-style paged pool.
+class KvBuffers {
+ public:
+  // One pointer per block, each block_bytes() long, in kvtier's layer-major layout.
+  static KvBuffers Blocks(std::vector<DevicePtr> blocks);
+
+  // A paged pool with one tensor per layer, vLLM's FlashAttention layout
+  // [2 (K,V)][num_pages][page_tokens][kv_heads][head_dim] (NHD); page_tokens must equal
+  // the geometry's block_tokens. `pages[i]` is the page that holds block i.
+  struct PagedPool {
+    std::vector<DevicePtr> layers;  // one base pointer per layer
+    uint32_t num_pages = 0;
+  };
+  static KvBuffers Paged(PagedPool pool, std::vector<uint32_t> pages);
+
+  size_t num_blocks() const { return is_paged() ? pages_.size() : blocks_.size(); }
+  bool is_paged() const { return paged_; }
+  const std::vector<DevicePtr>& blocks() const { return blocks_; }
+  const PagedPool& pool() const { return pool_; }
+  const std::vector<uint32_t>& pages() const { return pages_; }
+
+ private:
+  bool paged_ = false;
+  std::vector<DevicePtr> blocks_;
+  PagedPool pool_;
+  std::vector<uint32_t> pages_;
+};
+
+struct MatchResult {
+  size_t matched_tokens = 0;
+  // Keys of the matched prefix blocks, and the fastest tier holding each.
+  std::vector<BlockKey> keys;
+  std::vector<TierKind> tiers;
+};
+
+// Progress of one Store, Load or Prefetch. Thread-safe. Destroying a handle does not cancel
+// or wait for the transfer.
+class TransferHandle {
+ public:
+  virtual ~TransferHandle() = default;
+
+  // True when every copy has completed (successfully or not).
+  virtual bool IsReady() = 0;
+  // Blocks the host until every copy completes; returns the first error.
+  virtual absl::Status Wait() = 0;
+  // Makes `stream` wait (on the device, not the host) until layer `layer` of every block
+  // has arrived. Load only. Returns InvalidArgument for a layer out of range.
+  virtual absl::Status WaitLayer(uint32_t layer, Stream& stream) = 0;
+  // Blocks the host until layer `layer` of every block has arrived.
+  virtual absl::Status WaitLayerHost(uint32_t layer) = 0;
+
+  // Store: blocks newly stored, already present (deduplicated), and not stored because
+  // every slot was pinned. Load / Prefetch: blocks moved, already in place, and skipped.
+  virtual size_t blocks_moved() const = 0;
+  virtual size_t blocks_present() const = 0;
+  virtual size_t blocks_rejected() const = 0;
+
+  // Load into managed GPU slots only: the slot address of each requested block, valid
+  // while the lease is held. Empty for other transfers.
+  virtual absl::Span<const DevicePtr> slots() const = 0;
+  // Releases the lease on managed GPU slots (idempotent). Other transfers: no-op.
+  virtual absl::Status Release() = 0;
+};
+
+struct StoreRequest {
+  absl::string_view ns;
+  // The whole prompt so far: keys chain from its first token. Its length must be a multiple
+  // of block_tokens.
+  absl::Span<const int32_t> tokens;
+  absl::string_view extra;  // extra key material (LoRA id, salt); same for every block
+  // buffers holds blocks first_block .. first_block + buffers.num_blocks() - 1.
+  size_t first_block = 0;
+  KvBuffers buffers;
+  // If set, the copies start only after the work already enqueued on this stream (the
+  // compute that produced the KV). A stream wait: the host does not block.
+  Stream* after = nullptr;
+};
+
+struct LoadRequest {
+  absl::string_view ns;
+  std::vector<BlockKey> keys;  // usually MatchResult::keys, or a prefix of them
+  KvBuffers buffers;           // destination, one block per key
+  // Copy layer by layer (one event per layer) so attention can start on layer 0 while later
+  // layers are in flight. When false, whole blocks are copied and all layers complete at once.
+  bool layerwise = true;
+  Stream* after = nullptr;
+};
+
+struct TierStats {
+  size_t capacity_blocks = 0;
+  size_t used_blocks = 0;
+  size_t pinned_blocks = 0;
+  uint64_t hits = 0;        // blocks loaded from this tier
+  uint64_t bytes_in = 0;    // bytes written into this tier
+  uint64_t bytes_out = 0;   // bytes read out of this tier
+  uint64_t evictions = 0;   // copies dropped to make room
+  uint64_t demotions = 0;   // copies moved down to make room
+  uint64_t promotions = 0;  // copies brought up into this tier
+};
+
+struct NamespaceStats {
+  std::string name;
+  size_t blocks = 0;
+  size_t blocks_per_tier[kNumTiers] = {};
+};
+
+struct EngineStats {
+  std::string device;
+  TierStats tiers[kNumTiers];
+  std::vector<NamespaceStats> namespaces;
+  uint64_t match_calls = 0;
+  uint64_t matched_blocks = 0;
+  uint64_t stored_blocks = 0;
+  uint64_t deduplicated_blocks = 0;
+  uint64_t rejected_blocks = 0;
+  uint64_t loaded_blocks = 0;
+  uint64_t leases_held = 0;
+  uint64_t leases_expired = 0;
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Open(const EngineOptions& options);
+
+  // Waits for in-flight transfers, then frees all tiers. REQUIRES: no other thread is inside
+  // a call on this engine.
+  virtual ~Engine() = default;
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  virtual const EngineOptions& options() const = 0;
+  // The device the engine moves bytes with. On the emulated device, callers allocate their
+  // "GPU" KV buffers here.
+  virtual Device& device() = 0;
+
+  virtual absl::Status CreateNamespace(absl::string_view ns) = 0;
+  virtual std::vector<std::string> ListNamespaces() const = 0;
+
+  // Longest cached prefix of `tokens` in namespace `ns`. No I/O; a trailing partial block
+  // is ignored.
+  virtual absl::StatusOr<MatchResult> Match(absl::string_view ns, absl::Span<const int32_t> tokens,
+                                            absl::string_view extra = "") = 0;
+
+  // Copies full blocks from caller device memory into the host tier. Blocks already cached
+  // are skipped. The caller may reuse its buffers when the handle is ready.
+  virtual absl::StatusOr<std::unique_ptr<TransferHandle>> Store(const StoreRequest& request) = 0;
+
+  // Copies cached blocks into caller device memory. All keys must be cached in `ns`
+  // (NotFound names the first that is not); nothing is enqueued otherwise.
+  virtual absl::StatusOr<std::unique_ptr<TransferHandle>> Load(const LoadRequest& request) = 0;
+
+  // Brings cached blocks into the managed GPU tier and leases their slots to the caller until
+  // Release() or the lease timeout (0 = the engine default). FailedPrecondition when the GPU
+  // tier is disabled; ResourceExhausted when the GPU tier cannot hold them all unpinned.
+  virtual absl::StatusOr<std::unique_ptr<TransferHandle>> LoadToGpuTier(
+      absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise = true,
+      absl::Duration lease_timeout = absl::ZeroDuration()) = 0;
+
+  // Promotes cached blocks toward the GPU tier ahead of need, without leasing them. Blocks
+  // that cannot be placed without evicting pinned data are skipped (counted as rejected).
+  virtual absl::StatusOr<std::unique_ptr<TransferHandle>> Prefetch(
+      absl::string_view ns, absl::Span<const BlockKey> keys) = 0;
+
+  // Removes blocks from every tier; returns how many were present. Pinned blocks disappear
+  // from Match at once and free their slots when the last pin goes.
+  virtual absl::StatusOr<size_t> Erase(absl::string_view ns, absl::Span<const BlockKey> keys) = 0;
+  virtual absl::StatusOr<size_t> EraseNamespace(absl::string_view ns) = 0;
+
+  virtual EngineStats Stats() = 0;
+
+ protected:
+  Engine() = default;
+};
+
+}  // namespace kvtier
+
+#endif  // KVTIER_ENGINE_H_

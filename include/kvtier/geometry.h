@@ -1,0 +1,75 @@
+// kvtier/geometry.h — the shape of one model's KV cache, and where bytes sit inside a block.
+//
+// A block holds the K and V of `block_tokens` consecutive tokens for all layers, as one
+// contiguous byte range laid out layer-major:
+//
+//     [layer][K,V][token][kv_head][head_dim]
+//
+// Every offset into a block is computed here (Geometry::Offset) and nowhere else.
+
+#ifndef KVTIER_GEOMETRY_H_
+#define KVTIER_GEOMETRY_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace kvtier {
+
+enum class DType : uint8_t {
+  kFloat16 = 1,
+  kBFloat16 = 2,
+  kFloat32 = 3,
+};
+
+// Bytes per element; 0 for a value outside the enum.
+size_t DTypeSize(DType dtype);
+const char* DTypeName(DType dtype);
+absl::StatusOr<DType> ParseDType(absl::string_view name);  // "fp16", "bf16", "fp32"
+
+enum class KvPart : uint8_t { kKey = 0, kValue = 1 };
+
+struct Geometry {
+  uint32_t num_layers = 0;
+  uint32_t num_kv_heads = 0;
+  uint32_t head_dim = 0;
+  DType dtype = DType::kFloat16;
+  uint32_t block_tokens = 0;
+
+  // OK when every field is in range and a block fits in 4 GiB; otherwise InvalidArgument
+  // naming the field.
+  absl::Status Validate() const;
+
+  size_t element_bytes() const { return DTypeSize(dtype); }
+  // Bytes of one token's K (or V) for one layer: kv_heads * head_dim * element size.
+  size_t token_bytes() const { return size_t{num_kv_heads} * head_dim * element_bytes(); }
+  // Bytes of the K (or V) of one layer of one block.
+  size_t part_bytes() const { return token_bytes() * block_tokens; }
+  // Bytes of K and V of one layer of one block.
+  size_t layer_bytes() const { return 2 * part_bytes(); }
+  // Bytes of one whole block.
+  size_t block_bytes() const { return layer_bytes() * num_layers; }
+
+  // Byte offset of (layer, part) inside a block. REQUIRES: layer < num_layers.
+  size_t Offset(uint32_t layer, KvPart part) const {
+    return layer * layer_bytes() + static_cast<size_t>(part) * part_bytes();
+  }
+  // Byte offset of (layer, part, token) inside a block. REQUIRES: token < block_tokens.
+  size_t Offset(uint32_t layer, KvPart part, uint32_t token) const {
+    return Offset(layer, part) + token * token_bytes();
+  }
+
+  // A stable 64-bit identity of this geometry (same on every machine and release).
+  uint64_t Fingerprint() const;
+  std::string ToString() const;
+
+  friend bool operator==(const Geometry&, const Geometry&) = default;
+};
+
+}  // namespace kvtier
+
+#endif  // KVTIER_GEOMETRY_H_

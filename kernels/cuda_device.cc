@@ -1,0 +1,432 @@
+// kernels/cuda_device.cc — the CUDA Device, Stream and Event (see cuda_device.h).
+//
+// Host C++ over the CUDA runtime API only; kernels live in .cu files. Every runtime call is
+// checked and its error turned into a Status naming the call and its key arguments; the
+// thread's last-error slot is cleared afterwards so a later kernel launch check does not
+// report a stale error.
+
+#include "kernels/cuda_device.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "common/log.h"
+
+namespace kvtier {
+namespace {
+
+constexpr size_t kPinnedAlignment = 4096;
+
+absl::StatusCode CodeFor(cudaError_t error) {
+  switch (error) {
+    case cudaErrorInvalidValue:
+    case cudaErrorInvalidDevicePointer:
+    case cudaErrorInvalidMemcpyDirection:
+    case cudaErrorInvalidResourceHandle:
+    case cudaErrorInvalidDevice:
+      return absl::StatusCode::kInvalidArgument;
+    case cudaErrorMemoryAllocation:
+      return absl::StatusCode::kResourceExhausted;
+    case cudaErrorNoDevice:
+    case cudaErrorInsufficientDriver:
+    case cudaErrorCallRequiresNewerDriver:
+    case cudaErrorDevicesUnavailable:
+      return absl::StatusCode::kFailedPrecondition;
+    default:
+      return absl::StatusCode::kInternal;
+  }
+}
+
+// OK for cudaSuccess; otherwise "<call>: <CUDA's message>" with a code that fits the error.
+absl::Status CudaStatus(cudaError_t error, std::string_view call) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  // Clears the thread's last error (a no-op for sticky errors, which stay on the context).
+  (void)cudaGetLastError();
+  return absl::Status(CodeFor(error),
+                      absl::StrFormat("%s: %s", call, cudaGetErrorString(error)));
+}
+
+absl::Status SetDevice(int ordinal) {
+  return CudaStatus(cudaSetDevice(ordinal), absl::StrFormat("cudaSetDevice(%d)", ordinal));
+}
+
+const char* CopyKindName(CopyOp::Kind kind) {
+  switch (kind) {
+    case CopyOp::Kind::kHostToDevice:
+      return "H2D";
+    case CopyOp::Kind::kDeviceToHost:
+      return "D2H";
+    case CopyOp::Kind::kDeviceToDevice:
+      return "D2D";
+  }
+  return "unknown";
+}
+
+void* DeviceAddress(DevicePtr ptr) {
+  return reinterpret_cast<void*>(static_cast<uintptr_t>(ptr.address()));
+}
+
+class CudaEvent final : public Event {
+ public:
+  CudaEvent(int ordinal, cudaEvent_t event) : ordinal_(ordinal), event_(event) {}
+  ~CudaEvent() override {
+    (void)cudaSetDevice(ordinal_);
+    absl::Status status = CudaStatus(cudaEventDestroy(event_), "cudaEventDestroy");
+    if (!status.ok()) KVTIER_LOG(kError, "%s", status.ToString());
+  }
+
+  absl::StatusOr<bool> Query() override {
+    const cudaError_t error = cudaEventQuery(event_);
+    if (error == cudaSuccess) return true;
+    if (error == cudaErrorNotReady) return false;
+    return CudaStatus(error, "cudaEventQuery");
+  }
+
+  absl::Status Synchronize() override {
+    return CudaStatus(cudaEventSynchronize(event_), "cudaEventSynchronize");
+  }
+
+  cudaEvent_t handle() const { return event_; }
+
+ private:
+  const int ordinal_;
+  const cudaEvent_t event_;
+};
+
+class CudaStream final : public Stream {
+ public:
+  CudaStream(int ordinal, cudaStream_t stream) : ordinal_(ordinal), stream_(stream) {}
+
+  // Lets queued work finish first, as the emulated stream does.
+  ~CudaStream() override {
+    (void)cudaSetDevice(ordinal_);
+    absl::Status status = CudaStatus(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    if (!status.ok()) KVTIER_LOG(kError, "destroying stream: %s", status.ToString());
+    status = CudaStatus(cudaStreamDestroy(stream_), "cudaStreamDestroy");
+    if (!status.ok()) KVTIER_LOG(kError, "%s", status.ToString());
+  }
+
+  absl::Status CopyToDevice(DevicePtr dst, const void* src, size_t bytes) override {
+    return CopyBatch({CopyOp{.kind = CopyOp::Kind::kHostToDevice,
+                             .src_host = src,
+                             .dst_device = dst,
+                             .bytes = bytes}});
+  }
+
+  absl::Status CopyToHost(void* dst, DevicePtr src, size_t bytes) override {
+    return CopyBatch({CopyOp{.kind = CopyOp::Kind::kDeviceToHost,
+                             .src_device = src,
+                             .dst_host = dst,
+                             .bytes = bytes}});
+  }
+
+  absl::Status CopyOnDevice(DevicePtr dst, DevicePtr src, size_t bytes) override {
+    return CopyBatch({CopyOp{.kind = CopyOp::Kind::kDeviceToDevice,
+                             .src_device = src,
+                             .dst_device = dst,
+                             .bytes = bytes}});
+  }
+
+  // A loop of cudaMemcpyAsync. Arguments are validated for every op before any is enqueued;
+  // an op that the runtime itself rejects midway leaves the ops before it enqueued.
+  // TODO: submit the batch as one cudaMemcpyBatchAsync (CUDA 12.8+), fewer driver calls.
+  absl::Status CopyBatch(absl::Span<const CopyOp> ops) override {
+    for (size_t i = 0; i < ops.size(); ++i) {
+      if (absl::Status status = Validate(ops[i], i, ops.size() > 1); !status.ok()) return status;
+    }
+    if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
+    for (const CopyOp& op : ops) {
+      if (op.bytes == 0) continue;
+      cudaError_t error = cudaSuccess;
+      switch (op.kind) {
+        case CopyOp::Kind::kHostToDevice:
+          error = cudaMemcpyAsync(DeviceAddress(op.dst_device), op.src_host, op.bytes,
+                                  cudaMemcpyHostToDevice, stream_);
+          break;
+        case CopyOp::Kind::kDeviceToHost:
+          error = cudaMemcpyAsync(op.dst_host, DeviceAddress(op.src_device), op.bytes,
+                                  cudaMemcpyDeviceToHost, stream_);
+          break;
+        case CopyOp::Kind::kDeviceToDevice:
+          error = cudaMemcpyAsync(DeviceAddress(op.dst_device), DeviceAddress(op.src_device),
+                                  op.bytes, cudaMemcpyDeviceToDevice, stream_);
+          break;
+      }
+      if (error != cudaSuccess) {
+        return CudaStatus(error, absl::StrFormat("cudaMemcpyAsync(%s, %d bytes)",
+                                                 CopyKindName(op.kind), op.bytes));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Launch(KernelLaunch kernel) override {
+    const char* name = kernel.name != nullptr ? kernel.name : "";
+    if (!kernel.cuda) {
+      return absl::UnimplementedError(
+          absl::StrFormat("Launch: kernel '%s' has no CUDA implementation", name));
+    }
+    if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
+    absl::Status status = kernel.cuda(stream_);
+    if (status.ok()) return status;
+    return absl::Status(status.code(), absl::StrFormat("kernel '%s': %s", name, status.message()));
+  }
+
+  absl::Status AddCallback(absl::AnyInvocable<void()> fn) override {
+    if (!fn) return absl::InvalidArgumentError("AddCallback: empty function");
+    auto* heap_fn = new absl::AnyInvocable<void()>(std::move(fn));
+    if (absl::Status status = SetDevice(ordinal_); !status.ok()) {
+      delete heap_fn;
+      return status;
+    }
+    absl::Status status =
+        CudaStatus(cudaLaunchHostFunc(stream_, &RunHostFunction, heap_fn), "cudaLaunchHostFunc");
+    if (!status.ok()) delete heap_fn;
+    return status;
+  }
+
+  absl::Status Record(Event& event) override {
+    auto* cuda_event = dynamic_cast<CudaEvent*>(&event);
+    if (cuda_event == nullptr) {
+      return absl::InvalidArgumentError("Record: the event was not created by a CUDA device");
+    }
+    if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
+    return CudaStatus(cudaEventRecord(cuda_event->handle(), stream_), "cudaEventRecord");
+  }
+
+  absl::Status Wait(Event& event) override {
+    auto* cuda_event = dynamic_cast<CudaEvent*>(&event);
+    if (cuda_event == nullptr) {
+      return absl::InvalidArgumentError("Wait: the event was not created by a CUDA device");
+    }
+    if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
+    return CudaStatus(cudaStreamWaitEvent(stream_, cuda_event->handle(), 0),
+                      "cudaStreamWaitEvent");
+  }
+
+  absl::Status Synchronize() override {
+    return CudaStatus(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  }
+
+  void* native_handle() const override { return stream_; }
+
+ private:
+  // cudaLaunchHostFunc trampoline: runs and frees the heap-allocated function. (If the
+  // context hits a sticky error the runtime may never call it, and the function leaks.)
+  static void RunHostFunction(void* arg) {
+    std::unique_ptr<absl::AnyInvocable<void()>> fn(static_cast<absl::AnyInvocable<void()>*>(arg));
+    (*fn)();
+  }
+
+  static absl::Status Validate(const CopyOp& op, size_t index, bool batch) {
+    if (op.bytes == 0) return absl::OkStatus();
+    const std::string where =
+        batch ? absl::StrFormat("CopyBatch op %d (%s)", index, CopyKindName(op.kind))
+              : absl::StrFormat("copy (%s)", CopyKindName(op.kind));
+    auto null = [&where](const char* what) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: %s is null", where, what));
+    };
+    switch (op.kind) {
+      case CopyOp::Kind::kHostToDevice:
+        if (op.src_host == nullptr) return null("source host pointer");
+        if (op.dst_device.is_null()) return null("destination device pointer");
+        return absl::OkStatus();
+      case CopyOp::Kind::kDeviceToHost:
+        if (op.src_device.is_null()) return null("source device pointer");
+        if (op.dst_host == nullptr) return null("destination host pointer");
+        return absl::OkStatus();
+      case CopyOp::Kind::kDeviceToDevice:
+        if (op.src_device.is_null()) return null("source device pointer");
+        if (op.dst_device.is_null()) return null("destination device pointer");
+        return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: unknown copy kind %d", where, static_cast<int>(op.kind)));
+  }
+
+  const int ordinal_;
+  const cudaStream_t stream_;
+};
+
+class CudaDevice final : public Device {
+ public:
+  static absl::StatusOr<std::unique_ptr<Device>> Create(const DeviceOptions& options) {
+    absl::StatusOr<int> count = CudaDeviceCount();
+    if (!count.ok()) return count.status();
+    if (*count == 0) {
+      return absl::FailedPreconditionError("no CUDA device: cudaGetDeviceCount returned 0");
+    }
+    const int ordinal = options.cuda_ordinal;
+    if (ordinal >= *count) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "CUDA device ordinal %d does not exist (%d devices present)", ordinal, *count));
+    }
+    if (absl::Status status = SetDevice(ordinal); !status.ok()) return status;
+    cudaDeviceProp properties;
+    if (absl::Status status = CudaStatus(cudaGetDeviceProperties(&properties, ordinal),
+                                         "cudaGetDeviceProperties");
+        !status.ok()) {
+      return status;
+    }
+    return std::unique_ptr<Device>(
+        new CudaDevice(ordinal, absl::StrFormat("%s (cuda:%d)", properties.name, ordinal)));
+  }
+
+  // REQUIRES: every Stream and Event of this device has been destroyed.
+  ~CudaDevice() override {
+    (void)cudaSetDevice(ordinal_);
+    absl::MutexLock lock(&mu_);
+    if (!allocations_.empty() || !pinned_.empty()) {
+      KVTIER_LOG(kWarning, "%s destroyed with %d device allocations and %d pinned buffers live",
+                 name_, allocations_.size(), pinned_.size());
+    }
+    for (const auto& [address, bytes] : allocations_) {
+      (void)cudaFree(reinterpret_cast<void*>(static_cast<uintptr_t>(address)));
+    }
+    for (const auto& [ptr, bytes] : pinned_) (void)cudaFreeHost(ptr);
+  }
+
+  DeviceKind kind() const override { return DeviceKind::kCuda; }
+  std::string name() const override { return name_; }
+
+  absl::StatusOr<DevicePtr> Allocate(size_t bytes) override {
+    if (bytes == 0) return absl::InvalidArgumentError("Allocate: zero bytes requested");
+    if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
+    void* ptr = nullptr;
+    if (absl::Status status =
+            CudaStatus(cudaMalloc(&ptr, bytes), absl::StrFormat("cudaMalloc(%d bytes)", bytes));
+        !status.ok()) {
+      return status;
+    }
+    const auto address = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(ptr));
+    absl::MutexLock lock(&mu_);
+    allocations_.emplace(address, bytes);
+    return DevicePtr::FromAddress(address);
+  }
+
+  absl::Status Free(DevicePtr ptr) override {
+    if (ptr.is_null()) return absl::OkStatus();
+    {
+      absl::MutexLock lock(&mu_);
+      if (allocations_.erase(ptr.address()) == 0) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "Free: 0x%x is not the start of a live allocation of %s", ptr.address(), name_));
+      }
+    }
+    if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
+    return CudaStatus(cudaFree(DeviceAddress(ptr)),
+                      absl::StrFormat("cudaFree(0x%x)", ptr.address()));
+  }
+
+  bool Contains(DevicePtr ptr, size_t bytes) const override {
+    absl::MutexLock lock(&mu_);
+    auto it = allocations_.upper_bound(ptr.address());
+    if (it == allocations_.begin()) return false;
+    --it;
+    const uint64_t offset = ptr.address() - it->first;
+    return offset < it->second && bytes <= it->second - offset;
+  }
+
+  absl::StatusOr<void*> AllocatePinned(size_t bytes) override {
+    if (bytes == 0) return absl::InvalidArgumentError("AllocatePinned: zero bytes requested");
+    if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
+    void* ptr = nullptr;
+    if (absl::Status status = CudaStatus(cudaHostAlloc(&ptr, bytes, cudaHostAllocPortable),
+                                         absl::StrFormat("cudaHostAlloc(%d bytes)", bytes));
+        !status.ok()) {
+      return status;
+    }
+    if (reinterpret_cast<uintptr_t>(ptr) % kPinnedAlignment != 0) {
+      (void)cudaFreeHost(ptr);
+      return absl::InternalError(absl::StrFormat(
+          "cudaHostAlloc(%d bytes) returned %p, not %d-byte aligned", bytes, ptr,
+          kPinnedAlignment));
+    }
+    absl::MutexLock lock(&mu_);
+    pinned_.emplace(ptr, bytes);
+    return ptr;
+  }
+
+  absl::Status FreePinned(void* ptr) override {
+    if (ptr == nullptr) return absl::OkStatus();
+    {
+      absl::MutexLock lock(&mu_);
+      if (pinned_.erase(ptr) == 0) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "FreePinned: %p was not returned by AllocatePinned of %s (or was freed)", ptr,
+            name_));
+      }
+    }
+    return CudaStatus(cudaFreeHost(ptr), "cudaFreeHost");
+  }
+
+  absl::StatusOr<std::unique_ptr<Stream>> CreateStream() override {
+    if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
+    cudaStream_t stream = nullptr;
+    if (absl::Status status =
+            CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+                       "cudaStreamCreateWithFlags(cudaStreamNonBlocking)");
+        !status.ok()) {
+      return status;
+    }
+    return std::unique_ptr<Stream>(new CudaStream(ordinal_, stream));
+  }
+
+  absl::StatusOr<std::unique_ptr<Event>> CreateEvent() override {
+    if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
+    cudaEvent_t event = nullptr;
+    if (absl::Status status = CudaStatus(cudaEventCreateWithFlags(&event, cudaEventDisableTiming),
+                                         "cudaEventCreateWithFlags(cudaEventDisableTiming)");
+        !status.ok()) {
+      return status;
+    }
+    return std::unique_ptr<Event>(new CudaEvent(ordinal_, event));
+  }
+
+  absl::Status Synchronize() override {
+    if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
+    return CudaStatus(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  }
+
+ private:
+  CudaDevice(int ordinal, std::string name) : ordinal_(ordinal), name_(std::move(name)) {}
+
+  const int ordinal_;
+  const std::string name_;
+  mutable absl::Mutex mu_;
+  // Device address → size, of this device's live allocations.
+  std::map<uint64_t, size_t> allocations_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<void*, size_t> pinned_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<int> CudaDeviceCount() {
+  int count = 0;
+  if (absl::Status status = CudaStatus(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+      !status.ok()) {
+    return status;
+  }
+  return count;
+}
+
+absl::StatusOr<std::unique_ptr<Device>> NewCudaDevice(const DeviceOptions& options) {
+  if (absl::Status status = options.Validate(); !status.ok()) return status;
+  return CudaDevice::Create(options);
+}
+
+}  // namespace kvtier

@@ -1,0 +1,493 @@
+// Engine API: store, match, load, leases, eviction and erase, checked byte for byte.
+
+#include "kvtier/engine.h"
+
+#include <thread>
+
+#include "engine_test_util.h"
+#include "gtest/gtest.h"
+
+namespace kvtier {
+namespace {
+
+using ::kvtier::testing::BlockContent;
+using ::kvtier::testing::DeviceBlocks;
+using ::kvtier::testing::FillBlocks;
+using ::kvtier::testing::KeysOf;
+using ::kvtier::testing::Poison;
+using ::kvtier::testing::Prompt;
+using ::kvtier::testing::ReadDevice;
+using ::kvtier::testing::SmallOptions;
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void Open(size_t gpu_blocks, size_t host_blocks,
+            void (*tweak)(EngineOptions&) = nullptr) {
+    EngineOptions o = SmallOptions(gpu_blocks, host_blocks);
+    if (tweak) tweak(o);
+    absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Open(o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+    bytes_ = engine_->options().geometry.block_bytes();
+  }
+  Device& dev() { return engine_->device(); }
+
+  // Stores all blocks of `tokens` (content derived from keys) and waits.
+  std::vector<BlockKey> StoreAll(const std::vector<int32_t>& tokens, absl::string_view ns = "default") {
+    const std::vector<BlockKey> keys = KeysOf(*engine_, ns, tokens);
+    DeviceBlocks src(dev(), keys.size(), bytes_);
+    FillBlocks(dev(), src.ptrs(), keys, bytes_);
+    StoreRequest r;
+    r.ns = ns;
+    r.tokens = tokens;
+    r.buffers = KvBuffers::Blocks(src.ptrs());
+    auto h = engine_->Store(r);
+    EXPECT_TRUE(h.ok()) << h.status();
+    if (h.ok()) {
+      EXPECT_TRUE((*h)->Wait().ok());
+    }
+    return keys;
+  }
+
+  // Loads `keys` into fresh buffers and checks every byte.
+  void ExpectLoadsExactly(const std::vector<BlockKey>& keys, absl::string_view ns = "default",
+                          bool layerwise = true) {
+    DeviceBlocks dst(dev(), keys.size(), bytes_);
+    Poison(dev(), dst.ptrs(), bytes_);
+    LoadRequest r;
+    r.ns = ns;
+    r.keys = keys;
+    r.buffers = KvBuffers::Blocks(dst.ptrs());
+    r.layerwise = layerwise;
+    auto h = engine_->Load(r);
+    ASSERT_TRUE(h.ok()) << h.status();
+    ASSERT_TRUE((*h)->Wait().ok());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      EXPECT_EQ(ReadDevice(dev(), dst[i], bytes_), BlockContent(keys[i], bytes_)) << "block " << i;
+    }
+  }
+
+  std::unique_ptr<Engine> engine_;
+  size_t bytes_ = 0;
+};
+
+TEST_F(EngineTest, StoreMatchLoadRoundTripIsByteExact) {
+  Open(0, 16);
+  const std::vector<int32_t> prompt = Prompt(6, 1);
+  const std::vector<BlockKey> keys = StoreAll(prompt);
+  absl::StatusOr<MatchResult> m = engine_->Match("default", prompt);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->matched_tokens, prompt.size());
+  EXPECT_EQ(m->keys, keys);
+  for (TierKind t : m->tiers) EXPECT_EQ(t, TierKind::kHost);
+  ExpectLoadsExactly(keys, "default", /*layerwise=*/true);
+  ExpectLoadsExactly(keys, "default", /*layerwise=*/false);
+  EngineStats st = engine_->Stats();
+  EXPECT_EQ(st.stored_blocks, 6u);
+  EXPECT_EQ(st.tiers[1].used_blocks, 6u);
+  EXPECT_EQ(st.tiers[1].hits, 12u);
+  EXPECT_EQ(st.namespaces[0].blocks, 6u);
+}
+
+TEST_F(EngineTest, MatchReturnsTheLongestCachedPrefixOnly) {
+  Open(0, 16);
+  const std::vector<int32_t> prompt = Prompt(4, 2);
+  StoreAll(prompt);
+  std::vector<int32_t> other = prompt;
+  other[2 * 16 + 3] = -7;  // diverges inside block 2
+  other.push_back(1);      // and has a trailing partial block
+  auto m = engine_->Match("default", other);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->matched_tokens, 32u);
+  EXPECT_EQ(m->keys.size(), 2u);
+  auto none = engine_->Match("default", Prompt(4, 3));
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->matched_tokens, 0u);
+  // Extra key material separates blocks with equal tokens.
+  auto salted = engine_->Match("default", prompt, "lora:1");
+  ASSERT_TRUE(salted.ok());
+  EXPECT_EQ(salted->matched_tokens, 0u);
+}
+
+TEST_F(EngineTest, StoringTwiceDeduplicates) {
+  Open(0, 16);
+  const std::vector<int32_t> prompt = Prompt(3, 4);
+  StoreAll(prompt);
+  const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
+  DeviceBlocks src(dev(), 3, bytes_);
+  Poison(dev(), src.ptrs(), bytes_);  // if it were copied again, the loads below would fail
+  StoreRequest r;
+  r.ns = "default";
+  r.tokens = prompt;
+  r.buffers = KvBuffers::Blocks(src.ptrs());
+  auto h = engine_->Store(r);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ((*h)->blocks_present(), 3u);
+  EXPECT_EQ((*h)->blocks_moved(), 0u);
+  EXPECT_TRUE((*h)->IsReady());
+  ExpectLoadsExactly(keys);
+  EXPECT_EQ(engine_->Stats().deduplicated_blocks, 3u);
+}
+
+TEST_F(EngineTest, StoreOfLaterBlocksChainsFromTheWholePrompt) {
+  Open(0, 16);
+  const std::vector<int32_t> prompt = Prompt(4, 5);
+  const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
+  DeviceBlocks src(dev(), 2, bytes_);
+  FillBlocks(dev(), src.ptrs(), {keys[2], keys[3]}, bytes_);
+  StoreRequest r;
+  r.ns = "default";
+  r.tokens = prompt;
+  r.first_block = 2;
+  r.buffers = KvBuffers::Blocks(src.ptrs());
+  auto h = engine_->Store(r);
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_TRUE((*h)->Wait().ok());
+  // Blocks 2..3 alone are no prefix...
+  EXPECT_EQ(engine_->Match("default", prompt)->matched_tokens, 0u);
+  // ...until 0..1 arrive.
+  StoreAll(std::vector<int32_t>(prompt.begin(), prompt.begin() + 32));
+  EXPECT_EQ(engine_->Match("default", prompt)->matched_tokens, 64u);
+  ExpectLoadsExactly(keys);
+}
+
+TEST_F(EngineTest, PagedPoolStoreAndLoadMoveEveryLayerAndPart) {
+  Open(0, 16);
+  const Geometry g = engine_->options().geometry;
+  const uint32_t pages = 8;
+  const size_t layer_tensor = 2 * pages * g.part_bytes();
+  auto make_pool = [&](std::vector<DevicePtr>* owned) {
+    KvBuffers::PagedPool pool;
+    pool.num_pages = pages;
+    for (uint32_t l = 0; l < g.num_layers; ++l) {
+      auto p = dev().Allocate(layer_tensor);
+      EXPECT_TRUE(p.ok());
+      owned->push_back(*p);
+      pool.layers.push_back(*p);
+    }
+    return pool;
+  };
+  std::vector<DevicePtr> owned;
+  KvBuffers::PagedPool src_pool = make_pool(&owned);
+  KvBuffers::PagedPool dst_pool = make_pool(&owned);
+  const std::vector<int32_t> prompt = Prompt(3, 6);
+  const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
+  const std::vector<uint32_t> src_pages = {5, 2, 7};
+  const std::vector<uint32_t> dst_pages = {0, 6, 3};
+  // Scatter each block's (layer, part) slices into its page, as an inference engine would
+  // have written them: [2][pages][tokens][heads][dim] per layer.
+  for (size_t b = 0; b < keys.size(); ++b) {
+    const std::vector<uint8_t> content = BlockContent(keys[b], bytes_);
+    for (uint32_t l = 0; l < g.num_layers; ++l) {
+      for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
+        const size_t page_off =
+            (static_cast<size_t>(part) * pages + src_pages[b]) * g.part_bytes();
+        std::vector<uint8_t> slice(content.begin() + g.Offset(l, part),
+                                   content.begin() + g.Offset(l, part) + g.part_bytes());
+        testing::WriteDevice(dev(), src_pool.layers[l] + page_off, slice);
+      }
+    }
+  }
+  StoreRequest sr;
+  sr.ns = "default";
+  sr.tokens = prompt;
+  sr.buffers = KvBuffers::Paged(src_pool, src_pages);
+  auto sh = engine_->Store(sr);
+  ASSERT_TRUE(sh.ok()) << sh.status();
+  ASSERT_TRUE((*sh)->Wait().ok());
+  ExpectLoadsExactly(keys);  // stored in kvtier layout correctly
+
+  for (DevicePtr layer : dst_pool.layers) {
+    testing::WriteDevice(dev(), layer, std::vector<uint8_t>(layer_tensor, 0x5A));
+  }
+  LoadRequest lr;
+  lr.ns = "default";
+  lr.keys = keys;
+  lr.buffers = KvBuffers::Paged(dst_pool, dst_pages);
+  auto lh = engine_->Load(lr);
+  ASSERT_TRUE(lh.ok()) << lh.status();
+  ASSERT_TRUE((*lh)->Wait().ok());
+  for (size_t b = 0; b < keys.size(); ++b) {
+    const std::vector<uint8_t> content = BlockContent(keys[b], bytes_);
+    for (uint32_t l = 0; l < g.num_layers; ++l) {
+      for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
+        const size_t page_off =
+            (static_cast<size_t>(part) * pages + dst_pages[b]) * g.part_bytes();
+        std::vector<uint8_t> want(content.begin() + g.Offset(l, part),
+                                  content.begin() + g.Offset(l, part) + g.part_bytes());
+        EXPECT_EQ(ReadDevice(dev(), dst_pool.layers[l] + page_off, g.part_bytes()), want)
+            << "block " << b << " layer " << l << " part " << static_cast<int>(part);
+      }
+    }
+  }
+  // Pages not named in the load are untouched.
+  std::vector<uint8_t> untouched = ReadDevice(dev(), dst_pool.layers[0] + 1 * g.part_bytes(),
+                                              g.part_bytes());
+  EXPECT_EQ(untouched, std::vector<uint8_t>(g.part_bytes(), 0x5A));
+  for (DevicePtr p : owned) EXPECT_TRUE(dev().Free(p).ok());
+}
+
+TEST_F(EngineTest, HostTierEvictsLeastRecentlyUsed) {
+  Open(0, 4);
+  const std::vector<int32_t> a = Prompt(4, 10);
+  const std::vector<BlockKey> ka = StoreAll(a);
+  ExpectLoadsExactly({ka[0]});  // touch A0: LRU order is now A1, A2, A3, A0
+  StoreAll(Prompt(2, 11));      // needs two slots: A1 and A2 go
+  auto m = engine_->Match("default", a);
+  EXPECT_EQ(m->matched_tokens, 16u);  // A0 survives; A1 is gone so the prefix stops
+  ExpectLoadsExactly({ka[0], ka[3]});
+  LoadRequest r;
+  r.ns = "default";
+  r.keys = {ka[1]};
+  DeviceBlocks dst(dev(), 1, bytes_);
+  r.buffers = KvBuffers::Blocks(dst.ptrs());
+  EXPECT_EQ(engine_->Load(r).status().code(), absl::StatusCode::kNotFound);
+  EngineStats st = engine_->Stats();
+  EXPECT_EQ(st.tiers[1].evictions, 2u);
+  EXPECT_EQ(st.tiers[1].used_blocks, 4u);
+}
+
+TEST_F(EngineTest, GpuOnlyCopiesAreDemotedToHostNotLost) {
+  Open(2, 4);
+  const std::vector<BlockKey> ka = StoreAll(Prompt(2, 20));
+  {
+    auto lease = engine_->LoadToGpuTier("default", ka);
+    ASSERT_TRUE(lease.ok()) << lease.status();
+    ASSERT_TRUE((*lease)->Wait().ok());
+    ASSERT_TRUE((*lease)->Release().ok());
+  }
+  // Four new blocks push A's host copies out: A now lives only on the GPU.
+  const std::vector<BlockKey> kb = StoreAll(Prompt(4, 21));
+  auto m = engine_->Match("default", Prompt(2, 20));
+  ASSERT_EQ(m->matched_tokens, 32u);
+  EXPECT_EQ(m->tiers[0], TierKind::kGpu);
+  EXPECT_EQ(engine_->Stats().namespaces[0].blocks_per_tier[1], 4u);
+  // Leasing B0, B1 needs both GPU slots: A0, A1 must be demoted (copied back to host),
+  // taking the host slots of B2, B3 (the least recently used unpinned host copies).
+  auto lease = engine_->LoadToGpuTier("default", {kb[0], kb[1]});
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  ASSERT_TRUE((*lease)->Wait().ok());
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(ReadDevice(dev(), (*lease)->slots()[i], bytes_), BlockContent(kb[i], bytes_));
+  }
+  ASSERT_TRUE((*lease)->Release().ok());
+  m = engine_->Match("default", Prompt(2, 20));
+  ASSERT_EQ(m->matched_tokens, 32u);
+  EXPECT_EQ(m->tiers[0], TierKind::kHost);
+  ExpectLoadsExactly(ka);  // the demoted bytes are the original bytes
+  EngineStats st = engine_->Stats();
+  EXPECT_EQ(st.tiers[0].demotions, 2u);
+  EXPECT_EQ(st.tiers[1].evictions, 4u);  // A0, A1 host copies, then B2, B3
+  EXPECT_EQ(engine_->Match("default", Prompt(4, 21))->matched_tokens, 32u);
+}
+
+TEST_F(EngineTest, LeasedSlotsHoldTheBytesAndAreNeverEvicted) {
+  Open(2, 8);
+  const std::vector<BlockKey> keys = StoreAll(Prompt(3, 30));
+  auto lease = engine_->LoadToGpuTier("default", {keys[0], keys[1]}, /*layerwise=*/true);
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  ASSERT_TRUE((*lease)->WaitLayerHost(3).ok());
+  ASSERT_TRUE((*lease)->Wait().ok());
+  ASSERT_EQ((*lease)->slots().size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(ReadDevice(dev(), (*lease)->slots()[i], bytes_), BlockContent(keys[i], bytes_));
+  }
+  EXPECT_EQ(engine_->Stats().leases_held, 1u);
+  auto blocked = engine_->LoadToGpuTier("default", {keys[2]});
+  EXPECT_EQ(blocked.status().code(), absl::StatusCode::kResourceExhausted) << blocked.status();
+  auto skipped = engine_->Prefetch("default", {keys[2]});
+  ASSERT_TRUE(skipped.ok());
+  EXPECT_EQ((*skipped)->blocks_rejected(), 1u);
+  // Still intact after the failed attempts.
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(ReadDevice(dev(), (*lease)->slots()[i], bytes_), BlockContent(keys[i], bytes_));
+  }
+  ASSERT_TRUE((*lease)->Release().ok());
+  ASSERT_TRUE((*lease)->Release().ok());  // idempotent
+  auto next = engine_->LoadToGpuTier("default", {keys[2]});
+  ASSERT_TRUE(next.ok()) << next.status();
+  ASSERT_TRUE((*next)->Wait().ok());
+  EXPECT_EQ(ReadDevice(dev(), (*next)->slots()[0], bytes_), BlockContent(keys[2], bytes_));
+  EXPECT_EQ((*next)->blocks_moved(), 1u);
+}
+
+TEST_F(EngineTest, ForgottenLeaseExpiresAndItsSlotsReturn) {
+  Open(1, 4, [](EngineOptions& o) { o.lease_timeout = absl::Milliseconds(400); });
+  const std::vector<BlockKey> keys = StoreAll(Prompt(2, 31));
+  auto forgotten = engine_->LoadToGpuTier("default", {keys[0]});
+  ASSERT_TRUE(forgotten.ok());
+  ASSERT_TRUE((*forgotten)->Wait().ok());
+  EXPECT_EQ(engine_->LoadToGpuTier("default", {keys[1]}).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto later = engine_->LoadToGpuTier("default", {keys[1]});
+  ASSERT_TRUE(later.ok()) << later.status();
+  ASSERT_TRUE((*later)->Wait().ok());
+  EngineStats st = engine_->Stats();
+  EXPECT_EQ(st.leases_expired, 1u);
+  EXPECT_EQ(st.leases_held, 1u);
+  EXPECT_TRUE((*forgotten)->Release().ok());  // releasing an expired lease is harmless
+}
+
+TEST_F(EngineTest, PrefetchPromotesToGpuAndLoadsThenComeFromThere) {
+  Open(4, 8);
+  const std::vector<int32_t> prompt = Prompt(3, 40);
+  const std::vector<BlockKey> keys = StoreAll(prompt);
+  auto p = engine_->Prefetch("default", keys);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ((*p)->blocks_moved(), 3u);
+  // A load issued before the prefetch lands must still see the bytes (it waits on the
+  // prefetch's event on the device).
+  ExpectLoadsExactly(keys);
+  ASSERT_TRUE((*p)->Wait().ok());
+  auto m = engine_->Match("default", prompt);
+  for (TierKind t : m->tiers) EXPECT_EQ(t, TierKind::kGpu);
+  auto again = engine_->Prefetch("default", keys);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->blocks_present(), 3u);
+  EXPECT_GE(engine_->Stats().tiers[0].hits, 3u);
+}
+
+TEST_F(EngineTest, EraseRemovesBlocksFromEveryTier) {
+  Open(4, 8);
+  const std::vector<int32_t> prompt = Prompt(3, 50);
+  const std::vector<BlockKey> keys = StoreAll(prompt);
+  auto p = engine_->Prefetch("default", {keys[0]});
+  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE((*p)->Wait().ok());
+  auto n = engine_->Erase("default", {keys[0], keys[2]});
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 2u);
+  EXPECT_EQ(engine_->Match("default", prompt)->matched_tokens, 0u);
+  EngineStats st = engine_->Stats();
+  EXPECT_EQ(st.tiers[0].used_blocks, 0u);
+  EXPECT_EQ(st.tiers[1].used_blocks, 1u);
+  EXPECT_EQ(*engine_->Erase("default", {keys[0]}), 0u);  // already gone
+  ExpectLoadsExactly({keys[1]});
+}
+
+TEST_F(EngineTest, ErasingALeasedBlockHidesItAtOnceAndFreesItOnRelease) {
+  Open(2, 4);
+  const std::vector<int32_t> prompt = Prompt(1, 51);
+  const std::vector<BlockKey> keys = StoreAll(prompt);
+  auto lease = engine_->LoadToGpuTier("default", keys);
+  ASSERT_TRUE(lease.ok());
+  ASSERT_TRUE((*lease)->Wait().ok());
+  EXPECT_EQ(*engine_->Erase("default", keys), 1u);
+  EXPECT_EQ(engine_->Match("default", prompt)->matched_tokens, 0u);
+  // The lease holder can still read its slot until it releases.
+  EXPECT_EQ(ReadDevice(dev(), (*lease)->slots()[0], bytes_), BlockContent(keys[0], bytes_));
+  EXPECT_EQ(engine_->Stats().tiers[0].used_blocks, 1u);
+  ASSERT_TRUE((*lease)->Release().ok());
+  EngineStats st = engine_->Stats();
+  EXPECT_EQ(st.tiers[0].used_blocks, 0u);
+  EXPECT_EQ(st.tiers[1].used_blocks, 0u);
+  EXPECT_EQ(st.namespaces[0].blocks, 0u);
+}
+
+TEST_F(EngineTest, NamespacesNeverShareBlocksMatchesOrCounts) {
+  Open(2, 16);
+  const std::vector<int32_t> prompt = Prompt(2, 60);
+  const std::vector<BlockKey> ka = StoreAll(prompt, "default");
+  EXPECT_EQ(engine_->Match("tenant-b", prompt)->matched_tokens, 0u);
+  // Another tenant presenting the first tenant's keys gets nothing.
+  DeviceBlocks dst(dev(), 2, bytes_);
+  LoadRequest r;
+  r.ns = "tenant-b";
+  r.keys = ka;
+  r.buffers = KvBuffers::Blocks(dst.ptrs());
+  EXPECT_EQ(engine_->Load(r).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine_->LoadToGpuTier("tenant-b", ka).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(*engine_->Erase("tenant-b", ka), 0u);
+  auto pf = engine_->Prefetch("tenant-b", ka);
+  ASSERT_TRUE(pf.ok());
+  EXPECT_EQ((*pf)->blocks_moved(), 0u);
+  // The same tokens in tenant-b are different blocks.
+  const std::vector<BlockKey> kb = StoreAll(prompt, "tenant-b");
+  EXPECT_NE(ka[0], kb[0]);
+  EngineStats st = engine_->Stats();
+  ASSERT_EQ(st.namespaces.size(), 2u);
+  EXPECT_EQ(st.namespaces[0].blocks, 2u);
+  EXPECT_EQ(st.namespaces[1].blocks, 2u);
+  // Erasing one namespace leaves the other whole.
+  EXPECT_EQ(*engine_->EraseNamespace("tenant-b"), 2u);
+  EXPECT_EQ(engine_->Match("tenant-b", prompt)->matched_tokens, 0u);
+  EXPECT_EQ(engine_->Match("default", prompt)->matched_tokens, 32u);
+  ExpectLoadsExactly(ka);
+  EXPECT_EQ(engine_->Stats().namespaces[1].blocks, 0u);
+}
+
+TEST_F(EngineTest, CreateNamespace) {
+  Open(0, 4);
+  EXPECT_TRUE(engine_->CreateNamespace("team-x").ok());
+  EXPECT_EQ(engine_->CreateNamespace("team-x").code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(engine_->CreateNamespace("bad name").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->CreateNamespace("").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->ListNamespaces(),
+            (std::vector<std::string>{"default", "tenant-b", "team-x"}));
+  StoreAll(Prompt(1, 61), "team-x");
+  EXPECT_EQ(engine_->Match("team-x", Prompt(1, 61))->matched_tokens, 16u);
+}
+
+TEST_F(EngineTest, StoreWaitsForTheProducerStreamWithoutBlockingTheHost) {
+  Open(0, 8, [](EngineOptions& o) { o.device.emulated_copy_gbps = 0.05; });  // 50 MB/s
+  const std::vector<int32_t> prompt = Prompt(2, 70);
+  const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
+  DeviceBlocks src(dev(), 2, bytes_);
+  Poison(dev(), src.ptrs(), bytes_);
+  // The "compute" stream writes the real KV slowly (throttled H2D) after Store is called.
+  auto compute = dev().CreateStream();
+  ASSERT_TRUE(compute.ok());
+  std::vector<std::vector<uint8_t>> content = {BlockContent(keys[0], bytes_),
+                                               BlockContent(keys[1], bytes_)};
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE((*compute)->CopyToDevice(src[i], content[i].data(), bytes_).ok());
+  }
+  StoreRequest r;
+  r.ns = "default";
+  r.tokens = prompt;
+  r.buffers = KvBuffers::Blocks(src.ptrs());
+  r.after = compute->get();
+  auto h = engine_->Store(r);
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_TRUE((*h)->Wait().ok());
+  ExpectLoadsExactly(keys);  // the stored bytes are the producer's, not the poison
+}
+
+TEST_F(EngineTest, WaitLayerOrdersTheCallersStreamAfterThatLayer) {
+  Open(0, 8, [](EngineOptions& o) { o.device.emulated_copy_gbps = 0.02; });  // 20 MB/s
+  const std::vector<int32_t> prompt = Prompt(4, 71);
+  const std::vector<BlockKey> keys = StoreAll(prompt);
+  const Geometry g = engine_->options().geometry;
+  DeviceBlocks dst(dev(), 4, bytes_);
+  Poison(dev(), dst.ptrs(), bytes_);
+  LoadRequest r;
+  r.ns = "default";
+  r.keys = keys;
+  r.buffers = KvBuffers::Blocks(dst.ptrs());
+  auto h = engine_->Load(r);
+  ASSERT_TRUE(h.ok());
+  // The "attention" stream reads layer 2 right after waiting for it; the host never waits.
+  auto attention = dev().CreateStream();
+  ASSERT_TRUE(attention.ok());
+  ASSERT_TRUE((*h)->WaitLayer(2, **attention).ok());
+  std::vector<uint8_t> seen(g.layer_bytes() * 4);
+  for (int b = 0; b < 4; ++b) {
+    ASSERT_TRUE((*attention)
+                    ->CopyToHost(seen.data() + b * g.layer_bytes(),
+                                 dst[b] + g.Offset(2, KvPart::kKey), g.layer_bytes())
+                    .ok());
+  }
+  ASSERT_TRUE((*attention)->Synchronize().ok());
+  for (int b = 0; b < 4; ++b) {
+    const std::vector<uint8_t> c = BlockContent(keys[b], bytes_);
+    EXPECT_TRUE(std::equal(c.begin() + g.Offset(2, KvPart::kKey),
+                           c.begin() + g.Offset(2, KvPart::kKey) + g.layer_bytes(),
+                           seen.begin() + b * g.layer_bytes()))
+        << "block " << b;
+  }
+  EXPECT_TRUE((*h)->Wait().ok());
+}
+
+}  // namespace
+}  // namespace kvtier

@@ -1,0 +1,394 @@
+// tests/kernels/emulated_device_test.cc — what the emulated device promises beyond the Device
+// contract: synthetic addresses that cannot be mistaken for host memory, a memory limit, a
+// bandwidth-limited link per direction shared by all streams, and execution errors that are
+// reported without stopping the stream.
+
+#include "kernels/emulated_device.h"
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "kernels/copy_kernels.h"
+#include "kvtier/device.h"
+#include "tests/kernels/test_util.h"
+
+namespace kvtier {
+namespace {
+
+using testing_util::Gate;
+using testing_util::RandomBytes;
+
+std::unique_ptr<EmulatedDevice> NewDevice(double gbps = 0.0, size_t memory_limit = 0) {
+  DeviceOptions options;
+  options.choice = DeviceChoice::kEmulated;
+  options.emulated_copy_gbps = gbps;
+  options.emulated_memory_limit = memory_limit;
+  absl::StatusOr<std::unique_ptr<EmulatedDevice>> device = EmulatedDevice::Create(options);
+  EXPECT_TRUE(device.ok()) << device.status();
+  if (!device.ok()) std::abort();
+  return std::move(*device);
+}
+
+std::unique_ptr<Stream> NewStream(Device& device) {
+  absl::StatusOr<std::unique_ptr<Stream>> stream = device.CreateStream();
+  EXPECT_TRUE(stream.ok()) << stream.status();
+  if (!stream.ok()) std::abort();
+  return std::move(*stream);
+}
+
+std::unique_ptr<Event> NewEvent(Device& device) {
+  absl::StatusOr<std::unique_ptr<Event>> event = device.CreateEvent();
+  EXPECT_TRUE(event.ok()) << event.status();
+  if (!event.ok()) std::abort();
+  return std::move(*event);
+}
+
+// A kernel whose CPU reference fails when it runs.
+KernelLaunch FailingKernel() {
+  KernelLaunch kernel;
+  kernel.name = "always_fails";
+  kernel.cpu = [](const KernelLaunch::Resolver&) { return absl::DataLossError("boom"); };
+  return kernel;
+}
+
+TEST(EmulatedDevice, NameSaysEmulatedAndTheLinkSpeed) {
+  EXPECT_EQ(NewDevice()->kind(), DeviceKind::kEmulated);
+  EXPECT_EQ(NewDevice()->name(), "emulated (copy unthrottled)");
+  EXPECT_EQ(NewDevice(16.0)->name(), "emulated (copy 16.0 GB/s)");
+  EXPECT_TRUE(absl::StrContains(NewDevice(16.0, size_t{1} << 30)->name(), "1.0 GiB limit"));
+  EXPECT_EQ(NewStream(*NewDevice())->native_handle(), nullptr);
+}
+
+TEST(EmulatedDevice, DevicePointersAreSyntheticAddressesThatResolveToHostMemory) {
+  auto device = NewDevice();
+  absl::StatusOr<DevicePtr> a = device->Allocate(1000);
+  absl::StatusOr<DevicePtr> b = device->Allocate(1000);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_GE(a->address(), EmulatedDevice::kAddressBase);
+  EXPECT_TRUE(EmulatedDevice::IsSyntheticAddress(b->address()));
+  // Allocations never touch: running off the end of one does not land in the next.
+  EXPECT_GE(b->address(), a->address() + 1000 + EmulatedDevice::kGuardBytes);
+  EXPECT_FALSE(device->Contains(*a + 1000, 1));
+
+  void* host = device->Resolve(*a, 1000);
+  ASSERT_NE(host, nullptr);
+  EXPECT_NE(reinterpret_cast<uint64_t>(host), a->address());
+  EXPECT_EQ(device->Resolve(*a + 10, 990), static_cast<char*>(host) + 10);
+  EXPECT_EQ(device->Resolve(*a + 10, 991), nullptr);
+  EXPECT_EQ(device->Resolve(DevicePtr::FromAddress(reinterpret_cast<uint64_t>(host)), 1), nullptr);
+
+  // Bytes written through the stream are the bytes Resolve shows.
+  const std::vector<uint8_t> source = RandomBytes(1000, 1);
+  auto stream = NewStream(*device);
+  KVTIER_ASSERT_OK(stream->CopyToDevice(*a, source.data(), 1000));
+  KVTIER_ASSERT_OK(stream->Synchronize());
+  EXPECT_EQ(std::memcmp(host, source.data(), 1000), 0);
+  stream.reset();
+  KVTIER_EXPECT_OK(device->Free(*a));
+  KVTIER_EXPECT_OK(device->Free(*b));
+  EXPECT_EQ(device->Resolve(*a, 1), nullptr);
+}
+
+TEST(EmulatedDevice, HostAndDevicePointerMixUpsAreRejectedByName) {
+  auto device = NewDevice();
+  absl::StatusOr<DevicePtr> d = device->Allocate(4096);
+  ASSERT_TRUE(d.ok());
+  std::vector<uint8_t> host(4096);
+  auto stream = NewStream(*device);
+
+  // A host pointer passed as a DevicePtr.
+  const DevicePtr fake = DevicePtr::FromAddress(reinterpret_cast<uint64_t>(host.data()));
+  absl::Status status = stream->CopyToDevice(fake, host.data(), 16);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), absl::StrFormat("0x%x", fake.address())))
+      << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "host pointer used as a DevicePtr")) << status;
+
+  // A DevicePtr passed as a host pointer.
+  void* as_host = reinterpret_cast<void*>(d->address());
+  status = stream->CopyToHost(as_host, *d, 16);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "emulated device address")) << status;
+
+  // A range that runs past the end of its allocation names the address and size.
+  status = stream->CopyToHost(host.data(), *d + 4000, 200);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(),
+                                absl::StrFormat("[0x%x, +200 bytes)", d->address() + 4000)))
+      << status;
+
+  // Freed memory is no longer a valid target.
+  KVTIER_ASSERT_OK(device->Free(*d));
+  EXPECT_EQ(stream->CopyToDevice(*d, host.data(), 16).code(), absl::StatusCode::kInvalidArgument);
+  // Null is a no-op for both frees.
+  KVTIER_EXPECT_OK(device->Free(DevicePtr()));
+  KVTIER_EXPECT_OK(device->FreePinned(nullptr));
+}
+
+TEST(EmulatedDevice, MemoryLimitIsEnforced) {
+  constexpr size_t kLimit = size_t{1} << 20;
+  auto device = NewDevice(0.0, kLimit);
+  absl::StatusOr<DevicePtr> a = device->Allocate(768 * 1024);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(device->bytes_in_use(), 768u * 1024);
+  absl::StatusOr<DevicePtr> b = device->Allocate(512 * 1024);
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StrContains(b.status().message(), "requested 524288 bytes")) << b.status();
+  EXPECT_TRUE(absl::StrContains(b.status().message(), "786432 of 1048576")) << b.status();
+  KVTIER_ASSERT_OK(device->Free(*a));
+  EXPECT_EQ(device->bytes_in_use(), 0u);
+  b = device->Allocate(kLimit);
+  ASSERT_TRUE(b.ok()) << b.status();
+  KVTIER_EXPECT_OK(device->Free(*b));
+  EXPECT_EQ(device->Allocate(0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The throttle tests measure wall time; their bounds leave room for a loaded machine.
+absl::Duration TimeCopies(Device& device, int streams, CopyOp::Kind kind, size_t bytes_each) {
+  std::vector<std::unique_ptr<Stream>> all;
+  std::vector<DevicePtr> device_buffers;
+  std::vector<std::vector<uint8_t>> host_buffers;
+  for (int i = 0; i < streams; ++i) {
+    all.push_back(NewStream(device));
+    absl::StatusOr<DevicePtr> d = device.Allocate(bytes_each);
+    EXPECT_TRUE(d.ok());
+    device_buffers.push_back(*d);
+    host_buffers.emplace_back(bytes_each, 1);
+  }
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < streams; ++i) {
+    const CopyOp op = {.kind = kind,
+                       .src_host = host_buffers[i].data(),
+                       .src_device = device_buffers[i],
+                       .dst_host = host_buffers[i].data(),
+                       .dst_device = device_buffers[(i + 1) % streams],
+                       .bytes = bytes_each};
+    EXPECT_TRUE(all[i]->CopyBatch({op}).ok());
+  }
+  for (auto& stream : all) EXPECT_TRUE(stream->Synchronize().ok());
+  const absl::Duration elapsed = absl::Now() - start;
+  all.clear();
+  for (DevicePtr d : device_buffers) EXPECT_TRUE(device.Free(d).ok());
+  return elapsed;
+}
+
+TEST(EmulatedDevice, ThrottleLimitsBandwidthPerDirection) {
+  auto device = NewDevice(/*gbps=*/1.0);
+  constexpr size_t k64MiB = size_t{64} << 20;  // 67 ms at 1 GB/s
+  const absl::Duration h2d = TimeCopies(*device, 1, CopyOp::Kind::kHostToDevice, k64MiB);
+  EXPECT_GE(h2d, absl::Milliseconds(60)) << h2d;
+  const absl::Duration d2h = TimeCopies(*device, 1, CopyOp::Kind::kDeviceToHost, k64MiB);
+  EXPECT_GE(d2h, absl::Milliseconds(60)) << d2h;
+}
+
+TEST(EmulatedDevice, StreamsShareTheLinkInsteadOfMultiplyingIt) {
+  auto device = NewDevice(/*gbps=*/1.0);
+  constexpr size_t k32MiB = size_t{32} << 20;  // 34 ms each, 67 ms for both
+  const absl::Duration both = TimeCopies(*device, 2, CopyOp::Kind::kHostToDevice, k32MiB);
+  EXPECT_GE(both, absl::Milliseconds(60)) << both;
+}
+
+TEST(EmulatedDevice, DirectionsAreIndependentLinks) {
+  // 67 ms each way; 134 ms if the two directions shared one link. The copies themselves
+  // take a few ms, small next to that, so a loaded machine does not blur the difference.
+  auto device = NewDevice(/*gbps=*/0.25);
+  constexpr size_t k16MiB = size_t{16} << 20;
+  std::vector<uint8_t> up(k16MiB, 1), down(k16MiB);
+  absl::StatusOr<DevicePtr> a = device->Allocate(k16MiB);
+  absl::StatusOr<DevicePtr> b = device->Allocate(k16MiB);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto s1 = NewStream(*device);
+  auto s2 = NewStream(*device);
+  const absl::Time start = absl::Now();
+  KVTIER_ASSERT_OK(s1->CopyToDevice(*a, up.data(), k16MiB));
+  KVTIER_ASSERT_OK(s2->CopyToHost(down.data(), *b, k16MiB));
+  KVTIER_ASSERT_OK(s1->Synchronize());
+  KVTIER_ASSERT_OK(s2->Synchronize());
+  const absl::Duration elapsed = absl::Now() - start;
+  EXPECT_GE(elapsed, absl::Milliseconds(60)) << elapsed;
+  EXPECT_LT(elapsed, absl::Milliseconds(115)) << elapsed << ": the directions were serialised";
+  s1.reset();
+  s2.reset();
+  KVTIER_EXPECT_OK(device->Free(*a));
+  KVTIER_EXPECT_OK(device->Free(*b));
+}
+
+TEST(EmulatedDevice, DeviceToDeviceCopiesAreNotThrottled) {
+  auto device = NewDevice(/*gbps=*/0.1);
+  constexpr size_t k16MiB = size_t{16} << 20;  // 168 ms if it went through the link
+  absl::StatusOr<DevicePtr> a = device->Allocate(k16MiB);
+  absl::StatusOr<DevicePtr> b = device->Allocate(k16MiB);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto stream = NewStream(*device);
+  const absl::Time start = absl::Now();
+  KVTIER_ASSERT_OK(stream->CopyOnDevice(*b, *a, k16MiB));
+  KVTIER_ASSERT_OK(stream->Synchronize());
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(120));
+  stream.reset();
+  KVTIER_EXPECT_OK(device->Free(*a));
+  KVTIER_EXPECT_OK(device->Free(*b));
+}
+
+TEST(EmulatedDevice, KernelErrorsSurfaceLaterAndDoNotStopTheStream) {
+  auto device = NewDevice();
+  auto stream = NewStream(*device);
+  auto before = NewEvent(*device);
+  auto after = NewEvent(*device);
+  absl::StatusOr<DevicePtr> d = device->Allocate(4096);
+  ASSERT_TRUE(d.ok());
+
+  KVTIER_ASSERT_OK(stream->Record(*before));
+  KVTIER_ASSERT_OK(stream->Launch(FailingKernel()));  // Enqueue succeeds.
+  KVTIER_ASSERT_OK(stream->Record(*after));
+  // The stream keeps running after the failure.
+  std::vector<uint8_t> source = RandomBytes(4096, 9), back(4096);
+  KVTIER_ASSERT_OK(stream->CopyToDevice(*d, source.data(), 4096));
+  KVTIER_ASSERT_OK(stream->CopyToHost(back.data(), *d, 4096));
+
+  KVTIER_EXPECT_OK(before->Synchronize());
+  absl::Status status = after->Synchronize();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "always_fails")) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "boom")) << status;
+
+  // Device::Synchronize reports the error without consuming it ...
+  EXPECT_EQ(device->Synchronize().code(), absl::StatusCode::kDataLoss);
+  // ... Stream::Synchronize reports it once.
+  EXPECT_EQ(stream->Synchronize().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(back, source);
+  KVTIER_EXPECT_OK(stream->Synchronize());
+  KVTIER_EXPECT_OK(device->Synchronize());
+  KVTIER_ASSERT_OK(stream->Record(*after));
+  KVTIER_EXPECT_OK(after->Synchronize());
+  stream.reset();
+  KVTIER_EXPECT_OK(device->Free(*d));
+}
+
+TEST(EmulatedDevice, AnErrorPassesToStreamsThatWaitOnIt) {
+  auto device = NewDevice();
+  auto a = NewStream(*device);
+  auto b = NewStream(*device);
+  auto event = NewEvent(*device);
+  KVTIER_ASSERT_OK(a->Launch(FailingKernel()));
+  KVTIER_ASSERT_OK(a->Record(*event));
+  KVTIER_ASSERT_OK(b->Wait(*event));
+  EXPECT_EQ(b->Synchronize().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(a->Synchronize().code(), absl::StatusCode::kDataLoss);
+  // Waiting on an event that already completed with an error still passes it on.
+  KVTIER_ASSERT_OK(b->Wait(*event));
+  EXPECT_EQ(b->Synchronize().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(EmulatedDevice, FillKernelOnAForeignRangeFailsWhenItRuns) {
+  auto device = NewDevice();
+  auto stream = NewStream(*device);
+  KVTIER_ASSERT_OK(stream->Launch(MakeFillKernel(DevicePtr::FromAddress(0x1000), 64, 1)));
+  absl::Status status = stream->Synchronize();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "fill_pattern")) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "0x1000")) << status;
+  KernelLaunch cuda_only;
+  cuda_only.name = "gpu_only";
+  cuda_only.cuda = [](void*) { return absl::OkStatus(); };
+  status = stream->Launch(std::move(cuda_only));
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "gpu_only")) << status;
+}
+
+TEST(EmulatedDevice, MemoryFreedUnderAQueuedCopyIsAnErrorNotAUseAfterFree) {
+  auto device = NewDevice();
+  auto stream = NewStream(*device);
+  absl::StatusOr<DevicePtr> d = device->Allocate(4096);
+  ASSERT_TRUE(d.ok());
+  std::vector<uint8_t> host(4096, 7);
+  Gate gate;
+  KVTIER_ASSERT_OK(gate.Block(*stream));
+  KVTIER_ASSERT_OK(stream->CopyToDevice(*d, host.data(), 4096));
+  KVTIER_ASSERT_OK(device->Free(*d));
+  gate.Open();
+  absl::Status status = stream->Synchronize();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "freed before the copy ran")) << status;
+}
+
+TEST(EmulatedDevice, EventsMayBeDestroyedWithCapturesInFlight) {
+  auto device = NewDevice();
+  auto a = NewStream(*device);
+  auto b = NewStream(*device);
+  Gate gate;
+  KVTIER_ASSERT_OK(gate.Block(*a));
+  {
+    auto event = NewEvent(*device);
+    KVTIER_ASSERT_OK(a->Record(*event));
+    KVTIER_ASSERT_OK(b->Wait(*event));
+  }
+  gate.Open();
+  KVTIER_EXPECT_OK(a->Synchronize());
+  KVTIER_EXPECT_OK(b->Synchronize());
+}
+
+TEST(EmulatedDevice, EventsFromAnotherKindOfDeviceAreRejected) {
+  class ForeignEvent final : public Event {
+   public:
+    absl::StatusOr<bool> Query() override { return true; }
+    absl::Status Synchronize() override { return absl::OkStatus(); }
+  };
+  auto device = NewDevice();
+  auto stream = NewStream(*device);
+  ForeignEvent foreign;
+  EXPECT_EQ(stream->Record(foreign).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(stream->Wait(foreign).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(EmulatedDevice, DestroyedWithMemoryStillAllocatedReleasesIt) {
+  auto device = NewDevice();
+  ASSERT_TRUE(device->Allocate(1 << 20).ok());
+  ASSERT_TRUE(device->AllocatePinned(1 << 20).ok());
+  device.reset();  // LeakSanitizer checks that nothing is left behind.
+}
+
+TEST(EmulatedDevice, ConcurrentAllocateFreeAndCopies) {
+  auto device = NewDevice();
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      auto stream = NewStream(*device);
+      for (int i = 0; i < 50; ++i) {
+        const size_t bytes = 1000 + 97 * i + t;
+        absl::StatusOr<DevicePtr> d = device->Allocate(bytes);
+        absl::StatusOr<void*> pinned = device->AllocatePinned(bytes);
+        if (!d.ok() || !pinned.ok()) {
+          failures.fetch_add(1);
+          continue;
+        }
+        auto* p = static_cast<uint8_t*>(*pinned);
+        std::memset(p, t + i, bytes);
+        std::vector<uint8_t> back(bytes);
+        bool ok = stream->CopyToDevice(*d, p, bytes).ok() &&
+                  stream->CopyToHost(back.data(), *d, bytes).ok() && stream->Synchronize().ok();
+        ok &= std::memcmp(back.data(), p, bytes) == 0;
+        ok &= device->Contains(*d, bytes);
+        ok &= device->Free(*d).ok() && device->FreePinned(p).ok();
+        if (!ok) failures.fetch_add(1);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(device->bytes_in_use(), 0u);
+}
+
+}  // namespace
+}  // namespace kvtier
