@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/config.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
@@ -52,6 +53,15 @@ std::unique_ptr<Event> NewEvent(Device& device) {
   if (!event.ok()) std::abort();
   return std::move(*event);
 }
+
+// Sanitizers make 16 MiB memcpys slow enough to exceed the throttle's windows, so the
+// "this was fast" halves of the timing tests only hold in plain builds.
+#if defined(ABSL_HAVE_THREAD_SANITIZER) || defined(ABSL_HAVE_ADDRESS_SANITIZER) || \
+    defined(ABSL_HAVE_MEMORY_SANITIZER)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
 
 // A kernel whose CPU reference fails when it runs.
 KernelLaunch FailingKernel() {
@@ -217,7 +227,9 @@ TEST(EmulatedDevice, DirectionsAreIndependentLinks) {
   KVTIER_ASSERT_OK(s2->Synchronize());
   const absl::Duration elapsed = absl::Now() - start;
   EXPECT_GE(elapsed, absl::Milliseconds(60)) << elapsed;
-  EXPECT_LT(elapsed, absl::Milliseconds(115)) << elapsed << ": the directions were serialised";
+  if (!kSanitized) {
+    EXPECT_LT(elapsed, absl::Milliseconds(115)) << elapsed << ": the directions were serialised";
+  }
   s1.reset();
   s2.reset();
   KVTIER_EXPECT_OK(device->Free(*a));
@@ -234,7 +246,7 @@ TEST(EmulatedDevice, DeviceToDeviceCopiesAreNotThrottled) {
   const absl::Time start = absl::Now();
   KVTIER_ASSERT_OK(stream->CopyOnDevice(*b, *a, k16MiB));
   KVTIER_ASSERT_OK(stream->Synchronize());
-  EXPECT_LT(absl::Now() - start, absl::Milliseconds(120));
+  if (!kSanitized) EXPECT_LT(absl::Now() - start, absl::Milliseconds(120));
   stream.reset();
   KVTIER_EXPECT_OK(device->Free(*a));
   KVTIER_EXPECT_OK(device->Free(*b));

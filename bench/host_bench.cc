@@ -1,0 +1,170 @@
+// bench host — store (device → host tier) and load (host tier → device) throughput through
+// the engine, for block sizes 64 KiB … 8 MiB, against single-thread memcpy in the same run.
+//
+//   bench/run host [--total-mib=N] [--runs=N] [--copy-gbps=G]
+//
+// figure = load GB/s at 2 MiB blocks (whole-block copies); ceiling = memcpy GB/s over the same
+// number of bytes. With --copy-gbps > 0 the emulated link is throttled (a PCIe model) and the
+// ceiling is that limit instead.
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
+#include "bench/bench_util.h"
+#include "kvtier/engine.h"
+
+namespace kvtier::bench {
+namespace {
+
+struct Result {
+  double store_gbps, load_gbps, load_layerwise_gbps, memcpy_gbps;
+};
+
+Result RunSize(size_t block_kib, size_t total_bytes, int runs, double copy_gbps,
+               std::string* device_name) {
+  EngineOptions o;
+  // 16 layers x 8 KV heads x 128 dim x fp16: 64 KiB per token of block.
+  o.geometry = Geometry{16, 8, 128, DType::kFloat16, static_cast<uint32_t>(block_kib / 64)};
+  o.model_fingerprint = "bench-host";
+  o.key_hash = KeyHash::kXxh3;
+  o.device.choice = DeviceChoice::kEmulated;
+  o.device.emulated_copy_gbps = copy_gbps;
+  const size_t block = o.geometry.block_bytes();
+  const size_t n = total_bytes / block;
+  o.host_tier_bytes = n * block;
+  auto opened = Engine::Open(o);
+  if (!opened.ok()) Die(opened.status().ToString());
+  Engine& e = **opened;
+  *device_name = e.device().name();
+
+  auto base = e.device().Allocate(n * block);
+  if (!base.ok()) Die(base.status().ToString());
+  {
+    std::vector<char> fill(n * block, 7);
+    auto s = e.device().CreateStream();
+    if (!s.ok() || !(*s)->CopyToDevice(*base, fill.data(), fill.size()).ok() ||
+        !(*s)->Synchronize().ok()) {
+      Die("filling caller buffers");
+    }
+  }
+  std::vector<DevicePtr> bufs;
+  for (size_t i = 0; i < n; ++i) bufs.push_back(*base + i * block);
+  std::vector<int32_t> tokens(n * o.geometry.block_tokens);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>(i);
+
+  auto store = [&] {
+    StoreRequest r;
+    r.ns = "default";
+    r.tokens = tokens;
+    r.buffers = KvBuffers::Blocks(bufs);
+    auto h = e.Store(r);
+    if (!h.ok() || !(*h)->Wait().ok() || (*h)->blocks_moved() != n) Die("store");
+  };
+  // Store timing: erase between runs (not timed) so every run really copies.
+  std::vector<double> st;
+  for (int i = 0; i < runs; ++i) {
+    if (!e.EraseNamespace("default").ok()) Die("erase");
+    const double s = Now();
+    store();
+    st.push_back(Now() - s);
+  }
+  std::sort(st.begin(), st.end());
+  auto m = e.Match("default", tokens);
+  if (!m.ok() || m->keys.size() != n) Die("match after store");
+  auto load = [&](bool layerwise) {
+    LoadRequest r;
+    r.ns = "default";
+    r.keys = m->keys;
+    r.buffers = KvBuffers::Blocks(bufs);
+    r.layerwise = layerwise;
+    auto h = e.Load(r);
+    if (!h.ok() || !(*h)->Wait().ok()) Die("load");
+  };
+  load(false);  // warm
+  // The ceiling is measured interleaved with the loads, over the same number of bytes, so
+  // both see the same machine state.
+  std::vector<char> a(n * block, 1), b(n * block, 2);
+  std::memcpy(b.data(), a.data(), a.size());
+  std::vector<double> lt, mt;
+  for (int i = 0; i < runs; ++i) {
+    double s = Now();
+    load(false);
+    lt.push_back(Now() - s);
+    s = Now();
+    std::memcpy(b.data(), a.data(), a.size());
+    asm volatile("" : : "r"(b.data()) : "memory");
+    mt.push_back(Now() - s);
+  }
+  std::sort(lt.begin(), lt.end());
+  std::sort(mt.begin(), mt.end());
+  const double lwt = MedianSeconds(runs, [&] { load(true); });
+  (void)e.device().Free(*base);
+  const double bytes = static_cast<double>(n * block);
+  return Result{bytes / st[st.size() / 2] / 1e9, bytes / lt[lt.size() / 2] / 1e9,
+                bytes / lwt / 1e9, bytes / mt[mt.size() / 2] / 1e9};
+}
+
+int Main(int argc, char** argv) {
+  size_t total_mib = 256;
+  int runs = 5;
+  double copy_gbps = 0;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view a(argv[i]);
+    bool ok = true;
+    if (absl::ConsumePrefix(&a, "--total-mib=")) {
+      ok = absl::SimpleAtoi(a, &total_mib) && total_mib >= 8;
+    } else if (absl::ConsumePrefix(&a, "--runs=")) {
+      ok = absl::SimpleAtoi(a, &runs) && runs > 0;
+    } else if (absl::ConsumePrefix(&a, "--copy-gbps=")) {
+      ok = absl::SimpleAtod(a, &copy_gbps) && copy_gbps >= 0;
+    } else {
+      ok = false;
+    }
+    if (!ok) {
+      std::fprintf(stderr, "bad argument '%s'\nusage: bench/run host [--total-mib=N>=8] "
+                   "[--runs=N] [--copy-gbps=G]\n", argv[i]);
+      return 2;
+    }
+  }
+  const size_t total = total_mib << 20;
+  std::printf("host tier store/load, %zu MiB per run, median of %d runs\n", total_mib, runs);
+  std::printf("%10s %12s %12s %16s %12s %8s\n", "block", "store GB/s", "load GB/s",
+              "layerwise GB/s", "memcpy GB/s", "ratio");
+  JsonLine json;
+  std::string device;
+  double figure = 0, ceiling = 0, memcpy_gbps = 0;
+  std::vector<std::pair<std::string, double>> fields;
+  for (size_t kib = 64; kib <= 8192; kib *= 2) {
+    const Result r = RunSize(kib, total, runs, copy_gbps, &device);
+    const std::string tag = kib < 1024 ? absl::StrFormat("%dk", kib) : absl::StrFormat("%dm", kib / 1024);
+    const double c = copy_gbps > 0 ? std::min(copy_gbps, r.memcpy_gbps) : r.memcpy_gbps;
+    std::printf("%9s  %12.2f %12.2f %16.2f %12.2f %8.2f\n", (tag + "iB").c_str(), r.store_gbps,
+                r.load_gbps, r.load_layerwise_gbps, r.memcpy_gbps, r.load_gbps / c);
+    fields.push_back({"memcpy_gbps_" + tag, r.memcpy_gbps});
+    fields.push_back({"load_gbps_" + tag, r.load_gbps});
+    fields.push_back({"store_gbps_" + tag, r.store_gbps});
+    fields.push_back({"load_layerwise_gbps_" + tag, r.load_layerwise_gbps});
+    if (kib == 2048) {
+      figure = r.load_gbps;
+      ceiling = c;
+      memcpy_gbps = r.memcpy_gbps;
+    }
+  }
+  json.Str("bench", "host").Num("figure", figure).Str("unit", "GB/s").Num("ceiling", ceiling)
+      .Str("ceiling_source", copy_gbps > 0 ? "emulated link limit (min with memcpy), same run"
+                                           : "single-thread memcpy, same bytes, interleaved "
+                                             "with the loads, same run")
+      .Num("ratio", figure / ceiling).Str("device", device).Num("memcpy_gbps", memcpy_gbps)
+      .Num("total_mib", static_cast<double>(total_mib));
+  for (const auto& [k, v] : fields) json.Num(k, v);
+  json.Print();
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvtier::bench
+
+int main(int argc, char** argv) { return kvtier::bench::Main(argc, argv); }
