@@ -19,6 +19,6 @@ elseif(NOT KVTIER_SANITIZE STREQUAL "")
 endif()
 if(_kvtier_san)
   # Applied globally so GoogleTest main, examples and benches are instrumented too.
-  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:${_kvtier_san}>)
+  add_compile_options("$<$<COMPILE_LANGUAGE:CXX>:${_kvtier_san}>")
   add_link_options(${_kvtier_san})
 endif()

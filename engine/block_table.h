@@ -1,6 +1,6 @@
 // engine/block_table.h — key → where a block's copies are and what is happening to them.
 //
-// The table is sharded by key (64 shards, one absl::Mutex each) so concurrent Match calls
+// The table is sharded by key (64 shards, one Mutex each) so concurrent Match calls
 // rarely contend. An entry's identity never depends on its location: moving a block between
 // tiers rewrites `slot[tier]`, never the key.
 //
@@ -18,7 +18,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "kvtier/block_key.h"
 #include "kvtier/device.h"
 #include "kvtier/engine.h"
@@ -68,7 +68,7 @@ class BlockTable {
   template <typename F>
   auto Find(const BlockKey& key, F&& fn) {
     Shard& s = ShardFor(key);
-    absl::MutexLock lock(&s.mu);
+    MutexLock lock(&s.mu);
     auto it = s.map.find(key);
     return fn(it == s.map.end() ? nullptr : &it->second);
   }
@@ -78,7 +78,7 @@ class BlockTable {
   template <typename F>
   auto Upsert(const BlockKey& key, F&& fn) {
     Shard& s = ShardFor(key);
-    absl::MutexLock lock(&s.mu);
+    MutexLock lock(&s.mu);
     auto [it, inserted] = s.map.try_emplace(key);
     return fn(it->second, inserted);
   }
@@ -88,7 +88,7 @@ class BlockTable {
   template <typename F>
   bool Mutate(const BlockKey& key, F&& fn) {
     Shard& s = ShardFor(key);
-    absl::MutexLock lock(&s.mu);
+    MutexLock lock(&s.mu);
     auto it = s.map.find(key);
     if (it == s.map.end()) return false;
     if (fn(it->second)) s.map.erase(it);
@@ -97,7 +97,7 @@ class BlockTable {
 
   bool Remove(const BlockKey& key) {
     Shard& s = ShardFor(key);
-    absl::MutexLock lock(&s.mu);
+    MutexLock lock(&s.mu);
     return s.map.erase(key) > 0;
   }
 
@@ -105,7 +105,7 @@ class BlockTable {
   template <typename F>
   void ForEach(F&& fn) {
     for (Shard& s : shards_) {
-      absl::MutexLock lock(&s.mu);
+      MutexLock lock(&s.mu);
       for (auto& [key, entry] : s.map) fn(key, entry);
     }
   }
@@ -113,7 +113,7 @@ class BlockTable {
   size_t size() {
     size_t n = 0;
     for (Shard& s : shards_) {
-      absl::MutexLock lock(&s.mu);
+      MutexLock lock(&s.mu);
       n += s.map.size();
     }
     return n;
@@ -121,7 +121,7 @@ class BlockTable {
 
  private:
   struct Shard {
-    absl::Mutex mu;
+    Mutex mu;
     absl::flat_hash_map<BlockKey, BlockEntry> map ABSL_GUARDED_BY(mu);
   };
   Shard& ShardFor(const BlockKey& key) { return shards_[key.hi >> 58]; }  // top 6 bits

@@ -5,7 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/notification.h"
+#include "common/mutex.h"
 #include "common/log.h"
 #include "engine/namespace_name.h"
 #include "engine/transfer_handle.h"
@@ -80,7 +80,7 @@ absl::Status EngineImpl::Init() {
   if (!host.ok()) return host.status();
   tiers_[kHost] = std::move(*host);
 
-  absl::MutexLock lock(&placement_mu_);
+  MutexLock lock(&placement_mu_);
   for (int t = 0; t < kNumTiers; ++t) {
     if (tiers_[t] == nullptr) continue;
     const std::string& name = t == kGpu ? options_.gpu_eviction : options_.host_eviction;
@@ -114,7 +114,7 @@ EngineImpl::~EngineImpl() {
   onboard_.reset();
   offload_.reset();
   {
-    absl::MutexLock lock(&placement_mu_);
+    MutexLock lock(&placement_mu_);
     for (auto& events : reuse_after_) events.clear();
   }
   table_.ForEach([](const BlockKey&, BlockEntry& e) {
@@ -129,7 +129,7 @@ absl::Status EngineImpl::CreateNamespace(absl::string_view ns) {
   if (absl::Status s = ValidateNamespaceName(ns); !s.ok()) return s;
   uint32_t id;
   {
-    absl::MutexLock lock(&ns_mu_);
+    MutexLock lock(&ns_mu_);
     if (ns_by_name_.contains(ns)) {
       return absl::AlreadyExistsError(absl::StrFormat("namespace '%s' already exists", ns));
     }
@@ -140,7 +140,7 @@ absl::Status EngineImpl::CreateNamespace(absl::string_view ns) {
                             options_.geometry.Fingerprint())}));
     ns_by_name_[std::string(ns)] = id;
   }
-  absl::MutexLock lock(&placement_mu_);
+  MutexLock lock(&placement_mu_);
   if (ns_blocks_.size() <= id) {
     ns_blocks_.resize(id + 1, 0);
     ns_tier_blocks_.resize(id + 1, std::array<size_t, kNumTiers>{});
@@ -149,14 +149,14 @@ absl::Status EngineImpl::CreateNamespace(absl::string_view ns) {
 }
 
 std::vector<std::string> EngineImpl::ListNamespaces() const {
-  absl::MutexLock lock(&ns_mu_);
+  MutexLock lock(&ns_mu_);
   std::vector<std::string> names;
   for (const auto& n : namespaces_) names.push_back(n->name);
   return names;
 }
 
 absl::StatusOr<const EngineImpl::Namespace*> EngineImpl::FindNamespace(absl::string_view ns) const {
-  absl::MutexLock lock(&ns_mu_);
+  MutexLock lock(&ns_mu_);
   auto it = ns_by_name_.find(ns);
   if (it == ns_by_name_.end()) {
     return absl::NotFoundError(
@@ -337,7 +337,7 @@ void EngineImpl::RetireEvent(std::shared_ptr<Event> event) {
 void EngineImpl::DestroyRetiredEvents() {
   std::vector<std::shared_ptr<Event>> retired;
   {
-    absl::MutexLock lock(&placement_mu_);
+    MutexLock lock(&placement_mu_);
     retired.swap(retired_events_);
   }
   // Destroyed here, on a caller's thread, outside the lock.
@@ -438,7 +438,7 @@ bool EngineImpl::EvictOne(TierKind t) {
 void EngineImpl::OnWritesLanded(TierKind t, const std::vector<BlockKey>& keys,
                                 uint64_t write_id) {
   const int ti = static_cast<int>(t);
-  absl::MutexLock lock(&placement_mu_);
+  MutexLock lock(&placement_mu_);
   for (const BlockKey& key : keys) {
     table_.Mutate(key, [&](BlockEntry& e) {
       placement_mu_.AssertHeld();
@@ -471,7 +471,7 @@ void EngineImpl::Unpin(absl::Span<const BlockKey> keys) {
 }
 
 void EngineImpl::OnReadsDone(const std::vector<BlockKey>& keys) {
-  absl::MutexLock lock(&placement_mu_);
+  MutexLock lock(&placement_mu_);
   Unpin(keys);
 }
 
@@ -511,7 +511,7 @@ void EngineImpl::ReapExpiredLeases() {
 }
 
 absl::Status EngineImpl::ReleaseLease(uint64_t lease_id) {
-  absl::MutexLock lock(&placement_mu_);
+  MutexLock lock(&placement_mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return absl::OkStatus();  // expired and reaped already
   Unpin(it->second.keys);
@@ -578,7 +578,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
       r.tokens.subspan(0, (r.first_block + n) * g.block_tokens), g.block_tokens, r.extra);
   absl::StatusOr<std::shared_ptr<Event>> done = NewEvent();
   if (!done.ok()) return done.status();
-  auto finished = std::make_shared<absl::Notification>();
+  auto finished = std::make_shared<Notification>();
   absl::StatusOr<std::shared_ptr<Event>> after = NewEvent();
   if (!after.ok()) return after.status();
 
@@ -586,7 +586,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
   std::vector<BlockKey> stored;
   std::vector<BlockCopy> copies;
   {
-    absl::MutexLock lock(&placement_mu_);
+    MutexLock lock(&placement_mu_);
     const uint64_t write_id = next_write_id_++;
     std::vector<std::shared_ptr<Event>> waits;
     for (size_t i = 0; i < n; ++i) {
@@ -667,13 +667,13 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
   if (!layers.ok()) return layers.status();
   absl::StatusOr<std::shared_ptr<Event>> done = NewEvent();
   if (!done.ok()) return done.status();
-  auto finished = std::make_shared<absl::Notification>();
+  auto finished = std::make_shared<Notification>();
   absl::StatusOr<std::shared_ptr<Event>> after = NewEvent();
   if (!after.ok()) return after.status();
 
   std::array<size_t, kNumTiers> from{};
   {
-    absl::MutexLock lock(&placement_mu_);
+    MutexLock lock(&placement_mu_);
     if (absl::Status s = PinAll((*space)->id, r.ns, r.keys, "Load"); !s.ok()) return s;
     std::vector<BlockCopy> copies;
     std::vector<std::shared_ptr<Event>> waits;
@@ -747,13 +747,13 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
   if (!layers.ok()) return layers.status();
   absl::StatusOr<std::shared_ptr<Event>> done = NewEvent();
   if (!done.ok()) return done.status();
-  auto finished = std::make_shared<absl::Notification>();
+  auto finished = std::make_shared<Notification>();
 
   std::vector<DevicePtr> slots(keys.size());
   uint64_t lease_id;
   size_t promoted_count = 0;
   {
-    absl::MutexLock lock(&placement_mu_);
+    MutexLock lock(&placement_mu_);
     const uint64_t write_id = next_write_id_++;
     ReapExpiredLeases();
     if (absl::Status s = PinAll((*space)->id, ns, keys, "LoadToGpuTier"); !s.ok()) return s;
@@ -852,12 +852,12 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
   }
   absl::StatusOr<std::shared_ptr<Event>> done = NewEvent();
   if (!done.ok()) return done.status();
-  auto finished = std::make_shared<absl::Notification>();
+  auto finished = std::make_shared<Notification>();
   const uint32_t ns_id = (*space)->id;
   TransferHandleImpl::Counts counts;
   std::vector<BlockKey> promoted;
   {
-    absl::MutexLock lock(&placement_mu_);
+    MutexLock lock(&placement_mu_);
     const uint64_t write_id = next_write_id_++;
     std::vector<BlockCopy> copies;
     std::vector<std::shared_ptr<Event>> waits;
@@ -952,7 +952,7 @@ size_t EngineImpl::EraseLocked(uint32_t ns_id, absl::Span<const BlockKey> keys) 
 absl::StatusOr<size_t> EngineImpl::Erase(absl::string_view ns, absl::Span<const BlockKey> keys) {
   absl::StatusOr<const Namespace*> space = FindNamespace(ns);
   if (!space.ok()) return space.status();
-  absl::MutexLock lock(&placement_mu_);
+  MutexLock lock(&placement_mu_);
   return EraseLocked((*space)->id, keys);
 }
 
@@ -960,7 +960,7 @@ absl::StatusOr<size_t> EngineImpl::EraseNamespace(absl::string_view ns) {
   absl::StatusOr<const Namespace*> space = FindNamespace(ns);
   if (!space.ok()) return space.status();
   const uint32_t ns_id = (*space)->id;
-  absl::MutexLock lock(&placement_mu_);
+  MutexLock lock(&placement_mu_);
   std::vector<BlockKey> keys;
   table_.ForEach([&](const BlockKey& key, const BlockEntry& e) {
     if (e.ns_id == ns_id && !e.erased) keys.push_back(key);
@@ -975,7 +975,7 @@ EngineStats EngineImpl::Stats() {
   EngineStats st;
   st.device = device_->name();
   std::vector<std::string> names = ListNamespaces();
-  absl::MutexLock lock(&placement_mu_);
+  MutexLock lock(&placement_mu_);
   ReapExpiredLeases();
   std::array<size_t, kNumTiers> pinned{};
   table_.ForEach([&](const BlockKey&, const BlockEntry& e) {

@@ -28,7 +28,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "engine/block_table.h"
 #include "engine/eviction_policy.h"
 #include "kvtier/engine.h"
@@ -149,7 +149,7 @@ class EngineImpl final : public Engine {
   std::array<std::unique_ptr<Tier>, kNumTiers> tiers_;
   BlockTable table_;
 
-  absl::Mutex placement_mu_;
+  Mutex placement_mu_;
   std::array<std::unique_ptr<EvictionPolicy>, kNumTiers> policies_ ABSL_GUARDED_BY(placement_mu_);
   std::array<std::vector<BlockKey>, kNumTiers> slot_owner_ ABSL_GUARDED_BY(placement_mu_);
   std::array<std::vector<std::shared_ptr<Event>>, kNumTiers> reuse_after_
@@ -162,7 +162,7 @@ class EngineImpl final : public Engine {
   std::vector<std::array<size_t, kNumTiers>> ns_tier_blocks_ ABSL_GUARDED_BY(placement_mu_);
   std::vector<size_t> ns_blocks_ ABSL_GUARDED_BY(placement_mu_);
 
-  mutable absl::Mutex ns_mu_;
+  mutable Mutex ns_mu_;
   std::vector<std::unique_ptr<Namespace>> namespaces_ ABSL_GUARDED_BY(ns_mu_);
   absl::flat_hash_map<std::string, uint32_t> ns_by_name_ ABSL_GUARDED_BY(ns_mu_);
 

@@ -11,6 +11,7 @@
 
 #include <bit>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "absl/strings/escaping.h"
@@ -69,7 +70,12 @@ BlockKey Digest(KeyHash hash, const std::string& msg) {
     const XXH128_hash_t h = XXH3_128bits(msg.data(), msg.size());
     return BlockKey{h.high64, h.low64};
   }
-  thread_local EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  // One context per thread, reused across digests and freed when the thread exits.
+  struct CtxFree {
+    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+  };
+  thread_local std::unique_ptr<EVP_MD_CTX, CtxFree> owned(EVP_MD_CTX_new());
+  EVP_MD_CTX* ctx = owned.get();
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   // These calls fail only on allocation failure inside OpenSSL, which EVP_MD_CTX_new

@@ -45,7 +45,7 @@ absl::Status TransferHandleImpl::WaitLayerHost(uint32_t layer) {
 absl::Status TransferHandleImpl::Release() {
   absl::AnyInvocable<absl::Status()> release;
   {
-    absl::MutexLock lock(&release_mu_);
+    MutexLock lock(&release_mu_);
     release = std::move(release_);
     release_ = nullptr;
   }

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
+#include "common/mutex.h"
+#include "common/mutex.h"
 #include "kvtier/engine.h"
 
 namespace kvtier {
@@ -31,7 +31,7 @@ class TransferHandleImpl final : public TransferHandle {
   // engine's completion callback once its bookkeeping for the transfer is done (null when
   // done is). `layers` is empty for transfers that are not loads; otherwise one event per
   // layer. `release` is called at most once, by Release(), for leased transfers.
-  TransferHandleImpl(std::shared_ptr<Event> done, std::shared_ptr<absl::Notification> finished,
+  TransferHandleImpl(std::shared_ptr<Event> done, std::shared_ptr<Notification> finished,
                      std::vector<std::shared_ptr<Event>> layers, Counts counts,
                      std::vector<DevicePtr> slots, absl::AnyInvocable<absl::Status()> release)
       : done_(std::move(done)),
@@ -55,11 +55,11 @@ class TransferHandleImpl final : public TransferHandle {
   absl::StatusOr<Event*> LayerEvent(uint32_t layer);
 
   std::shared_ptr<Event> done_;
-  std::shared_ptr<absl::Notification> finished_;
+  std::shared_ptr<Notification> finished_;
   std::vector<std::shared_ptr<Event>> layers_;
   Counts counts_;
   std::vector<DevicePtr> slots_;
-  absl::Mutex release_mu_;
+  Mutex release_mu_;
   absl::AnyInvocable<absl::Status()> release_ ABSL_GUARDED_BY(release_mu_);
 };
 

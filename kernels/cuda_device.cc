@@ -10,6 +10,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -22,7 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/types/span.h"
 #include "common/log.h"
 
@@ -289,7 +290,7 @@ class CudaDevice final : public Device {
   // REQUIRES: every Stream and Event of this device has been destroyed.
   ~CudaDevice() override {
     (void)cudaSetDevice(ordinal_);
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!allocations_.empty() || !pinned_.empty()) {
       KVTIER_LOG(kWarning, "%s destroyed with %d device allocations and %d pinned buffers live",
                  name_, allocations_.size(), pinned_.size());
@@ -297,7 +298,7 @@ class CudaDevice final : public Device {
     for (const auto& [address, bytes] : allocations_) {
       (void)cudaFree(reinterpret_cast<void*>(static_cast<uintptr_t>(address)));
     }
-    for (const auto& [ptr, bytes] : pinned_) (void)cudaFreeHost(ptr);
+    for (const auto& [ptr, registered] : pinned_) (void)ReleasePinned(ptr, registered);
   }
 
   DeviceKind kind() const override { return DeviceKind::kCuda; }
@@ -313,7 +314,7 @@ class CudaDevice final : public Device {
       return status;
     }
     const auto address = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(ptr));
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     allocations_.emplace(address, bytes);
     return DevicePtr::FromAddress(address);
   }
@@ -321,7 +322,7 @@ class CudaDevice final : public Device {
   absl::Status Free(DevicePtr ptr) override {
     if (ptr.is_null()) return absl::OkStatus();
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (allocations_.erase(ptr.address()) == 0) {
         return absl::InvalidArgumentError(absl::StrFormat(
             "Free: 0x%x is not the start of a live allocation of %s", ptr.address(), name_));
@@ -333,7 +334,7 @@ class CudaDevice final : public Device {
   }
 
   bool Contains(DevicePtr ptr, size_t bytes) const override {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = allocations_.upper_bound(ptr.address());
     if (it == allocations_.begin()) return false;
     --it;
@@ -344,34 +345,52 @@ class CudaDevice final : public Device {
   absl::StatusOr<void*> AllocatePinned(size_t bytes) override {
     if (bytes == 0) return absl::InvalidArgumentError("AllocatePinned: zero bytes requested");
     if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
+    const size_t rounded = (bytes + kPinnedAlignment - 1) / kPinnedAlignment * kPinnedAlignment;
     void* ptr = nullptr;
-    if (absl::Status status = CudaStatus(cudaHostAlloc(&ptr, bytes, cudaHostAllocPortable),
-                                         absl::StrFormat("cudaHostAlloc(%d bytes)", bytes));
+    if (absl::Status status = CudaStatus(cudaHostAlloc(&ptr, rounded, cudaHostAllocPortable),
+                                         absl::StrFormat("cudaHostAlloc(%d bytes)", rounded));
         !status.ok()) {
       return status;
     }
+    bool registered = false;
     if (reinterpret_cast<uintptr_t>(ptr) % kPinnedAlignment != 0) {
+      // The runtime promises page alignment only implicitly; O_DIRECT needs it, so fall back
+      // to aligned host memory that is page-locked by registration.
       (void)cudaFreeHost(ptr);
-      return absl::InternalError(absl::StrFormat(
-          "cudaHostAlloc(%d bytes) returned %p, not %d-byte aligned", bytes, ptr,
-          kPinnedAlignment));
+      ptr = nullptr;
+      if (posix_memalign(&ptr, kPinnedAlignment, rounded) != 0) {
+        return absl::ResourceExhaustedError(
+            absl::StrFormat("AllocatePinned: %d bytes of host memory are not available", bytes));
+      }
+      if (absl::Status status =
+              CudaStatus(cudaHostRegister(ptr, rounded, cudaHostRegisterPortable),
+                         absl::StrFormat("cudaHostRegister(%d bytes)", rounded));
+          !status.ok()) {
+        std::free(ptr);
+        return status;
+      }
+      registered = true;
     }
-    absl::MutexLock lock(&mu_);
-    pinned_.emplace(ptr, bytes);
+    MutexLock lock(&mu_);
+    pinned_.emplace(ptr, registered);
     return ptr;
   }
 
   absl::Status FreePinned(void* ptr) override {
     if (ptr == nullptr) return absl::OkStatus();
+    bool registered = false;
     {
-      absl::MutexLock lock(&mu_);
-      if (pinned_.erase(ptr) == 0) {
+      MutexLock lock(&mu_);
+      auto it = pinned_.find(ptr);
+      if (it == pinned_.end()) {
         return absl::InvalidArgumentError(absl::StrFormat(
             "FreePinned: %p was not returned by AllocatePinned of %s (or was freed)", ptr,
             name_));
       }
+      registered = it->second;
+      pinned_.erase(it);
     }
-    return CudaStatus(cudaFreeHost(ptr), "cudaFreeHost");
+    return ReleasePinned(ptr, registered);
   }
 
   absl::StatusOr<std::unique_ptr<Stream>> CreateStream() override {
@@ -403,14 +422,22 @@ class CudaDevice final : public Device {
   }
 
  private:
+  static absl::Status ReleasePinned(void* ptr, bool registered) {
+    if (!registered) return CudaStatus(cudaFreeHost(ptr), "cudaFreeHost");
+    absl::Status status = CudaStatus(cudaHostUnregister(ptr), "cudaHostUnregister");
+    std::free(ptr);
+    return status;
+  }
+
   CudaDevice(int ordinal, std::string name) : ordinal_(ordinal), name_(std::move(name)) {}
 
   const int ordinal_;
   const std::string name_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   // Device address → size, of this device's live allocations.
   std::map<uint64_t, size_t> allocations_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<void*, size_t> pinned_ ABSL_GUARDED_BY(mu_);
+  // Pinned buffer → whether it is registered host memory (else from cudaHostAlloc).
+  absl::flat_hash_map<void*, bool> pinned_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

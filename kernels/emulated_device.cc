@@ -27,7 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/log.h"
@@ -66,7 +66,7 @@ constexpr uint64_t kAddressSpace = uint64_t{1} << 50;
 // The shared state of one Event. Record numbers each capture; a capture is complete once
 // the record op queued for it has run.
 struct EventState {
-  absl::Mutex mu;
+  Mutex mu;
   // Number of the latest Record call; 0 = never recorded.
   uint64_t last_record_seq ABSL_GUARDED_BY(mu) = 0;
   // Captures recorded but not yet reached by their stream.
@@ -77,17 +77,17 @@ struct EventState {
 
   // Blocks until capture `seq` has completed; returns the error it captured.
   absl::Status WaitFor(uint64_t seq) {
-    absl::MutexLock lock(&mu);
+    MutexLock lock(&mu);
     auto done = [this, seq]() {
       mu.AssertHeld();
       return !pending.contains(seq);
     };
-    mu.Await(absl::Condition(&done));
+    mu.Await(done);
     return status_seq >= seq ? status : absl::OkStatus();
   }
 
   void Complete(uint64_t seq, absl::Status captured) {
-    absl::MutexLock lock(&mu);
+    MutexLock lock(&mu);
     pending.erase(seq);
     if (seq >= status_seq) {
       status_seq = seq;
@@ -101,14 +101,14 @@ class EmulatedEvent final : public Event {
   EmulatedEvent() : state_(std::make_shared<EventState>()) {}
 
   absl::StatusOr<bool> Query() override {
-    absl::MutexLock lock(&state_->mu);
+    MutexLock lock(&state_->mu);
     return !state_->pending.contains(state_->last_record_seq);
   }
 
   absl::Status Synchronize() override {
     uint64_t target;
     {
-      absl::MutexLock lock(&state_->mu);
+      MutexLock lock(&state_->mu);
       target = state_->last_record_seq;
     }
     if (target == 0) return absl::OkStatus();
@@ -146,7 +146,7 @@ void EmulatedDevice::ThrottledCopy(Link link, size_t bytes, CopyFn copy) {
   // a direction share its bandwidth instead of each getting all of it.
   absl::Time end;
   {
-    absl::MutexLock lock(&link_mu_);
+    MutexLock lock(&link_mu_);
     absl::Time& busy_until = link_busy_until_[static_cast<int>(link)];
     const absl::Time start = std::max(absl::Now(), busy_until);
     end = start + absl::Seconds(static_cast<double>(bytes) / (copy_gbps_ * 1e9));
@@ -169,7 +169,7 @@ class EmulatedStream final : public Stream {
   ~EmulatedStream() override {
     device_->UnregisterStream(this);
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       stopping_ = true;
     }
     worker_.join();
@@ -238,7 +238,7 @@ class EmulatedStream final : public Stream {
     const std::shared_ptr<EventState>& state = emulated->state();
     uint64_t seq;
     {
-      absl::MutexLock lock(&state->mu);
+      MutexLock lock(&state->mu);
       seq = ++state->last_record_seq;
       state->pending.insert(seq);
     }
@@ -254,7 +254,7 @@ class EmulatedStream final : public Stream {
     const std::shared_ptr<EventState>& state = emulated->state();
     uint64_t seq;
     {
-      absl::MutexLock lock(&state->mu);
+      MutexLock lock(&state->mu);
       seq = state->last_record_seq;
       // Already complete (or never recorded): nothing to wait for.
       if (!state->pending.contains(seq)) {
@@ -266,7 +266,7 @@ class EmulatedStream final : public Stream {
   }
 
   absl::Status Synchronize() override {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     AwaitCompletedLocked(enqueued_);
     absl::Status status = std::move(pending_error_);
     pending_error_ = absl::OkStatus();
@@ -277,7 +277,7 @@ class EmulatedStream final : public Stream {
 
   // Waits for the work enqueued so far; returns the pending error without clearing it.
   absl::Status Drain() {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     AwaitCompletedLocked(enqueued_);
     return pending_error_;
   }
@@ -292,7 +292,7 @@ class EmulatedStream final : public Stream {
   };
 
   void Enqueue(Op op) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     queue_.push_back(std::move(op));
     ++enqueued_;
   }
@@ -302,7 +302,7 @@ class EmulatedStream final : public Stream {
       mu_.AssertHeld();
       return completed_ >= target;
     };
-    mu_.Await(absl::Condition(&done));
+    mu_.Await(done);
   }
 
   // Validates every op (all or nothing), then queues them as one unit of work.
@@ -422,12 +422,12 @@ class EmulatedStream final : public Stream {
     for (;;) {
       Op op;
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         auto ready = [this]() {
           mu_.AssertHeld();
           return !queue_.empty() || stopping_;
         };
-        mu_.Await(absl::Condition(&ready));
+        mu_.Await(ready);
         if (queue_.empty()) return;  // Stopping, and everything queued has run.
         op = std::move(queue_.front());
         queue_.pop_front();
@@ -445,21 +445,21 @@ class EmulatedStream final : public Stream {
         case Op::Kind::kRecord: {
           absl::Status captured;
           {
-            absl::MutexLock lock(&mu_);
+            MutexLock lock(&mu_);
             captured = pending_error_;
           }
           op.event->Complete(op.seq, std::move(captured));
           break;
         }
       }
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (!status.ok() && pending_error_.ok()) pending_error_ = std::move(status);
       ++completed_;
     }
   }
 
   EmulatedDevice* const device_;
-  absl::Mutex mu_;
+  Mutex mu_;
   std::deque<Op> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t enqueued_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
@@ -480,13 +480,13 @@ EmulatedDevice::EmulatedDevice(const DeviceOptions& options)
 
 EmulatedDevice::~EmulatedDevice() {
   {
-    absl::MutexLock lock(&streams_mu_);
+    MutexLock lock(&streams_mu_);
     if (!streams_.empty()) {
       KVTIER_LOG(kError, "emulated device destroyed with %d live streams (a caller bug)",
                  streams_.size());
     }
   }
-  absl::MutexLock lock(&memory_mu_);
+  MutexLock lock(&memory_mu_);
   for (const auto& [ptr, bytes] : pinned_) std::free(ptr);
   pinned_.clear();
   allocations_.clear();
@@ -504,7 +504,7 @@ std::string EmulatedDevice::name() const {
 
 absl::StatusOr<DevicePtr> EmulatedDevice::Allocate(size_t bytes) {
   if (bytes == 0) return absl::InvalidArgumentError("Allocate: zero bytes requested");
-  absl::MutexLock lock(&memory_mu_);
+  MutexLock lock(&memory_mu_);
   if (memory_limit_ > 0 && bytes > memory_limit_ - bytes_in_use_) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "emulated device memory exhausted: requested %d bytes with %d of %d bytes in use", bytes,
@@ -529,7 +529,7 @@ absl::StatusOr<DevicePtr> EmulatedDevice::Allocate(size_t bytes) {
 
 absl::Status EmulatedDevice::Free(DevicePtr ptr) {
   if (ptr.is_null()) return absl::OkStatus();
-  absl::MutexLock lock(&memory_mu_);
+  MutexLock lock(&memory_mu_);
   auto it = allocations_.find(ptr.address());
   if (it == allocations_.end()) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -545,7 +545,7 @@ absl::Status EmulatedDevice::Free(DevicePtr ptr) {
 std::shared_ptr<EmulatedDevice::Allocation> EmulatedDevice::FindAllocation(DevicePtr ptr,
                                                                            size_t bytes) const {
   const uint64_t address = ptr.address();
-  absl::ReaderMutexLock lock(&memory_mu_);
+  MutexLock lock(&memory_mu_);
   auto it = allocations_.upper_bound(address);
   if (it == allocations_.begin()) return nullptr;
   --it;
@@ -565,7 +565,7 @@ void* EmulatedDevice::Resolve(DevicePtr ptr, size_t bytes) const {
 }
 
 size_t EmulatedDevice::bytes_in_use() const {
-  absl::ReaderMutexLock lock(&memory_mu_);
+  MutexLock lock(&memory_mu_);
   return bytes_in_use_;
 }
 
@@ -576,7 +576,7 @@ absl::StatusOr<void*> EmulatedDevice::AllocatePinned(size_t bytes) {
     return absl::ResourceExhaustedError(
         absl::StrFormat("AllocatePinned: %d bytes of host memory are not available", bytes));
   }
-  absl::MutexLock lock(&memory_mu_);
+  MutexLock lock(&memory_mu_);
   pinned_.emplace(ptr, bytes);
   return ptr;
 }
@@ -584,7 +584,7 @@ absl::StatusOr<void*> EmulatedDevice::AllocatePinned(size_t bytes) {
 absl::Status EmulatedDevice::FreePinned(void* ptr) {
   if (ptr == nullptr) return absl::OkStatus();
   {
-    absl::MutexLock lock(&memory_mu_);
+    MutexLock lock(&memory_mu_);
     if (pinned_.erase(ptr) == 0) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "FreePinned: %p was not returned by AllocatePinned of this device (or was freed)", ptr));
@@ -603,7 +603,7 @@ absl::StatusOr<std::unique_ptr<Event>> EmulatedDevice::CreateEvent() {
 }
 
 absl::Status EmulatedDevice::Synchronize() {
-  absl::ReaderMutexLock lock(&streams_mu_);
+  MutexLock lock(&streams_mu_);
   absl::Status first_error;
   for (EmulatedStream* stream : streams_) {
     absl::Status status = stream->Drain();
@@ -613,12 +613,12 @@ absl::Status EmulatedDevice::Synchronize() {
 }
 
 void EmulatedDevice::RegisterStream(EmulatedStream* stream) {
-  absl::MutexLock lock(&streams_mu_);
+  MutexLock lock(&streams_mu_);
   streams_.insert(stream);
 }
 
 void EmulatedDevice::UnregisterStream(EmulatedStream* stream) {
-  absl::MutexLock lock(&streams_mu_);
+  MutexLock lock(&streams_mu_);
   streams_.erase(stream);
 }
 

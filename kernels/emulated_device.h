@@ -36,7 +36,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "kvtier/device.h"
 
@@ -112,7 +112,7 @@ class EmulatedDevice final : public Device {
   const double copy_gbps_;
   const size_t memory_limit_;
 
-  mutable absl::Mutex memory_mu_;
+  mutable Mutex memory_mu_;
   // Synthetic base address → allocation. Ordered, to find the allocation below an address.
   std::map<uint64_t, std::shared_ptr<Allocation>> allocations_ ABSL_GUARDED_BY(memory_mu_);
   uint64_t next_address_ ABSL_GUARDED_BY(memory_mu_) = kAddressBase;
@@ -121,12 +121,12 @@ class EmulatedDevice final : public Device {
   absl::flat_hash_map<void*, size_t> pinned_ ABSL_GUARDED_BY(memory_mu_);
 
   // Per link direction: the time until which it is busy with copies already admitted.
-  absl::Mutex link_mu_;
+  Mutex link_mu_;
   absl::Time link_busy_until_[2] ABSL_GUARDED_BY(link_mu_);
 
   // Live streams, for Device::Synchronize. Held (shared) while draining them, so a stream
   // cannot finish destruction while the device waits on it.
-  absl::Mutex streams_mu_;
+  Mutex streams_mu_;
   absl::flat_hash_set<EmulatedStream*> streams_ ABSL_GUARDED_BY(streams_mu_);
 };
 

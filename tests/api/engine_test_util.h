@@ -67,8 +67,7 @@ inline std::vector<BlockKey> KeysOf(const Engine& e, absl::string_view ns,
 // n device buffers of one block each, freed with the fixture.
 class DeviceBlocks {
  public:
-  DeviceBlocks(Device& device, size_t n, size_t block_bytes)
-      : device_(device), block_bytes_(block_bytes) {
+  DeviceBlocks(Device& device, size_t n, size_t block_bytes) : device_(device) {
     for (size_t i = 0; i < n; ++i) {
       absl::StatusOr<DevicePtr> p = device.Allocate(block_bytes);
       EXPECT_TRUE(p.ok()) << p.status();
@@ -83,7 +82,6 @@ class DeviceBlocks {
 
  private:
   Device& device_;
-  size_t block_bytes_;
   std::vector<DevicePtr> ptrs_;
 };
 

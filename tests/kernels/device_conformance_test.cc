@@ -18,7 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
@@ -111,7 +111,15 @@ class DeviceConformance : public ::testing::Test {
   std::vector<std::unique_ptr<Event>> events_;
 };
 
-TEST_F(DeviceConformance, RoundTripsAreByteExact) {
+// One suite name per device, so that CTest's names (Suite.Test) stay unique.
+#if defined(KVTIER_TEST_CUDA_DEVICE)
+#define KVTIER_CONFORMANCE_SUITE CudaDeviceConformance
+#else
+#define KVTIER_CONFORMANCE_SUITE EmulatedDeviceConformance
+#endif
+using KVTIER_CONFORMANCE_SUITE = DeviceConformance;
+
+TEST_F(KVTIER_CONFORMANCE_SUITE, RoundTripsAreByteExact) {
   Stream& stream = NewStream();
   for (size_t bytes : {size_t{1}, size_t{7}, size_t{4096}, (size_t{1} << 20) + 13}) {
     SCOPED_TRACE(absl::StrFormat("%d bytes", bytes));
@@ -128,7 +136,7 @@ TEST_F(DeviceConformance, RoundTripsAreByteExact) {
   }
 }
 
-TEST_F(DeviceConformance, PinnedRoundTripIsByteExact) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, PinnedRoundTripIsByteExact) {
   constexpr size_t kBytes = (size_t{4} << 20) + 1;
   const std::vector<uint8_t> source = RandomBytes(kBytes, 42);
   uint8_t* in = AllocatePinned(kBytes);
@@ -144,7 +152,7 @@ TEST_F(DeviceConformance, PinnedRoundTripIsByteExact) {
   EXPECT_EQ(std::memcmp(out, source.data(), kBytes), 0);
 }
 
-TEST_F(DeviceConformance, CopyBatchRoundTripIsByteExact) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, CopyBatchRoundTripIsByteExact) {
   constexpr size_t kChunks = 16;
   constexpr size_t kChunk = 64 * 1024 + 3;
   const std::vector<uint8_t> source = RandomBytes(kChunks * kChunk, 7);
@@ -176,7 +184,7 @@ TEST_F(DeviceConformance, CopyBatchRoundTripIsByteExact) {
   EXPECT_EQ(back, source);
 }
 
-TEST_F(DeviceConformance, CopyBatchIsAllOrNothing) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, CopyBatchIsAllOrNothing) {
   constexpr size_t kBytes = 4096;
   DevicePtr d = Allocate(kBytes);
   Stream& stream = NewStream();
@@ -204,7 +212,7 @@ TEST_F(DeviceConformance, CopyBatchIsAllOrNothing) {
   EXPECT_EQ(FindPatternMismatch(back.data(), kBytes, 1), kBytes);
 }
 
-TEST_F(DeviceConformance, NullPointersAreRejectedAndZeroByteCopiesAreNoOps) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, NullPointersAreRejectedAndZeroByteCopiesAreNoOps) {
   DevicePtr d = Allocate(256);
   uint8_t host[256] = {};
   Stream& stream = NewStream();
@@ -220,29 +228,29 @@ TEST_F(DeviceConformance, NullPointersAreRejectedAndZeroByteCopiesAreNoOps) {
   KVTIER_EXPECT_OK(stream.Synchronize());
 }
 
-TEST_F(DeviceConformance, StreamRunsInOrderSoACallbackSeesCompletedCopies) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, StreamRunsInOrderSoACallbackSeesCompletedCopies) {
   const std::vector<uint8_t> source = RandomBytes(kSlowCopyBytes, 11);
   std::vector<uint8_t> back(kSlowCopyBytes, 0);
   DevicePtr d = Allocate(kSlowCopyBytes);
   Stream& stream = NewStream();
-  absl::Mutex mu;
+  Mutex mu;
   bool ran = false;
   bool saw_data = false;
   KVTIER_ASSERT_OK(stream.CopyToDevice(d, source.data(), kSlowCopyBytes));
   KVTIER_ASSERT_OK(stream.CopyToHost(back.data(), d, kSlowCopyBytes));
   KVTIER_ASSERT_OK(stream.AddCallback([&] {
     const bool equal = back == source;
-    absl::MutexLock lock(&mu);
+    MutexLock lock(&mu);
     ran = true;
     saw_data = equal;
   }));
   KVTIER_ASSERT_OK(stream.Synchronize());
-  absl::MutexLock lock(&mu);
+  MutexLock lock(&mu);
   EXPECT_TRUE(ran);
   EXPECT_TRUE(saw_data);
 }
 
-TEST_F(DeviceConformance, EventOrdersWorkAcrossStreams) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, EventOrdersWorkAcrossStreams) {
   const std::vector<uint8_t> source = RandomBytes(kSlowCopyBytes, 5);
   std::vector<uint8_t> back(kSlowCopyBytes, 0);
   DevicePtr x = Allocate(kSlowCopyBytes);
@@ -264,7 +272,7 @@ TEST_F(DeviceConformance, EventOrdersWorkAcrossStreams) {
   KVTIER_ASSERT_OK(a.Synchronize());
 }
 
-TEST_F(DeviceConformance, StreamWaitHoldsLaterWorkUntilTheEventCompletes) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, StreamWaitHoldsLaterWorkUntilTheEventCompletes) {
   Stream& a = NewStream();
   Stream& b = NewStream();
   Event& a_done = NewEvent();
@@ -289,7 +297,7 @@ TEST_F(DeviceConformance, StreamWaitHoldsLaterWorkUntilTheEventCompletes) {
   EXPECT_TRUE(*done);
 }
 
-TEST_F(DeviceConformance, QueryIsFalseUntilTheCapturedWorkCompletes) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, QueryIsFalseUntilTheCapturedWorkCompletes) {
   Stream& stream = NewStream();
   Event& event = NewEvent();
   Gate gate;
@@ -314,7 +322,7 @@ TEST_F(DeviceConformance, QueryIsFalseUntilTheCapturedWorkCompletes) {
   KVTIER_ASSERT_OK(stream.Synchronize());
 }
 
-TEST_F(DeviceConformance, NeverRecordedEventIsComplete) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, NeverRecordedEventIsComplete) {
   Event& event = NewEvent();
   absl::StatusOr<bool> done = event.Query();
   ASSERT_TRUE(done.ok()) << done.status();
@@ -325,7 +333,7 @@ TEST_F(DeviceConformance, NeverRecordedEventIsComplete) {
   KVTIER_EXPECT_OK(stream.Synchronize());
 }
 
-TEST_F(DeviceConformance, DestroyingAStreamRunsItsQueuedWork) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, DestroyingAStreamRunsItsQueuedWork) {
   std::atomic<bool> ran{false};
   const std::vector<uint8_t> source(kSlowCopyBytes / 4, 1);
   DevicePtr d = Allocate(source.size());
@@ -338,7 +346,7 @@ TEST_F(DeviceConformance, DestroyingAStreamRunsItsQueuedWork) {
   EXPECT_TRUE(ran);
 }
 
-TEST_F(DeviceConformance, DeviceSynchronizeWaitsForEveryStream) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, DeviceSynchronizeWaitsForEveryStream) {
   constexpr int kStreams = 3;
   std::atomic<int> ran{0};
   std::vector<std::vector<uint8_t>> sources;
@@ -354,7 +362,7 @@ TEST_F(DeviceConformance, DeviceSynchronizeWaitsForEveryStream) {
   EXPECT_EQ(ran.load(), kStreams);
 }
 
-TEST_F(DeviceConformance, AllocationsAreAlignedAndContainsKnowsTheirBounds) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, AllocationsAreAlignedAndContainsKnowsTheirBounds) {
   for (size_t bytes : {size_t{1}, size_t{1000}, size_t{1} << 20}) {
     DevicePtr d = Allocate(bytes);
     EXPECT_EQ(d.address() % 256, 0u);
@@ -371,7 +379,7 @@ TEST_F(DeviceConformance, AllocationsAreAlignedAndContainsKnowsTheirBounds) {
   EXPECT_FALSE(device_->Contains(*gone, 1));
 }
 
-TEST_F(DeviceConformance, FreeingTwiceOrFreeingForeignPointersIsAnErrorNamingThePointer) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, FreeingTwiceOrFreeingForeignPointersIsAnErrorNamingThePointer) {
   absl::StatusOr<DevicePtr> d = device_->Allocate(4096);
   ASSERT_TRUE(d.ok()) << d.status();
   const DevicePtr inside = *d + 256;
@@ -394,7 +402,7 @@ TEST_F(DeviceConformance, FreeingTwiceOrFreeingForeignPointersIsAnErrorNamingThe
   EXPECT_EQ(device_->FreePinned(*pinned).code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(DeviceConformance, FillKernelMatchesItsCpuReference) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, FillKernelMatchesItsCpuReference) {
   constexpr size_t kBytes = (size_t{1} << 20) + 5;
   DevicePtr d = Allocate(kBytes + 3);
   Stream& stream = NewStream();
@@ -410,7 +418,7 @@ TEST_F(DeviceConformance, FillKernelMatchesItsCpuReference) {
   EXPECT_LT(FindPatternMismatch(back.data(), kBytes, 0x1235), size_t{8});
 }
 
-TEST_F(DeviceConformance, KernelWithoutAnImplementationHereIsUnimplemented) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, KernelWithoutAnImplementationHereIsUnimplemented) {
   Stream& stream = NewStream();
   KernelLaunch kernel;
   kernel.name = "no_such_kernel";
@@ -422,7 +430,7 @@ TEST_F(DeviceConformance, KernelWithoutAnImplementationHereIsUnimplemented) {
 
 // Several host threads, each with its own stream, copying and signalling each other through
 // events at once. Run under ThreadSanitizer, this is the data-race check of the device.
-TEST_F(DeviceConformance, ManyThreadsWithTheirOwnStreams) {
+TEST_F(KVTIER_CONFORMANCE_SUITE, ManyThreadsWithTheirOwnStreams) {
   constexpr int kThreads = 4;
   constexpr int kRounds = 12;
   constexpr size_t kBytes = 256 * 1024 + 9;

@@ -164,7 +164,8 @@ TEST(EmulatedDevice, MemoryLimitIsEnforced) {
   EXPECT_EQ(device->Allocate(0).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-// The throttle tests measure wall time; their bounds leave room for a loaded machine.
+// The throttle tests measure wall time; their bounds leave room for a loaded machine, and
+// buffers are touched before the clock starts so page faults do not pass for throttling.
 absl::Duration TimeCopies(Device& device, int streams, CopyOp::Kind kind, size_t bytes_each) {
   std::vector<std::unique_ptr<Stream>> all;
   std::vector<DevicePtr> device_buffers;
@@ -175,6 +176,8 @@ absl::Duration TimeCopies(Device& device, int streams, CopyOp::Kind kind, size_t
     EXPECT_TRUE(d.ok());
     device_buffers.push_back(*d);
     host_buffers.emplace_back(bytes_each, 1);
+    EXPECT_TRUE(all[i]->Launch(MakeFillKernel(*d, bytes_each, i)).ok());
+    EXPECT_TRUE(all[i]->Synchronize().ok());
   }
   const absl::Time start = absl::Now();
   for (int i = 0; i < streams; ++i) {
@@ -182,7 +185,7 @@ absl::Duration TimeCopies(Device& device, int streams, CopyOp::Kind kind, size_t
                        .src_host = host_buffers[i].data(),
                        .src_device = device_buffers[i],
                        .dst_host = host_buffers[i].data(),
-                       .dst_device = device_buffers[(i + 1) % streams],
+                       .dst_device = device_buffers[i],
                        .bytes = bytes_each};
     EXPECT_TRUE(all[i]->CopyBatch({op}).ok());
   }
@@ -203,32 +206,32 @@ TEST(EmulatedDevice, ThrottleLimitsBandwidthPerDirection) {
 }
 
 TEST(EmulatedDevice, StreamsShareTheLinkInsteadOfMultiplyingIt) {
-  auto device = NewDevice(/*gbps=*/1.0);
-  constexpr size_t k32MiB = size_t{32} << 20;  // 34 ms each, 67 ms for both
-  const absl::Duration both = TimeCopies(*device, 2, CopyOp::Kind::kHostToDevice, k32MiB);
-  EXPECT_GE(both, absl::Milliseconds(60)) << both;
+  auto device = NewDevice(/*gbps=*/0.1);
+  constexpr size_t k4MiB = size_t{4} << 20;  // 42 ms each, 84 ms for both on one link
+  const absl::Duration both = TimeCopies(*device, 2, CopyOp::Kind::kHostToDevice, k4MiB);
+  EXPECT_GE(both, absl::Milliseconds(78)) << both;
 }
 
 TEST(EmulatedDevice, DirectionsAreIndependentLinks) {
-  // 67 ms each way; 134 ms if the two directions shared one link. The copies themselves
-  // take a few ms, small next to that, so a loaded machine does not blur the difference.
-  auto device = NewDevice(/*gbps=*/0.25);
-  constexpr size_t k16MiB = size_t{16} << 20;
-  std::vector<uint8_t> up(k16MiB, 1), down(k16MiB);
-  absl::StatusOr<DevicePtr> a = device->Allocate(k16MiB);
-  absl::StatusOr<DevicePtr> b = device->Allocate(k16MiB);
+  // 210 ms each way; 420 ms if the two directions shared one link. The memcpys take a few
+  // ms, so even a loaded machine leaves the difference plain.
+  auto device = NewDevice(/*gbps=*/0.02);
+  constexpr size_t k4MiB = size_t{4} << 20;
+  std::vector<uint8_t> up(k4MiB, 1), down(k4MiB);
+  absl::StatusOr<DevicePtr> a = device->Allocate(k4MiB);
+  absl::StatusOr<DevicePtr> b = device->Allocate(k4MiB);
   ASSERT_TRUE(a.ok() && b.ok());
   auto s1 = NewStream(*device);
   auto s2 = NewStream(*device);
   const absl::Time start = absl::Now();
-  KVTIER_ASSERT_OK(s1->CopyToDevice(*a, up.data(), k16MiB));
-  KVTIER_ASSERT_OK(s2->CopyToHost(down.data(), *b, k16MiB));
+  KVTIER_ASSERT_OK(s1->CopyToDevice(*a, up.data(), k4MiB));
+  KVTIER_ASSERT_OK(s2->CopyToHost(down.data(), *b, k4MiB));
   KVTIER_ASSERT_OK(s1->Synchronize());
   KVTIER_ASSERT_OK(s2->Synchronize());
   const absl::Duration elapsed = absl::Now() - start;
-  EXPECT_GE(elapsed, absl::Milliseconds(60)) << elapsed;
+  EXPECT_GE(elapsed, absl::Milliseconds(200)) << elapsed;
   if (!kSanitized) {
-    EXPECT_LT(elapsed, absl::Milliseconds(115)) << elapsed << ": the directions were serialised";
+    EXPECT_LT(elapsed, absl::Milliseconds(360)) << elapsed << ": the directions were serialised";
   }
   s1.reset();
   s2.reset();
@@ -237,8 +240,8 @@ TEST(EmulatedDevice, DirectionsAreIndependentLinks) {
 }
 
 TEST(EmulatedDevice, DeviceToDeviceCopiesAreNotThrottled) {
-  auto device = NewDevice(/*gbps=*/0.1);
-  constexpr size_t k16MiB = size_t{16} << 20;  // 168 ms if it went through the link
+  auto device = NewDevice(/*gbps=*/0.01);
+  constexpr size_t k16MiB = size_t{16} << 20;  // 1.7 s if it went through the link
   absl::StatusOr<DevicePtr> a = device->Allocate(k16MiB);
   absl::StatusOr<DevicePtr> b = device->Allocate(k16MiB);
   ASSERT_TRUE(a.ok() && b.ok());
@@ -246,7 +249,8 @@ TEST(EmulatedDevice, DeviceToDeviceCopiesAreNotThrottled) {
   const absl::Time start = absl::Now();
   KVTIER_ASSERT_OK(stream->CopyOnDevice(*b, *a, k16MiB));
   KVTIER_ASSERT_OK(stream->Synchronize());
-  if (!kSanitized) EXPECT_LT(absl::Now() - start, absl::Milliseconds(120));
+  const absl::Duration elapsed = absl::Now() - start;
+  EXPECT_LT(elapsed, absl::Milliseconds(1000)) << elapsed;
   stream.reset();
   KVTIER_EXPECT_OK(device->Free(*a));
   KVTIER_EXPECT_OK(device->Free(*b));

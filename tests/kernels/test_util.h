@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/synchronization/notification.h"
+#include "common/mutex.h"
 #include "gtest/gtest.h"
 #include "kvtier/device.h"
 
@@ -66,7 +66,7 @@ class Gate {
   ~Gate() { Open(); }
 
  private:
-  absl::Notification open_;
+  Notification open_;
 };
 
 }  // namespace kvtier::testing_util
