@@ -88,7 +88,9 @@ Result RunSize(size_t block_kib, size_t total_bytes, int runs, double copy_gbps,
   // both see the same machine state.
   std::vector<char> a(n * block, 1), b(n * block, 2);
   std::memcpy(b.data(), a.data(), a.size());
-  std::vector<double> lt, mt;
+  // Two ways to copy the same bytes on one thread: one memcpy of the whole buffer (glibc
+  // takes its non-temporal path) and one memcpy per block. The ceiling is the faster.
+  std::vector<double> lt, mt_whole, mt_blocks;
   for (int i = 0; i < runs; ++i) {
     double s = Now();
     load(false);
@@ -96,20 +98,26 @@ Result RunSize(size_t block_kib, size_t total_bytes, int runs, double copy_gbps,
     s = Now();
     std::memcpy(b.data(), a.data(), a.size());
     asm volatile("" : : "r"(b.data()) : "memory");
-    mt.push_back(Now() - s);
+    mt_whole.push_back(Now() - s);
+    s = Now();
+    for (size_t k = 0; k < n; ++k) std::memcpy(b.data() + k * block, a.data() + k * block, block);
+    asm volatile("" : : "r"(b.data()) : "memory");
+    mt_blocks.push_back(Now() - s);
   }
   std::sort(lt.begin(), lt.end());
-  std::sort(mt.begin(), mt.end());
+  std::sort(mt_whole.begin(), mt_whole.end());
+  std::sort(mt_blocks.begin(), mt_blocks.end());
+  const double mt = std::min(mt_whole[runs / 2], mt_blocks[runs / 2]);
   const double lwt = MedianSeconds(runs, [&] { load(true); });
   (void)e.device().Free(*base);
   const double bytes = static_cast<double>(n * block);
   return Result{bytes / st[st.size() / 2] / 1e9, bytes / lt[lt.size() / 2] / 1e9,
-                bytes / lwt / 1e9, bytes / mt[mt.size() / 2] / 1e9};
+                bytes / lwt / 1e9, bytes / mt / 1e9};
 }
 
 int Main(int argc, char** argv) {
   size_t total_mib = 256;
-  int runs = 5;
+  int runs = 7;
   double copy_gbps = 0;
   for (int i = 1; i < argc; ++i) {
     absl::string_view a(argv[i]);
@@ -155,8 +163,8 @@ int Main(int argc, char** argv) {
   }
   json.Str("bench", "host").Num("figure", figure).Str("unit", "GB/s").Num("ceiling", ceiling)
       .Str("ceiling_source", copy_gbps > 0 ? "emulated link limit (min with memcpy), same run"
-                                           : "single-thread memcpy, same bytes, interleaved "
-                                             "with the loads, same run")
+                                           : "best of single-thread memcpy whole or block by "
+                                             "block, same bytes, interleaved with the loads")
       .Num("ratio", figure / ceiling).Str("device", device).Num("memcpy_gbps", memcpy_gbps)
       .Num("total_mib", static_cast<double>(total_mib));
   for (const auto& [k, v] : fields) json.Num(k, v);

@@ -46,6 +46,39 @@ SlotAddress Offset(const SlotAddress& a, size_t offset) {
   return SlotAddress{a.device + offset, nullptr};
 }
 
+// Merges each op into the previous one when both are of the same kind and contiguous on
+// both sides (neighbouring slots copied to neighbouring caller buffers): fewer, larger copies.
+// A merged device range must lie inside one allocation (`device.Contains`): two allocations
+// that merely happen to be adjacent cannot be copied as one. Host ranges are always slots of
+// the host tier's single region.
+void Coalesce(const Device& device, std::vector<CopyOp>* ops) {
+  if (ops->size() < 2) return;
+  size_t out = 0;
+  for (size_t i = 1; i < ops->size(); ++i) {
+    CopyOp& prev = (*ops)[out];
+    const CopyOp& op = (*ops)[i];
+    const bool same_kind = prev.kind == op.kind;
+    const bool src_next =
+        prev.kind == CopyOp::Kind::kHostToDevice
+            ? static_cast<const char*>(prev.src_host) + prev.bytes == op.src_host
+            : prev.src_device + prev.bytes == op.src_device;
+    const bool dst_next =
+        prev.kind == CopyOp::Kind::kDeviceToHost
+            ? static_cast<char*>(prev.dst_host) + prev.bytes == op.dst_host
+            : prev.dst_device + prev.bytes == op.dst_device;
+    const size_t merged = prev.bytes + op.bytes;
+    const bool one_allocation =
+        (prev.kind == CopyOp::Kind::kHostToDevice || device.Contains(prev.src_device, merged)) &&
+        (prev.kind == CopyOp::Kind::kDeviceToHost || device.Contains(prev.dst_device, merged));
+    if (same_kind && src_next && dst_next && one_allocation) {
+      prev.bytes = merged;
+    } else {
+      (*ops)[++out] = op;
+    }
+  }
+  ops->resize(out + 1);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
@@ -269,6 +302,7 @@ absl::Status EngineImpl::EnqueueCopies(Stream& stream, const std::vector<BlockCo
     for (size_t l = 0; l < layer_events.size(); ++l) {
       ops.clear();
       for (const BlockCopy& c : copies) AppendCopyOps(c, static_cast<int>(l), &ops);
+      Coalesce(*device_, &ops);
       if (absl::Status s = stream.CopyBatch(ops); !s.ok()) return s;
       if (absl::Status s = stream.Record(*layer_events[l]); !s.ok()) return s;
     }
@@ -276,6 +310,7 @@ absl::Status EngineImpl::EnqueueCopies(Stream& stream, const std::vector<BlockCo
   }
   ops.reserve(copies.size());
   for (const BlockCopy& c : copies) AppendCopyOps(c, -1, &ops);
+  Coalesce(*device_, &ops);
   if (absl::Status s = stream.CopyBatch(ops); !s.ok()) return s;
   for (const auto& e : layer_events) {
     if (absl::Status s = stream.Record(*e); !s.ok()) return s;

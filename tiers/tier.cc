@@ -1,5 +1,6 @@
 #include "tiers/tier.h"
 
+#include <bit>
 #include <cassert>
 
 #include "absl/strings/str_format.h"
@@ -7,23 +8,34 @@
 namespace kvtier {
 
 Tier::Tier(size_t slot_bytes, uint32_t num_slots)
-    : slot_bytes_(slot_bytes), num_slots_(num_slots), allocated_(num_slots, false) {
-  free_.reserve(num_slots);
-  for (uint32_t i = num_slots; i > 0; --i) free_.push_back(i - 1);  // slot 0 handed out first
+    : slot_bytes_(slot_bytes),
+      num_slots_(num_slots),
+      free_bits_((num_slots + 63) / 64, ~uint64_t{0}),
+      free_count_(num_slots) {
+  if (num_slots % 64 != 0) free_bits_.back() = (uint64_t{1} << (num_slots % 64)) - 1;
 }
 
 std::optional<SlotId> Tier::Allocate() {
-  if (free_.empty()) return std::nullopt;
-  const SlotId slot = free_.back();
-  free_.pop_back();
-  allocated_[slot] = true;
-  return slot;
+  for (uint32_t w = first_word_; w < free_bits_.size(); ++w) {
+    if (free_bits_[w] == 0) continue;
+    first_word_ = w;
+    const int bit = std::countr_zero(free_bits_[w]);
+    free_bits_[w] &= free_bits_[w] - 1;  // clear the lowest set bit
+    --free_count_;
+    return w * 64 + static_cast<SlotId>(bit);
+  }
+  first_word_ = static_cast<uint32_t>(free_bits_.size());
+  return std::nullopt;
 }
 
 void Tier::Release(SlotId slot) {
-  assert(slot < num_slots_ && allocated_[slot]);
-  allocated_[slot] = false;
-  free_.push_back(slot);
+  assert(slot < num_slots_);
+  const uint32_t w = slot / 64;
+  const uint64_t bit = uint64_t{1} << (slot % 64);
+  assert((free_bits_[w] & bit) == 0);
+  free_bits_[w] |= bit;
+  ++free_count_;
+  if (w < first_word_) first_word_ = w;
 }
 
 absl::StatusOr<uint32_t> Tier::SlotsFor(const char* tier, size_t capacity_bytes,

@@ -40,10 +40,11 @@ class Tier {
 
   size_t slot_bytes() const { return slot_bytes_; }
   uint32_t num_slots() const { return num_slots_; }
-  uint32_t free_slots() const { return static_cast<uint32_t>(free_.size()); }
+  uint32_t free_slots() const { return free_count_; }
   uint32_t used_slots() const { return num_slots_ - free_slots(); }
 
-  // Takes a free slot, or nullopt when all are in use.
+  // Takes the lowest-numbered free slot, or nullopt when all are in use. Lowest-first keeps
+  // the slots of a batch adjacent, so their copies coalesce into one.
   std::optional<SlotId> Allocate();
   // Returns a slot to the free list. REQUIRES: slot was allocated and not yet released.
   void Release(SlotId slot);
@@ -58,8 +59,9 @@ class Tier {
  private:
   size_t slot_bytes_;
   uint32_t num_slots_;
-  std::vector<SlotId> free_;  // LIFO: reuses recently touched (cache-warm) slots
-  std::vector<bool> allocated_;
+  std::vector<uint64_t> free_bits_;  // bit set = slot free
+  uint32_t free_count_;
+  uint32_t first_word_ = 0;  // no free slot lives in a word below this one
 };
 
 }  // namespace kvtier

@@ -70,3 +70,30 @@ TEST(GpuTier, DeviceOutOfMemoryIsReportedNotFatal) {
 
 }  // namespace
 }  // namespace kvtier
+
+namespace kvtier {
+namespace {
+
+TEST(Tier, HandsOutTheLowestFreeSlotSoBatchesStayAdjacent) {
+  DeviceOptions o;
+  o.choice = DeviceChoice::kEmulated;
+  auto dev = Device::Create(o);
+  ASSERT_TRUE(dev.ok());
+  auto tier = HostTier::Create(**dev, 4096, 130 * 4096);  // spans three bitmap words
+  ASSERT_TRUE(tier.ok());
+  Tier& t = **tier;
+  for (SlotId want = 0; want < 130; ++want) EXPECT_EQ(t.Allocate(), want);
+  EXPECT_EQ(t.Allocate(), std::nullopt);
+  for (SlotId s : {129u, 5u, 70u, 6u, 64u}) t.Release(s);
+  EXPECT_EQ(t.free_slots(), 5u);
+  EXPECT_EQ(t.Allocate(), SlotId{5});
+  EXPECT_EQ(t.Allocate(), SlotId{6});
+  EXPECT_EQ(t.Allocate(), SlotId{64});
+  EXPECT_EQ(t.Allocate(), SlotId{70});
+  EXPECT_EQ(t.Allocate(), SlotId{129});
+  EXPECT_EQ(t.Allocate(), std::nullopt);
+  EXPECT_EQ(t.used_slots(), 130u);
+}
+
+}  // namespace
+}  // namespace kvtier
