@@ -18,6 +18,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "common/mutex.h"
 #include "kvtier/block_key.h"
 #include "kvtier/device.h"
@@ -26,16 +27,26 @@
 
 namespace kvtier {
 
+// A host copy being filled from disk: device streams that read it first wait (a host
+// callback) for `done`; `status` says whether the bytes arrived verified.
+struct HostFill {
+  Notification done;
+  absl::Status status;  // written before done.Notify()
+};
+
 struct BlockEntry {
   uint32_t ns_id = 0;
   // The block's slot in each tier, or kNoSlot. A block may have copies in several tiers.
-  std::array<SlotId, kNumTiers> slot = {kNoSlot, kNoSlot};
+  // For the disk tier the "slot" is the disk record id.
+  std::array<SlotId, kNumTiers> slot = {kNoSlot, kNoSlot, kNoSlot};
   // Bit t set: a copy into slot[t] is in flight; ready[t] completes when it lands.
   uint8_t writing = 0;
   std::array<std::shared_ptr<Event>, kNumTiers> ready;
   // Which transfer wrote slot[t]: its completion callback clears the writing bit only if
   // the id still matches (the slot may have been freed and rewritten since).
-  std::array<uint64_t, kNumTiers> write_id = {0, 0};
+  std::array<uint64_t, kNumTiers> write_id = {0, 0, 0};
+  // Set while the host copy is being read in from disk (then ready[kHost] is null).
+  std::shared_ptr<HostFill> host_fill;
   // In-flight reads plus leases. A pinned block's copies are never evicted.
   uint32_t pins = 0;
   // Erased while pinned or in flight: invisible to Match and Load; its slots are reclaimed

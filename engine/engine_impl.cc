@@ -112,43 +112,53 @@ absl::Status EngineImpl::Init() {
       HostTier::Create(*device_, block, options_.host_tier_bytes);
   if (!host.ok()) return host.status();
   tiers_[kHost] = std::move(*host);
-
-  MutexLock lock(&placement_mu_);
-  for (int t = 0; t < kNumTiers; ++t) {
-    if (tiers_[t] == nullptr) continue;
-    const std::string& name = t == kGpu ? options_.gpu_eviction : options_.host_eviction;
-    absl::StatusOr<std::unique_ptr<EvictionPolicy>> policy =
-        MakeEvictionPolicy(name, tiers_[t]->num_slots());
-    if (!policy.ok()) return policy.status();
-    policies_[t] = std::move(*policy);
-    slot_owner_[t].resize(tiers_[t]->num_slots());
-    reuse_after_[t].resize(tiers_[t]->num_slots());
+  {
+    MutexLock lock(&placement_mu_);
+    for (int t = 0; t < kNumTiers; ++t) {
+      if (tiers_[t] == nullptr) continue;
+      const std::string& name = t == kGpu ? options_.gpu_eviction : options_.host_eviction;
+      absl::StatusOr<std::unique_ptr<EvictionPolicy>> policy =
+          MakeEvictionPolicy(name, tiers_[t]->num_slots());
+      if (!policy.ok()) return policy.status();
+      policies_[t] = std::move(*policy);
+      slot_owner_[t].resize(tiers_[t]->num_slots());
+      reuse_after_[t].resize(tiers_[t]->num_slots());
+    }
   }
   for (const std::string& ns : options_.namespaces) {
-    placement_mu_.Unlock();
-    absl::Status s = CreateNamespace(ns);
-    placement_mu_.Lock();
-    if (!s.ok()) return s;
+    if (absl::Status s = CreateNamespace(ns); !s.ok()) return s;
   }
-  KVTIER_LOG(kInfo, "engine open: device %s; %s; gpu tier %u blocks, host tier %u blocks",
+  if (!options_.disk.directory.empty()) {
+    if (absl::Status s = OpenDisk(); !s.ok()) return s;
+  }
+  KVTIER_LOG(kInfo, "engine open: device %s; %s; gpu tier %u blocks, host tier %u blocks%s",
              device_->name(), options_.geometry.ToString(),
-             tiers_[kGpu] ? tiers_[kGpu]->num_slots() : 0u, tiers_[kHost]->num_slots());
+             tiers_[kGpu] ? tiers_[kGpu]->num_slots() : 0u, tiers_[kHost]->num_slots(),
+             disk_ ? absl::StrFormat(", disk tier %d MiB at %s",
+                                     disk_->Stats().capacity_bytes >> 20, options_.disk.directory)
+                   : std::string(""));
   return absl::OkStatus();
 }
 
 EngineImpl::~EngineImpl() {
-  // Drain both streams so no completion callback runs against a dying engine.
+  // Drain both streams so no completion callback runs against a dying engine. A stream may
+  // be gated on a disk read, so the disk tier lives until the streams are drained.
   for (Stream* s : {onboard_.get(), offload_.get()}) {
     if (s == nullptr) continue;
     if (absl::Status st = s->Synchronize(); !st.ok()) {
       KVTIER_LOG(kError, "engine close: a transfer failed: %s", st.ToString());
     }
   }
+  if (disk_ != nullptr) {
+    disk_->Drain();
+    disk_.reset();
+  }
   onboard_.reset();
   offload_.reset();
   {
     MutexLock lock(&placement_mu_);
     for (auto& events : reuse_after_) events.clear();
+    retired_events_.clear();
   }
   table_.ForEach([](const BlockKey&, BlockEntry& e) {
     for (auto& r : e.ready) r.reset();
@@ -340,19 +350,27 @@ absl::StatusOr<std::vector<std::shared_ptr<Event>>> EngineImpl::NewEvents(size_t
 void EngineImpl::Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId slot) {
   const int ti = static_cast<int>(t);
   e.slot[ti] = slot;
+  ++ns_tier_blocks_[e.ns_id][ti];
+  if (t == TierKind::kDisk) return;  // the disk tier places and evicts records itself
   slot_owner_[ti][slot] = key;
   policies_[ti]->OnInsert(slot);
-  ++ns_tier_blocks_[e.ns_id][ti];
 }
 
-void EngineImpl::Detach(BlockEntry& e, TierKind t) {
+void EngineImpl::Detach(const BlockKey& key, BlockEntry& e, TierKind t) {
   const int ti = static_cast<int>(t);
   const SlotId slot = e.slot[ti];
-  policies_[ti]->OnRemove(slot);
-  tiers_[ti]->Release(slot);
+  if (t == TierKind::kDisk) {
+    if (absl::Status s = disk_->Erase(slot, key); !s.ok()) {
+      KVTIER_LOG(kWarning, "erasing block %s from disk: %s", key.ToHex(), s.ToString());
+    }
+  } else {
+    policies_[ti]->OnRemove(slot);
+    tiers_[ti]->Release(slot);
+  }
   --ns_tier_blocks_[e.ns_id][ti];
   e.slot[ti] = kNoSlot;
   RetireEvent(std::move(e.ready[ti]));
+  if (t == TierKind::kHost) e.host_fill.reset();
   e.writing &= static_cast<uint8_t>(~Bit(t));
 }
 
@@ -378,9 +396,9 @@ void EngineImpl::DestroyRetiredEvents() {
   // Destroyed here, on a caller's thread, outside the lock.
 }
 
-void EngineImpl::DetachAll(BlockEntry& e) {
+void EngineImpl::DetachAll(const BlockKey& key, BlockEntry& e) {
   for (int t = 0; t < kNumTiers; ++t) {
-    if (e.slot[t] != kNoSlot) Detach(e, static_cast<TierKind>(t));
+    if (e.slot[t] != kNoSlot) Detach(key, e, static_cast<TierKind>(t));
   }
   --ns_blocks_[e.ns_id];
 }
@@ -414,8 +432,9 @@ bool EngineImpl::EvictOne(TierKind t) {
 
   // A GPU copy that is the block's only copy is demoted to the host tier, not dropped.
   bool demote = false;
-  table_.Find(key,
-              [&](BlockEntry* e) { demote = t == TierKind::kGpu && !e->has(TierKind::kHost); });
+  table_.Find(key, [&](BlockEntry* e) {
+    demote = t == TierKind::kGpu && !e->has(TierKind::kHost) && !e->has(TierKind::kDisk);
+  });
   std::shared_ptr<Event> host_reuse;
   SlotId host_slot = kNoSlot;
   std::shared_ptr<Event> landed;
@@ -444,13 +463,18 @@ bool EngineImpl::EvictOne(TierKind t) {
   }
 
   const uint64_t write_id = next_write_id_++;
+  bool to_disk = false;
   table_.Mutate(key, [&](BlockEntry& e) {
     placement_mu_.AssertHeld();
     if (host_slot != kNoSlot) {
       Attach(key, e, TierKind::kHost, host_slot);
       StartWrite(e, TierKind::kHost, write_id, landed);
     }
-    Detach(e, t);
+    // A host copy that is the block's only copy goes down to disk, if the disk admits it.
+    if (t == TierKind::kHost && !e.has(TierKind::kGpu) && !e.has(TierKind::kDisk)) {
+      to_disk = StartDiskWrite(key, e);
+    }
+    Detach(key, e, t);
     if (e.has_any()) return false;
     --ns_blocks_[e.ns_id];
     return true;  // its last copy is gone
@@ -464,6 +488,9 @@ bool EngineImpl::EvictOne(TierKind t) {
     counters_[ti].bytes_out.fetch_add(options_.geometry.block_bytes(), std::memory_order_relaxed);
     (void)offload_->AddCallback(
         [this, key, write_id] { OnWritesLanded(TierKind::kHost, {key}, write_id); });
+  } else if (to_disk) {
+    counters_[ti].demotions.fetch_add(1, std::memory_order_relaxed);
+    counters_[ti].bytes_out.fetch_add(options_.geometry.block_bytes(), std::memory_order_relaxed);
   } else {
     counters_[ti].evictions.fetch_add(1, std::memory_order_relaxed);
   }
@@ -483,7 +510,7 @@ void EngineImpl::OnWritesLanded(TierKind t, const std::vector<BlockKey>& keys,
       e.writing &= static_cast<uint8_t>(~Bit(t));
       RetireEvent(std::move(e.ready[ti]));
       if (e.erased && !e.busy()) {
-        DetachAll(e);
+        DetachAll(key, e);
         return true;
       }
       return false;
@@ -497,7 +524,7 @@ void EngineImpl::Unpin(absl::Span<const BlockKey> keys) {
       placement_mu_.AssertHeld();
       --e.pins;
       if (e.erased && !e.busy()) {
-        DetachAll(e);
+        DetachAll(key, e);
         return true;
       }
       return false;
@@ -628,6 +655,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
       const BlockKey& key = all[r.first_block + i];
       int state = 0;  // 0 absent, 1 present, 2 erased but still busy
       table_.Find(key, [&](BlockEntry* e) { state = e == nullptr ? 0 : e->erased ? 2 : 1; });
+      if (admission_ != nullptr) admission_->Record(key);
       if (state == 1) {
         ++counts.present;
         continue;
@@ -665,7 +693,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
         for (const BlockKey& key : stored) {
           table_.Mutate(key, [&](BlockEntry& e) {
             placement_mu_.AssertHeld();
-            DetachAll(e);
+            DetachAll(key, e);
             return true;
           });
         }
@@ -707,27 +735,43 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
   if (!after.ok()) return after.status();
 
   std::array<size_t, kNumTiers> from{};
+  std::vector<std::shared_ptr<HostFill>> fills;
   {
     MutexLock lock(&placement_mu_);
     if (absl::Status s = PinAll((*space)->id, r.ns, r.keys, "Load"); !s.ok()) return s;
+    // Blocks whose only copy is on disk are first read into host slots (verified there).
+    for (size_t i = 0; i < r.keys.size(); ++i) {
+      const bool disk_only = table_.Find(
+          r.keys[i], [](BlockEntry* e) { return e->best_tier() == TierKind::kDisk; });
+      if (!disk_only) continue;
+      if (absl::Status s = EnsureHostCopy(r.keys[i]); !s.ok()) {
+        Unpin(r.keys);
+        return absl::Status(s.code(), absl::StrFormat("Load: block %d: %s", i, s.message()));
+      }
+    }
     std::vector<BlockCopy> copies;
     std::vector<std::shared_ptr<Event>> waits;
     copies.reserve(r.keys.size());
-    for (size_t i = 0; i < r.keys.size(); ++i) {
-      table_.Find(r.keys[i], [&](BlockEntry* e) {
-        placement_mu_.AssertHeld();
-        const TierKind t = e->best_tier();
-        const int ti = static_cast<int>(t);
-        if (e->is_writing(t)) waits.push_back(e->ready[ti]);
-        policies_[ti]->OnAccess(e->slot[ti]);
-        ++from[ti];
-        copies.push_back(BlockCopy{SlotEndpoint(t, e->slot[ti]), CallerEndpoint(r.buffers, i)});
-      });
-    }
     absl::Status s;
     if (r.after != nullptr) {
       s = r.after->Record(**after);
       if (s.ok()) s = onboard_->Wait(**after);
+    }
+    for (size_t i = 0; s.ok() && i < r.keys.size(); ++i) {
+      table_.Find(r.keys[i], [&](BlockEntry* e) {
+        placement_mu_.AssertHeld();
+        const TierKind t = e->best_tier();
+        const int ti = static_cast<int>(t);
+        if (t == TierKind::kHost) {
+          s = AwaitHostCopy(*onboard_, *e, &fills);
+          if (!e->host_fill) ++from[ti];
+        } else {
+          if (e->is_writing(t)) waits.push_back(e->ready[ti]);
+          ++from[ti];
+        }
+        policies_[ti]->OnAccess(e->slot[ti]);
+        copies.push_back(BlockCopy{SlotEndpoint(t, e->slot[ti]), CallerEndpoint(r.buffers, i)});
+      });
     }
     for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = onboard_->Wait(*waits[i]);
     if (s.ok()) s = EnqueueCopies(*onboard_, copies, r.layerwise, *layers);
@@ -746,9 +790,13 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
     counters_[t].bytes_out.fetch_add(from[t] * g.block_bytes(), std::memory_order_relaxed);
   }
   loaded_blocks_.fetch_add(r.keys.size(), std::memory_order_relaxed);
+  if (admission_ != nullptr) {
+    for (const BlockKey& key : r.keys) admission_->Record(key);
+  }
   TransferHandleImpl::Counts counts{r.keys.size(), 0, 0};
-  return std::unique_ptr<TransferHandle>(new TransferHandleImpl(
-      std::move(*done), std::move(finished), std::move(*layers), counts, {}, nullptr));
+  return std::unique_ptr<TransferHandle>(
+      new TransferHandleImpl(std::move(*done), std::move(finished), std::move(*layers), counts, {},
+                             nullptr, std::move(fills)));
 }
 
 // ----------------------------------------------------------------------------- GPU tier
@@ -785,6 +833,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
   auto finished = std::make_shared<Notification>();
 
   std::vector<DevicePtr> slots(keys.size());
+  std::vector<std::shared_ptr<HostFill>> fills;
   uint64_t lease_id;
   size_t promoted_count = 0;
   {
@@ -803,10 +852,20 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
           policies_[kGpu]->OnAccess(e->slot[kGpu]);
           slots[i] = gpu->Address(e->slot[kGpu]).device;
         } else {
-          if (e->is_writing(TierKind::kHost)) waits.push_back(e->ready[kHost]);
           need.push_back(i);
         }
       });
+    }
+    // Blocks only on disk come up through a host slot first.
+    for (size_t i : need) {
+      const bool disk_only =
+          table_.Find(keys[i], [](BlockEntry* e) { return !e->has(TierKind::kHost); });
+      if (!disk_only) continue;
+      if (absl::Status s = EnsureHostCopy(keys[i]); !s.ok()) {
+        Unpin(keys);
+        return absl::Status(s.code(),
+                            absl::StrFormat("LoadToGpuTier: block %d: %s", i, s.message()));
+      }
     }
     std::vector<SlotId> acquired;
     for (size_t k = 0; k < need.size(); ++k) {
@@ -825,10 +884,12 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
     }
     std::vector<BlockCopy> copies;
     std::vector<BlockKey> promoted;
+    absl::Status s;
     for (size_t k = 0; k < need.size(); ++k) {
       const BlockKey& key = keys[need[k]];
       table_.Find(key, [&](BlockEntry* e) {
         placement_mu_.AssertHeld();
+        if (s.ok()) s = AwaitHostCopy(*onboard_, *e, &fills);
         copies.push_back(BlockCopy{SlotEndpoint(TierKind::kHost, e->slot[kHost]),
                                    SlotEndpoint(TierKind::kGpu, acquired[k])});
         policies_[kHost]->OnAccess(e->slot[kHost]);
@@ -838,7 +899,6 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
       slots[need[k]] = gpu->Address(acquired[k]).device;
       promoted.push_back(key);
     }
-    absl::Status s;
     for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = onboard_->Wait(*waits[i]);
     if (s.ok()) s = EnqueueCopies(*onboard_, copies, layerwise, *layers);
     if (s.ok()) s = onboard_->Record(**done);
@@ -846,7 +906,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
       for (const BlockKey& key : promoted) {
         table_.Find(key, [&](BlockEntry* e) {
           placement_mu_.AssertHeld();
-          Detach(*e, TierKind::kGpu);
+          Detach(key, *e, TierKind::kGpu);
         });
       }
       Unpin(keys);
@@ -873,7 +933,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
   TransferHandleImpl::Counts counts{promoted_count, keys.size() - promoted_count, 0};
   return std::unique_ptr<TransferHandle>(
       new TransferHandleImpl(std::move(*done), std::move(finished), std::move(*layers), counts,
-                             std::move(slots), [this, lease_id] { return ReleaseLease(lease_id); }));
+                             std::move(slots), [this, lease_id] { return ReleaseLease(lease_id); }, std::move(fills)));
 }
 
 absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
@@ -881,34 +941,60 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
   DestroyRetiredEvents();
   absl::StatusOr<const Namespace*> space = FindNamespace(ns);
   if (!space.ok()) return space.status();
-  if (tier(TierKind::kGpu) == nullptr) {
+  Tier* gpu = tier(TierKind::kGpu);
+  if (gpu == nullptr && disk_ == nullptr) {
     return absl::FailedPreconditionError(
-        "Prefetch: the GPU tier is disabled (EngineOptions::gpu_tier_bytes = 0)");
+        "Prefetch: the GPU tier is disabled (EngineOptions::gpu_tier_bytes = 0) and there is no "
+        "disk tier: there is no tier to promote from");
   }
+  // Promotion goes one step past the host tier where there is a GPU tier, else to the host.
+  const TierKind top = gpu != nullptr ? TierKind::kGpu : TierKind::kHost;
   absl::StatusOr<std::shared_ptr<Event>> done = NewEvent();
   if (!done.ok()) return done.status();
   auto finished = std::make_shared<Notification>();
   const uint32_t ns_id = (*space)->id;
   TransferHandleImpl::Counts counts;
-  std::vector<BlockKey> promoted;
+  std::vector<BlockKey> promoted;   // to the GPU tier
+  std::vector<BlockKey> read_in;    // from disk to host only
+  std::vector<std::shared_ptr<HostFill>> fills;
+  size_t from_disk = 0;
   {
     MutexLock lock(&placement_mu_);
     const uint64_t write_id = next_write_id_++;
     std::vector<BlockCopy> copies;
     std::vector<std::shared_ptr<Event>> waits;
     absl::flat_hash_set<BlockKey> seen;
+    absl::Status s;
     for (const BlockKey& key : keys) {
       if (!seen.insert(key).second) continue;
-      // 0: not cached here, 1: already on the GPU, 2: pinned for promotion.
+      // 0: not cached here, 1: already at the top, 2: pinned for promotion.
       int state = table_.Find(key, [&](BlockEntry* e) {
         placement_mu_.AssertHeld();
         if (e == nullptr || e->erased || e->ns_id != ns_id || !e->has_any()) return 0;
-        if (e->has(TierKind::kGpu)) return 1;
-        ++e->pins;  // keeps the host copy in place while it is read
+        if (e->has(top)) return 1;
+        ++e->pins;  // keeps the source copies in place while they are read
         return 2;
       });
       if (state != 2) {
         state == 1 ? ++counts.present : ++counts.rejected;
+        continue;
+      }
+      const bool disk_only =
+          table_.Find(key, [](BlockEntry* e) { return !e->has(TierKind::kHost); });
+      if (disk_only) {
+        if (!EnsureHostCopy(key).ok()) {
+          Unpin({key});
+          ++counts.rejected;
+          continue;
+        }
+        ++from_disk;
+      }
+      if (gpu == nullptr) {
+        table_.Find(key, [&](BlockEntry* e) {
+          placement_mu_.AssertHeld();
+          if (s.ok()) s = AwaitHostCopy(*onboard_, *e, &fills);
+        });
+        read_in.push_back(key);
         continue;
       }
       std::shared_ptr<Event> reuse;
@@ -921,7 +1007,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
       if (reuse) waits.push_back(std::move(reuse));
       table_.Find(key, [&](BlockEntry* e) {
         placement_mu_.AssertHeld();
-        if (e->is_writing(TierKind::kHost)) waits.push_back(e->ready[kHost]);
+        if (s.ok()) s = AwaitHostCopy(*onboard_, *e, &fills);
         copies.push_back(BlockCopy{SlotEndpoint(TierKind::kHost, e->slot[kHost]),
                                    SlotEndpoint(TierKind::kGpu, *slot)});
         Attach(key, *e, TierKind::kGpu, *slot);
@@ -929,39 +1015,42 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
       });
       promoted.push_back(key);
     }
-    if (!copies.empty()) {
-      absl::Status s;
+    if (!promoted.empty() || !read_in.empty()) {
       for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = onboard_->Wait(*waits[i]);
-      if (s.ok()) s = EnqueueCopies(*onboard_, copies, /*layerwise=*/false, {});
+      if (s.ok() && !copies.empty()) s = EnqueueCopies(*onboard_, copies, false, {});
       if (s.ok()) s = onboard_->Record(**done);
       if (!s.ok()) {
         for (const BlockKey& key : promoted) {
           table_.Find(key, [&](BlockEntry* e) {
             placement_mu_.AssertHeld();
-            Detach(*e, TierKind::kGpu);
+            Detach(key, *e, TierKind::kGpu);
           });
         }
         Unpin(promoted);
+        Unpin(read_in);
         return absl::Status(s.code(), "Prefetch: enqueueing copies: " + std::string(s.message()));
       }
-      (void)onboard_->AddCallback([this, promoted, write_id, finished] {
+      std::vector<BlockKey> pinned = promoted;
+      pinned.insert(pinned.end(), read_in.begin(), read_in.end());
+      (void)onboard_->AddCallback([this, promoted, pinned, write_id, finished] {
         OnWritesLanded(TierKind::kGpu, promoted, write_id);
-        OnReadsDone(promoted);
+        OnReadsDone(pinned);
         finished->Notify();
       });
     }
   }
-  counts.moved = promoted.size();
-  const size_t bytes = promoted.size() * options_.geometry.block_bytes();
+  counts.moved = promoted.size() + read_in.size();
+  const size_t block = options_.geometry.block_bytes();
   counters_[kGpu].promotions.fetch_add(promoted.size(), std::memory_order_relaxed);
-  counters_[kGpu].bytes_in.fetch_add(bytes, std::memory_order_relaxed);
-  counters_[kHost].bytes_out.fetch_add(bytes, std::memory_order_relaxed);
-  if (promoted.empty()) {
+  counters_[kGpu].bytes_in.fetch_add(promoted.size() * block, std::memory_order_relaxed);
+  counters_[kHost].bytes_out.fetch_add(promoted.size() * block, std::memory_order_relaxed);
+  counters_[kHost].promotions.fetch_add(from_disk, std::memory_order_relaxed);
+  if (counts.moved == 0) {
     return std::unique_ptr<TransferHandle>(
         new TransferHandleImpl(nullptr, nullptr, {}, counts, {}, nullptr));
   }
-  return std::unique_ptr<TransferHandle>(
-      new TransferHandleImpl(std::move(*done), std::move(finished), {}, counts, {}, nullptr));
+  return std::unique_ptr<TransferHandle>(new TransferHandleImpl(
+      std::move(*done), std::move(finished), {}, counts, {}, nullptr, std::move(fills)));
 }
 
 // ----------------------------------------------------------------------------- Erase
@@ -977,7 +1066,7 @@ size_t EngineImpl::EraseLocked(uint32_t ns_id, absl::Span<const BlockKey> keys) 
         e.erased = true;  // reclaimed by the last unpin / landed write
         return false;
       }
-      DetachAll(e);
+      DetachAll(key, e);
       return true;
     });
   }
@@ -1004,6 +1093,17 @@ absl::StatusOr<size_t> EngineImpl::EraseNamespace(absl::string_view ns) {
 }
 
 // ----------------------------------------------------------------------------- Stats
+
+absl::Status EngineImpl::Flush() {
+  absl::Status first;
+  // Streams first: a stream may be gated on a disk read, and copies may start disk writes.
+  for (Stream* s : {offload_.get(), onboard_.get()}) {
+    if (absl::Status st = s->Synchronize(); !st.ok() && first.ok()) first = st;
+  }
+  if (disk_ != nullptr) disk_->Drain();
+  DestroyRetiredEvents();
+  return first;
+}
 
 EngineStats EngineImpl::Stats() {
   DestroyRetiredEvents();
@@ -1039,6 +1139,22 @@ EngineStats EngineImpl::Stats() {
     ns.blocks = ns_blocks_[id];
     for (int t = 0; t < kNumTiers; ++t) ns.blocks_per_tier[t] = ns_tier_blocks_[id][t];
     st.namespaces.push_back(std::move(ns));
+  }
+  if (disk_ != nullptr) {
+    const DiskTierStats ds = disk_->Stats();
+    TierStats& ts = st.tiers[static_cast<int>(TierKind::kDisk)];
+    ts.capacity_blocks = ds.capacity_bytes / RecordSize(options_.geometry.block_bytes());
+    ts.used_blocks = ds.records;
+    ts.bytes_in = ds.bytes_written;
+    ts.bytes_out = ds.bytes_read;
+    ts.evictions = ds.records_dropped;
+    ts.checksum_failures = ds.checksum_failures;
+    ts.write_failures = ds.writes_failed;
+    ts.admissions_rejected = disk_busy_rejections_.load();
+    if (admission_ != nullptr) {
+      const AdmissionStats as = admission_->stats();
+      ts.admissions_rejected += as.rejected_frequency + as.rejected_budget;
+    }
   }
   st.match_calls = match_calls_.load();
   st.matched_blocks = matched_blocks_.load();

@@ -29,12 +29,17 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "common/mutex.h"
+#include "engine/admission_policy.h"
 #include "engine/block_table.h"
 #include "engine/eviction_policy.h"
 #include "kvtier/engine.h"
+#include "tiers/disk_tier.h"
 #include "tiers/tier.h"
 
 namespace kvtier {
+
+// The disk tier's options from the public ones, validated (InvalidArgument naming the field).
+absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk, size_t block_bytes);
 
 class EngineImpl final : public Engine {
  public:
@@ -57,6 +62,7 @@ class EngineImpl final : public Engine {
       absl::string_view ns, absl::Span<const BlockKey> keys) override;
   absl::StatusOr<size_t> Erase(absl::string_view ns, absl::Span<const BlockKey> keys) override;
   absl::StatusOr<size_t> EraseNamespace(absl::string_view ns) override;
+  absl::Status Flush() override;
   EngineStats Stats() override;
 
  private:
@@ -87,6 +93,8 @@ class EngineImpl final : public Engine {
 
   explicit EngineImpl(const EngineOptions& options) : options_(options) {}
   absl::Status Init();
+  // Opens the disk tier and puts every block it recovers into the block table.
+  absl::Status OpenDisk();
 
   absl::StatusOr<const Namespace*> FindNamespace(absl::string_view ns) const;
   absl::Status ValidateBuffers(const KvBuffers& buffers, size_t expected_blocks,
@@ -109,9 +117,10 @@ class EngineImpl final : public Engine {
   bool EvictOne(TierKind t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   void Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId slot)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
-  void Detach(BlockEntry& e, TierKind t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  void Detach(const BlockKey& key, BlockEntry& e, TierKind t)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   // Frees every slot of an entry; the caller then removes it from the table.
-  void DetachAll(BlockEntry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  void DetachAll(const BlockKey& key, BlockEntry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   void Unpin(absl::Span<const BlockKey> keys) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   void ReapExpiredLeases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   size_t EraseLocked(uint32_t ns_id, absl::Span<const BlockKey> keys)
@@ -127,6 +136,28 @@ class EngineImpl final : public Engine {
   void RetireEvent(std::shared_ptr<Event> event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   void DestroyRetiredEvents() ABSL_LOCKS_EXCLUDED(placement_mu_);
   void OnReadsDone(const std::vector<BlockKey>& keys);
+
+  // Disk tier. Host copies evicted with no other copy are written to disk (if admitted);
+  // disk-only blocks are read into a host slot before anything else reads them.
+  std::string NamespaceName(uint32_t ns_id) const;
+  // Starts writing the host copy of `key` to disk. REQUIRES: e has a settled host copy and no
+  // disk copy. Returns false if admission refused or the disk is busy.
+  bool StartDiskWrite(const BlockKey& key, BlockEntry& e)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  // Makes sure the block has a host copy: if it has only a disk copy, takes a host slot and
+  // starts reading the record into it (readers then wait with AwaitHostCopy).
+  // ResourceExhausted when no host slot can be had; NotFound when the record is gone.
+  absl::Status EnsureHostCopy(const BlockKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  // Orders `stream` after the host copy of `e` has landed (device copy or disk read), and
+  // remembers disk reads in `fills` so the transfer can report their status.
+  absl::Status AwaitHostCopy(Stream& stream, const BlockEntry& e,
+                             std::vector<std::shared_ptr<HostFill>>* fills);
+  void OnDiskWritten(const BlockKey& key, uint64_t write_id, absl::Status status);
+  void OnHostFilled(const BlockKey& key, uint64_t write_id, std::shared_ptr<HostFill> fill,
+                    absl::Status status);
+  void OnDiskDropped(std::vector<std::pair<BlockKey, RecordId>> dropped);
+  // Removes an entry's last trace when it has no copy left. Returns true to erase it.
+  bool ForgetIfEmpty(BlockEntry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   absl::Status ReleaseLease(uint64_t lease_id);
 
   // Pins `keys` in namespace ns_id for reading; on a missing key unpins what it pinned and
@@ -146,8 +177,10 @@ class EngineImpl final : public Engine {
   std::unique_ptr<Device> device_;
   std::unique_ptr<Stream> onboard_;
   std::unique_ptr<Stream> offload_;
-  std::array<std::unique_ptr<Tier>, kNumTiers> tiers_;
+  std::array<std::unique_ptr<Tier>, kNumTiers> tiers_;  // tiers_[kDisk] stays null
   BlockTable table_;
+  std::unique_ptr<AdmissionPolicy> admission_;
+  std::unique_ptr<DiskTier> disk_;  // destroyed first (its callbacks reach the engine)
 
   Mutex placement_mu_;
   std::array<std::unique_ptr<EvictionPolicy>, kNumTiers> policies_ ABSL_GUARDED_BY(placement_mu_);
@@ -167,6 +200,7 @@ class EngineImpl final : public Engine {
   absl::flat_hash_map<std::string, uint32_t> ns_by_name_ ABSL_GUARDED_BY(ns_mu_);
 
   std::array<TierCounters, kNumTiers> counters_;
+  std::atomic<uint64_t> disk_busy_rejections_{0};
   std::atomic<uint64_t> match_calls_{0}, matched_blocks_{0}, stored_blocks_{0},
       deduplicated_blocks_{0}, rejected_blocks_{0}, loaded_blocks_{0}, leases_expired_{0};
 };

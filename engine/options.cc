@@ -1,6 +1,8 @@
 // engine/options.cc — validation of EngineOptions and the small value types of engine.h.
 
 #include "absl/strings/str_format.h"
+#include "engine/admission_policy.h"
+#include "engine/engine_impl.h"
 #include "engine/eviction_policy.h"
 #include "engine/namespace_name.h"
 #include "kvtier/engine.h"
@@ -13,8 +15,47 @@ const char* TierKindName(TierKind tier) {
       return "gpu";
     case TierKind::kHost:
       return "host";
+    case TierKind::kDisk:
+      return "disk";
   }
   return "invalid";
+}
+
+absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk, size_t block_bytes) {
+  DiskTierOptions o;
+  o.directory = disk.directory;
+  o.capacity_bytes = disk.capacity_bytes;
+  o.region_bytes = disk.region_bytes;
+  if (disk.codec == "none") {
+    o.codec = Codec::kNone;
+  } else if (disk.codec == "zstd") {
+    o.codec = Codec::kZstd;
+  } else if (disk.codec == "zstd-shuffle") {
+    o.codec = Codec::kZstdShuffle;
+  } else {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "disk.codec = '%s' is not one of none, zstd, zstd-shuffle", disk.codec));
+  }
+  o.zstd_level = disk.zstd_level;
+  if (disk.sync == "none") {
+    o.sync = SyncPolicy::kNone;
+  } else if (disk.sync == "data") {
+    o.sync = SyncPolicy::kData;
+  } else if (disk.sync == "full") {
+    o.sync = SyncPolicy::kFull;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("disk.sync = '%s' is not one of none, data, full", disk.sync));
+  }
+  o.queue_depth = disk.queue_depth;
+  o.force_fallback_io = disk.force_fallback_io;
+  o.staging_buffers = disk.staging_buffers;
+  if (absl::Status s = o.Validate(block_bytes); !s.ok()) return s;
+  AdmissionOptions ao;
+  ao.min_seen = disk.admit_min_seen;
+  ao.write_budget_mbps = disk.write_budget_mbps;
+  if (absl::Status s = ao.Validate(); !s.ok()) return s;
+  return o;
 }
 
 KvBuffers KvBuffers::Blocks(std::vector<DevicePtr> blocks) {
@@ -68,6 +109,11 @@ absl::Status EngineOptions::Validate() const {
         return absl::InvalidArgumentError(
             absl::StrFormat("namespace '%s' is listed twice", namespaces[i]));
       }
+    }
+  }
+  if (!disk.directory.empty()) {
+    if (absl::StatusOr<DiskTierOptions> d = MakeDiskTierOptions(disk, block); !d.ok()) {
+      return d.status();
     }
   }
   if (lease_timeout <= absl::ZeroDuration()) {

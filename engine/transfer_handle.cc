@@ -13,6 +13,10 @@ absl::Status TransferHandleImpl::Wait() {
   absl::Status s = done_->Synchronize();
   // The completion callback runs after the copies, in stream order, even when one failed.
   finished_->WaitForNotification();
+  for (const std::shared_ptr<HostFill>& fill : fills_) {
+    fill->done.WaitForNotification();  // already passed: the copies were gated on it
+    if (s.ok() && !fill->status.ok()) s = fill->status;
+  }
   return s;
 }
 

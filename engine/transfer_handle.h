@@ -15,6 +15,7 @@
 #include "absl/functional/any_invocable.h"
 #include "common/mutex.h"
 #include "common/mutex.h"
+#include "engine/block_table.h"
 #include "kvtier/engine.h"
 
 namespace kvtier {
@@ -33,13 +34,15 @@ class TransferHandleImpl final : public TransferHandle {
   // layer. `release` is called at most once, by Release(), for leased transfers.
   TransferHandleImpl(std::shared_ptr<Event> done, std::shared_ptr<Notification> finished,
                      std::vector<std::shared_ptr<Event>> layers, Counts counts,
-                     std::vector<DevicePtr> slots, absl::AnyInvocable<absl::Status()> release)
+                     std::vector<DevicePtr> slots, absl::AnyInvocable<absl::Status()> release,
+                     std::vector<std::shared_ptr<HostFill>> fills = {})
       : done_(std::move(done)),
         finished_(std::move(finished)),
         layers_(std::move(layers)),
         counts_(counts),
         slots_(std::move(slots)),
-        release_(std::move(release)) {}
+        release_(std::move(release)),
+        fills_(std::move(fills)) {}
 
   bool IsReady() override;
   absl::Status Wait() override;
@@ -61,6 +64,8 @@ class TransferHandleImpl final : public TransferHandle {
   std::vector<DevicePtr> slots_;
   Mutex release_mu_;
   absl::AnyInvocable<absl::Status()> release_ ABSL_GUARDED_BY(release_mu_);
+  // Disk reads this transfer's copies were gated on; their failures are the transfer's.
+  const std::vector<std::shared_ptr<HostFill>> fills_;
 };
 
 }  // namespace kvtier

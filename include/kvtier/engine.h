@@ -45,9 +45,27 @@
 
 namespace kvtier {
 
-enum class TierKind : uint8_t { kGpu = 0, kHost = 1 };
-inline constexpr int kNumTiers = 2;
+enum class TierKind : uint8_t { kGpu = 0, kHost = 1, kDisk = 2 };
+inline constexpr int kNumTiers = 3;
 const char* TierKindName(TierKind tier);
+
+// The disk tier: a cache directory on local NVMe (docs/disk-format.md). Disabled when
+// `directory` is empty. Reopening a directory recovers every block it holds.
+struct DiskOptions {
+  std::string directory;
+  uint64_t capacity_bytes = 0;           // of the data file; >= 2 regions
+  uint64_t region_bytes = 64ull << 20;   // unit of reclaim; multiple of 4096
+  std::string codec = "none";            // "none", "zstd", "zstd-shuffle"
+  int zstd_level = 1;
+  std::string sync = "none";             // "none" (survives a process crash), "data", "full"
+  uint32_t queue_depth = 64;
+  bool force_fallback_io = false;        // thread-pool pread/pwrite instead of io_uring
+  uint32_t staging_buffers = 32;         // pinned buffers for disk I/O in flight
+  // Admission (engine/admission_policy.h): a block is written to disk only once it has been
+  // seen (stored or hit) this many times, and within this write budget (MB/s, 0 = none).
+  uint32_t admit_min_seen = 1;
+  double write_budget_mbps = 0;
+};
 
 struct EngineOptions {
   Geometry geometry;
@@ -65,6 +83,8 @@ struct EngineOptions {
   // Eviction policy per tier. Available: "lru".
   std::string gpu_eviction = "lru";
   std::string host_eviction = "lru";
+  // Host copies evicted with no other copy go to disk, if it admits them.
+  DiskOptions disk;
 
   // Namespaces created at Open. More can be added with CreateNamespace.
   std::vector<std::string> namespaces = {"default"};
@@ -112,14 +132,18 @@ struct MatchResult {
 };
 
 // Progress of one Store, Load or Prefetch. Thread-safe. Destroying a handle does not cancel
-// or wait for the transfer.
+// or wait for the transfer. REQUIRES: handles are destroyed before their engine.
+//
+// A block loaded from disk is verified before it is copied on: if verification fails, its
+// destination receives zeros (never another block's bytes) and Wait() returns DataLoss.
 class TransferHandle {
  public:
   virtual ~TransferHandle() = default;
 
   // True when every copy has completed (successfully or not).
   virtual bool IsReady() = 0;
-  // Blocks the host until every copy completes; returns the first error.
+  // Blocks the host until every copy completes and the engine's bookkeeping for them is done;
+  // returns the first error.
   virtual absl::Status Wait() = 0;
   // Makes `stream` wait (on the device, not the host) until layer `layer` of every block
   // has arrived. Load only. Returns InvalidArgument for a layer out of range.
@@ -174,6 +198,9 @@ struct TierStats {
   uint64_t evictions = 0;   // copies dropped to make room
   uint64_t demotions = 0;   // copies moved down to make room
   uint64_t promotions = 0;  // copies brought up into this tier
+  uint64_t admissions_rejected = 0;  // disk: blocks the admission policy (or a busy disk) refused
+  uint64_t checksum_failures = 0;    // disk: reads that failed verification (became misses)
+  uint64_t write_failures = 0;       // disk: writes that failed (EIO, ENOSPC, ...)
 };
 
 struct NamespaceStats {
@@ -243,6 +270,11 @@ class Engine {
   // from Match at once and free their slots when the last pin goes.
   virtual absl::StatusOr<size_t> Erase(absl::string_view ns, absl::Span<const BlockKey> keys) = 0;
   virtual absl::StatusOr<size_t> EraseNamespace(absl::string_view ns) = 0;
+
+  // Waits until every transfer started so far, including background writes of evicted
+  // blocks to disk, has landed. Returns the first error of the engine's own streams. Not for
+  // the decode path: it blocks the host.
+  virtual absl::Status Flush() = 0;
 
   virtual EngineStats Stats() = 0;
 

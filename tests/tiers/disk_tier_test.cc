@@ -1,0 +1,414 @@
+// The disk tier on its own: durable round trips, warm restart, refusal of foreign directories,
+// corruption and faults that become misses (never wrong bytes), region reclaim, and erase.
+// Every test runs on both I/O backends (io_uring where the machine allows it, and the thread
+// pool).
+
+#include "tiers/disk_tier.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "rocksdb/db.h"
+
+namespace kvtier {
+namespace {
+
+Geometry TestGeometry() { return Geometry{2, 2, 32, DType::kFloat16, 16}; }  // 8 KiB blocks
+
+std::vector<char> Content(const BlockKey& key, size_t n) {
+  std::vector<char> v(n);
+  std::mt19937_64 rng(key.hi ^ key.lo);
+  for (size_t i = 0; i < n; i += 8) {
+    const uint64_t w = rng();
+    std::memcpy(v.data() + i, &w, std::min<size_t>(8, n - i));
+  }
+  return v;
+}
+
+class DiskTierTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/kvtier-disk-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    tier_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  DiskTierOptions Options() {
+    DiskTierOptions o;
+    o.directory = dir_ + "/cache";
+    o.region_bytes = 64 * 1024;  // 7 records of 8 KiB + header each
+    o.capacity_bytes = 4 * o.region_bytes;
+    o.force_fallback_io = GetParam();
+    o.staging_buffers = 8;
+    return o;
+  }
+
+  absl::Status Open(DiskTierOptions o, Geometry g = TestGeometry()) {
+    tier_.reset();
+    recovered_.clear();
+    auto t = DiskTier::Open(
+        o, g,
+        [this](const BlockKey& k, const std::string& ns, RecordId id) {
+          recovered_[k] = {ns, id};
+        },
+        [this](std::vector<std::pair<BlockKey, RecordId>> d) {
+          std::lock_guard<std::mutex> l(dropped_mu_);
+          for (auto& p : d) dropped_.push_back(p.first);
+        });
+    if (!t.ok()) return t.status();
+    tier_ = std::move(*t);
+    return absl::OkStatus();
+  }
+
+  // Writes a block and waits for it; returns its id.
+  RecordId WriteSync(const BlockKey& key, const std::string& ns = "default",
+                     absl::Status* result = nullptr) {
+    const std::vector<char> c = Content(key, tier_->block_bytes());
+    absl::Status status;
+    absl::StatusOr<RecordId> id = tier_->Write(key, ns, c.data(), [&](absl::Status s) {
+      status = s;
+    });
+    EXPECT_TRUE(id.ok()) << id.status();
+    tier_->Drain();
+    if (result != nullptr) {
+      *result = status;
+    } else {
+      EXPECT_TRUE(status.ok()) << status;
+    }
+    return id.ok() ? *id : 0;
+  }
+
+  absl::Status ReadSync(RecordId id, const BlockKey& key, std::vector<char>* out,
+                        const std::string& ns = "default") {
+    out->assign(tier_->block_bytes(), 'P');
+    absl::Status status;
+    absl::Status s = tier_->Read(id, key, ns, out->data(), [&](absl::Status st) { status = st; });
+    if (!s.ok()) return s;
+    tier_->Drain();
+    return status;
+  }
+
+  // Overwrites bytes of the data file behind the tier's back (not O_DIRECT).
+  void Corrupt(uint64_t offset, const std::string& bytes) {
+    const int fd = ::open((dir_ + "/cache/data.kvt").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset)),
+              static_cast<ssize_t>(bytes.size()));
+    ::close(fd);
+  }
+
+  std::string dir_;
+  std::unique_ptr<DiskTier> tier_;
+  std::map<BlockKey, std::pair<std::string, RecordId>> recovered_;
+  std::mutex dropped_mu_;
+  std::vector<BlockKey> dropped_;
+};
+
+TEST_P(DiskTierTest, WriteThenReadIsByteExact) {
+  ASSERT_TRUE(Open(Options()).ok());
+  std::vector<RecordId> ids;
+  for (uint64_t i = 1; i <= 5; ++i) ids.push_back(WriteSync(BlockKey{i, i * 7}));
+  for (uint64_t i = 1; i <= 5; ++i) {
+    std::vector<char> got;
+    ASSERT_TRUE(ReadSync(ids[i - 1], BlockKey{i, i * 7}, &got).ok());
+    EXPECT_EQ(got, Content(BlockKey{i, i * 7}, tier_->block_bytes())) << i;
+  }
+  DiskTierStats st = tier_->Stats();
+  EXPECT_EQ(st.records, 5u);
+  EXPECT_EQ(st.writes_failed, 0u);
+  EXPECT_FALSE(st.io_backend.empty());
+}
+
+TEST_P(DiskTierTest, ReopenRecoversEveryIndexedRecord) {
+  ASSERT_TRUE(Open(Options()).ok());
+  for (uint64_t i = 1; i <= 9; ++i) WriteSync(BlockKey{i, 1}, i % 2 ? "a" : "b");
+  ASSERT_TRUE(Open(Options()).ok());  // closes, then reopens the same directory
+  ASSERT_EQ(recovered_.size(), 9u);
+  for (uint64_t i = 1; i <= 9; ++i) {
+    auto it = recovered_.find(BlockKey{i, 1});
+    ASSERT_NE(it, recovered_.end());
+    EXPECT_EQ(it->second.first, i % 2 ? "a" : "b");
+    std::vector<char> got;
+    ASSERT_TRUE(ReadSync(it->second.second, BlockKey{i, 1}, &got, it->second.first).ok());
+    EXPECT_EQ(got, Content(BlockKey{i, 1}, tier_->block_bytes()));
+  }
+  // And it keeps accepting writes after the restart, without clobbering old records.
+  WriteSync(BlockKey{100, 1});
+  std::vector<char> got;
+  ASSERT_TRUE(ReadSync(recovered_[BlockKey{1, 1}].second, BlockKey{1, 1}, &got, "a").ok());
+  EXPECT_EQ(got, Content(BlockKey{1, 1}, tier_->block_bytes()));
+}
+
+TEST_P(DiskTierTest, DirectoryOfAnotherGeometryIsRefusedNotMisread) {
+  ASSERT_TRUE(Open(Options()).ok());
+  WriteSync(BlockKey{1, 1});
+  tier_.reset();
+  Geometry other = TestGeometry();
+  other.dtype = DType::kBFloat16;
+  absl::Status s = Open(Options(), other);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("geometry"), absl::string_view::npos) << s;
+  DiskTierOptions bigger = Options();
+  bigger.capacity_bytes *= 2;
+  s = Open(bigger);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("layout"), absl::string_view::npos) << s;
+  ASSERT_TRUE(Open(Options()).ok());  // the right one still opens, data intact
+  EXPECT_EQ(recovered_.size(), 1u);
+}
+
+TEST_P(DiskTierTest, DirectoryOfAnotherFormatVersionIsRefused) {
+  ASSERT_TRUE(Open(Options()).ok());
+  tier_.reset();
+  rocksdb::DB* db = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir_ + "/cache/index", &db).ok());
+  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), MetaIndexKey("format"), "99").ok());
+  delete db;
+  absl::Status s = Open(Options());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("format"), absl::string_view::npos) << s;
+}
+
+TEST_P(DiskTierTest, DirectoryInUseIsRefused) {
+  ASSERT_TRUE(Open(Options()).ok());
+  auto second = DiskTier::Open(Options(), TestGeometry(), [](auto&&...) {}, nullptr);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition) << second.status();
+  EXPECT_NE(second.status().message().find("in use"), absl::string_view::npos);
+}
+
+TEST_P(DiskTierTest, FlippedPayloadByteIsDataLossNotWrongData) {
+  ASSERT_TRUE(Open(Options()).ok());
+  const RecordId a = WriteSync(BlockKey{1, 1});
+  const RecordId b = WriteSync(BlockKey{2, 2});
+  // Record a is the first in region 0: its payload starts right after its 4 KiB header.
+  Corrupt(kRecordHeaderBytes + 100, "\x5a");
+  std::vector<char> got;
+  absl::Status s = ReadSync(a, BlockKey{1, 1}, &got);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_EQ(got, std::vector<char>(tier_->block_bytes(), 0)) << "destination must be zeroed";
+  EXPECT_EQ(tier_->Stats().checksum_failures, 1u);
+  EXPECT_EQ(ReadSync(a, BlockKey{1, 1}, &got).code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(ReadSync(b, BlockKey{2, 2}, &got).ok());  // its neighbour is untouched
+  // The dropped entry stays dropped across a restart.
+  ASSERT_TRUE(Open(Options()).ok());
+  EXPECT_EQ(recovered_.count(BlockKey{1, 1}), 0u);
+  EXPECT_EQ(recovered_.count(BlockKey{2, 2}), 1u);
+}
+
+TEST_P(DiskTierTest, HeaderThatDisagreesWithTheIndexIsDataLoss) {
+  ASSERT_TRUE(Open(Options()).ok());
+  const RecordId a = WriteSync(BlockKey{1, 1});
+  WriteSync(BlockKey{2, 2});
+  // Copy record 2's whole record over record 1's: valid checksums, wrong identity.
+  const size_t rec = RecordSize(tier_->block_bytes());
+  std::string other(rec, '\0');
+  const int fd = ::open((dir_ + "/cache/data.kvt").c_str(), O_RDONLY);
+  ASSERT_EQ(::pread(fd, other.data(), rec, static_cast<off_t>(rec)), static_cast<ssize_t>(rec));
+  ::close(fd);
+  Corrupt(0, other);
+  std::vector<char> got;
+  absl::Status s = ReadSync(a, BlockKey{1, 1}, &got);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("disagrees"), absl::string_view::npos) << s;
+  EXPECT_EQ(got, std::vector<char>(tier_->block_bytes(), 0));
+}
+
+TEST_P(DiskTierTest, TruncatedDataFileIsAMiss) {
+  ASSERT_TRUE(Open(Options()).ok());
+  WriteSync(BlockKey{1, 1});
+  const RecordId last = WriteSync(BlockKey{2, 2});
+  tier_.reset();
+  // Cut the file inside record 2 (the size is restored by fallocate on reopen, as zeros).
+  ASSERT_EQ(::truncate((dir_ + "/cache/data.kvt").c_str(),
+                       static_cast<off_t>(RecordSize(8192) + 4096)),
+            0);
+  ASSERT_TRUE(Open(Options()).ok());
+  ASSERT_EQ(recovered_.size(), 2u);
+  std::vector<char> got;
+  EXPECT_EQ(ReadSync(recovered_[BlockKey{2, 2}].second, BlockKey{2, 2}, &got).code(),
+            absl::StatusCode::kDataLoss);
+  (void)last;
+  ASSERT_TRUE(ReadSync(recovered_[BlockKey{1, 1}].second, BlockKey{1, 1}, &got).ok());
+  EXPECT_EQ(got, Content(BlockKey{1, 1}, tier_->block_bytes()));
+}
+
+TEST_P(DiskTierTest, FullDiskReclaimsTheOldestRegionWhole) {
+  ASSERT_TRUE(Open(Options()).ok());
+  const size_t per_region = (64 * 1024) / RecordSize(8192);  // 3 records of 20 KiB
+  const size_t total = per_region * 4 + 2;  // more than the 4 regions hold
+  std::vector<RecordId> ids;
+  for (uint64_t i = 0; i < total; ++i) ids.push_back(WriteSync(BlockKey{i + 1, 9}));
+  DiskTierStats st = tier_->Stats();
+  EXPECT_EQ(st.regions_reclaimed, 1u);
+  EXPECT_EQ(st.records_dropped, per_region);
+  {
+    std::lock_guard<std::mutex> l(dropped_mu_);
+    ASSERT_EQ(dropped_.size(), per_region);
+    for (size_t i = 0; i < per_region; ++i) EXPECT_EQ(dropped_[i], (BlockKey{i + 1, 9}));
+  }
+  // The newest records all read back.
+  for (uint64_t i = per_region; i < total; ++i) {
+    std::vector<char> got;
+    ASSERT_TRUE(ReadSync(ids[i], BlockKey{i + 1, 9}, &got).ok()) << i;
+    EXPECT_EQ(got, Content(BlockKey{i + 1, 9}, tier_->block_bytes()));
+  }
+  ASSERT_TRUE(Open(Options()).ok());
+  EXPECT_EQ(recovered_.size(), total - per_region);
+  EXPECT_EQ(recovered_.count(BlockKey{1, 9}), 0u);
+}
+
+TEST_P(DiskTierTest, EraseIsDurable) {
+  ASSERT_TRUE(Open(Options()).ok());
+  const RecordId a = WriteSync(BlockKey{1, 1});
+  WriteSync(BlockKey{2, 2});
+  ASSERT_TRUE(tier_->Erase(a, BlockKey{1, 1}).ok());
+  ASSERT_TRUE(tier_->Erase(a, BlockKey{1, 1}).ok());  // idempotent
+  std::vector<char> got;
+  EXPECT_EQ(ReadSync(a, BlockKey{1, 1}, &got).code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(Open(Options()).ok());
+  EXPECT_EQ(recovered_.size(), 1u);
+  EXPECT_EQ(recovered_.count(BlockKey{2, 2}), 1u);
+}
+
+TEST_P(DiskTierTest, WriteFaultsFailThatWriteOnlyAndLoseNothing) {
+  ASSERT_TRUE(Open(Options()).ok());
+  const RecordId a = WriteSync(BlockKey{1, 1});
+  for (FaultSpec::Kind kind : {FaultSpec::Kind::kEio, FaultSpec::Kind::kEnospc,
+                               FaultSpec::Kind::kShortWrite}) {
+    tier_->io().InjectFault(FaultSpec{kind, 0, 1});
+    absl::Status result;
+    WriteSync(BlockKey{50 + static_cast<uint64_t>(kind), 1}, "default", &result);
+    EXPECT_FALSE(result.ok()) << "fault " << static_cast<int>(kind);
+    EXPECT_NE(result.message().find(BlockKey{50 + static_cast<uint64_t>(kind), 1}.ToHex()),
+              absl::string_view::npos)
+        << result;
+  }
+  EXPECT_EQ(tier_->Stats().writes_failed, 3u);
+  std::vector<char> got;
+  ASSERT_TRUE(ReadSync(a, BlockKey{1, 1}, &got).ok());
+  EXPECT_EQ(got, Content(BlockKey{1, 1}, tier_->block_bytes()));
+  const RecordId b = WriteSync(BlockKey{2, 2});  // and it keeps working
+  ASSERT_TRUE(ReadSync(b, BlockKey{2, 2}, &got).ok());
+  ASSERT_TRUE(Open(Options()).ok());
+  EXPECT_EQ(recovered_.size(), 2u);  // failed writes never reached the index
+}
+
+TEST_P(DiskTierTest, ReadFaultsAreMissesNotWrongData) {
+  ASSERT_TRUE(Open(Options()).ok());
+  const RecordId a = WriteSync(BlockKey{1, 1});
+  const RecordId b = WriteSync(BlockKey{2, 2});
+  tier_->io().InjectFault(FaultSpec{FaultSpec::Kind::kShortRead, 0, 1});
+  std::vector<char> got;
+  absl::Status s = ReadSync(a, BlockKey{1, 1}, &got);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_EQ(got, std::vector<char>(tier_->block_bytes(), 0));
+  tier_->io().InjectFault(FaultSpec{FaultSpec::Kind::kEio, 0, 1});
+  s = ReadSync(b, BlockKey{2, 2}, &got);
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(got, std::vector<char>(tier_->block_bytes(), 0));
+  const RecordId c = WriteSync(BlockKey{3, 3});
+  ASSERT_TRUE(ReadSync(c, BlockKey{3, 3}, &got).ok());
+  EXPECT_EQ(got, Content(BlockKey{3, 3}, tier_->block_bytes()));
+}
+
+TEST_P(DiskTierTest, CompressedRecordsRoundTripAndSurviveRestart) {
+  DiskTierOptions o = Options();
+  o.codec = Codec::kZstdShuffle;
+  o.region_bytes = 128 * 1024;
+  o.capacity_bytes = 4 * o.region_bytes;
+  ASSERT_TRUE(Open(o).ok());
+  // Low-entropy "KV": repeated small halves compress well.
+  std::vector<char> block(tier_->block_bytes());
+  for (size_t i = 0; i < block.size(); i += 2) {
+    block[i] = static_cast<char>(i % 7);
+    block[i + 1] = 0x3c;
+  }
+  absl::Status st;
+  auto id = tier_->Write(BlockKey{7, 7}, "default", block.data(), [&](absl::Status s) { st = s; });
+  ASSERT_TRUE(id.ok());
+  tier_->Drain();
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_LT(tier_->Stats().bytes_written, RecordSize(block.size()));
+  ASSERT_TRUE(Open(o).ok());
+  std::vector<char> got(block.size());
+  absl::Status rs;
+  ASSERT_TRUE(tier_->Read(recovered_[BlockKey{7, 7}].second, BlockKey{7, 7}, "default",
+                          got.data(), [&](absl::Status s) { rs = s; })
+                  .ok());
+  tier_->Drain();
+  ASSERT_TRUE(rs.ok()) << rs;
+  EXPECT_EQ(got, block);
+}
+
+TEST_P(DiskTierTest, BadOptionsNameTheField) {
+  DiskTierOptions o = Options();
+  o.region_bytes = 1000;
+  EXPECT_NE(Open(o).message().find("region_bytes"), absl::string_view::npos);
+  o = Options();
+  o.capacity_bytes = o.region_bytes;
+  EXPECT_NE(Open(o).message().find("fewer than 2 regions"), absl::string_view::npos);
+  o = Options();
+  o.directory = "/nonexistent-kvtier/x/y";
+  absl::Status s = Open(o);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("/nonexistent-kvtier/x/y"), absl::string_view::npos) << s;
+}
+
+TEST_P(DiskTierTest, ConcurrentWritesReadsAndErases) {
+  DiskTierOptions o = Options();
+  o.capacity_bytes = 16 * o.region_bytes;
+  o.staging_buffers = 16;
+  ASSERT_TRUE(Open(o).ok());
+  std::atomic<int> wrong{0};
+  auto worker = [&](int t) {
+    std::mt19937 rng(t);
+    for (int i = 0; i < 60; ++i) {
+      const BlockKey key{static_cast<uint64_t>(t * 1000 + i + 1), 3};
+      const std::vector<char> c = Content(key, tier_->block_bytes());
+      std::atomic<bool> wrote{false};
+      Notification written;
+      absl::Status ws;
+      auto id = tier_->Write(key, "default", c.data(), [&](absl::Status s) {
+        ws = s;
+        written.Notify();
+      });
+      if (!id.ok()) continue;  // staging busy: acceptable
+      written.WaitForNotification();
+      if (!ws.ok()) continue;
+      std::vector<char> got(c.size());
+      Notification read;
+      absl::Status rs;
+      if (tier_->Read(*id, key, "default", got.data(), [&](absl::Status s) {
+            rs = s;
+            read.Notify();
+          }).ok()) {
+        read.WaitForNotification();
+        if (rs.ok() && got != c) ++wrong;
+      }
+      if (rng() % 3 == 0) (void)tier_->Erase(*id, key);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) threads.emplace_back(worker, t);
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, DiskTierTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "ThreadPool" : "IoUring";
+                         });
+
+}  // namespace
+}  // namespace kvtier

@@ -1,0 +1,90 @@
+// tiers/disk_record.h — one block as stored on disk: a self-describing, checksummed record.
+//
+// Layout (format version 1; docs/disk-format.md):
+//
+//   [ header: 4096 bytes ][ payload: stored_bytes, zero-padded to a multiple of 4096 ]
+//
+// The header carries everything needed to verify a record without trusting the index: magic,
+// format version, the block key, the namespace name, the geometry fingerprint, the codec, raw
+// and stored sizes, the region and its generation (a reused region's old records fail the
+// generation check), the payload checksum, the creation time, and a checksum over the header
+// itself. All integers are little-endian. Checksums are XXH3-64.
+//
+// Codecs: kNone (the raw block), kZstd (zstd of the raw block), kZstdShuffle (zstd of the
+// block after a byte shuffle that groups byte 0 of every element, then byte 1, …, which lets
+// zstd find the redundancy in fp16/bf16 exponents). EncodeRecord falls back to kNone when
+// compression would not save at least one 4096-byte page.
+//
+// Pure functions, no I/O; safe on any thread.
+
+#ifndef KVTIER_TIERS_DISK_RECORD_H_
+#define KVTIER_TIERS_DISK_RECORD_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kvtier/block_key.h"
+
+namespace kvtier {
+
+inline constexpr uint64_t kRecordMagic = 0x3143455252545654ULL;  // "TVTRREC1" little-endian
+inline constexpr uint32_t kRecordFormatVersion = 1;
+inline constexpr size_t kRecordHeaderBytes = 4096;
+inline constexpr size_t kRecordAlignment = 4096;
+
+enum class Codec : uint8_t { kNone = 0, kZstd = 1, kZstdShuffle = 2 };
+const char* CodecName(Codec codec);
+
+struct RecordHeader {
+  BlockKey key;
+  std::string ns;                  // namespace name, at most 128 bytes
+  uint64_t geometry_fingerprint = 0;
+  Codec codec = Codec::kNone;
+  uint8_t element_bytes = 0;       // kZstdShuffle's shuffle granularity (1, 2 or 4); else 0
+  uint32_t raw_bytes = 0;          // the block's size
+  uint32_t stored_bytes = 0;       // payload bytes before padding
+  uint32_t region = 0;
+  uint64_t generation = 0;         // of the region when the record was written
+  uint64_t payload_checksum = 0;   // XXH3-64 of the stored payload bytes
+  uint64_t created_unix_ms = 0;
+};
+
+// Total on-disk size of a record whose payload is `stored_bytes` long.
+size_t RecordSize(size_t stored_bytes);
+// The largest record EncodeRecord can produce for a raw block of `raw_bytes`.
+size_t MaxRecordSize(size_t raw_bytes);
+
+struct EncodeOptions {
+  Codec codec = Codec::kNone;  // requested; may fall back to kNone
+  int zstd_level = 1;          // 1..19
+  size_t element_bytes = 2;    // shuffle granularity for kZstdShuffle (1, 2 or 4)
+};
+
+// Writes a whole record (header + payload + zero padding) for the raw block `raw` into `out`.
+// `header` supplies key, ns, geometry_fingerprint, region, generation, created_unix_ms; codec,
+// element_bytes, raw_bytes, stored_bytes and payload_checksum are filled in here. Returns the
+// record size.
+// InvalidArgument if `out_capacity` < MaxRecordSize(raw_bytes), the namespace is too long, or
+// element_bytes does not divide raw_bytes for kZstdShuffle.
+// REQUIRES: `out` is 4096-aligned (it is written with O_DIRECT).
+absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw, size_t raw_bytes,
+                                    const EncodeOptions& options, void* out, size_t out_capacity,
+                                    RecordHeader* written = nullptr);
+
+// Parses and verifies the first kRecordHeaderBytes of a record: magic, format version, header
+// checksum, field ranges. DataLoss naming what is wrong otherwise (never crashes on garbage).
+absl::StatusOr<RecordHeader> ParseRecordHeader(const void* data, size_t size);
+
+// Verifies the payload checksum and decodes the payload into `raw_out` (exactly raw_bytes).
+// `payload` points just past the header; `available` is how many bytes are readable there.
+// DataLoss on checksum mismatch, truncation or a decode error; InvalidArgument if
+// raw_capacity < header.raw_bytes.
+absl::Status DecodeRecordPayload(const RecordHeader& header, const void* payload,
+                                 size_t available, void* raw_out, size_t raw_capacity);
+
+}  // namespace kvtier
+
+#endif  // KVTIER_TIERS_DISK_RECORD_H_

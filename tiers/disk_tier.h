@@ -1,0 +1,222 @@
+// tiers/disk_tier.h — the disk tier: block records in a log-structured data file, a RocksDB
+// index, crash-safe and recovered on reopen.
+//
+// A cache directory holds `data.kvt` (one preallocated file, cut into equal regions) and
+// `index/` (RocksDB). Records are appended to the active region; when no region is free, the
+// oldest region with no write in flight is reclaimed whole: its index entries are deleted and
+// its generation bumped in one RocksDB write batch *before* any byte of it is overwritten.
+// Layout and byte formats: docs/disk-format.md.
+//
+// Promises:
+//   * Data first, index second: an index entry is written only after its record's bytes are
+//     written (and fdatasync'ed under SyncPolicy::kData/kFull).
+//   * Every read is verified: header (magic, version, checksum), identity (key, namespace,
+//     geometry, region, generation) and payload checksum. Any mismatch is DataLoss, the index
+//     entry is dropped and a counter incremented; wrong bytes are never returned.
+//   * Reopening a directory recovers every indexed record (Open's `recovered` callback). A
+//     directory of another format version or geometry is refused with FailedPrecondition.
+//   * A write failure (EIO, ENOSPC) fails that write only; what is stored stays readable.
+//
+// Asynchrony: Write copies the block into a staging buffer before returning (the caller may
+// reuse its memory at once); encoding, I/O and the index update then happen on the tier's
+// threads, and `done` runs on the I/O completion thread. Read likewise. Callbacks must not
+// call back into the DiskTier synchronously... except Erase, which is safe from anywhere.
+//
+// Thread-safe. Record ids are small integers valid until the record is erased or dropped.
+
+#ifndef KVTIER_TIERS_DISK_TIER_H_
+#define KVTIER_TIERS_DISK_TIER_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "common/mutex.h"
+#include "io/io_engine.h"
+#include "kvtier/geometry.h"
+#include "tiers/disk_index.h"
+#include "tiers/disk_record.h"
+
+namespace rocksdb {
+class DB;
+}
+
+namespace kvtier {
+
+using RecordId = uint32_t;
+
+enum class SyncPolicy : uint8_t {
+  kNone,  // O_DIRECT writes reach the device; survives a process crash, not power loss
+  kData,  // fdatasync the data file before each index update
+  kFull,  // kData, and the index's write-ahead log is synced too
+};
+
+struct DiskTierOptions {
+  std::string directory;
+  uint64_t capacity_bytes = 0;           // rounded down to whole regions; >= 2 regions
+  uint64_t region_bytes = 64ull << 20;   // multiple of 4096, >= one largest record
+  Codec codec = Codec::kNone;
+  int zstd_level = 1;
+  SyncPolicy sync = SyncPolicy::kNone;
+  uint32_t queue_depth = 64;
+  bool force_fallback_io = false;        // thread-pool I/O instead of io_uring
+  uint32_t staging_buffers = 32;         // writes + reads in flight at once
+
+  absl::Status Validate(size_t block_bytes) const;
+};
+
+struct DiskTierStats {
+  uint64_t capacity_bytes = 0;
+  uint64_t used_bytes = 0;        // bytes of live records
+  uint64_t records = 0;
+  uint64_t regions = 0;
+  uint64_t free_regions = 0;
+  uint64_t bytes_written = 0;     // record bytes written (after compression)
+  uint64_t raw_bytes_written = 0; // block bytes those records hold
+  uint64_t bytes_read = 0;
+  uint64_t writes_failed = 0;
+  uint64_t checksum_failures = 0; // reads that failed verification (entry dropped)
+  uint64_t regions_reclaimed = 0;
+  uint64_t records_dropped = 0;   // live records lost to region reclaim
+  std::string io_backend;
+};
+
+class DiskTier {
+ public:
+  // Called by Open for every record in the index: its key, namespace and id.
+  using RecoveredFn = absl::FunctionRef<void(const BlockKey&, const std::string& ns, RecordId)>;
+  // Called (from a tier thread, holding no tier lock) with records dropped because their
+  // region was reclaimed or their read failed verification.
+  using DroppedFn = absl::AnyInvocable<void(std::vector<std::pair<BlockKey, RecordId>>)>;
+
+  static absl::StatusOr<std::unique_ptr<DiskTier>> Open(const DiskTierOptions& options,
+                                                        const Geometry& geometry,
+                                                        RecoveredFn recovered,
+                                                        DroppedFn dropped);
+  // Drains in-flight work, then closes the index and the data file.
+  ~DiskTier();
+  DiskTier(const DiskTier&) = delete;
+  DiskTier& operator=(const DiskTier&) = delete;
+
+  // Starts writing the block at `src` (block_bytes) as `key` in namespace `ns`. Returns the
+  // new record's id at once; `done` later reports whether it became durable and indexed.
+  // ResourceExhausted when every staging buffer is busy (the caller may drop the block).
+  absl::StatusOr<RecordId> Write(const BlockKey& key, const std::string& ns, const void* src,
+                                 absl::AnyInvocable<void(absl::Status)> done);
+
+  // Starts reading record `id`, verifying it is `key` of namespace `ns`, and decoding it into
+  // `dst` (block_bytes). On any verification failure `dst` is zero-filled, the record is
+  // dropped, and `done` gets DataLoss. When every staging buffer is busy the read queues; a
+  // read of a record whose write is still in flight waits for the write to land.
+  absl::Status Read(RecordId id, const BlockKey& key, const std::string& ns, void* dst,
+                    absl::AnyInvocable<void(absl::Status)> done);
+
+  // Removes record `id` if it still holds `key` (index entry and space accounting). A write
+  // still in flight is abandoned: its index entry is never written. Idempotent.
+  absl::Status Erase(RecordId id, const BlockKey& key);
+
+  // Waits until every write and read started so far has completed and its callback returned.
+  void Drain();
+
+  DiskTierStats Stats();
+  size_t block_bytes() const { return block_bytes_; }
+  IoEngine& io() { return *io_; }
+
+ private:
+  struct Record {
+    BlockKey key;
+    std::string ns;
+    IndexEntry entry;        // valid once placed
+    bool live = false;       // slot in use
+    bool placed = false;     // has a location (written or being written)
+    bool indexed = false;    // index entry written
+    bool erased = false;     // erased while its write was in flight
+  };
+  struct Region {
+    uint64_t generation = 0;
+    uint64_t write_offset = 0;  // bytes used, relative to the region start
+    uint32_t live_records = 0;
+    uint32_t writes_in_flight = 0;
+    bool free = true;
+  };
+  struct PendingRead {
+    RecordId id;
+    BlockKey key;
+    std::string ns;
+    void* dst;
+    absl::AnyInvocable<void(absl::Status)> done;
+  };
+  struct WriteJob {
+    RecordId id;
+    BlockKey key;
+    std::string ns;
+    int staging;  // raw copy of the block
+    int out;      // the encoded record
+    absl::AnyInvocable<void(absl::Status)> done;
+  };
+
+  DiskTier(const DiskTierOptions& options, const Geometry& geometry, DroppedFn dropped);
+  absl::Status Init(RecoveredFn recovered);
+  absl::Status CheckOrWriteMeta();
+  absl::Status Recover(RecoveredFn recovered);
+
+  void EncoderLoop();
+  void Encode(WriteJob job);
+  // Chooses where a record of `bytes` goes, reclaiming a region if needed. Returns false if
+  // no region can take it now.
+  bool Place(RecordId id, uint32_t bytes, std::vector<std::pair<BlockKey, RecordId>>* dropped)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ReclaimRegion(uint32_t region,
+                             std::vector<std::pair<BlockKey, RecordId>>* dropped)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnWritten(WriteJob job, int encoded_staging, absl::Status io_status);
+  void StartRead(PendingRead read, int staging);
+  // Starts (or fails) the reads that waited for record `id`'s write to finish.
+  void ReleaseWaiters(RecordId id, bool written);
+  void FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, int staging,
+                  uint64_t generation, uint32_t region, absl::StatusOr<size_t> io_result,
+                  absl::AnyInvocable<void(absl::Status)> done);
+  void DropRecordLocked(RecordId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int TakeStaging() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReturnStaging(int i);
+  void OpFinished();
+
+  const DiskTierOptions options_;
+  const Geometry geometry_;
+  const size_t block_bytes_;
+  const size_t max_record_bytes_;
+  DroppedFn dropped_;
+
+  std::unique_ptr<rocksdb::DB> db_;
+  int fd_ = -1;
+  int file_ = -1;  // index in io_
+  std::unique_ptr<IoEngine> io_;
+  void* staging_memory_ = nullptr;
+
+  Mutex mu_;
+  std::vector<Record> records_ ABSL_GUARDED_BY(mu_);
+  std::vector<RecordId> free_ids_ ABSL_GUARDED_BY(mu_);
+  std::vector<Region> regions_ ABSL_GUARDED_BY(mu_);
+  int active_region_ ABSL_GUARDED_BY(mu_) = -1;
+  uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
+  std::vector<int> free_staging_ ABSL_GUARDED_BY(mu_);
+  std::deque<WriteJob> encode_queue_ ABSL_GUARDED_BY(mu_);
+  // Reads wait here for a staging buffer; a returned buffer goes to them first.
+  std::deque<PendingRead> pending_reads_ ABSL_GUARDED_BY(mu_);
+  // Reads of records whose write has not landed yet.
+  absl::flat_hash_map<RecordId, std::vector<PendingRead>> waiting_for_write_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t ops_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  DiskTierStats stats_ ABSL_GUARDED_BY(mu_);
+  std::thread encoder_;
+};
+
+}  // namespace kvtier
+
+#endif  // KVTIER_TIERS_DISK_TIER_H_
