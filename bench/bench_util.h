@@ -58,6 +58,11 @@ class JsonLine {
     fields_.push_back(absl::StrFormat("\"%s\": \"%s\"", k, v));
     return *this;
   }
+  // Appends another line's fields after this one's.
+  JsonLine& Merge(const JsonLine& other) {
+    fields_.insert(fields_.end(), other.fields_.begin(), other.fields_.end());
+    return *this;
+  }
   // Prints the line; it must be the program's last output.
   void Print() const { std::printf("{%s}\n", absl::StrJoin(fields_, ", ").c_str()); }
 

@@ -1,0 +1,279 @@
+// bench disk — write and random-read throughput of the disk tier against fio in the same run.
+//
+//   bench/run disk [--dir=PATH] [--file-mib=N] [--qd=N] [--seconds=S] [--sizes=256k,2m,8m]
+//                  [--codec=none|zstd|zstd-shuffle] [--fallback-io]
+//
+// For each block size: fill a fresh cache directory with blocks (write GB/s), then read random
+// blocks for a while (read GB/s), with `qd` operations in flight. The ceiling is fio with
+// --ioengine=io_uring --direct=1 at the same block size, queue depth and file size, on a file
+// in the same directory, run by this program interleaved with kvtier's runs (fio write, kvtier
+// fill, fio write; then three rounds of fio randread, kvtier randread), medians compared.
+// figure = random-read GB/s at 2 MiB.
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "bench/bench_util.h"
+#include "common/mutex.h"
+#include "tiers/disk_tier.h"
+
+namespace kvtier::bench {
+namespace {
+
+struct Args {
+  std::string dir = "/tmp/kvtier-bench-disk";
+  size_t file_mib = 2048;
+  int qd = 32;
+  double seconds = 5;
+  std::vector<size_t> sizes_kib = {256, 2048, 8192};
+  Codec codec = Codec::kNone;
+  bool fallback_io = false;
+};
+
+// Runs fio and returns its bandwidth in GB/s (1e9 B/s), or a negative value if fio failed.
+double Fio(const Args& a, const std::string& rw, size_t bs_kib, const std::string& file) {
+  const std::string cmd = absl::StrFormat(
+      "fio --name=kvtier-ceiling --filename=%s --size=%dM --bs=%dk --rw=%s --ioengine=io_uring "
+      "--direct=1 --iodepth=%d --runtime=%d --time_based --group_reporting "
+      "--output-format=terse --terse-version=3 2>/dev/null",
+      file, a.file_mib, bs_kib, rw, a.qd, static_cast<int>(std::max(1.0, a.seconds)));
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return -1;
+  std::string out;
+  char buf[4096];
+  while (fgets(buf, sizeof(buf), p) != nullptr) out += buf;
+  if (pclose(p) != 0) return -1;
+  // Terse v3: field 7 is read bandwidth (KiB/s), field 48 is write bandwidth (KiB/s).
+  std::vector<std::string> f = absl::StrSplit(out, ';');
+  const size_t idx = rw == "randread" ? 6 : 47;
+  double kib_s = 0;
+  if (f.size() <= idx || !absl::SimpleAtod(f[idx], &kib_s)) return -1;
+  return kib_s * 1024 / 1e9;
+}
+
+struct Figures {
+  double write_gbps = 0, read_gbps = 0, fio_write_gbps = 0, fio_read_gbps = 0;
+  double stored_ratio = 1;  // bytes on disk / block bytes
+  std::string backend;
+};
+
+// IEEE half from float, round to nearest even (normal range; enough for N(0,1) samples).
+uint16_t FloatToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000;
+  int32_t exp = static_cast<int32_t>((x >> 23) & 0xff) - 127 + 15;
+  uint32_t mant = x & 0x7fffff;
+  if (exp <= 0) return static_cast<uint16_t>(sign);  // flush tiny values to zero
+  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7c00);
+  uint32_t h = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
+  const uint32_t rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) ++h;
+  return static_cast<uint16_t>(h);
+}
+
+Figures RunSize(const Args& a, size_t kib) {
+  Figures fig;
+  std::filesystem::remove_all(a.dir);
+  std::filesystem::create_directories(a.dir);
+  const std::string fio_file = a.dir + "/fio.dat";
+  // This machine's disk bandwidth drifts by 2x from one run to the next, so the ceiling is
+  // measured interleaved with kvtier's own runs and medians are compared.
+  std::vector<double> fio_writes = {Fio(a, "write", kib, fio_file)};
+
+  // Geometry with a block of `kib` KiB: 16 layers x 8 heads x 128 x fp16 is 64 KiB per token.
+  Geometry g{16, 8, 128, DType::kFloat16, static_cast<uint32_t>(kib / 64)};
+  DiskTierOptions o;
+  o.directory = a.dir + "/cache";
+  o.region_bytes = std::max<uint64_t>(64ull << 20, 4 * RecordSize(g.block_bytes()));
+  o.capacity_bytes = std::max<uint64_t>(uint64_t{a.file_mib} << 20, 3 * o.region_bytes);
+  o.codec = a.codec;
+  o.queue_depth = static_cast<uint32_t>(a.qd);
+  o.staging_buffers = static_cast<uint32_t>(2 * a.qd + 2);
+  o.force_fallback_io = a.fallback_io;
+  auto tier = DiskTier::Open(o, g, [](const BlockKey&, const std::string&, RecordId) {}, nullptr);
+  if (!tier.ok()) Die(tier.status().ToString());
+  DiskTier& t = **tier;
+  fig.backend = t.Stats().io_backend;
+  // KV-like content: fp16 values drawn from N(0, 1), so compression sees realistic data.
+  std::vector<char> block(g.block_bytes());
+  std::mt19937_64 rng(7);
+  {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (size_t i = 0; i + 1 < block.size(); i += 2) {
+      const uint16_t h = FloatToHalf(normal(rng));
+      std::memcpy(block.data() + i, &h, 2);
+    }
+  }
+
+  Mutex mu;
+  int inflight = 0;
+  std::atomic<int> failures{0};
+  auto wait_below = [&](int limit) {
+    MutexLock lock(&mu);
+    mu.Await([&] {
+      mu.AssertHeld();
+      return inflight < limit;
+    });
+  };
+  auto finished = [&](absl::Status s) {
+    if (!s.ok()) ++failures;
+    MutexLock lock(&mu);
+    --inflight;
+  };
+
+  // Write: fill ~90% of the file (no region reclaim while measuring).
+  const size_t per_region = o.region_bytes / RecordSize(g.block_bytes());
+  const size_t n = static_cast<size_t>(
+      (o.capacity_bytes / o.region_bytes) * per_region * 0.9);
+  std::vector<std::pair<BlockKey, RecordId>> written;
+  written.reserve(n);
+  double start = Now();
+  for (size_t i = 0; i < n; ++i) {
+    wait_below(a.qd);
+    const BlockKey key{i + 1, kib};
+    {
+      MutexLock lock(&mu);
+      ++inflight;
+    }
+    absl::StatusOr<RecordId> id = t.Write(key, "bench", block.data(), finished);
+    if (!id.ok()) {
+      {
+        MutexLock lock(&mu);
+        --inflight;
+      }
+      --i;  // staging busy: retry this block
+      continue;
+    }
+    written.push_back({key, *id});
+  }
+  t.Drain();
+  fig.write_gbps = n * static_cast<double>(g.block_bytes()) / (Now() - start) / 1e9;
+  {
+    const DiskTierStats st = t.Stats();
+    fig.stored_ratio = static_cast<double>(st.bytes_written) / st.raw_bytes_written;
+  }
+  fio_writes.push_back(Fio(a, "write", kib, fio_file));
+
+  // Random reads for `seconds`, three trials alternating with fio's.
+  std::vector<std::vector<char>> dst(a.qd, std::vector<char>(g.block_bytes()));
+  std::uniform_int_distribution<size_t> pick(0, written.size() - 1);
+  std::vector<double> reads_gbps, fio_reads;
+  for (int trial = 0; trial < 3; ++trial) {
+    fio_reads.push_back(Fio(a, "randread", kib, fio_file));
+    size_t reads = 0;
+    start = Now();
+    while (Now() - start < a.seconds) {
+      wait_below(a.qd);
+      const auto& [key, id] = written[pick(rng)];
+      {
+        MutexLock lock(&mu);
+        ++inflight;
+      }
+      if (!t.Read(id, key, "bench", dst[reads % a.qd].data(), finished).ok()) Die("read");
+      ++reads;
+    }
+    t.Drain();
+    reads_gbps.push_back(reads * static_cast<double>(g.block_bytes()) / (Now() - start) / 1e9);
+  }
+  std::filesystem::remove(fio_file);
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  };
+  fig.read_gbps = median(reads_gbps);
+  fig.fio_read_gbps = median(fio_reads);
+  fig.fio_write_gbps = median(fio_writes);
+  if (failures.load() != 0) Die(absl::StrFormat("%d operations failed", failures.load()));
+  tier->reset();
+  std::filesystem::remove_all(a.dir);
+  return fig;
+}
+
+int Main(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view s(argv[i]);
+    bool ok = true;
+    if (absl::ConsumePrefix(&s, "--dir=")) {
+      a.dir = std::string(s);
+    } else if (absl::ConsumePrefix(&s, "--file-mib=")) {
+      ok = absl::SimpleAtoi(s, &a.file_mib) && a.file_mib >= 256;
+    } else if (absl::ConsumePrefix(&s, "--qd=")) {
+      ok = absl::SimpleAtoi(s, &a.qd) && a.qd >= 1 && a.qd <= 256;
+    } else if (absl::ConsumePrefix(&s, "--seconds=")) {
+      ok = absl::SimpleAtod(s, &a.seconds) && a.seconds > 0;
+    } else if (absl::ConsumePrefix(&s, "--sizes=")) {
+      a.sizes_kib.clear();
+      for (absl::string_view v : absl::StrSplit(s, ',')) {
+        size_t mult = 1;
+        if (absl::ConsumeSuffix(&v, "m")) mult = 1024;
+        else absl::ConsumeSuffix(&v, "k");
+        size_t x = 0;
+        ok = ok && absl::SimpleAtoi(v, &x) && x * mult >= 64 && (x * mult) % 64 == 0;
+        a.sizes_kib.push_back(x * mult);
+      }
+    } else if (absl::ConsumePrefix(&s, "--codec=")) {
+      if (s == "none") a.codec = Codec::kNone;
+      else if (s == "zstd") a.codec = Codec::kZstd;
+      else if (s == "zstd-shuffle") a.codec = Codec::kZstdShuffle;
+      else ok = false;
+    } else if (s == "--fallback-io") {
+      a.fallback_io = true;
+    } else {
+      ok = false;
+    }
+    if (!ok) {
+      std::fprintf(stderr, "bad argument '%s'\nusage: bench/run disk [--dir=PATH] [--file-mib=N>=256] "
+                   "[--qd=N] [--seconds=S] [--sizes=256k,2m,8m] [--codec=none|zstd|zstd-shuffle] "
+                   "[--fallback-io]\n", argv[i]);
+      return 2;
+    }
+  }
+  std::printf("disk tier vs fio (io_uring, O_DIRECT), %zu MiB file in %s, queue depth %d\n",
+              a.file_mib, a.dir.c_str(), a.qd);
+  std::printf("%8s %12s %12s %8s %12s %12s %8s %9s\n", "block", "write GB/s", "fio write", "ratio",
+              "read GB/s", "fio read", "ratio", "stored");
+  JsonLine json;
+  double figure = 0, ceiling = 0;
+  std::string backend;
+  for (size_t kib : a.sizes_kib) {
+    const Figures f = RunSize(a, kib);
+    backend = f.backend;
+    const std::string tag = kib < 1024 ? absl::StrFormat("%dk", kib) : absl::StrFormat("%dm", kib / 1024);
+    std::printf("%8s %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %9.3f\n", tag.c_str(), f.write_gbps,
+                f.fio_write_gbps, f.write_gbps / f.fio_write_gbps, f.read_gbps, f.fio_read_gbps,
+                f.read_gbps / f.fio_read_gbps, f.stored_ratio);
+    json.Num("stored_ratio_" + tag, f.stored_ratio).Num("write_gbps_" + tag, f.write_gbps).Num("fio_write_gbps_" + tag, f.fio_write_gbps)
+        .Num("write_ratio_" + tag, f.write_gbps / f.fio_write_gbps)
+        .Num("read_gbps_" + tag, f.read_gbps).Num("fio_read_gbps_" + tag, f.fio_read_gbps)
+        .Num("read_ratio_" + tag, f.read_gbps / f.fio_read_gbps);
+    if (kib == 2048 || figure == 0) {
+      figure = f.read_gbps;
+      ceiling = f.fio_read_gbps;
+    }
+  }
+  JsonLine head;
+  head.Str("bench", "disk").Num("figure", figure).Str("unit", "GB/s").Num("ceiling", ceiling)
+      .Str("ceiling_source", absl::StrFormat("fio io_uring O_DIRECT randread bs=2MiB qd=%d "
+                                             "size=%dMiB, same directory, interleaved, medians", a.qd, a.file_mib))
+      .Num("ratio", figure / ceiling).Str("io_backend", backend)
+      .Str("codec", CodecName(a.codec));
+  head.Merge(json).Print();
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvtier::bench
+
+int main(int argc, char** argv) { return kvtier::bench::Main(argc, argv); }
