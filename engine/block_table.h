@@ -135,7 +135,10 @@ class BlockTable {
     Mutex mu;
     absl::flat_hash_map<BlockKey, BlockEntry> map ABSL_GUARDED_BY(mu);
   };
-  Shard& ShardFor(const BlockKey& key) { return shards_[key.hi >> 58]; }  // top 6 bits
+  // Top 6 bits of a mix of both words, so structured keys spread as well as hashed ones.
+  Shard& ShardFor(const BlockKey& key) {
+    return shards_[(key.lo ^ (key.hi * 0x9e3779b97f4a7c15ULL)) >> 58];
+  }
 
   std::array<Shard, kShards> shards_;
 };

@@ -2,8 +2,10 @@
 
 #include <bit>
 #include <cassert>
+#include <cstdlib>
 
 #include "absl/strings/str_format.h"
+#include "common/log.h"
 
 namespace kvtier {
 
@@ -29,10 +31,14 @@ std::optional<SlotId> Tier::Allocate() {
 }
 
 void Tier::Release(SlotId slot) {
-  assert(slot < num_slots_);
   const uint32_t w = slot / 64;
   const uint64_t bit = uint64_t{1} << (slot % 64);
-  assert((free_bits_[w] & bit) == 0);
+  // Checked in every build: two owners of one slot would hand one block's bytes to another.
+  if (slot >= num_slots_ || (free_bits_[w] & bit) != 0) {
+    KVTIER_LOG(kError, "tier: slot %u released twice or out of range (%u slots): aborting",
+               slot, num_slots_);
+    std::abort();
+  }
   free_bits_[w] |= bit;
   ++free_count_;
   if (w < first_word_) first_word_ = w;

@@ -34,8 +34,9 @@ struct BlockKey {
   friend auto operator<=>(const BlockKey&, const BlockKey&) = default;
   template <typename H>
   friend H AbslHashValue(H h, const BlockKey& k) {
-    // Keys are already uniformly distributed; mixing one word is enough.
-    return H::combine(std::move(h), k.lo);
+    // Both words: keys made by KeyHasher are uniform, but keys from elsewhere (tests, tools,
+    // a recovered index) need not be, and one word would let them collide wholesale.
+    return H::combine(std::move(h), k.hi, k.lo);
   }
   // 32 lowercase hex digits, hi first.
   std::string ToHex() const;
