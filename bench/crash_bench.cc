@@ -42,6 +42,7 @@ EngineOptions Options(const std::string& dir) {
   o.disk.directory = dir;
   o.disk.region_bytes = 256 * 1024;
   o.disk.capacity_bytes = 16 * o.disk.region_bytes;  // ~200 blocks: regions get reclaimed
+  o.disk.admit_min_seen = 1;  // every eviction goes to disk: the most to get wrong
   return o;
 }
 

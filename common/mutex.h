@@ -31,9 +31,10 @@ class ABSL_LOCKABLE Mutex {
 
   void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
   void Unlock() ABSL_UNLOCK_FUNCTION() {
-    const bool wake = waiters_ > 0;
+    // Wake waiters before unlocking: once the mutex is released, a waiter may return and
+    // destroy the object that holds it, so nothing of it may be touched after unlock().
+    if (waiters_ > 0) cv_.notify_all();
     mu_.unlock();
-    if (wake) cv_.notify_all();
   }
   // Tells the thread-safety analysis the lock is held (for lambdas run under it).
   void AssertHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK() {}
@@ -87,8 +88,9 @@ class Notification {
     notified_.store(true, std::memory_order_release);
   }
   bool HasBeenNotified() const { return notified_.load(std::memory_order_acquire); }
+  // Always through the lock (no lock-free fast path): returning only after the notifier has
+  // released the mutex is what makes it safe to destroy the Notification right after.
   void WaitForNotification() {
-    if (HasBeenNotified()) return;
     MutexLock lock(&mu_);
     mu_.Await([this] { return notified_.load(std::memory_order_relaxed); });
   }

@@ -97,6 +97,8 @@ bool EngineImpl::StartDiskWrite(const BlockKey& key, BlockEntry& e) {
       });
   if (!id.ok()) {
     disk_busy_rejections_.fetch_add(1, std::memory_order_relaxed);
+    KVTIER_LOG_ONCE(kWarning, "disk tier busy: evicted blocks are dropped, not written (%s)",
+                    id.status().ToString());
     return false;
   }
   Attach(key, e, TierKind::kDisk, *id);
@@ -229,7 +231,9 @@ void EngineImpl::OnHostFilled(const BlockKey& key, uint64_t write_id,
 
 void EngineImpl::OnDiskDropped(std::vector<std::pair<BlockKey, RecordId>> dropped) {
   MutexLock lock(&placement_mu_);
-  for (const auto& [key, id] : dropped) {
+  for (const auto& dropped_record : dropped) {
+    const BlockKey& key = dropped_record.first;
+    const RecordId id = dropped_record.second;
     table_.Mutate(key, [&](BlockEntry& e) {
       placement_mu_.AssertHeld();
       if (e.slot[kDisk] != id) return false;

@@ -263,6 +263,9 @@ DiskTier::~DiskTier() {
   }
   if (fd_ >= 0) ::close(fd_);
   if (staging_memory_ != nullptr) FreeAligned(staging_memory_);
+  for (char* p : overflow_) {
+    if (p != nullptr) FreeAligned(p);
+  }
 }
 
 int DiskTier::TakeStaging() {
@@ -272,7 +275,46 @@ int DiskTier::TakeStaging() {
   return i;
 }
 
+int DiskTier::TakeOverflowStaging() {
+  // Beyond the registered pool, writes borrow plain aligned buffers (I/O on them skips the
+  // fixed-buffer path), up to 4x the pool, so a burst of evictions is absorbed, not dropped.
+  if (overflow_in_use_ >= 4 * options_.staging_buffers) return -1;
+  absl::StatusOr<void*> p = AllocateAligned(max_record_bytes_);
+  if (!p.ok()) return -1;
+  int i;
+  if (!free_overflow_ids_.empty()) {
+    i = free_overflow_ids_.back();
+    free_overflow_ids_.pop_back();
+    overflow_[i - options_.staging_buffers] = static_cast<char*>(*p);
+  } else {
+    i = static_cast<int>(options_.staging_buffers + overflow_.size());
+    overflow_.push_back(static_cast<char*>(*p));
+  }
+  ++overflow_in_use_;
+  return i;
+}
+
+char* DiskTier::StagingBuffer(int i) {
+  if (i < static_cast<int>(options_.staging_buffers)) {
+    return static_cast<char*>(staging_memory_) + size_t(i) * max_record_bytes_;
+  }
+  MutexLock lock(&mu_);
+  return overflow_[i - options_.staging_buffers];
+}
+
 void DiskTier::ReturnStaging(int i) {
+  if (i >= static_cast<int>(options_.staging_buffers)) {
+    char* p;
+    {
+      MutexLock lock(&mu_);
+      p = overflow_[i - options_.staging_buffers];
+      overflow_[i - options_.staging_buffers] = nullptr;
+      free_overflow_ids_.push_back(i);
+      --overflow_in_use_;
+    }
+    FreeAligned(p);
+    return;
+  }
   PendingRead next;
   {
     MutexLock lock(&mu_);
@@ -310,12 +352,23 @@ absl::StatusOr<RecordId> DiskTier::Write(const BlockKey& key, const std::string&
     MutexLock lock(&mu_);
     // A write needs two buffers (the raw copy, then the encoded record): take both now so
     // the encoder never waits for one.
-    if (free_staging_.size() < 2) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "disk tier: all %u staging buffers are busy", options_.staging_buffers));
-    }
     raw = TakeStaging();
-    out = TakeStaging();
+    if (raw < 0) raw = TakeOverflowStaging();
+    out = raw < 0 ? -1 : TakeStaging();
+    if (raw >= 0 && out < 0) out = TakeOverflowStaging();
+    if (out < 0) {
+      if (raw >= static_cast<int>(options_.staging_buffers)) {
+        FreeAligned(overflow_[raw - options_.staging_buffers]);
+        overflow_[raw - options_.staging_buffers] = nullptr;
+        free_overflow_ids_.push_back(raw);
+        --overflow_in_use_;
+      } else if (raw >= 0) {
+        free_staging_.push_back(raw);
+      }
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "disk tier: all %u staging buffers and %u overflow buffers are busy",
+          options_.staging_buffers, 4 * options_.staging_buffers));
+    }
     if (free_ids_.empty()) {
       id = static_cast<RecordId>(records_.size());
       records_.emplace_back();
@@ -331,7 +384,7 @@ absl::StatusOr<RecordId> DiskTier::Write(const BlockKey& key, const std::string&
     ++ops_in_flight_;
   }
   // The caller may reuse `src` as soon as we return.
-  std::memcpy(static_cast<char*>(staging_memory_) + size_t(raw) * max_record_bytes_, src,
+  std::memcpy(StagingBuffer(raw), src,
               block_bytes_);
   MutexLock lock(&mu_);
   encode_queue_.push_back(WriteJob{id, key, ns, raw, out, std::move(done)});
@@ -358,6 +411,7 @@ void DiskTier::EncoderLoop() {
 bool DiskTier::Place(RecordId id, uint32_t bytes,
                      std::vector<std::pair<BlockKey, RecordId>>* dropped) {
   auto fits = [&](int r) {
+    mu_.AssertHeld();
     return r >= 0 && regions_[r].write_offset + bytes <= options_.region_bytes;
   };
   if (!fits(active_region_)) {
@@ -457,7 +511,7 @@ void DiskTier::DropRecordLocked(RecordId id) {
 }
 
 void DiskTier::Encode(WriteJob job) {
-  char* raw = static_cast<char*>(staging_memory_) + size_t(job.staging) * max_record_bytes_;
+  char* raw = StagingBuffer(job.staging);
   std::vector<std::pair<BlockKey, RecordId>> dropped;
   const int out = job.out;
   RecordHeader header;
@@ -496,7 +550,7 @@ void DiskTier::Encode(WriteJob job) {
     RecordHeader written;
     absl::StatusOr<size_t> n =
         EncodeRecord(header, raw, block_bytes_,
-                     eo, static_cast<char*>(staging_memory_) + size_t(out) * max_record_bytes_,
+                     eo, StagingBuffer(out),
                      max_record_bytes_, &written);
     if (!n.ok()) {
       failure = n.status();
@@ -543,7 +597,7 @@ void DiskTier::Encode(WriteJob job) {
     MutexLock lock(&mu_);
     op.offset = records_[job.id].entry.offset;
   }
-  op.buffer = static_cast<char*>(staging_memory_) + size_t(out) * max_record_bytes_;
+  op.buffer = StagingBuffer(out);
   op.length = size;
   auto shared_job = std::make_shared<WriteJob>(std::move(job));
   op.done = [this, shared_job, out](absl::StatusOr<size_t> r) mutable {
@@ -649,7 +703,7 @@ void DiskTier::StartRead(PendingRead read, int staging) {
   }
   op.kind = IoOp::Kind::kRead;
   op.file = file_;
-  op.buffer = static_cast<char*>(staging_memory_) + size_t(staging) * max_record_bytes_;
+  op.buffer = StagingBuffer(staging);
   auto shared = std::make_shared<PendingRead>(std::move(read));
   op.done = [this, shared, staging, generation, region](absl::StatusOr<size_t> r) mutable {
     FinishRead(shared->id, shared->key, shared->ns, shared->dst, staging, generation, region,
@@ -694,7 +748,7 @@ void DiskTier::ReleaseWaiters(RecordId id, bool written) {
 void DiskTier::FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, int staging,
                           uint64_t generation, uint32_t region, absl::StatusOr<size_t> io_result,
                           absl::AnyInvocable<void(absl::Status)> done) {
-  const char* buf = static_cast<const char*>(staging_memory_) + size_t(staging) * max_record_bytes_;
+  const char* buf = StagingBuffer(staging);
   absl::Status status = io_result.status();
   size_t got = io_result.ok() ? *io_result : 0;
   if (status.ok()) {

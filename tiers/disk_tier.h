@@ -106,7 +106,8 @@ class DiskTier {
 
   // Starts writing the block at `src` (block_bytes) as `key` in namespace `ns`. Returns the
   // new record's id at once; `done` later reports whether it became durable and indexed.
-  // ResourceExhausted when every staging buffer is busy (the caller may drop the block).
+  // Beyond the registered staging pool it borrows up to 4x as many plain buffers;
+  // ResourceExhausted only when those are busy too (the caller may then drop the block).
   absl::StatusOr<RecordId> Write(const BlockKey& key, const std::string& ns, const void* src,
                                  absl::AnyInvocable<void(absl::Status)> done);
 
@@ -184,6 +185,8 @@ class DiskTier {
                   absl::AnyInvocable<void(absl::Status)> done);
   void DropRecordLocked(RecordId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int TakeStaging() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int TakeOverflowStaging() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  char* StagingBuffer(int i) ABSL_LOCKS_EXCLUDED(mu_);
   void ReturnStaging(int i);
   void OpFinished();
 
@@ -206,6 +209,10 @@ class DiskTier {
   int active_region_ ABSL_GUARDED_BY(mu_) = -1;
   uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<int> free_staging_ ABSL_GUARDED_BY(mu_);
+  // Buffers lent to writes beyond the registered pool; index = id - staging_buffers.
+  std::vector<char*> overflow_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> free_overflow_ids_ ABSL_GUARDED_BY(mu_);
+  uint32_t overflow_in_use_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<WriteJob> encode_queue_ ABSL_GUARDED_BY(mu_);
   // Reads wait here for a staging buffer; a returned buffer goes to them first.
   std::deque<PendingRead> pending_reads_ ABSL_GUARDED_BY(mu_);

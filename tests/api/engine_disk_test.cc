@@ -47,6 +47,7 @@ class EngineDiskTest : public ::testing::Test {
     o.disk.region_bytes = 64 * 1024;
     o.disk.capacity_bytes = 16 * o.disk.region_bytes;  // 3 records per region: 48 blocks
     o.disk.staging_buffers = 32;
+    o.disk.admit_min_seen = 1;  // every eviction reaches the disk (the default is 2)
     return o;
   }
   void Open(const EngineOptions& o) {
@@ -295,6 +296,7 @@ TEST(EngineDiskCrashChild, StoreUntilKilled) {
   o.disk.region_bytes = 64 * 1024;
   o.disk.capacity_bytes = 16 * o.disk.region_bytes;
   o.disk.staging_buffers = 8;
+  o.disk.admit_min_seen = 1;
   auto e = Engine::Open(o);
   ASSERT_TRUE(e.ok()) << e.status();
   const size_t bytes = o.geometry.block_bytes();

@@ -376,7 +376,6 @@ TEST_P(DiskTierTest, ConcurrentWritesReadsAndErases) {
     for (int i = 0; i < 60; ++i) {
       const BlockKey key{static_cast<uint64_t>(t * 1000 + i + 1), 3};
       const std::vector<char> c = Content(key, tier_->block_bytes());
-      std::atomic<bool> wrote{false};
       Notification written;
       absl::Status ws;
       auto id = tier_->Write(key, "default", c.data(), [&](absl::Status s) {
