@@ -652,6 +652,11 @@ void DiskTier::OnWritten(WriteJob job, int encoded_staging, absl::Status status)
 
 absl::Status DiskTier::Read(RecordId id, const BlockKey& key, const std::string& ns, void* dst,
                             absl::AnyInvocable<void(absl::Status)> done) {
+  // Never runs `done` on the caller's thread (the caller may hold locks the callback takes):
+  // problems found here are returned; everything later is reported on the I/O thread.
+  IoOp op;
+  uint64_t generation;
+  uint32_t region;
   int staging;
   {
     MutexLock lock(&mu_);
@@ -671,11 +676,32 @@ absl::Status DiskTier::Read(RecordId id, const BlockKey& key, const std::string&
       pending_reads_.push_back(PendingRead{id, key, ns, dst, std::move(done)});
       return absl::OkStatus();
     }
+    // The location is taken now; if the region is reclaimed before the read lands, the header
+    // check on the I/O thread turns it into DataLoss.
+    const IndexEntry& e = records_[id].entry;
+    op.offset = e.offset;
+    op.length = e.record_bytes;
+    generation = e.generation;
+    region = e.region;
   }
-  StartRead(PendingRead{id, key, ns, dst, std::move(done)}, staging);
+  op.kind = IoOp::Kind::kRead;
+  op.file = file_;
+  op.buffer = StagingBuffer(staging);
+  auto shared = std::make_shared<PendingRead>(PendingRead{id, key, ns, dst, std::move(done)});
+  op.done = [this, shared, staging, generation, region](absl::StatusOr<size_t> r) mutable {
+    FinishRead(shared->id, shared->key, shared->ns, shared->dst, staging, generation, region,
+               std::move(r), std::move(shared->done));
+  };
+  if (absl::Status s = io_->Submit({&op, 1}); !s.ok()) {
+    MutexLock lock(&mu_);
+    free_staging_.push_back(staging);  // not ReturnStaging: that may start other reads here
+    --ops_in_flight_;
+    return s;
+  }
   return absl::OkStatus();
 }
 
+// Runs on the tier's own threads only (it may call `done` directly).
 void DiskTier::StartRead(PendingRead read, int staging) {
   IoOp op;
   uint64_t generation = 0;
