@@ -361,7 +361,8 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
     if (stored != 0) codec = Codec::kZstdShuffle;
   }
   if (codec == Codec::kNone) {
-    std::memcpy(payload, src, size);
+    // In-place encoding: the caller may have put the block at the payload position already.
+    if (payload != src) std::memcpy(payload, src, size);
     stored = size;
   }
   const size_t padded =

@@ -69,7 +69,9 @@ struct EncodeOptions {
 // record size.
 // InvalidArgument if `out_capacity` < MaxRecordSize(raw_bytes), the namespace is too long, or
 // element_bytes does not divide raw_bytes for kZstdShuffle.
-// REQUIRES: `out` is 4096-aligned (it is written with O_DIRECT).
+// REQUIRES: `out` is 4096-aligned (it is written with O_DIRECT). With Codec::kNone, `raw` may
+// be `out + kRecordHeaderBytes` (the block already in place: no copy is made); otherwise `raw`
+// must not overlap `out`.
 absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw, size_t raw_bytes,
                                     const EncodeOptions& options, void* out, size_t out_capacity,
                                     RecordHeader* written = nullptr);

@@ -352,10 +352,17 @@ absl::StatusOr<RecordId> DiskTier::Write(const BlockKey& key, const std::string&
     MutexLock lock(&mu_);
     // A write needs two buffers (the raw copy, then the encoded record): take both now so
     // the encoder never waits for one.
-    raw = TakeStaging();
-    if (raw < 0) raw = TakeOverflowStaging();
-    out = raw < 0 ? -1 : TakeStaging();
-    if (raw >= 0 && out < 0) out = TakeOverflowStaging();
+    // Uncompressed records are encoded in place: the block goes straight to its payload
+    // position in the record buffer (one copy, one buffer). Compressed ones need the raw
+    // copy and a second buffer for the output.
+    const bool in_place = options_.codec == Codec::kNone;
+    raw = -1;
+    if (!in_place) {
+      raw = TakeStaging();
+      if (raw < 0) raw = TakeOverflowStaging();
+    }
+    out = (!in_place && raw < 0) ? -1 : TakeStaging();
+    if ((in_place || raw >= 0) && out < 0) out = TakeOverflowStaging();
     if (out < 0) {
       if (raw >= static_cast<int>(options_.staging_buffers)) {
         FreeAligned(overflow_[raw - options_.staging_buffers]);
@@ -384,7 +391,7 @@ absl::StatusOr<RecordId> DiskTier::Write(const BlockKey& key, const std::string&
     ++ops_in_flight_;
   }
   // The caller may reuse `src` as soon as we return.
-  std::memcpy(StagingBuffer(raw), src,
+  std::memcpy(raw >= 0 ? StagingBuffer(raw) : StagingBuffer(out) + kRecordHeaderBytes, src,
               block_bytes_);
   MutexLock lock(&mu_);
   encode_queue_.push_back(WriteJob{id, key, ns, raw, out, std::move(done)});
@@ -511,7 +518,8 @@ void DiskTier::DropRecordLocked(RecordId id) {
 }
 
 void DiskTier::Encode(WriteJob job) {
-  char* raw = StagingBuffer(job.staging);
+  char* raw = job.staging >= 0 ? StagingBuffer(job.staging)
+                               : StagingBuffer(job.out) + kRecordHeaderBytes;
   std::vector<std::pair<BlockKey, RecordId>> dropped;
   const int out = job.out;
   RecordHeader header;
@@ -574,7 +582,7 @@ void DiskTier::Encode(WriteJob job) {
       stats_.raw_bytes_written += block_bytes_;
     }
   }
-  ReturnStaging(job.staging);
+  if (job.staging >= 0) ReturnStaging(job.staging);
   job.staging = -1;
   if (!failure.ok()) {
     {
