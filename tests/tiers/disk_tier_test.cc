@@ -180,6 +180,29 @@ TEST_P(DiskTierTest, DirectoryOfAnotherFormatVersionIsRefused) {
   EXPECT_NE(s.message().find("format"), absl::string_view::npos) << s;
 }
 
+TEST_P(DiskTierTest, EntryPointingIntoAReusedRegionIsDroppedNotMisread) {
+  ASSERT_TRUE(Open(Options()).ok());
+  WriteSync(BlockKey{1, 1});
+  tier_.reset();
+  // As if region 0 had been reclaimed and rewritten while this entry survived (a crash
+  // between the two): the region's generation moved on, the entry still names the old one.
+  rocksdb::DB* db = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir_ + "/cache/index", &db).ok());
+  std::string gen;
+  ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), RegionIndexKey(0), &gen).ok());
+  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), RegionIndexKey(0), EncodeU64(*DecodeU64(gen) + 5))
+                  .ok());
+  delete db;
+  ASSERT_TRUE(Open(Options()).ok());
+  EXPECT_EQ(recovered_.count(BlockKey{1, 1}), 0u);
+  // And the stale entry is gone from the index for good.
+  tier_.reset();
+  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir_ + "/cache/index", &db).ok());
+  std::string value;
+  EXPECT_TRUE(db->Get(rocksdb::ReadOptions(), BlockIndexKey(BlockKey{1, 1}), &value).IsNotFound());
+  delete db;
+}
+
 TEST_P(DiskTierTest, DirectoryInUseIsRefused) {
   ASSERT_TRUE(Open(Options()).ok());
   auto second = DiskTier::Open(Options(), TestGeometry(), [](auto&&...) {}, nullptr);
