@@ -7,9 +7,12 @@
 //
 //   kvtier_tiers_example [--device=auto|cuda|emulated] [--copy-gbps=N] [--hash=sha256|xxh3]
 
+#include <stdlib.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -102,10 +105,18 @@ class Example {
     }
   }
   ~Example() {
-    for (DevicePtr p : pages_) (void)dev().Free(p);
+    if (engine_ != nullptr) Close();
   }
 
   Device& dev() { return engine_->device(); }
+  void Flush() { CHECK_OK(engine_->Flush()); }
+  // Frees the caller's pages and closes the engine (before its directory is removed).
+  void Close() {
+    for (DevicePtr p : pages_) (void)dev().Free(p);
+    pages_.clear();
+    stream_.reset();
+    engine_.reset();
+  }
 
   // One request: match the prompt, load the cached prefix, "compute" and store the rest.
   void Request(const char* name, absl::string_view ns, const std::vector<int32_t>& prompt) {
@@ -115,8 +126,10 @@ class Example {
     const size_t hit = m->keys.size();
     size_t gpu = 0;
     for (TierKind t : m->tiers) gpu += t == TierKind::kGpu;
-    std::printf("%-26s %3zu blocks, %3zu cached (%zu on GPU, %zu in host)", name, n, hit, gpu,
-                hit - gpu);
+    size_t disk = 0;
+    for (TierKind t : m->tiers) disk += t == TierKind::kDisk;
+    std::printf("%-26s %3zu blocks, %3zu cached (%zu GPU, %zu host, %zu disk)", name, n, hit, gpu,
+                hit - gpu - disk, disk);
     if (hit > 0) {
       LoadRequest r;
       r.ns = ns;
@@ -195,10 +208,10 @@ class Example {
                   static_cast<unsigned long long>(ts.promotions), ts.bytes_in / 1048576.0,
                   ts.bytes_out / 1048576.0);
     }
-    std::printf("\n%-10s %7s %6s %6s\n", "namespace", "blocks", "gpu", "host");
+    std::printf("\n%-10s %7s %6s %6s %6s\n", "namespace", "blocks", "gpu", "host", "disk");
     for (const NamespaceStats& ns : st.namespaces) {
-      std::printf("%-10s %7zu %6zu %6zu\n", ns.name.c_str(), ns.blocks, ns.blocks_per_tier[0],
-                  ns.blocks_per_tier[1]);
+      std::printf("%-10s %7zu %6zu %6zu %6zu\n", ns.name.c_str(), ns.blocks,
+                  ns.blocks_per_tier[0], ns.blocks_per_tier[1], ns.blocks_per_tier[2]);
     }
     std::printf("\nstored %llu blocks (%llu deduplicated), loaded %llu, %zu loads verified byte "
                 "for byte\n",
@@ -232,13 +245,26 @@ int main(int argc, char** argv) {
   o.gpu_tier_bytes = 8 * o.geometry.block_bytes();
   o.host_tier_bytes = 24 * o.geometry.block_bytes();
   o.namespaces = {"alice", "bob"};
+  // A disk tier in a fresh temporary directory (removed at the end): blocks the host tier
+  // evicts go there once they have been seen twice (the default admission policy).
+  char dir_template[] = "/tmp/kvtier-example-XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) {
+    std::perror("mkdtemp");
+    return 1;
+  }
+  const std::string dir = dir_template;
+  o.disk.directory = dir + "/cache";
+  o.disk.region_bytes = 1 << 20;
+  o.disk.capacity_bytes = 64ull << 20;
   auto engine = Engine::Open(o);
   if (!engine.ok()) {
     std::fprintf(stderr, "cannot open engine: %s\n", engine.status().ToString().c_str());
     return 1;
   }
-  std::printf("kvtier example on %s\n%s\nGPU tier 8 blocks, host tier 24 blocks, keys %s\n\n",
+  std::printf("kvtier example on %s\n%s\nGPU tier 8 blocks, host tier 24 blocks, disk tier %llu "
+              "MiB in %s, keys %s\n\n",
               (*engine)->device().name().c_str(), o.geometry.ToString().c_str(),
+              static_cast<unsigned long long>(o.disk.capacity_bytes >> 20), dir.c_str(),
               KeyHashName(o.key_hash));
   const auto start = std::chrono::steady_clock::now();
   Example ex(std::move(*engine));
@@ -250,8 +276,12 @@ int main(int argc, char** argv) {
   ex.LeaseAndPrefetch("alice", system);
   ex.Request("alice long document", "alice", Concat(system, Tokens(5, 16 * 16)));
   ex.Request("alice turn 1 again", "alice", Concat(system, Tokens(2, 4 * 16)));
+  ex.Request("bob, his turn again", "bob", Concat(system, Tokens(4, 2 * 16)));
+  ex.Flush();
   ex.PrintSummary();
   std::printf("done in %.2f s\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  ex.Close();
+  std::filesystem::remove_all(dir);
   return 0;
 }
