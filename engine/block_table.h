@@ -106,12 +106,6 @@ class BlockTable {
     return true;
   }
 
-  bool Remove(const BlockKey& key) {
-    Shard& s = ShardFor(key);
-    MutexLock lock(&s.mu);
-    return s.map.erase(key) > 0;
-  }
-
   // Visits every entry, shard by shard, under each shard's lock.
   template <typename F>
   void ForEach(F&& fn) {
@@ -119,15 +113,6 @@ class BlockTable {
       MutexLock lock(&s.mu);
       for (auto& [key, entry] : s.map) fn(key, entry);
     }
-  }
-
-  size_t size() {
-    size_t n = 0;
-    for (Shard& s : shards_) {
-      MutexLock lock(&s.mu);
-      n += s.map.size();
-    }
-    return n;
   }
 
  private:

@@ -19,8 +19,9 @@
 //
 // Asynchrony: Write copies the block into a staging buffer before returning (the caller may
 // reuse its memory at once); encoding, I/O and the index update then happen on the tier's
-// threads, and `done` runs on the I/O completion thread. Read likewise. Callbacks must not
-// call back into the DiskTier synchronously... except Erase, which is safe from anywhere.
+// threads, and `done` runs on the tier's threads (never on the caller's, so a caller may hold
+// locks its callback takes). Read likewise. A callback may call Erase, Write and Read, but
+// not Drain.
 //
 // Thread-safe. Record ids are small integers valid until the record is erased or dropped.
 

@@ -59,19 +59,7 @@ class EngineDiskTest : public ::testing::Test {
   }
   std::vector<BlockKey> StoreAll(const std::vector<int32_t>& tokens,
                                  absl::string_view ns = "default") {
-    const std::vector<BlockKey> keys = KeysOf(*engine_, ns, tokens);
-    DeviceBlocks src(engine_->device(), keys.size(), bytes_);
-    FillBlocks(engine_->device(), src.ptrs(), keys, bytes_);
-    StoreRequest r;
-    r.ns = ns;
-    r.tokens = tokens;
-    r.buffers = KvBuffers::Blocks(src.ptrs());
-    auto h = engine_->Store(r);
-    EXPECT_TRUE(h.ok()) << h.status();
-    if (h.ok()) {
-      EXPECT_TRUE((*h)->Wait().ok());
-    }
-    return keys;
+    return testing::StoreBlocks(*engine_, ns, tokens);
   }
   // Loads keys; returns the status and checks bytes of every block when it succeeded.
   absl::Status LoadAndCheck(const std::vector<BlockKey>& keys, absl::string_view ns = "default",

@@ -33,20 +33,9 @@ class EngineTest : public ::testing::Test {
   Device& dev() { return engine_->device(); }
 
   // Stores all blocks of `tokens` (content derived from keys) and waits.
-  std::vector<BlockKey> StoreAll(const std::vector<int32_t>& tokens, absl::string_view ns = "default") {
-    const std::vector<BlockKey> keys = KeysOf(*engine_, ns, tokens);
-    DeviceBlocks src(dev(), keys.size(), bytes_);
-    FillBlocks(dev(), src.ptrs(), keys, bytes_);
-    StoreRequest r;
-    r.ns = ns;
-    r.tokens = tokens;
-    r.buffers = KvBuffers::Blocks(src.ptrs());
-    auto h = engine_->Store(r);
-    EXPECT_TRUE(h.ok()) << h.status();
-    if (h.ok()) {
-      EXPECT_TRUE((*h)->Wait().ok());
-    }
-    return keys;
+  std::vector<BlockKey> StoreAll(const std::vector<int32_t>& tokens,
+                                 absl::string_view ns = "default") {
+    return testing::StoreBlocks(*engine_, ns, tokens);
   }
 
   // Loads `keys` into fresh buffers and checks every byte.

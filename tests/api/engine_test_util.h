@@ -114,6 +114,26 @@ inline void Poison(Device& device, const std::vector<DevicePtr>& buffers, size_t
   for (DevicePtr p : buffers) WriteDevice(device, p, std::vector<uint8_t>(block_bytes, 0xA5));
 }
 
+// Stores every full block of `tokens` in `ns` (content derived from each key) and waits;
+// returns the keys.
+inline std::vector<BlockKey> StoreBlocks(Engine& engine, absl::string_view ns,
+                                         const std::vector<int32_t>& tokens) {
+  const size_t bytes = engine.options().geometry.block_bytes();
+  const std::vector<BlockKey> keys = KeysOf(engine, ns, tokens);
+  DeviceBlocks src(engine.device(), keys.size(), bytes);
+  FillBlocks(engine.device(), src.ptrs(), keys, bytes);
+  StoreRequest r;
+  r.ns = ns;
+  r.tokens = tokens;
+  r.buffers = KvBuffers::Blocks(src.ptrs());
+  auto h = engine.Store(r);
+  EXPECT_TRUE(h.ok()) << h.status();
+  if (h.ok()) {
+    EXPECT_TRUE((*h)->Wait().ok());
+  }
+  return keys;
+}
+
 }  // namespace kvtier::testing
 
 #endif  // KVTIER_TESTS_API_ENGINE_TEST_UTIL_H_
