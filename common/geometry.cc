@@ -31,6 +31,16 @@ const char* DTypeName(DType dtype) {
   return "invalid";
 }
 
+const char* PageLayoutName(PageLayout layout) {
+  switch (layout) {
+    case PageLayout::kNhd:
+      return "NHD";
+    case PageLayout::kHnd:
+      return "HND";
+  }
+  return "invalid";
+}
+
 absl::StatusOr<DType> ParseDType(absl::string_view name) {
   const std::string n = absl::AsciiStrToLower(name);
   if (n == "fp16" || n == "float16" || n == "half") return DType::kFloat16;

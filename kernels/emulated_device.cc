@@ -137,7 +137,7 @@ const char* CopyKindName(CopyOp::Kind kind) {
 
 template <typename CopyFn>
 void EmulatedDevice::ThrottledCopy(Link link, size_t bytes, CopyFn copy) {
-  if (copy_gbps_ <= 0) {
+  if (copy_gbps_ <= 0 || bytes == 0) {  // nothing to wait for (not even a busy link)
     copy();
     return;
   }
@@ -208,12 +208,18 @@ class EmulatedStream final : public Stream {
                           name));
     }
     EmulatedDevice* device = device_;
-    Enqueue(Op{.run = [device, name = std::move(name),
-                       cpu = std::move(kernel.cpu)]() mutable -> absl::Status {
+    Enqueue(Op{.run = [device, name = std::move(name), cpu = std::move(kernel.cpu),
+                       host_read = kernel.host_bytes_read,
+                       host_written = kernel.host_bytes_written]() mutable -> absl::Status {
       const KernelLaunch::Resolver resolve = [device](DevicePtr ptr, size_t bytes) -> void* {
         return device->Resolve(ptr, bytes);
       };
-      absl::Status status = cpu(resolve);
+      absl::Status status;
+      // Zero-copy host traffic occupies the links as copies do.
+      device->ThrottledCopy(EmulatedDevice::Link::kHostToDevice, host_read, [&] {
+        device->ThrottledCopy(EmulatedDevice::Link::kDeviceToHost, host_written,
+                              [&] { status = cpu(resolve); });
+      });
       if (status.ok()) return status;
       return absl::Status(status.code(),
                           absl::StrFormat("kernel '%s': %s", name, status.message()));
@@ -591,6 +597,42 @@ absl::Status EmulatedDevice::FreePinned(void* ptr) {
     }
   }
   std::free(ptr);
+  return absl::OkStatus();
+}
+
+absl::Status EmulatedDevice::RegisterHostMemory(void* ptr, size_t bytes) {
+  if (ptr == nullptr) return absl::InvalidArgumentError("RegisterHostMemory: null pointer");
+  if (bytes == 0) return absl::InvalidArgumentError("RegisterHostMemory: zero bytes");
+  const auto start = reinterpret_cast<uintptr_t>(ptr);
+  MutexLock lock(&memory_mu_);
+  auto overlaps = [&](uintptr_t other, size_t other_bytes) {
+    return start < other + other_bytes && other < start + bytes;
+  };
+  for (const auto& [other, other_bytes] : registered_) {
+    if (overlaps(other, other_bytes)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "RegisterHostMemory: [%p, +%d bytes) overlaps registered host memory at 0x%x", ptr,
+          bytes, other));
+    }
+  }
+  for (const auto& [other, other_bytes] : pinned_) {
+    if (overlaps(reinterpret_cast<uintptr_t>(other), other_bytes)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "RegisterHostMemory: [%p, +%d bytes) overlaps pinned memory at %p", ptr, bytes,
+          other));
+    }
+  }
+  registered_.emplace(start, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status EmulatedDevice::UnregisterHostMemory(void* ptr) {
+  MutexLock lock(&memory_mu_);
+  if (registered_.erase(reinterpret_cast<uintptr_t>(ptr)) == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "UnregisterHostMemory: %p is not the start of host memory registered with this device",
+        ptr));
+  }
   return absl::OkStatus();
 }
 

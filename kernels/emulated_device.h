@@ -16,6 +16,8 @@
 //  * With emulated_copy_gbps > 0, host→device and device→host copies each go through one
 //    link per direction of that bandwidth, shared by all streams, as a PCIe link is.
 //    Device→device copies and kernels run at memory speed.
+//  * A kernel's host_bytes_read / host_bytes_written (zero-copy access to pinned host
+//    memory) pass through the same links as copies do.
 //  * emulated_memory_limit bounds the bytes allocated (ResourceExhausted beyond it).
 //  * Free and FreePinned of a pointer this device did not hand out (or already freed) are
 //    InvalidArgument; of null they are no-ops, as cudaFree and free are.
@@ -70,6 +72,10 @@ class EmulatedDevice final : public Device {
 
   absl::StatusOr<void*> AllocatePinned(size_t bytes) override;
   absl::Status FreePinned(void* ptr) override;
+  // Records the range (nothing to lock: emulated copies are plain memcpy); overlaps with a
+  // registered or pinned range and unknown unregistrations are InvalidArgument, as on CUDA.
+  absl::Status RegisterHostMemory(void* ptr, size_t bytes) override;
+  absl::Status UnregisterHostMemory(void* ptr) override;
 
   absl::StatusOr<std::unique_ptr<Stream>> CreateStream() override;
   absl::StatusOr<std::unique_ptr<Event>> CreateEvent() override;
@@ -119,6 +125,8 @@ class EmulatedDevice final : public Device {
   size_t bytes_in_use_ ABSL_GUARDED_BY(memory_mu_) = 0;
   // Pinned host buffer → size.
   absl::flat_hash_map<void*, size_t> pinned_ ABSL_GUARDED_BY(memory_mu_);
+  // Registered host range start → size.
+  std::map<uintptr_t, size_t> registered_ ABSL_GUARDED_BY(memory_mu_);
 
   // Per link direction: the time until which it is busy with copies already admitted.
   Mutex link_mu_;

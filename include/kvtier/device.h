@@ -112,6 +112,11 @@ struct KernelLaunch {
   const char* name = "";
   absl::AnyInvocable<absl::Status(const Resolver& resolve)> cpu;
   absl::AnyInvocable<absl::Status(void* cuda_stream)> cuda;
+  // Bytes the kernel reads from / writes to pinned host memory across the bus (a zero-copy
+  // kernel). The emulated device charges them to its host→device / device→host link, so an
+  // emulated zero-copy transfer costs what a DMA copy of the same bytes costs.
+  size_t host_bytes_read = 0;
+  size_t host_bytes_written = 0;
 };
 
 // An ordered queue of device work.
@@ -171,6 +176,13 @@ class Device {
   // Page-locked host memory, 4096-byte aligned (usable for O_DIRECT and io_uring buffers).
   virtual absl::StatusOr<void*> AllocatePinned(size_t bytes) = 0;
   virtual absl::Status FreePinned(void* ptr) = 0;
+
+  // Page-locks host memory this device did not allocate (cudaHostRegister), e.g. buffers
+  // that io_uring also registers, so copies from and to it are true DMA and kernels may
+  // read it directly. [ptr, ptr+bytes) must not overlap a registered or pinned range.
+  // Unregister before freeing the memory.
+  virtual absl::Status RegisterHostMemory(void* ptr, size_t bytes) = 0;
+  virtual absl::Status UnregisterHostMemory(void* ptr) = 0;
 
   virtual absl::StatusOr<std::unique_ptr<Stream>> CreateStream() = 0;
   virtual absl::StatusOr<std::unique_ptr<Event>> CreateEvent() = 0;

@@ -33,6 +33,13 @@ absl::StatusOr<DType> ParseDType(absl::string_view name);  // "fp16", "bf16", "f
 
 enum class KvPart : uint8_t { kKey = 0, kValue = 1 };
 
+// How an inference engine's paged KV pool orders the K (or V) of one page for one layer:
+//   kNhd: [page_tokens][kv_heads][head_dim]  (vLLM's FlashAttention backend)
+//   kHnd: [kv_heads][page_tokens][head_dim]  (FlashInfer's HND layout)
+// kvtier's own blocks are always token-major, as kNhd.
+enum class PageLayout : uint8_t { kNhd = 0, kHnd = 1 };
+const char* PageLayoutName(PageLayout layout);  // "NHD", "HND"
+
 struct Geometry {
   uint32_t num_layers = 0;
   uint32_t num_kv_heads = 0;

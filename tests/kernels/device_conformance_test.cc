@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -150,6 +151,36 @@ TEST_F(KVTIER_CONFORMANCE_SUITE, PinnedRoundTripIsByteExact) {
   KVTIER_ASSERT_OK(stream.CopyToHost(out, d, kBytes));
   KVTIER_ASSERT_OK(stream.Synchronize());
   EXPECT_EQ(std::memcmp(out, source.data(), kBytes), 0);
+}
+
+TEST_F(KVTIER_CONFORMANCE_SUITE, RegisteredHostMemoryRoundTripsAndBadRegistrationsAreErrors) {
+  constexpr size_t kBytes = size_t{2} << 20;
+  const std::vector<uint8_t> source = RandomBytes(kBytes, 43);
+  void* raw = nullptr;
+  ASSERT_EQ(posix_memalign(&raw, 4096, 2 * kBytes), 0);
+  std::unique_ptr<void, decltype(&std::free)> owner(raw, &std::free);
+  auto* in = static_cast<uint8_t*>(raw);
+  uint8_t* out = in + kBytes;
+  std::memcpy(in, source.data(), kBytes);
+  std::memset(out, 0x5a, kBytes);
+  KVTIER_ASSERT_OK(device_->RegisterHostMemory(raw, 2 * kBytes));
+  // Overlapping registrations and unknown starts are refused, naming the range.
+  absl::Status overlap = device_->RegisterHostMemory(in + 4096, 4096);
+  EXPECT_EQ(overlap.code(), absl::StatusCode::kInvalidArgument) << overlap;
+  EXPECT_EQ(device_->RegisterHostMemory(nullptr, 1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(device_->RegisterHostMemory(raw, 0).code(), absl::StatusCode::kInvalidArgument);
+  absl::Status unknown = device_->UnregisterHostMemory(in + 4096);
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kInvalidArgument) << unknown;
+  EXPECT_TRUE(absl::StrContains(unknown.message(), "UnregisterHostMemory")) << unknown;
+
+  DevicePtr d = Allocate(kBytes);
+  Stream& stream = NewStream();
+  KVTIER_ASSERT_OK(stream.CopyToDevice(d, in, kBytes));
+  KVTIER_ASSERT_OK(stream.CopyToHost(out, d, kBytes));
+  KVTIER_ASSERT_OK(stream.Synchronize());
+  EXPECT_EQ(std::memcmp(out, source.data(), kBytes), 0);
+  KVTIER_ASSERT_OK(device_->UnregisterHostMemory(raw));
+  EXPECT_EQ(device_->UnregisterHostMemory(raw).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(KVTIER_CONFORMANCE_SUITE, CopyBatchRoundTripIsByteExact) {
