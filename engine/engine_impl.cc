@@ -1,14 +1,17 @@
 #include "engine/engine_impl.h"
 
 #include <algorithm>
+#include <string_view>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "common/mutex.h"
 #include "common/log.h"
 #include "engine/namespace_name.h"
 #include "engine/transfer_handle.h"
+#include "kernels/paged_kernels.h"
 #include "tiers/gpu_tier.h"
 #include "tiers/host_tier.h"
 
@@ -17,6 +20,8 @@ namespace {
 
 constexpr int kGpu = static_cast<int>(TierKind::kGpu);
 constexpr int kHost = static_cast<int>(TierKind::kHost);
+// What one paged-transfer kernel launch carries (kernels/paged_kernels_internal.h).
+constexpr size_t kMaxPagedLayers = 128;
 
 uint8_t Bit(TierKind t) { return static_cast<uint8_t>(1u << static_cast<int>(t)); }
 
@@ -243,6 +248,14 @@ absl::Status EngineImpl::ValidateBuffers(const KvBuffers& buffers, size_t expect
   if (pool.num_pages == 0) {
     return absl::InvalidArgumentError(absl::StrFormat("%s: paged pool has 0 pages", op));
   }
+  if (pool.layout != PageLayout::kNhd && pool.layout != PageLayout::kHnd) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: paged pool has unknown page layout %d", op, static_cast<int>(pool.layout)));
+  }
+  if (pool.layers.size() > kMaxPagedLayers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: paged pools of more than %d layers are not supported", op, kMaxPagedLayers));
+  }
   const size_t layer_tensor_bytes = size_t{2} * pool.num_pages * g.part_bytes();
   for (size_t l = 0; l < pool.layers.size(); ++l) {
     if (pool.layers[l].is_null() || !device_->Contains(pool.layers[l], layer_tensor_bytes)) {
@@ -252,11 +265,22 @@ absl::Status EngineImpl::ValidateBuffers(const KvBuffers& buffers, size_t expect
           op, l, pool.layers[l].address(), layer_tensor_bytes, pool.num_pages, device_->name()));
     }
   }
+  // A load writes the pages: two blocks into one page would race.
+  const bool writes_pages = std::string_view(op) == "Load";
+  absl::flat_hash_map<uint32_t, size_t> first_block_of_page;
   for (size_t i = 0; i < buffers.pages().size(); ++i) {
     if (buffers.pages()[i] >= pool.num_pages) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: page %u for block %d is out of range (pool has %u pages)", op,
                           buffers.pages()[i], i, pool.num_pages));
+    }
+    if (writes_pages) {
+      auto [it, inserted] = first_block_of_page.try_emplace(buffers.pages()[i], i);
+      if (!inserted) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: page %u is given for blocks %d and %d", op,
+                            buffers.pages()[i], it->second, i));
+      }
     }
   }
   return absl::OkStatus();
@@ -303,25 +327,91 @@ void EngineImpl::AppendCopyOps(const BlockCopy& copy, int layer, std::vector<Cop
   }
 }
 
+bool EngineImpl::UsesPagedKernel(const BlockCopy& copy) const {
+  const Endpoint& pool_side = copy.src.pool != nullptr ? copy.src : copy.dst;
+  const Endpoint& block_side = copy.src.pool != nullptr ? copy.dst : copy.src;
+  if (pool_side.pool == nullptr) return false;
+  // Device ↔ pool: always the kernel (one launch instead of a copy per part, at device
+  // memory speed). Host ↔ pool: DMA for large contiguous parts, zero-copy kernel otherwise.
+  if (block_side.at.host == nullptr) return true;
+  return ChooseHostPagedPath(options_.geometry, pool_side.pool->layout,
+                             options_.paged_dma_min_part_bytes) ==
+         HostPagedPath::kZeroCopyKernel;
+}
+
+void EngineImpl::AddToPagedTransfers(const BlockCopy& copy,
+                                     std::vector<PagedTransfer>* transfers) const {
+  const bool to_pool = copy.dst.pool != nullptr;
+  const Endpoint& pool_side = to_pool ? copy.dst : copy.src;
+  const Endpoint& block_side = to_pool ? copy.src : copy.dst;
+  const bool on_host = block_side.at.host != nullptr;
+  const auto direction = to_pool ? PagedTransfer::Direction::kBlocksToPool
+                                 : PagedTransfer::Direction::kPoolToBlocks;
+  PagedTransfer* t = nullptr;
+  for (PagedTransfer& candidate : *transfers) {
+    if (candidate.direction == direction && candidate.blocks_on_host == on_host &&
+        candidate.layers == pool_side.pool->layers) {
+      t = &candidate;
+      break;
+    }
+  }
+  if (t == nullptr) {
+    t = &transfers->emplace_back();
+    t->geometry = options_.geometry;
+    t->layout = pool_side.pool->layout;
+    t->direction = direction;
+    t->num_pages = pool_side.pool->num_pages;
+    t->layers = pool_side.pool->layers;
+    t->blocks_on_host = on_host;
+  }
+  t->blocks.push_back(on_host ? reinterpret_cast<uintptr_t>(block_side.at.host)
+                              : block_side.at.device.address());
+  t->pages.push_back(pool_side.page);
+}
+
 absl::Status EngineImpl::EnqueueCopies(Stream& stream, const std::vector<BlockCopy>& copies,
                                        bool layerwise,
                                        const std::vector<std::shared_ptr<Event>>& layer_events) {
+  // Copies in kvtier layout on both sides (and paged copies that go by DMA) become copy
+  // ops; the rest become paged-transfer kernels, one per direction and side.
+  std::vector<const BlockCopy*> dma;
+  std::vector<PagedTransfer> transfers;
+  dma.reserve(copies.size());
+  for (const BlockCopy& c : copies) {
+    if (UsesPagedKernel(c)) {
+      AddToPagedTransfers(c, &transfers);
+    } else {
+      dma.push_back(&c);
+    }
+  }
+  // One layer (layer ≥ 0) or whole blocks (layer < 0).
   std::vector<CopyOp> ops;
+  auto enqueue = [&](int layer) -> absl::Status {
+    ops.clear();
+    for (const BlockCopy* c : dma) AppendCopyOps(*c, layer, &ops);
+    Coalesce(*device_, &ops);
+    if (!ops.empty()) {
+      if (absl::Status s = stream.CopyBatch(ops); !s.ok()) return s;
+    }
+    for (const PagedTransfer& t : transfers) {
+      PagedTransfer part = t;
+      part.layer = layer;
+      if (absl::Status s = stream.Launch(MakePagedTransferKernel(std::move(part))); !s.ok()) {
+        return s;
+      }
+    }
+    return absl::OkStatus();
+  };
   if (layerwise && !layer_events.empty()) {
     ops.reserve(copies.size() * 2);
     for (size_t l = 0; l < layer_events.size(); ++l) {
-      ops.clear();
-      for (const BlockCopy& c : copies) AppendCopyOps(c, static_cast<int>(l), &ops);
-      Coalesce(*device_, &ops);
-      if (absl::Status s = stream.CopyBatch(ops); !s.ok()) return s;
+      if (absl::Status s = enqueue(static_cast<int>(l)); !s.ok()) return s;
       if (absl::Status s = stream.Record(*layer_events[l]); !s.ok()) return s;
     }
     return absl::OkStatus();
   }
   ops.reserve(copies.size());
-  for (const BlockCopy& c : copies) AppendCopyOps(c, -1, &ops);
-  Coalesce(*device_, &ops);
-  if (absl::Status s = stream.CopyBatch(ops); !s.ok()) return s;
+  if (absl::Status s = enqueue(-1); !s.ok()) return s;
   for (const auto& e : layer_events) {
     if (absl::Status s = stream.Record(*e); !s.ok()) return s;
   }

@@ -32,6 +32,7 @@
 #include "engine/admission_policy.h"
 #include "engine/block_table.h"
 #include "engine/eviction_policy.h"
+#include "kernels/paged_kernels.h"
 #include "kvtier/engine.h"
 #include "tiers/disk_tier.h"
 #include "tiers/tier.h"
@@ -170,8 +171,14 @@ class EngineImpl final : public Engine {
   // Enqueues `copies` on `stream`: layer by layer, recording layer_events[l] after layer l,
   // or whole blocks, recording every layer event after the last. Empty layer_events: whole
   // blocks, nothing recorded.
+  // Paged copies move by kernel (see UsesPagedKernel), the rest by batched DMA.
   absl::Status EnqueueCopies(Stream& stream, const std::vector<BlockCopy>& copies, bool layerwise,
                              const std::vector<std::shared_ptr<Event>>& layer_events);
+  // True for a paged copy that goes through the paged-transfer kernel rather than per-part
+  // DMA: every device ↔ pool copy, and host ↔ pool copies per ChooseHostPagedPath.
+  bool UsesPagedKernel(const BlockCopy& copy) const;
+  // Adds `copy` to the transfer in `transfers` with its direction, side and pool (or a new one).
+  void AddToPagedTransfers(const BlockCopy& copy, std::vector<PagedTransfer>* transfers) const;
 
   const EngineOptions options_;
   std::unique_ptr<Device> device_;

@@ -92,6 +92,11 @@ struct EngineOptions {
   std::vector<std::string> namespaces = {"default"};
   // How long a lease on managed GPU slots lives unless released.
   absl::Duration lease_timeout = absl::Seconds(30);
+  // Paged pools (KvBuffers::Paged) ↔ host tier: an NHD page part (one layer's K or V of one
+  // block) at least this large moves by DMA, one copy per part; smaller parts, and every HND
+  // transfer, move through one zero-copy kernel that reads or writes the pinned host slots
+  // directly. `bench/run gpu-copy` measures the crossover on a machine.
+  size_t paged_dma_min_part_bytes = size_t{256} << 10;
 
   // OK, or InvalidArgument naming the bad field.
   absl::Status Validate() const;
@@ -104,12 +109,14 @@ class KvBuffers {
   // One pointer per block, each block_bytes() long, in kvtier's layer-major layout.
   static KvBuffers Blocks(std::vector<DevicePtr> blocks);
 
-  // A paged pool with one tensor per layer, vLLM's FlashAttention layout
-  // [2 (K,V)][num_pages][page_tokens][kv_heads][head_dim] (NHD); page_tokens must equal
-  // the geometry's block_tokens. `pages[i]` is the page that holds block i.
+  // A paged pool with one tensor per layer, [2 (K,V)][num_pages][page] where a page is
+  // [page_tokens][kv_heads][head_dim] (kNhd: vLLM's FlashAttention layout) or
+  // [kv_heads][page_tokens][head_dim] (kHnd: FlashInfer's); page_tokens must equal the
+  // geometry's block_tokens. `pages[i]` is the page that holds block i.
   struct PagedPool {
     std::vector<DevicePtr> layers;  // one base pointer per layer
     uint32_t num_pages = 0;
+    PageLayout layout = PageLayout::kNhd;
   };
   static KvBuffers Paged(PagedPool pool, std::vector<uint32_t> pages);
 

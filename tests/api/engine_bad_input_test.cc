@@ -188,6 +188,14 @@ TEST_F(BadInputTest, PagedPoolShapeIsChecked) {
   l.buffers = KvBuffers::Paged(pool, {0});
   ExpectError(engine_->Load(l).status(), absl::StatusCode::kInvalidArgument,
               "1 buffers given for 2 blocks");
+  l.buffers = KvBuffers::Paged(pool, {3, 3});
+  ExpectError(engine_->Load(l).status(), absl::StatusCode::kInvalidArgument,
+              "page 3 is given for blocks 0 and 1");
+  KvBuffers::PagedPool odd = pool;
+  odd.layout = static_cast<PageLayout>(7);
+  l.buffers = KvBuffers::Paged(odd, {0, 1});
+  ExpectError(engine_->Load(l).status(), absl::StatusCode::kInvalidArgument,
+              "unknown page layout 7");
   EXPECT_TRUE(engine_->device().Free(*pool_mem).ok());
 }
 
