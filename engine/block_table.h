@@ -52,6 +52,9 @@ struct BlockEntry {
   // Erased while pinned or in flight: invisible to Match and Load; its slots are reclaimed
   // when the last pin goes and the last write lands.
   bool erased = false;
+  // Bit t: the copy in tier t was brought there by a prefetch hint and no Load or
+  // LoadToGpuTier has used it yet (it counts against the prefetch budget).
+  uint8_t prefetched = 0;
 
   bool has(TierKind t) const { return slot[static_cast<int>(t)] != kNoSlot; }
   bool is_writing(TierKind t) const { return writing & (1u << static_cast<int>(t)); }

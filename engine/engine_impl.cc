@@ -136,6 +136,11 @@ absl::Status EngineImpl::Init() {
   if (!options_.disk.directory.empty()) {
     if (absl::Status s = OpenDisk(); !s.ok()) return s;
   }
+  const Tier* top = tiers_[static_cast<int>(top_tier())].get();
+  prefetch_budget_ = options_.prefetch_budget_bytes != 0
+                         ? options_.prefetch_budget_bytes
+                         : size_t{top->num_slots()} / 2 * block;
+  prefetcher_ = std::thread([this] { PrefetcherLoop(); });
   KVTIER_LOG(kInfo, "engine open: device %s; %s; gpu tier %u blocks, host tier %u blocks%s",
              device_->name(), options_.geometry.ToString(),
              tiers_[kGpu] ? tiers_[kGpu]->num_slots() : 0u, tiers_[kHost]->num_slots(),
@@ -146,6 +151,13 @@ absl::Status EngineImpl::Init() {
 }
 
 EngineImpl::~EngineImpl() {
+  if (prefetcher_.joinable()) {
+    {
+      MutexLock lock(&hint_mu_);
+      stop_prefetcher_ = true;
+    }
+    prefetcher_.join();
+  }
   // Drain both streams so no completion callback runs against a dying engine. A stream may
   // be gated on a disk read, so the disk tier lives until the streams are drained.
   for (Stream* s : {onboard_.get(), offload_.get()}) {
@@ -459,6 +471,11 @@ void EngineImpl::Detach(const BlockKey& key, BlockEntry& e, TierKind t) {
   }
   --ns_tier_blocks_[e.ns_id][ti];
   e.slot[ti] = kNoSlot;
+  if (e.prefetched & Bit(t)) {
+    e.prefetched &= static_cast<uint8_t>(~Bit(t));
+    prefetch_unused_.fetch_add(1, std::memory_order_relaxed);
+    ReleasePrefetchBudget(options_.geometry.block_bytes());
+  }
   RetireEvent(std::move(e.ready[ti]));
   if (t == TierKind::kHost) e.host_fill.reset();
   e.writing &= static_cast<uint8_t>(~Bit(t));
@@ -514,7 +531,8 @@ bool EngineImpl::EvictOne(TierKind t) {
   std::optional<SlotId> victim = policies_[ti]->PickVictim([&](SlotId s) {
     return table_.Find(owners[s], [&](BlockEntry* e) {
       placement_mu_.AssertHeld();
-      return e != nullptr && e->pins == 0 && !e->is_writing(t);
+      return e != nullptr && e->pins == 0 && !e->is_writing(t) &&
+             !(protect_prefetched_ && (e->prefetched & Bit(t)));
     });
   });
   if (!victim) return false;
@@ -852,6 +870,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
         placement_mu_.AssertHeld();
         const TierKind t = e->best_tier();
         const int ti = static_cast<int>(t);
+        ConsumePrefetch(*e);
         if (t == TierKind::kHost) {
           s = AwaitHostCopy(*onboard_, *e, &fills);
           if (!e->host_fill) ++from[ti];
@@ -937,6 +956,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
     for (size_t i = 0; i < keys.size(); ++i) {
       table_.Find(keys[i], [&](BlockEntry* e) {
         placement_mu_.AssertHeld();
+        ConsumePrefetch(*e);
         if (e->has(TierKind::kGpu)) {
           if (e->is_writing(TierKind::kGpu)) waits.push_back(e->ready[kGpu]);
           policies_[kGpu]->OnAccess(e->slot[kGpu]);
@@ -1031,18 +1051,22 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
   DestroyRetiredEvents();
   absl::StatusOr<const Namespace*> space = FindNamespace(ns);
   if (!space.ok()) return space.status();
-  Tier* gpu = tier(TierKind::kGpu);
-  if (gpu == nullptr && disk_ == nullptr) {
+  if (tier(TierKind::kGpu) == nullptr && disk_ == nullptr) {
     return absl::FailedPreconditionError(
         "Prefetch: the GPU tier is disabled (EngineOptions::gpu_tier_bytes = 0) and there is no "
         "disk tier: there is no tier to promote from");
   }
+  return PrefetchKeys((*space)->id, keys, /*hinted=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
+    uint32_t ns_id, absl::Span<const BlockKey> keys, bool hinted) {
+  Tier* gpu = tier(TierKind::kGpu);
   // Promotion goes one step past the host tier where there is a GPU tier, else to the host.
   const TierKind top = gpu != nullptr ? TierKind::kGpu : TierKind::kHost;
   absl::StatusOr<std::shared_ptr<Event>> done = NewEvent();
   if (!done.ok()) return done.status();
   auto finished = std::make_shared<Notification>();
-  const uint32_t ns_id = (*space)->id;
   TransferHandleImpl::Counts counts;
   std::vector<BlockKey> promoted;   // to the GPU tier
   std::vector<BlockKey> read_in;    // from disk to host only
@@ -1051,9 +1075,17 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
   {
     MutexLock lock(&placement_mu_);
     const uint64_t write_id = next_write_id_++;
+    protect_prefetched_ = hinted;
     std::vector<BlockCopy> copies;
     std::vector<std::shared_ptr<Event>> waits;
     absl::flat_hash_set<BlockKey> seen;
+    // A hinted block now in flight to the top tier: marked, and charged to the budget.
+    auto mark = [&](BlockEntry& e) {
+      if (!hinted) return;
+      e.prefetched |= Bit(top);
+      prefetch_outstanding_.fetch_add(options_.geometry.block_bytes(),
+                                      std::memory_order_relaxed);
+    };
     absl::Status s;
     for (const BlockKey& key : keys) {
       if (!seen.insert(key).second) continue;
@@ -1071,6 +1103,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
       }
       const bool disk_only =
           table_.Find(key, [](BlockEntry* e) { return !e->has(TierKind::kHost); });
+      const bool from_disk_now = disk_only;
       if (disk_only) {
         if (!EnsureHostCopy(key).ok()) {
           Unpin({key});
@@ -1083,6 +1116,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
         table_.Find(key, [&](BlockEntry* e) {
           placement_mu_.AssertHeld();
           if (s.ok()) s = AwaitHostCopy(*onboard_, *e, &fills);
+          if (from_disk_now) mark(*e);
         });
         read_in.push_back(key);
         continue;
@@ -1102,9 +1136,11 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
                                    SlotEndpoint(TierKind::kGpu, *slot)});
         Attach(key, *e, TierKind::kGpu, *slot);
         StartWrite(*e, TierKind::kGpu, write_id, *done);
+        mark(*e);
       });
       promoted.push_back(key);
     }
+    protect_prefetched_ = false;
     if (!promoted.empty() || !read_in.empty()) {
       for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = onboard_->Wait(*waits[i]);
       if (s.ok() && !copies.empty()) s = EnqueueCopies(*onboard_, copies, false, {});
@@ -1130,6 +1166,11 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
     }
   }
   counts.moved = promoted.size() + read_in.size();
+  if (hinted) {
+    prefetch_issued_.fetch_add(counts.moved, std::memory_order_relaxed);
+    prefetch_present_.fetch_add(counts.present, std::memory_order_relaxed);
+    prefetch_skipped_.fetch_add(counts.rejected, std::memory_order_relaxed);
+  }
   const size_t block = options_.geometry.block_bytes();
   counters_[kGpu].promotions.fetch_add(promoted.size(), std::memory_order_relaxed);
   counters_[kGpu].bytes_in.fetch_add(promoted.size() * block, std::memory_order_relaxed);
@@ -1195,10 +1236,102 @@ absl::Status EngineImpl::Flush() {
   return first;
 }
 
+// ----------------------------------------------------------------------------- look-ahead
+
+absl::StatusOr<uint64_t> EngineImpl::Hint(absl::string_view ns, absl::Span<const BlockKey> keys) {
+  absl::StatusOr<const Namespace*> space = FindNamespace(ns);
+  if (!space.ok()) return space.status();
+  if (tier(TierKind::kGpu) == nullptr && disk_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "Hint: the GPU tier is disabled (EngineOptions::gpu_tier_bytes = 0) and there is no "
+        "disk tier: there is no tier to promote into");
+  }
+  MutexLock lock(&hint_mu_);
+  const uint64_t id = next_hint_id_++;
+  for (const BlockKey& key : keys) hints_.push_back(HintItem{id, (*space)->id, key});
+  prefetch_hinted_.fetch_add(keys.size(), std::memory_order_relaxed);
+  return id;
+}
+
+absl::StatusOr<size_t> EngineImpl::CancelHint(uint64_t hint_id) {
+  MutexLock lock(&hint_mu_);
+  if (hint_id == 0 || hint_id >= next_hint_id_) {
+    return absl::NotFoundError(absl::StrFormat("CancelHint: hint %d was never issued", hint_id));
+  }
+  const size_t before = hints_.size();
+  std::erase_if(hints_, [hint_id](const HintItem& h) { return h.hint_id == hint_id; });
+  const size_t dropped = before - hints_.size();
+  prefetch_cancelled_.fetch_add(dropped, std::memory_order_relaxed);
+  return dropped;
+}
+
+void EngineImpl::PrefetcherLoop() {
+  const size_t block = options_.geometry.block_bytes();
+  // Keys per batch: one placement-lock hold and one copy batch each.
+  constexpr size_t kMaxBatch = 64;
+  for (;;) {
+    uint32_t ns_id = 0;
+    std::vector<BlockKey> batch;
+    {
+      MutexLock lock(&hint_mu_);
+      // Only this thread adds to prefetch_outstanding_, so room seen here stays room.
+      auto room = [&] {
+        return prefetch_budget_ - std::min(prefetch_budget_, prefetch_outstanding_.load());
+      };
+      hint_mu_.Await([&] {
+        hint_mu_.AssertHeld();
+        return stop_prefetcher_ || (!hints_.empty() && room() >= block);
+      });
+      if (stop_prefetcher_) return;
+      ns_id = hints_.front().ns_id;
+      const size_t n = std::min(kMaxBatch, room() / block);
+      while (batch.size() < n && !hints_.empty() && hints_.front().ns_id == ns_id) {
+        batch.push_back(hints_.front().key);
+        hints_.pop_front();
+      }
+    }
+    DestroyRetiredEvents();
+    absl::StatusOr<std::unique_ptr<TransferHandle>> h = PrefetchKeys(ns_id, batch, true);
+    if (!h.ok()) {
+      KVTIER_LOG_ONCE(kWarning, "prefetcher: %s", h.status().ToString());
+      prefetch_skipped_.fetch_add(batch.size(), std::memory_order_relaxed);
+    }
+    // The handle is dropped: the promotion completes on its own.
+  }
+}
+
+void EngineImpl::ConsumePrefetch(BlockEntry& e) {
+  const TierKind top = top_tier();
+  if (!(e.prefetched & Bit(top))) return;
+  e.prefetched &= static_cast<uint8_t>(~Bit(top));
+  (e.is_writing(top) ? prefetch_late_ : prefetch_in_time_).fetch_add(1, std::memory_order_relaxed);
+  ReleasePrefetchBudget(options_.geometry.block_bytes());
+}
+
+void EngineImpl::ReleasePrefetchBudget(size_t bytes) {
+  prefetch_outstanding_.fetch_sub(bytes, std::memory_order_relaxed);
+  MutexLock wake(&hint_mu_);  // unlocking re-evaluates the prefetcher's wait
+}
+
 EngineStats EngineImpl::Stats() {
   DestroyRetiredEvents();
   EngineStats st;
   st.device = device_->name();
+  {
+    PrefetchStats& p = st.prefetch;
+    p.hinted = prefetch_hinted_.load();
+    p.issued = prefetch_issued_.load();
+    p.present = prefetch_present_.load();
+    p.skipped = prefetch_skipped_.load();
+    p.cancelled = prefetch_cancelled_.load();
+    p.in_time = prefetch_in_time_.load();
+    p.late = prefetch_late_.load();
+    p.unused = prefetch_unused_.load();
+    p.outstanding_bytes = prefetch_outstanding_.load();
+    p.budget_bytes = prefetch_budget_;
+    MutexLock lock(&hint_mu_);
+    p.queued = hints_.size();
+  }
   std::vector<std::string> names = ListNamespaces();
   MutexLock lock(&placement_mu_);
   ReapExpiredLeases();

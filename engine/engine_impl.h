@@ -21,6 +21,8 @@
 #define KVTIER_ENGINE_ENGINE_IMPL_H_
 
 #include <array>
+#include <deque>
+#include <thread>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -61,6 +63,8 @@ class EngineImpl final : public Engine {
       absl::Duration lease_timeout) override;
   absl::StatusOr<std::unique_ptr<TransferHandle>> Prefetch(
       absl::string_view ns, absl::Span<const BlockKey> keys) override;
+  absl::StatusOr<uint64_t> Hint(absl::string_view ns, absl::Span<const BlockKey> keys) override;
+  absl::StatusOr<size_t> CancelHint(uint64_t hint_id) override;
   absl::StatusOr<size_t> Erase(absl::string_view ns, absl::Span<const BlockKey> keys) override;
   absl::StatusOr<size_t> EraseNamespace(absl::string_view ns) override;
   absl::Status Flush() override;
@@ -171,6 +175,24 @@ class EngineImpl final : public Engine {
   // Enqueues `copies` on `stream`: layer by layer, recording layer_events[l] after layer l,
   // or whole blocks, recording every layer event after the last. Empty layer_events: whole
   // blocks, nothing recorded.
+  // Promotes `keys` of namespace ns_id toward the top tier (Prefetch's work). `hinted`:
+  // for the prefetcher: promoted blocks are marked prefetched and count against the budget,
+  // and eviction spares other hints' unused blocks.
+  absl::StatusOr<std::unique_ptr<TransferHandle>> PrefetchKeys(uint32_t ns_id,
+                                                               absl::Span<const BlockKey> keys,
+                                                               bool hinted);
+  // The prefetcher thread: serves queued hints while the budget has room.
+  void PrefetcherLoop();
+  // A Load or LoadToGpuTier touches block `e`: settles a pending prefetch of it (in time or
+  // late) and returns its bytes to the budget.
+  void ConsumePrefetch(BlockEntry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  // Returns `bytes` to the prefetch budget and wakes the prefetcher.
+  void ReleasePrefetchBudget(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  TierKind top_tier() const {
+    return tiers_[static_cast<int>(TierKind::kGpu)] != nullptr ? TierKind::kGpu
+                                                               : TierKind::kHost;
+  }
+
   // Paged copies move by kernel (see UsesPagedKernel), the rest by batched DMA.
   absl::Status EnqueueCopies(Stream& stream, const std::vector<BlockCopy>& copies, bool layerwise,
                              const std::vector<std::shared_ptr<Event>>& layer_events);
@@ -205,6 +227,30 @@ class EngineImpl final : public Engine {
   mutable Mutex ns_mu_;
   std::vector<std::unique_ptr<Namespace>> namespaces_ ABSL_GUARDED_BY(ns_mu_);
   absl::flat_hash_map<std::string, uint32_t> ns_by_name_ ABSL_GUARDED_BY(ns_mu_);
+
+  // True while a hinted prefetch acquires slots: eviction then spares unused prefetched
+  // blocks, so one hint cannot evict another's blocks before they are used.
+  bool protect_prefetched_ ABSL_GUARDED_BY(placement_mu_) = false;
+
+  // Look-ahead hints. hint_mu_ is a leaf lock: taken under placement_mu_ only to wake the
+  // prefetcher; the prefetcher releases it before taking placement_mu_.
+  struct HintItem {
+    uint64_t hint_id;
+    uint32_t ns_id;
+    BlockKey key;
+  };
+  Mutex hint_mu_;
+  std::deque<HintItem> hints_ ABSL_GUARDED_BY(hint_mu_);
+  uint64_t next_hint_id_ ABSL_GUARDED_BY(hint_mu_) = 1;
+  bool stop_prefetcher_ ABSL_GUARDED_BY(hint_mu_) = false;
+  // Bytes of hinted blocks in flight or unused in the top tier; written under placement_mu_,
+  // read by the prefetcher without it.
+  std::atomic<size_t> prefetch_outstanding_{0};
+  size_t prefetch_budget_ = 0;  // set at Init
+  std::thread prefetcher_;
+  std::atomic<uint64_t> prefetch_hinted_{0}, prefetch_issued_{0}, prefetch_present_{0},
+      prefetch_skipped_{0}, prefetch_cancelled_{0}, prefetch_in_time_{0}, prefetch_late_{0},
+      prefetch_unused_{0};
 
   std::array<TierCounters, kNumTiers> counters_;
   std::atomic<uint64_t> disk_busy_rejections_{0};

@@ -97,6 +97,10 @@ struct EngineOptions {
   // transfer, move through one zero-copy kernel that reads or writes the pinned host slots
   // directly. `bench/run gpu-copy` measures the crossover on a machine.
   size_t paged_dma_min_part_bytes = size_t{256} << 10;
+  // Look-ahead prefetch (Engine::Hint): the most bytes of blocks that hints may hold in the
+  // top tier (GPU, or host without a GPU tier) while in flight or not yet used. Bounds how
+  // much of the tier speculation can take from the blocks in use. 0 = half the top tier.
+  size_t prefetch_budget_bytes = 0;
 
   // OK, or InvalidArgument naming the bad field.
   absl::Status Validate() const;
@@ -218,8 +222,27 @@ struct NamespaceStats {
   size_t blocks_per_tier[kNumTiers] = {};
 };
 
+// What look-ahead hints (Engine::Hint) achieved. A hinted block is "issued" when the
+// prefetcher starts moving it to the top tier; then it is used "in time" (its copy had landed
+// when a Load or LoadToGpuTier touched it), used "late" (still landing: the reader's stream
+// waited on it), or "unused" (evicted or erased before any use).
+struct PrefetchStats {
+  uint64_t hinted = 0;     // keys queued by Hint
+  uint64_t issued = 0;     // promotions started for hints
+  uint64_t present = 0;    // already in the top tier when their turn came
+  uint64_t skipped = 0;    // not cached, or no slot without evicting pinned data
+  uint64_t cancelled = 0;  // dropped by CancelHint before their turn
+  uint64_t in_time = 0;
+  uint64_t late = 0;
+  uint64_t unused = 0;
+  uint64_t queued = 0;               // keys waiting for their turn now
+  uint64_t outstanding_bytes = 0;    // in flight or landed and not yet used, now
+  uint64_t budget_bytes = 0;
+};
+
 struct EngineStats {
   std::string device;
+  PrefetchStats prefetch;
   TierStats tiers[kNumTiers];
   std::vector<NamespaceStats> namespaces;
   uint64_t match_calls = 0;
@@ -274,6 +297,18 @@ class Engine {
   // that cannot be placed without evicting pinned data are skipped (counted as rejected).
   virtual absl::StatusOr<std::unique_ptr<TransferHandle>> Prefetch(
       absl::string_view ns, absl::Span<const BlockKey> keys) = 0;
+
+  // Look-ahead: queues `keys`, in the order they will be needed, for the engine's
+  // prefetcher, which promotes them disk → host → GPU tier (host tier without a GPU tier) in
+  // the background, keeping at most prefetch_budget_bytes of hinted blocks in flight or
+  // unused, and never evicting a pinned or leased block (or another hint's unused block)
+  // to make room. Keys that are not cached when their turn comes are skipped. Returns an id
+  // for CancelHint. Hints are served in the order given, across calls.
+  virtual absl::StatusOr<uint64_t> Hint(absl::string_view ns, absl::Span<const BlockKey> keys) = 0;
+  // Drops the hint's keys that the prefetcher has not started; returns how many. Blocks
+  // already moving complete (and count as unused if never loaded). NotFound for an id Hint
+  // never returned.
+  virtual absl::StatusOr<size_t> CancelHint(uint64_t hint_id) = 0;
 
   // Removes blocks from every tier; returns how many were present. Pinned blocks disappear
   // from Match at once and free their slots when the last pin goes.
