@@ -108,7 +108,7 @@ bool EngineImpl::StartDiskWrite(const BlockKey& key, BlockEntry& e) {
   return true;
 }
 
-absl::Status EngineImpl::EnsureHostCopy(const BlockKey& key) {
+absl::Status EngineImpl::EnsureHostCopy(const BlockKey& key, bool passing) {
   RecordId record = kNoSlot;
   std::string ns;
   table_.Find(key, [&](BlockEntry* e) {
@@ -143,7 +143,7 @@ absl::Status EngineImpl::EnsureHostCopy(const BlockKey& key) {
   // the entry is marked before it can.
   table_.Find(key, [&](BlockEntry* e) {
     placement_mu_.AssertHeld();
-    Attach(key, *e, TierKind::kHost, *slot);
+    Attach(key, *e, TierKind::kHost, *slot, passing);
     e->writing |= Bit(TierKind::kHost);
     e->write_id[kHost] = write_id;
     e->host_fill = fill;

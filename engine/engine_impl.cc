@@ -449,13 +449,18 @@ absl::StatusOr<std::vector<std::shared_ptr<Event>>> EngineImpl::NewEvents(size_t
 
 // ----------------------------------------------------------------------------- placement
 
-void EngineImpl::Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId slot) {
+void EngineImpl::Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId slot,
+                        bool cold) {
   const int ti = static_cast<int>(t);
   e.slot[ti] = slot;
   ++ns_tier_blocks_[e.ns_id][ti];
   if (t == TierKind::kDisk) return;  // the disk tier places and evicts records itself
   slot_owner_[ti][slot] = key;
-  policies_[ti]->OnInsert(slot);
+  if (cold) {
+    policies_[ti]->OnInsertCold(slot);
+  } else {
+    policies_[ti]->OnInsert(slot);
+  }
 }
 
 void EngineImpl::Detach(const BlockKey& key, BlockEntry& e, TierKind t) {
@@ -966,12 +971,29 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
         }
       });
     }
+    if (need.empty()) {
+      // Every block is already in the GPU tier (a prefetch put it there): nothing to enqueue,
+      // so the lease does not queue behind the onboard stream's other work. Blocks still
+      // landing are waited on directly through their ready events.
+      lease_id = next_lease_id_++;
+      leases_[lease_id] =
+          Lease{std::vector<BlockKey>(keys.begin(), keys.end()),
+                absl::Now() + (lease_timeout == absl::ZeroDuration() ? options_.lease_timeout
+                                                                     : lease_timeout)};
+      counters_[kGpu].hits.fetch_add(keys.size(), std::memory_order_relaxed);
+      loaded_blocks_.fetch_add(keys.size(), std::memory_order_relaxed);
+      TransferHandleImpl::Counts counts{0, keys.size(), 0};
+      return std::unique_ptr<TransferHandle>(new TransferHandleImpl(
+          nullptr, nullptr, std::vector<std::shared_ptr<Event>>(g.num_layers), counts,
+          std::move(slots), [this, lease_id] { return ReleaseLease(lease_id); }, {},
+          std::move(waits)));
+    }
     // Blocks only on disk come up through a host slot first.
     for (size_t i : need) {
       const bool disk_only =
           table_.Find(keys[i], [](BlockEntry* e) { return !e->has(TierKind::kHost); });
       if (!disk_only) continue;
-      if (absl::Status s = EnsureHostCopy(keys[i]); !s.ok()) {
+      if (absl::Status s = EnsureHostCopy(keys[i], /*passing=*/true); !s.ok()) {
         Unpin(keys);
         return absl::Status(s.code(),
                             absl::StrFormat("LoadToGpuTier: block %d: %s", i, s.message()));
@@ -1002,7 +1024,8 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
         if (s.ok()) s = AwaitHostCopy(*onboard_, *e, &fills);
         copies.push_back(BlockCopy{SlotEndpoint(TierKind::kHost, e->slot[kHost]),
                                    SlotEndpoint(TierKind::kGpu, acquired[k])});
-        policies_[kHost]->OnAccess(e->slot[kHost]);
+        // A host copy read in from disk by this call came in passing: it stays cold.
+        if (!e->is_writing(TierKind::kHost)) policies_[kHost]->OnAccess(e->slot[kHost]);
         Attach(key, *e, TierKind::kGpu, acquired[k]);
         StartWrite(*e, TierKind::kGpu, write_id, *done);
       });
@@ -1105,7 +1128,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
           table_.Find(key, [](BlockEntry* e) { return !e->has(TierKind::kHost); });
       const bool from_disk_now = disk_only;
       if (disk_only) {
-        if (!EnsureHostCopy(key).ok()) {
+        if (!EnsureHostCopy(key, /*passing=*/gpu != nullptr).ok()) {
           Unpin({key});
           ++counts.rejected;
           continue;

@@ -120,7 +120,8 @@ class EngineImpl final : public Engine {
   std::optional<SlotId> AcquireSlot(TierKind t, std::shared_ptr<Event>* reuse_after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   bool EvictOne(TierKind t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
-  void Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId slot)
+  // `cold`: the copy is made in passing (EvictionPolicy::OnInsertCold).
+  void Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId slot, bool cold = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   void Detach(const BlockKey& key, BlockEntry& e, TierKind t)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
@@ -152,7 +153,9 @@ class EngineImpl final : public Engine {
   // Makes sure the block has a host copy: if it has only a disk copy, takes a host slot and
   // starts reading the record into it (readers then wait with AwaitHostCopy).
   // ResourceExhausted when no host slot can be had; NotFound when the record is gone.
-  absl::Status EnsureHostCopy(const BlockKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  // `passing`: the block is on its way to the GPU tier; its host copy is inserted cold.
+  absl::Status EnsureHostCopy(const BlockKey& key, bool passing = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   // Orders `stream` after the host copy of `e` has landed (device copy or disk read), and
   // remembers disk reads in `fills` so the transfer can report their status.
   absl::Status AwaitHostCopy(Stream& stream, const BlockEntry& e,

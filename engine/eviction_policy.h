@@ -27,6 +27,11 @@ class EvictionPolicy {
   virtual const char* name() const = 0;
   // REQUIRES: slot < num_slots and not currently tracked.
   virtual void OnInsert(SlotId slot) = 0;
+  // As OnInsert, for a copy made in passing (a block read from disk on its way to the GPU
+  // tier, which holds it now): the slot starts as the most evictable, so a stream of such
+  // copies cycles through a few slots instead of pushing out what the tier holds for its
+  // own sake. REQUIRES: as OnInsert.
+  virtual void OnInsertCold(SlotId slot) { OnInsert(slot); }
   // REQUIRES: slot is tracked.
   virtual void OnAccess(SlotId slot) = 0;
   // REQUIRES: slot is tracked. Afterwards it is not.

@@ -31,6 +31,20 @@ void LruPolicy::PushFront(SlotId slot) {
   if (tail_ == kNoSlot) tail_ = slot;
 }
 
+void LruPolicy::PushBack(SlotId slot) {
+  next_[slot] = kNoSlot;
+  prev_[slot] = tail_;
+  if (tail_ != kNoSlot) next_[tail_] = slot;
+  tail_ = slot;
+  if (head_ == kNoSlot) head_ = slot;
+}
+
+void LruPolicy::OnInsertCold(SlotId slot) {
+  assert(slot < tracked_.size() && !tracked_[slot]);
+  tracked_[slot] = true;
+  PushBack(slot);
+}
+
 void LruPolicy::OnInsert(SlotId slot) {
   assert(slot < tracked_.size() && !tracked_[slot]);
   tracked_[slot] = true;

@@ -19,6 +19,7 @@ class LruPolicy final : public EvictionPolicy {
 
   const char* name() const override { return "lru"; }
   void OnInsert(SlotId slot) override;
+  void OnInsertCold(SlotId slot) override;  // at the least recently used end
   void OnAccess(SlotId slot) override;
   void OnRemove(SlotId slot) override;
   std::optional<SlotId> PickVictim(absl::FunctionRef<bool(SlotId)> evictable) override;
@@ -29,6 +30,7 @@ class LruPolicy final : public EvictionPolicy {
  private:
   void Unlink(SlotId slot);
   void PushFront(SlotId slot);
+  void PushBack(SlotId slot);
 
   std::vector<SlotId> prev_;
   std::vector<SlotId> next_;

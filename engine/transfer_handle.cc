@@ -5,12 +5,20 @@
 namespace kvtier {
 
 bool TransferHandleImpl::IsReady() {
+  for (const std::shared_ptr<Event>& w : waits_) {
+    absl::StatusOr<bool> ready = w->Query();
+    if (!ready.ok() || !*ready) return ready.ok() ? false : true;  // an error is "done"
+  }
   return finished_ == nullptr || finished_->HasBeenNotified();
 }
 
 absl::Status TransferHandleImpl::Wait() {
-  if (done_ == nullptr) return absl::OkStatus();
-  absl::Status s = done_->Synchronize();
+  absl::Status s;
+  for (const std::shared_ptr<Event>& w : waits_) {
+    if (absl::Status ws = w->Synchronize(); s.ok()) s = ws;
+  }
+  if (done_ == nullptr) return s;
+  if (absl::Status ds = done_->Synchronize(); s.ok()) s = ds;
   // The completion callback runs after the copies, in stream order, even when one failed.
   finished_->WaitForNotification();
   for (const std::shared_ptr<HostFill>& fill : fills_) {
@@ -35,6 +43,9 @@ absl::StatusOr<Event*> TransferHandleImpl::LayerEvent(uint32_t layer) {
 absl::Status TransferHandleImpl::WaitLayer(uint32_t layer, Stream& stream) {
   absl::StatusOr<Event*> event = LayerEvent(layer);
   if (!event.ok()) return event.status();
+  for (const std::shared_ptr<Event>& w : waits_) {
+    if (absl::Status s = stream.Wait(*w); !s.ok()) return s;
+  }
   if (*event == nullptr) return absl::OkStatus();
   return stream.Wait(**event);
 }
@@ -42,6 +53,9 @@ absl::Status TransferHandleImpl::WaitLayer(uint32_t layer, Stream& stream) {
 absl::Status TransferHandleImpl::WaitLayerHost(uint32_t layer) {
   absl::StatusOr<Event*> event = LayerEvent(layer);
   if (!event.ok()) return event.status();
+  for (const std::shared_ptr<Event>& w : waits_) {
+    if (absl::Status s = w->Synchronize(); !s.ok()) return s;
+  }
   if (*event == nullptr) return absl::OkStatus();
   return (*event)->Synchronize();
 }

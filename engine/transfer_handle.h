@@ -14,7 +14,6 @@
 
 #include "absl/functional/any_invocable.h"
 #include "common/mutex.h"
-#include "common/mutex.h"
 #include "engine/block_table.h"
 #include "kvtier/engine.h"
 
@@ -28,15 +27,19 @@ class TransferHandleImpl final : public TransferHandle {
     size_t rejected = 0;
   };
 
-  // `done` may be null (nothing was enqueued: ready at once). `finished` is notified by the
+  // `waits`: copies enqueued by earlier transfers that this one depends on without having
+  // enqueued anything itself (blocks a prefetch is still landing); every wait covers them.
+  // `done` may be null (nothing was enqueued: ready at once, after `waits`). `finished` is notified by the
   // engine's completion callback once its bookkeeping for the transfer is done (null when
   // done is). `layers` is empty for transfers that are not loads; otherwise one event per
   // layer. `release` is called at most once, by Release(), for leased transfers.
   TransferHandleImpl(std::shared_ptr<Event> done, std::shared_ptr<Notification> finished,
                      std::vector<std::shared_ptr<Event>> layers, Counts counts,
                      std::vector<DevicePtr> slots, absl::AnyInvocable<absl::Status()> release,
-                     std::vector<std::shared_ptr<HostFill>> fills = {})
-      : done_(std::move(done)),
+                     std::vector<std::shared_ptr<HostFill>> fills = {},
+                     std::vector<std::shared_ptr<Event>> waits = {})
+      : waits_(std::move(waits)),
+        done_(std::move(done)),
         finished_(std::move(finished)),
         layers_(std::move(layers)),
         counts_(counts),
@@ -57,6 +60,7 @@ class TransferHandleImpl final : public TransferHandle {
  private:
   absl::StatusOr<Event*> LayerEvent(uint32_t layer);
 
+  const std::vector<std::shared_ptr<Event>> waits_;
   std::shared_ptr<Event> done_;
   std::shared_ptr<Notification> finished_;
   std::vector<std::shared_ptr<Event>> layers_;

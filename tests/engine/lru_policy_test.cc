@@ -15,6 +15,23 @@ TEST(LruPolicy, EvictsLeastRecentlyUsedFirst) {
   EXPECT_EQ(lru.PickVictim([](SlotId) { return true; }), SlotId{1});
 }
 
+TEST(LruPolicy, ColdInsertsAreEvictedFirstAndWarmUpWhenAccessed) {
+  LruPolicy lru(5);
+  for (SlotId s : {0, 1, 2}) lru.OnInsert(s);
+  lru.OnInsertCold(3);
+  EXPECT_EQ(lru.Order(), (std::vector<SlotId>{2, 1, 0, 3}));
+  EXPECT_EQ(lru.PickVictim([](SlotId) { return true; }), SlotId{3});
+  // A stream of cold copies cycles through the cold end; the warm slots keep their order.
+  lru.OnRemove(3);
+  lru.OnInsertCold(4);
+  EXPECT_EQ(lru.PickVictim([](SlotId) { return true; }), SlotId{4});
+  lru.OnAccess(4);  // used for its own sake: now the most recent
+  EXPECT_EQ(lru.Order(), (std::vector<SlotId>{4, 2, 1, 0}));
+  LruPolicy empty(2);
+  empty.OnInsertCold(1);
+  EXPECT_EQ(empty.Order(), (std::vector<SlotId>{1}));
+}
+
 TEST(LruPolicy, SkipsSlotsTheEngineSaysAreBusy) {
   LruPolicy lru(3);
   for (SlotId s : {0, 1, 2}) lru.OnInsert(s);

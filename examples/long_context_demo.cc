@@ -1,0 +1,1007 @@
+// examples/long_context_demo.cc — a Llama-style model decoding over a context whose KV cache
+// is many times larger than its GPU budget, with the KV living in kvtier's three tiers.
+//
+//   kvtier_long_context_demo [--context=N] [--decode=N] [--turn2=N] [--prefetch=on|off|both]
+//                            [--gpu-mib=N] [--host-mib=N] [--copy-gbps=G] [--json] ...
+//                            (--help lists every flag)
+//
+// What happens:
+//  1. Prefill. The prompt runs through the model in chunks. Each layer's new K/V (rounded to
+//     fp16) is stored in kvtier as blocks of that layer (keys carry "layer=<l>" as extra key
+//     material); attention for the chunk runs over the whole context so far: the chunk's own
+//     blocks from device memory, every older block streamed through kvtier's managed GPU tier
+//     (LoadToGpuTier) chunk by chunk, the partial results merged exactly by log-sum-exp.
+//     The KV grows to many times the GPU tier and beyond the host tier, so blocks spill
+//     host → disk.
+//  2. Decode, greedily, the same way one token at a time. With prefetch on, each step first
+//     hints the engine with every block the step will read, in the order it will read them
+//     (layer 0's chunks, then layer 1's, ...): the prefetcher moves them disk → host → GPU
+//     within its budget while attention runs on what already arrived. Stall = host time spent
+//     waiting for a chunk's bytes.
+//  3. Check. A reference session with every K/V resident in host memory (examples/llm)
+//     decodes the same prompt, fed the same tokens: its greedy choice must equal the demo's
+//     at every step (unless its own top two logits are within the tolerance, reported as a
+//     near-tie), and the logits must agree within --tolerance. The demo exits 1 if not.
+//  4. Multi-turn reuse. A second turn (the first turn's prompt and answer plus new tokens)
+//     matches the first turn's blocks in kvtier and prefills only what is new; the same turn
+//     in a fresh namespace recomputes everything. Both first tokens must agree; their
+//     time-to-first-token is the reuse figure.
+//
+// Output: progress bars on a terminal, then a summary table; --json prints one JSON object
+// instead (bench/run demo uses it). Why one kvtier block per layer: decoding one token needs
+// every layer's KV in turn, one layer at a time; blocks holding all layers would have to come
+// to the GPU once per layer. With per-layer blocks each byte crosses each link once per step.
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "examples/llm/model.h"
+#include "kernels/attention.h"
+#include "kvtier/engine.h"
+
+namespace kvtier::demo {
+namespace {
+
+// ------------------------------------------------------------------------------ options
+
+struct Options {
+  uint32_t context = 2048;     // prompt tokens
+  uint32_t chunk = 256;        // prefill chunk, tokens
+  uint32_t decode = 24;        // tokens decoded per prefetch mode
+  uint32_t turn2 = 128;        // new tokens of the second turn
+  uint32_t block_tokens = 16;
+  uint32_t layers = 4;
+  uint32_t d_model = 512;
+  uint32_t heads = 8;
+  uint32_t kv_heads = 8;
+  uint32_t ffn = 1024;
+  uint32_t vocab = 4096;
+  uint64_t seed = 1;
+  std::string weights;         // safetensors file; empty = random weights from --seed
+  size_t gpu_mib = 0;          // 0 = KV / 8
+  size_t host_mib = 0;         // 0 = KV / 2
+  size_t stream_blocks = 0;    // blocks per streamed attention chunk; 0 = GPU tier / 8
+  double copy_gbps = 8.0;      // emulated PCIe
+  std::string prefetch = "on"; // on, off, both
+  std::string device = "auto";
+  std::string dir;             // cache directory; empty = a temporary one, removed after
+  double tolerance = 2e-2;     // max |logit difference| vs the all-resident reference
+  bool check = true;
+  bool json = false;
+};
+
+void Usage() {
+  std::fprintf(stderr, R"(usage: kvtier_long_context_demo [flags]
+  --context=N        prompt tokens (default 2048)
+  --chunk=N          prefill chunk in tokens, a multiple of --block-tokens (256)
+  --decode=N         tokens decoded per prefetch mode (24)
+  --turn2=N          new tokens in the second turn (128)
+  --block-tokens=N   tokens per KV block (16)
+  --layers=N --d-model=N --heads=N --kv-heads=N --ffn=N --vocab=N   model shape (4 512 8 8 1024 4096)
+  --seed=N           weight seed (1); --weights=FILE.safetensors to load real weights
+  --gpu-mib=N        GPU tier budget (default: KV / 8)
+  --host-mib=N       host tier (default: KV / 2)
+  --stream-blocks=N  blocks per streamed attention chunk (default: GPU tier / 8)
+  --copy-gbps=G      emulated host<->device bandwidth, 0 = unthrottled (8)
+  --prefetch=on|off|both   look-ahead prefetch during decode (on)
+  --device=auto|cuda|emulated
+  --dir=PATH         cache directory (default: a temporary one, removed at exit)
+  --tolerance=X      max |logit difference| vs the all-resident reference (0.02)
+  --no-check         skip the all-resident reference
+  --preset=gpu       a long context streamed through a small GPU budget (for a real GPU)
+  --json             one JSON object instead of tables
+)");
+}
+
+bool ParseFlag(absl::string_view arg, Options* o) {
+  auto u32 = [&](absl::string_view name, uint32_t* v) {
+    absl::string_view a = arg;
+    return absl::ConsumePrefix(&a, name) && absl::SimpleAtoi(a, v);
+  };
+  auto sz = [&](absl::string_view name, size_t* v) {
+    absl::string_view a = arg;
+    return absl::ConsumePrefix(&a, name) && absl::SimpleAtoi(a, v);
+  };
+  auto dbl = [&](absl::string_view name, double* v) {
+    absl::string_view a = arg;
+    return absl::ConsumePrefix(&a, name) && absl::SimpleAtod(a, v);
+  };
+  auto str = [&](absl::string_view name, std::string* v) {
+    absl::string_view a = arg;
+    if (!absl::ConsumePrefix(&a, name)) return false;
+    *v = std::string(a);
+    return true;
+  };
+  if (arg == "--json") return o->json = true;
+  if (arg == "--no-check") return !(o->check = false);
+  if (arg == "--preset=gpu") {
+    o->context = 32768;
+    o->chunk = 1024;
+    o->decode = 64;
+    o->device = "cuda";
+    o->copy_gbps = 0;
+    o->check = false;  // the double-precision reference is too slow at this length
+    return true;
+  }
+  uint64_t seed = 0;
+  {
+    absl::string_view a = arg;
+    if (absl::ConsumePrefix(&a, "--seed=")) {
+      if (!absl::SimpleAtoi(a, &seed)) return false;
+      o->seed = seed;
+      return true;
+    }
+  }
+  return u32("--context=", &o->context) || u32("--chunk=", &o->chunk) ||
+         u32("--decode=", &o->decode) || u32("--turn2=", &o->turn2) ||
+         u32("--block-tokens=", &o->block_tokens) || u32("--layers=", &o->layers) ||
+         u32("--d-model=", &o->d_model) || u32("--heads=", &o->heads) ||
+         u32("--kv-heads=", &o->kv_heads) || u32("--ffn=", &o->ffn) ||
+         u32("--vocab=", &o->vocab) || sz("--gpu-mib=", &o->gpu_mib) ||
+         sz("--host-mib=", &o->host_mib) || sz("--stream-blocks=", &o->stream_blocks) ||
+         dbl("--copy-gbps=", &o->copy_gbps) || dbl("--tolerance=", &o->tolerance) ||
+         str("--prefetch=", &o->prefetch) || str("--device=", &o->device) ||
+         str("--dir=", &o->dir) || str("--weights=", &o->weights);
+}
+
+absl::Status CheckOptions(const Options& o) {
+  if (o.block_tokens == 0 || o.chunk == 0 || o.chunk % o.block_tokens != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--chunk=%u must be a positive multiple of --block-tokens=%u", o.chunk, o.block_tokens));
+  }
+  if (o.context < o.block_tokens) {
+    return absl::InvalidArgumentError("--context must be at least one block of tokens");
+  }
+  if (o.prefetch != "on" && o.prefetch != "off" && o.prefetch != "both") {
+    return absl::InvalidArgumentError("--prefetch must be on, off or both");
+  }
+  if (o.device != "auto" && o.device != "cuda" && o.device != "emulated") {
+    return absl::InvalidArgumentError("--device must be auto, cuda or emulated");
+  }
+  if (o.copy_gbps < 0 || !(o.tolerance > 0)) {
+    return absl::InvalidArgumentError("--copy-gbps must be >= 0 and --tolerance > 0");
+  }
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------------------------ helpers
+
+double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
+
+// A progress bar on stderr, drawn only on a terminal and never in --json mode.
+class Progress {
+ public:
+  Progress(bool enabled, std::string label, size_t total)
+      : enabled_(enabled && isatty(STDERR_FILENO)), label_(std::move(label)), total_(total) {}
+  void Update(size_t done, const std::string& note = "") {
+    if (!enabled_) return;
+    const int width = 32;
+    const int filled = total_ == 0 ? width : static_cast<int>(width * done / total_);
+    std::fprintf(stderr, "\r  %-10s [%s%s] %3d%% %s\033[K", label_.c_str(),
+                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                 total_ == 0 ? 100 : static_cast<int>(100 * done / total_), note.c_str());
+    if (done >= total_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  bool enabled_;
+  std::string label_;
+  size_t total_;
+};
+
+// Device memory freed on destruction.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  static absl::StatusOr<DeviceBuffer> Make(Device& device, size_t bytes) {
+    absl::StatusOr<DevicePtr> p = device.Allocate(std::max<size_t>(bytes, 256));
+    if (!p.ok()) return p.status();
+    DeviceBuffer b;
+    b.device_ = &device;
+    b.ptr_ = *p;
+    b.bytes_ = bytes;
+    return b;
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(device_, o.device_);
+    std::swap(ptr_, o.ptr_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (device_ != nullptr) (void)device_->Free(ptr_);
+  }
+  DevicePtr ptr() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  Device* device_ = nullptr;
+  DevicePtr ptr_;
+  size_t bytes_ = 0;
+};
+
+#define DEMO_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    if (absl::Status _s = (expr); !_s.ok()) return _s; \
+  } while (0)
+
+#define DEMO_ASSIGN_OR_RETURN(lhs, expr)       \
+  auto DEMO_CONCAT(_or_, __LINE__) = (expr);   \
+  if (!DEMO_CONCAT(_or_, __LINE__).ok()) return DEMO_CONCAT(_or_, __LINE__).status(); \
+  lhs = std::move(*DEMO_CONCAT(_or_, __LINE__))
+#define DEMO_CONCAT_INNER(a, b) a##b
+#define DEMO_CONCAT(a, b) DEMO_CONCAT_INNER(a, b)
+
+// What one phase (prefill, a decode run, a turn) measured.
+struct PhaseStats {
+  double seconds = 0;
+  double stall_seconds = 0;  // host waits for streamed KV chunks
+  size_t tokens = 0;
+  size_t chunks = 0;
+  EngineStats before, after;
+};
+
+// ------------------------------------------------------------------------------ session
+
+// One sequence: its tokens, its KV in kvtier (full blocks, per layer) and in device memory
+// (the block being filled and the current chunk's blocks), and the streamed attention.
+class StreamingSession {
+ public:
+  StreamingSession(const llm::Model& model, Engine& engine, Stream& compute, std::string ns,
+                   uint32_t stream_blocks)
+      : model_(model),
+        engine_(engine),
+        device_(engine.device()),
+        compute_(compute),
+        ns_(std::move(ns)),
+        g_(engine.options().geometry),
+        hasher_(engine.options().key_hash, ns_, engine.options().model_fingerprint,
+                g_.Fingerprint()),
+        stream_blocks_(stream_blocks) {}
+
+  // Allocates device memory for steps of up to max_tokens tokens.
+  absl::Status Init(uint32_t max_tokens) {
+    const llm::ModelConfig& c = model_.config();
+    fresh_slots_ = max_tokens / g_.block_tokens + 2;
+    layers_.resize(c.num_layers);
+    for (LayerState& l : layers_) {
+      DEMO_ASSIGN_OR_RETURN(l.fresh, DeviceBuffer::Make(device_, fresh_slots_ * g_.block_bytes()));
+      l.host.assign(fresh_slots_ * g_.block_bytes(), 0);
+    }
+    const size_t rows = size_t{max_tokens} * c.num_heads;
+    DEMO_ASSIGN_OR_RETURN(q_dev_, DeviceBuffer::Make(device_, rows * c.head_dim * 2));
+    DEMO_ASSIGN_OR_RETURN(acc_out_, DeviceBuffer::Make(device_, rows * c.head_dim * 4));
+    DEMO_ASSIGN_OR_RETURN(acc_lse_, DeviceBuffer::Make(device_, rows * 4));
+    for (Slot& s : slots_) {
+      DEMO_ASSIGN_OR_RETURN(s.out, DeviceBuffer::Make(device_, rows * c.head_dim * 4));
+      DEMO_ASSIGN_OR_RETURN(s.lse, DeviceBuffer::Make(device_, rows * 4));
+      const size_t table_entries = size_t{max_tokens} * std::max(stream_blocks_, fresh_slots_);
+      DEMO_ASSIGN_OR_RETURN(s.table, DeviceBuffer::Make(device_, table_entries * 4));
+      DEMO_ASSIGN_OR_RETURN(s.lens, DeviceBuffer::Make(device_, size_t{max_tokens} * 4));
+      DEMO_ASSIGN_OR_RETURN(s.workspace, DeviceBuffer::Make(device_, WorkspaceBytes(max_tokens)));
+      absl::StatusOr<std::unique_ptr<Event>> e = device_.CreateEvent();
+      if (!e.ok()) return e.status();
+      s.done = std::move(*e);
+    }
+    max_tokens_ = max_tokens;
+    return absl::OkStatus();
+  }
+
+  // Continues from `prefix` whose full blocks are all cached in kvtier for every layer
+  // (multi-turn reuse): nothing is recomputed for them. `prefix` must be block-aligned.
+  void ResumeAfter(absl::Span<const int32_t> prefix) {
+    tokens_.assign(prefix.begin(), prefix.end());
+  }
+
+  // Runs `tokens` through the model at the next positions; returns the last logits.
+  absl::StatusOr<std::vector<float>> Forward(absl::Span<const int32_t> tokens, bool hint,
+                                             PhaseStats* stats) {
+    if (tokens.empty() || tokens.size() > max_tokens_) {
+      return absl::InvalidArgumentError("Forward: 1..max_tokens tokens per step");
+    }
+    const llm::ModelConfig& c = model_.config();
+    const uint32_t pos = static_cast<uint32_t>(tokens_.size());
+    const uint32_t first_fresh = pos / g_.block_tokens;  // the block being filled
+    // Keys of the full blocks before the fresh ones, per layer, and the hint for them.
+    std::vector<std::vector<BlockKey>> old_keys(c.num_layers);
+    std::vector<BlockKey> order;
+    for (uint32_t l = 0; l < c.num_layers; ++l) {
+      old_keys[l] = hasher_.Keys(absl::MakeConstSpan(tokens_).first(first_fresh * g_.block_tokens),
+                                 g_.block_tokens, LayerExtra(l));
+      order.insert(order.end(), old_keys[l].begin(), old_keys[l].end());
+    }
+    std::optional<uint64_t> hint_id;
+    if (hint && !order.empty()) {
+      absl::StatusOr<uint64_t> h = engine_.Hint(ns_, order);
+      if (!h.ok()) return h.status();
+      hint_id = *h;
+    }
+    tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+    const uint32_t T = static_cast<uint32_t>(tokens.size());
+    absl::StatusOr<std::vector<float>> h = model_.Embed(tokens);
+    if (!h.ok()) return h.status();
+    std::vector<float> hidden = std::move(*h);
+    for (uint32_t l = 0; l < c.num_layers; ++l) {
+      llm::Model::QkvOut qkv = model_.Qkv(l, hidden, pos);
+      DEMO_RETURN_IF_ERROR(AppendFresh(l, pos, T, qkv));
+      absl::StatusOr<std::vector<float>> attn = Attend(l, pos, T, qkv.q, old_keys[l], stats);
+      if (!attn.ok()) return attn.status();
+      model_.FinishLayer(l, *attn, &hidden);
+      DEMO_RETURN_IF_ERROR(StoreFullFresh(l, pos, T));
+    }
+    if (hint_id.has_value()) (void)engine_.CancelHint(*hint_id);
+    stats->tokens += T;
+    return model_.Logits(absl::MakeConstSpan(hidden).last(c.d_model));
+  }
+
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+
+  // Waits for every store still copying out of the fresh buffers.
+  absl::Status Drain() {
+    for (LayerState& l : layers_) {
+      if (l.store != nullptr) DEMO_RETURN_IF_ERROR(l.store->Wait());
+      l.store.reset();
+    }
+    return compute_.Synchronize();
+  }
+
+ private:
+  struct LayerState {
+    DeviceBuffer fresh;           // slots: block first_fresh, first_fresh + 1, ...
+    std::vector<uint8_t> host;    // the same bytes on the host (fp16 K/V rows)
+    std::unique_ptr<TransferHandle> store;  // last Store out of `fresh`
+  };
+  // One in-flight streamed chunk: its lease, and device scratch its kernels use.
+  struct Slot {
+    DeviceBuffer out, lse, table, lens, workspace;
+    std::vector<uint32_t> host_table, host_lens;
+    std::unique_ptr<Event> done;
+    std::unique_ptr<TransferHandle> lease;
+    bool busy = false;
+  };
+
+  static std::string LayerExtra(uint32_t l) { return absl::StrFormat("layer=%u", l); }
+
+  // The most workspace any step needs: the automatic split count depends on the number of
+  // queries, so take the maximum over the sizes a step can have.
+  size_t WorkspaceBytes(uint32_t max_tokens) const {
+    size_t most = 0;
+    for (uint32_t seqs = 1;; seqs = std::min(2 * seqs, max_tokens)) {
+      for (uint32_t width : {1u, stream_blocks_, fresh_slots_}) {
+        most = std::max(most, DecodeAttentionWorkspaceBytes(BaseParams(seqs, width)));
+      }
+      if (seqs == max_tokens) break;
+    }
+    return most;
+  }
+
+  DecodeAttentionParams BaseParams(uint32_t seqs, uint32_t table_width) const {
+    const llm::ModelConfig& c = model_.config();
+    DecodeAttentionParams p;
+    p.dtype = DType::kFloat16;
+    p.num_seqs = seqs;
+    p.num_q_heads = c.num_heads;
+    p.num_kv_heads = c.num_kv_heads;
+    p.head_dim = c.head_dim;
+    p.block_tokens = g_.block_tokens;
+    p.block_stride = g_.block_bytes();
+    p.k_offset = g_.Offset(0, KvPart::kKey);
+    p.v_offset = g_.Offset(0, KvPart::kValue);
+    p.max_blocks_per_seq = table_width;
+    return p;
+  }
+
+  // Writes the step's K/V rows (fp16, rounded as the reference rounds them) into the fresh
+  // blocks and uploads the touched slots.
+  absl::Status AppendFresh(uint32_t l, uint32_t pos, uint32_t T, const llm::Model::QkvOut& qkv) {
+    LayerState& st = layers_[l];
+    if (st.store != nullptr) {  // its copies still read `fresh`
+      DEMO_RETURN_IF_ERROR(st.store->Wait());
+      st.store.reset();
+    }
+    const uint32_t first_fresh = pos / g_.block_tokens;
+    const size_t row = g_.token_bytes();
+    const std::vector<uint16_t> k = llm::RoundToHalfBits(qkv.k);
+    const std::vector<uint16_t> v = llm::RoundToHalfBits(qkv.v);
+    for (uint32_t t = 0; t < T; ++t) {
+      const uint32_t x = pos + t;
+      const size_t slot = x / g_.block_tokens - first_fresh;
+      const uint32_t r = x % g_.block_tokens;
+      uint8_t* block = st.host.data() + slot * g_.block_bytes();
+      std::memcpy(block + g_.Offset(0, KvPart::kKey, r), k.data() + size_t{t} * row / 2, row);
+      std::memcpy(block + g_.Offset(0, KvPart::kValue, r), v.data() + size_t{t} * row / 2, row);
+    }
+    const size_t slots = (pos + T - 1) / g_.block_tokens - first_fresh + 1;
+    return compute_.CopyToDevice(st.fresh.ptr(), st.host.data(), slots * g_.block_bytes());
+  }
+
+  // Stores the fresh blocks that are now full, then moves a partial last block to slot 0.
+  absl::Status StoreFullFresh(uint32_t l, uint32_t pos, uint32_t T) {
+    LayerState& st = layers_[l];
+    const uint32_t first_fresh = pos / g_.block_tokens;
+    const uint32_t end = pos + T;
+    const uint32_t full_end = end / g_.block_tokens;  // blocks [first_fresh, full_end) full
+    if (full_end > first_fresh) {
+      std::vector<DevicePtr> ptrs;
+      for (uint32_t b = first_fresh; b < full_end; ++b) {
+        ptrs.push_back(st.fresh.ptr() + size_t{b - first_fresh} * g_.block_bytes());
+      }
+      StoreRequest r;
+      r.ns = ns_;
+      const std::string extra = LayerExtra(l);
+      r.extra = extra;
+      r.tokens = absl::MakeConstSpan(tokens_).first(size_t{full_end} * g_.block_tokens);
+      r.first_block = first_fresh;
+      r.buffers = KvBuffers::Blocks(std::move(ptrs));
+      r.after = &compute_;  // after the upload of the rows
+      absl::StatusOr<std::unique_ptr<TransferHandle>> h = engine_.Store(r);
+      if (!h.ok()) return h.status();
+      st.store = std::move(*h);
+    }
+    if (end % g_.block_tokens != 0 && full_end > first_fresh) {
+      // The partial block becomes slot 0 for the next step (host side; uploaded next step).
+      std::memmove(st.host.data(),
+                   st.host.data() + size_t{full_end - first_fresh} * g_.block_bytes(),
+                   g_.block_bytes());
+    }
+    return absl::OkStatus();
+  }
+
+  // Waits until `slot` is free: its kernels done, its lease released.
+  absl::Status Retire(Slot& slot) {
+    if (!slot.busy) return absl::OkStatus();
+    DEMO_RETURN_IF_ERROR(slot.done->Synchronize());
+    if (slot.lease != nullptr) DEMO_RETURN_IF_ERROR(slot.lease->Release());
+    slot.lease.reset();
+    slot.busy = false;
+    return absl::OkStatus();
+  }
+
+  // Enqueues attention of the T queries over one pool of slots and its merge into the
+  // accumulator. `first_token`: the context position of the pool's first slot's row 0.
+  absl::Status EnqueueChunk(Slot& slot, DevicePtr pool, const std::vector<uint32_t>& slot_ids,
+                            uint32_t first_token, uint32_t chunk_tokens, uint32_t pos,
+                            uint32_t T) {
+    const llm::ModelConfig& c = model_.config();
+    const uint32_t width = static_cast<uint32_t>(slot_ids.size());
+    slot.host_table.clear();
+    slot.host_lens.clear();
+    for (uint32_t t = 0; t < T; ++t) {
+      slot.host_table.insert(slot.host_table.end(), slot_ids.begin(), slot_ids.end());
+      // Causal: query t (position pos + t) sees context positions <= pos + t.
+      const int64_t visible = int64_t{pos} + t + 1 - first_token;
+      slot.host_lens.push_back(
+          static_cast<uint32_t>(std::clamp<int64_t>(visible, 0, chunk_tokens)));
+    }
+    DEMO_RETURN_IF_ERROR(compute_.CopyToDevice(slot.table.ptr(), slot.host_table.data(),
+                                               slot.host_table.size() * 4));
+    DEMO_RETURN_IF_ERROR(
+        compute_.CopyToDevice(slot.lens.ptr(), slot.host_lens.data(), slot.host_lens.size() * 4));
+    DecodeAttentionParams p = BaseParams(T, width);
+    p.q = q_dev_.ptr();
+    p.kv_pool = pool;
+    p.block_table = slot.table.ptr();
+    p.context_lens = slot.lens.ptr();
+    p.out = slot.out.ptr();
+    p.lse = slot.lse.ptr();
+    p.workspace = slot.workspace.ptr();
+    if (DecodeAttentionWorkspaceBytes(p) > slot.workspace.bytes()) {
+      return absl::InternalError("attention workspace too small");
+    }
+    DEMO_RETURN_IF_ERROR(compute_.Launch(MakeDecodeAttentionKernel(p)));
+    MergeAttentionParams m;
+    m.rows = T * c.num_heads;
+    m.head_dim = c.head_dim;
+    m.out_acc = acc_out_.ptr();
+    m.lse_acc = acc_lse_.ptr();
+    m.out_part = slot.out.ptr();
+    m.lse_part = slot.lse.ptr();
+    DEMO_RETURN_IF_ERROR(compute_.Launch(MakeMergeAttentionKernel(m)));
+    DEMO_RETURN_IF_ERROR(compute_.Record(*slot.done));
+    slot.busy = true;
+    return absl::OkStatus();
+  }
+
+  // Attention of the T queries of layer l over positions [0, pos + T).
+  absl::StatusOr<std::vector<float>> Attend(uint32_t l, uint32_t pos, uint32_t T,
+                                            const std::vector<float>& q,
+                                            const std::vector<BlockKey>& old_keys,
+                                            PhaseStats* stats) {
+    const llm::ModelConfig& c = model_.config();
+    const size_t rows = size_t{T} * c.num_heads;
+    q_host_ = llm::RoundToHalfBits(q);
+    acc_init_out_.assign(rows * c.head_dim, 0.0f);
+    acc_init_lse_.assign(rows, -std::numeric_limits<float>::infinity());
+    // The compute stream is idle here (the last layer synchronized), so host buffers are free.
+    DEMO_RETURN_IF_ERROR(compute_.CopyToDevice(q_dev_.ptr(), q_host_.data(), q_host_.size() * 2));
+    DEMO_RETURN_IF_ERROR(
+        compute_.CopyToDevice(acc_out_.ptr(), acc_init_out_.data(), rows * c.head_dim * 4));
+    DEMO_RETURN_IF_ERROR(compute_.CopyToDevice(acc_lse_.ptr(), acc_init_lse_.data(), rows * 4));
+
+    const uint32_t first_fresh = pos / g_.block_tokens;
+    size_t next = 0;  // round-robin over pipeline slots
+    // Older blocks: streamed through the GPU tier, stream_blocks_ at a time.
+    for (size_t b0 = 0; b0 < old_keys.size(); b0 += stream_blocks_) {
+      const size_t n = std::min<size_t>(stream_blocks_, old_keys.size() - b0);
+      Slot& slot = slots_[next++ % slots_.size()];
+      DEMO_RETURN_IF_ERROR(Retire(slot));
+      const std::vector<BlockKey> keys(old_keys.begin() + b0, old_keys.begin() + b0 + n);
+      absl::StatusOr<std::unique_ptr<TransferHandle>> lease =
+          engine_.LoadToGpuTier(ns_, keys, /*layerwise=*/false);
+      if (!lease.ok()) return lease.status();
+      const absl::Time wait_start = absl::Now();
+      DEMO_RETURN_IF_ERROR((*lease)->Wait());
+      stats->stall_seconds += Seconds(wait_start);
+      ++stats->chunks;
+      absl::Span<const DevicePtr> ptrs = (*lease)->slots();
+      const DevicePtr base = *std::min_element(
+          ptrs.begin(), ptrs.end(),
+          [](DevicePtr a, DevicePtr b) { return a.address() < b.address(); });
+      std::vector<uint32_t> ids;
+      for (DevicePtr p : ptrs) {
+        ids.push_back(static_cast<uint32_t>((p.address() - base.address()) / g_.block_bytes()));
+      }
+      slot.lease = std::move(*lease);
+      DEMO_RETURN_IF_ERROR(EnqueueChunk(slot, base, ids,
+                                        static_cast<uint32_t>(b0 * g_.block_tokens),
+                                        static_cast<uint32_t>(n * g_.block_tokens), pos, T));
+    }
+    // The fresh blocks, from device memory.
+    {
+      Slot& slot = slots_[next++ % slots_.size()];
+      DEMO_RETURN_IF_ERROR(Retire(slot));
+      const uint32_t n = (pos + T - 1) / g_.block_tokens - first_fresh + 1;
+      std::vector<uint32_t> ids(n);
+      for (uint32_t i = 0; i < n; ++i) ids[i] = i;
+      DEMO_RETURN_IF_ERROR(EnqueueChunk(slot, layers_[l].fresh.ptr(), ids,
+                                        first_fresh * g_.block_tokens, n * g_.block_tokens, pos,
+                                        T));
+    }
+    std::vector<float> out(rows * c.head_dim);
+    DEMO_RETURN_IF_ERROR(compute_.CopyToHost(out.data(), acc_out_.ptr(), out.size() * 4));
+    DEMO_RETURN_IF_ERROR(compute_.Synchronize());
+    for (Slot& s : slots_) DEMO_RETURN_IF_ERROR(Retire(s));
+    return out;
+  }
+
+  const llm::Model& model_;
+  Engine& engine_;
+  Device& device_;
+  Stream& compute_;
+  const std::string ns_;
+  const Geometry g_;
+  const KeyHasher hasher_;
+  const uint32_t stream_blocks_;
+  uint32_t fresh_slots_ = 0;
+  uint32_t max_tokens_ = 0;
+  std::vector<int32_t> tokens_;
+  std::vector<LayerState> layers_;
+  DeviceBuffer q_dev_, acc_out_, acc_lse_;
+  std::vector<uint16_t> q_host_;
+  std::vector<float> acc_init_out_, acc_init_lse_;
+  std::array<Slot, 3> slots_;
+};
+
+// ------------------------------------------------------------------------------ the demo
+
+struct DecodeRun {
+  std::string mode;  // "prefetch" or "no-prefetch"
+  PhaseStats stats;
+  std::vector<int32_t> tokens;
+  std::vector<std::vector<float>> logits;  // logits that chose each token
+};
+
+uint64_t TierBytes(const EngineStats& s, TierKind t, bool in) {
+  const TierStats& ts = s.tiers[static_cast<int>(t)];
+  return in ? ts.bytes_in : ts.bytes_out;
+}
+
+int Run(const Options& o) {
+  auto fail = [&](const absl::Status& s) {
+    std::fprintf(stderr, "kvtier demo: %s\n", s.ToString().c_str());
+    return 1;
+  };
+  llm::ModelConfig mc;
+  mc.num_layers = o.layers;
+  mc.d_model = o.d_model;
+  mc.num_heads = o.heads;
+  mc.num_kv_heads = o.kv_heads;
+  mc.head_dim = o.heads == 0 ? 0 : o.d_model / o.heads;
+  mc.ffn_dim = o.ffn;
+  mc.vocab_size = o.vocab;
+  absl::StatusOr<llm::Model> model =
+      o.weights.empty() ? llm::Model::Random(mc, o.seed) : llm::Model::FromSafetensors(o.weights, mc);
+  if (!model.ok()) return fail(model.status());
+
+  EngineOptions eo;
+  eo.geometry = Geometry{1, mc.num_kv_heads, mc.head_dim, DType::kFloat16, o.block_tokens};
+  if (absl::Status s = eo.geometry.Validate(); !s.ok()) return fail(s);
+  const size_t block = eo.geometry.block_bytes();
+  const size_t total_tokens = size_t{o.context} + 2 * o.decode + o.turn2 + o.block_tokens;
+  const size_t kv_bytes = size_t{o.context} * mc.num_layers * eo.geometry.token_bytes() * 2;
+  eo.model_fingerprint = o.weights.empty() ? absl::StrFormat("demo-random-seed-%d", o.seed)
+                                           : "demo-weights:" + o.weights;
+  eo.key_hash = KeyHash::kXxh3;
+  eo.device.choice = o.device == "cuda"       ? DeviceChoice::kCuda
+                     : o.device == "emulated" ? DeviceChoice::kEmulated
+                                              : DeviceChoice::kAuto;
+  eo.device.emulated_copy_gbps = o.copy_gbps;
+  eo.gpu_tier_bytes = o.gpu_mib != 0 ? o.gpu_mib << 20 : std::max(kv_bytes / 8, 16 * block);
+  eo.host_tier_bytes = o.host_mib != 0 ? o.host_mib << 20 : std::max(kv_bytes / 2, 16 * block);
+  eo.namespaces = {"turn1", "recompute"};
+  const uint32_t gpu_blocks = static_cast<uint32_t>(eo.gpu_tier_bytes / block);
+  const uint32_t stream_blocks =
+      o.stream_blocks != 0 ? static_cast<uint32_t>(o.stream_blocks) : std::max(1u, gpu_blocks / 8);
+  if (3 * stream_blocks + 1 > gpu_blocks / 2) {
+    return fail(absl::InvalidArgumentError(absl::StrFormat(
+        "--stream-blocks=%u: three chunks in flight must fit in half the GPU tier (%u blocks)",
+        stream_blocks, gpu_blocks)));
+  }
+  eo.prefetch_budget_bytes = size_t{gpu_blocks / 2} * block;
+  // A disk tier in a fresh directory; every evicted block is admitted (the context must
+  // survive in full).
+  std::string dir = o.dir;
+  const bool temp_dir = dir.empty();
+  if (temp_dir) {
+    char tmpl[] = "/tmp/kvtier-demo-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return fail(absl::InternalError("mkdtemp failed"));
+    dir = tmpl;
+  }
+  eo.disk.directory = dir + "/cache";
+  eo.disk.region_bytes = 4 << 20;
+  eo.disk.capacity_bytes =
+      std::max<uint64_t>(4 * total_tokens * mc.num_layers * eo.geometry.token_bytes() * 2 + (64 << 20),
+                         32ull << 20) / eo.disk.region_bytes * eo.disk.region_bytes;
+  eo.disk.admit_min_seen = 1;
+  struct Cleanup {
+    std::string dir;
+    bool remove;
+    ~Cleanup() {
+      if (remove) {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+      }
+    }
+  } cleanup{dir, temp_dir};
+
+  int rc = 0;
+  absl::StatusOr<std::unique_ptr<Engine>> opened = Engine::Open(eo);
+  if (!opened.ok()) return fail(opened.status());
+  Engine& engine = **opened;
+  absl::StatusOr<std::unique_ptr<Stream>> compute_or = engine.device().CreateStream();
+  if (!compute_or.ok()) return fail(compute_or.status());
+  std::unique_ptr<Stream> compute = std::move(*compute_or);
+
+  // The prompt: random token ids from the seed.
+  std::mt19937 rng(static_cast<uint32_t>(o.seed * 7919 + 13));
+  std::vector<int32_t> prompt(o.context);
+  for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % mc.vocab_size);
+
+  if (!o.json) {
+    std::printf("kvtier long-context demo\n");
+    std::printf("  model    %s (%s)\n", mc.ToString().c_str(),
+                o.weights.empty() ? "random weights" : o.weights.c_str());
+    std::printf("  device   %s\n", engine.device().name().c_str());
+    std::printf("  context  %u tokens, KV %.1f MiB (fp16) in blocks of %u tokens x 1 layer "
+                "(%zu KiB)\n",
+                o.context, kv_bytes / 1048576.0, o.block_tokens, block >> 10);
+    std::printf("  tiers    GPU %.1f MiB (KV is %.1fx it), host %.1f MiB, disk %s\n",
+                eo.gpu_tier_bytes / 1048576.0, static_cast<double>(kv_bytes) / eo.gpu_tier_bytes,
+                eo.host_tier_bytes / 1048576.0, eo.disk.directory.c_str());
+    std::printf("  stream   %u blocks per attention chunk, prefetch budget %.1f MiB\n\n",
+                stream_blocks, eo.prefetch_budget_bytes / 1048576.0);
+  }
+
+  const uint32_t max_step = std::max(o.chunk, o.turn2 + o.block_tokens);
+  StreamingSession session(*model, engine, *compute, "turn1", stream_blocks);
+  if (absl::Status s = session.Init(max_step); !s.ok()) return fail(s);
+
+  // 1. Prefill.
+  PhaseStats prefill;
+  prefill.before = engine.Stats();
+  absl::Time t0 = absl::Now();
+  Progress bar(!o.json, "prefill", o.context);
+  std::vector<float> logits;
+  for (uint32_t p = 0; p < o.context; p += o.chunk) {
+    const uint32_t n = std::min(o.chunk, o.context - p);
+    absl::StatusOr<std::vector<float>> l =
+        session.Forward(absl::MakeConstSpan(prompt).subspan(p, n), /*hint=*/true, &prefill);
+    if (!l.ok()) return fail(l.status());
+    logits = std::move(*l);
+    bar.Update(p + n, absl::StrFormat("%u tokens", p + n));
+  }
+  prefill.seconds = Seconds(t0);
+  prefill.after = engine.Stats();
+
+  // 2. Decode, per prefetch mode.
+  std::vector<DecodeRun> runs;
+  std::vector<std::string> modes;
+  if (o.prefetch == "on" || o.prefetch == "both") modes.push_back("prefetch");
+  if (o.prefetch == "off" || o.prefetch == "both") modes.push_back("no-prefetch");
+  for (const std::string& mode : modes) {
+    DecodeRun run;
+    run.mode = mode;
+    run.stats.before = engine.Stats();
+    Progress dbar(!o.json, mode == "prefetch" ? "decode" : "decode/np", o.decode);
+    const absl::Time start = absl::Now();
+    for (uint32_t i = 0; i < o.decode; ++i) {
+      const int32_t next = llm::Argmax(logits);
+      run.tokens.push_back(next);
+      run.logits.push_back(logits);
+      const int32_t token[1] = {next};
+      absl::StatusOr<std::vector<float>> l = session.Forward(token, mode == "prefetch", &run.stats);
+      if (!l.ok()) return fail(l.status());
+      logits = std::move(*l);
+      dbar.Update(i + 1, absl::StrFormat("%.1f tok/s", (i + 1) / Seconds(start)));
+    }
+    run.stats.seconds = Seconds(start);
+    run.stats.after = engine.Stats();
+    runs.push_back(std::move(run));
+  }
+  if (absl::Status s = session.Drain(); !s.ok()) return fail(s);
+
+  // 3. The all-resident reference, fed the same tokens.
+  double max_diff = 0;
+  int mismatches = 0, near_ties = 0;
+  double check_seconds = 0;
+  if (o.check) {
+    const absl::Time start = absl::Now();
+    llm::ReferenceSession ref(&*model);
+    Progress rbar(!o.json, "reference", o.context);
+    absl::StatusOr<std::vector<float>> rl;
+    for (uint32_t p = 0; p < o.context; p += o.chunk) {
+      const uint32_t n = std::min(o.chunk, o.context - p);
+      rl = ref.Prefill(absl::MakeConstSpan(prompt).subspan(p, n));
+      if (!rl.ok()) return fail(rl.status());
+      rbar.Update(p + n);
+    }
+    for (const DecodeRun& run : runs) {
+      for (size_t i = 0; i < run.tokens.size(); ++i) {
+        const std::vector<float>& mine = run.logits[i];
+        for (size_t v = 0; v < mine.size(); ++v) {
+          max_diff = std::max(max_diff, static_cast<double>(std::fabs(mine[v] - (*rl)[v])));
+        }
+        const int32_t want = llm::Argmax(*rl);
+        if (want != run.tokens[i]) {
+          // A near-tie in the reference itself is not a failure of the tiers.
+          std::vector<float> sorted = *rl;
+          std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
+          if (sorted[0] - sorted[1] <= o.tolerance) {
+            ++near_ties;
+          } else {
+            ++mismatches;
+          }
+        }
+        rl = ref.Step(run.tokens[i]);
+        if (!rl.ok()) return fail(rl.status());
+      }
+    }
+    check_seconds = Seconds(start);
+  }
+  const bool check_ok = !o.check || (mismatches == 0 && max_diff <= o.tolerance);
+
+  // 4. Multi-turn reuse: turn 2 = everything so far + new tokens.
+  std::vector<int32_t> turn2 = session.tokens();
+  for (uint32_t i = 0; i < o.turn2; ++i) turn2.push_back(static_cast<int32_t>(rng() % mc.vocab_size));
+  double ttft_reuse = 0, ttft_recompute = 0;
+  size_t reused_tokens = 0;
+  int32_t first_reuse = -1, first_recompute = -1;
+  {
+    PhaseStats st;
+    const absl::Time start = absl::Now();
+    // The cached prefix: the shortest match over all layers (each layer has its own chain).
+    size_t matched = turn2.size();
+    for (uint32_t l = 0; l < mc.num_layers; ++l) {
+      absl::StatusOr<MatchResult> m =
+          engine.Match("turn1", turn2, absl::StrFormat("layer=%u", l));
+      if (!m.ok()) return fail(m.status());
+      matched = std::min(matched, m->matched_tokens);
+    }
+    // Keep at least one token to run (its logits are the first token's).
+    if (matched == turn2.size()) matched -= o.block_tokens;
+    reused_tokens = matched;
+    StreamingSession second(*model, engine, *compute, "turn1", stream_blocks);
+    if (absl::Status s = second.Init(max_step); !s.ok()) return fail(s);
+    second.ResumeAfter(absl::MakeConstSpan(turn2).first(matched));
+    absl::StatusOr<std::vector<float>> l;
+    for (size_t p = matched; p < turn2.size(); p += max_step) {
+      const size_t n = std::min<size_t>(max_step, turn2.size() - p);
+      l = second.Forward(absl::MakeConstSpan(turn2).subspan(p, n), true, &st);
+      if (!l.ok()) return fail(l.status());
+    }
+    first_reuse = llm::Argmax(*l);
+    ttft_reuse = Seconds(start);
+    if (absl::Status s = second.Drain(); !s.ok()) return fail(s);
+  }
+  {
+    PhaseStats st;
+    const absl::Time start = absl::Now();
+    StreamingSession cold(*model, engine, *compute, "recompute", stream_blocks);
+    if (absl::Status s = cold.Init(max_step); !s.ok()) return fail(s);
+    Progress cbar(!o.json, "recompute", turn2.size());
+    absl::StatusOr<std::vector<float>> l;
+    for (size_t p = 0; p < turn2.size(); p += o.chunk) {
+      const size_t n = std::min<size_t>(o.chunk, turn2.size() - p);
+      l = cold.Forward(absl::MakeConstSpan(turn2).subspan(p, n), true, &st);
+      if (!l.ok()) return fail(l.status());
+      cbar.Update(p + n);
+    }
+    first_recompute = llm::Argmax(*l);
+    ttft_recompute = Seconds(start);
+    if (absl::Status s = cold.Drain(); !s.ok()) return fail(s);
+  }
+  const bool turn_ok = first_reuse == first_recompute;
+
+  // Summary.
+  const EngineStats final_stats = engine.Stats();
+  auto run_field = [&](const DecodeRun& r, const char* what) -> double {
+    const double s = r.stats.seconds;
+    if (std::string(what) == "tps") return r.stats.tokens / s;
+    if (std::string(what) == "stall") return r.stats.stall_seconds / s;
+    return 0;
+  };
+  const DecodeRun* with = nullptr;
+  const DecodeRun* without = nullptr;
+  for (const DecodeRun& r : runs) (r.mode == "prefetch" ? with : without) = &r;
+  const DecodeRun& main_run = with != nullptr ? *with : *without;
+  auto delta = [&](const DecodeRun& r, TierKind t, bool in) {
+    return TierBytes(r.stats.after, t, in) - TierBytes(r.stats.before, t, in);
+  };
+  const PrefetchStats pf = final_stats.prefetch;
+
+  if (o.json) {
+    std::vector<std::string> f;
+    auto num = [&](const std::string& k, double v) { f.push_back(absl::StrFormat("\"%s\": %.6g", k, v)); };
+    auto str = [&](const std::string& k, const std::string& v) {
+      f.push_back(absl::StrFormat("\"%s\": \"%s\"", k, v));
+    };
+    str("device", DeviceKindName(engine.device().kind()));
+    str("device_name", engine.device().name());
+    num("context_tokens", o.context);
+    num("kv_mib", kv_bytes / 1048576.0);
+    num("gpu_tier_mib", eo.gpu_tier_bytes / 1048576.0);
+    num("host_tier_mib", eo.host_tier_bytes / 1048576.0);
+    num("kv_over_gpu", static_cast<double>(kv_bytes) / eo.gpu_tier_bytes);
+    num("copy_gbps", o.copy_gbps);
+    num("prefill_tokens_per_s", o.context / prefill.seconds);
+    for (const DecodeRun& r : runs) {
+      const std::string sfx = r.mode == "prefetch" ? "prefetch" : "no_prefetch";
+      num("decode_tokens_per_s_" + sfx, run_field(r, "tps"));
+      num("stall_fraction_" + sfx, run_field(r, "stall"));
+      num("gpu_bytes_in_" + sfx, static_cast<double>(delta(r, TierKind::kGpu, true)));
+      num("host_bytes_out_" + sfx, static_cast<double>(delta(r, TierKind::kHost, false)));
+      num("disk_bytes_out_" + sfx, static_cast<double>(delta(r, TierKind::kDisk, false)));
+      num("h2d_gbps_" + sfx, delta(r, TierKind::kGpu, true) / r.stats.seconds / 1e9);
+    }
+    num("ttft_reuse_s", ttft_reuse);
+    num("ttft_recompute_s", ttft_recompute);
+    num("reused_tokens", static_cast<double>(reused_tokens));
+    num("prefetch_in_time", static_cast<double>(pf.in_time));
+    num("prefetch_late", static_cast<double>(pf.late));
+    num("prefetch_unused", static_cast<double>(pf.unused));
+    num("max_logit_diff", max_diff);
+    num("tolerance", o.tolerance);
+    num("token_mismatches", mismatches);
+    num("near_ties", near_ties);
+    str("check", !o.check ? "skipped" : (check_ok ? "pass" : "FAIL"));
+    str("turn2_first_token_match", turn_ok ? "yes" : "NO");
+    std::printf("{%s}\n", absl::StrJoin(f, ", ").c_str());
+  } else {
+    std::printf("\n%-22s %12s %12s\n", "", "prefetch", "no prefetch");
+    auto col = [&](const DecodeRun* r, const std::string& what) -> std::string {
+      if (r == nullptr) return "-";
+      if (what == "tps") return absl::StrFormat("%.2f", run_field(*r, "tps"));
+      if (what == "stall") return absl::StrFormat("%.1f%%", 100 * run_field(*r, "stall"));
+      if (what == "h2d") {
+        return absl::StrFormat("%.0f MiB %.2f GB/s", delta(*r, TierKind::kGpu, true) / 1048576.0,
+                               delta(*r, TierKind::kGpu, true) / r->stats.seconds / 1e9);
+      }
+      if (what == "disk") {
+        return absl::StrFormat("%.0f MiB", delta(*r, TierKind::kDisk, false) / 1048576.0);
+      }
+      return "";
+    };
+    std::printf("%-22s %12s %12s\n", "decode tokens/s", col(with, "tps").c_str(),
+                col(without, "tps").c_str());
+    std::printf("%-22s %12s %12s\n", "stall (waiting for KV)", col(with, "stall").c_str(),
+                col(without, "stall").c_str());
+    std::printf("%-22s %20s %20s\n", "host->GPU tier", col(with, "h2d").c_str(),
+                col(without, "h2d").c_str());
+    std::printf("%-22s %12s %12s\n", "read from disk", col(with, "disk").c_str(),
+                col(without, "disk").c_str());
+    std::printf("\n  link ceiling: %s\n",
+                engine.device().kind() == DeviceKind::kEmulated && o.copy_gbps > 0
+                    ? absl::StrFormat("%.1f GB/s (emulated PCIe throttle)", o.copy_gbps).c_str()
+                    : "see bench/run gpu-copy (cudaMemcpyAsync of one pinned buffer)");
+    std::printf("  prefill      %u tokens in %.1f s (%.0f tokens/s), %zu KV chunks streamed, "
+                "stall %.1f%%\n",
+                o.context, prefill.seconds, o.context / prefill.seconds, prefill.chunks,
+                100 * prefill.stall_seconds / prefill.seconds);
+    std::printf("  prefetch     %llu in time, %llu late, %llu unused, %llu skipped\n",
+                static_cast<unsigned long long>(pf.in_time),
+                static_cast<unsigned long long>(pf.late),
+                static_cast<unsigned long long>(pf.unused),
+                static_cast<unsigned long long>(pf.skipped));
+    const auto& ts = final_stats.tiers;
+    std::printf("  tiers        GPU %u/%zu blocks, host %zu/%zu, disk %zu blocks "
+                "(%.0f MiB written, %.0f MiB read)\n",
+                static_cast<unsigned>(ts[0].used_blocks), ts[0].capacity_blocks, ts[1].used_blocks,
+                ts[1].capacity_blocks, ts[2].used_blocks, ts[2].bytes_in / 1048576.0,
+                ts[2].bytes_out / 1048576.0);
+    std::printf("  turn 2       TTFT %.2f s reusing %zu cached tokens vs %.2f s recomputing "
+                "%zu (%.1fx); first tokens %s\n",
+                ttft_reuse, reused_tokens, ttft_recompute, turn2.size(),
+                ttft_recompute / ttft_reuse, turn_ok ? "agree" : "DIFFER");
+    if (o.check) {
+      std::printf("  check        vs all-resident reference: max |logit diff| %.2e (tolerance "
+                  "%.0e), %d token mismatches, %d near-ties; %s (%.1f s)\n",
+                  max_diff, o.tolerance, mismatches, near_ties, check_ok ? "PASS" : "FAIL",
+                  check_seconds);
+    }
+    std::printf("  decoded      %s\n", absl::StrJoin(main_run.tokens, " ").c_str());
+  }
+  if (!check_ok) {
+    std::fprintf(stderr,
+                 "kvtier demo: FAILED: the tiered decode disagrees with the all-resident "
+                 "reference (max |logit diff| %.3g > %.3g or %d token mismatches)\n",
+                 max_diff, o.tolerance, mismatches);
+    rc = 1;
+  }
+  if (!turn_ok) {
+    std::fprintf(stderr,
+                 "kvtier demo: FAILED: turn 2's first token with reuse (%d) differs from "
+                 "recompute (%d)\n",
+                 first_reuse, first_recompute);
+    rc = 1;
+  }
+  compute.reset();
+  return rc;
+}
+
+}  // namespace
+}  // namespace kvtier::demo
+
+int main(int argc, char** argv) {
+  kvtier::demo::Options o;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view a(argv[i]);
+    if (a == "--help" || a == "-h") {
+      kvtier::demo::Usage();
+      return 0;
+    }
+    if (!kvtier::demo::ParseFlag(a, &o)) {
+      std::fprintf(stderr, "kvtier demo: bad flag '%s'\n", argv[i]);
+      kvtier::demo::Usage();
+      return 2;
+    }
+  }
+  if (absl::Status s = kvtier::demo::CheckOptions(o); !s.ok()) {
+    std::fprintf(stderr, "kvtier demo: %s\n", s.ToString().c_str());
+    return 2;
+  }
+  return kvtier::demo::Run(o);
+}
