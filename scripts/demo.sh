@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 KVTIER_BUILD_TESTS=OFF scripts/build.sh build -DKVTIER_BUILD_TESTS=OFF
-exec build/examples/kvtier_tiers_example "$@"
+exec build/examples/kvtier_long_context_demo "$@"
