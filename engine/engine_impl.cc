@@ -1301,9 +1301,13 @@ void EngineImpl::PrefetcherLoop() {
       auto room = [&] {
         return prefetch_budget_ - std::min(prefetch_budget_, prefetch_outstanding_.load());
       };
+      // Room for a batch: a quarter of the budget (as ReleasePrefetchBudget wakes us), or
+      // whatever the queue still holds if that is less.
+      const size_t wake_room = std::max(block, prefetch_budget_ / 4);
       hint_mu_.Await([&] {
         hint_mu_.AssertHeld();
-        return stop_prefetcher_ || (!hints_.empty() && room() >= block);
+        return stop_prefetcher_ ||
+               (!hints_.empty() && room() >= std::min(wake_room, hints_.size() * block));
       });
       if (stop_prefetcher_) return;
       ns_id = hints_.front().ns_id;
@@ -1332,8 +1336,17 @@ void EngineImpl::ConsumePrefetch(BlockEntry& e) {
 }
 
 void EngineImpl::ReleasePrefetchBudget(size_t bytes) {
-  prefetch_outstanding_.fetch_sub(bytes, std::memory_order_relaxed);
-  MutexLock wake(&hint_mu_);  // unlocking re-evaluates the prefetcher's wait
+  const size_t before = prefetch_outstanding_.fetch_sub(bytes, std::memory_order_relaxed);
+  // Wake the prefetcher only when the room crosses a quarter of the budget (at least one
+  // block), so it starts a batch worth a lock hold instead of waking once per block: a
+  // wake-up is a futex call and, in a VM, an inter-processor interrupt.
+  const size_t block = options_.geometry.block_bytes();
+  const size_t wake_room = std::max(block, prefetch_budget_ / 4);
+  const size_t room_before = prefetch_budget_ - std::min(prefetch_budget_, before);
+  const size_t room_after = prefetch_budget_ - std::min(prefetch_budget_, before - bytes);
+  if (room_before < wake_room && room_after >= wake_room) {
+    MutexLock wake(&hint_mu_);  // unlocking re-evaluates the prefetcher's wait
+  }
 }
 
 EngineStats EngineImpl::Stats() {
