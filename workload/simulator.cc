@@ -1,0 +1,223 @@
+// workload/simulator.cc — the replay loop, LRU, and the two MIN variants (simulator.h).
+
+#include "workload/simulator.h"
+
+#include <compare>
+#include <cstdint>
+#include <iterator>
+#include <limits>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace kvtier::workload {
+namespace {
+
+constexpr uint64_t kNever = std::numeric_limits<uint64_t>::max();
+
+// SplitMix64's finalizer, for hashing prefix paths.
+uint64_t Mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// What "the same block again" means for the next-use computation.
+enum class UseKey {
+  kBlock,       // the block id: its next reference
+  kPrefixPath,  // the whole path root..block: its next reference after the same prefix
+};
+
+// next[offset[r] + i] = the index of the first request after r that references request r's
+// i-th block (under `key`), or kNever. One backward pass with a map of the latest request
+// per key: O(refs) expected time and memory.
+std::vector<uint64_t> NextUses(const std::vector<Request>& requests, UseKey key,
+                               std::vector<uint64_t>* offset) {
+  offset->assign(requests.size() + 1, 0);
+  for (size_t r = 0; r < requests.size(); ++r) {
+    (*offset)[r + 1] = (*offset)[r] + requests[r].blocks.size();
+  }
+  std::vector<uint64_t> keys(offset->back());
+  for (size_t r = 0; r < requests.size(); ++r) {
+    uint64_t path = 0;
+    for (size_t i = 0; i < requests[r].blocks.size(); ++i) {
+      const uint64_t id = requests[r].blocks[i];
+      // The path hash chains every id before this one, so it names the prefix path even in
+      // traces whose ids are not themselves prefix-chained.
+      path = Mix64(Mix64(path) ^ id);
+      keys[(*offset)[r] + i] = key == UseKey::kBlock ? id : path;
+    }
+  }
+  std::vector<uint64_t> next(offset->back());
+  absl::flat_hash_map<uint64_t, uint64_t> later;  // key -> earliest request seen so far
+  for (size_t r = requests.size(); r-- > 0;) {
+    // Look up all of r before recording r, so an id repeated within r points past r.
+    for (uint64_t j = (*offset)[r]; j < (*offset)[r + 1]; ++j) {
+      auto it = later.find(keys[j]);
+      next[j] = it == later.end() ? kNever : it->second;
+    }
+    for (uint64_t j = (*offset)[r]; j < (*offset)[r + 1]; ++j) later[keys[j]] = r;
+  }
+  return next;
+}
+
+// Eviction order of the MIN variants: the greatest key goes first — farthest next use, then
+// (on a tie, e.g. a block and its child used next by the same request) the deeper block.
+struct MinKey {
+  uint64_t next;
+  uint64_t depth;
+  uint64_t id;
+  friend auto operator<=>(const MinKey&, const MinKey&) = default;
+};
+
+SimResult RunMin(const std::vector<Request>& requests, size_t capacity, UseKey use_key,
+                 bool allow_bypass) {
+  std::vector<uint64_t> offset;
+  const std::vector<uint64_t> next = NextUses(requests, use_key, &offset);
+  SimResult res;
+  absl::flat_hash_map<uint64_t, MinKey> resident;
+  std::set<MinKey> order;
+  std::vector<size_t> missing;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    const std::vector<uint64_t>& blocks = requests[r].blocks;
+    ++res.requests;
+    res.block_refs += blocks.size();
+    bool prefix = true;
+    missing.clear();
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      auto it = resident.find(blocks[i]);
+      if (it == resident.end()) {
+        prefix = false;
+        missing.push_back(i);
+        continue;
+      }
+      ++res.block_hits;
+      if (prefix) ++res.prefix_hit_blocks;
+      order.erase(it->second);
+      it->second = MinKey{next[offset[r] + i], i, blocks[i]};
+      order.insert(it->second);
+    }
+    for (size_t i : missing) {
+      const uint64_t id = blocks[i];
+      if (resident.contains(id)) continue;  // repeated within the request, inserted already
+      const MinKey key{next[offset[r] + i], i, id};
+      if (capacity == 0) {
+        ++res.bypassed;
+        continue;
+      }
+      if (resident.size() >= capacity) {
+        auto victim = std::prev(order.end());
+        if (allow_bypass && !(key < *victim)) {
+          // The newcomer would be the first to go: keeping what is there is no worse.
+          ++res.bypassed;
+          continue;
+        }
+        resident.erase(victim->id);
+        order.erase(victim);
+        ++res.evictions;
+      }
+      resident.emplace(id, key);
+      order.insert(key);
+      ++res.insertions;
+    }
+  }
+  return res;
+}
+
+}  // namespace
+
+void LruCachePolicy::Insert(uint64_t id) {
+  auto [it, inserted] = where_.try_emplace(id);
+  if (!inserted) {
+    // Not expected (REQUIRES), but harmless: treat as an access.
+    order_.splice(order_.begin(), order_, it->second);
+    return;
+  }
+  order_.push_front(id);
+  it->second = order_.begin();
+}
+
+void LruCachePolicy::Access(uint64_t id) {
+  auto it = where_.find(id);
+  if (it != where_.end()) order_.splice(order_.begin(), order_, it->second);
+}
+
+void LruCachePolicy::Remove(uint64_t id) {
+  auto it = where_.find(id);
+  if (it == where_.end()) return;
+  order_.erase(it->second);
+  where_.erase(it);
+}
+
+std::optional<uint64_t> LruCachePolicy::Victim() {
+  if (order_.empty()) return std::nullopt;
+  return order_.back();
+}
+
+absl::StatusOr<SimResult> Simulate(const std::vector<Request>& requests, size_t capacity_blocks,
+                                   CachePolicy& policy) {
+  if (policy.Victim().has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("policy '", policy.name(), "' already tracks blocks; pass a fresh one"));
+  }
+  SimResult res;
+  absl::flat_hash_set<uint64_t> resident;
+  std::vector<uint64_t> missing;
+  for (const Request& req : requests) {
+    ++res.requests;
+    res.block_refs += req.blocks.size();
+    bool prefix = true;
+    missing.clear();
+    for (uint64_t id : req.blocks) {
+      if (!resident.contains(id)) {
+        prefix = false;
+        missing.push_back(id);
+        continue;
+      }
+      ++res.block_hits;
+      if (prefix) ++res.prefix_hit_blocks;
+      policy.Access(id);
+    }
+    for (uint64_t id : missing) {
+      if (capacity_blocks == 0) {
+        ++res.bypassed;
+        continue;
+      }
+      if (resident.contains(id)) continue;  // repeated within the request, inserted already
+      while (resident.size() >= capacity_blocks) {
+        const std::optional<uint64_t> victim = policy.Victim();
+        if (!victim.has_value()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("policy '", policy.name(), "' offered no victim with ", resident.size(),
+                           " blocks present (capacity ", capacity_blocks, ")"));
+        }
+        if (resident.erase(*victim) == 0) {
+          return absl::InternalError(absl::StrCat("policy '", policy.name(), "' offered block ",
+                                                  *victim, ", which is not present"));
+        }
+        policy.Remove(*victim);
+        ++res.evictions;
+      }
+      resident.insert(id);
+      policy.Insert(id);
+      ++res.insertions;
+    }
+  }
+  return res;
+}
+
+SimResult SimulateBelady(const std::vector<Request>& requests, size_t capacity_blocks) {
+  return RunMin(requests, capacity_blocks, UseKey::kBlock, /*allow_bypass=*/false);
+}
+
+SimResult SimulateBeladyPrefix(const std::vector<Request>& requests, size_t capacity_blocks) {
+  return RunMin(requests, capacity_blocks, UseKey::kPrefixPath, /*allow_bypass=*/true);
+}
+
+}  // namespace kvtier::workload
