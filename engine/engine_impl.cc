@@ -456,6 +456,8 @@ void EngineImpl::Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId s
   ++ns_tier_blocks_[e.ns_id][ti];
   if (t == TierKind::kDisk) return;  // the disk tier places and evicts records itself
   slot_owner_[ti][slot] = key;
+  // Policies with history (ghosts, frequency) need the block's identity, not the slot's.
+  policies_[ti]->SetNextKey(key.hi ^ (key.lo * 0x9e3779b97f4a7c15ULL));
   if (cold) {
     policies_[ti]->OnInsertCold(slot);
   } else {

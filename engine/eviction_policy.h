@@ -1,7 +1,7 @@
 // engine/eviction_policy.h — which slot of a full tier to give up next.
 //
 // A policy sees only slot ids and events on them (inserted, accessed, removed); it knows
-// nothing of bytes, keys or other tiers. The engine asks for a victim with a predicate that
+// nothing of bytes or other tiers, and of keys only a hash (SetNextKey) for its history. The engine asks for a victim with a predicate that
 // says whether a slot may be evicted now (not pinned, leased or in flight); the policy offers
 // slots from most to least evictable until the predicate accepts one.
 //
@@ -10,6 +10,7 @@
 #ifndef KVTIER_ENGINE_EVICTION_POLICY_H_
 #define KVTIER_ENGINE_EVICTION_POLICY_H_
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 
@@ -32,6 +33,12 @@ class EvictionPolicy {
   // copies cycles through a few slots instead of pushing out what the tier holds for its
   // own sake. REQUIRES: as OnInsert.
   virtual void OnInsertCold(SlotId slot) { OnInsert(slot); }
+  // The stable identity (a hash of the block key) of the block that the next OnInsert or
+  // OnInsertCold inserts. Slot ids are reused for other blocks, so policies that remember
+  // blocks beyond their stay in a slot (the ghosts of S3-FIFO and ARC, TinyLFU's frequency
+  // sketch) key that history by this hash. The engine calls it before each insert; a policy
+  // that was not told treats the slot id as the key. The default ignores it.
+  virtual void SetNextKey(uint64_t /*key_hash*/) {}
   // REQUIRES: slot is tracked.
   virtual void OnAccess(SlotId slot) = 0;
   // REQUIRES: slot is tracked. Afterwards it is not.

@@ -1,8 +1,8 @@
+// engine/lru_policy.cc — least-recently-used eviction (see lru_policy.h).
+
 #include "engine/lru_policy.h"
 
 #include <cassert>
-
-#include "absl/strings/str_format.h"
 
 namespace kvtier {
 
@@ -75,13 +75,6 @@ std::vector<SlotId> LruPolicy::Order() const {
   std::vector<SlotId> order;
   for (SlotId s = head_; s != kNoSlot; s = next_[s]) order.push_back(s);
   return order;
-}
-
-absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(absl::string_view name,
-                                                                   uint32_t num_slots) {
-  if (name == "lru") return std::make_unique<LruPolicy>(num_slots);
-  return absl::InvalidArgumentError(
-      absl::StrFormat("unknown eviction policy '%s' (known: lru)", name));
 }
 
 }  // namespace kvtier

@@ -82,7 +82,8 @@ struct EngineOptions {
   // at least one block.
   size_t gpu_tier_bytes = 0;
   size_t host_tier_bytes = 0;
-  // Eviction policy per tier. Available: "lru".
+  // Eviction policy per tier: "lru", "fifo", "clock", "sieve", "s3fifo", "arc", "tinylfu"
+  // (engine/eviction_policies.h says what each does).
   std::string gpu_eviction = "lru";
   std::string host_eviction = "lru";
   // Host copies evicted with no other copy go to disk, if it admits them.
