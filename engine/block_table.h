@@ -55,6 +55,9 @@ struct BlockEntry {
   // Bit t: the copy in tier t was brought there by a prefetch hint and no Load or
   // LoadToGpuTier has used it yet (it counts against the prefetch budget).
   uint8_t prefetched = 0;
+  // The block's index in its prompt (0 = the first block), when stored; 0 for blocks
+  // recovered from disk. Prefix-aware eviction evicts deeper blocks (chain tails) first.
+  uint32_t depth = 0;
 
   bool has(TierKind t) const { return slot[static_cast<int>(t)] != kNoSlot; }
   bool is_writing(TierKind t) const { return writing & (1u << static_cast<int>(t)); }

@@ -535,13 +535,54 @@ std::optional<SlotId> EngineImpl::AcquireSlot(TierKind t, std::shared_ptr<Event>
 bool EngineImpl::EvictOne(TierKind t) {
   const int ti = static_cast<int>(t);
   const std::vector<BlockKey>& owners = slot_owner_[ti];
-  std::optional<SlotId> victim = policies_[ti]->PickVictim([&](SlotId s) {
+  auto evictable = [&](SlotId s) {
     return table_.Find(owners[s], [&](BlockEntry* e) {
       placement_mu_.AssertHeld();
       return e != nullptr && e->pins == 0 && !e->is_writing(t) &&
              !(protect_prefetched_ && (e->prefetched & Bit(t)));
     });
-  });
+  };
+  std::optional<SlotId> victim;
+  const bool prefix_aware = options_.prefix_aware_eviction;
+  const bool cost_aware = options_.cost_aware_eviction;
+  if (!prefix_aware && !cost_aware) {
+    victim = policies_[ti]->PickVictim(evictable);
+  } else {
+    // The policy's most evictable candidates, in its order; among them the cheapest to lose
+    // (cost-aware: a copy in a lower tier remains, so nothing is written or recomputed),
+    // then the deepest (prefix-aware: a chain's tail before its head, whose loss would make
+    // the tail useless for prefix reuse), then the policy's own order.
+    struct Candidate {
+      SlotId slot;
+      int cost;
+      uint32_t depth;
+    };
+    std::vector<Candidate> window;
+    const size_t width = std::max<uint32_t>(1, options_.eviction_window);
+    (void)policies_[ti]->PickVictim([&](SlotId s) {
+      if (!evictable(s)) return false;
+      Candidate c{s, 0, 0};
+      table_.Find(owners[s], [&](BlockEntry* e) {
+        bool lower = false;
+        for (int u = ti + 1; u < kNumTiers; ++u) lower = lower || e->slot[u] != kNoSlot;
+        c.cost = cost_aware && !lower ? 1 : 0;
+        c.depth = prefix_aware ? e->depth : 0;
+      });
+      window.push_back(c);
+      return window.size() >= width;
+    });
+    if (!window.empty()) {
+      const Candidate* best = &window[0];
+      for (const Candidate& c : window) {
+        if (c.cost < best->cost || (c.cost == best->cost && c.depth > best->depth)) best = &c;
+      }
+      const SlotId chosen = best->slot;
+      // Ask the policy for exactly this slot, so that it records the eviction as its own
+      // (ghost history, hand positions).
+      victim = policies_[ti]->PickVictim([&](SlotId s) { return s == chosen; });
+      if (!victim) victim = policies_[ti]->PickVictim(evictable);  // not expected
+    }
+  }
   if (!victim) return false;
   const BlockKey key = slot_owner_[ti][*victim];
 
@@ -785,6 +826,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
       table_.Upsert(key, [&](BlockEntry& e, bool) {
         placement_mu_.AssertHeld();
         e.ns_id = (*space)->id;
+        e.depth = static_cast<uint32_t>(r.first_block + i);
         Attach(key, e, TierKind::kHost, *slot);
         StartWrite(e, TierKind::kHost, write_id, *done);
       });

@@ -102,6 +102,11 @@ absl::Status EngineOptions::Validate() const {
       return p.status();
     }
   }
+  if (eviction_window == 0 || eviction_window > 1024) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "eviction_window = %u must be in [1, 1024] (candidates weighed per eviction)",
+        eviction_window));
+  }
   for (size_t i = 0; i < namespaces.size(); ++i) {
     if (absl::Status s = ValidateNamespaceName(namespaces[i]); !s.ok()) return s;
     for (size_t j = 0; j < i; ++j) {

@@ -86,6 +86,14 @@ struct EngineOptions {
   // (engine/eviction_policies.h says what each does).
   std::string gpu_eviction = "lru";
   std::string host_eviction = "lru";
+  // KV-specific refinements of any policy, applied among its `eviction_window` most
+  // evictable candidates. Prefix-aware: evict the deepest block of a prompt first (a chain's
+  // tail before its head: a block whose parent is gone is useless for prefix reuse, as radix
+  // caches evict leaves first). Cost-aware: evict first a copy that another tier still
+  // holds (losing it costs a reload, not a write to the tier below or a recompute).
+  bool prefix_aware_eviction = false;
+  bool cost_aware_eviction = false;
+  uint32_t eviction_window = 8;
   // Host copies evicted with no other copy go to disk, if it admits them.
   DiskOptions disk;
 

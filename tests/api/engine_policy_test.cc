@@ -124,6 +124,83 @@ TEST_P(EnginePolicyTest, ConcurrentClientsKeepThePolicyConsistent) {
   EXPECT_EQ(wrong.load(), 0);
 }
 
+
+// Prefix-aware eviction keeps a prompt's head: under pressure the tail goes first, so the
+// prompt still matches a prefix. Plain LRU evicts the oldest block, the head, and the
+// whole prompt stops matching.
+TEST(EngineKvAwareEviction, PrefixAwareEvictsTailsBeforeHeads) {
+  for (bool prefix_aware : {false, true}) {
+    EngineOptions o = testing::SmallOptions(/*gpu=*/0, /*host=*/4);
+    o.prefix_aware_eviction = prefix_aware;
+    absl::StatusOr<std::unique_ptr<Engine>> opened = Engine::Open(o);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    Engine& e = **opened;
+    const std::vector<int32_t> a = Prompt(4, 1);
+    StoreBlocks(e, "default", a);  // fills the host tier: blocks a0..a3, a0 oldest
+    StoreBlocks(e, "default", Prompt(1, 2));  // one more block: one of a's must go
+    absl::StatusOr<MatchResult> m = e.Match("default", a);
+    ASSERT_TRUE(m.ok());
+    EXPECT_EQ(m->keys.size(), prefix_aware ? 3u : 0u) << "prefix_aware=" << prefix_aware;
+  }
+}
+
+// Cost-aware eviction drops a host copy that the disk also holds before one that would have
+// to be written to disk first.
+TEST(EngineKvAwareEviction, CostAwarePrefersCopiesALowerTierStillHolds) {
+  for (bool cost_aware : {false, true}) {
+    EngineOptions o = testing::SmallOptions(/*gpu=*/0, /*host=*/2);
+    o.cost_aware_eviction = cost_aware;
+    const std::string dir =
+        ::testing::TempDir() + "kvtier-cost-aware-" + (cost_aware ? "on" : "off");
+    std::filesystem::remove_all(dir);
+    o.disk.directory = dir;
+    o.disk.region_bytes = 64 << 10;
+    o.disk.capacity_bytes = 4 << 20;
+    o.disk.admit_min_seen = 1;
+    absl::StatusOr<std::unique_ptr<Engine>> opened = Engine::Open(o);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    Engine& e = **opened;
+    const size_t bytes = o.geometry.block_bytes();
+    // x goes to disk (evicted by y, z), then comes back to the host: host {z, x}, where x
+    // also has a disk copy and z does not; z is the older of the two.
+    const std::vector<int32_t> x = Prompt(1, 10), y = Prompt(1, 11), z = Prompt(1, 12);
+    const std::vector<BlockKey> xk = StoreBlocks(e, "default", x);
+    StoreBlocks(e, "default", y);
+    StoreBlocks(e, "default", z);
+    ASSERT_TRUE(e.Flush().ok());
+    {
+      testing::DeviceBlocks dst(e.device(), 1, bytes);
+      LoadRequest r;
+      r.ns = "default";
+      r.keys = xk;
+      r.buffers = KvBuffers::Blocks(dst.ptrs());
+      absl::StatusOr<std::unique_ptr<TransferHandle>> h = e.Load(r);
+      ASSERT_TRUE(h.ok()) << h.status();
+      ASSERT_TRUE((*h)->Wait().ok());
+    }
+    ASSERT_TRUE(e.Flush().ok());
+    const uint64_t written_before = e.Stats().tiers[2].bytes_in;
+    StoreBlocks(e, "default", Prompt(1, 13));  // host full: z or x's host copy must go
+    ASSERT_TRUE(e.Flush().ok());
+    const uint64_t written = e.Stats().tiers[2].bytes_in - written_before;
+    // Cost-aware drops x's host copy (its disk copy remains): nothing written. LRU evicts z,
+    // the older, which must be written to disk.
+    EXPECT_EQ(written == 0, cost_aware) << "bytes written to disk: " << written;
+    absl::StatusOr<MatchResult> mz = e.Match("default", z);
+    ASSERT_TRUE(mz.ok());
+    ASSERT_EQ(mz->tiers.size(), 1u);
+    EXPECT_EQ(mz->tiers[0], cost_aware ? TierKind::kHost : TierKind::kDisk);
+    opened->reset();
+    std::filesystem::remove_all(dir);
+  }
+}
+
+TEST(EngineKvAwareEviction, AZeroWindowIsRejected) {
+  EngineOptions o = testing::SmallOptions(0, 2);
+  o.eviction_window = 0;
+  EXPECT_EQ(Engine::Open(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 INSTANTIATE_TEST_SUITE_P(Policies, EnginePolicyTest,
                          ::testing::Values("lru", "fifo", "clock", "sieve", "s3fifo", "arc",
                                            "tinylfu"),
