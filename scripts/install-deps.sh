@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev
   clang libclang-rt-14-dev   # ThreadSanitizer build and -Wthread-safety checks
   fio                        # the disk benchmark's ceiling
+  gnuplot-nox                # bench eviction's PNG plot
 )
 
 missing=()

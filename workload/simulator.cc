@@ -168,23 +168,24 @@ absl::StatusOr<SimResult> Simulate(const std::vector<Request>& requests, size_t 
   }
   SimResult res;
   absl::flat_hash_set<uint64_t> resident;
-  std::vector<uint64_t> missing;
+  std::vector<std::pair<uint64_t, uint32_t>> missing;  // (id, position in the request)
   for (const Request& req : requests) {
     ++res.requests;
     res.block_refs += req.blocks.size();
     bool prefix = true;
     missing.clear();
-    for (uint64_t id : req.blocks) {
+    for (size_t pos = 0; pos < req.blocks.size(); ++pos) {
+      const uint64_t id = req.blocks[pos];
       if (!resident.contains(id)) {
         prefix = false;
-        missing.push_back(id);
+        missing.emplace_back(id, static_cast<uint32_t>(pos));
         continue;
       }
       ++res.block_hits;
       if (prefix) ++res.prefix_hit_blocks;
       policy.Access(id);
     }
-    for (uint64_t id : missing) {
+    for (const auto& [id, pos] : missing) {
       if (capacity_blocks == 0) {
         ++res.bypassed;
         continue;
@@ -205,6 +206,7 @@ absl::StatusOr<SimResult> Simulate(const std::vector<Request>& requests, size_t 
         ++res.evictions;
       }
       resident.insert(id);
+      policy.SetNextDepth(pos);
       policy.Insert(id);
       ++res.insertions;
     }

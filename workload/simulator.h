@@ -81,6 +81,10 @@ class CachePolicy {
   virtual ~CachePolicy() = default;
 
   virtual const char* name() const = 0;
+  // The position in its request (0 = the request's first block) of the block the next
+  // Insert inserts. Prefix-aware policies evict deeper blocks (chain tails) first; others
+  // ignore it.
+  virtual void SetNextDepth(uint32_t /*depth*/) {}
   // A block entered the cache. REQUIRES: id not tracked.
   virtual void Insert(uint64_t id) = 0;
   // A tracked block was hit. REQUIRES: id tracked.

@@ -1,10 +1,9 @@
 // workload/trace.cc — trace readers, the CSV writer and summaries.
 //
-// No JSON library is available to kvtier (Debian's Abseil has none and RapidJSON is not a
-// dependency), and a trace line is one flat object, so this file carries a small strict
-// JSON reader: it parses the top-level object per RFC 8259 (strings with escapes, numbers
-// by the JSON grammar, nested values skipped), which is enough to reject broken lines with
-// a precise message instead of misreading them the way a substring search would.
+// Mooncake lines are parsed by kvtier's strict JSON reader (common/json.h: RFC 8259 strings
+// and numbers, duplicate keys rejected, the column of the first error), which rejects a
+// broken line with a precise message instead of misreading it the way a substring search
+// would; the fields are then checked against the format in trace.h.
 
 #include "workload/trace.h"
 
@@ -26,238 +25,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "common/json.h"
 
 namespace kvtier::workload {
 namespace {
 
-// ---------------------------------------------------------------------------------------
-// Minimal JSON reading. Errors are plain strings; the caller prefixes "source:line: ".
-
-class JsonCursor {
- public:
-  explicit JsonCursor(absl::string_view text) : text_(text) {}
-
-  void SkipWhitespace() {
-    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' ||
-                                   text_[pos_] == '\n' || text_[pos_] == '\r')) {
-      ++pos_;
-    }
-  }
-  bool AtEnd() const { return pos_ >= text_.size(); }
-  char Peek() const { return AtEnd() ? '\0' : text_[pos_]; }
-  size_t column() const { return pos_ + 1; }
-
-  // Consumes `c` after optional whitespace.
-  bool Consume(char c) {
-    SkipWhitespace();
-    if (Peek() != c) return false;
-    ++pos_;
-    return true;
-  }
-
-  // A string literal; the cursor is on its opening quote.
-  bool ParseString(std::string* out, std::string* error) {
-    out->clear();
-    if (Peek() != '"') return Fail("expected a string", error);
-    ++pos_;
-    while (!AtEnd()) {
-      const char c = text_[pos_++];
-      if (c == '"') return true;
-      if (static_cast<unsigned char>(c) < 0x20) return Fail("control character in string", error);
-      if (c != '\\') {
-        out->push_back(c);
-        continue;
-      }
-      if (AtEnd()) break;
-      const char e = text_[pos_++];
-      switch (e) {
-        case '"':
-          out->push_back('"');
-          break;
-        case '\\':
-          out->push_back('\\');
-          break;
-        case '/':
-          out->push_back('/');
-          break;
-        case 'b':
-          out->push_back('\b');
-          break;
-        case 'f':
-          out->push_back('\f');
-          break;
-        case 'n':
-          out->push_back('\n');
-          break;
-        case 'r':
-          out->push_back('\r');
-          break;
-        case 't':
-          out->push_back('\t');
-          break;
-        case 'u': {
-          uint32_t cp;
-          if (!ParseHex4(&cp)) return Fail("bad \\u escape", error);
-          // A surrogate pair encodes one code point above U+FFFF.
-          if (cp >= 0xD800 && cp <= 0xDBFF) {
-            uint32_t low;
-            if (text_.substr(pos_, 2) != "\\u") return Fail("lone surrogate in \\u escape", error);
-            pos_ += 2;
-            if (!ParseHex4(&low) || low < 0xDC00 || low > 0xDFFF) {
-              return Fail("bad surrogate pair in \\u escape", error);
-            }
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            return Fail("lone surrogate in \\u escape", error);
-          }
-          AppendUtf8(cp, out);
-          break;
-        }
-        default:
-          return Fail(absl::StrCat("bad escape '\\", std::string(1, e), "'"), error);
-      }
-    }
-    return Fail("unterminated string", error);
-  }
-
-  // A number by the JSON grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?. Returns
-  // its text; the cursor is on its first character.
-  bool ParseNumber(absl::string_view* token, std::string* error) {
-    const size_t start = pos_;
-    if (Peek() == '-') ++pos_;
-    if (Peek() == '0') {
-      ++pos_;
-    } else if (IsDigit(Peek())) {
-      while (IsDigit(Peek())) ++pos_;
-    } else {
-      return Fail("bad number", error);
-    }
-    if (Peek() == '.') {
-      ++pos_;
-      if (!IsDigit(Peek())) return Fail("bad number", error);
-      while (IsDigit(Peek())) ++pos_;
-    }
-    if (Peek() == 'e' || Peek() == 'E') {
-      ++pos_;
-      if (Peek() == '+' || Peek() == '-') ++pos_;
-      if (!IsDigit(Peek())) return Fail("bad number", error);
-      while (IsDigit(Peek())) ++pos_;
-    }
-    *token = text_.substr(start, pos_ - start);
-    return true;
-  }
-
-  // Skips any value (used for keys the reader does not know). Depth-limited so a hostile
-  // line cannot overflow the stack.
-  bool SkipValue(std::string* error, int depth = 0) {
-    if (depth > 64) return Fail("nesting too deep", error);
-    SkipWhitespace();
-    const char c = Peek();
-    if (c == '"') {
-      std::string ignored;
-      return ParseString(&ignored, error);
-    }
-    if (c == '-' || IsDigit(c)) {
-      absl::string_view ignored;
-      return ParseNumber(&ignored, error);
-    }
-    if (c == '{' || c == '[') {
-      const char close = c == '{' ? '}' : ']';
-      ++pos_;
-      if (Consume(close)) return true;
-      do {
-        if (c == '{') {
-          SkipWhitespace();
-          std::string key;
-          if (!ParseString(&key, error)) return false;
-          if (!Consume(':')) return Fail("expected ':'", error);
-        }
-        if (!SkipValue(error, depth + 1)) return false;
-      } while (Consume(','));
-      if (!Consume(close))
-        return Fail(absl::StrCat("expected ',' or '", std::string(1, close), "'"), error);
-      return true;
-    }
-    for (absl::string_view literal : {"true", "false", "null"}) {
-      if (text_.substr(pos_, literal.size()) == literal) {
-        pos_ += literal.size();
-        return true;
-      }
-    }
-    return Fail("expected a value", error);
-  }
-
-  bool Fail(absl::string_view what, std::string* error) const {
-    *error = absl::StrCat("bad JSON at column ", column(), ": ", what);
-    return false;
-  }
-
- private:
-  static bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
-  bool ParseHex4(uint32_t* out) {
-    if (pos_ + 4 > text_.size()) return false;
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) {
-      const char h = text_[pos_ + i];
-      v <<= 4;
-      if (h >= '0' && h <= '9') {
-        v |= h - '0';
-      } else if (h >= 'a' && h <= 'f') {
-        v |= h - 'a' + 10;
-      } else if (h >= 'A' && h <= 'F') {
-        v |= h - 'A' + 10;
-      } else {
-        return false;
-      }
-    }
-    pos_ += 4;
-    *out = v;
-    return true;
-  }
-
-  static void AppendUtf8(uint32_t cp, std::string* out) {
-    if (cp < 0x80) {
-      out->push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-      out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
-  }
-
-  absl::string_view text_;
-  size_t pos_ = 0;
-};
-
-// The JSON type a value starts with, for "wrong type" messages.
-const char* JsonTypeAt(char c) {
-  switch (c) {
-    case '"':
-      return "a string";
-    case '[':
-      return "an array";
-    case '{':
-      return "an object";
-    case 't':
-    case 'f':
-      return "a boolean";
-    case 'n':
-      return "null";
-    default:
-      return (c == '-' || (c >= '0' && c <= '9')) ? "a number" : "not a value";
-  }
-}
-
-// Digits only (no sign, fraction or exponent), converted to T if it fits.
+// Digits only (no sign, fraction or exponent), converted to T if it fits: the CSV reader's
+// integers.
 template <typename T>
 bool ParseUnsignedToken(absl::string_view token, T* out) {
   if (token.empty()) return false;
@@ -270,114 +44,104 @@ bool ParseUnsignedToken(absl::string_view token, T* out) {
   return true;
 }
 
-// Reads an integer field (cursor before the value) into `out`.
+// ---------------------------------------------------------------------------------------
+// Mooncake JSONL. Each line is parsed whole by common/json.h, which enforces the grammar
+// (and rejects duplicate keys, known or not); the fields are then checked here. Errors are
+// plain strings; the caller prefixes "source:line: ".
+
+// An integer field in [0, 2^(8 * sizeof(T))). `what` names it in messages ("\"output_length\""
+// or "hash_ids[3]"), `expected` says what it must be when it is not a number at all.
 template <typename T>
-bool ReadUnsignedField(JsonCursor& cur, absl::string_view key, T* out, std::string* error) {
-  cur.SkipWhitespace();
-  const char c = cur.Peek();
-  if (c != '-' && !(c >= '0' && c <= '9')) {
-    *error = absl::StrCat("\"", key, "\" must be a non-negative integer, not ", JsonTypeAt(c));
+bool ReadUnsigned(json::Value value, absl::string_view what, absl::string_view expected, T* out,
+                  std::string* error) {
+  if (value.type() != json::Type::kNumber) {
+    *error = absl::StrCat(what, " must be ", expected, ", not ", json::TypeName(value.type()));
     return false;
   }
-  absl::string_view token;
-  if (!cur.ParseNumber(&token, error)) return false;
-  if (!ParseUnsignedToken(token, out)) {
-    *error = absl::StrCat("\"", key, "\" is not a non-negative integer below 2^", sizeof(T) * 8,
-                          ": ", token);
+  // GetUint64 reads the token exactly (no detour through double) and refuses a sign, a
+  // fraction or an exponent, so 52.0, 5e1 and -0 fail here instead of being truncated.
+  absl::StatusOr<uint64_t> v = value.GetUint64();
+  if (!v.ok() || *v > std::numeric_limits<T>::max()) {
+    *error = absl::StrCat(what, " is not a non-negative integer below 2^", sizeof(T) * 8, ": ",
+                          value.number_token());
     return false;
   }
+  *out = static_cast<T>(*v);
   return true;
 }
 
-// Parses one Mooncake line into `r`; false with `error` set otherwise.
-bool ParseMooncakeLine(absl::string_view line, Request* r, std::string* error) {
-  JsonCursor cur(line);
-  if (!cur.Consume('{')) {
-    return cur.Fail("expected '{' (one JSON object per line)", error);
+// Parses one Mooncake line into `r`; false with `error` set otherwise. `doc` is reused from
+// line to line so that parsing a trace allocates once, not once per line.
+bool ParseMooncakeLine(absl::string_view line, json::Document& doc, Request* r,
+                       std::string* error) {
+  // Checked before parsing so that a line that is not an object at all gets the message a
+  // JSONL reader expects, rather than the parser's "expected a value" or "trailing text".
+  size_t first = 0;
+  while (first < line.size() && (line[first] == ' ' || line[first] == '\t')) ++first;
+  if (first == line.size() || line[first] != '{') {
+    *error =
+        absl::StrCat("bad JSON at column ", first + 1, ": expected '{' (one JSON object per line)");
+    return false;
   }
-  bool have_time = false, have_output = false, have_ids = false, have_input = false,
-       have_tenant = false;
-  if (!cur.Consume('}')) {
-    do {
-      cur.SkipWhitespace();
-      std::string key;
-      if (!cur.ParseString(&key, error)) return false;
-      if (!cur.Consume(':')) return cur.Fail("expected ':'", error);
-      cur.SkipWhitespace();
-      bool* seen = key == "timestamp"       ? &have_time
-                   : key == "output_length" ? &have_output
-                   : key == "hash_ids"      ? &have_ids
-                   : key == "input_length"  ? &have_input
-                   : key == "tenant"        ? &have_tenant
-                                            : nullptr;
-      if (seen != nullptr) {
-        if (*seen) {
-          *error = absl::StrCat("duplicate key \"", key, "\"");
-          return false;
-        }
-        *seen = true;
-      }
-      if (key == "timestamp") {
-        const char c = cur.Peek();
-        if (c != '-' && !(c >= '0' && c <= '9')) {
-          *error = absl::StrCat("\"timestamp\" must be a number, not ", JsonTypeAt(c));
-          return false;
-        }
-        absl::string_view token;
-        double ms;
-        if (!cur.ParseNumber(&token, error)) return false;
-        if (!absl::SimpleAtod(token, &ms) || !std::isfinite(ms) || ms < 0) {
-          *error = absl::StrCat("\"timestamp\" must be a finite number >= 0: ", token);
-          return false;
-        }
-        r->time_s = ms / 1000.0;
-      } else if (key == "output_length") {
-        if (!ReadUnsignedField(cur, key, &r->output_tokens, error)) return false;
-      } else if (key == "input_length") {
-        uint64_t ignored;
-        if (!ReadUnsignedField(cur, key, &ignored, error)) return false;
-      } else if (key == "tenant") {
-        if (cur.Peek() != '"') {
-          *error = absl::StrCat("\"tenant\" must be a string, not ", JsonTypeAt(cur.Peek()));
-          return false;
-        }
-        if (!cur.ParseString(&r->tenant, error)) return false;
-      } else if (key == "hash_ids") {
-        if (cur.Peek() != '[') {
-          *error = absl::StrCat("\"hash_ids\" must be an array, not ", JsonTypeAt(cur.Peek()));
-          return false;
-        }
-        cur.Consume('[');
-        if (!cur.Consume(']')) {
-          do {
-            cur.SkipWhitespace();
-            const char c = cur.Peek();
-            const size_t index = r->blocks.size();
-            if (c != '-' && !(c >= '0' && c <= '9')) {
-              *error =
-                  absl::StrCat("hash_ids[", index, "] must be an integer, not ", JsonTypeAt(c));
-              return false;
-            }
-            absl::string_view token;
-            uint64_t id;
-            if (!cur.ParseNumber(&token, error)) return false;
-            if (!ParseUnsignedToken(token, &id)) {
-              *error = absl::StrCat("hash_ids[", index,
-                                    "] is not a non-negative integer below 2^64: ", token);
-              return false;
-            }
-            r->blocks.push_back(id);
-          } while (cur.Consume(','));
-          if (!cur.Consume(']')) return cur.Fail("expected ',' or ']' in hash_ids", error);
-        }
-      } else if (!cur.SkipValue(error)) {
+  if (!doc.Parse(line).ok()) {
+    // Columns from 1, like the line numbers in front of them.
+    *error = absl::StrCat("bad JSON at column ", doc.error().offset + 1, ": ", doc.error().what);
+    return false;
+  }
+  bool have_time = false, have_output = false, have_ids = false;
+  for (json::Value field : doc.root().children()) {
+    const absl::string_view key = field.key();
+    if (key == "timestamp") {
+      have_time = true;
+      if (field.type() != json::Type::kNumber) {
+        *error = absl::StrCat("\"timestamp\" must be a number, not ", json::TypeName(field.type()));
         return false;
       }
-    } while (cur.Consume(','));
-    if (!cur.Consume('}')) return cur.Fail("expected ',' or '}'", error);
+      absl::StatusOr<double> ms = field.GetDouble();
+      if (!ms.ok() || !std::isfinite(*ms) || *ms < 0) {
+        *error = absl::StrCat("\"timestamp\" must be a finite number >= 0: ", field.number_token());
+        return false;
+      }
+      r->time_s = *ms / 1000.0;
+    } else if (key == "output_length") {
+      have_output = true;
+      if (!ReadUnsigned(field, "\"output_length\"", "a non-negative integer", &r->output_tokens,
+                        error)) {
+        return false;
+      }
+    } else if (key == "input_length") {
+      uint64_t ignored;
+      if (!ReadUnsigned(field, "\"input_length\"", "a non-negative integer", &ignored, error)) {
+        return false;
+      }
+    } else if (key == "tenant") {
+      if (field.type() != json::Type::kString) {
+        *error = absl::StrCat("\"tenant\" must be a string, not ", json::TypeName(field.type()));
+        return false;
+      }
+      r->tenant = std::string(field.string_value());
+    } else if (key == "hash_ids") {
+      have_ids = true;
+      if (field.type() != json::Type::kArray) {
+        *error = absl::StrCat("\"hash_ids\" must be an array, not ", json::TypeName(field.type()));
+        return false;
+      }
+      r->blocks.reserve(field.size());
+      for (json::Value id : field.children()) {
+        absl::StatusOr<uint64_t> block = id.GetUint64();
+        if (!block.ok()) {
+          // ReadUnsigned only to phrase the error: the loop runs once per block id, so the
+          // name "hash_ids[i]" is formatted on this path alone.
+          uint64_t unused;
+          ReadUnsigned(id, absl::StrCat("hash_ids[", r->blocks.size(), "]"), "an integer", &unused,
+                       error);
+          return false;
+        }
+        r->blocks.push_back(*block);
+      }
+    }
+    // Other keys are skipped whatever their value (the parser has checked it is JSON).
   }
-  cur.SkipWhitespace();
-  if (!cur.AtEnd()) return cur.Fail("trailing characters after the object", error);
   for (auto [have, name] : {std::pair{have_time, "timestamp"},
                             {have_output, "output_length"},
                             {have_ids, "hash_ids"}}) {
@@ -443,6 +207,7 @@ absl::StatusOr<std::vector<Request>> ReadLines(std::istream& in, absl::string_vi
                                                Format format) {
   std::vector<Request> out;
   std::string line;
+  json::Document doc;  // reused by every Mooncake line
   size_t line_no = 0;
   bool header_seen = format != Format::kCsv;
   while (std::getline(in, line)) {
@@ -460,7 +225,7 @@ absl::StatusOr<std::vector<Request>> ReadLines(std::istream& in, absl::string_vi
     }
     Request r;
     std::string error;
-    const bool ok = format == Format::kMooncake ? ParseMooncakeLine(view, &r, &error)
+    const bool ok = format == Format::kMooncake ? ParseMooncakeLine(view, doc, &r, &error)
                                                 : ParseCsvLine(view, &r, &error);
     if (!ok) return absl::InvalidArgumentError(absl::StrCat(source, ":", line_no, ": ", error));
     out.push_back(std::move(r));

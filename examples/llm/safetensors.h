@@ -8,11 +8,11 @@
 // where the header is a JSON object mapping each tensor name to
 // {"dtype": "F32", "shape": [rows, cols], "data_offsets": [begin, end]} (byte offsets into the
 // data section), plus an optional "__metadata__" object of string values. The header is
-// parsed by a small JSON parser written here for that subset (objects, arrays, strings,
-// non-negative integers; true/false/null are accepted and ignored), so the example needs no
-// JSON library. Everything in the file is checked before it is used: malformed JSON is
-// InvalidArgument saying what was expected and at which byte, a header or a tensor that runs
-// past the end of the file is DataLoss naming the file and the tensor.
+// parsed by kvtier's strict JSON reader (common/json.h; keys other than those above are
+// accepted and ignored), and shapes and offsets are read as exact 64-bit integers.
+// Everything in the file is checked before it is used: malformed JSON is InvalidArgument
+// saying what was expected and at which byte, a header or a tensor that runs past the end of
+// the file is DataLoss naming the file and the tensor.
 //
 // Tensors are read on demand (one seek and read each), so opening a file costs only its
 // header; F32, F16 and BF16 tensors convert to float32.

@@ -1,0 +1,418 @@
+// bench eviction — which eviction policy a prefix cache should run: every engine policy
+// (through workload::EnginePolicyAdapter, so the code measured is the code the engine ships)
+// replayed over the shared Mooncake trace at several cache sizes, against Belady's MIN and
+// the prefix-aware MIN. Metadata only (workload/simulator.h): no bytes, no tiers, no time.
+//
+//   bench/run eviction [--workload=mooncake|chat|rag|agent|scan] [--trace=PATH]
+//                      [--capacities=1/50,1/20,0.125,...|BLOCKS,...] [--policies=lru,arc,...]
+//                      [--seed=N] [--out-dir=DIR]
+//
+// Capacities are fractions of the trace's distinct blocks ("1/8" or "0.125") or, written as
+// integers, block counts. Default: 1/50, 1/20, 1/8, 1/4, 1/2; the middle one is the
+// headline. The Mooncake trace defaults to ../shared/traces/ beside the source tree; when it
+// is missing the bench falls back to a generated chat trace and says so in the JSON "trace"
+// field, so it still runs outside that layout.
+//
+// Output: a table of prefix-hit ratios (policy rows x capacity columns, the two optima
+// last), one of block hit ratios, eviction.csv in the output directory, and eviction.png
+// (prefix miss ratio against cache size, one line per policy and per optimum) when gnuplot
+// is on PATH. JSON: figure = the engine default policy's ("lru") prefix-hit ratio at the
+// middle capacity; ceiling = the prefix-aware MIN's there.
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "bench/bench_util.h"
+#include "workload/engine_policy_adapter.h"
+#include "workload/generators.h"
+#include "workload/simulator.h"
+#include "workload/trace.h"
+
+namespace kvtier::bench {
+namespace {
+
+using workload::Request;
+using workload::SimResult;
+
+// The engine's default (EngineOptions::host_eviction): the policy the figure is about.
+constexpr char kDefaultPolicy[] = "lru";
+
+// A capacity as given: a fraction of the distinct blocks, or an absolute block count.
+struct CapacitySpec {
+  std::string label;  // as written, for the table header
+  double fraction = 0;
+  size_t blocks = 0;  // used when fraction == 0
+};
+
+bool ParseCapacity(absl::string_view s, CapacitySpec* out) {
+  out->label = std::string(s);
+  std::vector<absl::string_view> parts = absl::StrSplit(s, '/');
+  if (parts.size() == 2) {
+    double num, den;
+    if (!absl::SimpleAtod(parts[0], &num) || !absl::SimpleAtod(parts[1], &den) || den <= 0) {
+      return false;
+    }
+    out->fraction = num / den;
+    return out->fraction > 0 && out->fraction <= 1;
+  }
+  if (s.find('.') != absl::string_view::npos) {
+    return absl::SimpleAtod(s, &out->fraction) && out->fraction > 0 && out->fraction <= 1;
+  }
+  return absl::SimpleAtoi(s, &out->blocks) && out->blocks > 0;
+}
+
+// Synthetic workloads, sized so that each has tens of thousands of block references (the
+// generators' defaults are test-sized).
+absl::StatusOr<std::vector<Request>> Generate(const std::string& name, uint64_t seed) {
+  if (name == "chat") {
+    workload::ChatParams p;
+    p.seed = seed;
+    p.num_sessions = 2000;
+    p.num_system_prompts = 16;
+    return workload::GenerateChat(p);
+  }
+  if (name == "rag") {
+    workload::RagParams p;
+    p.seed = seed;
+    p.num_documents = 2000;
+    p.num_queries = 10000;
+    return workload::GenerateRag(p);
+  }
+  if (name == "agent") {
+    workload::AgentParams p;
+    p.seed = seed;
+    p.num_agents = 200;
+    return workload::GenerateAgent(p);
+  }
+  if (name == "scan") {
+    workload::ScanParams p;
+    p.seed = seed;
+    p.hot_prompts = 64;
+    p.hot_prompt_blocks = 8;
+    p.scan_requests = 1000;
+    return workload::GenerateScan(p);
+  }
+  return absl::InvalidArgumentError("unknown workload '" + name + "'");
+}
+
+struct Row {
+  std::string name;
+  std::vector<SimResult> at;  // per capacity
+};
+
+// `name` padded on the right, for the tables.
+void PrintTable(const char* title, const std::vector<Row>& rows,
+                const std::vector<CapacitySpec>& specs, const std::vector<size_t>& blocks,
+                double (SimResult::*metric)() const) {
+  std::printf("\n%s\n%-14s", title, "policy");
+  for (size_t c = 0; c < specs.size(); ++c) {
+    // "1/8 5490" for a fraction (as written, then in blocks); just the count otherwise.
+    std::printf(" %12s", (specs[c].fraction > 0 ? absl::StrCat(specs[c].label, " ", blocks[c])
+                                                : absl::StrCat(blocks[c]))
+                             .c_str());
+  }
+  std::printf("\n");
+  for (const Row& r : rows) {
+    std::printf("%-14s", r.name.c_str());
+    for (const SimResult& s : r.at) std::printf(" %12.4f", (s.*metric)());
+    std::printf("\n");
+  }
+}
+
+// Writes the .gp script and runs gnuplot on it. Returns the PNG's path, or why not.
+// rows: the policies first, then the optima (drawn dashed); `unbounded_miss` is drawn as a
+// horizontal line (no cache size does better).
+std::string Plot(const std::filesystem::path& dir, const std::string& title,
+                 const std::vector<Row>& rows, size_t num_policies,
+                 const std::vector<size_t>& blocks, double unique_blocks, double unbounded_miss,
+                 bool* ok) {
+  *ok = false;
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    return "skipped: gnuplot is not on PATH (scripts/install-deps.sh installs gnuplot-nox)";
+  }
+  // Wide data: one row per capacity, one column per policy (miss ratio = 1 - prefix hits).
+  const std::filesystem::path dat = dir / "eviction_plot.dat";
+  {
+    std::ofstream out(dat);
+    out << "fraction";
+    for (const Row& r : rows) out << ' ' << r.name;
+    out << '\n';
+    for (size_t c = 0; c < blocks.size(); ++c) {
+      out << absl::StrFormat("%.6g", blocks[c] / unique_blocks);
+      for (const Row& r : rows) out << absl::StrFormat(" %.6f", 1 - r.at[c].prefix_hit_ratio());
+      out << '\n';
+    }
+  }
+  const auto [lo, hi] = std::minmax_element(blocks.begin(), blocks.end());
+  const std::filesystem::path png = dir / "eviction.png";
+  const std::filesystem::path gp = dir / "eviction.gp";
+  {
+    std::ofstream out(gp);
+    out << "set terminal pngcairo size 900,600 noenhanced\n"
+        << "set output '" << png.string() << "'\n"
+        << "set title 'prefix miss ratio vs cache size: " << title << "'\n"
+        << "set xlabel 'cache size (fraction of distinct blocks, log scale)'\n"
+        << "set ylabel 'prefix miss ratio (1 - prefix-hit ratio)'\n"
+        << "set logscale x\nset grid\nset key outside right\n"
+        << absl::StrFormat("set xrange [%g:%g]\n", *lo / unique_blocks / 1.3,
+                           *hi / unique_blocks * 1.3)
+        << "plot for [i=2:" << num_policies + 1 << "] '" << dat.string()
+        << "' using 1:i with linespoints lw 2 title columnheader(i), \\\n"
+        << "     for [i=" << num_policies + 2 << ":" << rows.size() + 1 << "] '" << dat.string()
+        << "' using 1:i with linespoints lw 3 dt 2 lc 'black' pt (i + 4) title columnheader(i), \\\n"
+        << absl::StrFormat("     %.6f with lines lc 'black' dt 3 title 'unbounded cache'\n",
+                           unbounded_miss);
+  }
+  // pngcairo is gnuplot-nox's PNG terminal; fall back to the plain png terminal for builds
+  // without cairo.
+  const std::string run = absl::StrCat("gnuplot '", gp.string(), "' 2>/dev/null");
+  if (std::system(run.c_str()) != 0 || !std::filesystem::exists(png)) {
+    std::string script;
+    {
+      std::ifstream in(gp);
+      script.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    absl::StrReplaceAll({{"pngcairo", "png"}}, &script);
+    std::ofstream(gp) << script;
+    if (std::system(absl::StrCat("gnuplot '", gp.string(), "'").c_str()) != 0) {
+      return "failed: gnuplot exited with an error on " + gp.string();
+    }
+  }
+  *ok = true;
+  return png.string();
+}
+
+int Main(int argc, char** argv) {
+  std::string trace_path =
+      std::string(KVTIER_SOURCE_DIR) + "/../shared/traces/mooncake_synthetic_trace.jsonl";
+  std::string workload_name = "mooncake";
+  std::string out_dir = std::string(KVTIER_BINARY_DIR) + "/bench-out/eviction";
+  std::vector<CapacitySpec> specs;
+  std::vector<std::string> policies = workload::EnginePolicyNames();
+  // The engine's prefix-aware refinement on the policies that do best without it.
+  for (const char* p : {"lru+prefix", "clock+prefix", "s3fifo+prefix", "arc+prefix"}) {
+    policies.push_back(p);
+  }
+  uint64_t seed = 1;
+  for (const char* c : {"1/50", "1/20", "1/8", "1/4", "1/2"}) {
+    CapacitySpec s;
+    ParseCapacity(c, &s);
+    specs.push_back(s);
+  }
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view s(argv[i]);
+    bool ok = true;
+    if (absl::ConsumePrefix(&s, "--trace=")) {
+      trace_path = std::string(s);
+    } else if (absl::ConsumePrefix(&s, "--workload=")) {
+      workload_name = std::string(s);
+      ok = workload_name == "mooncake" || workload_name == "chat" || workload_name == "rag" ||
+           workload_name == "agent" || workload_name == "scan";
+    } else if (absl::ConsumePrefix(&s, "--capacities=")) {
+      specs.clear();
+      for (absl::string_view c : absl::StrSplit(s, ',', absl::SkipEmpty())) {
+        CapacitySpec spec;
+        ok = ok && ParseCapacity(c, &spec);
+        specs.push_back(spec);
+      }
+      ok = ok && !specs.empty();
+    } else if (absl::ConsumePrefix(&s, "--policies=")) {
+      policies = absl::StrSplit(s, ',', absl::SkipEmpty());
+      for (const std::string& p : policies) {
+        ok = ok && workload::EnginePolicyAdapter::Create(p, 1).ok();
+      }
+      // The figure and gap_closed_* are measured against the default policy.
+      if (std::find(policies.begin(), policies.end(), kDefaultPolicy) == policies.end()) {
+        policies.insert(policies.begin(), kDefaultPolicy);
+      }
+    } else if (absl::ConsumePrefix(&s, "--seed=")) {
+      ok = absl::SimpleAtoi(s, &seed);
+    } else if (absl::ConsumePrefix(&s, "--out-dir=")) {
+      out_dir = std::string(s);
+    } else {
+      ok = false;
+    }
+    if (!ok) {
+      std::fprintf(stderr,
+                   "bad argument '%s'\nusage: bench/run eviction "
+                   "[--workload=mooncake|chat|rag|agent|scan] [--trace=PATH] "
+                   "[--capacities=1/50,0.05,...|BLOCKS,...] [--policies=lru,fifo,clock,sieve,"
+                   "s3fifo,arc,tinylfu] [--seed=N] [--out-dir=DIR]\n",
+                   argv[i]);
+      return 2;
+    }
+  }
+
+  // The trace, or the fallback.
+  std::vector<Request> trace;
+  std::string trace_label;
+  if (workload_name == "mooncake") {
+    if (std::filesystem::exists(trace_path)) {
+      absl::StatusOr<std::vector<Request>> t = workload::ReadMooncakeTrace(trace_path);
+      if (!t.ok()) Die(t.status().ToString());
+      trace = std::move(*t);
+      trace_label = std::filesystem::weakly_canonical(trace_path).string();
+    } else {
+      std::fprintf(stderr, "trace %s not found: falling back to a generated chat trace\n",
+                   trace_path.c_str());
+      workload_name = "chat";
+      trace_label = absl::StrCat("generated chat (seed ", seed, "); Mooncake trace missing at ",
+                                 trace_path);
+    }
+  } else {
+    trace_label = absl::StrCat("generated ", workload_name, " (seed ", seed, ")");
+  }
+  if (trace.empty()) {
+    absl::StatusOr<std::vector<Request>> t = Generate(workload_name, seed);
+    if (!t.ok()) Die(t.status().ToString());
+    trace = std::move(*t);
+  }
+  const workload::TraceSummary summary = workload::Summarize(trace);
+  std::printf("trace: %s\n%s", trace_label.c_str(), workload::FormatSummary(summary).c_str());
+  if (summary.unique_blocks == 0) Die("the trace has no blocks");
+
+  std::vector<size_t> blocks;
+  for (const CapacitySpec& s : specs) {
+    blocks.push_back(s.fraction > 0 ? std::max<size_t>(1, static_cast<size_t>(
+                                                              s.fraction * summary.unique_blocks))
+                                    : s.blocks);
+  }
+  const size_t mid = blocks.size() / 2;
+
+  std::vector<Row> rows;
+  double sim_seconds = 0;
+  uint64_t sim_refs = 0;
+  for (const std::string& name : policies) {
+    Row row{name, {}};
+    for (size_t cap : blocks) {
+      absl::StatusOr<std::unique_ptr<workload::EnginePolicyAdapter>> a =
+          workload::EnginePolicyAdapter::Create(name, cap);
+      if (!a.ok()) Die(a.status().ToString());
+      const double start = Now();
+      absl::StatusOr<SimResult> r = workload::Simulate(trace, cap, **a);
+      sim_seconds += Now() - start;
+      if (!r.ok()) Die(absl::StrCat(name, " at ", cap, " blocks: ", r.status().ToString()));
+      sim_refs += r->block_refs;
+      row.at.push_back(*r);
+    }
+    rows.push_back(std::move(row));
+  }
+  Row belady{"belady", {}};
+  Row belady_prefix{"belady-prefix", {}};
+  for (size_t cap : blocks) {
+    belady.at.push_back(workload::SimulateBelady(trace, cap));
+    belady_prefix.at.push_back(workload::SimulateBeladyPrefix(trace, cap));
+  }
+  const size_t num_policies = rows.size();
+  rows.push_back(belady);
+  rows.push_back(belady_prefix);
+
+  PrintTable("prefix-hit ratio (share of prompt blocks served from cache before the first miss)",
+             rows, specs, blocks, &SimResult::prefix_hit_ratio);
+  PrintTable("block hit ratio (any cached block, prefix or not)", rows, specs, blocks,
+             &SimResult::block_hit_ratio);
+  std::printf("\nceiling of an unbounded cache: prefix %.4f, block %.4f; %d capacities x %zu "
+              "policies simulated at %.1f M block refs/s\n",
+              summary.prefix_reuse_ratio, summary.reuse_ratio, static_cast<int>(blocks.size()),
+              num_policies, sim_refs / sim_seconds / 1e6);
+
+  // CSV, long format: one line per (policy, capacity).
+  std::filesystem::create_directories(out_dir);
+  const std::filesystem::path csv = std::filesystem::path(out_dir) / "eviction.csv";
+  {
+    std::ofstream out(csv);
+    out << "workload,policy,capacity_index,capacity_label,capacity_blocks,capacity_fraction,"
+           "block_hit_ratio,prefix_hit_ratio,prefix_miss_ratio,insertions,evictions,bypassed\n";
+    for (const Row& r : rows) {
+      for (size_t c = 0; c < blocks.size(); ++c) {
+        const SimResult& s = r.at[c];
+        out << absl::StrFormat("%s,%s,%d,%s,%d,%.6g,%.6f,%.6f,%.6f,%d,%d,%d\n", workload_name,
+                               r.name, c, specs[c].label, blocks[c],
+                               static_cast<double>(blocks[c]) / summary.unique_blocks,
+                               s.block_hit_ratio(), s.prefix_hit_ratio(),
+                               1 - s.prefix_hit_ratio(), s.insertions, s.evictions, s.bypassed);
+      }
+    }
+    if (!out) Die("writing " + csv.string());
+  }
+  std::printf("csv: %s\n", csv.string().c_str());
+  bool plotted = false;
+  const std::string plot =
+      Plot(out_dir,
+           workload_name == "mooncake"
+               ? absl::StrCat("mooncake (", std::filesystem::path(trace_path).filename().string(),
+                              ")")
+               : workload_name,
+           rows, num_policies, blocks, static_cast<double>(summary.unique_blocks),
+           1 - summary.prefix_reuse_ratio, &plotted);
+  std::printf("plot: %s\n", plot.c_str());
+
+  // Headline: the default policy at the middle capacity against the prefix-aware MIN.
+  const Row& lru = rows[std::find_if(rows.begin(), rows.end(),
+                                     [](const Row& r) { return r.name == kDefaultPolicy; }) -
+                        rows.begin()];
+  const double figure = lru.at[mid].prefix_hit_ratio();
+  const double ceiling = belady_prefix.at[mid].prefix_hit_ratio();
+  size_t best = 0;
+  for (size_t p = 1; p < num_policies; ++p) {
+    if (rows[p].at[mid].prefix_hit_ratio() > rows[best].at[mid].prefix_hit_ratio()) best = p;
+  }
+  JsonLine fields;
+  fields.Str("workload", workload_name).Str("trace", trace_label)
+      .Str("default_policy", kDefaultPolicy).Str("best_policy_middle", rows[best].name)
+      .Num("best_prefix_hit_middle", rows[best].at[mid].prefix_hit_ratio())
+      .Num("middle_capacity_index", static_cast<double>(mid))
+      .Num("unique_blocks", static_cast<double>(summary.unique_blocks))
+      .Num("block_refs", static_cast<double>(summary.block_refs))
+      .Num("unbounded_prefix_hit", summary.prefix_reuse_ratio);
+  for (size_t c = 0; c < blocks.size(); ++c) {
+    fields.Num(absl::StrCat("capacity_blocks_", c), static_cast<double>(blocks[c]));
+  }
+  for (const Row& r : rows) {
+    std::string key = r.name;
+    std::replace(key.begin(), key.end(), '-', '_');
+    for (size_t c = 0; c < blocks.size(); ++c) {
+      fields.Num(absl::StrCat("prefix_hit_", key, "_", c), r.at[c].prefix_hit_ratio());
+    }
+  }
+  const double span = ceiling - figure;
+  for (size_t p = 0; p < num_policies; ++p) {
+    // Share of the distance from LRU to the optimum that the policy covers (negative: worse
+    // than LRU). 0 when LRU already reaches the optimum.
+    const double gap = span > 0 ? (rows[p].at[mid].prefix_hit_ratio() - figure) / span : 0;
+    fields.Num(absl::StrCat("gap_closed_", rows[p].name), gap);
+  }
+  for (size_t c = 0; c < blocks.size(); ++c) {
+    fields.Num(absl::StrCat("block_hit_belady_", c), belady.at[c].block_hit_ratio());
+  }
+  fields.Num("sim_mrefs_per_s", sim_refs / sim_seconds / 1e6)
+      .Str("csv", csv.string()).Str("plot", plot).Num("plot_written", plotted ? 1 : 0);
+  JsonLine()
+      .Str("bench", "eviction").Num("figure", figure)
+      .Str("unit", absl::StrCat("prefix hit ratio (", kDefaultPolicy, ", capacity ",
+                                specs[mid].label, " = ", blocks[mid], " blocks)"))
+      .Num("ceiling", ceiling)
+      .Str("ceiling_source", "prefix-aware Belady MIN (offline, may bypass) at the same capacity")
+      .Num("ratio", ceiling > 0 ? figure / ceiling : 0).Merge(fields).Print();
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvtier::bench
+
+int main(int argc, char** argv) { return kvtier::bench::Main(argc, argv); }
