@@ -141,6 +141,12 @@ absl::Status EngineImpl::Init() {
                          ? options_.prefetch_budget_bytes
                          : size_t{top->num_slots()} / 2 * block;
   prefetcher_ = std::thread([this] { PrefetcherLoop(); });
+  if (options_.metrics_port != 0) {
+    absl::StatusOr<std::unique_ptr<MetricsServer>> server =
+        MetricsServer::Start(options_.metrics_port, block, [this] { return Stats(); });
+    if (!server.ok()) return server.status();
+    metrics_server_ = std::move(*server);
+  }
   KVTIER_LOG(kInfo, "engine open: device %s; %s; gpu tier %u blocks, host tier %u blocks%s",
              device_->name(), options_.geometry.ToString(),
              tiers_[kGpu] ? tiers_[kGpu]->num_slots() : 0u, tiers_[kHost]->num_slots(),
@@ -151,6 +157,7 @@ absl::Status EngineImpl::Init() {
 }
 
 EngineImpl::~EngineImpl() {
+  metrics_server_.reset();  // its thread calls Stats(): stop it before anything goes away
   if (prefetcher_.joinable()) {
     {
       MutexLock lock(&hint_mu_);
@@ -742,6 +749,7 @@ absl::Status EngineImpl::ReleaseLease(uint64_t lease_id) {
 absl::StatusOr<MatchResult> EngineImpl::Match(absl::string_view ns,
                                               absl::Span<const int32_t> tokens,
                                               absl::string_view extra) {
+  ScopedLatency timed(match_latency_);
   absl::StatusOr<const Namespace*> space = FindNamespace(ns);
   if (!space.ok()) return space.status();
   const uint32_t bt = options_.geometry.block_tokens;
@@ -767,12 +775,16 @@ absl::StatusOr<MatchResult> EngineImpl::Match(absl::string_view ns,
   result.matched_tokens = result.keys.size() * bt;
   match_calls_.fetch_add(1, std::memory_order_relaxed);
   matched_blocks_.fetch_add(result.keys.size(), std::memory_order_relaxed);
+  missed_blocks_.fetch_add(n - result.keys.size(), std::memory_order_relaxed);
+  (*space)->counters->matched.fetch_add(result.keys.size(), std::memory_order_relaxed);
+  (*space)->counters->missed.fetch_add(n - result.keys.size(), std::memory_order_relaxed);
   return result;
 }
 
 // ----------------------------------------------------------------------------- Store
 
 absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreRequest& r) {
+  ScopedLatency timed(store_latency_);
   DestroyRetiredEvents();
   absl::StatusOr<const Namespace*> space = FindNamespace(r.ns);
   if (!space.ok()) return space.status();
@@ -863,6 +875,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
     }
   }
   stored_blocks_.fetch_add(counts.moved, std::memory_order_relaxed);
+  (*space)->counters->stored.fetch_add(counts.moved, std::memory_order_relaxed);
   deduplicated_blocks_.fetch_add(counts.present, std::memory_order_relaxed);
   rejected_blocks_.fetch_add(counts.rejected, std::memory_order_relaxed);
   counters_[kHost].bytes_in.fetch_add(counts.moved * g.block_bytes(), std::memory_order_relaxed);
@@ -877,6 +890,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
 // ----------------------------------------------------------------------------- Load
 
 absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadRequest& r) {
+  ScopedLatency timed(load_latency_);
   DestroyRetiredEvents();
   absl::StatusOr<const Namespace*> space = FindNamespace(r.ns);
   if (!space.ok()) return space.status();
@@ -948,6 +962,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
     counters_[t].bytes_out.fetch_add(from[t] * g.block_bytes(), std::memory_order_relaxed);
   }
   loaded_blocks_.fetch_add(r.keys.size(), std::memory_order_relaxed);
+  (*space)->counters->loaded.fetch_add(r.keys.size(), std::memory_order_relaxed);
   if (admission_ != nullptr) {
     for (const BlockKey& key : r.keys) admission_->Record(key);
   }
@@ -1412,7 +1427,16 @@ EngineStats EngineImpl::Stats() {
     MutexLock lock(&hint_mu_);
     p.queued = hints_.size();
   }
-  std::vector<std::string> names = ListNamespaces();
+  std::vector<std::string> names;
+  std::vector<std::array<uint64_t, 4>> ns_counts;  // matched, missed, stored, loaded
+  {
+    MutexLock lock(&ns_mu_);
+    for (const auto& n : namespaces_) {
+      names.push_back(n->name);
+      ns_counts.push_back({n->counters->matched.load(), n->counters->missed.load(),
+                           n->counters->stored.load(), n->counters->loaded.load()});
+    }
+  }
   MutexLock lock(&placement_mu_);
   ReapExpiredLeases();
   std::array<size_t, kNumTiers> pinned{};
@@ -1441,6 +1465,10 @@ EngineStats EngineImpl::Stats() {
     ns.name = names[id];
     ns.blocks = ns_blocks_[id];
     for (int t = 0; t < kNumTiers; ++t) ns.blocks_per_tier[t] = ns_tier_blocks_[id][t];
+    ns.matched_blocks = ns_counts[id][0];
+    ns.missed_blocks = ns_counts[id][1];
+    ns.stored_blocks = ns_counts[id][2];
+    ns.loaded_blocks = ns_counts[id][3];
     st.namespaces.push_back(std::move(ns));
   }
   if (disk_ != nullptr) {
@@ -1467,6 +1495,10 @@ EngineStats EngineImpl::Stats() {
   st.loaded_blocks = loaded_blocks_.load();
   st.leases_held = leases_.size();
   st.leases_expired = leases_expired_.load();
+  st.missed_blocks = missed_blocks_.load();
+  st.match_latency = match_latency_.Snapshot();
+  st.store_latency = store_latency_.Snapshot();
+  st.load_latency = load_latency_.Snapshot();
   return st;
 }
 

@@ -34,6 +34,8 @@
 #include "engine/admission_policy.h"
 #include "engine/block_table.h"
 #include "engine/eviction_policy.h"
+#include "engine/metrics.h"
+#include "engine/metrics_server.h"
 #include "kernels/paged_kernels.h"
 #include "kvtier/engine.h"
 #include "tiers/disk_tier.h"
@@ -71,10 +73,15 @@ class EngineImpl final : public Engine {
   EngineStats Stats() override;
 
  private:
+  // Per-namespace counters; behind a pointer so Namespace stays movable.
+  struct NamespaceCounters {
+    std::atomic<uint64_t> matched{0}, missed{0}, stored{0}, loaded{0};
+  };
   struct Namespace {
     std::string name;
     uint32_t id;
     KeyHasher hasher;
+    std::unique_ptr<NamespaceCounters> counters = std::make_unique<NamespaceCounters>();
   };
   struct TierCounters {
     std::atomic<uint64_t> hits{0}, bytes_in{0}, bytes_out{0}, evictions{0}, demotions{0},
@@ -259,6 +266,11 @@ class EngineImpl final : public Engine {
   std::atomic<uint64_t> disk_busy_rejections_{0};
   std::atomic<uint64_t> match_calls_{0}, matched_blocks_{0}, stored_blocks_{0},
       deduplicated_blocks_{0}, rejected_blocks_{0}, loaded_blocks_{0}, leases_expired_{0};
+  std::atomic<uint64_t> missed_blocks_{0};
+  LatencyHistogram match_latency_, store_latency_, load_latency_;
+  // The HTTP endpoint (EngineOptions::metrics_port); stopped first in the destructor, since
+  // its thread calls Stats().
+  std::unique_ptr<MetricsServer> metrics_server_;
 };
 
 }  // namespace kvtier

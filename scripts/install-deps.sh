@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libabsl-dev librocksdb-dev liburing-dev libzstd-dev libxxhash-dev libssl-dev
   libgtest-dev libgmock-dev
+  libcli11-dev libcpp-httplib-dev   # the kvtier CLI (tools/) and the metrics endpoint
   clang libclang-rt-14-dev   # ThreadSanitizer build and -Wthread-safety checks
   fio                        # the disk benchmark's ceiling
   gnuplot-nox                # bench eviction's PNG plot

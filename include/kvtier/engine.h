@@ -110,6 +110,9 @@ struct EngineOptions {
   // top tier (GPU, or host without a GPU tier) while in flight or not yet used. Bounds how
   // much of the tier speculation can take from the blocks in use. 0 = half the top tier.
   size_t prefetch_budget_bytes = 0;
+  // Serves /metrics (Prometheus text format) and /stats (JSON) over HTTP on 127.0.0.1 only,
+  // from the engine's own thread. 0 = off. Open fails with Unavailable if the port is taken.
+  uint16_t metrics_port = 0;
 
   // OK, or InvalidArgument naming the bad field.
   absl::Status Validate() const;
@@ -229,6 +232,21 @@ struct NamespaceStats {
   std::string name;
   size_t blocks = 0;
   size_t blocks_per_tier[kNumTiers] = {};
+  uint64_t matched_blocks = 0;  // blocks Match found (hits)
+  uint64_t missed_blocks = 0;   // full blocks of Match queries past the matched prefix
+  uint64_t stored_blocks = 0;
+  uint64_t loaded_blocks = 0;   // by Load
+};
+
+// Latency of one kind of call, as time spent inside the call: Store and Load return once
+// their copies are enqueued, so transfer time is not included. Bucket i < kLatencyBuckets - 1
+// counts calls that took less than 2^i microseconds (and not less than 2^(i-1)); the last
+// bucket counts the rest.
+inline constexpr int kLatencyBuckets = 24;
+struct LatencyStats {
+  uint64_t count = 0;
+  uint64_t sum_ns = 0;
+  uint64_t buckets[kLatencyBuckets] = {};
 };
 
 // What look-ahead hints (Engine::Hint) achieved. A hinted block is "issued" when the
@@ -262,6 +280,10 @@ struct EngineStats {
   uint64_t loaded_blocks = 0;
   uint64_t leases_held = 0;
   uint64_t leases_expired = 0;
+  uint64_t missed_blocks = 0;  // full blocks of Match queries past the matched prefix
+  LatencyStats match_latency;
+  LatencyStats store_latency;
+  LatencyStats load_latency;
 };
 
 class Engine {

@@ -1,0 +1,318 @@
+// The `kvtier` CLI, run as a real process against cache directories an Engine filled:
+// inspect's numbers, verify finding a corrupted payload byte, --repair dropping it so a
+// reopened engine recovers the rest, erase removing one namespace, the lock of a live engine
+// respected, and the documented exit codes for bad paths and usage.
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kvtier/engine.h"
+#include "tests/api/engine_test_util.h"
+#include "tools/cli/cache_dir.h"
+#include "tools/cli/json.h"
+
+namespace kvtier {
+namespace {
+
+using ::kvtier::cli::Json;
+using ::kvtier::testing::KeysOf;
+using ::kvtier::testing::Prompt;
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string Quote(const std::string& s) { return "'" + s + "'"; }
+
+// Runs the kvtier binary with `args` (already shell-quoted where needed).
+RunResult RunCli(const std::string& args) {
+  const std::string err_file = absl::StrCat(::testing::TempDir(), "/kvtier-cli-stderr-", getpid());
+  const std::string cmd = absl::StrCat(Quote(KVTIER_CLI_PATH), " ", args, " 2>", Quote(err_file));
+  RunResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream in(err_file);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  r.err = ss.str();
+  std::filesystem::remove(err_file);
+  return r;
+}
+
+Json ParseJson(const std::string& text) {
+  absl::StatusOr<Json> j = Json::Parse(text);
+  EXPECT_TRUE(j.ok()) << j.status() << "\n" << text;
+  return j.ok() ? *j : Json();
+}
+
+double Num(const Json& j, const std::string& path) {
+  const Json* v = j.Path(path);
+  EXPECT_TRUE(v != nullptr && v->is_number()) << path << " in " << j.Dump();
+  return v != nullptr && v->is_number() ? v->number() : -1;
+}
+
+class KvtierCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = absl::StrCat(::testing::TempDir(), "/kvtier-cli-",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name(), "-",
+                        getpid());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    cache_ = dir_ + "/cache";
+  }
+  void TearDown() override {
+    engine_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  EngineOptions Options() const {
+    EngineOptions o = testing::SmallOptions(0, 2);  // 8 KiB blocks, host tier of 2
+    o.disk.directory = cache_;
+    o.disk.region_bytes = 64 * 1024;
+    o.disk.capacity_bytes = 16 * o.disk.region_bytes;
+    o.disk.admit_min_seen = 1;  // every eviction reaches the disk
+    return o;
+  }
+  void Open() {
+    engine_.reset();
+    absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Open(Options());
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+  }
+  // Stores the prompt's blocks one Store at a time, so each evicts the oldest host copy.
+  std::vector<BlockKey> StoreOneByOne(absl::string_view ns, const std::vector<int32_t>& tokens) {
+    const size_t bytes = engine_->options().geometry.block_bytes();
+    const std::vector<BlockKey> keys = KeysOf(*engine_, ns, tokens);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      testing::DeviceBlocks src(engine_->device(), 1, bytes);
+      testing::FillBlocks(engine_->device(), src.ptrs(), {keys[i]}, bytes);
+      StoreRequest r;
+      r.ns = ns;
+      r.tokens = tokens;
+      r.first_block = i;
+      r.buffers = KvBuffers::Blocks(src.ptrs());
+      auto h = engine_->Store(r);
+      EXPECT_TRUE(h.ok()) << h.status();
+      if (h.ok()) {
+        EXPECT_TRUE((*h)->Wait().ok());
+      }
+    }
+    return keys;
+  }
+  // 4 blocks in "default" and 3 in "tenant-b" on disk; 2 filler blocks stay in the host tier
+  // (and are gone once the engine closes).
+  void Fill() {
+    Open();
+    default_prompt_ = Prompt(4, 1);
+    tenant_prompt_ = Prompt(3, 2);
+    default_keys_ = StoreOneByOne("default", default_prompt_);
+    tenant_keys_ = StoreOneByOne("tenant-b", tenant_prompt_);
+    StoreOneByOne("default", Prompt(2, 3));
+    ASSERT_TRUE(engine_->Flush().ok());
+    for (auto [ns, prompt] : {std::pair{"default", &default_prompt_},
+                              std::pair{"tenant-b", &tenant_prompt_}}) {
+      auto m = engine_->Match(ns, *prompt);
+      ASSERT_TRUE(m.ok());
+      ASSERT_EQ(m->matched_tokens, prompt->size()) << ns;
+      for (TierKind t : m->tiers) ASSERT_EQ(t, TierKind::kDisk) << ns;
+    }
+    engine_.reset();
+  }
+  size_t Matched(absl::string_view ns, const std::vector<int32_t>& prompt) {
+    auto m = engine_->Match(ns, prompt);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return m.ok() ? m->matched_tokens / 16 : 0;
+  }
+
+  std::string dir_, cache_;
+  std::unique_ptr<Engine> engine_;
+  std::vector<int32_t> default_prompt_, tenant_prompt_;
+  std::vector<BlockKey> default_keys_, tenant_keys_;
+};
+
+TEST_F(KvtierCliTest, InspectReportsBlocksBytesAndSpace) {
+  Fill();
+  RunResult r = RunCli(absl::StrCat("inspect --json ", Quote(cache_)));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Json j = ParseJson(r.out);
+  constexpr double kBlock = 8192, kRecord = 4096 + 8192;
+  EXPECT_EQ(j.Find("format_version")->str(), "1");
+  EXPECT_EQ(Num(j, "geometry/block_bytes"), kBlock);
+  EXPECT_EQ(Num(j, "layout/regions"), 16);
+  EXPECT_EQ(Num(j, "layout/region_bytes"), 64 * 1024);
+  EXPECT_EQ(Num(j, "blocks"), 7);
+  EXPECT_EQ(Num(j, "raw_bytes"), 7 * kBlock);
+  EXPECT_EQ(Num(j, "stored_bytes"), 7 * kBlock);  // codec none
+  EXPECT_EQ(Num(j, "compression_ratio"), 1.0);
+  EXPECT_EQ(Num(j, "codecs/none"), 7);
+  ASSERT_EQ(j.Find("namespaces")->items().size(), 2u);
+  EXPECT_EQ(j.Path("namespaces/0/name")->str(), "default");
+  EXPECT_EQ(Num(j, "namespaces/0/blocks"), 4);
+  EXPECT_EQ(Num(j, "namespaces/0/raw_bytes"), 4 * kBlock);
+  EXPECT_EQ(j.Path("namespaces/1/name")->str(), "tenant-b");
+  EXPECT_EQ(Num(j, "namespaces/1/blocks"), 3);
+  EXPECT_EQ(Num(j, "space/live_bytes"), 7 * kRecord);
+  EXPECT_EQ(Num(j, "space/capacity_bytes"), 16 * 64 * 1024);
+  const double in_use = Num(j, "space/regions_in_use");
+  EXPECT_GE(in_use, 2);  // at most 5 records of 12 KiB per 64 KiB region
+  EXPECT_EQ(Num(j, "space/free_regions"), 16 - in_use);
+  EXPECT_EQ(Num(j, "space/reclaimable_bytes"), in_use * 64 * 1024 - 7 * kRecord);
+  EXPECT_TRUE(j.Path("age/available")->bool_value());
+  EXPECT_EQ(Num(j, "age/buckets/0/blocks"), 7);  // all written under a minute ago
+  EXPECT_EQ(Num(j, "invalid_entries"), 0);
+
+  RunResult human = RunCli(absl::StrCat("inspect ", Quote(cache_)));
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("tenant-b"), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("compression"), std::string::npos) << human.out;
+}
+
+TEST_F(KvtierCliTest, VerifyFindsCorruptionRepairDropsItEngineRecoversTheRest) {
+  Fill();
+  RunResult clean = RunCli(absl::StrCat("verify ", Quote(cache_)));
+  ASSERT_EQ(clean.exit_code, 0) << clean.out << clean.err;
+
+  // Flip one payload byte of default's third block, found through the index.
+  const BlockKey victim = default_keys_[2];
+  uint64_t offset = 0;
+  {
+    auto c = cli::CacheDir::Open(cache_, cli::CacheDir::Mode::kReadOnly);
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE((*c)->ForEachBlock([&](const cli::BlockEntry& b) {
+                      if (b.key.ok() && *b.key == victim) offset = b.entry->offset;
+                    }).ok());
+  }
+  ASSERT_NE(offset, 0u);
+  {
+    const int fd = ::open((cache_ + "/data.kvt").c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    const off_t at = static_cast<off_t>(offset + 4096 + 100);
+    unsigned char byte = 0;
+    ASSERT_EQ(::pread(fd, &byte, 1, at), 1);
+    byte ^= 0x40;
+    ASSERT_EQ(::pwrite(fd, &byte, 1, at), 1);
+    ::close(fd);
+  }
+
+  RunResult found = RunCli(absl::StrCat("verify --json ", Quote(cache_)));
+  EXPECT_EQ(found.exit_code, 1) << found.out << found.err;
+  const Json j = ParseJson(found.out);
+  EXPECT_EQ(Num(j, "checked"), 7);
+  EXPECT_EQ(Num(j, "ok"), 6);
+  ASSERT_EQ(j.Find("problems")->items().size(), 1u);
+  EXPECT_EQ(j.Path("problems/0/block")->str(), victim.ToHex());
+  EXPECT_EQ(j.Path("problems/0/problem")->str(), "corrupt");
+  RunResult human = RunCli(absl::StrCat("verify ", Quote(cache_)));
+  EXPECT_EQ(human.exit_code, 1);
+  EXPECT_NE(human.out.find(victim.ToHex()), std::string::npos) << human.out;
+
+  RunResult repaired = RunCli(absl::StrCat("verify --repair ", Quote(cache_)));
+  EXPECT_EQ(repaired.exit_code, 1) << repaired.out << repaired.err;
+  EXPECT_NE(repaired.out.find("dropped 1 index entries"), std::string::npos) << repaired.out;
+  RunResult again = RunCli(absl::StrCat("verify ", Quote(cache_)));
+  EXPECT_EQ(again.exit_code, 0) << again.out << again.err;
+
+  // The engine recovers the other six; the corrupted block is a miss, so default's prefix
+  // stops before it, and nothing needed a checksum failure at read time to find out.
+  Open();
+  EXPECT_EQ(Matched("default", default_prompt_), 2u);
+  EXPECT_EQ(Matched("tenant-b", tenant_prompt_), 3u);
+  EXPECT_EQ(engine_->Stats().tiers[static_cast<int>(TierKind::kDisk)].used_blocks, 6u);
+  const size_t bytes = engine_->options().geometry.block_bytes();
+  testing::DeviceBlocks dst(engine_->device(), 2, bytes);
+  LoadRequest load;
+  load.ns = "default";
+  load.keys = {default_keys_[0], default_keys_[1]};
+  load.buffers = KvBuffers::Blocks(dst.ptrs());
+  auto h = engine_->Load(load);
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_TRUE((*h)->Wait().ok());
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(testing::ReadDevice(engine_->device(), dst[i], bytes),
+              testing::BlockContent(default_keys_[i], bytes));
+  }
+  EXPECT_EQ(engine_->Stats().tiers[static_cast<int>(TierKind::kDisk)].checksum_failures, 0u);
+}
+
+TEST_F(KvtierCliTest, EraseRemovesOneNamespace) {
+  Fill();
+  RunResult r = RunCli(absl::StrCat("erase ", Quote(cache_), " --namespace tenant-b --json"));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const Json j = ParseJson(r.out);
+  EXPECT_EQ(Num(j, "erased_blocks"), 3);
+  EXPECT_EQ(Num(j, "remaining_namespaces/default"), 4);
+
+  RunResult inspect = RunCli(absl::StrCat("inspect --json ", Quote(cache_)));
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  const Json after = ParseJson(inspect.out);
+  EXPECT_EQ(Num(after, "blocks"), 4);
+  ASSERT_EQ(after.Find("namespaces")->items().size(), 1u);
+  EXPECT_EQ(after.Path("namespaces/0/name")->str(), "default");
+
+  Open();
+  EXPECT_EQ(Matched("tenant-b", tenant_prompt_), 0u);
+  EXPECT_EQ(Matched("default", default_prompt_), 4u);
+}
+
+TEST_F(KvtierCliTest, LiveEngineDirectoryIsReadableButNotWritable) {
+  Fill();
+  Open();  // this process now holds the index's lock
+  RunResult inspect = RunCli(absl::StrCat("inspect --json ", Quote(cache_)));
+  EXPECT_EQ(inspect.exit_code, 0) << inspect.err;
+  EXPECT_EQ(Num(ParseJson(inspect.out), "blocks"), 7);
+  RunResult verify = RunCli(absl::StrCat("verify ", Quote(cache_)));
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+
+  RunResult repair = RunCli(absl::StrCat("verify --repair ", Quote(cache_)));
+  EXPECT_EQ(repair.exit_code, 3);
+  EXPECT_NE(repair.err.find("in use by another process"), std::string::npos) << repair.err;
+  RunResult erase = RunCli(absl::StrCat("erase ", Quote(cache_), " -n default"));
+  EXPECT_EQ(erase.exit_code, 3);
+  EXPECT_NE(erase.err.find("in use by another process"), std::string::npos) << erase.err;
+  EXPECT_EQ(Matched("default", default_prompt_), 4u);  // nothing was touched
+}
+
+TEST_F(KvtierCliTest, BadPathsAndUsageGiveDocumentedExitCodes) {
+  RunResult missing = RunCli(absl::StrCat("inspect ", Quote(dir_ + "/nope")));
+  EXPECT_EQ(missing.exit_code, 3);
+  EXPECT_NE(missing.err.find("does not exist"), std::string::npos) << missing.err;
+
+  RunResult not_cache = RunCli(absl::StrCat("verify ", Quote(dir_)));
+  EXPECT_EQ(not_cache.exit_code, 3);
+  EXPECT_NE(not_cache.err.find("not a kvtier cache directory"), std::string::npos)
+      << not_cache.err;
+  RunResult erase_not_cache = RunCli(absl::StrCat("erase ", Quote(dir_), " -n x"));
+  EXPECT_EQ(erase_not_cache.exit_code, 3);
+
+  EXPECT_EQ(RunCli("").exit_code, 2);
+  EXPECT_EQ(RunCli("frobnicate").exit_code, 2);
+  EXPECT_EQ(RunCli("inspect").exit_code, 2);             // DIR missing
+  EXPECT_EQ(RunCli("erase " + Quote(dir_)).exit_code, 2);  // --namespace missing
+  for (const char* sub : {"inspect", "verify", "erase"}) {
+    RunResult help = RunCli(absl::StrCat(sub, " --help"));
+    EXPECT_EQ(help.exit_code, 0) << sub;
+    EXPECT_NE(help.out.find("Usage"), std::string::npos) << sub << ": " << help.out;
+  }
+  EXPECT_EQ(RunCli("--help").exit_code, 0);
+}
+
+}  // namespace
+}  // namespace kvtier

@@ -1,0 +1,40 @@
+// tools/cli/disk_commands.h — `kvtier inspect`, `kvtier verify` and `kvtier erase`: what a
+// cache directory at rest holds, whether every record the index points at is intact, and
+// removing one namespace.
+//
+// Each command builds its report as JSON (printed as is under --json) and a Format*
+// function renders the same report for people, so both outputs always agree.
+
+#ifndef KVTIER_TOOLS_CLI_DISK_COMMANDS_H_
+#define KVTIER_TOOLS_CLI_DISK_COMMANDS_H_
+
+#include <cstddef>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "tools/cli/json.h"
+
+namespace kvtier::cli {
+
+// Geometry, layout, blocks and bytes per namespace, compression, space (live, dead,
+// reclaimable, free regions) and an age histogram. Read-only: works next to a live engine.
+absl::StatusOr<Json> InspectCache(const std::string& dir);
+std::string FormatInspect(const Json& report);
+
+struct VerifyResult {
+  Json report;
+  size_t problems = 0;  // corrupt records, orphans, malformed entries, directory problems
+};
+// Reads and checks every record the index points at. With `repair`, deletes the index
+// entries of every bad record in one batch (needs the directory's lock: Unavailable when an
+// engine holds it).
+absl::StatusOr<VerifyResult> VerifyCache(const std::string& dir, bool repair);
+std::string FormatVerify(const Json& report);
+
+// Deletes every index entry of namespace `ns` in one batch. Needs the directory's lock.
+absl::StatusOr<Json> EraseNamespaceFromCache(const std::string& dir, const std::string& ns);
+std::string FormatErase(const Json& report);
+
+}  // namespace kvtier::cli
+
+#endif  // KVTIER_TOOLS_CLI_DISK_COMMANDS_H_
