@@ -76,39 +76,6 @@ bool ParseCapacity(absl::string_view s, CapacitySpec* out) {
   return absl::SimpleAtoi(s, &out->blocks) && out->blocks > 0;
 }
 
-// Synthetic workloads, sized so that each has tens of thousands of block references (the
-// generators' defaults are test-sized).
-absl::StatusOr<std::vector<Request>> Generate(const std::string& name, uint64_t seed) {
-  if (name == "chat") {
-    workload::ChatParams p;
-    p.seed = seed;
-    p.num_sessions = 2000;
-    p.num_system_prompts = 16;
-    return workload::GenerateChat(p);
-  }
-  if (name == "rag") {
-    workload::RagParams p;
-    p.seed = seed;
-    p.num_documents = 2000;
-    p.num_queries = 10000;
-    return workload::GenerateRag(p);
-  }
-  if (name == "agent") {
-    workload::AgentParams p;
-    p.seed = seed;
-    p.num_agents = 200;
-    return workload::GenerateAgent(p);
-  }
-  if (name == "scan") {
-    workload::ScanParams p;
-    p.seed = seed;
-    p.hot_prompts = 64;
-    p.hot_prompt_blocks = 8;
-    p.scan_requests = 1000;
-    return workload::GenerateScan(p);
-  }
-  return absl::InvalidArgumentError("unknown workload '" + name + "'");
-}
 
 struct Row {
   std::string name;
@@ -278,7 +245,7 @@ int Main(int argc, char** argv) {
     trace_label = absl::StrCat("generated ", workload_name, " (seed ", seed, ")");
   }
   if (trace.empty()) {
-    absl::StatusOr<std::vector<Request>> t = Generate(workload_name, seed);
+    absl::StatusOr<std::vector<Request>> t = workload::GenerateBenchWorkload(workload_name, seed);
     if (!t.ok()) Die(t.status().ToString());
     trace = std::move(*t);
   }

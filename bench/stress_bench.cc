@@ -122,38 +122,6 @@ void BlockContent(const BlockKey& key, absl::Span<uint8_t> out) {
 
 // ------------------------------------------------------------------------------ workload
 
-absl::StatusOr<std::vector<Request>> Generate(const std::string& name, uint64_t seed) {
-  // Sized like bench eviction's synthetic workloads.
-  if (name == "chat") {
-    workload::ChatParams p;
-    p.seed = seed;
-    p.num_sessions = 2000;
-    p.num_system_prompts = 16;
-    return workload::GenerateChat(p);
-  }
-  if (name == "rag") {
-    workload::RagParams p;
-    p.seed = seed;
-    p.num_documents = 2000;
-    p.num_queries = 10000;
-    return workload::GenerateRag(p);
-  }
-  if (name == "agent") {
-    workload::AgentParams p;
-    p.seed = seed;
-    p.num_agents = 200;
-    return workload::GenerateAgent(p);
-  }
-  if (name == "scan") {
-    workload::ScanParams p;
-    p.seed = seed;
-    p.hot_prompts = 64;
-    p.hot_prompt_blocks = 8;
-    p.scan_requests = 1000;
-    return workload::GenerateScan(p);
-  }
-  return absl::InvalidArgumentError("unknown workload '" + name + "'");
-}
 
 // A trace prepared for the engine: tokens and keys of every request, computed once so the
 // clients' timed work is the engine's.
@@ -668,7 +636,7 @@ int Main(int argc, char** argv) {
       trace_path = std::string(s);
     } else if (absl::ConsumePrefix(&s, "--workload=")) {
       workload_name = std::string(s);
-      ok = workload_name == "mooncake" || Generate(workload_name, 1).ok();
+      ok = workload_name == "mooncake" || workload::GenerateBenchWorkload(workload_name, 1).ok();
     } else if (absl::ConsumePrefix(&s, "--threads=")) {
       ok = absl::SimpleAtoi(s, &threads) && threads >= 1 && threads <= 256;
     } else if (absl::ConsumePrefix(&s, "--requests=")) {
@@ -721,7 +689,7 @@ int Main(int argc, char** argv) {
     trace_label = absl::StrCat("generated ", workload_name, " (seed ", seed, ")");
   }
   if (requests.empty()) {
-    absl::StatusOr<std::vector<Request>> t = Generate(workload_name, seed);
+    absl::StatusOr<std::vector<Request>> t = workload::GenerateBenchWorkload(workload_name, seed);
     if (!t.ok()) Die(t.status().ToString());
     requests = std::move(*t);
   }

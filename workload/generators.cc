@@ -304,4 +304,38 @@ absl::StatusOr<std::vector<Request>> GenerateScan(const ScanParams& p) {
 
 #undef WORKLOAD_RETURN_IF_ERROR
 
+absl::StatusOr<std::vector<Request>> GenerateBenchWorkload(absl::string_view name,
+                                                           uint64_t seed) {
+  if (name == "chat") {
+    ChatParams p;
+    p.seed = seed;
+    p.num_sessions = 2000;
+    p.num_system_prompts = 16;
+    return GenerateChat(p);
+  }
+  if (name == "rag") {
+    RagParams p;
+    p.seed = seed;
+    p.num_documents = 2000;
+    p.num_queries = 10000;
+    return GenerateRag(p);
+  }
+  if (name == "agent") {
+    AgentParams p;
+    p.seed = seed;
+    p.num_agents = 200;
+    return GenerateAgent(p);
+  }
+  if (name == "scan") {
+    ScanParams p;
+    p.seed = seed;
+    p.hot_prompts = 64;
+    p.hot_prompt_blocks = 8;
+    p.scan_requests = 1000;
+    return GenerateScan(p);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown workload '", name, "' (known: chat, rag, agent, scan)"));
+}
+
 }  // namespace kvtier::workload

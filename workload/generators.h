@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "workload/trace.h"
 
 namespace kvtier::workload {
@@ -137,6 +138,12 @@ struct ScanParams {
 // Tenants "hot" and "scan". The sequence is, scan_requests times: hot_requests_per_scan hot
 // requests, then one scan request.
 absl::StatusOr<std::vector<Request>> GenerateScan(const ScanParams& params);
+
+// The benchmarks' synthetic workloads by name ("chat", "rag", "agent", "scan"), each sized
+// to tens of thousands of block references (the generators' defaults are test-sized), so
+// bench eviction and bench stress replay the same traces. InvalidArgument for another name.
+absl::StatusOr<std::vector<Request>> GenerateBenchWorkload(absl::string_view name,
+                                                           uint64_t seed);
 
 }  // namespace kvtier::workload
 
