@@ -23,13 +23,29 @@ using testing::Prompt;
 using testing::ReadDevice;
 using testing::StoreBlocks;
 
-class EnginePolicyTest : public ::testing::TestWithParam<std::string> {};
+class EnginePolicyTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void RunEvictionUnderPressure(bool kv_aware);
+};
 
 TEST_P(EnginePolicyTest, EvictionUnderPressureNeverLosesOrMixesBytes) {
+  // Plain, and with the prefix- and cost-aware refinements (which ask the policy for a
+  // chosen slot among its most evictable ones).
+  for (bool kv_aware : {false, true}) {
+    SCOPED_TRACE(kv_aware ? "prefix- and cost-aware" : "plain");
+    RunEvictionUnderPressure(kv_aware);
+    if (HasFatalFailure()) return;
+  }
+}
+
+void EnginePolicyTest::RunEvictionUnderPressure(bool kv_aware) {
   EngineOptions o = testing::SmallOptions(/*gpu=*/4, /*host=*/6);
   o.gpu_eviction = GetParam();
   o.host_eviction = GetParam();
-  const std::string dir = ::testing::TempDir() + "kvtier-policy-" + GetParam();
+  o.prefix_aware_eviction = kv_aware;
+  o.cost_aware_eviction = kv_aware;
+  const std::string dir =
+      ::testing::TempDir() + "kvtier-policy-" + GetParam() + (kv_aware ? "-kv" : "");
   std::filesystem::remove_all(dir);
   o.disk.directory = dir;
   o.disk.region_bytes = 64 << 10;
