@@ -6,12 +6,16 @@
 #include <iostream>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include <unistd.h>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "tools/cli/disk_commands.h"
 #include "tools/cli/exit_codes.h"
 #include "tools/cli/http_commands.h"
+#include "tools/cli/trace_commands.h"
 
 namespace kvtier::cli {
 namespace {
@@ -72,6 +76,34 @@ int Main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   top->add_flag("--once", once, "print one frame (rates over one interval) and exit");
 
+  std::string trace_in, trace_out, trace_format = "auto", kind;
+  uint64_t seed = 1;
+  CLI::App* trace = app.add_subcommand(
+      "trace", "Workload traces: summarize, convert to kvtier CSV, generate synthetic ones.");
+  trace->require_subcommand(1);
+  CLI::App* summarize = trace->add_subcommand(
+      "summarize", "Requests, blocks, reuse and the prefix reuse an unbounded cache would see.");
+  summarize->add_option("FILE", trace_in, "trace file (.jsonl Mooncake or .csv)")->required();
+  summarize->add_option("--format", trace_format, "auto (by extension), mooncake or csv");
+  summarize->add_flag("--json", json, "print the summary as JSON");
+  CLI::App* convert = trace->add_subcommand("convert", "Rewrite a trace as kvtier CSV.");
+  convert->add_option("IN", trace_in, "trace file")->required();
+  convert->add_option("OUT", trace_out, "CSV file to write")->required();
+  convert->add_option("--format", trace_format, "format of IN: auto, mooncake or csv");
+  CLI::App* generate = trace->add_subcommand(
+      "generate", "Write a synthetic workload (the benchmarks' sizes) as kvtier CSV.");
+  generate->add_option("KIND", kind, "chat, rag, agent or scan")->required();
+  generate->add_option("OUT", trace_out, "CSV file to write")->required();
+  generate->add_option("--seed", seed, "generator seed");
+
+  std::string bench_name;
+  CLI::App* bench = app.add_subcommand(
+      "bench", "Run a benchmark from the source tree (bench/run NAME [ARGS...]); "
+               "`kvtier bench --list` names them.");
+  bench->add_option("NAME", bench_name, "benchmark name, or --list");
+  bench->allow_extras();
+  bench->prefix_command();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -121,6 +153,57 @@ int Main(int argc, char** argv) {
       prev = std::move(cur);
       last = now;
     }
+  }
+  // A malformed trace is a problem found in the input (exit 1), not a usage error.
+  auto read_trace = [&](const char* command) -> absl::StatusOr<std::vector<workload::Request>> {
+    absl::StatusOr<std::string> format = ResolveTraceFormat(trace_in, trace_format);
+    if (!format.ok()) return format.status();
+    absl::StatusOr<std::vector<workload::Request>> r = ReadTrace(trace_in, *format);
+    if (!r.ok() && absl::IsInvalidArgument(r.status())) {
+      std::fprintf(stderr, "kvtier %s: error: %s\n", command,
+                   std::string(r.status().message()).c_str());
+      return absl::AbortedError("malformed trace (reported)");  // exit 1 below
+    }
+    return r;
+  };
+  auto trace_fail = [&](const char* command, const absl::Status& s) {
+    if (absl::IsAborted(s)) return kExitProblems;  // malformed input, already reported
+    return Fail(command, s);
+  };
+  if (summarize->parsed()) {
+    absl::StatusOr<std::vector<workload::Request>> r = read_trace("trace summarize");
+    if (!r.ok()) return trace_fail("trace summarize", r.status());
+    const workload::TraceSummary summary = workload::Summarize(*r);
+    std::cout << (json ? SummaryJson(summary).Dump() + "\n" : workload::FormatSummary(summary));
+    return kExitOk;
+  }
+  if (convert->parsed()) {
+    absl::StatusOr<std::vector<workload::Request>> r = read_trace("trace convert");
+    if (!r.ok()) return trace_fail("trace convert", r.status());
+    if (absl::Status s = WriteTrace(*r, trace_out); !s.ok()) return Fail("trace convert", s);
+    std::cout << "wrote " << r->size() << " requests to " << trace_out << "\n";
+    return kExitOk;
+  }
+  if (generate->parsed()) {
+    absl::StatusOr<std::vector<workload::Request>> r = GenerateTrace(kind, seed);
+    if (!r.ok()) return Fail("trace generate", r.status());
+    if (absl::Status s = WriteTrace(*r, trace_out); !s.ok()) return Fail("trace generate", s);
+    std::cout << "wrote " << r->size() << " requests to " << trace_out << "\n";
+    return kExitOk;
+  }
+  if (bench->parsed()) {
+    // Hand over to bench/run: it builds the benchmark if needed and prints its JSON line.
+    const std::string run = std::string(KVTIER_SOURCE_DIR) + "/bench/run";
+    std::vector<std::string> args = {run};
+    if (!bench_name.empty()) args.push_back(bench_name);
+    for (const std::string& extra : bench->remaining()) args.push_back(extra);
+    std::vector<char*> argv_run;
+    for (std::string& a : args) argv_run.push_back(a.data());
+    argv_run.push_back(nullptr);
+    execv(run.c_str(), argv_run.data());
+    std::fprintf(stderr, "kvtier bench: error: cannot run %s (the source tree moved?)\n",
+                 run.c_str());
+    return kExitCannotOpen;
   }
   return kExitUsage;
 }

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -312,6 +313,65 @@ TEST_F(KvtierCliTest, BadPathsAndUsageGiveDocumentedExitCodes) {
     EXPECT_NE(help.out.find("Usage"), std::string::npos) << sub << ": " << help.out;
   }
   EXPECT_EQ(RunCli("--help").exit_code, 0);
+}
+
+TEST(KvtierTraceCli, SummarizeConvertGenerateAndMalformedInput) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/kvtier-trace-", getpid());
+  std::filesystem::create_directories(dir);
+  const std::string jsonl = dir + "/t.jsonl";
+  {
+    std::ofstream out(jsonl);
+    out << R"({"timestamp": 0, "input_length": 1024, "output_length": 5, "hash_ids": [1, 2]})"
+        << "\n"
+        << R"({"timestamp": 10, "input_length": 1536, "output_length": 5, "hash_ids": [1, 2, 3]})"
+        << "\n";
+  }
+  RunResult r = RunCli(absl::StrCat("trace summarize --json ", Quote(jsonl)));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Json j = ParseJson(r.out);
+  EXPECT_EQ(Num(j, "requests"), 2);
+  EXPECT_EQ(Num(j, "block_refs"), 5);
+  EXPECT_EQ(Num(j, "unique_blocks"), 3);
+  EXPECT_DOUBLE_EQ(Num(j, "prefix_reuse_ratio"), 2.0 / 5.0);
+
+  // Converted to CSV, the same trace summarizes the same.
+  const std::string csv = dir + "/t.csv";
+  r = RunCli(absl::StrCat("trace convert ", Quote(jsonl), " ", Quote(csv)));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCli(absl::StrCat("trace summarize --json ", Quote(csv)));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Num(ParseJson(r.out), "unique_blocks"), 3);
+
+  // A malformed line is a problem in the input (exit 1), named by line number.
+  const std::string bad = dir + "/bad.jsonl";
+  {
+    std::ofstream out(bad);
+    out << R"({"timestamp": 0, "output_length": 1, "hash_ids": [1]})" << "\n{oops\n";
+  }
+  r = RunCli(absl::StrCat("trace summarize ", Quote(bad)));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(":2:"), std::string::npos) << r.err;
+  EXPECT_EQ(RunCli(absl::StrCat("trace summarize ", Quote(dir + "/missing.csv"))).exit_code, 3);
+  EXPECT_EQ(RunCli(absl::StrCat("trace summarize ", Quote(dir + "/t.txt"))).exit_code, 2);
+
+  // Generated traces are deterministic in their seed.
+  r = RunCli(absl::StrCat("trace generate scan ", Quote(dir + "/a.csv"), " --seed 5"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  RunCli(absl::StrCat("trace generate scan ", Quote(dir + "/b.csv"), " --seed 5"));
+  std::ifstream a(dir + "/a.csv"), b(dir + "/b.csv");
+  const std::string ca((std::istreambuf_iterator<char>(a)), std::istreambuf_iterator<char>());
+  const std::string cb((std::istreambuf_iterator<char>(b)), std::istreambuf_iterator<char>());
+  EXPECT_FALSE(ca.empty());
+  EXPECT_EQ(ca, cb);
+  EXPECT_EQ(RunCli(absl::StrCat("trace generate nonsense ", Quote(dir + "/c.csv"))).exit_code, 2);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(KvtierBenchCli, ListsTheBenchmarksOfTheSourceTree) {
+  RunResult r = RunCli("bench --list");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("demo"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("eviction"), std::string::npos) << r.out;
 }
 
 }  // namespace
