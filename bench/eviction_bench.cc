@@ -226,29 +226,12 @@ int Main(int argc, char** argv) {
   }
 
   // The trace, or the fallback.
-  std::vector<Request> trace;
   std::string trace_label;
-  if (workload_name == "mooncake") {
-    if (std::filesystem::exists(trace_path)) {
-      absl::StatusOr<std::vector<Request>> t = workload::ReadMooncakeTrace(trace_path);
-      if (!t.ok()) Die(t.status().ToString());
-      trace = std::move(*t);
-      trace_label = std::filesystem::weakly_canonical(trace_path).string();
-    } else {
-      std::fprintf(stderr, "trace %s not found: falling back to a generated chat trace\n",
-                   trace_path.c_str());
-      workload_name = "chat";
-      trace_label = absl::StrCat("generated chat (seed ", seed, "); Mooncake trace missing at ",
-                                 trace_path);
-    }
-  } else {
-    trace_label = absl::StrCat("generated ", workload_name, " (seed ", seed, ")");
-  }
-  if (trace.empty()) {
-    absl::StatusOr<std::vector<Request>> t = workload::GenerateBenchWorkload(workload_name, seed);
-    if (!t.ok()) Die(t.status().ToString());
-    trace = std::move(*t);
-  }
+  absl::StatusOr<std::vector<Request>> loaded =
+      workload::LoadBenchWorkload(workload_name, trace_path, seed, &trace_label);
+  if (!loaded.ok()) Die(loaded.status().ToString());
+  if (workload_name == "mooncake" && !std::filesystem::exists(trace_path)) workload_name = "chat";
+  std::vector<Request> trace = std::move(*loaded);
   const workload::TraceSummary summary = workload::Summarize(trace);
   std::printf("trace: %s\n%s", trace_label.c_str(), workload::FormatSummary(summary).c_str());
   if (summary.unique_blocks == 0) Die("the trace has no blocks");

@@ -9,6 +9,10 @@
 
 #include "workload/generators.h"
 
+#include <filesystem>
+
+#include <cstdio>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -336,6 +340,24 @@ absl::StatusOr<std::vector<Request>> GenerateBenchWorkload(absl::string_view nam
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown workload '", name, "' (known: chat, rag, agent, scan)"));
+}
+
+absl::StatusOr<std::vector<Request>> LoadBenchWorkload(absl::string_view name,
+                                                       const std::string& trace_path,
+                                                       uint64_t seed, std::string* label) {
+  if (name == "mooncake") {
+    if (std::filesystem::exists(trace_path)) {
+      *label = std::filesystem::weakly_canonical(trace_path).string();
+      return ReadMooncakeTrace(trace_path);
+    }
+    std::fprintf(stderr, "trace %s not found: falling back to a generated chat trace\n",
+                 trace_path.c_str());
+    *label = absl::StrCat("generated chat (seed ", seed, "); Mooncake trace missing at ",
+                          trace_path);
+    return GenerateBenchWorkload("chat", seed);
+  }
+  *label = absl::StrCat("generated ", name, " (seed ", seed, ")");
+  return GenerateBenchWorkload(name, seed);
 }
 
 }  // namespace kvtier::workload

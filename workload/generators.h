@@ -30,6 +30,7 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -144,6 +145,13 @@ absl::StatusOr<std::vector<Request>> GenerateScan(const ScanParams& params);
 // bench eviction and bench stress replay the same traces. InvalidArgument for another name.
 absl::StatusOr<std::vector<Request>> GenerateBenchWorkload(absl::string_view name,
                                                            uint64_t seed);
+
+// The benchmarks' workload by name: "mooncake" reads the trace at `trace_path` (falling back,
+// with a line on stderr, to the generated chat trace when the file is missing), any other name
+// is GenerateBenchWorkload's. `*label` says which trace was used, for the JSON output.
+absl::StatusOr<std::vector<Request>> LoadBenchWorkload(absl::string_view name,
+                                                       const std::string& trace_path,
+                                                       uint64_t seed, std::string* label);
 
 }  // namespace kvtier::workload
 
