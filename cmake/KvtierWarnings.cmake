@@ -18,7 +18,7 @@ elseif(NOT KVTIER_SANITIZE STREQUAL "")
   message(FATAL_ERROR "KVTIER_SANITIZE must be '', 'address' or 'thread', not '${KVTIER_SANITIZE}'")
 endif()
 if(_kvtier_san)
-  # Applied globally so GoogleTest main, examples and benches are instrumented too.
-  add_compile_options("$<$<COMPILE_LANGUAGE:CXX>:${_kvtier_san}>")
+  # Applied globally so GoogleTest main, examples, benches and C tests are instrumented too.
+  add_compile_options("$<$<COMPILE_LANGUAGE:C,CXX>:${_kvtier_san}>")  # C: the C API tests
   add_link_options(${_kvtier_san})
 endif()

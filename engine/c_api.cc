@@ -1,0 +1,996 @@
+// engine/c_api.cc — the C ABI (include/kvtier/c_api.h) over kvtier::Engine.
+//
+// Each entry point checks its arguments (NULL pointers, zero or mismatched sizes, enum values)
+// before touching the engine, turns absl::Status into a kvtier_status_code plus a thread-local
+// message prefixed with the function's name, and catches every C++ exception (an allocation
+// failure) so none crosses into C.
+
+#include "kvtier/c_api.h"
+
+#include <atomic>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "common/mutex.h"
+#include "kvtier/block_key.h"
+#include "kvtier/device.h"
+#include "kvtier/engine.h"
+#include "kvtier/geometry.h"
+
+struct kvtier_options {
+  kvtier::EngineOptions options;
+};
+
+struct kvtier_engine {
+  std::unique_ptr<kvtier::Engine> engine;
+  // Handles alive; close refuses while any is, since a handle refers into the engine.
+  std::atomic<int64_t> live_handles{0};
+  // Buffers kvtier_buffer_alloc returned: kvtier_buffer_free frees only these, never the
+  // engine's own tier memory.
+  kvtier::Mutex buffers_mu;
+  absl::flat_hash_set<uint64_t> buffers ABSL_GUARDED_BY(buffers_mu);
+};
+
+struct kvtier_handle {
+  kvtier_engine* owner = nullptr;
+  std::unique_ptr<kvtier::TransferHandle> transfer;
+};
+
+namespace {
+
+thread_local std::string t_last_error;
+
+kvtier_status_code Fail(absl::StatusCode code, std::string message) {
+  t_last_error = std::move(message);
+  return static_cast<kvtier_status_code>(code);
+}
+
+kvtier_status_code InvalidArgument(const char* fn, absl::string_view what) {
+  return Fail(absl::StatusCode::kInvalidArgument, absl::StrCat(fn, ": ", what));
+}
+
+kvtier_status_code FromStatus(const char* fn, const absl::Status& status) {
+  if (status.ok()) return KVTIER_OK;
+  return Fail(status.code(), absl::StrCat(fn, ": ", status.message()));
+}
+
+// Runs `body` with the error cleared and no exception escaping.
+template <typename Body>
+kvtier_status_code Guarded(const char* fn, Body&& body) noexcept {
+  t_last_error.clear();
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return Fail(absl::StatusCode::kResourceExhausted, absl::StrCat(fn, ": out of host memory"));
+  } catch (const std::exception& e) {
+    return Fail(absl::StatusCode::kInternal, absl::StrCat(fn, ": ", e.what()));
+  } catch (...) {
+    return Fail(absl::StatusCode::kInternal, absl::StrCat(fn, ": unknown C++ exception"));
+  }
+}
+
+#define KVTIER_REQUIRE_NONNULL(fn, arg)                       \
+  do {                                                        \
+    if ((arg) == nullptr) return InvalidArgument(fn, #arg " is NULL"); \
+  } while (0)
+
+// A pointer/length pair: `ptr` may be NULL only when `count` is 0.
+kvtier_status_code CheckArray(const char* fn, const void* ptr, const char* ptr_name, size_t count,
+                              const char* count_name) {
+  if (ptr == nullptr && count != 0) {
+    return InvalidArgument(fn, absl::StrFormat("%s is NULL but %s is %d", ptr_name, count_name,
+                                               count));
+  }
+  return KVTIER_OK;
+}
+
+absl::string_view Extra(const void* extra, size_t extra_len) {
+  return extra_len == 0 ? absl::string_view()
+                        : absl::string_view(static_cast<const char*>(extra), extra_len);
+}
+
+std::vector<kvtier::BlockKey> ToKeys(const kvtier_block_key* keys, size_t n) {
+  std::vector<kvtier::BlockKey> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = kvtier::BlockKey{keys[i].hi, keys[i].lo};
+  return out;
+}
+
+std::vector<kvtier::DevicePtr> ToDevicePtrs(const kvtier_device_ptr* ptrs, size_t n) {
+  std::vector<kvtier::DevicePtr> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = kvtier::DevicePtr::FromAddress(ptrs[i]);
+  return out;
+}
+
+// Checks a paged pool's pointers and builds the KvBuffers (the engine checks the rest:
+// layer count, addresses, page ranges).
+kvtier_status_code PagedBuffers(const char* fn, const kvtier_paged_pool* pool,
+                                const uint32_t* pages, size_t num_pages, kvtier::KvBuffers* out) {
+  KVTIER_REQUIRE_NONNULL(fn, pool);
+  if (pool->num_layers == 0) return InvalidArgument(fn, "pool->num_layers is 0");
+  if (pool->layers == nullptr) return InvalidArgument(fn, "pool->layers is NULL");
+  if (pool->num_pages == 0) return InvalidArgument(fn, "pool->num_pages is 0");
+  if (pool->layout != KVTIER_PAGE_NHD && pool->layout != KVTIER_PAGE_HND) {
+    return InvalidArgument(fn, absl::StrFormat("pool->layout %d is not KVTIER_PAGE_NHD or "
+                                               "KVTIER_PAGE_HND",
+                                               static_cast<int>(pool->layout)));
+  }
+  if (num_pages == 0) return InvalidArgument(fn, "num_pages is 0");
+  KVTIER_REQUIRE_NONNULL(fn, pages);
+  kvtier::KvBuffers::PagedPool p;
+  p.layers = ToDevicePtrs(pool->layers, pool->num_layers);
+  p.num_pages = pool->num_pages;
+  p.layout = pool->layout == KVTIER_PAGE_NHD ? kvtier::PageLayout::kNhd : kvtier::PageLayout::kHnd;
+  *out = kvtier::KvBuffers::Paged(std::move(p), std::vector<uint32_t>(pages, pages + num_pages));
+  return KVTIER_OK;
+}
+
+kvtier_status_code NewHandle(kvtier_engine* engine,
+                             std::unique_ptr<kvtier::TransferHandle> transfer,
+                             kvtier_handle** out) {
+  auto handle = std::make_unique<kvtier_handle>();
+  handle->owner = engine;
+  handle->transfer = std::move(transfer);
+  engine->live_handles.fetch_add(1, std::memory_order_relaxed);
+  *out = handle.release();
+  return KVTIER_OK;
+}
+
+// Store of KvBuffers: the common tail of kvtier_store and kvtier_store_paged.
+kvtier_status_code DoStore(const char* fn, kvtier_engine* engine, const char* ns,
+                           const int32_t* tokens, size_t num_tokens, const void* extra,
+                           size_t extra_len, size_t first_block, kvtier::KvBuffers buffers,
+                           std::unique_ptr<kvtier::TransferHandle>* out) {
+  kvtier::StoreRequest request;
+  request.ns = ns;
+  request.tokens = absl::MakeConstSpan(tokens, num_tokens);
+  request.extra = Extra(extra, extra_len);
+  request.first_block = first_block;
+  request.buffers = std::move(buffers);
+  absl::StatusOr<std::unique_ptr<kvtier::TransferHandle>> handle = engine->engine->Store(request);
+  if (!handle.ok()) return FromStatus(fn, handle.status());
+  *out = *std::move(handle);
+  return KVTIER_OK;
+}
+
+// The checks every store entry point shares.
+kvtier_status_code CheckStoreArgs(const char* fn, kvtier_engine* engine, const char* ns,
+                                  const int32_t* tokens, size_t num_tokens, const void* extra,
+                                  size_t extra_len) {
+  KVTIER_REQUIRE_NONNULL(fn, engine);
+  KVTIER_REQUIRE_NONNULL(fn, ns);
+  if (num_tokens == 0) return InvalidArgument(fn, "num_tokens is 0");
+  if (kvtier_status_code c = CheckArray(fn, tokens, "tokens", num_tokens, "num_tokens")) return c;
+  return CheckArray(fn, extra, "extra", extra_len, "extra_len");
+}
+
+kvtier_status_code CheckLoadArgs(const char* fn, kvtier_engine* engine, const char* ns,
+                                 const kvtier_block_key* keys, size_t num_keys) {
+  KVTIER_REQUIRE_NONNULL(fn, engine);
+  KVTIER_REQUIRE_NONNULL(fn, ns);
+  if (num_keys == 0) return InvalidArgument(fn, "num_keys is 0");
+  KVTIER_REQUIRE_NONNULL(fn, keys);
+  return KVTIER_OK;
+}
+
+kvtier_status_code DoLoad(const char* fn, kvtier_engine* engine, const char* ns,
+                          const kvtier_block_key* keys, size_t num_keys,
+                          kvtier::KvBuffers buffers, bool layerwise,
+                          std::unique_ptr<kvtier::TransferHandle>* out) {
+  kvtier::LoadRequest request;
+  request.ns = ns;
+  request.keys = ToKeys(keys, num_keys);
+  request.buffers = std::move(buffers);
+  request.layerwise = layerwise;
+  absl::StatusOr<std::unique_ptr<kvtier::TransferHandle>> handle = engine->engine->Load(request);
+  if (!handle.ok()) return FromStatus(fn, handle.status());
+  *out = *std::move(handle);
+  return KVTIER_OK;
+}
+
+// A device buffer that frees itself: the staging area of the host-memory variants.
+class StagingBuffer {
+ public:
+  explicit StagingBuffer(kvtier::Device& device) : device_(device) {}
+  ~StagingBuffer() {
+    if (!ptr_.is_null()) (void)device_.Free(ptr_);
+  }
+  StagingBuffer(const StagingBuffer&) = delete;
+  StagingBuffer& operator=(const StagingBuffer&) = delete;
+
+  absl::Status Allocate(size_t bytes) {
+    absl::StatusOr<kvtier::DevicePtr> p = device_.Allocate(bytes);
+    if (!p.ok()) return p.status();
+    ptr_ = *p;
+    return absl::OkStatus();
+  }
+  kvtier::DevicePtr ptr() const { return ptr_; }
+
+ private:
+  kvtier::Device& device_;
+  kvtier::DevicePtr ptr_;
+};
+
+// A synchronous copy between host memory and device memory on a stream of its own.
+absl::Status CopySync(kvtier::Device& device, kvtier::DevicePtr device_ptr, void* host,
+                      const void* host_src, size_t bytes) {
+  absl::StatusOr<std::unique_ptr<kvtier::Stream>> stream = device.CreateStream();
+  if (!stream.ok()) return stream.status();
+  absl::Status s = host_src != nullptr ? (*stream)->CopyToDevice(device_ptr, host_src, bytes)
+                                       : (*stream)->CopyToHost(host, device_ptr, bytes);
+  if (!s.ok()) return s;
+  return (*stream)->Synchronize();
+}
+
+// data_bytes must be num_blocks whole blocks.
+kvtier_status_code CheckHostData(const char* fn, size_t block_bytes, size_t num_blocks,
+                                 const void* data, size_t data_bytes) {
+  if (data == nullptr) return InvalidArgument(fn, "data is NULL");
+  if (num_blocks > SIZE_MAX / block_bytes || data_bytes != num_blocks * block_bytes) {
+    return InvalidArgument(
+        fn, absl::StrFormat("data_bytes is %d, expected %d blocks x %d bytes = %d", data_bytes,
+                            num_blocks, block_bytes,
+                            num_blocks > SIZE_MAX / block_bytes ? SIZE_MAX
+                                                                : num_blocks * block_bytes));
+  }
+  return KVTIER_OK;
+}
+
+std::vector<kvtier::DevicePtr> BlocksOf(kvtier::DevicePtr base, size_t num_blocks,
+                                        size_t block_bytes) {
+  std::vector<kvtier::DevicePtr> blocks(num_blocks);
+  for (size_t i = 0; i < num_blocks; ++i) blocks[i] = base + i * block_bytes;
+  return blocks;
+}
+
+void CopyTierStats(const kvtier::TierStats& in, kvtier_tier_stats* out) {
+  out->capacity_blocks = in.capacity_blocks;
+  out->used_blocks = in.used_blocks;
+  out->pinned_blocks = in.pinned_blocks;
+  out->hits = in.hits;
+  out->bytes_in = in.bytes_in;
+  out->bytes_out = in.bytes_out;
+  out->evictions = in.evictions;
+  out->demotions = in.demotions;
+  out->promotions = in.promotions;
+  out->admissions_rejected = in.admissions_rejected;
+  out->checksum_failures = in.checksum_failures;
+  out->write_failures = in.write_failures;
+}
+
+}  // namespace
+
+extern "C" {
+
+// --------------------------------------------------------------------------------- errors
+
+const char* kvtier_last_error(void) { return t_last_error.c_str(); }
+
+const char* kvtier_status_code_name(kvtier_status_code code) {
+  switch (code) {
+    case KVTIER_OK: return "OK";
+    case KVTIER_CANCELLED: return "CANCELLED";
+    case KVTIER_UNKNOWN: return "UNKNOWN";
+    case KVTIER_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case KVTIER_DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case KVTIER_NOT_FOUND: return "NOT_FOUND";
+    case KVTIER_ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case KVTIER_PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case KVTIER_RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case KVTIER_FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case KVTIER_ABORTED: return "ABORTED";
+    case KVTIER_OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case KVTIER_UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case KVTIER_INTERNAL: return "INTERNAL";
+    case KVTIER_UNAVAILABLE: return "UNAVAILABLE";
+    case KVTIER_DATA_LOSS: return "DATA_LOSS";
+    case KVTIER_UNAUTHENTICATED: return "UNAUTHENTICATED";
+  }
+  return "UNKNOWN_CODE";
+}
+
+int kvtier_c_api_version(void) { return KVTIER_C_API_VERSION; }
+
+// -------------------------------------------------------------------------------- options
+
+kvtier_status_code kvtier_options_create(kvtier_options** out_options) {
+  static constexpr char kFn[] = "kvtier_options_create";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, out_options);
+    *out_options = new kvtier_options();
+    return KVTIER_OK;
+  });
+}
+
+void kvtier_options_destroy(kvtier_options* options) {
+  t_last_error.clear();
+  delete options;
+}
+
+kvtier_status_code kvtier_options_set_geometry(kvtier_options* options, uint32_t num_layers,
+                                               uint32_t num_kv_heads, uint32_t head_dim,
+                                               kvtier_dtype dtype, uint32_t block_tokens) {
+  static constexpr char kFn[] = "kvtier_options_set_geometry";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    if (dtype != KVTIER_DTYPE_FLOAT16 && dtype != KVTIER_DTYPE_BFLOAT16 &&
+        dtype != KVTIER_DTYPE_FLOAT32) {
+      return InvalidArgument(kFn, absl::StrFormat("dtype %d is not a kvtier_dtype",
+                                                  static_cast<int>(dtype)));
+    }
+    kvtier::Geometry g;
+    g.num_layers = num_layers;
+    g.num_kv_heads = num_kv_heads;
+    g.head_dim = head_dim;
+    g.dtype = static_cast<kvtier::DType>(dtype);
+    g.block_tokens = block_tokens;
+    if (kvtier_status_code c = FromStatus(kFn, g.Validate())) return c;
+    options->options.geometry = g;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_model_fingerprint(kvtier_options* options,
+                                                        const char* fingerprint) {
+  static constexpr char kFn[] = "kvtier_options_set_model_fingerprint";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    KVTIER_REQUIRE_NONNULL(kFn, fingerprint);
+    if (fingerprint[0] == '\0') return InvalidArgument(kFn, "fingerprint is empty");
+    options->options.model_fingerprint = fingerprint;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_key_hash(kvtier_options* options, kvtier_key_hash hash) {
+  static constexpr char kFn[] = "kvtier_options_set_key_hash";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    if (hash != KVTIER_KEY_HASH_SHA256 && hash != KVTIER_KEY_HASH_XXH3) {
+      return InvalidArgument(kFn, absl::StrFormat("hash %d is not a kvtier_key_hash",
+                                                  static_cast<int>(hash)));
+    }
+    options->options.key_hash = static_cast<kvtier::KeyHash>(hash);
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_tier_bytes(kvtier_options* options, uint64_t gpu_tier_bytes,
+                                                 uint64_t host_tier_bytes) {
+  static constexpr char kFn[] = "kvtier_options_set_tier_bytes";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    if (host_tier_bytes == 0) {
+      return InvalidArgument(kFn, "host_tier_bytes is 0 (the host tier must hold a block)");
+    }
+    if (gpu_tier_bytes > SIZE_MAX || host_tier_bytes > SIZE_MAX) {
+      return InvalidArgument(kFn, "tier bytes exceed this platform's size_t");
+    }
+    options->options.gpu_tier_bytes = static_cast<size_t>(gpu_tier_bytes);
+    options->options.host_tier_bytes = static_cast<size_t>(host_tier_bytes);
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_disk(kvtier_options* options, const char* directory,
+                                           uint64_t capacity_bytes) {
+  static constexpr char kFn[] = "kvtier_options_set_disk";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    KVTIER_REQUIRE_NONNULL(kFn, directory);
+    if (directory[0] == '\0') return InvalidArgument(kFn, "directory is empty");
+    if (capacity_bytes == 0) return InvalidArgument(kFn, "capacity_bytes is 0");
+    options->options.disk.directory = directory;
+    options->options.disk.capacity_bytes = capacity_bytes;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_disk_region_bytes(kvtier_options* options,
+                                                        uint64_t region_bytes) {
+  static constexpr char kFn[] = "kvtier_options_set_disk_region_bytes";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    if (region_bytes == 0 || region_bytes % 4096 != 0) {
+      return InvalidArgument(
+          kFn, absl::StrFormat("region_bytes %d is not a positive multiple of 4096", region_bytes));
+    }
+    options->options.disk.region_bytes = region_bytes;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_disk_admit_min_seen(kvtier_options* options,
+                                                          uint32_t min_seen) {
+  static constexpr char kFn[] = "kvtier_options_set_disk_admit_min_seen";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    if (min_seen == 0) return InvalidArgument(kFn, "min_seen is 0 (1 admits every block)");
+    options->options.disk.admit_min_seen = min_seen;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_device(kvtier_options* options, kvtier_device_kind kind,
+                                             int cuda_ordinal, double emulated_copy_gbps) {
+  static constexpr char kFn[] = "kvtier_options_set_device";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    kvtier::DeviceOptions d = options->options.device;
+    switch (kind) {
+      case KVTIER_DEVICE_AUTO: d.choice = kvtier::DeviceChoice::kAuto; break;
+      case KVTIER_DEVICE_CUDA: d.choice = kvtier::DeviceChoice::kCuda; break;
+      case KVTIER_DEVICE_EMULATED: d.choice = kvtier::DeviceChoice::kEmulated; break;
+      default:
+        return InvalidArgument(kFn, absl::StrFormat("kind %d is not a kvtier_device_kind",
+                                                    static_cast<int>(kind)));
+    }
+    d.cuda_ordinal = cuda_ordinal;
+    d.emulated_copy_gbps = emulated_copy_gbps;
+    if (kvtier_status_code c = FromStatus(kFn, d.Validate())) return c;
+    options->options.device = d;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_eviction(kvtier_options* options, const char* gpu_policy,
+                                               const char* host_policy) {
+  static constexpr char kFn[] = "kvtier_options_set_eviction";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    KVTIER_REQUIRE_NONNULL(kFn, gpu_policy);
+    KVTIER_REQUIRE_NONNULL(kFn, host_policy);
+    // Names are checked by kvtier_options_validate / kvtier_engine_open against the
+    // engine's policy registry.
+    options->options.gpu_eviction = gpu_policy;
+    options->options.host_eviction = host_policy;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_namespaces(kvtier_options* options,
+                                                 const char* const* names, size_t count) {
+  static constexpr char kFn[] = "kvtier_options_set_namespaces";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    if (kvtier_status_code c = CheckArray(kFn, names, "names", count, "count")) return c;
+    std::vector<std::string> list;
+    list.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      if (names[i] == nullptr) return InvalidArgument(kFn, absl::StrFormat("names[%d] is NULL", i));
+      list.emplace_back(names[i]);
+    }
+    options->options.namespaces = std::move(list);
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_lease_timeout_ms(kvtier_options* options,
+                                                       uint64_t timeout_ms) {
+  static constexpr char kFn[] = "kvtier_options_set_lease_timeout_ms";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    if (timeout_ms == 0) return InvalidArgument(kFn, "timeout_ms is 0");
+    options->options.lease_timeout = absl::Milliseconds(timeout_ms);
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_validate(const kvtier_options* options) {
+  static constexpr char kFn[] = "kvtier_options_validate";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    return FromStatus(kFn, options->options.Validate());
+  });
+}
+
+// --------------------------------------------------------------------------------- engine
+
+kvtier_status_code kvtier_engine_open(const kvtier_options* options, kvtier_engine** out_engine) {
+  static constexpr char kFn[] = "kvtier_engine_open";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    KVTIER_REQUIRE_NONNULL(kFn, out_engine);
+    absl::StatusOr<std::unique_ptr<kvtier::Engine>> engine =
+        kvtier::Engine::Open(options->options);
+    if (!engine.ok()) return FromStatus(kFn, engine.status());
+    auto wrapper = std::make_unique<kvtier_engine>();
+    wrapper->engine = *std::move(engine);
+    *out_engine = wrapper.release();
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_engine_close(kvtier_engine* engine) {
+  static constexpr char kFn[] = "kvtier_engine_close";
+  return Guarded(kFn, [&] {
+    if (engine == nullptr) return KVTIER_OK;
+    const int64_t live = engine->live_handles.load(std::memory_order_acquire);
+    if (live != 0) {
+      return Fail(absl::StatusCode::kFailedPrecondition,
+                  absl::StrFormat("%s: %d handles of this engine are still alive; destroy them "
+                                  "first (kvtier_handle_destroy)",
+                                  kFn, live));
+    }
+    {
+      kvtier::MutexLock lock(&engine->buffers_mu);
+      for (uint64_t address : engine->buffers) {
+        (void)engine->engine->device().Free(kvtier::DevicePtr::FromAddress(address));
+      }
+      engine->buffers.clear();
+    }
+    delete engine;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_engine_block_bytes(const kvtier_engine* engine, size_t* out_bytes) {
+  static constexpr char kFn[] = "kvtier_engine_block_bytes";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, out_bytes);
+    *out_bytes = engine->engine->options().geometry.block_bytes();
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_engine_device_kind(const kvtier_engine* engine,
+                                             kvtier_device_kind* out_kind) {
+  static constexpr char kFn[] = "kvtier_engine_device_kind";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, out_kind);
+    *out_kind = engine->engine->device().kind() == kvtier::DeviceKind::kCuda
+                    ? KVTIER_DEVICE_CUDA
+                    : KVTIER_DEVICE_EMULATED;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_create_namespace(kvtier_engine* engine, const char* ns) {
+  static constexpr char kFn[] = "kvtier_create_namespace";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, ns);
+    return FromStatus(kFn, engine->engine->CreateNamespace(ns));
+  });
+}
+
+// -------------------------------------------------------------------------------- buffers
+
+kvtier_status_code kvtier_buffer_alloc(kvtier_engine* engine, size_t bytes,
+                                       kvtier_device_ptr* out_ptr) {
+  static constexpr char kFn[] = "kvtier_buffer_alloc";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, out_ptr);
+    if (bytes == 0) return InvalidArgument(kFn, "bytes is 0");
+    absl::StatusOr<kvtier::DevicePtr> p = engine->engine->device().Allocate(bytes);
+    if (!p.ok()) return FromStatus(kFn, p.status());
+    {
+      kvtier::MutexLock lock(&engine->buffers_mu);
+      engine->buffers.insert(p->address());
+    }
+    *out_ptr = p->address();
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_buffer_free(kvtier_engine* engine, kvtier_device_ptr ptr) {
+  static constexpr char kFn[] = "kvtier_buffer_free";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    if (ptr == 0) return InvalidArgument(kFn, "ptr is 0");
+    {
+      kvtier::MutexLock lock(&engine->buffers_mu);
+      if (engine->buffers.erase(ptr) == 0) {
+        return InvalidArgument(
+            kFn, absl::StrFormat("ptr 0x%x was not returned by kvtier_buffer_alloc on this "
+                                 "engine (or was freed already)",
+                                 ptr));
+      }
+    }
+    return FromStatus(kFn, engine->engine->device().Free(kvtier::DevicePtr::FromAddress(ptr)));
+  });
+}
+
+kvtier_status_code kvtier_buffer_write(kvtier_engine* engine, kvtier_device_ptr dst,
+                                       const void* src, size_t bytes) {
+  static constexpr char kFn[] = "kvtier_buffer_write";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    if (dst == 0) return InvalidArgument(kFn, "dst is 0");
+    KVTIER_REQUIRE_NONNULL(kFn, src);
+    if (bytes == 0) return InvalidArgument(kFn, "bytes is 0");
+    return FromStatus(kFn, CopySync(engine->engine->device(), kvtier::DevicePtr::FromAddress(dst),
+                                    nullptr, src, bytes));
+  });
+}
+
+kvtier_status_code kvtier_buffer_read(kvtier_engine* engine, void* dst, kvtier_device_ptr src,
+                                      size_t bytes) {
+  static constexpr char kFn[] = "kvtier_buffer_read";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, dst);
+    if (src == 0) return InvalidArgument(kFn, "src is 0");
+    if (bytes == 0) return InvalidArgument(kFn, "bytes is 0");
+    return FromStatus(kFn, CopySync(engine->engine->device(), kvtier::DevicePtr::FromAddress(src),
+                                    dst, nullptr, bytes));
+  });
+}
+
+// ---------------------------------------------------------------------------------- match
+
+kvtier_status_code kvtier_match(kvtier_engine* engine, const char* ns, const int32_t* tokens,
+                                size_t num_tokens, const void* extra, size_t extra_len,
+                                size_t* out_matched_tokens, size_t* out_matched_blocks,
+                                kvtier_block_key* keys, size_t keys_capacity, kvtier_tier* tiers) {
+  static constexpr char kFn[] = "kvtier_match";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, ns);
+    if (kvtier_status_code c = CheckArray(kFn, tokens, "tokens", num_tokens, "num_tokens")) return c;
+    if (kvtier_status_code c = CheckArray(kFn, extra, "extra", extra_len, "extra_len")) return c;
+    KVTIER_REQUIRE_NONNULL(kFn, out_matched_tokens);
+    KVTIER_REQUIRE_NONNULL(kFn, out_matched_blocks);
+    if (kvtier_status_code c = CheckArray(kFn, keys, "keys", keys_capacity, "keys_capacity")) {
+      return c;
+    }
+    absl::StatusOr<kvtier::MatchResult> m = engine->engine->Match(
+        ns, absl::MakeConstSpan(tokens, num_tokens), Extra(extra, extra_len));
+    if (!m.ok()) return FromStatus(kFn, m.status());
+    const size_t n = std::min(keys_capacity, m->keys.size());
+    for (size_t i = 0; i < n; ++i) {
+      keys[i] = kvtier_block_key{m->keys[i].hi, m->keys[i].lo};
+      if (tiers != nullptr) tiers[i] = static_cast<kvtier_tier>(m->tiers[i]);
+    }
+    *out_matched_tokens = m->matched_tokens;
+    *out_matched_blocks = m->keys.size();
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_block_keys(kvtier_engine* engine, const char* ns, const int32_t* tokens,
+                                     size_t num_tokens, const void* extra, size_t extra_len,
+                                     kvtier_block_key* keys, size_t keys_capacity,
+                                     size_t* out_num_keys) {
+  static constexpr char kFn[] = "kvtier_block_keys";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, ns);
+    if (kvtier_status_code c = CheckArray(kFn, tokens, "tokens", num_tokens, "num_tokens")) return c;
+    if (kvtier_status_code c = CheckArray(kFn, extra, "extra", extra_len, "extra_len")) return c;
+    KVTIER_REQUIRE_NONNULL(kFn, out_num_keys);
+    const kvtier::EngineOptions& o = engine->engine->options();
+    const size_t n = num_tokens / o.geometry.block_tokens;
+    if (keys_capacity < n) {
+      return InvalidArgument(kFn, absl::StrFormat("keys_capacity is %d but the %d tokens hold %d "
+                                                  "full blocks",
+                                                  keys_capacity, num_tokens, n));
+    }
+    if (kvtier_status_code c = CheckArray(kFn, keys, "keys", n, "the number of blocks")) return c;
+    bool known = false;
+    for (const std::string& name : engine->engine->ListNamespaces()) known |= (name == ns);
+    if (!known) {
+      return Fail(absl::StatusCode::kNotFound,
+                  absl::StrFormat("%s: namespace '%s' does not exist", kFn, ns));
+    }
+    const kvtier::KeyHasher hasher(o.key_hash, ns, o.model_fingerprint,
+                                   o.geometry.Fingerprint());
+    const std::vector<kvtier::BlockKey> computed =
+        hasher.Keys(absl::MakeConstSpan(tokens, num_tokens), o.geometry.block_tokens,
+                    Extra(extra, extra_len));
+    for (size_t i = 0; i < computed.size(); ++i) {
+      keys[i] = kvtier_block_key{computed[i].hi, computed[i].lo};
+    }
+    *out_num_keys = computed.size();
+    return KVTIER_OK;
+  });
+}
+
+// ------------------------------------------------------------------------- store and load
+
+kvtier_status_code kvtier_store(kvtier_engine* engine, const char* ns, const int32_t* tokens,
+                                size_t num_tokens, const void* extra, size_t extra_len,
+                                size_t first_block, const kvtier_device_ptr* blocks,
+                                size_t num_blocks, kvtier_handle** out_handle) {
+  static constexpr char kFn[] = "kvtier_store";
+  return Guarded(kFn, [&] {
+    if (kvtier_status_code c =
+            CheckStoreArgs(kFn, engine, ns, tokens, num_tokens, extra, extra_len)) {
+      return c;
+    }
+    if (num_blocks == 0) return InvalidArgument(kFn, "num_blocks is 0");
+    KVTIER_REQUIRE_NONNULL(kFn, blocks);
+    KVTIER_REQUIRE_NONNULL(kFn, out_handle);
+    std::unique_ptr<kvtier::TransferHandle> handle;
+    if (kvtier_status_code c =
+            DoStore(kFn, engine, ns, tokens, num_tokens, extra, extra_len, first_block,
+                    kvtier::KvBuffers::Blocks(ToDevicePtrs(blocks, num_blocks)), &handle)) {
+      return c;
+    }
+    return NewHandle(engine, std::move(handle), out_handle);
+  });
+}
+
+kvtier_status_code kvtier_store_paged(kvtier_engine* engine, const char* ns,
+                                      const int32_t* tokens, size_t num_tokens, const void* extra,
+                                      size_t extra_len, size_t first_block,
+                                      const kvtier_paged_pool* pool, const uint32_t* pages,
+                                      size_t num_pages, kvtier_handle** out_handle) {
+  static constexpr char kFn[] = "kvtier_store_paged";
+  return Guarded(kFn, [&] {
+    if (kvtier_status_code c =
+            CheckStoreArgs(kFn, engine, ns, tokens, num_tokens, extra, extra_len)) {
+      return c;
+    }
+    kvtier::KvBuffers buffers;
+    if (kvtier_status_code c = PagedBuffers(kFn, pool, pages, num_pages, &buffers)) return c;
+    KVTIER_REQUIRE_NONNULL(kFn, out_handle);
+    std::unique_ptr<kvtier::TransferHandle> handle;
+    if (kvtier_status_code c = DoStore(kFn, engine, ns, tokens, num_tokens, extra, extra_len,
+                                       first_block, std::move(buffers), &handle)) {
+      return c;
+    }
+    return NewHandle(engine, std::move(handle), out_handle);
+  });
+}
+
+kvtier_status_code kvtier_load(kvtier_engine* engine, const char* ns, const kvtier_block_key* keys,
+                               size_t num_keys, const kvtier_device_ptr* blocks, int layerwise,
+                               kvtier_handle** out_handle) {
+  static constexpr char kFn[] = "kvtier_load";
+  return Guarded(kFn, [&] {
+    if (kvtier_status_code c = CheckLoadArgs(kFn, engine, ns, keys, num_keys)) return c;
+    KVTIER_REQUIRE_NONNULL(kFn, blocks);
+    KVTIER_REQUIRE_NONNULL(kFn, out_handle);
+    std::unique_ptr<kvtier::TransferHandle> handle;
+    if (kvtier_status_code c =
+            DoLoad(kFn, engine, ns, keys, num_keys,
+                   kvtier::KvBuffers::Blocks(ToDevicePtrs(blocks, num_keys)), layerwise != 0,
+                   &handle)) {
+      return c;
+    }
+    return NewHandle(engine, std::move(handle), out_handle);
+  });
+}
+
+kvtier_status_code kvtier_load_paged(kvtier_engine* engine, const char* ns,
+                                     const kvtier_block_key* keys, size_t num_keys,
+                                     const kvtier_paged_pool* pool, const uint32_t* pages,
+                                     int layerwise, kvtier_handle** out_handle) {
+  static constexpr char kFn[] = "kvtier_load_paged";
+  return Guarded(kFn, [&] {
+    if (kvtier_status_code c = CheckLoadArgs(kFn, engine, ns, keys, num_keys)) return c;
+    kvtier::KvBuffers buffers;
+    if (kvtier_status_code c = PagedBuffers(kFn, pool, pages, num_keys, &buffers)) return c;
+    KVTIER_REQUIRE_NONNULL(kFn, out_handle);
+    std::unique_ptr<kvtier::TransferHandle> handle;
+    if (kvtier_status_code c = DoLoad(kFn, engine, ns, keys, num_keys, std::move(buffers),
+                                      layerwise != 0, &handle)) {
+      return c;
+    }
+    return NewHandle(engine, std::move(handle), out_handle);
+  });
+}
+
+kvtier_status_code kvtier_store_host(kvtier_engine* engine, const char* ns, const int32_t* tokens,
+                                     size_t num_tokens, const void* extra, size_t extra_len,
+                                     size_t first_block, size_t num_blocks, const void* data,
+                                     size_t data_bytes, size_t* out_stored) {
+  static constexpr char kFn[] = "kvtier_store_host";
+  return Guarded(kFn, [&] {
+    if (kvtier_status_code c =
+            CheckStoreArgs(kFn, engine, ns, tokens, num_tokens, extra, extra_len)) {
+      return c;
+    }
+    if (num_blocks == 0) return InvalidArgument(kFn, "num_blocks is 0");
+    const size_t block = engine->engine->options().geometry.block_bytes();
+    if (kvtier_status_code c = CheckHostData(kFn, block, num_blocks, data, data_bytes)) return c;
+    kvtier::Device& device = engine->engine->device();
+    StagingBuffer staging(device);
+    if (kvtier_status_code c = FromStatus(kFn, staging.Allocate(data_bytes))) return c;
+    if (kvtier_status_code c =
+            FromStatus(kFn, CopySync(device, staging.ptr(), nullptr, data, data_bytes))) {
+      return c;
+    }
+    std::unique_ptr<kvtier::TransferHandle> handle;
+    if (kvtier_status_code c =
+            DoStore(kFn, engine, ns, tokens, num_tokens, extra, extra_len, first_block,
+                    kvtier::KvBuffers::Blocks(BlocksOf(staging.ptr(), num_blocks, block)),
+                    &handle)) {
+      return c;
+    }
+    // The staging buffer is freed only after the copies out of it are done.
+    if (kvtier_status_code c = FromStatus(kFn, handle->Wait())) return c;
+    if (out_stored != nullptr) *out_stored = handle->blocks_moved();
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_load_host(kvtier_engine* engine, const char* ns,
+                                    const kvtier_block_key* keys, size_t num_keys, void* data,
+                                    size_t data_bytes) {
+  static constexpr char kFn[] = "kvtier_load_host";
+  return Guarded(kFn, [&] {
+    if (kvtier_status_code c = CheckLoadArgs(kFn, engine, ns, keys, num_keys)) return c;
+    const size_t block = engine->engine->options().geometry.block_bytes();
+    if (kvtier_status_code c = CheckHostData(kFn, block, num_keys, data, data_bytes)) return c;
+    kvtier::Device& device = engine->engine->device();
+    StagingBuffer staging(device);
+    if (kvtier_status_code c = FromStatus(kFn, staging.Allocate(data_bytes))) return c;
+    std::unique_ptr<kvtier::TransferHandle> handle;
+    if (kvtier_status_code c =
+            DoLoad(kFn, engine, ns, keys, num_keys,
+                   kvtier::KvBuffers::Blocks(BlocksOf(staging.ptr(), num_keys, block)),
+                   /*layerwise=*/false, &handle)) {
+      return c;
+    }
+    if (kvtier_status_code c = FromStatus(kFn, handle->Wait())) return c;
+    return FromStatus(kFn, CopySync(device, staging.ptr(), data, nullptr, data_bytes));
+  });
+}
+
+kvtier_status_code kvtier_erase(kvtier_engine* engine, const char* ns, const kvtier_block_key* keys,
+                                size_t num_keys, size_t* out_erased) {
+  static constexpr char kFn[] = "kvtier_erase";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, ns);
+    if (num_keys == 0) return InvalidArgument(kFn, "num_keys is 0");
+    KVTIER_REQUIRE_NONNULL(kFn, keys);
+    const std::vector<kvtier::BlockKey> list = ToKeys(keys, num_keys);
+    absl::StatusOr<size_t> erased = engine->engine->Erase(ns, list);
+    if (!erased.ok()) return FromStatus(kFn, erased.status());
+    if (out_erased != nullptr) *out_erased = *erased;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_erase_namespace(kvtier_engine* engine, const char* ns,
+                                          size_t* out_erased) {
+  static constexpr char kFn[] = "kvtier_erase_namespace";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, ns);
+    absl::StatusOr<size_t> erased = engine->engine->EraseNamespace(ns);
+    if (!erased.ok()) return FromStatus(kFn, erased.status());
+    if (out_erased != nullptr) *out_erased = *erased;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_flush(kvtier_engine* engine) {
+  static constexpr char kFn[] = "kvtier_flush";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    return FromStatus(kFn, engine->engine->Flush());
+  });
+}
+
+// -------------------------------------------------------------------------------- handles
+
+kvtier_status_code kvtier_handle_is_ready(kvtier_handle* handle, int* out_ready) {
+  static constexpr char kFn[] = "kvtier_handle_is_ready";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, handle);
+    KVTIER_REQUIRE_NONNULL(kFn, out_ready);
+    *out_ready = handle->transfer->IsReady() ? 1 : 0;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_handle_wait(kvtier_handle* handle) {
+  static constexpr char kFn[] = "kvtier_handle_wait";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, handle);
+    return FromStatus(kFn, handle->transfer->Wait());
+  });
+}
+
+kvtier_status_code kvtier_handle_wait_layer(kvtier_handle* handle, uint32_t layer) {
+  static constexpr char kFn[] = "kvtier_handle_wait_layer";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, handle);
+    return FromStatus(kFn, handle->transfer->WaitLayerHost(layer));
+  });
+}
+
+kvtier_status_code kvtier_handle_counts(kvtier_handle* handle, size_t* out_moved,
+                                        size_t* out_present, size_t* out_rejected) {
+  static constexpr char kFn[] = "kvtier_handle_counts";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, handle);
+    if (out_moved != nullptr) *out_moved = handle->transfer->blocks_moved();
+    if (out_present != nullptr) *out_present = handle->transfer->blocks_present();
+    if (out_rejected != nullptr) *out_rejected = handle->transfer->blocks_rejected();
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_handle_release(kvtier_handle* handle) {
+  static constexpr char kFn[] = "kvtier_handle_release";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, handle);
+    return FromStatus(kFn, handle->transfer->Release());
+  });
+}
+
+void kvtier_handle_destroy(kvtier_handle* handle) {
+  t_last_error.clear();
+  if (handle == nullptr) return;
+  kvtier_engine* owner = handle->owner;
+  delete handle;
+  owner->live_handles.fetch_sub(1, std::memory_order_release);
+}
+
+// ---------------------------------------------------------------------------------- stats
+
+kvtier_status_code kvtier_engine_stats(kvtier_engine* engine, kvtier_stats* out_stats) {
+  static constexpr char kFn[] = "kvtier_engine_stats";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, out_stats);
+    const kvtier::EngineStats s = engine->engine->Stats();
+    kvtier_stats out;
+    std::memset(&out, 0, sizeof(out));
+    for (int t = 0; t < kvtier::kNumTiers; ++t) CopyTierStats(s.tiers[t], &out.tiers[t]);
+    out.namespaces = s.namespaces.size();
+    out.match_calls = s.match_calls;
+    out.matched_blocks = s.matched_blocks;
+    out.missed_blocks = s.missed_blocks;
+    out.stored_blocks = s.stored_blocks;
+    out.deduplicated_blocks = s.deduplicated_blocks;
+    out.rejected_blocks = s.rejected_blocks;
+    out.loaded_blocks = s.loaded_blocks;
+    out.leases_held = s.leases_held;
+    out.leases_expired = s.leases_expired;
+    out.prefetch_hinted = s.prefetch.hinted;
+    out.prefetch_issued = s.prefetch.issued;
+    out.prefetch_in_time = s.prefetch.in_time;
+    out.prefetch_late = s.prefetch.late;
+    out.prefetch_unused = s.prefetch.unused;
+    *out_stats = out;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_namespace_stats_get(kvtier_engine* engine, const char* ns,
+                                              kvtier_namespace_stats* out_stats) {
+  static constexpr char kFn[] = "kvtier_namespace_stats_get";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, ns);
+    KVTIER_REQUIRE_NONNULL(kFn, out_stats);
+    const kvtier::EngineStats s = engine->engine->Stats();
+    for (const kvtier::NamespaceStats& n : s.namespaces) {
+      if (n.name != ns) continue;
+      kvtier_namespace_stats out;
+      std::memset(&out, 0, sizeof(out));
+      out.blocks = n.blocks;
+      for (int t = 0; t < kvtier::kNumTiers; ++t) out.blocks_per_tier[t] = n.blocks_per_tier[t];
+      out.matched_blocks = n.matched_blocks;
+      out.missed_blocks = n.missed_blocks;
+      out.stored_blocks = n.stored_blocks;
+      out.loaded_blocks = n.loaded_blocks;
+      *out_stats = out;
+      return KVTIER_OK;
+    }
+    return Fail(absl::StatusCode::kNotFound,
+                absl::StrFormat("%s: namespace '%s' does not exist", kFn, ns));
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,329 @@
+/* kvtier/c_api.h — a stable C ABI over kvtier::Engine, for FFI from any language.
+ *
+ * The same engine as kvtier/engine.h (one shared library, libkvtier.so), behind opaque
+ * handles and plain C types, so Python (ctypes / cffi), Rust, Go or C callers can use it
+ * without a C++ compiler. Everything here is C99/C11 and C++ compatible.
+ *
+ * Errors. Every function returns a kvtier_status_code (KVTIER_OK = 0; the other values are
+ * absl::StatusCode's, so KVTIER_INVALID_ARGUMENT = 3 everywhere). A failing call also leaves
+ * a message in a thread-local buffer: kvtier_last_error() returns it until the next kvtier_*
+ * call on the same thread, which replaces it ("" after a success). Copy it if you need it
+ * longer. Messages name what was wrong, e.g. "kvtier_store: tokens is NULL but num_tokens is
+ * 32". Bad arguments (NULL pointers, zero sizes, lengths that disagree with the geometry,
+ * unknown enum values) are always an error, never a crash; a failed call leaves its
+ * out-parameters and the engine unchanged.
+ *
+ * Device memory is named by uint64_t addresses (kvtier_device_ptr): a CUDA pointer an
+ * inference engine owns (e.g. torch.Tensor.data_ptr()), or, on the emulated device (no GPU),
+ * an address returned by kvtier_buffer_alloc. kvtier_buffer_write / kvtier_buffer_read move
+ * bytes between host memory and such buffers; kvtier_store_host / kvtier_load_host do a whole
+ * store or load from / to plain host memory in one synchronous call.
+ *
+ * Thread safety: every function may be called from any thread, concurrently, on the same
+ * engine and handles, except that kvtier_engine_close, kvtier_handle_destroy and
+ * kvtier_options_destroy must not race with other calls on the object they destroy.
+ *
+ * Lifetimes: handles must be destroyed before their engine; kvtier_engine_close refuses
+ * (KVTIER_FAILED_PRECONDITION) while any handle of the engine is alive, and leaves the engine
+ * open. Strings passed in are copied; the caller keeps ownership of every buffer.
+ */
+
+#ifndef KVTIER_C_API_H_
+#define KVTIER_C_API_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVTIER_C_API_VERSION 1
+
+/* Mirrors absl::StatusCode. */
+typedef enum kvtier_status_code {
+  KVTIER_OK = 0,
+  KVTIER_CANCELLED = 1,
+  KVTIER_UNKNOWN = 2,
+  KVTIER_INVALID_ARGUMENT = 3,
+  KVTIER_DEADLINE_EXCEEDED = 4,
+  KVTIER_NOT_FOUND = 5,
+  KVTIER_ALREADY_EXISTS = 6,
+  KVTIER_PERMISSION_DENIED = 7,
+  KVTIER_RESOURCE_EXHAUSTED = 8,
+  KVTIER_FAILED_PRECONDITION = 9,
+  KVTIER_ABORTED = 10,
+  KVTIER_OUT_OF_RANGE = 11,
+  KVTIER_UNIMPLEMENTED = 12,
+  KVTIER_INTERNAL = 13,
+  KVTIER_UNAVAILABLE = 14,
+  KVTIER_DATA_LOSS = 15,
+  KVTIER_UNAUTHENTICATED = 16
+} kvtier_status_code;
+
+typedef enum kvtier_dtype {
+  KVTIER_DTYPE_FLOAT16 = 1,
+  KVTIER_DTYPE_BFLOAT16 = 2,
+  KVTIER_DTYPE_FLOAT32 = 3
+} kvtier_dtype;
+
+typedef enum kvtier_device_kind {
+  KVTIER_DEVICE_AUTO = 0,     /* CUDA when a working GPU exists, else emulated */
+  KVTIER_DEVICE_CUDA = 1,     /* CUDA or an error saying why not */
+  KVTIER_DEVICE_EMULATED = 2  /* always the emulated device */
+} kvtier_device_kind;
+
+typedef enum kvtier_key_hash { KVTIER_KEY_HASH_SHA256 = 1, KVTIER_KEY_HASH_XXH3 = 2 } kvtier_key_hash;
+
+typedef enum kvtier_tier { KVTIER_TIER_GPU = 0, KVTIER_TIER_HOST = 1, KVTIER_TIER_DISK = 2 } kvtier_tier;
+#define KVTIER_NUM_TIERS 3
+
+/* Paged pools: kvtier/geometry.h, PageLayout. */
+typedef enum kvtier_page_layout { KVTIER_PAGE_NHD = 0, KVTIER_PAGE_HND = 1 } kvtier_page_layout;
+
+/* A 128-bit content address of a block (kvtier/block_key.h). */
+typedef struct kvtier_block_key {
+  uint64_t hi;
+  uint64_t lo;
+} kvtier_block_key;
+
+typedef uint64_t kvtier_device_ptr;
+
+typedef struct kvtier_options kvtier_options;
+typedef struct kvtier_engine kvtier_engine;
+typedef struct kvtier_handle kvtier_handle;
+
+/* ------------------------------------------------------------------------------ errors */
+
+/* The message of the last failed kvtier_* call on this thread; "" after a success. Valid
+ * until the next kvtier_* call on this thread. Never NULL. */
+const char* kvtier_last_error(void);
+/* "OK", "INVALID_ARGUMENT", ...; "UNKNOWN_CODE" for a value outside the enum. */
+const char* kvtier_status_code_name(kvtier_status_code code);
+/* KVTIER_C_API_VERSION of the library (compare with the header's at run time). */
+int kvtier_c_api_version(void);
+
+/* ----------------------------------------------------------------------------- options */
+
+/* Defaults as kvtier::EngineOptions: no geometry (required), namespaces {"default"}, auto
+ * device, no GPU tier, no host tier (required), no disk tier. */
+kvtier_status_code kvtier_options_create(kvtier_options** out_options);
+/* NULL is a no-op. */
+void kvtier_options_destroy(kvtier_options* options);
+
+kvtier_status_code kvtier_options_set_geometry(kvtier_options* options, uint32_t num_layers,
+                                               uint32_t num_kv_heads, uint32_t head_dim,
+                                               kvtier_dtype dtype, uint32_t block_tokens);
+/* Identifies the model weights; part of every key. Required. */
+kvtier_status_code kvtier_options_set_model_fingerprint(kvtier_options* options,
+                                                        const char* fingerprint);
+kvtier_status_code kvtier_options_set_key_hash(kvtier_options* options, kvtier_key_hash hash);
+/* GPU tier may be 0 (connector mode); the host tier must hold at least one block. */
+kvtier_status_code kvtier_options_set_tier_bytes(kvtier_options* options, uint64_t gpu_tier_bytes,
+                                                 uint64_t host_tier_bytes);
+/* Enables the disk tier in `directory` (created if missing; reopening recovers its blocks).
+ * capacity_bytes must hold at least two regions (region: 64 MiB unless set below). */
+kvtier_status_code kvtier_options_set_disk(kvtier_options* options, const char* directory,
+                                           uint64_t capacity_bytes);
+/* A multiple of 4096. */
+kvtier_status_code kvtier_options_set_disk_region_bytes(kvtier_options* options,
+                                                        uint64_t region_bytes);
+/* Blocks are written to disk once seen this many times (default 2; 1 = every demotion). */
+kvtier_status_code kvtier_options_set_disk_admit_min_seen(kvtier_options* options,
+                                                          uint32_t min_seen);
+/* emulated_copy_gbps: the emulated device's per-direction bandwidth (0 = unthrottled);
+ * ignored on CUDA. cuda_ordinal: ignored on the emulated device. */
+kvtier_status_code kvtier_options_set_device(kvtier_options* options, kvtier_device_kind kind,
+                                             int cuda_ordinal, double emulated_copy_gbps);
+/* "lru", "fifo", "clock", "sieve", "s3fifo", "arc", "tinylfu". */
+kvtier_status_code kvtier_options_set_eviction(kvtier_options* options, const char* gpu_policy,
+                                               const char* host_policy);
+/* Replaces the namespaces created at open (default {"default"}); count may be 0. */
+kvtier_status_code kvtier_options_set_namespaces(kvtier_options* options,
+                                                 const char* const* names, size_t count);
+kvtier_status_code kvtier_options_set_lease_timeout_ms(kvtier_options* options,
+                                                       uint64_t timeout_ms);
+/* OK, or INVALID_ARGUMENT naming the bad field (kvtier_engine_open validates too). */
+kvtier_status_code kvtier_options_validate(const kvtier_options* options);
+
+/* ------------------------------------------------------------------------------ engine */
+
+/* The options are copied; destroy them whenever convenient. */
+kvtier_status_code kvtier_engine_open(const kvtier_options* options, kvtier_engine** out_engine);
+/* Waits for in-flight transfers and frees every tier. NULL is a no-op (KVTIER_OK).
+ * FAILED_PRECONDITION (engine left open) while handles of this engine are alive. */
+kvtier_status_code kvtier_engine_close(kvtier_engine* engine);
+
+/* Bytes of one block of the engine's geometry (layer-major [layer][K,V][token][head][dim]). */
+kvtier_status_code kvtier_engine_block_bytes(const kvtier_engine* engine, size_t* out_bytes);
+/* KVTIER_DEVICE_CUDA or KVTIER_DEVICE_EMULATED: the device the engine actually opened. */
+kvtier_status_code kvtier_engine_device_kind(const kvtier_engine* engine,
+                                             kvtier_device_kind* out_kind);
+
+kvtier_status_code kvtier_create_namespace(kvtier_engine* engine, const char* ns);
+
+/* Device buffers: on the emulated device, the only memory kvtier_store / kvtier_load accept.
+ * On CUDA, cudaMalloc'd memory of the engine's device. kvtier_buffer_write / _read block
+ * until the copy is done. */
+kvtier_status_code kvtier_buffer_alloc(kvtier_engine* engine, size_t bytes,
+                                       kvtier_device_ptr* out_ptr);
+kvtier_status_code kvtier_buffer_free(kvtier_engine* engine, kvtier_device_ptr ptr);
+kvtier_status_code kvtier_buffer_write(kvtier_engine* engine, kvtier_device_ptr dst,
+                                       const void* src, size_t bytes);
+kvtier_status_code kvtier_buffer_read(kvtier_engine* engine, void* dst, kvtier_device_ptr src,
+                                      size_t bytes);
+
+/* --------------------------------------------------------------------------- match */
+
+/* Longest cached prefix of `tokens` in `ns` (no I/O; a trailing partial block is ignored).
+ * `extra` (extra key material: a LoRA id, a salt) may be NULL when extra_len is 0.
+ * Writes the number of matched tokens and blocks; the first min(matched blocks,
+ * keys_capacity) keys go to `keys` and their fastest tiers to `tiers` (either may be NULL
+ * when keys_capacity is 0, `tiers` may always be NULL). */
+kvtier_status_code kvtier_match(kvtier_engine* engine, const char* ns, const int32_t* tokens,
+                                size_t num_tokens, const void* extra, size_t extra_len,
+                                size_t* out_matched_tokens, size_t* out_matched_blocks,
+                                kvtier_block_key* keys, size_t keys_capacity, kvtier_tier* tiers);
+
+/* Keys of the full blocks of `tokens` in `ns`, as Match and Store compute them, whether
+ * cached or not. `keys_capacity` must be at least num_tokens / block_tokens. */
+kvtier_status_code kvtier_block_keys(kvtier_engine* engine, const char* ns, const int32_t* tokens,
+                                     size_t num_tokens, const void* extra, size_t extra_len,
+                                     kvtier_block_key* keys, size_t keys_capacity,
+                                     size_t* out_num_keys);
+
+/* ------------------------------------------------------------------ store and load */
+
+/* A vLLM-style paged pool (kvtier::KvBuffers::PagedPool): one device tensor per layer,
+ * [2 (K,V)][num_pages][page], page = [block_tokens][kv_heads][head_dim] (NHD) or
+ * [kv_heads][block_tokens][head_dim] (HND). */
+typedef struct kvtier_paged_pool {
+  const kvtier_device_ptr* layers; /* num_layers base addresses */
+  uint32_t num_layers;             /* must equal the geometry's */
+  uint32_t num_pages;
+  kvtier_page_layout layout;
+} kvtier_paged_pool;
+
+/* Stores blocks first_block .. first_block + num_blocks - 1 of the prompt `tokens` (whole
+ * prompt so far, a multiple of block_tokens) from device memory: `blocks[i]` holds block
+ * first_block + i, block_bytes long. Returns at once with a handle; the caller may reuse the
+ * buffers once the handle is ready. */
+kvtier_status_code kvtier_store(kvtier_engine* engine, const char* ns, const int32_t* tokens,
+                                size_t num_tokens, const void* extra, size_t extra_len,
+                                size_t first_block, const kvtier_device_ptr* blocks,
+                                size_t num_blocks, kvtier_handle** out_handle);
+/* As kvtier_store, from pages of a paged pool: pages[i] holds block first_block + i. */
+kvtier_status_code kvtier_store_paged(kvtier_engine* engine, const char* ns,
+                                      const int32_t* tokens, size_t num_tokens, const void* extra,
+                                      size_t extra_len, size_t first_block,
+                                      const kvtier_paged_pool* pool, const uint32_t* pages,
+                                      size_t num_pages, kvtier_handle** out_handle);
+
+/* Loads cached blocks (every key must be cached in `ns`; NOT_FOUND names the first that is
+ * not, and nothing is copied) into device memory, `blocks[i]` receiving keys[i]. layerwise
+ * != 0: one event per layer, so kvtier_handle_wait_layer(h, 0) returns before later layers
+ * land. Returns at once with a handle. */
+kvtier_status_code kvtier_load(kvtier_engine* engine, const char* ns, const kvtier_block_key* keys,
+                               size_t num_keys, const kvtier_device_ptr* blocks, int layerwise,
+                               kvtier_handle** out_handle);
+kvtier_status_code kvtier_load_paged(kvtier_engine* engine, const char* ns,
+                                     const kvtier_block_key* keys, size_t num_keys,
+                                     const kvtier_paged_pool* pool, const uint32_t* pages,
+                                     int layerwise, kvtier_handle** out_handle);
+
+/* Synchronous host-memory variants, for callers without device pointers (tests, CPU
+ * inference, other languages' arrays). `data` holds num_blocks whole blocks back to back;
+ * data_bytes must be exactly num_blocks * block_bytes. The bytes are staged through a
+ * temporary device buffer; the call returns when the store (or load) is complete.
+ * out_stored (may be NULL) receives the number of blocks newly stored. */
+kvtier_status_code kvtier_store_host(kvtier_engine* engine, const char* ns, const int32_t* tokens,
+                                     size_t num_tokens, const void* extra, size_t extra_len,
+                                     size_t first_block, size_t num_blocks, const void* data,
+                                     size_t data_bytes, size_t* out_stored);
+kvtier_status_code kvtier_load_host(kvtier_engine* engine, const char* ns,
+                                    const kvtier_block_key* keys, size_t num_keys, void* data,
+                                    size_t data_bytes);
+
+/* Removes blocks from every tier; out_erased (may be NULL) gets how many were present. */
+kvtier_status_code kvtier_erase(kvtier_engine* engine, const char* ns, const kvtier_block_key* keys,
+                                size_t num_keys, size_t* out_erased);
+kvtier_status_code kvtier_erase_namespace(kvtier_engine* engine, const char* ns,
+                                          size_t* out_erased);
+/* Waits until every transfer started so far (including writes of evicted blocks to disk)
+ * has landed. Blocks the host. */
+kvtier_status_code kvtier_flush(kvtier_engine* engine);
+
+/* ----------------------------------------------------------------------------- handles */
+
+/* *out_ready = 1 when every copy of the transfer has completed (successfully or not). */
+kvtier_status_code kvtier_handle_is_ready(kvtier_handle* handle, int* out_ready);
+/* Blocks until every copy completes; returns the transfer's first error (DATA_LOSS for a
+ * block that failed verification: its destination holds zeros, never other bytes). */
+kvtier_status_code kvtier_handle_wait(kvtier_handle* handle);
+/* Blocks until layer `layer` of every block of a load has arrived. */
+kvtier_status_code kvtier_handle_wait_layer(kvtier_handle* handle, uint32_t layer);
+/* Store: blocks newly stored, already present, rejected (every slot pinned). Load: moved,
+ * already in place, skipped. Any out pointer may be NULL. */
+kvtier_status_code kvtier_handle_counts(kvtier_handle* handle, size_t* out_moved,
+                                        size_t* out_present, size_t* out_rejected);
+/* Releases a lease on managed GPU slots (idempotent; a no-op for stores and loads). */
+kvtier_status_code kvtier_handle_release(kvtier_handle* handle);
+/* Frees the handle; does not cancel or wait for the transfer. NULL is a no-op. */
+void kvtier_handle_destroy(kvtier_handle* handle);
+
+/* ------------------------------------------------------------------------------- stats */
+
+typedef struct kvtier_tier_stats {
+  uint64_t capacity_blocks;
+  uint64_t used_blocks;
+  uint64_t pinned_blocks;
+  uint64_t hits;
+  uint64_t bytes_in;
+  uint64_t bytes_out;
+  uint64_t evictions;
+  uint64_t demotions;
+  uint64_t promotions;
+  uint64_t admissions_rejected;
+  uint64_t checksum_failures;
+  uint64_t write_failures;
+} kvtier_tier_stats;
+
+/* A snapshot of kvtier::EngineStats (per-namespace figures: kvtier_namespace_stats). */
+typedef struct kvtier_stats {
+  kvtier_tier_stats tiers[KVTIER_NUM_TIERS]; /* indexed by kvtier_tier */
+  uint64_t namespaces;
+  uint64_t match_calls;
+  uint64_t matched_blocks;
+  uint64_t missed_blocks;
+  uint64_t stored_blocks;
+  uint64_t deduplicated_blocks;
+  uint64_t rejected_blocks;
+  uint64_t loaded_blocks;
+  uint64_t leases_held;
+  uint64_t leases_expired;
+  uint64_t prefetch_hinted;
+  uint64_t prefetch_issued;
+  uint64_t prefetch_in_time;
+  uint64_t prefetch_late;
+  uint64_t prefetch_unused;
+} kvtier_stats;
+
+typedef struct kvtier_namespace_stats {
+  uint64_t blocks;
+  uint64_t blocks_per_tier[KVTIER_NUM_TIERS];
+  uint64_t matched_blocks;
+  uint64_t missed_blocks;
+  uint64_t stored_blocks;
+  uint64_t loaded_blocks;
+} kvtier_namespace_stats;
+
+kvtier_status_code kvtier_engine_stats(kvtier_engine* engine, kvtier_stats* out_stats);
+/* NOT_FOUND for a namespace the engine does not have. */
+kvtier_status_code kvtier_namespace_stats_get(kvtier_engine* engine, const char* ns,
+                                              kvtier_namespace_stats* out_stats);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* KVTIER_C_API_H_ */

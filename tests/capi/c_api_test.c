@@ -1,0 +1,598 @@
+/* Tests of the C API (include/kvtier/c_api.h), written in C11 against libkvtier.so.
+ *
+ *   kvtier_c_api_test CASE      runs one case: round_trip, match_counts, bad_arguments,
+ *                               disk_reopen, threads; exits 0 when it passes.
+ *
+ * Every case runs on the emulated device, so it needs no GPU. Each block's bytes are derived
+ * from its index, so a load that returns another block's bytes fails the byte comparison. */
+
+#define _POSIX_C_SOURCE 200809L
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kvtier/c_api.h"
+
+#define CHECK(cond)                                                          \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      exit(1);                                                               \
+    }                                                                        \
+  } while (0)
+
+#define CHECK_OK(call)                                                                     \
+  do {                                                                                     \
+    kvtier_status_code code_ = (call);                                                     \
+    if (code_ != KVTIER_OK) {                                                              \
+      fprintf(stderr, "%s:%d: %s returned %s: %s\n", __FILE__, __LINE__, #call,            \
+              kvtier_status_code_name(code_), kvtier_last_error());                        \
+      exit(1);                                                                             \
+    }                                                                                      \
+    CHECK(kvtier_last_error()[0] == '\0');                                                 \
+  } while (0)
+
+/* `call` fails with `code` and a message that contains `needle` (the bad argument's name). */
+#define CHECK_ERROR(call, code, needle)                                                     \
+  do {                                                                                      \
+    kvtier_status_code code_ = (call);                                                      \
+    if (code_ != (code) || strstr(kvtier_last_error(), (needle)) == NULL) {                 \
+      fprintf(stderr, "%s:%d: %s: expected %s naming '%s', got %s: '%s'\n", __FILE__,       \
+              __LINE__, #call, kvtier_status_code_name(code), (needle),                     \
+              kvtier_status_code_name(code_), kvtier_last_error());                         \
+      exit(1);                                                                              \
+    }                                                                                       \
+  } while (0)
+
+enum { kLayers = 2, kHeads = 2, kHeadDim = 8, kBlockTokens = 4 };
+
+static kvtier_options* SmallOptions(uint64_t host_blocks) {
+  kvtier_options* o = NULL;
+  CHECK_OK(kvtier_options_create(&o));
+  CHECK_OK(kvtier_options_set_geometry(o, kLayers, kHeads, kHeadDim, KVTIER_DTYPE_FLOAT16,
+                                       kBlockTokens));
+  CHECK_OK(kvtier_options_set_model_fingerprint(o, "c-api-test@1"));
+  CHECK_OK(kvtier_options_set_device(o, KVTIER_DEVICE_EMULATED, 0, 0.0));
+  /* fp16: 2 layers x (K,V) x 4 tokens x 2 heads x 8 dims x 2 bytes = 512 bytes a block */
+  CHECK_OK(kvtier_options_set_tier_bytes(o, 0, host_blocks * 512));
+  const char* names[] = {"default", "tenant-b"};
+  CHECK_OK(kvtier_options_set_namespaces(o, names, 2));
+  return o;
+}
+
+static kvtier_engine* OpenSmall(uint64_t host_blocks) {
+  kvtier_options* o = SmallOptions(host_blocks);
+  kvtier_engine* e = NULL;
+  CHECK_OK(kvtier_engine_open(o, &e));
+  kvtier_options_destroy(o);
+  size_t block = 0;
+  CHECK_OK(kvtier_engine_block_bytes(e, &block));
+  CHECK(block == 512);
+  kvtier_device_kind kind = KVTIER_DEVICE_AUTO;
+  CHECK_OK(kvtier_engine_device_kind(e, &kind));
+  CHECK(kind == KVTIER_DEVICE_EMULATED);
+  return e;
+}
+
+static void Tokens(int32_t seed, int32_t* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = seed * 1000 + (int32_t)i;
+}
+
+/* Block `index` of prompt `seed`: bytes no other block has. */
+static void Fill(int32_t seed, size_t index, uint8_t* out, size_t bytes) {
+  for (size_t i = 0; i < bytes; ++i) out[i] = (uint8_t)(seed * 31 + index * 7 + i * 13 + (i >> 8));
+}
+
+static void RoundTrip(void) {
+  kvtier_engine* e = OpenSmall(64);
+  enum { kBlocks = 4, kBytes = 512 };
+  int32_t tokens[kBlocks * kBlockTokens];
+  Tokens(1, tokens, kBlocks * kBlockTokens);
+
+  /* Caller "GPU" buffers on the emulated device, filled from host memory. */
+  uint8_t host[kBlocks][kBytes];
+  kvtier_device_ptr src[kBlocks], dst[kBlocks];
+  for (size_t i = 0; i < kBlocks; ++i) {
+    Fill(1, i, host[i], kBytes);
+    CHECK_OK(kvtier_buffer_alloc(e, kBytes, &src[i]));
+    CHECK_OK(kvtier_buffer_alloc(e, kBytes, &dst[i]));
+    CHECK_OK(kvtier_buffer_write(e, src[i], host[i], kBytes));
+  }
+
+  kvtier_handle* h = NULL;
+  CHECK_OK(kvtier_store(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, 0, src, kBlocks,
+                        &h));
+  CHECK_OK(kvtier_handle_wait(h));
+  int ready = 0;
+  CHECK_OK(kvtier_handle_is_ready(h, &ready));
+  CHECK(ready == 1);
+  size_t moved = 0, present = 0, rejected = 0;
+  CHECK_OK(kvtier_handle_counts(h, &moved, &present, &rejected));
+  CHECK(moved == kBlocks && present == 0 && rejected == 0);
+  kvtier_handle_destroy(h);
+
+  /* Storing again deduplicates. */
+  CHECK_OK(kvtier_store(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, 0, src, kBlocks,
+                        &h));
+  CHECK_OK(kvtier_handle_wait(h));
+  CHECK_OK(kvtier_handle_counts(h, &moved, &present, NULL));
+  CHECK(moved == 0 && present == kBlocks);
+  kvtier_handle_destroy(h);
+
+  size_t matched_tokens = 0, matched_blocks = 0;
+  kvtier_block_key keys[kBlocks];
+  kvtier_tier tiers[kBlocks];
+  CHECK_OK(kvtier_match(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, keys, kBlocks, tiers));
+  CHECK(matched_tokens == kBlocks * kBlockTokens && matched_blocks == kBlocks);
+  for (size_t i = 0; i < kBlocks; ++i) CHECK(tiers[i] == KVTIER_TIER_HOST);
+  /* Match's keys are the keys kvtier_block_keys computes. */
+  kvtier_block_key computed[kBlocks];
+  size_t num_keys = 0;
+  CHECK_OK(kvtier_block_keys(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, computed,
+                             kBlocks, &num_keys));
+  CHECK(num_keys == kBlocks);
+  CHECK(memcmp(keys, computed, sizeof(keys)) == 0);
+
+  /* Load in reverse order, layer by layer, and compare bytes. */
+  kvtier_block_key reversed[kBlocks];
+  for (size_t i = 0; i < kBlocks; ++i) reversed[i] = keys[kBlocks - 1 - i];
+  CHECK_OK(kvtier_load(e, "default", reversed, kBlocks, dst, 1, &h));
+  for (uint32_t layer = 0; layer < kLayers; ++layer) CHECK_OK(kvtier_handle_wait_layer(h, layer));
+  CHECK_OK(kvtier_handle_wait(h));
+  CHECK_OK(kvtier_handle_release(h)); /* no lease: a no-op */
+  kvtier_handle_destroy(h);
+  for (size_t i = 0; i < kBlocks; ++i) {
+    uint8_t back[kBytes];
+    CHECK_OK(kvtier_buffer_read(e, back, dst[i], kBytes));
+    CHECK(memcmp(back, host[kBlocks - 1 - i], kBytes) == 0);
+  }
+
+  /* The host-memory variants: store two blocks of another prompt, load them back. */
+  int32_t other[2 * kBlockTokens];
+  Tokens(2, other, 2 * kBlockTokens);
+  uint8_t data[2 * kBytes], loaded[2 * kBytes];
+  Fill(2, 0, data, kBytes);
+  Fill(2, 1, data + kBytes, kBytes);
+  size_t stored = 0;
+  CHECK_OK(kvtier_store_host(e, "tenant-b", other, 2 * kBlockTokens, "salt", 4, 0, 2, data,
+                             sizeof(data), &stored));
+  CHECK(stored == 2);
+  kvtier_block_key other_keys[2];
+  CHECK_OK(kvtier_match(e, "tenant-b", other, 2 * kBlockTokens, "salt", 4, &matched_tokens,
+                        &matched_blocks, other_keys, 2, NULL));
+  CHECK(matched_blocks == 2);
+  memset(loaded, 0, sizeof(loaded));
+  CHECK_OK(kvtier_load_host(e, "tenant-b", other_keys, 2, loaded, sizeof(loaded)));
+  CHECK(memcmp(loaded, data, sizeof(data)) == 0);
+
+  kvtier_stats stats;
+  CHECK_OK(kvtier_engine_stats(e, &stats));
+  CHECK(stats.stored_blocks == kBlocks + 2);
+  CHECK(stats.deduplicated_blocks == kBlocks);
+  CHECK(stats.loaded_blocks == kBlocks + 2);
+  CHECK(stats.tiers[KVTIER_TIER_HOST].used_blocks == kBlocks + 2);
+  CHECK(stats.tiers[KVTIER_TIER_HOST].capacity_blocks == 64);
+  CHECK(stats.namespaces == 2);
+  kvtier_namespace_stats ns_stats;
+  CHECK_OK(kvtier_namespace_stats_get(e, "tenant-b", &ns_stats));
+  CHECK(ns_stats.blocks == 2 && ns_stats.stored_blocks == 2 && ns_stats.loaded_blocks == 2);
+
+  /* Erase one block, then the namespace. */
+  size_t erased = 0;
+  CHECK_OK(kvtier_erase(e, "default", &keys[3], 1, &erased));
+  CHECK(erased == 1);
+  CHECK_OK(kvtier_match(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, NULL, 0, NULL));
+  CHECK(matched_blocks == 3);
+  CHECK_OK(kvtier_erase_namespace(e, "tenant-b", &erased));
+  CHECK(erased == 2);
+  CHECK_OK(kvtier_flush(e));
+
+  for (size_t i = 0; i < kBlocks; ++i) {
+    CHECK_OK(kvtier_buffer_free(e, src[i]));
+    CHECK_OK(kvtier_buffer_free(e, dst[i]));
+  }
+  CHECK_OK(kvtier_engine_close(e));
+}
+
+static void MatchCounts(void) {
+  kvtier_engine* e = OpenSmall(64);
+  enum { kBytes = 512 };
+  int32_t tokens[4 * kBlockTokens + 3]; /* 4 full blocks and a partial one */
+  Tokens(3, tokens, 4 * kBlockTokens + 3);
+  uint8_t data[2 * kBytes];
+  Fill(3, 0, data, kBytes);
+  Fill(3, 1, data + kBytes, kBytes);
+  /* Store the first two blocks only. */
+  CHECK_OK(kvtier_store_host(e, "default", tokens, 4 * kBlockTokens, NULL, 0, 0, 2, data,
+                             sizeof(data), NULL));
+
+  size_t matched_tokens = 99, matched_blocks = 99;
+  CHECK_OK(kvtier_match(e, "default", tokens, 4 * kBlockTokens + 3, NULL, 0, &matched_tokens,
+                        &matched_blocks, NULL, 0, NULL));
+  CHECK(matched_tokens == 2 * kBlockTokens && matched_blocks == 2);
+
+  /* A buffer for fewer keys than matched gets the first ones; the rest is untouched. */
+  kvtier_block_key keys[2] = {{0, 0}, {7, 7}};
+  CHECK_OK(kvtier_match(e, "default", tokens, 4 * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, keys, 1, NULL));
+  CHECK(matched_blocks == 2);
+  CHECK(keys[0].hi != 0 || keys[0].lo != 0);
+  CHECK(keys[1].hi == 7 && keys[1].lo == 7);
+
+  /* A prompt that diverges inside block 1 matches block 0 only. */
+  int32_t diverged[4 * kBlockTokens];
+  memcpy(diverged, tokens, sizeof(diverged));
+  diverged[kBlockTokens + 1] += 1;
+  CHECK_OK(kvtier_match(e, "default", diverged, 4 * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, NULL, 0, NULL));
+  CHECK(matched_tokens == kBlockTokens && matched_blocks == 1);
+
+  /* Fewer tokens than a block, no tokens, other extra key material, another namespace: 0. */
+  CHECK_OK(kvtier_match(e, "default", tokens, kBlockTokens - 1, NULL, 0, &matched_tokens,
+                        &matched_blocks, NULL, 0, NULL));
+  CHECK(matched_tokens == 0 && matched_blocks == 0);
+  CHECK_OK(kvtier_match(e, "default", NULL, 0, NULL, 0, &matched_tokens, &matched_blocks, NULL, 0,
+                        NULL));
+  CHECK(matched_blocks == 0);
+  CHECK_OK(kvtier_match(e, "default", tokens, 4 * kBlockTokens, "lora-7", 6, &matched_tokens,
+                        &matched_blocks, NULL, 0, NULL));
+  CHECK(matched_blocks == 0);
+  CHECK_OK(kvtier_match(e, "tenant-b", tokens, 4 * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, NULL, 0, NULL));
+  CHECK(matched_blocks == 0);
+  CHECK_ERROR(kvtier_match(e, "nobody", tokens, 4 * kBlockTokens, NULL, 0, &matched_tokens,
+                           &matched_blocks, NULL, 0, NULL),
+              KVTIER_NOT_FOUND, "nobody");
+
+  /* A namespace created later matches nothing until it stores. */
+  CHECK_OK(kvtier_create_namespace(e, "tenant-c"));
+  CHECK_ERROR(kvtier_create_namespace(e, "tenant-c"), KVTIER_ALREADY_EXISTS, "tenant-c");
+  CHECK_OK(kvtier_match(e, "tenant-c", tokens, 4 * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, NULL, 0, NULL));
+  CHECK(matched_blocks == 0);
+
+  kvtier_stats stats;
+  CHECK_OK(kvtier_engine_stats(e, &stats));
+  CHECK(stats.match_calls >= 8);
+  CHECK(stats.matched_blocks == 2 + 2 + 1);
+  CHECK_OK(kvtier_engine_close(e));
+}
+
+static void BadArguments(void) {
+  kvtier_engine* e = OpenSmall(8);
+  int32_t tokens[2 * kBlockTokens];
+  Tokens(4, tokens, 2 * kBlockTokens);
+  kvtier_device_ptr buf = 0;
+  CHECK_OK(kvtier_buffer_alloc(e, 512, &buf));
+  kvtier_handle* h = NULL;
+  size_t n = 0, m = 0;
+  uint8_t data[512];
+  memset(data, 1, sizeof(data));
+  kvtier_block_key key = {1, 2};
+
+  /* Options. */
+  CHECK_ERROR(kvtier_options_create(NULL), KVTIER_INVALID_ARGUMENT, "out_options");
+  kvtier_options* o = NULL;
+  CHECK_OK(kvtier_options_create(&o));
+  CHECK_ERROR(kvtier_options_set_geometry(NULL, 2, 2, 8, KVTIER_DTYPE_FLOAT16, 4),
+              KVTIER_INVALID_ARGUMENT, "options");
+  CHECK_ERROR(kvtier_options_set_geometry(o, 2, 2, 8, (kvtier_dtype)9, 4),
+              KVTIER_INVALID_ARGUMENT, "dtype");
+  CHECK_ERROR(kvtier_options_set_geometry(o, 0, 2, 8, KVTIER_DTYPE_FLOAT16, 4),
+              KVTIER_INVALID_ARGUMENT, "num_layers");
+  CHECK_ERROR(kvtier_options_set_geometry(o, 2, 2, 8, KVTIER_DTYPE_FLOAT16, 0),
+              KVTIER_INVALID_ARGUMENT, "block_tokens");
+  CHECK_ERROR(kvtier_options_set_model_fingerprint(o, NULL), KVTIER_INVALID_ARGUMENT,
+              "fingerprint");
+  CHECK_ERROR(kvtier_options_set_tier_bytes(o, 0, 0), KVTIER_INVALID_ARGUMENT, "host_tier_bytes");
+  CHECK_ERROR(kvtier_options_set_disk(o, NULL, 1 << 20), KVTIER_INVALID_ARGUMENT, "directory");
+  CHECK_ERROR(kvtier_options_set_disk(o, "/tmp/x", 0), KVTIER_INVALID_ARGUMENT, "capacity_bytes");
+  CHECK_ERROR(kvtier_options_set_disk_region_bytes(o, 1000), KVTIER_INVALID_ARGUMENT,
+              "region_bytes");
+  CHECK_ERROR(kvtier_options_set_device(o, (kvtier_device_kind)7, 0, 0), KVTIER_INVALID_ARGUMENT,
+              "kind");
+  CHECK_ERROR(kvtier_options_set_key_hash(o, (kvtier_key_hash)0), KVTIER_INVALID_ARGUMENT, "hash");
+  CHECK_ERROR(kvtier_options_set_eviction(o, "lru", NULL), KVTIER_INVALID_ARGUMENT, "host_policy");
+  const char* names[] = {"a", NULL};
+  CHECK_ERROR(kvtier_options_set_namespaces(o, names, 2), KVTIER_INVALID_ARGUMENT, "names[1]");
+  CHECK_ERROR(kvtier_options_set_namespaces(o, NULL, 2), KVTIER_INVALID_ARGUMENT, "names");
+  CHECK_ERROR(kvtier_options_set_lease_timeout_ms(o, 0), KVTIER_INVALID_ARGUMENT, "timeout_ms");
+  /* A geometry is required: open names the field. */
+  kvtier_engine* never = NULL;
+  CHECK_ERROR(kvtier_engine_open(o, &never), KVTIER_INVALID_ARGUMENT, "geometry");
+  CHECK(never == NULL);
+  CHECK_ERROR(kvtier_options_validate(o), KVTIER_INVALID_ARGUMENT, "geometry");
+  CHECK_OK(kvtier_options_set_geometry(o, 2, 2, 8, KVTIER_DTYPE_FLOAT16, 4));
+  CHECK_OK(kvtier_options_set_model_fingerprint(o, "m"));
+  CHECK_OK(kvtier_options_set_tier_bytes(o, 0, 4096));
+  CHECK_OK(kvtier_options_set_eviction(o, "lru", "no-such-policy"));
+  CHECK_ERROR(kvtier_engine_open(o, &never), KVTIER_INVALID_ARGUMENT, "no-such-policy");
+  CHECK_ERROR(kvtier_engine_open(NULL, &never), KVTIER_INVALID_ARGUMENT, "options");
+  CHECK_ERROR(kvtier_engine_open(o, NULL), KVTIER_INVALID_ARGUMENT, "out_engine");
+  kvtier_options_destroy(o);
+  kvtier_options_destroy(NULL);
+
+  /* Engine queries. */
+  CHECK_ERROR(kvtier_engine_block_bytes(NULL, &n), KVTIER_INVALID_ARGUMENT, "engine");
+  CHECK_ERROR(kvtier_engine_block_bytes(e, NULL), KVTIER_INVALID_ARGUMENT, "out_bytes");
+  CHECK_ERROR(kvtier_create_namespace(e, NULL), KVTIER_INVALID_ARGUMENT, "ns");
+  CHECK_ERROR(kvtier_create_namespace(e, "bad name!"), KVTIER_INVALID_ARGUMENT, "bad name!");
+
+  /* Buffers. */
+  kvtier_device_ptr p = 0;
+  CHECK_ERROR(kvtier_buffer_alloc(e, 0, &p), KVTIER_INVALID_ARGUMENT, "bytes");
+  CHECK_ERROR(kvtier_buffer_alloc(e, 512, NULL), KVTIER_INVALID_ARGUMENT, "out_ptr");
+  CHECK_ERROR(kvtier_buffer_free(e, 0), KVTIER_INVALID_ARGUMENT, "ptr");
+  CHECK_ERROR(kvtier_buffer_free(e, buf + 256), KVTIER_INVALID_ARGUMENT, "kvtier_buffer_alloc");
+  CHECK_ERROR(kvtier_buffer_write(e, buf, NULL, 512), KVTIER_INVALID_ARGUMENT, "src");
+  CHECK_ERROR(kvtier_buffer_write(e, 0, data, 512), KVTIER_INVALID_ARGUMENT, "dst");
+  CHECK_ERROR(kvtier_buffer_write(e, buf, data, 0), KVTIER_INVALID_ARGUMENT, "bytes");
+  CHECK_ERROR(kvtier_buffer_read(e, NULL, buf, 512), KVTIER_INVALID_ARGUMENT, "dst");
+  /* A copy past the end of the allocation is refused by the device, not performed. */
+  CHECK(kvtier_buffer_write(e, buf, data, 1024) != KVTIER_OK);
+  CHECK(strstr(kvtier_last_error(), "kvtier_buffer_write") != NULL);
+
+  /* Match. */
+  CHECK_ERROR(kvtier_match(e, "default", NULL, 8, NULL, 0, &n, &m, NULL, 0, NULL),
+              KVTIER_INVALID_ARGUMENT, "tokens");
+  CHECK_ERROR(kvtier_match(e, "default", tokens, 8, NULL, 3, &n, &m, NULL, 0, NULL),
+              KVTIER_INVALID_ARGUMENT, "extra");
+  CHECK_ERROR(kvtier_match(e, "default", tokens, 8, NULL, 0, NULL, &m, NULL, 0, NULL),
+              KVTIER_INVALID_ARGUMENT, "out_matched_tokens");
+  CHECK_ERROR(kvtier_match(e, "default", tokens, 8, NULL, 0, &n, NULL, NULL, 0, NULL),
+              KVTIER_INVALID_ARGUMENT, "out_matched_blocks");
+  CHECK_ERROR(kvtier_match(e, "default", tokens, 8, NULL, 0, &n, &m, NULL, 2, NULL),
+              KVTIER_INVALID_ARGUMENT, "keys");
+  CHECK_ERROR(kvtier_match(e, NULL, tokens, 8, NULL, 0, &n, &m, NULL, 0, NULL),
+              KVTIER_INVALID_ARGUMENT, "ns");
+  kvtier_block_key one_key[1];
+  CHECK_ERROR(kvtier_block_keys(e, "default", tokens, 8, NULL, 0, one_key, 1, &n),
+              KVTIER_INVALID_ARGUMENT, "keys_capacity");
+
+  /* Store. */
+  CHECK_ERROR(kvtier_store(NULL, "default", tokens, 8, NULL, 0, 0, &buf, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "engine");
+  CHECK_ERROR(kvtier_store(e, "default", NULL, 8, NULL, 0, 0, &buf, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "tokens");
+  CHECK_ERROR(kvtier_store(e, "default", tokens, 0, NULL, 0, 0, &buf, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "num_tokens");
+  CHECK_ERROR(kvtier_store(e, "default", tokens, 8, NULL, 0, 0, NULL, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "blocks");
+  CHECK_ERROR(kvtier_store(e, "default", tokens, 8, NULL, 0, 0, &buf, 0, &h),
+              KVTIER_INVALID_ARGUMENT, "num_blocks");
+  CHECK_ERROR(kvtier_store(e, "default", tokens, 8, NULL, 0, 0, &buf, 1, NULL),
+              KVTIER_INVALID_ARGUMENT, "out_handle");
+  CHECK_ERROR(kvtier_store(e, "default", tokens, 7, NULL, 0, 0, &buf, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "multiple of block_tokens");
+  CHECK_ERROR(kvtier_store(e, "default", tokens, 8, NULL, 0, 2, &buf, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "hold only 2 blocks");
+  kvtier_device_ptr host_address = (kvtier_device_ptr)(uintptr_t)data;
+  CHECK_ERROR(kvtier_store(e, "default", tokens, 8, NULL, 0, 0, &host_address, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "not device memory");
+  CHECK_ERROR(kvtier_store(e, "nobody", tokens, 8, NULL, 0, 0, &buf, 1, &h), KVTIER_NOT_FOUND,
+              "nobody");
+  CHECK(h == NULL);
+  kvtier_paged_pool pool = {NULL, kLayers, 4, KVTIER_PAGE_NHD};
+  uint32_t page = 0;
+  CHECK_ERROR(kvtier_store_paged(e, "default", tokens, 8, NULL, 0, 0, NULL, &page, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "pool");
+  CHECK_ERROR(kvtier_store_paged(e, "default", tokens, 8, NULL, 0, 0, &pool, &page, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "pool->layers");
+  kvtier_device_ptr layers[kLayers] = {buf, buf};
+  pool.layers = layers;
+  pool.layout = (kvtier_page_layout)5;
+  CHECK_ERROR(kvtier_store_paged(e, "default", tokens, 8, NULL, 0, 0, &pool, &page, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "pool->layout");
+  pool.layout = KVTIER_PAGE_HND;
+  CHECK_ERROR(kvtier_store_paged(e, "default", tokens, 8, NULL, 0, 0, &pool, NULL, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "pages");
+  CHECK_ERROR(kvtier_store_paged(e, "default", tokens, 8, NULL, 0, 0, &pool, &page, 0, &h),
+              KVTIER_INVALID_ARGUMENT, "num_pages");
+  /* 4 pages of 2 x 128 bytes per layer do not fit in a 512-byte buffer: the engine says so. */
+  CHECK_ERROR(kvtier_store_paged(e, "default", tokens, 8, NULL, 0, 0, &pool, &page, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "paged pool layer 0");
+  CHECK_ERROR(kvtier_store_host(e, "default", tokens, 8, NULL, 0, 0, 1, NULL, 512, NULL),
+              KVTIER_INVALID_ARGUMENT, "data");
+  CHECK_ERROR(kvtier_store_host(e, "default", tokens, 8, NULL, 0, 0, 1, data, 511, NULL),
+              KVTIER_INVALID_ARGUMENT, "data_bytes is 511");
+  CHECK_ERROR(kvtier_store_host(e, "default", tokens, 8, NULL, 0, 0, SIZE_MAX, data, 512, NULL),
+              KVTIER_INVALID_ARGUMENT, "data_bytes");
+
+  /* Load. */
+  CHECK_ERROR(kvtier_load(e, "default", NULL, 1, &buf, 1, &h), KVTIER_INVALID_ARGUMENT, "keys");
+  CHECK_ERROR(kvtier_load(e, "default", &key, 0, &buf, 1, &h), KVTIER_INVALID_ARGUMENT,
+              "num_keys");
+  CHECK_ERROR(kvtier_load(e, "default", &key, 1, NULL, 1, &h), KVTIER_INVALID_ARGUMENT, "blocks");
+  CHECK_ERROR(kvtier_load(e, "default", &key, 1, &buf, 1, NULL), KVTIER_INVALID_ARGUMENT,
+              "out_handle");
+  CHECK_ERROR(kvtier_load(e, "default", &key, 1, &buf, 1, &h), KVTIER_NOT_FOUND,
+              "00000000000000010000000000000002");
+  CHECK_ERROR(kvtier_load_paged(e, "default", &key, 1, NULL, &page, 1, &h),
+              KVTIER_INVALID_ARGUMENT, "pool");
+  CHECK_ERROR(kvtier_load_host(e, "default", &key, 1, data, 100), KVTIER_INVALID_ARGUMENT,
+              "data_bytes");
+  CHECK_ERROR(kvtier_load_host(e, "default", &key, 1, NULL, 512), KVTIER_INVALID_ARGUMENT,
+              "data");
+  CHECK_ERROR(kvtier_load_host(e, "default", &key, 1, data, 512), KVTIER_NOT_FOUND, "default");
+
+  /* Erase, flush, stats. */
+  CHECK_ERROR(kvtier_erase(e, "default", NULL, 1, &n), KVTIER_INVALID_ARGUMENT, "keys");
+  CHECK_ERROR(kvtier_erase(e, "default", &key, 0, &n), KVTIER_INVALID_ARGUMENT, "num_keys");
+  CHECK_ERROR(kvtier_erase_namespace(e, NULL, &n), KVTIER_INVALID_ARGUMENT, "ns");
+  CHECK_ERROR(kvtier_flush(NULL), KVTIER_INVALID_ARGUMENT, "engine");
+  CHECK_ERROR(kvtier_engine_stats(e, NULL), KVTIER_INVALID_ARGUMENT, "out_stats");
+  kvtier_namespace_stats ns_stats;
+  CHECK_ERROR(kvtier_namespace_stats_get(e, "nobody", &ns_stats), KVTIER_NOT_FOUND, "nobody");
+
+  /* Handles: a real one, then the checks; close refuses while it lives. */
+  CHECK_OK(kvtier_buffer_write(e, buf, data, 512));
+  CHECK_OK(kvtier_store(e, "default", tokens, 8, NULL, 0, 1, &buf, 1, &h));
+  CHECK(h != NULL);
+  CHECK_ERROR(kvtier_handle_wait(NULL), KVTIER_INVALID_ARGUMENT, "handle");
+  CHECK_ERROR(kvtier_handle_is_ready(h, NULL), KVTIER_INVALID_ARGUMENT, "out_ready");
+  CHECK_ERROR(kvtier_handle_counts(NULL, &n, &m, NULL), KVTIER_INVALID_ARGUMENT, "handle");
+  CHECK_ERROR(kvtier_engine_close(e), KVTIER_FAILED_PRECONDITION, "1 handles");
+  CHECK_OK(kvtier_handle_wait(h));
+  kvtier_handle_destroy(h);
+  kvtier_handle_destroy(NULL);
+
+  /* Messages: replaced by the next call, cleared by a success; names for every code. */
+  CHECK(kvtier_flush(NULL) != KVTIER_OK);
+  CHECK(kvtier_last_error()[0] != '\0');
+  CHECK_OK(kvtier_flush(e));
+  CHECK(strcmp(kvtier_status_code_name(KVTIER_DATA_LOSS), "DATA_LOSS") == 0);
+  CHECK(strcmp(kvtier_status_code_name((kvtier_status_code)99), "UNKNOWN_CODE") == 0);
+  CHECK(kvtier_c_api_version() == KVTIER_C_API_VERSION);
+
+  /* Close frees buffers still allocated (buf); a NULL engine is a no-op. */
+  CHECK_OK(kvtier_engine_close(e));
+  CHECK_OK(kvtier_engine_close(NULL));
+}
+
+/* Blocks demoted to the disk tier survive closing and reopening the engine. */
+static void DiskReopen(void) {
+  char dir[] = "/tmp/kvtier_c_api_test_XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  enum { kBlocks = 4, kBytes = 512 };
+  int32_t tokens[kBlocks * kBlockTokens], filler[2 * kBlockTokens];
+  Tokens(5, tokens, kBlocks * kBlockTokens);
+  Tokens(6, filler, 2 * kBlockTokens);
+  uint8_t data[kBlocks * kBytes], loaded[kBlocks * kBytes];
+  for (size_t i = 0; i < kBlocks; ++i) Fill(5, i, data + i * kBytes, kBytes);
+  kvtier_block_key keys[kBlocks];
+
+  for (int round = 0; round < 2; ++round) {
+    kvtier_options* o = SmallOptions(/*host_blocks=*/2);
+    CHECK_OK(kvtier_options_set_disk(o, dir, 16 * 65536));
+    CHECK_OK(kvtier_options_set_disk_region_bytes(o, 65536));
+    CHECK_OK(kvtier_options_set_disk_admit_min_seen(o, 1));
+    kvtier_engine* e = NULL;
+    CHECK_OK(kvtier_engine_open(o, &e));
+    kvtier_options_destroy(o);
+    size_t matched_tokens = 0, matched_blocks = 0;
+    if (round == 0) {
+      /* The host tier holds 2 blocks: storing 4, two at a time, then 2 others, demotes the 4
+       * to disk. */
+      for (size_t first = 0; first < kBlocks; first += 2) {
+        size_t stored = 0;
+        CHECK_OK(kvtier_store_host(e, "default", tokens, (first + 2) * kBlockTokens, NULL, 0,
+                                   first, 2, data + first * kBytes, 2 * kBytes, &stored));
+        CHECK(stored == 2);
+      }
+      uint8_t other[2 * kBytes];
+      memset(other, 0x5a, sizeof(other));
+      CHECK_OK(kvtier_store_host(e, "default", filler, 2 * kBlockTokens, NULL, 0, 0, 2, other,
+                                 sizeof(other), NULL));
+      CHECK_OK(kvtier_flush(e));
+      kvtier_stats stats;
+      CHECK_OK(kvtier_engine_stats(e, &stats));
+      CHECK(stats.tiers[KVTIER_TIER_DISK].used_blocks >= kBlocks);
+      CHECK(stats.tiers[KVTIER_TIER_HOST].demotions >= kBlocks);
+    }
+    kvtier_tier tiers[kBlocks];
+    CHECK_OK(kvtier_match(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, &matched_tokens,
+                          &matched_blocks, keys, kBlocks, tiers));
+    CHECK(matched_blocks == kBlocks);
+    for (size_t i = 0; i < kBlocks; ++i) CHECK(tiers[i] == KVTIER_TIER_DISK);
+    /* Disk blocks are read through host slots: two at a time fit. */
+    memset(loaded, 0, sizeof(loaded));
+    for (size_t first = 0; first < kBlocks; first += 2) {
+      CHECK_OK(kvtier_load_host(e, "default", keys + first, 2, loaded + first * kBytes,
+                                2 * kBytes));
+    }
+    CHECK(memcmp(loaded, data, sizeof(data)) == 0);
+    if (round == 1) {
+      kvtier_stats stats;
+      CHECK_OK(kvtier_engine_stats(e, &stats));
+      CHECK(stats.tiers[KVTIER_TIER_DISK].hits >= kBlocks);
+      size_t erased = 0;
+      CHECK_OK(kvtier_erase_namespace(e, "default", &erased));
+      CHECK(erased >= kBlocks);
+    }
+    CHECK_OK(kvtier_engine_close(e));
+  }
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+  CHECK(system(cmd) == 0);
+}
+
+/* Several threads store, match and load at once on one engine; each thread's errors stay
+ * its own (the thread-local message). */
+enum { kThreads = 4, kRounds = 20 };
+
+struct WorkerArgs {
+  kvtier_engine* engine;
+  int32_t seed;
+};
+
+static void* Worker(void* arg) {
+  const struct WorkerArgs* a = (const struct WorkerArgs*)arg;
+  kvtier_engine* e = a->engine;
+  const int32_t seed = a->seed;
+  for (int r = 0; r < kRounds; ++r) {
+    int32_t tokens[2 * kBlockTokens];
+    Tokens(seed * 100 + r, tokens, 2 * kBlockTokens);
+    uint8_t data[2 * 512], back[2 * 512];
+    Fill(seed + r, 0, data, 512);
+    Fill(seed + r, 1, data + 512, 512);
+    CHECK_OK(kvtier_store_host(e, "default", tokens, 2 * kBlockTokens, NULL, 0, 0, 2, data,
+                               sizeof(data), NULL));
+    size_t matched_tokens = 0, matched_blocks = 0;
+    kvtier_block_key keys[2];
+    CHECK_OK(kvtier_match(e, "default", tokens, 2 * kBlockTokens, NULL, 0, &matched_tokens,
+                          &matched_blocks, keys, 2, NULL));
+    CHECK(matched_blocks == 2);
+    CHECK_OK(kvtier_load_host(e, "default", keys, 2, back, sizeof(back)));
+    CHECK(memcmp(back, data, sizeof(data)) == 0);
+    CHECK_ERROR(kvtier_match(e, NULL, tokens, 1, NULL, 0, &matched_tokens, &matched_blocks, NULL,
+                             0, NULL),
+                KVTIER_INVALID_ARGUMENT, "ns is NULL");
+  }
+  return NULL;
+}
+
+static void Threads(void) {
+  kvtier_engine* e = OpenSmall(kThreads * kRounds * 2);
+  pthread_t threads[kThreads];
+  struct WorkerArgs args[kThreads];
+  for (int i = 0; i < kThreads; ++i) {
+    args[i].engine = e;
+    args[i].seed = 100 + i;
+    CHECK(pthread_create(&threads[i], NULL, Worker, &args[i]) == 0);
+  }
+  for (int i = 0; i < kThreads; ++i) CHECK(pthread_join(threads[i], NULL) == 0);
+  kvtier_stats stats;
+  CHECK_OK(kvtier_engine_stats(e, &stats));
+  CHECK(stats.loaded_blocks == kThreads * kRounds * 2);
+  CHECK_OK(kvtier_engine_close(e));
+}
+
+int main(int argc, char** argv) {
+  static const struct {
+    const char* name;
+    void (*run)(void);
+  } kCases[] = {{"round_trip", RoundTrip},
+                {"match_counts", MatchCounts},
+                {"bad_arguments", BadArguments},
+                {"disk_reopen", DiskReopen},
+                {"threads", Threads}};
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s CASE\n", argv[0]);
+    return 2;
+  }
+  for (size_t i = 0; i < sizeof(kCases) / sizeof(kCases[0]); ++i) {
+    if (strcmp(argv[1], kCases[i].name) == 0) {
+      kCases[i].run();
+      printf("%s: passed\n", argv[1]);
+      return 0;
+    }
+  }
+  fprintf(stderr, "unknown case '%s'\n", argv[1]);
+  return 2;
+}
