@@ -4,6 +4,8 @@
 #                                   skip, saying so, when no GPU is present)
 #   scripts/test.sh --sanitize=address   the suite under AddressSanitizer + UBSan
 #   scripts/test.sh --sanitize=thread    the suite under ThreadSanitizer (clang)
+# The plain run then installs the build into a temporary prefix and builds and runs consumers
+# of it (scripts/check-install.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -33,5 +35,8 @@ fi
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/sanitizers/tsan.supp}"
-cd "$dir"
-ctest --output-on-failure -j "${KVTIER_JOBS:-2}" --timeout 600
+(cd "$dir" && ctest --output-on-failure -j "${KVTIER_JOBS:-2}" --timeout 600)
+if [ -z "$sanitize" ]; then
+  # Install into a temporary prefix; build and run consumers via find_package and pkg-config.
+  scripts/check-install.sh "$dir"
+fi
