@@ -7,7 +7,9 @@
 
 #include "kvtier/c_api.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -523,6 +525,9 @@ kvtier_status_code kvtier_engine_close(kvtier_engine* engine) {
                                   "first (kvtier_handle_destroy)",
                                   kFn, live));
     }
+    // Transfers may still read or write caller buffers after their handles are gone: let them
+    // land before the buffers are freed. (An error of theirs was the handles' to report.)
+    (void)engine->engine->Flush();
     {
       kvtier::MutexLock lock(&engine->buffers_mu);
       for (uint64_t address : engine->buffers) {
@@ -786,6 +791,49 @@ kvtier_status_code kvtier_load_paged(kvtier_engine* engine, const char* ns,
   });
 }
 
+kvtier_status_code kvtier_load_to_gpu_tier(kvtier_engine* engine, const char* ns,
+                                           const kvtier_block_key* keys, size_t num_keys,
+                                           int layerwise, uint64_t lease_timeout_ms,
+                                           kvtier_handle** out_handle) {
+  static constexpr char kFn[] = "kvtier_load_to_gpu_tier";
+  return Guarded(kFn, [&] {
+    if (kvtier_status_code c = CheckLoadArgs(kFn, engine, ns, keys, num_keys)) return c;
+    KVTIER_REQUIRE_NONNULL(kFn, out_handle);
+    const std::vector<kvtier::BlockKey> list = ToKeys(keys, num_keys);
+    absl::StatusOr<std::unique_ptr<kvtier::TransferHandle>> handle =
+        engine->engine->LoadToGpuTier(ns, list, layerwise != 0,
+                                      absl::Milliseconds(lease_timeout_ms));
+    if (!handle.ok()) return FromStatus(kFn, handle.status());
+    return NewHandle(engine, *std::move(handle), out_handle);
+  });
+}
+
+kvtier_status_code kvtier_hint(kvtier_engine* engine, const char* ns, const kvtier_block_key* keys,
+                               size_t num_keys, uint64_t* out_hint_id) {
+  static constexpr char kFn[] = "kvtier_hint";
+  return Guarded(kFn, [&] {
+    if (kvtier_status_code c = CheckLoadArgs(kFn, engine, ns, keys, num_keys)) return c;
+    KVTIER_REQUIRE_NONNULL(kFn, out_hint_id);
+    const std::vector<kvtier::BlockKey> list = ToKeys(keys, num_keys);
+    absl::StatusOr<uint64_t> id = engine->engine->Hint(ns, list);
+    if (!id.ok()) return FromStatus(kFn, id.status());
+    *out_hint_id = *id;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_cancel_hint(kvtier_engine* engine, uint64_t hint_id,
+                                      size_t* out_cancelled) {
+  static constexpr char kFn[] = "kvtier_cancel_hint";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    absl::StatusOr<size_t> cancelled = engine->engine->CancelHint(hint_id);
+    if (!cancelled.ok()) return FromStatus(kFn, cancelled.status());
+    if (out_cancelled != nullptr) *out_cancelled = *cancelled;
+    return KVTIER_OK;
+  });
+}
+
 kvtier_status_code kvtier_store_host(kvtier_engine* engine, const char* ns, const int32_t* tokens,
                                      size_t num_tokens, const void* extra, size_t extra_len,
                                      size_t first_block, size_t num_blocks, const void* data,
@@ -916,6 +964,21 @@ kvtier_status_code kvtier_handle_counts(kvtier_handle* handle, size_t* out_moved
     if (out_moved != nullptr) *out_moved = handle->transfer->blocks_moved();
     if (out_present != nullptr) *out_present = handle->transfer->blocks_present();
     if (out_rejected != nullptr) *out_rejected = handle->transfer->blocks_rejected();
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_handle_slots(kvtier_handle* handle, kvtier_device_ptr* slots,
+                                       size_t capacity, size_t* out_count) {
+  static constexpr char kFn[] = "kvtier_handle_slots";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, handle);
+    if (kvtier_status_code c = CheckArray(kFn, slots, "slots", capacity, "capacity")) return c;
+    KVTIER_REQUIRE_NONNULL(kFn, out_count);
+    const absl::Span<const kvtier::DevicePtr> all = handle->transfer->slots();
+    const size_t n = std::min(capacity, all.size());
+    for (size_t i = 0; i < n; ++i) slots[i] = all[i].address();
+    *out_count = all.size();
     return KVTIER_OK;
   });
 }

@@ -231,6 +231,24 @@ kvtier_status_code kvtier_load_paged(kvtier_engine* engine, const char* ns,
                                      const kvtier_paged_pool* pool, const uint32_t* pages,
                                      int layerwise, kvtier_handle** out_handle);
 
+/* Managed-pool mode: brings cached blocks into the engine's GPU tier and leases their slots
+ * to the caller until kvtier_handle_release (or the lease timeout; 0 = the engine's
+ * default). kvtier_handle_slots gives each block's slot address. FAILED_PRECONDITION when the
+ * GPU tier is disabled (gpu_tier_bytes 0); RESOURCE_EXHAUSTED when it cannot hold them all. */
+kvtier_status_code kvtier_load_to_gpu_tier(kvtier_engine* engine, const char* ns,
+                                           const kvtier_block_key* keys, size_t num_keys,
+                                           int layerwise, uint64_t lease_timeout_ms,
+                                           kvtier_handle** out_handle);
+
+/* Look-ahead prefetch: queues `keys`, in the order they will be needed, for the engine's
+ * background prefetcher (disk -> host -> GPU tier, within the prefetch budget). *out_hint_id
+ * identifies the hint for kvtier_cancel_hint, which drops the keys not yet started and
+ * writes how many (NOT_FOUND for an id kvtier_hint never returned). */
+kvtier_status_code kvtier_hint(kvtier_engine* engine, const char* ns, const kvtier_block_key* keys,
+                               size_t num_keys, uint64_t* out_hint_id);
+kvtier_status_code kvtier_cancel_hint(kvtier_engine* engine, uint64_t hint_id,
+                                      size_t* out_cancelled);
+
 /* Synchronous host-memory variants, for callers without device pointers (tests, CPU
  * inference, other languages' arrays). `data` holds num_blocks whole blocks back to back;
  * data_bytes must be exactly num_blocks * block_bytes. The bytes are staged through a
@@ -266,7 +284,12 @@ kvtier_status_code kvtier_handle_wait_layer(kvtier_handle* handle, uint32_t laye
  * already in place, skipped. Any out pointer may be NULL. */
 kvtier_status_code kvtier_handle_counts(kvtier_handle* handle, size_t* out_moved,
                                         size_t* out_present, size_t* out_rejected);
-/* Releases a lease on managed GPU slots (idempotent; a no-op for stores and loads). */
+/* kvtier_load_to_gpu_tier only: the GPU-tier slot address of each block (valid while the
+ * lease is held). Writes min(count, capacity) addresses and the count; other transfers have
+ * none (count 0). `slots` may be NULL when capacity is 0. */
+kvtier_status_code kvtier_handle_slots(kvtier_handle* handle, kvtier_device_ptr* slots,
+                                       size_t capacity, size_t* out_count);
+/* Releases the lease of kvtier_load_to_gpu_tier (idempotent; a no-op for other transfers). */
 kvtier_status_code kvtier_handle_release(kvtier_handle* handle);
 /* Frees the handle; does not cancel or wait for the transfer. NULL is a no-op. */
 void kvtier_handle_destroy(kvtier_handle* handle);

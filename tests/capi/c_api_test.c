@@ -1,7 +1,7 @@
 /* Tests of the C API (include/kvtier/c_api.h), written in C11 against libkvtier.so.
  *
  *   kvtier_c_api_test CASE      runs one case: round_trip, match_counts, bad_arguments,
- *                               disk_reopen, threads; exits 0 when it passes.
+ *                               gpu_tier_lease, disk_reopen, threads; exits 0 if it passes.
  *
  * Every case runs on the emulated device, so it needs no GPU. Each block's bytes are derived
  * from its index, so a load that returns another block's bytes fails the byte comparison. */
@@ -113,6 +113,9 @@ static void RoundTrip(void) {
   size_t moved = 0, present = 0, rejected = 0;
   CHECK_OK(kvtier_handle_counts(h, &moved, &present, &rejected));
   CHECK(moved == kBlocks && present == 0 && rejected == 0);
+  size_t slot_count = 99;
+  CHECK_OK(kvtier_handle_slots(h, NULL, 0, &slot_count));
+  CHECK(slot_count == 0); /* only GPU-tier leases have slots */
   kvtier_handle_destroy(h);
 
   /* Storing again deduplicates. */
@@ -455,6 +458,78 @@ static void BadArguments(void) {
   CHECK_OK(kvtier_engine_close(NULL));
 }
 
+/* Managed-pool mode: blocks leased in GPU-tier slots, and look-ahead hints. */
+static void GpuTierLease(void) {
+  kvtier_options* o = SmallOptions(64);
+  CHECK_OK(kvtier_options_set_tier_bytes(o, 8 * 512, 64 * 512));
+  CHECK_OK(kvtier_options_set_lease_timeout_ms(o, 60000));
+  kvtier_engine* e = NULL;
+  CHECK_OK(kvtier_engine_open(o, &e));
+  kvtier_options_destroy(o);
+  enum { kBlocks = 3, kBytes = 512 };
+  int32_t tokens[kBlocks * kBlockTokens];
+  Tokens(7, tokens, kBlocks * kBlockTokens);
+  uint8_t data[kBlocks * kBytes];
+  for (size_t i = 0; i < kBlocks; ++i) Fill(7, i, data + i * kBytes, kBytes);
+  CHECK_OK(kvtier_store_host(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, 0, kBlocks,
+                             data, sizeof(data), NULL));
+  kvtier_block_key keys[kBlocks];
+  size_t matched_tokens = 0, matched_blocks = 0;
+  CHECK_OK(kvtier_match(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, keys, kBlocks, NULL));
+  CHECK(matched_blocks == kBlocks);
+
+  kvtier_handle* h = NULL;
+  CHECK_OK(kvtier_load_to_gpu_tier(e, "default", keys, kBlocks, 1, 0, &h));
+  CHECK_OK(kvtier_handle_wait(h));
+  kvtier_device_ptr slots[kBlocks];
+  size_t count = 0;
+  CHECK_OK(kvtier_handle_slots(h, slots, kBlocks, &count));
+  CHECK(count == kBlocks);
+  for (size_t i = 0; i < kBlocks; ++i) {
+    uint8_t back[kBytes];
+    CHECK_OK(kvtier_buffer_read(e, back, slots[i], kBytes));
+    CHECK(memcmp(back, data + i * kBytes, kBytes) == 0);
+  }
+  /* The engine's own slots are not the caller's to free. */
+  CHECK_ERROR(kvtier_buffer_free(e, slots[0]), KVTIER_INVALID_ARGUMENT, "kvtier_buffer_alloc");
+  kvtier_stats stats;
+  CHECK_OK(kvtier_engine_stats(e, &stats));
+  CHECK(stats.leases_held == 1);
+  CHECK(stats.tiers[KVTIER_TIER_GPU].used_blocks == kBlocks);
+  CHECK(stats.tiers[KVTIER_TIER_GPU].capacity_blocks == 8);
+  CHECK_ERROR(kvtier_handle_slots(h, NULL, 1, &count), KVTIER_INVALID_ARGUMENT, "slots");
+  CHECK_ERROR(kvtier_handle_slots(h, slots, 1, NULL), KVTIER_INVALID_ARGUMENT, "out_count");
+  CHECK_OK(kvtier_handle_release(h));
+  CHECK_OK(kvtier_handle_release(h)); /* idempotent */
+  CHECK_OK(kvtier_engine_stats(e, &stats));
+  CHECK(stats.leases_held == 0);
+  kvtier_handle_destroy(h);
+
+  /* Look-ahead hints: queued, counted, cancellable; an unknown id is NOT_FOUND. */
+  uint64_t hint = 0;
+  CHECK_OK(kvtier_hint(e, "default", keys, kBlocks, &hint));
+  size_t cancelled = 0;
+  CHECK_OK(kvtier_cancel_hint(e, hint, &cancelled));
+  CHECK(cancelled <= kBlocks);
+  CHECK_OK(kvtier_engine_stats(e, &stats));
+  CHECK(stats.prefetch_hinted == kBlocks);
+  CHECK_ERROR(kvtier_cancel_hint(e, hint + 1000, NULL), KVTIER_NOT_FOUND, "kvtier_cancel_hint");
+  CHECK_ERROR(kvtier_hint(e, "default", keys, kBlocks, NULL), KVTIER_INVALID_ARGUMENT,
+              "out_hint_id");
+  CHECK_ERROR(kvtier_hint(e, "default", NULL, kBlocks, &hint), KVTIER_INVALID_ARGUMENT, "keys");
+
+  CHECK_OK(kvtier_engine_close(e));
+
+  /* Without a GPU tier there is nothing to lease. */
+  e = OpenSmall(8);
+  CHECK_ERROR(kvtier_load_to_gpu_tier(e, "default", keys, kBlocks, 1, 0, &h),
+              KVTIER_FAILED_PRECONDITION, "kvtier_load_to_gpu_tier");
+  CHECK_ERROR(kvtier_load_to_gpu_tier(e, "default", keys, kBlocks, 1, 0, NULL),
+              KVTIER_INVALID_ARGUMENT, "out_handle");
+  CHECK_OK(kvtier_engine_close(e));
+}
+
 /* Blocks demoted to the disk tier survive closing and reopening the engine. */
 static void DiskReopen(void) {
   char dir[] = "/tmp/kvtier_c_api_test_XXXXXX";
@@ -580,6 +655,7 @@ int main(int argc, char** argv) {
   } kCases[] = {{"round_trip", RoundTrip},
                 {"match_counts", MatchCounts},
                 {"bad_arguments", BadArguments},
+                {"gpu_tier_lease", GpuTierLease},
                 {"disk_reopen", DiskReopen},
                 {"threads", Threads}};
   if (argc != 2) {
