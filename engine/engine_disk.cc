@@ -221,7 +221,6 @@ void EngineImpl::OnHostFilled(const BlockKey& key, uint64_t write_id,
     });
   }
   if (status.ok()) {
-    counters_[kDisk].hits.fetch_add(1, std::memory_order_relaxed);  // the one place disk hits count
     counters_[kHost].bytes_in.fetch_add(options_.geometry.block_bytes(),
                                         std::memory_order_relaxed);
   }

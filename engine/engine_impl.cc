@@ -778,7 +778,28 @@ absl::StatusOr<MatchResult> EngineImpl::Match(absl::string_view ns,
   missed_blocks_.fetch_add(n - result.keys.size(), std::memory_order_relaxed);
   (*space)->counters->matched.fetch_add(result.keys.size(), std::memory_order_relaxed);
   (*space)->counters->missed.fetch_add(n - result.keys.size(), std::memory_order_relaxed);
+  CountLookups(*(*space)->counters, {}, n - result.keys.size());
   return result;
+}
+
+void EngineImpl::CountLookups(NamespaceCounters& ns, const std::array<uint64_t, kNumTiers>& found,
+                              uint64_t not_cached) {
+  uint64_t below = not_cached;  // blocks found below tier t, or nowhere
+  for (int t = kNumTiers - 1; t >= 0; --t) {
+    if (!HasTier(t)) {
+      below += found[t];
+      continue;
+    }
+    if (found[t] > 0) {
+      counters_[t].hits.fetch_add(found[t], std::memory_order_relaxed);
+      ns.hits[t].fetch_add(found[t], std::memory_order_relaxed);
+    }
+    if (below > 0) {
+      counters_[t].misses.fetch_add(below, std::memory_order_relaxed);
+      ns.misses[t].fetch_add(below, std::memory_order_relaxed);
+    }
+    below += found[t];
+  }
 }
 
 // ----------------------------------------------------------------------------- Store
@@ -906,15 +927,17 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
   if (!after.ok()) return after.status();
 
   std::array<size_t, kNumTiers> from{};
+  std::array<uint64_t, kNumTiers> found{};  // where each block was when the call came
   std::vector<std::shared_ptr<HostFill>> fills;
   {
     MutexLock lock(&placement_mu_);
     if (absl::Status s = PinAll((*space)->id, r.ns, r.keys, "Load"); !s.ok()) return s;
     // Blocks whose only copy is on disk are first read into host slots (verified there).
     for (size_t i = 0; i < r.keys.size(); ++i) {
-      const bool disk_only = table_.Find(
-          r.keys[i], [](BlockEntry* e) { return e->best_tier() == TierKind::kDisk; });
-      if (!disk_only) continue;
+      const TierKind best =
+          table_.Find(r.keys[i], [](BlockEntry* e) { return e->best_tier(); });
+      ++found[static_cast<int>(best)];
+      if (best != TierKind::kDisk) continue;
       if (absl::Status s = EnsureHostCopy(r.keys[i]); !s.ok()) {
         Unpin(r.keys);
         return absl::Status(s.code(), absl::StrFormat("Load: block %d: %s", i, s.message()));
@@ -958,18 +981,20 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
     });
   }
   for (int t = 0; t < kNumTiers; ++t) {
-    counters_[t].hits.fetch_add(from[t], std::memory_order_relaxed);
     counters_[t].bytes_out.fetch_add(from[t] * g.block_bytes(), std::memory_order_relaxed);
   }
+  CountLookups(*(*space)->counters, found, 0);
   loaded_blocks_.fetch_add(r.keys.size(), std::memory_order_relaxed);
   (*space)->counters->loaded.fetch_add(r.keys.size(), std::memory_order_relaxed);
   if (admission_ != nullptr) {
     for (const BlockKey& key : r.keys) admission_->Record(key);
   }
   TransferHandleImpl::Counts counts{r.keys.size(), 0, 0};
-  return std::unique_ptr<TransferHandle>(
-      new TransferHandleImpl(std::move(*done), std::move(finished), std::move(*layers), counts, {},
-                             nullptr, std::move(fills)));
+  return LoadHandle(std::make_unique<TransferHandleImpl>(std::move(*done), std::move(finished),
+                                                         std::move(*layers), counts,
+                                                         std::vector<DevicePtr>{}, nullptr,
+                                                         std::move(fills)),
+                    *(*space)->counters);
 }
 
 // ----------------------------------------------------------------------------- GPU tier
@@ -1009,6 +1034,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
   std::vector<std::shared_ptr<HostFill>> fills;
   uint64_t lease_id;
   size_t promoted_count = 0;
+  size_t from_disk = 0;
   {
     MutexLock lock(&placement_mu_);
     const uint64_t write_id = next_write_id_++;
@@ -1039,19 +1065,23 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
           Lease{std::vector<BlockKey>(keys.begin(), keys.end()),
                 absl::Now() + (lease_timeout == absl::ZeroDuration() ? options_.lease_timeout
                                                                      : lease_timeout)};
-      counters_[kGpu].hits.fetch_add(keys.size(), std::memory_order_relaxed);
+      CountLookups(*(*space)->counters, {keys.size(), 0, 0}, 0);
       loaded_blocks_.fetch_add(keys.size(), std::memory_order_relaxed);
+      (*space)->counters->loaded.fetch_add(keys.size(), std::memory_order_relaxed);
       TransferHandleImpl::Counts counts{0, keys.size(), 0};
-      return std::unique_ptr<TransferHandle>(new TransferHandleImpl(
-          nullptr, nullptr, std::vector<std::shared_ptr<Event>>(g.num_layers), counts,
-          std::move(slots), [this, lease_id] { return ReleaseLease(lease_id); }, {},
-          std::move(waits)));
+      return LoadHandle(
+          std::make_unique<TransferHandleImpl>(
+              nullptr, nullptr, std::vector<std::shared_ptr<Event>>(g.num_layers), counts,
+              std::move(slots), [this, lease_id] { return ReleaseLease(lease_id); },
+              std::vector<std::shared_ptr<HostFill>>{}, std::move(waits)),
+          *(*space)->counters);
     }
     // Blocks only on disk come up through a host slot first.
     for (size_t i : need) {
       const bool disk_only =
           table_.Find(keys[i], [](BlockEntry* e) { return !e->has(TierKind::kHost); });
       if (!disk_only) continue;
+      ++from_disk;
       if (absl::Status s = EnsureHostCopy(keys[i], /*passing=*/true); !s.ok()) {
         Unpin(keys);
         return absl::Status(s.code(),
@@ -1119,13 +1149,16 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
   counters_[kGpu].promotions.fetch_add(promoted_count, std::memory_order_relaxed);
   counters_[kGpu].bytes_in.fetch_add(promoted_count * g.block_bytes(), std::memory_order_relaxed);
   counters_[kHost].bytes_out.fetch_add(promoted_count * g.block_bytes(), std::memory_order_relaxed);
-  counters_[kHost].hits.fetch_add(promoted_count, std::memory_order_relaxed);
-  counters_[kGpu].hits.fetch_add(keys.size() - promoted_count, std::memory_order_relaxed);
+  CountLookups(*(*space)->counters,
+               {keys.size() - promoted_count, promoted_count - from_disk, from_disk}, 0);
   loaded_blocks_.fetch_add(keys.size(), std::memory_order_relaxed);
+  (*space)->counters->loaded.fetch_add(keys.size(), std::memory_order_relaxed);
   TransferHandleImpl::Counts counts{promoted_count, keys.size() - promoted_count, 0};
-  return std::unique_ptr<TransferHandle>(
-      new TransferHandleImpl(std::move(*done), std::move(finished), std::move(*layers), counts,
-                             std::move(slots), [this, lease_id] { return ReleaseLease(lease_id); }, std::move(fills)));
+  return LoadHandle(std::make_unique<TransferHandleImpl>(
+                        std::move(*done), std::move(finished), std::move(*layers), counts,
+                        std::move(slots), [this, lease_id] { return ReleaseLease(lease_id); },
+                        std::move(fills)),
+                    *(*space)->counters);
 }
 
 absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
@@ -1429,12 +1462,20 @@ EngineStats EngineImpl::Stats() {
   }
   std::vector<std::string> names;
   std::vector<std::array<uint64_t, 4>> ns_counts;  // matched, missed, stored, loaded
+  std::vector<std::pair<uint64_t, uint64_t>> ns_stall;        // ns, waits
+  std::vector<std::array<uint64_t, 2 * kNumTiers>> ns_lookups;  // hits..., misses...
   {
     MutexLock lock(&ns_mu_);
     for (const auto& n : namespaces_) {
       names.push_back(n->name);
       ns_counts.push_back({n->counters->matched.load(), n->counters->missed.load(),
                            n->counters->stored.load(), n->counters->loaded.load()});
+      ns_stall.emplace_back(n->counters->stall->ns.load(), n->counters->stall->waits.load());
+      std::array<uint64_t, 2 * kNumTiers>& l = ns_lookups.emplace_back();
+      for (int t = 0; t < kNumTiers; ++t) {
+        l[t] = n->counters->hits[t].load();
+        l[kNumTiers + t] = n->counters->misses[t].load();
+      }
     }
   }
   MutexLock lock(&placement_mu_);
@@ -1454,12 +1495,15 @@ EngineStats EngineImpl::Stats() {
     }
     ts.pinned_blocks = pinned[t];
     ts.hits = counters_[t].hits.load();
+    ts.misses = counters_[t].misses.load();
     ts.bytes_in = counters_[t].bytes_in.load();
     ts.bytes_out = counters_[t].bytes_out.load();
     ts.evictions = counters_[t].evictions.load();
     ts.demotions = counters_[t].demotions.load();
     ts.promotions = counters_[t].promotions.load();
   }
+  st.stall_ns = stall_->ns.load(std::memory_order_relaxed);
+  st.stalled_waits = stall_->waits.load(std::memory_order_relaxed);
   for (size_t id = 0; id < names.size() && id < ns_blocks_.size(); ++id) {
     NamespaceStats ns;
     ns.name = names[id];
@@ -1469,6 +1513,12 @@ EngineStats EngineImpl::Stats() {
     ns.missed_blocks = ns_counts[id][1];
     ns.stored_blocks = ns_counts[id][2];
     ns.loaded_blocks = ns_counts[id][3];
+    ns.stall_ns = ns_stall[id].first;
+    ns.stalled_waits = ns_stall[id].second;
+    for (int t = 0; t < kNumTiers; ++t) {
+      ns.hits_per_tier[t] = ns_lookups[id][t];
+      ns.misses_per_tier[t] = ns_lookups[id][kNumTiers + t];
+    }
     st.namespaces.push_back(std::move(ns));
   }
   if (disk_ != nullptr) {

@@ -36,6 +36,7 @@
 #include "engine/eviction_policy.h"
 #include "engine/metrics.h"
 #include "engine/metrics_server.h"
+#include "engine/transfer_handle.h"
 #include "kernels/paged_kernels.h"
 #include "kvtier/engine.h"
 #include "tiers/disk_tier.h"
@@ -76,6 +77,8 @@ class EngineImpl final : public Engine {
   // Per-namespace counters; behind a pointer so Namespace stays movable.
   struct NamespaceCounters {
     std::atomic<uint64_t> matched{0}, missed{0}, stored{0}, loaded{0};
+    std::array<std::atomic<uint64_t>, kNumTiers> hits{}, misses{};
+    std::shared_ptr<StallMeter> stall = std::make_shared<StallMeter>();
   };
   struct Namespace {
     std::string name;
@@ -84,8 +87,8 @@ class EngineImpl final : public Engine {
     std::unique_ptr<NamespaceCounters> counters = std::make_unique<NamespaceCounters>();
   };
   struct TierCounters {
-    std::atomic<uint64_t> hits{0}, bytes_in{0}, bytes_out{0}, evictions{0}, demotions{0},
-        promotions{0};
+    std::atomic<uint64_t> hits{0}, misses{0}, bytes_in{0}, bytes_out{0}, evictions{0},
+        demotions{0}, promotions{0};
   };
   struct Lease {
     std::vector<BlockKey> keys;
@@ -104,6 +107,20 @@ class EngineImpl final : public Engine {
   };
 
   explicit EngineImpl(const EngineOptions& options) : options_(options) {}
+  // Lookup counts (TierStats::hits / misses): found[t] blocks were read from tier t as the
+  // highest tier holding them, so each is a miss in every existing tier above t;
+  // `not_cached` blocks are misses in every existing tier.
+  void CountLookups(NamespaceCounters& ns, const std::array<uint64_t, kNumTiers>& found,
+                    uint64_t not_cached);
+  bool HasTier(int t) const {
+    return t == static_cast<int>(TierKind::kDisk) ? disk_ != nullptr : tiers_[t] != nullptr;
+  }
+  // A load's handle, charging its stall time to the engine and to namespace `ns`.
+  std::unique_ptr<TransferHandle> LoadHandle(std::unique_ptr<TransferHandleImpl> handle,
+                                             const NamespaceCounters& ns) const {
+    handle->set_stall_meters({stall_, ns.stall});
+    return handle;
+  }
   absl::Status Init();
   // Opens the disk tier and puts every block it recovers into the block table.
   absl::Status OpenDisk();
@@ -267,6 +284,7 @@ class EngineImpl final : public Engine {
   std::atomic<uint64_t> match_calls_{0}, matched_blocks_{0}, stored_blocks_{0},
       deduplicated_blocks_{0}, rejected_blocks_{0}, loaded_blocks_{0}, leases_expired_{0};
   std::atomic<uint64_t> missed_blocks_{0};
+  const std::shared_ptr<StallMeter> stall_ = std::make_shared<StallMeter>();
   LatencyHistogram match_latency_, store_latency_, load_latency_;
   // The HTTP endpoint (EngineOptions::metrics_port); stopped first in the destructor, since
   // its thread calls Stats().

@@ -79,8 +79,12 @@ const TierField kTierFields[] = {
      [](const TierStats& t, size_t b) -> uint64_t { return t.used_blocks * b; }},
     {"kvtier_tier_pinned_blocks", "gauge", "Blocks pinned by copies in flight or leases.",
      [](const TierStats& t, size_t) -> uint64_t { return t.pinned_blocks; }},
-    {"kvtier_tier_hits_total", "counter", "Blocks loaded from this tier.",
+    {"kvtier_tier_hits_total", "counter",
+     "Blocks loads read from this tier as the highest tier holding them.",
      [](const TierStats& t, size_t) -> uint64_t { return t.hits; }},
+    {"kvtier_tier_misses_total", "counter",
+     "Blocks looked up that this tier did not hold (read from a lower tier, or not cached).",
+     [](const TierStats& t, size_t) -> uint64_t { return t.misses; }},
     {"kvtier_tier_bytes_in_total", "counter", "Bytes written into this tier.",
      [](const TierStats& t, size_t) -> uint64_t { return t.bytes_in; }},
     {"kvtier_tier_bytes_out_total", "counter", "Bytes read out of this tier.",
@@ -122,6 +126,8 @@ std::vector<Scalar> EngineScalars(const EngineStats& s) {
       {"kvtier_loaded_blocks_total", "counter", "Blocks loaded.", s.loaded_blocks},
       {"kvtier_leases_held", "gauge", "Leases on GPU slots held now.", s.leases_held},
       {"kvtier_leases_expired_total", "counter", "Leases that expired.", s.leases_expired},
+      {"kvtier_stalled_waits_total", "counter",
+       "Waits on loads (host or stream) that found the bytes still in flight.", s.stalled_waits},
       {"kvtier_prefetch_hinted_total", "counter", "Keys queued by Hint.", p.hinted},
       {"kvtier_prefetch_issued_total", "counter", "Promotions started for hints.", p.issued},
       {"kvtier_prefetch_present_total", "counter", "Hinted blocks already in the top tier.",
@@ -183,6 +189,36 @@ std::string FormatPrometheus(const EngineStats& s, size_t block_bytes) {
                static_cast<double>(n.*c.field));
     }
   }
+  const struct {
+    const char* name;
+    const char* help;
+    uint64_t (NamespaceStats::*field)[kNumTiers];
+  } ns_tier_counters[] = {
+      {"kvtier_namespace_hits_total", "Blocks of the namespace loaded from this tier.",
+       &NamespaceStats::hits_per_tier},
+      {"kvtier_namespace_misses_total", "Blocks of the namespace this tier did not hold.",
+       &NamespaceStats::misses_per_tier},
+  };
+  for (const auto& c : ns_tier_counters) {
+    p.Family(c.name, "counter", c.help);
+    for (const NamespaceStats& n : s.namespaces) {
+      for (int t = 0; t < kNumTiers; ++t) {
+        p.Sample(c.name,
+                 absl::StrCat("namespace=\"", Escape(n.name), "\",tier=\"", kTierNames[t], "\""),
+                 static_cast<double>((n.*c.field)[t]));
+      }
+    }
+  }
+  p.Family("kvtier_namespace_stall_seconds_total", "counter",
+           "Time readers of the namespace's loads waited for bytes in flight.");
+  for (const NamespaceStats& n : s.namespaces) {
+    p.Sample("kvtier_namespace_stall_seconds_total",
+             absl::StrCat("namespace=\"", Escape(n.name), "\""),
+             static_cast<double>(n.stall_ns) * 1e-9);
+  }
+  p.Family("kvtier_stall_seconds_total", "counter",
+           "Time readers of loads waited for bytes in flight (host blocked or stream waiting).");
+  p.Sample("kvtier_stall_seconds_total", "", static_cast<double>(s.stall_ns) * 1e-9);
   for (const Scalar& v : EngineScalars(s)) {
     p.Family(v.name, v.type, v.help);
     p.Sample(v.name, "", static_cast<double>(v.value));
@@ -214,11 +250,11 @@ std::string FormatStatsJson(const EngineStats& s, size_t block_bytes) {
     absl::StrAppendFormat(
         &o,
         "%s{\"tier\":\"%s\",\"capacity_blocks\":%d,\"used_blocks\":%d,\"used_bytes\":%d,"
-        "\"pinned_blocks\":%d,\"hits\":%d,\"bytes_in\":%d,\"bytes_out\":%d,\"evictions\":%d,"
+        "\"pinned_blocks\":%d,\"hits\":%d,\"misses\":%d,\"bytes_in\":%d,\"bytes_out\":%d,\"evictions\":%d,"
         "\"demotions\":%d,\"promotions\":%d,\"admissions_rejected\":%d,"
         "\"checksum_failures\":%d,\"write_failures\":%d}",
         t == 0 ? "" : ",", kTierNames[t], ts.capacity_blocks, ts.used_blocks,
-        ts.used_blocks * block_bytes, ts.pinned_blocks, ts.hits, ts.bytes_in, ts.bytes_out,
+        ts.used_blocks * block_bytes, ts.pinned_blocks, ts.hits, ts.misses, ts.bytes_in, ts.bytes_out,
         ts.evictions, ts.demotions, ts.promotions, ts.admissions_rejected, ts.checksum_failures,
         ts.write_failures);
   }
@@ -229,10 +265,14 @@ std::string FormatStatsJson(const EngineStats& s, size_t block_bytes) {
         &o,
         "%s{\"name\":\"%s\",\"blocks\":%d,\"blocks_per_tier\":{\"gpu\":%d,\"host\":%d,"
         "\"disk\":%d},\"matched_blocks\":%d,\"missed_blocks\":%d,\"stored_blocks\":%d,"
-        "\"loaded_blocks\":%d}",
+        "\"loaded_blocks\":%d,\"hits_per_tier\":{\"gpu\":%d,\"host\":%d,\"disk\":%d},"
+        "\"misses_per_tier\":{\"gpu\":%d,\"host\":%d,\"disk\":%d},\"stall_ns\":%d,"
+        "\"stalled_waits\":%d}",
         i == 0 ? "" : ",", Escape(n.name), n.blocks, n.blocks_per_tier[0], n.blocks_per_tier[1],
         n.blocks_per_tier[2], n.matched_blocks, n.missed_blocks, n.stored_blocks,
-        n.loaded_blocks);
+        n.loaded_blocks, n.hits_per_tier[0], n.hits_per_tier[1], n.hits_per_tier[2],
+        n.misses_per_tier[0], n.misses_per_tier[1], n.misses_per_tier[2], n.stall_ns,
+        n.stalled_waits);
   }
   o += "],\"engine\":{";
   bool first = true;
@@ -243,6 +283,7 @@ std::string FormatStatsJson(const EngineStats& s, size_t block_bytes) {
     absl::StrAppendFormat(&o, "%s\"%s\":%d", first ? "" : ",", key, v.value);
     first = false;
   }
+  absl::StrAppendFormat(&o, ",\"stall_ns\":%d", s.stall_ns);
   o += "},\"latency\":{";
   first = true;
   for (const auto& [name, l] : {std::pair{"match", &s.match_latency},

@@ -1,8 +1,19 @@
 #include "engine/transfer_handle.h"
 
+#include <chrono>
+
 #include "absl/strings/str_format.h"
 
 namespace kvtier {
+namespace {
+
+uint64_t NowNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+}  // namespace
 
 bool TransferHandleImpl::IsReady() {
   for (const std::shared_ptr<Event>& w : waits_) {
@@ -12,7 +23,29 @@ bool TransferHandleImpl::IsReady() {
   return finished_ == nullptr || finished_->HasBeenNotified();
 }
 
+bool TransferHandleImpl::Landed(Event* event) {
+  for (const std::shared_ptr<Event>& w : waits_) {
+    absl::StatusOr<bool> ready = w->Query();
+    if (ready.ok() && !*ready) return false;
+  }
+  if (event == nullptr) return true;
+  absl::StatusOr<bool> ready = event->Query();
+  return !ready.ok() || *ready;
+}
+
+void TransferHandleImpl::ChargeStall(uint64_t ns) {
+  for (const std::shared_ptr<StallMeter>& m : meters_) m->Add(ns);
+}
+
 absl::Status TransferHandleImpl::Wait() {
+  const bool measure = !meters_.empty() && !IsReady();
+  const uint64_t start = measure ? NowNs() : 0;
+  absl::Status s = WaitAll();
+  if (measure) ChargeStall(NowNs() - start);
+  return s;
+}
+
+absl::Status TransferHandleImpl::WaitAll() {
   absl::Status s;
   for (const std::shared_ptr<Event>& w : waits_) {
     if (absl::Status ws = w->Synchronize(); s.ok()) s = ws;
@@ -43,21 +76,44 @@ absl::StatusOr<Event*> TransferHandleImpl::LayerEvent(uint32_t layer) {
 absl::Status TransferHandleImpl::WaitLayer(uint32_t layer, Stream& stream) {
   absl::StatusOr<Event*> event = LayerEvent(layer);
   if (!event.ok()) return event.status();
+  // Bytes already landed: the stream will not wait, so there is nothing to measure.
+  return StreamWaits(*event, stream, !meters_.empty() && !Landed(*event));
+}
+
+absl::Status TransferHandleImpl::StreamWaits(Event* event, Stream& stream, bool measure) {
+  // The stream's stall is the time from reaching the wait (the work before it done) to
+  // passing it; host callbacks on the stream on either side of the wait read the clock.
+  auto reached = measure ? std::make_shared<std::atomic<uint64_t>>(0) : nullptr;
+  if (reached != nullptr && !stream.AddCallback([reached] { reached->store(NowNs()); }).ok()) {
+    reached = nullptr;  // a metric must not fail the wait: go on unmeasured
+  }
   for (const std::shared_ptr<Event>& w : waits_) {
     if (absl::Status s = stream.Wait(*w); !s.ok()) return s;
   }
-  if (*event == nullptr) return absl::OkStatus();
-  return stream.Wait(**event);
+  if (event != nullptr) {
+    if (absl::Status s = stream.Wait(*event); !s.ok()) return s;
+  }
+  if (reached != nullptr) {
+    (void)stream.AddCallback([reached, meters = meters_] {
+      const uint64_t ns = NowNs() - reached->load();
+      for (const std::shared_ptr<StallMeter>& m : meters) m->Add(ns);
+    });
+  }
+  return absl::OkStatus();
 }
 
 absl::Status TransferHandleImpl::WaitLayerHost(uint32_t layer) {
   absl::StatusOr<Event*> event = LayerEvent(layer);
   if (!event.ok()) return event.status();
+  const bool measure = !meters_.empty() && !Landed(*event);
+  const uint64_t start = measure ? NowNs() : 0;
+  absl::Status s;
   for (const std::shared_ptr<Event>& w : waits_) {
-    if (absl::Status s = w->Synchronize(); !s.ok()) return s;
+    if (s = w->Synchronize(); !s.ok()) break;
   }
-  if (*event == nullptr) return absl::OkStatus();
-  return (*event)->Synchronize();
+  if (s.ok() && *event != nullptr) s = (*event)->Synchronize();
+  if (measure) ChargeStall(NowNs() - start);
+  return s;
 }
 
 absl::Status TransferHandleImpl::Release() {

@@ -8,6 +8,7 @@
 #ifndef KVTIER_ENGINE_TRANSFER_HANDLE_H_
 #define KVTIER_ENGINE_TRANSFER_HANDLE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -18,6 +19,17 @@
 #include "kvtier/engine.h"
 
 namespace kvtier {
+
+// Where a load's stall time goes (EngineStats::stall_ns): shared by the engine and every
+// handle, so a handle that outlives its engine still has somewhere to count.
+struct StallMeter {
+  std::atomic<uint64_t> ns{0};
+  std::atomic<uint64_t> waits{0};
+  void Add(uint64_t stalled_ns) {
+    ns.fetch_add(stalled_ns, std::memory_order_relaxed);
+    waits.fetch_add(1, std::memory_order_relaxed);
+  }
+};
 
 class TransferHandleImpl final : public TransferHandle {
  public:
@@ -57,8 +69,20 @@ class TransferHandleImpl final : public TransferHandle {
   absl::Span<const DevicePtr> slots() const override { return slots_; }
   absl::Status Release() override;
 
+  // Loads only: charge time spent waiting for this transfer's bytes to these meters (the
+  // engine's and the namespace's).
+  void set_stall_meters(std::vector<std::shared_ptr<StallMeter>> meters) {
+    meters_ = std::move(meters);
+  }
+
  private:
   absl::StatusOr<Event*> LayerEvent(uint32_t layer);
+  // Whether `event` and every event in waits_ have completed (errors count as completed).
+  bool Landed(Event* event);
+  void ChargeStall(uint64_t ns);
+  absl::Status WaitAll();
+  // The stream waits of WaitLayer, with the stream's time at them measured when `measure`.
+  absl::Status StreamWaits(Event* event, Stream& stream, bool measure);
 
   const std::vector<std::shared_ptr<Event>> waits_;
   std::shared_ptr<Event> done_;
@@ -70,6 +94,7 @@ class TransferHandleImpl final : public TransferHandle {
   absl::AnyInvocable<absl::Status()> release_ ABSL_GUARDED_BY(release_mu_);
   // Disk reads this transfer's copies were gated on; their failures are the transfer's.
   const std::vector<std::shared_ptr<HostFill>> fills_;
+  std::vector<std::shared_ptr<StallMeter>> meters_;
 };
 
 }  // namespace kvtier

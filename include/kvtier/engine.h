@@ -217,7 +217,12 @@ struct TierStats {
   size_t capacity_blocks = 0;
   size_t used_blocks = 0;
   size_t pinned_blocks = 0;
-  uint64_t hits = 0;        // blocks loaded from this tier
+  // Lookups: every block a Load or LoadToGpuTier reads is a hit in the highest tier that
+  // held it when the call was made and a miss in each tier above; every full block a Match
+  // could not find is a miss in every tier. Prefetches are not lookups (PrefetchStats).
+  // hit ratio of a tier = hits / (hits + misses).
+  uint64_t hits = 0;
+  uint64_t misses = 0;
   uint64_t bytes_in = 0;    // bytes written into this tier
   uint64_t bytes_out = 0;   // bytes read out of this tier
   uint64_t evictions = 0;   // copies dropped to make room
@@ -235,7 +240,11 @@ struct NamespaceStats {
   uint64_t matched_blocks = 0;  // blocks Match found (hits)
   uint64_t missed_blocks = 0;   // full blocks of Match queries past the matched prefix
   uint64_t stored_blocks = 0;
-  uint64_t loaded_blocks = 0;   // by Load
+  uint64_t loaded_blocks = 0;   // by Load and LoadToGpuTier
+  uint64_t hits_per_tier[kNumTiers] = {};    // lookups, as in TierStats
+  uint64_t misses_per_tier[kNumTiers] = {};
+  uint64_t stall_ns = 0;        // as EngineStats::stall_ns, for this namespace's loads
+  uint64_t stalled_waits = 0;
 };
 
 // Latency of one kind of call, as time spent inside the call: Store and Load return once
@@ -281,6 +290,13 @@ struct EngineStats {
   uint64_t leases_held = 0;
   uint64_t leases_expired = 0;
   uint64_t missed_blocks = 0;  // full blocks of Match queries past the matched prefix
+  // Stall: time a load's reader waited for its bytes. A host wait (TransferHandle::Wait,
+  // WaitLayerHost) that finds the copies still in flight adds the time the host blocked; a
+  // stream wait (WaitLayer) that finds them in flight adds the time the reader's stream sat
+  // at the wait, measured by host callbacks on that stream around it. Waits that find the
+  // bytes landed add nothing and cost nothing extra.
+  uint64_t stall_ns = 0;
+  uint64_t stalled_waits = 0;  // waits that found their bytes still in flight
   LatencyStats match_latency;
   LatencyStats store_latency;
   LatencyStats load_latency;

@@ -402,5 +402,83 @@ TEST_F(EngineTest, WaitLayerOrdersTheCallersStreamAfterThatLayer) {
   EXPECT_TRUE((*h)->Wait().ok());
 }
 
+TEST_F(EngineTest, LookupsCountAHitInTheHighestTierHoldingABlockAndAMissInEachAbove) {
+  Open(4, 8);
+  const std::vector<int32_t> prompt = Prompt(3, 80);
+  const std::vector<BlockKey> keys = StoreAll(prompt);  // stored into the host tier
+  // Two blocks promoted host -> GPU: misses in the GPU tier, hits in the host tier.
+  auto lease = engine_->LoadToGpuTier("default", {keys[0], keys[1]}, true, absl::ZeroDuration());
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  ASSERT_TRUE((*lease)->Wait().ok());
+  ASSERT_TRUE((*lease)->Release().ok());
+  // All three loaded: two now served by the GPU tier, one by the host tier.
+  ExpectLoadsExactly(keys);
+  // Three full blocks nobody stored: a miss in every tier.
+  ASSERT_EQ(engine_->Match("default", Prompt(3, 81))->matched_tokens, 0u);
+  const EngineStats st = engine_->Stats();
+  EXPECT_EQ(st.tiers[0].hits, 2u);
+  EXPECT_EQ(st.tiers[0].misses, 2u + 1u + 3u);
+  EXPECT_EQ(st.tiers[1].hits, 2u + 1u);
+  EXPECT_EQ(st.tiers[1].misses, 3u);
+  EXPECT_EQ(st.tiers[2].hits + st.tiers[2].misses, 0u);  // no disk tier
+  const NamespaceStats& ns = st.namespaces[0];
+  EXPECT_EQ(ns.hits_per_tier[0], 2u);
+  EXPECT_EQ(ns.misses_per_tier[0], 6u);
+  EXPECT_EQ(ns.hits_per_tier[1], 3u);
+  EXPECT_EQ(ns.misses_per_tier[1], 3u);
+  EXPECT_EQ(ns.loaded_blocks, 2u + 3u);
+  // Nothing of the other namespace's counts moved.
+  EXPECT_EQ(st.namespaces[1].hits_per_tier[0] + st.namespaces[1].misses_per_tier[0] +
+                st.namespaces[1].hits_per_tier[1] + st.namespaces[1].misses_per_tier[1],
+            0u);
+}
+
+TEST_F(EngineTest, StallTimeCountsOnlyWaitsThatFindTheBytesInFlight) {
+  // 5 MB/s: loading 4 blocks of 8 KiB takes about 6.5 ms.
+  Open(0, 8, [](EngineOptions& o) { o.device.emulated_copy_gbps = 0.005; });
+  const std::vector<BlockKey> keys = StoreAll(Prompt(4, 82));
+  DeviceBlocks dst(dev(), 4, bytes_);
+  LoadRequest r;
+  r.ns = "default";
+  r.keys = keys;
+  r.buffers = KvBuffers::Blocks(dst.ptrs());
+  EngineStats before = engine_->Stats();
+
+  // A host wait right away blocks until the bytes land: all of it is stall.
+  auto h = engine_->Load(r);
+  ASSERT_TRUE(h.ok()) << h.status();
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE((*h)->Wait().ok());
+  const uint64_t blocked_ns = absl::ToInt64Nanoseconds(absl::Now() - start);
+  EngineStats st = engine_->Stats();
+  EXPECT_EQ(st.stalled_waits - before.stalled_waits, 1u);
+  EXPECT_GT(st.stall_ns - before.stall_ns, 2'000'000u);  // well past 0: ~6.5 ms of copies
+  EXPECT_LE(st.stall_ns - before.stall_ns, blocked_ns);
+  EXPECT_EQ(st.namespaces[0].stall_ns, st.stall_ns);
+  EXPECT_EQ(st.namespaces[1].stall_ns, 0u);
+
+  // Waiting again on landed bytes, host or stream, is no stall.
+  auto attention = dev().CreateStream();
+  ASSERT_TRUE(attention.ok());
+  ASSERT_TRUE((*h)->Wait().ok());
+  ASSERT_TRUE((*h)->WaitLayer(3, **attention).ok());
+  ASSERT_TRUE((*attention)->Synchronize().ok());
+  before = st;
+  st = engine_->Stats();
+  EXPECT_EQ(st.stalled_waits, before.stalled_waits);
+  EXPECT_EQ(st.stall_ns, before.stall_ns);
+
+  // A stream wait on the last layer of a fresh load: the stream sits there, the host does not.
+  auto h2 = engine_->Load(r);
+  ASSERT_TRUE(h2.ok()) << h2.status();
+  ASSERT_TRUE((*h2)->WaitLayer(3, **attention).ok());
+  ASSERT_TRUE((*attention)->Synchronize().ok());
+  st = engine_->Stats();
+  EXPECT_EQ(st.stalled_waits - before.stalled_waits, 1u);
+  EXPECT_GT(st.stall_ns, before.stall_ns);
+  EXPECT_EQ(st.namespaces[0].stalled_waits, st.stalled_waits);
+  ASSERT_TRUE((*h2)->Wait().ok());
+}
+
 }  // namespace
 }  // namespace kvtier

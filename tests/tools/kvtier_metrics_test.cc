@@ -131,6 +131,12 @@ TEST_F(KvtierMetricsTest, StatsTopAndPrometheusTextAgreeWithTheEngine) {
   EXPECT_EQ(Num(*j, "tiers/1/used_blocks"), 3);
   EXPECT_EQ(Num(*j, "tiers/1/used_bytes"), 3.0 * bytes);
   EXPECT_EQ(Num(*j, "tiers/1/hits"), 2);
+  EXPECT_EQ(Num(*j, "tiers/1/misses"), 2);  // the 2 blocks Match could not find
+  EXPECT_EQ(Num(*j, "tiers/0/misses"), 0);  // no GPU tier: no lookups counted there
+  EXPECT_EQ(Num(*j, "namespaces/0/hits_per_tier/host"), 2);
+  EXPECT_EQ(Num(*j, "namespaces/0/misses_per_tier/host"), 2);
+  EXPECT_EQ(Num(*j, "namespaces/1/hits_per_tier/host"), 0);
+  EXPECT_GE(Num(*j, "engine/stall_ns"), 0);
   EXPECT_EQ(Num(*j, "engine/match_calls"), 2);
   EXPECT_EQ(Num(*j, "engine/matched_blocks"), 3);
   EXPECT_EQ(Num(*j, "engine/missed_blocks"), 2);
@@ -150,6 +156,7 @@ TEST_F(KvtierMetricsTest, StatsTopAndPrometheusTextAgreeWithTheEngine) {
   ASSERT_EQ(human.exit_code, 0) << human.out;
   EXPECT_NE(human.out.find("host"), std::string::npos) << human.out;
   EXPECT_NE(human.out.find("hit ratio  60.0%"), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("stall: "), std::string::npos) << human.out;
   RunResult top = RunCli(absl::StrCat("top --once --interval 0.1 ", url_));
   ASSERT_EQ(top.exit_code, 0) << top.out;
   EXPECT_NE(top.out.find("hit ratio"), std::string::npos) << top.out;
@@ -169,7 +176,9 @@ TEST_F(KvtierMetricsTest, StatsTopAndPrometheusTextAgreeWithTheEngine) {
   EXPECT_GT(samples, 50u);
   for (const char* want : {"kvtier_tier_used_blocks{tier=\"host\"} 3\n",
                            "kvtier_namespace_stored_blocks_total{namespace=\"default\"} 3\n",
-                           "kvtier_missed_blocks_total 2\n", "kvtier_match_latency_seconds_count 2\n",
+                           "kvtier_missed_blocks_total 2\n",
+                           "kvtier_tier_misses_total{tier=\"host\"} 2\n",
+                           "kvtier_namespace_hits_total{namespace=\"default\",tier=\"host\"} 2\n", "kvtier_match_latency_seconds_count 2\n",
                            "kvtier_match_latency_seconds_bucket{le=\"+Inf\"} 2\n"}) {
     EXPECT_NE(res->body.find(want), std::string::npos) << want;
   }

@@ -81,15 +81,17 @@ std::string FormatStats(const Json& s) {
   absl::StrAppendFormat(&out, "device %s, block %s\n\n",
                         device != nullptr ? device->str() : std::string("?"),
                         HumanBytes(Num(s, "block_bytes")));
-  out += "tier      used/capacity      bytes      hits   bytes in  bytes out  evict  demote  "
-         "promote  rejected  cksum-fail\n";
+  out += "tier      used/capacity      bytes      hits    misses  hit-ratio   bytes in  bytes out  "
+         "evict  demote  promote  rejected  cksum-fail\n";
   if (const Json* tiers = s.Find("tiers"); tiers != nullptr) {
     for (const Json& t : tiers->items()) {
+      const double hits = Num(t, "hits"), misses = Num(t, "misses");
       absl::StrAppendFormat(
-          &out, "%-5s %8.0f/%-9.0f %10s %9.0f %10s %10s %6.0f %7.0f %8.0f %9.0f %11.0f\n",
+          &out,
+          "%-5s %8.0f/%-9.0f %10s %9.0f %9.0f %10s %10s %10s %6.0f %7.0f %8.0f %9.0f %11.0f\n",
           t.Find("tier") != nullptr ? t.Find("tier")->str() : "?", Num(t, "used_blocks"),
-          Num(t, "capacity_blocks"), HumanBytes(Num(t, "used_bytes")), Num(t, "hits"),
-          HumanBytes(Num(t, "bytes_in")), HumanBytes(Num(t, "bytes_out")), Num(t, "evictions"),
+          Num(t, "capacity_blocks"), HumanBytes(Num(t, "used_bytes")), hits, misses,
+          Ratio(hits, hits + misses), HumanBytes(Num(t, "bytes_in")), HumanBytes(Num(t, "bytes_out")), Num(t, "evictions"),
           Num(t, "demotions"), Num(t, "promotions"), Num(t, "admissions_rejected"),
           Num(t, "checksum_failures"));
     }
@@ -116,6 +118,8 @@ std::string FormatStats(const Json& s) {
                         Num(s, "engine/stored_blocks"), Num(s, "engine/deduplicated_blocks"),
                         Num(s, "engine/rejected_blocks"), Num(s, "engine/loaded_blocks"),
                         Num(s, "engine/leases_held"), Num(s, "engine/leases_expired"));
+  absl::StrAppendFormat(&out, "stall: %.3f s waiting for loaded bytes over %.0f waits\n",
+                        Num(s, "engine/stall_ns") * 1e-9, Num(s, "engine/stalled_waits"));
   absl::StrAppendFormat(&out,
                         "prefetch: hinted %.0f, issued %.0f, useful %.0f, late %.0f, unused "
                         "%.0f, queued %.0f\n",
@@ -137,16 +141,18 @@ std::string FormatTopFrame(const Json& prev, const Json& cur, double seconds,
   const double dt = seconds > 0 ? seconds : 1;
   auto delta = [&](absl::string_view path) { return Num(cur, path) - Num(prev, path); };
   std::string out = absl::StrFormat("kvtier top  %s  (rates over %.1fs)\n\n", url, dt);
-  out += "tier   used/capacity    occupancy   hits/s    in/s        out/s       evict/s\n";
+  out += "tier   used/capacity    occupancy   hits/s  hit-ratio  in/s        out/s       "
+         "evict/s\n";
   for (int i = 0; i < 3; ++i) {
     const std::string t = absl::StrCat("tiers/", i, "/");
     const Json* name = cur.Path(t + "tier");
     absl::StrAppendFormat(
-        &out, "%-5s %7.0f/%-8.0f %9s %8.1f %11s %11s %9.1f\n",
+        &out, "%-5s %7.0f/%-8.0f %9s %8.1f %10s %11s %11s %9.1f\n",
         name != nullptr ? name->str() : "?", Num(cur, t + "used_blocks"),
         Num(cur, t + "capacity_blocks"),
         Ratio(Num(cur, t + "used_blocks"), Num(cur, t + "capacity_blocks")),
-        delta(t + "hits") / dt, HumanBytes(delta(t + "bytes_in") / dt) + "/s",
+        delta(t + "hits") / dt, Ratio(delta(t + "hits"), delta(t + "hits") + delta(t + "misses")),
+        HumanBytes(delta(t + "bytes_in") / dt) + "/s",
         HumanBytes(delta(t + "bytes_out") / dt) + "/s", delta(t + "evictions") / dt);
   }
   const double hit = delta("engine/matched_blocks"), miss = delta("engine/missed_blocks");
@@ -165,6 +171,9 @@ std::string FormatTopFrame(const Json& prev, const Json& cur, double seconds,
   absl::StrAppendFormat(&out, "\nprefetch (interval)  useful %.0f  late %.0f  unused %.0f\n",
                         delta("engine/prefetch_useful"), delta("engine/prefetch_late"),
                         delta("engine/prefetch_unused"));
+  absl::StrAppendFormat(&out, "stall (interval)     %.1f%% of the time, %.0f waits\n",
+                        100 * delta("engine/stall_ns") * 1e-9 / dt,
+                        delta("engine/stalled_waits"));
   return out;
 }
 
