@@ -11,6 +11,7 @@ packages=(
   clang libclang-rt-14-dev   # ThreadSanitizer build and -Wthread-safety checks
   fio                        # the disk benchmark's ceiling
   gnuplot-nox                # bench eviction's PNG plot
+  pybind11-dev python3-dev python3-numpy   # the Python module (python/)
 )
 
 missing=()

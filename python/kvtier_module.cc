@@ -1,0 +1,863 @@
+// python/kvtier_module.cc — the `kvtier._kvtier` extension module: kvtier::Engine for Python.
+//
+// Python hands kvtier NumPy arrays (host memory); the C++ API moves KV between tiers and
+// *device* buffers (DevicePtr). Each Store and Load therefore stages through a device buffer
+// of the engine's own Device: Store copies the array host → device on a staging stream and
+// stores from there (the engine's copies wait on that stream, not the host); Load loads into
+// the staging buffer and copies it device → host into the result. On the emulated device the
+// "device" buffer is the emulated arena, on CUDA it is cudaMalloc'd memory. Staging buffers
+// and their streams are pooled per engine, so steady-state calls allocate nothing.
+//
+// Promises:
+//   * Every blocking wait (Open, Store/Load completion, Flush, Close) releases the GIL.
+//   * absl::Status errors become exceptions of the kvtier.Error hierarchy, carrying the
+//     engine's message: InvalidArgumentError (also a ValueError), NotFoundError (also a
+//     LookupError), AlreadyExistsError, ResourceExhaustedError, FailedPreconditionError,
+//     DataLossError, UnavailableError; any other code raises kvtier.Error (a RuntimeError).
+//   * Array shapes and dtypes are checked before anything is enqueued, with messages that
+//     name the expected shape.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "common/mutex.h"
+#include "kvtier/block_key.h"
+#include "kvtier/device.h"
+#include "kvtier/engine.h"
+#include "kvtier/geometry.h"
+
+namespace py = pybind11;
+
+namespace kvtier::python {
+namespace {
+
+// ----------------------------------------------------------------------------- errors
+
+// The Python exception types, created at import (PyErr_NewException: several bases).
+struct ErrorTypes {
+  PyObject* base = nullptr;  // kvtier.Error(RuntimeError)
+  std::map<absl::StatusCode, PyObject*> by_code;
+};
+ErrorTypes& Errors() {
+  static ErrorTypes* errors = new ErrorTypes();  // lives as long as the interpreter
+  return *errors;
+}
+
+// Thrown by the binding, translated to the exception type of its code.
+class StatusError : public std::exception {
+ public:
+  explicit StatusError(absl::Status status)
+      : status_(std::move(status)), what_(status_.message()) {}
+  const absl::Status& status() const { return status_; }
+  const char* what() const noexcept override { return what_.c_str(); }
+
+ private:
+  absl::Status status_;
+  std::string what_;
+};
+
+void ThrowIfError(const absl::Status& s) {
+  if (!s.ok()) throw StatusError(s);
+}
+template <typename T>
+T ValueOrThrow(absl::StatusOr<T> v) {
+  if (!v.ok()) throw StatusError(v.status());
+  return *std::move(v);
+}
+[[noreturn]] void ThrowInvalid(const std::string& message) {
+  throw StatusError(absl::InvalidArgumentError(message));
+}
+
+void RegisterErrors(py::module_& m) {
+  ErrorTypes& e = Errors();
+  e.base = PyErr_NewExceptionWithDoc(
+      "kvtier.Error", "A kvtier call failed; the message says what was wrong.",
+      PyExc_RuntimeError, nullptr);
+  if (e.base == nullptr) throw py::error_already_set();
+  m.attr("Error") = py::handle(e.base);
+  struct Kind {
+    absl::StatusCode code;
+    const char* name;
+    PyObject* also;  // a built-in exception the type also derives from, or null
+    const char* doc;
+  };
+  const Kind kinds[] = {
+      {absl::StatusCode::kInvalidArgument, "InvalidArgumentError", PyExc_ValueError,
+       "Bad input: wrong geometry, shape, dtype, key, namespace name, size."},
+      {absl::StatusCode::kNotFound, "NotFoundError", PyExc_LookupError,
+       "A namespace, key or hint id that does not exist."},
+      {absl::StatusCode::kAlreadyExists, "AlreadyExistsError", nullptr,
+       "Creating something that already exists."},
+      {absl::StatusCode::kResourceExhausted, "ResourceExhaustedError", nullptr,
+       "A tier cannot hold the request without evicting pinned data."},
+      {absl::StatusCode::kFailedPrecondition, "FailedPreconditionError", nullptr,
+       "The engine is not in a state for this call (e.g. no GPU tier, engine closed)."},
+      {absl::StatusCode::kDataLoss, "DataLossError", nullptr,
+       "Block bytes failed verification; the destination holds zeros, never wrong data."},
+      {absl::StatusCode::kUnavailable, "UnavailableError", nullptr,
+       "A resource (metrics port, device) is not available."},
+  };
+  for (const Kind& k : kinds) {
+    PyObject* bases = k.also ? PyTuple_Pack(2, e.base, k.also) : PyTuple_Pack(1, e.base);
+    if (bases == nullptr) throw py::error_already_set();
+    const std::string qualified = std::string("kvtier.") + k.name;
+    PyObject* type = PyErr_NewExceptionWithDoc(qualified.c_str(), k.doc, bases, nullptr);
+    Py_DECREF(bases);
+    if (type == nullptr) throw py::error_already_set();
+    e.by_code[k.code] = type;
+    m.attr(k.name) = py::handle(type);
+  }
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const StatusError& err) {
+      const ErrorTypes& types = Errors();
+      auto it = types.by_code.find(err.status().code());
+      PyErr_SetString(it == types.by_code.end() ? types.base : it->second, err.what());
+    }
+  });
+}
+
+// ----------------------------------------------------------------------------- conversions
+
+std::string Str(py::handle h) { return py::str(h).cast<std::string>(); }
+std::string TypeName(py::handle h) { return Str(py::type::of(h).attr("__name__")); }
+
+std::vector<int32_t> TokensFrom(const py::handle& tokens) {
+  // Any sequence or array of integers; values must fit in int32 (token ids are int32 in the
+  // key encoding). Non-integer arrays are refused rather than silently truncated.
+  if (py::isinstance<py::array>(tokens)) {
+    py::array a = py::reinterpret_borrow<py::array>(tokens);
+    if (a.ndim() != 1) {
+      ThrowInvalid(absl::StrFormat("tokens: expected a 1-D array, got %d dimensions", a.ndim()));
+    }
+    const char kind = a.dtype().kind();
+    if (kind != 'i' && kind != 'u') {
+      ThrowInvalid(absl::StrFormat("tokens: expected an integer array, got dtype %s",
+                                   Str(a.dtype())));
+    }
+    py::array_t<int64_t, py::array::forcecast> wide(a);
+    std::vector<int32_t> out(static_cast<size_t>(wide.size()));
+    auto v = wide.unchecked<1>();
+    for (py::ssize_t i = 0; i < v.shape(0); ++i) {
+      if (v(i) < INT32_MIN || v(i) > INT32_MAX) {
+        ThrowInvalid(absl::StrFormat("tokens[%d] = %d does not fit in int32", i, v(i)));
+      }
+      out[static_cast<size_t>(i)] = static_cast<int32_t>(v(i));
+    }
+    return out;
+  }
+  if (py::isinstance<py::str>(tokens) || py::isinstance<py::bytes>(tokens) ||
+      !py::isinstance<py::sequence>(tokens)) {
+    ThrowInvalid(absl::StrFormat("tokens: expected a sequence or 1-D array of ints, got %s",
+                                 TypeName(tokens)));
+  }
+  py::sequence seq = py::reinterpret_borrow<py::sequence>(tokens);
+  std::vector<int32_t> out;
+  out.reserve(seq.size());
+  for (size_t i = 0; i < seq.size(); ++i) {
+    py::handle item = seq[i];
+    if (!py::isinstance<py::int_>(item) && !py::hasattr(item, "__index__")) {
+      ThrowInvalid(absl::StrFormat("tokens[%d]: expected an int, got %s", i,
+                                   TypeName(item)));
+    }
+    const long long v = py::cast<long long>(item);  // NOLINT(runtime/int): Python's int
+    if (v < INT32_MIN || v > INT32_MAX) {
+      ThrowInvalid(absl::StrFormat("tokens[%d] = %d does not fit in int32", i, v));
+    }
+    out.push_back(static_cast<int32_t>(v));
+  }
+  return out;
+}
+
+std::vector<BlockKey> KeysFrom(const std::vector<std::string>& hex) {
+  std::vector<BlockKey> keys;
+  keys.reserve(hex.size());
+  for (const std::string& h : hex) keys.push_back(ValueOrThrow(BlockKey::FromHex(h)));
+  return keys;
+}
+
+std::vector<std::string> HexOf(const std::vector<BlockKey>& keys) {
+  std::vector<std::string> out;
+  out.reserve(keys.size());
+  for (const BlockKey& k : keys) out.push_back(k.ToHex());
+  return out;
+}
+
+// The NumPy dtype a block's elements load as: float16, float32, or uint16 holding bfloat16
+// bits (NumPy has no bfloat16).
+py::dtype NativeDtype(DType d) {
+  switch (d) {
+    case DType::kFloat16:
+      return py::dtype("float16");
+    case DType::kFloat32:
+      return py::dtype("float32");
+    case DType::kBFloat16:
+      return py::dtype("uint16");
+  }
+  return py::dtype("uint8");
+}
+
+// Arrays accepted as blocks of `d`: the native dtype, or a same-width integer holding raw
+// bits (how torch's bfloat16 / float16 reach NumPy: tensor.view(torch.int16).numpy()).
+bool AcceptsDtype(DType d, const py::dtype& dt) {
+  const char kind = dt.kind();
+  const size_t size = static_cast<size_t>(dt.itemsize());
+  if (size != DTypeSize(d)) return false;
+  if (kind == 'i' || kind == 'u') return true;
+  if (kind == 'f') return d != DType::kBFloat16;  // a float16 array is not bfloat16 bits
+  // Extension dtypes named bfloat16 (ml_dtypes) are accepted for bf16 geometries.
+  return d == DType::kBFloat16 && Str(dt) == "bfloat16";
+}
+
+std::vector<py::ssize_t> BlockShape(const Geometry& g) {
+  return {static_cast<py::ssize_t>(g.num_layers), 2, static_cast<py::ssize_t>(g.block_tokens),
+          static_cast<py::ssize_t>(g.num_kv_heads), static_cast<py::ssize_t>(g.head_dim)};
+}
+
+std::string ShapeString(const std::vector<py::ssize_t>& shape) {
+  return "(" + absl::StrJoin(shape, ", ") + ")";
+}
+
+// Checks `a` is (n, layers, 2, block_tokens, kv_heads, head_dim), C-contiguous, of an
+// accepted dtype (writable if `writable`); returns n.
+size_t CheckBlocksArray(const py::array& a, const Geometry& g, const char* what, bool writable) {
+  const std::vector<py::ssize_t> block = BlockShape(g);
+  std::vector<py::ssize_t> shape(a.shape(), a.shape() + a.ndim());
+  const std::string expected = "(n, " + ShapeString(block).substr(1);
+  if (shape.size() != block.size() + 1 || !std::equal(block.begin(), block.end(), shape.begin() + 1)) {
+    ThrowInvalid(absl::StrFormat(
+        "%s: expected shape (n, layers, 2, block_tokens, kv_heads, head_dim) = %s for geometry "
+        "%s, got %s",
+        what, expected, g.ToString(), ShapeString(shape)));
+  }
+  if (!AcceptsDtype(g.dtype, a.dtype())) {
+    ThrowInvalid(absl::StrFormat(
+        "%s: dtype %s does not hold %s elements (use %s, or a %d-byte integer dtype holding "
+        "the raw bits)",
+        what, Str(a.dtype()), DTypeName(g.dtype),
+        Str(NativeDtype(g.dtype)), DTypeSize(g.dtype)));
+  }
+  if (!(a.flags() & py::array::c_style)) {
+    ThrowInvalid(absl::StrFormat("%s: array must be C-contiguous (use numpy.ascontiguousarray)",
+                                 what));
+  }
+  if (writable && !a.writeable()) ThrowInvalid(absl::StrFormat("%s: array is read-only", what));
+  return static_cast<size_t>(shape[0]);
+}
+
+absl::StatusOr<DeviceChoice> ParseDevice(const std::string& s) {
+  if (s == "auto") return DeviceChoice::kAuto;
+  if (s == "cuda") return DeviceChoice::kCuda;
+  if (s == "emulated") return DeviceChoice::kEmulated;
+  return absl::InvalidArgumentError(
+      absl::StrFormat("device '%s': expected 'auto', 'cuda' or 'emulated'", s));
+}
+const char* DeviceChoiceName(DeviceChoice c) {
+  switch (c) {
+    case DeviceChoice::kAuto:
+      return "auto";
+    case DeviceChoice::kCuda:
+      return "cuda";
+    case DeviceChoice::kEmulated:
+      return "emulated";
+  }
+  return "?";
+}
+absl::StatusOr<KeyHash> ParseKeyHash(const std::string& s) {
+  if (s == "sha256") return KeyHash::kSha256;
+  if (s == "xxh3") return KeyHash::kXxh3;
+  return absl::InvalidArgumentError(
+      absl::StrFormat("key_hash '%s': expected 'sha256' or 'xxh3'", s));
+}
+
+// ----------------------------------------------------------------------------- staging
+
+// A device buffer and the stream that fills and drains it. Pooled by Staging.
+struct Stager {
+  std::unique_ptr<Stream> stream;
+  DevicePtr buffer;
+  size_t capacity = 0;
+};
+
+// Device staging buffers for NumPy ↔ engine copies. Thread-safe; buffers grow to the
+// largest request and at most kKeep idle stagers are kept.
+class Staging {
+ public:
+  explicit Staging(Device& device) : device_(device) {}
+  ~Staging() { Clear(); }
+
+  absl::StatusOr<std::unique_ptr<Stager>> Acquire(size_t bytes) {
+    std::unique_ptr<Stager> s;
+    {
+      MutexLock lock(&mu_);
+      if (!idle_.empty()) {
+        s = std::move(idle_.back());
+        idle_.pop_back();
+      }
+    }
+    if (s == nullptr) {
+      s = std::make_unique<Stager>();
+      absl::StatusOr<std::unique_ptr<Stream>> stream = device_.CreateStream();
+      if (!stream.ok()) return stream.status();
+      s->stream = std::move(*stream);
+    }
+    if (s->capacity < bytes) {
+      if (!s->buffer.is_null()) {
+        if (absl::Status st = device_.Free(s->buffer); !st.ok()) return st;
+        s->buffer = DevicePtr();
+        s->capacity = 0;
+      }
+      absl::StatusOr<DevicePtr> p = device_.Allocate(bytes);
+      if (!p.ok()) return p.status();
+      s->buffer = *p;
+      s->capacity = bytes;
+    }
+    return s;
+  }
+
+  void Return(std::unique_ptr<Stager> s) {
+    MutexLock lock(&mu_);
+    if (idle_.size() < kKeep) {
+      idle_.push_back(std::move(s));
+      return;
+    }
+    if (!s->buffer.is_null()) device_.Free(s->buffer).IgnoreError();
+  }
+
+  void Clear() {
+    MutexLock lock(&mu_);
+    for (std::unique_ptr<Stager>& s : idle_) {
+      if (!s->buffer.is_null()) device_.Free(s->buffer).IgnoreError();
+    }
+    idle_.clear();
+  }
+
+ private:
+  static constexpr size_t kKeep = 4;
+  Device& device_;
+  Mutex mu_;
+  std::vector<std::unique_ptr<Stager>> idle_ ABSL_GUARDED_BY(mu_);
+};
+
+// Returns a stager to its pool on every exit path.
+class StagerLease {
+ public:
+  StagerLease(Staging& pool, std::unique_ptr<Stager> s) : pool_(pool), s_(std::move(s)) {}
+  ~StagerLease() { pool_.Return(std::move(s_)); }
+  Stager& operator*() { return *s_; }
+  Stager* operator->() { return s_.get(); }
+
+ private:
+  Staging& pool_;
+  std::unique_ptr<Stager> s_;
+};
+
+// ----------------------------------------------------------------------------- engine
+
+// An open engine plus its staging pool. Shared by the Python object and the calls in
+// flight, so Close() from Python frees it once the last call has returned.
+struct OpenEngine {
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<Staging> staging;
+  ~OpenEngine() {
+    staging.reset();  // device buffers go back before the device does
+    engine.reset();
+  }
+};
+
+class PyEngine {
+ public:
+  static std::unique_ptr<PyEngine> Open(const EngineOptions& options) {
+    absl::StatusOr<std::unique_ptr<Engine>> e;
+    {
+      py::gil_scoped_release nogil;  // a disk tier's recovery can take a while
+      e = Engine::Open(options);
+    }
+    auto open = std::make_shared<OpenEngine>();
+    open->engine = ValueOrThrow(std::move(e));
+    open->staging = std::make_unique<Staging>(open->engine->device());
+    return std::unique_ptr<PyEngine>(new PyEngine(std::move(open)));
+  }
+
+  ~PyEngine() { Close(); }
+
+  void Close() {
+    std::shared_ptr<OpenEngine> last = std::move(open_);
+    open_.reset();
+    if (last == nullptr) return;
+    py::gil_scoped_release nogil;  // the destructor waits for in-flight transfers
+    last.reset();
+  }
+  bool closed() const { return open_ == nullptr; }
+
+  const EngineOptions& options() const { return Get()->engine->options(); }
+  const Geometry& geometry() const { return options().geometry; }
+
+  std::string DeviceName() const { return Get()->engine->device().name(); }
+  std::string DeviceKind() const { return DeviceKindName(Get()->engine->device().kind()); }
+
+  void CreateNamespace(const std::string& ns) {
+    ThrowIfError(Get()->engine->CreateNamespace(ns));
+  }
+  std::vector<std::string> ListNamespaces() const { return Get()->engine->ListNamespaces(); }
+
+  std::vector<std::string> BlockKeys(const std::string& ns, const py::handle& tokens,
+                                     const std::string& extra) const {
+    const EngineOptions& o = options();
+    KeyHasher hasher(o.key_hash, ns, o.model_fingerprint, o.geometry.Fingerprint());
+    return HexOf(hasher.Keys(TokensFrom(tokens), o.geometry.block_tokens, extra));
+  }
+
+  py::tuple Match(const std::string& ns, const py::handle& tokens, const std::string& extra) {
+    std::shared_ptr<OpenEngine> e = Get();
+    const std::vector<int32_t> t = TokensFrom(tokens);
+    absl::StatusOr<MatchResult> m;
+    {
+      py::gil_scoped_release nogil;
+      m = e->engine->Match(ns, t, extra);
+    }
+    MatchResult r = ValueOrThrow(std::move(m));
+    return py::make_tuple(r.matched_tokens, HexOf(r.keys));
+  }
+
+  std::vector<std::string> MatchTiers(const std::string& ns, const py::handle& tokens,
+                                      const std::string& extra) {
+    std::shared_ptr<OpenEngine> e = Get();
+    const std::vector<int32_t> t = TokensFrom(tokens);
+    absl::StatusOr<MatchResult> m;
+    {
+      py::gil_scoped_release nogil;
+      m = e->engine->Match(ns, t, extra);
+    }
+    std::vector<std::string> out;
+    for (TierKind tier : ValueOrThrow(std::move(m)).tiers) out.push_back(TierKindName(tier));
+    return out;
+  }
+
+  // Stages `kv` into device memory and stores it as blocks first_block.. of `tokens`.
+  py::dict Store(const std::string& ns, const py::handle& tokens, const py::array& kv,
+                 size_t first_block, const std::string& extra) {
+    std::shared_ptr<OpenEngine> e = Get();
+    const Geometry& g = e->engine->options().geometry;
+    const size_t n = CheckBlocksArray(kv, g, "store: kv", /*writable=*/false);
+    if (n == 0) ThrowInvalid("store: kv holds no blocks (its first dimension is 0)");
+    const std::vector<int32_t> t = TokensFrom(tokens);
+    const size_t bytes = g.block_bytes();
+    const void* host = kv.data();
+    size_t moved = 0, present = 0, rejected = 0;
+    {
+      py::gil_scoped_release nogil;  // `kv` stays referenced by the caller's frame
+      StagerLease s(*e->staging, ValueOrThrow(e->staging->Acquire(n * bytes)));
+      ThrowIfError(s->stream->CopyToDevice(s->buffer, host, n * bytes));
+      std::vector<DevicePtr> ptrs(n);
+      for (size_t i = 0; i < n; ++i) ptrs[i] = s->buffer + i * bytes;
+      StoreRequest r;
+      r.ns = ns;
+      r.tokens = t;
+      r.extra = extra;
+      r.first_block = first_block;
+      r.buffers = KvBuffers::Blocks(std::move(ptrs));
+      r.after = s->stream.get();
+      absl::StatusOr<std::unique_ptr<TransferHandle>> h = e->engine->Store(r);
+      // The staging copy must land before the buffer is reused, whatever Store said.
+      const absl::Status staged = s->stream->Synchronize();
+      std::unique_ptr<TransferHandle> handle = ValueOrThrow(std::move(h));
+      ThrowIfError(staged);
+      ThrowIfError(handle->Wait());
+      moved = handle->blocks_moved();
+      present = handle->blocks_present();
+      rejected = handle->blocks_rejected();
+    }
+    py::dict d;
+    d["stored"] = moved;
+    d["present"] = present;
+    d["rejected"] = rejected;
+    return d;
+  }
+
+  // Loads `keys` into `out` (allocated when None) through a device staging buffer.
+  py::array Load(const std::string& ns, const std::vector<std::string>& hex, py::object out) {
+    std::shared_ptr<OpenEngine> e = Get();
+    const Geometry& g = e->engine->options().geometry;
+    std::vector<BlockKey> keys = KeysFrom(hex);
+    const size_t n = keys.size();
+    if (n == 0) ThrowInvalid("load: no keys given");
+    py::array result;
+    if (out.is_none()) {
+      std::vector<py::ssize_t> shape = BlockShape(g);
+      shape.insert(shape.begin(), static_cast<py::ssize_t>(n));
+      result = py::array(NativeDtype(g.dtype), shape);
+    } else {
+      if (!py::isinstance<py::array>(out)) ThrowInvalid("load: out must be a numpy array");
+      result = py::reinterpret_borrow<py::array>(out);
+      const size_t got = CheckBlocksArray(result, g, "load: out", /*writable=*/true);
+      if (got != n) {
+        ThrowInvalid(absl::StrFormat("load: out holds %d blocks but %d keys were given", got, n));
+      }
+    }
+    const size_t bytes = g.block_bytes();
+    void* host = result.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      StagerLease s(*e->staging, ValueOrThrow(e->staging->Acquire(n * bytes)));
+      std::vector<DevicePtr> ptrs(n);
+      for (size_t i = 0; i < n; ++i) ptrs[i] = s->buffer + i * bytes;
+      LoadRequest r;
+      r.ns = ns;
+      r.keys = std::move(keys);
+      r.buffers = KvBuffers::Blocks(std::move(ptrs));
+      r.layerwise = false;  // the host wants whole blocks; one event, fewest copies
+      std::unique_ptr<TransferHandle> h = ValueOrThrow(e->engine->Load(r));
+      ThrowIfError(h->Wait());
+      ThrowIfError(s->stream->CopyToHost(host, s->buffer, n * bytes));
+      ThrowIfError(s->stream->Synchronize());
+    }
+    return result;
+  }
+
+  size_t Erase(const std::string& ns, const std::vector<std::string>& hex) {
+    std::shared_ptr<OpenEngine> e = Get();
+    const std::vector<BlockKey> keys = KeysFrom(hex);
+    absl::StatusOr<size_t> n;
+    {
+      py::gil_scoped_release nogil;
+      n = e->engine->Erase(ns, keys);
+    }
+    return ValueOrThrow(std::move(n));
+  }
+
+  size_t EraseNamespace(const std::string& ns) {
+    std::shared_ptr<OpenEngine> e = Get();
+    absl::StatusOr<size_t> n;
+    {
+      py::gil_scoped_release nogil;
+      n = e->engine->EraseNamespace(ns);
+    }
+    return ValueOrThrow(std::move(n));
+  }
+
+  uint64_t Hint(const std::string& ns, const std::vector<std::string>& hex) {
+    std::shared_ptr<OpenEngine> e = Get();
+    const std::vector<BlockKey> keys = KeysFrom(hex);
+    absl::StatusOr<uint64_t> id;
+    {
+      py::gil_scoped_release nogil;
+      id = e->engine->Hint(ns, keys);
+    }
+    return ValueOrThrow(std::move(id));
+  }
+
+  size_t CancelHint(uint64_t id) {
+    std::shared_ptr<OpenEngine> e = Get();
+    absl::StatusOr<size_t> n;
+    {
+      py::gil_scoped_release nogil;
+      n = e->engine->CancelHint(id);
+    }
+    return ValueOrThrow(std::move(n));
+  }
+
+  void Flush() {
+    std::shared_ptr<OpenEngine> e = Get();
+    absl::Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = e->engine->Flush();
+    }
+    ThrowIfError(s);
+  }
+
+  py::dict Stats() {
+    std::shared_ptr<OpenEngine> e = Get();
+    EngineStats st;
+    {
+      py::gil_scoped_release nogil;
+      st = e->engine->Stats();
+    }
+    return StatsDict(st);
+  }
+
+ private:
+  explicit PyEngine(std::shared_ptr<OpenEngine> open) : open_(std::move(open)) {}
+
+  std::shared_ptr<OpenEngine> Get() const {
+    if (open_ == nullptr) {
+      throw StatusError(absl::FailedPreconditionError("the kvtier engine is closed"));
+    }
+    return open_;
+  }
+
+  static py::dict LatencyDict(const LatencyStats& l) {
+    py::dict d;
+    d["count"] = l.count;
+    d["sum_ns"] = l.sum_ns;
+    d["buckets"] = std::vector<uint64_t>(std::begin(l.buckets), std::end(l.buckets));
+    return d;
+  }
+
+  static py::dict StatsDict(const EngineStats& st) {
+    py::dict d;
+    d["device"] = st.device;
+    py::dict tiers;
+    for (int i = 0; i < kNumTiers; ++i) {
+      const TierStats& t = st.tiers[i];
+      py::dict td;
+      td["capacity_blocks"] = t.capacity_blocks;
+      td["used_blocks"] = t.used_blocks;
+      td["pinned_blocks"] = t.pinned_blocks;
+      td["hits"] = t.hits;
+      td["bytes_in"] = t.bytes_in;
+      td["bytes_out"] = t.bytes_out;
+      td["evictions"] = t.evictions;
+      td["demotions"] = t.demotions;
+      td["promotions"] = t.promotions;
+      td["admissions_rejected"] = t.admissions_rejected;
+      td["checksum_failures"] = t.checksum_failures;
+      td["write_failures"] = t.write_failures;
+      tiers[TierKindName(static_cast<TierKind>(i))] = td;
+    }
+    d["tiers"] = tiers;
+    py::dict spaces;
+    for (const NamespaceStats& n : st.namespaces) {
+      py::dict nd;
+      nd["blocks"] = n.blocks;
+      py::dict per_tier;
+      for (int i = 0; i < kNumTiers; ++i) {
+        per_tier[TierKindName(static_cast<TierKind>(i))] = n.blocks_per_tier[i];
+      }
+      nd["blocks_per_tier"] = per_tier;
+      nd["matched_blocks"] = n.matched_blocks;
+      nd["missed_blocks"] = n.missed_blocks;
+      nd["stored_blocks"] = n.stored_blocks;
+      nd["loaded_blocks"] = n.loaded_blocks;
+      spaces[py::str(n.name)] = nd;
+    }
+    d["namespaces"] = spaces;
+    const PrefetchStats& p = st.prefetch;
+    py::dict pd;
+    pd["hinted"] = p.hinted;
+    pd["issued"] = p.issued;
+    pd["present"] = p.present;
+    pd["skipped"] = p.skipped;
+    pd["cancelled"] = p.cancelled;
+    pd["in_time"] = p.in_time;
+    pd["late"] = p.late;
+    pd["unused"] = p.unused;
+    pd["queued"] = p.queued;
+    pd["outstanding_bytes"] = p.outstanding_bytes;
+    pd["budget_bytes"] = p.budget_bytes;
+    d["prefetch"] = pd;
+    d["match_calls"] = st.match_calls;
+    d["matched_blocks"] = st.matched_blocks;
+    d["missed_blocks"] = st.missed_blocks;
+    d["stored_blocks"] = st.stored_blocks;
+    d["deduplicated_blocks"] = st.deduplicated_blocks;
+    d["rejected_blocks"] = st.rejected_blocks;
+    d["loaded_blocks"] = st.loaded_blocks;
+    d["leases_held"] = st.leases_held;
+    d["leases_expired"] = st.leases_expired;
+    d["match_latency"] = LatencyDict(st.match_latency);
+    d["store_latency"] = LatencyDict(st.store_latency);
+    d["load_latency"] = LatencyDict(st.load_latency);
+    return d;
+  }
+
+  std::shared_ptr<OpenEngine> open_;
+};
+
+// ----------------------------------------------------------------------------- options
+
+// Sets one EngineOptions field from a keyword argument of EngineOptions(**kwargs) or
+// Engine.open(**kwargs), by going through the Python attribute (so both share the checks).
+void SetOptions(py::object self, const py::kwargs& kwargs) {
+  for (auto item : kwargs) {
+    const std::string name = py::cast<std::string>(item.first);
+    if (name.empty() || name[0] == '_' || !py::hasattr(self, name.c_str())) {
+      throw py::type_error(absl::StrFormat("EngineOptions has no option '%s'", name));
+    }
+    self.attr(name.c_str()) = item.second;
+  }
+}
+
+void BindOptions(py::module_& m) {
+  py::class_<EngineOptions> o(m, "EngineOptions", R"doc(
+Options for Engine.open. Every field is also a keyword argument:
+  EngineOptions(layers=4, kv_heads=2, head_dim=16, dtype="fp16", block_tokens=16,
+                model="my-model@1", host_tier_bytes=1 << 20)
+Geometry: layers, kv_heads, head_dim, dtype ("fp16", "bf16", "fp32"), block_tokens.
+Tiers: gpu_tier_bytes (0 = none), host_tier_bytes, disk_dir ("" = no disk tier),
+disk_capacity_bytes, disk_region_bytes, codec ("none", "zstd", "zstd-shuffle"), zstd_level,
+disk_sync, admit_min_seen, write_budget_mbps, force_fallback_io.
+Policies: gpu_eviction, host_eviction ("lru", "fifo", "clock", "sieve", "s3fifo", "arc",
+"tinylfu"), prefix_aware_eviction, cost_aware_eviction, eviction_window,
+prefetch_budget_bytes. Device: device ("auto", "cuda", "emulated"), cuda_ordinal,
+emulated_copy_gbps, emulated_memory_limit. Keys: model (fingerprint, required), key_hash
+("sha256", "xxh3"), namespaces. Other: lease_timeout_s, metrics_port.)doc");
+  o.def(py::init([](const py::kwargs& kwargs) {
+          // Default options, then each keyword set through its property (same checks).
+          py::object tmp = py::cast(EngineOptions{});
+          SetOptions(tmp, kwargs);
+          return std::make_unique<EngineOptions>(py::cast<EngineOptions>(tmp));
+        }),
+        "Default options, then each keyword argument set as its attribute.");
+#define KVTIER_FIELD(name, member) \
+  o.def_property(                  \
+      name, [](const EngineOptions& x) { return x.member; }, \
+      [](EngineOptions& x, decltype(EngineOptions::member) v) { x.member = v; })
+  o.def_property(
+      "layers", [](const EngineOptions& x) { return x.geometry.num_layers; },
+      [](EngineOptions& x, uint32_t v) { x.geometry.num_layers = v; });
+  o.def_property(
+      "kv_heads", [](const EngineOptions& x) { return x.geometry.num_kv_heads; },
+      [](EngineOptions& x, uint32_t v) { x.geometry.num_kv_heads = v; });
+  o.def_property(
+      "head_dim", [](const EngineOptions& x) { return x.geometry.head_dim; },
+      [](EngineOptions& x, uint32_t v) { x.geometry.head_dim = v; });
+  o.def_property(
+      "block_tokens", [](const EngineOptions& x) { return x.geometry.block_tokens; },
+      [](EngineOptions& x, uint32_t v) { x.geometry.block_tokens = v; });
+  o.def_property(
+      "dtype", [](const EngineOptions& x) { return std::string(DTypeName(x.geometry.dtype)); },
+      [](EngineOptions& x, const std::string& v) { x.geometry.dtype = ValueOrThrow(ParseDType(v)); });
+  o.def_property(
+      "model", [](const EngineOptions& x) { return x.model_fingerprint; },
+      [](EngineOptions& x, const std::string& v) { x.model_fingerprint = v; });
+  o.def_property(
+      "key_hash", [](const EngineOptions& x) { return std::string(KeyHashName(x.key_hash)); },
+      [](EngineOptions& x, const std::string& v) { x.key_hash = ValueOrThrow(ParseKeyHash(v)); });
+  o.def_property(
+      "device", [](const EngineOptions& x) { return std::string(DeviceChoiceName(x.device.choice)); },
+      [](EngineOptions& x, const std::string& v) { x.device.choice = ValueOrThrow(ParseDevice(v)); });
+  KVTIER_FIELD("cuda_ordinal", device.cuda_ordinal);
+  KVTIER_FIELD("emulated_copy_gbps", device.emulated_copy_gbps);
+  KVTIER_FIELD("emulated_memory_limit", device.emulated_memory_limit);
+  KVTIER_FIELD("gpu_tier_bytes", gpu_tier_bytes);
+  KVTIER_FIELD("host_tier_bytes", host_tier_bytes);
+  KVTIER_FIELD("gpu_eviction", gpu_eviction);
+  KVTIER_FIELD("host_eviction", host_eviction);
+  KVTIER_FIELD("prefix_aware_eviction", prefix_aware_eviction);
+  KVTIER_FIELD("cost_aware_eviction", cost_aware_eviction);
+  KVTIER_FIELD("eviction_window", eviction_window);
+  KVTIER_FIELD("disk_dir", disk.directory);
+  KVTIER_FIELD("disk_capacity_bytes", disk.capacity_bytes);
+  KVTIER_FIELD("disk_region_bytes", disk.region_bytes);
+  KVTIER_FIELD("codec", disk.codec);
+  KVTIER_FIELD("zstd_level", disk.zstd_level);
+  KVTIER_FIELD("disk_sync", disk.sync);
+  KVTIER_FIELD("disk_queue_depth", disk.queue_depth);
+  KVTIER_FIELD("force_fallback_io", disk.force_fallback_io);
+  KVTIER_FIELD("disk_staging_buffers", disk.staging_buffers);
+  KVTIER_FIELD("admit_min_seen", disk.admit_min_seen);
+  KVTIER_FIELD("write_budget_mbps", disk.write_budget_mbps);
+  KVTIER_FIELD("namespaces", namespaces);
+  KVTIER_FIELD("paged_dma_min_part_bytes", paged_dma_min_part_bytes);
+  KVTIER_FIELD("prefetch_budget_bytes", prefetch_budget_bytes);
+  KVTIER_FIELD("metrics_port", metrics_port);
+#undef KVTIER_FIELD
+  o.def_property(
+      "lease_timeout_s",
+      [](const EngineOptions& x) { return absl::ToDoubleSeconds(x.lease_timeout); },
+      [](EngineOptions& x, double v) { x.lease_timeout = absl::Seconds(v); });
+  o.def("validate", [](const EngineOptions& x) { ThrowIfError(x.Validate()); },
+        "Raises InvalidArgumentError naming the bad field, if any.");
+  o.def_property_readonly("block_bytes",
+                          [](const EngineOptions& x) { return x.geometry.block_bytes(); });
+  o.def("__repr__", [](const EngineOptions& x) {
+    return absl::StrFormat("kvtier.EngineOptions(%s, model='%s', gpu_tier_bytes=%d, "
+                           "host_tier_bytes=%d, disk_dir='%s')",
+                           x.geometry.ToString(), x.model_fingerprint, x.gpu_tier_bytes,
+                           x.host_tier_bytes, x.disk.directory);
+  });
+}
+
+void BindModule(py::module_& m) {
+  m.doc() = "kvtier: a hierarchical GPU / host / disk KV-cache storage engine.";
+  RegisterErrors(m);
+  BindOptions(m);
+
+  py::class_<PyEngine>(m, "Engine", R"doc(
+An open kvtier engine. Open with Engine.open(options) or Engine.open(**option_keywords).
+Blocks are NumPy arrays of shape (n, layers, 2, block_tokens, kv_heads, head_dim) in the
+engine's dtype (float16, float32, or uint16 holding bfloat16 bits). Keys are 32-digit hex
+strings. Usable as a context manager; close() waits for transfers and frees the tiers.)doc")
+      .def_static(
+          "open",
+          [](py::object options, const py::kwargs& kwargs) {
+            EngineOptions o;
+            if (!options.is_none()) o = py::cast<EngineOptions>(options);
+            if (kwargs.size() > 0) {
+              py::object copy = py::cast(o);
+              SetOptions(copy, kwargs);
+              o = py::cast<EngineOptions>(copy);
+            }
+            return PyEngine::Open(o);
+          },
+          py::arg("options") = py::none(),
+          "Opens an engine from EngineOptions and/or option keywords (keywords win).")
+      .def("close", &PyEngine::Close, "Waits for in-flight transfers and frees every tier.")
+      .def_property_readonly("closed", &PyEngine::closed)
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](PyEngine& e, py::args) { e.Close(); })
+      .def_property_readonly("options", [](const PyEngine& e) { return e.options(); },
+                             "A copy of the options the engine was opened with.")
+      .def_property_readonly("device_name", &PyEngine::DeviceName)
+      .def_property_readonly("device_kind", &PyEngine::DeviceKind, "'emulated' or 'cuda'.")
+      .def_property_readonly("block_bytes",
+                             [](const PyEngine& e) { return e.geometry().block_bytes(); })
+      .def_property_readonly("block_tokens",
+                             [](const PyEngine& e) { return e.geometry().block_tokens; })
+      .def_property_readonly(
+          "block_shape",
+          [](const PyEngine& e) { return py::tuple(py::cast(BlockShape(e.geometry()))); },
+          "(layers, 2, block_tokens, kv_heads, head_dim): one block, layer-major.")
+      .def_property_readonly("dtype",
+                             [](const PyEngine& e) { return NativeDtype(e.geometry().dtype); },
+                             "The NumPy dtype load() returns.")
+      .def("create_namespace", &PyEngine::CreateNamespace, py::arg("ns"))
+      .def("list_namespaces", &PyEngine::ListNamespaces)
+      .def("block_keys", &PyEngine::BlockKeys, py::arg("ns"), py::arg("tokens"),
+           py::arg("extra") = "",
+           "Keys of the full blocks of `tokens` in `ns`, computed locally (no lookup).")
+      .def("match", &PyEngine::Match, py::arg("ns"), py::arg("tokens"), py::arg("extra") = "",
+           "Longest cached prefix: (matched_tokens, keys). No I/O.")
+      .def("match_tiers", &PyEngine::MatchTiers, py::arg("ns"), py::arg("tokens"),
+           py::arg("extra") = "",
+           "The fastest tier ('gpu', 'host', 'disk') holding each matched block.")
+      .def("store", &PyEngine::Store, py::arg("ns"), py::arg("tokens"), py::arg("kv"),
+           py::arg("first_block") = 0, py::arg("extra") = "",
+           "Stores kv (blocks first_block.. of tokens) and waits until it is in the host "
+           "tier. Returns {'stored', 'present', 'rejected'} block counts.")
+      .def("load", &PyEngine::Load, py::arg("ns"), py::arg("keys"), py::arg("out") = py::none(),
+           "Loads cached blocks into a new array (or `out`) and returns it.")
+      .def("erase", &PyEngine::Erase, py::arg("ns"), py::arg("keys"),
+           "Removes blocks from every tier; returns how many were present.")
+      .def("erase_namespace", &PyEngine::EraseNamespace, py::arg("ns"))
+      .def("hint", &PyEngine::Hint, py::arg("ns"), py::arg("keys"),
+           "Queues keys for the background prefetcher (disk -> host -> GPU tier); returns "
+           "an id for cancel_hint.")
+      .def("cancel_hint", &PyEngine::CancelHint, py::arg("hint_id"))
+      .def("flush", &PyEngine::Flush,
+           "Waits for every transfer started so far, including writes to disk.")
+      .def("stats", &PyEngine::Stats, "Engine statistics as nested dicts.");
+}
+
+}  // namespace
+}  // namespace kvtier::python
+
+PYBIND11_MODULE(_kvtier, m) { kvtier::python::BindModule(m); }

@@ -1,0 +1,336 @@
+"""kvtier.Engine from Python: store -> match -> load byte for byte, namespaces, errors, stats,
+and a disk tier that survives a reopen. Runs on the emulated device."""
+
+import shutil
+import tempfile
+import unittest
+
+import numpy as np
+
+import kvtier
+
+# 4 layers x 2 kv heads x 16 dim x 16 tokens x fp16 = 8 KiB per block.
+GEOMETRY = dict(layers=4, kv_heads=2, head_dim=16, dtype="fp16", block_tokens=16)
+
+
+def open_engine(**overrides):
+    opts = dict(GEOMETRY, model="test-model@1", host_tier_bytes=64 * 8192, device="emulated",
+                namespaces=["default", "tenant-b"])
+    opts.update(overrides)
+    return kvtier.Engine.open(**opts)
+
+
+def prompt(n_blocks, seed, block_tokens=16):
+    return (seed * 100003 + np.arange(n_blocks * block_tokens)).astype(np.int32)
+
+
+def random_blocks(engine, n, seed):
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 1 << 16, size=(n,) + engine.block_shape, dtype=np.uint16)
+    # Random bit patterns (NaNs included) must come back bit-exact.
+    return bits.view(engine.dtype) if engine.dtype != np.uint16 else bits
+
+
+class EngineRoundTrip(unittest.TestCase):
+    def setUp(self):
+        self.engine = open_engine()
+
+    def tearDown(self):
+        self.engine.close()
+
+    def test_store_match_load_is_byte_exact(self):
+        e = self.engine
+        self.assertEqual(e.block_shape, (4, 2, 16, 2, 16))
+        self.assertEqual(e.block_bytes, 8192)
+        self.assertEqual(e.dtype, np.float16)
+        self.assertEqual(e.device_kind, "emulated")
+        tokens = prompt(5, 1)
+        kv = random_blocks(e, 5, seed=1)
+        result = e.store("default", tokens, kv)
+        self.assertEqual(result, {"stored": 5, "present": 0, "rejected": 0})
+        matched, keys = e.match("default", tokens)
+        self.assertEqual(matched, 80)
+        self.assertEqual(keys, e.block_keys("default", tokens))
+        self.assertTrue(all(isinstance(k, str) and len(k) == 32 for k in keys))
+        self.assertEqual(e.match_tiers("default", tokens), ["host"] * 5)
+        back = e.load("default", keys)
+        self.assertEqual(back.shape, kv.shape)
+        self.assertEqual(back.dtype, np.float16)
+        self.assertEqual(back.tobytes(), kv.tobytes())
+        # A subset, in another order, into a caller's array.
+        out = np.zeros((2,) + e.block_shape, np.float16)
+        self.assertIs(e.load("default", [keys[3], keys[0]], out=out), out)
+        self.assertEqual(out[0].tobytes(), kv[3].tobytes())
+        self.assertEqual(out[1].tobytes(), kv[0].tobytes())
+
+    def test_storing_again_deduplicates_and_later_blocks_chain_from_the_prompt(self):
+        e = self.engine
+        tokens = prompt(4, 2)
+        kv = random_blocks(e, 4, seed=2)
+        # Blocks 2..3 first: no prefix yet.
+        self.assertEqual(e.store("default", tokens, kv[2:], first_block=2)["stored"], 2)
+        self.assertEqual(e.match("default", tokens)[0], 0)
+        e.store("default", tokens[:32], kv[:2])
+        matched, keys = e.match("default", tokens)
+        self.assertEqual(matched, 64)
+        self.assertEqual(e.load("default", keys).tobytes(), kv.tobytes())
+        self.assertEqual(e.store("default", tokens, kv),
+                         {"stored": 0, "present": 4, "rejected": 0})
+
+    def test_tokens_may_be_a_list_or_any_integer_array(self):
+        e = self.engine
+        tokens = prompt(2, 3)
+        e.store("default", tokens.tolist(), random_blocks(e, 2, seed=3))
+        self.assertEqual(e.match("default", tokens.astype(np.int64))[0], 32)
+        self.assertEqual(e.match("default", list(tokens))[0], 32)
+
+    def test_match_counts_the_longest_cached_prefix_of_full_blocks(self):
+        e = self.engine
+        tokens = prompt(4, 4)
+        e.store("default", tokens, random_blocks(e, 4, seed=4))
+        other = tokens.copy()
+        other[2 * 16 + 3] = -7  # diverges inside block 2
+        other = np.append(other, 1)  # and ends with a partial block
+        matched, keys = e.match("default", other)
+        self.assertEqual(matched, 32)
+        self.assertEqual(len(keys), 2)
+        self.assertEqual(e.match("default", prompt(4, 5)), (0, []))
+        self.assertEqual(e.match("default", tokens, extra="lora:1")[0], 0)
+        self.assertEqual(e.match("default", tokens[:20])[0], 16)
+
+    def test_bfloat16_blocks_travel_as_raw_16_bit_integers(self):
+        with open_engine(dtype="bf16") as e:
+            self.assertEqual(e.dtype, np.uint16)
+            kv = random_blocks(e, 2, seed=5)
+            tokens = prompt(2, 5)
+            e.store("default", tokens, kv.view(np.int16))  # torch's tensor.view(int16)
+            back = e.load("default", e.match("default", tokens)[1])
+            self.assertEqual(back.dtype, np.uint16)
+            self.assertEqual(back.tobytes(), kv.tobytes())
+            with self.assertRaisesRegex(ValueError, "float16 does not hold bf16"):
+                e.store("default", tokens, kv.view(np.float16))
+
+    def test_erase_removes_blocks(self):
+        e = self.engine
+        tokens = prompt(3, 6)
+        e.store("default", tokens, random_blocks(e, 3, seed=6))
+        keys = e.match("default", tokens)[1]
+        self.assertEqual(e.erase("default", [keys[1]]), 1)
+        self.assertEqual(e.match("default", tokens)[0], 16)
+        self.assertEqual(e.erase("default", [keys[1]]), 0)
+        with self.assertRaises(kvtier.NotFoundError):
+            e.load("default", [keys[1]])
+
+    def test_flush_and_context_manager(self):
+        with open_engine() as e:
+            e.store("default", prompt(1, 7), random_blocks(e, 1, seed=7))
+            e.flush()
+        self.assertTrue(e.closed)
+        with self.assertRaisesRegex(kvtier.FailedPreconditionError, "closed"):
+            e.match("default", prompt(1, 7))
+        e.close()  # idempotent
+
+
+class Namespaces(unittest.TestCase):
+    def test_namespaces_never_share_blocks_matches_or_counts(self):
+        with open_engine() as e:
+            self.assertEqual(e.list_namespaces(), ["default", "tenant-b"])
+            e.create_namespace("team-x")
+            self.assertEqual(e.list_namespaces(), ["default", "tenant-b", "team-x"])
+            with self.assertRaises(kvtier.AlreadyExistsError):
+                e.create_namespace("team-x")
+            with self.assertRaisesRegex(ValueError, "bad name|namespace"):
+                e.create_namespace("bad name")
+            tokens = prompt(2, 8)
+            kv = random_blocks(e, 2, seed=8)
+            e.store("default", tokens, kv)
+            keys = e.match("default", tokens)[1]
+            self.assertEqual(e.match("tenant-b", tokens)[0], 0)
+            with self.assertRaises(kvtier.NotFoundError):
+                e.load("tenant-b", keys)  # another tenant's keys give nothing
+            self.assertEqual(e.erase("tenant-b", keys), 0)
+            other = random_blocks(e, 2, seed=9)
+            e.store("tenant-b", tokens, other)
+            keys_b = e.match("tenant-b", tokens)[1]
+            self.assertNotEqual(keys, keys_b)
+            self.assertEqual(e.load("tenant-b", keys_b).tobytes(), other.tobytes())
+            stats = e.stats()["namespaces"]
+            self.assertEqual(stats["default"]["blocks"], 2)
+            self.assertEqual(stats["tenant-b"]["blocks"], 2)
+            self.assertEqual(stats["team-x"]["blocks"], 0)
+            self.assertEqual(e.erase_namespace("tenant-b"), 2)
+            self.assertEqual(e.match("tenant-b", tokens)[0], 0)
+            self.assertEqual(e.load("default", keys).tobytes(), kv.tobytes())
+
+
+class BadInput(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.engine = open_engine()
+        cls.tokens = prompt(2, 10)
+        cls.kv = random_blocks(cls.engine, 2, seed=10)
+        cls.engine.store("default", cls.tokens, cls.kv)
+        cls.keys = cls.engine.match("default", cls.tokens)[1]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.engine.close()
+
+    def test_wrong_block_shape_names_the_expected_one(self):
+        bad = np.zeros((2, 4, 2, 16, 2, 8), np.float16)
+        with self.assertRaisesRegex(kvtier.InvalidArgumentError,
+                                    r"expected shape .* = \(n, 4, 2, 16, 2, 16\).*"
+                                    r"got \(2, 4, 2, 16, 2, 8\)"):
+            self.engine.store("default", self.tokens, bad)
+        with self.assertRaisesRegex(ValueError, "expected shape"):
+            self.engine.store("default", self.tokens, self.kv.reshape(2, -1))
+
+    def test_wrong_dtype_says_which_dtypes_fit(self):
+        with self.assertRaisesRegex(ValueError, "dtype float64 does not hold fp16 elements "
+                                    r"\(use float16, or a 2-byte integer"):
+            self.engine.store("default", self.tokens, self.kv.astype(np.float64))
+
+    def test_non_contiguous_and_read_only_arrays(self):
+        strided = np.zeros((4,) + self.engine.block_shape, np.float16)[::2]
+        with self.assertRaisesRegex(ValueError, "C-contiguous"):
+            self.engine.store("default", self.tokens, strided)
+        out = np.zeros((1,) + self.engine.block_shape, np.float16)
+        out.flags.writeable = False
+        with self.assertRaisesRegex(ValueError, "read-only"):
+            self.engine.load("default", self.keys[:1], out=out)
+
+    def test_out_with_the_wrong_number_of_blocks(self):
+        out = np.zeros((3,) + self.engine.block_shape, np.float16)
+        with self.assertRaisesRegex(ValueError, "out holds 3 blocks but 2 keys"):
+            self.engine.load("default", self.keys, out=out)
+
+    def test_tokens_must_be_whole_blocks_of_integers(self):
+        with self.assertRaisesRegex(ValueError, "not a multiple of block_tokens = 16"):
+            self.engine.store("default", self.tokens[:20], self.kv[:1])
+        with self.assertRaisesRegex(ValueError, "integer array, got dtype float32"):
+            self.engine.match("default", self.tokens.astype(np.float32))
+        with self.assertRaisesRegex(ValueError, r"tokens\[1\]: expected an int, got str"):
+            self.engine.match("default", [1, "two"])
+        with self.assertRaisesRegex(ValueError, "does not fit in int32"):
+            self.engine.match("default", [1 << 40])
+        with self.assertRaisesRegex(ValueError, "blocks 1..2 requested"):
+            self.engine.store("default", self.tokens, self.kv, first_block=1)
+        with self.assertRaisesRegex(ValueError, "no blocks"):
+            self.engine.store("default", self.tokens, self.kv[:0])
+
+    def test_unknown_namespace_and_keys(self):
+        with self.assertRaisesRegex(kvtier.NotFoundError, "namespace 'nope' does not exist"):
+            self.engine.match("nope", self.tokens)
+        with self.assertRaises(LookupError):
+            self.engine.load("default", ["0" * 32])
+        with self.assertRaisesRegex(ValueError, "expected 32 hex digits"):
+            self.engine.load("default", ["abc"])
+        with self.assertRaisesRegex(ValueError, "no keys"):
+            self.engine.load("default", [])
+        with self.assertRaises(kvtier.NotFoundError):
+            self.engine.cancel_hint(12345)
+
+    def test_bad_options_name_the_field(self):
+        with self.assertRaisesRegex(ValueError, "layers|num_layers"):
+            open_engine(layers=0)
+        with self.assertRaisesRegex(ValueError, "device 'tpu'"):
+            open_engine(device="tpu")
+        with self.assertRaisesRegex(ValueError, "fp8|dtype"):
+            open_engine(dtype="fp8")
+        with self.assertRaisesRegex(TypeError, "no option 'layer_count'"):
+            kvtier.EngineOptions(layer_count=3)
+        with self.assertRaisesRegex(ValueError, "model"):
+            open_engine(model="")
+        opts = kvtier.EngineOptions(**GEOMETRY, model="m", host_tier_bytes=1 << 20)
+        opts.validate()
+        self.assertEqual(opts.layers, 4)
+        self.assertEqual(opts.dtype, "fp16")
+        self.assertEqual(opts.block_bytes, 8192)
+
+    def test_all_errors_are_kvtier_errors(self):
+        for cls in (kvtier.InvalidArgumentError, kvtier.NotFoundError,
+                    kvtier.AlreadyExistsError, kvtier.ResourceExhaustedError,
+                    kvtier.FailedPreconditionError, kvtier.DataLossError,
+                    kvtier.UnavailableError):
+            self.assertTrue(issubclass(cls, kvtier.Error), cls)
+        self.assertTrue(issubclass(kvtier.Error, RuntimeError))
+        self.assertTrue(issubclass(kvtier.InvalidArgumentError, ValueError))
+        self.assertTrue(issubclass(kvtier.NotFoundError, LookupError))
+
+
+class Stats(unittest.TestCase):
+    def test_stats_is_a_dict_of_what_happened(self):
+        with open_engine(host_tier_bytes=4 * 8192) as e:
+            tokens = prompt(6, 11)
+            kv = random_blocks(e, 6, seed=11)
+            # One store cannot evict its own blocks (they are pinned while in flight)...
+            self.assertEqual(e.store("default", tokens, kv),
+                             {"stored": 4, "present": 0, "rejected": 2})
+            self.assertEqual(e.stats()["rejected_blocks"], 2)
+            # ...a second one evicts the two least recently used.
+            self.assertEqual(e.store("default", tokens, kv[4:], first_block=4)["stored"], 2)
+            e.match("default", tokens)
+            e.load("default", e.block_keys("default", tokens)[2:])
+            s = e.stats()
+            self.assertIn("emulated", s["device"])
+            self.assertEqual(set(s["tiers"]), {"gpu", "host", "disk"})
+            host = s["tiers"]["host"]
+            self.assertEqual(host["capacity_blocks"], 4)
+            self.assertEqual(host["used_blocks"], 4)
+            self.assertEqual(host["evictions"], 2)
+            self.assertEqual(host["hits"], 4)
+            self.assertEqual(s["tiers"]["gpu"]["capacity_blocks"], 0)
+            self.assertEqual(s["stored_blocks"], 6)
+            self.assertEqual(s["loaded_blocks"], 4)
+            self.assertEqual(s["match_calls"], 1)
+            self.assertEqual(s["namespaces"]["default"]["blocks"], 4)
+            self.assertEqual(s["namespaces"]["default"]["blocks_per_tier"]["host"], 4)
+            self.assertEqual(s["store_latency"]["count"], 2)
+            self.assertEqual(len(s["load_latency"]["buckets"]), 24)
+            self.assertIn("budget_bytes", s["prefetch"])
+
+
+class DiskTier(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="kvtier-py-")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def disk_engine(self, **overrides):
+        opts = dict(host_tier_bytes=4 * 8192, disk_dir=self.dir + "/cache",
+                    disk_region_bytes=64 * 1024, disk_capacity_bytes=16 * 64 * 1024,
+                    admit_min_seen=1)
+        opts.update(overrides)
+        return open_engine(**opts)
+
+    def test_reopened_directory_serves_what_it_held(self):
+        tokens = prompt(3, 12)
+        with self.disk_engine() as e:
+            kv = random_blocks(e, 3, seed=12)
+            e.store("tenant-b", tokens, kv)
+            # Four more blocks push the first three out of the 4-slot host tier, to disk.
+            e.store("default", prompt(4, 13), random_blocks(e, 4, seed=13))
+            e.flush()
+            self.assertEqual(e.stats()["tiers"]["disk"]["used_blocks"], 3)
+        with self.disk_engine(namespaces=["default"]) as e:
+            # tenant-b comes back from the directory itself.
+            self.assertIn("tenant-b", e.list_namespaces())
+            matched, keys = e.match("tenant-b", tokens)
+            self.assertEqual(matched, 48)
+            self.assertEqual(e.match_tiers("tenant-b", tokens), ["disk"] * 3)
+            self.assertEqual(e.load("tenant-b", keys).tobytes(), kv.tobytes())
+            self.assertEqual(e.match("default", tokens)[0], 0)  # still isolated
+            # Hints move disk blocks up to the host tier in the background.
+            e.hint("tenant-b", keys)
+            e.flush()
+
+    def test_directory_of_another_geometry_is_refused(self):
+        with self.disk_engine() as e:
+            e.store("default", prompt(1, 14), random_blocks(e, 1, seed=14))
+        with self.assertRaisesRegex(kvtier.Error, "geometry"):
+            self.disk_engine(head_dim=32)
+
+
+if __name__ == "__main__":
+    unittest.main()
