@@ -912,6 +912,11 @@ int Run(const Options& o) {
       const std::string sfx = r.mode == "prefetch" ? "prefetch" : "no_prefetch";
       num("decode_tokens_per_s_" + sfx, run_field(r, "tps"));
       num("stall_fraction_" + sfx, run_field(r, "stall"));
+      // The engine's own stall metric (EngineStats::stall_ns) over the same decode: it counts
+      // only waits that found bytes in flight, so it should agree with the demo's clock.
+      num("engine_stall_fraction_" + sfx,
+          static_cast<double>(r.stats.after.stall_ns - r.stats.before.stall_ns) * 1e-9 /
+              r.stats.seconds);
       num("gpu_bytes_in_" + sfx, static_cast<double>(delta(r, TierKind::kGpu, true)));
       num("host_bytes_out_" + sfx, static_cast<double>(delta(r, TierKind::kHost, false)));
       num("disk_bytes_out_" + sfx, static_cast<double>(delta(r, TierKind::kDisk, false)));
