@@ -67,8 +67,14 @@ class NumpyBackend:
         blocks = np.stack([kk, vv], axis=2)  # [b, count, 2, T, H, D]
         return np.ascontiguousarray(blocks.reshape(b * count, 1, 2, block_tokens, h, d))
 
+    def stage(self, blocks):
+        """Called on the side thread with blocks just read back: start moving them to where the
+        layer lives (a GPU, for torch). Host arrays need nothing."""
+        return blocks
+
     def from_blocks(self, blocks, batch, count, like):
-        """Inverse of to_blocks: (batch*count, 1, 2, T, H, D) -> K, V [batch, H, count*T, D]."""
+        """Inverse of to_blocks: (batch*count, 1, 2, T, H, D) -> K, V [batch, H, count*T, D].
+        `blocks` is a NumPy array or what stage() returned."""
         _, _, _, t, h, d = blocks.shape
         x = blocks.reshape(batch, count, 2, t, h, d).view(like.dtype)
         k = x[:, :, 0].transpose(0, 3, 1, 2, 4).reshape(batch, h, count * t, d)
@@ -280,6 +286,17 @@ class LayerOffloader:
             for evicted in self.window.use(layer):
                 self._offload(evicted)
 
+    def reset(self):
+        """Forgets every layer's KV (erasing its blocks); the engine and side thread stay."""
+        self._erase_all()
+        if self._namer is not None:
+            self._namer.epoch += 1
+        self._kv = [None] * self.num_layers
+        self._seq = [0] * self.num_layers
+        self._stored = [0] * self.num_layers
+        self.window.clear()
+        self._batch = None
+
     def synchronize(self):
         """Waits until the side thread's stores and read-backs have landed; raises the first
         error of a store."""
@@ -431,6 +448,9 @@ class LayerOffloader:
                         f"{e}") from e
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
+    def _fetch_staged(self, layer, count):
+        return self.backend.stage(self._load_blocks(layer, count))
+
     def _prefetch_after(self, layer):
         upcoming = self.window.upcoming(layer, 1 + self.lookahead)
         for i, nxt in enumerate(upcoming):
@@ -439,7 +459,7 @@ class LayerOffloader:
             if i == 0:
                 if nxt not in self._pending:
                     self._pending[nxt] = self._worker.submit(
-                        self._load_blocks, nxt, self._stored[nxt])
+                        self._fetch_staged, nxt, self._stored[nxt])
                     self.counters["prefetched_layers"] += 1
             elif self._can_hint:
                 # Further ahead: let kvtier's prefetcher move them disk -> host meanwhile.

@@ -214,6 +214,18 @@ class LayerOffloaderTest(unittest.TestCase):
         self.assertEqual(got.shape, (BATCH, HEADS, 11, DIM))
         off.close()
 
+    def test_reset_forgets_everything_and_starts_again(self):
+        off = LayerOffloader(LAYERS, 1, block_tokens=T, engine_options=engine_options())
+        run_steps(self, off, [8, 1], seed=6)
+        off.synchronize()
+        self.assertGreater(off.engine.stats()["tiers"]["host"]["used_blocks"], 0)
+        off.reset()
+        self.assertEqual(off.engine.stats()["tiers"]["host"]["used_blocks"], 0)
+        self.assertEqual([off.seq_length(i) for i in range(LAYERS)], [0] * LAYERS)
+        self.assertEqual(off.resident_layers(), [])
+        run_steps(self, off, [6, 2], seed=7, batch=1)  # a new request, another batch size
+        off.close()
+
     def test_close_erases_every_block_of_the_cache(self):
         with kvtier.Engine.open(layers=1, kv_heads=HEADS, head_dim=DIM, block_tokens=T,
                                 model="m", host_tier_bytes=1 << 20, device="emulated") as e:
