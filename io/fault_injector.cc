@@ -10,6 +10,7 @@ namespace {
 bool Matches(FaultSpec::Kind fault, IoOp::Kind op) {
   switch (fault) {
     case FaultSpec::Kind::kEio:
+    case FaultSpec::Kind::kDelay:
       return true;
     case FaultSpec::Kind::kEnospc:
     case FaultSpec::Kind::kShortWrite:
@@ -30,6 +31,8 @@ InjectedFault ToInjected(FaultSpec::Kind fault) {
       return InjectedFault::kShortRead;
     case FaultSpec::Kind::kShortWrite:
       return InjectedFault::kShortWrite;
+    case FaultSpec::Kind::kDelay:
+      return InjectedFault::kDelay;
   }
   return InjectedFault::kNone;
 }
@@ -38,14 +41,17 @@ InjectedFault ToInjected(FaultSpec::Kind fault) {
 
 void FaultInjector::Add(const FaultSpec& spec) { active_.push_back(Active{spec, 0}); }
 
-InjectedFault FaultInjector::Claim(IoOp::Kind kind) {
+InjectedFault FaultInjector::Claim(IoOp::Kind kind, absl::Duration* delay) {
   InjectedFault hit = InjectedFault::kNone;
   for (Active& a : active_) {
     if (!Matches(a.spec.kind, kind)) continue;
     const uint64_t n = a.seen++;  // this op is matching op n + 1
     const bool in_window =
         n >= a.spec.skip && (a.spec.count == 0 || n - a.spec.skip < a.spec.count);
-    if (in_window && hit == InjectedFault::kNone) hit = ToInjected(a.spec.kind);
+    if (in_window && hit == InjectedFault::kNone) {
+      hit = ToInjected(a.spec.kind);
+      if (hit == InjectedFault::kDelay && delay != nullptr) *delay = a.spec.delay;
+    }
   }
   std::erase_if(active_, [](const Active& a) {
     return a.spec.count != 0 && a.seen >= a.spec.skip && a.seen - a.spec.skip >= a.spec.count;

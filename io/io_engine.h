@@ -19,7 +19,7 @@
 //
 // Fault injection (for tests): InjectFault makes a chosen future op fail with EIO, ENOSPC,
 // or complete short, without touching the disk (except a short write, which writes part of its
-// range first; see FaultSpec).
+// range first), or run correctly but late (slow I/O); see FaultSpec.
 //
 // Thread safety: every method may be called from any thread, including from completion
 // callbacks (Submit from a callback is allowed). Callbacks must not block for long: they run on
@@ -36,6 +36,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 
 namespace kvtier {
@@ -64,16 +65,21 @@ struct IoOp {
 //                (none for a 4096-byte op) are really written, then done gets kDataLoss
 //                "short write ... wrote N of M bytes (injected fault)". A real write that
 //                stops making progress completes with the same code.
+//   kDelay:      slow I/O: the op is held for `delay` after Submit, then runs as usual and
+//                completes with its real result. Only that op waits: ops submitted after it
+//                pass it, as they would pass a request stuck in a slow device's queue.
 // Each active fault counts the ops that match it independently, in Submit order, from the
 // moment it is injected; if two pick the same op, the one injected first applies.
 struct FaultSpec {
-  enum class Kind : uint8_t { kEio, kEnospc, kShortRead, kShortWrite };
+  enum class Kind : uint8_t { kEio, kEnospc, kShortRead, kShortWrite, kDelay };
   Kind kind = Kind::kEio;
-  // Fails the (skip + 1)-th op submitted after InjectFault that matches `on` (reads for
-  // kShortRead, writes for kShortWrite and kEnospc, any op for kEio).
+  // Hits the (skip + 1)-th op submitted after InjectFault that matches the kind (reads for
+  // kShortRead, writes for kShortWrite and kEnospc, any op for kEio and kDelay).
   uint64_t skip = 0;
-  // How many consecutive matching ops fail (0 = until ClearFaults).
+  // How many consecutive matching ops it hits (0 = until ClearFaults).
   uint64_t count = 1;
+  // kDelay only: how long each op it hits is held before it starts.
+  absl::Duration delay = absl::ZeroDuration();
 };
 
 class IoEngine {

@@ -5,17 +5,21 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/log.h"
 
 namespace kvtier::io_internal {
@@ -57,6 +61,7 @@ size_t InjectedTransferLength(const IoRequest& r) {
 std::optional<absl::StatusOr<size_t>> AdvanceRequest(IoRequest& r, int64_t res) {
   switch (r.fault) {
     case InjectedFault::kNone:
+    case InjectedFault::kDelay:  // Submit clears it: a delayed op runs as any other
       break;
     case InjectedFault::kEio:
       return IoErrorStatus(r, EIO, /*injected=*/true);
@@ -238,6 +243,7 @@ absl::Status IoEngineBase::ValidateLocked(const IoOp& op, size_t i, size_t n) co
 absl::Status IoEngineBase::Submit(absl::Span<IoOp> ops) {
   if (ops.empty()) return absl::OkStatus();
   std::vector<std::unique_ptr<IoRequest>> batch;
+  std::vector<DelayedRequest> delayed;
   batch.reserve(ops.size());
   {
     MutexLock lock(&mu_);
@@ -255,17 +261,81 @@ absl::Status IoEngineBase::Submit(absl::Span<IoOp> ops) {
       r->offset = op.offset;
       r->buffer = static_cast<std::byte*>(op.buffer);
       r->length = op.length;
-      r->fault = faults_.Claim(op.kind);
+      absl::Duration delay;
+      r->fault = faults_.Claim(op.kind, &delay);
       r->done = std::move(op.done);
       ++slot.in_flight;
-      batch.push_back(std::move(r));
+      if (r->fault == InjectedFault::kDelay) {
+        r->fault = InjectedFault::kNone;  // late, not wrong: it runs as any other op
+        delayed.push_back(DelayedRequest{absl::Now() + delay, std::move(r)});
+      } else {
+        batch.push_back(std::move(r));
+      }
     }
     in_flight_ += ops.size();
     submitted_ = true;
   }
-  Enqueue(std::move(batch));
+  if (!batch.empty()) Enqueue(std::move(batch));
+  if (!delayed.empty()) HoldDelayed(std::move(delayed));
   return absl::OkStatus();
 }
+
+void IoEngineBase::HoldDelayed(std::vector<DelayedRequest> delayed) {
+  MutexLock lock(&delay_mu_);
+  for (DelayedRequest& d : delayed) delayed_.push_back(std::move(d));
+  if (!delay_thread_.joinable()) delay_thread_ = std::thread([this] { DelayLoop(); });
+}
+
+void IoEngineBase::DelayLoop() {
+  while (true) {
+    std::vector<std::unique_ptr<IoRequest>> due;
+    {
+      MutexLock lock(&delay_mu_);
+      if (delayed_.empty()) {
+        delay_mu_.Await([this] {
+          delay_mu_.AssertHeld();
+          return stop_delays_ || !delayed_.empty();
+        });
+      }
+      if (delayed_.empty()) return;  // stopping, and nothing is held
+      absl::Time first = absl::InfiniteFuture();
+      for (const DelayedRequest& d : delayed_) first = std::min(first, d.due);
+      const absl::Time now = absl::Now();
+      if (first > now) {
+        // Wakes early when a request arrives (it may be due sooner) or at `first`.
+        const size_t held = delayed_.size();
+        delay_mu_.AwaitWithTimeout(
+            [this, held] {
+              delay_mu_.AssertHeld();
+              return delayed_.size() != held;
+            },
+            first - now);
+        continue;
+      }
+      for (auto it = delayed_.begin(); it != delayed_.end();) {
+        if (it->due <= now) {
+          due.push_back(std::move(it->request));
+          it = delayed_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    Enqueue(std::move(due));
+  }
+}
+
+void IoEngineBase::StopDelayThread() {
+  std::thread thread;
+  {
+    MutexLock lock(&delay_mu_);
+    stop_delays_ = true;
+    thread = std::move(delay_thread_);
+  }
+  if (thread.joinable()) thread.join();
+}
+
+IoEngineBase::~IoEngineBase() { StopDelayThread(); }
 
 void IoEngineBase::Finish(std::unique_ptr<IoRequest> r, absl::StatusOr<size_t> result) {
   const int file = r->file;
@@ -283,7 +353,8 @@ void IoEngineBase::DrainForDestruction() {
     KVTIER_LOG(kError, "io: IoEngine destroyed from its own completion callback; aborting");
     std::abort();
   }
-  Drain();
+  Drain();  // also waits for requests held by kDelay faults
+  StopDelayThread();
 }
 
 void IoEngineBase::Drain() {

@@ -7,6 +7,10 @@
 // once to Finish, on its single completion thread, which runs the op's callback and then
 // counts the op as complete. Between the two it moves the request along with AdvanceRequest.
 //
+// Slow-I/O faults (FaultSpec::kDelay): Submit hands a delayed request to a timer thread of
+// this class (started by the first one) instead of to the backend; the timer thread enqueues
+// it when its time comes. It counts as in flight meanwhile, so Drain waits for it.
+//
 // Locks: mu_ (this class) is a leaf with respect to the backends' locks: the base never calls
 // into a backend while holding it except for the registration hooks (RegisterFileSlot,
 // UnregisterFileSlot, RegisterBufferChunks), which must not take mu_ or run callbacks. No lock
@@ -100,6 +104,7 @@ class IoEngineBase : public IoEngine {
   void Drain() final;
   void InjectFault(const FaultSpec& fault) final;
   void ClearFaults() final;
+  ~IoEngineBase() override;
 
  protected:
   // Hooks for the backend. Called with mu_ held; must not call back into this class.
@@ -127,6 +132,10 @@ class IoEngineBase : public IoEngine {
   const Options options_;
 
  private:
+  struct DelayedRequest {
+    absl::Time due;
+    std::unique_ptr<IoRequest> request;
+  };
   struct FileSlot {
     int fd = -1;  // -1: free
     bool fixed = false;
@@ -142,6 +151,10 @@ class IoEngineBase : public IoEngine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The registered buffer that holds all of [p, p + length), or -1.
   int FindBufferLocked(const void* p, size_t length) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Holds requests hit by kDelay until they are due (starting the timer thread if needed).
+  void HoldDelayed(std::vector<DelayedRequest> delayed) ABSL_LOCKS_EXCLUDED(delay_mu_);
+  void DelayLoop();
+  void StopDelayThread() ABSL_LOCKS_EXCLUDED(delay_mu_);
 
   std::thread::id completion_thread_;
 
@@ -153,6 +166,12 @@ class IoEngineBase : public IoEngine {
   bool submitted_ ABSL_GUARDED_BY(mu_) = false;
   FaultInjector faults_ ABSL_GUARDED_BY(mu_);
   uint64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Requests held by kDelay faults; delay_mu_ is a leaf (Enqueue runs without it).
+  Mutex delay_mu_;
+  std::vector<DelayedRequest> delayed_ ABSL_GUARDED_BY(delay_mu_);
+  bool stop_delays_ ABSL_GUARDED_BY(delay_mu_) = false;
+  std::thread delay_thread_ ABSL_GUARDED_BY(delay_mu_);
 };
 
 }  // namespace kvtier::io_internal

@@ -56,5 +56,19 @@ TEST(FaultInjector, FirstInjectedWinsAndTheOtherStillCounts) {
             (std::vector<InjectedFault>{InjectedFault::kEio, InjectedFault::kEnospc, kNone}));
 }
 
+TEST(FaultInjector, DelayMatchesEveryOpAndSaysHowLong) {
+  FaultInjector f;
+  f.Add(FaultSpec{FaultSpec::Kind::kDelay, 1, 2, absl::Milliseconds(250)});
+  absl::Duration delay = absl::ZeroDuration();
+  EXPECT_EQ(f.Claim(kRead, &delay), kNone);
+  EXPECT_EQ(delay, absl::ZeroDuration());
+  EXPECT_EQ(f.Claim(kWrite, &delay), InjectedFault::kDelay);
+  EXPECT_EQ(delay, absl::Milliseconds(250));
+  delay = absl::ZeroDuration();
+  EXPECT_EQ(f.Claim(kRead, &delay), InjectedFault::kDelay);
+  EXPECT_EQ(delay, absl::Milliseconds(250));
+  EXPECT_EQ(f.Claim(kRead), kNone);  // the window has passed
+}
+
 }  // namespace
 }  // namespace kvtier::io_internal

@@ -27,6 +27,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/mutex.h"
 #include "gtest/gtest.h"
 #include "tests/io/io_test_util.h"
@@ -436,6 +438,72 @@ TEST_P(IoEngineTest, InjectedShortWriteTearsTheRangeAndFails) {
   EXPECT_TRUE(SameBytes(back.data(), new_data.data(), 8 * kKiB));
   EXPECT_TRUE(SameBytes(back.data() + 8 * kKiB, old_data.data(), 8 * kKiB));
   EXPECT_EQ(RunOne(kWrite, 0, new_data.data(), new_data.size()).value_or(0), 16 * kKiB);
+}
+
+TEST_P(IoEngineTest, InjectedDelayMakesTheOpLateNotWrongAndLetsOthersPass) {
+  AlignedBuffer data(2 * 4096), slow(4096), fast(4096);
+  data.FillRandom(7);
+  ASSERT_EQ(RunOne(kWrite, 0, data.data(), data.size()).value_or(0), 2 * 4096u);
+  constexpr absl::Duration kDelay = absl::Milliseconds(300);
+  engine_->InjectFault(FaultSpec{FaultSpec::Kind::kDelay, 0, 1, kDelay});
+  Mutex mu;
+  std::vector<int> order;  // which op completed when
+  std::vector<Result> results(2);
+  std::vector<IoOp> ops;
+  void* buffers[2] = {slow.data(), fast.data()};
+  for (int i = 0; i < 2; ++i) {
+    ops.push_back(MakeOp(kRead, file_, i * 4096, buffers[i], 4096, &results[i]));
+    ops.back().done = [&, i](absl::StatusOr<size_t> r) {
+      results[i] = std::move(r);
+      MutexLock lock(&mu);
+      order.push_back(i);
+    };
+  }
+  const absl::Time start = absl::Now();
+  KVTIER_ASSERT_OK(engine_->Submit(absl::MakeSpan(ops)));
+  engine_->Drain();  // waits for the held op too
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, kDelay);
+  {
+    MutexLock lock(&mu);
+    EXPECT_EQ(order, (std::vector<int>{1, 0})) << "the op behind the slow one was held up";
+  }
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(results[i].has_value() && results[i]->ok()) << i;
+    EXPECT_EQ(**results[i], 4096u);
+  }
+  EXPECT_TRUE(SameBytes(slow.data(), data.data(), 4096));
+  EXPECT_TRUE(SameBytes(fast.data(), data.data() + 4096, 4096));
+  // One-shot: the next op is not held.
+  const absl::Time again = absl::Now();
+  EXPECT_EQ(RunOne(kRead, 0, slow.data(), 4096).value_or(0), 4096u);
+  EXPECT_LT(absl::Now() - again, kDelay);
+}
+
+TEST_P(IoEngineTest, DelayedWriteLandsAndDestructorWaitsForIt) {
+  AlignedBuffer data(4096), back(4096);
+  data.Fill(0x3c);
+  std::atomic<bool> done{false};
+  engine_->InjectFault(FaultSpec{FaultSpec::Kind::kDelay, 0, 1, absl::Milliseconds(100)});
+  IoOp op;
+  op.kind = kWrite;
+  op.file = file_;
+  op.offset = 12 * 4096;
+  op.buffer = data.data();
+  op.length = 4096;
+  op.done = [&done](absl::StatusOr<size_t> r) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    done = true;
+  };
+  KVTIER_ASSERT_OK(engine_->Submit({&op, 1}));
+  engine_.reset();  // must not drop the held write
+  EXPECT_TRUE(done);
+  absl::StatusOr<std::unique_ptr<IoEngine>> engine = NewEngine(IoEngine::Options{});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  engine_ = *std::move(engine);
+  KVTIER_ASSERT_OK_AND_ASSIGN(file_, engine_->RegisterFile(fd_));
+  ASSERT_EQ(RunOne(kRead, 12 * 4096, back.data(), 4096).value_or(0), 4096u);
+  EXPECT_TRUE(SameBytes(back.data(), data.data(), 4096));
 }
 
 TEST_P(IoEngineTest, FaultWithCountZeroLastsUntilClearFaults) {
