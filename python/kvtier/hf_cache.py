@@ -9,7 +9,7 @@
 
 It behaves like transformers' DynamicCache (same tensors in, same tensors out, so generation
 is token-for-token identical) but keeps only the `resident_layers` most recently used layers'
-KV on the model's device. Every other layer's full blocks live in kvtier's host tier (pinned
+KV on the model's device. Every other layer's full blocks live in kvtier's host tier (host
 RAM) and, past it, its disk tier; while layer i computes attention, layer i+1 is read back on
 a side thread and copied to the GPU on a side stream, and the layers after it are hinted to
 kvtier's prefetcher (disk -> host). The offload logic is kvtier.offload.LayerOffloader (tested

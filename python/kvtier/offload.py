@@ -342,8 +342,12 @@ class LayerOffloader:
         _, heads, _, head_dim = x.shape
         dtype = self.backend.dtype_name(x)
         if self._engine is None:
+            # The emulated device by default: the Python module stages arrays through device
+            # buffers, which on CUDA would add two bus crossings to every offload and restore
+            # (docs/integration.md, "Hugging Face transformers", Cost). Emulated, kvtier's
+            # tiers and staging are plain host memory.
             opts = {"model": "kvtier-offload", "host_tier_bytes": 256 << 20,
-                    "admit_min_seen": 1}
+                    "admit_min_seen": 1, "device": "emulated"}
             opts.update(self._engine_options)
             opts.update(layers=1, kv_heads=heads, head_dim=head_dim, dtype=dtype,
                         block_tokens=self.block_tokens)
