@@ -7,7 +7,8 @@
 //
 // Locks: EmulatedDevice::streams_mu_ → EmulatedStream::mu_ is the only nesting (Device::
 // Synchronize drains streams while holding streams_mu_ shared). memory_mu_, link_mu_ and
-// EventState::mu are leaves. No lock is held while a copy, kernel or callback runs.
+// EventState::mu are leaves, and so is fault_mu_. No lock is held while a copy, kernel or
+// callback runs.
 
 #include "kernels/emulated_device.h"
 
@@ -212,6 +213,11 @@ class EmulatedStream final : public Stream {
           absl::StrFormat("Launch: kernel '%s' has no CPU reference to run on the emulated device",
                           name));
     }
+    if (absl::Status s = device_->ClaimFault(DeviceFault::Kind::kLaunch,
+                                             absl::StrFormat("kernel '%s': kernel launch", name));
+        !s.ok()) {
+      return s;
+    }
     EmulatedDevice* device = device_;
     Enqueue(Op{.run = [device, name = std::move(name), cpu = std::move(kernel.cpu),
                        host_read = kernel.host_bytes_read,
@@ -245,6 +251,10 @@ class EmulatedStream final : public Stream {
     auto* emulated = dynamic_cast<EmulatedEvent*>(&event);
     if (emulated == nullptr) {
       return absl::InvalidArgumentError("Record: the event was not created by an emulated device");
+    }
+    if (absl::Status s = device_->ClaimFault(DeviceFault::Kind::kEventRecord, "cudaEventRecord");
+        !s.ok()) {
+      return s;
     }
     const std::shared_ptr<EventState>& state = emulated->state();
     uint64_t seq;
@@ -326,6 +336,11 @@ class EmulatedStream final : public Stream {
     }
     std::erase_if(ops, [](const CopyOp& op) { return op.bytes == 0; });
     if (ops.empty()) return absl::OkStatus();
+    const std::string call =
+        ops.size() == 1 ? absl::StrFormat("cudaMemcpyAsync(%s, %d bytes)",
+                                          CopyKindName(ops[0].kind), ops[0].bytes)
+                        : absl::StrFormat("cudaMemcpyBatchAsync(%d copies)", ops.size());
+    if (absl::Status s = device_->ClaimFault(DeviceFault::Kind::kCopy, call); !s.ok()) return s;
     EmulatedDevice* device = device_;
     Enqueue(Op{.run = [device, ops = std::move(ops)]() {
       absl::Status first_error;
@@ -480,10 +495,82 @@ class EmulatedStream final : public Stream {
   std::thread worker_;
 };
 
+namespace {
+
+// Faults armed by InjectFaultIntoNextDevice, for the next device Create makes.
+Mutex next_device_faults_mu;
+std::vector<DeviceFault> next_device_faults ABSL_GUARDED_BY(next_device_faults_mu);
+
+}  // namespace
+
+const char* DeviceFaultKindName(DeviceFault::Kind kind) {
+  switch (kind) {
+    case DeviceFault::Kind::kAllocate:
+      return "allocate";
+    case DeviceFault::Kind::kAllocatePinned:
+      return "allocate-pinned";
+    case DeviceFault::Kind::kCopy:
+      return "copy";
+    case DeviceFault::Kind::kLaunch:
+      return "launch";
+    case DeviceFault::Kind::kEventRecord:
+      return "event-record";
+  }
+  return "unknown";
+}
+
 absl::StatusOr<std::unique_ptr<EmulatedDevice>> EmulatedDevice::Create(
     const DeviceOptions& options) {
   if (absl::Status status = options.Validate(); !status.ok()) return status;
-  return std::unique_ptr<EmulatedDevice>(new EmulatedDevice(options));
+  std::unique_ptr<EmulatedDevice> device(new EmulatedDevice(options));
+  std::vector<DeviceFault> faults;
+  {
+    MutexLock lock(&next_device_faults_mu);
+    faults.swap(next_device_faults);
+  }
+  for (const DeviceFault& fault : faults) device->InjectFault(fault);
+  return device;
+}
+
+void EmulatedDevice::InjectFaultIntoNextDevice(const DeviceFault& fault) {
+  MutexLock lock(&next_device_faults_mu);
+  next_device_faults.push_back(fault);
+}
+
+void EmulatedDevice::InjectFault(const DeviceFault& fault) {
+  MutexLock lock(&fault_mu_);
+  faults_.push_back(ActiveFault{fault, 0});
+  faults_armed_.store(true, std::memory_order_release);
+}
+
+void EmulatedDevice::ClearFaults() {
+  MutexLock lock(&fault_mu_);
+  faults_.clear();
+  faults_armed_.store(false, std::memory_order_release);
+}
+
+absl::Status EmulatedDevice::ClaimFault(DeviceFault::Kind kind, const std::string& call) {
+  if (!faults_armed_.load(std::memory_order_acquire)) return absl::OkStatus();
+  MutexLock lock(&fault_mu_);
+  bool hit = false;
+  for (ActiveFault& a : faults_) {
+    if (a.fault.kind != kind) continue;
+    const uint64_t n = a.seen++;  // this call is call n + 1 of its kind
+    hit = hit || (n >= a.fault.skip && (a.fault.count == 0 || n - a.fault.skip < a.fault.count));
+  }
+  std::erase_if(faults_, [](const ActiveFault& a) {
+    return a.fault.count != 0 && a.seen >= a.fault.skip && a.seen - a.fault.skip >= a.fault.count;
+  });
+  faults_armed_.store(!faults_.empty(), std::memory_order_release);
+  if (!hit) return absl::OkStatus();
+  // The codes cuda_device.cc's CodeFor gives cudaErrorMemoryAllocation (allocations) and
+  // cudaErrorLaunchFailure (everything else), with CUDA's messages for them.
+  const bool allocation =
+      kind == DeviceFault::Kind::kAllocate || kind == DeviceFault::Kind::kAllocatePinned;
+  return absl::Status(
+      allocation ? absl::StatusCode::kResourceExhausted : absl::StatusCode::kInternal,
+      absl::StrFormat("%s: %s (injected fault)", call,
+                      allocation ? "out of memory" : "unspecified launch failure"));
 }
 
 EmulatedDevice::EmulatedDevice(const DeviceOptions& options)
@@ -515,6 +602,11 @@ std::string EmulatedDevice::name() const {
 
 absl::StatusOr<DevicePtr> EmulatedDevice::Allocate(size_t bytes) {
   if (bytes == 0) return absl::InvalidArgumentError("Allocate: zero bytes requested");
+  if (absl::Status s = ClaimFault(DeviceFault::Kind::kAllocate,
+                                  absl::StrFormat("cudaMalloc(%d bytes)", bytes));
+      !s.ok()) {
+    return s;
+  }
   MutexLock lock(&memory_mu_);
   if (memory_limit_ > 0 && bytes > memory_limit_ - bytes_in_use_) {
     return absl::ResourceExhaustedError(absl::StrFormat(
@@ -582,6 +674,12 @@ size_t EmulatedDevice::bytes_in_use() const {
 
 absl::StatusOr<void*> EmulatedDevice::AllocatePinned(size_t bytes) {
   if (bytes == 0) return absl::InvalidArgumentError("AllocatePinned: zero bytes requested");
+  if (absl::Status s =
+          ClaimFault(DeviceFault::Kind::kAllocatePinned,
+                     absl::StrFormat("cudaHostAlloc(%d bytes)", RoundUp(bytes, kPinnedAlignment)));
+      !s.ok()) {
+    return s;
+  }
   void* ptr = nullptr;
   if (posix_memalign(&ptr, kPinnedAlignment, RoundUp(bytes, kPinnedAlignment)) != 0) {
     return absl::ResourceExhaustedError(

@@ -21,17 +21,21 @@
 //  * emulated_memory_limit bounds the bytes allocated (ResourceExhausted beyond it).
 //  * Free and FreePinned of a pointer this device did not hand out (or already freed) are
 //    InvalidArgument; of null they are no-ops, as cudaFree and free are.
+//  * Fault injection (for tests): InjectFault makes chosen future calls fail as the CUDA
+//    device fails when the runtime returns an error (DeviceFault says which calls and how).
 //
 // Thread safety: all methods may be called from any thread.
 
 #ifndef KVTIER_KERNELS_EMULATED_DEVICE_H_
 #define KVTIER_KERNELS_EMULATED_DEVICE_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -45,6 +49,33 @@
 namespace kvtier {
 
 class EmulatedStream;  // emulated_device.cc
+
+// A CUDA error on a chosen call, for tests: the call returns the Status that CudaDevice
+// (kernels/cuda_device.cc) returns when the runtime reports that error (the CUDA call's name
+// and arguments, CUDA's message, the same code) with " (injected fault)" appended, and does
+// nothing else: no memory is allocated, no work is enqueued (a CopyBatch enqueues none of its
+// ops). What each kind fails, and with what:
+//   kAllocate:       Allocate: "cudaMalloc(N bytes): out of memory", ResourceExhausted.
+//   kAllocatePinned: AllocatePinned: "cudaHostAlloc(N bytes): out of memory" (N rounded up
+//                    to 4096), ResourceExhausted.
+//   kCopy:           CopyToDevice, CopyToHost, CopyOnDevice, CopyBatch:
+//                    "cudaMemcpyAsync(H2D, N bytes): unspecified launch failure" (a batch of
+//                    several copies: "cudaMemcpyBatchAsync(K copies): ..."), Internal.
+//   kLaunch:         Launch: "kernel 'NAME': kernel launch: unspecified launch failure",
+//                    Internal.
+//   kEventRecord:    Stream::Record: "cudaEventRecord: unspecified launch failure", Internal.
+// Errors raised while work runs (CUDA's sticky errors, which leave the context unusable) are
+// not modelled: a stream whose work failed is a device the engine cannot keep using anyway.
+// Each fault counts the calls of its kind (on every stream of the device) from the moment it
+// is injected and hits calls skip + 1 .. skip + count (count 0: until ClearFaults); when two
+// hit the same call the one injected first applies.
+struct DeviceFault {
+  enum class Kind : uint8_t { kAllocate, kAllocatePinned, kCopy, kLaunch, kEventRecord };
+  Kind kind = Kind::kCopy;
+  uint64_t skip = 0;
+  uint64_t count = 1;
+};
+const char* DeviceFaultKindName(DeviceFault::Kind kind);
 
 class EmulatedDevice final : public Device {
  public:
@@ -91,6 +122,14 @@ class EmulatedDevice final : public Device {
   // Bytes of device memory allocated now.
   size_t bytes_in_use() const;
 
+  // Arms `fault` (see DeviceFault); ClearFaults disarms every fault.
+  void InjectFault(const DeviceFault& fault);
+  void ClearFaults();
+  // Arms `fault` in the next device EmulatedDevice::Create makes in this process, for tests
+  // whose device is created by the code under test (Engine::Open creates its own), so that
+  // the very first calls can fail. Faults armed this way are handed to one device only.
+  static void InjectFaultIntoNextDevice(const DeviceFault& fault);
+
   // True if `address` lies in the synthetic address range (live or not): such a value is a
   // DevicePtr and must never be used as a host pointer.
   static bool IsSyntheticAddress(uint64_t address) { return address >= kAddressBase; }
@@ -115,6 +154,14 @@ class EmulatedDevice final : public Device {
   void RegisterStream(EmulatedStream* stream);
   void UnregisterStream(EmulatedStream* stream);
 
+  // The injected error for this call of `kind` (counting it), or OK. `call` names the CUDA
+  // call as CudaDevice names it.
+  absl::Status ClaimFault(DeviceFault::Kind kind, const std::string& call);
+  struct ActiveFault {
+    DeviceFault fault;
+    uint64_t seen = 0;  // calls of its kind since it was injected
+  };
+
   const double copy_gbps_;
   const size_t memory_limit_;
 
@@ -131,6 +178,11 @@ class EmulatedDevice final : public Device {
   // Per link direction: the time until which it is busy with copies already admitted.
   Mutex link_mu_;
   absl::Time link_busy_until_[2] ABSL_GUARDED_BY(link_mu_);
+
+  Mutex fault_mu_;  // a leaf
+  std::vector<ActiveFault> faults_ ABSL_GUARDED_BY(fault_mu_);
+  // Lets calls that have no fault to claim skip fault_mu_.
+  std::atomic<bool> faults_armed_{false};
 
   // Live streams, for Device::Synchronize. Held (shared) while draining them, so a stream
   // cannot finish destruction while the device waits on it.

@@ -1,7 +1,7 @@
 // tests/kernels/emulated_device_test.cc — what the emulated device promises beyond the Device
 // contract: synthetic addresses that cannot be mistaken for host memory, a memory limit, a
-// bandwidth-limited link per direction shared by all streams, and execution errors that are
-// reported without stopping the stream.
+// bandwidth-limited link per direction shared by all streams, execution errors that are
+// reported without stopping the stream, and injected CUDA errors (DeviceFault).
 
 #include "kernels/emulated_device.h"
 
@@ -434,6 +434,112 @@ TEST(EmulatedDevice, ConcurrentAllocateFreeAndCopies) {
   for (auto& thread : threads) thread.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(device->bytes_in_use(), 0u);
+}
+
+TEST(EmulatedDeviceFaults, EachKindFailsItsCallAsCudaWouldAndNothingElse) {
+  std::unique_ptr<EmulatedDevice> device = NewDevice();
+  std::unique_ptr<Stream> stream = NewStream(*device);
+  std::unique_ptr<Event> event = NewEvent(*device);
+  absl::StatusOr<DevicePtr> buffer = device->Allocate(8192);
+  ASSERT_TRUE(buffer.ok()) << buffer.status();
+  std::vector<uint8_t> host = RandomBytes(8192, 3);
+  const std::vector<uint8_t> zeros(8192, 0);
+  ASSERT_TRUE(stream->CopyToDevice(*buffer, zeros.data(), zeros.size()).ok());
+
+  device->InjectFault({DeviceFault::Kind::kAllocate, 0, 1});
+  absl::StatusOr<DevicePtr> failed = device->Allocate(4096);
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(failed.status().message(), "cudaMalloc(4096 bytes): out of memory (injected fault)");
+  EXPECT_EQ(device->bytes_in_use(), 8192u);
+
+  device->InjectFault({DeviceFault::Kind::kAllocatePinned, 0, 1});
+  absl::StatusOr<void*> pinned = device->AllocatePinned(100);
+  EXPECT_EQ(pinned.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(pinned.status().message(),
+            "cudaHostAlloc(4096 bytes): out of memory (injected fault)");
+
+  device->InjectFault({DeviceFault::Kind::kCopy, 0, 1});
+  absl::Status s = stream->CopyToDevice(*buffer, host.data(), host.size());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(s.message(),
+            "cudaMemcpyAsync(H2D, 8192 bytes): unspecified launch failure (injected fault)");
+  device->InjectFault({DeviceFault::Kind::kCopy, 0, 1});
+  const CopyOp ops[2] = {
+      {.kind = CopyOp::Kind::kHostToDevice, .src_host = host.data(), .dst_device = *buffer,
+       .bytes = 4096},
+      {.kind = CopyOp::Kind::kHostToDevice, .src_host = host.data() + 4096,
+       .dst_device = *buffer + 4096, .bytes = 4096}};
+  s = stream->CopyBatch(ops);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_TRUE(absl::StrContains(s.message(), "cudaMemcpyBatchAsync(2 copies)")) << s;
+  // Neither failed call enqueued anything: the buffer still holds zeros, the stream no error.
+  std::vector<uint8_t> unchanged(8192, 0xEE);
+  ASSERT_TRUE(stream->CopyToHost(unchanged.data(), *buffer, unchanged.size()).ok());
+  EXPECT_TRUE(stream->Synchronize().ok());
+  EXPECT_EQ(unchanged, zeros);
+
+  device->InjectFault({DeviceFault::Kind::kLaunch, 0, 1});
+  KernelLaunch kernel;
+  kernel.name = "probe";
+  kernel.cpu = [](const KernelLaunch::Resolver&) { return absl::OkStatus(); };
+  s = stream->Launch(std::move(kernel));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(s.message(),
+            "kernel 'probe': kernel launch: unspecified launch failure (injected fault)");
+
+  device->InjectFault({DeviceFault::Kind::kEventRecord, 0, 1});
+  s = stream->Record(*event);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(s.message(), "cudaEventRecord: unspecified launch failure (injected fault)");
+  absl::StatusOr<bool> complete = event->Query();
+  ASSERT_TRUE(complete.ok());
+  EXPECT_TRUE(*complete) << "a failed Record captured nothing";
+
+  // Every fault was one-shot: the same calls now work, and bytes arrive intact.
+  ASSERT_TRUE(stream->CopyToDevice(*buffer, host.data(), host.size()).ok());
+  std::vector<uint8_t> back(host.size(), 0);
+  ASSERT_TRUE(stream->CopyToHost(back.data(), *buffer, back.size()).ok());
+  ASSERT_TRUE(stream->Record(*event).ok());
+  ASSERT_TRUE(event->Synchronize().ok());
+  EXPECT_EQ(back, host);
+  absl::StatusOr<void*> pinned_ok = device->AllocatePinned(100);
+  ASSERT_TRUE(pinned_ok.ok()) << pinned_ok.status();
+  EXPECT_TRUE(device->FreePinned(*pinned_ok).ok());
+  EXPECT_TRUE(device->Free(*buffer).ok());
+}
+
+TEST(EmulatedDeviceFaults, SkipAndCountPickAWindowOfCallsOfThatKindOnly) {
+  std::unique_ptr<EmulatedDevice> device = NewDevice();
+  device->InjectFault({DeviceFault::Kind::kAllocate, /*skip=*/1, /*count=*/2});
+  std::vector<bool> ok;
+  std::vector<DevicePtr> live;
+  for (int i = 0; i < 5; ++i) {
+    absl::StatusOr<void*> pinned = device->AllocatePinned(4096);  // another kind: not counted
+    ASSERT_TRUE(pinned.ok());
+    ASSERT_TRUE(device->FreePinned(*pinned).ok());
+    absl::StatusOr<DevicePtr> p = device->Allocate(256);
+    ok.push_back(p.ok());
+    if (p.ok()) live.push_back(*p);
+  }
+  EXPECT_EQ(ok, (std::vector<bool>{true, false, false, true, true}));
+  device->InjectFault({DeviceFault::Kind::kAllocate, 0, 0});  // until cleared
+  EXPECT_FALSE(device->Allocate(256).ok());
+  EXPECT_FALSE(device->Allocate(256).ok());
+  device->ClearFaults();
+  absl::StatusOr<DevicePtr> p = device->Allocate(256);
+  ASSERT_TRUE(p.ok());
+  live.push_back(*p);
+  for (DevicePtr q : live) EXPECT_TRUE(device->Free(q).ok());
+}
+
+TEST(EmulatedDeviceFaults, FaultsForTheNextDeviceGoToOneDeviceOnly) {
+  EmulatedDevice::InjectFaultIntoNextDevice({DeviceFault::Kind::kAllocatePinned, 0, 1});
+  std::unique_ptr<EmulatedDevice> first = NewDevice();
+  std::unique_ptr<EmulatedDevice> second = NewDevice();
+  EXPECT_EQ(first->AllocatePinned(4096).status().code(), absl::StatusCode::kResourceExhausted);
+  absl::StatusOr<void*> p = second->AllocatePinned(4096);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(second->FreePinned(*p).ok());
 }
 
 }  // namespace
