@@ -300,6 +300,10 @@ static void BadArguments(void) {
               "region_bytes");
   CHECK_ERROR(kvtier_options_set_device(o, (kvtier_device_kind)7, 0, 0), KVTIER_INVALID_ARGUMENT,
               "kind");
+  CHECK_ERROR(kvtier_options_set_device(o, KVTIER_DEVICE_EMULATED, -1, 0), KVTIER_INVALID_ARGUMENT,
+              "cuda_ordinal");
+  CHECK_ERROR(kvtier_options_set_device(o, KVTIER_DEVICE_EMULATED, 0, -2.0),
+              KVTIER_INVALID_ARGUMENT, "emulated_copy_gbps");
   CHECK_ERROR(kvtier_options_set_key_hash(o, (kvtier_key_hash)0), KVTIER_INVALID_ARGUMENT, "hash");
   CHECK_ERROR(kvtier_options_set_eviction(o, "lru", NULL), KVTIER_INVALID_ARGUMENT, "host_policy");
   const char* names[] = {"a", NULL};
