@@ -85,9 +85,9 @@ T ValueOrThrow(absl::StatusOr<T> v) {
 
 void RegisterErrors(py::module_& m) {
   ErrorTypes& e = Errors();
-  e.base = PyErr_NewExceptionWithDoc(
-      "kvtier.Error", "A kvtier call failed; the message says what was wrong.",
-      PyExc_RuntimeError, nullptr);
+  e.base = PyErr_NewExceptionWithDoc("kvtier.Error",
+                                     "A kvtier call failed; the message says what was wrong.",
+                                     PyExc_RuntimeError, nullptr);
   if (e.base == nullptr) throw py::error_already_set();
   m.attr("Error") = py::handle(e.base);
   struct Kind {
@@ -148,8 +148,8 @@ std::vector<int32_t> TokensFrom(const py::handle& tokens) {
     }
     const char kind = a.dtype().kind();
     if (kind != 'i' && kind != 'u') {
-      ThrowInvalid(absl::StrFormat("tokens: expected an integer array, got dtype %s",
-                                   Str(a.dtype())));
+      ThrowInvalid(
+          absl::StrFormat("tokens: expected an integer array, got dtype %s", Str(a.dtype())));
     }
     py::array_t<int64_t, py::array::forcecast> wide(a);
     std::vector<int32_t> out(static_cast<size_t>(wide.size()));
@@ -173,8 +173,7 @@ std::vector<int32_t> TokensFrom(const py::handle& tokens) {
   for (size_t i = 0; i < seq.size(); ++i) {
     py::handle item = seq[i];
     if (!py::isinstance<py::int_>(item) && !py::hasattr(item, "__index__")) {
-      ThrowInvalid(absl::StrFormat("tokens[%d]: expected an int, got %s", i,
-                                   TypeName(item)));
+      ThrowInvalid(absl::StrFormat("tokens[%d]: expected an int, got %s", i, TypeName(item)));
     }
     const long long v = py::cast<long long>(item);  // NOLINT(runtime/int): Python's int
     if (v < INT32_MIN || v > INT32_MAX) {
@@ -240,7 +239,8 @@ size_t CheckBlocksArray(const py::array& a, const Geometry& g, const char* what,
   const std::vector<py::ssize_t> block = BlockShape(g);
   std::vector<py::ssize_t> shape(a.shape(), a.shape() + a.ndim());
   const std::string expected = "(n, " + ShapeString(block).substr(1);
-  if (shape.size() != block.size() + 1 || !std::equal(block.begin(), block.end(), shape.begin() + 1)) {
+  if (shape.size() != block.size() + 1 ||
+      !std::equal(block.begin(), block.end(), shape.begin() + 1)) {
     ThrowInvalid(absl::StrFormat(
         "%s: expected shape (n, layers, 2, block_tokens, kv_heads, head_dim) = %s for geometry "
         "%s, got %s",
@@ -250,12 +250,11 @@ size_t CheckBlocksArray(const py::array& a, const Geometry& g, const char* what,
     ThrowInvalid(absl::StrFormat(
         "%s: dtype %s does not hold %s elements (use %s, or a %d-byte integer dtype holding "
         "the raw bits)",
-        what, Str(a.dtype()), DTypeName(g.dtype),
-        Str(NativeDtype(g.dtype)), DTypeSize(g.dtype)));
+        what, Str(a.dtype()), DTypeName(g.dtype), Str(NativeDtype(g.dtype)), DTypeSize(g.dtype)));
   }
   if (!(a.flags() & py::array::c_style)) {
-    ThrowInvalid(absl::StrFormat("%s: array must be C-contiguous (use numpy.ascontiguousarray)",
-                                 what));
+    ThrowInvalid(
+        absl::StrFormat("%s: array must be C-contiguous (use numpy.ascontiguousarray)", what));
   }
   if (writable && !a.writeable()) ThrowInvalid(absl::StrFormat("%s: array is read-only", what));
   return static_cast<size_t>(shape[0]);
@@ -412,9 +411,7 @@ class PyEngine {
   std::string DeviceName() const { return Get()->engine->device().name(); }
   std::string DeviceKind() const { return DeviceKindName(Get()->engine->device().kind()); }
 
-  void CreateNamespace(const std::string& ns) {
-    ThrowIfError(Get()->engine->CreateNamespace(ns));
-  }
+  void CreateNamespace(const std::string& ns) { ThrowIfError(Get()->engine->CreateNamespace(ns)); }
   std::vector<std::string> ListNamespaces() const { return Get()->engine->ListNamespaces(); }
 
   std::vector<std::string> BlockKeys(const std::string& ns, const py::handle& tokens,
@@ -716,8 +713,8 @@ emulated_copy_gbps, emulated_memory_limit. Keys: model (fingerprint, required), 
           return std::make_unique<EngineOptions>(py::cast<EngineOptions>(tmp));
         }),
         "Default options, then each keyword argument set as its attribute.");
-#define KVTIER_FIELD(name, member) \
-  o.def_property(                  \
+#define KVTIER_FIELD(name, member)                           \
+  o.def_property(                                            \
       name, [](const EngineOptions& x) { return x.member; }, \
       [](EngineOptions& x, decltype(EngineOptions::member) v) { x.member = v; })
   o.def_property(
@@ -734,7 +731,9 @@ emulated_copy_gbps, emulated_memory_limit. Keys: model (fingerprint, required), 
       [](EngineOptions& x, uint32_t v) { x.geometry.block_tokens = v; });
   o.def_property(
       "dtype", [](const EngineOptions& x) { return std::string(DTypeName(x.geometry.dtype)); },
-      [](EngineOptions& x, const std::string& v) { x.geometry.dtype = ValueOrThrow(ParseDType(v)); });
+      [](EngineOptions& x, const std::string& v) {
+        x.geometry.dtype = ValueOrThrow(ParseDType(v));
+      });
   o.def_property(
       "model", [](const EngineOptions& x) { return x.model_fingerprint; },
       [](EngineOptions& x, const std::string& v) { x.model_fingerprint = v; });
@@ -742,8 +741,11 @@ emulated_copy_gbps, emulated_memory_limit. Keys: model (fingerprint, required), 
       "key_hash", [](const EngineOptions& x) { return std::string(KeyHashName(x.key_hash)); },
       [](EngineOptions& x, const std::string& v) { x.key_hash = ValueOrThrow(ParseKeyHash(v)); });
   o.def_property(
-      "device", [](const EngineOptions& x) { return std::string(DeviceChoiceName(x.device.choice)); },
-      [](EngineOptions& x, const std::string& v) { x.device.choice = ValueOrThrow(ParseDevice(v)); });
+      "device",
+      [](const EngineOptions& x) { return std::string(DeviceChoiceName(x.device.choice)); },
+      [](EngineOptions& x, const std::string& v) {
+        x.device.choice = ValueOrThrow(ParseDevice(v));
+      });
   KVTIER_FIELD("cuda_ordinal", device.cuda_ordinal);
   KVTIER_FIELD("emulated_copy_gbps", device.emulated_copy_gbps);
   KVTIER_FIELD("emulated_memory_limit", device.emulated_memory_limit);
@@ -774,15 +776,17 @@ emulated_copy_gbps, emulated_memory_limit. Keys: model (fingerprint, required), 
       "lease_timeout_s",
       [](const EngineOptions& x) { return absl::ToDoubleSeconds(x.lease_timeout); },
       [](EngineOptions& x, double v) { x.lease_timeout = absl::Seconds(v); });
-  o.def("validate", [](const EngineOptions& x) { ThrowIfError(x.Validate()); },
-        "Raises InvalidArgumentError naming the bad field, if any.");
+  o.def(
+      "validate", [](const EngineOptions& x) { ThrowIfError(x.Validate()); },
+      "Raises InvalidArgumentError naming the bad field, if any.");
   o.def_property_readonly("block_bytes",
                           [](const EngineOptions& x) { return x.geometry.block_bytes(); });
   o.def("__repr__", [](const EngineOptions& x) {
-    return absl::StrFormat("kvtier.EngineOptions(%s, model='%s', gpu_tier_bytes=%d, "
-                           "host_tier_bytes=%d, disk_dir='%s')",
-                           x.geometry.ToString(), x.model_fingerprint, x.gpu_tier_bytes,
-                           x.host_tier_bytes, x.disk.directory);
+    return absl::StrFormat(
+        "kvtier.EngineOptions(%s, model='%s', gpu_tier_bytes=%d, "
+        "host_tier_bytes=%d, disk_dir='%s')",
+        x.geometry.ToString(), x.model_fingerprint, x.gpu_tier_bytes, x.host_tier_bytes,
+        x.disk.directory);
   });
 }
 
@@ -814,8 +818,9 @@ strings. Usable as a context manager; close() waits for transfers and frees the 
       .def_property_readonly("closed", &PyEngine::closed)
       .def("__enter__", [](py::object self) { return self; })
       .def("__exit__", [](PyEngine& e, py::args) { e.Close(); })
-      .def_property_readonly("options", [](const PyEngine& e) { return e.options(); },
-                             "A copy of the options the engine was opened with.")
+      .def_property_readonly(
+          "options", [](const PyEngine& e) { return e.options(); },
+          "A copy of the options the engine was opened with.")
       .def_property_readonly("device_name", &PyEngine::DeviceName)
       .def_property_readonly("device_kind", &PyEngine::DeviceKind, "'emulated' or 'cuda'.")
       .def_property_readonly("block_bytes",
@@ -826,9 +831,9 @@ strings. Usable as a context manager; close() waits for transfers and frees the 
           "block_shape",
           [](const PyEngine& e) { return py::tuple(py::cast(BlockShape(e.geometry()))); },
           "(layers, 2, block_tokens, kv_heads, head_dim): one block, layer-major.")
-      .def_property_readonly("dtype",
-                             [](const PyEngine& e) { return NativeDtype(e.geometry().dtype); },
-                             "The NumPy dtype load() returns.")
+      .def_property_readonly(
+          "dtype", [](const PyEngine& e) { return NativeDtype(e.geometry().dtype); },
+          "The NumPy dtype load() returns.")
       .def("create_namespace", &PyEngine::CreateNamespace, py::arg("ns"))
       .def("list_namespaces", &PyEngine::ListNamespaces)
       .def("block_keys", &PyEngine::BlockKeys, py::arg("ns"), py::arg("tokens"),

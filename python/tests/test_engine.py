@@ -3,6 +3,7 @@ and a disk tier that survives a reopen. Runs on the emulated device."""
 
 import shutil
 import tempfile
+import threading
 import unittest
 
 import numpy as np
@@ -256,6 +257,33 @@ class BadInput(unittest.TestCase):
         self.assertTrue(issubclass(kvtier.Error, RuntimeError))
         self.assertTrue(issubclass(kvtier.InvalidArgumentError, ValueError))
         self.assertTrue(issubclass(kvtier.NotFoundError, LookupError))
+
+
+class Threads(unittest.TestCase):
+    def test_threads_store_and_load_at_once(self):
+        # Store and load release the GIL: four threads interleave inside the engine, and each
+        # gets its own bytes back.
+        errors = []
+        with open_engine(host_tier_bytes=256 * 8192) as e:
+            def work(t):
+                try:
+                    for i in range(10):
+                        tokens = prompt(3, 1000 * t + i)
+                        kv = random_blocks(e, 3, seed=1000 * t + i)
+                        e.store("default", tokens, kv)
+                        n, keys = e.match("default", tokens)
+                        if n != 48 or e.load("default", keys).tobytes() != kv.tobytes():
+                            errors.append(f"thread {t} round {i}: wrong blocks")
+                except Exception as x:  # noqa: BLE001 - reported below
+                    errors.append(f"thread {t}: {x!r}")
+
+            threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.assertEqual(errors, [])
+            self.assertEqual(e.stats()["stored_blocks"], 4 * 10 * 3)
 
 
 class Stats(unittest.TestCase):
