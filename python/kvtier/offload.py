@@ -196,6 +196,7 @@ class LayerOffloader:
         self._stored = [0] * num_layers  # full blocks of each layer held by kvtier
         self._pending = {}  # layer -> Future of its stored blocks (a NumPy array)
         self._stores = {}  # layer -> Futures of its stores not yet checked for errors
+        self._hinted = {}  # layer -> its stored blocks when last hinted
         self._worker = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="kvtier-offload")
         self.counters = {"offloaded_blocks": 0, "restored_blocks": 0, "prefetched_layers": 0,
@@ -377,6 +378,7 @@ class LayerOffloader:
             self._pending.pop(layer, None)
             return self._kv[layer] if self._kv[layer] is not None else (None, None)
         self._check_stores(layer)
+        self._hinted.pop(layer, None)
         future = self._pending.pop(layer, None)
         if future is not None:
             self.counters["prefetch_hits"] += 1
@@ -465,8 +467,10 @@ class LayerOffloader:
                     self._pending[nxt] = self._worker.submit(
                         self._fetch_staged, nxt, self._stored[nxt])
                     self.counters["prefetched_layers"] += 1
-            elif self._can_hint:
-                # Further ahead: let kvtier's prefetcher move them disk -> host meanwhile.
+            elif self._can_hint and self._hinted.get(nxt) != self._stored[nxt]:
+                # Further ahead: let kvtier's prefetcher move them disk -> host meanwhile (once
+                # per layer until it is read back or grows).
+                self._hinted[nxt] = self._stored[nxt]
                 keys = []
                 for row in range(self._batch):
                     keys += self._namer.keys(row, nxt, self._stored[nxt])
@@ -481,6 +485,7 @@ class LayerOffloader:
         for f in list(self._pending.values()):
             f.cancel()
         self._pending.clear()
+        self._hinted.clear()
         for futures in self._stores.values():
             for f in futures:
                 f.exception()  # waits; a failed store left nothing to erase
