@@ -242,8 +242,15 @@ class BadInput(unittest.TestCase):
             kvtier.EngineOptions(layer_count=3)
         with self.assertRaisesRegex(ValueError, "model"):
             open_engine(model="")
-        opts = kvtier.EngineOptions(**GEOMETRY, model="m", host_tier_bytes=1 << 20)
+        opts = kvtier.EngineOptions(**GEOMETRY, model="m", host_tier_bytes=1 << 20,
+                                    device="emulated")
         opts.validate()
+        # Options object, with keywords overriding its fields.
+        with kvtier.Engine.open(opts, host_tier_bytes=2 * 8192) as e:
+            self.assertEqual(e.options.host_tier_bytes, 2 * 8192)
+            self.assertEqual(e.options.model, "m")
+            self.assertEqual(e.stats()["tiers"]["host"]["capacity_blocks"], 2)
+        self.assertEqual(opts.host_tier_bytes, 1 << 20)  # the caller's options are unchanged
         self.assertEqual(opts.layers, 4)
         self.assertEqual(opts.dtype, "fp16")
         self.assertEqual(opts.block_bytes, 8192)
@@ -352,6 +359,33 @@ class DiskTier(unittest.TestCase):
             # Hints move disk blocks up to the host tier in the background.
             e.hint("tenant-b", keys)
             e.flush()
+
+    def test_corrupt_record_raises_data_loss_never_wrong_bytes(self):
+        tokens = prompt(2, 15)
+        with self.disk_engine() as e:
+            kv = random_blocks(e, 2, seed=15)
+            e.store("default", tokens, kv)
+            e.store("default", prompt(4, 16), random_blocks(e, 4, seed=16))  # push them to disk
+            e.flush()
+            self.assertEqual(e.match_tiers("default", tokens), ["disk", "disk"])
+        with open(self.dir + "/cache/data.kvt", "r+b") as f:
+            f.seek(4096 + 64)  # the payload of the first record
+            f.write(b"XXXX")
+        with self.disk_engine() as e:
+            keys = e.block_keys("default", tokens)
+            with self.assertRaises(kvtier.DataLossError):
+                e.load("default", keys)
+            self.assertEqual(e.stats()["tiers"]["disk"]["checksum_failures"], 1)
+            # The bad block is now a miss; the good one still loads exactly.
+            self.assertLess(e.match("default", tokens)[0], 32)
+            outcomes = []
+            for i, key in enumerate(keys):
+                try:
+                    same = e.load("default", [key]).tobytes() == kv[i].tobytes()
+                    outcomes.append("exact" if same else "wrong")
+                except kvtier.NotFoundError:
+                    outcomes.append("missing")
+            self.assertEqual(sorted(outcomes), ["exact", "missing"])
 
     def test_directory_of_another_geometry_is_refused(self):
         with self.disk_engine() as e:
