@@ -58,6 +58,9 @@ struct BlockEntry {
   // The block's index in its prompt (0 = the first block), when stored; 0 for blocks
   // recovered from disk. Prefix-aware eviction evicts deeper blocks (chain tails) first.
   uint32_t depth = 0;
+  // When the block was first stored (Unix ms; for blocks recovered from disk, the record's
+  // creation time): its namespace's time to live counts from here.
+  int64_t stored_unix_ms = 0;
 
   bool has(TierKind t) const { return slot[static_cast<int>(t)] != kNoSlot; }
   bool is_writing(TierKind t) const { return writing & (1u << static_cast<int>(t)); }

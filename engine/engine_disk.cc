@@ -73,6 +73,7 @@ absl::Status EngineImpl::OpenDisk() {
       placement_mu_.AssertHeld();
       if (!inserted) return;  // the same key twice cannot happen: index keys are unique
       e.ns_id = (*space)->id;
+      e.stored_unix_ms = static_cast<int64_t>(disk_->CreatedUnixMs(r.id));
       Attach(r.key, e, TierKind::kDisk, r.id);
       ++ns_blocks_[e.ns_id];
     });
@@ -87,6 +88,13 @@ std::string EngineImpl::NamespaceName(uint32_t ns_id) const {
 
 bool EngineImpl::StartDiskWrite(const BlockKey& key, BlockEntry& e) {
   if (disk_ == nullptr) return false;
+  if (AtQuota(e.ns_id, kDisk)) {
+    // Records are reclaimed a region at a time, so no single record of the namespace can be
+    // evicted to make room: the block is refused, as admission would refuse it.
+    MutexLock ns_lock(&ns_mu_);
+    namespaces_[e.ns_id]->counters->quota_rejections.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
   const size_t bytes = options_.geometry.block_bytes();
   if (!admission_->Admit(key, bytes, absl::Now())) return false;
   const uint64_t write_id = next_write_id_++;
@@ -111,19 +119,24 @@ bool EngineImpl::StartDiskWrite(const BlockKey& key, BlockEntry& e) {
 absl::Status EngineImpl::EnsureHostCopy(const BlockKey& key, bool passing) {
   RecordId record = kNoSlot;
   std::string ns;
+  uint32_t ns_id = 0;
   table_.Find(key, [&](BlockEntry* e) {
     if (e->has(TierKind::kHost) || !e->has(TierKind::kDisk)) return;
     record = e->slot[kDisk];
+    ns_id = e->ns_id;
     ns = NamespaceName(e->ns_id);
   });
   if (record == kNoSlot) return absl::OkStatus();  // already has a host copy
   std::shared_ptr<Event> reuse;
-  std::optional<SlotId> slot = AcquireSlot(TierKind::kHost, &reuse);
+  std::optional<SlotId> slot = AcquireSlot(TierKind::kHost, &reuse, ns_id);
   if (!slot) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "block %s is on disk and no host slot is free to read it into (all %u are pinned or in "
-        "flight)",
-        key.ToHex(), tier(TierKind::kHost)->num_slots()));
+        "flight%s)",
+        key.ToHex(), tier(TierKind::kHost)->num_slots(),
+        AtQuota(ns_id, kHost) ? ", or its namespace is at its host quota with every block "
+                                "of it pinned"
+                              : ""));
   }
   // Host slots are freed only once nothing reads them (pins), so no reuse event exists for
   // the host tier and the disk read may write the slot at once.

@@ -211,8 +211,46 @@ absl::Status EngineImpl::CreateNamespace(absl::string_view ns) {
   if (ns_blocks_.size() <= id) {
     ns_blocks_.resize(id + 1, 0);
     ns_tier_blocks_.resize(id + 1, std::array<size_t, kNumTiers>{});
+    ns_quota_blocks_.resize(id + 1, std::array<size_t, kNumTiers>{});
+    ns_ttl_ms_.resize(id + 1, 0);
   }
+  // Validate() checked every listed namespace's limits.
+  auto limits = options_.namespace_limits.find(std::string(ns));
+  if (limits != options_.namespace_limits.end()) ApplyLimits(id, limits->second);
   return absl::OkStatus();
+}
+
+absl::Status EngineImpl::SetNamespaceLimits(absl::string_view ns, const NamespaceLimits& limits) {
+  absl::StatusOr<const Namespace*> space = FindNamespace(ns);
+  if (!space.ok()) return space.status();
+  if (absl::Status s = ValidateNamespaceLimits(limits, options_.geometry.block_bytes()); !s.ok()) {
+    return absl::Status(s.code(), absl::StrFormat("SetNamespaceLimits('%s'): %s", ns, s.message()));
+  }
+  MutexLock lock(&placement_mu_);
+  ApplyLimits((*space)->id, limits);
+  return absl::OkStatus();
+}
+
+void EngineImpl::ApplyLimits(uint32_t ns_id, const NamespaceLimits& limits) {
+  const size_t block = options_.geometry.block_bytes();
+  ns_quota_blocks_[ns_id] = {limits.gpu_bytes / block, limits.host_bytes / block,
+                             limits.disk_bytes / RecordSize(block)};
+  const int64_t ttl_ms = limits.ttl == absl::InfiniteDuration()
+                             ? 0
+                             : std::max<int64_t>(1, absl::ToInt64Milliseconds(limits.ttl));
+  ns_ttl_ms_[ns_id] = ttl_ms;
+  {
+    MutexLock ns_lock(&ns_mu_);
+    namespaces_[ns_id]->counters->ttl_ms.store(ttl_ms, std::memory_order_relaxed);
+  }
+  int64_t shortest = 0;
+  for (int64_t t : ns_ttl_ms_) {
+    if (t > 0 && (shortest == 0 || t < shortest)) shortest = t;
+  }
+  MutexLock hint_lock(&hint_mu_);  // a leaf lock; unlocking wakes the sweeping thread
+  sweep_interval_ = shortest == 0 ? absl::InfiniteDuration()
+                                  : std::clamp(absl::Milliseconds(shortest) / 4,
+                                               absl::Milliseconds(10), absl::Seconds(1));
 }
 
 std::vector<std::string> EngineImpl::ListNamespaces() const {
@@ -524,8 +562,18 @@ void EngineImpl::DetachAll(const BlockKey& key, BlockEntry& e) {
   --ns_blocks_[e.ns_id];
 }
 
-std::optional<SlotId> EngineImpl::AcquireSlot(TierKind t, std::shared_ptr<Event>* reuse_after) {
+std::optional<SlotId> EngineImpl::AcquireSlot(TierKind t, std::shared_ptr<Event>* reuse_after,
+                                              uint32_t ns_id, size_t pending) {
   Tier* tr = tier(t);
+  const int ti = static_cast<int>(t);
+  if (AtQuota(ns_id, ti, pending)) {
+    // At its quota the namespace makes room among its own copies, never another's.
+    const bool evicted = EvictOne(t, ns_id);
+    MutexLock ns_lock(&ns_mu_);
+    NamespaceCounters& c = *namespaces_[ns_id]->counters;
+    (evicted ? c.quota_evictions : c.quota_rejections).fetch_add(1, std::memory_order_relaxed);
+    if (!evicted) return std::nullopt;
+  }
   std::optional<SlotId> slot = tr->Allocate();
   if (!slot && EvictOne(t)) slot = tr->Allocate();
   if (!slot && !leases_.empty()) {
@@ -539,13 +587,14 @@ std::optional<SlotId> EngineImpl::AcquireSlot(TierKind t, std::shared_ptr<Event>
   return slot;
 }
 
-bool EngineImpl::EvictOne(TierKind t) {
+bool EngineImpl::EvictOne(TierKind t, uint32_t only_ns) {
   const int ti = static_cast<int>(t);
   const std::vector<BlockKey>& owners = slot_owner_[ti];
   auto evictable = [&](SlotId s) {
     return table_.Find(owners[s], [&](BlockEntry* e) {
       placement_mu_.AssertHeld();
-      return e != nullptr && e->pins == 0 && !e->is_writing(t) &&
+      return e != nullptr && (only_ns == kAnyNs || e->ns_id == only_ns) && e->pins == 0 &&
+             !e->is_writing(t) &&
              !(protect_prefetched_ && (e->prefetched & Bit(t)));
     });
   };
@@ -595,8 +644,10 @@ bool EngineImpl::EvictOne(TierKind t) {
 
   // A GPU copy that is the block's only copy is demoted to the host tier, not dropped.
   bool demote = false;
+  uint32_t victim_ns = 0;
   table_.Find(key, [&](BlockEntry* e) {
     demote = t == TierKind::kGpu && !e->has(TierKind::kHost) && !e->has(TierKind::kDisk);
+    victim_ns = e->ns_id;
   });
   std::shared_ptr<Event> host_reuse;
   SlotId host_slot = kNoSlot;
@@ -604,7 +655,7 @@ bool EngineImpl::EvictOne(TierKind t) {
   if (demote) {
     absl::StatusOr<std::shared_ptr<Event>> ev = NewEvent();
     std::optional<SlotId> acquired =
-        ev.ok() ? AcquireSlot(TierKind::kHost, &host_reuse) : std::nullopt;
+        ev.ok() ? AcquireSlot(TierKind::kHost, &host_reuse, victim_ns) : std::nullopt;
     if (acquired.has_value()) {
       host_slot = *acquired;
       landed = std::move(*ev);
@@ -702,10 +753,12 @@ void EngineImpl::OnReadsDone(const std::vector<BlockKey>& keys) {
 
 absl::Status EngineImpl::PinAll(uint32_t ns_id, absl::string_view ns,
                                 absl::Span<const BlockKey> keys, const char* op) {
+  const int64_t now_ms = ns_ttl_ms_[ns_id] > 0 ? absl::ToUnixMillis(absl::Now()) : 0;
   for (size_t i = 0; i < keys.size(); ++i) {
     const bool pinned = table_.Find(keys[i], [&](BlockEntry* e) {
       placement_mu_.AssertHeld();
       if (e == nullptr || e->erased || e->ns_id != ns_id || !e->has_any()) return false;
+      if (Expired(*e, now_ms)) return false;
       ++e->pins;
       return true;
     });
@@ -756,6 +809,8 @@ absl::StatusOr<MatchResult> EngineImpl::Match(absl::string_view ns,
   const uint32_t ns_id = (*space)->id;
   MatchResult result;
   const size_t n = tokens.size() / bt;
+  const int64_t ttl_ms = (*space)->counters->ttl_ms.load(std::memory_order_relaxed);
+  const int64_t now_ms = ttl_ms > 0 ? absl::ToUnixMillis(absl::Now()) : 0;
   result.keys.reserve(n);
   result.tiers.reserve(n);
   BlockKey parent = (*space)->hasher.root();
@@ -764,6 +819,7 @@ absl::StatusOr<MatchResult> EngineImpl::Match(absl::string_view ns,
     TierKind where = TierKind::kHost;
     const bool hit = table_.Find(key, [&](BlockEntry* e) {
       if (e == nullptr || e->erased || e->ns_id != ns_id || !e->has_any()) return false;
+      if (ttl_ms > 0 && now_ms - e->stored_unix_ms >= ttl_ms) return false;  // expired
       where = e->best_tier();
       return true;
     });
@@ -836,6 +892,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
   TransferHandleImpl::Counts counts;
   std::vector<BlockKey> stored;
   std::vector<BlockCopy> copies;
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   {
     MutexLock lock(&placement_mu_);
     const uint64_t write_id = next_write_id_++;
@@ -843,14 +900,25 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
     for (size_t i = 0; i < n; ++i) {
       const BlockKey& key = all[r.first_block + i];
       int state = 0;  // 0 absent, 1 present, 2 erased but still busy
-      table_.Find(key, [&](BlockEntry* e) { state = e == nullptr ? 0 : e->erased ? 2 : 1; });
+      table_.Find(key, [&](BlockEntry* e) {
+        placement_mu_.AssertHeld();
+        state = e == nullptr ? 0 : e->erased ? 2 : Expired(*e, now_ms) ? 3 : 1;
+      });
+      if (state == 3) {
+        // Expired and not swept yet: it goes now, and the block is stored afresh.
+        if (EraseLocked((*space)->id, {&key, 1}) == 1) {
+          (*space)->counters->expired.fetch_add(1, std::memory_order_relaxed);
+        }
+        table_.Find(key, [&](BlockEntry* e) { state = e == nullptr ? 0 : 2; });
+      }
       if (admission_ != nullptr) admission_->Record(key);
       if (state == 1) {
         ++counts.present;
         continue;
       }
       std::shared_ptr<Event> reuse;
-      std::optional<SlotId> slot = state == 0 ? AcquireSlot(TierKind::kHost, &reuse) : std::nullopt;
+      std::optional<SlotId> slot =
+          state == 0 ? AcquireSlot(TierKind::kHost, &reuse, (*space)->id) : std::nullopt;
       if (!slot) {
         ++counts.rejected;
         continue;
@@ -860,6 +928,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
         placement_mu_.AssertHeld();
         e.ns_id = (*space)->id;
         e.depth = static_cast<uint32_t>(r.first_block + i);
+        e.stored_unix_ms = now_ms;
         Attach(key, e, TierKind::kHost, *slot);
         StartWrite(e, TierKind::kHost, write_id, *done);
       });
@@ -1091,10 +1160,16 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
     std::vector<SlotId> acquired;
     for (size_t k = 0; k < need.size(); ++k) {
       std::shared_ptr<Event> reuse;
-      std::optional<SlotId> slot = AcquireSlot(TierKind::kGpu, &reuse);
+      std::optional<SlotId> slot = AcquireSlot(TierKind::kGpu, &reuse, (*space)->id, k);
       if (!slot) {
         for (SlotId s : acquired) gpu->Release(s);
         Unpin(keys);
+        if (AtQuota((*space)->id, kGpu, k)) {
+          return absl::ResourceExhaustedError(absl::StrFormat(
+              "LoadToGpuTier: namespace '%s' is at its GPU quota of %d blocks and none of its "
+              "blocks there can be evicted for the %d more this call needs",
+              ns, ns_quota_blocks_[(*space)->id][kGpu], need.size() - k));
+        }
         return absl::ResourceExhaustedError(absl::StrFormat(
             "LoadToGpuTier: no free GPU slot for %d more blocks: all %u slots are pinned, "
             "leased or in flight",
@@ -1190,6 +1265,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
   {
     MutexLock lock(&placement_mu_);
     const uint64_t write_id = next_write_id_++;
+    const int64_t now_ms = absl::ToUnixMillis(absl::Now());
     protect_prefetched_ = hinted;
     std::vector<BlockCopy> copies;
     std::vector<std::shared_ptr<Event>> waits;
@@ -1208,6 +1284,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
       int state = table_.Find(key, [&](BlockEntry* e) {
         placement_mu_.AssertHeld();
         if (e == nullptr || e->erased || e->ns_id != ns_id || !e->has_any()) return 0;
+        if (Expired(*e, now_ms)) return 0;
         if (e->has(top)) return 1;
         ++e->pins;  // keeps the source copies in place while they are read
         return 2;
@@ -1237,7 +1314,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
         continue;
       }
       std::shared_ptr<Event> reuse;
-      std::optional<SlotId> slot = AcquireSlot(TierKind::kGpu, &reuse);
+      std::optional<SlotId> slot = AcquireSlot(TierKind::kGpu, &reuse, ns_id);
       if (!slot) {
         Unpin({key});
         ++counts.rejected;
@@ -1338,6 +1415,23 @@ absl::StatusOr<size_t> EngineImpl::EraseNamespace(absl::string_view ns) {
   return EraseLocked(ns_id, keys);
 }
 
+void EngineImpl::SweepExpired() {
+  DestroyRetiredEvents();
+  MutexLock lock(&placement_mu_);
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  std::vector<std::vector<BlockKey>> expired(ns_ttl_ms_.size());
+  table_.ForEach([&](const BlockKey& key, const BlockEntry& e) {
+    placement_mu_.AssertHeld();
+    if (!e.erased && Expired(e, now_ms)) expired[e.ns_id].push_back(key);
+  });
+  for (uint32_t ns_id = 0; ns_id < expired.size(); ++ns_id) {
+    if (expired[ns_id].empty()) continue;
+    const size_t n = EraseLocked(ns_id, expired[ns_id]);
+    MutexLock ns_lock(&ns_mu_);
+    namespaces_[ns_id]->counters->expired.fetch_add(n, std::memory_order_relaxed);
+  }
+}
+
 // ----------------------------------------------------------------------------- Stats
 
 absl::Status EngineImpl::Flush() {
@@ -1384,9 +1478,11 @@ void EngineImpl::PrefetcherLoop() {
   const size_t block = options_.geometry.block_bytes();
   // Keys per batch: one placement-lock hold and one copy batch each.
   constexpr size_t kMaxBatch = 64;
+  absl::Time next_sweep = absl::Now();
   for (;;) {
     uint32_t ns_id = 0;
     std::vector<BlockKey> batch;
+    bool sweep = false;
     {
       MutexLock lock(&hint_mu_);
       // Only this thread adds to prefetch_outstanding_, so room seen here stays room.
@@ -1396,19 +1492,39 @@ void EngineImpl::PrefetcherLoop() {
       // Room for a batch: a quarter of the budget (as ReleasePrefetchBudget wakes us), or
       // whatever the queue still holds if that is less.
       const size_t wake_room = std::max(block, prefetch_budget_ / 4);
-      hint_mu_.Await([&] {
+      auto hints_ready = [&] {
         hint_mu_.AssertHeld();
-        return stop_prefetcher_ ||
-               (!hints_.empty() && room() >= std::min(wake_room, hints_.size() * block));
-      });
+        return !hints_.empty() && room() >= std::min(wake_room, hints_.size() * block);
+      };
+      // The same thread sweeps blocks whose time to live has passed, when any namespace has
+      // one: every sweep_interval_, which SetNamespaceLimits may change while it waits.
+      const absl::Duration interval = sweep_interval_;
+      auto wake = [&] {
+        hint_mu_.AssertHeld();
+        return stop_prefetcher_ || hints_ready() || sweep_interval_ != interval;
+      };
+      if (interval == absl::InfiniteDuration()) {
+        hint_mu_.Await(wake);
+      } else {
+        (void)hint_mu_.AwaitWithTimeout(wake, std::max(absl::ZeroDuration(),
+                                                       next_sweep - absl::Now()));
+        if (absl::Now() >= next_sweep) {
+          next_sweep = absl::Now() + interval;
+          sweep = true;
+        }
+      }
       if (stop_prefetcher_) return;
-      ns_id = hints_.front().ns_id;
-      const size_t n = std::min(kMaxBatch, room() / block);
-      while (batch.size() < n && !hints_.empty() && hints_.front().ns_id == ns_id) {
-        batch.push_back(hints_.front().key);
-        hints_.pop_front();
+      if (hints_ready()) {
+        ns_id = hints_.front().ns_id;
+        const size_t n = std::min(kMaxBatch, room() / block);
+        while (batch.size() < n && !hints_.empty() && hints_.front().ns_id == ns_id) {
+          batch.push_back(hints_.front().key);
+          hints_.pop_front();
+        }
       }
     }
+    if (sweep) SweepExpired();
+    if (batch.empty()) continue;
     DestroyRetiredEvents();
     absl::StatusOr<std::unique_ptr<TransferHandle>> h = PrefetchKeys(ns_id, batch, true);
     if (!h.ok()) {
@@ -1463,6 +1579,7 @@ EngineStats EngineImpl::Stats() {
   std::vector<std::string> names;
   std::vector<std::array<uint64_t, 4>> ns_counts;  // matched, missed, stored, loaded
   std::vector<std::pair<uint64_t, uint64_t>> ns_stall;        // ns, waits
+  std::vector<std::array<uint64_t, 3>> ns_quota;  // quota evictions, rejections, expired
   std::vector<std::array<uint64_t, 2 * kNumTiers>> ns_lookups;  // hits..., misses...
   {
     MutexLock lock(&ns_mu_);
@@ -1471,6 +1588,8 @@ EngineStats EngineImpl::Stats() {
       ns_counts.push_back({n->counters->matched.load(), n->counters->missed.load(),
                            n->counters->stored.load(), n->counters->loaded.load()});
       ns_stall.emplace_back(n->counters->stall->ns.load(), n->counters->stall->waits.load());
+      ns_quota.push_back({n->counters->quota_evictions.load(),
+                          n->counters->quota_rejections.load(), n->counters->expired.load()});
       std::array<uint64_t, 2 * kNumTiers>& l = ns_lookups.emplace_back();
       for (int t = 0; t < kNumTiers; ++t) {
         l[t] = n->counters->hits[t].load();
@@ -1513,6 +1632,10 @@ EngineStats EngineImpl::Stats() {
     ns.missed_blocks = ns_counts[id][1];
     ns.stored_blocks = ns_counts[id][2];
     ns.loaded_blocks = ns_counts[id][3];
+    for (int t = 0; t < kNumTiers; ++t) ns.quota_blocks[t] = ns_quota_blocks_[id][t];
+    ns.quota_evictions = ns_quota[id][0];
+    ns.quota_rejections = ns_quota[id][1];
+    ns.expired_blocks = ns_quota[id][2];
     ns.stall_ns = ns_stall[id].first;
     ns.stalled_waits = ns_stall[id].second;
     for (int t = 0; t < kNumTiers; ++t) {

@@ -47,6 +47,8 @@ namespace kvtier {
 // The disk tier's options from the public ones, validated (InvalidArgument naming the field).
 absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk, size_t block_bytes);
 
+absl::Status ValidateNamespaceLimits(const NamespaceLimits& limits, size_t block_bytes);
+
 class EngineImpl final : public Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Open(const EngineOptions& options);
@@ -56,6 +58,7 @@ class EngineImpl final : public Engine {
   Device& device() override { return *device_; }
 
   absl::Status CreateNamespace(absl::string_view ns) override;
+  absl::Status SetNamespaceLimits(absl::string_view ns, const NamespaceLimits& limits) override;
   std::vector<std::string> ListNamespaces() const override;
   absl::StatusOr<MatchResult> Match(absl::string_view ns, absl::Span<const int32_t> tokens,
                                     absl::string_view extra) override;
@@ -72,6 +75,7 @@ class EngineImpl final : public Engine {
   absl::StatusOr<size_t> EraseNamespace(absl::string_view ns) override;
   absl::Status Flush() override;
   EngineStats Stats() override;
+  DiskTier* disk_tier_for_testing() { return disk_.get(); }  // engine/testing_hooks.cc only
 
  private:
   // Per-namespace counters; behind a pointer so Namespace stays movable.
@@ -79,6 +83,9 @@ class EngineImpl final : public Engine {
     std::atomic<uint64_t> matched{0}, missed{0}, stored{0}, loaded{0};
     std::array<std::atomic<uint64_t>, kNumTiers> hits{}, misses{};
     std::shared_ptr<StallMeter> stall = std::make_shared<StallMeter>();
+    std::atomic<uint64_t> quota_evictions{0}, quota_rejections{0}, expired{0};
+    // The namespace's time to live in ms (0 = none), for Match, which reads it unlocked.
+    std::atomic<int64_t> ttl_ms{0};
   };
   struct Namespace {
     std::string name;
@@ -141,9 +148,33 @@ class EngineImpl final : public Engine {
   // A free slot in tier t, evicting (dropping or demoting) an unpinned copy if needed.
   // Sets *reuse_after to an event the writer must wait for (or null). nullopt when every
   // copy in the tier is pinned, leased or in flight.
-  std::optional<SlotId> AcquireSlot(TierKind t, std::shared_ptr<Event>* reuse_after)
+  // `ns_id`: the namespace the slot is for: at its quota in tier t, one of its own copies
+  // there is evicted instead (nullopt if none can be).
+  // `pending`: slots this caller already acquired in tier t for the namespace and has not
+  // attached yet (they count against its quota).
+  std::optional<SlotId> AcquireSlot(TierKind t, std::shared_ptr<Event>* reuse_after,
+                                    uint32_t ns_id, size_t pending = 0)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
-  bool EvictOne(TierKind t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  // Evicts one unpinned copy from tier t; only namespace `only_ns`'s when it is not kAnyNs.
+  static constexpr uint32_t kAnyNs = UINT32_MAX;
+  bool EvictOne(TierKind t, uint32_t only_ns = kAnyNs)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  // Whether namespace ns_id is at its quota in tier t.
+  bool AtQuota(uint32_t ns_id, int t, size_t pending = 0) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_) {
+    const size_t quota = ns_quota_blocks_[ns_id][t];
+    return quota != 0 && ns_tier_blocks_[ns_id][t] + pending >= quota;
+  }
+  // Whether the block's time to live has passed at `now_ms` (Unix milliseconds).
+  bool Expired(const BlockEntry& e, int64_t now_ms) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_) {
+    const int64_t ttl = ns_ttl_ms_[e.ns_id];
+    return ttl > 0 && now_ms - e.stored_unix_ms >= ttl;
+  }
+  void ApplyLimits(uint32_t ns_id, const NamespaceLimits& limits)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  // Removes every block whose time to live has passed, from every tier.
+  void SweepExpired();
   // `cold`: the copy is made in passing (EvictionPolicy::OnInsertCold).
   void Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId slot, bool cold = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
@@ -250,6 +281,9 @@ class EngineImpl final : public Engine {
   // Blocks per namespace id and tier.
   std::vector<std::array<size_t, kNumTiers>> ns_tier_blocks_ ABSL_GUARDED_BY(placement_mu_);
   std::vector<size_t> ns_blocks_ ABSL_GUARDED_BY(placement_mu_);
+  // Per namespace: quota per tier in blocks (0 = none), and time to live in ms (0 = none).
+  std::vector<std::array<size_t, kNumTiers>> ns_quota_blocks_ ABSL_GUARDED_BY(placement_mu_);
+  std::vector<int64_t> ns_ttl_ms_ ABSL_GUARDED_BY(placement_mu_);
 
   mutable Mutex ns_mu_;
   std::vector<std::unique_ptr<Namespace>> namespaces_ ABSL_GUARDED_BY(ns_mu_);
@@ -270,6 +304,9 @@ class EngineImpl final : public Engine {
   std::deque<HintItem> hints_ ABSL_GUARDED_BY(hint_mu_);
   uint64_t next_hint_id_ ABSL_GUARDED_BY(hint_mu_) = 1;
   bool stop_prefetcher_ ABSL_GUARDED_BY(hint_mu_) = false;
+  // How often the prefetcher thread sweeps expired blocks: a quarter of the shortest TTL,
+  // in [10 ms, 1 s]; InfiniteDuration when no namespace has a TTL.
+  absl::Duration sweep_interval_ ABSL_GUARDED_BY(hint_mu_) = absl::InfiniteDuration();
   // Bytes of hinted blocks in flight or unused in the top tier; written under placement_mu_,
   // read by the prefetcher without it.
   std::atomic<size_t> prefetch_outstanding_{0};

@@ -181,6 +181,14 @@ std::string FormatPrometheus(const EngineStats& s, size_t block_bytes) {
       {"kvtier_namespace_stored_blocks_total", "Blocks newly stored.",
        &NamespaceStats::stored_blocks},
       {"kvtier_namespace_loaded_blocks_total", "Blocks loaded.", &NamespaceStats::loaded_blocks},
+      {"kvtier_namespace_quota_evictions_total",
+       "Own blocks evicted to keep the namespace within a tier quota.",
+       &NamespaceStats::quota_evictions},
+      {"kvtier_namespace_quota_rejections_total",
+       "Blocks refused a tier because the namespace was at its quota.",
+       &NamespaceStats::quota_rejections},
+      {"kvtier_namespace_expired_blocks_total", "Blocks removed when their time to live passed.",
+       &NamespaceStats::expired_blocks},
   };
   for (const auto& c : ns_counters) {
     p.Family(c.name, "counter", c.help);
@@ -267,12 +275,13 @@ std::string FormatStatsJson(const EngineStats& s, size_t block_bytes) {
         "\"disk\":%d},\"matched_blocks\":%d,\"missed_blocks\":%d,\"stored_blocks\":%d,"
         "\"loaded_blocks\":%d,\"hits_per_tier\":{\"gpu\":%d,\"host\":%d,\"disk\":%d},"
         "\"misses_per_tier\":{\"gpu\":%d,\"host\":%d,\"disk\":%d},\"stall_ns\":%d,"
-        "\"stalled_waits\":%d}",
+        "\"stalled_waits\":%d,\"quota_evictions\":%d,\"quota_rejections\":%d,"
+        "\"expired_blocks\":%d}",
         i == 0 ? "" : ",", Escape(n.name), n.blocks, n.blocks_per_tier[0], n.blocks_per_tier[1],
         n.blocks_per_tier[2], n.matched_blocks, n.missed_blocks, n.stored_blocks,
         n.loaded_blocks, n.hits_per_tier[0], n.hits_per_tier[1], n.hits_per_tier[2],
         n.misses_per_tier[0], n.misses_per_tier[1], n.misses_per_tier[2], n.stall_ns,
-        n.stalled_waits);
+        n.stalled_waits, n.quota_evictions, n.quota_rejections, n.expired_blocks);
   }
   o += "],\"engine\":{";
   bool first = true;

@@ -1,5 +1,6 @@
 // engine/options.cc — validation of EngineOptions and the small value types of engine.h.
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/admission_policy.h"
 #include "engine/engine_impl.h"
@@ -72,6 +73,28 @@ KvBuffers KvBuffers::Paged(PagedPool pool, std::vector<uint32_t> pages) {
   return b;
 }
 
+absl::Status ValidateNamespaceLimits(const NamespaceLimits& limits, size_t block_bytes) {
+  const struct {
+    const char* name;
+    size_t bytes;
+  } quotas[] = {{"gpu_bytes", limits.gpu_bytes},
+                {"host_bytes", limits.host_bytes},
+                {"disk_bytes", limits.disk_bytes}};
+  for (const auto& q : quotas) {
+    if (q.bytes != 0 && q.bytes < block_bytes) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s = %d is smaller than one block (%d bytes); use 0 for no quota", q.name, q.bytes,
+          block_bytes));
+    }
+  }
+  if (limits.ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ttl = %s is not positive; use absl::InfiniteDuration() to keep blocks",
+        absl::FormatDuration(limits.ttl)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status EngineOptions::Validate() const {
   if (absl::Status s = geometry.Validate(); !s.ok()) return s;
   if (model_fingerprint.empty()) {
@@ -106,6 +129,15 @@ absl::Status EngineOptions::Validate() const {
     return absl::InvalidArgumentError(absl::StrFormat(
         "eviction_window = %u must be in [1, 1024] (candidates weighed per eviction)",
         eviction_window));
+  }
+  for (const auto& [name, limits] : namespace_limits) {
+    if (absl::Status s = ValidateNamespaceName(name); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("namespace_limits: ", s.message()));
+    }
+    if (absl::Status s = ValidateNamespaceLimits(limits, geometry.block_bytes()); !s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrFormat("namespace_limits['%s']: %s", name, s.message()));
+    }
   }
   for (size_t i = 0; i < namespaces.size(); ++i) {
     if (absl::Status s = ValidateNamespaceName(namespaces[i]); !s.ok()) return s;

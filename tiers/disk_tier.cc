@@ -842,6 +842,11 @@ absl::Status DiskTier::Erase(RecordId id, const BlockKey& key) {
   return s;
 }
 
+uint64_t DiskTier::CreatedUnixMs(RecordId id) {
+  MutexLock lock(&mu_);
+  return id < records_.size() ? records_[id].entry.created_unix_ms : 0;
+}
+
 DiskTierStats DiskTier::Stats() {
   MutexLock lock(&mu_);
   DiskTierStats st = stats_;

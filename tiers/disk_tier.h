@@ -127,6 +127,8 @@ class DiskTier {
   void Drain();
 
   DiskTierStats Stats();
+  // When the record was written (Unix ms, from its index entry); 0 for an unknown id.
+  uint64_t CreatedUnixMs(RecordId id);
   size_t block_bytes() const { return block_bytes_; }
   IoEngine& io() { return *io_; }
 

@@ -30,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,6 +70,24 @@ struct DiskOptions {
   double write_budget_mbps = 0;
 };
 
+// What one namespace (tenant) may hold. Quotas are per tier, in bytes, rounded down to whole
+// blocks (disk: whole records); 0 = no quota (the tier's size is the only limit). A store or
+// promotion into a tier where the namespace is at its quota evicts one of that namespace's
+// own blocks there (the tier's policy picks which); when none of them can go (all pinned or
+// in flight) the block is refused, as for a full tier. The disk tier cannot evict single
+// records, so a namespace at its disk quota has further blocks refused admission.
+struct NamespaceLimits {
+  size_t gpu_bytes = 0;
+  size_t host_bytes = 0;
+  size_t disk_bytes = 0;
+  // Time to live: a block stored longer ago than this is gone: Match, Load, LoadToGpuTier
+  // and hints no longer see it from that moment, and a background sweep (every ttl / 4,
+  // between 10 ms and 1 s) removes it from every tier and from the disk index. Measured
+  // from the Store that first cached it (for blocks recovered from disk, from the record's
+  // creation time, so a restart does not extend it). InfiniteDuration = keep.
+  absl::Duration ttl = absl::InfiniteDuration();
+};
+
 struct EngineOptions {
   Geometry geometry;
   // Identifies the model weights (name and revision). Part of every key: blocks of two
@@ -99,6 +118,10 @@ struct EngineOptions {
 
   // Namespaces created at Open. More can be added with CreateNamespace.
   std::vector<std::string> namespaces = {"default"};
+  // Limits by namespace name, applied when the namespace is created (at Open, by
+  // CreateNamespace, or when a disk directory brings it back); SetNamespaceLimits changes
+  // them later. Namespaces not listed have none.
+  std::map<std::string, NamespaceLimits> namespace_limits;
   // How long a lease on managed GPU slots lives unless released.
   absl::Duration lease_timeout = absl::Seconds(30);
   // Paged pools (KvBuffers::Paged) ↔ host tier: an NHD page part (one layer's K or V of one
@@ -245,6 +268,11 @@ struct NamespaceStats {
   uint64_t misses_per_tier[kNumTiers] = {};
   uint64_t stall_ns = 0;        // as EngineStats::stall_ns, for this namespace's loads
   uint64_t stalled_waits = 0;
+  // Quotas (NamespaceLimits) in blocks per tier, 0 = none; what enforcing them did.
+  size_t quota_blocks[kNumTiers] = {};
+  uint64_t quota_evictions = 0;   // own blocks evicted to stay within a quota
+  uint64_t quota_rejections = 0;  // blocks refused a tier because of a quota
+  uint64_t expired_blocks = 0;    // removed because their time to live passed
 };
 
 // Latency of one kind of call, as time spent inside the call: Store and Load return once
@@ -318,6 +346,11 @@ class Engine {
   virtual Device& device() = 0;
 
   virtual absl::Status CreateNamespace(absl::string_view ns) = 0;
+  // Replaces the namespace's limits. Lowering a quota below what the namespace holds evicts
+  // nothing at once: its next insertions into that tier evict its own blocks first. A
+  // shorter TTL applies to blocks already stored. InvalidArgument for a quota smaller than one
+  // block or a TTL that is not positive; NotFound for an unknown namespace.
+  virtual absl::Status SetNamespaceLimits(absl::string_view ns, const NamespaceLimits& limits) = 0;
   virtual std::vector<std::string> ListNamespaces() const = 0;
 
   // Longest cached prefix of `tokens` in namespace `ns`. No I/O; a trailing partial block
