@@ -135,25 +135,26 @@ class BlockNamer:
 
     Keys are kvtier content addresses of the synthetic token sequence 0, 1, 2, ... under the
     extra key "{request_id}/r{row}/l{layer}/e{epoch}": block j of a chain has the key of
-    tokens [0, (j+1)*T), so keys depend only on (request, row, layer, epoch, j)."""
+    tokens [0, (j+1)*T), so keys depend only on (request, row, layer, epoch, j). A layer's
+    epoch changes whenever its KV is rewritten, so new bytes never alias old blocks."""
 
     def __init__(self, engine, ns, request_id, block_tokens):
         self.engine = engine
         self.ns = ns
         self.request_id = request_id
         self.block_tokens = block_tokens
-        self.epoch = 0
 
-    def extra(self, row, layer):
-        return f"{self.request_id}/r{row}/l{layer}/e{self.epoch}"
+    def extra(self, row, layer, epoch):
+        return f"{self.request_id}/r{row}/l{layer}/e{epoch}"
 
     def tokens(self, num_blocks):
         return np.arange(num_blocks * self.block_tokens, dtype=np.int32)
 
-    def keys(self, row, layer, num_blocks):
+    def keys(self, row, layer, epoch, num_blocks):
         if num_blocks == 0:
             return []
-        return self.engine.block_keys(self.ns, self.tokens(num_blocks), self.extra(row, layer))
+        return self.engine.block_keys(self.ns, self.tokens(num_blocks),
+                                      self.extra(row, layer, epoch))
 
 
 class LayerOffloader:
@@ -194,6 +195,7 @@ class LayerOffloader:
         self._kv = [None] * num_layers
         self._seq = [0] * num_layers
         self._stored = [0] * num_layers  # full blocks of each layer held by kvtier
+        self._epoch = [0] * num_layers  # bumped when a layer's KV is rewritten
         self._pending = {}  # layer -> Future of its stored blocks (a NumPy array)
         self._stores = {}  # layer -> Futures of its stores not yet checked for errors
         self._hinted = {}  # layer -> its stored blocks when last hinted
@@ -264,34 +266,29 @@ class LayerOffloader:
 
     def rewrite(self, fn):
         """Replaces every layer's K, V by fn(k, v) (same dtype and heads; batch and length may
-        change). Old blocks are erased; the new KV is offloaded again from scratch."""
-        layers = []
+        change; e.g. a crop or a beam reorder). One layer at a time: an offloaded layer is read
+        back, its old blocks erased, and fn's result offloaded again under the layer's next
+        epoch, so at most one extra layer is on the device at once."""
+        self._drain()
+        old_batch, new_batch = self._batch, None
         for layer in range(self.num_layers):
-            kv = self._make_resident(layer) if self._seq[layer] > 0 else None
-            layers.append(kv)
-            self._kv[layer] = kv
-        self._erase_all()
-        self._namer.epoch += 1
-        self.window.clear()
-        self._batch = None
-        for layer, kv in enumerate(layers):
-            self._kv[layer] = None
-            self._seq[layer] = 0
-            self._stored[layer] = 0
-            if kv is None:
+            if self._seq[layer] == 0:
                 continue
-            k, v = fn(*kv)
-            self._batch = k.shape[0]
+            self._batch = old_batch
+            k, v = self._make_resident(layer)
+            self._erase_layer(layer)
+            k, v = fn(k, v)
+            new_batch = k.shape[0]
             self._kv[layer] = (k, v)
             self._seq[layer] = self.backend.seq_len(k)
-            for evicted in self.window.use(layer):
-                self._offload(evicted)
+            if layer not in self.window:
+                self._batch = new_batch
+                self._offload(layer)
+        self._batch = new_batch if new_batch is not None else old_batch
 
     def reset(self):
         """Forgets every layer's KV (erasing its blocks); the engine and side thread stay."""
         self._erase_all()
-        if self._namer is not None:
-            self._namer.epoch += 1
         self._kv = [None] * self.num_layers
         self._seq = [0] * self.num_layers
         self._stored = [0] * self.num_layers
@@ -385,7 +382,8 @@ class LayerOffloader:
             blocks = future.result()
         else:
             self.counters["restores_on_demand"] += 1
-            blocks = self._load_blocks(layer, self._stored[layer])
+            blocks = self._load_blocks(layer, self._stored[layer], self._batch,
+                                       self._epoch[layer])
         k, v = self.backend.from_blocks(blocks, self._batch, self._stored[layer], self._like)
         self.counters["restored_blocks"] += self._batch * self._stored[layer]
         tail = self._kv[layer]
@@ -405,8 +403,10 @@ class LayerOffloader:
             blocks = self.backend.to_blocks(k, v, first, full - first, self.block_tokens)
             # The copy into kvtier runs on the side thread, overlapping the next layers'
             # compute; a later read of this layer is queued behind it on the same thread.
+            extras = [self._namer.extra(row, layer, self._epoch[layer])
+                      for row in range(self._batch)]
             self._stores.setdefault(layer, []).append(self._worker.submit(
-                self._store_blocks, layer, blocks, first, full - first, self._batch))
+                self._store_blocks, layer, blocks, first, full - first, extras))
             self.counters["offloaded_blocks"] += self._batch * (full - first)
             self._stored[layer] = full
         t0 = full * self.block_tokens
@@ -419,30 +419,30 @@ class LayerOffloader:
         for f in self._stores.pop(layer, []):
             f.result()
 
-    def _store_blocks(self, layer, blocks, first, count, batch):
-        # Runs on the side thread (the engine releases the GIL while it copies). A store's own
-        # blocks are pinned until it lands, so one store may not exceed what the host tier can
-        # take beside them: large offloads go in chunks.
+    def _store_blocks(self, layer, blocks, first, count, extras):
+        # Runs on the side thread (the engine releases the GIL while it copies); `extras` (one
+        # per batch row) were named when the store was queued. A store's own blocks are pinned
+        # until it lands, so one store may not exceed what the host tier can take beside them:
+        # large offloads go in chunks.
         step = self._max_store_blocks
-        for row in range(batch):
+        for row, extra in enumerate(extras):
             part = blocks[row * count:(row + 1) * count]
             for i in range(0, count, step):
                 n = min(step, count - i)
                 result = self._engine.store(self.ns, self._namer.tokens(first + i + n),
-                                            part[i:i + n], first_block=first + i,
-                                            extra=self._namer.extra(row, layer))
+                                            part[i:i + n], first_block=first + i, extra=extra)
                 if result["rejected"]:
                     raise _kvtier.ResourceExhaustedError(
                         f"kvtier offload: {result['rejected']} blocks of layer {layer} were "
                         "not stored (every host slot is pinned); give the host tier more room")
 
-    def _load_blocks(self, layer, count):
+    def _load_blocks(self, layer, count, batch, epoch):
         # Runs on the side thread, or on demand. In chunks: blocks read from disk need host
         # slots to land in, pinned until the load completes.
         step = self._max_store_blocks
         parts = []
-        for row in range(self._batch):
-            keys = self._namer.keys(row, layer, count)
+        for row in range(batch):
+            keys = self._namer.keys(row, layer, epoch, count)
             for i in range(0, count, step):
                 try:
                     parts.append(self._engine.load(self.ns, keys[i:i + step]))
@@ -454,8 +454,8 @@ class LayerOffloader:
                         f"{e}") from e
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
-    def _fetch_staged(self, layer, count):
-        return self.backend.stage(self._load_blocks(layer, count))
+    def _fetch_staged(self, layer, count, batch, epoch):
+        return self.backend.stage(self._load_blocks(layer, count, batch, epoch))
 
     def _prefetch_after(self, layer):
         upcoming = self.window.upcoming(layer, 1 + self.lookahead)
@@ -465,7 +465,8 @@ class LayerOffloader:
             if i == 0:
                 if nxt not in self._pending:
                     self._pending[nxt] = self._worker.submit(
-                        self._fetch_staged, nxt, self._stored[nxt])
+                        self._fetch_staged, nxt, self._stored[nxt], self._batch,
+                        self._epoch[nxt])
                     self.counters["prefetched_layers"] += 1
             elif self._can_hint and self._hinted.get(nxt) != self._stored[nxt]:
                 # Further ahead: let kvtier's prefetcher move them disk -> host meanwhile (once
@@ -473,28 +474,31 @@ class LayerOffloader:
                 self._hinted[nxt] = self._stored[nxt]
                 keys = []
                 for row in range(self._batch):
-                    keys += self._namer.keys(row, nxt, self._stored[nxt])
+                    keys += self._namer.keys(row, nxt, self._epoch[nxt], self._stored[nxt])
                 self._engine.hint(self.ns, keys)
 
-    def _erase_all(self):
-        if self._namer is None:
-            return
-        # Stores queued on the side thread must land before their keys are erased.
+    def _drain(self):
+        """Waits for the side thread's queue and drops read-backs not yet used."""
         if self._worker is not None:
             self._worker.submit(lambda: None).result()
-        for f in list(self._pending.values()):
-            f.cancel()
         self._pending.clear()
         self._hinted.clear()
-        for futures in self._stores.values():
-            for f in futures:
-                f.exception()  # waits; a failed store left nothing to erase
-        self._stores.clear()
-        for layer in range(self.num_layers):
-            if self._stored[layer] == 0:
-                continue
+
+    def _erase_layer(self, layer):
+        """Erases the layer's blocks from kvtier (after its stores have landed) and starts
+        its next epoch."""
+        for f in self._stores.pop(layer, []):
+            f.exception()  # waits; a failed store left nothing to erase
+        if self._stored[layer] and self._namer is not None:
             keys = []
             for row in range(self._batch or 0):
-                keys += self._namer.keys(row, layer, self._stored[layer])
+                keys += self._namer.keys(row, layer, self._epoch[layer], self._stored[layer])
             if keys:
                 self._engine.erase(self.ns, keys)
+        self._stored[layer] = 0
+        self._epoch[layer] += 1
+
+    def _erase_all(self):
+        self._drain()
+        for layer in range(self.num_layers):
+            self._erase_layer(layer)
