@@ -1,0 +1,35 @@
+// engine/testing_hooks.h — fault injection into an open Engine, for tests only.
+//
+// The public API has no way to reach an engine's disk tier or device, and should not: these
+// hooks exist so that tests can make the engine's own I/O and device calls fail (EIO, ENOSPC,
+// short reads and writes, slow I/O; CUDA errors from the emulated device) and check what the
+// engine then promises. They live in kvtier_engine_testing, a library that only tests link.
+//
+// Each returns OK once the fault is armed, or FailedPrecondition naming what is missing (an
+// engine without a disk tier, an engine on a CUDA device) or InvalidArgument for an engine
+// that Engine::Open did not make.
+
+#ifndef KVTIER_ENGINE_TESTING_HOOKS_H_
+#define KVTIER_ENGINE_TESTING_HOOKS_H_
+
+#include "absl/status/status.h"
+#include "io/io_engine.h"
+#include "kernels/emulated_device.h"
+#include "kvtier/engine.h"
+
+namespace kvtier {
+
+// Arms `fault` on the I/O engine of the engine's disk tier (io/io_engine.h, FaultSpec).
+absl::Status InjectDiskFault(Engine& engine, const FaultSpec& fault);
+// Disarms every fault InjectDiskFault armed.
+absl::Status ClearDiskFaults(Engine& engine);
+
+// Arms `fault` on the engine's emulated device (kernels/emulated_device.h, DeviceFault).
+// To fail calls Engine::Open itself makes, use EmulatedDevice::InjectFaultIntoNextDevice
+// before Open instead.
+absl::Status InjectDeviceFault(Engine& engine, const DeviceFault& fault);
+absl::Status ClearDeviceFaults(Engine& engine);
+
+}  // namespace kvtier
+
+#endif  // KVTIER_ENGINE_TESTING_HOOKS_H_

@@ -1,0 +1,491 @@
+// Faults under the engine, seen through the engine: a pinned or device allocation that fails
+// at Open, a CUDA error while a Store or Load enqueues its copies, EIO / ENOSPC / short writes
+// on the disk tier's writes, EIO / short reads on its reads, and slow disk I/O. For each: the
+// call that met the fault gets a clear status (naming what failed), the engine keeps serving,
+// and nothing already stored is lost or served with wrong bytes (a block hit by a fault is a
+// miss or an error, never garbage).
+//
+// Faults are injected with engine/testing_hooks.h (the disk tier's I/O engine, the emulated
+// device) and EmulatedDevice::InjectFaultIntoNextDevice (calls Open makes).
+
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "engine/testing_hooks.h"
+#include "engine_test_util.h"
+#include "gtest/gtest.h"
+#include "io/io_engine.h"
+#include "kernels/emulated_device.h"
+#include "kvtier/engine.h"
+
+namespace kvtier {
+namespace {
+
+using ::kvtier::testing::BlockContent;
+using ::kvtier::testing::DeviceBlocks;
+using ::kvtier::testing::FillBlocks;
+using ::kvtier::testing::KeysOf;
+using ::kvtier::testing::Poison;
+using ::kvtier::testing::Prompt;
+using ::kvtier::testing::ReadDevice;
+using ::kvtier::testing::SmallOptions;
+
+constexpr int kHost = static_cast<int>(TierKind::kHost);
+constexpr int kDisk = static_cast<int>(TierKind::kDisk);
+
+class EngineFaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/kvtier-engine-fault-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    engine_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  EngineOptions Options(size_t host_blocks, bool disk) {
+    EngineOptions o = SmallOptions(/*gpu_blocks=*/0, host_blocks);  // 8 KiB blocks
+    if (disk) {
+      o.disk.directory = dir_ + "/cache";
+      o.disk.region_bytes = 64 * 1024;
+      o.disk.capacity_bytes = 16 * o.disk.region_bytes;
+      o.disk.admit_min_seen = 1;  // every evicted block goes to disk
+    }
+    return o;
+  }
+  void Open(const EngineOptions& o) {
+    engine_.reset();
+    auto e = Engine::Open(o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+    bytes_ = o.geometry.block_bytes();
+  }
+
+  // Stores every block of `tokens`; returns what Store and then Wait said. `before` runs
+  // once the source buffers are filled, just before Store (to arm a device fault that the
+  // test's own copies must not meet).
+  absl::Status Store(const std::vector<int32_t>& tokens, absl::string_view ns = "default",
+                     size_t* rejected = nullptr, const std::function<void()>& before = {}) {
+    const std::vector<BlockKey> keys = KeysOf(*engine_, ns, tokens);
+    DeviceBlocks src(engine_->device(), keys.size(), bytes_);
+    FillBlocks(engine_->device(), src.ptrs(), keys, bytes_);
+    if (before) before();
+    StoreRequest r;
+    r.ns = ns;
+    r.tokens = tokens;
+    r.buffers = KvBuffers::Blocks(src.ptrs());
+    auto h = engine_->Store(r);
+    if (!h.ok()) return h.status();
+    if (rejected != nullptr) *rejected = (*h)->blocks_rejected();
+    return (*h)->Wait();
+  }
+
+  // Loads `keys`; returns what Load and then Wait said, with each block's bytes in *got (the
+  // destinations are poisoned first, so a block never written reads 0xA5). `before` runs
+  // just before Load.
+  absl::Status Load(const std::vector<BlockKey>& keys, absl::string_view ns = "default",
+                    std::vector<std::vector<uint8_t>>* got = nullptr,
+                    const std::function<void()>& before = {}) {
+    DeviceBlocks dst(engine_->device(), keys.size(), bytes_);
+    Poison(engine_->device(), dst.ptrs(), bytes_);
+    if (before) before();
+    LoadRequest r;
+    r.ns = ns;
+    r.keys = keys;
+    r.buffers = KvBuffers::Blocks(dst.ptrs());
+    auto h = engine_->Load(r);
+    absl::Status s = h.ok() ? (*h)->Wait() : h.status();
+    if (got != nullptr) {
+      for (size_t i = 0; i < keys.size(); ++i) {
+        got->push_back(ReadDevice(engine_->device(), dst[i], bytes_));
+      }
+    }
+    return s;
+  }
+
+  // Every block of `keys` loads byte for byte.
+  void ExpectExact(const std::vector<BlockKey>& keys, absl::string_view ns = "default") {
+    std::vector<std::vector<uint8_t>> got;
+    absl::Status s = Load(keys, ns, &got);
+    ASSERT_TRUE(s.ok()) << s;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      EXPECT_EQ(got[i], BlockContent(keys[i], bytes_)) << "block " << i;
+    }
+  }
+
+  // Loads each key alone. A key that is no longer cached must be NotFound; one that loads
+  // must be byte-exact. Returns how many were NotFound.
+  size_t CountMissesCheckingTheRest(const std::vector<BlockKey>& keys,
+                                    absl::string_view ns = "default") {
+    size_t misses = 0;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      std::vector<std::vector<uint8_t>> got;
+      absl::Status s = Load({keys[i]}, ns, &got);
+      if (s.code() == absl::StatusCode::kNotFound) {
+        ++misses;
+        continue;
+      }
+      EXPECT_TRUE(s.ok()) << "block " << i << ": " << s;
+      EXPECT_EQ(got[0], BlockContent(keys[i], bytes_)) << "block " << i;
+    }
+    return misses;
+  }
+
+  std::string dir_;
+  std::unique_ptr<Engine> engine_;
+  size_t bytes_ = 0;
+};
+
+bool Contains(const absl::Status& s, absl::string_view part) {
+  return absl::StrContains(s.message(), part);
+}
+
+// ------------------------------------------------------------------------ device: at Open
+
+TEST_F(EngineFaultTest, PinnedAllocationFailingAtOpenIsAClearErrorAndTheNextOpenWorks) {
+  EmulatedDevice::InjectFaultIntoNextDevice({DeviceFault::Kind::kAllocatePinned, 0, 1});
+  auto failed = Engine::Open(Options(8, /*disk=*/false));
+  ASSERT_FALSE(failed.ok());
+  const absl::Status s = failed.status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  for (absl::string_view part : {"host tier", "pinned memory", "cudaHostAlloc(65536 bytes)",
+                                 "out of memory", "injected fault"}) {
+    EXPECT_TRUE(Contains(s, part)) << part << " missing from " << s;
+  }
+  // Nothing of the failed engine lingers: the next Open (no fault) works and serves.
+  Open(Options(8, false));
+  const std::vector<int32_t> prompt = Prompt(4, 1);
+  ASSERT_TRUE(Store(prompt).ok());
+  ExpectExact(KeysOf(*engine_, "default", prompt));
+}
+
+TEST_F(EngineFaultTest, DeviceAllocationFailingAtOpenNamesTheGpuTier) {
+  EmulatedDevice::InjectFaultIntoNextDevice({DeviceFault::Kind::kAllocate, 0, 1});
+  EngineOptions o = Options(8, false);
+  o.gpu_tier_bytes = 4 * o.geometry.block_bytes();
+  auto failed = Engine::Open(o);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kResourceExhausted) << failed.status();
+  EXPECT_TRUE(Contains(failed.status(), "cudaMalloc(32768 bytes): out of memory"))
+      << failed.status();
+  Open(o);
+  EXPECT_EQ(engine_->Stats().tiers[static_cast<int>(TierKind::kGpu)].capacity_blocks, 4u);
+}
+
+// ---------------------------------------------------------- device: CUDA errors mid-transfer
+
+struct DeviceCase {
+  DeviceFault::Kind kind;
+  const char* cuda_call;  // what the error must name
+};
+
+// A Store or Load that meets a CUDA error returns it from the call. In the "Kinds" cases the
+// error comes before any copy of the transfer is enqueued (the first CopyBatch of a Store, or
+// of a layer-wise Load, fails whole). In the "AfterPartlyEnqueued" cases (disabled: a known
+// gap) the error comes after some copies are on the engine's stream (cudaEventRecord fails
+// after a Store's copies, or after a Load's layer 0): the call returns the error while those
+// copies still read or write the caller's buffers, so a caller that frees its buffers on
+// the error (as it may: the call failed) makes them fail when they run, and that failure
+// stays pending on the engine's stream and fails every later Store (or Load) until Flush.
+// The engine should wait for what it enqueued (outside placement_mu_) before reporting.
+
+
+class EngineDeviceFaultTest : public EngineFaultTest,
+                              public ::testing::WithParamInterface<DeviceCase> {};
+
+TEST_P(EngineDeviceFaultTest, ErrorMidStoreFailsThatStoreOnly) {
+  Open(Options(8, false));
+  const std::vector<int32_t> earlier = Prompt(4, 1), failing = Prompt(3, 2);
+  ASSERT_TRUE(Store(earlier).ok());
+
+  const absl::Status s = Store(failing, "default", nullptr, [&] {
+    ASSERT_TRUE(InjectDeviceFault(*engine_, {GetParam().kind, 0, 1}).ok());
+  });
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  for (absl::string_view part : {"Store", GetParam().cuda_call, "injected fault"}) {
+    EXPECT_TRUE(Contains(s, part)) << part << " missing from " << s;
+  }
+  // The failed blocks are not served: not matched, not loadable (never garbage).
+  auto m = engine_->Match("default", failing);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->matched_tokens, 0u);
+  const std::vector<BlockKey> failed_keys = KeysOf(*engine_, "default", failing);
+  EXPECT_EQ(Load(failed_keys).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine_->Stats().tiers[kHost].used_blocks, 4u);
+  // What was stored before is intact, and the engine keeps serving: the same Store works.
+  ExpectExact(KeysOf(*engine_, "default", earlier));
+  const absl::Status again = Store(failing);
+  ASSERT_TRUE(again.ok()) << again;
+  ExpectExact(failed_keys);
+  EXPECT_TRUE(engine_->Flush().ok());
+}
+
+TEST_P(EngineDeviceFaultTest, ErrorMidLoadFailsThatLoadOnlyAndLeaksNoPin) {
+  Open(Options(8, false));
+  const std::vector<int32_t> prompt = Prompt(4, 1);
+  ASSERT_TRUE(Store(prompt).ok());
+  const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
+
+  const absl::Status s = Load(keys, "default", nullptr, [&] {
+    ASSERT_TRUE(InjectDeviceFault(*engine_, {GetParam().kind, 0, 1}).ok());
+  });
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  for (absl::string_view part : {"Load", GetParam().cuda_call, "injected fault"}) {
+    EXPECT_TRUE(Contains(s, part)) << part << " missing from " << s;
+  }
+  ExpectExact(keys);
+  // The failed Load released its pins: 8 new blocks can evict every one of the 4.
+  ASSERT_TRUE(Store(Prompt(4, 2)).ok());
+  size_t rejected = 99;
+  ASSERT_TRUE(Store(Prompt(4, 3), "default", &rejected).ok());
+  EXPECT_EQ(rejected, 0u);
+  EXPECT_EQ(engine_->Stats().tiers[kHost].pinned_blocks, 0u);
+}
+
+std::string DeviceCaseName(const ::testing::TestParamInfo<DeviceCase>& info) {
+  return info.param.kind == DeviceFault::Kind::kCopy ? std::string("Copy")
+                                                     : std::string("EventRecord");
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, EngineDeviceFaultTest,
+                         ::testing::Values(DeviceCase{DeviceFault::Kind::kCopy, "cudaMemcpy"}),
+                         DeviceCaseName);
+INSTANTIATE_TEST_SUITE_P(DISABLED_AfterPartlyEnqueued, EngineDeviceFaultTest,
+                         ::testing::Values(DeviceCase{DeviceFault::Kind::kEventRecord,
+                                                      "cudaEventRecord"}),
+                         DeviceCaseName);
+
+TEST_F(EngineFaultTest, LaunchErrorMidPagedStoreFailsThatStoreOnly) {
+  EngineOptions o = Options(8, false);
+  // SmallGeometry's parts are 1 KiB: a huge DMA threshold sends every paged part through the
+  // zero-copy kernel, so the Store's one enqueue is a kernel Launch.
+  o.paged_dma_min_part_bytes = std::numeric_limits<size_t>::max();
+  Open(o);
+  const Geometry& g = o.geometry;
+  const std::vector<int32_t> earlier = Prompt(2, 1), failing = Prompt(3, 2);
+  ASSERT_TRUE(Store(earlier).ok());
+
+  // Two vLLM-style pools of 3 pages per layer: the source filled with distinct bytes per
+  // layer, the destination poisoned. Block i sits in page i.
+  constexpr uint32_t kPages = 3;
+  const size_t layer_bytes = 2 * kPages * g.part_bytes();
+  DeviceBlocks src_tensors(engine_->device(), g.num_layers, layer_bytes);
+  DeviceBlocks dst_tensors(engine_->device(), g.num_layers, layer_bytes);
+  std::vector<std::vector<uint8_t>> src_bytes;
+  for (uint32_t l = 0; l < g.num_layers; ++l) {
+    src_bytes.push_back(BlockContent(BlockKey{l + 1, 77}, layer_bytes));
+    testing::WriteDevice(engine_->device(), src_tensors[l], src_bytes.back());
+  }
+  Poison(engine_->device(), dst_tensors.ptrs(), layer_bytes);
+  auto pool = [&](const DeviceBlocks& tensors) {
+    KvBuffers::PagedPool p;
+    p.layers = tensors.ptrs();
+    p.num_pages = kPages;
+    p.layout = PageLayout::kNhd;
+    return p;
+  };
+  const std::vector<uint32_t> pages = {0, 1, 2};
+  StoreRequest sr;
+  sr.ns = "default";
+  sr.tokens = failing;
+  sr.buffers = KvBuffers::Paged(pool(src_tensors), pages);
+
+  ASSERT_TRUE(InjectDeviceFault(*engine_, {DeviceFault::Kind::kLaunch, 0, 1}).ok());
+  auto failed = engine_->Store(sr);
+  ASSERT_FALSE(failed.ok());
+  const absl::Status s = failed.status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  for (absl::string_view part : {"Store", "kernel '", "kernel launch", "injected fault"}) {
+    EXPECT_TRUE(Contains(s, part)) << part << " missing from " << s;
+  }
+  auto m = engine_->Match("default", failing);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->matched_tokens, 0u);
+
+  // The engine keeps serving: the same Store works, and loading its blocks into the other
+  // pool at the same pages reproduces the source pool byte for byte.
+  auto stored = engine_->Store(sr);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_TRUE((*stored)->Wait().ok());
+  LoadRequest lr;
+  lr.ns = "default";
+  lr.keys = KeysOf(*engine_, "default", failing);
+  lr.buffers = KvBuffers::Paged(pool(dst_tensors), pages);
+  auto loaded = engine_->Load(lr);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_TRUE((*loaded)->Wait().ok());
+  for (uint32_t l = 0; l < g.num_layers; ++l) {
+    EXPECT_EQ(ReadDevice(engine_->device(), dst_tensors[l], layer_bytes), src_bytes[l])
+        << "layer " << l;
+  }
+  ExpectExact(KeysOf(*engine_, "default", earlier));
+}
+
+// ---------------------------------------------------------------------- disk: write faults
+
+class EngineDiskWriteFaultTest : public EngineFaultTest,
+                                 public ::testing::WithParamInterface<FaultSpec::Kind> {};
+
+TEST_P(EngineDiskWriteFaultTest, LosesOnlyTheBlockBeingWrittenAndKeepsServing) {
+  Open(Options(4, /*disk=*/true));
+  const std::vector<int32_t> a = Prompt(4, 1), b = Prompt(4, 2), c = Prompt(4, 3);
+  ASSERT_TRUE(Store(a).ok());
+  // B's store evicts A's four host copies to disk; the second of those writes fails.
+  ASSERT_TRUE(InjectDiskFault(*engine_, FaultSpec{GetParam(), /*skip=*/1, /*count=*/1}).ok());
+  ASSERT_TRUE(Store(b).ok());
+  EXPECT_TRUE(engine_->Flush().ok());
+  EXPECT_EQ(engine_->Stats().tiers[kDisk].write_failures, 1u);
+
+  // One block of A is gone (a miss), the other three load byte for byte from disk, B from
+  // the host tier.
+  EXPECT_EQ(CountMissesCheckingTheRest(KeysOf(*engine_, "default", a)), 1u);
+  ExpectExact(KeysOf(*engine_, "default", b));
+
+  // The disk keeps taking writes: C pushes B down, and B comes back exact.
+  ASSERT_TRUE(Store(c).ok());
+  EXPECT_TRUE(engine_->Flush().ok());
+  EXPECT_EQ(engine_->Stats().tiers[kDisk].write_failures, 1u);
+  EXPECT_EQ(CountMissesCheckingTheRest(KeysOf(*engine_, "default", b)), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, EngineDiskWriteFaultTest,
+                         ::testing::Values(FaultSpec::Kind::kEio, FaultSpec::Kind::kEnospc,
+                                           FaultSpec::Kind::kShortWrite),
+                         [](const ::testing::TestParamInfo<FaultSpec::Kind>& info) {
+                           switch (info.param) {
+                             case FaultSpec::Kind::kEio:
+                               return std::string("Eio");
+                             case FaultSpec::Kind::kEnospc:
+                               return std::string("Enospc");
+                             default:
+                               return std::string("ShortWrite");
+                           }
+                         });
+
+// ----------------------------------------------------------------------- disk: read faults
+
+class EngineDiskReadFaultTest : public EngineFaultTest,
+                                public ::testing::WithParamInterface<FaultSpec::Kind> {};
+
+TEST_P(EngineDiskReadFaultTest, IsAnErrorAndAMissNeverWrongBytes) {
+  Open(Options(4, /*disk=*/true));
+  const std::vector<int32_t> a = Prompt(4, 1), b = Prompt(4, 2);
+  ASSERT_TRUE(Store(a).ok());
+  ASSERT_TRUE(Store(b).ok());  // A goes to disk
+  ASSERT_TRUE(engine_->Flush().ok());
+  // Free the host tier, so reading A back evicts nothing: the only I/O is A's four reads.
+  auto erased = engine_->Erase("default", KeysOf(*engine_, "default", b));
+  ASSERT_TRUE(erased.ok());
+  ASSERT_EQ(*erased, 4u);
+  const std::vector<BlockKey> keys = KeysOf(*engine_, "default", a);
+  ASSERT_TRUE(InjectDiskFault(*engine_, FaultSpec{GetParam(), 0, 1}).ok());
+
+  std::vector<std::vector<uint8_t>> got;
+  const absl::Status s = Load(keys, "default", &got);
+  ASSERT_FALSE(s.ok());
+  if (GetParam() == FaultSpec::Kind::kShortRead) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  } else {
+    EXPECT_TRUE(Contains(s, "Input/output error")) << s;
+  }
+  // Each destination holds its own block or zeros: never another block's bytes.
+  size_t zeroed = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (got[i] == std::vector<uint8_t>(bytes_, 0)) {
+      ++zeroed;
+    } else {
+      EXPECT_EQ(got[i], BlockContent(keys[i], bytes_)) << "block " << i;
+    }
+  }
+  EXPECT_EQ(zeroed, 1u);
+  // The block that failed is now a miss; the rest load exact; the engine keeps serving.
+  EXPECT_EQ(CountMissesCheckingTheRest(keys), 1u);
+  ASSERT_TRUE(Store(Prompt(4, 3)).ok());
+  ExpectExact(KeysOf(*engine_, "default", Prompt(4, 3)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, EngineDiskReadFaultTest,
+                         ::testing::Values(FaultSpec::Kind::kEio, FaultSpec::Kind::kShortRead),
+                         [](const ::testing::TestParamInfo<FaultSpec::Kind>& info) {
+                           return info.param == FaultSpec::Kind::kEio ? std::string("Eio")
+                                                                      : std::string("ShortRead");
+                         });
+
+// ------------------------------------------------------------------------- disk: slow I/O
+
+TEST_F(EngineFaultTest, SlowDiskMakesADiskLoadLateNotWrongAndStallsNothingElse) {
+  Open(Options(6, /*disk=*/true));
+  const std::vector<int32_t> cold = Prompt(2, 1), warm = Prompt(4, 2), other = Prompt(2, 3);
+  ASSERT_TRUE(Store(cold).ok());
+  ASSERT_TRUE(Store(warm).ok());
+  ASSERT_TRUE(Store(other, "tenant-b").ok());  // evicts `cold` to disk
+  ASSERT_TRUE(engine_->Flush().ok());
+  const std::vector<BlockKey> cold_keys = KeysOf(*engine_, "default", cold);
+  auto m = engine_->Match("default", cold);
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->tiers, (std::vector<TierKind>{TierKind::kDisk, TierKind::kDisk}));
+
+  // Every disk op now takes 800 ms longer.
+  constexpr absl::Duration kDelay = absl::Milliseconds(800);
+  ASSERT_TRUE(
+      InjectDiskFault(*engine_, FaultSpec{FaultSpec::Kind::kDelay, 0, 0, kDelay}).ok());
+  const EngineStats before = engine_->Stats();
+  const absl::Time start = absl::Now();
+  DeviceBlocks dst(engine_->device(), cold_keys.size(), bytes_);
+  Poison(engine_->device(), dst.ptrs(), bytes_);
+  LoadRequest r;
+  r.ns = "default";
+  r.keys = cold_keys;
+  r.buffers = KvBuffers::Blocks(dst.ptrs());
+  auto slow = engine_->Load(r);
+  ASSERT_TRUE(slow.ok()) << slow.status();
+  EXPECT_LT(absl::Now() - start, kDelay) << "Load blocked the host on the disk";
+
+  // While it waits for the disk, the other tenant matches and stores.
+  auto other_match = engine_->Match("tenant-b", other);
+  ASSERT_TRUE(other_match.ok());
+  EXPECT_EQ(other_match->matched_tokens, other.size());
+  ASSERT_TRUE(Store(Prompt(1, 4), "tenant-b").ok());
+  EXPECT_FALSE((*slow)->IsReady()) << "the disk read was not slowed";
+  EXPECT_LT(absl::Now() - start, kDelay) << "a Store or Match waited for the slow disk";
+  // Its host-resident blocks load exact.
+  ExpectExact(KeysOf(*engine_, "tenant-b", other), "tenant-b");
+
+  // The slow load lands late, byte for byte, and its wait shows as stall time.
+  ASSERT_TRUE((*slow)->Wait().ok());
+  EXPECT_GE(absl::Now() - start, kDelay);
+  for (size_t i = 0; i < cold_keys.size(); ++i) {
+    EXPECT_EQ(ReadDevice(engine_->device(), dst[i], bytes_), BlockContent(cold_keys[i], bytes_))
+        << "block " << i;
+  }
+  const EngineStats after = engine_->Stats();
+  EXPECT_GT(after.stall_ns - before.stall_ns, 0u);
+  EXPECT_GE(after.stalled_waits - before.stalled_waits, 1u);
+  ASSERT_TRUE(ClearDiskFaults(*engine_).ok());
+  EXPECT_TRUE(engine_->Flush().ok());
+}
+
+TEST_F(EngineFaultTest, HooksSayWhatIsMissing) {
+  Open(Options(4, /*disk=*/false));
+  const absl::Status s = InjectDiskFault(*engine_, FaultSpec{});
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_TRUE(Contains(s, "no disk tier")) << s;
+  EXPECT_TRUE(InjectDeviceFault(*engine_, {DeviceFault::Kind::kCopy, 0, 1}).ok());
+  EXPECT_TRUE(ClearDeviceFaults(*engine_).ok());
+  ASSERT_TRUE(Store(Prompt(2, 1)).ok());  // the cleared fault hits nothing
+}
+
+}  // namespace
+}  // namespace kvtier
