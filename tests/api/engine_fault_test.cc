@@ -477,6 +477,36 @@ TEST_F(EngineFaultTest, SlowDiskMakesADiskLoadLateNotWrongAndStallsNothingElse) 
   EXPECT_TRUE(engine_->Flush().ok());
 }
 
+// Disabled: a known gap. A load gated on a disk read holds the engine's onboard stream (a
+// host callback on it waits for the read), so a later load of host-resident blocks, even
+// another tenant's, queues behind the slow disk: here it completes only after the 800 ms
+// read. Loads that need the disk should wait for it off the stream the others use.
+TEST_F(EngineFaultTest, DISABLED_SlowDiskDoesNotHoldUpAnotherTenantsHostLoads) {
+  Open(Options(6, /*disk=*/true));
+  const std::vector<int32_t> cold = Prompt(2, 1), warm = Prompt(4, 2), other = Prompt(2, 3);
+  ASSERT_TRUE(Store(cold).ok());
+  ASSERT_TRUE(Store(warm).ok());
+  ASSERT_TRUE(Store(other, "tenant-b").ok());  // evicts `cold` to disk
+  ASSERT_TRUE(engine_->Flush().ok());
+  constexpr absl::Duration kDelay = absl::Milliseconds(800);
+  ASSERT_TRUE(
+      InjectDiskFault(*engine_, FaultSpec{FaultSpec::Kind::kDelay, 0, 0, kDelay}).ok());
+  const std::vector<BlockKey> cold_keys = KeysOf(*engine_, "default", cold);
+  DeviceBlocks dst(engine_->device(), cold_keys.size(), bytes_);
+  LoadRequest r;
+  r.ns = "default";
+  r.keys = cold_keys;
+  r.buffers = KvBuffers::Blocks(dst.ptrs());
+  const absl::Time start = absl::Now();
+  auto slow = engine_->Load(r);
+  ASSERT_TRUE(slow.ok()) << slow.status();
+  ExpectExact(KeysOf(*engine_, "tenant-b", other), "tenant-b");
+  EXPECT_LT(absl::Now() - start, kDelay) << "the host-resident load waited for the disk";
+  EXPECT_FALSE((*slow)->IsReady());
+  ASSERT_TRUE((*slow)->Wait().ok());
+  ASSERT_TRUE(ClearDiskFaults(*engine_).ok());
+}
+
 TEST_F(EngineFaultTest, HooksSayWhatIsMissing) {
   Open(Options(4, /*disk=*/false));
   const absl::Status s = InjectDiskFault(*engine_, FaultSpec{});
