@@ -32,6 +32,7 @@ absl::Status EngineImpl::OpenDisk() {
   absl::StatusOr<DiskTierOptions> dto =
       MakeDiskTierOptions(options_.disk, options_.geometry.block_bytes());
   if (!dto.ok()) return dto.status();
+  dto->secure_erase = options_.secure_erase;
   AdmissionOptions ao;
   ao.min_seen = options_.disk.admit_min_seen;
   ao.write_budget_mbps = options_.disk.write_budget_mbps;

@@ -1,5 +1,7 @@
 #include "engine/engine_impl.h"
 
+#include <cstring>
+
 #include <algorithm>
 #include <string_view>
 #include <utility>
@@ -112,6 +114,12 @@ absl::Status EngineImpl::Init() {
         GpuTier::Create(*device_, block, options_.gpu_tier_bytes);
     if (!gpu.ok()) return gpu.status();
     tiers_[kGpu] = std::move(*gpu);
+    if (options_.secure_erase) {
+      absl::StatusOr<void*> zeros = device_->AllocatePinned(block);
+      if (!zeros.ok()) return zeros.status();
+      zeros_ = *zeros;
+      std::memset(zeros_, 0, block);
+    }
   }
   absl::StatusOr<std::unique_ptr<HostTier>> host =
       HostTier::Create(*device_, block, options_.host_tier_bytes);
@@ -188,6 +196,7 @@ EngineImpl::~EngineImpl() {
     for (auto& r : e.ready) r.reset();
   });
   for (auto& t : tiers_) t.reset();
+  if (zeros_ != nullptr) (void)device_->FreePinned(zeros_);
 }
 
 // ----------------------------------------------------------------------------- namespaces
@@ -519,6 +528,7 @@ void EngineImpl::Detach(const BlockKey& key, BlockEntry& e, TierKind t) {
     }
   } else {
     policies_[ti]->OnRemove(slot);
+    if (options_.secure_erase) ZeroSlot(t, slot);
     tiers_[ti]->Release(slot);
   }
   --ns_tier_blocks_[e.ns_id][ti];
@@ -531,6 +541,30 @@ void EngineImpl::Detach(const BlockKey& key, BlockEntry& e, TierKind t) {
   RetireEvent(std::move(e.ready[ti]));
   if (t == TierKind::kHost) e.host_fill.reset();
   e.writing &= static_cast<uint8_t>(~Bit(t));
+}
+
+void EngineImpl::ZeroSlot(TierKind t, SlotId slot) {
+  const size_t block = options_.geometry.block_bytes();
+  const SlotAddress at = tier(t)->Address(slot);
+  if (t == TierKind::kHost) {
+    // Nothing reads a host slot once its block has left it (readers pin the block, and disk
+    // writes copy the bytes out before the eviction returns).
+    std::memset(at.host, 0, block);
+    return;
+  }
+  // A GPU slot may still be read by a demotion copy on the offload stream: the zeros follow
+  // it on the same stream, and the slot's next writer waits for them.
+  absl::StatusOr<std::shared_ptr<Event>> zeroed = NewEvent();
+  absl::Status s = zeroed.ok() ? offload_->CopyToDevice(at.device, zeros_, block)
+                               : zeroed.status();
+  if (s.ok()) s = offload_->Record(**zeroed);
+  if (s.ok()) {
+    reuse_after_[static_cast<int>(t)][slot] = std::move(*zeroed);
+    return;
+  }
+  KVTIER_LOG(kError, "secure_erase: zeroing GPU slot %u failed (%s); waiting for the stream",
+             slot, s.ToString());
+  (void)offload_->Synchronize();
 }
 
 void EngineImpl::StartWrite(BlockEntry& e, TierKind t, uint64_t write_id,
@@ -694,8 +728,9 @@ bool EngineImpl::EvictOne(TierKind t, uint32_t only_ns) {
     return true;  // its last copy is gone
   });
   if (host_slot != kNoSlot) {
-    // The demotion still reads the GPU slot: its next writer waits for the copy.
-    reuse_after_[ti][*victim] = landed;
+    // The demotion still reads the GPU slot: its next writer waits for the copy (or for the
+    // zeroing secure_erase enqueued after it, on the same stream, whose event is set already).
+    if (reuse_after_[ti][*victim] == nullptr) reuse_after_[ti][*victim] = landed;
     counters_[ti].demotions.fetch_add(1, std::memory_order_relaxed);
     counters_[kHost].bytes_in.fetch_add(options_.geometry.block_bytes(),
                                         std::memory_order_relaxed);

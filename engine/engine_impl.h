@@ -76,6 +76,7 @@ class EngineImpl final : public Engine {
   absl::Status Flush() override;
   EngineStats Stats() override;
   DiskTier* disk_tier_for_testing() { return disk_.get(); }  // engine/testing_hooks.cc only
+  Tier* tier_for_testing(TierKind t) const { return tier(t); }  // secure-erase tests only
 
  private:
   // Per-namespace counters; behind a pointer so Namespace stays movable.
@@ -175,6 +176,9 @@ class EngineImpl final : public Engine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   // Removes every block whose time to live has passed, from every tier.
   void SweepExpired();
+  // secure_erase: zeroes the slot (host: at once; GPU: a copy of zeros on the offload stream,
+  // which the slot's next writer waits for through reuse_after_).
+  void ZeroSlot(TierKind t, SlotId slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   // `cold`: the copy is made in passing (EvictionPolicy::OnInsertCold).
   void Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId slot, bool cold = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
@@ -284,6 +288,8 @@ class EngineImpl final : public Engine {
   // Per namespace: quota per tier in blocks (0 = none), and time to live in ms (0 = none).
   std::vector<std::array<size_t, kNumTiers>> ns_quota_blocks_ ABSL_GUARDED_BY(placement_mu_);
   std::vector<int64_t> ns_ttl_ms_ ABSL_GUARDED_BY(placement_mu_);
+  // secure_erase with a GPU tier: one block of zeros in pinned memory, the source of GPU zeroing.
+  void* zeros_ = nullptr;
 
   mutable Mutex ns_mu_;
   std::vector<std::unique_ptr<Namespace>> namespaces_ ABSL_GUARDED_BY(ns_mu_);

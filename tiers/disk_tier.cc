@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -135,6 +136,13 @@ absl::Status DiskTier::Init(RecoveredFn recovered) {
   staging_memory_ = *staging;
   const std::pair<void*, size_t> region{staging_memory_, staging_bytes};
   if (absl::Status s = io_->RegisterBuffers({&region, 1}); !s.ok()) return s;
+  if (options_.secure_erase) {
+    zeros_bytes_ = std::max<size_t>(max_record_bytes_, size_t{1} << 20);
+    absl::StatusOr<void*> zeros = AllocateAligned(zeros_bytes_);
+    if (!zeros.ok()) return zeros.status();
+    zeros_ = *zeros;
+    std::memset(zeros_, 0, zeros_bytes_);
+  }
 
   {
     MutexLock lock(&mu_);
@@ -263,6 +271,7 @@ DiskTier::~DiskTier() {
   }
   if (fd_ >= 0) ::close(fd_);
   if (staging_memory_ != nullptr) FreeAligned(staging_memory_);
+  if (zeros_ != nullptr) FreeAligned(zeros_);
   for (char* p : overflow_) {
     if (p != nullptr) FreeAligned(p);
   }
@@ -491,6 +500,11 @@ absl::Status DiskTier::ReclaimRegion(uint32_t region,
     ++stats_.records_dropped;
   }
   if (!victims.empty() || g.write_offset > 0) ++stats_.regions_reclaimed;
+  if (options_.secure_erase) {
+    // The index no longer points into the region; now its old bytes go, before any new
+    // record is placed there. On failure the region stays out of use (not active).
+    if (absl::Status s = ZeroRegionLocked(region); !s.ok()) return s;
+  }
   g.generation = generation;
   g.write_offset = 0;
   g.live_records = 0;
@@ -619,6 +633,12 @@ void DiskTier::Encode(WriteJob job) {
 
 void DiskTier::OnWritten(WriteJob job, int encoded_staging, absl::Status status) {
   ReturnStaging(encoded_staging);
+  struct Range {
+    uint32_t region;
+    uint64_t offset;
+    uint32_t bytes;
+  };
+  std::optional<Range> zero;
   if (status.ok() && options_.sync != SyncPolicy::kNone && ::fdatasync(fd_) != 0) {
     status = absl::UnavailableError(
         absl::StrFormat("disk tier: fdatasync of the data file: %s", std::strerror(errno)));
@@ -648,9 +668,16 @@ void DiskTier::OnWritten(WriteJob job, int encoded_staging, absl::Status status)
       } else {
         status = absl::CancelledError("disk tier: block erased while it was written");
       }
+      if (options_.secure_erase && r.placed) {
+        // The bytes (or part of them) reached the file: they go too.
+        zero = {r.entry.region, r.entry.offset, r.entry.record_bytes};
+        ++regions_[r.entry.region].writes_in_flight;
+        ++ops_in_flight_;
+      }
       DropRecordLocked(job.id);
     }
   }
+  if (zero) SubmitZeroWrite(zero->region, zero->offset, zero->bytes);
   ReleaseWaiters(job.id, status.ok());
   job.done(status);
   OpFinished();
@@ -826,20 +853,77 @@ void DiskTier::FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, 
 // ----------------------------------------------------------------------------- erase, stats
 
 absl::Status DiskTier::Erase(RecordId id, const BlockKey& key) {
-  MutexLock lock(&mu_);
-  if (id >= records_.size() || !records_[id].live || records_[id].key != key) {
-    return absl::OkStatus();
+  absl::Status s;
+  bool zero = false;
+  uint32_t region = 0, bytes = 0;
+  uint64_t offset = 0;
+  {
+    MutexLock lock(&mu_);
+    if (id >= records_.size() || !records_[id].live || records_[id].key != key) {
+      return absl::OkStatus();
+    }
+    Record& r = records_[id];
+    if (!r.indexed) {
+      r.erased = true;  // the write finishes (or is skipped) and drops it
+      return absl::OkStatus();
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = options_.sync == SyncPolicy::kFull;
+    s = FromRocks(db_->Delete(wo, BlockIndexKey(r.key)), "erasing an entry");
+    zero = options_.secure_erase && r.placed;
+    region = r.entry.region;
+    bytes = r.entry.record_bytes;
+    offset = r.entry.offset;
+    if (zero) {
+      ++regions_[region].writes_in_flight;  // keeps the region from reuse until zeroed
+      ++ops_in_flight_;
+    }
+    DropRecordLocked(id);
   }
-  Record& r = records_[id];
-  if (!r.indexed) {
-    r.erased = true;  // the write finishes (or is skipped) and drops it
-    return absl::OkStatus();
-  }
-  rocksdb::WriteOptions wo;
-  wo.sync = options_.sync == SyncPolicy::kFull;
-  absl::Status s = FromRocks(db_->Delete(wo, BlockIndexKey(r.key)), "erasing an entry");
-  DropRecordLocked(id);
+  if (zero) SubmitZeroWrite(region, offset, bytes);
   return s;
+}
+
+void DiskTier::SubmitZeroWrite(uint32_t region, uint64_t offset, uint32_t bytes) {
+  auto finish = [this, region](const absl::Status& status) {
+    if (!status.ok()) {
+      KVTIER_LOG(kError, "disk tier: zeroing an erased record (secure_erase): %s",
+                 status.ToString());
+    }
+    MutexLock lock(&mu_);
+    Region& g = regions_[region];
+    --g.writes_in_flight;
+    if (g.live_records == 0 && g.writes_in_flight == 0 &&
+        static_cast<int>(region) != active_region_) {
+      g.free = true;
+    }
+    --ops_in_flight_;
+  };
+  // Records are at most max_record_bytes_ <= zeros_bytes_: one op.
+  IoOp op;
+  op.kind = IoOp::Kind::kWrite;
+  op.file = file_;
+  op.offset = offset;
+  op.buffer = zeros_;
+  op.length = bytes;
+  op.done = [finish](absl::StatusOr<size_t> r) { finish(r.ok() ? absl::OkStatus() : r.status()); };
+  if (absl::Status s = io_->Submit({&op, 1}); !s.ok()) finish(s);
+}
+
+absl::Status DiskTier::ZeroRegionLocked(uint32_t region) {
+  const uint64_t begin = uint64_t{region} * options_.region_bytes;
+  const uint64_t used = regions_[region].write_offset;
+  for (uint64_t done = 0; done < used;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros_bytes_, used - done));
+    const ssize_t w = ::pwrite(fd_, zeros_, n, static_cast<off_t>(begin + done));
+    if (w <= 0) {
+      return absl::UnavailableError(absl::StrFormat(
+          "disk tier: zeroing reclaimed region %d at offset %d (secure_erase): %s", region,
+          begin + done, w < 0 ? std::strerror(errno) : "no progress"));
+    }
+    done += static_cast<uint64_t>(w);
+  }
+  return absl::OkStatus();
 }
 
 uint64_t DiskTier::CreatedUnixMs(RecordId id) {

@@ -68,6 +68,11 @@ struct DiskTierOptions {
   uint32_t queue_depth = 64;
   bool force_fallback_io = false;        // thread-pool I/O instead of io_uring
   uint32_t staging_buffers = 32;         // writes + reads in flight at once
+  // Erased records are overwritten with zeros (asynchronously; the region is not reused
+  // until that lands), and a reclaimed region is zeroed before new records go into it, so
+  // no erased or evicted block can be read back from the data file. Costs a write of every
+  // erased record and of every reclaimed region.
+  bool secure_erase = false;
 
   absl::Status Validate(size_t block_bytes) const;
 };
@@ -192,6 +197,12 @@ class DiskTier {
   char* StagingBuffer(int i) ABSL_LOCKS_EXCLUDED(mu_);
   void ReturnStaging(int i);
   void OpFinished();
+  // secure_erase: writes zeros over [offset, offset + bytes) of `region`. REQUIRES: mu_ NOT
+  // held, and the caller already counted the write in the region's writes_in_flight and in
+  // ops_in_flight_ (so the region is not reclaimed, nor the tier drained, before it lands).
+  void SubmitZeroWrite(uint32_t region, uint64_t offset, uint32_t bytes);
+  // Zeroes the used part of `region` synchronously (secure_erase, at reclaim).
+  absl::Status ZeroRegionLocked(uint32_t region) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const DiskTierOptions options_;
   const Geometry geometry_;
@@ -202,6 +213,9 @@ class DiskTier {
   std::unique_ptr<rocksdb::DB> db_;
   int fd_ = -1;
   int file_ = -1;  // index in io_
+  // secure_erase: an aligned buffer of zeros (never written) of zeros_bytes_.
+  void* zeros_ = nullptr;
+  size_t zeros_bytes_ = 0;
   std::unique_ptr<IoEngine> io_;
   void* staging_memory_ = nullptr;
 

@@ -122,6 +122,12 @@ struct EngineOptions {
   // CreateNamespace, or when a disk directory brings it back); SetNamespaceLimits changes
   // them later. Namespaces not listed have none.
   std::map<std::string, NamespaceLimits> namespace_limits;
+  // Secure erase: a GPU or host slot is zeroed when its block leaves it (erased, expired,
+  // evicted or demoted), before the slot is reused; an erased disk record is overwritten
+  // with zeros and a reclaimed disk region is zeroed before reuse, so nothing erased or
+  // evicted can be read back from memory the engine hands out again or from the raw cache
+  // files. Costs a memset (host), a device copy (GPU) and extra disk writes.
+  bool secure_erase = false;
   // How long a lease on managed GPU slots lives unless released.
   absl::Duration lease_timeout = absl::Seconds(30);
   // Paged pools (KvBuffers::Paged) ↔ host tier: an NHD page part (one layer's K or V of one

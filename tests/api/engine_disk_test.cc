@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "engine/engine_impl.h"
 #include "engine_test_util.h"
 #include "gtest/gtest.h"
 #include "kvtier/engine.h"
@@ -254,6 +255,121 @@ TEST_F(EngineDiskTest, LeaseAndPrefetchBringDiskBlocksUp) {
   ASSERT_TRUE(pf.ok()) << pf.status();
   ASSERT_TRUE((*pf)->Wait().ok());
   EXPECT_EQ(engine_->Match("default", p2)->tiers[0], TierKind::kGpu);
+}
+
+// Secure erase: blocks whose bytes carry a marker are stored, pushed to disk, then erased;
+// afterwards no file of the cache directory holds the marker. Without secure_erase the same
+// scan finds it (the scan can see what it looks for).
+std::string SecretMarker(int i) { return absl::StrCat("kvtier-secret-", i, "-end"); }
+
+std::vector<int32_t> StoreSecrets(Engine& engine, absl::string_view ns, int seed, size_t n) {
+  const size_t bytes = engine.options().geometry.block_bytes();
+  const std::vector<int32_t> tokens = Prompt(n, seed);
+  DeviceBlocks src(engine.device(), n, bytes);
+  for (size_t b = 0; b < n; ++b) {
+    std::vector<uint8_t> content(bytes);
+    const std::string marker = SecretMarker(seed);
+    for (size_t i = 0; i < bytes; ++i) content[i] = static_cast<uint8_t>(marker[i % marker.size()]);
+    testing::WriteDevice(engine.device(), src[b], content);
+  }
+  StoreRequest r;
+  r.ns = ns;
+  r.tokens = tokens;
+  r.buffers = KvBuffers::Blocks(src.ptrs());
+  auto h = engine.Store(r);
+  EXPECT_TRUE(h.ok()) << h.status();
+  if (h.ok()) {
+    EXPECT_TRUE((*h)->Wait().ok());
+  }
+  return tokens;
+}
+
+// Whether any file under `dir` contains `needle`.
+bool AnyFileContains(const std::string& dir, const std::string& needle) {
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    FILE* f = std::fopen(entry.path().c_str(), "rb");
+    if (f == nullptr) continue;
+    std::string data;
+    char buf[1 << 16];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) data.append(buf, n);
+    std::fclose(f);
+    if (data.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST_F(EngineDiskTest, SecureEraseLeavesNoErasedBytesInTheCacheFiles) {
+  for (bool secure : {false, true}) {
+    SCOPED_TRACE(secure ? "secure_erase" : "plain erase");
+    EngineOptions o = Options();
+    o.secure_erase = secure;
+    std::filesystem::remove_all(dir_ + "/cache");
+    Open(o);
+    StoreSecrets(*engine_, "tenant-b", 41, 3);
+    FlushHostToDisk(42);  // the secrets' only copies are now disk records
+    ASSERT_EQ(engine_->Stats().namespaces[1].blocks_per_tier[2], 3u);
+    EXPECT_TRUE(AnyFileContains(dir_, SecretMarker(41)));
+    ASSERT_EQ(*engine_->EraseNamespace("tenant-b"), 3u);
+    ASSERT_TRUE(engine_->Flush().ok());  // the zero writes land
+    EXPECT_EQ(AnyFileContains(dir_, SecretMarker(41)), !secure);
+    // The engine still serves the other namespace's blocks, byte for byte.
+    const std::vector<int32_t> kept = Prompt(4, 42);
+    EXPECT_TRUE(LoadAndCheck(KeysOf(*engine_, "default", kept)).ok());
+    // Evicted, not erased: a region reclaimed to make room is zeroed before reuse.
+    StoreSecrets(*engine_, "tenant-b", 43, 3);
+    FlushHostToDisk(44);
+    EXPECT_TRUE(AnyFileContains(dir_, SecretMarker(43)));
+    for (int round = 0; round < 20; ++round) FlushHostToDisk(100 + round);  // 80 blocks > 48
+    ASSERT_EQ(engine_->Match("tenant-b", Prompt(3, 43))->matched_tokens, 0u);
+    if (secure) {
+      EXPECT_FALSE(AnyFileContains(dir_, SecretMarker(43)));
+    }
+    engine_.reset();
+  }
+}
+
+TEST_F(EngineDiskTest, SecureEraseZeroesFreedHostAndGpuSlots) {
+  EngineOptions o = Options(/*gpu_blocks=*/2, /*host_blocks=*/4);
+  o.secure_erase = true;
+  Open(o);
+  const std::vector<int32_t> secret = StoreSecrets(*engine_, "tenant-b", 51, 2);
+  const std::vector<BlockKey> keys = KeysOf(*engine_, "tenant-b", secret);
+  auto lease = engine_->LoadToGpuTier("tenant-b", keys, true, absl::ZeroDuration());
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  ASSERT_TRUE((*lease)->Wait().ok());
+  ASSERT_TRUE((*lease)->Release().ok());
+  auto* impl = dynamic_cast<EngineImpl*>(engine_.get());
+  ASSERT_NE(impl, nullptr);
+  // Every byte of a tier's memory, as the host sees it.
+  auto tier_bytes = [&](TierKind t) {
+    Tier* tier = impl->tier_for_testing(t);
+    std::string all;
+    for (SlotId s = 0; s < tier->num_slots(); ++s) {
+      const SlotAddress at = tier->Address(s);
+      if (t == TierKind::kHost) {
+        all.append(static_cast<const char*>(at.host), bytes_);
+      } else {
+        std::vector<uint8_t> b = ReadDevice(engine_->device(), at.device, bytes_);
+        all.append(b.begin(), b.end());
+      }
+    }
+    return all;
+  };
+  const std::string marker = SecretMarker(51);
+  ASSERT_NE(tier_bytes(TierKind::kHost).find(marker), std::string::npos);
+  ASSERT_NE(tier_bytes(TierKind::kGpu).find(marker), std::string::npos);
+  ASSERT_EQ(*engine_->EraseNamespace("tenant-b"), 2u);
+  ASSERT_TRUE(engine_->Flush().ok());
+  EXPECT_EQ(tier_bytes(TierKind::kHost).find(marker), std::string::npos);
+  EXPECT_EQ(tier_bytes(TierKind::kGpu).find(marker), std::string::npos);
+  // Slots zeroed on eviction too, and reused slots hold exactly their new blocks.
+  StoreSecrets(*engine_, "tenant-b", 52, 2);
+  const std::vector<BlockKey> others = StoreAll(Prompt(4, 53));  // evicts the secrets to disk
+  ASSERT_TRUE(engine_->Flush().ok());
+  EXPECT_EQ(tier_bytes(TierKind::kHost).find(SecretMarker(52)), std::string::npos);
+  EXPECT_TRUE(LoadAndCheck(others).ok());
 }
 
 TEST_F(EngineDiskTest, BadDiskOptionsNameTheField) {
