@@ -19,6 +19,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -173,6 +175,12 @@ bool ParseCsvLine(absl::string_view line, Request* r, std::string* error) {
   // first two, and a hex float is still a correctly read number.
   if (!absl::SimpleAtod(fields[0], &r->time_s) || !std::isfinite(r->time_s) || r->time_s < 0) {
     *error = absl::StrCat("time_s must be a finite number >= 0: '", fields[0], "'");
+    return false;
+  }
+  // Only a line's final '\r' is a line ending (ReadLines strips it); one anywhere else would
+  // give a tenant the format cannot hold, which WriteCsvTrace would then refuse.
+  if (absl::StrContains(fields[1], '\r')) {
+    *error = absl::StrCat("tenant contains a carriage return: '", absl::CEscape(fields[1]), "'");
     return false;
   }
   r->tenant = std::string(fields[1]);

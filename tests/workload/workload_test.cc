@@ -201,6 +201,10 @@ TEST(CsvReader, RejectsMalformedLinesNamingTheLine) {
       {"1,t,2,3 -4", "blocks[1] is not a non-negative integer below 2^64: '-4'"},
       {"1,t,2,3 4.0", "blocks[1] is not a non-negative integer"},
       {"1,t,2,", "blocks is empty"},
+      // Found by fuzz_trace_csv: a '\r' inside a line (not its ending) was read into the
+      // tenant, a trace WriteCsvTrace then refused to write back.
+      {"1,t\r,2,3", "tenant contains a carriage return: 't\\r'"},
+      {"1,\r\r,2,3", "tenant contains a carriage return"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.line);

@@ -1,0 +1,276 @@
+// fuzz/fuzz_disk_record.cc — the on-disk record codec (tiers/disk_record.h) on hostile bytes.
+//
+// What a disk read hands the codec is untrusted: a torn write, a reused region, a flipped bit,
+// another program's file. The properties checked:
+//   * ParseRecordHeader and DecodeRecordPayload only ever return OK, DataLoss or (for the
+//     caller's own buffer) InvalidArgument; never crash, never read outside what they were
+//     given (ASan watches every read; inputs are copied into exactly-sized heap buffers).
+//   * A header that parses satisfies the documented field invariants.
+//   * EncodeRecord → ParseRecordHeader → DecodeRecordPayload is the identity on the block, for
+//     every codec; and after a fuzzer-chosen byte of the record is changed, decoding either
+//     fails or still returns exactly the original block (never other bytes).
+//
+// The first input byte picks a mode, so one corpus reaches every path:
+//   0  the rest is a record, verbatim (header, then payload)
+//   1  the rest is the first 208 header bytes (every byte the format assigns) and then the
+//      payload; the harness zeroes the rest of the header and writes a correct header
+//      checksum, so the fuzzer reaches the field checks instead of stopping at the checksum
+//   2  as 1, and the payload checksum is made to match too, so zstd decodes fuzzer bytes
+//   3  encode round trip: codec, level, element width, namespace and block from the input
+//   4  DecodeRecordPayload on a RecordHeader built field by field (it takes headers from
+//      anywhere), payload from the input
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "fuzz/fuzz_support.h"
+#include "tiers/disk_record.h"
+#include "xxhash.h"
+
+namespace kvtier {
+namespace {
+
+using fuzz::Input;
+
+// Offsets of docs/disk-format.md that the harness rewrites.
+constexpr size_t kOffStoredBytes = 44;
+constexpr size_t kOffPayloadChecksum = 64;
+constexpr size_t kAssignedHeaderBytes = 80 + 128;  // fixed fields + the namespace area
+constexpr size_t kOffHeaderChecksum = kRecordHeaderBytes - 8;
+// Blocks larger than this are not decoded (the decoder would allocate raw_bytes).
+constexpr size_t kMaxDecodeBytes = 1 << 20;
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<uint8_t[], FreeDeleter>;
+
+// Exactly `bytes` long (ASan flags a read one past the end); 4096-aligned when asked.
+Buffer Allocate(size_t bytes, bool aligned) {
+  void* p = aligned ? std::aligned_alloc(kRecordAlignment,
+                                         (bytes + kRecordAlignment - 1) / kRecordAlignment *
+                                             kRecordAlignment)
+                    : std::malloc(bytes == 0 ? 1 : bytes);
+  KVTIER_FUZZ_CHECK(p != nullptr, "out of memory");
+  return Buffer(static_cast<uint8_t*>(p));
+}
+
+void PutU64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint32_t GetU32(const uint8_t* p) {
+  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+}
+
+void CheckErrorCode(const absl::Status& s, const char* where) {
+  KVTIER_FUZZ_CHECK(s.code() == absl::StatusCode::kDataLoss ||
+                        s.code() == absl::StatusCode::kInvalidArgument,
+                    std::string(where) + " returned " + s.ToString());
+}
+
+// The invariants a parsed header promises its readers (tiers/disk_tier.cc sizes its reads by
+// them).
+void CheckParsedHeader(const RecordHeader& h) {
+  KVTIER_FUZZ_CHECK(static_cast<uint8_t>(h.codec) <= static_cast<uint8_t>(Codec::kZstdShuffle),
+                    "codec");
+  KVTIER_FUZZ_CHECK(h.raw_bytes > 0 && h.stored_bytes > 0, "sizes");
+  KVTIER_FUZZ_CHECK(RecordSize(h.stored_bytes) <= MaxRecordSize(h.raw_bytes), "stored_bytes");
+  KVTIER_FUZZ_CHECK(h.ns.size() <= 128, "namespace length");
+  if (h.codec == Codec::kNone) KVTIER_FUZZ_CHECK(h.stored_bytes == h.raw_bytes, "codec none");
+  if (h.codec == Codec::kZstdShuffle) {
+    KVTIER_FUZZ_CHECK(h.element_bytes == 1 || h.element_bytes == 2 || h.element_bytes == 4,
+                      "element_bytes");
+    KVTIER_FUZZ_CHECK(h.raw_bytes % h.element_bytes == 0, "element_bytes divides raw_bytes");
+  } else {
+    KVTIER_FUZZ_CHECK(h.element_bytes == 0, "element_bytes without shuffle");
+  }
+}
+
+// Parses `record` (header + `payload_bytes` of payload) and decodes it when it parses.
+void ParseAndDecode(const uint8_t* record, size_t size) {
+  absl::StatusOr<RecordHeader> h = ParseRecordHeader(record, size);
+  if (!h.ok()) {
+    CheckErrorCode(h.status(), "ParseRecordHeader");
+    return;
+  }
+  CheckParsedHeader(*h);
+  if (h->raw_bytes > kMaxDecodeBytes) return;
+  Buffer raw = Allocate(h->raw_bytes, false);
+  const absl::Status s = DecodeRecordPayload(*h, record + kRecordHeaderBytes,
+                                             size - kRecordHeaderBytes, raw.get(), h->raw_bytes);
+  if (!s.ok()) CheckErrorCode(s, "DecodeRecordPayload");
+}
+
+void Verbatim(Input& in) {
+  const absl::string_view rest = in.Rest();
+  Buffer record = Allocate(rest.size(), false);
+  if (!rest.empty()) std::memcpy(record.get(), rest.data(), rest.size());
+  ParseAndDecode(record.get(), rest.size());
+}
+
+void FixedUpChecksums(Input& in, bool fix_payload) {
+  const absl::string_view assigned = in.Bytes(kAssignedHeaderBytes);
+  const absl::string_view payload = in.Rest();
+  const size_t size = kRecordHeaderBytes + payload.size();
+  Buffer record = Allocate(size, false);
+  std::memset(record.get(), 0, kRecordHeaderBytes);
+  std::memcpy(record.get(), assigned.data(), assigned.size());
+  if (!payload.empty()) std::memcpy(record.get() + kRecordHeaderBytes, payload.data(), payload.size());
+  if (fix_payload) {
+    // The checksum of the bytes the header says are stored, as far as they exist.
+    size_t stored = GetU32(record.get() + kOffStoredBytes);
+    if (stored > payload.size()) stored = payload.size();
+    PutU64(record.get() + kOffPayloadChecksum, XXH3_64bits(record.get() + kRecordHeaderBytes, stored));
+  }
+  PutU64(record.get() + kOffHeaderChecksum, XXH3_64bits(record.get(), kOffHeaderChecksum));
+  ParseAndDecode(record.get(), size);
+}
+
+void EncodeRoundTrip(Input& in) {
+  RecordHeader header;
+  EncodeOptions options;
+  options.codec = static_cast<Codec>(in.U8() % 4);  // 3: an unknown codec, must be refused
+  options.zstd_level = static_cast<int>(in.U8() % 22);  // 0, 20, 21: out of range
+  options.element_bytes = in.U8() % 6;
+  header.key = BlockKey{in.U64(), in.U64()};
+  header.geometry_fingerprint = in.U64();
+  header.region = in.U32();
+  header.generation = in.U64();
+  header.created_unix_ms = in.U64();
+  header.ns = std::string(in.Bytes(in.U8() % 140));  // up to 139: over 128 must be refused
+  const size_t corrupt_at = in.U32();
+  const uint8_t corrupt_xor = in.U8();
+  const absl::string_view raw = in.Rest();
+
+  Buffer raw_copy = Allocate(raw.size(), false);
+  if (!raw.empty()) std::memcpy(raw_copy.get(), raw.data(), raw.size());
+  const size_t capacity = MaxRecordSize(raw.size());
+  Buffer record = Allocate(capacity, true);
+  RecordHeader written;
+  absl::StatusOr<size_t> n =
+      EncodeRecord(header, raw_copy.get(), raw.size(), options, record.get(), capacity, &written);
+  if (!n.ok()) {
+    KVTIER_FUZZ_CHECK(n.status().code() == absl::StatusCode::kInvalidArgument,
+                      "EncodeRecord returned " + n.status().ToString());
+    const bool bad_input = raw.empty() || header.ns.size() > 128 ||
+                           static_cast<uint8_t>(options.codec) > 2 ||
+                           (options.codec != Codec::kNone &&
+                            (options.zstd_level < 1 || options.zstd_level > 19)) ||
+                           (options.codec == Codec::kZstdShuffle &&
+                            (options.element_bytes == 0 || options.element_bytes == 3 ||
+                             options.element_bytes > 4 || raw.size() % options.element_bytes != 0));
+    KVTIER_FUZZ_CHECK(bad_input, "EncodeRecord refused valid input: " + n.status().ToString());
+    return;
+  }
+  KVTIER_FUZZ_CHECK(*n <= capacity && *n % kRecordAlignment == 0 && *n == RecordSize(written.stored_bytes),
+                    "record size");
+
+  absl::StatusOr<RecordHeader> parsed = ParseRecordHeader(record.get(), *n);
+  KVTIER_FUZZ_CHECK(parsed.ok(), "a fresh record does not parse: " + parsed.status().ToString());
+  CheckParsedHeader(*parsed);
+  KVTIER_FUZZ_CHECK(parsed->key == header.key && parsed->ns == header.ns &&
+                        parsed->geometry_fingerprint == header.geometry_fingerprint &&
+                        parsed->region == header.region &&
+                        parsed->generation == header.generation &&
+                        parsed->created_unix_ms == header.created_unix_ms &&
+                        parsed->raw_bytes == raw.size() && parsed->codec == written.codec &&
+                        parsed->stored_bytes == written.stored_bytes &&
+                        parsed->payload_checksum == written.payload_checksum,
+                    "parsed header differs from the one written");
+  Buffer out = Allocate(raw.size(), false);
+  absl::Status s =
+      DecodeRecordPayload(*parsed, record.get() + kRecordHeaderBytes, *n - kRecordHeaderBytes,
+                          out.get(), raw.size());
+  KVTIER_FUZZ_CHECK(s.ok(), "a fresh record does not decode: " + s.ToString());
+  KVTIER_FUZZ_CHECK(std::memcmp(out.get(), raw.data(), raw.size()) == 0,
+                    "round trip changed the block");
+
+  // One byte changed anywhere in the record: an error, or exactly the original block.
+  const size_t at = corrupt_at % *n;
+  record[at] ^= (corrupt_xor == 0 ? 1 : corrupt_xor);
+  parsed = ParseRecordHeader(record.get(), *n);
+  if (!parsed.ok()) {
+    CheckErrorCode(parsed.status(), "ParseRecordHeader");
+    return;
+  }
+  std::memset(out.get(), 0xA5, raw.size());
+  s = DecodeRecordPayload(*parsed, record.get() + kRecordHeaderBytes, *n - kRecordHeaderBytes,
+                          out.get(), raw.size());
+  if (!s.ok()) {
+    CheckErrorCode(s, "DecodeRecordPayload");
+    return;
+  }
+  KVTIER_FUZZ_CHECK(parsed->raw_bytes == raw.size() &&
+                        std::memcmp(out.get(), raw.data(), raw.size()) == 0,
+                    "a corrupted record decoded to other bytes (corrupted offset " +
+                        std::to_string(at) + ")");
+}
+
+void DecodeAnyHeader(Input& in) {
+  RecordHeader h;
+  h.codec = static_cast<Codec>(in.U8() % 4);
+  h.element_bytes = in.U8() % 6;
+  h.raw_bytes = in.Bool() ? in.U32() : in.U16();  // mostly small, sometimes anything
+  h.stored_bytes = in.Bool() ? in.U32() : in.U16();
+  const bool right_checksum = in.Bool();
+  const size_t capacity_slack = in.U8() % 3;  // 0: exact, 1: one short, 2: one over
+  h.payload_checksum = in.U64();
+  const absl::string_view payload = in.Rest();
+  Buffer copy = Allocate(payload.size(), false);
+  if (!payload.empty()) std::memcpy(copy.get(), payload.data(), payload.size());
+  if (right_checksum) {
+    h.payload_checksum = XXH3_64bits(copy.get(), std::min<size_t>(h.stored_bytes, payload.size()));
+  }
+  if (h.raw_bytes > kMaxDecodeBytes) {
+    // A small buffer: the decoder must refuse before writing (ASan catches a write past it).
+    uint8_t small[64];
+    const absl::Status s = DecodeRecordPayload(h, copy.get(), payload.size(), small, sizeof(small));
+    KVTIER_FUZZ_CHECK(!s.ok(), "decoded a block larger than the buffer");
+    CheckErrorCode(s, "DecodeRecordPayload");
+    return;
+  }
+  size_t capacity = h.raw_bytes;
+  if (capacity_slack == 1 && capacity > 0) --capacity;
+  if (capacity_slack == 2) ++capacity;
+  Buffer out = Allocate(capacity, false);
+  const absl::Status s = DecodeRecordPayload(h, copy.get(), payload.size(), out.get(), capacity);
+  if (!s.ok()) {
+    CheckErrorCode(s, "DecodeRecordPayload");
+    return;
+  }
+  KVTIER_FUZZ_CHECK(capacity >= h.raw_bytes && h.raw_bytes > 0 && h.stored_bytes <= payload.size(),
+                    "DecodeRecordPayload accepted impossible sizes");
+}
+
+}  // namespace
+}  // namespace kvtier
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  kvtier::fuzz::Input in(data, size);
+  switch (in.U8() % 5) {
+    case 0:
+      kvtier::Verbatim(in);
+      break;
+    case 1:
+      kvtier::FixedUpChecksums(in, /*fix_payload=*/false);
+      break;
+    case 2:
+      kvtier::FixedUpChecksums(in, /*fix_payload=*/true);
+      break;
+    case 3:
+      kvtier::EncodeRoundTrip(in);
+      break;
+    case 4:
+      kvtier::DecodeAnyHeader(in);
+      break;
+  }
+  return 0;
+}
