@@ -15,6 +15,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -98,6 +99,17 @@ kvtier_status_code CheckArray(const char* fn, const void* ptr, const char* ptr_n
   return KVTIER_OK;
 }
 
+// The value a caller passed for a C enum, read as its underlying integer: a C caller (or an
+// FFI binding) may pass any int, and loading a value outside the enumerators through the enum
+// type would be undefined behaviour in C++.
+template <typename Enum>
+int64_t RawEnum(const Enum& value) {
+  std::underlying_type_t<Enum> raw;
+  static_assert(sizeof(raw) == sizeof(value));
+  std::memcpy(&raw, &value, sizeof(raw));
+  return static_cast<int64_t>(raw);
+}
+
 absl::string_view Extra(const void* extra, size_t extra_len) {
   return extra_len == 0 ? absl::string_view()
                         : absl::string_view(static_cast<const char*>(extra), extra_len);
@@ -123,17 +135,17 @@ kvtier_status_code PagedBuffers(const char* fn, const kvtier_paged_pool* pool,
   if (pool->num_layers == 0) return InvalidArgument(fn, "pool->num_layers is 0");
   if (pool->layers == nullptr) return InvalidArgument(fn, "pool->layers is NULL");
   if (pool->num_pages == 0) return InvalidArgument(fn, "pool->num_pages is 0");
-  if (pool->layout != KVTIER_PAGE_NHD && pool->layout != KVTIER_PAGE_HND) {
-    return InvalidArgument(fn, absl::StrFormat("pool->layout %d is not KVTIER_PAGE_NHD or "
-                                               "KVTIER_PAGE_HND",
-                                               static_cast<int>(pool->layout)));
+  const int64_t layout = RawEnum(pool->layout);
+  if (layout != KVTIER_PAGE_NHD && layout != KVTIER_PAGE_HND) {
+    return InvalidArgument(
+        fn, absl::StrFormat("pool->layout %d is not KVTIER_PAGE_NHD or KVTIER_PAGE_HND", layout));
   }
   if (num_pages == 0) return InvalidArgument(fn, "num_pages is 0");
   KVTIER_REQUIRE_NONNULL(fn, pages);
   kvtier::KvBuffers::PagedPool p;
   p.layers = ToDevicePtrs(pool->layers, pool->num_layers);
   p.num_pages = pool->num_pages;
-  p.layout = pool->layout == KVTIER_PAGE_NHD ? kvtier::PageLayout::kNhd : kvtier::PageLayout::kHnd;
+  p.layout = layout == KVTIER_PAGE_NHD ? kvtier::PageLayout::kNhd : kvtier::PageLayout::kHnd;
   *out = kvtier::KvBuffers::Paged(std::move(p), std::vector<uint32_t>(pages, pages + num_pages));
   return KVTIER_OK;
 }
@@ -280,7 +292,7 @@ extern "C" {
 const char* kvtier_last_error(void) { return t_last_error.c_str(); }
 
 const char* kvtier_status_code_name(kvtier_status_code code) {
-  switch (code) {
+  switch (RawEnum(code)) {
     case KVTIER_OK: return "OK";
     case KVTIER_CANCELLED: return "CANCELLED";
     case KVTIER_UNKNOWN: return "UNKNOWN";
@@ -326,16 +338,16 @@ kvtier_status_code kvtier_options_set_geometry(kvtier_options* options, uint32_t
   static constexpr char kFn[] = "kvtier_options_set_geometry";
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, options);
-    if (dtype != KVTIER_DTYPE_FLOAT16 && dtype != KVTIER_DTYPE_BFLOAT16 &&
-        dtype != KVTIER_DTYPE_FLOAT32) {
-      return InvalidArgument(kFn, absl::StrFormat("dtype %d is not a kvtier_dtype",
-                                                  static_cast<int>(dtype)));
+    const int64_t raw_dtype = RawEnum(dtype);
+    if (raw_dtype != KVTIER_DTYPE_FLOAT16 && raw_dtype != KVTIER_DTYPE_BFLOAT16 &&
+        raw_dtype != KVTIER_DTYPE_FLOAT32) {
+      return InvalidArgument(kFn, absl::StrFormat("dtype %d is not a kvtier_dtype", raw_dtype));
     }
     kvtier::Geometry g;
     g.num_layers = num_layers;
     g.num_kv_heads = num_kv_heads;
     g.head_dim = head_dim;
-    g.dtype = static_cast<kvtier::DType>(dtype);
+    g.dtype = static_cast<kvtier::DType>(raw_dtype);
     g.block_tokens = block_tokens;
     if (kvtier_status_code c = FromStatus(kFn, g.Validate())) return c;
     options->options.geometry = g;
@@ -359,11 +371,11 @@ kvtier_status_code kvtier_options_set_key_hash(kvtier_options* options, kvtier_k
   static constexpr char kFn[] = "kvtier_options_set_key_hash";
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, options);
-    if (hash != KVTIER_KEY_HASH_SHA256 && hash != KVTIER_KEY_HASH_XXH3) {
-      return InvalidArgument(kFn, absl::StrFormat("hash %d is not a kvtier_key_hash",
-                                                  static_cast<int>(hash)));
+    const int64_t raw_hash = RawEnum(hash);
+    if (raw_hash != KVTIER_KEY_HASH_SHA256 && raw_hash != KVTIER_KEY_HASH_XXH3) {
+      return InvalidArgument(kFn, absl::StrFormat("hash %d is not a kvtier_key_hash", raw_hash));
     }
-    options->options.key_hash = static_cast<kvtier::KeyHash>(hash);
+    options->options.key_hash = static_cast<kvtier::KeyHash>(raw_hash);
     return KVTIER_OK;
   });
 }
@@ -430,13 +442,14 @@ kvtier_status_code kvtier_options_set_device(kvtier_options* options, kvtier_dev
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, options);
     kvtier::DeviceOptions d = options->options.device;
-    switch (kind) {
+    const int64_t raw_kind = RawEnum(kind);
+    switch (raw_kind) {
       case KVTIER_DEVICE_AUTO: d.choice = kvtier::DeviceChoice::kAuto; break;
       case KVTIER_DEVICE_CUDA: d.choice = kvtier::DeviceChoice::kCuda; break;
       case KVTIER_DEVICE_EMULATED: d.choice = kvtier::DeviceChoice::kEmulated; break;
       default:
-        return InvalidArgument(kFn, absl::StrFormat("kind %d is not a kvtier_device_kind",
-                                                    static_cast<int>(kind)));
+        return InvalidArgument(kFn,
+                               absl::StrFormat("kind %d is not a kvtier_device_kind", raw_kind));
     }
     d.cuda_ordinal = cuda_ordinal;
     d.emulated_copy_gbps = emulated_copy_gbps;
