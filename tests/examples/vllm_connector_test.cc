@@ -267,7 +267,7 @@ void StartLoad(KvtierConnector& c, const Request& req, const std::vector<uint32_
 }
 
 TEST_P(VllmConnectorTest, AFinishedRequestsPagesAreFreedOnlyOnceItsLoadLanded) {
-  Open(/*copy_gbps=*/0.0005);  // 0.5 MB/s: 4 blocks of 12 KiB take about 100 ms
+  Open(/*copy_gbps=*/0.0002);  // 0.2 MB/s: 4 blocks of 12 KiB take about 250 ms
   const std::vector<int32_t> prompt = Tokens(11, 65);
   StoreThroughAnotherEngine(prompt);
   std::unique_ptr<ToyEngine> toy = Toy(8, false);
@@ -302,7 +302,7 @@ TEST_P(VllmConnectorTest, AFinishedRequestsPagesAreFreedOnlyOnceItsLoadLanded) {
 }
 
 TEST_P(VllmConnectorTest, HandlePreemptionsWaitsForLoadsIntoThePreemptedPages) {
-  Open(/*copy_gbps=*/0.0005);
+  Open(/*copy_gbps=*/0.0002);
   const std::vector<int32_t> prompt = Tokens(12, 65);
   StoreThroughAnotherEngine(prompt);
   std::unique_ptr<ToyEngine> toy = Toy(8, false);
