@@ -1,10 +1,16 @@
 // tests/examples/vllm_connector_test.cc — the vLLM-style connector (examples/vllm_connector):
 // what a request loads into the engine's paged pool is, byte for byte, what an earlier request
 // saved, in NHD and HND; prefix hits in the pool and in kvtier combine; partial blocks wait
-// until full; blocks evicted after the match become load errors; a finished or preempted
+// until full; blocks evicted after the match, or failing their disk checksum, become load
+// errors and are recomputed and saved again; a finished or preempted
 // request's pages are not handed back while a load still writes them; bad input is refused.
 
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -41,15 +47,33 @@ Request MakeRequest(const std::string& id, std::vector<int32_t> prompt) {
 
 class VllmConnectorTest : public ::testing::TestWithParam<PageLayout> {
  protected:
-  // copy_gbps: the emulated link's bandwidth (0 = unthrottled).
-  void Open(double copy_gbps = 0) {
+  void TearDown() override {
+    engine_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  // copy_gbps: the emulated link's bandwidth (0 = unthrottled). disk: a disk tier below a
+  // host tier of 4 blocks, in a fresh directory (or the last one, to reopen it).
+  void Open(double copy_gbps = 0, bool disk = false) {
+    engine_.reset();
     kvtier::EngineOptions o;
     o.geometry = {/*num_layers=*/3, /*num_kv_heads=*/2, /*head_dim=*/32, kvtier::DType::kFloat16,
                   /*block_tokens=*/16};
     o.model_fingerprint = "vllm-connector-test";
     o.device.choice = kvtier::DeviceChoice::kEmulated;
     o.device.emulated_copy_gbps = copy_gbps;
-    o.host_tier_bytes = 64 * o.geometry.block_bytes();
+    o.host_tier_bytes = (disk ? 4 : 64) * o.geometry.block_bytes();
+    if (disk) {
+      if (dir_.empty()) {
+        char tmpl[] = "/tmp/kvtier-vllm-connector-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        dir_ = tmpl;
+      }
+      o.disk.directory = dir_ + "/cache";
+      o.disk.region_bytes = 64 * 1024;
+      o.disk.capacity_bytes = 16 * o.disk.region_bytes;
+      o.disk.admit_min_seen = 1;  // every host eviction reaches the disk
+    }
     absl::StatusOr<std::unique_ptr<kvtier::Engine>> e = kvtier::Engine::Open(o);
     ASSERT_TRUE(e.ok()) << e.status();
     engine_ = std::move(*e);
@@ -102,6 +126,7 @@ class VllmConnectorTest : public ::testing::TestWithParam<PageLayout> {
     ASSERT_TRUE(other->RunToCompletion().ok());
   }
 
+  std::string dir_;
   std::unique_ptr<kvtier::Engine> engine_;
   kvtier::Geometry g_;
 };
@@ -250,6 +275,52 @@ TEST_P(VllmConnectorTest, BlocksEvictedAfterTheMatchAreLoadErrorsAndSavedAgain) 
   absl::StatusOr<bool> delay = c.RequestFinished(req, pages);
   ASSERT_TRUE(delay.ok()) << delay.status();
   EXPECT_FALSE(*delay);
+}
+
+TEST_P(VllmConnectorTest, ABlockThatFailsItsChecksumIsALoadErrorAndIsRecomputed) {
+  Open(0, /*disk=*/true);
+  const std::vector<int32_t> prompt = Tokens(14, 40);  // 2 full blocks + 8 tokens
+  StoreThroughAnotherEngine(prompt);
+  StoreThroughAnotherEngine(Tokens(15, 64));  // 4 newer blocks push those 2 to disk
+  ASSERT_TRUE(engine_->Flush().ok());
+  ASSERT_EQ(engine_->Match("default", prompt)->tiers,
+            std::vector<kvtier::TierKind>(2, kvtier::TierKind::kDisk));
+  engine_.reset();
+  {
+    const int fd = ::open((dir_ + "/cache/data.kvt").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "XXXX", 4, 4096 + 64), 4);  // the first record's payload
+    ::close(fd);
+  }
+  Open(0, /*disk=*/true);
+  ASSERT_EQ(engine_->Match("default", prompt)->matched_tokens, 32u);
+
+  std::unique_ptr<ToyEngine> toy = Toy(8, false);
+  ASSERT_NE(toy, nullptr);
+  std::vector<uint32_t> pages;
+  toy->set_on_free([&](const std::string&, const std::vector<uint32_t>& p) { pages = p; });
+  ASSERT_TRUE(toy->AddRequest(MakeRequest("r", prompt), 1).ok());
+  // The toy engine fails the step with DataLoss if attention ever reads a wrong block.
+  ASSERT_TRUE(toy->RunToCompletion().ok());
+  const RequestReport* rep = toy->report("r");
+  ASSERT_NE(rep, nullptr);
+  EXPECT_EQ(rep->external_tokens, 32u);
+  // The load failed as a whole: both its pages were recomputed with the rest of the prompt.
+  EXPECT_EQ(rep->load_error_blocks, 2u);
+  EXPECT_EQ(rep->computed_tokens, 8u + 40u);
+  EXPECT_EQ(toy->connector().stats().load_error_blocks, 2u);
+  ASSERT_EQ(pages.size(), 3u);
+  ExpectModelKv(*toy, pages, prompt, 2);
+  // ... and saved again: the prompt is whole in kvtier once more.
+  EXPECT_EQ(engine_->Match("default", prompt)->matched_tokens, 32u);
+  EXPECT_EQ(engine_->Stats().tiers[static_cast<int>(kvtier::TierKind::kDisk)].checksum_failures,
+            1u);
+  std::unique_ptr<ToyEngine> again = Toy(8, false);
+  ASSERT_NE(again, nullptr);
+  ASSERT_TRUE(again->AddRequest(MakeRequest("r2", prompt), 1).ok());
+  ASSERT_TRUE(again->RunToCompletion().ok());
+  EXPECT_EQ(again->report("r2")->external_tokens, 32u);
+  EXPECT_EQ(again->report("r2")->load_error_blocks, 0u);
 }
 
 // Starts a 4-block load for request `id` into `pages` through the connector, on a slow link.
