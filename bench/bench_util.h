@@ -58,6 +58,11 @@ class JsonLine {
     fields_.push_back(absl::StrFormat("\"%s\": \"%s\"", k, v));
     return *this;
   }
+  // A value that is already JSON (an array, say), written as given.
+  JsonLine& Raw(const std::string& k, const std::string& json) {
+    fields_.push_back(absl::StrFormat("\"%s\": %s", k, json));
+    return *this;
+  }
   // Appends another line's fields after this one's.
   JsonLine& Merge(const JsonLine& other) {
     fields_.insert(fields_.end(), other.fields_.begin(), other.fields_.end());
