@@ -194,7 +194,7 @@ absl::StatusOr<bool> KvtierConnector::RequestFinished(const Request& request,
     return absl::NotFoundError(
         absl::StrFormat("RequestFinished: unknown request id '%s'", request.request_id));
   }
-  (void)ReapLocked();  // save errors were WaitForSave's to report
+  ReapLocked();
   if (IdleLocked(request.request_id)) {
     in_flight_.erase(request.request_id);
     return false;
@@ -247,7 +247,7 @@ void KvtierConnector::ClearConnectorMetadata() {
   step_loads_.clear();
   step_saves_.clear();
   next_save_layer_ = 0;
-  (void)ReapLocked();
+  ReapLocked();
 }
 
 absl::Status KvtierConnector::HandlePreemptions(const ConnectorMetadata& metadata) {
@@ -401,7 +401,7 @@ std::set<uint32_t> KvtierConnector::GetBlockIdsWithLoadErrors() {
   // Loads are synchronous within a step: by the step's end they have landed; a failure
   // (a block that failed verification) makes its pages load errors.
   for (Load& l : step_loads_) (void)l.handle->Wait();
-  (void)ReapLocked();
+  ReapLocked();
   std::set<uint32_t> out;
   out.swap(load_error_blocks_);
   return out;
@@ -409,7 +409,7 @@ std::set<uint32_t> KvtierConnector::GetBlockIdsWithLoadErrors() {
 
 absl::StatusOr<FinishedRequests> KvtierConnector::GetFinished() {
   std::lock_guard<std::mutex> lock(mu_);
-  absl::Status reaped = ReapLocked();
+  ReapLocked();
   FinishedRequests out;
   for (auto it = delayed_.begin(); it != delayed_.end();) {
     if (!IdleLocked(it->first)) {
@@ -421,12 +421,10 @@ absl::StatusOr<FinishedRequests> KvtierConnector::GetFinished() {
     in_flight_.erase(it->first);
     it = delayed_.erase(it);
   }
-  if (!reaped.ok()) return reaped;
   return out;
 }
 
-absl::Status KvtierConnector::ReapLocked() {
-  absl::Status first;
+void KvtierConnector::ReapLocked() {
   for (auto it = in_flight_.begin(); it != in_flight_.end();) {
     InFlight& f = it->second;
     for (auto l = f.loads.begin(); l != f.loads.end();) {
@@ -437,21 +435,14 @@ absl::Status KvtierConnector::ReapLocked() {
       if (!l->handle->Wait().ok()) LoadFailedLocked(it->first, l->first_block, l->block_ids);
       l = f.loads.erase(l);
     }
-    for (auto s = f.saves.begin(); s != f.saves.end();) {
-      if (!(*s)->IsReady()) {
-        ++s;
-        continue;
-      }
-      first.Update((*s)->Wait());
-      s = f.saves.erase(s);
-    }
+    // A save's error is reported by WaitForSave, which every step calls.
+    std::erase_if(f.saves, [](const std::shared_ptr<TransferHandle>& s) { return s->IsReady(); });
     if (f.loads.empty() && f.saves.empty() && !delayed_.contains(it->first)) {
       it = in_flight_.erase(it);
     } else {
       ++it;
     }
   }
-  return first;
 }
 
 bool KvtierConnector::IdleLocked(const std::string& request_id) const {

@@ -211,7 +211,7 @@ class KvtierConnector {
   // since the match, or failed verification); the engine must recompute them. Clears the set.
   std::set<uint32_t> GetBlockIdsWithLoadErrors();
   // vLLM's get_finished: of the requests RequestFinished delayed, those whose transfers are
-  // now complete.
+  // now complete (a failed load among them has made its pages load errors).
   absl::StatusOr<FinishedRequests> GetFinished();
 
   ConnectorStats stats() const;
@@ -256,8 +256,8 @@ class KvtierConnector {
   void LoadFailedLocked(const std::string& request_id, size_t first_block,
                         absl::Span<const uint32_t> block_ids);
   // Drops the completed transfers of every request (a failed load's pages become load
-  // errors); returns the first save error among them.
-  absl::Status ReapLocked();
+  // errors).
+  void ReapLocked();
   bool IdleLocked(const std::string& request_id) const;
 
   kvtier::Engine* const engine_;
