@@ -20,17 +20,19 @@
 //                                               WaitForSave()
 //                                               GetBlockIdsWithLoadErrors()
 //                                               ClearConnectorMetadata()
-//   RequestFinished(request, pages) -> delay?   GetFinished(finished ids)
+//   RequestFinished(request, pages) -> delay?   GetFinished()
 //
 // Both roles live in one object sharing one kvtier Engine, as in a single-process vLLM; a
 // multi-process deployment would forward GetNumNewMatchedTokens' Match to the worker.
 //
 // Promises:
 //   * Only full blocks are stored; a trailing partial block is stored by the step that fills it.
-//   * WaitForLayerLoad and SaveKvLayer are stream waits: the host never blocks on them.
+//   * WaitForLayerLoad is a stream wait and SaveKvLayer enqueues copies ordered after the
+//     compute stream: the host never blocks on them.
 //     WaitForSave blocks the host until the pages it saved may be overwritten, as vLLM requires.
-//   * A block evicted from kvtier between the scheduler's match and the worker's load is never
-//     read as wrong bytes: its page is reported by GetBlockIdsWithLoadErrors for recompute.
+//   * A block evicted from kvtier between the scheduler's match and the worker's load, or one
+//     that fails its disk checksum, is never read as wrong bytes: its page is reported by
+//     GetBlockIdsWithLoadErrors for recompute, and saved again once recomputed.
 //   * Pages a load or save is still using are not handed back early: RequestFinished returns
 //     true ("delay the free") until GetFinished reports the request, and HandlePreemptions waits.
 //   * Bad input (an unknown request id, a page table shorter than the tokens it must hold, a
