@@ -591,7 +591,8 @@ EmulatedDevice::~EmulatedDevice() {
 }
 
 std::string EmulatedDevice::name() const {
-  std::string copy = copy_gbps_ > 0 ? absl::StrFormat("copy %.3g GB/s", copy_gbps_)
+  std::string copy = copy_gbps_ > 0 ? (copy_gbps_ >= 0.1 ? absl::StrFormat("copy %.1f GB/s", copy_gbps_)
+                                                            : absl::StrFormat("copy %.2g GB/s", copy_gbps_))
                                     : std::string("copy unthrottled");
   if (memory_limit_ > 0) {
     return absl::StrFormat("emulated (%s, %.1f GiB limit)", copy,
