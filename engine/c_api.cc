@@ -327,10 +327,9 @@ kvtier_status_code kvtier_options_create(kvtier_options** out_options) {
   });
 }
 
-void kvtier_options_destroy(kvtier_options* options) {
-  t_last_error.clear();
-  delete options;
-}
+// The destroy functions cannot fail and leave the last error alone, so a caller may clean up
+// before reporting it.
+void kvtier_options_destroy(kvtier_options* options) { delete options; }
 
 kvtier_status_code kvtier_options_set_geometry(kvtier_options* options, uint32_t num_layers,
                                                uint32_t num_kv_heads, uint32_t head_dim,
@@ -1005,7 +1004,6 @@ kvtier_status_code kvtier_handle_release(kvtier_handle* handle) {
 }
 
 void kvtier_handle_destroy(kvtier_handle* handle) {
-  t_last_error.clear();
   if (handle == nullptr) return;
   kvtier_engine* owner = handle->owner;
   delete handle;

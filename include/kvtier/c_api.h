@@ -7,8 +7,8 @@
  * Errors. Every function returns a kvtier_status_code (KVTIER_OK = 0; the other values are
  * absl::StatusCode's, so KVTIER_INVALID_ARGUMENT = 3 everywhere). A failing call also leaves
  * a message in a thread-local buffer: kvtier_last_error() returns it until the next kvtier_*
- * call on the same thread, which replaces it ("" after a success). Copy it if you need it
- * longer. Messages name what was wrong, e.g. "kvtier_store: tokens is NULL but num_tokens is
+ * call that returns a status on the same thread, which replaces it ("" after a success); the
+ * void destroy functions leave it alone. Copy it if you need it longer. Messages name what was wrong, e.g. "kvtier_store: tokens is NULL but num_tokens is
  * 32". Bad arguments (NULL pointers, zero sizes, lengths that disagree with the geometry,
  * unknown enum values) are always an error, never a crash; a failed call leaves its
  * out-parameters and the engine unchanged.
@@ -96,7 +96,7 @@ typedef struct kvtier_handle kvtier_handle;
 /* ------------------------------------------------------------------------------ errors */
 
 /* The message of the last failed kvtier_* call on this thread; "" after a success. Valid
- * until the next kvtier_* call on this thread. Never NULL. */
+ * until the next status-returning kvtier_* call on this thread. Never NULL. */
 const char* kvtier_last_error(void);
 /* "OK", "INVALID_ARGUMENT", ...; "UNKNOWN_CODE" for a value outside the enum. */
 const char* kvtier_status_code_name(kvtier_status_code code);

@@ -449,9 +449,13 @@ static void BadArguments(void) {
   kvtier_handle_destroy(h);
   kvtier_handle_destroy(NULL);
 
-  /* Messages: replaced by the next call, cleared by a success; names for every code. */
+  /* Messages: kept by the destroy functions, replaced by the next call, cleared by a
+   * success; names for every code. */
   CHECK(kvtier_flush(NULL) != KVTIER_OK);
   CHECK(kvtier_last_error()[0] != '\0');
+  kvtier_handle_destroy(NULL);
+  kvtier_options_destroy(NULL);
+  CHECK(strstr(kvtier_last_error(), "kvtier_flush: engine is NULL") != NULL);
   CHECK_OK(kvtier_flush(e));
   CHECK(strcmp(kvtier_status_code_name(KVTIER_DATA_LOSS), "DATA_LOSS") == 0);
   CHECK(strcmp(kvtier_status_code_name((kvtier_status_code)99), "UNKNOWN_CODE") == 0);
