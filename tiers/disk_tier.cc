@@ -212,10 +212,13 @@ absl::Status DiskTier::Recover(RecoveredFn recovered) {
   for (it->Seek("b"); it->Valid() && it->key().starts_with("b"); it->Next()) {
     absl::StatusOr<BlockKey> key = ParseBlockIndexKey(it->key().ToString());
     absl::StatusOr<IndexEntry> e = DecodeIndexEntry(it->value().ToString());
+    // The record must lie inside its region. Written as differences, never as a sum: an
+    // offset near 2^64 would make offset + record_bytes wrap around and pass.
+    const uint64_t region_begin = e.ok() ? uint64_t{e->region} * options_.region_bytes : 0;
     const bool valid =
-        key.ok() && e.ok() && e->region < regions_.size() &&
-        e->offset >= uint64_t{e->region} * options_.region_bytes &&
-        e->offset + e->record_bytes <= uint64_t{e->region + 1} * options_.region_bytes &&
+        key.ok() && e.ok() && e->region < regions_.size() && e->offset >= region_begin &&
+        e->offset - region_begin <= options_.region_bytes &&
+        e->record_bytes <= options_.region_bytes - (e->offset - region_begin) &&
         e->generation == regions_[e->region].generation && e->generation != 0;
     if (!valid) {
       stale.Delete(it->key());

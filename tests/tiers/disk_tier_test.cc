@@ -203,6 +203,47 @@ TEST_P(DiskTierTest, EntryPointingIntoAReusedRegionIsDroppedNotMisread) {
   delete db;
 }
 
+// A damaged or hostile index entry whose offset is near 2^64 made offset + record_bytes wrap
+// around, so it passed the check that a record lies inside its region and was recovered,
+// pointing outside the data file (and setting its region's write offset to a wrapped value).
+// It must be dropped like any other entry that points at no valid record.
+TEST_P(DiskTierTest, EntryWhoseOffsetWrapsAroundIsDroppedNotRecovered) {
+  ASSERT_TRUE(Open(Options()).ok());
+  WriteSync(BlockKey{1, 1});
+  tier_.reset();
+  rocksdb::DB* db = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir_ + "/cache/index", &db).ok());
+  std::string value;
+  ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), BlockIndexKey(BlockKey{1, 1}), &value).ok());
+  absl::StatusOr<IndexEntry> e = DecodeIndexEntry(value);
+  ASSERT_TRUE(e.ok()) << e.status();
+  for (uint32_t region : {0u, 1u}) {
+    IndexEntry bad = *e;  // the real entry's generation and sizes; only the offset is wrong
+    bad.region = region;
+    bad.offset = ~uint64_t{kRecordAlignment - 1};  // 2^64 - 4096: + record_bytes wraps to small
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), BlockIndexKey(BlockKey{9, region}),
+                        EncodeIndexEntry(bad))
+                    .ok());
+  }
+  delete db;
+  ASSERT_TRUE(Open(Options()).ok());
+  EXPECT_EQ(recovered_.count(BlockKey{9, 0}), 0u);
+  EXPECT_EQ(recovered_.count(BlockKey{9, 1}), 0u);
+  EXPECT_EQ(recovered_.count(BlockKey{1, 1}), 1u);  // the real record is untouched
+  // The tier still writes and reads back correctly after recovering from such an index.
+  std::vector<char> out;
+  for (uint64_t i = 0; i < 12; ++i) {
+    const RecordId id = WriteSync(BlockKey{2, i});
+    ASSERT_TRUE(ReadSync(id, BlockKey{2, i}, &out).ok());
+    EXPECT_EQ(out, Content(BlockKey{2, i}, tier_->block_bytes()));
+  }
+  tier_.reset();
+  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir_ + "/cache/index", &db).ok());
+  EXPECT_TRUE(db->Get(rocksdb::ReadOptions(), BlockIndexKey(BlockKey{9, 0}), &value).IsNotFound());
+  EXPECT_TRUE(db->Get(rocksdb::ReadOptions(), BlockIndexKey(BlockKey{9, 1}), &value).IsNotFound());
+  delete db;
+}
+
 TEST_P(DiskTierTest, DirectoryInUseIsRefused) {
   ASSERT_TRUE(Open(Options()).ok());
   auto second = DiskTier::Open(Options(), TestGeometry(), [](auto&&...) {}, nullptr);
