@@ -519,7 +519,7 @@ void EngineImpl::Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId s
   }
 }
 
-void EngineImpl::Detach(const BlockKey& key, BlockEntry& e, TierKind t) {
+void EngineImpl::Detach(const BlockKey& key, BlockEntry& e, TierKind t, bool release_slot) {
   const int ti = static_cast<int>(t);
   const SlotId slot = e.slot[ti];
   if (t == TierKind::kDisk) {
@@ -528,8 +528,10 @@ void EngineImpl::Detach(const BlockKey& key, BlockEntry& e, TierKind t) {
     }
   } else {
     policies_[ti]->OnRemove(slot);
-    if (options_.secure_erase) ZeroSlot(t, slot);
-    tiers_[ti]->Release(slot);
+    if (release_slot) {
+      if (options_.secure_erase) ZeroSlot(t, slot);
+      tiers_[ti]->Release(slot);
+    }
   }
   --ns_tier_blocks_[e.ns_id][ti];
   e.slot[ti] = kNoSlot;
@@ -927,6 +929,8 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
   TransferHandleImpl::Counts counts;
   std::vector<BlockKey> stored;
   std::vector<BlockCopy> copies;
+  absl::Status failure;
+  uint64_t failed_write_id = 0;
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   {
     MutexLock lock(&placement_mu_);
@@ -983,21 +987,31 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
       if (s.ok()) s = EnqueueCopies(*offload_, copies, /*layerwise=*/false, {});
       if (s.ok()) s = offload_->Record(**done);
       if (!s.ok()) {
-        // Nothing was copied for these blocks: forget them, so no one reads garbage.
+        // These blocks were not (all) copied: invisible from now on, so no one reads
+        // garbage; their slots are freed below, once copies already enqueued are done.
         for (const BlockKey& key : stored) {
           table_.Mutate(key, [&](BlockEntry& e) {
-            placement_mu_.AssertHeld();
-            DetachAll(key, e);
-            return true;
+            e.erased = true;
+            return false;
           });
         }
-        return absl::Status(s.code(), "Store: enqueueing copies: " + std::string(s.message()));
+        failure = absl::Status(s.code(), "Store: enqueueing copies: " + std::string(s.message()));
+        failed_write_id = write_id;
+      } else {
+        (void)offload_->AddCallback([this, stored, write_id, finished] {
+          OnWritesLanded(TierKind::kHost, stored, write_id);
+          finished->Notify();
+        });
       }
-      (void)offload_->AddCallback([this, stored, write_id, finished] {
-        OnWritesLanded(TierKind::kHost, stored, write_id);
-        finished->Notify();
-      });
     }
+  }
+  if (!failure.ok()) {
+    // Copies enqueued before the failure still read the caller's buffers and write the
+    // slots: they finish before the slots are reused and before the caller hears of the
+    // error (and may free its buffers).
+    (void)offload_->Synchronize();
+    OnWritesLanded(TierKind::kHost, stored, failed_write_id);
+    return failure;
   }
   stored_blocks_.fetch_add(counts.moved, std::memory_order_relaxed);
   (*space)->counters->stored.fetch_add(counts.moved, std::memory_order_relaxed);
@@ -1032,6 +1046,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
 
   std::array<size_t, kNumTiers> from{};
   std::array<uint64_t, kNumTiers> found{};  // where each block was when the call came
+  absl::Status failure;
   std::vector<std::shared_ptr<HostFill>> fills;
   {
     MutexLock lock(&placement_mu_);
@@ -1076,13 +1091,21 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
     if (s.ok()) s = EnqueueCopies(*onboard_, copies, r.layerwise, *layers);
     if (s.ok()) s = onboard_->Record(**done);
     if (!s.ok()) {
-      Unpin(r.keys);
-      return absl::Status(s.code(), "Load: enqueueing copies: " + std::string(s.message()));
+      failure = absl::Status(s.code(), "Load: enqueueing copies: " + std::string(s.message()));
+    } else {
+      (void)onboard_->AddCallback([this, keys = r.keys, finished] {
+        OnReadsDone(keys);
+        finished->Notify();
+      });
     }
-    (void)onboard_->AddCallback([this, keys = r.keys, finished] {
-      OnReadsDone(keys);
-      finished->Notify();
-    });
+  }
+  if (!failure.ok()) {
+    // Copies enqueued before the failure still write the caller's buffers: they finish
+    // before the caller hears of the error (and may free them), and the pins go after.
+    (void)onboard_->Synchronize();
+    MutexLock lock(&placement_mu_);
+    Unpin(r.keys);
+    return failure;
   }
   for (int t = 0; t < kNumTiers; ++t) {
     counters_[t].bytes_out.fetch_add(from[t] * g.block_bytes(), std::memory_order_relaxed);
@@ -1136,9 +1159,11 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
 
   std::vector<DevicePtr> slots(keys.size());
   std::vector<std::shared_ptr<HostFill>> fills;
-  uint64_t lease_id;
+  uint64_t lease_id = 0;
   size_t promoted_count = 0;
   size_t from_disk = 0;
+  absl::Status failure;
+  std::vector<SlotId> held_slots;  // of GPU copies dropped by a failed enqueue
   {
     MutexLock lock(&placement_mu_);
     const uint64_t write_id = next_write_id_++;
@@ -1235,26 +1260,40 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
     if (s.ok()) s = EnqueueCopies(*onboard_, copies, layerwise, *layers);
     if (s.ok()) s = onboard_->Record(**done);
     if (!s.ok()) {
+      // The new GPU copies go at once (nobody may read them), but their slots stay out of
+      // the pool until copies already enqueued into them are done (below, unlocked: the
+      // stream's callbacks take this lock).
       for (const BlockKey& key : promoted) {
         table_.Find(key, [&](BlockEntry* e) {
           placement_mu_.AssertHeld();
-          Detach(key, *e, TierKind::kGpu);
+          held_slots.push_back(e->slot[kGpu]);
+          Detach(key, *e, TierKind::kGpu, /*release_slot=*/false);
         });
       }
-      Unpin(keys);
-      return absl::Status(s.code(),
-                          "LoadToGpuTier: enqueueing copies: " + std::string(s.message()));
+      failure =
+          absl::Status(s.code(), "LoadToGpuTier: enqueueing copies: " + std::string(s.message()));
+    } else {
+      (void)onboard_->AddCallback([this, promoted, write_id, finished] {
+        OnWritesLanded(TierKind::kGpu, promoted, write_id);
+        finished->Notify();
+      });
+      promoted_count = promoted.size();
+      lease_id = next_lease_id_++;
+      leases_[lease_id] =
+          Lease{std::vector<BlockKey>(keys.begin(), keys.end()),
+                absl::Now() + (lease_timeout == absl::ZeroDuration() ? options_.lease_timeout
+                                                                     : lease_timeout)};
     }
-    (void)onboard_->AddCallback([this, promoted, write_id, finished] {
-      OnWritesLanded(TierKind::kGpu, promoted, write_id);
-      finished->Notify();
-    });
-    promoted_count = promoted.size();
-    lease_id = next_lease_id_++;
-    leases_[lease_id] =
-        Lease{std::vector<BlockKey>(keys.begin(), keys.end()),
-              absl::Now() +
-                  (lease_timeout == absl::ZeroDuration() ? options_.lease_timeout : lease_timeout)};
+  }
+  if (!failure.ok()) {
+    (void)onboard_->Synchronize();
+    MutexLock lock(&placement_mu_);
+    for (SlotId slot : held_slots) {
+      if (options_.secure_erase) ZeroSlot(TierKind::kGpu, slot);
+      gpu->Release(slot);
+    }
+    Unpin(keys);
+    return failure;
   }
   counters_[kGpu].promotions.fetch_add(promoted_count, std::memory_order_relaxed);
   counters_[kGpu].bytes_in.fetch_add(promoted_count * g.block_bytes(), std::memory_order_relaxed);
@@ -1297,6 +1336,8 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
   std::vector<BlockKey> read_in;    // from disk to host only
   std::vector<std::shared_ptr<HostFill>> fills;
   size_t from_disk = 0;
+  absl::Status failure;
+  std::vector<SlotId> held_slots;  // of GPU copies dropped by a failed enqueue
   {
     MutexLock lock(&placement_mu_);
     const uint64_t write_id = next_write_id_++;
@@ -1373,24 +1414,37 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
       if (s.ok() && !copies.empty()) s = EnqueueCopies(*onboard_, copies, false, {});
       if (s.ok()) s = onboard_->Record(**done);
       if (!s.ok()) {
+        // As in LoadToGpuTier: the copies go now, their slots once the stream is done.
         for (const BlockKey& key : promoted) {
           table_.Find(key, [&](BlockEntry* e) {
             placement_mu_.AssertHeld();
-            Detach(key, *e, TierKind::kGpu);
+            held_slots.push_back(e->slot[kGpu]);
+            Detach(key, *e, TierKind::kGpu, /*release_slot=*/false);
           });
         }
-        Unpin(promoted);
-        Unpin(read_in);
-        return absl::Status(s.code(), "Prefetch: enqueueing copies: " + std::string(s.message()));
+        failure =
+            absl::Status(s.code(), "Prefetch: enqueueing copies: " + std::string(s.message()));
+      } else {
+        std::vector<BlockKey> pinned = promoted;
+        pinned.insert(pinned.end(), read_in.begin(), read_in.end());
+        (void)onboard_->AddCallback([this, promoted, pinned, write_id, finished] {
+          OnWritesLanded(TierKind::kGpu, promoted, write_id);
+          OnReadsDone(pinned);
+          finished->Notify();
+        });
       }
-      std::vector<BlockKey> pinned = promoted;
-      pinned.insert(pinned.end(), read_in.begin(), read_in.end());
-      (void)onboard_->AddCallback([this, promoted, pinned, write_id, finished] {
-        OnWritesLanded(TierKind::kGpu, promoted, write_id);
-        OnReadsDone(pinned);
-        finished->Notify();
-      });
     }
+  }
+  if (!failure.ok()) {
+    (void)onboard_->Synchronize();
+    MutexLock lock(&placement_mu_);
+    for (SlotId slot : held_slots) {
+      if (options_.secure_erase) ZeroSlot(TierKind::kGpu, slot);
+      gpu->Release(slot);
+    }
+    Unpin(promoted);
+    Unpin(read_in);
+    return failure;
   }
   counts.moved = promoted.size() + read_in.size();
   if (hinted) {

@@ -182,7 +182,9 @@ class EngineImpl final : public Engine {
   // `cold`: the copy is made in passing (EvictionPolicy::OnInsertCold).
   void Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId slot, bool cold = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
-  void Detach(const BlockKey& key, BlockEntry& e, TierKind t)
+  // `release_slot` false: the caller returns the slot to its tier later (copies into it are
+  // still in flight).
+  void Detach(const BlockKey& key, BlockEntry& e, TierKind t, bool release_slot = true)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
   // Frees every slot of an entry; the caller then removes it from the table.
   void DetachAll(const BlockKey& key, BlockEntry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);

@@ -191,13 +191,11 @@ struct DeviceCase {
 
 // A Store or Load that meets a CUDA error returns it from the call. In the "Kinds" cases the
 // error comes before any copy of the transfer is enqueued (the first CopyBatch of a Store, or
-// of a layer-wise Load, fails whole). In the "AfterPartlyEnqueued" cases (disabled: a known
-// gap) the error comes after some copies are on the engine's stream (cudaEventRecord fails
-// after a Store's copies, or after a Load's layer 0): the call returns the error while those
-// copies still read or write the caller's buffers, so a caller that frees its buffers on
-// the error (as it may: the call failed) makes them fail when they run, and that failure
-// stays pending on the engine's stream and fails every later Store (or Load) until Flush.
-// The engine should wait for what it enqueued (outside placement_mu_) before reporting.
+// of a layer-wise Load, fails whole). In the "AfterPartlyEnqueued" cases the error comes
+// after some copies are on the engine's stream (cudaEventRecord fails after a Store's copies,
+// or after a Load's layer 0): the engine waits for what it enqueued before it reports the
+// error and frees slots, so a caller that frees its buffers on the error (as it may: the call
+// failed) breaks nothing, and no failure stays pending on the engine's streams.
 
 
 class EngineDeviceFaultTest : public EngineFaultTest,
@@ -262,7 +260,7 @@ std::string DeviceCaseName(const ::testing::TestParamInfo<DeviceCase>& info) {
 INSTANTIATE_TEST_SUITE_P(Kinds, EngineDeviceFaultTest,
                          ::testing::Values(DeviceCase{DeviceFault::Kind::kCopy, "cudaMemcpy"}),
                          DeviceCaseName);
-INSTANTIATE_TEST_SUITE_P(DISABLED_AfterPartlyEnqueued, EngineDeviceFaultTest,
+INSTANTIATE_TEST_SUITE_P(AfterPartlyEnqueued, EngineDeviceFaultTest,
                          ::testing::Values(DeviceCase{DeviceFault::Kind::kEventRecord,
                                                       "cudaEventRecord"}),
                          DeviceCaseName);
