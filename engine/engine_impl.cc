@@ -103,7 +103,7 @@ absl::Status EngineImpl::Init() {
   absl::StatusOr<std::unique_ptr<Device>> device = Device::Create(options_.device);
   if (!device.ok()) return device.status();
   device_ = std::move(*device);
-  for (std::unique_ptr<Stream>* stream : {&onboard_, &offload_}) {
+  for (std::unique_ptr<Stream>* stream : {&onboard_, &gated_onboard_, &offload_}) {
     absl::StatusOr<std::unique_ptr<Stream>> s = device_->CreateStream();
     if (!s.ok()) return s.status();
     *stream = std::move(*s);
@@ -175,7 +175,7 @@ EngineImpl::~EngineImpl() {
   }
   // Drain both streams so no completion callback runs against a dying engine. A stream may
   // be gated on a disk read, so the disk tier lives until the streams are drained.
-  for (Stream* s : {onboard_.get(), offload_.get()}) {
+  for (Stream* s : {onboard_.get(), gated_onboard_.get(), offload_.get()}) {
     if (s == nullptr) continue;
     if (absl::Status st = s->Synchronize(); !st.ok()) {
       KVTIER_LOG(kError, "engine close: a transfer failed: %s", st.ToString());
@@ -186,6 +186,7 @@ EngineImpl::~EngineImpl() {
     disk_.reset();
   }
   onboard_.reset();
+  gated_onboard_.reset();
   offload_.reset();
   {
     MutexLock lock(&placement_mu_);
@@ -1047,6 +1048,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
   std::array<size_t, kNumTiers> from{};
   std::array<uint64_t, kNumTiers> found{};  // where each block was when the call came
   absl::Status failure;
+  Stream* stream = onboard_.get();
   std::vector<std::shared_ptr<HostFill>> fills;
   {
     MutexLock lock(&placement_mu_);
@@ -1062,13 +1064,21 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
         return absl::Status(s.code(), absl::StrFormat("Load: block %d: %s", i, s.message()));
       }
     }
+    // A load that waits for a disk read goes on its own stream.
+    for (size_t i = 0; i < r.keys.size() && stream == onboard_.get(); ++i) {
+      table_.Find(r.keys[i], [&](BlockEntry* e) {
+        if (e->host_fill != nullptr && e->best_tier() == TierKind::kHost) {
+          stream = gated_onboard_.get();
+        }
+      });
+    }
     std::vector<BlockCopy> copies;
     std::vector<std::shared_ptr<Event>> waits;
     copies.reserve(r.keys.size());
     absl::Status s;
     if (r.after != nullptr) {
       s = r.after->Record(**after);
-      if (s.ok()) s = onboard_->Wait(**after);
+      if (s.ok()) s = stream->Wait(**after);
     }
     for (size_t i = 0; s.ok() && i < r.keys.size(); ++i) {
       table_.Find(r.keys[i], [&](BlockEntry* e) {
@@ -1077,7 +1087,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
         const int ti = static_cast<int>(t);
         ConsumePrefetch(*e);
         if (t == TierKind::kHost) {
-          s = AwaitHostCopy(*onboard_, *e, &fills);
+          s = AwaitHostCopy(*stream, *e, &fills);
           if (!e->host_fill) ++from[ti];
         } else {
           if (e->is_writing(t)) waits.push_back(e->ready[ti]);
@@ -1087,13 +1097,13 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
         copies.push_back(BlockCopy{SlotEndpoint(t, e->slot[ti]), CallerEndpoint(r.buffers, i)});
       });
     }
-    for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = onboard_->Wait(*waits[i]);
-    if (s.ok()) s = EnqueueCopies(*onboard_, copies, r.layerwise, *layers);
-    if (s.ok()) s = onboard_->Record(**done);
+    for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = stream->Wait(*waits[i]);
+    if (s.ok()) s = EnqueueCopies(*stream, copies, r.layerwise, *layers);
+    if (s.ok()) s = stream->Record(**done);
     if (!s.ok()) {
       failure = absl::Status(s.code(), "Load: enqueueing copies: " + std::string(s.message()));
     } else {
-      (void)onboard_->AddCallback([this, keys = r.keys, finished] {
+      (void)stream->AddCallback([this, keys = r.keys, finished] {
         OnReadsDone(keys);
         finished->Notify();
       });
@@ -1102,7 +1112,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
   if (!failure.ok()) {
     // Copies enqueued before the failure still write the caller's buffers: they finish
     // before the caller hears of the error (and may free them), and the pins go after.
-    (void)onboard_->Synchronize();
+    (void)stream->Synchronize();
     MutexLock lock(&placement_mu_);
     Unpin(r.keys);
     return failure;
@@ -1164,6 +1174,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
   size_t from_disk = 0;
   absl::Status failure;
   std::vector<SlotId> held_slots;  // of GPU copies dropped by a failed enqueue
+  Stream* stream = onboard_.get();
   {
     MutexLock lock(&placement_mu_);
     const uint64_t write_id = next_write_id_++;
@@ -1217,6 +1228,12 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
                             absl::StrFormat("LoadToGpuTier: block %d: %s", i, s.message()));
       }
     }
+    // A transfer that waits for a disk read goes on its own stream.
+    for (size_t i : need) {
+      table_.Find(keys[i], [&](BlockEntry* e) {
+        if (e->host_fill != nullptr) stream = gated_onboard_.get();
+      });
+    }
     std::vector<SlotId> acquired;
     for (size_t k = 0; k < need.size(); ++k) {
       std::shared_ptr<Event> reuse;
@@ -1245,7 +1262,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
       const BlockKey& key = keys[need[k]];
       table_.Find(key, [&](BlockEntry* e) {
         placement_mu_.AssertHeld();
-        if (s.ok()) s = AwaitHostCopy(*onboard_, *e, &fills);
+        if (s.ok()) s = AwaitHostCopy(*stream, *e, &fills);
         copies.push_back(BlockCopy{SlotEndpoint(TierKind::kHost, e->slot[kHost]),
                                    SlotEndpoint(TierKind::kGpu, acquired[k])});
         // A host copy read in from disk by this call came in passing: it stays cold.
@@ -1256,9 +1273,9 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
       slots[need[k]] = gpu->Address(acquired[k]).device;
       promoted.push_back(key);
     }
-    for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = onboard_->Wait(*waits[i]);
-    if (s.ok()) s = EnqueueCopies(*onboard_, copies, layerwise, *layers);
-    if (s.ok()) s = onboard_->Record(**done);
+    for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = stream->Wait(*waits[i]);
+    if (s.ok()) s = EnqueueCopies(*stream, copies, layerwise, *layers);
+    if (s.ok()) s = stream->Record(**done);
     if (!s.ok()) {
       // The new GPU copies go at once (nobody may read them), but their slots stay out of
       // the pool until copies already enqueued into them are done (below, unlocked: the
@@ -1273,7 +1290,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
       failure =
           absl::Status(s.code(), "LoadToGpuTier: enqueueing copies: " + std::string(s.message()));
     } else {
-      (void)onboard_->AddCallback([this, promoted, write_id, finished] {
+      (void)stream->AddCallback([this, promoted, write_id, finished] {
         OnWritesLanded(TierKind::kGpu, promoted, write_id);
         finished->Notify();
       });
@@ -1286,7 +1303,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
     }
   }
   if (!failure.ok()) {
-    (void)onboard_->Synchronize();
+    (void)stream->Synchronize();
     MutexLock lock(&placement_mu_);
     for (SlotId slot : held_slots) {
       if (options_.secure_erase) ZeroSlot(TierKind::kGpu, slot);
@@ -1383,7 +1400,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
       if (gpu == nullptr) {
         table_.Find(key, [&](BlockEntry* e) {
           placement_mu_.AssertHeld();
-          if (s.ok()) s = AwaitHostCopy(*onboard_, *e, &fills);
+          if (s.ok()) s = AwaitHostCopy(*gated_onboard_, *e, &fills);
           if (from_disk_now) mark(*e);
         });
         read_in.push_back(key);
@@ -1399,7 +1416,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
       if (reuse) waits.push_back(std::move(reuse));
       table_.Find(key, [&](BlockEntry* e) {
         placement_mu_.AssertHeld();
-        if (s.ok()) s = AwaitHostCopy(*onboard_, *e, &fills);
+        if (s.ok()) s = AwaitHostCopy(*gated_onboard_, *e, &fills);
         copies.push_back(BlockCopy{SlotEndpoint(TierKind::kHost, e->slot[kHost]),
                                    SlotEndpoint(TierKind::kGpu, *slot)});
         Attach(key, *e, TierKind::kGpu, *slot);
@@ -1410,9 +1427,9 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
     }
     protect_prefetched_ = false;
     if (!promoted.empty() || !read_in.empty()) {
-      for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = onboard_->Wait(*waits[i]);
-      if (s.ok() && !copies.empty()) s = EnqueueCopies(*onboard_, copies, false, {});
-      if (s.ok()) s = onboard_->Record(**done);
+      for (size_t i = 0; s.ok() && i < waits.size(); ++i) s = gated_onboard_->Wait(*waits[i]);
+      if (s.ok() && !copies.empty()) s = EnqueueCopies(*gated_onboard_, copies, false, {});
+      if (s.ok()) s = gated_onboard_->Record(**done);
       if (!s.ok()) {
         // As in LoadToGpuTier: the copies go now, their slots once the stream is done.
         for (const BlockKey& key : promoted) {
@@ -1427,7 +1444,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
       } else {
         std::vector<BlockKey> pinned = promoted;
         pinned.insert(pinned.end(), read_in.begin(), read_in.end());
-        (void)onboard_->AddCallback([this, promoted, pinned, write_id, finished] {
+        (void)gated_onboard_->AddCallback([this, promoted, pinned, write_id, finished] {
           OnWritesLanded(TierKind::kGpu, promoted, write_id);
           OnReadsDone(pinned);
           finished->Notify();
@@ -1436,7 +1453,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
     }
   }
   if (!failure.ok()) {
-    (void)onboard_->Synchronize();
+    (void)gated_onboard_->Synchronize();
     MutexLock lock(&placement_mu_);
     for (SlotId slot : held_slots) {
       if (options_.secure_erase) ZeroSlot(TierKind::kGpu, slot);
@@ -1526,7 +1543,7 @@ void EngineImpl::SweepExpired() {
 absl::Status EngineImpl::Flush() {
   absl::Status first;
   // Streams first: a stream may be gated on a disk read, and copies may start disk writes.
-  for (Stream* s : {offload_.get(), onboard_.get()}) {
+  for (Stream* s : {offload_.get(), onboard_.get(), gated_onboard_.get()}) {
     if (absl::Status st = s->Synchronize(); !st.ok() && first.ok()) first = st;
   }
   if (disk_ != nullptr) disk_->Drain();

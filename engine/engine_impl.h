@@ -14,8 +14,10 @@
 // Copy ordering without host waits: a slot freed while a copy still reads it (a GPU slot
 // whose block is being demoted) carries a reuse event; the next writer's stream waits on
 // it. A block copy that is still landing carries a ready event; a reader's stream waits on
-// it. Streams: onboard_ (into caller memory and the GPU tier) and offload_ (into the host
-// tier), so stores never queue behind loads.
+// it. Streams: onboard_ (into caller memory and the GPU tier), gated_onboard_ (the same, for
+// transfers that wait for disk reads, and for prefetches) and offload_ (into the host tier),
+// so stores never queue behind loads, and loads of resident blocks never queue behind the
+// disk or behind speculation.
 
 #ifndef KVTIER_ENGINE_ENGINE_IMPL_H_
 #define KVTIER_ENGINE_ENGINE_IMPL_H_
@@ -269,6 +271,7 @@ class EngineImpl final : public Engine {
   const EngineOptions options_;
   std::unique_ptr<Device> device_;
   std::unique_ptr<Stream> onboard_;
+  std::unique_ptr<Stream> gated_onboard_;
   std::unique_ptr<Stream> offload_;
   std::array<std::unique_ptr<Tier>, kNumTiers> tiers_;  // tiers_[kDisk] stays null
   BlockTable table_;
