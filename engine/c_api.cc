@@ -84,8 +84,8 @@ kvtier_status_code Guarded(const char* fn, Body&& body) noexcept {
   }
 }
 
-#define KVTIER_REQUIRE_NONNULL(fn, arg)                       \
-  do {                                                        \
+#define KVTIER_REQUIRE_NONNULL(fn, arg)                                \
+  do {                                                                 \
     if ((arg) == nullptr) return InvalidArgument(fn, #arg " is NULL"); \
   } while (0)
 
@@ -93,8 +93,8 @@ kvtier_status_code Guarded(const char* fn, Body&& body) noexcept {
 kvtier_status_code CheckArray(const char* fn, const void* ptr, const char* ptr_name, size_t count,
                               const char* count_name) {
   if (ptr == nullptr && count != 0) {
-    return InvalidArgument(fn, absl::StrFormat("%s is NULL but %s is %d", ptr_name, count_name,
-                                               count));
+    return InvalidArgument(fn,
+                           absl::StrFormat("%s is NULL but %s is %d", ptr_name, count_name, count));
   }
   return KVTIER_OK;
 }
@@ -199,9 +199,8 @@ kvtier_status_code CheckLoadArgs(const char* fn, kvtier_engine* engine, const ch
 }
 
 kvtier_status_code DoLoad(const char* fn, kvtier_engine* engine, const char* ns,
-                          const kvtier_block_key* keys, size_t num_keys,
-                          kvtier::KvBuffers buffers, bool layerwise,
-                          std::unique_ptr<kvtier::TransferHandle>* out) {
+                          const kvtier_block_key* keys, size_t num_keys, kvtier::KvBuffers buffers,
+                          bool layerwise, std::unique_ptr<kvtier::TransferHandle>* out) {
   kvtier::LoadRequest request;
   request.ns = ns;
   request.keys = ToKeys(keys, num_keys);
@@ -253,10 +252,10 @@ kvtier_status_code CheckHostData(const char* fn, size_t block_bytes, size_t num_
   if (data == nullptr) return InvalidArgument(fn, "data is NULL");
   if (num_blocks > SIZE_MAX / block_bytes || data_bytes != num_blocks * block_bytes) {
     return InvalidArgument(
-        fn, absl::StrFormat("data_bytes is %d, expected %d blocks x %d bytes = %d", data_bytes,
-                            num_blocks, block_bytes,
-                            num_blocks > SIZE_MAX / block_bytes ? SIZE_MAX
-                                                                : num_blocks * block_bytes));
+        fn,
+        absl::StrFormat("data_bytes is %d, expected %d blocks x %d bytes = %d", data_bytes,
+                        num_blocks, block_bytes,
+                        num_blocks > SIZE_MAX / block_bytes ? SIZE_MAX : num_blocks * block_bytes));
   }
   return KVTIER_OK;
 }
@@ -293,23 +292,40 @@ const char* kvtier_last_error(void) { return t_last_error.c_str(); }
 
 const char* kvtier_status_code_name(kvtier_status_code code) {
   switch (RawEnum(code)) {
-    case KVTIER_OK: return "OK";
-    case KVTIER_CANCELLED: return "CANCELLED";
-    case KVTIER_UNKNOWN: return "UNKNOWN";
-    case KVTIER_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case KVTIER_DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case KVTIER_NOT_FOUND: return "NOT_FOUND";
-    case KVTIER_ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case KVTIER_PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case KVTIER_RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case KVTIER_FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case KVTIER_ABORTED: return "ABORTED";
-    case KVTIER_OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case KVTIER_UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case KVTIER_INTERNAL: return "INTERNAL";
-    case KVTIER_UNAVAILABLE: return "UNAVAILABLE";
-    case KVTIER_DATA_LOSS: return "DATA_LOSS";
-    case KVTIER_UNAUTHENTICATED: return "UNAUTHENTICATED";
+    case KVTIER_OK:
+      return "OK";
+    case KVTIER_CANCELLED:
+      return "CANCELLED";
+    case KVTIER_UNKNOWN:
+      return "UNKNOWN";
+    case KVTIER_INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case KVTIER_DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case KVTIER_NOT_FOUND:
+      return "NOT_FOUND";
+    case KVTIER_ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case KVTIER_PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case KVTIER_RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case KVTIER_FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case KVTIER_ABORTED:
+      return "ABORTED";
+    case KVTIER_OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case KVTIER_UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case KVTIER_INTERNAL:
+      return "INTERNAL";
+    case KVTIER_UNAVAILABLE:
+      return "UNAVAILABLE";
+    case KVTIER_DATA_LOSS:
+      return "DATA_LOSS";
+    case KVTIER_UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
   }
   return "UNKNOWN_CODE";
 }
@@ -443,9 +459,15 @@ kvtier_status_code kvtier_options_set_device(kvtier_options* options, kvtier_dev
     kvtier::DeviceOptions d = options->options.device;
     const int64_t raw_kind = RawEnum(kind);
     switch (raw_kind) {
-      case KVTIER_DEVICE_AUTO: d.choice = kvtier::DeviceChoice::kAuto; break;
-      case KVTIER_DEVICE_CUDA: d.choice = kvtier::DeviceChoice::kCuda; break;
-      case KVTIER_DEVICE_EMULATED: d.choice = kvtier::DeviceChoice::kEmulated; break;
+      case KVTIER_DEVICE_AUTO:
+        d.choice = kvtier::DeviceChoice::kAuto;
+        break;
+      case KVTIER_DEVICE_CUDA:
+        d.choice = kvtier::DeviceChoice::kCuda;
+        break;
+      case KVTIER_DEVICE_EMULATED:
+        d.choice = kvtier::DeviceChoice::kEmulated;
+        break;
       default:
         return InvalidArgument(kFn,
                                absl::StrFormat("kind %d is not a kvtier_device_kind", raw_kind));
@@ -473,8 +495,8 @@ kvtier_status_code kvtier_options_set_eviction(kvtier_options* options, const ch
   });
 }
 
-kvtier_status_code kvtier_options_set_namespaces(kvtier_options* options,
-                                                 const char* const* names, size_t count) {
+kvtier_status_code kvtier_options_set_namespaces(kvtier_options* options, const char* const* names,
+                                                 size_t count) {
   static constexpr char kFn[] = "kvtier_options_set_namespaces";
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, options);
@@ -516,8 +538,7 @@ kvtier_status_code kvtier_engine_open(const kvtier_options* options, kvtier_engi
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, options);
     KVTIER_REQUIRE_NONNULL(kFn, out_engine);
-    absl::StatusOr<std::unique_ptr<kvtier::Engine>> engine =
-        kvtier::Engine::Open(options->options);
+    absl::StatusOr<std::unique_ptr<kvtier::Engine>> engine = kvtier::Engine::Open(options->options);
     if (!engine.ok()) return FromStatus(kFn, engine.status());
     auto wrapper = std::make_unique<kvtier_engine>();
     wrapper->engine = *std::move(engine);
@@ -658,15 +679,16 @@ kvtier_status_code kvtier_match(kvtier_engine* engine, const char* ns, const int
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, engine);
     KVTIER_REQUIRE_NONNULL(kFn, ns);
-    if (kvtier_status_code c = CheckArray(kFn, tokens, "tokens", num_tokens, "num_tokens")) return c;
+    if (kvtier_status_code c = CheckArray(kFn, tokens, "tokens", num_tokens, "num_tokens"))
+      return c;
     if (kvtier_status_code c = CheckArray(kFn, extra, "extra", extra_len, "extra_len")) return c;
     KVTIER_REQUIRE_NONNULL(kFn, out_matched_tokens);
     KVTIER_REQUIRE_NONNULL(kFn, out_matched_blocks);
     if (kvtier_status_code c = CheckArray(kFn, keys, "keys", keys_capacity, "keys_capacity")) {
       return c;
     }
-    absl::StatusOr<kvtier::MatchResult> m = engine->engine->Match(
-        ns, absl::MakeConstSpan(tokens, num_tokens), Extra(extra, extra_len));
+    absl::StatusOr<kvtier::MatchResult> m =
+        engine->engine->Match(ns, absl::MakeConstSpan(tokens, num_tokens), Extra(extra, extra_len));
     if (!m.ok()) return FromStatus(kFn, m.status());
     const size_t n = std::min(keys_capacity, m->keys.size());
     for (size_t i = 0; i < n; ++i) {
@@ -687,7 +709,8 @@ kvtier_status_code kvtier_block_keys(kvtier_engine* engine, const char* ns, cons
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, engine);
     KVTIER_REQUIRE_NONNULL(kFn, ns);
-    if (kvtier_status_code c = CheckArray(kFn, tokens, "tokens", num_tokens, "num_tokens")) return c;
+    if (kvtier_status_code c = CheckArray(kFn, tokens, "tokens", num_tokens, "num_tokens"))
+      return c;
     if (kvtier_status_code c = CheckArray(kFn, extra, "extra", extra_len, "extra_len")) return c;
     KVTIER_REQUIRE_NONNULL(kFn, out_num_keys);
     const kvtier::EngineOptions& o = engine->engine->options();
@@ -704,11 +727,9 @@ kvtier_status_code kvtier_block_keys(kvtier_engine* engine, const char* ns, cons
       return Fail(absl::StatusCode::kNotFound,
                   absl::StrFormat("%s: namespace '%s' does not exist", kFn, ns));
     }
-    const kvtier::KeyHasher hasher(o.key_hash, ns, o.model_fingerprint,
-                                   o.geometry.Fingerprint());
-    const std::vector<kvtier::BlockKey> computed =
-        hasher.Keys(absl::MakeConstSpan(tokens, num_tokens), o.geometry.block_tokens,
-                    Extra(extra, extra_len));
+    const kvtier::KeyHasher hasher(o.key_hash, ns, o.model_fingerprint, o.geometry.Fingerprint());
+    const std::vector<kvtier::BlockKey> computed = hasher.Keys(
+        absl::MakeConstSpan(tokens, num_tokens), o.geometry.block_tokens, Extra(extra, extra_len));
     for (size_t i = 0; i < computed.size(); ++i) {
       keys[i] = kvtier_block_key{computed[i].hi, computed[i].lo};
     }
@@ -742,11 +763,11 @@ kvtier_status_code kvtier_store(kvtier_engine* engine, const char* ns, const int
   });
 }
 
-kvtier_status_code kvtier_store_paged(kvtier_engine* engine, const char* ns,
-                                      const int32_t* tokens, size_t num_tokens, const void* extra,
-                                      size_t extra_len, size_t first_block,
-                                      const kvtier_paged_pool* pool, const uint32_t* pages,
-                                      size_t num_pages, kvtier_handle** out_handle) {
+kvtier_status_code kvtier_store_paged(kvtier_engine* engine, const char* ns, const int32_t* tokens,
+                                      size_t num_tokens, const void* extra, size_t extra_len,
+                                      size_t first_block, const kvtier_paged_pool* pool,
+                                      const uint32_t* pages, size_t num_pages,
+                                      kvtier_handle** out_handle) {
   static constexpr char kFn[] = "kvtier_store_paged";
   return Guarded(kFn, [&] {
     if (kvtier_status_code c =
@@ -774,10 +795,9 @@ kvtier_status_code kvtier_load(kvtier_engine* engine, const char* ns, const kvti
     KVTIER_REQUIRE_NONNULL(kFn, blocks);
     KVTIER_REQUIRE_NONNULL(kFn, out_handle);
     std::unique_ptr<kvtier::TransferHandle> handle;
-    if (kvtier_status_code c =
-            DoLoad(kFn, engine, ns, keys, num_keys,
-                   kvtier::KvBuffers::Blocks(ToDevicePtrs(blocks, num_keys)), layerwise != 0,
-                   &handle)) {
+    if (kvtier_status_code c = DoLoad(kFn, engine, ns, keys, num_keys,
+                                      kvtier::KvBuffers::Blocks(ToDevicePtrs(blocks, num_keys)),
+                                      layerwise != 0, &handle)) {
       return c;
     }
     return NewHandle(engine, std::move(handle), out_handle);
@@ -795,8 +815,8 @@ kvtier_status_code kvtier_load_paged(kvtier_engine* engine, const char* ns,
     if (kvtier_status_code c = PagedBuffers(kFn, pool, pages, num_keys, &buffers)) return c;
     KVTIER_REQUIRE_NONNULL(kFn, out_handle);
     std::unique_ptr<kvtier::TransferHandle> handle;
-    if (kvtier_status_code c = DoLoad(kFn, engine, ns, keys, num_keys, std::move(buffers),
-                                      layerwise != 0, &handle)) {
+    if (kvtier_status_code c =
+            DoLoad(kFn, engine, ns, keys, num_keys, std::move(buffers), layerwise != 0, &handle)) {
       return c;
     }
     return NewHandle(engine, std::move(handle), out_handle);
@@ -812,9 +832,8 @@ kvtier_status_code kvtier_load_to_gpu_tier(kvtier_engine* engine, const char* ns
     if (kvtier_status_code c = CheckLoadArgs(kFn, engine, ns, keys, num_keys)) return c;
     KVTIER_REQUIRE_NONNULL(kFn, out_handle);
     const std::vector<kvtier::BlockKey> list = ToKeys(keys, num_keys);
-    absl::StatusOr<std::unique_ptr<kvtier::TransferHandle>> handle =
-        engine->engine->LoadToGpuTier(ns, list, layerwise != 0,
-                                      absl::Milliseconds(lease_timeout_ms));
+    absl::StatusOr<std::unique_ptr<kvtier::TransferHandle>> handle = engine->engine->LoadToGpuTier(
+        ns, list, layerwise != 0, absl::Milliseconds(lease_timeout_ms));
     if (!handle.ok()) return FromStatus(kFn, handle.status());
     return NewHandle(engine, *std::move(handle), out_handle);
   });
@@ -867,10 +886,9 @@ kvtier_status_code kvtier_store_host(kvtier_engine* engine, const char* ns, cons
       return c;
     }
     std::unique_ptr<kvtier::TransferHandle> handle;
-    if (kvtier_status_code c =
-            DoStore(kFn, engine, ns, tokens, num_tokens, extra, extra_len, first_block,
-                    kvtier::KvBuffers::Blocks(BlocksOf(staging.ptr(), num_blocks, block)),
-                    &handle)) {
+    if (kvtier_status_code c = DoStore(
+            kFn, engine, ns, tokens, num_tokens, extra, extra_len, first_block,
+            kvtier::KvBuffers::Blocks(BlocksOf(staging.ptr(), num_blocks, block)), &handle)) {
       return c;
     }
     // The staging buffer is freed only after the copies out of it are done.

@@ -17,14 +17,14 @@
 #include "kvtier/c_api.h"
 
 /* Prints the failed call and the thread's last error, then returns 1 from main's helper. */
-#define TRY(call)                                                                     \
-  do {                                                                                \
-    kvtier_status_code code_ = (call);                                                \
-    if (code_ != KVTIER_OK) {                                                         \
-      fprintf(stderr, "%s failed: %s: %s\n", #call, kvtier_status_code_name(code_),   \
-              kvtier_last_error());                                                   \
-      return 1;                                                                       \
-    }                                                                                 \
+#define TRY(call)                                                                   \
+  do {                                                                              \
+    kvtier_status_code code_ = (call);                                              \
+    if (code_ != KVTIER_OK) {                                                       \
+      fprintf(stderr, "%s failed: %s: %s\n", #call, kvtier_status_code_name(code_), \
+              kvtier_last_error());                                                 \
+      return 1;                                                                     \
+    }                                                                               \
   } while (0)
 
 enum { kLayers = 4, kKvHeads = 2, kHeadDim = 64, kBlockTokens = 16, kPromptBlocks = 8 };

@@ -4,13 +4,14 @@
  * handles and plain C types, so Python (ctypes / cffi), Rust, Go or C callers can use it
  * without a C++ compiler. Everything here is C99/C11 and C++ compatible.
  *
- * Errors. Every function returns a kvtier_status_code (KVTIER_OK = 0; the other values are
- * absl::StatusCode's, so KVTIER_INVALID_ARGUMENT = 3 everywhere). A failing call also leaves
- * a message in a thread-local buffer: kvtier_last_error() returns it until the next kvtier_*
- * call that returns a status on the same thread, which replaces it ("" after a success); the
- * void destroy functions leave it alone. Copy it if you need it longer. Messages name what was wrong, e.g. "kvtier_store: tokens is NULL but num_tokens is
- * 32". Bad arguments (NULL pointers, zero sizes, lengths that disagree with the geometry,
- * unknown enum values) are always an error, never a crash; a failed call leaves its
+ * Errors. Every function but the void destroy functions returns a kvtier_status_code
+ * (KVTIER_OK = 0; the other values are absl::StatusCode's, so KVTIER_INVALID_ARGUMENT = 3
+ * everywhere). A failing call also leaves a message in a thread-local buffer:
+ * kvtier_last_error() returns it until the next status-returning kvtier_* call on the same
+ * thread, which replaces it ("" after a success); the destroy functions leave it alone. Copy it
+ * if you need it longer. Messages name what was wrong, e.g. "kvtier_store: tokens is NULL but
+ * num_tokens is 32". Bad arguments (NULL pointers, zero sizes, lengths that disagree with the
+ * geometry, unknown enum values) are always an error, never a crash; a failed call leaves its
  * out-parameters and the engine unchanged.
  *
  * Device memory is named by uint64_t addresses (kvtier_device_ptr): a CUDA pointer an
@@ -68,14 +69,21 @@ typedef enum kvtier_dtype {
 } kvtier_dtype;
 
 typedef enum kvtier_device_kind {
-  KVTIER_DEVICE_AUTO = 0,     /* CUDA when a working GPU exists, else emulated */
-  KVTIER_DEVICE_CUDA = 1,     /* CUDA or an error saying why not */
-  KVTIER_DEVICE_EMULATED = 2  /* always the emulated device */
+  KVTIER_DEVICE_AUTO = 0,    /* CUDA when a working GPU exists, else emulated */
+  KVTIER_DEVICE_CUDA = 1,    /* CUDA or an error saying why not */
+  KVTIER_DEVICE_EMULATED = 2 /* always the emulated device */
 } kvtier_device_kind;
 
-typedef enum kvtier_key_hash { KVTIER_KEY_HASH_SHA256 = 1, KVTIER_KEY_HASH_XXH3 = 2 } kvtier_key_hash;
+typedef enum kvtier_key_hash {
+  KVTIER_KEY_HASH_SHA256 = 1,
+  KVTIER_KEY_HASH_XXH3 = 2
+} kvtier_key_hash;
 
-typedef enum kvtier_tier { KVTIER_TIER_GPU = 0, KVTIER_TIER_HOST = 1, KVTIER_TIER_DISK = 2 } kvtier_tier;
+typedef enum kvtier_tier {
+  KVTIER_TIER_GPU = 0,
+  KVTIER_TIER_HOST = 1,
+  KVTIER_TIER_DISK = 2
+} kvtier_tier;
 #define KVTIER_NUM_TIERS 3
 
 /* Paged pools: kvtier/geometry.h, PageLayout. */
@@ -139,8 +147,8 @@ kvtier_status_code kvtier_options_set_device(kvtier_options* options, kvtier_dev
 kvtier_status_code kvtier_options_set_eviction(kvtier_options* options, const char* gpu_policy,
                                                const char* host_policy);
 /* Replaces the namespaces created at open (default {"default"}); count may be 0. */
-kvtier_status_code kvtier_options_set_namespaces(kvtier_options* options,
-                                                 const char* const* names, size_t count);
+kvtier_status_code kvtier_options_set_namespaces(kvtier_options* options, const char* const* names,
+                                                 size_t count);
 kvtier_status_code kvtier_options_set_lease_timeout_ms(kvtier_options* options,
                                                        uint64_t timeout_ms);
 /* OK, or INVALID_ARGUMENT naming the bad field (kvtier_engine_open validates too). */
@@ -213,11 +221,11 @@ kvtier_status_code kvtier_store(kvtier_engine* engine, const char* ns, const int
                                 size_t first_block, const kvtier_device_ptr* blocks,
                                 size_t num_blocks, kvtier_handle** out_handle);
 /* As kvtier_store, from pages of a paged pool: pages[i] holds block first_block + i. */
-kvtier_status_code kvtier_store_paged(kvtier_engine* engine, const char* ns,
-                                      const int32_t* tokens, size_t num_tokens, const void* extra,
-                                      size_t extra_len, size_t first_block,
-                                      const kvtier_paged_pool* pool, const uint32_t* pages,
-                                      size_t num_pages, kvtier_handle** out_handle);
+kvtier_status_code kvtier_store_paged(kvtier_engine* engine, const char* ns, const int32_t* tokens,
+                                      size_t num_tokens, const void* extra, size_t extra_len,
+                                      size_t first_block, const kvtier_paged_pool* pool,
+                                      const uint32_t* pages, size_t num_pages,
+                                      kvtier_handle** out_handle);
 
 /* Loads cached blocks (every key must be cached in `ns`; NOT_FOUND names the first that is
  * not, and nothing is copied) into device memory, `blocks[i]` receiving keys[i]. layerwise

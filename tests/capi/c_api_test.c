@@ -8,6 +8,8 @@
 
 #define _POSIX_C_SOURCE 200809L
 
+#include "kvtier/c_api.h"
+
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,37 +17,35 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kvtier/c_api.h"
-
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
       fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      exit(1);                                                               \
-    }                                                                        \
+      exit(1);                                                                 \
+    }                                                                          \
   } while (0)
 
-#define CHECK_OK(call)                                                                     \
-  do {                                                                                     \
-    kvtier_status_code code_ = (call);                                                     \
-    if (code_ != KVTIER_OK) {                                                              \
-      fprintf(stderr, "%s:%d: %s returned %s: %s\n", __FILE__, __LINE__, #call,            \
-              kvtier_status_code_name(code_), kvtier_last_error());                        \
-      exit(1);                                                                             \
-    }                                                                                      \
-    CHECK(kvtier_last_error()[0] == '\0');                                                 \
+#define CHECK_OK(call)                                                          \
+  do {                                                                          \
+    kvtier_status_code code_ = (call);                                          \
+    if (code_ != KVTIER_OK) {                                                   \
+      fprintf(stderr, "%s:%d: %s returned %s: %s\n", __FILE__, __LINE__, #call, \
+              kvtier_status_code_name(code_), kvtier_last_error());             \
+      exit(1);                                                                  \
+    }                                                                           \
+    CHECK(kvtier_last_error()[0] == '\0');                                      \
   } while (0)
 
 /* `call` fails with `code` and a message that contains `needle` (the bad argument's name). */
-#define CHECK_ERROR(call, code, needle)                                                     \
-  do {                                                                                      \
-    kvtier_status_code code_ = (call);                                                      \
-    if (code_ != (code) || strstr(kvtier_last_error(), (needle)) == NULL) {                 \
-      fprintf(stderr, "%s:%d: %s: expected %s naming '%s', got %s: '%s'\n", __FILE__,       \
-              __LINE__, #call, kvtier_status_code_name(code), (needle),                     \
-              kvtier_status_code_name(code_), kvtier_last_error());                         \
-      exit(1);                                                                              \
-    }                                                                                       \
+#define CHECK_ERROR(call, code, needle)                                                         \
+  do {                                                                                          \
+    kvtier_status_code code_ = (call);                                                          \
+    if (code_ != (code) || strstr(kvtier_last_error(), (needle)) == NULL) {                     \
+      fprintf(stderr, "%s:%d: %s: expected %s naming '%s', got %s: '%s'\n", __FILE__, __LINE__, \
+              #call, kvtier_status_code_name(code), (needle), kvtier_status_code_name(code_),   \
+              kvtier_last_error());                                                             \
+      exit(1);                                                                                  \
+    }                                                                                           \
   } while (0)
 
 enum { kLayers = 2, kHeads = 2, kHeadDim = 8, kBlockTokens = 4 };
@@ -104,8 +104,8 @@ static void RoundTrip(void) {
   }
 
   kvtier_handle* h = NULL;
-  CHECK_OK(kvtier_store(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, 0, src, kBlocks,
-                        &h));
+  CHECK_OK(
+      kvtier_store(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, 0, src, kBlocks, &h));
   CHECK_OK(kvtier_handle_wait(h));
   int ready = 0;
   CHECK_OK(kvtier_handle_is_ready(h, &ready));
@@ -119,8 +119,8 @@ static void RoundTrip(void) {
   kvtier_handle_destroy(h);
 
   /* Storing again deduplicates. */
-  CHECK_OK(kvtier_store(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, 0, src, kBlocks,
-                        &h));
+  CHECK_OK(
+      kvtier_store(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, 0, src, kBlocks, &h));
   CHECK_OK(kvtier_handle_wait(h));
   CHECK_OK(kvtier_handle_counts(h, &moved, &present, NULL));
   CHECK(moved == 0 && present == kBlocks);
@@ -285,8 +285,8 @@ static void BadArguments(void) {
   CHECK_OK(kvtier_options_create(&o));
   CHECK_ERROR(kvtier_options_set_geometry(NULL, 2, 2, 8, KVTIER_DTYPE_FLOAT16, 4),
               KVTIER_INVALID_ARGUMENT, "options");
-  CHECK_ERROR(kvtier_options_set_geometry(o, 2, 2, 8, (kvtier_dtype)9, 4),
-              KVTIER_INVALID_ARGUMENT, "dtype");
+  CHECK_ERROR(kvtier_options_set_geometry(o, 2, 2, 8, (kvtier_dtype)9, 4), KVTIER_INVALID_ARGUMENT,
+              "dtype");
   CHECK_ERROR(kvtier_options_set_geometry(o, 0, 2, 8, KVTIER_DTYPE_FLOAT16, 4),
               KVTIER_INVALID_ARGUMENT, "num_layers");
   CHECK_ERROR(kvtier_options_set_geometry(o, 2, 2, 8, KVTIER_DTYPE_FLOAT16, 0),
@@ -365,8 +365,8 @@ static void BadArguments(void) {
   /* Store. */
   CHECK_ERROR(kvtier_store(NULL, "default", tokens, 8, NULL, 0, 0, &buf, 1, &h),
               KVTIER_INVALID_ARGUMENT, "engine");
-  CHECK_ERROR(kvtier_store(e, "default", NULL, 8, NULL, 0, 0, &buf, 1, &h),
-              KVTIER_INVALID_ARGUMENT, "tokens");
+  CHECK_ERROR(kvtier_store(e, "default", NULL, 8, NULL, 0, 0, &buf, 1, &h), KVTIER_INVALID_ARGUMENT,
+              "tokens");
   CHECK_ERROR(kvtier_store(e, "default", tokens, 0, NULL, 0, 0, &buf, 1, &h),
               KVTIER_INVALID_ARGUMENT, "num_tokens");
   CHECK_ERROR(kvtier_store(e, "default", tokens, 8, NULL, 0, 0, NULL, 1, &h),
@@ -413,19 +413,17 @@ static void BadArguments(void) {
 
   /* Load. */
   CHECK_ERROR(kvtier_load(e, "default", NULL, 1, &buf, 1, &h), KVTIER_INVALID_ARGUMENT, "keys");
-  CHECK_ERROR(kvtier_load(e, "default", &key, 0, &buf, 1, &h), KVTIER_INVALID_ARGUMENT,
-              "num_keys");
+  CHECK_ERROR(kvtier_load(e, "default", &key, 0, &buf, 1, &h), KVTIER_INVALID_ARGUMENT, "num_keys");
   CHECK_ERROR(kvtier_load(e, "default", &key, 1, NULL, 1, &h), KVTIER_INVALID_ARGUMENT, "blocks");
   CHECK_ERROR(kvtier_load(e, "default", &key, 1, &buf, 1, NULL), KVTIER_INVALID_ARGUMENT,
               "out_handle");
   CHECK_ERROR(kvtier_load(e, "default", &key, 1, &buf, 1, &h), KVTIER_NOT_FOUND,
               "00000000000000010000000000000002");
-  CHECK_ERROR(kvtier_load_paged(e, "default", &key, 1, NULL, &page, 1, &h),
-              KVTIER_INVALID_ARGUMENT, "pool");
+  CHECK_ERROR(kvtier_load_paged(e, "default", &key, 1, NULL, &page, 1, &h), KVTIER_INVALID_ARGUMENT,
+              "pool");
   CHECK_ERROR(kvtier_load_host(e, "default", &key, 1, data, 100), KVTIER_INVALID_ARGUMENT,
               "data_bytes");
-  CHECK_ERROR(kvtier_load_host(e, "default", &key, 1, NULL, 512), KVTIER_INVALID_ARGUMENT,
-              "data");
+  CHECK_ERROR(kvtier_load_host(e, "default", &key, 1, NULL, 512), KVTIER_INVALID_ARGUMENT, "data");
   CHECK_ERROR(kvtier_load_host(e, "default", &key, 1, data, 512), KVTIER_NOT_FOUND, "default");
 
   /* Erase, flush, stats. */
@@ -564,8 +562,8 @@ static void DiskReopen(void) {
        * to disk. */
       for (size_t first = 0; first < kBlocks; first += 2) {
         size_t stored = 0;
-        CHECK_OK(kvtier_store_host(e, "default", tokens, (first + 2) * kBlockTokens, NULL, 0,
-                                   first, 2, data + first * kBytes, 2 * kBytes, &stored));
+        CHECK_OK(kvtier_store_host(e, "default", tokens, (first + 2) * kBlockTokens, NULL, 0, first,
+                                   2, data + first * kBytes, 2 * kBytes, &stored));
         CHECK(stored == 2);
       }
       uint8_t other[2 * kBytes];
@@ -586,8 +584,8 @@ static void DiskReopen(void) {
     /* Disk blocks are read through host slots: two at a time fit. */
     memset(loaded, 0, sizeof(loaded));
     for (size_t first = 0; first < kBlocks; first += 2) {
-      CHECK_OK(kvtier_load_host(e, "default", keys + first, 2, loaded + first * kBytes,
-                                2 * kBytes));
+      CHECK_OK(
+          kvtier_load_host(e, "default", keys + first, 2, loaded + first * kBytes, 2 * kBytes));
     }
     CHECK(memcmp(loaded, data, sizeof(data)) == 0);
     if (round == 1) {
@@ -633,9 +631,9 @@ static void* Worker(void* arg) {
     CHECK(matched_blocks == 2);
     CHECK_OK(kvtier_load_host(e, "default", keys, 2, back, sizeof(back)));
     CHECK(memcmp(back, data, sizeof(data)) == 0);
-    CHECK_ERROR(kvtier_match(e, NULL, tokens, 1, NULL, 0, &matched_tokens, &matched_blocks, NULL,
-                             0, NULL),
-                KVTIER_INVALID_ARGUMENT, "ns is NULL");
+    CHECK_ERROR(
+        kvtier_match(e, NULL, tokens, 1, NULL, 0, &matched_tokens, &matched_blocks, NULL, 0, NULL),
+        KVTIER_INVALID_ARGUMENT, "ns is NULL");
   }
   return NULL;
 }
@@ -660,12 +658,9 @@ int main(int argc, char** argv) {
   static const struct {
     const char* name;
     void (*run)(void);
-  } kCases[] = {{"round_trip", RoundTrip},
-                {"match_counts", MatchCounts},
-                {"bad_arguments", BadArguments},
-                {"gpu_tier_lease", GpuTierLease},
-                {"disk_reopen", DiskReopen},
-                {"threads", Threads}};
+  } kCases[] = {{"round_trip", RoundTrip},       {"match_counts", MatchCounts},
+                {"bad_arguments", BadArguments}, {"gpu_tier_lease", GpuTierLease},
+                {"disk_reopen", DiskReopen},     {"threads", Threads}};
   if (argc != 2) {
     fprintf(stderr, "usage: %s CASE\n", argv[0]);
     return 2;

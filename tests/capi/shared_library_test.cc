@@ -117,8 +117,10 @@ TEST(SharedLibrary, OpensADeviceAndAnEngineAndMovesBlocks) {
   pool.layers = {*dst};
   pool.num_pages = 1;
   absl::StatusOr<std::unique_ptr<TransferHandle>> bad =
-      (*engine)->Store({.ns = "default", .tokens = tokens,
-                        .buffers = KvBuffers::Paged(pool, {0, 0}), .after = nullptr});
+      (*engine)->Store({.ns = "default",
+                        .tokens = tokens,
+                        .buffers = KvBuffers::Paged(pool, {0, 0}),
+                        .after = nullptr});
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("layer"), std::string::npos) << bad.status();
 
