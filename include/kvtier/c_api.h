@@ -14,11 +14,13 @@
  * geometry, unknown enum values) are always an error, never a crash; a failed call leaves its
  * out-parameters and the engine unchanged.
  *
- * Device memory is named by uint64_t addresses (kvtier_device_ptr): a CUDA pointer an
- * inference engine owns (e.g. torch.Tensor.data_ptr()), or, on the emulated device (no GPU),
- * an address returned by kvtier_buffer_alloc. kvtier_buffer_write / kvtier_buffer_read move
- * bytes between host memory and such buffers; kvtier_store_host / kvtier_load_host do a whole
- * store or load from / to plain host memory in one synchronous call.
+ * Device memory is named by uint64_t addresses (kvtier_device_ptr). The engine checks every
+ * address against the allocations of its own device, so buffers passed to store and load come
+ * from kvtier_buffer_alloc (cudaMalloc'd memory of the engine's CUDA device on a GPU, the
+ * emulated device's arena without one); other addresses are INVALID_ARGUMENT ("not device
+ * memory of ..."). kvtier_buffer_write / kvtier_buffer_read move bytes between host memory
+ * and such buffers; kvtier_store_host / kvtier_load_host do a whole store or load from / to
+ * plain host memory in one synchronous call.
  *
  * Thread safety: every function may be called from any thread, concurrently, on the same
  * engine and handles, except that kvtier_engine_close, kvtier_handle_destroy and
@@ -170,9 +172,9 @@ kvtier_status_code kvtier_engine_device_kind(const kvtier_engine* engine,
 
 kvtier_status_code kvtier_create_namespace(kvtier_engine* engine, const char* ns);
 
-/* Device buffers: on the emulated device, the only memory kvtier_store / kvtier_load accept.
- * On CUDA, cudaMalloc'd memory of the engine's device. kvtier_buffer_write / _read block
- * until the copy is done. */
+/* Device buffers of the engine's device: the memory kvtier_store / kvtier_load accept (on
+ * CUDA, cudaMalloc'd memory of the engine's GPU). Freed by kvtier_buffer_free or at close.
+ * kvtier_buffer_write / _read block until the copy is done. */
 kvtier_status_code kvtier_buffer_alloc(kvtier_engine* engine, size_t bytes,
                                        kvtier_device_ptr* out_ptr);
 kvtier_status_code kvtier_buffer_free(kvtier_engine* engine, kvtier_device_ptr ptr);
