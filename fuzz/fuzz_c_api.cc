@@ -805,8 +805,9 @@ class Harness {
         break;
       case 3: {
         size_t moved = 0, present = 0, rejected = 0;
-        c = CALL(kvtier_handle_counts, h, in_.Bool() ? nullptr : &moved,
-                 in_.Bool() ? nullptr : &present, in_.Bool() ? nullptr : &rejected);
+        const bool null_moved = in_.Bool(), null_present = in_.Bool(), null_rejected = in_.Bool();
+        c = CALL(kvtier_handle_counts, h, null_moved ? nullptr : &moved,
+                 null_present ? nullptr : &present, null_rejected ? nullptr : &rejected);
         ExpectInvalid(c, h == nullptr, "handle_counts");
         break;
       }

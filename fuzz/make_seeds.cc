@@ -59,12 +59,14 @@ struct Bytes {
 };
 
 // fp16-like KV bytes: small values around zero, so zstd finds the exponent redundancy.
-std::string KvLikeBlock(size_t bytes, uint32_t seed) {
+// `mantissa_mask` bounds the noise in the low bytes (0xff: as noisy as real activations,
+// which only the shuffled codec compresses by a page).
+std::string KvLikeBlock(size_t bytes, uint32_t seed, uint8_t mantissa_mask = 0xff) {
   std::string b(bytes, '\0');
   uint32_t x = seed * 2654435761u + 1;
   for (size_t i = 0; i + 1 < bytes; i += 2) {
     x = x * 1664525u + 1013904223u;
-    b[i] = static_cast<char>(x >> 24);          // mantissa: noisy
+    b[i] = static_cast<char>((x >> 24) & mantissa_mask);  // mantissa: noisy
     b[i + 1] = static_cast<char>(0x38 + ((x >> 8) & 3));  // exponent: nearly constant
   }
   return b;
@@ -95,14 +97,19 @@ std::string Record(const std::string& raw, Codec codec, size_t element_bytes) {
 void DiskRecordSeeds(const fs::path& dir) {
   const std::string small = KvLikeBlock(512, 1);
   const std::string large = KvLikeBlock(12288, 2);
+  const std::string compressible = KvLikeBlock(12288, 3, 0x0f);
   // Mode 0: whole records, as the encoder writes them.
   Write(dir, "verbatim-none", std::string(1, '\0') + Record(small, Codec::kNone, 2));
-  Write(dir, "verbatim-zstd", std::string(1, '\0') + Record(large, Codec::kZstd, 2));
+  Write(dir, "verbatim-zstd", std::string(1, '\0') + Record(compressible, Codec::kZstd, 2));
   Write(dir, "verbatim-shuffle", std::string(1, '\0') + Record(large, Codec::kZstdShuffle, 2));
   // Modes 1 and 2: the assigned header bytes, then the stored payload.
   for (const auto& [name, codec] :
        {std::pair{"zstd", Codec::kZstd}, std::pair{"shuffle", Codec::kZstdShuffle}}) {
-    const std::string r = Record(large, codec, 2);
+    const std::string r = Record(codec == Codec::kZstd ? compressible : large, codec, 2);
+    if (r[12] != static_cast<char>(codec)) {
+      std::fprintf(stderr, "seed block did not compress under codec %d\n", static_cast<int>(codec));
+      std::exit(1);
+    }
     const uint32_t stored = static_cast<uint8_t>(r[44]) | static_cast<uint8_t>(r[45]) << 8 |
                             static_cast<uint8_t>(r[46]) << 16 |
                             static_cast<uint8_t>(r[47]) << 24;
@@ -240,6 +247,30 @@ void CApiSeeds(const fs::path& dir) {
   Write(dir, "bad-arguments", b.s);
 }
 
+// Edit programs of fuzz/fuzz_disk_recover.cc: index edits (count, then each edit), then data
+// file patches (count, then each patch).
+void DiskRecoverSeeds(const fs::path& dir) {
+  Write(dir, "no-edits", std::string(2, '\0'));
+  // Block 1's entry with its offset at 2^64 - 4096: offset + record_bytes wraps around.
+  Bytes wrap;
+  wrap.U8(1).U8(0).U8(1).U8(1).U8(1).U8(1).U8(1).U8(0).U8(0).U8(0);
+  Write(dir, "offset-wraps", wrap.s);
+  // The same in region 1.
+  Bytes wrap1;
+  wrap1.U8(1).U8(0).U8(1).U8(1).U8(1).U8(3).U8(1).U8(0).U8(0).U8(0).U8(1).U8(0);
+  Write(dir, "offset-wraps-region1", wrap1.s);
+  // Region 0's generation moved on (its records are stale), then 8 bytes of block 0's
+  // payload overwritten.
+  Bytes gen;
+  gen.U8(1).U8(1).U8(0).U8(1).U8(0).U8(2).U8(1).U32(4096 + 100).U8(8).Str("garbage!");
+  Write(dir, "generation-and-patch", gen.s);
+  // A raw value under a block key and a malformed region key.
+  Bytes raw;
+  raw.U8(2).U8(4).U8(1).U8(9).Str("\x01junk!!!").U8(3).U8(0).U8(3).Str("r\x01\x02").U8(2).Str("xx");
+  raw.U8(0);
+  Write(dir, "raw-values", raw.s);
+}
+
 }  // namespace
 }  // namespace kvtier
 
@@ -254,5 +285,6 @@ int main(int argc, char** argv) {
   kvtier::JsonSeeds(root / "fuzz_json");
   kvtier::TraceSeeds(root / "fuzz_trace_mooncake", root / "fuzz_trace_csv");
   kvtier::CApiSeeds(root / "fuzz_c_api");
+  kvtier::DiskRecoverSeeds(root / "fuzz_disk_recover");
   return 0;
 }

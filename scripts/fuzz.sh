@@ -28,7 +28,8 @@ for a in "$@"; do
     *) targets+=("$a") ;;
   esac
 done
-all_targets=(fuzz_disk_record fuzz_index_value fuzz_json fuzz_trace_mooncake fuzz_trace_csv fuzz_c_api)
+all_targets=(fuzz_disk_record fuzz_disk_recover fuzz_index_value fuzz_json fuzz_trace_mooncake
+             fuzz_trace_csv fuzz_c_api)
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
 for t in "${targets[@]}"; do
   [ -d "fuzz/corpus/$t" ] || { echo "scripts/fuzz.sh: unknown target '$t' (no fuzz/corpus/$t)" >&2; exit 2; }
@@ -65,10 +66,12 @@ run_target() {
   cp -R "fuzz/corpus/$t/." "$work/$t/"
   local rc=0
   # -timeout: one input may take 25 s at most (a hang is a failure); -max_len: the largest
-  # seeds are 13 KiB records. fuzz_c_api's inputs are call programs: libFuzzer's slow
-  # length ramp would hold them to a few calls for minutes, so it starts at full length.
+  # seeds are 13 KiB records. fuzz_c_api's and fuzz_disk_recover's inputs are edit and call
+  # programs: libFuzzer's slow length ramp would hold them to a few steps for minutes, so
+  # they start at full length.
   local extra=()
   [ "$t" = fuzz_c_api ] && extra=(-len_control=0 -max_len=1024)
+  [ "$t" = fuzz_disk_recover ] && extra=(-len_control=0 -max_len=512)
   "$dir/fuzz/$t" -max_total_time="$seconds" -timeout=25 -rss_limit_mb=2560 -max_len=20000 \
     "${extra[@]}" -print_final_stats=1 -artifact_prefix="$artifacts/$t-" "$work/$t" \
     >"$work/$t.log" 2>&1 || rc=$?
