@@ -10,7 +10,7 @@
 // (alpha 0, so no small hot set fits the cache), a 2-block shared instruction before each and a
 // 1-block question after it. It has as many documents and queries as make its distinct blocks
 // twice the host and disk tiers together (the GPU tier holds copies of host blocks). Requests
-// are served as bench stress serves them (bench/stress_bench.cc): Match, load the matched
+// are served as bench stress serves them (bench/replay.h's ReplayClient): Match, load the matched
 // prefix (every --gpu-every'th request through LoadToGpuTier, the rest through Load into the
 // client's device buffers), compare every loaded byte with the content derived from the key,
 // Store the rest. A Load that finds a matched block gone (evicted by another client after the
@@ -32,31 +32,26 @@
 // any wrong byte, failed load, failed store or other error, and 1 when RSS did not plateau,
 // always after the JSON line.
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "absl/types/span.h"
 #include "bench/bench_util.h"
+#include "bench/replay.h"
 #include "kvtier/engine.h"
 #include "workload/generators.h"
 
@@ -65,276 +60,9 @@ namespace {
 
 using workload::Request;
 
-constexpr uint32_t kBlockTokens = 16;
-constexpr size_t kChunk = 32;  // blocks per Load / Store call
-constexpr char kNs[] = "default";
 constexpr uint32_t kDocumentBlocks = 8;
 constexpr uint32_t kInstructionBlocks = 2;
 constexpr double kPlateauGrowth = 0.05;
-
-Geometry SoakGeometry() { return Geometry{2, 2, 64, DType::kFloat16, kBlockTokens}; }
-
-uint64_t Mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-// Token ids of a request: block i's tokens depend on its block id only (bench stress's rule),
-// so prefix-chained ids give prefix-chained keys.
-std::vector<int32_t> TokensOf(const Request& r) {
-  std::vector<int32_t> t(r.blocks.size() * kBlockTokens);
-  for (size_t b = 0; b < r.blocks.size(); ++b) {
-    const uint64_t base = Mix64(r.blocks[b]);
-    for (uint32_t j = 0; j < kBlockTokens; ++j) {
-      t[b * kBlockTokens + j] = static_cast<int32_t>(Mix64(base + j));
-    }
-  }
-  return t;
-}
-
-// The bytes a block with this key holds (tests/api/engine_test_util.h's BlockContent).
-void BlockContent(const BlockKey& key, absl::Span<uint8_t> out) {
-  uint64_t state = key.hi ^ (key.lo * 3);
-  for (size_t i = 0; i < out.size(); i += 8) {
-    const uint64_t z = Mix64(state);
-    state += 0x9e3779b97f4a7c15ULL;
-    std::memcpy(out.data() + i, &z, std::min<size_t>(8, out.size() - i));
-  }
-}
-
-// Resident set size now, in MiB (statm's second field, in pages); 0 if /proc is unavailable.
-double RssMib() {
-  std::ifstream in("/proc/self/statm");
-  uint64_t size = 0, resident = 0;
-  if (!(in >> size >> resident)) return 0;
-  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / 1048576.0;
-}
-
-struct Trace {
-  std::vector<std::vector<int32_t>> tokens;
-  std::vector<std::vector<BlockKey>> keys;
-  size_t distinct_blocks = 0;
-  size_t max_request_blocks = 0;
-};
-
-// Counters every client adds to as it goes, read by the sampler.
-struct Counters {
-  std::atomic<uint64_t> blocks{0}, requests{0}, loaded{0}, load_races{0}, gpu_loads{0},
-      failed_loads{0}, wrong_byte_loads{0}, failed_stores{0}, failed_other{0};
-  uint64_t failures() const {
-    return failed_loads + wrong_byte_loads + failed_stores + failed_other;
-  }
-};
-
-// Says what the first few failures were, on stderr (the counters say how many).
-void ReportFailure(const char* what, const absl::Status& status) {
-  static std::atomic<int> reported{0};
-  if (reported.fetch_add(1, std::memory_order_relaxed) < 5) {
-    std::fprintf(stderr, "soak: %s failed: %s\n", what, status.ToString().c_str());
-  }
-}
-
-class Client {
- public:
-  Client(Engine& engine, const Trace& trace, Counters& counters, size_t gpu_lease_max,
-         size_t gpu_every)
-      : e_(engine),
-        trace_(trace),
-        c_(counters),
-        bytes_(engine.options().geometry.block_bytes()),
-        gpu_lease_max_(gpu_lease_max),
-        gpu_every_(gpu_every),
-        expected_(kChunk * bytes_),
-        actual_(kChunk * bytes_) {}
-  ~Client() {
-    for (DevicePtr p : bufs_) (void)e_.device().Free(p);
-  }
-
-  absl::Status Init() {
-    absl::StatusOr<std::unique_ptr<Stream>> s = e_.device().CreateStream();
-    if (!s.ok()) return s.status();
-    stream_ = std::move(*s);
-    for (size_t i = 0; i < kChunk; ++i) {
-      absl::StatusOr<DevicePtr> p = e_.device().Allocate(bytes_);
-      if (!p.ok()) return p.status();
-      bufs_.push_back(*p);
-    }
-    return absl::OkStatus();
-  }
-
-  // Serves requests first, first + step, ... of the trace, pass after pass, until `stop`.
-  void Run(size_t first, size_t step, const std::atomic<bool>& stop) {
-    size_t local = 0;
-    while (!stop.load(std::memory_order_relaxed)) {
-      for (size_t r = first; r < trace_.keys.size() && !stop.load(std::memory_order_relaxed);
-           r += step) {
-        Serve(r, local++);
-      }
-    }
-  }
-
- private:
-  void MakeContent(absl::Span<const BlockKey> keys) {
-    for (size_t i = 0; i < keys.size(); ++i) {
-      BlockContent(keys[i], absl::MakeSpan(expected_).subspan(i * bytes_, bytes_));
-    }
-  }
-
-  // Compares src[i] with keys[i]'s content; counts wrong blocks; returns the good prefix.
-  size_t Verify(absl::Span<const DevicePtr> src, absl::Span<const BlockKey> keys) {
-    const size_t n = keys.size();
-    MakeContent(keys);
-    std::fill(actual_.begin(), actual_.begin() + n * bytes_, 0xEE);
-    bool copied = true;
-    for (size_t i = 0; i < n && copied; ++i) {
-      copied = stream_->CopyToHost(actual_.data() + i * bytes_, src[i], bytes_).ok();
-    }
-    copied = stream_->Synchronize().ok() && copied;
-    size_t good = 0;
-    bool prefix = true;
-    for (size_t i = 0; i < n; ++i) {
-      if (copied &&
-          std::memcmp(expected_.data() + i * bytes_, actual_.data() + i * bytes_, bytes_) == 0) {
-        good += prefix;
-      } else {
-        c_.wrong_byte_loads.fetch_add(1, std::memory_order_relaxed);
-        prefix = false;
-      }
-    }
-    return good;
-  }
-
-  // Leased GPU slots; false when the caller should use Load instead.
-  bool LoadThroughGpuTier(const std::vector<BlockKey>& keys, size_t hit, size_t* loaded) {
-    absl::StatusOr<std::unique_ptr<TransferHandle>> h =
-        e_.LoadToGpuTier(kNs, absl::MakeConstSpan(keys).subspan(0, hit), /*layerwise=*/false);
-    if (!h.ok()) {
-      if (h.status().code() == absl::StatusCode::kResourceExhausted ||
-          h.status().code() == absl::StatusCode::kNotFound) {
-        return false;
-      }
-      ReportFailure("LoadToGpuTier", h.status());
-      c_.failed_loads.fetch_add(1, std::memory_order_relaxed);
-      *loaded = 0;
-      return true;
-    }
-    c_.gpu_loads.fetch_add(1, std::memory_order_relaxed);
-    size_t good = 0;
-    if (absl::Status w = (*h)->Wait(); w.code() == absl::StatusCode::kNotFound) {
-      c_.load_races.fetch_add(1, std::memory_order_relaxed);  // as in LoadIntoBuffers
-    } else if (!w.ok() || (*h)->slots().size() != hit) {
-      ReportFailure("LoadToGpuTier's Wait",
-                    w.ok() ? absl::InternalError("wrong number of slots") : w);
-      c_.failed_loads.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      absl::Span<const DevicePtr> slots = (*h)->slots();
-      for (size_t first = 0; first < hit; first += kChunk) {
-        const size_t n = std::min(kChunk, hit - first);
-        good += Verify(slots.subspan(first, n), absl::MakeConstSpan(keys).subspan(first, n));
-      }
-    }
-    (void)(*h)->Release();
-    *loaded = good == hit ? hit : 0;
-    return true;
-  }
-
-  size_t LoadIntoBuffers(const std::vector<BlockKey>& keys, size_t hit) {
-    size_t done = 0;
-    for (size_t first = 0; first < hit; first += kChunk) {
-      const size_t n = std::min(kChunk, hit - first);
-      LoadRequest req;
-      req.ns = kNs;
-      req.keys.assign(keys.begin() + first, keys.begin() + first + n);
-      req.buffers = KvBuffers::Blocks({bufs_.begin(), bufs_.begin() + n});
-      req.layerwise = false;
-      absl::StatusOr<std::unique_ptr<TransferHandle>> h = e_.Load(req);
-      if (!h.ok()) {
-        if (h.status().code() == absl::StatusCode::kNotFound) {
-          c_.load_races.fetch_add(1, std::memory_order_relaxed);
-        } else {
-          ReportFailure("Load", h.status());
-          c_.failed_loads.fetch_add(1, std::memory_order_relaxed);
-        }
-        break;
-      }
-      if (absl::Status w = (*h)->Wait(); !w.ok()) {
-        if (w.code() == absl::StatusCode::kNotFound) {
-          // The disk tier reclaimed the block's region between Load and the read: a miss
-          // (the destination is not the block's), the same race as above.
-          c_.load_races.fetch_add(1, std::memory_order_relaxed);
-        } else {
-          ReportFailure("Load's Wait", w);
-          c_.failed_loads.fetch_add(1, std::memory_order_relaxed);
-        }
-        break;
-      }
-      const size_t good = Verify(absl::MakeConstSpan(bufs_).subspan(0, n), req.keys);
-      done = first + good;
-      if (good < n) break;
-    }
-    return done;
-  }
-
-  void Serve(size_t r, size_t local) {
-    const std::vector<int32_t>& tokens = trace_.tokens[r];
-    const std::vector<BlockKey>& keys = trace_.keys[r];
-    absl::StatusOr<MatchResult> m = e_.Match(kNs, tokens);
-    if (!m.ok() || !std::equal(m->keys.begin(), m->keys.end(), keys.begin())) {
-      ReportFailure("Match", m.ok() ? absl::InternalError("Match returned other keys")
-                                    : m.status());
-      c_.failed_other.fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-    const size_t hit = m->keys.size();
-    size_t loaded = 0;
-    if (hit > 0) {
-      const bool via_gpu = gpu_every_ > 0 && local % gpu_every_ == 0 && hit <= gpu_lease_max_;
-      if (!via_gpu || !LoadThroughGpuTier(keys, hit, &loaded)) {
-        loaded = LoadIntoBuffers(keys, hit);
-      }
-    }
-    c_.loaded.fetch_add(loaded, std::memory_order_relaxed);
-    for (size_t first = loaded; first < keys.size(); first += kChunk) {
-      const size_t n = std::min(kChunk, keys.size() - first);
-      MakeContent(absl::MakeConstSpan(keys).subspan(first, n));
-      bool copied = true;
-      for (size_t i = 0; i < n && copied; ++i) {
-        copied = stream_->CopyToDevice(bufs_[i], expected_.data() + i * bytes_, bytes_).ok();
-      }
-      if (!stream_->Synchronize().ok() || !copied) {
-        c_.failed_stores.fetch_add(1, std::memory_order_relaxed);
-        return;
-      }
-      StoreRequest req;
-      req.ns = kNs;
-      req.tokens = absl::MakeConstSpan(tokens).subspan(0, (first + n) * kBlockTokens);
-      req.first_block = first;
-      req.buffers = KvBuffers::Blocks({bufs_.begin(), bufs_.begin() + n});
-      absl::StatusOr<std::unique_ptr<TransferHandle>> h = e_.Store(req);
-      absl::Status st = h.ok() ? (*h)->Wait() : h.status();
-      if (!st.ok()) {
-        ReportFailure("Store", st);
-        c_.failed_stores.fetch_add(1, std::memory_order_relaxed);
-        return;
-      }
-    }
-    c_.blocks.fetch_add(keys.size(), std::memory_order_relaxed);
-    c_.requests.fetch_add(1, std::memory_order_relaxed);
-  }
-
-  Engine& e_;
-  const Trace& trace_;
-  Counters& c_;
-  const size_t bytes_;
-  const size_t gpu_lease_max_;
-  const size_t gpu_every_;
-  std::unique_ptr<Stream> stream_;
-  std::vector<DevicePtr> bufs_;
-  std::vector<uint8_t> expected_;
-  std::vector<uint8_t> actual_;
-};
 
 struct Sample {
   double t = 0;  // seconds since the start
@@ -346,14 +74,6 @@ std::string JsonArray(const std::vector<double>& v) {
   return absl::StrCat("[", absl::StrJoin(v, ", ", [](std::string* out, double x) {
                         absl::StrAppendFormat(out, "%.6g", x);
                       }), "]");
-}
-
-std::string* temp_dir = nullptr;
-void RemoveTempDir() {
-  if (temp_dir != nullptr) {
-    std::error_code ec;
-    std::filesystem::remove_all(*temp_dir, ec);
-  }
 }
 
 int Main(int argc, char** argv) {
@@ -407,41 +127,16 @@ int Main(int argc, char** argv) {
                                           kInstructionBlocks);
   absl::StatusOr<std::vector<Request>> requests = workload::GenerateRag(rag);
   if (!requests.ok()) Die(requests.status().ToString());
-  const Geometry geometry = SoakGeometry();
+  const Geometry geometry = ReplayGeometry();
   const KeyHasher hasher(KeyHash::kXxh3, kNs, "bench-soak", geometry.Fingerprint());
-  Trace trace;
-  {
-    absl::flat_hash_set<uint64_t> distinct;
-    for (const Request& r : *requests) {
-      trace.tokens.push_back(TokensOf(r));
-      trace.keys.push_back(hasher.Keys(trace.tokens.back(), kBlockTokens, ""));
-      distinct.insert(r.blocks.begin(), r.blocks.end());
-      trace.max_request_blocks = std::max(trace.max_request_blocks, r.blocks.size());
-    }
-    trace.distinct_blocks = distinct.size();
-  }
+  const ReplayTrace trace = PrepareTrace(std::move(*requests), hasher);
 
-  temp_dir = new std::string(
-      (std::filesystem::temp_directory_path() / absl::StrCat("kvtier-bench-soak-", getpid()))
-          .string());
-  std::atexit(RemoveTempDir);
-  std::filesystem::remove_all(*temp_dir);
-  std::filesystem::create_directories(*temp_dir);
+  const std::string& temp_dir = TempDirRemovedAtExit("kvtier-bench-soak-");
+  std::filesystem::remove_all(temp_dir);
+  std::filesystem::create_directories(temp_dir);
 
-  EngineOptions o;
-  o.geometry = geometry;
-  o.model_fingerprint = "bench-soak";
-  o.key_hash = KeyHash::kXxh3;
-  o.device.choice = DeviceChoice::kEmulated;
-  o.gpu_tier_bytes = gpu_blocks * geometry.block_bytes();
-  o.host_tier_bytes = host_blocks * geometry.block_bytes();
-  o.disk.directory = *temp_dir + "/cache";
-  o.disk.region_bytes = 4ull << 20;
-  // Records carry a header and are 4 KiB aligned: budget a block plus 4 KiB each.
-  o.disk.capacity_bytes =
-      std::max<uint64_t>(2, disk_blocks * (geometry.block_bytes() + 4096) / o.disk.region_bytes) *
-      o.disk.region_bytes;
-  o.disk.staging_buffers = 128;
+  EngineOptions o =
+      ReplayEngineOptions("bench-soak", gpu_blocks, host_blocks, disk_blocks, temp_dir);
   o.disk.admit_min_seen = 1;  // every host victim goes down: disk traffic never stops
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Open(o);
   if (!engine.ok()) Die(engine.status().ToString());
@@ -456,16 +151,20 @@ int Main(int argc, char** argv) {
               geometry.block_bytes() / 1024);
   std::printf("workload: RAG, %zu requests per pass, %zu distinct blocks (%.2fx host + disk), "
               "uniform documents\n",
-              trace.keys.size(), trace.distinct_blocks,
-              static_cast<double>(trace.distinct_blocks) / capacity);
+              trace.keys.size(), trace.unique_blocks,
+              static_cast<double>(trace.unique_blocks) / capacity);
   std::fflush(stdout);
 
-  Counters counters;
-  std::vector<std::unique_ptr<Client>> clients;
+  ReplayOptions ro;
+  ro.clients = threads;
+  ro.gpu_slots = gpu_slots;
+  ro.gpu_every = gpu_every;
+  ro.wait_not_found_is_race = true;
+  ro.report_failures_as = "soak";
+  ReplayCounts counters;  // shared by the clients, read by the sampler
+  std::vector<std::unique_ptr<ReplayClient>> clients;
   for (int t = 0; t < threads; ++t) {
-    clients.push_back(std::make_unique<Client>(**engine, trace, counters,
-                                               gpu_slots / (2 * static_cast<size_t>(threads)),
-                                               gpu_slots > 0 ? gpu_every : 0));
+    clients.push_back(std::make_unique<ReplayClient>(**engine, trace, counters, ro));
     if (absl::Status s = clients.back()->Init(); !s.ok()) Die(s.ToString());
   }
 
@@ -475,7 +174,7 @@ int Main(int argc, char** argv) {
   const double end = start + minutes * 60;
   std::vector<std::thread> workers;
   for (int t = 0; t < threads; ++t) {
-    workers.emplace_back([&, t] { clients[t]->Run(t, threads, stop); });
+    workers.emplace_back([&, t] { clients[t]->Run(t, threads, &stop); });
   }
   std::vector<Sample> samples;
   uint64_t last_blocks = 0;
@@ -487,7 +186,7 @@ int Main(int argc, char** argv) {
           std::max<int64_t>(1, static_cast<int64_t>((now_target - Now()) * 1000))));
     }
     const double now = Now();
-    const uint64_t blocks = counters.blocks.load();
+    const uint64_t blocks = counters.completed_blocks.load();
     Sample s{now - start, (blocks - last_blocks) / (now - last_t), RssMib()};
     samples.push_back(s);
     const EngineStats st = (*engine)->Stats();
@@ -531,7 +230,7 @@ int Main(int argc, char** argv) {
     peak = std::max(peak, samples[i].rss_mib);
     if (i > 0 && samples[i].rss_mib < 0.9 * samples[i - 1].rss_mib) ++drops;
   }
-  const double ops = counters.blocks.load() / seconds;
+  const double ops = counters.completed_blocks.load() / seconds;
   const double first_rate = samples.front().ops_per_s;
   double min_rate = first_rate, max_rate = first_rate;
   for (const Sample& s : samples) {
@@ -547,7 +246,7 @@ int Main(int argc, char** argv) {
   const uint64_t failed_ops = counters.failed_loads + counters.failed_stores +
                               counters.failed_other + (flushed.ok() ? 0 : 1);
   const uint64_t wrong = counters.wrong_byte_loads;
-  const double refs = static_cast<double>(counters.blocks.load());
+  const double refs = static_cast<double>(counters.completed_blocks.load());
   std::printf("over %.1f s: %.0f block ops/s (intervals %.0f..%.0f), prefix hit %.3f, "
               "%lu load races; disk written %.0f MiB, read %.0f MiB; %lu evictions, "
               "%lu demotions\n",
@@ -586,9 +285,9 @@ int Main(int argc, char** argv) {
       .Num("gpu_blocks", static_cast<double>(gpu_slots))
       .Num("host_blocks", static_cast<double>(host_slots))
       .Num("disk_blocks", static_cast<double>(disk_blocks))
-      .Num("working_set_blocks", static_cast<double>(trace.distinct_blocks))
-      .Num("working_set_over_capacity", static_cast<double>(trace.distinct_blocks) / capacity)
-      .Num("requests", static_cast<double>(counters.requests.load()))
+      .Num("working_set_blocks", static_cast<double>(trace.unique_blocks))
+      .Num("working_set_over_capacity", static_cast<double>(trace.unique_blocks) / capacity)
+      .Num("requests", static_cast<double>(counters.completed_requests.load()))
       .Num("block_ops", refs)
       .Num("min_interval_ops_per_s", min_rate).Num("max_interval_ops_per_s", max_rate)
       .Num("prefix_hit_token_ratio", refs > 0 ? counters.loaded / refs : 0)

@@ -16,8 +16,9 @@
 //
 // Byte mode (the default). One engine on the emulated device, unthrottled: small geometry
 // (2 layers x 2 KV heads x 64 dim x fp16 x 16 tokens = 16 KiB blocks), a GPU tier, a host
-// tier, a disk tier in a temporary directory removed at exit. --threads clients take the
-// requests round-robin (client t gets requests t, t+N, ...); per request:
+// tier, a disk tier in a temporary directory removed at exit. --threads clients
+// (bench/replay.h's ReplayClient) take the requests round-robin (client t gets requests t,
+// t+N, ...); per request:
 //   1. Match the prompt;
 //   2. load the matched prefix: every --gpu-every'th request through LoadToGpuTier (leased
 //      GPU slots, read back and released), the others through Load into the client's own
@@ -47,14 +48,11 @@
 // compared with one simulated cache directly: the GPU tier holds copies of host blocks
 // (inclusive) and the disk tier takes host evictions, so hits there are not a policy's.
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -70,6 +68,7 @@
 #include "absl/strings/strip.h"
 #include "absl/types/span.h"
 #include "bench/bench_util.h"
+#include "bench/replay.h"
 #include "kvtier/engine.h"
 #include "workload/engine_policy_adapter.h"
 #include "workload/generators.h"
@@ -80,74 +79,6 @@ namespace kvtier::bench {
 namespace {
 
 using workload::Request;
-
-constexpr uint32_t kBlockTokens = 16;
-constexpr size_t kChunk = 32;  // blocks per Load / Store call
-constexpr char kNs[] = "default";
-
-Geometry BenchGeometry() { return Geometry{2, 2, 64, DType::kFloat16, kBlockTokens}; }
-
-uint64_t Mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-// Token ids of a request: block i's tokens depend on hash_ids[i] only, so equal ids give
-// equal blocks of tokens, and (ids being prefix-chained) equal keys exactly where the trace
-// shares a prefix.
-std::vector<int32_t> TokensOf(const Request& r) {
-  std::vector<int32_t> t(r.blocks.size() * kBlockTokens);
-  for (size_t b = 0; b < r.blocks.size(); ++b) {
-    const uint64_t base = Mix64(r.blocks[b]);
-    for (uint32_t j = 0; j < kBlockTokens; ++j) {
-      t[b * kBlockTokens + j] = static_cast<int32_t>(Mix64(base + j));
-    }
-  }
-  return t;
-}
-
-// The bytes a block with this key holds (tests/api/engine_test_util.h's BlockContent).
-void BlockContent(const BlockKey& key, absl::Span<uint8_t> out) {
-  uint64_t state = key.hi ^ (key.lo * 3);
-  for (size_t i = 0; i < out.size(); i += 8) {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    std::memcpy(out.data() + i, &z, std::min<size_t>(8, out.size() - i));
-  }
-}
-
-// ------------------------------------------------------------------------------ workload
-
-
-// A trace prepared for the engine: tokens and keys of every request, computed once so the
-// clients' timed work is the engine's.
-struct Prepared {
-  std::vector<Request> requests;
-  std::vector<std::vector<int32_t>> tokens;
-  std::vector<std::vector<BlockKey>> keys;
-  uint64_t block_refs = 0;
-  uint64_t unique_blocks = 0;
-  size_t max_request_blocks = 0;
-};
-
-Prepared Prepare(std::vector<Request> requests, const KeyHasher& hasher) {
-  Prepared p;
-  p.requests = std::move(requests);
-  absl::flat_hash_set<uint64_t> unique;
-  for (const Request& r : p.requests) {
-    p.tokens.push_back(TokensOf(r));
-    p.keys.push_back(hasher.Keys(p.tokens.back(), kBlockTokens, ""));
-    p.block_refs += r.blocks.size();
-    p.max_request_blocks = std::max(p.max_request_blocks, r.blocks.size());
-    unique.insert(r.blocks.begin(), r.blocks.end());
-  }
-  p.unique_blocks = unique.size();
-  return p;
-}
 
 // ------------------------------------------------------------------------------ byte mode
 
@@ -161,306 +92,24 @@ struct EngineConfig {
   std::string dir;         // for the disk tier
 };
 
-// What one client counted.
-struct ClientCounts {
-  uint64_t requests = 0;
-  uint64_t blocks = 0;          // block references processed
-  uint64_t matched = 0;         // Match's prefix, in blocks
-  uint64_t loaded = 0;          // of it, loaded and verified (the prefix hit)
-  uint64_t load_races = 0;      // Loads that found a matched block gone (evicted meanwhile)
-  uint64_t gpu_loads = 0;       // requests loaded through LoadToGpuTier
-  uint64_t gpu_fallbacks = 0;   // ... that fell back to Load (GPU tier busy)
-  uint64_t failed_loads = 0;
-  uint64_t wrong_byte_loads = 0;  // blocks with at least one wrong byte
-  uint64_t failed_stores = 0;
-  uint64_t failed_other = 0;      // Match or Erase errors
-  uint64_t erased = 0;
-  uint64_t calls = 0;             // engine calls
-  std::vector<double> match_us;
-  std::vector<double> load_us;    // the whole prefix: Load call(s) + Wait, not the check
-
-  void Add(const ClientCounts& o) {
-    requests += o.requests;
-    blocks += o.blocks;
-    matched += o.matched;
-    loaded += o.loaded;
-    load_races += o.load_races;
-    gpu_loads += o.gpu_loads;
-    gpu_fallbacks += o.gpu_fallbacks;
-    failed_loads += o.failed_loads;
-    wrong_byte_loads += o.wrong_byte_loads;
-    failed_stores += o.failed_stores;
-    failed_other += o.failed_other;
-    erased += o.erased;
-    calls += o.calls;
-    match_us.insert(match_us.end(), o.match_us.begin(), o.match_us.end());
-    load_us.insert(load_us.end(), o.load_us.begin(), o.load_us.end());
-  }
-};
-
 struct EngineRun {
-  ClientCounts counts;
+  ReplayCounts counts;
+  std::vector<double> match_us;  // of every client
+  std::vector<double> load_us;
   EngineStats stats;
   double seconds = 0;
   size_t gpu_slots = 0;
   size_t host_slots = 0;
 };
 
-class Client {
- public:
-  Client(Engine& engine, const Prepared& trace, const EngineConfig& config, size_t gpu_slots)
-      : e_(engine),
-        trace_(trace),
-        config_(config),
-        bytes_(engine.options().geometry.block_bytes()),
-        // Leases of several clients must fit the GPU tier together.
-        gpu_lease_max_(gpu_slots / (2 * static_cast<size_t>(config.threads))),
-        expected_(kChunk * bytes_),
-        actual_(kChunk * bytes_) {}
-
-  absl::Status Init() {
-    absl::StatusOr<std::unique_ptr<Stream>> s = e_.device().CreateStream();
-    if (!s.ok()) return s.status();
-    stream_ = std::move(*s);
-    for (size_t i = 0; i < kChunk; ++i) {
-      absl::StatusOr<DevicePtr> p = e_.device().Allocate(bytes_);
-      if (!p.ok()) return p.status();
-      bufs_.push_back(*p);
-    }
-    return absl::OkStatus();
-  }
-  ~Client() {
-    for (DevicePtr p : bufs_) (void)e_.device().Free(p);
-  }
-
-  void Run(size_t first, size_t step) {
-    size_t local = 0;
-    for (size_t r = first; r < trace_.requests.size(); r += step, ++local) Serve(r, local);
-  }
-
-  ClientCounts& counts() { return c_; }
-
- private:
-  // Fills expected_'s first n blocks with the content of keys[0, n).
-  void MakeContent(absl::Span<const BlockKey> keys) {
-    for (size_t i = 0; i < keys.size(); ++i) {
-      BlockContent(keys[i], absl::MakeSpan(expected_).subspan(i * bytes_, bytes_));
-    }
-  }
-
-  // Compares the blocks at src[i] with keys[i]'s content (at most kChunk of them, copied back
-  // with one synchronization: a sync per block would measure the stream's hand-offs, not the
-  // engine). Counts the wrong blocks; returns the number of leading good ones.
-  size_t Verify(absl::Span<const DevicePtr> src, absl::Span<const BlockKey> keys) {
-    const size_t n = keys.size();
-    MakeContent(keys);
-    std::fill(actual_.begin(), actual_.begin() + n * bytes_, 0xEE);
-    bool copied = true;
-    for (size_t i = 0; i < n && copied; ++i) {
-      copied = stream_->CopyToHost(actual_.data() + i * bytes_, src[i], bytes_).ok();
-    }
-    copied = stream_->Synchronize().ok() && copied;
-    size_t good = 0;
-    bool prefix = true;
-    for (size_t i = 0; i < n; ++i) {
-      if (copied &&
-          std::memcmp(expected_.data() + i * bytes_, actual_.data() + i * bytes_, bytes_) == 0) {
-        good += prefix;
-      } else {
-        ++c_.wrong_byte_loads;
-        prefix = false;
-      }
-    }
-    return good;
-  }
-
-  // Loads keys[0, hit) through leased GPU slots. Returns false when the caller should use
-  // Load instead (the GPU tier could not take them, or a block went away); `*loaded` is the
-  // verified prefix otherwise.
-  bool LoadThroughGpuTier(const std::vector<BlockKey>& keys, size_t hit, size_t* loaded) {
-    ++c_.calls;
-    const double start = Now();
-    absl::StatusOr<std::unique_ptr<TransferHandle>> h =
-        e_.LoadToGpuTier(kNs, absl::MakeConstSpan(keys).subspan(0, hit), /*layerwise=*/false);
-    if (!h.ok()) {
-      if (h.status().code() != absl::StatusCode::kResourceExhausted &&
-          h.status().code() != absl::StatusCode::kNotFound) {
-        ++c_.failed_loads;
-        *loaded = 0;
-        return true;
-      }
-      ++c_.gpu_fallbacks;
-      return false;
-    }
-    ++c_.gpu_loads;
-    if (!(*h)->Wait().ok()) {
-      ++c_.failed_loads;
-      (void)(*h)->Release();
-      *loaded = 0;
-      return true;
-    }
-    c_.load_us.push_back((Now() - start) * 1e6);
-    absl::Span<const DevicePtr> slots = (*h)->slots();
-    size_t good = 0;
-    if (slots.size() != hit) {
-      ++c_.failed_loads;
-    } else {
-      for (size_t first = 0; first < hit; first += kChunk) {
-        const size_t n = std::min(kChunk, hit - first);
-        good += Verify(slots.subspan(first, n), absl::MakeConstSpan(keys).subspan(first, n));
-      }
-    }
-    ++c_.calls;
-    (void)(*h)->Release();
-    *loaded = good == hit ? hit : 0;
-    return true;
-  }
-
-  // Loads keys[0, hit) into the client's buffers, a chunk per call; returns the verified
-  // prefix (shorter than hit after a race or an error).
-  size_t LoadIntoBuffers(const std::vector<BlockKey>& keys, size_t hit) {
-    double seconds = 0;
-    size_t done = 0;
-    for (size_t first = 0; first < hit; first += kChunk) {
-      const size_t n = std::min(kChunk, hit - first);
-      LoadRequest req;
-      req.ns = kNs;
-      req.keys.assign(keys.begin() + first, keys.begin() + first + n);
-      req.buffers = KvBuffers::Blocks({bufs_.begin(), bufs_.begin() + n});
-      req.layerwise = false;
-      ++c_.calls;
-      const double start = Now();
-      absl::StatusOr<std::unique_ptr<TransferHandle>> h = e_.Load(req);
-      if (!h.ok()) {
-        if (h.status().code() == absl::StatusCode::kNotFound) {
-          ++c_.load_races;
-        } else {
-          ++c_.failed_loads;
-        }
-        break;
-      }
-      if (!(*h)->Wait().ok()) {
-        ++c_.failed_loads;
-        break;
-      }
-      seconds += Now() - start;
-      const size_t good = Verify(absl::MakeConstSpan(bufs_).subspan(0, n), req.keys);
-      done = first + good;
-      if (good < n) break;
-    }
-    if (done > 0) c_.load_us.push_back(seconds * 1e6);  // a race at once loaded nothing
-    return done;
-  }
-
-  void Serve(size_t r, size_t local) {
-    const std::vector<int32_t>& tokens = trace_.tokens[r];
-    const std::vector<BlockKey>& keys = trace_.keys[r];
-    ++c_.requests;
-    c_.blocks += keys.size();
-
-    ++c_.calls;
-    const double start = Now();
-    absl::StatusOr<MatchResult> m = e_.Match(kNs, tokens);
-    c_.match_us.push_back((Now() - start) * 1e6);
-    if (!m.ok()) {
-      ++c_.failed_other;
-      return;
-    }
-    size_t hit = m->keys.size();
-    c_.matched += hit;
-    // Match's keys are the engine's own chain over the same tokens: they must be ours.
-    if (!std::equal(m->keys.begin(), m->keys.end(), keys.begin())) {
-      ++c_.failed_other;
-      return;
-    }
-
-    size_t loaded = 0;
-    if (hit > 0) {
-      const bool via_gpu = config_.gpu_blocks > 0 && config_.gpu_every > 0 &&
-                           local % config_.gpu_every == 0 && hit <= gpu_lease_max_;
-      if (!via_gpu || !LoadThroughGpuTier(keys, hit, &loaded)) {
-        loaded = LoadIntoBuffers(keys, hit);
-      }
-    }
-    c_.loaded += loaded;
-
-    // Store the rest, as the inference engine would after computing it.
-    for (size_t first = loaded; first < keys.size(); first += kChunk) {
-      const size_t n = std::min(kChunk, keys.size() - first);
-      MakeContent(absl::MakeConstSpan(keys).subspan(first, n));
-      bool copied = true;
-      for (size_t i = 0; i < n && copied; ++i) {
-        copied = stream_->CopyToDevice(bufs_[i], expected_.data() + i * bytes_, bytes_).ok();
-      }
-      if (!stream_->Synchronize().ok() || !copied) {
-        ++c_.failed_stores;
-        return;
-      }
-      StoreRequest req;
-      req.ns = kNs;
-      req.tokens = absl::MakeConstSpan(tokens).subspan(0, (first + n) * kBlockTokens);
-      req.first_block = first;
-      req.buffers = KvBuffers::Blocks({bufs_.begin(), bufs_.begin() + n});
-      ++c_.calls;
-      absl::StatusOr<std::unique_ptr<TransferHandle>> h = e_.Store(req);
-      if (!h.ok() || !(*h)->Wait().ok()) {
-        ++c_.failed_stores;
-        return;
-      }
-    }
-
-    if (config_.erase_every > 0 && local % config_.erase_every == config_.erase_every - 1 &&
-        !keys.empty()) {
-      ++c_.calls;
-      absl::StatusOr<size_t> n = e_.Erase(kNs, absl::MakeConstSpan(keys).subspan(keys.size() - 1));
-      if (n.ok()) {
-        c_.erased += *n;
-      } else {
-        ++c_.failed_other;
-      }
-    }
-  }
-
-  Engine& e_;
-  const Prepared& trace_;
-  const EngineConfig& config_;
-  const size_t bytes_;
-  const size_t gpu_lease_max_;
-  std::unique_ptr<Stream> stream_;
-  std::vector<DevicePtr> bufs_;
-  std::vector<uint8_t> expected_;  // kChunk blocks: content to store or to compare with
-  std::vector<uint8_t> actual_;    // kChunk blocks read back
-  ClientCounts c_;
-};
-
-EngineOptions BenchOptions(const EngineConfig& config) {
-  EngineOptions o;
-  o.geometry = BenchGeometry();
-  o.model_fingerprint = "bench-stress";
-  o.key_hash = KeyHash::kXxh3;
-  o.device.choice = DeviceChoice::kEmulated;
-  o.device.emulated_copy_gbps = 0;  // unthrottled: the engine's own cost, not a PCIe model
-  o.gpu_tier_bytes = config.gpu_blocks * o.geometry.block_bytes();
-  o.host_tier_bytes = config.host_blocks * o.geometry.block_bytes();
-  if (config.disk_blocks > 0) {
-    o.disk.directory = config.dir + "/cache";
-    o.disk.region_bytes = 4ull << 20;
-    // Records carry a header and are 4 KiB aligned: budget a block plus 4 KiB each.
-    o.disk.capacity_bytes =
-        std::max<uint64_t>(2, config.disk_blocks * (o.geometry.block_bytes() + 4096) /
-                                  o.disk.region_bytes) *
-        o.disk.region_bytes;
-    o.disk.staging_buffers = 128;
-  }
-  return o;
-}
-
-absl::StatusOr<EngineRun> RunEngine(const Prepared& trace, const EngineConfig& config) {
+absl::StatusOr<EngineRun> RunEngine(const ReplayTrace& trace, const EngineConfig& config) {
   if (config.disk_blocks > 0) {
     std::filesystem::remove_all(config.dir);
     std::filesystem::create_directories(config.dir);
   }
-  absl::StatusOr<std::unique_ptr<Engine>> opened = Engine::Open(BenchOptions(config));
+  absl::StatusOr<std::unique_ptr<Engine>> opened =
+      Engine::Open(ReplayEngineOptions("bench-stress", config.gpu_blocks, config.host_blocks,
+                                       config.disk_blocks, config.dir));
   if (!opened.ok()) return opened.status();
   Engine& e = **opened;
   EngineRun run;
@@ -469,9 +118,17 @@ absl::StatusOr<EngineRun> RunEngine(const Prepared& trace, const EngineConfig& c
     run.gpu_slots = st.tiers[static_cast<int>(TierKind::kGpu)].capacity_blocks;
     run.host_slots = st.tiers[static_cast<int>(TierKind::kHost)].capacity_blocks;
   }
-  std::vector<std::unique_ptr<Client>> clients;
+  ReplayOptions ro;
+  ro.clients = config.threads;
+  ro.gpu_slots = run.gpu_slots;
+  ro.gpu_every = config.gpu_blocks > 0 ? config.gpu_every : 0;
+  ro.erase_every = config.erase_every;
+  ro.record_latency = true;
+  // Each client counts on its own (no shared counters between the timed clients).
+  std::vector<ReplayCounts> counts(config.threads);
+  std::vector<std::unique_ptr<ReplayClient>> clients;
   for (int t = 0; t < config.threads; ++t) {
-    clients.push_back(std::make_unique<Client>(e, trace, config, run.gpu_slots));
+    clients.push_back(std::make_unique<ReplayClient>(e, trace, counts[t], ro));
     if (absl::Status s = clients.back()->Init(); !s.ok()) return s;
   }
   const double start = Now();
@@ -483,7 +140,12 @@ absl::StatusOr<EngineRun> RunEngine(const Prepared& trace, const EngineConfig& c
   // Background demotions to disk are part of the work the replay caused.
   if (absl::Status s = e.Flush(); !s.ok()) return s;
   run.seconds = Now() - start;
-  for (const auto& c : clients) run.counts.Add(c->counts());
+  for (size_t t = 0; t < clients.size(); ++t) {
+    run.counts.Add(counts[t]);
+    const ReplayClient& c = *clients[t];
+    run.match_us.insert(run.match_us.end(), c.match_us().begin(), c.match_us().end());
+    run.load_us.insert(run.load_us.end(), c.load_us().begin(), c.load_us().end());
+  }
   run.stats = e.Stats();
   clients.clear();
   opened->reset();
@@ -590,30 +252,7 @@ double Percentile(std::vector<double> v, double q) {
   return v[k];
 }
 
-// Peak resident set size (VmHWM), in MiB; 0 if /proc is unavailable.
-double PeakRssMib() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    absl::string_view s(line);
-    if (absl::ConsumePrefix(&s, "VmHWM:")) {
-      s = absl::StripAsciiWhitespace(s);
-      absl::ConsumeSuffix(&s, "kB");
-      uint64_t kb = 0;
-      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(s), &kb)) return kb / 1024.0;
-    }
-  }
-  return 0;
-}
-
 // The temporary directory of the disk tier, removed at any exit.
-std::string* temp_dir = nullptr;
-void RemoveTempDir() {
-  if (temp_dir != nullptr) {
-    std::error_code ec;
-    std::filesystem::remove_all(*temp_dir, ec);
-  }
-}
 
 int Main(int argc, char** argv) {
   std::string trace_path =
@@ -678,10 +317,10 @@ int Main(int argc, char** argv) {
   std::vector<Request> requests = std::move(*loaded);
   if (requests_limit > 0 && requests.size() > requests_limit) requests.resize(requests_limit);
 
-  const Geometry geometry = BenchGeometry();
+  const Geometry geometry = ReplayGeometry();
   const EngineOptions defaults;
   const KeyHasher hasher(KeyHash::kXxh3, kNs, "bench-stress", geometry.Fingerprint());
-  const Prepared trace = Prepare(std::move(requests), hasher);
+  const ReplayTrace trace = PrepareTrace(std::move(requests), hasher);
   // Tier sizes, as shares of the footprint: the host tier is the cache proper (1/16 of it),
   // the GPU tier a quarter of that, the disk four times it. The host tier must also hold
   // every client's largest request pinned at once, with room to spare.
@@ -695,10 +334,8 @@ int Main(int argc, char** argv) {
               static_cast<unsigned long>(trace.block_refs),
               static_cast<unsigned long>(trace.unique_blocks), trace.max_request_blocks);
 
-  temp_dir = new std::string(
-      (std::filesystem::temp_directory_path() / absl::StrCat("kvtier-bench-stress-", getpid()))
-          .string());
-  std::atexit(RemoveTempDir);
+  // The disk tier's temporary directory, removed at any exit.
+  const std::string& temp_dir = TempDirRemovedAtExit("kvtier-bench-stress-");
 
   // The simulator at the host tier's capacity: --sim's figure, byte mode's ceiling.
   const std::string policy = defaults.host_eviction;
@@ -722,7 +359,7 @@ int Main(int argc, char** argv) {
     chat.num_sessions = static_cast<uint32_t>(check_sessions);
     absl::StatusOr<std::vector<Request>> chat_trace = workload::GenerateChat(chat);
     if (!chat_trace.ok()) Die(chat_trace.status().ToString());
-    const Prepared small = Prepare(std::move(*chat_trace), hasher);
+    const ReplayTrace small = PrepareTrace(std::move(*chat_trace), hasher);
     const size_t check_n = small.requests.size();
     // Small enough to evict, larger than any request (a request longer than the tier would
     // have to evict its own blocks still being written, which the engine cannot).
@@ -822,10 +459,10 @@ int Main(int argc, char** argv) {
   config.disk_blocks = disk_blocks;
   config.erase_every = erase_every;
   config.gpu_every = gpu_every;
-  config.dir = *temp_dir;
+  config.dir = temp_dir;
   absl::StatusOr<EngineRun> run = RunEngine(trace, config);
   if (!run.ok()) Die(run.status().ToString());
-  const ClientCounts& c = run->counts;
+  const ReplayCounts& c = run->counts;
   const EngineStats& st = run->stats;
   const double ops = c.blocks / run->seconds;
   const double refs = static_cast<double>(c.blocks);
@@ -849,8 +486,8 @@ int Main(int argc, char** argv) {
               c.loaded / refs, c.matched / refs, static_cast<unsigned long>(c.load_races),
               st.tiers[0].hits / refs, st.tiers[1].hits / refs, st.tiers[2].hits / refs);
   std::printf("  Match p50 %.1f us p99 %.1f us; Load p50 %.1f us p99 %.1f us\n",
-              Percentile(c.match_us, 0.5), Percentile(c.match_us, 0.99),
-              Percentile(c.load_us, 0.5), Percentile(c.load_us, 0.99));
+              Percentile(run->match_us, 0.5), Percentile(run->match_us, 0.99),
+              Percentile(run->load_us, 0.5), Percentile(run->load_us, 0.99));
   std::printf("  %.1f MiB moved, %lu evictions, %lu demotions, %lu disk admissions rejected, "
               "%lu erased, peak RSS %.0f MiB\n",
               bytes_moved / 1048576.0, static_cast<unsigned long>(evictions),
@@ -896,10 +533,10 @@ int Main(int argc, char** argv) {
       .Num("sim_prefix_hit", simrun->result.prefix_hit_ratio())
       .Num("sim_block_hit", simrun->result.block_hit_ratio())
       .Num("sim_ops_per_s", simrun->ops_per_s)
-      .Num("match_p50_us", Percentile(c.match_us, 0.5))
-      .Num("match_p99_us", Percentile(c.match_us, 0.99))
-      .Num("load_p50_us", Percentile(c.load_us, 0.5))
-      .Num("load_p99_us", Percentile(c.load_us, 0.99))
+      .Num("match_p50_us", Percentile(run->match_us, 0.5))
+      .Num("match_p99_us", Percentile(run->match_us, 0.99))
+      .Num("load_p50_us", Percentile(run->load_us, 0.5))
+      .Num("load_p99_us", Percentile(run->load_us, 0.99))
       .Num("bytes_moved_mib", bytes_moved / 1048576.0)
       .Num("disk_written_mib", disk.bytes_in / 1048576.0)
       .Num("evictions", static_cast<double>(evictions))
