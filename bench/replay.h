@@ -95,8 +95,9 @@ struct ReplayOptions {
   size_t erase_every = 0;       // every Nth request, Erase its last block; 0: never
   bool record_latency = false;  // Match and load times into match_us() and load_us()
   // A Wait that says NotFound (the disk tier reclaimed a block's region between the call and
-  // the read) is a load race, not a failed load.
-  bool wait_not_found_is_race = false;
+  // the read) is a load race, not a failed load: the engine said so instead of serving
+  // other bytes, which is what it promises.
+  bool wait_not_found_is_race = true;
   // Names the first few failures on stderr after this prefix; null: silent.
   const char* report_failures_as = nullptr;
 };

@@ -159,7 +159,6 @@ int Main(int argc, char** argv) {
   ro.clients = threads;
   ro.gpu_slots = gpu_slots;
   ro.gpu_every = gpu_every;
-  ro.wait_not_found_is_race = true;
   ro.report_failures_as = "soak";
   ReplayCounts counters;  // shared by the clients, read by the sampler
   std::vector<std::unique_ptr<ReplayClient>> clients;
