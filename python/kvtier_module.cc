@@ -26,6 +26,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -549,6 +550,16 @@ class PyEngine {
     return ValueOrThrow(std::move(n));
   }
 
+  void SetNamespaceLimits(const std::string& ns, const NamespaceLimits& limits) {
+    std::shared_ptr<OpenEngine> e = Get();
+    absl::Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = e->engine->SetNamespaceLimits(ns, limits);
+    }
+    ThrowIfError(s);
+  }
+
   uint64_t Hint(const std::string& ns, const std::vector<std::string>& hex) {
     std::shared_ptr<OpenEngine> e = Get();
     const std::vector<BlockKey> keys = KeysFrom(hex);
@@ -619,6 +630,7 @@ class PyEngine {
       td["used_blocks"] = t.used_blocks;
       td["pinned_blocks"] = t.pinned_blocks;
       td["hits"] = t.hits;
+      td["misses"] = t.misses;
       td["bytes_in"] = t.bytes_in;
       td["bytes_out"] = t.bytes_out;
       td["evictions"] = t.evictions;
@@ -643,9 +655,25 @@ class PyEngine {
       nd["missed_blocks"] = n.missed_blocks;
       nd["stored_blocks"] = n.stored_blocks;
       nd["loaded_blocks"] = n.loaded_blocks;
+      py::dict hits, misses, quota;
+      for (int i = 0; i < kNumTiers; ++i) {
+        const char* tier = TierKindName(static_cast<TierKind>(i));
+        hits[tier] = n.hits_per_tier[i];
+        misses[tier] = n.misses_per_tier[i];
+        quota[tier] = n.quota_blocks[i];
+      }
+      nd["hits_per_tier"] = hits;
+      nd["misses_per_tier"] = misses;
+      nd["quota_blocks"] = quota;
+      nd["quota_evictions"] = n.quota_evictions;
+      nd["quota_rejections"] = n.quota_rejections;
+      nd["expired_blocks"] = n.expired_blocks;
+      nd["stall_ns"] = n.stall_ns;
       spaces[py::str(n.name)] = nd;
     }
     d["namespaces"] = spaces;
+    d["stall_ns"] = st.stall_ns;
+    d["stalled_waits"] = st.stalled_waits;
     const PrefetchStats& p = st.prefetch;
     py::dict pd;
     pd["hinted"] = p.hinted;
@@ -692,6 +720,17 @@ void SetOptions(py::object self, const py::kwargs& kwargs) {
   }
 }
 
+NamespaceLimits LimitsFrom(size_t gpu_bytes, size_t host_bytes, size_t disk_bytes,
+                           std::optional<double> ttl_s) {
+  NamespaceLimits l;
+  l.gpu_bytes = gpu_bytes;
+  l.host_bytes = host_bytes;
+  l.disk_bytes = disk_bytes;
+  // A non-positive TTL reaches the engine as is, so its check names it.
+  if (ttl_s.has_value()) l.ttl = absl::Seconds(*ttl_s);
+  return l;
+}
+
 void BindOptions(py::module_& m) {
   py::class_<EngineOptions> o(m, "EngineOptions", R"doc(
 Options for Engine.open. Every field is also a keyword argument:
@@ -705,7 +744,8 @@ Policies: gpu_eviction, host_eviction ("lru", "fifo", "clock", "sieve", "s3fifo"
 "tinylfu"), prefix_aware_eviction, cost_aware_eviction, eviction_window,
 prefetch_budget_bytes. Device: device ("auto", "cuda", "emulated"), cuda_ordinal,
 emulated_copy_gbps, emulated_memory_limit. Keys: model (fingerprint, required), key_hash
-("sha256", "xxh3"), namespaces. Other: lease_timeout_s, metrics_port.)doc");
+("sha256", "xxh3"), namespaces. Tenants: set_namespace_limits(ns, gpu_bytes=, host_bytes=,
+disk_bytes=, ttl_s=), secure_erase. Other: lease_timeout_s, metrics_port.)doc");
   o.def(py::init([](const py::kwargs& kwargs) {
           // Default options, then each keyword set through its property (same checks).
           py::object tmp = py::cast(EngineOptions{});
@@ -771,7 +811,18 @@ emulated_copy_gbps, emulated_memory_limit. Keys: model (fingerprint, required), 
   KVTIER_FIELD("paged_dma_min_part_bytes", paged_dma_min_part_bytes);
   KVTIER_FIELD("prefetch_budget_bytes", prefetch_budget_bytes);
   KVTIER_FIELD("metrics_port", metrics_port);
+  KVTIER_FIELD("secure_erase", secure_erase);
 #undef KVTIER_FIELD
+  o.def(
+      "set_namespace_limits",
+      [](EngineOptions& x, const std::string& ns, size_t gpu_bytes, size_t host_bytes,
+         size_t disk_bytes, std::optional<double> ttl_s) {
+        x.namespace_limits[ns] = LimitsFrom(gpu_bytes, host_bytes, disk_bytes, ttl_s);
+      },
+      py::arg("ns"), py::kw_only(), py::arg("gpu_bytes") = 0, py::arg("host_bytes") = 0,
+      py::arg("disk_bytes") = 0, py::arg("ttl_s") = py::none(),
+      "Quotas per tier in bytes (0 = none) and a time to live in seconds (None = keep) for "
+      "namespace `ns`, applied when the engine creates it.");
   o.def_property(
       "lease_timeout_s",
       [](const EngineOptions& x) { return absl::ToDoubleSeconds(x.lease_timeout); },
@@ -853,6 +904,16 @@ strings. Usable as a context manager; close() waits for transfers and frees the 
       .def("erase", &PyEngine::Erase, py::arg("ns"), py::arg("keys"),
            "Removes blocks from every tier; returns how many were present.")
       .def("erase_namespace", &PyEngine::EraseNamespace, py::arg("ns"))
+      .def(
+          "set_namespace_limits",
+          [](PyEngine& e, const std::string& ns, size_t gpu_bytes, size_t host_bytes,
+             size_t disk_bytes, std::optional<double> ttl_s) {
+            e.SetNamespaceLimits(ns, LimitsFrom(gpu_bytes, host_bytes, disk_bytes, ttl_s));
+          },
+          py::arg("ns"), py::kw_only(), py::arg("gpu_bytes") = 0, py::arg("host_bytes") = 0,
+          py::arg("disk_bytes") = 0, py::arg("ttl_s") = py::none(),
+          "Replaces the namespace's quotas per tier (bytes, 0 = none) and time to live "
+          "(seconds, None = keep): at its quota a namespace evicts only its own blocks.")
       .def("hint", &PyEngine::Hint, py::arg("ns"), py::arg("keys"),
            "Queues keys for the background prefetcher (disk -> host -> GPU tier); returns "
            "an id for cancel_hint.")

@@ -4,6 +4,7 @@ and a disk tier that survives a reopen. Runs on the emulated device."""
 import shutil
 import tempfile
 import threading
+import time
 import unittest
 
 import numpy as np
@@ -291,6 +292,47 @@ class Threads(unittest.TestCase):
                 t.join()
             self.assertEqual(errors, [])
             self.assertEqual(e.stats()["stored_blocks"], 4 * 10 * 3)
+
+
+class Tenants(unittest.TestCase):
+    def test_a_quota_evicts_only_the_namespaces_own_blocks(self):
+        opts = kvtier.EngineOptions(**GEOMETRY, model="test-model@1", host_tier_bytes=16 * 8192,
+                                    device="emulated", namespaces=["default", "tenant-b"])
+        opts.set_namespace_limits("tenant-b", host_bytes=4 * 8192)
+        with kvtier.Engine.open(opts) as e:
+            mine = prompt(6, 20)
+            kv = random_blocks(e, 6, seed=20)
+            e.store("default", mine, kv)
+            for i in range(4):
+                e.store("tenant-b", prompt(2, 30 + i), random_blocks(e, 2, seed=30 + i))
+            ns = e.stats()["namespaces"]
+            self.assertEqual(ns["tenant-b"]["blocks_per_tier"]["host"], 4)
+            self.assertEqual(ns["tenant-b"]["quota_blocks"]["host"], 4)
+            self.assertEqual(ns["tenant-b"]["quota_evictions"], 4)
+            self.assertEqual(ns["default"]["blocks_per_tier"]["host"], 6)
+            self.assertEqual(e.load("default", e.match("default", mine)[1]).tobytes(), kv.tobytes())
+            with self.assertRaisesRegex(ValueError, "host_bytes"):
+                e.set_namespace_limits("default", host_bytes=100)
+            with self.assertRaisesRegex(ValueError, "ttl"):
+                e.set_namespace_limits("default", ttl_s=0)
+            with self.assertRaises(kvtier.NotFoundError):
+                e.set_namespace_limits("nobody", host_bytes=8192)
+
+    def test_blocks_past_their_time_to_live_are_gone(self):
+        with open_engine(secure_erase=True) as e:
+            tokens = prompt(3, 40)
+            e.store("tenant-b", tokens, random_blocks(e, 3, seed=40))
+            self.assertEqual(e.match("tenant-b", tokens)[0], 48)
+            e.set_namespace_limits("tenant-b", ttl_s=0.05)
+            time.sleep(0.1)
+            self.assertEqual(e.match("tenant-b", tokens)[0], 0)
+            for _ in range(200):
+                if e.stats()["namespaces"]["tenant-b"]["blocks"] == 0:
+                    break
+                time.sleep(0.01)
+            self.assertEqual(e.stats()["namespaces"]["tenant-b"]["expired_blocks"], 3)
+            # A miss in Match counts against every tier; the engine reports it per namespace.
+            self.assertEqual(e.stats()["namespaces"]["tenant-b"]["misses_per_tier"]["host"], 3)
 
 
 class Stats(unittest.TestCase):
