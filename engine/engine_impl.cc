@@ -1053,24 +1053,26 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
   {
     MutexLock lock(&placement_mu_);
     if (absl::Status s = PinAll((*space)->id, r.ns, r.keys, "Load"); !s.ok()) return s;
-    // Blocks whose only copy is on disk are first read into host slots (verified there).
+    // Blocks whose only copy is on disk are first read into host slots (verified there). A
+    // load that waits for a disk read (its own, or one already in flight) goes on its own
+    // stream.
     for (size_t i = 0; i < r.keys.size(); ++i) {
-      const TierKind best =
-          table_.Find(r.keys[i], [](BlockEntry* e) { return e->best_tier(); });
+      bool filling = false;
+      const TierKind best = table_.Find(r.keys[i], [&](BlockEntry* e) {
+        filling = e->host_fill != nullptr;
+        return e->best_tier();
+      });
       ++found[static_cast<int>(best)];
-      if (best != TierKind::kDisk) continue;
+      if (best == TierKind::kGpu) continue;
+      if (best == TierKind::kHost) {
+        if (filling) stream = gated_onboard_.get();
+        continue;
+      }
       if (absl::Status s = EnsureHostCopy(r.keys[i]); !s.ok()) {
         Unpin(r.keys);
         return absl::Status(s.code(), absl::StrFormat("Load: block %d: %s", i, s.message()));
       }
-    }
-    // A load that waits for a disk read goes on its own stream.
-    for (size_t i = 0; i < r.keys.size() && stream == onboard_.get(); ++i) {
-      table_.Find(r.keys[i], [&](BlockEntry* e) {
-        if (e->host_fill != nullptr && e->best_tier() == TierKind::kHost) {
-          stream = gated_onboard_.get();
-        }
-      });
+      stream = gated_onboard_.get();
     }
     std::vector<BlockCopy> copies;
     std::vector<std::shared_ptr<Event>> waits;
