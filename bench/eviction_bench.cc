@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -86,7 +87,7 @@ struct Row {
 void PrintTable(const char* title, const std::vector<Row>& rows,
                 const std::vector<CapacitySpec>& specs, const std::vector<size_t>& blocks,
                 double (SimResult::*metric)() const) {
-  std::printf("\n%s\n%-14s", title, "policy");
+  std::printf("\n%s\n%-22s", title, "policy");
   for (size_t c = 0; c < specs.size(); ++c) {
     // "1/8 5490" for a fraction (as written, then in blocks); just the count otherwise.
     std::printf(" %12s", (specs[c].fraction > 0 ? absl::StrCat(specs[c].label, " ", blocks[c])
@@ -95,7 +96,7 @@ void PrintTable(const char* title, const std::vector<Row>& rows,
   }
   std::printf("\n");
   for (const Row& r : rows) {
-    std::printf("%-14s", r.name.c_str());
+    std::printf("%-22s", r.name.c_str());
     for (const SimResult& s : r.at) std::printf(" %12.4f", (s.*metric)());
     std::printf("\n");
   }
@@ -268,9 +269,30 @@ int Main(int argc, char** argv) {
     belady.at.push_back(workload::SimulateBelady(trace, cap));
     belady_prefix.at.push_back(workload::SimulateBeladyPrefix(trace, cap));
   }
+  // Yardsticks for admission: LRU behind a filter that knows which blocks will be used again
+  // as a prefix (ever, and within the best of a few horizons, chosen per capacity). They
+  // bound what any admission filter in front of LRU could add, however well it predicted.
+  Row oracle_ever{"lru-oracle-admit", {}};
+  Row oracle_best{"lru-oracle-admit-best", {}};
+  const double blocks_per_request =
+      static_cast<double>(summary.block_refs) / std::max<size_t>(1, trace.size());
+  for (size_t cap : blocks) {
+    oracle_ever.at.push_back(
+        workload::SimulateLruOracleAdmission(trace, cap, std::numeric_limits<uint64_t>::max()));
+    SimResult best_at = oracle_ever.at.back();
+    for (double k : {0.5, 1.0, 2.0, 4.0, 8.0}) {
+      const uint64_t horizon =
+          std::max<uint64_t>(1, static_cast<uint64_t>(k * cap / blocks_per_request));
+      SimResult r = workload::SimulateLruOracleAdmission(trace, cap, horizon);
+      if (r.prefix_hit_ratio() > best_at.prefix_hit_ratio()) best_at = r;
+    }
+    oracle_best.at.push_back(best_at);
+  }
   const size_t num_policies = rows.size();
   rows.push_back(belady);
   rows.push_back(belady_prefix);
+  rows.push_back(oracle_ever);
+  rows.push_back(oracle_best);
 
   PrintTable("prefix-hit ratio (share of prompt blocks served from cache before the first miss)",
              rows, specs, blocks, &SimResult::prefix_hit_ratio);
@@ -347,6 +369,8 @@ int Main(int argc, char** argv) {
     const double gap = span > 0 ? (rows[p].at[mid].prefix_hit_ratio() - figure) / span : 0;
     fields.Num(absl::StrCat("gap_closed_", rows[p].name), gap);
   }
+  fields.Num("gap_closed_lru_oracle_admit_best",
+             span > 0 ? (oracle_best.at[mid].prefix_hit_ratio() - figure) / span : 0);
   for (size_t c = 0; c < blocks.size(); ++c) {
     fields.Num(absl::StrCat("block_hit_belady_", c), belady.at[c].block_hit_ratio());
   }

@@ -132,6 +132,53 @@ SimResult RunMin(const std::vector<Request>& requests, size_t capacity, UseKey u
 
 }  // namespace
 
+SimResult SimulateLruOracleAdmission(const std::vector<Request>& requests,
+                                     size_t capacity_blocks, uint64_t horizon_requests) {
+  std::vector<uint64_t> offset;
+  const std::vector<uint64_t> next = NextUses(requests, UseKey::kPrefixPath, &offset);
+  SimResult res;
+  LruCachePolicy lru;
+  absl::flat_hash_set<uint64_t> resident;
+  std::vector<size_t> missing;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    const std::vector<uint64_t>& blocks = requests[r].blocks;
+    ++res.requests;
+    res.block_refs += blocks.size();
+    bool prefix = true;
+    missing.clear();
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      if (!resident.contains(blocks[i])) {
+        prefix = false;
+        missing.push_back(i);
+        continue;
+      }
+      ++res.block_hits;
+      if (prefix) ++res.prefix_hit_blocks;
+      lru.Access(blocks[i]);
+    }
+    for (size_t i : missing) {
+      const uint64_t id = blocks[i];
+      if (resident.contains(id)) continue;  // repeated within the request, inserted already
+      const uint64_t use = next[offset[r] + i];
+      // The oracle: admit only a block whose next use as a prefix comes within the horizon.
+      if (capacity_blocks == 0 || use == kNever || use - r > horizon_requests) {
+        ++res.bypassed;
+        continue;
+      }
+      if (resident.size() >= capacity_blocks) {
+        const uint64_t victim = *lru.Victim();
+        resident.erase(victim);
+        lru.Remove(victim);
+        ++res.evictions;
+      }
+      resident.insert(id);
+      lru.Insert(id);
+      ++res.insertions;
+    }
+  }
+  return res;
+}
+
 void LruCachePolicy::Insert(uint64_t id) {
   auto [it, inserted] = where_.try_emplace(id);
   if (!inserted) {

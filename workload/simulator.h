@@ -122,6 +122,14 @@ absl::StatusOr<SimResult> Simulate(const std::vector<Request>& requests, size_t 
 SimResult SimulateBelady(const std::vector<Request>& requests, size_t capacity_blocks);
 SimResult SimulateBeladyPrefix(const std::vector<Request>& requests, size_t capacity_blocks);
 
+// An upper bound on what an *admission filter* in front of LRU can achieve: LRU eviction,
+// but a missing block is inserted only if it will be used again as a prefix (same prefix
+// path, as SimulateBeladyPrefix keys it) within `horizon_requests` requests — a filter that
+// knows the future. UINT64_MAX: admit every block that is ever used again. Not a policy:
+// a yardstick for how much of the gap between LRU and MIN admission could close at all.
+SimResult SimulateLruOracleAdmission(const std::vector<Request>& requests,
+                                     size_t capacity_blocks, uint64_t horizon_requests);
+
 }  // namespace kvtier::workload
 
 #endif  // KVTIER_WORKLOAD_SIMULATOR_H_

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -539,6 +540,30 @@ TEST(Simulator, HandTraceCounts) {
   EXPECT_EQ(z->block_hits, 0u);
   EXPECT_EQ(z->insertions, 0u);
   EXPECT_EQ(SimulateBelady(t, 0).block_hits, 0u);
+}
+
+TEST(Simulator, LruWithOracleAdmissionSkipsBlocksNotUsedAgainInTime) {
+  const std::vector<Request> t = {Req({1, 2}), Req({1, 2, 3}), Req({4}), Req({1, 2, 3})};
+  // Any horizon: block 4 is never used again, so it is never inserted and nothing is evicted.
+  const SimResult ever =
+      SimulateLruOracleAdmission(t, 3, std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(ever.block_hits, 5u);
+  EXPECT_EQ(ever.prefix_hit_blocks, 5u);
+  EXPECT_EQ(ever.insertions, 3u);
+  EXPECT_EQ(ever.bypassed, 1u);
+  EXPECT_EQ(ever.evictions, 0u);
+  // Horizon 1 request: block 3 (next used two requests later) is not admitted either, at
+  // request 2 nor at request 4 (never used after it).
+  const SimResult near = SimulateLruOracleAdmission(t, 3, 1);
+  EXPECT_EQ(near.block_hits, 4u);
+  EXPECT_EQ(near.prefix_hit_blocks, 4u);
+  EXPECT_EQ(near.insertions, 2u);
+  EXPECT_EQ(near.bypassed, 3u);
+  // Capacity 1: admitted blocks still go in LRU order (2 evicts 1 at request 1).
+  const SimResult tiny = SimulateLruOracleAdmission(t, 1, std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(tiny.prefix_hit_blocks, 0u);
+  EXPECT_GT(tiny.evictions, 0u);
+  EXPECT_EQ(SimulateLruOracleAdmission(t, 0, 5).insertions, 0u);
 }
 
 TEST(Simulator, UnboundedCacheReachesTheTraceCeiling) {
