@@ -45,7 +45,7 @@ class EvictionPolicy;  // engine/eviction_policy.h
 
 namespace kvtier::workload {
 
-// The engine's policy names, in MakeEvictionPolicy's order ("lru" first: the default).
+// The engine's policy names, in MakeEvictionPolicy's order (the default is "arc").
 const std::vector<std::string>& EnginePolicyNames();
 
 class EnginePolicyAdapter final : public CachePolicy {

@@ -102,9 +102,11 @@ struct EngineOptions {
   size_t gpu_tier_bytes = 0;
   size_t host_tier_bytes = 0;
   // Eviction policy per tier: "lru", "fifo", "clock", "sieve", "s3fifo", "arc", "tinylfu"
-  // (engine/eviction_policies.h says what each does).
-  std::string gpu_eviction = "lru";
-  std::string host_eviction = "lru";
+  // (engine/eviction_policies.h says what each does). The default, ARC, is at least as good
+  // as LRU at every cache size on the shared Mooncake trace and the best or within 0.005 of
+  // the best at each (bench/run eviction, docs/benchmarks.md).
+  std::string gpu_eviction = "arc";
+  std::string host_eviction = "arc";
   // KV-specific refinements of any policy, applied among its `eviction_window` most
   // evictable candidates. Prefix-aware: evict the deepest block of a prompt first (a chain's
   // tail before its head: a block whose parent is gone is useless for prefix reuse, as radix
