@@ -6,7 +6,10 @@
 //   bench/run stress [--sim] [--threads=N] [--workload=mooncake|chat|rag|agent|scan]
 //                    [--trace=PATH] [--requests=N] [--gpu-blocks=N] [--host-blocks=N]
 //                    [--disk-blocks=N] [--no-disk] [--erase-every=N] [--gpu-every=N]
-//                    [--check-sessions=N] [--seed=N]
+//                    [--check-sessions=N] [--seed=N] [--policy=NAME]
+//
+// --policy sets the eviction policy of the GPU and host tiers (default: the engine's, arc),
+// for the byte run, the simulator and the consistency check alike.
 //
 // Trace to engine: block i of a request gets block_tokens token ids derived from its
 // hash_ids[i] (a hash of id and position in the block), so prefix-chained hash ids become
@@ -90,6 +93,7 @@ struct EngineConfig {
   size_t erase_every = 0;  // 0: never
   size_t gpu_every = 0;    // 0: never through LoadToGpuTier
   std::string dir;         // for the disk tier
+  std::string policy;      // eviction policy of the GPU and host tiers
 };
 
 struct EngineRun {
@@ -108,8 +112,12 @@ absl::StatusOr<EngineRun> RunEngine(const ReplayTrace& trace, const EngineConfig
     std::filesystem::create_directories(config.dir);
   }
   absl::StatusOr<std::unique_ptr<Engine>> opened =
-      Engine::Open(ReplayEngineOptions("bench-stress", config.gpu_blocks, config.host_blocks,
-                                       config.disk_blocks, config.dir));
+      Engine::Open([&] {
+        EngineOptions o = ReplayEngineOptions("bench-stress", config.gpu_blocks,
+                                              config.host_blocks, config.disk_blocks, config.dir);
+        o.gpu_eviction = o.host_eviction = config.policy;
+        return o;
+      }());
   if (!opened.ok()) return opened.status();
   Engine& e = **opened;
   EngineRun run;
@@ -260,6 +268,7 @@ int Main(int argc, char** argv) {
   std::string workload_name = "mooncake";
   bool sim = false, no_disk = false;
   size_t requests_limit = 0, gpu_blocks = 0, host_blocks = 0, disk_blocks = 0;
+  std::string policy;  // --policy; empty: the engine default
   size_t check_sessions = 200;
   int threads = 2;
   size_t erase_every = 64, gpu_every = 4;
@@ -294,6 +303,9 @@ int Main(int argc, char** argv) {
       ok = absl::SimpleAtoi(s, &check_sessions);
     } else if (absl::ConsumePrefix(&s, "--seed=")) {
       ok = absl::SimpleAtoi(s, &seed);
+    } else if (absl::ConsumePrefix(&s, "--policy=")) {
+      policy = std::string(s);
+      ok = workload::EnginePolicyAdapter::Create(policy, 1).ok();
     } else {
       ok = false;
     }
@@ -302,7 +314,8 @@ int Main(int argc, char** argv) {
                    "bad argument '%s'\nusage: bench/run stress [--sim] [--threads=N] "
                    "[--workload=mooncake|chat|rag|agent|scan] [--trace=PATH] [--requests=N] "
                    "[--gpu-blocks=N] [--host-blocks=N] [--disk-blocks=N] [--no-disk] "
-                   "[--erase-every=N] [--gpu-every=N] [--check-sessions=N] [--seed=N]\n",
+                   "[--erase-every=N] [--gpu-every=N] [--check-sessions=N] [--seed=N] "
+                   "[--policy=arc|lru|fifo|clock|sieve|s3fifo|tinylfu]\n",
                    argv[i]);
       return 2;
     }
@@ -338,7 +351,7 @@ int Main(int argc, char** argv) {
   const std::string& temp_dir = TempDirRemovedAtExit("kvtier-bench-stress-");
 
   // The simulator at the host tier's capacity: --sim's figure, byte mode's ceiling.
-  const std::string policy = defaults.host_eviction;
+  if (policy.empty()) policy = defaults.host_eviction;
   absl::StatusOr<SimRun> simrun = RunSim(trace.requests, host_blocks, policy, 0.5);
   if (!simrun.ok()) Die(simrun.status().ToString());
   std::printf("sim (%s, %zu blocks): %.2f M block ops/s (no policy: %.2f M), prefix hit %.4f, "
@@ -366,6 +379,7 @@ int Main(int argc, char** argv) {
     const size_t cap =
         std::max<size_t>(small.unique_blocks / 8, small.max_request_blocks + kChunk);
     EngineConfig cc;
+    cc.policy = policy;
     cc.threads = 1;
     cc.host_blocks = cap;
     absl::StatusOr<EngineRun> er = RunEngine(small, cc);
@@ -453,6 +467,7 @@ int Main(int argc, char** argv) {
 
   // Byte mode: every tier, concurrent clients.
   EngineConfig config;
+  config.policy = policy;
   config.threads = threads;
   config.gpu_blocks = gpu_blocks;
   config.host_blocks = host_blocks;
