@@ -21,13 +21,17 @@ select and repeat (these rewrite the offloaded KV). Not supported: sliding-windo
 layer types, torch.compile / static shapes.
 
 transformers versions: the class adapts at import to the Cache API installed: the classic one
-(4.36 - 4.55: Cache with get_usable_length / get_max_length, a torch.nn.Module in 4.42 - 4.46)
+(4.36 - 4.55: Cache with get_usable_length / get_max_length, a torch.nn.Module in 4.42 - 4.46;
+but 4.38 - 4.40's Llama, Gemma, Cohere, DBRX and OLMo swap any cache but StaticCache for a new
+DynamicCache, so the constructor refuses those models there; generate() run against 4.36.2,
+4.37.2, 4.41.2 and 4.42.3)
 or the layered one (4.56 and later: Cache(layers=...), get_mask_sizes(cache_position, layer),
 is_sliding); it also answers 5.x's get_mask_sizes(query_length, layer), get_query_offset and
 has_previous_state.
 """
 
 import torch
+import transformers
 from transformers import cache_utils
 
 from . import offload
@@ -76,6 +80,32 @@ class _LayerView:
         return f"KvtierLayer({self._layer})"
 
 
+# transformers 4.38 - 4.40: these models' forward() replaces any past_key_values that is not a
+# StaticCache by DynamicCache.from_legacy_cache(past_key_values), a new DynamicCache, and
+# generate() goes on with that one; a KvtierCache passed in stays empty and never sees the KV.
+# (4.36 - 4.37 and 4.41 on keep any Cache subclass.)
+_DROPS_CUSTOM_CACHES = ("llama", "gemma", "cohere", "dbrx", "olmo")
+
+
+def _transformers_version():
+    parts = []
+    for p in transformers.__version__.split(".")[:2]:
+        digits = "".join(c for c in p if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _check_model_keeps_the_cache(config):
+    version = _transformers_version()
+    model_type = getattr(config, "model_type", None)
+    if (4, 38) <= version < (4, 41) and model_type in _DROPS_CUSTOM_CACHES:
+        raise ValueError(
+            f"KvtierCache cannot serve {model_type} on transformers {transformers.__version__}: "
+            "in 4.38 - 4.40 this model replaces any cache but StaticCache by a new "
+            "DynamicCache, so the KV would never reach kvtier; use transformers <= 4.37 or "
+            ">= 4.41")
+
+
 def _num_layers(config):
     cfg = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     layer_types = getattr(cfg, "layer_types", None)
@@ -113,6 +143,8 @@ class KvtierCache(cache_utils.Cache):
             if config is None:
                 raise ValueError("KvtierCache needs the model config or num_layers")
             num_layers = _num_layers(config)
+        if config is not None:
+            _check_model_keeps_the_cache(config)
         # Views first: they only hold `self`. The base class comes next (on transformers 4.42
         # to 4.46 it is a torch.nn.Module, which must be initialised before attributes are set).
         views = [_LayerView(self, i) for i in range(num_layers)]
