@@ -1,7 +1,7 @@
 // bench disk — write and random-read throughput of the disk tier against fio in the same run.
 //
 //   bench/run disk [--dir=PATH] [--file-mib=N] [--qd=N] [--seconds=S] [--sizes=256k,2m,8m]
-//                  [--codec=none|zstd|zstd-shuffle] [--fallback-io]
+//                  [--codec=none|zstd|zstd-shuffle|fp8|int8] [--fallback-io]
 //
 // For each block size: fill a fresh cache directory with blocks (write GB/s), then read random
 // blocks for a while (read GB/s), with `qd` operations in flight. The ceiling is fio with
@@ -11,12 +11,21 @@
 // in the same directory, run by this program interleaved with kvtier's runs (fio write, kvtier
 // fill, fio write; then three rounds of fio randread, kvtier randread), medians compared.
 // figure = random-read GB/s at 2 MiB.
+//
+// Content: four distinct blocks of fp16 values drawn from N(0, 1), written in turn. After the
+// reads, 32 records spread over the file are read back and compared with what was written:
+// lossless codecs must return every byte (else the run fails); the lossy ones (fp8, int8)
+// report the error against the fp16 original, with kernels/quantize.h's definitions
+// (MeasureQuantError): max |x̂ − x|, mean |x̂ − x|, relative RMS ‖x̂ − x‖₂ / ‖x‖₂, and the
+// largest error in units of its head's scale.
 
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -27,6 +36,8 @@
 #include "absl/strings/strip.h"
 #include "bench/bench_util.h"
 #include "common/mutex.h"
+#include "kernels/numeric.h"
+#include "kernels/quantize.h"
 #include "tiers/disk_tier.h"
 
 namespace kvtier::bench {
@@ -64,10 +75,64 @@ double Fio(const Args& a, const std::string& rw, size_t bs_kib, const std::strin
   return kib_s * 1024 / 1e9;
 }
 
+// The error of blocks read back against the fp16 originals (0 for the lossless codecs).
+struct ReadBackError {
+  double max_abs = 0, mean_abs = 0, relative_rms = 0, max_abs_over_scale = 0;
+  uint64_t elements = 0;
+};
+
 struct Figures {
   double write_gbps = 0, read_gbps = 0, fio_write_gbps = 0, fio_read_gbps = 0;
   double stored_ratio = 1;  // bytes on disk / block bytes
+  ReadBackError error;
   std::string backend;
+};
+
+// Accumulates the error of `got` against `original` (fp16 blocks of g), as MeasureQuantError
+// defines it, plus the mean |error|, which it does not report.
+class ErrorAccumulator {
+ public:
+  ErrorAccumulator(const Geometry& g, Codec codec) : g_(g), codec_(codec) {}
+
+  void Add(const std::vector<char>& original, const std::vector<char>& got) {
+    if (!IsQuantizedCodec(codec_)) {
+      if (original != got) Die("a lossless codec returned other bytes");
+      e_.elements += original.size() / 2;
+      return;
+    }
+    for (size_t i = 0; i + 1 < original.size(); i += 2) {
+      uint16_t a, b;
+      std::memcpy(&a, original.data() + i, 2);
+      std::memcpy(&b, got.data() + i, 2);
+      const double x = numeric::HalfBitsToFloat(a), y = numeric::HalfBitsToFloat(b);
+      if (!std::isfinite(x)) continue;
+      const double err = std::isfinite(y) ? std::fabs(y - x) : INFINITY;
+      e_.max_abs = std::max(e_.max_abs, err);
+      sum_abs_ += err;
+      sum_sq_err_ += err * err;
+      sum_sq_x_ += x * x;
+      ++e_.elements;
+    }
+    absl::StatusOr<QuantError> q =
+        MeasureQuantError(g_, CodecQuantFormat(codec_), original.data(), got.data(), 1);
+    if (!q.ok()) Die(q.status().ToString());
+    e_.max_abs_over_scale = std::max(e_.max_abs_over_scale, q->max_abs_over_scale);
+    // The same definitions: its max |error| over this block is ours over it.
+    if (q->max_abs > e_.max_abs) Die("MeasureQuantError disagrees with the bench");
+  }
+
+  ReadBackError Result() const {
+    ReadBackError e = e_;
+    if (e.elements > 0) e.mean_abs = sum_abs_ / static_cast<double>(e.elements);
+    if (sum_sq_x_ > 0) e.relative_rms = std::sqrt(sum_sq_err_ / sum_sq_x_);
+    return e;
+  }
+
+ private:
+  const Geometry g_;
+  const Codec codec_;
+  ReadBackError e_;
+  double sum_abs_ = 0, sum_sq_err_ = 0, sum_sq_x_ = 0;
 };
 
 // IEEE half from float, round to nearest even (normal range; enough for N(0,1) samples).
@@ -108,14 +173,18 @@ Figures RunSize(const Args& a, size_t kib) {
   if (!tier.ok()) Die(tier.status().ToString());
   DiskTier& t = **tier;
   fig.backend = t.Stats().io_backend;
-  // KV-like content: fp16 values drawn from N(0, 1), so compression sees realistic data.
-  std::vector<char> block(g.block_bytes());
+  // KV-like content: fp16 values drawn from N(0, 1), so compression and quantization see
+  // realistic data; four distinct blocks, written in turn.
+  constexpr size_t kBlocks = 4;
+  std::vector<std::vector<char>> blocks(kBlocks, std::vector<char>(g.block_bytes()));
   std::mt19937_64 rng(7);
   {
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    for (size_t i = 0; i + 1 < block.size(); i += 2) {
-      const uint16_t h = FloatToHalf(normal(rng));
-      std::memcpy(block.data() + i, &h, 2);
+    for (std::vector<char>& block : blocks) {
+      for (size_t i = 0; i + 1 < block.size(); i += 2) {
+        const uint16_t h = FloatToHalf(normal(rng));
+        std::memcpy(block.data() + i, &h, 2);
+      }
     }
   }
 
@@ -149,7 +218,7 @@ Figures RunSize(const Args& a, size_t kib) {
       MutexLock lock(&mu);
       ++inflight;
     }
-    absl::StatusOr<RecordId> id = t.Write(key, "bench", block.data(), finished);
+    absl::StatusOr<RecordId> id = t.Write(key, "bench", blocks[i % kBlocks].data(), finished);
     if (!id.ok()) {
       {
         MutexLock lock(&mu);
@@ -190,6 +259,24 @@ Figures RunSize(const Args& a, size_t kib) {
     reads_gbps.push_back(reads * static_cast<double>(g.block_bytes()) / (Now() - start) / 1e9);
   }
   std::filesystem::remove(fio_file);
+
+  // Read back 32 records spread over the file and compare them with what was written.
+  {
+    ErrorAccumulator acc(g, a.codec);
+    std::vector<char> got(g.block_bytes());
+    for (size_t j = 0; j < 32; ++j) {
+      const size_t w = j * (written.size() - 1) / 31;
+      const auto& [key, id] = written[w];
+      absl::Status status;
+      if (!t.Read(id, key, "bench", got.data(), [&](absl::Status s) { status = s; }).ok()) {
+        Die("read back");
+      }
+      t.Drain();
+      if (!status.ok()) Die(status.ToString());
+      acc.Add(blocks[(key.hi - 1) % kBlocks], got);
+    }
+    fig.error = acc.Result();
+  }
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
@@ -227,10 +314,9 @@ int Main(int argc, char** argv) {
         a.sizes_kib.push_back(x * mult);
       }
     } else if (absl::ConsumePrefix(&s, "--codec=")) {
-      if (s == "none") a.codec = Codec::kNone;
-      else if (s == "zstd") a.codec = Codec::kZstd;
-      else if (s == "zstd-shuffle") a.codec = Codec::kZstdShuffle;
-      else ok = false;
+      absl::StatusOr<Codec> codec = ParseCodec(s);
+      ok = codec.ok();
+      if (ok) a.codec = *codec;
     } else if (s == "--fallback-io") {
       a.fallback_io = true;
     } else {
@@ -238,15 +324,18 @@ int Main(int argc, char** argv) {
     }
     if (!ok) {
       std::fprintf(stderr, "bad argument '%s'\nusage: bench/run disk [--dir=PATH] [--file-mib=N>=256] "
-                   "[--qd=N] [--seconds=S] [--sizes=256k,2m,8m] [--codec=none|zstd|zstd-shuffle] "
+                   "[--qd=N] [--seconds=S] [--sizes=256k,2m,8m] "
+                   "[--codec=none|zstd|zstd-shuffle|fp8|int8] "
                    "[--fallback-io]\n", argv[i]);
       return 2;
     }
   }
-  std::printf("disk tier vs fio (io_uring, O_DIRECT), %zu MiB file in %s, queue depth %d\n",
-              a.file_mib, a.dir.c_str(), a.qd);
-  std::printf("%8s %12s %12s %8s %12s %12s %8s %9s\n", "block", "write GB/s", "fio write", "ratio",
-              "read GB/s", "fio read", "ratio", "stored");
+  std::printf("disk tier vs fio (io_uring, O_DIRECT), %zu MiB file in %s, queue depth %d, "
+              "codec %s\n",
+              a.file_mib, a.dir.c_str(), a.qd, CodecName(a.codec));
+  std::printf("%8s %12s %12s %8s %12s %12s %8s %9s %10s %10s %9s\n", "block", "write GB/s",
+              "fio write", "ratio", "read GB/s", "fio read", "ratio", "stored", "max err",
+              "mean err", "rel RMS");
   JsonLine json;
   double figure = 0, ceiling = 0;
   std::string backend;
@@ -254,13 +343,18 @@ int Main(int argc, char** argv) {
     const Figures f = RunSize(a, kib);
     backend = f.backend;
     const std::string tag = kib < 1024 ? absl::StrFormat("%dk", kib) : absl::StrFormat("%dm", kib / 1024);
-    std::printf("%8s %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %9.3f\n", tag.c_str(), f.write_gbps,
-                f.fio_write_gbps, f.write_gbps / f.fio_write_gbps, f.read_gbps, f.fio_read_gbps,
-                f.read_gbps / f.fio_read_gbps, f.stored_ratio);
+    std::printf("%8s %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %9.3f %10.4g %10.4g %9.4g\n",
+                tag.c_str(), f.write_gbps, f.fio_write_gbps, f.write_gbps / f.fio_write_gbps,
+                f.read_gbps, f.fio_read_gbps, f.read_gbps / f.fio_read_gbps, f.stored_ratio,
+                f.error.max_abs, f.error.mean_abs, f.error.relative_rms);
     json.Num("stored_ratio_" + tag, f.stored_ratio).Num("write_gbps_" + tag, f.write_gbps).Num("fio_write_gbps_" + tag, f.fio_write_gbps)
         .Num("write_ratio_" + tag, f.write_gbps / f.fio_write_gbps)
         .Num("read_gbps_" + tag, f.read_gbps).Num("fio_read_gbps_" + tag, f.fio_read_gbps)
-        .Num("read_ratio_" + tag, f.read_gbps / f.fio_read_gbps);
+        .Num("read_ratio_" + tag, f.read_gbps / f.fio_read_gbps)
+        .Num("err_max_abs_" + tag, f.error.max_abs).Num("err_mean_abs_" + tag, f.error.mean_abs)
+        .Num("err_relative_rms_" + tag, f.error.relative_rms)
+        .Num("err_max_abs_over_scale_" + tag, f.error.max_abs_over_scale)
+        .Num("err_elements_" + tag, static_cast<double>(f.error.elements));
     if (kib == 2048 || figure == 0) {
       figure = f.read_gbps;
       ceiling = f.fio_read_gbps;
@@ -271,7 +365,8 @@ int Main(int argc, char** argv) {
       .Str("ceiling_source", absl::StrFormat("fio io_uring O_DIRECT fixedbufs registerfiles randread bs=2MiB qd=%d "
                                              "size=%dMiB, same directory, interleaved, medians", a.qd, a.file_mib))
       .Num("ratio", figure / ceiling).Str("io_backend", backend)
-      .Str("codec", CodecName(a.codec));
+      .Str("codec", CodecName(a.codec)).Str("lossy", IsQuantizedCodec(a.codec) ? "yes" : "no")
+      .Str("content", "fp16 N(0,1), 16 layers x 8 kv heads x 128 dim");
   head.Merge(json).Print();
   return 0;
 }

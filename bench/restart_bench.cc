@@ -60,7 +60,7 @@ int Main(int argc, char** argv) {
   // Fill.
   double start = Now();
   {
-    absl::StatusOr<DiskTierOptions> o = MakeDiskTierOptions(disk, g.block_bytes());
+    absl::StatusOr<DiskTierOptions> o = MakeDiskTierOptions(disk, g);
     if (!o.ok()) Die(o.status().ToString());
     auto tier = DiskTier::Open(*o, g, [](const BlockKey&, const std::string&, RecordId) {}, nullptr);
     if (!tier.ok()) Die(tier.status().ToString());

@@ -21,12 +21,14 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/mutex.h"
+#include "engine/namespace_name.h"
 #include "kvtier/block_key.h"
 #include "kvtier/device.h"
 #include "kvtier/engine.h"
@@ -265,6 +267,35 @@ std::vector<kvtier::DevicePtr> BlocksOf(kvtier::DevicePtr base, size_t num_block
   std::vector<kvtier::DevicePtr> blocks(num_blocks);
   for (size_t i = 0; i < num_blocks; ++i) blocks[i] = base + i * block_bytes;
   return blocks;
+}
+
+// The C limits as kvtier's. Quotas against the geometry are the engine's to check.
+absl::StatusOr<kvtier::NamespaceLimits> ToLimits(const kvtier_namespace_limits& in) {
+  const struct {
+    const char* name;
+    uint64_t value;
+  } quotas[] = {{"limits->gpu_bytes", in.gpu_bytes},
+                {"limits->host_bytes", in.host_bytes},
+                {"limits->disk_bytes", in.disk_bytes}};
+  for (const auto& q : quotas) {
+    if (q.value > SIZE_MAX) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s = %d exceeds this platform's size_t", q.name, q.value));
+    }
+  }
+  // 2^62 ms is over a hundred million years: beyond it, only 0 (keep) makes sense.
+  constexpr uint64_t kMaxTtlMs = uint64_t{1} << 62;
+  if (in.ttl_ms > kMaxTtlMs) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "limits->ttl_ms = %d is too large (use 0 to keep blocks forever)", in.ttl_ms));
+  }
+  kvtier::NamespaceLimits out;
+  out.gpu_bytes = static_cast<size_t>(in.gpu_bytes);
+  out.host_bytes = static_cast<size_t>(in.host_bytes);
+  out.disk_bytes = static_cast<size_t>(in.disk_bytes);
+  out.ttl = in.ttl_ms == 0 ? absl::InfiniteDuration()
+                           : absl::Milliseconds(static_cast<int64_t>(in.ttl_ms));
+  return out;
 }
 
 void CopyTierStats(const kvtier::TierStats& in, kvtier_tier_stats* out) {
@@ -523,6 +554,30 @@ kvtier_status_code kvtier_options_set_lease_timeout_ms(kvtier_options* options,
   });
 }
 
+kvtier_status_code kvtier_options_set_namespace_limits(kvtier_options* options, const char* ns,
+                                                       const kvtier_namespace_limits* limits) {
+  static constexpr char kFn[] = "kvtier_options_set_namespace_limits";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    KVTIER_REQUIRE_NONNULL(kFn, ns);
+    KVTIER_REQUIRE_NONNULL(kFn, limits);
+    if (kvtier_status_code c = FromStatus(kFn, kvtier::ValidateNamespaceName(ns))) return c;
+    absl::StatusOr<kvtier::NamespaceLimits> l = ToLimits(*limits);
+    if (!l.ok()) return FromStatus(kFn, l.status());
+    options->options.namespace_limits[ns] = *l;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_secure_erase(kvtier_options* options, int enable) {
+  static constexpr char kFn[] = "kvtier_options_set_secure_erase";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    options->options.secure_erase = enable != 0;
+    return KVTIER_OK;
+  });
+}
+
 kvtier_status_code kvtier_options_validate(const kvtier_options* options) {
   static constexpr char kFn[] = "kvtier_options_validate";
   return Guarded(kFn, [&] {
@@ -605,6 +660,19 @@ kvtier_status_code kvtier_create_namespace(kvtier_engine* engine, const char* ns
   });
 }
 
+kvtier_status_code kvtier_set_namespace_limits(kvtier_engine* engine, const char* ns,
+                                               const kvtier_namespace_limits* limits) {
+  static constexpr char kFn[] = "kvtier_set_namespace_limits";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, ns);
+    KVTIER_REQUIRE_NONNULL(kFn, limits);
+    absl::StatusOr<kvtier::NamespaceLimits> l = ToLimits(*limits);
+    if (!l.ok()) return FromStatus(kFn, l.status());
+    return FromStatus(kFn, engine->engine->SetNamespaceLimits(ns, *l));
+  });
+}
+
 // -------------------------------------------------------------------------------- buffers
 
 kvtier_status_code kvtier_buffer_alloc(kvtier_engine* engine, size_t bytes,
@@ -666,6 +734,29 @@ kvtier_status_code kvtier_buffer_read(kvtier_engine* engine, void* dst, kvtier_d
     if (bytes == 0) return InvalidArgument(kFn, "bytes is 0");
     return FromStatus(kFn, CopySync(engine->engine->device(), kvtier::DevicePtr::FromAddress(src),
                                     dst, nullptr, bytes));
+  });
+}
+
+kvtier_status_code kvtier_engine_register_device_memory(kvtier_engine* engine,
+                                                        kvtier_device_ptr base, size_t bytes) {
+  static constexpr char kFn[] = "kvtier_engine_register_device_memory";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    if (base == 0) return InvalidArgument(kFn, "base is 0");
+    if (bytes == 0) return InvalidArgument(kFn, "bytes is 0");
+    return FromStatus(kFn, engine->engine->RegisterDeviceMemory(
+                               kvtier::DevicePtr::FromAddress(base), bytes));
+  });
+}
+
+kvtier_status_code kvtier_engine_unregister_device_memory(kvtier_engine* engine,
+                                                          kvtier_device_ptr base) {
+  static constexpr char kFn[] = "kvtier_engine_unregister_device_memory";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    if (base == 0) return InvalidArgument(kFn, "base is 0");
+    return FromStatus(kFn,
+                      engine->engine->UnregisterDeviceMemory(kvtier::DevicePtr::FromAddress(base)));
   });
 }
 

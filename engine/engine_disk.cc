@@ -30,7 +30,7 @@ uint8_t Bit(TierKind t) { return static_cast<uint8_t>(1u << static_cast<int>(t))
 
 absl::Status EngineImpl::OpenDisk() {
   absl::StatusOr<DiskTierOptions> dto =
-      MakeDiskTierOptions(options_.disk, options_.geometry.block_bytes());
+      MakeDiskTierOptions(options_.disk, options_.geometry);
   if (!dto.ok()) return dto.status();
   dto->secure_erase = options_.secure_erase;
   AdmissionOptions ao;

@@ -24,6 +24,10 @@ constexpr int kGpu = static_cast<int>(TierKind::kGpu);
 constexpr int kHost = static_cast<int>(TierKind::kHost);
 // What one paged-transfer kernel launch carries (kernels/paged_kernels_internal.h).
 constexpr size_t kMaxPagedLayers = 128;
+// The remedy ValidateBuffers names for a buffer that is not the engine's device memory.
+constexpr char kNotDeviceMemoryHint[] =
+    "allocate it on the engine's device, or register the memory it lies in with "
+    "RegisterDeviceMemory";
 
 uint8_t Bit(TierKind t) { return static_cast<uint8_t>(1u << static_cast<int>(t)); }
 
@@ -244,7 +248,7 @@ absl::Status EngineImpl::SetNamespaceLimits(absl::string_view ns, const Namespac
 void EngineImpl::ApplyLimits(uint32_t ns_id, const NamespaceLimits& limits) {
   const size_t block = options_.geometry.block_bytes();
   ns_quota_blocks_[ns_id] = {limits.gpu_bytes / block, limits.host_bytes / block,
-                             limits.disk_bytes / RecordSize(block)};
+                             limits.disk_bytes / DiskRecordBytes()};
   const int64_t ttl_ms = limits.ttl == absl::InfiniteDuration()
                              ? 0
                              : std::max<int64_t>(1, absl::ToInt64Milliseconds(limits.ttl));
@@ -283,6 +287,81 @@ absl::StatusOr<const EngineImpl::Namespace*> EngineImpl::FindNamespace(absl::str
   return namespaces_[it->second].get();
 }
 
+// ----------------------------------------------------------------------------- registered memory
+
+class EngineImpl::ExternalUse {
+ public:
+  ExternalUse(EngineImpl* engine, std::vector<uint64_t> bases)
+      : engine_(engine), bases_(std::move(bases)) {}
+  ~ExternalUse() { Release(); }
+  ExternalUse(const ExternalUse&) = delete;
+  ExternalUse& operator=(const ExternalUse&) = delete;
+
+  // Idempotent. Called by the transfer's completion callback, before its handle reports it
+  // finished, so UnregisterDeviceMemory succeeds once Wait() has returned.
+  void Release() {
+    if (released_.exchange(true, std::memory_order_acq_rel)) return;
+    MutexLock lock(&engine_->external_mu_);
+    for (uint64_t base : bases_) {
+      auto it = engine_->external_.find(base);
+      if (it != engine_->external_.end() && it->second.transfers > 0) --it->second.transfers;
+    }
+  }
+
+ private:
+  EngineImpl* const engine_;
+  const std::vector<uint64_t> bases_;
+  std::atomic<bool> released_{false};
+};
+
+std::shared_ptr<EngineImpl::ExternalUse> EngineImpl::UseExternal(const KvBuffers& buffers) {
+  const Geometry& g = options_.geometry;
+  std::vector<uint64_t> bases;
+  MutexLock lock(&external_mu_);
+  if (external_.empty()) return nullptr;
+  auto note = [&](DevicePtr p, size_t bytes) {
+    external_mu_.AssertHeld();
+    auto it = external_.upper_bound(p.address());
+    if (it == external_.begin()) return;
+    --it;
+    const uint64_t offset = p.address() - it->first;
+    if (offset >= it->second.bytes || bytes > it->second.bytes - offset) return;
+    if (bases.empty() || bases.back() != it->first) bases.push_back(it->first);
+  };
+  if (buffers.is_paged()) {
+    const size_t layer_tensor_bytes = size_t{2} * buffers.pool().num_pages * g.part_bytes();
+    for (DevicePtr layer : buffers.pool().layers) note(layer, layer_tensor_bytes);
+  } else {
+    for (DevicePtr block : buffers.blocks()) note(block, g.block_bytes());
+  }
+  if (bases.empty()) return nullptr;
+  std::sort(bases.begin(), bases.end());
+  bases.erase(std::unique(bases.begin(), bases.end()), bases.end());
+  for (uint64_t base : bases) ++external_[base].transfers;
+  return std::make_shared<ExternalUse>(this, std::move(bases));
+}
+
+absl::Status EngineImpl::RegisterDeviceMemory(DevicePtr base, size_t bytes) {
+  MutexLock lock(&external_mu_);
+  if (absl::Status s = device_->RegisterDeviceMemory(base, bytes); !s.ok()) return s;
+  external_[base.address()] = ExternalRange{bytes, 0};
+  return absl::OkStatus();
+}
+
+absl::Status EngineImpl::UnregisterDeviceMemory(DevicePtr base) {
+  MutexLock lock(&external_mu_);
+  auto it = external_.find(base.address());
+  if (it != external_.end() && it->second.transfers > 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "UnregisterDeviceMemory: [0x%x, +%d bytes) is in use by %d Store/Load transfers in "
+        "flight; wait for their handles first",
+        base.address(), it->second.bytes, it->second.transfers));
+  }
+  if (absl::Status s = device_->UnregisterDeviceMemory(base); !s.ok()) return s;
+  if (it != external_.end()) external_.erase(it);
+  return absl::OkStatus();
+}
+
 // ----------------------------------------------------------------------------- validation
 
 absl::Status EngineImpl::ValidateBuffers(const KvBuffers& buffers, size_t expected_blocks,
@@ -300,8 +379,8 @@ absl::Status EngineImpl::ValidateBuffers(const KvBuffers& buffers, size_t expect
       }
       if (!device_->Contains(p, g.block_bytes())) {
         return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: buffer %d (device address 0x%x, %d bytes) is not device memory of %s", op, i,
-            p.address(), g.block_bytes(), device_->name()));
+            "%s: buffer %d (device address 0x%x, %d bytes) is not device memory of %s (%s)", op,
+            i, p.address(), g.block_bytes(), device_->name(), kNotDeviceMemoryHint));
       }
     }
     return absl::OkStatus();
@@ -328,8 +407,9 @@ absl::Status EngineImpl::ValidateBuffers(const KvBuffers& buffers, size_t expect
     if (pool.layers[l].is_null() || !device_->Contains(pool.layers[l], layer_tensor_bytes)) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: paged pool layer %d (device address 0x%x, %d bytes for %u pages) is not device "
-          "memory of %s",
-          op, l, pool.layers[l].address(), layer_tensor_bytes, pool.num_pages, device_->name()));
+          "memory of %s (%s)",
+          op, l, pool.layers[l].address(), layer_tensor_bytes, pool.num_pages, device_->name(),
+          kNotDeviceMemoryHint));
     }
   }
   // A load writes the pages: two blocks into one page would race.
@@ -917,6 +997,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
         absl::StrFormat("Store: blocks %d..%d requested but the %d tokens hold only %d blocks",
                         r.first_block, r.first_block + n - 1, r.tokens.size(), total));
   }
+  const std::shared_ptr<ExternalUse> external = UseExternal(r.buffers);
   if (absl::Status s = ValidateBuffers(r.buffers, n, "Store"); !s.ok()) return s;
 
   const std::vector<BlockKey> all = (*space)->hasher.Keys(
@@ -999,8 +1080,9 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
         failure = absl::Status(s.code(), "Store: enqueueing copies: " + std::string(s.message()));
         failed_write_id = write_id;
       } else {
-        (void)offload_->AddCallback([this, stored, write_id, finished] {
+        (void)offload_->AddCallback([this, stored, write_id, finished, external] {
           OnWritesLanded(TierKind::kHost, stored, write_id);
+          if (external != nullptr) external->Release();
           finished->Notify();
         });
       }
@@ -1035,6 +1117,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
   absl::StatusOr<const Namespace*> space = FindNamespace(r.ns);
   if (!space.ok()) return space.status();
   if (r.keys.empty()) return absl::InvalidArgumentError("Load: no keys given");
+  const std::shared_ptr<ExternalUse> external = UseExternal(r.buffers);
   if (absl::Status s = ValidateBuffers(r.buffers, r.keys.size(), "Load"); !s.ok()) return s;
   const Geometry& g = options_.geometry;
   absl::StatusOr<std::vector<std::shared_ptr<Event>>> layers = NewEvents(g.num_layers);
@@ -1105,8 +1188,9 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
     if (!s.ok()) {
       failure = absl::Status(s.code(), "Load: enqueueing copies: " + std::string(s.message()));
     } else {
-      (void)stream->AddCallback([this, keys = r.keys, finished] {
+      (void)stream->AddCallback([this, keys = r.keys, finished, external] {
         OnReadsDone(keys);
+        if (external != nullptr) external->Release();
         finished->Notify();
       });
     }
@@ -1755,7 +1839,7 @@ EngineStats EngineImpl::Stats() {
   if (disk_ != nullptr) {
     const DiskTierStats ds = disk_->Stats();
     TierStats& ts = st.tiers[static_cast<int>(TierKind::kDisk)];
-    ts.capacity_blocks = ds.capacity_bytes / RecordSize(options_.geometry.block_bytes());
+    ts.capacity_blocks = ds.capacity_bytes / DiskRecordBytes();
     ts.used_blocks = ds.records;
     ts.bytes_in = ds.bytes_written;
     ts.bytes_out = ds.bytes_read;

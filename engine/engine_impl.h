@@ -8,6 +8,8 @@
 //     device while holding it.
 //   * The block table's shard locks guard entries; Match takes only those.
 //   * ns_mu_ guards the namespace registry; it is a leaf lock.
+//   * external_mu_ guards the registered device memory and its use counts. Never held with
+//     placement_mu_; only the device's own memory lock is taken under it.
 //   Order: placement_mu_ → shard lock. Completion callbacks (run by the device after a
 //   copy) take placement_mu_ themselves; no code holding placement_mu_ waits for a copy.
 //
@@ -24,6 +26,7 @@
 
 #include <array>
 #include <deque>
+#include <map>
 #include <thread>
 #include <atomic>
 #include <memory>
@@ -47,7 +50,8 @@
 namespace kvtier {
 
 // The disk tier's options from the public ones, validated (InvalidArgument naming the field).
-absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk, size_t block_bytes);
+absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk,
+                                                    const Geometry& geometry);
 
 absl::Status ValidateNamespaceLimits(const NamespaceLimits& limits, size_t block_bytes);
 
@@ -58,6 +62,8 @@ class EngineImpl final : public Engine {
 
   const EngineOptions& options() const override { return options_; }
   Device& device() override { return *device_; }
+  absl::Status RegisterDeviceMemory(DevicePtr base, size_t bytes) override;
+  absl::Status UnregisterDeviceMemory(DevicePtr base) override;
 
   absl::Status CreateNamespace(absl::string_view ns) override;
   absl::Status SetNamespaceLimits(absl::string_view ns, const NamespaceLimits& limits) override;
@@ -136,6 +142,14 @@ class EngineImpl final : public Engine {
   absl::Status OpenDisk();
 
   absl::StatusOr<const Namespace*> FindNamespace(absl::string_view ns) const;
+  // Registered device memory in use by one Store or Load: the ranges its caller buffers lie
+  // in count one more transfer each until Release (or destruction), so UnregisterDeviceMemory
+  // refuses them meanwhile.
+  class ExternalUse;
+  // Counts the transfer against every registered range `buffers` lie in; null when they lie
+  // in none. Called before ValidateBuffers, so a range cannot be unregistered between the
+  // check and the copies.
+  std::shared_ptr<ExternalUse> UseExternal(const KvBuffers& buffers);
   absl::Status ValidateBuffers(const KvBuffers& buffers, size_t expected_blocks,
                                const char* op) const;
   static Endpoint CallerEndpoint(const KvBuffers& buffers, size_t i);
@@ -176,6 +190,12 @@ class EngineImpl final : public Engine {
   }
   void ApplyLimits(uint32_t ns_id, const NamespaceLimits& limits)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
+  // The disk record of one block under this engine's codec (NominalRecordSize): the unit of
+  // the disk tier's capacity_blocks and of disk quotas.
+  size_t DiskRecordBytes() const {
+    const absl::StatusOr<Codec> codec = ParseCodec(options_.disk.codec);
+    return NominalRecordSize(options_.geometry, codec.ok() ? *codec : Codec::kNone);
+  }
   // Removes every block whose time to live has passed, from every tier.
   void SweepExpired();
   // secure_erase: zeroes the slot (host: at once; GPU: a copy of zeros on the offload stream,
@@ -295,6 +315,15 @@ class EngineImpl final : public Engine {
   std::vector<int64_t> ns_ttl_ms_ ABSL_GUARDED_BY(placement_mu_);
   // secure_erase with a GPU tier: one block of zeros in pinned memory, the source of GPU zeroing.
   void* zeros_ = nullptr;
+
+  // Device memory registered through RegisterDeviceMemory: base → size and the number of
+  // Store / Load transfers in flight whose caller buffers lie in it.
+  struct ExternalRange {
+    size_t bytes = 0;
+    uint64_t transfers = 0;
+  };
+  Mutex external_mu_;
+  std::map<uint64_t, ExternalRange> external_ ABSL_GUARDED_BY(external_mu_);
 
   mutable Mutex ns_mu_;
   std::vector<std::unique_ptr<Namespace>> namespaces_ ABSL_GUARDED_BY(ns_mu_);

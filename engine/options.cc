@@ -22,20 +22,20 @@ const char* TierKindName(TierKind tier) {
   return "invalid";
 }
 
-absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk, size_t block_bytes) {
+absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk,
+                                                    const Geometry& geometry) {
   DiskTierOptions o;
   o.directory = disk.directory;
   o.capacity_bytes = disk.capacity_bytes;
   o.region_bytes = disk.region_bytes;
-  if (disk.codec == "none") {
-    o.codec = Codec::kNone;
-  } else if (disk.codec == "zstd") {
-    o.codec = Codec::kZstd;
-  } else if (disk.codec == "zstd-shuffle") {
-    o.codec = Codec::kZstdShuffle;
+  if (absl::StatusOr<Codec> codec = ParseCodec(disk.codec); codec.ok()) {
+    o.codec = *codec;
   } else {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "disk.codec = '%s' is not one of none, zstd, zstd-shuffle", disk.codec));
+        "disk.codec = '%s' is not one of none, zstd, zstd-shuffle, fp8, int8", disk.codec));
+  }
+  if (absl::Status s = CheckCodecDType(o.codec, geometry.dtype); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("disk.", s.message()));
   }
   o.zstd_level = disk.zstd_level;
   if (disk.sync == "none") {
@@ -51,7 +51,7 @@ absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk, siz
   o.queue_depth = disk.queue_depth;
   o.force_fallback_io = disk.force_fallback_io;
   o.staging_buffers = disk.staging_buffers;
-  if (absl::Status s = o.Validate(block_bytes); !s.ok()) return s;
+  if (absl::Status s = o.Validate(geometry); !s.ok()) return s;
   AdmissionOptions ao;
   ao.min_seen = disk.admit_min_seen;
   ao.write_budget_mbps = disk.write_budget_mbps;
@@ -149,7 +149,7 @@ absl::Status EngineOptions::Validate() const {
     }
   }
   if (!disk.directory.empty()) {
-    if (absl::StatusOr<DiskTierOptions> d = MakeDiskTierOptions(disk, block); !d.ok()) {
+    if (absl::StatusOr<DiskTierOptions> d = MakeDiskTierOptions(disk, geometry); !d.ok()) {
       return d.status();
     }
   }

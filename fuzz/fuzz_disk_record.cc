@@ -6,17 +6,21 @@
 //     caller's own buffer) InvalidArgument; never crash, never read outside what they were
 //     given (ASan watches every read; inputs are copied into exactly-sized heap buffers).
 //   * A header that parses satisfies the documented field invariants.
-//   * EncodeRecord → ParseRecordHeader → DecodeRecordPayload is the identity on the block, for
-//     every codec; and after a fuzzer-chosen byte of the record is changed, decoding either
-//     fails or still returns exactly the original block (never other bytes).
+//   * EncodeRecord → ParseRecordHeader → DecodeRecordPayload is the identity on the block for
+//     every lossless codec, and for the lossy ones (fp8, int8) exactly the quantization
+//     kernels' round trip (DequantizeBlocksCpu ∘ QuantizeBlocksCpu); and after a fuzzer-chosen
+//     byte of the record is changed, decoding either fails or still returns exactly that
+//     (never other bytes).
 //
 // The first input byte picks a mode, so one corpus reaches every path:
 //   0  the rest is a record, verbatim (header, then payload)
-//   1  the rest is the first 208 header bytes (every byte the format assigns) and then the
-//      payload; the harness zeroes the rest of the header and writes a correct header
-//      checksum, so the fuzzer reaches the field checks instead of stopping at the checksum
+//   1  the rest is the first 208 header bytes (every byte the format assigns; 228 when the
+//      codec byte is a quantized codec's, whose geometry follows) and then the payload; the
+//      harness zeroes the rest of the header and writes a correct header checksum, so the
+//      fuzzer reaches the field checks instead of stopping at the checksum
 //   2  as 1, and the payload checksum is made to match too, so zstd decodes fuzzer bytes
 //   3  encode round trip: codec, level, element width, namespace and block from the input
+//      (for fp8 / int8 also a dtype and shape the block's size must fit, else it is refused)
 //   4  DecodeRecordPayload on a RecordHeader built field by field (it takes headers from
 //      anywhere), payload from the input
 
@@ -26,12 +30,15 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "fuzz/fuzz_support.h"
+#include "kernels/quantize.h"
 #include "tiers/disk_record.h"
 #include "xxhash.h"
 
@@ -43,7 +50,9 @@ using fuzz::Input;
 // Offsets of docs/disk-format.md that the harness rewrites.
 constexpr size_t kOffStoredBytes = 44;
 constexpr size_t kOffPayloadChecksum = 64;
+constexpr size_t kOffCodec = 12;
 constexpr size_t kAssignedHeaderBytes = 80 + 128;  // fixed fields + the namespace area
+constexpr size_t kQuantizedGeometryBytes = 20;     // 208..227, under fp8 / int8 only
 constexpr size_t kOffHeaderChecksum = kRecordHeaderBytes - 8;
 // Blocks larger than this are not decoded (the decoder would allocate raw_bytes).
 constexpr size_t kMaxDecodeBytes = 1 << 20;
@@ -79,8 +88,16 @@ void CheckErrorCode(const absl::Status& s, const char* where) {
 // The invariants a parsed header promises its readers (tiers/disk_tier.cc sizes its reads by
 // them).
 void CheckParsedHeader(const RecordHeader& h) {
-  KVTIER_FUZZ_CHECK(static_cast<uint8_t>(h.codec) <= static_cast<uint8_t>(Codec::kZstdShuffle),
-                    "codec");
+  KVTIER_FUZZ_CHECK(static_cast<uint8_t>(h.codec) < kNumCodecs, "codec");
+  if (IsQuantizedCodec(h.codec)) {
+    KVTIER_FUZZ_CHECK(h.geometry.has_value() && h.geometry->Validate().ok(), "geometry");
+    KVTIER_FUZZ_CHECK(h.geometry->Fingerprint() == h.geometry_fingerprint, "fingerprint");
+    KVTIER_FUZZ_CHECK(h.geometry->block_bytes() == h.raw_bytes, "geometry raw_bytes");
+    KVTIER_FUZZ_CHECK(h.stored_bytes == QuantizedBlockBytes(*h.geometry, CodecQuantFormat(h.codec)),
+                      "quantized stored_bytes");
+  } else {
+    KVTIER_FUZZ_CHECK(!h.geometry.has_value(), "geometry under a lossless codec");
+  }
   KVTIER_FUZZ_CHECK(h.raw_bytes > 0 && h.stored_bytes > 0, "sizes");
   KVTIER_FUZZ_CHECK(RecordSize(h.stored_bytes) <= MaxRecordSize(h.raw_bytes), "stored_bytes");
   KVTIER_FUZZ_CHECK(h.ns.size() <= 128, "namespace length");
@@ -117,7 +134,13 @@ void Verbatim(Input& in) {
 }
 
 void FixedUpChecksums(Input& in, bool fix_payload) {
-  const absl::string_view assigned = in.Bytes(kAssignedHeaderBytes);
+  absl::string_view assigned = in.Bytes(kAssignedHeaderBytes);
+  if (assigned.size() > kOffCodec &&
+      IsQuantizedCodec(static_cast<Codec>(static_cast<uint8_t>(assigned[kOffCodec])))) {
+    // The geometry the quantized codecs assign follows directly (Input is one buffer).
+    assigned = absl::string_view(assigned.data(),
+                                 assigned.size() + in.Bytes(kQuantizedGeometryBytes).size());
+  }
   const absl::string_view payload = in.Rest();
   const size_t size = kRecordHeaderBytes + payload.size();
   Buffer record = Allocate(size, false);
@@ -134,10 +157,50 @@ void FixedUpChecksums(Input& in, bool fix_payload) {
   ParseAndDecode(record.get(), size);
 }
 
+// A one-block geometry of `dtype` whose blocks are `bytes` long, when there is one with
+// `tokens` tokens and `heads` kv heads of one layer.
+std::optional<Geometry> GeometryOfSize(size_t bytes, DType dtype, uint32_t tokens,
+                                       uint32_t heads) {
+  const size_t per_dim = 2 * size_t{tokens} * heads * DTypeSize(dtype);
+  if (bytes == 0 || bytes % per_dim != 0) return std::nullopt;
+  const Geometry g{1, heads, static_cast<uint32_t>(std::min<size_t>(bytes / per_dim, 1u << 20)),
+                   dtype, tokens};
+  if (!g.Validate().ok() || g.block_bytes() != bytes) return std::nullopt;
+  return g;
+}
+
+// What a quantized record of `raw` must decode to: the kernels' own round trip.
+std::vector<uint8_t> QuantizedRoundTrip(const Geometry& g, QuantFormat f, const uint8_t* raw) {
+  QuantizeParams p;
+  p.geometry = g;
+  p.format = f;
+  p.num_blocks = 1;
+  p.src_stride = g.block_bytes();
+  p.dst_stride = QuantizedBlockBytes(g, f);
+  std::vector<uint8_t> q(QuantizedBlockBytes(g, f));
+  QuantizeBlocksCpu(p, raw, q.data());
+  std::vector<uint8_t> back(g.block_bytes());
+  std::swap(p.src_stride, p.dst_stride);
+  DequantizeBlocksCpu(p, q.data(), back.data());
+  return back;
+}
+
 void EncodeRoundTrip(Input& in) {
   RecordHeader header;
   EncodeOptions options;
-  options.codec = static_cast<Codec>(in.U8() % 4);  // 3: an unknown codec, must be refused
+  // 3, 4: fp8, int8 (lossy); 5: an unknown codec, must be refused.
+  options.codec = static_cast<Codec>(in.U8() % 6);
+  // The quantized codecs read their dtype and shape next (nothing else does, so inputs of
+  // the lossless codecs mean what they always meant).
+  int quant_dtype = 0;  // 1..3: a DType; 0: no geometry given (must be refused)
+  uint32_t quant_tokens = 1, quant_heads = 1;
+  bool quant_fingerprint = false;  // the header's fingerprint is the geometry's
+  if (IsQuantizedCodec(options.codec)) {
+    quant_dtype = in.U8() % 4;
+    quant_tokens = 1 + in.U8() % 4;
+    quant_heads = 1 + in.U8() % 2;
+    quant_fingerprint = in.Bool();
+  }
   options.zstd_level = static_cast<int>(in.U8() % 22);  // 0, 20, 21: out of range
   options.element_bytes = in.U8() % 6;
   header.key = BlockKey{in.U64(), in.U64()};
@@ -149,6 +212,13 @@ void EncodeRoundTrip(Input& in) {
   const size_t corrupt_at = in.U32();
   const uint8_t corrupt_xor = in.U8();
   const absl::string_view raw = in.Rest();
+  if (quant_dtype != 0) {
+    options.geometry =
+        GeometryOfSize(raw.size(), static_cast<DType>(quant_dtype), quant_tokens, quant_heads);
+    if (options.geometry.has_value() && quant_fingerprint) {
+      header.geometry_fingerprint = options.geometry->Fingerprint();
+    }
+  }
 
   Buffer raw_copy = Allocate(raw.size(), false);
   if (!raw.empty()) std::memcpy(raw_copy.get(), raw.data(), raw.size());
@@ -161,8 +231,12 @@ void EncodeRoundTrip(Input& in) {
     KVTIER_FUZZ_CHECK(n.status().code() == absl::StatusCode::kInvalidArgument,
                       "EncodeRecord returned " + n.status().ToString());
     const bool bad_input = raw.empty() || header.ns.size() > 128 ||
-                           static_cast<uint8_t>(options.codec) > 2 ||
-                           (options.codec != Codec::kNone &&
+                           static_cast<uint8_t>(options.codec) >= kNumCodecs ||
+                           (IsQuantizedCodec(options.codec) &&
+                            (!options.geometry.has_value() ||
+                             header.geometry_fingerprint != options.geometry->Fingerprint())) ||
+                           ((options.codec == Codec::kZstd ||
+                             options.codec == Codec::kZstdShuffle) &&
                             (options.zstd_level < 1 || options.zstd_level > 19)) ||
                            (options.codec == Codec::kZstdShuffle &&
                             (options.element_bytes == 0 || options.element_bytes == 3 ||
@@ -190,7 +264,20 @@ void EncodeRoundTrip(Input& in) {
       DecodeRecordPayload(*parsed, record.get() + kRecordHeaderBytes, *n - kRecordHeaderBytes,
                           out.get(), raw.size());
   KVTIER_FUZZ_CHECK(s.ok(), "a fresh record does not decode: " + s.ToString());
-  KVTIER_FUZZ_CHECK(std::memcmp(out.get(), raw.data(), raw.size()) == 0,
+  // What every successful decode must return: the block, or its quantized round trip.
+  std::vector<uint8_t> expected(raw.begin(), raw.end());
+  if (IsQuantizedCodec(written.codec)) {
+    KVTIER_FUZZ_CHECK(written.codec == options.codec, "quantized under another codec");
+    expected = QuantizedRoundTrip(*options.geometry, CodecQuantFormat(written.codec),
+                                  raw_copy.get());
+  } else if (IsQuantizedCodec(options.codec)) {
+    // Fell back to none: only where quantizing would not have saved a page.
+    KVTIER_FUZZ_CHECK(
+        RecordSize(QuantizedBlockBytes(*options.geometry, CodecQuantFormat(options.codec))) >=
+            RecordSize(raw.size()),
+        "a quantized codec fell back to none although it would have saved a page");
+  }
+  KVTIER_FUZZ_CHECK(std::memcmp(out.get(), expected.data(), raw.size()) == 0,
                     "round trip changed the block");
 
   // One byte changed anywhere in the record: an error, or exactly the original block.
@@ -209,17 +296,31 @@ void EncodeRoundTrip(Input& in) {
     return;
   }
   KVTIER_FUZZ_CHECK(parsed->raw_bytes == raw.size() &&
-                        std::memcmp(out.get(), raw.data(), raw.size()) == 0,
+                        std::memcmp(out.get(), expected.data(), raw.size()) == 0,
                     "a corrupted record decoded to other bytes (corrupted offset " +
                         std::to_string(at) + ")");
 }
 
 void DecodeAnyHeader(Input& in) {
   RecordHeader h;
-  h.codec = static_cast<Codec>(in.U8() % 4);
+  h.codec = static_cast<Codec>(in.U8() % 6);  // 5: unknown
+  if (IsQuantizedCodec(h.codec) && in.Bool()) {
+    // A geometry, often consistent with the sizes below, so the dequantizer runs on fuzzer
+    // payloads; an out-of-range dtype byte sometimes.
+    Geometry g{1 + in.U8() % 4u, 1 + in.U8() % 4u, 1 + in.U16() % 256u,
+               static_cast<DType>(in.U8() % 5), 1 + in.U8() % 32u};
+    h.geometry = g;
+    if (in.Bool() && g.Validate().ok()) {
+      h.geometry_fingerprint = g.Fingerprint();
+      h.raw_bytes = static_cast<uint32_t>(g.block_bytes());
+      h.stored_bytes = static_cast<uint32_t>(QuantizedBlockBytes(g, CodecQuantFormat(h.codec)));
+    }
+  }
   h.element_bytes = in.U8() % 6;
-  h.raw_bytes = in.Bool() ? in.U32() : in.U16();  // mostly small, sometimes anything
-  h.stored_bytes = in.Bool() ? in.U32() : in.U16();
+  if (h.raw_bytes == 0) {
+    h.raw_bytes = in.Bool() ? in.U32() : in.U16();  // mostly small, sometimes anything
+    h.stored_bytes = in.Bool() ? in.U32() : in.U16();
+  }
   const bool right_checksum = in.Bool();
   const size_t capacity_slack = in.U8() % 3;  // 0: exact, 1: one short, 2: one over
   h.payload_checksum = in.U64();

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,17 +73,20 @@ std::string KvLikeBlock(size_t bytes, uint32_t seed, uint8_t mantissa_mask = 0xf
   return b;
 }
 
-std::string Record(const std::string& raw, Codec codec, size_t element_bytes) {
+// `geometry`: the quantized codecs' (the block's shape; its fingerprint goes in the header).
+std::string Record(const std::string& raw, Codec codec, size_t element_bytes,
+                   std::optional<Geometry> geometry = std::nullopt) {
   RecordHeader h;
   h.key = BlockKey{0x0123456789abcdefULL, 0xfedcba9876543210ULL};
   h.ns = "tenant-a";
-  h.geometry_fingerprint = 0x5eed;
+  h.geometry_fingerprint = geometry.has_value() ? geometry->Fingerprint() : 0x5eed;
   h.region = 3;
   h.generation = 7;
   h.created_unix_ms = 1700000000000ULL;
   EncodeOptions o;
   o.codec = codec;
   o.element_bytes = element_bytes;
+  o.geometry = geometry;
   const size_t capacity = MaxRecordSize(raw.size());
   std::unique_ptr<uint8_t, decltype(&std::free)> out(
       static_cast<uint8_t*>(std::aligned_alloc(kRecordAlignment, capacity)), &std::free);
@@ -117,12 +121,39 @@ void DiskRecordSeeds(const fs::path& dir) {
     Write(dir, std::string("fixed-header-") + name, std::string(1, '\1') + compact);
     Write(dir, std::string("fixed-both-") + name, std::string(1, '\2') + compact);
   }
+  // The lossy codecs: 12 KiB fp16 blocks of one layer, one head, one token (head_dim 3072),
+  // which quantize to two pages; their header carries the geometry (bytes 208..227).
+  const Geometry quantized{1, 1, 3072, DType::kFloat16, 1};
+  for (const auto& [name, codec] :
+       {std::pair{"fp8", Codec::kFp8}, std::pair{"int8", Codec::kInt8}}) {
+    const std::string r = Record(large, codec, 0, quantized);
+    if (r[12] != static_cast<char>(codec)) {
+      std::fprintf(stderr, "seed block was not quantized under codec %s\n", name);
+      std::exit(1);
+    }
+    Write(dir, std::string("verbatim-") + name, std::string(1, '\0') + r);
+    const uint32_t stored = static_cast<uint8_t>(r[44]) | static_cast<uint8_t>(r[45]) << 8 |
+                            static_cast<uint8_t>(r[46]) << 16 |
+                            static_cast<uint8_t>(r[47]) << 24;
+    const std::string compact = r.substr(0, 228) + r.substr(kRecordHeaderBytes, stored);
+    Write(dir, std::string("fixed-header-") + name, std::string(1, '\1') + compact);
+    Write(dir, std::string("fixed-both-") + name, std::string(1, '\2') + compact);
+  }
   // Mode 3: codec, level, element width, key, geometry, region, generation, created, ns,
   // corruption offset and xor, then the block.
   for (uint8_t codec = 0; codec < 3; ++codec) {
     Bytes b;
     b.U8(3).U8(codec).U8(3).U8(2).U64(1).U64(2).U64(3).U32(4).U64(5).U64(6).U8(3).Str("ns1");
     b.U32(4200).U8(0x40).Str(KvLikeBlock(codec == 0 ? 300 : 9000, codec));
+    Write(dir, "encode-codec" + std::to_string(codec), b.s);
+  }
+  // ... and for fp8 / int8, after the codec: dtype (1 = fp16), token and head choices (0: one
+  // each), "the header's fingerprint is the geometry's"; a 12 KiB block (head_dim 3072).
+  for (uint8_t codec = 3; codec < 5; ++codec) {
+    Bytes b;
+    b.U8(3).U8(codec).U8(1).U8(0).U8(0).U8(1);
+    b.U8(3).U8(2).U64(1).U64(2).U64(3).U32(4).U64(5).U64(6).U8(3).Str("ns1");
+    b.U32(4200).U8(0x40).Str(KvLikeBlock(12288, codec));
     Write(dir, "encode-codec" + std::to_string(codec), b.s);
   }
   // Mode 4: a header given field by field, then a payload.

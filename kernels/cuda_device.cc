@@ -15,6 +15,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -82,6 +83,27 @@ const char* CopyKindName(CopyOp::Kind kind) {
 
 void* DeviceAddress(DevicePtr ptr) {
   return reinterpret_cast<void*>(static_cast<uintptr_t>(ptr.address()));
+}
+
+// Whether [address, address+bytes) lies inside one of `ranges` (start → size, disjoint).
+bool InRange(const std::map<uint64_t, size_t>& ranges, uint64_t address, size_t bytes) {
+  auto it = ranges.upper_bound(address);
+  if (it == ranges.begin()) return false;
+  --it;
+  const uint64_t offset = address - it->first;
+  return offset < it->second && bytes <= it->second - offset;
+}
+
+// The start of a range in `ranges` (disjoint) that overlaps [start, start+bytes), if any.
+// REQUIRES: start + bytes does not wrap.
+std::optional<uint64_t> FirstOverlap(const std::map<uint64_t, size_t>& ranges, uint64_t start,
+                                     size_t bytes) {
+  // Only the last range starting before the end can overlap: earlier ones end before it starts.
+  auto it = ranges.lower_bound(start + bytes);
+  if (it == ranges.begin()) return std::nullopt;
+  --it;
+  if (it->first + it->second > start) return it->first;
+  return std::nullopt;
 }
 
 class CudaEvent final : public Event {
@@ -377,7 +399,11 @@ class CudaDevice final : public Device {
       MutexLock lock(&mu_);
       if (allocations_.erase(ptr.address()) == 0) {
         return absl::InvalidArgumentError(absl::StrFormat(
-            "Free: 0x%x is not the start of a live allocation of %s", ptr.address(), name_));
+            "Free: 0x%x is not the start of a live allocation of %s%s", ptr.address(), name_,
+            device_registered_.contains(ptr.address())
+                ? " (it is registered device memory, which kvtier never frees: "
+                  "UnregisterDeviceMemory forgets it)"
+                : ""));
       }
     }
     if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
@@ -387,11 +413,78 @@ class CudaDevice final : public Device {
 
   bool Contains(DevicePtr ptr, size_t bytes) const override {
     MutexLock lock(&mu_);
-    auto it = allocations_.upper_bound(ptr.address());
-    if (it == allocations_.begin()) return false;
-    --it;
-    const uint64_t offset = ptr.address() - it->first;
-    return offset < it->second && bytes <= it->second - offset;
+    return InRange(allocations_, ptr.address(), bytes) ||
+           InRange(device_registered_, ptr.address(), bytes);
+  }
+
+  absl::Status RegisterDeviceMemory(DevicePtr base, size_t bytes) override {
+    const uint64_t start = base.address();
+    if (base.is_null()) return absl::InvalidArgumentError("RegisterDeviceMemory: null pointer");
+    if (bytes == 0) return absl::InvalidArgumentError("RegisterDeviceMemory: zero bytes");
+    if (bytes > UINT64_MAX - start) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "RegisterDeviceMemory: [0x%x, +%d bytes) wraps around the address space", start, bytes));
+    }
+    if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
+    // The first and the last byte: a range that starts in device memory but runs off its end
+    // into host memory, unmapped memory or another GPU's memory is refused.
+    for (const uint64_t address : {start, start + (bytes - 1)}) {
+      cudaPointerAttributes attributes = {};
+      if (absl::Status status = CudaStatus(
+              cudaPointerGetAttributes(&attributes, DeviceAddress(DevicePtr::FromAddress(address))),
+              absl::StrFormat("RegisterDeviceMemory: cudaPointerGetAttributes(0x%x)", address));
+          !status.ok()) {
+        return status;
+      }
+      const char* not_device = nullptr;
+      switch (attributes.type) {
+        case cudaMemoryTypeDevice:
+        case cudaMemoryTypeManaged:
+          break;
+        case cudaMemoryTypeHost:
+          not_device = "is host memory (page-locked); RegisterHostMemory is for host memory";
+          break;
+        default:  // cudaMemoryTypeUnregistered
+          not_device = "is not CUDA memory (pageable host memory, or not mapped at all)";
+          break;
+      }
+      if (not_device != nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("RegisterDeviceMemory: [0x%x, +%d bytes): byte 0x%x %s", start, bytes,
+                            address, not_device));
+      }
+      if (attributes.device != ordinal_) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "RegisterDeviceMemory: [0x%x, +%d bytes): byte 0x%x belongs to device %d, not to %s",
+            start, bytes, address, attributes.device, name_));
+      }
+    }
+    MutexLock lock(&mu_);
+    if (auto it = device_registered_.find(start); it != device_registered_.end()) {
+      return absl::AlreadyExistsError(absl::StrFormat(
+          "RegisterDeviceMemory: 0x%x is registered already (as %d bytes)", start, it->second));
+    }
+    for (const std::map<uint64_t, size_t>* ranges : {&allocations_, &device_registered_}) {
+      if (std::optional<uint64_t> other = FirstOverlap(*ranges, start, bytes)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "RegisterDeviceMemory: [0x%x, +%d bytes) overlaps %s at 0x%x", start, bytes,
+            ranges == &allocations_ ? "an allocation of this device" : "registered device memory",
+            *other));
+      }
+    }
+    device_registered_.emplace(start, bytes);
+    return absl::OkStatus();
+  }
+
+  absl::Status UnregisterDeviceMemory(DevicePtr base) override {
+    MutexLock lock(&mu_);
+    if (device_registered_.erase(base.address()) == 0) {
+      return absl::NotFoundError(absl::StrFormat(
+          "UnregisterDeviceMemory: 0x%x is not the start of device memory registered with %s%s",
+          base.address(), name_,
+          allocations_.contains(base.address()) ? " (it is an allocation: Free it)" : ""));
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<void*> AllocatePinned(size_t bytes) override {
@@ -536,6 +629,8 @@ class CudaDevice final : public Device {
   absl::flat_hash_map<void*, bool> pinned_ ABSL_GUARDED_BY(mu_);
   // Host memory registered by RegisterHostMemory: start → size.
   std::map<uintptr_t, size_t> registered_ ABSL_GUARDED_BY(mu_);
+  // Device memory registered by RegisterDeviceMemory (not ours to free): start → size.
+  std::map<uint64_t, size_t> device_registered_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

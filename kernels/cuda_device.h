@@ -9,7 +9,10 @@
 //
 // Device ranges passed to copies are not checked against Contains: an inference engine's own
 // cudaMalloc'ed KV pool (DevicePtr::FromAddress) is a valid copy target; the CUDA runtime
-// rejects what is not device memory. Contains covers this device's Allocate only.
+// rejects what is not device memory. Contains covers this device's Allocate and the ranges
+// registered with RegisterDeviceMemory (checked with cudaPointerGetAttributes: device or
+// managed memory of this GPU at the first and the last byte), which is how such a pool
+// passes the engine's buffer checks.
 //
 // Thread safety: all methods may be called from any thread.
 

@@ -35,16 +35,30 @@
 
 namespace kvtier {
 
-// One device allocation: `size` bytes of host memory named by the synthetic address `base`.
+// One range of device memory: `size` bytes of host memory named by the address `base`.
+// Either an allocation (host memory the device owns, at a synthetic address) or a range
+// registered by RegisterDeviceMemory (host memory the caller owns, at its own address, which
+// the device never frees).
 class EmulatedDevice::Allocation {
  public:
-  Allocation(uint64_t base, size_t size, std::byte* host) : base_(base), size_(size), host_(host) {}
-  ~Allocation() { ::operator delete(host_, std::align_val_t(kAlignment)); }
+  // An allocation of `host`, which the device owns.
+  Allocation(uint64_t base, size_t size, std::byte* host)
+      : base_(base), size_(size), host_(host), external_(false) {}
+  // Registered memory: the caller's host memory at `base` itself.
+  Allocation(uint64_t base, size_t size)
+      : base_(base),
+        size_(size),
+        host_(reinterpret_cast<std::byte*>(static_cast<uintptr_t>(base))),
+        external_(true) {}
+  ~Allocation() {
+    if (!external_) ::operator delete(host_, std::align_val_t(kAlignment));
+  }
   Allocation(const Allocation&) = delete;
   Allocation& operator=(const Allocation&) = delete;
 
   uint64_t base() const { return base_; }
   size_t size() const { return size_; }
+  bool external() const { return external_; }
   // Host memory for the device address `address`, which must lie inside this allocation.
   std::byte* HostFor(uint64_t address) const { return host_ + (address - base_); }
 
@@ -52,6 +66,7 @@ class EmulatedDevice::Allocation {
   const uint64_t base_;
   const size_t size_;
   std::byte* const host_;
+  const bool external_;
 };
 
 namespace {
@@ -396,12 +411,14 @@ class EmulatedStream final : public Stream {
     }
     if (device_->Contains(ptr, bytes)) return absl::OkStatus();
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: %s device range [0x%x, +%d bytes) is not inside one live allocation of this "
-        "emulated device%s",
+        "%s: %s device range [0x%x, +%d bytes) is not inside one live allocation or registered "
+        "range of this emulated device%s",
         where, role, ptr.address(), bytes,
         EmulatedDevice::IsSyntheticAddress(ptr.address())
             ? ""
-            : " (not an emulated device address: a host pointer used as a DevicePtr?)"));
+            : " (not an emulated device address: a host pointer used as a DevicePtr? Host "
+              "memory that stands in for device memory must be registered with "
+              "RegisterDeviceMemory)"));
   }
 
   // Runs one validated copy. The allocations are looked up again because they may have
@@ -410,7 +427,8 @@ class EmulatedStream final : public Stream {
     using Link = EmulatedDevice::Link;
     auto freed = [&op](const char* role, DevicePtr ptr) {
       return absl::FailedPreconditionError(absl::StrFormat(
-          "%s copy of %d bytes: %s device range at 0x%x was freed before the copy ran",
+          "%s copy of %d bytes: %s device range at 0x%x was freed before the copy ran (or "
+          "unregistered: registered device memory)",
           CopyKindName(op.kind), op.bytes, role, ptr.address()));
     };
     switch (op.kind) {
@@ -640,6 +658,12 @@ absl::Status EmulatedDevice::Free(DevicePtr ptr) {
         "Free: 0x%x is not the start of a live allocation of this emulated device%s",
         ptr.address(), IsSyntheticAddress(ptr.address()) ? " (already freed?)" : ""));
   }
+  if (it->second->external()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Free: 0x%x is registered device memory, not an allocation: kvtier never frees memory "
+        "it did not allocate (UnregisterDeviceMemory forgets it)",
+        ptr.address()));
+  }
   bytes_in_use_ -= it->second->size();
   // Queued copies may still hold the allocation; its memory goes when the last one is done.
   allocations_.erase(it);
@@ -726,6 +750,11 @@ absl::Status EmulatedDevice::RegisterHostMemory(void* ptr, size_t bytes) {
           other));
     }
   }
+  if (std::shared_ptr<Allocation> device = FirstOverlapLocked(start, bytes); device != nullptr) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "RegisterHostMemory: [%p, +%d bytes) overlaps registered device memory at 0x%x", ptr,
+        bytes, device->base()));
+  }
   registered_.emplace(start, bytes);
   return absl::OkStatus();
 }
@@ -737,6 +766,83 @@ absl::Status EmulatedDevice::UnregisterHostMemory(void* ptr) {
         "UnregisterHostMemory: %p is not the start of host memory registered with this device",
         ptr));
   }
+  return absl::OkStatus();
+}
+
+std::shared_ptr<EmulatedDevice::Allocation> EmulatedDevice::FirstOverlapLocked(
+    uint64_t start, size_t bytes) const {
+  // The last range starting below the end of [start, start+bytes) is the only candidate:
+  // ranges do not overlap each other, so any earlier one ends before it starts.
+  auto it = allocations_.lower_bound(start + bytes);
+  if (it == allocations_.begin()) return nullptr;
+  --it;
+  const Allocation& a = *it->second;
+  return a.base() + a.size() > start ? it->second : nullptr;
+}
+
+absl::Status EmulatedDevice::RegisterDeviceMemory(DevicePtr base, size_t bytes) {
+  const uint64_t start = base.address();
+  if (base.is_null()) return absl::InvalidArgumentError("RegisterDeviceMemory: null pointer");
+  if (bytes == 0) return absl::InvalidArgumentError("RegisterDeviceMemory: zero bytes");
+  if (IsSyntheticAddress(start)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "RegisterDeviceMemory: 0x%x is an address of this emulated device's own memory "
+        "(what Allocate returns needs no registration); register host memory you own, by its "
+        "host address",
+        start));
+  }
+  if (bytes > kAddressBase - start) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "RegisterDeviceMemory: [0x%x, +%d bytes) runs past the end of host address space", start,
+        bytes));
+  }
+  MutexLock lock(&memory_mu_);
+  if (auto it = allocations_.find(start); it != allocations_.end() && it->second->external()) {
+    return absl::AlreadyExistsError(absl::StrFormat(
+        "RegisterDeviceMemory: 0x%x is registered already (as %d bytes)", start,
+        it->second->size()));
+  }
+  if (std::shared_ptr<Allocation> other = FirstOverlapLocked(start, bytes); other != nullptr) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "RegisterDeviceMemory: [0x%x, +%d bytes) overlaps registered device memory "
+        "[0x%x, +%d bytes)",
+        start, bytes, other->base(), other->size()));
+  }
+  auto overlaps = [&](uintptr_t other, size_t other_bytes) {
+    return start < other + other_bytes && other < start + bytes;
+  };
+  for (const auto& [other, other_bytes] : pinned_) {
+    if (overlaps(reinterpret_cast<uintptr_t>(other), other_bytes)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "RegisterDeviceMemory: [0x%x, +%d bytes) overlaps pinned host memory of this device "
+          "at %p (host memory, not device memory)",
+          start, bytes, other));
+    }
+  }
+  for (const auto& [other, other_bytes] : registered_) {
+    if (overlaps(other, other_bytes)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "RegisterDeviceMemory: [0x%x, +%d bytes) overlaps host memory registered with "
+          "RegisterHostMemory at 0x%x (host memory, not device memory)",
+          start, bytes, other));
+    }
+  }
+  allocations_.emplace(start, std::make_shared<Allocation>(start, bytes));
+  return absl::OkStatus();
+}
+
+absl::Status EmulatedDevice::UnregisterDeviceMemory(DevicePtr base) {
+  MutexLock lock(&memory_mu_);
+  auto it = allocations_.find(base.address());
+  if (it == allocations_.end() || !it->second->external()) {
+    return absl::NotFoundError(absl::StrFormat(
+        "UnregisterDeviceMemory: 0x%x is not the start of device memory registered with this "
+        "emulated device%s",
+        base.address(),
+        it != allocations_.end() ? " (it is an allocation of the device: Free it)" : ""));
+  }
+  // Copies queued on it that have not started fail when they run, as for freed memory.
+  allocations_.erase(it);
   return absl::OkStatus();
 }
 

@@ -19,6 +19,9 @@
 //  * A kernel's host_bytes_read / host_bytes_written (zero-copy access to pinned host
 //    memory) pass through the same links as copies do.
 //  * emulated_memory_limit bounds the bytes allocated (ResourceExhausted beyond it).
+//  * RegisterDeviceMemory makes host memory the caller owns (an inference engine's KV pool
+//    standing in for its GPU memory) device memory of this device at its own host address.
+//    This is the one case where a DevicePtr's value is a host address.
 //  * Free and FreePinned of a pointer this device did not hand out (or already freed) are
 //    InvalidArgument; of null they are no-ops, as cudaFree and free are.
 //  * Fault injection (for tests): InjectFault makes chosen future calls fail as the CUDA
@@ -108,6 +111,17 @@ class EmulatedDevice final : public Device {
   absl::Status RegisterHostMemory(void* ptr, size_t bytes) override;
   absl::Status UnregisterHostMemory(void* ptr) override;
 
+  // The caller's host memory at address `base` becomes device memory of this device at the
+  // same address (an "external allocation": Resolve maps it to itself, copies and kernels
+  // read and write the caller's bytes in place). It does not count toward bytes_in_use or
+  // emulated_memory_limit, and Free refuses it. `base` must not be a synthetic address, and
+  // the range must not overlap an allocation, a registered device range, pinned memory or
+  // registered host memory. Unregistering makes copies queued on the range that have not
+  // started fail when they run, as for freed memory (copies already running are not waited
+  // for: unregister only once the work using the range is done).
+  absl::Status RegisterDeviceMemory(DevicePtr base, size_t bytes) override;
+  absl::Status UnregisterDeviceMemory(DevicePtr base) override;
+
   absl::StatusOr<std::unique_ptr<Stream>> CreateStream() override;
   absl::StatusOr<std::unique_ptr<Event>> CreateEvent() override;
 
@@ -116,10 +130,10 @@ class EmulatedDevice final : public Device {
   absl::Status Synchronize() override;
 
   // The host memory behind [ptr, ptr+bytes), or nullptr if that range is not inside one live
-  // allocation. The result stays valid until that allocation is freed.
+  // allocation (or registered range). The result stays valid until that allocation is freed.
   void* Resolve(DevicePtr ptr, size_t bytes) const;
 
-  // Bytes of device memory allocated now.
+  // Bytes of device memory allocated now (registered memory not included).
   size_t bytes_in_use() const;
 
   // Arms `fault` (see DeviceFault); ClearFaults disarms every fault.
@@ -144,6 +158,9 @@ class EmulatedDevice final : public Device {
   // Like Resolve, but keeps the allocation's memory alive while the result is held, so a Free
   // racing a queued copy cannot pull memory out from under it. Null if not found.
   std::shared_ptr<Allocation> FindAllocation(DevicePtr ptr, size_t bytes) const;
+  // An allocation or registered range overlapping [start, start+bytes), or null.
+  std::shared_ptr<Allocation> FirstOverlapLocked(uint64_t start, size_t bytes) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(memory_mu_);
 
   // Blocks the caller until `bytes` have passed through `link` at the configured bandwidth,
   // sharing the link with every other caller; returns at once when unthrottled. `copy` is
@@ -166,7 +183,8 @@ class EmulatedDevice final : public Device {
   const size_t memory_limit_;
 
   mutable Mutex memory_mu_;
-  // Synthetic base address → allocation. Ordered, to find the allocation below an address.
+  // Base address → allocation (synthetic addresses) or registered device memory (host
+  // addresses, Allocation::external()). Ordered, to find the allocation below an address.
   std::map<uint64_t, std::shared_ptr<Allocation>> allocations_ ABSL_GUARDED_BY(memory_mu_);
   uint64_t next_address_ ABSL_GUARDED_BY(memory_mu_) = kAddressBase;
   size_t bytes_in_use_ ABSL_GUARDED_BY(memory_mu_) = 0;

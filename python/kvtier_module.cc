@@ -1,7 +1,10 @@
 // python/kvtier_module.cc — the `kvtier._kvtier` extension module: kvtier::Engine for Python.
 //
 // Python hands kvtier NumPy arrays (host memory); the C++ API moves KV between tiers and
-// *device* buffers (DevicePtr). Each Store and Load therefore stages through a device buffer
+// *device* buffers (DevicePtr). store_device / load_device / store_paged / load_paged take
+// device addresses directly: memory of the engine's device, or memory registered with
+// register_device_memory (an inference engine's own pool; on the emulated device a NumPy array
+// stands in for it). Each store and load of arrays stages through a device buffer
 // of the engine's own Device: Store copies the array host → device on a staging stream and
 // stores from there (the engine's copies wait on that stream, not the host); Load loads into
 // the staging buffer and copies it device → host into the result. On the emulated device the
@@ -370,16 +373,60 @@ class StagerLease {
 
 // ----------------------------------------------------------------------------- engine
 
+// A Python buffer (a NumPy array) registered as device memory: the buffer export is held
+// until unregistration, which keeps the object alive and its memory in place (NumPy refuses
+// to resize an array while a buffer of it is exported).
+class HeldBuffer {
+ public:
+  // Takes over `view`, a writable contiguous buffer export.
+  explicit HeldBuffer(const Py_buffer& view) : view_(view) {}
+  ~HeldBuffer() {
+    py::gil_scoped_acquire gil;  // may run where the GIL was released (Close)
+    PyBuffer_Release(&view_);
+  }
+  HeldBuffer(const HeldBuffer&) = delete;
+  HeldBuffer& operator=(const HeldBuffer&) = delete;
+
+ private:
+  Py_buffer view_;
+};
+
 // An open engine plus its staging pool. Shared by the Python object and the calls in
 // flight, so Close() from Python frees it once the last call has returned.
 struct OpenEngine {
   std::unique_ptr<Engine> engine;
   std::unique_ptr<Staging> staging;
+  // Buffers registered with register_device_memory, by address. Touched with the GIL held.
+  std::map<uint64_t, std::unique_ptr<HeldBuffer>> registered;
   ~OpenEngine() {
     staging.reset();  // device buffers go back before the device does
     engine.reset();
+    registered.clear();  // the engine no longer uses them
   }
 };
+
+// The layout names of the Python API.
+PageLayout ParseLayout(const std::string& s) {
+  if (s == "nhd") return PageLayout::kNhd;
+  if (s == "hnd") return PageLayout::kHnd;
+  ThrowInvalid(absl::StrFormat("layout '%s': expected 'nhd' or 'hnd'", s));
+}
+
+std::vector<DevicePtr> DevicePtrs(const std::vector<uint64_t>& addresses) {
+  std::vector<DevicePtr> out;
+  out.reserve(addresses.size());
+  for (uint64_t a : addresses) out.push_back(DevicePtr::FromAddress(a));
+  return out;
+}
+
+KvBuffers PagedBuffers(const std::vector<uint64_t>& layers, uint32_t num_pages,
+                       std::vector<uint32_t> pages, const std::string& layout) {
+  KvBuffers::PagedPool pool;
+  pool.layers = DevicePtrs(layers);
+  pool.num_pages = num_pages;
+  pool.layout = ParseLayout(layout);
+  return KvBuffers::Paged(std::move(pool), std::move(pages));
+}
 
 class PyEngine {
  public:
@@ -548,6 +595,109 @@ class PyEngine {
       n = e->engine->EraseNamespace(ns);
     }
     return ValueOrThrow(std::move(n));
+  }
+
+  // Registers `memory` (an int address with `nbytes`, or a writable contiguous buffer such
+  // as a NumPy array, whose export is held until unregistration) as device memory; returns
+  // its address.
+  uint64_t RegisterDeviceMemory(const py::handle& memory, std::optional<size_t> nbytes) {
+    std::shared_ptr<OpenEngine> e = Get();
+    if (py::isinstance<py::int_>(memory)) {
+      if (!nbytes.has_value()) {
+        ThrowInvalid("register_device_memory: nbytes is required with an integer address");
+      }
+      const uint64_t address = memory.cast<uint64_t>();
+      ThrowIfError(e->engine->RegisterDeviceMemory(DevicePtr::FromAddress(address), *nbytes));
+      return address;
+    }
+    Py_buffer view;
+    if (!PyObject_CheckBuffer(memory.ptr()) ||
+        PyObject_GetBuffer(memory.ptr(), &view, PyBUF_WRITABLE | PyBUF_ANY_CONTIGUOUS) != 0) {
+      std::string why = "it does not expose the buffer protocol";
+      if (PyErr_Occurred()) {
+        why = py::error_already_set().what();  // fetches and clears the Python error
+      }
+      ThrowInvalid(absl::StrFormat(
+          "register_device_memory: expected an integer address (with nbytes) or a writable, "
+          "contiguous buffer such as a NumPy array; got %s (%s)",
+          TypeName(memory), why));
+    }
+    auto held = std::make_unique<HeldBuffer>(view);
+    const uint64_t address = reinterpret_cast<uintptr_t>(view.buf);
+    const size_t bytes = static_cast<size_t>(view.len);
+    if (nbytes.has_value() && *nbytes > bytes) {
+      ThrowInvalid(absl::StrFormat(
+          "register_device_memory: nbytes = %d is larger than the buffer (%d bytes)", *nbytes,
+          bytes));
+    }
+    ThrowIfError(e->engine->RegisterDeviceMemory(DevicePtr::FromAddress(address),
+                                                 nbytes.value_or(bytes)));
+    e->registered[address] = std::move(held);
+    return address;
+  }
+
+  void UnregisterDeviceMemory(const py::handle& memory) {
+    std::shared_ptr<OpenEngine> e = Get();
+    uint64_t address = 0;
+    if (py::isinstance<py::int_>(memory)) {
+      address = memory.cast<uint64_t>();
+    } else {
+      Py_buffer view;
+      if (!PyObject_CheckBuffer(memory.ptr()) ||
+          PyObject_GetBuffer(memory.ptr(), &view, PyBUF_SIMPLE | PyBUF_ANY_CONTIGUOUS) != 0) {
+        PyErr_Clear();
+        ThrowInvalid(absl::StrFormat(
+            "unregister_device_memory: expected an integer address or the buffer that was "
+            "registered; got %s",
+            TypeName(memory)));
+      }
+      address = reinterpret_cast<uintptr_t>(view.buf);
+      PyBuffer_Release(&view);
+    }
+    ThrowIfError(e->engine->UnregisterDeviceMemory(DevicePtr::FromAddress(address)));
+    e->registered.erase(address);
+  }
+
+  // Store from device memory: blocks[i] is the address of block first_block + i.
+  py::dict StoreFrom(const std::string& ns, const py::handle& tokens, KvBuffers buffers,
+                     size_t first_block, const std::string& extra) {
+    std::shared_ptr<OpenEngine> e = Get();
+    const std::vector<int32_t> t = TokensFrom(tokens);
+    size_t moved = 0, present = 0, rejected = 0;
+    {
+      py::gil_scoped_release nogil;
+      StoreRequest r;
+      r.ns = ns;
+      r.tokens = t;
+      r.extra = extra;
+      r.first_block = first_block;
+      r.buffers = std::move(buffers);
+      std::unique_ptr<TransferHandle> h = ValueOrThrow(e->engine->Store(r));
+      ThrowIfError(h->Wait());
+      moved = h->blocks_moved();
+      present = h->blocks_present();
+      rejected = h->blocks_rejected();
+    }
+    py::dict d;
+    d["stored"] = moved;
+    d["present"] = present;
+    d["rejected"] = rejected;
+    return d;
+  }
+
+  // Load into device memory, one destination per key.
+  void LoadInto(const std::string& ns, const std::vector<std::string>& hex, KvBuffers buffers,
+                bool layerwise) {
+    std::shared_ptr<OpenEngine> e = Get();
+    std::vector<BlockKey> keys = KeysFrom(hex);
+    py::gil_scoped_release nogil;
+    LoadRequest r;
+    r.ns = ns;
+    r.keys = std::move(keys);
+    r.buffers = std::move(buffers);
+    r.layerwise = layerwise;
+    std::unique_ptr<TransferHandle> h = ValueOrThrow(e->engine->Load(r));
+    ThrowIfError(h->Wait());
   }
 
   void SetNamespaceLimits(const std::string& ns, const NamespaceLimits& limits) {
@@ -738,7 +888,8 @@ Options for Engine.open. Every field is also a keyword argument:
                 model="my-model@1", host_tier_bytes=1 << 20)
 Geometry: layers, kv_heads, head_dim, dtype ("fp16", "bf16", "fp32"), block_tokens.
 Tiers: gpu_tier_bytes (0 = none), host_tier_bytes, disk_dir ("" = no disk tier),
-disk_capacity_bytes, disk_region_bytes, codec ("none", "zstd", "zstd-shuffle"), zstd_level,
+disk_capacity_bytes, disk_region_bytes, codec ("none", "zstd", "zstd-shuffle"; lossy "fp8",
+"int8": disk reads return dequantized values), zstd_level,
 disk_sync, admit_min_seen, write_budget_mbps, force_fallback_io.
 Policies: gpu_eviction, host_eviction ("lru", "fifo", "clock", "sieve", "s3fifo", "arc",
 "tinylfu"), prefix_aware_eviction, cost_aware_eviction, eviction_window,
@@ -901,6 +1052,70 @@ strings. Usable as a context manager; close() waits for transfers and frees the 
            "tier. Returns {'stored', 'present', 'rejected'} block counts.")
       .def("load", &PyEngine::Load, py::arg("ns"), py::arg("keys"), py::arg("out") = py::none(),
            "Loads cached blocks into a new array (or `out`) and returns it.")
+      .def("register_device_memory", &PyEngine::RegisterDeviceMemory, py::arg("memory"),
+           py::arg("nbytes") = py::none(),
+           R"doc(Makes memory the caller owns usable as the device buffers of store_device,
+load_device, store_paged and load_paged, as an inference engine's own KV pool; returns its
+address. `memory` is an int address (nbytes required: on CUDA, e.g. a torch tensor's
+data_ptr(), which must be memory of the engine's GPU) or a writable, contiguous buffer such
+as a NumPy array: on the emulated device, whose device memory is host memory, the array
+itself is the "GPU" pool, read and written in place. A buffer is kept alive (and NumPy will
+not resize it) until unregister_device_memory or close. InvalidArgumentError for host memory
+on CUDA, overlaps, zero bytes; AlreadyExistsError for memory registered already.)doc")
+      .def("unregister_device_memory", &PyEngine::UnregisterDeviceMemory, py::arg("memory"),
+           "Forgets memory register_device_memory registered (its address, or the same "
+           "buffer). NotFoundError if it is not registered. The transfer calls wait for their "
+           "copies, so nothing is in flight once they return.")
+      .def(
+          "store_device",
+          [](PyEngine& e, const std::string& ns, const py::handle& tokens,
+             const std::vector<uint64_t>& blocks, size_t first_block, const std::string& extra) {
+            return e.StoreFrom(ns, tokens, KvBuffers::Blocks(DevicePtrs(blocks)), first_block,
+                               extra);
+          },
+          py::arg("ns"), py::arg("tokens"), py::arg("blocks"), py::arg("first_block") = 0,
+          py::arg("extra") = "",
+          "Stores blocks first_block.. of tokens from device memory: blocks[i] is the address "
+          "of one block (block_bytes, kvtier's layer-major layout) in memory of the engine's "
+          "device or registered with register_device_memory. Waits until the copies are done; "
+          "returns {'stored', 'present', 'rejected'}.")
+      .def(
+          "load_device",
+          [](PyEngine& e, const std::string& ns, const std::vector<std::string>& keys,
+             const std::vector<uint64_t>& blocks, bool layerwise) {
+            e.LoadInto(ns, keys, KvBuffers::Blocks(DevicePtrs(blocks)), layerwise);
+          },
+          py::arg("ns"), py::arg("keys"), py::arg("blocks"), py::arg("layerwise") = false,
+          "Loads cached blocks into device memory (blocks[i] receives keys[i]) and waits.")
+      .def(
+          "store_paged",
+          [](PyEngine& e, const std::string& ns, const py::handle& tokens,
+             const std::vector<uint64_t>& layers, uint32_t num_pages,
+             std::vector<uint32_t> pages, const std::string& layout, size_t first_block,
+             const std::string& extra) {
+            return e.StoreFrom(ns, tokens, PagedBuffers(layers, num_pages, std::move(pages), layout),
+                               first_block, extra);
+          },
+          py::arg("ns"), py::arg("tokens"), py::arg("layers"), py::arg("num_pages"),
+          py::arg("pages"), py::kw_only(), py::arg("layout") = "nhd", py::arg("first_block") = 0,
+          py::arg("extra") = "",
+          "Stores blocks first_block.. of tokens from a vLLM-style paged pool: layers[l] is the "
+          "address of layer l's tensor [2 (K,V)][num_pages][page], a page being "
+          "[block_tokens][kv_heads][head_dim] ('nhd') or [kv_heads][block_tokens][head_dim] "
+          "('hnd'); pages[i] holds block first_block + i. Waits; returns the counts.")
+      .def(
+          "load_paged",
+          [](PyEngine& e, const std::string& ns, const std::vector<std::string>& keys,
+             const std::vector<uint64_t>& layers, uint32_t num_pages,
+             std::vector<uint32_t> pages, const std::string& layout, bool layerwise) {
+            e.LoadInto(ns, keys, PagedBuffers(layers, num_pages, std::move(pages), layout),
+                       layerwise);
+          },
+          py::arg("ns"), py::arg("keys"), py::arg("layers"), py::arg("num_pages"),
+          py::arg("pages"), py::kw_only(), py::arg("layout") = "nhd",
+          py::arg("layerwise") = false,
+          "Loads cached blocks into pages of a paged pool (pages[i] receives keys[i]) and "
+          "waits.")
       .def("erase", &PyEngine::Erase, py::arg("ns"), py::arg("keys"),
            "Removes blocks from every tier; returns how many were present.")
       .def("erase_namespace", &PyEngine::EraseNamespace, py::arg("ns"))

@@ -126,7 +126,7 @@ absl::StatusOr<IndexEntry> DecodeIndexEntry(absl::string_view value) {
     return bad("record_bytes");
   }
   if (!r.U64(&e.generation)) return bad("generation");
-  if (!r.U8(&codec) || codec > static_cast<uint8_t>(Codec::kZstdShuffle)) return bad("codec");
+  if (!r.U8(&codec) || codec >= kNumCodecs) return bad("codec");
   e.codec = static_cast<Codec>(codec);
   if (!r.U32(&e.stored_bytes)) return bad("stored_bytes");
   if (RecordSize(e.stored_bytes) != e.record_bytes) return bad("stored_bytes");

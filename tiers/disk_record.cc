@@ -6,7 +6,8 @@
 // parser treats its input as hostile: it reads only inside the bytes it was given, trusts no
 // length before checking it against a bound, and answers DataLoss naming the first field that
 // is wrong. Compression contexts and the shuffle scratch buffer are per thread, so the
-// functions stay pure and lock-free.
+// functions stay pure and lock-free. The quantized codecs call kernels/quantize.h's CPU
+// reference (QuantizeBlocksCpu / DequantizeBlocksCpu), which allocates nothing per element.
 
 #include "tiers/disk_record.h"
 
@@ -21,6 +22,7 @@
 #include <limits>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "xxhash.h"
 
@@ -45,8 +47,16 @@ constexpr size_t kOffPayloadChecksum = 64;  // u64
 constexpr size_t kOffCreated = 72;          // u64
 constexpr size_t kOffNamespace = 80;        // kMaxNamespaceBytes, zero-padded
 constexpr size_t kMaxNamespaceBytes = 128;
+// The block's geometry, under the quantized codecs only (zero bytes under the others).
+constexpr size_t kOffGeomDtype = 208;        // u8, then 3 zero bytes
+constexpr size_t kOffGeomLayers = 212;       // u32
+constexpr size_t kOffGeomKvHeads = 216;      // u32
+constexpr size_t kOffGeomHeadDim = 220;      // u32
+constexpr size_t kOffGeomBlockTokens = 224;  // u32
+constexpr size_t kGeomEnd = 228;
 constexpr size_t kOffHeaderChecksum = kRecordHeaderBytes - 8;  // u64, XXH3-64 of [0, 4088)
-static_assert(kOffNamespace + kMaxNamespaceBytes <= kOffHeaderChecksum);
+static_assert(kOffNamespace + kMaxNamespaceBytes <= kOffGeomDtype);
+static_assert(kGeomEnd <= kOffHeaderChecksum);
 
 void PutU16(uint8_t* p, uint16_t v) {
   for (int i = 0; i < 2; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
@@ -82,12 +92,66 @@ bool IsShuffleWidth(size_t element_bytes) {
   return element_bytes == 1 || element_bytes == 2 || element_bytes == 4;
 }
 
+// The quantization parameters of one block of `g` one way or the other, host pointers
+// standing in for device ones (QuantizeParams::Validate checks alignment and overlap on plain
+// addresses as well).
+QuantizeParams BlockParams(const Geometry& g, QuantFormat format, bool quantize, const void* src,
+                           void* dst) {
+  QuantizeParams p;
+  p.geometry = g;
+  p.format = format;
+  p.num_blocks = 1;
+  p.src = DevicePtr::FromAddress(reinterpret_cast<uintptr_t>(src));
+  p.dst = DevicePtr::FromAddress(reinterpret_cast<uintptr_t>(dst));
+  const uint64_t original = g.block_bytes();
+  const uint64_t quantized = QuantizedBlockBytes(g, format);
+  p.src_stride = quantize ? original : quantized;
+  p.dst_stride = quantize ? quantized : original;
+  return p;
+}
+
+// The quantized codecs' own field checks (ValidateFields has checked the codec byte).
+absl::Status ValidateQuantizedFields(const RecordHeader& h) {
+  const char* name = CodecName(h.codec);
+  if (!h.geometry.has_value()) {
+    return absl::DataLossError(
+        absl::StrFormat("record header: geometry missing under codec %s", name));
+  }
+  const Geometry& g = *h.geometry;
+  if (absl::Status s = g.Validate(); !s.ok()) {
+    return absl::DataLossError(
+        absl::StrFormat("record header: geometry under codec %s: %s", name, s.message()));
+  }
+  if (absl::Status s = CheckCodecDType(h.codec, g.dtype); !s.ok()) {
+    return absl::DataLossError(absl::StrCat("record header: ", s.message()));
+  }
+  if (g.Fingerprint() != h.geometry_fingerprint) {
+    return absl::DataLossError(absl::StrFormat(
+        "record header: geometry (%s) has fingerprint 0x%016x, geometry_fingerprint says "
+        "0x%016x",
+        g.ToString(), g.Fingerprint(), h.geometry_fingerprint));
+  }
+  if (g.block_bytes() != h.raw_bytes) {
+    return absl::DataLossError(
+        absl::StrFormat("record header: raw_bytes = %d, but the geometry's blocks are %d bytes",
+                        h.raw_bytes, g.block_bytes()));
+  }
+  const size_t quantized = QuantizedBlockBytes(g, CodecQuantFormat(h.codec));
+  if (h.stored_bytes != quantized) {
+    return absl::DataLossError(absl::StrFormat(
+        "record header: stored_bytes = %d under codec %s, a quantized block of this geometry "
+        "is %d bytes",
+        h.stored_bytes, name, quantized));
+  }
+  return absl::OkStatus();
+}
+
 // The checks on a header's fields that do not need its bytes: shared by ParseRecordHeader
 // (after the header checksum matched) and DecodeRecordPayload (which may get a header from
 // anywhere). DataLoss naming the field.
 absl::Status ValidateFields(const RecordHeader& h) {
   const auto codec = static_cast<uint8_t>(h.codec);
-  if (codec > static_cast<uint8_t>(Codec::kZstdShuffle)) {
+  if (codec >= kNumCodecs) {
     return absl::DataLossError(absl::StrFormat("record header: codec = %d is unknown", codec));
   }
   if (h.raw_bytes == 0) {
@@ -122,6 +186,12 @@ absl::Status ValidateFields(const RecordHeader& h) {
     return absl::DataLossError(
         absl::StrFormat("record header: element_bytes = %d under codec %s (must be 0)",
                         h.element_bytes, CodecName(h.codec)));
+  }
+  if (IsQuantizedCodec(h.codec)) return ValidateQuantizedFields(h);
+  if (h.geometry.has_value()) {
+    return absl::DataLossError(absl::StrFormat(
+        "record header: geometry set under codec %s (only the quantized codecs carry one)",
+        CodecName(h.codec)));
   }
   return absl::OkStatus();
 }
@@ -258,8 +328,45 @@ const char* CodecName(Codec codec) {
       return "zstd";
     case Codec::kZstdShuffle:
       return "zstd-shuffle";
+    case Codec::kFp8:
+      return "fp8";
+    case Codec::kInt8:
+      return "int8";
   }
   return "invalid";
+}
+
+absl::StatusOr<Codec> ParseCodec(absl::string_view name) {
+  for (int i = 0; i < kNumCodecs; ++i) {
+    if (name == CodecName(static_cast<Codec>(i))) return static_cast<Codec>(i);
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "codec '%s' is not one of none, zstd, zstd-shuffle, fp8, int8", name));
+}
+
+QuantFormat CodecQuantFormat(Codec codec) {
+  switch (codec) {
+    case Codec::kFp8:
+      return QuantFormat::kFp8E4m3;
+    case Codec::kInt8:
+      return QuantFormat::kInt8;
+    default:
+      return QuantFormat::kNone;
+  }
+}
+
+absl::Status CheckCodecDType(Codec codec, DType dtype) {
+  if (!IsQuantizedCodec(codec)) return absl::OkStatus();
+  switch (dtype) {
+    case DType::kFloat16:
+    case DType::kBFloat16:
+    case DType::kFloat32:
+      return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "codec %s cannot store blocks of dtype %s (%d): the quantized codecs take fp16, bf16 "
+      "and fp32",
+      CodecName(codec), DTypeName(dtype), static_cast<int>(dtype)));
 }
 
 size_t RecordSize(size_t stored_bytes) {
@@ -274,6 +381,12 @@ size_t MaxRecordSize(size_t raw_bytes) {
   // Compression is kept only when it saves a page, so a record is never larger than the raw
   // block stored as is.
   return RecordSize(raw_bytes);
+}
+
+size_t NominalRecordSize(const Geometry& g, Codec codec) {
+  const size_t raw = MaxRecordSize(g.block_bytes());
+  if (!IsQuantizedCodec(codec)) return raw;
+  return std::min(raw, RecordSize(QuantizedBlockBytes(g, CodecQuantFormat(codec))));
 }
 
 absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw, size_t raw_bytes,
@@ -314,6 +427,33 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
             absl::StrFormat("EncodeRecord: zstd_level = %d is outside 1..19", options.zstd_level));
       }
       break;
+    case Codec::kFp8:
+    case Codec::kInt8: {
+      const char* name = CodecName(options.codec);
+      if (!options.geometry.has_value()) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "EncodeRecord: codec %s needs EncodeOptions.geometry (the block's shape)", name));
+      }
+      const Geometry& g = *options.geometry;
+      if (absl::Status s = g.Validate(); !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("EncodeRecord: ", s.message()));
+      }
+      if (absl::Status s = CheckCodecDType(options.codec, g.dtype); !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("EncodeRecord: ", s.message()));
+      }
+      if (g.block_bytes() != raw_bytes) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "EncodeRecord: raw_bytes = %d, but the geometry's blocks are %d bytes (codec %s)",
+            raw_bytes, g.block_bytes(), name));
+      }
+      if (g.Fingerprint() != header.geometry_fingerprint) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "EncodeRecord: header.geometry_fingerprint = 0x%016x is not the fingerprint of "
+            "EncodeOptions.geometry (0x%016x; codec %s)",
+            header.geometry_fingerprint, g.Fingerprint(), name));
+      }
+      break;
+    }
     default:
       return absl::InvalidArgumentError(
           absl::StrFormat("EncodeRecord: codec = %d is unknown", static_cast<int>(options.codec)));
@@ -328,6 +468,16 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
     return absl::InvalidArgumentError(
         absl::StrFormat("EncodeRecord: out_capacity = %d is smaller than MaxRecordSize(%d) = %d",
                         out_capacity, raw_bytes, max_record));
+  }
+  const QuantFormat quant_format = CodecQuantFormat(options.codec);
+  if (quant_format != QuantFormat::kNone) {
+    // Alignment (element size for the block, 4 for the payload's scales) and no overlap.
+    const QuantizeParams p = BlockParams(*options.geometry, quant_format, /*quantize=*/true, raw,
+                                         static_cast<uint8_t*>(out) + kRecordHeaderBytes);
+    if (absl::Status s = p.Validate(/*quantize=*/true); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrFormat("EncodeRecord: codec %s: %s",
+                                                        CodecName(options.codec), s.message()));
+    }
   }
 
   // From here on the size is known to fit 32 bits; saying so lets the compiler see it too.
@@ -359,6 +509,16 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
     stored = static_cast<uint32_t>(
         CompressInto(input, size, options.zstd_level, payload, compressed_limit));
     if (stored != 0) codec = Codec::kZstdShuffle;
+  } else if (quant_format != QuantFormat::kNone) {
+    // Lossy, so kept only where it pays, as compression is: a block whose quantized form
+    // would not save a page is stored exactly.
+    const size_t quantized = QuantizedBlockBytes(*options.geometry, quant_format);
+    if (quantized <= compressed_limit) {
+      QuantizeBlocksCpu(BlockParams(*options.geometry, quant_format, true, src, payload), src,
+                        payload);
+      stored = static_cast<uint32_t>(quantized);
+      codec = options.codec;
+    }
   }
   if (codec == Codec::kNone) {
     // In-place encoding: the caller may have put the block at the payload position already.
@@ -383,6 +543,7 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
   h.generation = header.generation;
   h.payload_checksum = XXH3_64bits(payload, stored);
   h.created_unix_ms = header.created_unix_ms;
+  if (IsQuantizedCodec(codec)) h.geometry = options.geometry;
 
   std::memset(record, 0, kRecordHeaderBytes);
   PutU64(record + kOffMagic, kRecordMagic);
@@ -400,6 +561,13 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
   PutU64(record + kOffPayloadChecksum, h.payload_checksum);
   PutU64(record + kOffCreated, h.created_unix_ms);
   if (!h.ns.empty()) std::memcpy(record + kOffNamespace, h.ns.data(), h.ns.size());
+  if (h.geometry.has_value()) {
+    record[kOffGeomDtype] = static_cast<uint8_t>(h.geometry->dtype);
+    PutU32(record + kOffGeomLayers, h.geometry->num_layers);
+    PutU32(record + kOffGeomKvHeads, h.geometry->num_kv_heads);
+    PutU32(record + kOffGeomHeadDim, h.geometry->head_dim);
+    PutU32(record + kOffGeomBlockTokens, h.geometry->block_tokens);
+  }
   PutU64(record + kOffHeaderChecksum, HeaderChecksum(record));
 
   if (written != nullptr) *written = std::move(h);
@@ -437,6 +605,11 @@ absl::StatusOr<RecordHeader> ParseRecordHeader(const void* data, size_t size) {
                                                ns_bytes, kMaxNamespaceBytes));
   }
   // Every byte the format does not assign must be zero: a writer that disagrees is not v1.
+  // The geometry bytes are assigned under the quantized codecs only.
+  const bool quantized = IsQuantizedCodec(static_cast<Codec>(p[kOffCodec]));
+  auto assigned = [quantized](size_t i) {
+    return quantized && (i == kOffGeomDtype || (i >= kOffGeomLayers && i < kGeomEnd));
+  };
   for (size_t i = kOffReserved; i < kOffReserved + 4; ++i) {
     if (p[i] != 0) {
       return absl::DataLossError(
@@ -444,7 +617,7 @@ absl::StatusOr<RecordHeader> ParseRecordHeader(const void* data, size_t size) {
     }
   }
   for (size_t i = kOffNamespace + ns_bytes; i < kOffHeaderChecksum; ++i) {
-    if (p[i] != 0) {
+    if (p[i] != 0 && !assigned(i)) {
       return absl::DataLossError(
           absl::StrFormat("record header: padding byte at offset %d is not zero", i));
     }
@@ -463,6 +636,15 @@ absl::StatusOr<RecordHeader> ParseRecordHeader(const void* data, size_t size) {
   h.generation = GetU64(p + kOffGeneration);
   h.payload_checksum = GetU64(p + kOffPayloadChecksum);
   h.created_unix_ms = GetU64(p + kOffCreated);
+  if (quantized) {
+    Geometry g;
+    g.dtype = static_cast<DType>(p[kOffGeomDtype]);
+    g.num_layers = GetU32(p + kOffGeomLayers);
+    g.num_kv_heads = GetU32(p + kOffGeomKvHeads);
+    g.head_dim = GetU32(p + kOffGeomHeadDim);
+    g.block_tokens = GetU32(p + kOffGeomBlockTokens);
+    h.geometry = g;
+  }
   if (absl::Status s = ValidateFields(h); !s.ok()) return s;
   return h;
 }
@@ -496,6 +678,19 @@ absl::Status DecodeRecordPayload(const RecordHeader& header, const void* payload
     case Codec::kZstd:
     case Codec::kZstdShuffle:
       break;
+    case Codec::kFp8:
+    case Codec::kInt8: {
+      // ValidateFields checked the geometry against raw_bytes and stored_bytes.
+      const QuantizeParams p =
+          BlockParams(*header.geometry, CodecQuantFormat(header.codec), false, src, dst);
+      if (absl::Status s = p.Validate(/*quantize=*/false); !s.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("DecodeRecordPayload: codec %s: %s", CodecName(header.codec),
+                            s.message()));
+      }
+      DequantizeBlocksCpu(p, src, dst);
+      return absl::OkStatus();
+    }
   }
   ThreadCodecState& state = CodecState();
   ZSTD_DCtx* dctx = state.Decompressor();

@@ -39,8 +39,16 @@ uint64_t UnixMillis() { return static_cast<uint64_t>(absl::ToUnixMillis(absl::No
 
 }  // namespace
 
-absl::Status DiskTierOptions::Validate(size_t block_bytes) const {
+absl::Status DiskTierOptions::Validate(const Geometry& geometry) const {
+  const size_t block_bytes = geometry.block_bytes();
   if (directory.empty()) return absl::InvalidArgumentError("disk tier: directory is empty");
+  if (static_cast<int>(codec) >= kNumCodecs) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("disk tier: codec = %d is unknown", static_cast<int>(codec)));
+  }
+  if (absl::Status s = CheckCodecDType(codec, geometry.dtype); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("disk tier: ", s.message()));
+  }
   if (region_bytes == 0 || region_bytes % kRecordAlignment != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "disk tier: region_bytes = %d must be a positive multiple of 4096", region_bytes));
@@ -83,7 +91,7 @@ absl::StatusOr<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& 
                                                          const Geometry& geometry,
                                                          RecoveredFn recovered, DroppedFn dropped) {
   if (absl::Status s = geometry.Validate(); !s.ok()) return s;
-  if (absl::Status s = options.Validate(geometry.block_bytes()); !s.ok()) return s;
+  if (absl::Status s = options.Validate(geometry); !s.ok()) return s;
   std::unique_ptr<DiskTier> tier(new DiskTier(options, geometry, std::move(dropped)));
   if (absl::Status s = tier->Init(recovered); !s.ok()) return s;
   return tier;
@@ -586,6 +594,7 @@ void DiskTier::Encode(WriteJob job) {
     eo.codec = options_.codec;
     eo.zstd_level = options_.zstd_level;
     eo.element_bytes = geometry_.element_bytes();
+    eo.geometry = geometry_;
     RecordHeader written;
     absl::StatusOr<size_t> n =
         EncodeRecord(header, raw, block_bytes_,

@@ -12,7 +12,8 @@
 //     written (and fdatasync'ed under SyncPolicy::kData/kFull).
 //   * Every read is verified: header (magic, version, checksum), identity (key, namespace,
 //     geometry, region, generation) and payload checksum. Any mismatch is DataLoss, the index
-//     entry is dropped and a counter incremented; wrong bytes are never returned.
+//     entry is dropped and a counter incremented; wrong bytes are never returned. (Under the
+//     lossy codecs, fp8 and int8, a read returns the dequantized block: DiskTierOptions::codec.)
 //   * Reopening a directory recovers every indexed record (Open's `recovered` callback). A
 //     directory of another format version or geometry is refused with FailedPrecondition.
 //   * A write failure (EIO, ENOSPC) fails that write only; what is stored stays readable.
@@ -62,6 +63,9 @@ struct DiskTierOptions {
   std::string directory;
   uint64_t capacity_bytes = 0;           // rounded down to whole regions; >= 2 regions
   uint64_t region_bytes = 64ull << 20;   // multiple of 4096, >= one largest record
+  // Chosen per record when it is written, and recorded in it: a directory may hold records
+  // of every codec, and each is read with its own. kFp8 / kInt8 are lossy (a read returns
+  // the dequantized block) and need a dtype CheckCodecDType accepts.
   Codec codec = Codec::kNone;
   int zstd_level = 1;
   SyncPolicy sync = SyncPolicy::kNone;
@@ -74,7 +78,9 @@ struct DiskTierOptions {
   // erased record and of every reclaimed region.
   bool secure_erase = false;
 
-  absl::Status Validate(size_t block_bytes) const;
+  // InvalidArgument naming the field; for a quantized codec and a dtype it cannot store,
+  // naming both.
+  absl::Status Validate(const Geometry& geometry) const;
 };
 
 struct DiskTierStats {

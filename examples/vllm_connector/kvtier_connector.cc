@@ -43,6 +43,16 @@ KvtierConnector::~KvtierConnector() {
     for (Load& l : f.loads) (void)l.handle->Wait();
     for (auto& s : f.saves) (void)s->Wait();
   }
+  // Then the pool is the engine's alone again. (A transfer whose handle was dropped unwaited
+  // would still hold its range: Flush lets it land.)
+  for (kvtier::DevicePtr layer : registered_) {
+    absl::Status s = engine_->UnregisterDeviceMemory(layer);
+    if (absl::IsFailedPrecondition(s)) {
+      (void)engine_->Flush();
+      s = engine_->UnregisterDeviceMemory(layer);
+    }
+    (void)s;
+  }
 }
 
 // ---- Scheduler side ----
@@ -219,15 +229,24 @@ absl::Status KvtierConnector::RegisterKvCaches(const KvBuffers::PagedPool& pool,
   }
   if (pool.num_pages == 0) return absl::InvalidArgumentError("RegisterKvCaches: 0 pages");
   const size_t layer_bytes = size_t{2} * pool.num_pages * geometry_.part_bytes();
-  for (size_t l = 0; l < pool.layers.size(); ++l) {
-    if (!engine_->device().Contains(pool.layers[l], layer_bytes)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "RegisterKvCaches: layer %d's tensor is not %d bytes of device memory "
-          "([2][%d pages][%d bytes])",
-          l, layer_bytes, pool.num_pages, geometry_.part_bytes()));
-    }
-  }
+  // The engine's pool is its own memory (vLLM's torch allocator), not kvtier's: each layer
+  // tensor is registered with kvtier, unless it is kvtier's memory already (or registered).
   std::lock_guard<std::mutex> lock(mu_);
+  std::vector<kvtier::DevicePtr> registered;
+  for (size_t l = 0; l < pool.layers.size(); ++l) {
+    if (engine_->device().Contains(pool.layers[l], layer_bytes)) continue;
+    absl::Status s = engine_->RegisterDeviceMemory(pool.layers[l], layer_bytes);
+    if (!s.ok()) {
+      for (kvtier::DevicePtr p : registered) (void)engine_->UnregisterDeviceMemory(p);
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "RegisterKvCaches: layer %d's tensor ([2][%d pages][%d bytes] = %d bytes at 0x%x) is "
+          "not device memory kvtier can use: %s",
+          l, pool.num_pages, geometry_.part_bytes(), layer_bytes, pool.layers[l].address(),
+          s.message()));
+    }
+    registered.push_back(pool.layers[l]);
+  }
+  registered_.insert(registered_.end(), registered.begin(), registered.end());
   pool_ = pool;
   compute_stream_ = compute_stream;
   return absl::OkStatus();

@@ -42,7 +42,8 @@
 // Thread safety: the methods are meant to be called from the engine's step loop, one at a time,
 // as vLLM does; a mutex makes concurrent calls safe but not meaningful.
 //
-// REQUIRES: the Engine, the pool and the compute stream outlive the connector.
+// REQUIRES: the Engine, the pool and the compute stream outlive the connector (the pool's
+// memory may be freed once the connector is destroyed: it unregisters it first).
 
 #ifndef KVTIER_EXAMPLES_VLLM_CONNECTOR_KVTIER_CONNECTOR_H_
 #define KVTIER_EXAMPLES_VLLM_CONNECTOR_KVTIER_CONNECTOR_H_
@@ -183,8 +184,12 @@ class KvtierConnector {
   // ---- Worker side ----
 
   // vLLM's register_kv_caches: the engine's pool, one tensor per layer, and the stream its
-  // attention runs on (torch's current stream in vLLM). InvalidArgument for a pool that does
-  // not fit the engine's geometry.
+  // attention runs on (torch's current stream in vLLM). The pool is the inference engine's
+  // own memory: each layer tensor is registered with kvtier (Engine::RegisterDeviceMemory)
+  // unless kvtier already knows it, and unregistered when the connector is destroyed, after
+  // its transfers have landed. InvalidArgument for a pool that does not fit the engine's
+  // geometry, or whose tensors kvtier refuses to register (on CUDA: not memory of the
+  // engine's GPU); nothing stays registered then.
   absl::Status RegisterKvCaches(const kvtier::KvBuffers::PagedPool& pool,
                                 kvtier::Stream* compute_stream);
 
@@ -273,6 +278,8 @@ class KvtierConnector {
   std::map<std::string, Delayed> delayed_;  // RequestFinished said true; not yet reported
   // Worker side.
   std::optional<kvtier::KvBuffers::PagedPool> pool_;
+  // Layer tensors RegisterKvCaches registered with the engine (unregistered at destruction).
+  std::vector<kvtier::DevicePtr> registered_;
   kvtier::Stream* compute_stream_ = nullptr;
   std::optional<ConnectorMetadata> metadata_;
   std::map<std::string, InFlight> in_flight_;

@@ -1,6 +1,7 @@
 // kvtier_vllm_connector_example — kvtier behind a vLLM-style KV connector.
 //
-// A toy inference engine (toy_engine.h) with its own paged KV pool in vLLM's layout runs chat
+// A toy inference engine (toy_engine.h) with its own paged KV pool in vLLM's layout (memory it
+// owns, which the connector registers with kvtier, as vLLM's torch tensors would be) runs chat
 // requests that share a system prompt, calling KvtierConnector exactly where vLLM calls its
 // KV connector, and prints what happened at each step: what its own prefix cache held, what
 // kvtier matched, which blocks were loaded into which pages and saved from which, the
@@ -139,6 +140,11 @@ int main(int argc, char** argv) {
                                                       : o.geometry.block_tokens,
               o.geometry.head_dim,
               args.layout == kvtier::PageLayout::kNhd ? " (NHD)" : " (HND)");
+  absl::PrintF("pool: %s, registered with kvtier by the connector (RegisterDeviceMemory)\n",
+               engine->device().kind() == kvtier::DeviceKind::kEmulated
+                   ? "the toy engine's own host memory (the emulated device's \"GPU\")"
+                   : "memory of the GPU (from kvtier's device: this example has no CUDA of "
+                     "its own)");
 
   auto log = [&](const std::string& line) {
     if (!args.quiet) absl::PrintF("%s\n", line.c_str());

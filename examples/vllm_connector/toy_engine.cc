@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <new>
 #include <thread>
 #include <utility>
 
@@ -109,10 +110,24 @@ absl::StatusOr<std::unique_ptr<ToyEngine>> ToyEngine::Create(kvtier::Engine* eng
   e->compute_ = std::move(*s);
   e->pool_.num_pages = e->options_.num_pages;
   e->pool_.layout = e->options_.layout;
+  // The pool is this engine's own memory, as vLLM's KV caches are torch tensors from its own
+  // allocator; the connector registers it with kvtier in RegisterKvCaches. On the emulated
+  // device, device memory is host memory: the pool is host memory allocated here and named by
+  // its address. On a GPU a real engine would cudaMalloc it; this example uses kvtier's
+  // headers only (no CUDA), so there it takes the memory from kvtier's device instead.
+  const size_t layer_bytes = size_t{2} * e->options_.num_pages * e->g_.part_bytes();
+  const bool host_pool = engine->device().kind() == kvtier::DeviceKind::kEmulated;
   for (uint32_t l = 0; l < e->g_.num_layers; ++l) {
-    absl::StatusOr<kvtier::DevicePtr> p =
-        engine->device().Allocate(size_t{2} * e->options_.num_pages * e->g_.part_bytes());
+    if (host_pool) {
+      e->host_pool_.emplace_back(::operator new(layer_bytes, std::align_val_t(kPoolAlignment)));
+      std::memset(e->host_pool_.back().get(), 0, layer_bytes);
+      e->pool_.layers.push_back(kvtier::DevicePtr::FromAddress(
+          reinterpret_cast<uintptr_t>(e->host_pool_.back().get())));
+      continue;
+    }
+    absl::StatusOr<kvtier::DevicePtr> p = engine->device().Allocate(layer_bytes);
     if (!p.ok()) return p.status();
+    e->device_pool_.push_back(*p);
     e->pool_.layers.push_back(*p);
   }
   e->refs_.assign(e->options_.num_pages, 0);
@@ -124,9 +139,11 @@ absl::StatusOr<std::unique_ptr<ToyEngine>> ToyEngine::Create(kvtier::Engine* eng
 }
 
 ToyEngine::~ToyEngine() {
-  connector_.reset();  // waits for its loads and saves: they use the pool
+  // Waits for its loads and saves (they use the pool), then unregisters the pool.
+  connector_.reset();
   if (compute_ != nullptr) (void)compute_->Synchronize();
-  for (kvtier::DevicePtr p : pool_.layers) (void)engine_->device().Free(p);
+  for (kvtier::DevicePtr p : device_pool_) (void)engine_->device().Free(p);
+  host_pool_.clear();
 }
 
 void ToyEngine::Log(const std::string& line) const {

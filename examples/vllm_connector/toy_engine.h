@@ -1,10 +1,12 @@
 // toy_engine.h — a minimal inference-engine loop with its own paged KV pool, driving
 // KvtierConnector the way vLLM's scheduler and model runner drive a KV connector.
 //
-// The pool is vLLM's: one device tensor per layer, [2 (K,V)][num_pages][page], a page being
-// [block_size][kv_heads][head_dim] (NHD) or [kv_heads][block_size][head_dim] (HND). Pages are
-// handed out from a free list; with prefix caching on, the full pages of finished requests
-// stay findable by content (vLLM's own prefix cache) until the free list reuses them.
+// The pool is vLLM's: the engine's own memory, not kvtier's (on the emulated device, host
+// memory it allocates; the connector registers it with kvtier), one tensor per layer,
+// [2 (K,V)][num_pages][page], a page being [block_size][kv_heads][head_dim] (NHD) or
+// [kv_heads][block_size][head_dim] (HND). Pages are handed out from a free list; with prefix
+// caching on, the full pages of finished requests stay findable by content (vLLM's own prefix
+// cache) until the free list reuses them.
 //
 // The "model" is a deterministic function: a token's K and V for a layer are bytes derived
 // from the hash of every token up to it (as real KV depends on the whole prefix), so equal
@@ -34,6 +36,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <vector>
@@ -94,8 +97,9 @@ struct RequestReport {
 
 class ToyEngine {
  public:
-  // Allocates the pool on the engine's device and registers it with a new connector.
-  // REQUIRES: engine outlives the ToyEngine.
+  // Allocates the pool (memory of its own, as an inference engine owns its KV caches) and
+  // hands it to a new connector, which registers it with kvtier. REQUIRES: engine outlives
+  // the ToyEngine.
   static absl::StatusOr<std::unique_ptr<ToyEngine>> Create(kvtier::Engine* engine,
                                                            ToyEngineOptions options,
                                                            ConnectorOptions connector_options = {});
@@ -152,6 +156,14 @@ class ToyEngine {
   std::unique_ptr<KvtierConnector> connector_;
   std::unique_ptr<kvtier::Stream> compute_;
   kvtier::KvBuffers::PagedPool pool_;
+  // The pool's memory: host memory this engine owns (emulated device), or, on a GPU, memory
+  // from kvtier's device (this example has no CUDA of its own to cudaMalloc with).
+  static constexpr size_t kPoolAlignment = 256;
+  struct AlignedDelete {
+    void operator()(void* p) const { ::operator delete(p, std::align_val_t(kPoolAlignment)); }
+  };
+  std::vector<std::unique_ptr<void, AlignedDelete>> host_pool_;
+  std::vector<kvtier::DevicePtr> device_pool_;
 
   std::vector<uint32_t> refs_;              // per page
   std::vector<std::optional<uint64_t>> page_hash_;  // prefix-cache key of a cached page

@@ -15,12 +15,13 @@
  * out-parameters and the engine unchanged.
  *
  * Device memory is named by uint64_t addresses (kvtier_device_ptr). The engine checks every
- * address against the allocations of its own device, so buffers passed to store and load come
+ * address against the memory of its own device, so buffers passed to store and load come
  * from kvtier_buffer_alloc (cudaMalloc'd memory of the engine's CUDA device on a GPU, the
- * emulated device's arena without one); other addresses are INVALID_ARGUMENT ("not device
- * memory of ..."). kvtier_buffer_write / kvtier_buffer_read move bytes between host memory
- * and such buffers; kvtier_store_host / kvtier_load_host do a whole store or load from / to
- * plain host memory in one synchronous call.
+ * emulated device's arena without one) or lie in memory registered with
+ * kvtier_engine_register_device_memory (an inference engine's own KV pool); other addresses
+ * are INVALID_ARGUMENT ("not device memory of ..."). kvtier_buffer_write / kvtier_buffer_read
+ * move bytes between host memory and such buffers; kvtier_store_host / kvtier_load_host do a
+ * whole store or load from / to plain host memory in one synchronous call.
  *
  * Thread safety: every function may be called from any thread, concurrently, on the same
  * engine and handles, except that kvtier_engine_close, kvtier_handle_destroy and
@@ -41,7 +42,8 @@
 extern "C" {
 #endif
 
-#define KVTIER_C_API_VERSION 1
+/* 2: device memory registration, namespace limits, secure erase. */
+#define KVTIER_C_API_VERSION 2
 
 /* Mirrors absl::StatusCode. */
 typedef enum kvtier_status_code {
@@ -153,6 +155,32 @@ kvtier_status_code kvtier_options_set_namespaces(kvtier_options* options, const 
                                                  size_t count);
 kvtier_status_code kvtier_options_set_lease_timeout_ms(kvtier_options* options,
                                                        uint64_t timeout_ms);
+
+/* What one namespace (tenant) may hold (kvtier::NamespaceLimits). Quotas are per tier, in
+ * bytes, rounded down to whole blocks (disk: whole records); 0 = no quota, else at least one
+ * block. A store or promotion into a tier where the namespace is at its quota evicts one of
+ * its own blocks there; when none can go, the block is refused as for a full tier (the disk
+ * tier refuses admission). ttl_ms: a block stored longer ago than this is gone (match, load
+ * and hints no longer see it; a background sweep frees it); 0 = keep forever. */
+typedef struct kvtier_namespace_limits {
+  uint64_t gpu_bytes;
+  uint64_t host_bytes;
+  uint64_t disk_bytes;
+  uint64_t ttl_ms;
+} kvtier_namespace_limits;
+
+/* Limits for namespace `ns`, applied when the engine creates it (at open, by
+ * kvtier_create_namespace, or when a disk directory brings it back); replaces limits set
+ * for `ns` before. The name need not be among kvtier_options_set_namespaces'. The name is
+ * checked here; quotas against the geometry's block size by kvtier_options_validate and
+ * kvtier_engine_open (INVALID_ARGUMENT for a quota below one block). */
+kvtier_status_code kvtier_options_set_namespace_limits(kvtier_options* options, const char* ns,
+                                                       const kvtier_namespace_limits* limits);
+/* enable != 0: a GPU or host slot is zeroed when its block leaves it (erased, expired, evicted
+ * or demoted), and erased or reclaimed disk space is overwritten with zeros, so nothing
+ * erased or evicted can be read back from memory or files kvtier reuses
+ * (kvtier::EngineOptions::secure_erase). Default off. */
+kvtier_status_code kvtier_options_set_secure_erase(kvtier_options* options, int enable);
 /* OK, or INVALID_ARGUMENT naming the bad field (kvtier_engine_open validates too). */
 kvtier_status_code kvtier_options_validate(const kvtier_options* options);
 
@@ -171,6 +199,11 @@ kvtier_status_code kvtier_engine_device_kind(const kvtier_engine* engine,
                                              kvtier_device_kind* out_kind);
 
 kvtier_status_code kvtier_create_namespace(kvtier_engine* engine, const char* ns);
+/* Replaces the limits of an existing namespace (kvtier_namespace_limits). Lowering a quota
+ * evicts nothing at once: the namespace's next insertions into that tier evict its own blocks
+ * first. A shorter TTL applies to blocks already stored. NOT_FOUND for an unknown namespace. */
+kvtier_status_code kvtier_set_namespace_limits(kvtier_engine* engine, const char* ns,
+                                               const kvtier_namespace_limits* limits);
 
 /* Device buffers of the engine's device: the memory kvtier_store / kvtier_load accept (on
  * CUDA, cudaMalloc'd memory of the engine's GPU). Freed by kvtier_buffer_free or at close.
@@ -182,6 +215,27 @@ kvtier_status_code kvtier_buffer_write(kvtier_engine* engine, kvtier_device_ptr 
                                        const void* src, size_t bytes);
 kvtier_status_code kvtier_buffer_read(kvtier_engine* engine, void* dst, kvtier_device_ptr src,
                                       size_t bytes);
+
+/* Device memory the caller allocated itself (an inference engine's KV pool: on a GPU, memory
+ * its allocator cudaMalloc'd, e.g. a torch tensor's data_ptr()) becomes usable by
+ * kvtier_store / kvtier_load and their paged variants, and by kvtier_buffer_write / _read:
+ * addresses inside [base, base + bytes) pass the engine's checks. kvtier never frees it.
+ * On CUDA the first and last byte must be device (or managed) memory of the engine's GPU;
+ * host memory or another GPU's memory is INVALID_ARGUMENT saying so. On the emulated device
+ * (KVTIER_DEVICE_EMULATED), whose "device" memory is host memory, `base` is the address of
+ * host memory the caller owns, e.g. (kvtier_device_ptr)(uintptr_t)malloc(bytes): stores read
+ * it and loads write it in place. INVALID_ARGUMENT for base 0, bytes 0, or a range that
+ * overlaps kvtier_buffer_alloc memory or another registration; ALREADY_EXISTS for a base
+ * registered already. The memory must stay valid until it is unregistered. */
+kvtier_status_code kvtier_engine_register_device_memory(kvtier_engine* engine,
+                                                        kvtier_device_ptr base, size_t bytes);
+/* Forgets a registered range (`base` as registered; NOT_FOUND otherwise); stores and loads
+ * refuse it again from then on. FAILED_PRECONDITION, and the range stays registered, while a
+ * store or load whose buffers lie in it is in flight: wait for its handle first (then
+ * unregister, then free the memory). Ranges still registered at kvtier_engine_close are
+ * forgotten there (never freed). */
+kvtier_status_code kvtier_engine_unregister_device_memory(kvtier_engine* engine,
+                                                          kvtier_device_ptr base);
 
 /* --------------------------------------------------------------------------- match */
 

@@ -15,7 +15,9 @@
 //
 // Device memory is named by DevicePtr, an opaque address that host code cannot dereference.
 // On the emulated device its numeric value is not a host address at all, so a mix-up of
-// host and device pointers fails loudly instead of corrupting memory.
+// host and device pointers fails loudly instead of corrupting memory. The exception is memory
+// the caller registered (RegisterDeviceMemory): an inference engine's own KV pool, which on
+// the emulated device is host memory the caller owns, named by its host address.
 //
 // Thread safety: Device, Stream and Event are safe to use from several threads.
 
@@ -170,8 +172,30 @@ class Device {
   // InvalidArgument error.
   virtual absl::StatusOr<DevicePtr> Allocate(size_t bytes) = 0;
   virtual absl::Status Free(DevicePtr ptr) = 0;
-  // True if [ptr, ptr+bytes) lies inside one live allocation of this device.
+  // True if [ptr, ptr+bytes) lies inside one live allocation of this device, or inside one
+  // range registered with RegisterDeviceMemory.
   virtual bool Contains(DevicePtr ptr, size_t bytes) const = 0;
+
+  // Device memory this device did not allocate (an inference engine's KV pool: a torch
+  // tensor's data_ptr(), cudaMalloc'd by its allocator) becomes this device's memory for
+  // kvtier: Contains accepts ranges inside [base, base+bytes), and copies and kernels read
+  // and write it in place. kvtier never frees it (Free refuses it).
+  //   CUDA: the first and the last byte must be device (or managed) memory of this device's
+  //   GPU, as cudaPointerGetAttributes reports it; host memory or another GPU's memory is
+  //   InvalidArgument saying so.
+  //   Emulated: its device memory is host memory, so registered "device memory" is host
+  //   memory the caller owns, named by its own address:
+  //   RegisterDeviceMemory(DevicePtr::FromAddress(reinterpret_cast<uintptr_t>(p)), bytes).
+  //   The device cannot check that such memory exists: the caller vouches for it.
+  // InvalidArgument for a null base, zero bytes, a range that wraps around, or one that
+  // overlaps an allocation or another registered range (pinned or registered host memory
+  // too, on the emulated device); AlreadyExists when `base` is registered already.
+  // REQUIRES: the memory stays valid until UnregisterDeviceMemory, and no work of this
+  // device uses the range when it is unregistered (Engine::UnregisterDeviceMemory checks
+  // the engine's own transfers).
+  virtual absl::Status RegisterDeviceMemory(DevicePtr base, size_t bytes) = 0;
+  // Forgets a registered range; `base` must be what was registered. NotFound otherwise.
+  virtual absl::Status UnregisterDeviceMemory(DevicePtr base) = 0;
 
   // Page-locked host memory, 4096-byte aligned (usable for O_DIRECT and io_uring buffers).
   virtual absl::StatusOr<void*> AllocatePinned(size_t bytes) = 0;

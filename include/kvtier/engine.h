@@ -56,7 +56,19 @@ struct DiskOptions {
   std::string directory;
   uint64_t capacity_bytes = 0;           // of the data file; >= 2 regions
   uint64_t region_bytes = 64ull << 20;   // unit of reclaim; multiple of 4096
-  std::string codec = "none";            // "none", "zstd", "zstd-shuffle"
+  // How each record is stored (docs/disk-format.md, "Codecs"): "none" (default), "zstd",
+  // "zstd-shuffle" (lossless), or "fp8" / "int8" (lossy, opt-in): the block quantized
+  // (kernels/quantize.h: e4m3 or int8, one float scale per (layer, K/V, kv_head)), about half
+  // the bytes of fp16/bf16 and a quarter of fp32 on disk. With a quantized codec a Load of a
+  // block that went through the disk tier returns dequantized values, not the stored bytes:
+  // error per element at most scale/2 (int8) or 2^-4 of the value plus scale·2^-10 (fp8),
+  // scale = the head's max |x| / 127 or / 448, plus the dtype's own rounding; relative RMS
+  // ~0.008 (int8) and ~0.026 (fp8) on gaussian KV (docs/benchmarks.md). The GPU and host tiers
+  // always hold exact bytes of what was stored; a block read back from disk stays dequantized
+  // there. Blocks whose quantized form would not save a 4 KiB page are stored exactly. The
+  // codec is recorded per record, so a directory reopened with another codec reads its old
+  // records as they were written.
+  std::string codec = "none";
   int zstd_level = 1;
   std::string sync = "none";             // "none" (survives a process crash), "data", "full"
   uint32_t queue_depth = 64;
@@ -349,9 +361,26 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   virtual const EngineOptions& options() const = 0;
-  // The device the engine moves bytes with. On the emulated device, callers allocate their
-  // "GPU" KV buffers here.
+  // The device the engine moves bytes with. Store and Load accept buffers allocated here
+  // (device().Allocate) or registered with RegisterDeviceMemory.
   virtual Device& device() = 0;
+
+  // An inference engine's own device memory (its paged KV pool: on CUDA, a tensor its
+  // allocator cudaMalloc'd; on the emulated device, host memory it owns, named by its host
+  // address) becomes usable as Store and Load buffers: KvBuffers inside [base, base+bytes)
+  // pass the buffer checks, which otherwise refuse every address kvtier did not allocate.
+  // Forwards to Device::RegisterDeviceMemory, which says what is checked (InvalidArgument for
+  // host memory, another GPU's memory, null, zero bytes, overlaps; AlreadyExists for a base
+  // registered already). The engine never frees the memory.
+  // REQUIRES: the memory stays valid until UnregisterDeviceMemory returns OK.
+  virtual absl::Status RegisterDeviceMemory(DevicePtr base, size_t bytes) = 0;
+  // Forgets a range RegisterDeviceMemory registered (`base` as registered; NotFound
+  // otherwise); Store and Load refuse it again from then on. FailedPrecondition, and the range
+  // stays registered, while a Store or Load whose buffers lie in it is in flight: wait for
+  // their handles (Wait() or IsReady()) first, then unregister, then free the memory.
+  // (Ranges registered on device() directly are not tracked: the caller must know that no
+  // transfer uses them.)
+  virtual absl::Status UnregisterDeviceMemory(DevicePtr base) = 0;
 
   virtual absl::Status CreateNamespace(absl::string_view ns) = 0;
   // Replaces the namespace's limits. Lowering a quota below what the namespace holds evicts

@@ -435,6 +435,46 @@ class DiskTier(unittest.TestCase):
         with self.assertRaisesRegex(kvtier.Error, "geometry"):
             self.disk_engine(head_dim=32)
 
+    def test_quantized_codecs_return_dequantized_values_from_disk(self):
+        # 32 KiB blocks (head_dim 64): big enough for a quantized record to save pages.
+        seed = int(np.random.SeedSequence().entropy % (1 << 63))
+        rng = np.random.default_rng(seed)
+        for codec in ("fp8", "int8"):
+            shutil.rmtree(self.dir + "/cache", ignore_errors=True)
+            with self.disk_engine(codec=codec, head_dim=64, host_tier_bytes=4 * 32768,
+                                  disk_region_bytes=256 * 1024,
+                                  disk_capacity_bytes=16 * 256 * 1024) as e:
+                tokens = prompt(2, 17)
+                shape = (2,) + e.block_shape  # (n, layers, 2, tokens, kv_heads, head_dim)
+                sigma = np.exp(rng.uniform(-3, 3, size=(2, 4, 2, 1, 2, 1)))
+                kv = (rng.standard_normal(shape) * sigma).astype(np.float16)
+                kv[kv == 0] = np.float16(1e-3)  # never zero
+                e.store("default", tokens, kv)
+                e.store("default", prompt(4, 18), random_blocks(e, 4, seed=18))  # to disk
+                e.flush()
+                self.assertEqual(e.match_tiers("default", tokens), ["disk", "disk"])
+                got = e.load("default", e.block_keys("default", tokens))
+                x = kv.astype(np.float64)
+                err = np.abs(got.astype(np.float64) - x)
+                # Per head (block, layer, K/V, kv_head): scale = max |x| / 448 or / 127.
+                amax = np.abs(x).max(axis=(3, 5), keepdims=True)
+                scale = amax / (448.0 if codec == "fp8" else 127.0)
+                half_ulp = np.abs(got.astype(np.float64)) * 2.0**-11 + 2.0**-25
+                if codec == "int8":
+                    bound = scale / 2 + half_ulp
+                else:
+                    bound = np.abs(x) * 2.0**-4 + scale * 2.0**-10 + half_ulp
+                bound = bound + (np.abs(x) + 448 * scale) * 2.0**-21
+                msg = f"{codec}, seed {seed}"
+                self.assertTrue(np.all(err <= bound), msg)
+                self.assertGreater(np.count_nonzero(err), 0, msg)  # lossy: not all exact
+                rel_rms = np.sqrt((err**2).sum() / (x**2).sum())
+                self.assertLess(rel_rms, 0.04 if codec == "fp8" else 0.012, msg)
+        with self.assertRaisesRegex(ValueError, "codec"):
+            kvtier.EngineOptions(**GEOMETRY, model="m", host_tier_bytes=1 << 20,
+                                 disk_dir=self.dir + "/x", disk_capacity_bytes=1 << 30,
+                                 codec="lz5").validate()
+
 
 if __name__ == "__main__":
     unittest.main()

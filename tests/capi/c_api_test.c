@@ -1,7 +1,8 @@
 /* Tests of the C API (include/kvtier/c_api.h), written in C11 against libkvtier.so.
  *
  *   kvtier_c_api_test CASE      runs one case: round_trip, match_counts, bad_arguments,
- *                               gpu_tier_lease, disk_reopen, threads; exits 0 if it passes.
+ *                               gpu_tier_lease, disk_reopen, threads, device_memory,
+ *                               namespace_limits; exits 0 if it passes.
  *
  * Every case runs on the emulated device, so it needs no GPU. Each block's bytes are derived
  * from its index, so a load that returns another block's bytes fails the byte comparison. */
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CHECK(cond)                                                            \
@@ -603,6 +605,200 @@ static void DiskReopen(void) {
   CHECK(system(cmd) == 0);
 }
 
+/* An inference engine's own KV memory, registered: on the emulated device that is host memory
+ * the caller owns, named by its address. Stores read it and loads write it in place, in block
+ * and in paged form; before registration and after unregistration it is refused. */
+static void DeviceMemory(void) {
+  kvtier_engine* e = OpenSmall(64);
+  enum { kBlocks = 4, kBytes = 512, kPages = 4 };
+  /* fp16 part (one layer's K or V of a block): 4 tokens x 2 heads x 8 dims x 2 bytes. */
+  enum { kPartBytes = 128, kLayerTensor = 2 * kPages * kPartBytes };
+  int32_t tokens[kBlocks * kBlockTokens];
+  Tokens(7, tokens, kBlocks * kBlockTokens);
+
+  void* raw = NULL;
+  CHECK(posix_memalign(&raw, 256, 2 * kBlocks * kBytes) == 0);
+  uint8_t* pool = (uint8_t*)raw;
+  const kvtier_device_ptr base = (kvtier_device_ptr)(uintptr_t)pool;
+  kvtier_device_ptr src[kBlocks], dst[kBlocks];
+  for (size_t i = 0; i < kBlocks; ++i) {
+    Fill(7, i, pool + i * kBytes, kBytes);
+    memset(pool + (kBlocks + i) * kBytes, 0xA5, kBytes);
+    src[i] = base + i * kBytes;
+    dst[i] = base + (kBlocks + i) * kBytes;
+  }
+  kvtier_handle* h = NULL;
+  CHECK_ERROR(kvtier_store(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, 0, src, kBlocks,
+                           &h),
+              KVTIER_INVALID_ARGUMENT, "RegisterDeviceMemory");
+
+  CHECK_ERROR(kvtier_engine_register_device_memory(NULL, base, 16), KVTIER_INVALID_ARGUMENT,
+              "engine is NULL");
+  CHECK_ERROR(kvtier_engine_register_device_memory(e, 0, 16), KVTIER_INVALID_ARGUMENT,
+              "base is 0");
+  CHECK_ERROR(kvtier_engine_register_device_memory(e, base, 0), KVTIER_INVALID_ARGUMENT,
+              "bytes is 0");
+  CHECK_OK(kvtier_engine_register_device_memory(e, base, 2 * kBlocks * kBytes));
+  CHECK_ERROR(kvtier_engine_register_device_memory(e, base, 16), KVTIER_ALREADY_EXISTS,
+              "registered already");
+  CHECK_ERROR(kvtier_engine_register_device_memory(e, base + 8, 16), KVTIER_INVALID_ARGUMENT,
+              "overlaps");
+  /* kvtier's own buffers need no registration. */
+  kvtier_device_ptr own = 0;
+  CHECK_OK(kvtier_buffer_alloc(e, kBytes, &own));
+  CHECK_ERROR(kvtier_engine_register_device_memory(e, own, kBytes), KVTIER_INVALID_ARGUMENT,
+              "needs no registration");
+
+  /* Blocks: store from the first half, load in reverse order into the second. */
+  CHECK_OK(
+      kvtier_store(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, 0, src, kBlocks, &h));
+  CHECK_OK(kvtier_handle_wait(h));
+  kvtier_handle_destroy(h);
+  kvtier_block_key keys[kBlocks], reversed[kBlocks];
+  size_t matched_tokens = 0, matched_blocks = 0;
+  CHECK_OK(kvtier_match(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, keys, kBlocks, NULL));
+  CHECK(matched_blocks == kBlocks);
+  for (size_t i = 0; i < kBlocks; ++i) reversed[i] = keys[kBlocks - 1 - i];
+  CHECK_OK(kvtier_load(e, "default", reversed, kBlocks, dst, /*layerwise=*/1, &h));
+  CHECK_OK(kvtier_handle_wait(h));
+  kvtier_handle_destroy(h);
+  for (size_t i = 0; i < kBlocks; ++i) {
+    uint8_t want[kBytes];
+    Fill(7, kBlocks - 1 - i, want, kBytes);
+    CHECK(memcmp(pool + (kBlocks + i) * kBytes, want, kBytes) == 0);
+  }
+  /* kvtier_buffer_read reads registered memory as any device memory. */
+  uint8_t back[kBytes];
+  CHECK_OK(kvtier_buffer_read(e, back, dst[0], kBytes));
+  CHECK(memcmp(back, pool + kBlocks * kBytes, kBytes) == 0);
+
+  /* Paged: a second registered pool of kPages pages per layer. Load the blocks into pages
+   * {2, 0, 3, 1}, store them from there into tenant-b, and read them back as host memory. */
+  void* raw_paged = NULL;
+  CHECK(posix_memalign(&raw_paged, 256, kLayers * kLayerTensor) == 0);
+  memset(raw_paged, 0, kLayers * kLayerTensor);
+  const kvtier_device_ptr paged_base = (kvtier_device_ptr)(uintptr_t)raw_paged;
+  kvtier_device_ptr layers[kLayers];
+  for (size_t l = 0; l < kLayers; ++l) layers[l] = paged_base + l * kLayerTensor;
+  const kvtier_paged_pool paged = {layers, kLayers, kPages, KVTIER_PAGE_HND};
+  const uint32_t pages[kBlocks] = {2, 0, 3, 1};
+  CHECK_ERROR(kvtier_load_paged(e, "default", keys, kBlocks, &paged, pages, 0, &h),
+              KVTIER_INVALID_ARGUMENT, "paged pool layer 0");
+  CHECK_OK(kvtier_engine_register_device_memory(e, paged_base, kLayers * kLayerTensor));
+  CHECK_OK(kvtier_load_paged(e, "default", keys, kBlocks, &paged, pages, 1, &h));
+  CHECK_OK(kvtier_handle_wait(h));
+  kvtier_handle_destroy(h);
+  CHECK_OK(kvtier_store_paged(e, "tenant-b", tokens, kBlocks * kBlockTokens, NULL, 0, 0, &paged,
+                              pages, kBlocks, &h));
+  CHECK_OK(kvtier_handle_wait(h));
+  kvtier_handle_destroy(h);
+  kvtier_block_key b_keys[kBlocks];
+  CHECK_OK(kvtier_match(e, "tenant-b", tokens, kBlocks * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, b_keys, kBlocks, NULL));
+  CHECK(matched_blocks == kBlocks);
+  uint8_t loaded[kBlocks * kBytes];
+  CHECK_OK(kvtier_load_host(e, "tenant-b", b_keys, kBlocks, loaded, sizeof(loaded)));
+  CHECK(memcmp(loaded, pool, kBlocks * kBytes) == 0);
+
+  /* Unregistered, the memory is refused again. */
+  CHECK_OK(kvtier_engine_unregister_device_memory(e, base));
+  CHECK_ERROR(kvtier_engine_unregister_device_memory(e, base), KVTIER_NOT_FOUND, "not the start");
+  CHECK_ERROR(kvtier_engine_unregister_device_memory(e, 0), KVTIER_INVALID_ARGUMENT, "base is 0");
+  CHECK_ERROR(kvtier_load(e, "default", keys, kBlocks, dst, 0, &h), KVTIER_INVALID_ARGUMENT,
+              "buffer 0");
+  CHECK_OK(kvtier_buffer_free(e, own));
+  /* The paged pool stays registered: close forgets it, and never frees it. */
+  CHECK_OK(kvtier_engine_close(e));
+  free(raw_paged);
+  free(raw);
+}
+
+/* Namespace limits (a host quota, a time to live) and secure erase, set through the options
+ * and on the open engine. */
+static void NamespaceLimits(void) {
+  enum { kBytes = 512, kBlocks = 8 };
+  kvtier_options* o = SmallOptions(64);
+  const kvtier_namespace_limits quota = {0, 4 * kBytes, 0, 0}; /* 4 host blocks */
+  const kvtier_namespace_limits none = {0, 0, 0, 0};
+  const kvtier_namespace_limits tiny = {0, 100, 0, 0}; /* less than a block */
+  CHECK_ERROR(kvtier_options_set_namespace_limits(NULL, "default", &quota),
+              KVTIER_INVALID_ARGUMENT, "options is NULL");
+  CHECK_ERROR(kvtier_options_set_namespace_limits(o, NULL, &quota), KVTIER_INVALID_ARGUMENT,
+              "ns is NULL");
+  CHECK_ERROR(kvtier_options_set_namespace_limits(o, "default", NULL), KVTIER_INVALID_ARGUMENT,
+              "limits is NULL");
+  CHECK_ERROR(kvtier_options_set_namespace_limits(o, "has space", &quota),
+              KVTIER_INVALID_ARGUMENT, "namespace name");
+  const kvtier_namespace_limits forever = {0, 0, 0, UINT64_MAX};
+  CHECK_ERROR(kvtier_options_set_namespace_limits(o, "default", &forever),
+              KVTIER_INVALID_ARGUMENT, "ttl_ms");
+  CHECK_OK(kvtier_options_set_namespace_limits(o, "tenant-b", &tiny));
+  CHECK_ERROR(kvtier_options_validate(o), KVTIER_INVALID_ARGUMENT, "smaller than one block");
+  CHECK_OK(kvtier_options_set_namespace_limits(o, "tenant-b", &none));
+  CHECK_OK(kvtier_options_set_namespace_limits(o, "default", &quota));
+  CHECK_ERROR(kvtier_options_set_secure_erase(NULL, 1), KVTIER_INVALID_ARGUMENT,
+              "options is NULL");
+  CHECK_OK(kvtier_options_set_secure_erase(o, 1));
+  CHECK_OK(kvtier_options_validate(o));
+  kvtier_engine* e = NULL;
+  CHECK_OK(kvtier_engine_open(o, &e));
+  kvtier_options_destroy(o);
+
+  /* 8 blocks into each namespace: "default" keeps at most its quota of 4 host blocks. */
+  int32_t tokens[kBlocks * kBlockTokens];
+  uint8_t data[kBlocks * kBytes];
+  Tokens(8, tokens, kBlocks * kBlockTokens);
+  for (size_t i = 0; i < kBlocks; ++i) Fill(8, i, data + i * kBytes, kBytes);
+  for (size_t first = 0; first < kBlocks; first += 2) {
+    CHECK_OK(kvtier_store_host(e, "default", tokens, (first + 2) * kBlockTokens, NULL, 0, first,
+                               2, data + first * kBytes, 2 * kBytes, NULL));
+    CHECK_OK(kvtier_store_host(e, "tenant-b", tokens, (first + 2) * kBlockTokens, NULL, 0, first,
+                               2, data + first * kBytes, 2 * kBytes, NULL));
+  }
+  kvtier_namespace_stats limited, free_ns;
+  CHECK_OK(kvtier_namespace_stats_get(e, "default", &limited));
+  CHECK_OK(kvtier_namespace_stats_get(e, "tenant-b", &free_ns));
+  CHECK(limited.blocks_per_tier[KVTIER_TIER_HOST] == 4);
+  CHECK(free_ns.blocks_per_tier[KVTIER_TIER_HOST] == kBlocks);
+
+  /* Lifting the quota lets "default" grow again. */
+  CHECK_OK(kvtier_set_namespace_limits(e, "default", &none));
+  CHECK_OK(kvtier_store_host(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, 0, kBlocks,
+                             data, sizeof(data), NULL));
+  CHECK_OK(kvtier_namespace_stats_get(e, "default", &limited));
+  CHECK(limited.blocks_per_tier[KVTIER_TIER_HOST] == kBlocks);
+
+  /* A time to live of 50 ms: tenant-b's blocks are gone soon after. */
+  const kvtier_namespace_limits ttl = {0, 0, 0, 50};
+  CHECK_OK(kvtier_set_namespace_limits(e, "tenant-b", &ttl));
+  size_t matched_tokens = 0, matched_blocks = 0;
+  for (int i = 0; i < 100; ++i) {
+    CHECK_OK(kvtier_match(e, "tenant-b", tokens, kBlocks * kBlockTokens, NULL, 0, &matched_tokens,
+                          &matched_blocks, NULL, 0, NULL));
+    if (matched_blocks == 0) break;
+    const struct timespec pause = {0, 20 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+  }
+  CHECK(matched_blocks == 0);
+  CHECK_OK(kvtier_match(e, "default", tokens, kBlocks * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, NULL, 0, NULL));
+  CHECK(matched_blocks == kBlocks);
+
+  CHECK_ERROR(kvtier_set_namespace_limits(e, "nope", &quota), KVTIER_NOT_FOUND, "nope");
+  CHECK_ERROR(kvtier_set_namespace_limits(e, "default", &tiny), KVTIER_INVALID_ARGUMENT,
+              "smaller than one block");
+  CHECK_ERROR(kvtier_set_namespace_limits(e, "default", NULL), KVTIER_INVALID_ARGUMENT,
+              "limits is NULL");
+  CHECK_ERROR(kvtier_set_namespace_limits(NULL, "default", &quota), KVTIER_INVALID_ARGUMENT,
+              "engine is NULL");
+  /* With secure erase on, erasing still works as before. */
+  size_t erased = 0;
+  CHECK_OK(kvtier_erase_namespace(e, "default", &erased));
+  CHECK(erased == kBlocks);
+  CHECK_OK(kvtier_engine_close(e));
+}
+
 /* Several threads store, match and load at once on one engine; each thread's errors stay
  * its own (the thread-local message). */
 enum { kThreads = 4, kRounds = 20 };
@@ -658,9 +854,14 @@ int main(int argc, char** argv) {
   static const struct {
     const char* name;
     void (*run)(void);
-  } kCases[] = {{"round_trip", RoundTrip},       {"match_counts", MatchCounts},
-                {"bad_arguments", BadArguments}, {"gpu_tier_lease", GpuTierLease},
-                {"disk_reopen", DiskReopen},     {"threads", Threads}};
+  } kCases[] = {{"round_trip", RoundTrip},
+                {"match_counts", MatchCounts},
+                {"bad_arguments", BadArguments},
+                {"gpu_tier_lease", GpuTierLease},
+                {"disk_reopen", DiskReopen},
+                {"threads", Threads},
+                {"device_memory", DeviceMemory},
+                {"namespace_limits", NamespaceLimits}};
   if (argc != 2) {
     fprintf(stderr, "usage: %s CASE\n", argv[0]);
     return 2;

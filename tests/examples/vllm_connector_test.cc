@@ -3,7 +3,8 @@
 // saved, in NHD and HND; prefix hits in the pool and in kvtier combine; partial blocks wait
 // until full; blocks evicted after the match, or failing their disk checksum, become load
 // errors and are recomputed and saved again; a finished or preempted
-// request's pages are not handed back while a load still writes them; bad input is refused.
+// request's pages are not handed back while a load still writes them; the pool is the
+// engine's own memory, registered with kvtier while the connector lives; bad input is refused.
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -179,6 +180,35 @@ TEST_P(VllmConnectorTest, ReloadedPagesEqualTheSavedPagesByteForByte) {
   }
   // Block 3 differs: `second` computed it from its own tokens.
   EXPECT_NE(reloaded[3 * g_.num_layers], saved[3 * g_.num_layers]);
+}
+
+TEST_P(VllmConnectorTest, ThePoolIsTheEnginesOwnMemoryRegisteredWhileTheConnectorLives) {
+  Open();
+  const size_t layer_bytes = size_t{2} * 8 * g_.part_bytes();
+  std::vector<kvtier::DevicePtr> layers;
+  {
+    std::unique_ptr<ToyEngine> toy = Toy(8, /*prefix_caching=*/false);
+    ASSERT_NE(toy, nullptr);
+    layers = toy->pool().layers;
+    for (kvtier::DevicePtr layer : layers) {
+      // Not kvtier's memory (kvtier never frees what it did not allocate) ...
+      absl::Status s = engine_->device().Free(layer);
+      EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+      EXPECT_NE(s.message().find("registered device memory"), std::string::npos) << s;
+      // ... but registered, so kvtier's transfers accept it.
+      EXPECT_TRUE(engine_->device().Contains(layer, layer_bytes));
+    }
+    // Registered by the connector, which still needs it.
+    EXPECT_TRUE(absl::IsNotFound(engine_->UnregisterDeviceMemory(layers[0] + 256)));
+    const std::vector<int32_t> prompt = Tokens(4, 64);
+    ASSERT_TRUE(toy->AddRequest(MakeRequest("a", prompt), 1).ok());
+    ASSERT_TRUE(toy->RunToCompletion().ok());
+    EXPECT_EQ(engine_->Match("default", prompt)->matched_tokens, 64u);
+  }
+  // The connector unregistered the pool (after its transfers) before the engine freed it.
+  for (kvtier::DevicePtr layer : layers) {
+    EXPECT_FALSE(engine_->device().Contains(layer, layer_bytes));
+  }
 }
 
 TEST_P(VllmConnectorTest, APartialBlockIsSavedByTheStepThatFillsIt) {
@@ -495,6 +525,22 @@ TEST_P(VllmConnectorBadInputTest, WorkerSideCallsRefuseWhatIsOutOfRangeOrOrder) 
   pool.num_pages *= 2;  // larger than the tensors
   EXPECT_TRUE(absl::IsInvalidArgument(c.RegisterKvCaches(pool, stream->get())));
   EXPECT_TRUE(absl::IsInvalidArgument(c.RegisterKvCaches(toy->pool(), nullptr)));
+  // A pool kvtier cannot register (its last layer overlaps the registered pool without lying
+  // inside it) leaves nothing registered: the first layers' registrations are undone.
+  const size_t layer_bytes = size_t{2} * toy->pool().num_pages * g_.part_bytes();
+  std::vector<std::vector<uint8_t>> fresh(g_.num_layers - 1,
+                                          std::vector<uint8_t>(layer_bytes + 256));
+  pool = toy->pool();
+  for (uint32_t l = 0; l + 1 < g_.num_layers; ++l) {
+    pool.layers[l] = kvtier::DevicePtr::FromAddress(reinterpret_cast<uintptr_t>(fresh[l].data()));
+  }
+  pool.layers.back() = toy->pool().layers[0] + g_.part_bytes();
+  s = c.RegisterKvCaches(pool, stream->get());
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_NE(s.message().find("overlaps"), std::string::npos) << s;
+  for (uint32_t l = 0; l + 1 < g_.num_layers; ++l) {
+    EXPECT_FALSE(engine_->device().Contains(pool.layers[l], 1)) << "layer " << l;
+  }
 
   absl::StatusOr<std::unique_ptr<KvtierConnector>> other =
       KvtierConnector::Create(engine_.get(), ConnectorOptions{.ns = "tenant-x"});

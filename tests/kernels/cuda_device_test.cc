@@ -1,7 +1,8 @@
 // tests/kernels/cuda_device_test.cc — what the CUDA device promises beyond the Device
 // contract (which device_conformance_test.cc checks on it): native handles, copies to device
-// memory that kvtier did not allocate (the connector case), and errors that name the CUDA
-// call. Skips, saying why, on machines without a usable GPU.
+// memory that kvtier did not allocate (the connector case) and its registration
+// (RegisterDeviceMemory), and errors that name the CUDA call. Skips, saying why, on machines
+// without a usable GPU.
 
 #include <cuda_runtime_api.h>
 
@@ -67,6 +68,63 @@ TEST_F(CudaDeviceTest, CopiesReachMemoryKvtierDidNotAllocate) {
     EXPECT_EQ(device_->Free(foreign).code(), absl::StatusCode::kInvalidArgument);
   }
   ASSERT_EQ(cudaFree(raw), cudaSuccess);
+}
+
+TEST_F(CudaDeviceTest, RegisteredCudaMemoryIsContainedAndOtherMemoryIsRefusedSayingWhy) {
+  constexpr size_t kBytes = size_t{1} << 20;
+  void* raw = nullptr;
+  ASSERT_EQ(cudaMalloc(&raw, kBytes), cudaSuccess);
+  const DevicePtr foreign = DevicePtr::FromAddress(reinterpret_cast<uintptr_t>(raw));
+  EXPECT_FALSE(device_->Contains(foreign, kBytes));
+  KVTIER_ASSERT_OK(device_->RegisterDeviceMemory(foreign, kBytes));
+  EXPECT_TRUE(device_->Contains(foreign, kBytes));
+  EXPECT_TRUE(device_->Contains(foreign + 4096, kBytes - 4096));
+  EXPECT_FALSE(device_->Contains(foreign + 4096, kBytes));
+  EXPECT_EQ(device_->RegisterDeviceMemory(foreign, kBytes).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(device_->RegisterDeviceMemory(foreign + 4096, 4096).code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::Status status = device_->Free(foreign);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "registered device memory")) << status;
+  KVTIER_ASSERT_OK(device_->UnregisterDeviceMemory(foreign));
+  EXPECT_FALSE(device_->Contains(foreign, kBytes));
+  EXPECT_EQ(device_->UnregisterDeviceMemory(foreign).code(), absl::StatusCode::kNotFound);
+
+  // Pageable host memory is not CUDA memory; pinned host memory is host memory.
+  std::vector<uint8_t> pageable(kBytes);
+  status = device_->RegisterDeviceMemory(
+      DevicePtr::FromAddress(reinterpret_cast<uintptr_t>(pageable.data())), kBytes);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "not CUDA memory")) << status;
+  void* pinned = nullptr;
+  ASSERT_EQ(cudaMallocHost(&pinned, 4096), cudaSuccess);
+  status = device_->RegisterDeviceMemory(
+      DevicePtr::FromAddress(reinterpret_cast<uintptr_t>(pinned)), 4096);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "is host memory")) << status;
+  ASSERT_EQ(cudaFreeHost(pinned), cudaSuccess);
+  // A range that runs off the end of the allocation: its last byte is checked too. (With a
+  // gigabyte past the end, the last byte lies in no allocation of this process.)
+  status = device_->RegisterDeviceMemory(foreign, kBytes + (size_t{1} << 30));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_FALSE(device_->Contains(foreign, 1));
+  ASSERT_EQ(cudaFree(raw), cudaSuccess);
+
+  // Another GPU's memory belongs to that GPU.
+  int count = 0;
+  ASSERT_EQ(cudaGetDeviceCount(&count), cudaSuccess);
+  if (count > 1) {
+    void* other = nullptr;
+    ASSERT_EQ(cudaSetDevice(1), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&other, 4096), cudaSuccess);
+    status = device_->RegisterDeviceMemory(
+        DevicePtr::FromAddress(reinterpret_cast<uintptr_t>(other)), 4096);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_TRUE(absl::StrContains(status.message(), "belongs to device 1")) << status;
+    ASSERT_EQ(cudaFree(other), cudaSuccess);
+    ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  }
 }
 
 TEST_F(CudaDeviceTest, RuntimeErrorsNameTheCall) {

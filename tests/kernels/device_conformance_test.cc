@@ -183,6 +183,35 @@ TEST_F(KVTIER_CONFORMANCE_SUITE, RegisteredHostMemoryRoundTripsAndBadRegistratio
   EXPECT_EQ(device_->UnregisterHostMemory(raw).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// What both devices refuse to register as device memory. (What each accepts differs: CUDA
+// device memory allocated outside kvtier, the emulated device host memory the caller owns;
+// cuda_device_test.cc and emulated_device_test.cc test those.)
+TEST_F(KVTIER_CONFORMANCE_SUITE, DeviceMemoryRegistrationRefusesBadRanges) {
+  DevicePtr own = Allocate(1 << 20);
+  EXPECT_EQ(device_->RegisterDeviceMemory(DevicePtr(), 4096).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(device_->RegisterDeviceMemory(own, 0).code(), absl::StatusCode::kInvalidArgument);
+  // Memory the device allocated is its own already.
+  absl::Status status = device_->RegisterDeviceMemory(own + 4096, 4096);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "RegisterDeviceMemory")) << status;
+  // Pinned host memory is host memory.
+  absl::StatusOr<void*> pinned = device_->AllocatePinned(8192);
+  ASSERT_TRUE(pinned.ok()) << pinned.status();
+  status = device_->RegisterDeviceMemory(
+      DevicePtr::FromAddress(reinterpret_cast<uintptr_t>(*pinned)), 8192);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "host memory")) << status;
+  KVTIER_EXPECT_OK(device_->FreePinned(*pinned));
+  // Unknown starts, and allocations, are not registrations.
+  status = device_->UnregisterDeviceMemory(own);
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "UnregisterDeviceMemory")) << status;
+  EXPECT_EQ(device_->UnregisterDeviceMemory(DevicePtr::FromAddress(0x1000)).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(device_->Contains(own, 1 << 20));
+}
+
 TEST_F(KVTIER_CONFORMANCE_SUITE, CopyBatchRoundTripIsByteExact) {
   constexpr size_t kChunks = 16;
   constexpr size_t kChunk = 64 * 1024 + 3;

@@ -1,10 +1,12 @@
 // tests/kernels/emulated_device_test.cc — what the emulated device promises beyond the Device
 // contract: synthetic addresses that cannot be mistaken for host memory, a memory limit, a
 // bandwidth-limited link per direction shared by all streams, execution errors that are
-// reported without stopping the stream, and injected CUDA errors (DeviceFault).
+// reported without stopping the stream, injected CUDA errors (DeviceFault), and host memory
+// the caller owns registered as device memory (RegisterDeviceMemory).
 
 #include "kernels/emulated_device.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -366,6 +368,113 @@ TEST(EmulatedDevice, MemoryFreedUnderAQueuedCopyIsAnErrorNotAUseAfterFree) {
   absl::Status status = stream->Synchronize();
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
   EXPECT_TRUE(absl::StrContains(status.message(), "freed before the copy ran")) << status;
+}
+
+TEST(EmulatedDevice, RegisteredHostMemoryIsDeviceMemoryAtItsOwnAddress) {
+  auto device = NewDevice(0.0, /*memory_limit=*/1 << 20);
+  // An inference engine's "GPU" pool: host memory it owns, larger than the device's limit.
+  std::vector<uint8_t> pool(size_t{2} << 20, 0);
+  const DevicePtr base = DevicePtr::FromAddress(reinterpret_cast<uint64_t>(pool.data()));
+  EXPECT_FALSE(device->Contains(base, 16));
+  auto stream = NewStream(*device);
+  absl::Status status = stream->CopyToDevice(base, pool.data() + 64, 16);
+  EXPECT_TRUE(absl::StrContains(status.message(), "RegisterDeviceMemory")) << status;
+
+  KVTIER_ASSERT_OK(device->RegisterDeviceMemory(base, pool.size()));
+  EXPECT_TRUE(device->Contains(base, pool.size()));
+  EXPECT_TRUE(device->Contains(base + 100, pool.size() - 100));
+  EXPECT_FALSE(device->Contains(base + 100, pool.size()));
+  EXPECT_EQ(device->Resolve(base + 100, 10), pool.data() + 100);  // in place
+  EXPECT_EQ(device->bytes_in_use(), 0u);  // the caller's memory, not the device's
+
+  // Copies in, out and within, and kernels, use the caller's bytes in place.
+  const std::vector<uint8_t> source = RandomBytes(5000, 3);
+  std::vector<uint8_t> back(5000);
+  absl::StatusOr<DevicePtr> own = device->Allocate(5000);
+  ASSERT_TRUE(own.ok());
+  KVTIER_ASSERT_OK(stream->CopyToDevice(base + 1000, source.data(), 5000));
+  KVTIER_ASSERT_OK(stream->CopyOnDevice(*own, base + 1000, 5000));
+  KVTIER_ASSERT_OK(stream->CopyOnDevice(base + 100000, *own, 5000));
+  KVTIER_ASSERT_OK(stream->CopyToHost(back.data(), base + 100000, 5000));
+  KVTIER_ASSERT_OK(stream->Launch(MakeFillKernel(base + 200000, 4096, 9)));
+  KVTIER_ASSERT_OK(stream->Synchronize());
+  EXPECT_EQ(std::memcmp(pool.data() + 1000, source.data(), 5000), 0);
+  EXPECT_EQ(std::memcmp(pool.data() + 100000, source.data(), 5000), 0);
+  EXPECT_EQ(back, source);
+  EXPECT_TRUE(std::any_of(pool.begin() + 200000, pool.begin() + 204096,
+                          [](uint8_t b) { return b != 0; }));
+
+  // kvtier never frees it; it cannot be registered twice or partly again.
+  status = device->Free(base);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_EQ(device->RegisterDeviceMemory(base, 16).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(device->RegisterDeviceMemory(base + 16, 16).code(),
+            absl::StatusCode::kInvalidArgument);
+  // Nor may host memory APIs claim it.
+  EXPECT_EQ(device->RegisterHostMemory(pool.data() + 64, 64).code(),
+            absl::StatusCode::kInvalidArgument);
+
+  KVTIER_ASSERT_OK(device->UnregisterDeviceMemory(base));
+  EXPECT_FALSE(device->Contains(base, 16));
+  EXPECT_EQ(device->Resolve(base, 16), nullptr);
+  EXPECT_EQ(stream->CopyToDevice(base, source.data(), 16).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(device->UnregisterDeviceMemory(base).code(), absl::StatusCode::kNotFound);
+  KVTIER_EXPECT_OK(device->Free(*own));
+}
+
+TEST(EmulatedDevice, DeviceMemoryRegistrationRefusesWhatIsNotTheCallersHostMemory) {
+  auto device = NewDevice();
+  std::vector<uint8_t> pool(4096);
+  const DevicePtr base = DevicePtr::FromAddress(reinterpret_cast<uint64_t>(pool.data()));
+  EXPECT_EQ(device->RegisterDeviceMemory(DevicePtr(), 16).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(device->RegisterDeviceMemory(base, 0).code(), absl::StatusCode::kInvalidArgument);
+  // The device's own memory needs no registration.
+  absl::StatusOr<DevicePtr> own = device->Allocate(4096);
+  ASSERT_TRUE(own.ok());
+  absl::Status status = device->RegisterDeviceMemory(*own, 4096);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "needs no registration")) << status;
+  status = device->UnregisterDeviceMemory(*own);
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "Free it")) << status;
+  // A range that would run into the synthetic addresses.
+  status = device->RegisterDeviceMemory(
+      DevicePtr::FromAddress(EmulatedDevice::kAddressBase - 8), 16);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  // Pinned and registered host memory are host memory.
+  absl::StatusOr<void*> pinned = device->AllocatePinned(8192);
+  ASSERT_TRUE(pinned.ok());
+  status = device->RegisterDeviceMemory(
+      DevicePtr::FromAddress(reinterpret_cast<uint64_t>(*pinned) + 4096), 16);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "pinned host memory")) << status;
+  KVTIER_ASSERT_OK(device->RegisterHostMemory(pool.data(), pool.size()));
+  status = device->RegisterDeviceMemory(base + 8, 16);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "RegisterHostMemory")) << status;
+  KVTIER_EXPECT_OK(device->UnregisterHostMemory(pool.data()));
+  KVTIER_EXPECT_OK(device->FreePinned(*pinned));
+  KVTIER_EXPECT_OK(device->Free(*own));
+}
+
+TEST(EmulatedDevice, MemoryUnregisteredUnderAQueuedCopyIsAnErrorNotAWrite) {
+  auto device = NewDevice();
+  auto stream = NewStream(*device);
+  std::vector<uint8_t> pool(4096, 0);
+  const DevicePtr base = DevicePtr::FromAddress(reinterpret_cast<uint64_t>(pool.data()));
+  KVTIER_ASSERT_OK(device->RegisterDeviceMemory(base, pool.size()));
+  std::vector<uint8_t> host(4096, 7);
+  Gate gate;
+  KVTIER_ASSERT_OK(gate.Block(*stream));
+  KVTIER_ASSERT_OK(stream->CopyToDevice(base, host.data(), 4096));
+  KVTIER_ASSERT_OK(device->UnregisterDeviceMemory(base));
+  gate.Open();
+  absl::Status status = stream->Synchronize();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "unregistered")) << status;
+  EXPECT_EQ(pool, std::vector<uint8_t>(4096, 0));
 }
 
 TEST(EmulatedDevice, EventsMayBeDestroyedWithCapturesInFlight) {

@@ -80,7 +80,7 @@ absl::StatusOr<Json> InspectCache(const std::string& dir) {
   };
   std::map<std::string, NsTotals> by_ns;  // sorted by name for stable output
   std::vector<uint64_t> region_live(m.regions, 0);
-  uint64_t codec_blocks[3] = {};
+  uint64_t codec_blocks[kNumCodecs] = {};
   uint64_t invalid = 0, stored = 0, record = 0, blocks = 0, no_time = 0;
   std::vector<uint64_t> created;
   absl::Status scan = c.ForEachBlock([&](const BlockEntry& b) {
@@ -131,7 +131,9 @@ absl::StatusOr<Json> InspectCache(const std::string& dir) {
             ? Json::Number(static_cast<double>(blocks * block_bytes) / static_cast<double>(stored))
             : Json());
   Json codecs = Json::Object();
-  for (int i = 0; i < 3; ++i) codecs.Set(CodecName(static_cast<Codec>(i)), codec_blocks[i]);
+  for (int i = 0; i < kNumCodecs; ++i) {
+    codecs.Set(CodecName(static_cast<Codec>(i)), codec_blocks[i]);
+  }
   r.Set("codecs", std::move(codecs));
 
   Json nss = Json::Array();
@@ -207,9 +209,11 @@ std::string FormatInspect(const Json& r) {
       HumanBytes(U64(r, "record_bytes")), HumanBytes(U64(r, "stored_bytes")),
       ratio != nullptr && ratio->is_number() ? absl::StrFormat("%.2fx raw/stored", ratio->number())
                                              : std::string("unknown (geometry unreadable)"));
-  absl::StrAppendFormat(&out, "codecs           none %d, zstd %d, zstd-shuffle %d\n",
+  absl::StrAppendFormat(&out,
+                        "codecs           none %d, zstd %d, zstd-shuffle %d, fp8 %d, int8 %d\n",
                         U64(r, "codecs/none"), U64(r, "codecs/zstd"),
-                        U64(r, "codecs/zstd-shuffle"));
+                        U64(r, "codecs/zstd-shuffle"), U64(r, "codecs/fp8"),
+                        U64(r, "codecs/int8"));
 
   out += "\nnamespace                          blocks          raw      on disk\n";
   for (const Json& n : r.Find("namespaces")->items()) {

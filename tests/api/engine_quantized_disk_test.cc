@@ -1,0 +1,263 @@
+// The engine with a lossy disk codec (DiskOptions::codec = "fp8" or "int8"): a block demoted
+// to disk and loaded back holds the dequantized values — exactly the quantization kernels'
+// round trip, within the format's error bound for every element — while blocks that never
+// left the host tier load exact; records are the quantized size; a reopened directory serves
+// the same values, also under another codec; a corrupted quantized record is a miss (zeros +
+// DataLoss), never wrong values. Data is fresh random fp16 / bf16 each run
+// (tests/tiers/quantized_kv.h; KVTIER_TEST_SEED=N reproduces a run).
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+
+#include "absl/strings/str_format.h"
+#include "engine_test_util.h"
+#include "gtest/gtest.h"
+#include "kernels/quantize.h"
+#include "kvtier/engine.h"
+#include "tests/tiers/quantized_kv.h"
+#include "tiers/disk_record.h"
+
+namespace kvtier {
+namespace {
+
+using ::kvtier::testing::DeviceBlocks;
+using ::kvtier::testing::KeysOf;
+using ::kvtier::testing::Poison;
+using ::kvtier::testing::Prompt;
+using ::kvtier::testing::ReadDevice;
+using ::kvtier::testing::WriteDevice;
+
+// 4 layers x 2 kv heads x 64 dim x 16 tokens: 32 KiB blocks in fp16 / bf16, which quantize
+// to 16,448 bytes (records of 24 KiB instead of 36 KiB).
+Geometry QuantGeometry(DType dtype) { return Geometry{4, 2, 64, dtype, 16}; }
+
+class EngineQuantizedDiskTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/kvtier-engine-qdisk-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    seed_ = quantized_kv::TestSeed();
+    rng_.seed(seed_);
+  }
+  void TearDown() override {
+    engine_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  std::string Seed() const {
+    return absl::StrFormat("seed %d (KVTIER_TEST_SEED=%d reproduces)", seed_, seed_);
+  }
+
+  EngineOptions Options(DType dtype, const std::string& codec) {
+    EngineOptions o;
+    o.geometry = QuantGeometry(dtype);
+    o.model_fingerprint = "test-model@1";
+    o.device.choice = DeviceChoice::kEmulated;
+    o.host_tier_bytes = 4 * o.geometry.block_bytes();
+    o.namespaces = {"default"};
+    o.disk.directory = dir_ + "/cache";
+    o.disk.region_bytes = 256 * 1024;
+    o.disk.capacity_bytes = 16 * o.disk.region_bytes;
+    o.disk.staging_buffers = 32;
+    o.disk.admit_min_seen = 1;  // every eviction reaches the disk
+    o.disk.codec = codec;
+    return o;
+  }
+  void Open(const EngineOptions& o) {
+    engine_.reset();
+    auto e = Engine::Open(o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+    g_ = o.geometry;
+  }
+
+  // Stores blocks [first, first + data.size()) of `tokens` with the given contents.
+  void StoreData(const std::vector<int32_t>& tokens, size_t first,
+                 const std::vector<std::vector<uint8_t>>& data) {
+    DeviceBlocks src(engine_->device(), data.size(), g_.block_bytes());
+    for (size_t i = 0; i < data.size(); ++i) WriteDevice(engine_->device(), src[i], data[i]);
+    StoreRequest r;
+    r.ns = "default";
+    r.tokens = tokens;
+    r.first_block = first;
+    r.buffers = KvBuffers::Blocks(src.ptrs());
+    auto h = engine_->Store(r);
+    ASSERT_TRUE(h.ok()) << h.status();
+    ASSERT_TRUE((*h)->Wait().ok());
+    ASSERT_EQ((*h)->blocks_moved(), data.size());
+  }
+  // Loads `keys` into fresh (poisoned) buffers; returns the status and the bytes.
+  absl::Status Load(const std::vector<BlockKey>& keys, std::vector<std::vector<uint8_t>>* got) {
+    got->clear();
+    DeviceBlocks dst(engine_->device(), keys.size(), g_.block_bytes());
+    Poison(engine_->device(), dst.ptrs(), g_.block_bytes());
+    LoadRequest r;
+    r.ns = "default";
+    r.keys = keys;
+    r.buffers = KvBuffers::Blocks(dst.ptrs());
+    auto h = engine_->Load(r);
+    if (!h.ok()) return h.status();
+    absl::Status s = (*h)->Wait();
+    for (size_t i = 0; i < keys.size(); ++i) {
+      got->push_back(ReadDevice(engine_->device(), dst[i], g_.block_bytes()));
+    }
+    return s;
+  }
+  std::vector<TierKind> Tiers(const std::vector<int32_t>& tokens) {
+    auto m = engine_->Match("default", tokens);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return m.ok() ? m->tiers : std::vector<TierKind>{};
+  }
+  // `n` random blocks stored as `tokens` two at a time (a Store cannot evict its own blocks),
+  // so through a 4-block host tier all but the last few go to disk.
+  std::vector<std::vector<uint8_t>> StoreRandom(const std::vector<int32_t>& tokens, size_t n) {
+    std::vector<std::vector<uint8_t>> data;
+    for (size_t i = 0; i < n; ++i) data.push_back(quantized_kv::RandomBlock(g_, rng_));
+    for (size_t first = 0; first < n; first += 2) {
+      StoreData(tokens, first, {data[first], data[first + 1]});
+    }
+    EXPECT_TRUE(engine_->Flush().ok());
+    return data;
+  }
+
+  std::string dir_;
+  uint64_t seed_ = 0;
+  std::mt19937_64 rng_;
+  std::unique_ptr<Engine> engine_;
+  Geometry g_;
+};
+
+TEST_F(EngineQuantizedDiskTest, BlocksBackFromDiskAreDequantizedWithinBoundsOthersExact) {
+  SCOPED_TRACE(Seed());
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    for (const char* codec : {"fp8", "int8"}) {
+      SCOPED_TRACE(absl::StrFormat("%s %s", DTypeName(dtype), codec));
+      const QuantFormat format = *ParseQuantFormat(codec);
+      std::filesystem::remove_all(dir_ + "/cache");
+      Open(Options(dtype, codec));
+      const std::vector<int32_t> prompt = Prompt(8, 1);
+      const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
+      const std::vector<std::vector<uint8_t>> data = StoreRandom(prompt, 8);
+      const std::vector<TierKind> tiers = Tiers(prompt);
+      ASSERT_EQ(tiers.size(), 8u);
+      size_t on_disk = 0;
+      for (TierKind t : tiers) on_disk += t == TierKind::kDisk;
+      EXPECT_GE(on_disk, 4u);
+      // Records of the quantized size: 24 KiB each where the raw block would take 36 KiB.
+      const size_t record = RecordSize(QuantizedBlockBytes(g_, format));
+      ASSERT_EQ(record, 24u * 1024);
+      EngineStats st = engine_->Stats();
+      const TierStats& disk = st.tiers[static_cast<int>(TierKind::kDisk)];
+      EXPECT_EQ(disk.used_blocks, on_disk);
+      EXPECT_EQ(disk.bytes_in, on_disk * record);
+      EXPECT_EQ(disk.capacity_blocks, 16 * 256 * 1024 / record);
+      // The host tier's blocks first (loading a disk block takes a host slot, which demotes
+      // one of them), then the disk's, one at a time.
+      for (TierKind from : {TierKind::kHost, TierKind::kDisk}) {
+        for (size_t i = 0; i < keys.size(); ++i) {
+          if (tiers[i] != from) continue;
+          std::vector<std::vector<uint8_t>> got;
+          ASSERT_TRUE(Load({keys[i]}, &got).ok()) << i;
+          if (from == TierKind::kHost) {
+            EXPECT_EQ(got[0], data[i]) << "block " << i << " never left the host tier";
+          } else {
+            EXPECT_EQ(got[0], quantized_kv::ReferenceRoundTrip(g_, format, data[i])) << i;
+            quantized_kv::ExpectDequantizedWithinBounds(g_, format, data[i], got[0]);
+          }
+        }
+      }
+      EXPECT_EQ(engine_->Stats().tiers[static_cast<int>(TierKind::kDisk)].checksum_failures, 0u);
+    }
+  }
+}
+
+TEST_F(EngineQuantizedDiskTest, ReopenedDirectoryServesTheSameValuesUnderAnyCodec) {
+  SCOPED_TRACE(Seed());
+  Open(Options(DType::kFloat16, "int8"));
+  const std::vector<int32_t> prompt = Prompt(6, 2);
+  const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
+  const std::vector<std::vector<uint8_t>> data = StoreRandom(prompt, 6);
+  const std::vector<TierKind> tiers = Tiers(prompt);
+  engine_.reset();
+
+  // Reopened with the same codec, then with the default ("none"): the disk blocks read back
+  // as the int8 round trip either way (the codec is per record).
+  for (const char* codec : {"int8", "none"}) {
+    SCOPED_TRACE(codec);
+    Open(Options(DType::kFloat16, codec));
+    size_t checked = 0;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (tiers[i] != TierKind::kDisk) continue;  // host copies did not survive the close
+      std::vector<std::vector<uint8_t>> got;
+      ASSERT_TRUE(Load({keys[i]}, &got).ok()) << i;
+      EXPECT_EQ(got[0], quantized_kv::ReferenceRoundTrip(g_, QuantFormat::kInt8, data[i])) << i;
+      ++checked;
+    }
+    EXPECT_GE(checked, 2u);
+    engine_.reset();
+  }
+  // Under "none", a block newly demoted to disk comes back exact.
+  Open(Options(DType::kFloat16, "none"));
+  const std::vector<int32_t> other = Prompt(6, 3);
+  const std::vector<BlockKey> other_keys = KeysOf(*engine_, "default", other);
+  const std::vector<std::vector<uint8_t>> other_data = StoreRandom(other, 6);
+  ASSERT_EQ(Tiers(other)[0], TierKind::kDisk);
+  std::vector<std::vector<uint8_t>> got;
+  ASSERT_TRUE(Load({other_keys[0]}, &got).ok());
+  EXPECT_EQ(got[0], other_data[0]);
+}
+
+TEST_F(EngineQuantizedDiskTest, CorruptQuantizedRecordIsAMissWithZerosNeverWrongValues) {
+  SCOPED_TRACE(Seed());
+  Open(Options(DType::kBFloat16, "fp8"));
+  const std::vector<int32_t> prompt = Prompt(2, 4);
+  const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
+  std::vector<std::vector<uint8_t>> data = StoreRandom(prompt, 2);
+  StoreRandom(Prompt(4, 5), 4);  // both blocks now only on disk, first records of region 0
+  ASSERT_EQ(Tiers(prompt), std::vector<TierKind>(2, TierKind::kDisk));
+  engine_.reset();
+  {
+    const int fd = ::open((dir_ + "/cache/data.kvt").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "XXXX", 4, 4096 + 64), 4);  // the codes of the first record
+    ::close(fd);
+  }
+  Open(Options(DType::kBFloat16, "fp8"));
+  std::vector<std::vector<uint8_t>> got;
+  absl::Status s = Load(keys, &got);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  ASSERT_EQ(got.size(), 2u);
+  int zero = 0, right = 0;
+  for (size_t i = 0; i < 2; ++i) {
+    zero += got[i] == std::vector<uint8_t>(g_.block_bytes(), 0);
+    right += got[i] == quantized_kv::ReferenceRoundTrip(g_, QuantFormat::kFp8E4m3, data[i]);
+  }
+  EXPECT_EQ(zero, 1);
+  EXPECT_EQ(right, 1);
+  EXPECT_EQ(engine_->Stats().tiers[static_cast<int>(TierKind::kDisk)].checksum_failures, 1u);
+  EXPECT_LT(engine_->Match("default", prompt)->matched_tokens, prompt.size());
+}
+
+TEST_F(EngineQuantizedDiskTest, CodecOptionNamesTheChoices) {
+  EngineOptions o = Options(DType::kFloat16, "none");
+  EXPECT_EQ(EngineOptions().disk.codec, "none");  // lossy is opt-in
+  for (const char* codec : {"none", "zstd", "zstd-shuffle", "fp8", "int8"}) {
+    o.disk.codec = codec;
+    EXPECT_TRUE(o.Validate().ok()) << codec << ": " << o.Validate();
+  }
+  o.geometry.dtype = DType::kFloat32;  // quantizable too (to a quarter of its size)
+  o.host_tier_bytes = 4 * o.geometry.block_bytes();
+  o.disk.codec = "fp8";
+  EXPECT_TRUE(o.Validate().ok()) << o.Validate();
+  o.disk.codec = "FP8";
+  absl::Status s = o.Validate();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("disk.codec"), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find("fp8, int8"), absl::string_view::npos) << s;
+}
+
+}  // namespace
+}  // namespace kvtier
