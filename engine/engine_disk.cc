@@ -198,8 +198,12 @@ void EngineImpl::OnDiskWritten(const BlockKey& key, uint64_t write_id, absl::Sta
         KVTIER_LOG(kWarning, "block %s was not written to disk: %s", key.ToHex(),
                    status.ToString());
       }
-      e.slot[kDisk] = kNoSlot;
-      --ns_tier_blocks_[e.ns_id][kDisk];
+      // A read that waited for this write has already been told (ReleaseWaiters runs before
+      // this callback) and OnHostFilled let go of the location: count it once.
+      if (e.has(TierKind::kDisk)) {
+        e.slot[kDisk] = kNoSlot;
+        --ns_tier_blocks_[e.ns_id][kDisk];
+      }
     }
     if (e.erased && !e.busy()) {
       DetachAll(key, e);

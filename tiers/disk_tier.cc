@@ -469,7 +469,10 @@ bool DiskTier::Place(RecordId id, uint32_t bytes,
       uint64_t oldest = UINT64_MAX;
       for (size_t r = 0; r < regions_.size(); ++r) {
         const Region& g = regions_[r];
-        if (static_cast<int>(r) == active_region_ || g.writes_in_flight > 0) continue;
+        if (static_cast<int>(r) == active_region_ || g.writes_in_flight > 0 ||
+            g.reads_in_flight > 0) {
+          continue;
+        }
         if (g.generation < oldest) {
           oldest = g.generation;
           next = static_cast<int>(r);
@@ -547,10 +550,7 @@ void DiskTier::DropRecordLocked(RecordId id) {
       stats_.used_bytes -= r.entry.record_bytes;
       --stats_.records;
     }
-    if (g.live_records == 0 && g.writes_in_flight == 0 &&
-        static_cast<int>(r.entry.region) != active_region_) {
-      g.free = true;
-    }
+    if (g.idle() && static_cast<int>(r.entry.region) != active_region_) g.free = true;
   }
   r = Record{};
   free_ids_.push_back(id);
@@ -582,7 +582,7 @@ void DiskTier::Encode(WriteJob job) {
     failure = absl::CancelledError("disk tier: block erased before it was written");
   } else if (!placed) {
     failure = absl::ResourceExhaustedError(
-        "disk tier: no region can take the record (every region has writes in flight)");
+        "disk tier: no region can take the record (every region has writes or reads in flight)");
   }
   size_t size = 0;
   if (failure.ok()) {
@@ -744,6 +744,7 @@ absl::Status DiskTier::Read(RecordId id, const BlockKey& key, const std::string&
     op.length = e.record_bytes;
     generation = e.generation;
     region = e.region;
+    ++regions_[region].reads_in_flight;
   }
   op.kind = IoOp::Kind::kRead;
   op.file = file_;
@@ -756,6 +757,7 @@ absl::Status DiskTier::Read(RecordId id, const BlockKey& key, const std::string&
   if (absl::Status s = io_->Submit({&op, 1}); !s.ok()) {
     MutexLock lock(&mu_);
     free_staging_.push_back(staging);  // not ReturnStaging: that may start other reads here
+    ReadLandedLocked(region);
     --ops_in_flight_;
     return s;
   }
@@ -778,6 +780,7 @@ void DiskTier::StartRead(PendingRead read, int staging) {
       op.length = r.entry.record_bytes;
       generation = r.entry.generation;
       region = r.entry.region;
+      ++regions_[region].reads_in_flight;
     }
   }
   if (!found) {
@@ -832,6 +835,12 @@ void DiskTier::ReleaseWaiters(RecordId id, bool written) {
   }
 }
 
+void DiskTier::ReadLandedLocked(uint32_t region) {
+  Region& g = regions_[region];
+  --g.reads_in_flight;
+  if (g.idle() && static_cast<int>(region) != active_region_) g.free = true;
+}
+
 void DiskTier::FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, int staging,
                           uint64_t generation, uint32_t region, absl::StatusOr<size_t> io_result,
                           absl::AnyInvocable<void(absl::Status)> done) {
@@ -860,6 +869,7 @@ void DiskTier::FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, 
     // Never hand back wrong bytes: the destination is zeroed and the record dropped.
     std::memset(dst, 0, block_bytes_);
     MutexLock lock(&mu_);
+    ReadLandedLocked(region);
     ++stats_.checksum_failures;
     Record& r = records_[id];
     if (r.live && r.key == key && r.entry.generation == generation && r.entry.region == region) {
@@ -870,6 +880,7 @@ void DiskTier::FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, 
                                                  status.message()));
   } else {
     MutexLock lock(&mu_);
+    ReadLandedLocked(region);
     stats_.bytes_read += got;
   }
   done(status);
@@ -919,10 +930,7 @@ void DiskTier::SubmitZeroWrite(uint32_t region, uint64_t offset, uint32_t bytes)
     MutexLock lock(&mu_);
     Region& g = regions_[region];
     --g.writes_in_flight;
-    if (g.live_records == 0 && g.writes_in_flight == 0 &&
-        static_cast<int>(region) != active_region_) {
-      g.free = true;
-    }
+    if (g.idle() && static_cast<int>(region) != active_region_) g.free = true;
     --ops_in_flight_;
   };
   // Records are at most max_record_bytes_ <= zeros_bytes_: one op.

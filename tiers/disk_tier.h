@@ -158,7 +158,13 @@ class DiskTier {
     uint64_t write_offset = 0;  // bytes used, relative to the region start
     uint32_t live_records = 0;
     uint32_t writes_in_flight = 0;
+    // Reads whose location is taken and whose bytes have not landed: the region is neither
+    // reclaimed nor reused under them (a read of a reclaimed location would find another
+    // record's header and fail with DataLoss, a spurious error for a block that was cached).
+    uint32_t reads_in_flight = 0;
     bool free = true;
+
+    bool idle() const { return live_records == 0 && writes_in_flight == 0 && reads_in_flight == 0; }
   };
   struct PendingRead {
     RecordId id;
@@ -194,6 +200,8 @@ class DiskTier {
   void StartRead(PendingRead read, int staging);
   // Starts (or fails) the reads that waited for record `id`'s write to finish.
   void ReleaseWaiters(RecordId id, bool written);
+  // A read of `region` landed (or failed): the region may become free again.
+  void ReadLandedLocked(uint32_t region) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, int staging,
                   uint64_t generation, uint32_t region, absl::StatusOr<size_t> io_result,
                   absl::AnyInvocable<void(absl::Status)> done);

@@ -336,6 +336,49 @@ TEST_P(DiskTierTest, FullDiskReclaimsTheOldestRegionWhole) {
   EXPECT_EQ(recovered_.count(BlockKey{1, 9}), 0u);
 }
 
+// A read takes its record's location when it starts; the region must not be reclaimed and
+// rewritten before the read lands, or the read finds another record there (a spurious
+// DataLoss for a block that was cached). With a read of the oldest region held in flight,
+// the next region to go is the next oldest.
+TEST_P(DiskTierTest, RegionWithAReadInFlightIsNotReclaimedUnderIt) {
+  ASSERT_TRUE(Open(Options()).ok());
+  const size_t per_region = (64 * 1024) / RecordSize(8192);  // 3 records of 20 KiB
+  std::vector<RecordId> ids;
+  for (uint64_t i = 0; i < per_region * 4; ++i) ids.push_back(WriteSync(BlockKey{i + 1, 9}));
+  ASSERT_EQ(tier_->Stats().regions_reclaimed, 0u);
+  // The read of the first record (oldest region) is held for 300 ms after its Submit.
+  tier_->io().InjectFault(FaultSpec{FaultSpec::Kind::kDelay, 0, 1, absl::Milliseconds(300)});
+  std::vector<char> got(tier_->block_bytes(), 'P');
+  absl::Status read_status = absl::UnknownError("not done");
+  ASSERT_TRUE(tier_->Read(ids[0], BlockKey{1, 9}, "default", got.data(), [&](absl::Status st) {
+                read_status = st;
+              }).ok());
+  // Needs a region: all four are full, the oldest has the read in flight.
+  const BlockKey next{100, 9};
+  const std::vector<char> c = Content(next, tier_->block_bytes());
+  absl::Status write_status = absl::UnknownError("not done");
+  ASSERT_TRUE(tier_->Write(next, "default", c.data(), [&](absl::Status st) {
+                write_status = st;
+              }).ok());
+  tier_->Drain();
+  EXPECT_TRUE(write_status.ok()) << write_status;
+  EXPECT_TRUE(read_status.ok()) << read_status;
+  EXPECT_EQ(got, Content(BlockKey{1, 9}, tier_->block_bytes()));
+  EXPECT_EQ(tier_->Stats().regions_reclaimed, 1u);
+  {
+    std::lock_guard<std::mutex> l(dropped_mu_);
+    ASSERT_EQ(dropped_.size(), per_region);
+    for (size_t i = 0; i < per_region; ++i) {
+      EXPECT_EQ(dropped_[i], (BlockKey{per_region + i + 1, 9})) << "the second region goes";
+    }
+  }
+  // Once the read has landed, the oldest region is the next to go again.
+  for (uint64_t i = 0; i < per_region; ++i) WriteSync(BlockKey{200 + i, 9});
+  std::lock_guard<std::mutex> l(dropped_mu_);
+  ASSERT_EQ(dropped_.size(), 2 * per_region);
+  EXPECT_EQ(dropped_[per_region], (BlockKey{1, 9}));
+}
+
 TEST_P(DiskTierTest, EraseIsDurable) {
   ASSERT_TRUE(Open(Options()).ok());
   const RecordId a = WriteSync(BlockKey{1, 1});
