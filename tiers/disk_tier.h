@@ -164,7 +164,9 @@ class DiskTier {
     uint32_t reads_in_flight = 0;
     bool free = true;
 
-    bool idle() const { return live_records == 0 && writes_in_flight == 0 && reads_in_flight == 0; }
+    bool idle() const {
+      return live_records == 0 && writes_in_flight == 0 && reads_in_flight == 0;
+    }
   };
   struct PendingRead {
     RecordId id;

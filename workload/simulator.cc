@@ -67,6 +67,28 @@ std::vector<uint64_t> NextUses(const std::vector<Request>& requests, UseKey key,
   return next;
 }
 
+// The lookup half of a request (the model in simulator.h): counts the request, its block
+// references and its hits (prefix hits up to the first miss), calls on_hit(i) for each
+// present block i, and lists the missing positions in `missing`.
+template <typename Present, typename OnHit>
+void LookUpRequest(const std::vector<uint64_t>& blocks, Present present, OnHit on_hit,
+                   SimResult* res, std::vector<size_t>* missing) {
+  ++res->requests;
+  res->block_refs += blocks.size();
+  bool prefix = true;
+  missing->clear();
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (!present(blocks[i])) {
+      prefix = false;
+      missing->push_back(i);
+      continue;
+    }
+    ++res->block_hits;
+    if (prefix) ++res->prefix_hit_blocks;
+    on_hit(i);
+  }
+}
+
 // Eviction order of the MIN variants: the greatest key goes first — farthest next use, then
 // (on a tie, e.g. a block and its child used next by the same request) the deeper block.
 struct MinKey {
@@ -86,23 +108,15 @@ SimResult RunMin(const std::vector<Request>& requests, size_t capacity, UseKey u
   std::vector<size_t> missing;
   for (size_t r = 0; r < requests.size(); ++r) {
     const std::vector<uint64_t>& blocks = requests[r].blocks;
-    ++res.requests;
-    res.block_refs += blocks.size();
-    bool prefix = true;
-    missing.clear();
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      auto it = resident.find(blocks[i]);
-      if (it == resident.end()) {
-        prefix = false;
-        missing.push_back(i);
-        continue;
-      }
-      ++res.block_hits;
-      if (prefix) ++res.prefix_hit_blocks;
-      order.erase(it->second);
-      it->second = MinKey{next[offset[r] + i], i, blocks[i]};
-      order.insert(it->second);
-    }
+    LookUpRequest(
+        blocks, [&](uint64_t id) { return resident.contains(id); },
+        [&](size_t i) {
+          MinKey& key = resident.find(blocks[i])->second;
+          order.erase(key);
+          key = MinKey{next[offset[r] + i], i, blocks[i]};
+          order.insert(key);
+        },
+        &res, &missing);
     for (size_t i : missing) {
       const uint64_t id = blocks[i];
       if (resident.contains(id)) continue;  // repeated within the request, inserted already
@@ -142,20 +156,9 @@ SimResult SimulateLruOracleAdmission(const std::vector<Request>& requests,
   std::vector<size_t> missing;
   for (size_t r = 0; r < requests.size(); ++r) {
     const std::vector<uint64_t>& blocks = requests[r].blocks;
-    ++res.requests;
-    res.block_refs += blocks.size();
-    bool prefix = true;
-    missing.clear();
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      if (!resident.contains(blocks[i])) {
-        prefix = false;
-        missing.push_back(i);
-        continue;
-      }
-      ++res.block_hits;
-      if (prefix) ++res.prefix_hit_blocks;
-      lru.Access(blocks[i]);
-    }
+    LookUpRequest(
+        blocks, [&](uint64_t id) { return resident.contains(id); },
+        [&](size_t i) { lru.Access(blocks[i]); }, &res, &missing);
     for (size_t i : missing) {
       const uint64_t id = blocks[i];
       if (resident.contains(id)) continue;  // repeated within the request, inserted already
