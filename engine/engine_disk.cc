@@ -102,7 +102,11 @@ bool EngineImpl::StartDiskWrite(const BlockKey& key, BlockEntry& e) {
   const SlotAddress src = tier(TierKind::kHost)->Address(e.slot[kHost]);
   absl::StatusOr<RecordId> id =
       disk_->Write(key, NamespaceName(e.ns_id), src.host, [this, key, write_id](absl::Status s) {
-        OnDiskWritten(key, write_id, std::move(s));
+        // Runs on the I/O thread, which must never wait for placement_mu_ (see the read's
+        // callback below): the bookkeeping goes to the completion queue.
+        completions_.Post([this, key, write_id, s = std::move(s)]() mutable {
+          OnDiskWritten(key, write_id, std::move(s));
+        });
       });
   if (!id.ok()) {
     disk_busy_rejections_.fetch_add(1, std::memory_order_relaxed);
@@ -145,7 +149,17 @@ absl::Status EngineImpl::EnsureHostCopy(const BlockKey& key, bool passing) {
   auto fill = std::make_shared<HostFill>();
   void* dst = tier(TierKind::kHost)->Address(*slot).host;
   absl::Status s = disk_->Read(record, key, ns, dst, [this, key, write_id, fill](absl::Status st) {
-    OnHostFilled(key, write_id, fill, std::move(st));
+    // On the I/O thread. First release the streams gated on this read (AwaitHostCopy): the
+    // slot's bytes are final. Then the bookkeeping, on the completion queue: this thread
+    // must never wait for placement_mu_. A thread holding placement_mu_ can be blocked in a
+    // device call behind a Free that synchronizes the device, which waits for a stream gated
+    // on a read that only this thread can complete (a deadlock the emulated device
+    // reproduces: EngineStress.ConcurrentClientsWithADiskTierNeverSeeWrongBytes).
+    fill->status = st;
+    fill->done.Notify();
+    completions_.Post([this, key, write_id, fill, st = std::move(st)]() mutable {
+      OnHostFilled(key, write_id, fill, std::move(st));
+    });
   });
   if (!s.ok()) {
     // The record vanished (its region was reclaimed) between the lookup and the read: give
@@ -215,6 +229,8 @@ void EngineImpl::OnDiskWritten(const BlockKey& key, uint64_t write_id, absl::Sta
 
 void EngineImpl::OnHostFilled(const BlockKey& key, uint64_t write_id,
                               std::shared_ptr<HostFill> fill, absl::Status status) {
+  // The gated streams were released already (Read's callback); this is the bookkeeping.
+  (void)fill;
   {
     MutexLock lock(&placement_mu_);
     table_.Mutate(key, [&](BlockEntry& e) {
@@ -242,8 +258,6 @@ void EngineImpl::OnHostFilled(const BlockKey& key, uint64_t write_id,
     counters_[kHost].bytes_in.fetch_add(options_.geometry.block_bytes(),
                                         std::memory_order_relaxed);
   }
-  fill->status = std::move(status);
-  fill->done.Notify();
 }
 
 void EngineImpl::OnDiskDropped(std::vector<std::pair<BlockKey, RecordId>> dropped) {

@@ -185,10 +185,14 @@ EngineImpl::~EngineImpl() {
       KVTIER_LOG(kError, "engine close: a transfer failed: %s", st.ToString());
     }
   }
+  completions_.Drain();  // the streams' completions, posted by now
   if (disk_ != nullptr) {
     disk_->Drain();
     disk_.reset();
+    completions_.Drain();  // the disk's completions (closing it may cancel some)
   }
+  // A completion may have enqueued more (secure_erase zeroes a freed GPU slot).
+  if (offload_ != nullptr) (void)offload_->Synchronize();
   onboard_.reset();
   gated_onboard_.reset();
   offload_.reset();
@@ -818,8 +822,8 @@ bool EngineImpl::EvictOne(TierKind t, uint32_t only_ns) {
     counters_[kHost].bytes_in.fetch_add(options_.geometry.block_bytes(),
                                         std::memory_order_relaxed);
     counters_[ti].bytes_out.fetch_add(options_.geometry.block_bytes(), std::memory_order_relaxed);
-    (void)offload_->AddCallback(
-        [this, key, write_id] { OnWritesLanded(TierKind::kHost, {key}, write_id); });
+    (void)WhenDone(*offload_,
+                   [this, key, write_id] { OnWritesLanded(TierKind::kHost, {key}, write_id); });
   } else if (to_disk) {
     counters_[ti].demotions.fetch_add(1, std::memory_order_relaxed);
     counters_[ti].bytes_out.fetch_add(options_.geometry.block_bytes(), std::memory_order_relaxed);
@@ -827,6 +831,11 @@ bool EngineImpl::EvictOne(TierKind t, uint32_t only_ns) {
     counters_[ti].evictions.fetch_add(1, std::memory_order_relaxed);
   }
   return true;
+}
+
+absl::Status EngineImpl::WhenDone(Stream& stream, absl::AnyInvocable<void() &&> fn) {
+  return stream.AddCallback(
+      [queue = &completions_, fn = std::move(fn)]() mutable { queue->Post(std::move(fn)); });
 }
 
 void EngineImpl::OnWritesLanded(TierKind t, const std::vector<BlockKey>& keys,
@@ -1080,7 +1089,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
         failure = absl::Status(s.code(), "Store: enqueueing copies: " + std::string(s.message()));
         failed_write_id = write_id;
       } else {
-        (void)offload_->AddCallback([this, stored, write_id, finished, external] {
+        (void)WhenDone(*offload_, [this, stored, write_id, finished, external] {
           OnWritesLanded(TierKind::kHost, stored, write_id);
           if (external != nullptr) external->Release();
           finished->Notify();
@@ -1188,7 +1197,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
     if (!s.ok()) {
       failure = absl::Status(s.code(), "Load: enqueueing copies: " + std::string(s.message()));
     } else {
-      (void)stream->AddCallback([this, keys = r.keys, finished, external] {
+      (void)WhenDone(*stream, [this, keys = r.keys, finished, external] {
         OnReadsDone(keys);
         if (external != nullptr) external->Release();
         finished->Notify();
@@ -1376,7 +1385,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
       failure =
           absl::Status(s.code(), "LoadToGpuTier: enqueueing copies: " + std::string(s.message()));
     } else {
-      (void)stream->AddCallback([this, promoted, write_id, finished] {
+      (void)WhenDone(*stream, [this, promoted, write_id, finished] {
         OnWritesLanded(TierKind::kGpu, promoted, write_id);
         finished->Notify();
       });
@@ -1530,7 +1539,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::PrefetchKeys(
       } else {
         std::vector<BlockKey> pinned = promoted;
         pinned.insert(pinned.end(), read_in.begin(), read_in.end());
-        (void)gated_onboard_->AddCallback([this, promoted, pinned, write_id, finished] {
+        (void)WhenDone(*gated_onboard_, [this, promoted, pinned, write_id, finished] {
           OnWritesLanded(TierKind::kGpu, promoted, write_id);
           OnReadsDone(pinned);
           finished->Notify();
@@ -1632,7 +1641,9 @@ absl::Status EngineImpl::Flush() {
   for (Stream* s : {offload_.get(), onboard_.get(), gated_onboard_.get()}) {
     if (absl::Status st = s->Synchronize(); !st.ok() && first.ok()) first = st;
   }
+  completions_.Drain();  // what the streams' callbacks posted
   if (disk_ != nullptr) disk_->Drain();
+  completions_.Drain();  // what the disk's callbacks posted
   DestroyRetiredEvents();
   return first;
 }

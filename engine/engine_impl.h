@@ -38,6 +38,7 @@
 #include "common/mutex.h"
 #include "engine/admission_policy.h"
 #include "engine/block_table.h"
+#include "engine/completion_queue.h"
 #include "engine/eviction_policy.h"
 #include "engine/metrics.h"
 #include "engine/metrics_server.h"
@@ -217,6 +218,10 @@ class EngineImpl final : public Engine {
 
   // Completion callbacks (device threads).
   void OnWritesLanded(TierKind t, const std::vector<BlockKey>& keys, uint64_t write_id);
+  // Runs `fn` on completions_ once the work enqueued on `stream` so far has finished. Every
+  // completion that takes an engine lock goes this way, never in the stream callback itself
+  // (engine/completion_queue.h says why).
+  absl::Status WhenDone(Stream& stream, absl::AnyInvocable<void() &&> fn);
   // Marks slot[t] of `e` as being written by transfer `write_id`, landing at `ready`.
   void StartWrite(BlockEntry& e, TierKind t, uint64_t write_id, std::shared_ptr<Event> ready)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
@@ -293,6 +298,8 @@ class EngineImpl final : public Engine {
   std::unique_ptr<Stream> onboard_;
   std::unique_ptr<Stream> gated_onboard_;
   std::unique_ptr<Stream> offload_;
+  // Transfer completions (WhenDone). Outlives the streams: drained after they are.
+  CompletionQueue completions_;
   std::array<std::unique_ptr<Tier>, kNumTiers> tiers_;  // tiers_[kDisk] stays null
   BlockTable table_;
   std::unique_ptr<AdmissionPolicy> admission_;

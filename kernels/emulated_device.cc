@@ -328,6 +328,7 @@ class EmulatedStream final : public Stream {
   };
 
   void Enqueue(Op op) {
+    { MutexLock api(&device_->api_mu_); }  // waits while a Free synchronizes the device
     MutexLock lock(&mu_);
     queue_.push_back(std::move(op));
     ++enqueued_;
@@ -651,6 +652,10 @@ absl::StatusOr<DevicePtr> EmulatedDevice::Allocate(size_t bytes) {
 
 absl::Status EmulatedDevice::Free(DevicePtr ptr) {
   if (ptr.is_null()) return absl::OkStatus();
+  // As cudaFree: synchronize the device first, holding the API lock meanwhile. Errors stay
+  // pending on their streams (Drain does not clear them).
+  MutexLock api(&api_mu_);
+  (void)Synchronize();
   MutexLock lock(&memory_mu_);
   auto it = allocations_.find(ptr.address());
   if (it == allocations_.end()) {

@@ -202,6 +202,12 @@ class EmulatedDevice final : public Device {
   // Lets calls that have no fault to claim skip fault_mu_.
   std::atomic<bool> faults_armed_{false};
 
+  // CUDA's context lock, as far as callers can see it: Free holds it while it synchronizes
+  // the device (cudaFree does both), and every stream call passes through it. So code that
+  // makes a stream callback wait for a lock that another thread holds around a device call
+  // deadlocks here as it does on a GPU (engine/completion_queue.h has the case).
+  Mutex api_mu_;
+
   // Live streams, for Device::Synchronize. Held (shared) while draining them, so a stream
   // cannot finish destruction while the device waits on it.
   Mutex streams_mu_;

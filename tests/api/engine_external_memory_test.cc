@@ -64,6 +64,9 @@ class EngineExternalMemoryTest : public ::testing::Test {
   void Open(double copy_gbps = 0) {
     EngineOptions o = testing::SmallOptions(/*gpu_blocks=*/0, /*host_blocks=*/64);
     o.device.emulated_copy_gbps = copy_gbps;
+    // A "pool" here is host memory, which only the emulated device takes as device memory.
+    // ForeignDeviceMemory below is the case that runs on a real GPU too.
+    testing::UseEmulatedDevice(o);
     absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Open(o);
     ASSERT_TRUE(e.ok()) << e.status();
     engine_ = std::move(*e);

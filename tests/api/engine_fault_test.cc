@@ -49,12 +49,14 @@ class EngineFaultTest : public ::testing::Test {
     dir_ = tmpl;
   }
   void TearDown() override {
+    FreeBuffers();
     engine_.reset();
     std::filesystem::remove_all(dir_);
   }
 
   EngineOptions Options(size_t host_blocks, bool disk) {
     EngineOptions o = SmallOptions(/*gpu_blocks=*/0, host_blocks);  // 8 KiB blocks
+    testing::UseEmulatedDevice(o);  // device faults are injected into the emulated device
     if (disk) {
       o.disk.directory = dir_ + "/cache";
       o.disk.region_bytes = 64 * 1024;
@@ -63,7 +65,40 @@ class EngineFaultTest : public ::testing::Test {
     }
     return o;
   }
+  // Caller buffers come from a pool and go back to it, as an inference engine's caching
+  // allocator does: Free synchronizes the device (as cudaFree does), so freeing buffers
+  // mid-test would make every call wait for the slowest transfer and hide what the tests
+  // measure. The pool is freed with the engine.
+  class Buffers {
+   public:
+    Buffers(EngineFaultTest& t, size_t n) : t_(t) {
+      for (size_t i = 0; i < n; ++i) {
+        if (!t_.free_.empty()) {
+          ptrs_.push_back(t_.free_.back());
+          t_.free_.pop_back();
+          continue;
+        }
+        absl::StatusOr<DevicePtr> p = t_.engine_->device().Allocate(t_.bytes_);
+        EXPECT_TRUE(p.ok()) << p.status();
+        ptrs_.push_back(*p);
+      }
+    }
+    ~Buffers() { t_.free_.insert(t_.free_.end(), ptrs_.begin(), ptrs_.end()); }
+    const std::vector<DevicePtr>& ptrs() const { return ptrs_; }
+    DevicePtr operator[](size_t i) const { return ptrs_[i]; }
+
+   private:
+    EngineFaultTest& t_;
+    std::vector<DevicePtr> ptrs_;
+  };
+  void FreeBuffers() {
+    if (engine_ == nullptr) return;
+    for (DevicePtr p : free_) EXPECT_TRUE(engine_->device().Free(p).ok());
+    free_.clear();
+  }
+
   void Open(const EngineOptions& o) {
+    FreeBuffers();
     engine_.reset();
     auto e = Engine::Open(o);
     ASSERT_TRUE(e.ok()) << e.status();
@@ -77,7 +112,7 @@ class EngineFaultTest : public ::testing::Test {
   absl::Status Store(const std::vector<int32_t>& tokens, absl::string_view ns = "default",
                      size_t* rejected = nullptr, const std::function<void()>& before = {}) {
     const std::vector<BlockKey> keys = KeysOf(*engine_, ns, tokens);
-    DeviceBlocks src(engine_->device(), keys.size(), bytes_);
+    Buffers src(*this, keys.size());
     FillBlocks(engine_->device(), src.ptrs(), keys, bytes_);
     if (before) before();
     StoreRequest r;
@@ -96,7 +131,7 @@ class EngineFaultTest : public ::testing::Test {
   absl::Status Load(const std::vector<BlockKey>& keys, absl::string_view ns = "default",
                     std::vector<std::vector<uint8_t>>* got = nullptr,
                     const std::function<void()>& before = {}) {
-    DeviceBlocks dst(engine_->device(), keys.size(), bytes_);
+    Buffers dst(*this, keys.size());
     Poison(engine_->device(), dst.ptrs(), bytes_);
     if (before) before();
     LoadRequest r;
@@ -144,6 +179,7 @@ class EngineFaultTest : public ::testing::Test {
   std::string dir_;
   std::unique_ptr<Engine> engine_;
   size_t bytes_ = 0;
+  std::vector<DevicePtr> free_;  // Buffers returned to the pool
 };
 
 bool Contains(const absl::Status& s, absl::string_view part) {
@@ -440,8 +476,8 @@ TEST_F(EngineFaultTest, SlowDiskMakesADiskLoadLateNotWrongAndStallsNothingElse) 
   ASSERT_TRUE(
       InjectDiskFault(*engine_, FaultSpec{FaultSpec::Kind::kDelay, 0, 0, kDelay}).ok());
   const EngineStats before = engine_->Stats();
+  Buffers dst(*this, cold_keys.size());
   const absl::Time start = absl::Now();
-  DeviceBlocks dst(engine_->device(), cold_keys.size(), bytes_);
   Poison(engine_->device(), dst.ptrs(), bytes_);
   LoadRequest r;
   r.ns = "default";
@@ -489,7 +525,7 @@ TEST_F(EngineFaultTest, SlowDiskDoesNotHoldUpAnotherTenantsHostLoads) {
   ASSERT_TRUE(
       InjectDiskFault(*engine_, FaultSpec{FaultSpec::Kind::kDelay, 0, 0, kDelay}).ok());
   const std::vector<BlockKey> cold_keys = KeysOf(*engine_, "default", cold);
-  DeviceBlocks dst(engine_->device(), cold_keys.size(), bytes_);
+  Buffers dst(*this, cold_keys.size());
   LoadRequest r;
   r.ns = "default";
   r.keys = cold_keys;

@@ -41,6 +41,9 @@ class PrefetchTest : public ::testing::Test {
     EngineOptions o = testing::SmallOptions(gpu_blocks, host_blocks);
     o.prefetch_budget_bytes = budget_blocks * o.geometry.block_bytes();
     o.device.emulated_copy_gbps = copy_gbps;
+    // A throttled link is what these tests catch transfers in flight with (and their check
+    // kernels have a CPU body only): on the emulated device even under KVTIER_TEST_DEVICE.
+    if (copy_gbps > 0) testing::UseEmulatedDevice(o);
     absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Open(o);
     ASSERT_TRUE(e.ok()) << e.status();
     engine_ = std::move(*e);

@@ -6,6 +6,7 @@
 #define KVTIER_TESTS_API_ENGINE_TEST_UTIL_H_
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -20,11 +21,25 @@ inline Geometry SmallGeometry() {
   return Geometry{4, 2, 16, DType::kFloat16, 16};
 }
 
+// The device the engine suites run on: the emulated device, unless KVTIER_TEST_DEVICE=cuda
+// (scripts/gpu-check.sh sets it on a GPU machine, so the same suites drive real CUDA copies,
+// streams and events; where no GPU is present Engine::Open then fails, saying so).
+inline DeviceChoice TestDeviceChoice() {
+  const char* env = std::getenv("KVTIER_TEST_DEVICE");
+  if (env != nullptr && std::strcmp(env, "cuda") == 0) return DeviceChoice::kCuda;
+  return DeviceChoice::kEmulated;
+}
+
+// For tests whose assertions need what only the emulated device has: a throttled link (to
+// catch a transfer in flight), device fault injection, kernels with a CPU body only. They
+// stay on it under KVTIER_TEST_DEVICE=cuda; everything else runs on the real GPU there.
+inline void UseEmulatedDevice(EngineOptions& o) { o.device.choice = DeviceChoice::kEmulated; }
+
 inline EngineOptions SmallOptions(size_t gpu_blocks, size_t host_blocks) {
   EngineOptions o;
   o.geometry = SmallGeometry();
   o.model_fingerprint = "test-model@1";
-  o.device.choice = DeviceChoice::kEmulated;
+  o.device.choice = TestDeviceChoice();
   o.gpu_tier_bytes = gpu_blocks * o.geometry.block_bytes();
   o.host_tier_bytes = host_blocks * o.geometry.block_bytes();
   o.namespaces = {"default", "tenant-b"};

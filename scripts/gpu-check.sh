@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Runs kvtier's GPU checks on a machine with an NVIDIA GPU, from a pack made by
+# scripts/gpu-pack.sh: the CUDA-labelled tests, the engine suites on the real device
+# (KVTIER_TEST_DEVICE=cuda), then the GPU benchmarks one at a time (nothing else on the GPU).
+#   scripts/gpu-check.sh [PACK_DIR] [RESULTS_DIR] [tests|bench|all] [TARBALL]
+# Logs and each benchmark's JSON go to RESULTS_DIR; the last lines printed are a summary.
+# With TARBALL, RESULTS_DIR is also packed into it after every step (so a run cut short by a
+# time limit still leaves what it measured).
+set -uo pipefail
+pack="$(cd "${1:-.gpu}" && pwd)"
+res="${2:-gpu-results}"
+what="${3:-all}"
+tarball="${4:-}"
+mkdir -p "$res"
+res="$(cd "$res" && pwd)"
+export LD_LIBRARY_PATH="$pack/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export TMPDIR="${TMPDIR:-/tmp}"
+summary="$res/summary.txt"
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+save() { if [ -n "$tarball" ]; then tar czf "$tarball" -C "$res" .; fi; }
+
+{ date -u; nvidia-smi -L; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem,pcie.link.gen.current,pcie.link.width.current --format=csv; nproc; free -g; df -h "$TMPDIR"; } >"$res/machine.txt" 2>&1
+cat "$res/machine.txt"
+
+run_test() {  # name env-assignment binary [gtest args]
+  local name="$1" envs="$2" bin="$3"; shift 3
+  local start=$SECONDS
+  env $envs timeout "${KVTIER_TEST_TIMEOUT:-150}" "$pack/$bin" "$@" >"$res/$name.log" 2>&1
+  local rc=$?
+  local passed failed skipped
+  passed=$(grep -c '^\[       OK \]' "$res/$name.log")
+  failed=$(grep -E '^\[  FAILED  \] [A-Za-z]' "$res/$name.log" | grep -vc 'listed below')
+  skipped=$(grep -c '^\[  SKIPPED \]' "$res/$name.log")
+  printf '%-44s rc=%-3s %4ss  ok=%s failed=%s skipped=%s\n' "$name" "$rc" $((SECONDS - start)) \
+    "$passed" "$failed" "$skipped" >>"$summary"
+}
+
+export -f run_test
+export pack res summary
+# Phase 1: the CUDA kernel and device tests (fast; they check what the benchmarks then time).
+if [ "$what" = all ] || [ "$what" = tests ]; then
+  for t in cuda_conformance paged_kernels_cuda cuda_device attention_cuda quantize_cuda; do
+    echo "kernels_$t KVTIER_TEST_SEED=$RANDOM tests/kernels/kernels_${t}_test"
+  done | xargs -P 4 -L 1 bash -c 'run_test "$0" "$1" "$2"'
+  save
+fi
+
+if [ "$what" = all ] || [ "$what" = bench ]; then
+  bench() {  # name timeout program [args]
+    local name="$1" limit="$2" prog="$3"; shift 3
+    local start=$SECONDS
+    timeout "$limit" "$pack/$prog" "$@" >"$res/$name.out" 2>"$res/$name.err"
+    local rc=$?
+    tail -n 1 "$res/$name.out" >"$res/$name.json"
+    note "$(printf '%-22s rc=%-3s %4ss  %s' "$name" "$rc" $((SECONDS - start)) \
+      "$(cut -c1-400 "$res/$name.json")")"
+    save
+  }
+  bench gpu-copy 150 bench/kvtier_bench_gpu_copy --device=cuda
+  bench attention 150 bench/kvtier_bench_attention --device=cuda
+  bench quantize 90 bench/kvtier_bench_quantize --device=cuda
+  link=$(grep -o '"ceiling": [0-9.]*' "$res/gpu-copy.json" | grep -o '[0-9.]*$' || true)
+  bench demo-gpu 150 bench/kvtier_bench_demo --preset=gpu ${link:+--link-gbps=$link}
+  bench host 60 bench/kvtier_bench_host
+fi
+# Phase 3: the engine suites on the real device (after the benchmarks: they share the GPU).
+if [ "$what" = all ] || [ "$what" = tests ]; then
+  for t in engine engine_disk engine_fault engine_stress engine_external_memory; do
+    echo "${t}_on_cuda KVTIER_TEST_DEVICE=cuda tests/api/kvtier_${t}_test"
+  done | xargs -P 5 -L 1 bash -c 'run_test "$0" "$1" "$2"'
+  save
+fi
+echo "==== summary"
+cat "$summary"
