@@ -32,6 +32,7 @@ namespace kvtier {
 struct HostFill {
   Notification done;
   absl::Status status;  // written before done.Notify()
+  Notification settled;  // the engine's bookkeeping of the read is done (OnHostFilled)
 };
 
 struct BlockEntry {

@@ -52,7 +52,12 @@ absl::Status EngineImpl::OpenDisk() {
         recovered.push_back({key, ns, id});
       },
       [this](std::vector<std::pair<BlockKey, RecordId>> dropped) {
-        OnDiskDropped(std::move(dropped));
+        // On the encoder thread, which must not wait for placement_mu_: a Write under
+        // placement_mu_ may be waiting for a staging buffer that only this thread frees.
+        // Meanwhile a read of a dropped record fails its checks and is a miss.
+        completions_.Post([this, dropped = std::move(dropped)]() mutable {
+          OnDiskDropped(std::move(dropped));
+        });
       });
   if (!disk.ok()) return disk.status();
   disk_ = std::move(*disk);
@@ -230,7 +235,6 @@ void EngineImpl::OnDiskWritten(const BlockKey& key, uint64_t write_id, absl::Sta
 void EngineImpl::OnHostFilled(const BlockKey& key, uint64_t write_id,
                               std::shared_ptr<HostFill> fill, absl::Status status) {
   // The gated streams were released already (Read's callback); this is the bookkeeping.
-  (void)fill;
   {
     MutexLock lock(&placement_mu_);
     table_.Mutate(key, [&](BlockEntry& e) {
@@ -258,6 +262,7 @@ void EngineImpl::OnHostFilled(const BlockKey& key, uint64_t write_id,
     counters_[kHost].bytes_in.fetch_add(options_.geometry.block_bytes(),
                                         std::memory_order_relaxed);
   }
+  fill->settled.Notify();
 }
 
 void EngineImpl::OnDiskDropped(std::vector<std::pair<BlockKey, RecordId>> dropped) {

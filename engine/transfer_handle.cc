@@ -56,7 +56,13 @@ absl::Status TransferHandleImpl::WaitAll() {
   finished_->WaitForNotification();
   for (const std::shared_ptr<HostFill>& fill : fills_) {
     fill->done.WaitForNotification();  // already passed: the copies were gated on it
-    if (s.ok() && !fill->status.ok()) s = fill->status;
+    if (!fill->status.ok()) {
+      // The failed block is forgotten on the completion queue: the caller hears of the
+      // error only after, so that storing the block again (recomputed) is not taken for a
+      // duplicate of the copy about to go.
+      fill->settled.WaitForNotification();
+      if (s.ok()) s = fill->status;
+    }
   }
   return s;
 }

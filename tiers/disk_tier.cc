@@ -390,6 +390,19 @@ absl::StatusOr<RecordId> DiskTier::Write(const BlockKey& key, const std::string&
     // position in the record buffer (one copy, one buffer). Compressed ones need the raw
     // copy and a second buffer for the output.
     const bool in_place = options_.codec == Codec::kNone;
+    // Back-pressure: when every buffer is busy, wait (a bounded time) for writes in flight
+    // to free one rather than refuse at once, which makes the caller drop the block. A fast
+    // GPU prefilling a long context evicts faster than a disk writes; refusing at once lost
+    // blocks the demo then needed (H100, 2026-11-22). Only the encoder and the I/O thread
+    // free buffers, and neither waits for the engine's locks.
+    const size_t needed = in_place ? 1 : 2;
+    mu_.AwaitWithTimeout(
+        [&] {
+          mu_.AssertHeld();
+          return free_staging_.size() + (4 * options_.staging_buffers - overflow_in_use_) >=
+                 needed;
+        },
+        kStagingWait);
     raw = -1;
     if (!in_place) {
       raw = TakeStaging();

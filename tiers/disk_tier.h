@@ -39,6 +39,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/mutex.h"
 #include "io/io_engine.h"
 #include "kvtier/geometry.h"
@@ -101,6 +102,10 @@ struct DiskTierStats {
 
 class DiskTier {
  public:
+  // How long Write waits for a staging buffer (writes in flight free them) before it
+  // refuses with ResourceExhausted.
+  static constexpr absl::Duration kStagingWait = absl::Seconds(2);
+
   // Called by Open for every record in the index: its key, namespace and id.
   using RecoveredFn = absl::FunctionRef<void(const BlockKey&, const std::string& ns, RecordId)>;
   // Called (from a tier thread, holding no tier lock) with records dropped because their

@@ -147,8 +147,10 @@ struct EngineOptions {
   // Paged pools (KvBuffers::Paged) ↔ host tier: an NHD page part (one layer's K or V of one
   // block) at least this large moves by DMA, one copy per part; smaller parts, and every HND
   // transfer, move through one zero-copy kernel that reads or writes the pinned host slots
-  // directly. `bench/run gpu-copy` measures the crossover on a machine.
-  size_t paged_dma_min_part_bytes = size_t{256} << 10;
+  // directly. `bench/run gpu-copy` measures the crossover on a machine: on an H100 (PCIe
+  // gen5 x16, 2026-11-22) the kernel moved 48-50 GB/s at 32 and 128 KiB parts against
+  // DMA's 29-30, and DMA 52.3 against the kernel's 51.0 at 512 KiB.
+  size_t paged_dma_min_part_bytes = size_t{512} << 10;
   // Look-ahead prefetch (Engine::Hint): the most bytes of blocks that hints may hold in the
   // top tier (GPU, or host without a GPU tier) while in flight or not yet used. Bounds how
   // much of the tier speculation can take from the blocks in use. 0 = half the top tier.

@@ -336,6 +336,48 @@ TEST_P(DiskTierTest, FullDiskReclaimsTheOldestRegionWhole) {
   EXPECT_EQ(recovered_.count(BlockKey{1, 9}), 0u);
 }
 
+// When every staging buffer is busy with a write in flight, the next Write waits for one
+// to come free rather than refusing at once (which made the engine drop evicted blocks a
+// fast GPU produced faster than the disk wrote them).
+TEST_P(DiskTierTest, AWriteWaitsForAStagingBufferInsteadOfRefusing) {
+  DiskTierOptions o = Options();
+  o.staging_buffers = 2;  // plus 8 overflow buffers: 10 writes in flight at most
+  o.codec = Codec::kNone;  // one buffer per write
+  ASSERT_TRUE(Open(o).ok());
+  tier_->io().InjectFault(FaultSpec{FaultSpec::Kind::kDelay, 0, 0, absl::Milliseconds(200)});
+  constexpr int kWrites = 12;
+  std::vector<std::vector<char>> contents;
+  for (int i = 0; i < kWrites; ++i) {
+    contents.push_back(Content(BlockKey{uint64_t(i) + 1, 5}, tier_->block_bytes()));
+  }
+  std::mutex mu;
+  std::vector<absl::Status> results;
+  std::vector<RecordId> ids;
+  absl::Duration slowest_call;
+  for (int i = 0; i < kWrites; ++i) {
+    const absl::Time start = absl::Now();
+    absl::StatusOr<RecordId> id = tier_->Write(BlockKey{uint64_t(i) + 1, 5}, "default",
+                                               contents[i].data(), [&](absl::Status s) {
+                                                 std::lock_guard<std::mutex> l(mu);
+                                                 results.push_back(s);
+                                               });
+    slowest_call = std::max(slowest_call, absl::Now() - start);
+    ASSERT_TRUE(id.ok()) << "write " << i << ": " << id.status();
+    ids.push_back(*id);
+  }
+  EXPECT_GE(slowest_call, absl::Milliseconds(100)) << "no write waited for a buffer";
+  EXPECT_LT(slowest_call, DiskTier::kStagingWait);
+  tier_->Drain();
+  tier_->io().ClearFaults();
+  ASSERT_EQ(results.size(), size_t{kWrites});
+  for (const absl::Status& r : results) EXPECT_TRUE(r.ok()) << r;
+  for (int i = 0; i < kWrites; ++i) {
+    std::vector<char> got;
+    ASSERT_TRUE(ReadSync(ids[i], BlockKey{uint64_t(i) + 1, 5}, &got).ok()) << i;
+    EXPECT_EQ(got, contents[i]) << i;
+  }
+}
+
 // A read takes its record's location when it starts; the region must not be reclaimed and
 // rewritten before the read lands, or the read finds another record there (a spurious
 // DataLoss for a block that was cached). With a read of the oldest region held in flight,
