@@ -1234,6 +1234,23 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
 absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
     absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise,
     absl::Duration lease_timeout) {
+  bool out_of_slots = false;
+  absl::StatusOr<std::unique_ptr<TransferHandle>> h =
+      LoadToGpuTierOnce(ns, keys, layerwise, lease_timeout, &out_of_slots);
+  if (out_of_slots) {
+    // A slot whose copy has finished stays "in flight" until its completion runs on the
+    // completion queue: let the queue catch up, then try once more. (A 32K-token demo on
+    // an H100 ran out of GPU slots this way while most of them had landed.)
+    completions_.Drain();
+    h = LoadToGpuTierOnce(ns, keys, layerwise, lease_timeout, &out_of_slots);
+  }
+  return h;
+}
+
+absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTierOnce(
+    absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise,
+    absl::Duration lease_timeout, bool* out_of_slots) {
+  *out_of_slots = false;
   DestroyRetiredEvents();
   absl::StatusOr<const Namespace*> space = FindNamespace(ns);
   if (!space.ok()) return space.status();
@@ -1342,6 +1359,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
               "blocks there can be evicted for the %d more this call needs",
               ns, ns_quota_blocks_[(*space)->id][kGpu], need.size() - k));
         }
+        *out_of_slots = true;
         return absl::ResourceExhaustedError(absl::StrFormat(
             "LoadToGpuTier: no free GPU slot for %d more blocks: all %u slots are pinned, "
             "leased or in flight",

@@ -78,6 +78,10 @@ class EngineImpl final : public Engine {
       absl::Duration lease_timeout) override;
   absl::StatusOr<std::unique_ptr<TransferHandle>> Prefetch(
       absl::string_view ns, absl::Span<const BlockKey> keys) override;
+  // One attempt of LoadToGpuTier; *out_of_slots says it failed for want of a free GPU slot.
+  absl::StatusOr<std::unique_ptr<TransferHandle>> LoadToGpuTierOnce(
+      absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise,
+      absl::Duration lease_timeout, bool* out_of_slots);
   absl::StatusOr<uint64_t> Hint(absl::string_view ns, absl::Span<const BlockKey> keys) override;
   absl::StatusOr<size_t> CancelHint(uint64_t hint_id) override;
   absl::StatusOr<size_t> Erase(absl::string_view ns, absl::Span<const BlockKey> keys) override;
