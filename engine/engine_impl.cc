@@ -711,57 +711,65 @@ std::optional<SlotId> EngineImpl::AcquireSlot(TierKind t, std::shared_ptr<Event>
 bool EngineImpl::EvictOne(TierKind t, uint32_t only_ns) {
   const int ti = static_cast<int>(t);
   const std::vector<BlockKey>& owners = slot_owner_[ti];
+  // Set when a GPU block that is its only copy could not be demoted (no host slot could be
+  // had): then only blocks with a copy in a lower tier may go.
+  bool spare_only_copies = false;
   auto evictable = [&](SlotId s) {
     return table_.Find(owners[s], [&](BlockEntry* e) {
       placement_mu_.AssertHeld();
       return e != nullptr && (only_ns == kAnyNs || e->ns_id == only_ns) && e->pins == 0 &&
              !e->is_writing(t) &&
-             !(protect_prefetched_ && (e->prefetched & Bit(t)));
+             !(protect_prefetched_ && (e->prefetched & Bit(t))) &&
+             !(spare_only_copies && !e->has(TierKind::kHost) && !e->has(TierKind::kDisk));
     });
   };
-  std::optional<SlotId> victim;
   const bool prefix_aware = options_.prefix_aware_eviction;
   const bool cost_aware = options_.cost_aware_eviction;
-  if (!prefix_aware && !cost_aware) {
-    victim = policies_[ti]->PickVictim(evictable);
-  } else {
-    // The policy's most evictable candidates, in its order; among them the cheapest to lose
-    // (cost-aware: a copy in a lower tier remains, so nothing is written or recomputed),
-    // then the deepest (prefix-aware: a chain's tail before its head, whose loss would make
-    // the tail useless for prefix reuse), then the policy's own order.
-    struct Candidate {
-      SlotId slot;
-      int cost;
-      uint32_t depth;
-    };
-    std::vector<Candidate> window;
-    const size_t width = std::max<uint32_t>(1, options_.eviction_window);
-    (void)policies_[ti]->PickVictim([&](SlotId s) {
-      if (!evictable(s)) return false;
-      Candidate c{s, 0, 0};
-      table_.Find(owners[s], [&](BlockEntry* e) {
-        bool lower = false;
-        for (int u = ti + 1; u < kNumTiers; ++u) lower = lower || e->slot[u] != kNoSlot;
-        c.cost = cost_aware && !lower ? 1 : 0;
-        c.depth = prefix_aware ? e->depth : 0;
+  auto pick_victim = [&]() -> std::optional<SlotId> {
+    std::optional<SlotId> victim;
+    if (!prefix_aware && !cost_aware) {
+      victim = policies_[ti]->PickVictim(evictable);
+    } else {
+      // The policy's most evictable candidates, in its order; among them the cheapest to lose
+      // (cost-aware: a copy in a lower tier remains, so nothing is written or recomputed),
+      // then the deepest (prefix-aware: a chain's tail before its head, whose loss would make
+      // the tail useless for prefix reuse), then the policy's own order.
+      struct Candidate {
+        SlotId slot;
+        int cost;
+        uint32_t depth;
+      };
+      std::vector<Candidate> window;
+      const size_t width = std::max<uint32_t>(1, options_.eviction_window);
+      (void)policies_[ti]->PickVictim([&](SlotId s) {
+        if (!evictable(s)) return false;
+        Candidate c{s, 0, 0};
+        table_.Find(owners[s], [&](BlockEntry* e) {
+          bool lower = false;
+          for (int u = ti + 1; u < kNumTiers; ++u) lower = lower || e->slot[u] != kNoSlot;
+          c.cost = cost_aware && !lower ? 1 : 0;
+          c.depth = prefix_aware ? e->depth : 0;
+        });
+        window.push_back(c);
+        return window.size() >= width;
       });
-      window.push_back(c);
-      return window.size() >= width;
-    });
-    if (!window.empty()) {
-      const Candidate* best = &window[0];
-      for (const Candidate& c : window) {
-        if (c.cost < best->cost || (c.cost == best->cost && c.depth > best->depth)) best = &c;
+      if (!window.empty()) {
+        const Candidate* best = &window[0];
+        for (const Candidate& c : window) {
+          if (c.cost < best->cost || (c.cost == best->cost && c.depth > best->depth)) best = &c;
+        }
+        const SlotId chosen = best->slot;
+        // Ask the policy for exactly this slot, so that it records the eviction as its own
+        // (ghost history, hand positions).
+        victim = policies_[ti]->PickVictim([&](SlotId s) { return s == chosen; });
+        if (!victim) victim = policies_[ti]->PickVictim(evictable);  // not expected
       }
-      const SlotId chosen = best->slot;
-      // Ask the policy for exactly this slot, so that it records the eviction as its own
-      // (ghost history, hand positions).
-      victim = policies_[ti]->PickVictim([&](SlotId s) { return s == chosen; });
-      if (!victim) victim = policies_[ti]->PickVictim(evictable);  // not expected
     }
-  }
+    return victim;
+  };
+  std::optional<SlotId> victim = pick_victim();
   if (!victim) return false;
-  const BlockKey key = slot_owner_[ti][*victim];
+  BlockKey key = slot_owner_[ti][*victim];
 
   // A GPU copy that is the block's only copy is demoted to the host tier, not dropped.
   bool demote = false;
@@ -777,7 +785,16 @@ bool EngineImpl::EvictOne(TierKind t, uint32_t only_ns) {
     absl::StatusOr<std::shared_ptr<Event>> ev = NewEvent();
     std::optional<SlotId> acquired =
         ev.ok() ? AcquireSlot(TierKind::kHost, &host_reuse, victim_ns) : std::nullopt;
-    if (acquired.has_value()) {
+    if (!acquired.has_value()) {
+      // No host slot for it (every one pinned or in flight): dropping the block would lose
+      // its only copy. Evict a block that keeps a copy below instead, or nothing (the
+      // caller reports the tier full).
+      spare_only_copies = true;
+      victim = pick_victim();
+      if (!victim) return false;
+      key = slot_owner_[ti][*victim];
+      demote = false;
+    } else {
       host_slot = *acquired;
       landed = std::move(*ev);
       std::vector<CopyOp> ops;

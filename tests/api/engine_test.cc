@@ -194,6 +194,43 @@ TEST_F(EngineTest, GpuOnlyCopiesAreDemotedToHostNotLost) {
   EXPECT_EQ(engine_->Match("default", Prompt(4, 21))->matched_tokens, 32u);
 }
 
+// A GPU-only copy whose demotion finds no host slot (every host block pinned by a load in
+// flight) is not evicted: dropping it would lose the block. The call that needed the GPU
+// slot is refused instead, and the block stays whole.
+TEST_F(EngineTest, AGpuOnlyCopyThatCannotBeDemotedIsKeptNotDropped) {
+  Open(2, 4, [](EngineOptions& o) {
+    testing::UseEmulatedDevice(o);  // the throttle keeps the host blocks' load in flight
+    o.device.emulated_copy_gbps = 0.0002;  // 200 KB/s: 4 blocks of 8 KiB take ~160 ms
+  });
+  const std::vector<BlockKey> ka = StoreAll(Prompt(2, 22));
+  {
+    auto lease = engine_->LoadToGpuTier("default", ka);
+    ASSERT_TRUE(lease.ok()) << lease.status();
+    ASSERT_TRUE((*lease)->Wait().ok());
+    ASSERT_TRUE((*lease)->Release().ok());
+  }
+  const std::vector<BlockKey> kb = StoreAll(Prompt(4, 23));  // A now lives only on the GPU
+  ASSERT_EQ(engine_->Match("default", Prompt(2, 22))->tiers,
+            std::vector<TierKind>(2, TierKind::kGpu));
+  // A load of all four host blocks pins every host slot while it runs.
+  DeviceBlocks dst(dev(), kb.size(), bytes_);
+  LoadRequest r;
+  r.ns = "default";
+  r.keys = kb;
+  r.buffers = KvBuffers::Blocks(dst.ptrs());
+  auto pinning = engine_->Load(r);
+  ASSERT_TRUE(pinning.ok()) << pinning.status();
+  ASSERT_FALSE((*pinning)->IsReady());
+  // B0 to the GPU tier needs a GPU slot; both hold only copies that cannot be demoted now.
+  auto refused = engine_->LoadToGpuTier("default", {kb[0]});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  ASSERT_TRUE((*pinning)->Wait().ok());
+  // A is whole: both blocks match and load byte for byte.
+  EXPECT_EQ(engine_->Match("default", Prompt(2, 22))->matched_tokens, 32u);
+  ExpectLoadsExactly(ka);
+  EXPECT_EQ(engine_->Stats().tiers[0].evictions, 0u) << "a GPU-only copy was dropped";
+}
+
 TEST_F(EngineTest, LeasedSlotsHoldTheBytesAndAreNeverEvicted) {
   Open(2, 8);
   const std::vector<BlockKey> keys = StoreAll(Prompt(3, 30));
