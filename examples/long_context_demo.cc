@@ -72,11 +72,12 @@ struct Options {
   uint32_t chunk = 256;        // prefill chunk, tokens
   uint32_t decode = 24;        // tokens decoded per prefetch mode
   uint32_t turn2 = 128;        // new tokens of the second turn
-  // 16 tokens (vLLM's page size): 32 KiB blocks at the default shape. --block-tokens=64
-  // decodes ~55% faster with the disk in the path (fewer, larger disk reads;
-  // docs/benchmarks.md), but with a 16-block host tier (small contexts) it can lose a block
-  // and then crash on the error path, which is not fixed yet; so 16 stays the default.
-  uint32_t block_tokens = 16;
+  // 64 tokens x 1 layer = 128 KiB blocks at the default shape. Each block is one disk record
+  // and one read: at 16 tokens (vLLM's page size, 32 KiB) the per-read costs of the disk path
+  // dominated on a 2-core VM (decode 36-52 tokens/s against 61-75 at 64, stall 0.37-0.45
+  // against 0.25-0.36, docs/benchmarks.md), as storage caches such as LMCache also store
+  // larger chunks than the attention kernel's page.
+  uint32_t block_tokens = 64;
   uint32_t layers = 4;
   uint32_t d_model = 512;
   uint32_t heads = 8;
@@ -104,7 +105,7 @@ void Usage() {
   --chunk=N          prefill chunk in tokens, a multiple of --block-tokens (256)
   --decode=N         tokens decoded per prefetch mode (24)
   --turn2=N          new tokens in the second turn (128)
-  --block-tokens=N   tokens per KV block (16)
+  --block-tokens=N   tokens per KV block (64)
   --layers=N --d-model=N --heads=N --kv-heads=N --ffn=N --vocab=N   model shape (4 512 8 8 1024 4096)
   --seed=N           weight seed (1); --weights=FILE.safetensors to load real weights
   --gpu-mib=N        GPU tier budget (default: KV / 8)
