@@ -726,6 +726,7 @@ bool EngineImpl::EvictOne(TierKind t, uint32_t only_ns) {
   const bool prefix_aware = options_.prefix_aware_eviction;
   const bool cost_aware = options_.cost_aware_eviction;
   auto pick_victim = [&]() -> std::optional<SlotId> {
+    placement_mu_.AssertHeld();
     std::optional<SlotId> victim;
     if (!prefix_aware && !cost_aware) {
       victim = policies_[ti]->PickVictim(evictable);
