@@ -78,10 +78,6 @@ class EngineImpl final : public Engine {
       absl::Duration lease_timeout) override;
   absl::StatusOr<std::unique_ptr<TransferHandle>> Prefetch(
       absl::string_view ns, absl::Span<const BlockKey> keys) override;
-  // One attempt of LoadToGpuTier; *out_of_slots says it failed for want of a free GPU slot.
-  absl::StatusOr<std::unique_ptr<TransferHandle>> LoadToGpuTierOnce(
-      absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise,
-      absl::Duration lease_timeout, bool* out_of_slots);
   absl::StatusOr<uint64_t> Hint(absl::string_view ns, absl::Span<const BlockKey> keys) override;
   absl::StatusOr<size_t> CancelHint(uint64_t hint_id) override;
   absl::StatusOr<size_t> Erase(absl::string_view ns, absl::Span<const BlockKey> keys) override;
@@ -220,7 +216,12 @@ class EngineImpl final : public Engine {
   size_t EraseLocked(uint32_t ns_id, absl::Span<const BlockKey> keys)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
 
-  // Completion callbacks (device threads).
+  // One attempt of LoadToGpuTier; *out_of_slots says it failed for want of a free GPU slot.
+  absl::StatusOr<std::unique_ptr<TransferHandle>> LoadToGpuTierOnce(
+      absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise,
+      absl::Duration lease_timeout, bool* out_of_slots);
+
+  // Completions: run on completions_ (posted by stream callbacks and disk threads).
   void OnWritesLanded(TierKind t, const std::vector<BlockKey>& keys, uint64_t write_id);
   // Runs `fn` on completions_ once the work enqueued on `stream` so far has finished. Every
   // completion that takes an engine lock goes this way, never in the stream callback itself
