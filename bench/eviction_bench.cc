@@ -223,7 +223,7 @@ int Main(int argc, char** argv) {
                    "bad argument '%s'\nusage: bench/run eviction "
                    "[--workload=mooncake|chat|rag|agent|scan] [--trace=PATH] "
                    "[--capacities=1/50,0.05,...|BLOCKS,...] [--policies=lru,fifo,clock,sieve,"
-                   "s3fifo,arc,tinylfu] [--seed=N] [--out-dir=DIR]\n",
+                   "s3fifo,arc,tinylfu,lfu] [--seed=N] [--out-dir=DIR]\n",
                    argv[i]);
       return 2;
     }

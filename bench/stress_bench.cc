@@ -315,7 +315,7 @@ int Main(int argc, char** argv) {
                    "[--workload=mooncake|chat|rag|agent|scan] [--trace=PATH] [--requests=N] "
                    "[--gpu-blocks=N] [--host-blocks=N] [--disk-blocks=N] [--no-disk] "
                    "[--erase-every=N] [--gpu-every=N] [--check-sessions=N] [--seed=N] "
-                   "[--policy=arc|lru|fifo|clock|sieve|s3fifo|tinylfu]\n",
+                   "[--policy=arc|lru|fifo|clock|sieve|s3fifo|tinylfu|lfu]\n",
                    argv[i]);
       return 2;
     }

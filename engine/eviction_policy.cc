@@ -13,7 +13,7 @@ namespace kvtier {
 namespace {
 
 constexpr const char* kPolicyNames[] = {"lru", "fifo", "clock", "sieve", "s3fifo", "arc",
-                                        "tinylfu"};
+                                        "tinylfu", "lfu"};
 
 }  // namespace
 
@@ -26,6 +26,7 @@ absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(absl::string_
   if (name == "s3fifo") return std::make_unique<S3FifoPolicy>(num_slots);
   if (name == "arc") return std::make_unique<ArcPolicy>(num_slots);
   if (name == "tinylfu") return std::make_unique<TinyLfuPolicy>(num_slots);
+  if (name == "lfu") return std::make_unique<AgedLfuPolicy>(num_slots);
   return absl::InvalidArgumentError(absl::StrFormat("unknown eviction policy '%s' (known: %s)",
                                                     name, absl::StrJoin(kPolicyNames, ", ")));
 }

@@ -892,7 +892,7 @@ disk_capacity_bytes, disk_region_bytes, codec ("none", "zstd", "zstd-shuffle"; l
 "int8": disk reads return dequantized values), zstd_level,
 disk_sync, admit_min_seen, write_budget_mbps, force_fallback_io.
 Policies: gpu_eviction, host_eviction ("lru", "fifo", "clock", "sieve", "s3fifo", "arc",
-"tinylfu"), prefix_aware_eviction, cost_aware_eviction, eviction_window,
+"tinylfu", "lfu"), prefix_aware_eviction, cost_aware_eviction, eviction_window,
 prefetch_budget_bytes. Device: device ("auto", "cuda", "emulated"), cuda_ordinal,
 emulated_copy_gbps, emulated_memory_limit. Keys: model (fingerprint, required), key_hash
 ("sha256", "xxh3"), namespaces. Tenants: set_namespace_limits(ns, gpu_bytes=, host_bytes=,

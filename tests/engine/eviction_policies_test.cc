@@ -1,5 +1,5 @@
 // tests/engine/eviction_policies_test.cc — the classic eviction policies (FIFO, CLOCK, SIEVE,
-// S3-FIFO, ARC, W-TinyLFU): textbook behaviour on tiny hand-made sequences, scan resistance
+// S3-FIFO, ARC, W-TinyLFU, LFU with aging): textbook behaviour on tiny hand-made sequences, scan resistance
 // on a small simulated cache, the PickVictim contract, and a randomized consistency check of
 // every policy, LRU included.
 
@@ -23,7 +23,7 @@ namespace {
 
 const std::vector<std::string>& AllPolicyNames() {
   static const std::vector<std::string> names = {"lru", "fifo",   "clock",  "sieve",
-                                                  "s3fifo", "arc", "tinylfu"};
+                                                  "s3fifo", "arc", "tinylfu", "lfu"};
   return names;
 }
 
@@ -304,6 +304,75 @@ TEST(TinyLfuPolicy, ColdCopyIsTheNextCandidate) {
   EXPECT_EQ(EvictOne(lfu), SlotId{198});  // a plain insert: the older window slot is next
 }
 
+// --- LFU with aging ------------------------------------------------------------------------
+
+// Inserts one-time blocks into slots 1..3 in turn (evicting the policy's pick first when all
+// four slots are full) until slot 0 is picked; returns how many were inserted.
+int OneTimeInsertsUntilSlotZeroGoes(AgedLfuPolicy& lfu) {
+  uint64_t key = 1000;
+  for (int n = 1; n <= 1000; ++n) {
+    const SlotId victim = EvictOne(lfu);
+    if (victim == 0) return n;
+    Insert(lfu, victim, key++);
+  }
+  return -1;
+}
+
+TEST(AgedLfuPolicy, KeepsABlockSeenCTimesCSquaredTimesLongerIdle) {
+  // Slot 0 seen `count` times, then one-time blocks stream through the other three slots:
+  // each class-1 block is evicted at an idle time of 3 ticks, so slot 0 goes once its own idle
+  // time passes 3 * count^2 — about 3, 12 and 27 one-time inserts for counts 1, 2, 3.
+  for (int count = 1; count <= 3; ++count) {
+    AgedLfuPolicy lfu(4);
+    Insert(lfu, 0, 7);
+    for (int i = 1; i < count; ++i) lfu.OnAccess(0);
+    EXPECT_EQ(lfu.frequency_class(0), count);
+    for (SlotId s = 1; s < 4; ++s) Insert(lfu, s, 100 + s);
+    const int survived = OneTimeInsertsUntilSlotZeroGoes(lfu);
+    EXPECT_GE(survived, 3 * count * count - 2) << count;
+    EXPECT_LE(survived, 3 * count * count + 2) << count;
+  }
+  // LRU would give the count-3 block no more time than a one-time block.
+}
+
+TEST(AgedLfuPolicy, ClassesStopAtFourAndCountsOutliveTheSlot) {
+  AgedLfuPolicy lfu(8);
+  Insert(lfu, 0, 42);
+  for (int i = 0; i < 10; ++i) lfu.OnAccess(0);
+  EXPECT_EQ(lfu.frequency_class(0), AgedLfuPolicy::kClasses);
+  EXPECT_EQ(lfu.EstimatedFrequency(42), 11u);
+  lfu.OnRemove(0);
+  EXPECT_EQ(lfu.frequency_class(0), 0);
+  // The same key comes back in another slot: its count continues (12 > 4: the top class);
+  // a new key starts in class 1.
+  Insert(lfu, 5, 42);
+  Insert(lfu, 6, 43);
+  EXPECT_EQ(lfu.frequency_class(5), AgedLfuPolicy::kClasses);
+  EXPECT_EQ(lfu.frequency_class(6), 1);
+  EXPECT_EQ(EvictOne(lfu), SlotId{6});
+}
+
+TEST(AgedLfuPolicy, ColdCopyGoesFirstAndIsNotCounted) {
+  AgedLfuPolicy lfu(4);
+  for (SlotId s = 0; s < 3; ++s) Insert(lfu, s, 100 + s);
+  lfu.SetNextKey(900);
+  lfu.OnInsertCold(3);
+  EXPECT_EQ(lfu.EstimatedFrequency(900), 0u);
+  EXPECT_EQ(lfu.frequency_class(3), 1);
+  EXPECT_EQ(EvictOne(lfu), SlotId{3});  // newest by insert order, but cold
+  EXPECT_EQ(EvictOne(lfu), SlotId{0});  // then plain LRU order within class 1
+}
+
+TEST(AgedLfuPolicy, SkippedSlotKeepsItsPlaceAndEachClassOffersItsOldestEvictable) {
+  AgedLfuPolicy lfu(6);
+  for (SlotId s = 0; s < 4; ++s) Insert(lfu, s, 100 + s);  // class 1, oldest first
+  Insert(lfu, 4, 104);
+  lfu.OnAccess(4);  // class 2
+  EXPECT_EQ(lfu.PickVictim([](SlotId s) { return s != 0; }), SlotId{1});
+  EXPECT_EQ(lfu.PickVictim([](SlotId s) { return s >= 4; }), SlotId{4});
+  EXPECT_EQ(lfu.PickVictim(All), SlotId{0});  // slot 0 was only skipped
+}
+
 // --- Scan resistance ----------------------------------------------------------------------
 
 // A working set of 10 blocks reused 5 times, a scan of 60 never-reused blocks through a
@@ -327,7 +396,7 @@ TEST(ScanResistance, ScanFlushesTheWorkingSetFromLruAndFifo) {
 }
 
 TEST(ScanResistance, ScanDoesNotFlushTheWorkingSetFromScanResistantPolicies) {
-  for (const char* name : {"s3fifo", "sieve", "arc", "tinylfu"}) {
+  for (const char* name : {"s3fifo", "sieve", "arc", "tinylfu", "lfu"}) {
     EXPECT_EQ(WorkingSetHitsAfterScan(name), 10) << name;
   }
 }
@@ -343,6 +412,27 @@ TEST(FrequencySketch, CountsSaturateAtFifteenAndAgeByHalving) {
   EXPECT_EQ(sketch.Estimate(7), 15u);
   sketch.Increment(9);  // the 1000th: every counter halves
   EXPECT_EQ(sketch.Estimate(7), 7u);
+}
+
+TEST(FrequencySketch, TakesItsWidthAndAgingPeriodApart) {
+  policy_internal::FrequencySketch sketch(/*width=*/4096, /*sample_size=*/3);
+  sketch.Increment(1);
+  sketch.Increment(1);
+  EXPECT_EQ(sketch.Estimate(1), 2u);
+  sketch.Increment(2);  // the third increment: every counter halves
+  EXPECT_EQ(sketch.Estimate(1), 1u);
+  EXPECT_EQ(sketch.Estimate(2), 0u);
+  // 2,000 keys seen once each: in 4,096 counters a row, a key is overcounted only when it
+  // collides in all four rows (about 2%); in 256 counters a row, nearly always.
+  auto overcounted = [](uint32_t width) {
+    policy_internal::FrequencySketch s(width, /*sample_size=*/1'000'000);
+    for (uint64_t k = 0; k < 2000; ++k) s.Increment(k);
+    int n = 0;
+    for (uint64_t k = 0; k < 2000; ++k) n += s.Estimate(k) > 1 ? 1 : 0;
+    return n;
+  };
+  EXPECT_LT(overcounted(4096), 100);
+  EXPECT_GT(overcounted(256), 1900);
 }
 
 TEST(GhostList, IsBoundedAndKeepsEachKeyOnce) {
