@@ -17,6 +17,9 @@
 //     succeeds must return exactly those bytes, and never blocks of another namespace;
 //   * kvtier_engine_close refuses while handles are alive, and succeeds once they are gone.
 //
+// Also device memory the caller registers (host memory on the emulated device), namespace
+// limits (quotas and TTLs, at open and on a live engine) and secure erase.
+//
 // Options: the opened engine's options come from a small, valid range chosen by the input,
 // then setter calls with arbitrary arguments; when those make kvtier_engine_open fail it must
 // say why, and the harness opens a baseline engine instead. Setters given arguments the
@@ -32,6 +35,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -122,6 +126,9 @@ struct KnownKey {
 struct Buffer {
   kvtier_device_ptr ptr;
   size_t bytes;
+  // Memory the harness owns and registered (kvtier_engine_register_device_memory), not
+  // memory from kvtier_buffer_alloc.
+  bool registered = false;
 };
 
 class Harness {
@@ -207,7 +214,7 @@ class Harness {
   // One setter with fuzzer arguments. `wild` sends arguments the machine could not honour
   // to the scratch options (validated, never opened).
   void SetOption(kvtier_options* opened) {
-    const uint8_t which = in_.U8() % 12;
+    const uint8_t which = in_.U8() % 14;
     const bool wild = in_.U8() % 4 == 0;
     kvtier_options* o = in_.U8() % 16 == 0 ? nullptr : (wild ? scratch_ : opened);
     kvtier_status_code c = KVTIER_OK;
@@ -311,7 +318,45 @@ class Harness {
         c = CALL(kvtier_options_validate, o);
         ExpectInvalid(c, o == nullptr, "validate");
         break;
+      case 12: {
+        // Quotas below one block make the open fail (and the harness open its baseline).
+        const char* ns = Namespace();
+        const kvtier_namespace_limits limits = Limits();
+        const bool null_limits = in_.U8() % 8 == 0;
+        c = CALL(kvtier_options_set_namespace_limits, o, ns, null_limits ? nullptr : &limits);
+        ExpectInvalid(c, o == nullptr || ns == nullptr || null_limits,
+                      "options_set_namespace_limits");
+        break;
+      }
+      case 13:
+        c = CALL(kvtier_options_set_secure_erase, o, static_cast<int>(in_.U8() % 3));
+        ExpectInvalid(c, o == nullptr, "set_secure_erase");
+        break;
     }
+  }
+
+  // Namespace limits: no limit, whole blocks, arbitrary small or huge byte counts; a TTL of
+  // none, a few milliseconds (blocks expire under the harness) or anything.
+  kvtier_namespace_limits Limits() {
+    auto quota = [&]() -> uint64_t {
+      switch (in_.U8() % 4) {
+        case 0:
+          return 0;
+        case 1:
+          return uint64_t{block_bytes_ == 0 ? 64 : block_bytes_} * (1 + in_.U8() % 8);
+        case 2:
+          return in_.U16();
+        default:
+          return in_.U64();
+      }
+    };
+    kvtier_namespace_limits limits;
+    limits.gpu_bytes = quota();
+    limits.host_bytes = quota();
+    limits.disk_bytes = quota();
+    const uint8_t ttl = in_.U8() % 4;
+    limits.ttl_ms = ttl == 0 ? 0 : ttl == 1 ? 1 + in_.U8() : ttl == 2 ? in_.U32() : in_.U64();
+    return limits;
   }
 
   void OpenFromInput() {
@@ -356,7 +401,7 @@ class Harness {
   // -------------------------------------------------------------------------- operations
 
   void Step() {
-    switch (in_.U8() % 20) {
+    switch (in_.U8() % 23) {
       case 0:
         return OpCreateNamespace();
       case 1:
@@ -395,7 +440,88 @@ class Harness {
         return OpFlushOrClose();
       case 19:
         return OpNullEngine();
+      case 20:
+        return OpRegisterMemory();
+      case 21:
+        return OpUnregisterMemory();
+      case 22:
+        return OpSetNamespaceLimits();
     }
+  }
+
+  // Host memory of the harness registered as device memory (the emulated device's device
+  // memory is host memory), or bad arguments: address 0, no bytes, a range overlapping a
+  // buffer or an earlier registration, a base registered already. Registered ranges join
+  // buffers_, so stores, loads and buffer reads and writes use them like allocated buffers.
+  void OpRegisterMemory() {
+    const uint8_t pick = in_.U8() % 8;
+    if (pick == 0 || pick == 1) {
+      const kvtier_status_code c = CALL(kvtier_engine_register_device_memory, engine_,
+                                        pick == 0 ? 0 : in_.U64() | 1, pick == 0 ? 64 : 0);
+      ExpectInvalid(c, true, "register_device_memory(0 base or 0 bytes)");
+      return;
+    }
+    if (pick == 2 && !buffers_.empty()) {
+      const Buffer& b = buffers_[in_.Below(buffers_.size())];
+      const kvtier_device_ptr base = b.ptr + in_.Below(b.bytes);
+      const size_t bytes = 1 + in_.Below(2 * b.bytes);
+      const kvtier_status_code c =
+          CALL(kvtier_engine_register_device_memory, engine_, base, bytes);
+      KVTIER_FUZZ_CHECK(c == KVTIER_INVALID_ARGUMENT || c == KVTIER_ALREADY_EXISTS,
+                        absl::StrCat("registering a range that overlaps a buffer gave ",
+                                     kvtier_status_code_name(c)));
+      KVTIER_FUZZ_CHECK(c != KVTIER_ALREADY_EXISTS || (b.registered && base == b.ptr),
+                        "ALREADY_EXISTS for a base that was not registered");
+      return;
+    }
+    if (owned_.size() >= 8) return;
+    const size_t bytes = block_bytes_ * (1 + in_.Below(kMaxBlocksPerCall)) + in_.U8() % 3;
+    auto memory = std::make_unique<uint8_t[]>(bytes);
+    const kvtier_device_ptr base = reinterpret_cast<uintptr_t>(memory.get());
+    owned_.push_back(std::move(memory));
+    kvtier_status_code c = CALL(kvtier_engine_register_device_memory, engine_, base, bytes);
+    KVTIER_FUZZ_CHECK(c == KVTIER_OK, absl::StrCat("registering fresh memory failed: ",
+                                                   kvtier_last_error()));
+    buffers_.push_back({base, bytes, /*registered=*/true});
+    if (in_.Bool()) {
+      c = CALL(kvtier_engine_register_device_memory, engine_, base, bytes);
+      KVTIER_FUZZ_CHECK(c == KVTIER_ALREADY_EXISTS, "registering the same base twice");
+    }
+  }
+
+  // A registered base (OK, or FAILED_PRECONDITION while a transfer in it is in flight), or
+  // another address (refused).
+  void OpUnregisterMemory() {
+    std::vector<size_t> registered;
+    for (size_t i = 0; i < buffers_.size(); ++i) {
+      if (buffers_[i].registered) registered.push_back(i);
+    }
+    const kvtier_device_ptr base = !registered.empty() && in_.U8() % 4 != 0
+                                       ? buffers_[registered[in_.Below(registered.size())]].ptr
+                                       : Address();
+    if (!registered.empty() && in_.U8() % 4 == 0) {
+      // Settle every transfer first, so the unregistration cannot be refused as in flight.
+      for (kvtier_handle* h : handles_) (void)CALL(kvtier_handle_wait, h);
+    }
+    const kvtier_status_code c = CALL(kvtier_engine_unregister_device_memory, engine_, base);
+    for (size_t i : registered) {
+      if (buffers_[i].ptr != base) continue;
+      KVTIER_FUZZ_CHECK(c == KVTIER_OK || c == KVTIER_FAILED_PRECONDITION,
+                        absl::StrCat("unregistering a registered base gave ",
+                                     kvtier_status_code_name(c), ": ", kvtier_last_error()));
+      if (c == KVTIER_OK) buffers_.erase(buffers_.begin() + static_cast<ptrdiff_t>(i));
+      return;
+    }
+    KVTIER_FUZZ_CHECK(c != KVTIER_OK, "unregistering an address never registered succeeded");
+  }
+
+  void OpSetNamespaceLimits() {
+    const char* ns = Namespace();
+    const kvtier_namespace_limits limits = Limits();
+    const bool null_limits = in_.U8() % 8 == 0;
+    const kvtier_status_code c =
+        CALL(kvtier_set_namespace_limits, engine_, ns, null_limits ? nullptr : &limits);
+    ExpectInvalid(c, ns == nullptr || null_limits, "set_namespace_limits");
   }
 
   void OpCreateNamespace() {
@@ -423,15 +549,17 @@ class Harness {
     const size_t index = known ? in_.Below(buffers_.size()) : 0;
     const kvtier_device_ptr p = known ? buffers_[index].ptr : Address();
     const kvtier_status_code c = CALL(kvtier_buffer_free, engine_, p);
-    if (known) {
+    if (known && buffers_[index].registered) {
+      ExpectInvalid(c, true, "buffer_free of registered memory");
+    } else if (known) {
       KVTIER_FUZZ_CHECK(c == KVTIER_OK, "freeing a live buffer failed");
       buffers_.erase(buffers_.begin() + static_cast<ptrdiff_t>(index));
     } else {
       bool live = false;
-      for (const Buffer& b : buffers_) live |= b.ptr == p;
+      for (const Buffer& b : buffers_) live |= b.ptr == p && !b.registered;
       if (live) {
         for (size_t i = 0; i < buffers_.size(); ++i) {
-          if (buffers_[i].ptr == p) {
+          if (buffers_[i].ptr == p && !buffers_[i].registered) {
             KVTIER_FUZZ_CHECK(c == KVTIER_OK, "freeing a live buffer failed");
             buffers_.erase(buffers_.begin() + static_cast<ptrdiff_t>(i));
             break;
@@ -863,6 +991,8 @@ class Harness {
     const std::string name = kvtier_fuzz_status_code_name(code);
     KVTIER_FUZZ_CHECK((code >= 0 && code <= 16) == (name != "UNKNOWN_CODE") && !name.empty(),
                       "status code name");
+    KVTIER_FUZZ_CHECK(kvtier_c_api_version() == KVTIER_C_API_VERSION,
+                      "the library's C API version is not the header's");
   }
 
   // Flush; or try to close: refused while handles live, else closed and opened again.
@@ -878,7 +1008,7 @@ class Harness {
     }
     KVTIER_FUZZ_CHECK(CALL(kvtier_engine_close, engine_) == KVTIER_OK, "close failed");
     engine_ = nullptr;
-    buffers_.clear();  // freed by close
+    buffers_.clear();  // freed by close; registrations forgotten (owned_ stays)
     staging_.clear();
     hints_.clear();
     OpenFromInput();
@@ -929,6 +1059,9 @@ class Harness {
   // reused (by the prefetcher) before the harness reads it.
   bool short_leases_ = false;
   std::vector<kvtier_device_ptr> staging_;  // store sources, never handed to other ops
+  // Memory registered with the engine: freed after the engine is closed (members go after
+  // the destructor's body), whether or not it is still registered.
+  std::vector<std::unique_ptr<uint8_t[]>> owned_;
 };
 
 }  // namespace
