@@ -202,7 +202,8 @@ class LayerOffloader:
         self._worker = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="kvtier-offload")
         self.counters = {"offloaded_blocks": 0, "restored_blocks": 0, "prefetched_layers": 0,
-                         "prefetch_hits": 0, "restores_on_demand": 0}
+                         "prefetch_hits": 0, "restores_on_demand": 0, "store_retries": 0,
+                         "load_retries": 0}
 
     # ------------------------------------------------------------------ queries
 
@@ -429,8 +430,19 @@ class LayerOffloader:
             part = blocks[row * count:(row + 1) * count]
             for i in range(0, count, step):
                 n = min(step, count - i)
-                result = self._engine.store(self.ns, self._namer.tokens(first + i + n),
-                                            part[i:i + n], first_block=first + i, extra=extra)
+                def store():
+                    return self._engine.store(self.ns, self._namer.tokens(first + i + n),
+                                              part[i:i + n], first_block=first + i,
+                                              extra=extra)
+                result = store()
+                if result["rejected"]:
+                    # Host slots held by transfers still in flight (reads landing from disk,
+                    # copies of an earlier store) free up when those finish: settle them and
+                    # store again (blocks already stored count as present). What is refused
+                    # then does not fit.
+                    self.counters["store_retries"] += 1
+                    self._engine.flush()
+                    result = store()
                 if result["rejected"]:
                     raise _kvtier.ResourceExhaustedError(
                         f"kvtier offload: {result['rejected']} blocks of layer {layer} were "
@@ -445,7 +457,15 @@ class LayerOffloader:
             keys = self._namer.keys(row, layer, epoch, count)
             for i in range(0, count, step):
                 try:
-                    parts.append(self._engine.load(self.ns, keys[i:i + step]))
+                    try:
+                        parts.append(self._engine.load(self.ns, keys[i:i + step]))
+                    except _kvtier.ResourceExhaustedError:
+                        # Every host slot held by transfers in flight (other reads landing
+                        # from disk, the prefetcher's, a store's copies): settle them and
+                        # load again; a second refusal is the caller's to see.
+                        self.counters["load_retries"] += 1
+                        self._engine.flush()
+                        parts.append(self._engine.load(self.ns, keys[i:i + step]))
                 except _kvtier.NotFoundError as e:
                     raise _kvtier.NotFoundError(
                         f"kvtier offload: KV of layer {layer} (batch row {row}) is no longer "

@@ -50,6 +50,30 @@ def run_steps(test, offloader, steps, seed=0, dtype=np.float16, batch=BATCH):
     return ref
 
 
+class _RefusingEngine:
+    """A real engine whose first `refusals` stores store nothing and report every block
+    rejected, as a store does when every host slot is held by a transfer in flight."""
+
+    def __init__(self, engine, refusals):
+        self._engine = engine
+        self._refusals = refusals
+        self.refused = 0
+        self.flushes = 0
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def flush(self):
+        self.flushes += 1
+        return self._engine.flush()
+
+    def store(self, ns, tokens, blocks, **kwargs):
+        if self.refused < self._refusals:
+            self.refused += 1
+            return {"stored": 0, "present": 0, "rejected": len(blocks)}
+        return self._engine.store(ns, tokens, blocks, **kwargs)
+
+
 class ResidencyWindowTest(unittest.TestCase):
     def test_keeps_the_most_recently_used_layers(self):
         w = ResidencyWindow(num_layers=4, size=2)
@@ -244,6 +268,33 @@ class LayerOffloaderTest(unittest.TestCase):
             b.close()
             self.assertEqual(e.stats()["tiers"]["host"]["used_blocks"], 0)
             self.assertFalse(e.closed)  # a caller's engine stays open
+
+    def test_a_store_refused_while_transfers_are_in_flight_is_retried(self):
+        # Every host slot held by transfers in flight (reads landing from disk, an earlier
+        # store's copies) makes a store refuse blocks; once those settle there is room. The
+        # engine below refuses the first store as if that happened.
+        with kvtier.Engine.open(layers=1, kv_heads=HEADS, head_dim=DIM, block_tokens=T,
+                                model="m", host_tier_bytes=1 << 20, device="emulated") as e:
+            engine = _RefusingEngine(e, refusals=1)
+            off = LayerOffloader(LAYERS, resident_layers=1, block_tokens=T, engine=engine)
+            run_steps(self, off, [9, 1, 1, 4], seed=3)
+            off.synchronize()
+            self.assertEqual(engine.refused, 1)
+            self.assertEqual(off.counters["store_retries"], 1)
+            self.assertGreaterEqual(engine.flushes, 1)
+            off.close()
+
+    def test_a_store_refused_again_after_settling_is_an_error(self):
+        with kvtier.Engine.open(layers=1, kv_heads=HEADS, head_dim=DIM, block_tokens=T,
+                                model="m", host_tier_bytes=1 << 20, device="emulated") as e:
+            engine = _RefusingEngine(e, refusals=2)
+            off = LayerOffloader(LAYERS, resident_layers=1, block_tokens=T, engine=engine)
+            with self.assertRaisesRegex(kvtier.ResourceExhaustedError,
+                                        r"blocks of layer 0 were not stored"):
+                run_steps(self, off, [9, 1, 1, 4], seed=3)
+                off.synchronize()
+            self.assertEqual(engine.refused, 2)
+            off.close()
 
     def test_engine_of_another_geometry_is_refused(self):
         with kvtier.Engine.open(layers=1, kv_heads=HEADS, head_dim=DIM * 2, block_tokens=T,
