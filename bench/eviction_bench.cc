@@ -42,6 +42,7 @@
 #include "bench/bench_util.h"
 #include "workload/engine_policy_adapter.h"
 #include "workload/generators.h"
+#include "workload/reuse.h"
 #include "workload/simulator.h"
 #include "workload/trace.h"
 
@@ -337,6 +338,31 @@ int Main(int argc, char** argv) {
            1 - summary.prefix_reuse_ratio, &plotted);
   std::printf("plot: %s\n", plot.c_str());
 
+  // What a block's past says about its next use (workload/reuse.h): per class a cache can
+  // know online, the chance of a reuse within one cache lifetime (the middle capacity over
+  // the blocks a request brings) after idle times of 0 to 4 lifetimes. Flat rows mean idle
+  // time carries no signal; the spread between rows bounds what ranking by class can gain.
+  const uint64_t lifetime = std::max<uint64_t>(
+      1, static_cast<uint64_t>(static_cast<double>(blocks[mid]) / blocks_per_request));
+  std::vector<uint64_t> idle_points = {0};
+  for (uint64_t k : {1, 2, 4, 8}) idle_points.push_back(k * lifetime / 2);
+  absl::StatusOr<workload::ReuseTable> reuse =
+      workload::MeasureReuse(trace, lifetime, idle_points);
+  if (!reuse.ok()) Die(reuse.status().ToString());
+  std::printf("\nreuse within one cache lifetime (%llu requests at %s) after idle times of "
+              "0..4 lifetimes, by what is known of a block when it is referenced\n%-28s %10s",
+              static_cast<unsigned long long>(lifetime), specs[mid].label.c_str(), "class",
+              "refs");
+  for (uint64_t a : idle_points) {
+    std::printf("  %9s", absl::StrCat("idle ", a).c_str());
+  }
+  std::printf("\n");
+  for (const workload::ReuseRow& r : reuse->rows) {
+    std::printf("%-28s %10llu", r.name.c_str(), static_cast<unsigned long long>(r.references));
+    for (double p : r.reuse_within_horizon) std::printf("  %9.3f", p);
+    std::printf("\n");
+  }
+
   // Headline: the default policy at the middle capacity against the prefix-aware MIN.
   auto row_named = [&](const char* name) -> const Row& {
     return *std::find_if(rows.begin(), rows.end(), [&](const Row& r) { return r.name == name; });
@@ -377,6 +403,19 @@ int Main(int argc, char** argv) {
              span > 0 ? (oracle_best.at[mid].prefix_hit_ratio() - lru_mid) / span : 0);
   for (size_t c = 0; c < blocks.size(); ++c) {
     fields.Num(absl::StrCat("block_hit_belady_", c), belady.at[c].block_hit_ratio());
+  }
+  fields.Num("reuse_horizon_requests", static_cast<double>(lifetime));
+  for (const workload::ReuseRow& r : reuse->rows) {
+    std::string key;
+    for (char ch : r.name) {
+      if (ch == ' ') key += '_';
+      else if (ch == '+') key += "_or_more";
+      else if (ch != ',') key += ch;
+    }
+    for (size_t i = 0; i < r.reuse_within_horizon.size(); ++i) {
+      fields.Num(absl::StrCat("reuse_", key, "_idle_", idle_points[i]),
+                 r.reuse_within_horizon[i]);
+    }
   }
   fields.Num("sim_mrefs_per_s", sim_refs / sim_seconds / 1e6)
       .Str("csv", csv.string()).Str("plot", plot).Num("plot_written", plotted ? 1 : 0);
