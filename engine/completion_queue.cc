@@ -29,6 +29,11 @@ void CompletionQueue::Drain() {
   });
 }
 
+uint64_t CompletionQueue::posted() const {
+  MutexLock lock(&mu_);
+  return posted_;
+}
+
 uint64_t CompletionQueue::completed() const {
   MutexLock lock(&mu_);
   return completed_;

@@ -37,7 +37,8 @@ class CompletionQueue {
   // completion (it would wait for itself) nor under a lock that a completion takes.
   void Drain();
 
-  // Completions run so far (for tests and stats).
+  // Completions posted and run so far (for tests and stats).
+  uint64_t posted() const;
   uint64_t completed() const;
 
  private:

@@ -85,6 +85,7 @@ class EngineImpl final : public Engine {
   absl::Status Flush() override;
   EngineStats Stats() override;
   DiskTier* disk_tier_for_testing() { return disk_.get(); }  // engine/testing_hooks.cc only
+  CompletionQueue& completions_for_testing() { return completions_; }  // likewise
   Tier* tier_for_testing(TierKind t) const { return tier(t); }  // secure-erase tests only
 
  private:

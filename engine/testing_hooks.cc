@@ -2,6 +2,8 @@
 
 #include "engine/testing_hooks.h"
 
+#include <utility>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
@@ -64,6 +66,24 @@ absl::Status ClearDeviceFaults(Engine& engine) {
   if (!device.ok()) return device.status();
   (*device)->ClearFaults();
   return absl::OkStatus();
+}
+
+absl::Status PostToCompletionQueue(Engine& engine, absl::AnyInvocable<void() &&> fn) {
+  auto* impl = dynamic_cast<EngineImpl*>(&engine);
+  if (impl == nullptr) {
+    return absl::InvalidArgumentError(
+        "PostToCompletionQueue: the engine was not made by Engine::Open");
+  }
+  impl->completions_for_testing().Post(std::move(fn));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> CompletionsPosted(Engine& engine) {
+  auto* impl = dynamic_cast<EngineImpl*>(&engine);
+  if (impl == nullptr) {
+    return absl::InvalidArgumentError("CompletionsPosted: the engine was not made by Engine::Open");
+  }
+  return impl->completions_for_testing().posted();
 }
 
 }  // namespace kvtier

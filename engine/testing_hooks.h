@@ -12,7 +12,11 @@
 #ifndef KVTIER_ENGINE_TESTING_HOOKS_H_
 #define KVTIER_ENGINE_TESTING_HOOKS_H_
 
+#include <cstdint>
+
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "io/io_engine.h"
 #include "kernels/emulated_device.h"
 #include "kvtier/engine.h"
@@ -29,6 +33,14 @@ absl::Status ClearDiskFaults(Engine& engine);
 // before Open instead.
 absl::Status InjectDeviceFault(Engine& engine, const DeviceFault& fault);
 absl::Status ClearDeviceFaults(Engine& engine);
+
+// Runs `fn` on the engine's completion queue after every completion posted so far: a `fn`
+// that blocks holds back every completion posted after it (transfers land, their
+// bookkeeping waits), which lets a test stand where copies have finished and the engine has
+// not heard yet.
+absl::Status PostToCompletionQueue(Engine& engine, absl::AnyInvocable<void() &&> fn);
+// Completions posted to the engine's completion queue so far.
+absl::StatusOr<uint64_t> CompletionsPosted(Engine& engine);
 
 }  // namespace kvtier
 

@@ -13,12 +13,14 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/mutex.h"
 #include "engine/testing_hooks.h"
 #include "engine_test_util.h"
 #include "gtest/gtest.h"
@@ -538,6 +540,62 @@ TEST_F(EngineFaultTest, SlowDiskDoesNotHoldUpAnotherTenantsHostLoads) {
   EXPECT_FALSE((*slow)->IsReady());
   ASSERT_TRUE((*slow)->Wait().ok());
   ASSERT_TRUE(ClearDiskFaults(*engine_).ok());
+}
+
+// LoadToGpuTier out of GPU slots whose copies have landed but whose completions have not run
+// (the completion queue is behind, as when a slow completion holds it): the call lets the
+// queue catch up and tries once more instead of failing. A 32K-token demo on an H100 hit
+// this; here a blocking completion holds the queue while A's copies land.
+TEST(EngineCompletionTest, LoadToGpuTierWaitsForLandedCopiesBeforeGivingUp) {
+  EngineOptions o = SmallOptions(/*gpu_blocks=*/4, /*host_blocks=*/12);
+  testing::UseEmulatedDevice(o);  // unthrottled: copies land in microseconds
+  auto opened = Engine::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  Engine& engine = **opened;
+  const size_t bytes = o.geometry.block_bytes();
+  std::vector<std::vector<BlockKey>> keys;
+  {
+    DeviceBlocks src(engine.device(), 4, bytes);
+    for (int32_t p = 0; p < 2; ++p) {
+      const std::vector<int32_t> prompt = Prompt(4, 40 + p);
+      keys.push_back(KeysOf(engine, "default", prompt));
+      FillBlocks(engine.device(), src.ptrs(), keys.back(), bytes);
+      StoreRequest r;
+      r.ns = "default";
+      r.tokens = prompt;
+      r.buffers = KvBuffers::Blocks(src.ptrs());
+      auto h = engine.Store(r);
+      ASSERT_TRUE(h.ok()) << h.status();
+      ASSERT_TRUE((*h)->Wait().ok());
+    }
+  }
+  Notification gate;
+  ASSERT_TRUE(PostToCompletionQueue(engine, [&gate] { gate.WaitForNotification(); }).ok());
+  const uint64_t posted = *CompletionsPosted(engine);
+  // A takes the four GPU slots on a 1 ms lease; its copies land, its completion waits.
+  auto a = engine.LoadToGpuTier("default", keys[0], /*layerwise=*/false, absl::Milliseconds(1));
+  ASSERT_TRUE(a.ok()) << a.status();
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (*CompletionsPosted(engine) == posted && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_GT(*CompletionsPosted(engine), posted) << "A's copies never finished";
+  absl::SleepFor(absl::Milliseconds(5));  // A's lease is over: only "in flight" holds A now
+  std::thread opener([&gate] {
+    absl::SleepFor(absl::Milliseconds(100));
+    gate.Notify();
+  });
+  // B needs the slots A holds, which look in flight until A's completion runs.
+  auto b = engine.LoadToGpuTier("default", keys[1]);
+  opener.join();
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_TRUE((*b)->Wait().ok());
+  for (size_t i = 0; i < keys[1].size(); ++i) {
+    EXPECT_EQ(ReadDevice(engine.device(), (*b)->slots()[i], bytes), BlockContent(keys[1][i], bytes))
+        << i;
+  }
+  EXPECT_TRUE((*b)->Release().ok());
+  EXPECT_TRUE((*a)->Wait().ok());
 }
 
 TEST_F(EngineFaultTest, HooksSayWhatIsMissing) {
