@@ -1140,6 +1140,23 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
 
 absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadRequest& r) {
   ScopedLatency timed(load_latency_);
+  bool out_of_slots = false;
+  absl::StatusOr<std::unique_ptr<TransferHandle>> h = LoadOnce(r, &out_of_slots);
+  if (out_of_slots) {
+    // As in LoadToGpuTier: host slots whose copies or disk reads have finished stay "in
+    // flight" until their completions run. Let the queue catch up, then try once more (the
+    // disk reads the first attempt started are found in flight and waited for). Seen as a
+    // spurious ResourceExhausted under a loaded machine (EngineDiskWriteFaultTest, the
+    // Python offloader's disk test).
+    completions_.Drain();
+    h = LoadOnce(r, &out_of_slots);
+  }
+  return h;
+}
+
+absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadOnce(const LoadRequest& r,
+                                                                     bool* out_of_slots) {
+  *out_of_slots = false;
   DestroyRetiredEvents();
   absl::StatusOr<const Namespace*> space = FindNamespace(r.ns);
   if (!space.ok()) return space.status();
@@ -1180,6 +1197,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
       }
       if (absl::Status s = EnsureHostCopy(r.keys[i]); !s.ok()) {
         Unpin(r.keys);
+        *out_of_slots = absl::IsResourceExhausted(s);
         return absl::Status(s.code(), absl::StrFormat("Load: block %d: %s", i, s.message()));
       }
       stream = gated_onboard_.get();
@@ -1354,6 +1372,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTierOnce(
       ++from_disk;
       if (absl::Status s = EnsureHostCopy(keys[i], /*passing=*/true); !s.ok()) {
         Unpin(keys);
+        *out_of_slots = absl::IsResourceExhausted(s);  // no host slot to read it into
         return absl::Status(s.code(),
                             absl::StrFormat("LoadToGpuTier: block %d: %s", i, s.message()));
       }

@@ -217,6 +217,10 @@ class EngineImpl final : public Engine {
   size_t EraseLocked(uint32_t ns_id, absl::Span<const BlockKey> keys)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
 
+  // One attempt of Load; *out_of_slots says it failed for want of a host slot to read a
+  // disk-only block into.
+  absl::StatusOr<std::unique_ptr<TransferHandle>> LoadOnce(const LoadRequest& r,
+                                                           bool* out_of_slots);
   // One attempt of LoadToGpuTier; *out_of_slots says it failed for want of a free GPU slot.
   absl::StatusOr<std::unique_ptr<TransferHandle>> LoadToGpuTierOnce(
       absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise,

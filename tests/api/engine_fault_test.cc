@@ -598,6 +598,45 @@ TEST(EngineCompletionTest, LoadToGpuTierWaitsForLandedCopiesBeforeGivingUp) {
   EXPECT_TRUE((*a)->Wait().ok());
 }
 
+// The same for a Load of a block that is only on disk: every host slot holds a copy that
+// has landed but whose completion has not run, so none looks free to read the block into.
+// The Load lets the queue catch up and tries once more. (Seen as a spurious ResourceExhausted
+// in EngineDiskWriteFaultTest and the Python offloader's disk test on a loaded machine.)
+TEST_F(EngineFaultTest, ALoadFromDiskWaitsForLandedCopiesBeforeGivingUp) {
+  Open(Options(/*host_blocks=*/4, /*disk=*/true));
+  const std::vector<int32_t> a = Prompt(4, 50);
+  const std::vector<BlockKey> ka = KeysOf(*engine_, "default", a);
+  ASSERT_TRUE(Store(a).ok());
+  ASSERT_TRUE(Store(Prompt(4, 51)).ok());  // A goes to disk
+  ASSERT_TRUE(engine_->Flush().ok());
+  ASSERT_EQ(engine_->Match("default", a)->tiers, std::vector<TierKind>(4, TierKind::kDisk));
+  Notification gate;
+  ASSERT_TRUE(PostToCompletionQueue(*engine_, [&gate] { gate.WaitForNotification(); }).ok());
+  // C takes the four host slots (B goes to disk); its copies land, its completion waits.
+  const std::vector<int32_t> c = Prompt(4, 52);
+  const std::vector<BlockKey> kc = KeysOf(*engine_, "default", c);
+  Buffers src(*this, kc.size());
+  FillBlocks(engine_->device(), src.ptrs(), kc, bytes_);
+  StoreRequest r;
+  r.ns = "default";
+  r.tokens = c;
+  r.buffers = KvBuffers::Blocks(src.ptrs());
+  auto stored = engine_->Store(r);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_EQ((*stored)->blocks_rejected(), 0u);
+  ASSERT_TRUE(engine_->device().Synchronize().ok());  // landed; the engine has not heard
+  std::thread opener([&gate] {
+    absl::SleepFor(absl::Milliseconds(100));
+    gate.Notify();
+  });
+  std::vector<std::vector<uint8_t>> got;
+  const absl::Status s = Load({ka[0]}, "default", &got);
+  opener.join();
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(got[0], BlockContent(ka[0], bytes_));
+  EXPECT_TRUE((*stored)->Wait().ok());
+}
+
 TEST_F(EngineFaultTest, HooksSayWhatIsMissing) {
   Open(Options(4, /*disk=*/false));
   const absl::Status s = InjectDiskFault(*engine_, FaultSpec{});
