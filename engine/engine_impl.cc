@@ -1141,7 +1141,8 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
 absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadRequest& r) {
   ScopedLatency timed(load_latency_);
   bool out_of_slots = false;
-  absl::StatusOr<std::unique_ptr<TransferHandle>> h = LoadOnce(r, &out_of_slots);
+  std::vector<size_t> read_from_disk;
+  absl::StatusOr<std::unique_ptr<TransferHandle>> h = LoadOnce(r, &out_of_slots, &read_from_disk);
   if (out_of_slots) {
     // As in LoadToGpuTier: host slots whose copies or disk reads have finished stay "in
     // flight" until their completions run. Let the queue catch up, then try once more (the
@@ -1149,13 +1150,13 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
     // spurious ResourceExhausted under a loaded machine (EngineDiskWriteFaultTest, the
     // Python offloader's disk test).
     completions_.Drain();
-    h = LoadOnce(r, &out_of_slots);
+    h = LoadOnce(r, &out_of_slots, &read_from_disk);
   }
   return h;
 }
 
-absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadOnce(const LoadRequest& r,
-                                                                     bool* out_of_slots) {
+absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadOnce(
+    const LoadRequest& r, bool* out_of_slots, std::vector<size_t>* read_from_disk) {
   *out_of_slots = false;
   DestroyRetiredEvents();
   absl::StatusOr<const Namespace*> space = FindNamespace(r.ns);
@@ -1189,7 +1190,11 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadOnce(const LoadR
         filling = e->host_fill != nullptr;
         return e->best_tier();
       });
-      ++found[static_cast<int>(best)];
+      // Where the block was when the call came: a host copy that an earlier attempt of this
+      // call read from disk (landed by now, or still filling) counts as the disk hit it is.
+      const bool read_before =
+          std::find(read_from_disk->begin(), read_from_disk->end(), i) != read_from_disk->end();
+      ++found[static_cast<int>(read_before ? TierKind::kDisk : best)];
       if (best == TierKind::kGpu) continue;
       if (best == TierKind::kHost) {
         if (filling) stream = gated_onboard_.get();
@@ -1200,6 +1205,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadOnce(const LoadR
         *out_of_slots = absl::IsResourceExhausted(s);
         return absl::Status(s.code(), absl::StrFormat("Load: block %d: %s", i, s.message()));
       }
+      read_from_disk->push_back(i);
       stream = gated_onboard_.get();
     }
     std::vector<BlockCopy> copies;

@@ -218,9 +218,11 @@ class EngineImpl final : public Engine {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_mu_);
 
   // One attempt of Load; *out_of_slots says it failed for want of a host slot to read a
-  // disk-only block into.
+  // disk-only block into. *read_from_disk collects the indices of the blocks whose disk reads
+  // an attempt started (a retry counts them as disk hits, not host).
   absl::StatusOr<std::unique_ptr<TransferHandle>> LoadOnce(const LoadRequest& r,
-                                                           bool* out_of_slots);
+                                                           bool* out_of_slots,
+                                                           std::vector<size_t>* read_from_disk);
   // One attempt of LoadToGpuTier; *out_of_slots says it failed for want of a free GPU slot.
   absl::StatusOr<std::unique_ptr<TransferHandle>> LoadToGpuTierOnce(
       absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise,
