@@ -202,8 +202,7 @@ class LayerOffloader:
         self._worker = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="kvtier-offload")
         self.counters = {"offloaded_blocks": 0, "restored_blocks": 0, "prefetched_layers": 0,
-                         "prefetch_hits": 0, "restores_on_demand": 0, "store_retries": 0,
-                         "load_retries": 0}
+                         "prefetch_hits": 0, "restores_on_demand": 0, "store_retries": 0}
 
     # ------------------------------------------------------------------ queries
 
@@ -457,15 +456,7 @@ class LayerOffloader:
             keys = self._namer.keys(row, layer, epoch, count)
             for i in range(0, count, step):
                 try:
-                    try:
-                        parts.append(self._engine.load(self.ns, keys[i:i + step]))
-                    except _kvtier.ResourceExhaustedError:
-                        # Every host slot held by transfers in flight (other reads landing
-                        # from disk, the prefetcher's, a store's copies): settle them and
-                        # load again; a second refusal is the caller's to see.
-                        self.counters["load_retries"] += 1
-                        self._engine.flush()
-                        parts.append(self._engine.load(self.ns, keys[i:i + step]))
+                    parts.append(self._engine.load(self.ns, keys[i:i + step]))
                 except _kvtier.NotFoundError as e:
                     raise _kvtier.NotFoundError(
                         f"kvtier offload: KV of layer {layer} (batch row {row}) is no longer "
