@@ -34,7 +34,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "bench/bench_util.h"
-#include "kernels/attention.h"
+#include "examples/llm/attention.h"
 #include "kernels/numeric.h"
 #include "kvtier/device.h"
 #include "kvtier/geometry.h"

@@ -8,10 +8,10 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "common/mutex.h"
 #include "common/log.h"
-#include "engine/namespace_name.h"
 #include "engine/transfer_handle.h"
 #include "kernels/paged_kernels.h"
 #include "tiers/gpu_tier.h"

@@ -5,7 +5,7 @@
 #include "engine/admission_policy.h"
 #include "engine/engine_impl.h"
 #include "engine/eviction_policy.h"
-#include "engine/namespace_name.h"
+#include "absl/strings/escaping.h"
 #include "kvtier/engine.h"
 
 namespace kvtier {
@@ -20,6 +20,31 @@ const char* TierKindName(TierKind tier) {
       return "disk";
   }
   return "invalid";
+}
+
+absl::StatusOr<TierKind> ParseTierKind(absl::string_view name) {
+  for (TierKind t : kAllTiers) {
+    if (name == TierKindName(t)) return t;
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "unknown tier '%s' (expected gpu, host or disk)", absl::CHexEscape(name)));
+}
+
+absl::Status ValidateNamespaceName(absl::string_view name) {
+  if (name.empty() || name.size() > 128) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("namespace name must be 1 to 128 bytes long, got %d bytes", name.size()));
+  }
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == ':' || c == '@' || c == '-';
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "namespace name '%s' contains '%c'; allowed are letters, digits and . _ : @ -",
+          absl::CHexEscape(name), c));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk,

@@ -8,7 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "engine/engine_impl.h"
-#include "kernels/emulated_device.h"
+#include "device/emulated_device.h"
 
 namespace kvtier {
 namespace {

@@ -18,7 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "io/io_engine.h"
-#include "kernels/emulated_device.h"
+#include "device/emulated_device.h"
 #include "kvtier/engine.h"
 
 namespace kvtier {
@@ -28,7 +28,7 @@ absl::Status InjectDiskFault(Engine& engine, const FaultSpec& fault);
 // Disarms every fault InjectDiskFault armed.
 absl::Status ClearDiskFaults(Engine& engine);
 
-// Arms `fault` on the engine's emulated device (kernels/emulated_device.h, DeviceFault).
+// Arms `fault` on the engine's emulated device (device/emulated_device.h, DeviceFault).
 // To fail calls Engine::Open itself makes, use EmulatedDevice::InjectFaultIntoNextDevice
 // before Open instead.
 absl::Status InjectDeviceFault(Engine& engine, const DeviceFault& fault);

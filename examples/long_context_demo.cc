@@ -59,7 +59,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "examples/llm/model.h"
-#include "kernels/attention.h"
+#include "examples/llm/attention.h"
 #include "kvtier/engine.h"
 
 namespace kvtier::demo {

@@ -40,8 +40,9 @@ export -f run_test
 export pack res summary
 # Phase 1: the CUDA kernel and device tests (fast; they check what the benchmarks then time).
 if [ "$what" = all ] || [ "$what" = tests ]; then
-  for t in cuda_conformance paged_kernels_cuda cuda_device attention_cuda quantize_cuda; do
-    echo "kernels_$t KVTIER_TEST_SEED=$RANDOM tests/kernels/kernels_${t}_test"
+  for t in device/device_cuda_conformance device/device_cuda kernels/kernels_paged_kernels_cuda \
+           kernels/kernels_quantize_cuda examples/examples_attention_cuda; do
+    echo "${t#*/} KVTIER_TEST_SEED=$RANDOM tests/${t}_test"
   done | xargs -P 4 -L 1 bash -c 'run_test "$0" "$1" "$2"'
   save
 fi

@@ -14,11 +14,11 @@ if ! grep -q "\.cu\.o" "$build/build.ninja" 2>/dev/null; then
   exit 1
 fi
 programs=(
-  tests/kernels/kernels_cuda_conformance_test
+  tests/device/device_cuda_conformance_test
+  tests/device/device_cuda_test
   tests/kernels/kernels_paged_kernels_cuda_test
-  tests/kernels/kernels_cuda_device_test
-  tests/kernels/kernels_attention_cuda_test
   tests/kernels/kernels_quantize_cuda_test
+  tests/examples/examples_attention_cuda_test
   tests/api/kvtier_engine_test
   tests/api/kvtier_engine_disk_test
   tests/api/kvtier_engine_fault_test

@@ -11,7 +11,7 @@ packages=(
   clang libclang-rt-14-dev   # TSan build, -Wthread-safety checks, libFuzzer (scripts/fuzz.sh)
   fio                        # the disk benchmark's ceiling
   gnuplot-nox                # bench eviction's PNG plot
-  pybind11-dev python3-dev python3-numpy   # the Python module (python/)
+  pybind11-dev python3-dev python3-numpy   # the Python module (bindings/python/)
 )
 
 missing=()

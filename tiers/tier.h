@@ -16,7 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "kvtier/device.h"
-#include "kvtier/engine.h"
+#include "kvtier/tier_kind.h"
 
 namespace kvtier {
 

@@ -43,12 +43,13 @@
 #include "kvtier/block_key.h"
 #include "kvtier/device.h"
 #include "kvtier/geometry.h"
+#include "kvtier/tier_kind.h"
 
 namespace kvtier {
 
-enum class TierKind : uint8_t { kGpu = 0, kHost = 1, kDisk = 2 };
-inline constexpr int kNumTiers = 3;
-const char* TierKindName(TierKind tier);
+// What a namespace (tenant) may be called: 1 to 128 bytes of [A-Za-z0-9._:@-], safe in file
+// names, metric labels and log lines. InvalidArgument naming the offending byte otherwise.
+absl::Status ValidateNamespaceName(absl::string_view name);
 
 // The disk tier: a cache directory on local NVMe (docs/disk-format.md). Disabled when
 // `directory` is empty. Reopening a directory recovers every block it holds.

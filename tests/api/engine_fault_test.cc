@@ -25,7 +25,7 @@
 #include "engine_test_util.h"
 #include "gtest/gtest.h"
 #include "io/io_engine.h"
-#include "kernels/emulated_device.h"
+#include "device/emulated_device.h"
 #include "kvtier/engine.h"
 
 namespace kvtier {

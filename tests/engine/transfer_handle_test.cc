@@ -13,7 +13,7 @@
 #include "common/mutex.h"
 #include "engine/block_table.h"
 #include "gtest/gtest.h"
-#include "kernels/emulated_device.h"
+#include "device/emulated_device.h"
 
 namespace kvtier {
 namespace {

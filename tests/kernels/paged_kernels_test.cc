@@ -25,10 +25,10 @@
 #include "gtest/gtest.h"
 #include "kvtier/device.h"
 #include "kvtier/geometry.h"
-#include "tests/kernels/test_util.h"
+#include "tests/device/test_util.h"
 
 #if defined(KVTIER_TEST_CUDA_DEVICE)
-#include "kernels/cuda_device.h"
+#include "device/cuda_device.h"
 #endif
 
 namespace kvtier {

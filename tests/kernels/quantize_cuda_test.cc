@@ -22,12 +22,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
-#include "kernels/cuda_device.h"
+#include "device/cuda_device.h"
 #include "kernels/numeric.h"
 #include "kernels/quantize.h"
 #include "kvtier/device.h"
 #include "kvtier/geometry.h"
-#include "tests/kernels/test_util.h"
+#include "tests/device/test_util.h"
 
 namespace kvtier {
 namespace {

@@ -29,7 +29,7 @@
 #include "kernels/quantize_internal.h"
 #include "kvtier/device.h"
 #include "kvtier/geometry.h"
-#include "tests/kernels/test_util.h"
+#include "tests/device/test_util.h"
 
 namespace kvtier {
 namespace {

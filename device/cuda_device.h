@@ -1,4 +1,4 @@
-// kernels/cuda_device.h — the Device on a real GPU, through the CUDA runtime API.
+// device/cuda_device.h — the Device on a real GPU, through the CUDA runtime API.
 //
 // Compiled only when kvtier is built with CUDA (KVTIER_HAVE_CUDA). Streams are non-blocking
 // CUDA streams, events are timing-free CUDA events, copies are cudaMemcpyAsync, kernels run
@@ -16,8 +16,8 @@
 //
 // Thread safety: all methods may be called from any thread.
 
-#ifndef KVTIER_KERNELS_CUDA_DEVICE_H_
-#define KVTIER_KERNELS_CUDA_DEVICE_H_
+#ifndef KVTIER_DEVICE_CUDA_DEVICE_H_
+#define KVTIER_DEVICE_CUDA_DEVICE_H_
 
 #include <memory>
 
@@ -36,4 +36,4 @@ absl::StatusOr<std::unique_ptr<Device>> NewCudaDevice(const DeviceOptions& optio
 
 }  // namespace kvtier
 
-#endif  // KVTIER_KERNELS_CUDA_DEVICE_H_
+#endif  // KVTIER_DEVICE_CUDA_DEVICE_H_

@@ -1,4 +1,4 @@
-// kernels/attention.cc — parameter validation, the CPU references of decode attention and
+// examples/llm/attention.cc — parameter validation, the CPU references of decode attention and
 // of the attention-state merge, and their KernelLaunch builders (see attention.h). The CUDA
 // implementations live in attention.cu.
 //
@@ -10,7 +10,7 @@
 // read, and an error leaves the outputs untouched. Large launches spread the (sequence,
 // split) items over threads: this is what runs attention on machines without a GPU.
 
-#include "kernels/attention.h"
+#include "examples/llm/attention.h"
 
 #include <algorithm>
 #include <atomic>
@@ -21,7 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
-#include "kernels/attention_internal.h"
+#include "examples/llm/attention_internal.h"
 #include "kernels/numeric.h"
 
 #if defined(KVTIER_HAVE_CUDA)

@@ -1,4 +1,4 @@
-// kernels/device.cc — Device::Create, DeviceOptions::Validate and DeviceKindName.
+// device/device.cc — Device::Create, DeviceOptions::Validate and DeviceKindName.
 //
 // Create picks the implementation: kEmulated always gets the emulated device; kCuda gets
 // the CUDA device or an error naming why not (not built, or the failing CUDA call); kAuto
@@ -12,11 +12,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "common/log.h"
-#include "kernels/emulated_device.h"
+#include "device/emulated_device.h"
 #include "kvtier/device.h"
 
 #if defined(KVTIER_HAVE_CUDA)
-#include "kernels/cuda_device.h"
+#include "device/cuda_device.h"
 #endif
 
 namespace kvtier {

@@ -1,4 +1,4 @@
-// tests/kernels/device_conformance_test.cc — the contract of include/kvtier/device.h, checked
+// tests/device/device_conformance_test.cc — the contract of include/kvtier/device.h, checked
 // against one Device implementation.
 //
 // Built twice: kernels_emulated_conformance_test (the emulated device, with a throttled copy
@@ -25,10 +25,10 @@
 #include "gtest/gtest.h"
 #include "kernels/copy_kernels.h"
 #include "kvtier/device.h"
-#include "tests/kernels/test_util.h"
+#include "tests/device/test_util.h"
 
 #if defined(KVTIER_TEST_CUDA_DEVICE)
-#include "kernels/cuda_device.h"
+#include "device/cuda_device.h"
 #endif
 
 namespace kvtier {

@@ -1,10 +1,10 @@
-// tests/kernels/emulated_device_test.cc — what the emulated device promises beyond the Device
+// tests/device/emulated_device_test.cc — what the emulated device promises beyond the Device
 // contract: synthetic addresses that cannot be mistaken for host memory, a memory limit, a
 // bandwidth-limited link per direction shared by all streams, execution errors that are
 // reported without stopping the stream, injected CUDA errors (DeviceFault), and host memory
 // the caller owns registered as device memory (RegisterDeviceMemory).
 
-#include "kernels/emulated_device.h"
+#include "device/emulated_device.h"
 
 #include <algorithm>
 #include <atomic>
@@ -23,7 +23,7 @@
 #include "gtest/gtest.h"
 #include "kernels/copy_kernels.h"
 #include "kvtier/device.h"
-#include "tests/kernels/test_util.h"
+#include "tests/device/test_util.h"
 
 namespace kvtier {
 namespace {

@@ -1,4 +1,4 @@
-// tests/kernels/attention_test.cc — decode attention's CPU reference (what the emulated
+// tests/examples/attention_test.cc — decode attention's CPU reference (what the emulated
 // device runs) against an independent double-precision model, the exact merge of attention
 // states over chunks of a context, and parameter validation.
 //
@@ -17,7 +17,7 @@
 // |lse − ref| / max(1, |ref|) at 2e-6 (lse ≈ log(tokens) + the largest score, whose own
 // error scales with it).
 
-#include "kernels/attention.h"
+#include "examples/llm/attention.h"
 
 #include <algorithm>
 #include <cmath>
@@ -38,7 +38,7 @@
 #include "kernels/numeric.h"
 #include "kvtier/device.h"
 #include "kvtier/geometry.h"
-#include "tests/kernels/test_util.h"
+#include "tests/device/test_util.h"
 
 namespace kvtier {
 namespace {

@@ -1,4 +1,4 @@
-// kernels/emulated_device.h — a Device made of host memory and worker threads.
+// device/emulated_device.h — a Device made of host memory and worker threads.
 //
 // The emulated device stands in for a GPU on machines without one, with CUDA's semantics:
 //  * Device memory is a set of host allocations, but a DevicePtr is a synthetic address
@@ -29,8 +29,8 @@
 //
 // Thread safety: all methods may be called from any thread.
 
-#ifndef KVTIER_KERNELS_EMULATED_DEVICE_H_
-#define KVTIER_KERNELS_EMULATED_DEVICE_H_
+#ifndef KVTIER_DEVICE_EMULATED_DEVICE_H_
+#define KVTIER_DEVICE_EMULATED_DEVICE_H_
 
 #include <atomic>
 #include <cstddef>
@@ -54,7 +54,7 @@ namespace kvtier {
 class EmulatedStream;  // emulated_device.cc
 
 // A CUDA error on a chosen call, for tests: the call returns the Status that CudaDevice
-// (kernels/cuda_device.cc) returns when the runtime reports that error (the CUDA call's name
+// (device/cuda_device.cc) returns when the runtime reports that error (the CUDA call's name
 // and arguments, CUDA's message, the same code) with " (injected fault)" appended, and does
 // nothing else: no memory is allocated, no work is enqueued (a CopyBatch enqueues none of its
 // ops). What each kind fails, and with what:
@@ -216,4 +216,4 @@ class EmulatedDevice final : public Device {
 
 }  // namespace kvtier
 
-#endif  // KVTIER_KERNELS_EMULATED_DEVICE_H_
+#endif  // KVTIER_DEVICE_EMULATED_DEVICE_H_

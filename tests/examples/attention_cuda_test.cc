@@ -1,4 +1,4 @@
-// tests/kernels/attention_cuda_test.cc — the CUDA decode-attention and merge kernels against
+// tests/examples/attention_cuda_test.cc — the CUDA decode-attention and merge kernels against
 // the CPU reference (run on an emulated device) and an independent double-precision model.
 // Skips, saying why, on machines without a usable GPU.
 //
@@ -31,12 +31,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
-#include "kernels/attention.h"
-#include "kernels/cuda_device.h"
+#include "examples/llm/attention.h"
+#include "device/cuda_device.h"
 #include "kernels/numeric.h"
 #include "kvtier/device.h"
 #include "kvtier/geometry.h"
-#include "tests/kernels/test_util.h"
+#include "tests/device/test_util.h"
 
 namespace kvtier {
 namespace {

@@ -1,11 +1,11 @@
-// tests/kernels/test_util.h — small helpers shared by the kernels/ tests.
+// tests/device/test_util.h — small helpers shared by the kernels/ tests.
 //
 // Status assertions (this Abseil predates absl/status/status_matchers.h), random host data,
 // and a Gate: a stream callback that holds the stream until the test opens it, which makes
 // "work is still pending" states deterministic on any device.
 
-#ifndef KVTIER_TESTS_KERNELS_TEST_UTIL_H_
-#define KVTIER_TESTS_KERNELS_TEST_UTIL_H_
+#ifndef KVTIER_TESTS_DEVICE_TEST_UTIL_H_
+#define KVTIER_TESTS_DEVICE_TEST_UTIL_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -71,4 +71,4 @@ class Gate {
 
 }  // namespace kvtier::testing_util
 
-#endif  // KVTIER_TESTS_KERNELS_TEST_UTIL_H_
+#endif  // KVTIER_TESTS_DEVICE_TEST_UTIL_H_

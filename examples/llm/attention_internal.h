@@ -1,12 +1,12 @@
-// kernels/attention_internal.h — what attention.cc and attention.cu share.
+// examples/llm/attention_internal.h — what attention.cc and attention.cu share.
 //
 // Plain C++17 that both the host compiler and nvcc accept (no Abseil): the launch arguments
 // the CUDA launcher takes, the workspace layout, how a sequence's context is cut into
 // splits, the merge of two attention states (compiled for host and device, so the CPU
 // reference and the CUDA kernels merge the same way), and the CUDA launchers' declarations.
 
-#ifndef KVTIER_KERNELS_ATTENTION_INTERNAL_H_
-#define KVTIER_KERNELS_ATTENTION_INTERNAL_H_
+#ifndef KVTIER_EXAMPLES_LLM_ATTENTION_INTERNAL_H_
+#define KVTIER_EXAMPLES_LLM_ATTENTION_INTERNAL_H_
 
 #include <math.h>
 
@@ -156,4 +156,4 @@ int LaunchMergeAttentionCuda(void* cuda_stream, uint32_t rows, uint32_t head_dim
 
 }  // namespace kvtier::attention_internal
 
-#endif  // KVTIER_KERNELS_ATTENTION_INTERNAL_H_
+#endif  // KVTIER_EXAMPLES_LLM_ATTENTION_INTERNAL_H_

@@ -1,11 +1,11 @@
-// kernels/cuda_device.cc — the CUDA Device, Stream and Event (see cuda_device.h).
+// device/cuda_device.cc — the CUDA Device, Stream and Event (see cuda_device.h).
 //
 // Host C++ over the CUDA runtime API only; kernels live in .cu files. Every runtime call is
 // checked and its error turned into a Status naming the call and its key arguments; the
 // thread's last-error slot is cleared afterwards so a later kernel launch check does not
 // report a stale error.
 
-#include "kernels/cuda_device.h"
+#include "device/cuda_device.h"
 
 #include <cuda_runtime_api.h>
 

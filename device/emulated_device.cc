@@ -1,4 +1,4 @@
-// kernels/emulated_device.cc — the emulated Device: host-memory "device", worker-thread
+// device/emulated_device.cc — the emulated Device: host-memory "device", worker-thread
 // streams, CUDA-style events and a shared, bandwidth-limited link per copy direction.
 //
 // Streams are worker threads draining a queue of ops (run a closure, record an event, wait
@@ -10,7 +10,7 @@
 // EventState::mu are leaves, and so is fault_mu_. No lock is held while a copy, kernel or
 // callback runs.
 
-#include "kernels/emulated_device.h"
+#include "device/emulated_device.h"
 
 #include <algorithm>
 #include <cstdlib>

@@ -1,4 +1,4 @@
-// tests/kernels/cuda_device_test.cc — what the CUDA device promises beyond the Device
+// tests/device/cuda_device_test.cc — what the CUDA device promises beyond the Device
 // contract (which device_conformance_test.cc checks on it): native handles, copies to device
 // memory that kvtier did not allocate (the connector case) and its registration
 // (RegisterDeviceMemory), and errors that name the CUDA call. Skips, saying why, on machines
@@ -15,9 +15,9 @@
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "kernels/copy_kernels.h"
-#include "kernels/cuda_device.h"
+#include "device/cuda_device.h"
 #include "kvtier/device.h"
-#include "tests/kernels/test_util.h"
+#include "tests/device/test_util.h"
 
 namespace kvtier {
 namespace {

@@ -1,4 +1,4 @@
-// kernels/attention.h — decode attention over a paged KV block table (flash-decoding), and
+// examples/llm/attention.h — decode attention over a paged KV block table (flash-decoding), and
 // the exact merge of partial attention states.
 //
 // Each sequence of a batch has one query token; its keys and values sit in KV blocks
@@ -19,8 +19,8 @@
 // arithmetic is float, softmax is computed online with the running maximum subtracted, so
 // nothing overflows whatever the scores' magnitude.
 
-#ifndef KVTIER_KERNELS_ATTENTION_H_
-#define KVTIER_KERNELS_ATTENTION_H_
+#ifndef KVTIER_EXAMPLES_LLM_ATTENTION_H_
+#define KVTIER_EXAMPLES_LLM_ATTENTION_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -106,4 +106,4 @@ void MergeAttentionStatesHost(uint32_t rows, uint32_t head_dim, float* out_acc, 
 
 }  // namespace kvtier
 
-#endif  // KVTIER_KERNELS_ATTENTION_H_
+#endif  // KVTIER_EXAMPLES_LLM_ATTENTION_H_

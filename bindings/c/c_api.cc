@@ -1,4 +1,7 @@
-// engine/c_api.cc — the C ABI (include/kvtier/c_api.h) over kvtier::Engine.
+// bindings/c/c_api.cc — the C ABI (include/kvtier/c_api.h) over kvtier::Engine.
+//
+// A binding like the Python module: it includes kvtier's public headers only (include/kvtier/)
+// and Abseil, never the engine's internals.
 //
 // Each entry point checks its arguments (NULL pointers, zero or mismatched sizes, enum values)
 // before touching the engine, turns absl::Status into a kvtier_status_code plus a thread-local
@@ -13,6 +16,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <type_traits>
@@ -27,8 +31,6 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "common/mutex.h"
-#include "engine/namespace_name.h"
 #include "kvtier/block_key.h"
 #include "kvtier/device.h"
 #include "kvtier/engine.h"
@@ -44,8 +46,8 @@ struct kvtier_engine {
   std::atomic<int64_t> live_handles{0};
   // Buffers kvtier_buffer_alloc returned: kvtier_buffer_free frees only these, never the
   // engine's own tier memory.
-  kvtier::Mutex buffers_mu;
-  absl::flat_hash_set<uint64_t> buffers ABSL_GUARDED_BY(buffers_mu);
+  std::mutex buffers_mu;
+  absl::flat_hash_set<uint64_t> buffers;  // guarded by buffers_mu
 };
 
 struct kvtier_handle {
@@ -617,7 +619,7 @@ kvtier_status_code kvtier_engine_close(kvtier_engine* engine) {
     // land before the buffers are freed. (An error of theirs was the handles' to report.)
     (void)engine->engine->Flush();
     {
-      kvtier::MutexLock lock(&engine->buffers_mu);
+      std::lock_guard<std::mutex> lock(engine->buffers_mu);
       for (uint64_t address : engine->buffers) {
         (void)engine->engine->device().Free(kvtier::DevicePtr::FromAddress(address));
       }
@@ -685,7 +687,7 @@ kvtier_status_code kvtier_buffer_alloc(kvtier_engine* engine, size_t bytes,
     absl::StatusOr<kvtier::DevicePtr> p = engine->engine->device().Allocate(bytes);
     if (!p.ok()) return FromStatus(kFn, p.status());
     {
-      kvtier::MutexLock lock(&engine->buffers_mu);
+      std::lock_guard<std::mutex> lock(engine->buffers_mu);
       engine->buffers.insert(p->address());
     }
     *out_ptr = p->address();
@@ -699,7 +701,7 @@ kvtier_status_code kvtier_buffer_free(kvtier_engine* engine, kvtier_device_ptr p
     KVTIER_REQUIRE_NONNULL(kFn, engine);
     if (ptr == 0) return InvalidArgument(kFn, "ptr is 0");
     {
-      kvtier::MutexLock lock(&engine->buffers_mu);
+      std::lock_guard<std::mutex> lock(engine->buffers_mu);
       if (engine->buffers.erase(ptr) == 0) {
         return InvalidArgument(
             kFn, absl::StrFormat("ptr 0x%x was not returned by kvtier_buffer_alloc on this "

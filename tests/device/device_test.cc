@@ -1,4 +1,4 @@
-// tests/kernels/device_test.cc — Device::Create picks the device the options ask for, and
+// tests/device/device_test.cc — Device::Create picks the device the options ask for, and
 // DeviceOptions::Validate rejects impossible options.
 //
 // Which device kAuto and kCuda give depends on the machine; the expectations ask the CUDA
@@ -13,10 +13,10 @@
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "kvtier/device.h"
-#include "tests/kernels/test_util.h"
+#include "tests/device/test_util.h"
 
 #if defined(KVTIER_HAVE_CUDA)
-#include "kernels/cuda_device.h"
+#include "device/cuda_device.h"
 #endif
 
 namespace kvtier {

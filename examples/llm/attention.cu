@@ -1,4 +1,4 @@
-// kernels/attention.cu — CUDA decode attention (flash-decoding over a paged block table) and
+// examples/llm/attention.cu — CUDA decode attention (flash-decoding over a paged block table) and
 // the merge of attention states (see attention.h).
 //
 // Kernels only: no Abseil, no Status. Each launcher enqueues on the caller's stream and
@@ -22,7 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/attention_internal.h"
+#include "examples/llm/attention_internal.h"
 #include "kernels/numeric.h"
 
 namespace kvtier::attention_internal {

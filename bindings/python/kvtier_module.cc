@@ -1,4 +1,5 @@
-// python/kvtier_module.cc — the `kvtier._kvtier` extension module: kvtier::Engine for Python.
+// bindings/python/kvtier_module.cc — the `kvtier._kvtier` extension module: kvtier::Engine for
+// Python. A binding: it includes kvtier's public headers only (include/kvtier/) and Abseil.
 //
 // Python hands kvtier NumPy arrays (host memory); the C++ API moves KV between tiers and
 // *device* buffers (DevicePtr). store_device / load_device / store_paged / load_paged take
@@ -29,6 +30,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -39,7 +41,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "common/mutex.h"
 #include "kvtier/block_key.h"
 #include "kvtier/device.h"
 #include "kvtier/engine.h"
@@ -308,7 +309,7 @@ class Staging {
   absl::StatusOr<std::unique_ptr<Stager>> Acquire(size_t bytes) {
     std::unique_ptr<Stager> s;
     {
-      MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       if (!idle_.empty()) {
         s = std::move(idle_.back());
         idle_.pop_back();
@@ -335,7 +336,7 @@ class Staging {
   }
 
   void Return(std::unique_ptr<Stager> s) {
-    MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (idle_.size() < kKeep) {
       idle_.push_back(std::move(s));
       return;
@@ -344,7 +345,7 @@ class Staging {
   }
 
   void Clear() {
-    MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     for (std::unique_ptr<Stager>& s : idle_) {
       if (!s->buffer.is_null()) device_.Free(s->buffer).IgnoreError();
     }
@@ -354,8 +355,8 @@ class Staging {
  private:
   static constexpr size_t kKeep = 4;
   Device& device_;
-  Mutex mu_;
-  std::vector<std::unique_ptr<Stager>> idle_ ABSL_GUARDED_BY(mu_);
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Stager>> idle_;  // guarded by mu_
 };
 
 // Returns a stager to its pool on every exit path.
