@@ -39,7 +39,7 @@
 #include "engine/admission_policy.h"
 #include "engine/block_table.h"
 #include "engine/completion_queue.h"
-#include "engine/eviction_policy.h"
+#include "engine/eviction/eviction_policy.h"
 #include "engine/metrics.h"
 #include "engine/metrics_server.h"
 #include "engine/transfer_handle.h"

@@ -4,7 +4,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/admission_policy.h"
 #include "engine/engine_impl.h"
-#include "engine/eviction_policy.h"
+#include "engine/eviction/eviction_policy.h"
 #include "absl/strings/escaping.h"
 #include "kvtier/engine.h"
 
