@@ -2,10 +2,10 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "common/log.h"
 #include "rocksdb/cache.h"
@@ -135,9 +135,8 @@ absl::StatusOr<IndexEntry> DecodeIndexEntry(absl::string_view value) {
   };
   if (!r.U8(&version)) return bad("version");
   if (version != kEntryVersion) {
-    return absl::DataLossError(
-        absl::StrFormat("index entry version %d is not supported (expected %d)", version,
-                        kEntryVersion));
+    return absl::DataLossError(absl::StrFormat(
+        "index entry version %d is not supported (expected %d)", version, kEntryVersion));
   }
   if (!r.U32(&e.region)) return bad("region");
   if (!r.U64(&e.offset)) return bad("offset");
@@ -169,8 +168,8 @@ absl::StatusOr<uint64_t> DecodeU64(absl::string_view value) {
   Reader r(value);
   uint64_t v = 0;
   if (!r.U64(&v) || !r.done()) {
-    return absl::DataLossError(absl::StrFormat("expected an 8-byte integer, got %d bytes",
-                                               value.size()));
+    return absl::DataLossError(
+        absl::StrFormat("expected an 8-byte integer, got %d bytes", value.size()));
   }
   return v;
 }
@@ -216,8 +215,8 @@ absl::StatusOr<Geometry> ParseGeometryMeta(const std::string& text, uint64_t* fi
   }
   if (!g.Validate().ok()) return bad();
   if (g.Fingerprint() != fp) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "geometry metadata '%s': fingerprint does not match the fields", text));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("geometry metadata '%s': fingerprint does not match the fields", text));
   }
   *fingerprint = fp;
   return g;
@@ -231,9 +230,8 @@ absl::Status ParseLayoutMeta(const std::string& text, uint64_t* region_bytes, ui
   const std::vector<absl::string_view> words = absl::StrSplit(text, ' ');
   uint64_t rb = 0, n = 0;
   if (words.size() != 2 || !absl::StartsWith(words[0], "region_bytes=") ||
-      !absl::StartsWith(words[1], "regions=") ||
-      !absl::SimpleAtoi(words[0].substr(13), &rb) || !absl::SimpleAtoi(words[1].substr(8), &n) ||
-      rb == 0 || rb % kRecordAlignment != 0) {
+      !absl::StartsWith(words[1], "regions=") || !absl::SimpleAtoi(words[0].substr(13), &rb) ||
+      !absl::SimpleAtoi(words[1].substr(8), &n) || rb == 0 || rb % kRecordAlignment != 0) {
     return absl::InvalidArgumentError(absl::StrFormat("malformed layout metadata '%s'", text));
   }
   *region_bytes = rb;
@@ -259,10 +257,10 @@ absl::Status CheckPlacement(const IndexEntry& e, uint64_t region_bytes,
   const uint64_t start = uint64_t{e.region} * region_bytes;
   if (e.offset < start || e.offset - start > region_bytes ||
       e.record_bytes > region_bytes - (e.offset - start)) {
-    return absl::OutOfRangeError(absl::StrFormat("record of %d bytes at offset %d is not inside "
-                                                 "region %u [%d, %d)",
-                                                 e.record_bytes, e.offset, e.region, start,
-                                                 start + region_bytes));
+    return absl::OutOfRangeError(
+        absl::StrFormat("record of %d bytes at offset %d is not inside "
+                        "region %u [%d, %d)",
+                        e.record_bytes, e.offset, e.region, start, start + region_bytes));
   }
   if (e.generation == 0 || e.generation != generations[e.region]) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -380,10 +378,10 @@ absl::Status DiskIndex::CheckOrWriteMeta(const IndexMeta& want) {
     absl::StatusOr<std::string> have = GetMeta(f.name);
     if (!have.ok()) {
       // A 'format' without the others: not a directory this code wrote.
-      return absl::Status(absl::IsNotFound(have.status()) ? absl::StatusCode::kInternal
-                                                          : have.status().code(),
-                          absl::StrCat("disk tier index: reading metadata '", f.name,
-                                       "': ", have.status().message()));
+      return absl::Status(
+          absl::IsNotFound(have.status()) ? absl::StatusCode::kInternal : have.status().code(),
+          absl::StrCat("disk tier index: reading metadata '", f.name,
+                       "': ", have.status().message()));
     }
     if (*have != *f.want) {
       return absl::FailedPreconditionError(absl::StrFormat(
@@ -396,7 +394,7 @@ absl::Status DiskIndex::CheckOrWriteMeta(const IndexMeta& want) {
 }
 
 absl::StatusOr<std::vector<uint64_t>> DiskIndex::RegionGenerations(uint64_t regions,
-                                                                  size_t* malformed) {
+                                                                   size_t* malformed) {
   std::vector<uint64_t> generations(regions, 0);
   *malformed = 0;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
@@ -451,10 +449,12 @@ absl::StatusOr<DiskIndex::Recovery> DiskIndex::Recover(
   });
   if (!scan.ok()) return scan;
   if (r.dropped > 0) {
-    KVTIER_LOG(kWarning, "disk tier: dropped %d index entries that point at overwritten or "
-               "invalid records", r.dropped);
-    if (absl::Status s = FromRocks(db_->Write(rocksdb::WriteOptions(), &stale),
-                                   "dropping stale entries");
+    KVTIER_LOG(kWarning,
+               "disk tier: dropped %d index entries that point at overwritten or "
+               "invalid records",
+               r.dropped);
+    if (absl::Status s =
+            FromRocks(db_->Write(rocksdb::WriteOptions(), &stale), "dropping stale entries");
         !s.ok()) {
       return s;
     }

@@ -134,8 +134,7 @@ class DiskIndex {
 
   // Opens `<cache_dir>/index`. REQUIRES: for kReadWrite / kReadOnly, the caller checked that
   // it exists (RocksDB's own error for a missing database is not friendly).
-  static absl::StatusOr<std::unique_ptr<DiskIndex>> Open(const std::string& cache_dir,
-                                                         Mode mode);
+  static absl::StatusOr<std::unique_ptr<DiskIndex>> Open(const std::string& cache_dir, Mode mode);
   // Whether an error of Open means another process holds the index (FailedPrecondition whose
   // message says "in use by another process" and quotes RocksDB). No other Open error has
   // the code FailedPrecondition.
@@ -172,8 +171,8 @@ class DiskIndex {
   absl::Status Put(const BlockKey& key, const IndexEntry& entry, bool sync);
   absl::Status Delete(const BlockKey& key, bool sync);
   // One batch: the entries of `keys` go and `region`'s generation becomes `generation`.
-  absl::Status ReclaimRegion(uint32_t region, uint64_t generation,
-                             absl::Span<const BlockKey> keys, bool sync);
+  absl::Status ReclaimRegion(uint32_t region, uint64_t generation, absl::Span<const BlockKey> keys,
+                             bool sync);
   // Deletes the given raw index keys in one synced batch.
   absl::Status DeleteKeys(absl::Span<const std::string> index_keys);
 

@@ -40,16 +40,17 @@ absl::Status DiskTierOptions::Validate(const Geometry& geometry) const {
     return absl::InvalidArgumentError(absl::StrFormat(
         "disk tier: region_bytes = %d must be a positive multiple of 4096", region_bytes));
   }
-  const size_t largest = codec == Codec::kNone ? RecordSize(block_bytes) : MaxRecordSize(block_bytes);
+  const size_t largest =
+      codec == Codec::kNone ? RecordSize(block_bytes) : MaxRecordSize(block_bytes);
   if (region_bytes < largest) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "disk tier: region_bytes = %d cannot hold one record of a %d-byte block (%d bytes)",
         region_bytes, block_bytes, largest));
   }
   if (capacity_bytes / region_bytes < 2) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "disk tier: capacity_bytes = %d holds fewer than 2 regions of %d bytes", capacity_bytes,
-        region_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("disk tier: capacity_bytes = %d holds fewer than 2 regions of %d bytes",
+                        capacity_bytes, region_bytes));
   }
   if (zstd_level < 1 || zstd_level > 19) {
     return absl::InvalidArgumentError(
@@ -60,8 +61,8 @@ absl::Status DiskTierOptions::Validate(const Geometry& geometry) const {
         absl::StrFormat("disk tier: queue_depth = %u must be in [1, 4096]", queue_depth));
   }
   if (staging_buffers < 2 || staging_buffers > 4096) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "disk tier: staging_buffers = %u must be in [2, 4096]", staging_buffers));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("disk tier: staging_buffers = %u must be in [2, 4096]", staging_buffers));
   }
   return absl::OkStatus();
 }
@@ -191,9 +192,9 @@ DiskTier::~DiskTier() {
     for (RecordId id = 0; id < records_.size(); ++id) {
       Record& r = records_[id];
       if (r.live && !r.submitted && !r.erased) {
-        AbandonLocked(id, absl::CancelledError(absl::StrFormat(
-                              "disk tier: block %s: the tier closed before it was written",
-                              r.key.ToHex())));
+        AbandonLocked(
+            id, absl::CancelledError(absl::StrFormat(
+                    "disk tier: block %s: the tier closed before it was written", r.key.ToHex())));
       }
     }
   }
@@ -249,9 +250,9 @@ void DiskTier::EncoderLoop() {
 
 absl::StatusOr<RecordId> DiskTier::Reserve(const BlockKey& key, const std::string& ns) {
   if (ns.empty() || ns.size() > 128) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "disk tier: namespace of %d bytes for block %s; it must be 1 to 128 bytes", ns.size(),
-        key.ToHex()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("disk tier: namespace of %d bytes for block %s; it must be 1 to 128 bytes",
+                        ns.size(), key.ToHex()));
   }
   MutexLock lock(&mu_);
   RecordId id;
@@ -283,9 +284,9 @@ absl::Status DiskTier::Submit(RecordId id, const void* src,
     }
     Record& r = records_[id];
     if (r.submitted) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "disk tier: Submit of record %u (block %s), which was already submitted", id,
-          r.key.ToHex()));
+      return absl::FailedPreconditionError(
+          absl::StrFormat("disk tier: Submit of record %u (block %s), which was already submitted",
+                          id, r.key.ToHex()));
     }
     r.submitted = true;
     if (r.erased) {
@@ -297,8 +298,8 @@ absl::Status DiskTier::Submit(RecordId id, const void* src,
           MutexLock lock(&mu_);
           DropRecordLocked(id);
         }
-        done(absl::CancelledError(absl::StrFormat(
-            "disk tier: block %s erased before it was written", key.ToHex())));
+        done(absl::CancelledError(
+            absl::StrFormat("disk tier: block %s erased before it was written", key.ToHex())));
         OpFinished();
       });
       return absl::OkStatus();
@@ -315,13 +316,13 @@ absl::Status DiskTier::Submit(RecordId id, const void* src,
   // bounded time) for writes in flight to free a buffer keeps blocks that refusing at once
   // would drop. Only the encoder and the I/O thread free buffers, and neither waits for a
   // caller's locks.
-  if (absl::Status s = staging_->TakeForWrite(absl::MakeSpan(buffers, in_place ? 1 : 2),
-                                              kStagingWait);
+  if (absl::Status s =
+          staging_->TakeForWrite(absl::MakeSpan(buffers, in_place ? 1 : 2), kStagingWait);
       !s.ok()) {
     MutexLock lock(&mu_);
-    AbandonLocked(id, absl::Status(s.code(), absl::StrFormat(
-                                                 "disk tier: block %s was never written: %s",
-                                                 key.ToHex(), s.message())));
+    AbandonLocked(
+        id, absl::Status(s.code(), absl::StrFormat("disk tier: block %s was never written: %s",
+                                                   key.ToHex(), s.message())));
     return s;
   }
   const int raw = in_place ? -1 : buffers[0];
@@ -383,8 +384,8 @@ absl::Status DiskTier::ReclaimLocked(uint32_t region, uint64_t generation,
       }
     }
   }
-  if (absl::Status s = index_->ReclaimRegion(region, generation, indexed,
-                                             options_.sync != SyncPolicy::kNone);
+  if (absl::Status s =
+          index_->ReclaimRegion(region, generation, indexed, options_.sync != SyncPolicy::kNone);
       !s.ok()) {
     return s;
   }
@@ -466,9 +467,9 @@ void DiskTier::Encode(WriteJob job) {
       Record& r = records_[job.id];
       // The encoder places records one at a time, so this one is last in its region: give
       // back what compression saved.
-      r.entry.record_bytes = regions_.TrimLast(
-          RegionLocation{r.entry.region, r.entry.offset, r.entry.generation},
-          r.entry.record_bytes, static_cast<uint32_t>(size));
+      r.entry.record_bytes =
+          regions_.TrimLast(RegionLocation{r.entry.region, r.entry.offset, r.entry.generation},
+                            r.entry.record_bytes, static_cast<uint32_t>(size));
       r.entry.codec = written.codec;
       r.entry.stored_bytes = written.stored_bytes;
       r.entry.payload_checksum = written.payload_checksum;
@@ -544,9 +545,8 @@ void DiskTier::OnWritten(WriteJob job, int encoded_staging, absl::Status status)
     } else {
       if (!status.ok()) {
         ++stats_.writes_failed;
-        status = absl::Status(status.code(),
-                              absl::StrFormat("disk tier: writing block %s: %s", job.key.ToHex(),
-                                              status.message()));
+        status = absl::Status(status.code(), absl::StrFormat("disk tier: writing block %s: %s",
+                                                             job.key.ToHex(), status.message()));
       } else {
         status = absl::CancelledError("disk tier: block erased while it was written");
       }
@@ -585,9 +585,9 @@ absl::Status DiskTier::Erase(RecordId id, const BlockKey& key) {
       if (!r.erased) {
         r.erased = true;
         --ops_in_flight_;
-        FailWaitersLocked(id, absl::NotFoundError(absl::StrFormat(
-                                  "disk tier: block %s was erased before it was written",
-                                  key.ToHex())));
+        FailWaitersLocked(
+            id, absl::NotFoundError(absl::StrFormat(
+                    "disk tier: block %s was erased before it was written", key.ToHex())));
       }
       return absl::OkStatus();
     }
@@ -638,9 +638,9 @@ absl::Status DiskTier::ZeroRegionLocked(uint32_t region) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros_bytes_, used - done));
     const ssize_t w = ::pwrite(fd_, zeros_, n, static_cast<off_t>(begin + done));
     if (w <= 0) {
-      return absl::UnavailableError(absl::StrFormat(
-          "disk tier: zeroing reclaimed region %d at offset %d (secure_erase): %s", region,
-          begin + done, w < 0 ? std::strerror(errno) : "no progress"));
+      return absl::UnavailableError(
+          absl::StrFormat("disk tier: zeroing reclaimed region %d at offset %d (secure_erase): %s",
+                          region, begin + done, w < 0 ? std::strerror(errno) : "no progress"));
     }
     done += static_cast<uint64_t>(w);
   }

@@ -72,8 +72,8 @@ enum class SyncPolicy : uint8_t {
 
 struct DiskTierOptions {
   std::string directory;
-  uint64_t capacity_bytes = 0;           // rounded down to whole regions; >= 2 regions
-  uint64_t region_bytes = 64ull << 20;   // multiple of 4096, >= one largest record
+  uint64_t capacity_bytes = 0;          // rounded down to whole regions; >= 2 regions
+  uint64_t region_bytes = 64ull << 20;  // multiple of 4096, >= one largest record
   // Chosen per record when it is written, and recorded in it: a directory may hold records
   // of every codec, and each is read with its own. kFp8 / kInt8 are lossy (a read returns
   // the dequantized block) and need a dtype CheckCodecDType accepts.
@@ -81,8 +81,8 @@ struct DiskTierOptions {
   int zstd_level = 1;
   SyncPolicy sync = SyncPolicy::kNone;
   uint32_t queue_depth = 64;
-  bool force_fallback_io = false;        // thread-pool I/O instead of io_uring
-  uint32_t staging_buffers = 32;         // writes + reads in flight at once
+  bool force_fallback_io = false;  // thread-pool I/O instead of io_uring
+  uint32_t staging_buffers = 32;   // writes + reads in flight at once
   // Erased records are overwritten with zeros (asynchronously; the region is not reused
   // until that lands), and a reclaimed region is zeroed before new records go into it, so
   // no erased or evicted block can be read back from the data file. Costs a write of every
@@ -96,17 +96,17 @@ struct DiskTierOptions {
 
 struct DiskTierStats {
   uint64_t capacity_bytes = 0;
-  uint64_t used_bytes = 0;        // bytes of live records
+  uint64_t used_bytes = 0;  // bytes of live records
   uint64_t records = 0;
   uint64_t regions = 0;
   uint64_t free_regions = 0;
-  uint64_t bytes_written = 0;     // record bytes written (after compression)
-  uint64_t raw_bytes_written = 0; // block bytes those records hold
+  uint64_t bytes_written = 0;      // record bytes written (after compression)
+  uint64_t raw_bytes_written = 0;  // block bytes those records hold
   uint64_t bytes_read = 0;
   uint64_t writes_failed = 0;
-  uint64_t checksum_failures = 0; // reads that failed verification (entry dropped)
+  uint64_t checksum_failures = 0;  // reads that failed verification (entry dropped)
   uint64_t regions_reclaimed = 0;
-  uint64_t records_dropped = 0;   // live records lost to region reclaim
+  uint64_t records_dropped = 0;  // live records lost to region reclaim
   std::string io_backend;
 };
 
@@ -124,8 +124,7 @@ class DiskTier {
 
   static absl::StatusOr<std::unique_ptr<DiskTier>> Open(const DiskTierOptions& options,
                                                         const Geometry& geometry,
-                                                        RecoveredFn recovered,
-                                                        DroppedFn dropped);
+                                                        RecoveredFn recovered, DroppedFn dropped);
   // Abandons reservations never submitted (as Erase), drains in-flight work, then closes the
   // index and the data file.
   ~DiskTier();
@@ -218,8 +217,7 @@ class DiskTier {
   void Encode(WriteJob job);
   // Places record `id` (RegionAllocator::Allocate, reclaiming through ReclaimLocked).
   // Returns false if no region can take it now.
-  bool PlaceLocked(RecordId id, uint32_t bytes,
-                   std::vector<std::pair<BlockKey, RecordId>>* dropped)
+  bool PlaceLocked(RecordId id, uint32_t bytes, std::vector<std::pair<BlockKey, RecordId>>* dropped)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ReclaimLocked(uint32_t region, uint64_t generation,
                              std::vector<std::pair<BlockKey, RecordId>>* dropped)
@@ -230,8 +228,7 @@ class DiskTier {
   void StartRead(PendingRead read, int staging);
   // Submits the I/O of a read whose location is taken (RegionAllocator::ReadStarted); on an
   // error nothing was submitted and the caller still owns the read.
-  absl::Status SubmitReadIo(std::shared_ptr<PendingRead> read, int staging,
-                            const IndexEntry& at);
+  absl::Status SubmitReadIo(std::shared_ptr<PendingRead> read, int staging, const IndexEntry& at);
   // Waiters of a record whose write finished: started (written) or failed (never written).
   void ResumeWaiters(std::vector<PendingRead> waiters, bool written);
   std::vector<PendingRead> TakeWaitersLocked(RecordId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

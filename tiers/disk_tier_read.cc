@@ -34,8 +34,8 @@ absl::Status DiskTier::Read(RecordId id, const BlockKey& key, const std::string&
       waiting_for_write_[id].push_back(std::move(*read));
       return absl::OkStatus();
     }
-    staging = staging_->TakeOrQueue(
-        [this, read](int buffer) { StartRead(std::move(*read), buffer); });
+    staging =
+        staging_->TakeOrQueue([this, read](int buffer) { StartRead(std::move(*read), buffer); });
     if (staging < 0) return absl::OkStatus();  // queued for a buffer
     // The location is taken now; the region is not reclaimed until the read lands.
     at = records_[id].entry;
@@ -61,8 +61,8 @@ absl::Status DiskTier::SubmitReadIo(std::shared_ptr<PendingRead> read, int stagi
   op.buffer = staging_->Buffer(staging);
   op.done = [this, read, staging, generation = at.generation,
              region = at.region](absl::StatusOr<size_t> r) mutable {
-    FinishRead(read->id, read->key, read->ns, read->dst, staging, generation, region,
-               std::move(r), std::move(read->done));
+    FinishRead(read->id, read->key, read->ns, read->dst, staging, generation, region, std::move(r),
+               std::move(read->done));
   };
   return io_->Submit({&op, 1});
 }
@@ -90,8 +90,8 @@ void DiskTier::StartRead(PendingRead read, int staging) {
   }
   auto shared = std::make_shared<PendingRead>(std::move(read));
   if (absl::Status s = SubmitReadIo(shared, staging, at); !s.ok()) {
-    FinishRead(shared->id, shared->key, shared->ns, shared->dst, staging, at.generation,
-               at.region, s, std::move(shared->done));
+    FinishRead(shared->id, shared->key, shared->ns, shared->dst, staging, at.generation, at.region,
+               s, std::move(shared->done));
   }
 }
 
@@ -105,8 +105,8 @@ void DiskTier::ResumeWaiters(std::vector<PendingRead> waiters, bool written) {
       continue;
     }
     auto read = std::make_shared<PendingRead>(std::move(w));
-    const int staging = staging_->TakeOrQueue(
-        [this, read](int buffer) { StartRead(std::move(*read), buffer); });
+    const int staging =
+        staging_->TakeOrQueue([this, read](int buffer) { StartRead(std::move(*read), buffer); });
     if (staging >= 0) StartRead(std::move(*read), staging);
   }
 }
@@ -121,9 +121,8 @@ void DiskTier::FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, 
     absl::StatusOr<RecordHeader> h = ParseRecordHeader(buf, got);
     if (!h.ok()) {
       status = h.status();
-    } else if (h->key != key || h->ns != ns ||
-               h->geometry_fingerprint != geometry_.Fingerprint() || h->region != region ||
-               h->generation != generation || h->raw_bytes != block_bytes_) {
+    } else if (h->key != key || h->ns != ns || h->geometry_fingerprint != geometry_.Fingerprint() ||
+               h->region != region || h->generation != generation || h->raw_bytes != block_bytes_) {
       status = absl::DataLossError(absl::StrFormat(
           "record header disagrees with the index (key %s ns '%s' region %u generation %d; "
           "header says key %s ns '%s' region %u generation %d)",
@@ -146,8 +145,8 @@ void DiskTier::FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, 
       if (r.indexed) (void)index_->Delete(key, /*sync=*/false);
       DropRecordLocked(id);
     }
-    status = absl::DataLossError(absl::StrFormat("disk tier: block %s: %s", key.ToHex(),
-                                                 status.message()));
+    status = absl::DataLossError(
+        absl::StrFormat("disk tier: block %s: %s", key.ToHex(), status.message()));
   } else {
     MutexLock lock(&mu_);
     regions_.ReadLanded(region);

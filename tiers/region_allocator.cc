@@ -72,7 +72,8 @@ std::optional<RegionLocation> RegionAllocator::Allocate(uint32_t bytes, ReclaimF
 
 uint32_t RegionAllocator::TrimLast(const RegionLocation& at, uint32_t allocated, uint32_t used) {
   Region& g = regions_[at.region];
-  if (used > allocated || at.offset + allocated != uint64_t{at.region} * region_bytes_ + g.write_offset) {
+  if (used > allocated ||
+      at.offset + allocated != uint64_t{at.region} * region_bytes_ + g.write_offset) {
     return allocated;
   }
   g.write_offset -= allocated - used;

@@ -100,9 +100,7 @@ class RegionAllocator {
     uint32_t reads_in_flight = 0;
     bool free = true;
 
-    bool idle() const {
-      return live_records == 0 && writes_in_flight == 0 && reads_in_flight == 0;
-    }
+    bool idle() const { return live_records == 0 && writes_in_flight == 0 && reads_in_flight == 0; }
   };
   // A region that became idle, and is not the active one, is free again.
   void MaybeFree(uint32_t region);

@@ -12,9 +12,9 @@ absl::Status StagingPool::Options::Validate() const {
     return absl::InvalidArgumentError("staging pool: buffers = 0; at least one is needed");
   }
   if (buffer_bytes == 0 || buffer_bytes % kIoAlignment != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "staging pool: buffer_bytes = %d must be a positive multiple of %d", buffer_bytes,
-        kIoAlignment));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("staging pool: buffer_bytes = %d must be a positive multiple of %d",
+                        buffer_bytes, kIoAlignment));
   }
   return absl::OkStatus();
 }
@@ -112,9 +112,9 @@ absl::Status StagingPool::TakeForWrite(absl::Span<int> ids, absl::Duration wait)
     ids[i] = -1;
   }
   for (char* p : to_free) FreeAligned(p);
-  return absl::ResourceExhaustedError(absl::StrFormat(
-      "disk tier: all %u staging buffers and %u overflow buffers are busy", options_.buffers,
-      options_.overflow_buffers));
+  return absl::ResourceExhaustedError(
+      absl::StrFormat("disk tier: all %u staging buffers and %u overflow buffers are busy",
+                      options_.buffers, options_.overflow_buffers));
 }
 
 void StagingPool::Return(int id) {

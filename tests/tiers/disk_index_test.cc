@@ -80,8 +80,7 @@ TEST_F(DiskIndexTest, MetadataIsWrittenOnceAndADifferentOneIsRefusedNamingBoth) 
   EXPECT_TRUE(index->CheckOrWriteMeta(meta).ok());
   Geometry other = TestGeometry();
   other.num_layers = 3;
-  const absl::Status s =
-      index->CheckOrWriteMeta(IndexMeta::For(other, kRegionBytes, kRegions));
+  const absl::Status s = index->CheckOrWriteMeta(IndexMeta::For(other, kRegionBytes, kRegions));
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_NE(s.message().find("geometry"), absl::string_view::npos) << s;
   EXPECT_NE(s.message().find(meta.geometry), absl::string_view::npos) << s;
@@ -103,12 +102,14 @@ TEST_F(DiskIndexTest, OneWriterAtATimeAndReadOnlyBesideIt) {
   }
   auto reader = OpenOrDie(DiskIndex::Mode::kReadOnly);
   size_t blocks = 0;
-  ASSERT_TRUE(reader->ForEachBlock([&](const IndexedBlock& b) {
-                      ASSERT_TRUE(b.key.ok() && b.entry.ok());
-                      EXPECT_EQ(*b.key, (BlockKey{1, 1}));
-                      EXPECT_EQ(*b.entry, Entry(0, 0, 1, "a"));
-                      ++blocks;
-                    }).ok());
+  ASSERT_TRUE(reader
+                  ->ForEachBlock([&](const IndexedBlock& b) {
+                    ASSERT_TRUE(b.key.ok() && b.entry.ok());
+                    EXPECT_EQ(*b.key, (BlockKey{1, 1}));
+                    EXPECT_EQ(*b.entry, Entry(0, 0, 1, "a"));
+                    ++blocks;
+                  })
+                  .ok());
   EXPECT_EQ(blocks, 1u);
   const absl::Status put = reader->Put(BlockKey{2, 2}, Entry(0, 1, 1, "a"), false);
   EXPECT_EQ(put.code(), absl::StatusCode::kFailedPrecondition) << put;
@@ -167,11 +168,13 @@ TEST_F(DiskIndexTest, PersistThenRecoverReturnsValidEntriesAndDropsTheRestDurabl
   // The dropped entries are gone for good: the next open sees exactly the recovered ones.
   auto index = OpenOrDie(DiskIndex::Mode::kReadOnly);
   size_t blocks = 0;
-  ASSERT_TRUE(index->ForEachBlock([&](const IndexedBlock& b) {
-                     ASSERT_TRUE(b.key.ok() && b.entry.ok());
-                     EXPECT_EQ(want.at(*b.key), *b.entry);
-                     ++blocks;
-                   }).ok());
+  ASSERT_TRUE(index
+                  ->ForEachBlock([&](const IndexedBlock& b) {
+                    ASSERT_TRUE(b.key.ok() && b.entry.ok());
+                    EXPECT_EQ(want.at(*b.key), *b.entry);
+                    ++blocks;
+                  })
+                  .ok());
   EXPECT_EQ(blocks, want.size());
 }
 
@@ -202,12 +205,10 @@ TEST(CheckPlacement, AcceptsOnlyEntriesInsideTheirRegionOfTheCurrentGeneration) 
             absl::StatusCode::kOutOfRange);
   IndexEntry past = last;
   past.offset += 4096;  // ends in region 2
-  EXPECT_EQ(CheckPlacement(past, kRegionBytes, generations).code(),
-            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(CheckPlacement(past, kRegionBytes, generations).code(), absl::StatusCode::kOutOfRange);
   IndexEntry wraps = Entry(1, 0, 5, "a");
   wraps.offset = std::numeric_limits<uint64_t>::max() - 4095;  // offset + size wraps to small
-  EXPECT_EQ(CheckPlacement(wraps, kRegionBytes, generations).code(),
-            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(CheckPlacement(wraps, kRegionBytes, generations).code(), absl::StatusCode::kOutOfRange);
 
   const absl::Status stale = CheckPlacement(Entry(1, 0, 2, "a"), kRegionBytes, generations);
   EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition);
@@ -226,17 +227,16 @@ TEST(IndexText, MetadataAndRegionKeysRoundTripAndMalformedOnesAreRejected) {
   EXPECT_EQ(fp, g.Fingerprint());
   std::string tampered = FormatGeometryMeta(g);
   tampered.replace(tampered.find("layers=2"), 8, "layers=3");
-  EXPECT_EQ(ParseGeometryMeta(tampered, &fp).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseGeometryMeta(tampered, &fp).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseGeometryMeta("0123", &fp).status().code(), absl::StatusCode::kInvalidArgument);
 
   uint64_t region_bytes = 0, regions = 0;
   ASSERT_TRUE(ParseLayoutMeta(FormatLayoutMeta(kRegionBytes, 7), &region_bytes, &regions).ok());
   EXPECT_EQ(region_bytes, kRegionBytes);
   EXPECT_EQ(regions, 7u);
-  for (const char* bad : {"region_bytes=65536", "region_bytes=100 regions=4",
-                          "region_bytes=0 regions=4", "regions=4 region_bytes=65536",
-                          "region_bytes=x regions=4"}) {
+  for (const char* bad :
+       {"region_bytes=65536", "region_bytes=100 regions=4", "region_bytes=0 regions=4",
+        "regions=4 region_bytes=65536", "region_bytes=x regions=4"}) {
     EXPECT_EQ(ParseLayoutMeta(bad, &region_bytes, &regions).code(),
               absl::StatusCode::kInvalidArgument)
         << bad;

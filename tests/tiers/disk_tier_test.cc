@@ -676,8 +676,7 @@ TEST_P(DiskTierTest, SubmitOfAnUnknownOrSubmittedIdFailsWithoutCallingDone) {
   EXPECT_FALSE(called);
   ASSERT_EQ(write.count(), 1u);
   EXPECT_TRUE(write.at(0).ok()) << write.at(0);
-  EXPECT_EQ(tier_->Reserve(BlockKey{6, 6}, "").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tier_->Reserve(BlockKey{6, 6}, "").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(tier_->Reserve(BlockKey{6, 6}, std::string(129, 'n')).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -687,7 +686,7 @@ TEST_P(DiskTierTest, SubmitOfAnUnknownOrSubmittedIdFailsWithoutCallingDone) {
 // abandoned — the read that waited for it fails, and the id reads as unknown.
 TEST_P(DiskTierTest, SubmitWithoutABufferInTimeAbandonsTheRecord) {
   DiskTierOptions o = Options();
-  o.staging_buffers = 2;  // plus 8 overflow buffers: 10 writes in flight at most
+  o.staging_buffers = 2;   // plus 8 overflow buffers: 10 writes in flight at most
   o.codec = Codec::kNone;  // one buffer per write
   ASSERT_TRUE(Open(o).ok());
   const absl::Duration hold = DiskTier::kStagingWait + absl::Seconds(1);
@@ -696,9 +695,8 @@ TEST_P(DiskTierTest, SubmitWithoutABufferInTimeAbandonsTheRecord) {
   std::vector<std::vector<char>> contents;
   for (uint64_t i = 0; i < 10; ++i) {
     contents.push_back(Content(BlockKey{i + 1, 8}, tier_->block_bytes()));
-    ASSERT_TRUE(tier_->Write(BlockKey{i + 1, 8}, "default", contents.back().data(),
-                             held.Callback())
-                    .ok())
+    ASSERT_TRUE(
+        tier_->Write(BlockKey{i + 1, 8}, "default", contents.back().data(), held.Callback()).ok())
         << i;
   }
   const BlockKey key{100, 8};
@@ -775,7 +773,6 @@ TEST_P(DiskTierTest, ClosingWithAReservationOutstandingAbandonsIt) {
   ASSERT_TRUE(Open(Options()).ok());
   EXPECT_TRUE(recovered_.empty());
 }
-
 
 class QuantizedDiskTierTest : public DiskTierTest {
  protected:
