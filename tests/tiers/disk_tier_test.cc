@@ -605,19 +605,28 @@ struct Heard {
   }
 };
 
+// Reserves `key` and starts a read of the reservation into `got` (filled with 'P' first),
+// heard by `read`; the read waits for the reservation's write.
+RecordId ReserveWithAWaitingRead(DiskTier& tier, const BlockKey& key, std::vector<char>* got,
+                                 Heard* read) {
+  absl::StatusOr<RecordId> id = tier.Reserve(key, "default");
+  EXPECT_TRUE(id.ok()) << id.status();
+  got->assign(tier.block_bytes(), 'P');
+  EXPECT_TRUE(tier.Read(id.value_or(0), key, "default", got->data(), read->Callback()).ok());
+  return id.value_or(0);
+}
+
 TEST_P(DiskTierTest, AReadOfAReservationWaitsForItsSubmit) {
   ASSERT_TRUE(Open(Options()).ok());
   const BlockKey key{1, 2};
-  absl::StatusOr<RecordId> id = tier_->Reserve(key, "default");
-  ASSERT_TRUE(id.ok()) << id.status();
-  std::vector<char> got(tier_->block_bytes(), 'P');
+  std::vector<char> got;
   Heard read;
-  ASSERT_TRUE(tier_->Read(*id, key, "default", got.data(), read.Callback()).ok());
+  const RecordId id = ReserveWithAWaitingRead(*tier_, key, &got, &read);
   absl::SleepFor(absl::Milliseconds(100));
   EXPECT_EQ(read.count(), 0u) << "a read of a reservation must wait for its bytes";
   const std::vector<char> c = Content(key, tier_->block_bytes());
   Heard write;
-  ASSERT_TRUE(tier_->Submit(*id, c.data(), write.Callback()).ok());
+  ASSERT_TRUE(tier_->Submit(id, c.data(), write.Callback()).ok());
   tier_->Drain();
   ASSERT_EQ(write.count(), 1u);
   EXPECT_TRUE(write.at(0).ok()) << write.at(0);
@@ -630,24 +639,22 @@ TEST_P(DiskTierTest, AReadOfAReservationWaitsForItsSubmit) {
 TEST_P(DiskTierTest, EraseBetweenReserveAndSubmitAbandonsTheRecordAndWritesNothing) {
   ASSERT_TRUE(Open(Options()).ok());
   const BlockKey key{3, 4};
-  absl::StatusOr<RecordId> id = tier_->Reserve(key, "default");
-  ASSERT_TRUE(id.ok()) << id.status();
-  std::vector<char> got(tier_->block_bytes(), 'P');
+  std::vector<char> got;
   Heard read;
-  ASSERT_TRUE(tier_->Read(*id, key, "default", got.data(), read.Callback()).ok());
-  ASSERT_TRUE(tier_->Erase(*id, key).ok());
+  const RecordId id = ReserveWithAWaitingRead(*tier_, key, &got, &read);
+  ASSERT_TRUE(tier_->Erase(id, key).ok());
   // The waiting read fails (on a tier thread, not inside Erase), with a zeroed destination.
   read.first.WaitForNotification();
   EXPECT_EQ(read.at(0).code(), absl::StatusCode::kNotFound) << read.at(0);
   EXPECT_EQ(got, std::vector<char>(tier_->block_bytes(), 0));
   // A new read of the abandoned reservation fails at once.
-  EXPECT_EQ(tier_->Read(*id, key, "default", got.data(), [](absl::Status) {}).code(),
+  EXPECT_EQ(tier_->Read(id, key, "default", got.data(), [](absl::Status) {}).code(),
             absl::StatusCode::kNotFound);
-  ASSERT_TRUE(tier_->Erase(*id, key).ok());  // idempotent
+  ASSERT_TRUE(tier_->Erase(id, key).ok());  // idempotent
   // Submit after the erase: OK, nothing is written, `done` hears Cancelled.
   const std::vector<char> c = Content(key, tier_->block_bytes());
   Heard write;
-  ASSERT_TRUE(tier_->Submit(*id, c.data(), write.Callback()).ok());
+  ASSERT_TRUE(tier_->Submit(id, c.data(), write.Callback()).ok());
   tier_->Drain();
   ASSERT_EQ(write.count(), 1u);
   EXPECT_EQ(write.at(0).code(), absl::StatusCode::kCancelled) << write.at(0);
@@ -700,22 +707,20 @@ TEST_P(DiskTierTest, SubmitWithoutABufferInTimeAbandonsTheRecord) {
         << i;
   }
   const BlockKey key{100, 8};
-  absl::StatusOr<RecordId> id = tier_->Reserve(key, "default");
-  ASSERT_TRUE(id.ok()) << id.status();
-  std::vector<char> got(tier_->block_bytes(), 'P');
+  std::vector<char> got;
   Heard read;
-  ASSERT_TRUE(tier_->Read(*id, key, "default", got.data(), read.Callback()).ok());
+  const RecordId id = ReserveWithAWaitingRead(*tier_, key, &got, &read);
   const std::vector<char> c = Content(key, tier_->block_bytes());
   bool called = false;
   const absl::Time start = absl::Now();
-  const absl::Status s = tier_->Submit(*id, c.data(), [&](absl::Status) { called = true; });
+  const absl::Status s = tier_->Submit(id, c.data(), [&](absl::Status) { called = true; });
   const absl::Duration waited = absl::Now() - start;
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_GE(waited, DiskTier::kStagingWait - absl::Milliseconds(50));
   read.first.WaitForNotification();
   EXPECT_FALSE(read.at(0).ok());
   EXPECT_EQ(read.at(0).code(), absl::StatusCode::kResourceExhausted) << read.at(0);
-  EXPECT_EQ(tier_->Read(*id, key, "default", got.data(), [](absl::Status) {}).code(),
+  EXPECT_EQ(tier_->Read(id, key, "default", got.data(), [](absl::Status) {}).code(),
             absl::StatusCode::kNotFound);
   tier_->Drain();
   tier_->io().ClearFaults();
@@ -761,12 +766,9 @@ TEST_P(DiskTierTest, DrainWaitsForReservationsUntilSubmittedOrErased) {
 
 TEST_P(DiskTierTest, ClosingWithAReservationOutstandingAbandonsIt) {
   ASSERT_TRUE(Open(Options()).ok());
-  const BlockKey key{7, 7};
-  absl::StatusOr<RecordId> id = tier_->Reserve(key, "default");
-  ASSERT_TRUE(id.ok());
-  std::vector<char> got(tier_->block_bytes(), 'P');
+  std::vector<char> got;
   Heard read;
-  ASSERT_TRUE(tier_->Read(*id, key, "default", got.data(), read.Callback()).ok());
+  ReserveWithAWaitingRead(*tier_, BlockKey{7, 7}, &got, &read);
   tier_.reset();  // must not wait for a Submit that never comes
   ASSERT_EQ(read.count(), 1u);
   EXPECT_EQ(read.at(0).code(), absl::StatusCode::kCancelled) << read.at(0);
