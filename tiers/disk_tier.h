@@ -23,7 +23,9 @@
 // its memory at once; this is the only call that may wait, for a buffer); Write is both.
 // Encoding, I/O and the index update then happen on the tier's threads, and `done` runs on
 // the tier's threads (never on the caller's, so a caller may hold locks its callback takes).
-// Read likewise. A callback may call Erase, Write, Reserve, Submit and Read, but not Drain.
+// Read likewise. A callback may call Erase, Reserve and Read, but not Drain; Submit and Write
+// from a callback may wait for a buffer only the tier's threads can free (and then fail after
+// kStagingWait), so a caller that must not stall submits from its own threads.
 //
 // Parts (each with its own lock order written in its header):
 //   StagingPool (tiers/staging_pool.h)         the registered buffers, overflow, waiting
@@ -112,8 +114,8 @@ struct DiskTierStats {
 
 class DiskTier {
  public:
-  // How long Write waits for a staging buffer (writes in flight free them) before it
-  // refuses with ResourceExhausted.
+  // How long Submit (and so Write) waits for a staging buffer (writes in flight free them)
+  // before it refuses with ResourceExhausted.
   static constexpr absl::Duration kStagingWait = absl::Seconds(2);
 
   // Called by Open for every record in the index: its key, namespace and id.
@@ -135,6 +137,7 @@ class DiskTier {
   // waits, never does I/O. Reads of it wait until its write lands (as for a write in flight)
   // or fail when it is abandoned; Erase abandons it. Drain waits for it until it is
   // submitted or erased.
+  // InvalidArgument when `ns` is not 1 to 128 bytes (what an index entry holds).
   // REQUIRES: the id is passed to Submit exactly once, erased or not (an erased reservation
   // keeps its id until then).
   absl::StatusOr<RecordId> Reserve(const BlockKey& key, const std::string& ns);
@@ -158,8 +161,9 @@ class DiskTier {
 
   // Starts reading record `id`, verifying it is `key` of namespace `ns`, and decoding it into
   // `dst` (block_bytes). On any verification failure `dst` is zero-filled, the record is
-  // dropped, and `done` gets DataLoss. When every staging buffer is busy the read queues; a
-  // read of a record whose write is still in flight waits for the write to land.
+  // dropped, and `done` gets DataLoss. Never waits: when every staging buffer is busy the read
+  // queues; a read of a reservation, or of a record whose write is still in flight, waits
+  // (inside the tier) for the write to land.
   absl::Status Read(RecordId id, const BlockKey& key, const std::string& ns, void* dst,
                     absl::AnyInvocable<void(absl::Status)> done);
 
