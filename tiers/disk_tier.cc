@@ -427,14 +427,22 @@ void DiskTier::Encode(WriteJob job) {
   bool erased = false;
   {
     MutexLock lock(&mu_);
-    erased = records_[job.id].erased;
-    if (!erased) {
-      placed = PlaceLocked(job.id, static_cast<uint32_t>(max_record_bytes_), &dropped);
-      if (placed) {
-        const IndexEntry& e = records_[job.id].entry;
-        header.region = e.region;
-        header.generation = e.generation;
-      }
+    // Every region busy with reads or writes in flight is a moment's condition: wait (a
+    // bounded time) for one to land rather than fail the write and lose the block.
+    mu_.AwaitWithTimeout(
+        [&] {
+          mu_.AssertHeld();
+          erased = records_[job.id].erased;
+          if (!erased) {
+            placed = PlaceLocked(job.id, static_cast<uint32_t>(max_record_bytes_), &dropped);
+          }
+          return erased || placed || stopping_;
+        },
+        kStagingWait);
+    if (placed) {
+      const IndexEntry& e = records_[job.id].entry;
+      header.region = e.region;
+      header.generation = e.generation;
     }
   }
   if (!dropped.empty() && dropped_) dropped_(std::move(dropped));

@@ -3,8 +3,10 @@
 //
 // A cache directory holds `data.kvt` (one preallocated file, cut into equal regions) and
 // `index/` (RocksDB). Records are appended to the active region; when no region is free, the
-// oldest region with no write in flight is reclaimed whole: its index entries are deleted and
-// its generation bumped in one RocksDB write batch *before* any byte of it is overwritten.
+// oldest region with no write or read in flight is reclaimed whole: its index entries are
+// deleted and its generation bumped in one RocksDB write batch *before* any byte of it is
+// overwritten. When every other region has I/O in flight, a write waits (up to kStagingWait,
+// on the encoder thread) for one to land rather than fail.
 // Layout and byte formats: docs/disk-format.md.
 //
 // Promises:

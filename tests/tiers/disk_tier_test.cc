@@ -776,6 +776,44 @@ TEST_P(DiskTierTest, ClosingWithAReservationOutstandingAbandonsIt) {
   EXPECT_TRUE(recovered_.empty());
 }
 
+// Every region but the full active one has a read in flight: the next write cannot be placed
+// at once, and waits for a read to land (then reclaims that region) rather than fail.
+TEST_P(DiskTierTest, AWriteWaitsForARegionWithoutIoInsteadOfFailing) {
+  ASSERT_TRUE(Open(Options()).ok());
+  const size_t per_region = (64 * 1024) / RecordSize(8192);
+  std::vector<RecordId> ids;
+  for (uint64_t i = 0; i < per_region * 4; ++i) ids.push_back(WriteSync(BlockKey{i + 1, 3}));
+  ASSERT_EQ(tier_->Stats().free_regions, 0u);
+  // One read in each of regions 0, 1 and 2, each held 300 ms.
+  tier_->io().InjectFault(FaultSpec{FaultSpec::Kind::kDelay, 0, 3, absl::Milliseconds(300)});
+  std::vector<std::vector<char>> got(3, std::vector<char>(tier_->block_bytes()));
+  Heard reads;
+  for (size_t r = 0; r < 3; ++r) {
+    const uint64_t i = r * per_region;
+    ASSERT_TRUE(
+        tier_->Read(ids[i], BlockKey{i + 1, 3}, "default", got[r].data(), reads.Callback()).ok());
+  }
+  const BlockKey next{500, 3};
+  const std::vector<char> c = Content(next, tier_->block_bytes());
+  Heard write;
+  const absl::Time start = absl::Now();
+  absl::StatusOr<RecordId> id = tier_->Write(next, "default", c.data(), write.Callback());
+  ASSERT_TRUE(id.ok()) << id.status();
+  write.first.WaitForNotification();
+  const absl::Duration waited = absl::Now() - start;
+  tier_->Drain();
+  EXPECT_TRUE(write.at(0).ok()) << write.at(0);
+  EXPECT_GE(waited, absl::Milliseconds(200)) << "placed while every region had a read in flight";
+  ASSERT_EQ(reads.count(), 3u);
+  for (size_t r = 0; r < 3; ++r) {
+    EXPECT_TRUE(reads.at(r).ok()) << reads.at(r);
+    EXPECT_EQ(got[r], Content(BlockKey{r * per_region + 1, 3}, tier_->block_bytes())) << r;
+  }
+  std::vector<char> back;
+  ASSERT_TRUE(ReadSync(*id, next, &back).ok());
+  EXPECT_EQ(back, c);
+}
+
 class QuantizedDiskTierTest : public DiskTierTest {
  protected:
   void SetUp() override {
