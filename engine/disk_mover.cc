@@ -97,7 +97,10 @@ DiskMover::~DiskMover() {
     }
     thread_.join();
   }
+  // Closing the disk tier may cancel what is left; the completions its callbacks post refer
+  // to this object, so they run before it goes.
   disk_.reset();
+  completions_.Drain();
 }
 
 // ----------------------------------------------------------------------------- the thread

@@ -63,7 +63,9 @@ class DiskMover final : public LowerTier {
       const DiskOptions& options, const Geometry& geometry, bool secure_erase,
       Placement& placement, BlockTable& table, NamespaceRegistry& namespaces,
       CompletionQueue& completions, EngineCounters& counters, NamespaceFn ensure_namespace);
-  // Finishes queued work (Drain), then stops the thread and closes the disk tier.
+  // Finishes queued work (Drain), stops the thread, closes the disk tier and runs the
+  // completions that posted. REQUIRES: not called from a completion, nor with a lock a
+  // completion takes.
   ~DiskMover() override;
   DiskMover(const DiskMover&) = delete;
   DiskMover& operator=(const DiskMover&) = delete;

@@ -149,9 +149,9 @@ EngineImpl::~EngineImpl() {
   completions_.Drain();  // the streams' completions, posted by now
   if (disk_ != nullptr) {
     disk_->Drain();
+    completions_.Drain();  // the disk's completions, while the mover they refer to is alive
     placement_->set_lower_tier(nullptr);
-    disk_.reset();
-    completions_.Drain();  // the disk's completions (closing it may cancel some)
+    disk_.reset();  // runs what closing the disk tier posts
   }
   // A completion may have enqueued more (secure_erase zeroes a freed GPU slot).
   if (offload_ != nullptr) (void)offload_->Synchronize();

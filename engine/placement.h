@@ -112,8 +112,11 @@ class Placement {
   Placement(const Placement&) = delete;
   Placement& operator=(const Placement&) = delete;
 
-  // The tier below host (the disk mover); null = none. Set once, before any eviction.
-  void set_lower_tier(LowerTier* lower) { lower_ = lower; }
+  // The tier below host (the disk mover); null = none.
+  void set_lower_tier(LowerTier* lower) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    lower_ = lower;
+  }
 
   Mutex& mu() ABSL_LOCK_RETURNED(mu_) { return mu_; }
   Tier* tier(TierKind t) const { return tiers_[t]; }
@@ -327,9 +330,8 @@ class Placement {
   NamespaceRegistry& namespaces_;
   Prefetcher* const prefetcher_;
   const void* const zeros_;
-  LowerTier* lower_ = nullptr;
-
   Mutex mu_;
+  LowerTier* lower_ ABSL_GUARDED_BY(mu_) = nullptr;
   TierArray<std::unique_ptr<EvictionPolicy>> policies_ ABSL_GUARDED_BY(mu_);
   TierArray<std::vector<BlockKey>> slot_owner_ ABSL_GUARDED_BY(mu_);
   TierArray<std::vector<SlotReuse>> reuse_ ABSL_GUARDED_BY(mu_);
