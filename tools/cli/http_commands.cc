@@ -3,14 +3,25 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/json.h"
 #include "httplib.h"
 
 namespace kvtier::cli {
 namespace {
 
-double Num(const Json& j, absl::string_view path) {
-  const Json* v = j.Path(path);
-  return v != nullptr && v->is_number() ? v->number() : 0;
+using nlohmann::ordered_json;
+
+// The value at a '/'-separated path of /stats ("tiers/0/hits"), or nullptr.
+const ordered_json* At(const ordered_json& j, absl::string_view path) {
+  return json::Find(j, absl::StrCat("/", path));
+}
+double Num(const ordered_json& j, absl::string_view path) {
+  const ordered_json* v = At(j, path);
+  return v != nullptr && v->is_number() ? v->get<double>() : 0;
+}
+std::string Str(const ordered_json& j, absl::string_view path) {
+  const ordered_json* v = At(j, path);
+  return v != nullptr && v->is_string() ? v->get<std::string>() : std::string("?");
 }
 
 std::string HumanBytes(double b) {
@@ -29,16 +40,15 @@ std::string Ratio(double num, double den) {
 
 // The upper bound (microseconds) of the bucket holding quantile q, from the log2 buckets
 // of /stats (bucket i < last: below 2^i us). An upper bound, as Prometheus would report.
-std::string Quantile(const Json& lat, double q) {
+std::string Quantile(const ordered_json& lat, double q) {
   const double count = Num(lat, "count");
-  const Json* buckets = lat.Find("buckets_le_us");
-  if (count <= 0 || buckets == nullptr) return "-";
+  const ordered_json* buckets = At(lat, "buckets_le_us");
+  if (count <= 0 || buckets == nullptr || !buckets->is_array()) return "-";
   double seen = 0;
-  const auto& items = buckets->items();
-  for (size_t i = 0; i < items.size(); ++i) {
-    seen += items[i].number();
+  for (size_t i = 0; i < buckets->size(); ++i) {
+    seen += Num(*buckets, absl::StrCat(i));
     if (seen >= q * count) {
-      if (i + 1 == items.size()) return absl::StrFormat(">%dus", 1ull << (i - 1));
+      if (i + 1 == buckets->size()) return absl::StrFormat(">%dus", 1ull << (i - 1));
       return absl::StrFormat("<%dus", 1ull << i);
     }
   }
@@ -47,7 +57,7 @@ std::string Quantile(const Json& lat, double q) {
 
 }  // namespace
 
-absl::StatusOr<Json> FetchStats(const std::string& url) {
+absl::StatusOr<ordered_json> FetchStats(const std::string& url) {
   const std::string base = absl::StrContains(url, "://") ? url : absl::StrCat("http://", url);
   httplib::Client client(base);
   if (!client.is_valid()) {
@@ -67,7 +77,7 @@ absl::StatusOr<Json> FetchStats(const std::string& url) {
     return absl::UnavailableError(absl::StrFormat(
         "%s/stats answered HTTP %d; is this a kvtier metrics endpoint?", base, res->status));
   }
-  absl::StatusOr<Json> j = Json::Parse(res->body);
+  absl::StatusOr<ordered_json> j = json::Parse(res->body);
   if (!j.ok()) {
     return absl::DataLossError(
         absl::StrFormat("%s/stats did not answer JSON: %s", base, j.status().message()));
@@ -75,35 +85,34 @@ absl::StatusOr<Json> FetchStats(const std::string& url) {
   return j;
 }
 
-std::string FormatStats(const Json& s) {
+std::string FormatStats(const ordered_json& s) {
   std::string out;
-  const Json* device = s.Find("device");
-  absl::StrAppendFormat(&out, "device %s, block %s\n\n",
-                        device != nullptr ? device->str() : std::string("?"),
+  absl::StrAppendFormat(&out, "device %s, block %s\n\n", Str(s, "device"),
                         HumanBytes(Num(s, "block_bytes")));
-  out += "tier      used/capacity      bytes      hits    misses  hit-ratio   bytes in  bytes out  "
-         "evict  demote  promote  rejected  cksum-fail\n";
-  if (const Json* tiers = s.Find("tiers"); tiers != nullptr) {
-    for (const Json& t : tiers->items()) {
+  out +=
+      "tier      used/capacity      bytes      hits    misses  hit-ratio   bytes in  bytes out  "
+      "evict  demote  promote  rejected  cksum-fail\n";
+  if (const ordered_json* tiers = At(s, "tiers"); tiers != nullptr && tiers->is_array()) {
+    for (const ordered_json& t : *tiers) {
       const double hits = Num(t, "hits"), misses = Num(t, "misses");
       absl::StrAppendFormat(
           &out,
           "%-5s %8.0f/%-9.0f %10s %9.0f %9.0f %10s %10s %10s %6.0f %7.0f %8.0f %9.0f %11.0f\n",
-          t.Find("tier") != nullptr ? t.Find("tier")->str() : "?", Num(t, "used_blocks"),
-          Num(t, "capacity_blocks"), HumanBytes(Num(t, "used_bytes")), hits, misses,
-          Ratio(hits, hits + misses), HumanBytes(Num(t, "bytes_in")), HumanBytes(Num(t, "bytes_out")), Num(t, "evictions"),
+          Str(t, "tier"), Num(t, "used_blocks"), Num(t, "capacity_blocks"),
+          HumanBytes(Num(t, "used_bytes")), hits, misses, Ratio(hits, hits + misses),
+          HumanBytes(Num(t, "bytes_in")), HumanBytes(Num(t, "bytes_out")), Num(t, "evictions"),
           Num(t, "demotions"), Num(t, "promotions"), Num(t, "admissions_rejected"),
           Num(t, "checksum_failures"));
     }
   }
-  out += "\nnamespace                  blocks   gpu  host  disk   matched   missed  hit-ratio  "
-         "stored  loaded\n";
-  if (const Json* nss = s.Find("namespaces"); nss != nullptr) {
-    for (const Json& n : nss->items()) {
+  out +=
+      "\nnamespace                  blocks   gpu  host  disk   matched   missed  hit-ratio  "
+      "stored  loaded\n";
+  if (const ordered_json* nss = At(s, "namespaces"); nss != nullptr && nss->is_array()) {
+    for (const ordered_json& n : *nss) {
       const double hit = Num(n, "matched_blocks"), miss = Num(n, "missed_blocks");
       absl::StrAppendFormat(&out, "%-24s %8.0f %5.0f %5.0f %5.0f %9.0f %8.0f %10s %7.0f %7.0f\n",
-                            n.Find("name") != nullptr ? n.Find("name")->str() : "?",
-                            Num(n, "blocks"), Num(n, "blocks_per_tier/gpu"),
+                            Str(n, "name"), Num(n, "blocks"), Num(n, "blocks_per_tier/gpu"),
                             Num(n, "blocks_per_tier/host"), Num(n, "blocks_per_tier/disk"), hit,
                             miss, Ratio(hit, hit + miss), Num(n, "stored_blocks"),
                             Num(n, "loaded_blocks"));
@@ -128,7 +137,7 @@ std::string FormatStats(const Json& s) {
                         Num(s, "engine/prefetch_unused"), Num(s, "engine/prefetch_queued"));
   out += "latency (time in the call)   count      p50      p99\n";
   for (const char* op : {"match", "store", "load"}) {
-    const Json* lat = s.Path(absl::StrCat("latency/", op));
+    const ordered_json* lat = At(s, absl::StrCat("latency/", op));
     if (lat == nullptr) continue;
     absl::StrAppendFormat(&out, "  %-26s %7.0f %8s %8s\n", op, Num(*lat, "count"),
                           Quantile(*lat, 0.5), Quantile(*lat, 0.99));
@@ -136,22 +145,21 @@ std::string FormatStats(const Json& s) {
   return out;
 }
 
-std::string FormatTopFrame(const Json& prev, const Json& cur, double seconds,
+std::string FormatTopFrame(const ordered_json& prev, const ordered_json& cur, double seconds,
                            const std::string& url) {
   const double dt = seconds > 0 ? seconds : 1;
   auto delta = [&](absl::string_view path) { return Num(cur, path) - Num(prev, path); };
   std::string out = absl::StrFormat("kvtier top  %s  (rates over %.1fs)\n\n", url, dt);
-  out += "tier   used/capacity    occupancy   hits/s  hit-ratio  in/s        out/s       "
-         "evict/s\n";
+  out +=
+      "tier   used/capacity    occupancy   hits/s  hit-ratio  in/s        out/s       "
+      "evict/s\n";
   for (int i = 0; i < 3; ++i) {
     const std::string t = absl::StrCat("tiers/", i, "/");
-    const Json* name = cur.Path(t + "tier");
     absl::StrAppendFormat(
-        &out, "%-5s %7.0f/%-8.0f %9s %8.1f %10s %11s %11s %9.1f\n",
-        name != nullptr ? name->str() : "?", Num(cur, t + "used_blocks"),
-        Num(cur, t + "capacity_blocks"),
-        Ratio(Num(cur, t + "used_blocks"), Num(cur, t + "capacity_blocks")),
-        delta(t + "hits") / dt, Ratio(delta(t + "hits"), delta(t + "hits") + delta(t + "misses")),
+        &out, "%-5s %7.0f/%-8.0f %9s %8.1f %10s %11s %11s %9.1f\n", Str(cur, t + "tier"),
+        Num(cur, t + "used_blocks"), Num(cur, t + "capacity_blocks"),
+        Ratio(Num(cur, t + "used_blocks"), Num(cur, t + "capacity_blocks")), delta(t + "hits") / dt,
+        Ratio(delta(t + "hits"), delta(t + "hits") + delta(t + "misses")),
         HumanBytes(delta(t + "bytes_in") / dt) + "/s",
         HumanBytes(delta(t + "bytes_out") / dt) + "/s", delta(t + "evictions") / dt);
   }
@@ -164,16 +172,13 @@ std::string FormatTopFrame(const Json& prev, const Json& cur, double seconds,
   out += "loads served by      ";
   for (int i = 0; i < 3; ++i) {
     const std::string t = absl::StrCat("tiers/", i, "/");
-    const Json* name = cur.Path(t + "tier");
-    absl::StrAppendFormat(&out, "%s %s   ", name != nullptr ? name->str() : "?",
-                          Ratio(delta(t + "hits"), loaded));
+    absl::StrAppendFormat(&out, "%s %s   ", Str(cur, t + "tier"), Ratio(delta(t + "hits"), loaded));
   }
   absl::StrAppendFormat(&out, "\nprefetch (interval)  useful %.0f  late %.0f  unused %.0f\n",
                         delta("engine/prefetch_useful"), delta("engine/prefetch_late"),
                         delta("engine/prefetch_unused"));
   absl::StrAppendFormat(&out, "stall (interval)     %.1f%% of the time, %.0f waits\n",
-                        100 * delta("engine/stall_ns") * 1e-9 / dt,
-                        delta("engine/stalled_waits"));
+                        100 * delta("engine/stall_ns") * 1e-9 / dt, delta("engine/stalled_waits"));
   return out;
 }
 

@@ -7,22 +7,22 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "tools/cli/json.h"
+#include "nlohmann/json.hpp"
 
 namespace kvtier::cli {
 
 // GETs `<url>/stats` and parses it. `url` is "http://HOST:PORT" (the scheme may be left out).
 // Unavailable (exit 3) when the endpoint cannot be reached or answers non-200; DataLoss when
 // the answer is not JSON.
-absl::StatusOr<Json> FetchStats(const std::string& url);
+absl::StatusOr<nlohmann::ordered_json> FetchStats(const std::string& url);
 
 // One snapshot for people: tiers, namespaces, engine counters, latency percentiles.
-std::string FormatStats(const Json& stats);
+std::string FormatStats(const nlohmann::ordered_json& stats);
 
 // One `top` frame: the snapshot `cur`, with rates (bandwidth, hits, stores per second) and
 // hit ratios from the deltas since `prev`, taken `seconds` earlier.
-std::string FormatTopFrame(const Json& prev, const Json& cur, double seconds,
-                           const std::string& url);
+std::string FormatTopFrame(const nlohmann::ordered_json& prev, const nlohmann::ordered_json& cur,
+                           double seconds, const std::string& url);
 
 }  // namespace kvtier::cli
 
