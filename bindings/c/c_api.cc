@@ -1116,7 +1116,7 @@ kvtier_status_code kvtier_engine_stats(kvtier_engine* engine, kvtier_stats* out_
     KVTIER_REQUIRE_NONNULL(kFn, engine);
     KVTIER_REQUIRE_NONNULL(kFn, out_stats);
     if (absl::Status s = kvtier::capi::CheckStructSize(out_stats->struct_size, KVTIER_STATS_SIZE_V1,
-                                                       "out_stats->struct_size");
+                                                       "out_stats->struct_size", "kvtier_stats");
         !s.ok()) {
       return FromStatus(kFn, s);
     }
@@ -1136,8 +1136,9 @@ kvtier_status_code kvtier_namespace_stats_get(kvtier_engine* engine, const char*
     KVTIER_REQUIRE_NONNULL(kFn, engine);
     KVTIER_REQUIRE_NONNULL(kFn, ns);
     KVTIER_REQUIRE_NONNULL(kFn, out_stats);
-    if (absl::Status s = kvtier::capi::CheckStructSize(
-            out_stats->struct_size, KVTIER_NAMESPACE_STATS_SIZE_V1, "out_stats->struct_size");
+    if (absl::Status s =
+            kvtier::capi::CheckStructSize(out_stats->struct_size, KVTIER_NAMESPACE_STATS_SIZE_V1,
+                                          "out_stats->struct_size", "kvtier_namespace_stats");
         !s.ok()) {
       return FromStatus(kFn, s);
     }

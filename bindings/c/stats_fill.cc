@@ -150,12 +150,13 @@ void FillNamespaceStats(const EngineStats& stats, size_t ns_index, kvtier_namesp
   out->struct_size = sizeof(*out);
 }
 
-absl::Status CheckStructSize(uint64_t struct_size, size_t v1_size, absl::string_view what) {
+absl::Status CheckStructSize(uint64_t struct_size, size_t v1_size, absl::string_view what,
+                             absl::string_view struct_name) {
   if (struct_size < v1_size || struct_size > KVTIER_STATS_MAX_SIZE || struct_size % 8 != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%s = %d is not the size of a version of this struct (a multiple of 8 from %d to %d); "
-        "set it to sizeof the struct",
-        what, struct_size, v1_size, KVTIER_STATS_MAX_SIZE));
+        "%s = %d is not the size of any version of %s (a multiple of 8 from %d to %d); set it "
+        "to sizeof(%s)",
+        what, struct_size, struct_name, v1_size, KVTIER_STATS_MAX_SIZE, struct_name));
   }
   return absl::OkStatus();
 }

@@ -45,10 +45,11 @@ void FillStats(const EngineStats& stats, kvtier_stats* out);
 // REQUIRES: ns_index < stats.namespaces.size().
 void FillNamespaceStats(const EngineStats& stats, size_t ns_index, kvtier_namespace_stats* out);
 
-// OK for a struct_size a caller may pass for a struct whose first version is `v1_size` bytes:
-// a multiple of 8 from v1_size to KVTIER_STATS_MAX_SIZE. InvalidArgument naming `what`
-// ("out_stats->struct_size") and the sizes otherwise.
-absl::Status CheckStructSize(uint64_t struct_size, size_t v1_size, absl::string_view what);
+// OK for a struct_size a caller may pass for `struct_name` ("kvtier_stats"), whose first
+// version is `v1_size` bytes: a multiple of 8 from v1_size to KVTIER_STATS_MAX_SIZE.
+// InvalidArgument naming `what` ("out_stats->struct_size"), the struct and the sizes otherwise.
+absl::Status CheckStructSize(uint64_t struct_size, size_t v1_size, absl::string_view what,
+                             absl::string_view struct_name);
 
 // Copies `full` (a struct of `full_size` bytes filled by this library, struct_size first) into
 // the caller's struct `out` of out->struct_size bytes: the prefix both have, zeros after it,

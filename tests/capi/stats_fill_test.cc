@@ -107,14 +107,19 @@ TEST(CStats, EachStatisticLandsInItsField) {
 }
 
 TEST(CStats, StructSizeIsAVersionOfTheStruct) {
-  EXPECT_TRUE(CheckStructSize(sizeof(kvtier_stats), KVTIER_STATS_SIZE_V1, "s").ok());
-  EXPECT_TRUE(CheckStructSize(KVTIER_STATS_SIZE_V1, KVTIER_STATS_SIZE_V1, "s").ok());
-  EXPECT_TRUE(CheckStructSize(KVTIER_STATS_MAX_SIZE, KVTIER_STATS_SIZE_V1, "s").ok());
+  EXPECT_TRUE(
+      CheckStructSize(sizeof(kvtier_stats), KVTIER_STATS_SIZE_V1, "s", "kvtier_stats").ok());
+  EXPECT_TRUE(
+      CheckStructSize(KVTIER_STATS_SIZE_V1, KVTIER_STATS_SIZE_V1, "s", "kvtier_stats").ok());
+  EXPECT_TRUE(
+      CheckStructSize(KVTIER_STATS_MAX_SIZE, KVTIER_STATS_SIZE_V1, "s", "kvtier_stats").ok());
   for (uint64_t bad : {uint64_t{0}, uint64_t{KVTIER_STATS_SIZE_V1 - 8},
                        uint64_t{KVTIER_STATS_SIZE_V1 + 1}, uint64_t{KVTIER_STATS_MAX_SIZE + 8}}) {
-    const absl::Status st = CheckStructSize(bad, KVTIER_STATS_SIZE_V1, "out_stats->struct_size");
+    const absl::Status st =
+        CheckStructSize(bad, KVTIER_STATS_SIZE_V1, "out_stats->struct_size", "kvtier_stats");
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(st.message().find("out_stats->struct_size"), std::string::npos) << st;
+    EXPECT_NE(st.message().find("sizeof(kvtier_stats)"), std::string::npos) << st;
   }
   // The first versions hold what C API version 2 had, and the structs grew after them.
   EXPECT_EQ(KVTIER_STATS_SIZE_V1, offsetof(kvtier_stats, prefetch_unused) + 8);
