@@ -151,9 +151,23 @@ void AddRows(Table& table, std::initializer_list<StatGroup> groups,
   }
 }
 
-std::vector<std::string> Titles(const std::vector<Column>& columns) {
+// A table titled `title` (its label column's header) with a column per `columns`.
+Table ColumnTable(const std::string& title, const std::vector<Column>& columns) {
+  std::vector<std::string> header = {title};
+  for (const Column& c : columns) header.push_back(c.title);
+  return Table(std::move(header));
+}
+
+// A figure of a statistic for some labels (a value now, or a change over an interval).
+using FigureFn = std::function<double(const StatInfo&, const StatLabels&)>;
+// hits / (hits + misses) for each column, as the cells of a row.
+std::vector<std::string> HitRatios(const std::vector<Column>& columns, const FigureFn& figure,
+                                   const StatInfo& hits, const StatInfo& misses) {
   std::vector<std::string> out;
-  for (const Column& c : columns) out.push_back(c.title);
+  for (const Column& c : columns) {
+    const double h = figure(hits, c.labels);
+    out.push_back(Ratio(h, h + figure(misses, c.labels)));
+  }
   return out;
 }
 
@@ -250,33 +264,23 @@ std::string FormatStats(const ordered_json& s) {
   out += info.Render();
 
   // Tiers, and their hit ratios.
+  const FigureFn now = [&](const StatInfo& info, const StatLabels& labels) {
+    return ValueOf(s, info, labels);
+  };
   const std::vector<Column> tiers = TierColumns(s);
-  std::vector<std::string> header = Titles(tiers);
-  header.insert(header.begin(), "tier");
-  Table tier_table(header);
+  Table tier_table = ColumnTable("tier", tiers);
   AddRows(tier_table, {StatGroup::kTier}, tiers, value);
-  std::vector<std::string> ratios;
-  for (const Column& c : tiers) {
-    const double hits = ValueOf(s, Stat(StatGroup::kTier, "hits"), c.labels);
-    const double misses = ValueOf(s, Stat(StatGroup::kTier, "misses"), c.labels);
-    ratios.push_back(Ratio(hits, hits + misses));
-  }
-  tier_table.Row("hit ratio", ratios);
+  tier_table.Row("hit ratio", HitRatios(tiers, now, Stat(StatGroup::kTier, "hits"),
+                                        Stat(StatGroup::kTier, "misses")));
   out += "\n" + tier_table.Render();
 
   // Namespaces, and their Match hit ratios.
   const std::vector<Column> spaces = NamespaceColumns(s);
-  header = Titles(spaces);
-  header.insert(header.begin(), "namespace");
-  Table ns_table(header);
+  Table ns_table = ColumnTable("namespace", spaces);
   AddRows(ns_table, {StatGroup::kNamespace, StatGroup::kNamespaceTier}, spaces, value);
-  ratios.clear();
-  for (const Column& c : spaces) {
-    const double hit = ValueOf(s, Stat(StatGroup::kNamespace, "matched_blocks"), c.labels);
-    const double miss = ValueOf(s, Stat(StatGroup::kNamespace, "missed_blocks"), c.labels);
-    ratios.push_back(Ratio(hit, hit + miss));
-  }
-  ns_table.Row("match hit ratio", ratios);
+  ns_table.Row("match hit ratio",
+               HitRatios(spaces, now, Stat(StatGroup::kNamespace, "matched_blocks"),
+                         Stat(StatGroup::kNamespace, "missed_blocks")));
   out += "\n" + ns_table.Render();
 
   // Engine-wide counters and prefetch.
@@ -326,7 +330,7 @@ std::string FormatTopFrame(const ordered_json& prev, const ordered_json& cur, do
     }
     return p;
   };
-  auto delta = [&](const StatInfo& info, const StatLabels& labels) {
+  const FigureFn delta = [&](const StatInfo& info, const StatLabels& labels) {
     return ValueOf(cur, info, labels) - ValueOf(prev, info, prev_labels(info, labels));
   };
   // Counters as rates over the interval; gauges as they are now.
@@ -344,29 +348,23 @@ std::string FormatTopFrame(const ordered_json& prev, const ordered_json& cur, do
   AddRows(info, {StatGroup::kInfo}, {Column{}}, cell);
   out += info.Render() + "\n";
   const std::vector<Column> tiers = TierColumns(cur);
-  std::vector<std::string> header = Titles(tiers);
-  header.insert(header.begin(), "tier");
-  Table tier_table(header);
+  Table tier_table = ColumnTable("tier", tiers);
   AddRows(tier_table, {StatGroup::kTier}, tiers, cell);
-  std::vector<std::string> occupancy, ratios, served;
+  std::vector<std::string> occupancy, served;
   const double loaded = delta(Stat(StatGroup::kEngine, "loaded_blocks"), {});
   for (const Column& c : tiers) {
     occupancy.push_back(Ratio(ValueOf(cur, Stat(StatGroup::kTier, "used_blocks"), c.labels),
                               ValueOf(cur, Stat(StatGroup::kTier, "capacity_blocks"), c.labels)));
-    const double hits = delta(Stat(StatGroup::kTier, "hits"), c.labels);
-    const double misses = delta(Stat(StatGroup::kTier, "misses"), c.labels);
-    ratios.push_back(Ratio(hits, hits + misses));
-    served.push_back(Ratio(hits, loaded));
+    served.push_back(Ratio(delta(Stat(StatGroup::kTier, "hits"), c.labels), loaded));
   }
   tier_table.Row("occupancy", occupancy);
-  tier_table.Row("hit ratio (interval)", ratios);
+  tier_table.Row("hit ratio (interval)", HitRatios(tiers, delta, Stat(StatGroup::kTier, "hits"),
+                                                   Stat(StatGroup::kTier, "misses")));
   tier_table.Row("loads served", served);
   out += tier_table.Render();
 
   const std::vector<Column> spaces = NamespaceColumns(cur);
-  header = Titles(spaces);
-  header.insert(header.begin(), "namespace");
-  Table ns_table(header);
+  Table ns_table = ColumnTable("namespace", spaces);
   AddRows(ns_table, {StatGroup::kNamespace, StatGroup::kNamespaceTier}, spaces, cell);
   out += "\n" + ns_table.Render();
 
