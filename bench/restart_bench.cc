@@ -14,7 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/strip.h"
 #include "bench/bench_util.h"
-#include "engine/engine_impl.h"
+#include "engine/options.h"
 #include "kvtier/engine.h"
 #include "rocksdb/db.h"
 #include "tiers/disk_tier.h"

@@ -291,16 +291,29 @@ TEST_P(EngineDeviceFaultTest, ErrorMidLoadFailsThatLoadOnlyAndLeaksNoPin) {
 }
 
 std::string DeviceCaseName(const ::testing::TestParamInfo<DeviceCase>& info) {
-  return info.param.kind == DeviceFault::Kind::kCopy ? std::string("Copy")
-                                                     : std::string("EventRecord");
+  switch (info.param.kind) {
+    case DeviceFault::Kind::kCopy:
+      return "Copy";
+    case DeviceFault::Kind::kEventRecord:
+      return "EventRecord";
+    case DeviceFault::Kind::kCallback:
+      return "Callback";
+    default:
+      return "Other";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, EngineDeviceFaultTest,
                          ::testing::Values(DeviceCase{DeviceFault::Kind::kCopy, "cudaMemcpy"}),
                          DeviceCaseName);
+// The completion cannot be attached (cudaLaunchHostFunc fails) after every copy and the
+// transfer's event are on the stream: without its completion the handle's Wait would never
+// return and its pins would leak, so the transfer fails like any other.
 INSTANTIATE_TEST_SUITE_P(AfterPartlyEnqueued, EngineDeviceFaultTest,
                          ::testing::Values(DeviceCase{DeviceFault::Kind::kEventRecord,
-                                                      "cudaEventRecord"}),
+                                                      "cudaEventRecord"},
+                                           DeviceCase{DeviceFault::Kind::kCallback,
+                                                      "cudaLaunchHostFunc"}),
                          DeviceCaseName);
 
 TEST_F(EngineFaultTest, LaunchErrorMidPagedStoreFailsThatStoreOnly) {
