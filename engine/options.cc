@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/admission_policy.h"
-#include "engine/eviction_policy.h"
+#include "engine/eviction/eviction_policy.h"
 #include "kvtier/engine.h"
 
 namespace kvtier {

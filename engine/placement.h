@@ -46,7 +46,7 @@
 #include "engine/completion_queue.h"
 #include "engine/copy_planner.h"
 #include "engine/engine_counters.h"
-#include "engine/eviction_policy.h"
+#include "engine/eviction/eviction_policy.h"
 #include "engine/namespace_registry.h"
 #include "kvtier/engine.h"
 #include "kvtier/tier_kind.h"
