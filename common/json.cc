@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <iterator>
 #include <string>
 #include <utility>
@@ -420,6 +421,13 @@ const ordered_json* Find(const ordered_json& value, absl::string_view pointer) {
   } catch (const ordered_json::exception&) {
     return nullptr;  // a malformed pointer, or an array index beyond size_t
   }
+}
+
+ordered_json RoundedNumber(double v, int digits) {
+  if (!std::isfinite(v)) return nullptr;
+  const double r = std::strtod(absl::StrFormat("%.*g", digits, v).c_str(), nullptr);
+  if (r == std::trunc(r) && std::fabs(r) < 9007199254740992.0) return static_cast<int64_t>(r);
+  return r;
 }
 
 std::string Dump(const ordered_json& value, int indent) {

@@ -78,6 +78,11 @@ std::string NumberText(const nlohmann::ordered_json& value);
 // when a step is missing or the pointer is malformed.
 const nlohmann::ordered_json* Find(const nlohmann::ordered_json& value, absl::string_view pointer);
 
+// `v` rounded to `digits` significant digits, for figures that are read by people as well as
+// programs (the benchmarks' JSON line, the demo's): a whole number becomes an integer (1000,
+// not 1000.0), and a number that is not finite becomes null.
+nlohmann::ordered_json RoundedNumber(double v, int digits = 6);
+
 // Serializes `value`: compact when indent < 0, else pretty-printed with `indent` spaces per
 // level. Non-finite numbers print as null (JSON has no NaN or infinity) and bytes that are not
 // UTF-8 as U+FFFD, so this never fails.

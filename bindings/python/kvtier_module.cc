@@ -266,31 +266,6 @@ size_t CheckBlocksArray(const py::array& a, const Geometry& g, const char* what,
   return static_cast<size_t>(shape[0]);
 }
 
-absl::StatusOr<DeviceChoice> ParseDevice(const std::string& s) {
-  if (s == "auto") return DeviceChoice::kAuto;
-  if (s == "cuda") return DeviceChoice::kCuda;
-  if (s == "emulated") return DeviceChoice::kEmulated;
-  return absl::InvalidArgumentError(
-      absl::StrFormat("device '%s': expected 'auto', 'cuda' or 'emulated'", s));
-}
-const char* DeviceChoiceName(DeviceChoice c) {
-  switch (c) {
-    case DeviceChoice::kAuto:
-      return "auto";
-    case DeviceChoice::kCuda:
-      return "cuda";
-    case DeviceChoice::kEmulated:
-      return "emulated";
-  }
-  return "?";
-}
-absl::StatusOr<KeyHash> ParseKeyHash(const std::string& s) {
-  if (s == "sha256") return KeyHash::kSha256;
-  if (s == "xxh3") return KeyHash::kXxh3;
-  return absl::InvalidArgumentError(
-      absl::StrFormat("key_hash '%s': expected 'sha256' or 'xxh3'", s));
-}
-
 // ----------------------------------------------------------------------------- staging
 
 // A device buffer and the stream that fills and drains it. Pooled by Staging.
@@ -407,13 +382,6 @@ struct OpenEngine {
   }
 };
 
-// The layout names of the Python API.
-PageLayout ParseLayout(const std::string& s) {
-  if (s == "nhd") return PageLayout::kNhd;
-  if (s == "hnd") return PageLayout::kHnd;
-  ThrowInvalid(absl::StrFormat("layout '%s': expected 'nhd' or 'hnd'", s));
-}
-
 std::vector<DevicePtr> DevicePtrs(const std::vector<uint64_t>& addresses) {
   std::vector<DevicePtr> out;
   out.reserve(addresses.size());
@@ -426,7 +394,7 @@ KvBuffers PagedBuffers(const std::vector<uint64_t>& layers, uint32_t num_pages,
   KvBuffers::PagedPool pool;
   pool.layers = DevicePtrs(layers);
   pool.num_pages = num_pages;
-  pool.layout = ParseLayout(layout);
+  pool.layout = ValueOrThrow(ParsePageLayout(layout));  // "nhd" or "hnd", any case
   return KvBuffers::Paged(std::move(pool), std::move(pages));
 }
 
@@ -940,7 +908,7 @@ disk_bytes=, ttl_s=), secure_erase. Other: lease_timeout_s, metrics_port.)doc");
       "device",
       [](const EngineOptions& x) { return std::string(DeviceChoiceName(x.device.choice)); },
       [](EngineOptions& x, const std::string& v) {
-        x.device.choice = ValueOrThrow(ParseDevice(v));
+        x.device.choice = ValueOrThrow(ParseDeviceChoice(v));
       });
   KVTIER_FIELD("cuda_ordinal", device.cuda_ordinal);
   KVTIER_FIELD("emulated_copy_gbps", device.emulated_copy_gbps);

@@ -1,7 +1,7 @@
 // tests/common/json_test.cc — the strict JSON reader and helpers (common/json.h): values and
 // their order, string escapes, numbers kept exact and read as integers only when written as
 // one, every kind of malformed input with its message and byte offset, duplicate keys (small
-// and large objects), the depth limit, JSON pointers and the writer.
+// and large objects), the depth limit, JSON pointers, the writer and rounded figures.
 
 #include "common/json.h"
 
@@ -295,6 +295,18 @@ TEST(Json, DumpNeverFailsAndRoundTrips) {
   ASSERT_TRUE(back.ok()) << back.status();
   v["s"] = "ok \xef\xbf\xbd \"q\"\n";
   EXPECT_EQ(*back, v);
+}
+
+TEST(Json, RoundedNumbersKeepSixDigitsAndPrintWholeNumbersAsIntegers) {
+  EXPECT_EQ(Dump(RoundedNumber(0.123456789)), "0.123457");
+  EXPECT_EQ(Dump(RoundedNumber(-2.5)), "-2.5");
+  EXPECT_EQ(Dump(RoundedNumber(1000.0)), "1000");
+  EXPECT_EQ(Dump(RoundedNumber(12345678)), "12345700");
+  EXPECT_EQ(Dump(RoundedNumber(1.5e-7)), "1.5e-07");
+  EXPECT_EQ(Dump(RoundedNumber(1e300)), "1e+300");
+  EXPECT_EQ(Dump(RoundedNumber(0.123456789, 3)), "0.123");
+  EXPECT_EQ(Dump(RoundedNumber(std::numeric_limits<double>::quiet_NaN())), "null");
+  EXPECT_EQ(Dump(RoundedNumber(-std::numeric_limits<double>::infinity())), "null");
 }
 
 TEST(Json, TypeNames) {
