@@ -14,46 +14,28 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "common/flags.h"
 #include "kvtier/engine.h"
+#include "workload/trace.h"
 
 namespace kvtier::bench {
 namespace {
 
-// Parses the "hash_ids" array of each line; the line number names a malformed line.
+// The "hash_ids" of the trace's first `limit` requests, read by workload/trace.h's reader (a
+// malformed line is named by its number).
 std::vector<std::vector<int64_t>> ReadTrace(const std::string& path, size_t limit) {
-  std::ifstream in(path);
-  if (!in) Die("cannot open trace '" + path + "' (pass --trace=PATH)");
+  absl::StatusOr<std::vector<workload::Request>> requests = workload::ReadMooncakeTrace(path);
+  if (!requests.ok()) Die(absl::StrCat(requests.status().message(), " (pass --trace=PATH)"));
   std::vector<std::vector<int64_t>> out;
-  std::string line;
-  size_t n = 0;
-  while (std::getline(in, line) && out.size() < limit) {
-    ++n;
-    const size_t k = line.find("\"hash_ids\"");
-    const size_t open = line.find('[', k);
-    const size_t close = line.find(']', open);
-    if (k == std::string::npos || open == std::string::npos || close == std::string::npos) {
-      Die(absl::StrFormat("%s:%d: no hash_ids array", path, n));
-    }
-    std::vector<int64_t> ids;
-    for (absl::string_view v :
-         absl::StrSplit(absl::string_view(line).substr(open + 1, close - open - 1), ',',
-                        absl::SkipWhitespace())) {
-      int64_t id;
-      if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(v), &id)) {
-        Die(absl::StrFormat("%s:%d: bad hash id '%s'", path, n, v));
-      }
-      ids.push_back(id);
-    }
-    out.push_back(std::move(ids));
+  for (const workload::Request& r : *requests) {
+    if (out.size() == limit) break;
+    out.emplace_back(r.blocks.begin(), r.blocks.end());
   }
   return out;
 }
@@ -149,26 +131,17 @@ Result Replay(const std::vector<std::vector<int64_t>>& trace, uint32_t min_seen,
 int Main(int argc, char** argv) {
   std::string trace_path = "../shared/traces/mooncake_synthetic_trace.jsonl";
   size_t host_blocks = 1500, disk_blocks = 10000, requests = 1000000;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view s(argv[i]);
-    bool ok = true;
-    if (absl::ConsumePrefix(&s, "--trace=")) {
-      trace_path = std::string(s);
-    } else if (absl::ConsumePrefix(&s, "--host-blocks=")) {
-      ok = absl::SimpleAtoi(s, &host_blocks) && host_blocks >= 64;
-    } else if (absl::ConsumePrefix(&s, "--disk-blocks=")) {
-      ok = absl::SimpleAtoi(s, &disk_blocks) && disk_blocks >= 64;
-    } else if (absl::ConsumePrefix(&s, "--requests=")) {
-      ok = absl::SimpleAtoi(s, &requests) && requests > 0;
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      std::fprintf(stderr, "bad argument '%s'\nusage: bench/run admission [--trace=PATH] "
-                   "[--host-blocks=N>=64] [--disk-blocks=N>=64] [--requests=N]\n", argv[i]);
-      return 2;
-    }
-  }
+  CLI::App app(
+      "bench admission: the disk admission policies (admit_min_seen 1, 2, 3) on a replayed "
+      "trace, prefix hit ratio against SSD bytes written",
+      "bench/run admission");
+  flags::AddTrace(app, &trace_path);
+  flags::AddBlocks(app, "--host-blocks", &host_blocks, 64, "host tier capacity, blocks");
+  flags::AddBlocks(app, "--disk-blocks", &disk_blocks, 64, "disk tier capacity, blocks");
+  app.add_option("--requests", requests, "replay at most N requests of the trace")
+      ->check(flags::AtLeast<size_t>(1))
+      ->capture_default_str();
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
   const auto trace = ReadTrace(trace_path, requests);
   // Ceiling: an unbounded cache hits every block it has seen before.
   uint64_t total = 0, repeat = 0;

@@ -26,14 +26,14 @@
 #include <cstring>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "common/flags.h"
 #include "examples/llm/attention.h"
 #include "kernels/numeric.h"
 #include "kvtier/device.h"
@@ -184,41 +184,24 @@ SizeResult RunSize(Device& device, Stream& stream, const Args& args, uint64_t to
 
 int Main(int argc, char** argv) {
   Args args;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view a(argv[i]);
-    bool ok = true;
-    if (absl::ConsumePrefix(&a, "--device=")) {
-      if (a == "auto") {
-        args.device = DeviceChoice::kAuto;
-      } else if (a == "emulated") {
-        args.device = DeviceChoice::kEmulated;
-      } else if (a == "cuda") {
-        args.device = DeviceChoice::kCuda;
-      } else {
-        ok = false;
-      }
-    } else if (absl::ConsumePrefix(&a, "--max-tokens=")) {
-      ok = absl::SimpleAtoi(a, &args.max_tokens) && args.max_tokens >= 4096;
-    } else if (absl::ConsumePrefix(&a, "--seqs=")) {
-      ok = absl::SimpleAtoi(a, &args.seqs) && args.seqs > 0;
-    } else if (absl::ConsumePrefix(&a, "--block-tokens=")) {
-      ok = absl::SimpleAtoi(a, &args.block_tokens) && args.block_tokens > 0;
-    } else if (absl::ConsumePrefix(&a, "--splits=")) {
-      ok = absl::SimpleAtoi(a, &args.splits) && args.splits <= kMaxDecodeAttentionSplits;
-    } else if (absl::ConsumePrefix(&a, "--runs=")) {
-      ok = absl::SimpleAtoi(a, &args.runs) && args.runs > 0;
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      std::fprintf(stderr,
-                   "bad argument '%s'\nusage: bench/run attention [--device=auto|emulated|cuda] "
-                   "[--max-tokens=N>=4096] [--seqs=N] [--block-tokens=N] [--runs=N] "
-                   "[--splits=0..%d (0 = automatic)]\n",
-                   argv[i], kMaxDecodeAttentionSplits);
-      return 2;
-    }
-  }
+  CLI::App app(
+      "bench attention: decode attention over a paged block table, 4K..1M tokens, vs a "
+      "device-to-device copy",
+      "bench/run attention");
+  flags::AddDevice(app, &args.device);
+  app.add_option("--max-tokens", args.max_tokens, "largest context measured (default: by device)")
+      ->check(flags::AtLeast<uint64_t>(4096));
+  app.add_option("--seqs", args.seqs, "sequences of the same length, one query token each")
+      ->check(flags::AtLeast<uint32_t>(1))
+      ->capture_default_str();
+  app.add_option("--block-tokens", args.block_tokens, "tokens per block of the paged pool")
+      ->check(flags::AtLeast<uint32_t>(1))
+      ->capture_default_str();
+  app.add_option("--splits", args.splits, "splits of the context per sequence (0 = automatic)")
+      ->check(CLI::Range(0u, static_cast<unsigned>(kMaxDecodeAttentionSplits)))
+      ->capture_default_str();
+  flags::AddRuns(app, &args.runs);
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
 
   DeviceOptions options;
   options.choice = args.device;

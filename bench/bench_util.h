@@ -1,5 +1,6 @@
 // bench/bench_util.h — what every kvtier benchmark shares: timing, the in-run memcpy ceiling,
-// and the contract's last line (one JSON object; see DESIGN.md, "The benchmark contract").
+// and the contract's last line (one JSON object, built with nlohmann-json; see DESIGN.md,
+// "The benchmark contract"). Flags: common/flags.h.
 
 #ifndef KVTIER_BENCH_BENCH_UTIL_H_
 #define KVTIER_BENCH_BENCH_UTIL_H_
@@ -14,7 +15,8 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
+#include "common/flags.h"
+#include "common/json.h"
 
 namespace kvtier::bench {
 
@@ -47,32 +49,38 @@ inline double MemcpyGbps(size_t bytes, int runs = 5) {
   return bytes / s / 1e9;
 }
 
-// Builds the contract's JSON line. Values are numbers or strings.
+// Builds the contract's JSON line: one object whose fields keep the order they were added in
+// (the contract's "bench", "figure", "unit", "ceiling", "ceiling_source", "ratio" first).
+// Strings are escaped; numbers keep six significant digits (a whole number prints as one) and
+// a number that is not finite prints as null.
 class JsonLine {
  public:
-  JsonLine& Num(const std::string& k, double v) {
-    fields_.push_back(absl::StrFormat("\"%s\": %.6g", k, v));
+  JsonLine& Num(const std::string& key, double v) {
+    fields_[key] = json::RoundedNumber(v);
     return *this;
   }
-  JsonLine& Str(const std::string& k, const std::string& v) {
-    fields_.push_back(absl::StrFormat("\"%s\": \"%s\"", k, v));
+  JsonLine& Str(const std::string& key, const std::string& v) {
+    fields_[key] = v;
     return *this;
   }
-  // A value that is already JSON (an array, say), written as given.
-  JsonLine& Raw(const std::string& k, const std::string& json) {
-    fields_.push_back(absl::StrFormat("\"%s\": %s", k, json));
+  // An array of numbers, each rounded as Num rounds it.
+  JsonLine& Nums(const std::string& key, const std::vector<double>& v) {
+    nlohmann::ordered_json items = nlohmann::ordered_json::array();
+    for (double x : v) items.push_back(json::RoundedNumber(x));
+    fields_[key] = std::move(items);
     return *this;
   }
-  // Appends another line's fields after this one's.
+  // Adds another line's fields after this one's (a field of the same name takes its value).
   JsonLine& Merge(const JsonLine& other) {
-    fields_.insert(fields_.end(), other.fields_.begin(), other.fields_.end());
+    for (const auto& [key, value] : other.fields_.items()) fields_[key] = value;
     return *this;
   }
+  const nlohmann::ordered_json& fields() const { return fields_; }
   // Prints the line; it must be the program's last output.
-  void Print() const { std::printf("{%s}\n", absl::StrJoin(fields_, ", ").c_str()); }
+  void Print() const { std::printf("%s\n", json::Dump(fields_).c_str()); }
 
  private:
-  std::vector<std::string> fields_;
+  nlohmann::ordered_json fields_ = nlohmann::ordered_json::object();
 };
 
 [[noreturn]] inline void Die(const std::string& what) {

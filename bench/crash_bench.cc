@@ -17,14 +17,15 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "common/flags.h"
 #include "kvtier/engine.h"
 
 namespace kvtier::bench {
@@ -181,30 +182,27 @@ int Main(int argc, char** argv) {
   int rounds = 50;
   std::string dir = "/tmp/kvtier-bench-crash";
   uint64_t seed = 1;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view s(argv[i]);
-    bool ok = true;
-    if (absl::ConsumePrefix(&s, "--child=")) {
-      const size_t comma = s.find(',');
-      uint64_t child_seed = 0;
-      if (comma == absl::string_view::npos || !absl::SimpleAtoi(s.substr(comma + 1), &child_seed)) {
-        return 2;
-      }
-      Child(std::string(s.substr(0, comma)), child_seed);
-    } else if (absl::ConsumePrefix(&s, "--rounds=")) {
-      ok = absl::SimpleAtoi(s, &rounds) && rounds > 0;
-    } else if (absl::ConsumePrefix(&s, "--dir=")) {
-      dir = std::string(s);
-    } else if (absl::ConsumePrefix(&s, "--seed=")) {
-      ok = absl::SimpleAtoi(s, &seed);
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      std::fprintf(stderr, "bad argument '%s'\nusage: bench/run crash [--rounds=N] [--dir=PATH] "
-                   "[--seed=N]\n", argv[i]);
+  CLI::App app(
+      "bench crash: SIGKILL a writer at random points, reopen, verify every block byte for "
+      "byte",
+      "bench/run crash");
+  app.add_option("--rounds", rounds, "writers killed")
+      ->check(flags::AtLeast(1))
+      ->capture_default_str();
+  flags::AddDir(app, &dir, "the cache directory (emptied first)");
+  flags::AddSeed(app, &seed);
+  // The child this program re-executes: --child=DIR,SEED runs the writer until killed.
+  std::string child;
+  app.add_option("--child", child)->group("");
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
+  if (!child.empty()) {
+    const size_t comma = child.find(',');
+    uint64_t child_seed = 0;
+    if (comma == std::string::npos ||
+        !absl::SimpleAtoi(absl::string_view(child).substr(comma + 1), &child_seed)) {
       return 2;
     }
+    Child(child.substr(0, comma), child_seed);
   }
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);

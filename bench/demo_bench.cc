@@ -13,52 +13,53 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "common/flags.h"
+#include "common/json.h"
 
 namespace kvtier::bench {
 namespace {
 
-// The value of "key": in a flat JSON object, as text ("" when absent).
-std::string Field(const std::string& json, const std::string& key) {
-  const std::string needle = "\"" + key + "\": ";
-  const size_t at = json.find(needle);
-  if (at == std::string::npos) return "";
-  size_t begin = at + needle.size();
-  size_t end;
-  if (json[begin] == '"') {
-    ++begin;
-    end = json.find('"', begin);
-  } else {
-    end = json.find_first_of(",}", begin);
-  }
-  return end == std::string::npos ? "" : json.substr(begin, end - begin);
-}
+// The demo's JSON object, and its fields by name.
+class DemoFigures {
+ public:
+  explicit DemoFigures(nlohmann::ordered_json figures) : figures_(std::move(figures)) {}
 
-double Num(const std::string& json, const std::string& key) {
-  double v = 0;
-  if (!absl::SimpleAtod(Field(json, key), &v)) Die("demo output lacks numeric field " + key);
-  return v;
-}
+  double Num(const std::string& key) const {
+    const auto it = figures_.find(key);
+    if (it == figures_.end() || !it->is_number()) Die("demo output lacks numeric field " + key);
+    return it->get<double>();
+  }
+  std::string Str(const std::string& key) const {
+    const auto it = figures_.find(key);
+    return it != figures_.end() && it->is_string() ? it->get<std::string>() : "";
+  }
+
+ private:
+  nlohmann::ordered_json figures_;
+};
 
 int Main(int argc, char** argv) {
   double link_gbps = 0;
+  CLI::App app(
+      "bench demo: the long-context demo, prefetch on and off: decode tokens/s, stall, TTFT "
+      "reuse vs recompute. Flags it does not know go to the demo "
+      "(kvtier_long_context_demo --help lists them).",
+      "bench/run demo");
+  app.add_option("--link-gbps", link_gbps,
+                 "host->device link bandwidth for the ceiling (measure it with bench/run "
+                 "gpu-copy); default: the demo's emulated throttle")
+      ->check(CLI::PositiveNumber.description("> 0"));
+  app.allow_extras();
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
   std::string flags;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view a(argv[i]);
-    if (absl::ConsumePrefix(&a, "--link-gbps=")) {
-      if (!absl::SimpleAtod(a, &link_gbps) || link_gbps <= 0) Die("bad --link-gbps");
-      continue;
-    }
-    absl::StrAppend(&flags, " '", argv[i], "'");
-  }
+  for (const std::string& extra : app.remaining()) absl::StrAppend(&flags, " '", extra, "'");
   const std::filesystem::path self = std::filesystem::canonical("/proc/self/exe");
   const std::filesystem::path demo =
       self.parent_path().parent_path() / "examples" / "kvtier_long_context_demo";
@@ -74,26 +75,33 @@ int Main(int argc, char** argv) {
   char buf[4096];
   while (size_t n = fread(buf, 1, sizeof(buf), pipe)) out.append(buf, n);
   const int status = pclose(pipe);
-  const size_t brace = out.rfind('{');
-  if (brace == std::string::npos) Die("the demo printed no JSON (exit status " + std::to_string(status) + ")");
-  const std::string json = out.substr(brace);
+  // The demo's last line is its JSON object.
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  const size_t last_line = out.rfind('\n');
+  absl::StatusOr<nlohmann::ordered_json> parsed =
+      json::Parse(last_line == std::string::npos ? out : out.substr(last_line + 1));
+  if (!parsed.ok() || !parsed->is_object()) {
+    Die(absl::StrCat("the demo printed no JSON object last (exit status ", status, ")",
+                     parsed.ok() ? "" : absl::StrCat(": ", parsed.status().message())));
+  }
+  const DemoFigures figures(*std::move(parsed));
 
-  const double tps = Num(json, "decode_tokens_per_s_prefetch");
-  const double kv_bytes = Num(json, "kv_mib") * 1048576.0;
-  const double link = link_gbps > 0 ? link_gbps : Num(json, "copy_gbps");
-  const std::string device = Field(json, "device");
+  const double tps = figures.Num("decode_tokens_per_s_prefetch");
+  const double kv_bytes = figures.Num("kv_mib") * 1048576.0;
+  const double link = link_gbps > 0 ? link_gbps : figures.Num("copy_gbps");
+  const std::string device = figures.Str("device");
   const double ceiling = link > 0 ? link * 1e9 / kv_bytes : 0;
 
   std::printf("decode with prefetch    %.2f tokens/s, stall %.1f%%\n", tps,
-              100 * Num(json, "stall_fraction_prefetch"));
+              100 * figures.Num("stall_fraction_prefetch"));
   std::printf("decode without prefetch %.2f tokens/s, stall %.1f%%\n",
-              Num(json, "decode_tokens_per_s_no_prefetch"),
-              100 * Num(json, "stall_fraction_no_prefetch"));
+              figures.Num("decode_tokens_per_s_no_prefetch"),
+              100 * figures.Num("stall_fraction_no_prefetch"));
   std::printf("TTFT turn 2             %.3f s reusing vs %.3f s recomputing (%.1fx)\n",
-              Num(json, "ttft_reuse_s"), Num(json, "ttft_recompute_s"),
-              Num(json, "ttft_recompute_s") / Num(json, "ttft_reuse_s"));
+              figures.Num("ttft_reuse_s"), figures.Num("ttft_recompute_s"),
+              figures.Num("ttft_recompute_s") / figures.Num("ttft_reuse_s"));
   std::printf("check                   %s, turn-2 first tokens agree: %s\n",
-              Field(json, "check").c_str(), Field(json, "turn2_first_token_match").c_str());
+              figures.Str("check").c_str(), figures.Str("turn2_first_token_match").c_str());
 
   JsonLine line;
   line.Str("bench", "demo")
@@ -108,18 +116,33 @@ int Main(int argc, char** argv) {
                     : "none: unthrottled emulated link; pass --link-gbps")
       .Num("ratio", ceiling > 0 ? tps / ceiling : 0)
       .Str("device", device);
-  for (const char* key :
-       {"stall_fraction_prefetch", "stall_fraction_no_prefetch", "decode_tokens_per_s_no_prefetch",
-        "ttft_reuse_s", "ttft_recompute_s", "reused_tokens", "context_tokens", "kv_mib",
-        "gpu_tier_mib", "host_tier_mib", "kv_over_gpu", "prefill_tokens_per_s",
-        "gpu_bytes_in_prefetch", "host_bytes_out_prefetch", "disk_bytes_out_prefetch",
-        "gpu_bytes_in_no_prefetch", "host_bytes_out_no_prefetch", "disk_bytes_out_no_prefetch",
-        "prefetch_in_time", "prefetch_late", "prefetch_unused", "max_logit_diff",
-        "token_mismatches"}) {
-    line.Num(key, Num(json, key));
+  for (const char* key : {"stall_fraction_prefetch",
+                          "stall_fraction_no_prefetch",
+                          "decode_tokens_per_s_no_prefetch",
+                          "ttft_reuse_s",
+                          "ttft_recompute_s",
+                          "reused_tokens",
+                          "context_tokens",
+                          "kv_mib",
+                          "gpu_tier_mib",
+                          "host_tier_mib",
+                          "kv_over_gpu",
+                          "prefill_tokens_per_s",
+                          "gpu_bytes_in_prefetch",
+                          "host_bytes_out_prefetch",
+                          "disk_bytes_out_prefetch",
+                          "gpu_bytes_in_no_prefetch",
+                          "host_bytes_out_no_prefetch",
+                          "disk_bytes_out_no_prefetch",
+                          "prefetch_in_time",
+                          "prefetch_late",
+                          "prefetch_unused",
+                          "max_logit_diff",
+                          "token_mismatches"}) {
+    line.Num(key, figures.Num(key));
   }
-  line.Str("check", Field(json, "check"))
-      .Str("turn2_first_token_match", Field(json, "turn2_first_token_match"));
+  line.Str("check", figures.Str("check"))
+      .Str("turn2_first_token_match", figures.Str("turn2_first_token_match"));
   line.Print();
   return status == 0 ? 0 : 1;
 }

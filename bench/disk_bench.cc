@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -35,6 +36,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "common/flags.h"
 #include "common/mutex.h"
 #include "kernels/numeric.h"
 #include "kernels/quantize.h"
@@ -292,47 +294,51 @@ Figures RunSize(const Args& a, size_t kib) {
 
 int Main(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view s(argv[i]);
-    bool ok = true;
-    if (absl::ConsumePrefix(&s, "--dir=")) {
-      a.dir = std::string(s);
-    } else if (absl::ConsumePrefix(&s, "--file-mib=")) {
-      ok = absl::SimpleAtoi(s, &a.file_mib) && a.file_mib >= 256;
-    } else if (absl::ConsumePrefix(&s, "--qd=")) {
-      ok = absl::SimpleAtoi(s, &a.qd) && a.qd >= 1 && a.qd <= 256;
-    } else if (absl::ConsumePrefix(&s, "--seconds=")) {
-      ok = absl::SimpleAtod(s, &a.seconds) && a.seconds > 0;
-    } else if (absl::ConsumePrefix(&s, "--sizes=")) {
-      a.sizes_kib.clear();
-      for (absl::string_view v : absl::StrSplit(s, ',')) {
-        size_t mult = 1;
-        if (absl::ConsumeSuffix(&v, "m")) mult = 1024;
-        else absl::ConsumeSuffix(&v, "k");
-        size_t x = 0;
-        ok = ok && absl::SimpleAtoi(v, &x) && x * mult >= 64 && (x * mult) % 64 == 0;
-        a.sizes_kib.push_back(x * mult);
-      }
-    } else if (absl::ConsumePrefix(&s, "--codec=")) {
-      absl::StatusOr<Codec> codec = ParseCodec(s);
-      ok = codec.ok();
-      if (ok) a.codec = *codec;
-    } else if (s == "--fallback-io") {
-      a.fallback_io = true;
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      std::fprintf(stderr, "bad argument '%s'\nusage: bench/run disk [--dir=PATH] [--file-mib=N>=256] "
-                   "[--qd=N] [--seconds=S] [--sizes=256k,2m,8m] "
-                   "[--codec=none|zstd|zstd-shuffle|fp8|int8] "
-                   "[--fallback-io]\n", argv[i]);
-      return 2;
-    }
-  }
-  std::printf("disk tier vs fio (io_uring, O_DIRECT), %zu MiB file in %s, queue depth %d, "
-              "codec %s\n",
-              a.file_mib, a.dir.c_str(), a.qd, CodecName(a.codec));
+  CLI::App app(
+      "bench disk: disk tier write and random read at 256 KiB, 2 MiB, 8 MiB blocks, vs fio "
+      "io_uring O_DIRECT in the same run",
+      "bench/run disk");
+  flags::AddDir(app, &a.dir, "where the cache directory and fio's file go");
+  app.add_option("--file-mib", a.file_mib, "bytes per run, MiB (the cache and fio's file)")
+      ->check(flags::AtLeast<size_t>(256))
+      ->capture_default_str();
+  app.add_option("--qd", a.qd, "operations in flight")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  app.add_option("--seconds", a.seconds, "seconds of random reads per run")
+      ->check(CLI::PositiveNumber.description("> 0"))
+      ->capture_default_str();
+  app.add_option_function<std::string>(
+         "--sizes",
+         [&a](const std::string& v) {
+           a.sizes_kib.clear();
+           for (absl::string_view written : absl::StrSplit(v, ',')) {
+             absl::string_view size = written;
+             size_t mult = 1;
+             if (absl::ConsumeSuffix(&size, "m")) {
+               mult = 1024;
+             } else {
+               absl::ConsumeSuffix(&size, "k");
+             }
+             size_t x = 0;
+             if (!absl::SimpleAtoi(size, &x) || x * mult < 64 || (x * mult) % 64 != 0) {
+               throw CLI::ValidationError("--sizes", "'" + std::string(written) +
+                                                         "' is not a block size: 64k or more, "
+                                                         "a multiple of 64k (256k, 2m, ...)");
+             }
+             a.sizes_kib.push_back(x * mult);
+           }
+         },
+         "block sizes, comma-separated: 256k,2m,8m")
+      ->default_str("256k,2m,8m");
+  flags::AddParsed(app, "--codec", &a.codec, ParseCodec, CodecName,
+                   "none|zstd|zstd-shuffle|fp8|int8", "the codec records are written with");
+  app.add_flag("--fallback-io", a.fallback_io, "thread-pool I/O instead of io_uring");
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
+  std::printf(
+      "disk tier vs fio (io_uring, O_DIRECT), %zu MiB file in %s, queue depth %d, "
+      "codec %s\n",
+      a.file_mib, a.dir.c_str(), a.qd, CodecName(a.codec));
   std::printf("%8s %12s %12s %8s %12s %12s %8s %9s %10s %10s %9s\n", "block", "write GB/s",
               "fio write", "ratio", "read GB/s", "fio read", "ratio", "stored", "max err",
               "mean err", "rel RMS");

@@ -28,6 +28,7 @@
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "bench/workload_flags.h"
+#include "common/flags.h"
 #include "workload/engine_policy_adapter.h"
 #include "workload/generators.h"
 #include "workload/reuse.h"
@@ -144,7 +147,8 @@ std::string Plot(const std::filesystem::path& dir, const std::string& title,
         << "plot for [i=2:" << num_policies + 1 << "] '" << dat.string()
         << "' using 1:i with linespoints lw 2 title columnheader(i), \\\n"
         << "     for [i=" << num_policies + 2 << ":" << rows.size() + 1 << "] '" << dat.string()
-        << "' using 1:i with linespoints lw 3 dt 2 lc 'black' pt (i + 4) title columnheader(i), \\\n"
+        << "' using 1:i with linespoints lw 3 dt 2 lc 'black' pt (i + 4) title columnheader(i), "
+           "\\\n"
         << absl::StrFormat("     %.6f with lines lc 'black' dt 3 title 'unbounded cache'\n",
                            unbounded_miss);
   }
@@ -184,51 +188,48 @@ int Main(int argc, char** argv) {
     ParseCapacity(c, &s);
     specs.push_back(s);
   }
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view s(argv[i]);
-    bool ok = true;
-    if (absl::ConsumePrefix(&s, "--trace=")) {
-      trace_path = std::string(s);
-    } else if (absl::ConsumePrefix(&s, "--workload=")) {
-      workload_name = std::string(s);
-      ok = workload_name == "mooncake" || workload_name == "chat" || workload_name == "rag" ||
-           workload_name == "agent" || workload_name == "scan";
-    } else if (absl::ConsumePrefix(&s, "--capacities=")) {
-      specs.clear();
-      for (absl::string_view c : absl::StrSplit(s, ',', absl::SkipEmpty())) {
-        CapacitySpec spec;
-        ok = ok && ParseCapacity(c, &spec);
-        specs.push_back(spec);
-      }
-      ok = ok && !specs.empty();
-    } else if (absl::ConsumePrefix(&s, "--policies=")) {
-      policies = absl::StrSplit(s, ',', absl::SkipEmpty());
-      for (const std::string& p : policies) {
-        ok = ok && workload::EnginePolicyAdapter::Create(p, 1).ok();
-      }
-      // The figure is the default policy's, and gap_closed_* is measured from LRU.
-      for (const char* needed : {kDefaultPolicy, "lru"}) {
-        if (std::find(policies.begin(), policies.end(), needed) == policies.end()) {
-          policies.insert(policies.begin(), needed);
-        }
-      }
-    } else if (absl::ConsumePrefix(&s, "--seed=")) {
-      ok = absl::SimpleAtoi(s, &seed);
-    } else if (absl::ConsumePrefix(&s, "--out-dir=")) {
-      out_dir = std::string(s);
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      std::fprintf(stderr,
-                   "bad argument '%s'\nusage: bench/run eviction "
-                   "[--workload=mooncake|chat|rag|agent|scan] [--trace=PATH] "
-                   "[--capacities=1/50,0.05,...|BLOCKS,...] [--policies=lru,fifo,clock,sieve,"
-                   "s3fifo,arc,tinylfu,lfu] [--seed=N] [--out-dir=DIR]\n",
-                   argv[i]);
-      return 2;
-    }
-  }
+  CLI::App app(
+      "bench eviction: eviction policies x capacities on a trace (metadata simulation) vs "
+      "Belady's optimum; PNG plot",
+      "bench/run eviction");
+  AddWorkloadFlags(app, &workload_name, &trace_path);
+  app.add_option_function<std::vector<std::string>>(
+         "--capacities",
+         [&specs](const std::vector<std::string>& values) {
+           specs.clear();
+           for (const std::string& c : values) {
+             CapacitySpec spec;
+             if (!ParseCapacity(c, &spec)) {
+               throw CLI::ValidationError("--capacities",
+                                          "'" + c +
+                                              "' is not a fraction (1/8, 0.125) or a "
+                                              "block count");
+             }
+             specs.push_back(spec);
+           }
+         },
+         "fractions of the trace's distinct blocks (1/8 or 0.125) or block counts, "
+         "comma-separated")
+      ->delimiter(',')
+      ->default_str("1/50,1/20,1/8,1/4,1/2");
+  app.add_option_function<std::vector<std::string>>(
+         "--policies",
+         [&policies](const std::vector<std::string>& values) {
+           policies = values;
+           // The figure is the default policy's, and gap_closed_* is measured from LRU.
+           for (const char* needed : {kDefaultPolicy, "lru"}) {
+             if (std::find(policies.begin(), policies.end(), needed) == policies.end()) {
+               policies.insert(policies.begin(), needed);
+             }
+           }
+         },
+         "engine policies, comma-separated (default: all, and lru, clock, s3fifo and arc "
+         "with +prefix)")
+      ->delimiter(',')
+      ->check(EnginePolicyName());
+  flags::AddSeed(app, &seed);
+  app.add_option("--out-dir", out_dir, "where the CSV and the plot go")->capture_default_str();
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
 
   // The trace, or the fallback.
   std::string trace_label;

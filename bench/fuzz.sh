@@ -23,14 +23,24 @@ trap 'rm -f "$out"' EXIT
 status=${PIPESTATUS[0]}
 read -r _ targets failed execs fuzz_s < <(grep '^FUZZ_SUMMARY ' "$out" | tail -1) ||
   { echo "bench fuzz: scripts/fuzz.sh printed no summary (exit $status)" >&2; exit 1; }
-clean=0
-per_target=""
-while read -r _ t e eps cov ft corp rc; do
-  [ "$rc" = 0 ] && clean=$((clean + 1))
-  per_target+="${per_target:+, }\"$t\": {\"executions\": $e, \"exec_per_s\": $eps, \"cov\": $cov, \"ft\": $ft, \"corpus\": $corp, \"clean\": $([ "$rc" = 0 ] && echo true || echo false)}"
-done < <(grep '^FUZZ_TARGET ' "$out")
-eps_total=$(awk -v e="$execs" -v s="$fuzz_s" 'BEGIN { printf "%.0f", (s > 0 ? e / s : 0) }')
-ratio=$(awk -v c="$clean" -v t="$targets" 'BEGIN { printf "%.2f", (t > 0 ? c / t : 0) }')
-printf '{"bench": "fuzz", "figure": %d, "unit": "targets clean", "ceiling": %d, "ceiling_source": "targets run", "ratio": %s, "seconds_per_target": %s, "executions": %s, "exec_per_s": %s, "targets": {%s}}\n' \
-  "$clean" "$targets" "$ratio" "$seconds" "$execs" "$eps_total" "$per_target"
+# The JSON line, written by Python's json module from scripts/fuzz.sh's summary lines.
+python3 - "$seconds" "$targets" "$execs" "$fuzz_s" "$out" <<'PY'
+import json, sys
+seconds, targets, execs, fuzz_s, out = sys.argv[1:]
+per_target = {}
+for line in open(out):
+    if not line.startswith("FUZZ_TARGET "):
+        continue
+    _, t, e, eps, cov, ft, corp, rc = line.split()
+    per_target[t] = {"executions": int(e), "exec_per_s": float(eps), "cov": int(cov),
+                     "ft": int(ft), "corpus": int(corp), "clean": rc == "0"}
+clean = sum(1 for t in per_target.values() if t["clean"])
+targets, execs, fuzz_s = int(targets), int(execs), float(fuzz_s)
+print(json.dumps({"bench": "fuzz", "figure": clean, "unit": "targets clean", "ceiling": targets,
+                  "ceiling_source": "targets run",
+                  "ratio": round(clean / targets, 2) if targets > 0 else 0,
+                  "seconds_per_target": float(seconds), "executions": execs,
+                  "exec_per_s": round(execs / fuzz_s) if fuzz_s > 0 else 0,
+                  "targets": per_target}))
+PY
 exit "$status"

@@ -25,14 +25,14 @@
 #include <cstring>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "common/flags.h"
 #include "kernels/paged_kernels.h"
 #include "kvtier/device.h"
 #include "kvtier/geometry.h"
@@ -73,37 +73,23 @@ struct Buffers {
 };
 
 int Main(int argc, char** argv) {
-  std::string device_flag = "auto";
+  DeviceOptions options;
   size_t total_mib = 0;
   int runs = 7;
   double emulated_gbps = 0;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view a(argv[i]);
-    bool ok = true;
-    if (absl::ConsumePrefix(&a, "--device=")) {
-      device_flag = std::string(a);
-      ok = a == "auto" || a == "cuda" || a == "emulated";
-    } else if (absl::ConsumePrefix(&a, "--total-mib=")) {
-      ok = absl::SimpleAtoi(a, &total_mib) && total_mib >= 16;
-    } else if (absl::ConsumePrefix(&a, "--runs=")) {
-      ok = absl::SimpleAtoi(a, &runs) && runs > 0;
-    } else if (absl::ConsumePrefix(&a, "--emulated-gbps=")) {
-      ok = absl::SimpleAtod(a, &emulated_gbps) && emulated_gbps >= 0;
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      std::fprintf(stderr,
-                   "bad argument '%s'\nusage: bench/run gpu-copy [--device=auto|cuda|emulated] "
-                   "[--total-mib=N>=16] [--runs=N] [--emulated-gbps=G]\n",
-                   argv[i]);
-      return 2;
-    }
-  }
-  DeviceOptions options;
-  options.choice = device_flag == "cuda"       ? DeviceChoice::kCuda
-                   : device_flag == "emulated" ? DeviceChoice::kEmulated
-                                               : DeviceChoice::kAuto;
+  CLI::App app(
+      "bench gpu-copy: host<->device block copies 64 KiB..8 MiB vs one large pinned copy; "
+      "paged DMA vs the zero-copy kernel",
+      "bench/run gpu-copy");
+  flags::AddDevice(app, &options.choice);
+  app.add_option("--total-mib", total_mib, "bytes moved per size, MiB (default: by device)")
+      ->check(flags::AtLeast<size_t>(16));
+  flags::AddRuns(app, &runs);
+  app.add_option("--emulated-gbps", emulated_gbps,
+                 "throttle the emulated link to G GB/s; 0 = unthrottled")
+      ->check(flags::AtLeast(0.0))
+      ->capture_default_str();
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
   options.emulated_copy_gbps = emulated_gbps;
   std::unique_ptr<Device> device = Get(Device::Create(options), "opening the device");
   const bool cuda = device->kind() == DeviceKind::kCuda;

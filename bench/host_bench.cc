@@ -8,12 +8,12 @@
 // ceiling is that limit instead.
 
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "common/flags.h"
 #include "kvtier/engine.h"
 
 namespace kvtier::bench {
@@ -119,24 +119,18 @@ int Main(int argc, char** argv) {
   size_t total_mib = 256;
   int runs = 7;
   double copy_gbps = 0;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view a(argv[i]);
-    bool ok = true;
-    if (absl::ConsumePrefix(&a, "--total-mib=")) {
-      ok = absl::SimpleAtoi(a, &total_mib) && total_mib >= 8;
-    } else if (absl::ConsumePrefix(&a, "--runs=")) {
-      ok = absl::SimpleAtoi(a, &runs) && runs > 0;
-    } else if (absl::ConsumePrefix(&a, "--copy-gbps=")) {
-      ok = absl::SimpleAtod(a, &copy_gbps) && copy_gbps >= 0;
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      std::fprintf(stderr, "bad argument '%s'\nusage: bench/run host [--total-mib=N>=8] "
-                   "[--runs=N] [--copy-gbps=G]\n", argv[i]);
-      return 2;
-    }
-  }
+  CLI::App app(
+      "bench host: store (device -> host tier) and load (host tier -> device) through the "
+      "engine, 64 KiB..8 MiB blocks, vs memcpy in the same run",
+      "bench/run host");
+  app.add_option("--total-mib", total_mib, "MiB moved per run at every block size")
+      ->check(flags::AtLeast<size_t>(8))
+      ->capture_default_str();
+  flags::AddRuns(app, &runs);
+  flags::AddCopyGbps(app, &copy_gbps,
+                     "throttle the emulated link to G GB/s (a PCIe model; the ceiling becomes "
+                     "that limit); 0 = unthrottled");
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
   const size_t total = total_mib << 20;
   std::printf("host tier store/load, %zu MiB per run, median of %d runs\n", total_mib, runs);
   std::printf("%10s %12s %12s %16s %12s %8s\n", "block", "store GB/s", "load GB/s",

@@ -5,12 +5,12 @@
 //   bench/run match [--tokens=N] [--block-tokens=N] [--seconds=S]
 
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "common/flags.h"
 #include "kvtier/engine.h"
 
 namespace kvtier::bench {
@@ -71,26 +71,25 @@ int Main(int argc, char** argv) {
   size_t tokens = 128 * 1024;
   uint32_t block_tokens = 16;
   double seconds = 1.0;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view a(argv[i]);
-    bool ok = true;
-    if (absl::ConsumePrefix(&a, "--tokens=")) {
-      ok = absl::SimpleAtoi(a, &tokens);
-    } else if (absl::ConsumePrefix(&a, "--block-tokens=")) {
-      ok = absl::SimpleAtoi(a, &block_tokens) && block_tokens > 0;
-    } else if (absl::ConsumePrefix(&a, "--seconds=")) {
-      ok = absl::SimpleAtod(a, &seconds) && seconds > 0;
-    } else {
-      ok = false;
+  CLI::App app(
+      "bench match: Match over a fully cached long prompt, SHA-256 and XXH3 keys, vs hashing "
+      "alone",
+      "bench/run match");
+  app.add_option("--tokens", tokens, "prompt tokens (at least one block)")->capture_default_str();
+  app.add_option("--block-tokens", block_tokens, "tokens per block")
+      ->check(flags::AtLeast<uint32_t>(1))
+      ->capture_default_str();
+  app.add_option("--seconds", seconds, "seconds each measurement runs")
+      ->check(CLI::PositiveNumber.description("> 0"))
+      ->capture_default_str();
+  app.final_callback([&] {
+    if (tokens < block_tokens) {
+      throw CLI::ValidationError("--tokens", "must be at least --block-tokens");
     }
-    if (!ok || tokens < block_tokens) {
-      std::fprintf(stderr, "bad argument '%s'\nusage: bench/run match [--tokens=N] "
-                   "[--block-tokens=N] [--seconds=S]\n", argv[i]);
-      return 2;
-    }
-  }
-  std::printf("Match over a fully cached %zu-token prompt, %u tokens per block, 1 thread\n",
-              tokens, block_tokens);
+  });
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
+  std::printf("Match over a fully cached %zu-token prompt, %u tokens per block, 1 thread\n", tokens,
+              block_tokens);
   const Rates x = Run(KeyHash::kXxh3, tokens, block_tokens, seconds);
   const Rates s = Run(KeyHash::kSha256, tokens, block_tokens, seconds);
   std::printf("%-8s %14s %16s %7s\n", "hash", "match Mblk/s", "hash-only Mblk/s", "ratio");

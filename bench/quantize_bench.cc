@@ -22,15 +22,15 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "common/flags.h"
 #include "kernels/numeric.h"
 #include "kernels/quantize.h"
 #include "kvtier/device.h"
@@ -91,52 +91,24 @@ std::vector<uint8_t> MakeOriginals(const Geometry& g, size_t count) {
 
 int Main(int argc, char** argv) {
   Args args;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view a(argv[i]);
-    bool ok = true;
-    uint32_t u = 0;
-    if (absl::ConsumePrefix(&a, "--device=")) {
-      if (a == "auto") {
-        args.device = DeviceChoice::kAuto;
-      } else if (a == "emulated") {
-        args.device = DeviceChoice::kEmulated;
-      } else if (a == "cuda") {
-        args.device = DeviceChoice::kCuda;
-      } else {
-        ok = false;
-      }
-    } else if (absl::ConsumePrefix(&a, "--blocks=")) {
-      ok = absl::SimpleAtoi(a, &args.blocks) && args.blocks > 0;
-    } else if (absl::ConsumePrefix(&a, "--runs=")) {
-      ok = absl::SimpleAtoi(a, &args.runs) && args.runs > 0;
-    } else if (absl::ConsumePrefix(&a, "--layers=")) {
-      ok = absl::SimpleAtoi(a, &u);
-      args.geometry.num_layers = u;
-    } else if (absl::ConsumePrefix(&a, "--kv-heads=")) {
-      ok = absl::SimpleAtoi(a, &u);
-      args.geometry.num_kv_heads = u;
-    } else if (absl::ConsumePrefix(&a, "--head-dim=")) {
-      ok = absl::SimpleAtoi(a, &u);
-      args.geometry.head_dim = u;
-    } else if (absl::ConsumePrefix(&a, "--block-tokens=")) {
-      ok = absl::SimpleAtoi(a, &u);
-      args.geometry.block_tokens = u;
-    } else if (absl::ConsumePrefix(&a, "--dtype=")) {
-      absl::StatusOr<DType> dtype = ParseDType(a);
-      ok = dtype.ok();
-      if (ok) args.geometry.dtype = *dtype;
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      std::fprintf(stderr,
-                   "bad argument '%s'\nusage: bench/run quantize [--device=auto|emulated|cuda] "
-                   "[--blocks=N] [--runs=N] [--layers=N] [--kv-heads=N] [--head-dim=N] "
-                   "[--block-tokens=N] [--dtype=fp16|bf16|fp32]\n",
-                   argv[i]);
-      return 2;
-    }
-  }
+  CLI::App app(
+      "bench quantize: fp8/int8 KV quantize + dequantize throughput and error vs the fp16 "
+      "original",
+      "bench/run quantize");
+  flags::AddDevice(app, &args.device);
+  app.add_option("--blocks", args.blocks, "blocks quantized per run (default: by device)")
+      ->check(flags::AtLeast<size_t>(1));
+  flags::AddRuns(app, &args.runs);
+  app.add_option("--layers", args.geometry.num_layers, "geometry: layers")->capture_default_str();
+  app.add_option("--kv-heads", args.geometry.num_kv_heads, "geometry: KV heads")
+      ->capture_default_str();
+  app.add_option("--head-dim", args.geometry.head_dim, "geometry: head dimension")
+      ->capture_default_str();
+  app.add_option("--block-tokens", args.geometry.block_tokens, "geometry: tokens per block")
+      ->capture_default_str();
+  flags::AddParsed(app, "--dtype", &args.geometry.dtype, ParseDType, DTypeName, "fp16|bf16|fp32",
+                   "geometry: the original's element type");
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
   const Geometry& g = args.geometry;
   Check(g.Validate(), "geometry");
 

@@ -10,10 +10,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "bench/bench_util.h"
+#include "common/flags.h"
 #include "engine/options.h"
 #include "kvtier/engine.h"
 #include "rocksdb/db.h"
@@ -26,24 +26,14 @@ int Main(int argc, char** argv) {
   size_t blocks = 100000;
   std::string dir = "/tmp/kvtier-bench-restart";
   int runs = 3;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view s(argv[i]);
-    bool ok = true;
-    if (absl::ConsumePrefix(&s, "--blocks=")) {
-      ok = absl::SimpleAtoi(s, &blocks) && blocks > 0;
-    } else if (absl::ConsumePrefix(&s, "--dir=")) {
-      dir = std::string(s);
-    } else if (absl::ConsumePrefix(&s, "--runs=")) {
-      ok = absl::SimpleAtoi(s, &runs) && runs > 0;
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      std::fprintf(stderr, "bad argument '%s'\nusage: bench/run restart [--blocks=N] [--dir=PATH] "
-                   "[--runs=N]\n", argv[i]);
-      return 2;
-    }
-  }
+  CLI::App app("bench restart: reopen a cache directory of N blocks, vs a bare scan of its index",
+               "bench/run restart");
+  app.add_option("--blocks", blocks, "blocks in the directory")
+      ->check(flags::AtLeast<size_t>(1))
+      ->capture_default_str();
+  flags::AddDir(app, &dir, "the cache directory (emptied first)");
+  flags::AddRuns(app, &runs);
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
   const Geometry g{1, 1, 64, DType::kFloat16, 16};  // 4 KiB blocks, 8 KiB records
   const uint64_t region = 64ull << 20;
   const uint64_t per_region = region / RecordSize(g.block_bytes());

@@ -26,8 +26,8 @@
 // tiers are full and have turned over. RSS is a sawtooth here (the disk index's RocksDB
 // memtable, which grows with every record written and dropped until it is flushed at its
 // default 64 MiB write buffer: about two minutes), so the peaks of both halves and the
-// number of drops are printed too: a run shorter than two or three teeth can pass or fail on phase alone
-// (docs/benchmarks.md, "soak"). The figure is block ops/s over the whole run; the ceiling is
+// number of drops are printed too: a run shorter than two or three teeth can pass or fail on phase
+// alone (docs/benchmarks.md, "soak"). The figure is block ops/s over the whole run; the ceiling is
 // the first interval's rate (a ratio well below 1 means throughput decayed). It exits 1 on
 // any wrong byte, failed load, failed store or other error, and 1 when RSS did not plateau,
 // always after the JSON line.
@@ -40,6 +40,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -52,6 +53,7 @@
 #include "absl/strings/strip.h"
 #include "bench/bench_util.h"
 #include "bench/replay.h"
+#include "common/flags.h"
 #include "kvtier/engine.h"
 #include "workload/generators.h"
 
@@ -70,48 +72,32 @@ struct Sample {
   double rss_mib = 0;
 };
 
-std::string JsonArray(const std::vector<double>& v) {
-  return absl::StrCat("[", absl::StrJoin(v, ", ", [](std::string* out, double x) {
-                        absl::StrAppendFormat(out, "%.6g", x);
-                      }), "]");
-}
-
 int Main(int argc, char** argv) {
   double minutes = 10, interval_s = 10;
   int threads = 2;
   size_t gpu_blocks = 64, host_blocks = 512, disk_blocks = 1536, gpu_every = 4;
   uint64_t seed = 1;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view s(argv[i]);
-    bool ok = true;
-    if (absl::ConsumePrefix(&s, "--minutes=")) {
-      ok = absl::SimpleAtod(s, &minutes) && minutes > 0;
-    } else if (absl::ConsumePrefix(&s, "--interval=")) {
-      ok = absl::SimpleAtod(s, &interval_s) && interval_s >= 0.1;
-    } else if (absl::ConsumePrefix(&s, "--threads=")) {
-      ok = absl::SimpleAtoi(s, &threads) && threads >= 1 && threads <= 64;
-    } else if (absl::ConsumePrefix(&s, "--gpu-blocks=")) {
-      ok = absl::SimpleAtoi(s, &gpu_blocks);
-    } else if (absl::ConsumePrefix(&s, "--host-blocks=")) {
-      ok = absl::SimpleAtoi(s, &host_blocks) && host_blocks >= 128;
-    } else if (absl::ConsumePrefix(&s, "--disk-blocks=")) {
-      ok = absl::SimpleAtoi(s, &disk_blocks) && disk_blocks >= 256;
-    } else if (absl::ConsumePrefix(&s, "--gpu-every=")) {
-      ok = absl::SimpleAtoi(s, &gpu_every);
-    } else if (absl::ConsumePrefix(&s, "--seed=")) {
-      ok = absl::SimpleAtoi(s, &seed);
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      std::fprintf(stderr,
-                   "bad argument '%s'\nusage: bench/run soak [--minutes=N] [--interval=S] "
-                   "[--threads=N] [--gpu-blocks=N] [--host-blocks=N (>= 128)] "
-                   "[--disk-blocks=N (>= 256)] [--gpu-every=N] [--seed=N]\n",
-                   argv[i]);
-      return 2;
-    }
-  }
+  CLI::App app(
+      "bench soak: the stress workload for a fixed time at twice the tiers' capacity: ops/s "
+      "and RSS over time, plateau, every byte verified",
+      "bench/run soak");
+  app.add_option("--minutes", minutes, "how long the workload runs")
+      ->check(CLI::PositiveNumber.description("> 0"))
+      ->capture_default_str();
+  app.add_option("--interval", interval_s, "seconds between samples of ops/s and RSS")
+      ->check(flags::AtLeast(0.1))
+      ->capture_default_str();
+  app.add_option("--threads", threads, "concurrent clients")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  flags::AddBlocks(app, "--gpu-blocks", &gpu_blocks, 0, "GPU tier capacity, blocks");
+  flags::AddBlocks(app, "--host-blocks", &host_blocks, 128, "host tier capacity, blocks");
+  flags::AddBlocks(app, "--disk-blocks", &disk_blocks, 256, "disk tier capacity, blocks");
+  app.add_option("--gpu-every", gpu_every,
+                 "every N-th request loads through LoadToGpuTier (0 = never)")
+      ->capture_default_str();
+  flags::AddSeed(app, &seed);
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
 
   // The working set: twice the host and disk tiers' blocks, split between documents (with
   // their shared instruction) and one distinct question per query.
@@ -309,9 +295,9 @@ int Main(int argc, char** argv) {
       .Num("failed_loads", static_cast<double>(counters.failed_loads.load()))
       .Num("failed_stores", static_cast<double>(counters.failed_stores.load()))
       .Num("other_errors", static_cast<double>(counters.failed_other.load()))
-      .Raw("samples_t_s", JsonArray(sample_t))
-      .Raw("samples_ops_per_s", JsonArray(sample_ops))
-      .Raw("samples_rss_mib", JsonArray(sample_rss))
+      .Nums("samples_t_s", sample_t)
+      .Nums("samples_ops_per_s", sample_ops)
+      .Nums("samples_rss_mib", sample_rss)
       .Print();
   return wrong == 0 && failed_ops == 0 && plateau ? 0 : 1;
 }

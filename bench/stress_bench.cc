@@ -72,6 +72,8 @@
 #include "absl/types/span.h"
 #include "bench/bench_util.h"
 #include "bench/replay.h"
+#include "bench/workload_flags.h"
+#include "common/flags.h"
 #include "kvtier/engine.h"
 #include "workload/engine_policy_adapter.h"
 #include "workload/generators.h"
@@ -273,53 +275,39 @@ int Main(int argc, char** argv) {
   int threads = 2;
   size_t erase_every = 64, gpu_every = 4;
   uint64_t seed = 1;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view s(argv[i]);
-    bool ok = true;
-    if (s == "--sim") {
-      sim = true;
-    } else if (s == "--no-disk") {
-      no_disk = true;
-    } else if (absl::ConsumePrefix(&s, "--trace=")) {
-      trace_path = std::string(s);
-    } else if (absl::ConsumePrefix(&s, "--workload=")) {
-      workload_name = std::string(s);
-      ok = workload_name == "mooncake" || workload::GenerateBenchWorkload(workload_name, 1).ok();
-    } else if (absl::ConsumePrefix(&s, "--threads=")) {
-      ok = absl::SimpleAtoi(s, &threads) && threads >= 1 && threads <= 256;
-    } else if (absl::ConsumePrefix(&s, "--requests=")) {
-      ok = absl::SimpleAtoi(s, &requests_limit) && requests_limit > 0;
-    } else if (absl::ConsumePrefix(&s, "--gpu-blocks=")) {
-      ok = absl::SimpleAtoi(s, &gpu_blocks);
-    } else if (absl::ConsumePrefix(&s, "--host-blocks=")) {
-      ok = absl::SimpleAtoi(s, &host_blocks) && host_blocks > 0;
-    } else if (absl::ConsumePrefix(&s, "--disk-blocks=")) {
-      ok = absl::SimpleAtoi(s, &disk_blocks) && disk_blocks > 0;
-    } else if (absl::ConsumePrefix(&s, "--erase-every=")) {
-      ok = absl::SimpleAtoi(s, &erase_every);
-    } else if (absl::ConsumePrefix(&s, "--gpu-every=")) {
-      ok = absl::SimpleAtoi(s, &gpu_every);
-    } else if (absl::ConsumePrefix(&s, "--check-sessions=")) {
-      ok = absl::SimpleAtoi(s, &check_sessions);
-    } else if (absl::ConsumePrefix(&s, "--seed=")) {
-      ok = absl::SimpleAtoi(s, &seed);
-    } else if (absl::ConsumePrefix(&s, "--policy=")) {
-      policy = std::string(s);
-      ok = workload::EnginePolicyAdapter::Create(policy, 1).ok();
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      std::fprintf(stderr,
-                   "bad argument '%s'\nusage: bench/run stress [--sim] [--threads=N] "
-                   "[--workload=mooncake|chat|rag|agent|scan] [--trace=PATH] [--requests=N] "
-                   "[--gpu-blocks=N] [--host-blocks=N] [--disk-blocks=N] [--no-disk] "
-                   "[--erase-every=N] [--gpu-every=N] [--check-sessions=N] [--seed=N] "
-                   "[--policy=arc|lru|fifo|clock|sieve|s3fifo|tinylfu|lfu]\n",
-                   argv[i]);
-      return 2;
-    }
-  }
+  CLI::App app(
+      "bench stress: replay a workload through the real engine with concurrent clients, every "
+      "byte checked; --sim for the metadata-only simulator's ops/s",
+      "bench/run stress");
+  app.add_flag("--sim", sim, "the metadata-only simulator instead of the engine");
+  app.add_option("--threads", threads, "concurrent clients")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  AddWorkloadFlags(app, &workload_name, &trace_path);
+  app.add_option("--requests", requests_limit, "replay at most N requests (default: all)")
+      ->check(flags::AtLeast<size_t>(1));
+  flags::AddBlocks(app, "--gpu-blocks", &gpu_blocks, 0,
+                   "GPU tier capacity, blocks (0 = no GPU tier)");
+  flags::AddBlocks(app, "--host-blocks", &host_blocks, 1,
+                   "host tier capacity, blocks (default: by the trace)")
+      ->default_str("");
+  flags::AddBlocks(app, "--disk-blocks", &disk_blocks, 1,
+                   "disk tier capacity, blocks (default: by the trace)")
+      ->default_str("");
+  app.add_flag("--no-disk", no_disk, "no disk tier");
+  app.add_option("--erase-every", erase_every, "every N-th request erases a session (0 = never)")
+      ->capture_default_str();
+  app.add_option("--gpu-every", gpu_every,
+                 "every N-th request loads through LoadToGpuTier (0 = never)")
+      ->capture_default_str();
+  app.add_option("--check-sessions", check_sessions,
+                 "sessions whose blocks the consistency check follows")
+      ->capture_default_str();
+  flags::AddSeed(app, &seed);
+  app.add_option("--policy", policy,
+                 "eviction policy of the GPU and host tiers (default: the engine's)")
+      ->check(EnginePolicyName());
+  if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
 
   // The workload; a missing Mooncake trace falls back to a generated chat trace.
   std::string trace_label;

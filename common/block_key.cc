@@ -2,6 +2,7 @@
 // makes keys lives in engine/keys.cc; this part is shared by tiers that store keys.
 
 #include "absl/strings/str_format.h"
+#include "common/enum_names.h"
 #include "kvtier/block_key.h"
 
 namespace kvtier {
@@ -41,6 +42,10 @@ const char* KeyHashName(KeyHash hash) {
       return "xxh3";
   }
   return "invalid";
+}
+
+absl::StatusOr<KeyHash> ParseKeyHash(absl::string_view name) {
+  return ParseEnumName(name, "key hash", {KeyHash::kSha256, KeyHash::kXxh3}, KeyHashName);
 }
 
 }  // namespace kvtier

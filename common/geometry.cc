@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
+#include "common/enum_names.h"
 #include "xxhash.h"
 
 namespace kvtier {
@@ -39,6 +40,11 @@ const char* PageLayoutName(PageLayout layout) {
       return "HND";
   }
   return "invalid";
+}
+
+absl::StatusOr<PageLayout> ParsePageLayout(absl::string_view name) {
+  return ParseEnumName(name, "page layout", {PageLayout::kNhd, PageLayout::kHnd}, PageLayoutName,
+                       NameCase::kIgnoreCase);
 }
 
 absl::StatusOr<DType> ParseDType(absl::string_view name) {

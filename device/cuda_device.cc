@@ -69,18 +69,6 @@ absl::Status SetDevice(int ordinal) {
   return CudaStatus(cudaSetDevice(ordinal), absl::StrFormat("cudaSetDevice(%d)", ordinal));
 }
 
-const char* CopyKindName(CopyOp::Kind kind) {
-  switch (kind) {
-    case CopyOp::Kind::kHostToDevice:
-      return "H2D";
-    case CopyOp::Kind::kDeviceToHost:
-      return "D2H";
-    case CopyOp::Kind::kDeviceToDevice:
-      return "D2D";
-  }
-  return "unknown";
-}
-
 void* DeviceAddress(DevicePtr ptr) {
   return reinterpret_cast<void*>(static_cast<uintptr_t>(ptr.address()));
 }

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
+#include "common/enum_names.h"
 #include "common/log.h"
 #include "device/emulated_device.h"
 #include "kvtier/device.h"
@@ -29,6 +30,48 @@ const char* DeviceKindName(DeviceKind kind) {
       return "cuda";
   }
   return "unknown";
+}
+
+absl::StatusOr<DeviceKind> ParseDeviceKind(absl::string_view name) {
+  return ParseEnumName(name, "device kind", {DeviceKind::kEmulated, DeviceKind::kCuda},
+                       DeviceKindName);
+}
+
+const char* DeviceChoiceName(DeviceChoice choice) {
+  switch (choice) {
+    case DeviceChoice::kAuto:
+      return "auto";
+    case DeviceChoice::kCuda:
+      return "cuda";
+    case DeviceChoice::kEmulated:
+      return "emulated";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<DeviceChoice> ParseDeviceChoice(absl::string_view name) {
+  return ParseEnumName(name, "device",
+                       {DeviceChoice::kAuto, DeviceChoice::kCuda, DeviceChoice::kEmulated},
+                       DeviceChoiceName);
+}
+
+const char* CopyKindName(CopyOp::Kind kind) {
+  switch (kind) {
+    case CopyOp::Kind::kHostToDevice:
+      return "H2D";
+    case CopyOp::Kind::kDeviceToHost:
+      return "D2H";
+    case CopyOp::Kind::kDeviceToDevice:
+      return "D2D";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<CopyOp::Kind> ParseCopyKind(absl::string_view name) {
+  return ParseEnumName(name, "copy kind",
+                       {CopyOp::Kind::kHostToDevice, CopyOp::Kind::kDeviceToHost,
+                        CopyOp::Kind::kDeviceToDevice},
+                       CopyKindName);
 }
 
 absl::Status DeviceOptions::Validate() const {

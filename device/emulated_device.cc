@@ -137,18 +137,6 @@ class EmulatedEvent final : public Event {
   std::shared_ptr<EventState> state_;
 };
 
-const char* CopyKindName(CopyOp::Kind kind) {
-  switch (kind) {
-    case CopyOp::Kind::kHostToDevice:
-      return "H2D";
-    case CopyOp::Kind::kDeviceToHost:
-      return "D2H";
-    case CopyOp::Kind::kDeviceToDevice:
-      return "D2D";
-  }
-  return "unknown";
-}
-
 }  // namespace
 
 template <typename CopyFn>

@@ -9,6 +9,7 @@
  * (kvtier_store_host / kvtier_load_host) stage through device memory either way. Exits 1 if
  * anything fails or comes back wrong. */
 
+#include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,12 +82,21 @@ static int Run(kvtier_device_kind device, const char* disk_dir) {
   }
   printf("turn 2: loaded %zu blocks, bytes identical\n", matched_blocks);
 
+  /* Stats structs are versioned: say how large yours is (kvtier fills what fits). */
   kvtier_stats stats;
+  memset(&stats, 0, sizeof(stats));
+  stats.struct_size = sizeof(stats);
   TRY(kvtier_engine_stats(engine, &stats));
-  printf("stats: stored %llu, loaded %llu, host tier %llu of %llu blocks used\n",
-         (unsigned long long)stats.stored_blocks, (unsigned long long)stats.loaded_blocks,
-         (unsigned long long)stats.tiers[KVTIER_TIER_HOST].used_blocks,
-         (unsigned long long)stats.tiers[KVTIER_TIER_HOST].capacity_blocks);
+  printf(
+      "stats: stored %llu, loaded %llu, host tier %llu of %llu blocks used, %llu match calls "
+      "(%.1f us in Match on average)\n",
+      (unsigned long long)stats.stored_blocks, (unsigned long long)stats.loaded_blocks,
+      (unsigned long long)stats.tiers[KVTIER_TIER_HOST].used_blocks,
+      (unsigned long long)stats.tiers[KVTIER_TIER_HOST].capacity_blocks,
+      (unsigned long long)stats.match_latency.count,
+      stats.match_latency.count == 0
+          ? 0.0
+          : (double)stats.match_latency.sum_ns / 1e3 / (double)stats.match_latency.count);
   free(kv);
   free(loaded);
   TRY(kvtier_engine_close(engine));
@@ -96,19 +106,29 @@ static int Run(kvtier_device_kind device, const char* disk_dir) {
 int main(int argc, char** argv) {
   kvtier_device_kind device = KVTIER_DEVICE_AUTO;
   const char* disk_dir = NULL;
-  for (int i = 1; i < argc; ++i) {
-    if (strcmp(argv[i], "--device=auto") == 0) {
+  /* getopt_long: --device=X and --device X, unknown options named. */
+  static const struct option kOptions[] = {
+      {"device", required_argument, NULL, 'd'},
+      {"disk", required_argument, NULL, 'k'},
+      {NULL, 0, NULL, 0}};
+  for (int c; (c = getopt_long(argc, argv, "", kOptions, NULL)) != -1;) {
+    if (c == 'k') {
+      disk_dir = optarg;
+    } else if (c == 'd' && strcmp(optarg, "auto") == 0) {
       device = KVTIER_DEVICE_AUTO;
-    } else if (strcmp(argv[i], "--device=cuda") == 0) {
+    } else if (c == 'd' && strcmp(optarg, "cuda") == 0) {
       device = KVTIER_DEVICE_CUDA;
-    } else if (strcmp(argv[i], "--device=emulated") == 0) {
+    } else if (c == 'd' && strcmp(optarg, "emulated") == 0) {
       device = KVTIER_DEVICE_EMULATED;
-    } else if (strncmp(argv[i], "--disk=", 7) == 0) {
-      disk_dir = argv[i] + 7;
     } else {
+      if (c == 'd') fprintf(stderr, "%s: unknown device '%s'\n", argv[0], optarg);
       fprintf(stderr, "usage: %s [--device=auto|cuda|emulated] [--disk=DIR]\n", argv[0]);
       return 2;
     }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
+    return 2;
   }
   return Run(device, disk_dir);
 }

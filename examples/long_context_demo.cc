@@ -50,16 +50,17 @@
 #include <string>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "examples/llm/model.h"
+#include "common/flags.h"
+#include "common/json.h"
 #include "examples/llm/attention.h"
+#include "examples/llm/model.h"
 #include "kvtier/engine.h"
 
 namespace kvtier::demo {
@@ -85,94 +86,73 @@ struct Options {
   uint32_t ffn = 1024;
   uint32_t vocab = 4096;
   uint64_t seed = 1;
-  std::string weights;         // safetensors file; empty = random weights from --seed
-  size_t gpu_mib = 0;          // 0 = KV / 8
-  size_t host_mib = 0;         // 0 = KV / 2
-  size_t stream_blocks = 0;    // blocks per streamed attention chunk; 0 = GPU tier / 8
-  double copy_gbps = 8.0;      // emulated PCIe
-  std::string prefetch = "on"; // on, off, both
-  std::string device = "auto";
-  std::string dir;             // cache directory; empty = a temporary one, removed after
-  double tolerance = 5e-3;     // max |logit difference| vs the all-resident reference
+  std::string weights;          // safetensors file; empty = random weights from --seed
+  size_t gpu_mib = 0;           // 0 = KV / 8
+  size_t host_mib = 0;          // 0 = KV / 2
+  size_t stream_blocks = 0;     // blocks per streamed attention chunk; 0 = GPU tier / 8
+  double copy_gbps = 8.0;       // emulated PCIe
+  std::string prefetch = "on";  // on, off, both
+  DeviceChoice device = DeviceChoice::kAuto;
+  std::string dir;          // cache directory; empty = a temporary one, removed after
+  double tolerance = 5e-3;  // max |logit difference| vs the all-resident reference
   bool check = true;
   bool json = false;
   bool per_step = false;       // one line of metrics per decode step
 };
 
-void Usage() {
-  std::fprintf(stderr, R"(usage: kvtier_long_context_demo [flags]
-  --context=N        prompt tokens (default 2048)
-  --chunk=N          prefill chunk in tokens, a multiple of --block-tokens (256)
-  --decode=N         tokens decoded per prefetch mode (24)
-  --turn2=N          new tokens in the second turn (128)
-  --block-tokens=N   tokens per KV block (64)
-  --layers=N --d-model=N --heads=N --kv-heads=N --ffn=N --vocab=N   model shape (4 512 8 8 1024 4096)
-  --seed=N           weight seed (1); --weights=FILE.safetensors to load real weights
-  --gpu-mib=N        GPU tier budget (default: KV / 8)
-  --host-mib=N       host tier (default: KV / 2)
-  --stream-blocks=N  blocks per streamed attention chunk (default: GPU tier / 8)
-  --copy-gbps=G      emulated host<->device bandwidth, 0 = unthrottled (8)
-  --prefetch=on|off|both   look-ahead prefetch during decode (on)
-  --device=auto|cuda|emulated
-  --dir=PATH         cache directory (default: a temporary one, removed at exit)
-  --tolerance=X      max |logit difference| vs the all-resident reference (0.005)
-  --no-check         skip the all-resident reference
-  --preset=gpu       a long context streamed through a small GPU budget (for a real GPU)
-  --per-step         one line per decode step: time, stall, bytes per tier, prefetch hits
-  --json             one JSON object instead of tables
-)");
-}
-
-bool ParseFlag(absl::string_view arg, Options* o) {
-  auto u32 = [&](absl::string_view name, uint32_t* v) {
-    absl::string_view a = arg;
-    return absl::ConsumePrefix(&a, name) && absl::SimpleAtoi(a, v);
+// The demo's flags (CLI11; --help lists them with their defaults).
+void AddFlags(CLI::App& app, Options* o) {
+  auto u32 = [&](const char* name, uint32_t* v, const char* help) {
+    app.add_option(name, *v, help)->capture_default_str();
   };
-  auto sz = [&](absl::string_view name, size_t* v) {
-    absl::string_view a = arg;
-    return absl::ConsumePrefix(&a, name) && absl::SimpleAtoi(a, v);
-  };
-  auto dbl = [&](absl::string_view name, double* v) {
-    absl::string_view a = arg;
-    return absl::ConsumePrefix(&a, name) && absl::SimpleAtod(a, v);
-  };
-  auto str = [&](absl::string_view name, std::string* v) {
-    absl::string_view a = arg;
-    if (!absl::ConsumePrefix(&a, name)) return false;
-    *v = std::string(a);
-    return true;
-  };
-  if (arg == "--json") return o->json = true;
-  if (arg == "--per-step") return o->per_step = true;
-  if (arg == "--no-check") return !(o->check = false);
-  if (arg == "--preset=gpu") {
-    o->context = 32768;
-    o->chunk = 1024;
-    o->decode = 64;
-    o->device = "cuda";
-    o->copy_gbps = 0;
-    o->check = false;  // the double-precision reference is too slow at this length
-    return true;
-  }
-  uint64_t seed = 0;
-  {
-    absl::string_view a = arg;
-    if (absl::ConsumePrefix(&a, "--seed=")) {
-      if (!absl::SimpleAtoi(a, &seed)) return false;
-      o->seed = seed;
-      return true;
-    }
-  }
-  return u32("--context=", &o->context) || u32("--chunk=", &o->chunk) ||
-         u32("--decode=", &o->decode) || u32("--turn2=", &o->turn2) ||
-         u32("--block-tokens=", &o->block_tokens) || u32("--layers=", &o->layers) ||
-         u32("--d-model=", &o->d_model) || u32("--heads=", &o->heads) ||
-         u32("--kv-heads=", &o->kv_heads) || u32("--ffn=", &o->ffn) ||
-         u32("--vocab=", &o->vocab) || sz("--gpu-mib=", &o->gpu_mib) ||
-         sz("--host-mib=", &o->host_mib) || sz("--stream-blocks=", &o->stream_blocks) ||
-         dbl("--copy-gbps=", &o->copy_gbps) || dbl("--tolerance=", &o->tolerance) ||
-         str("--prefetch=", &o->prefetch) || str("--device=", &o->device) ||
-         str("--dir=", &o->dir) || str("--weights=", &o->weights);
+  u32("--context", &o->context, "prompt tokens");
+  u32("--chunk", &o->chunk, "prefill chunk in tokens, a multiple of --block-tokens");
+  u32("--decode", &o->decode, "tokens decoded per prefetch mode");
+  u32("--turn2", &o->turn2, "new tokens in the second turn");
+  u32("--block-tokens", &o->block_tokens, "tokens per KV block");
+  u32("--layers", &o->layers, "model shape: layers");
+  u32("--d-model", &o->d_model, "model shape: model dimension");
+  u32("--heads", &o->heads, "model shape: attention heads");
+  u32("--kv-heads", &o->kv_heads, "model shape: KV heads");
+  u32("--ffn", &o->ffn, "model shape: feed-forward dimension");
+  u32("--vocab", &o->vocab, "model shape: vocabulary");
+  flags::AddSeed(app, &o->seed)->description("weight seed (random weights)");
+  app.add_option("--weights", o->weights, "FILE.safetensors: real weights instead of --seed's");
+  app.add_option("--gpu-mib", o->gpu_mib, "GPU tier budget, MiB (default: KV / 8)");
+  app.add_option("--host-mib", o->host_mib, "host tier, MiB (default: KV / 2)");
+  app.add_option("--stream-blocks", o->stream_blocks,
+                 "blocks per streamed attention chunk (default: GPU tier / 8)");
+  flags::AddCopyGbps(app, &o->copy_gbps,
+                     "emulated host<->device bandwidth in GB/s, 0 = unthrottled");
+  app.add_option("--prefetch", o->prefetch, "look-ahead prefetch during decode")
+      ->check(CLI::IsMember({"on", "off", "both"}))
+      ->capture_default_str();
+  flags::AddDevice(app, &o->device);
+  flags::AddDir(app, &o->dir, "cache directory (default: a temporary one, removed at exit)");
+  app.add_option("--tolerance", o->tolerance,
+                 "max |logit difference| vs the all-resident reference")
+      ->check(CLI::PositiveNumber.description("> 0"))
+      ->capture_default_str();
+  app.add_flag_callback(
+      "--no-check", [o] { o->check = false; }, "skip the all-resident reference");
+  // Runs while the command line is read, before the other flags are stored: a flag given
+  // beside --preset wins, wherever it stands.
+  app.add_option_function<std::string>(
+         "--preset",
+         [o](const std::string&) {
+           o->context = 32768;
+           o->chunk = 1024;
+           o->decode = 64;
+           o->device = DeviceChoice::kCuda;
+           o->copy_gbps = 0;
+           o->check = false;  // the double-precision reference is too slow at this length
+         },
+         "gpu: a long context streamed through a small GPU budget (for a real GPU)")
+      ->check(CLI::IsMember({"gpu"}))
+      ->trigger_on_parse();
+  app.add_flag("--per-step", o->per_step,
+               "one line per decode step: time, stall, bytes per tier, prefetch hits");
+  app.add_flag("--json", o->json, "one JSON object instead of tables");
 }
 
 absl::Status CheckOptions(const Options& o) {
@@ -182,12 +162,6 @@ absl::Status CheckOptions(const Options& o) {
   }
   if (o.context < o.block_tokens) {
     return absl::InvalidArgumentError("--context must be at least one block of tokens");
-  }
-  if (o.prefetch != "on" && o.prefetch != "off" && o.prefetch != "both") {
-    return absl::InvalidArgumentError("--prefetch must be on, off or both");
-  }
-  if (o.device != "auto" && o.device != "cuda" && o.device != "emulated") {
-    return absl::InvalidArgumentError("--device must be auto, cuda or emulated");
   }
   if (o.copy_gbps < 0 || !(o.tolerance > 0)) {
     return absl::InvalidArgumentError("--copy-gbps must be >= 0 and --tolerance > 0");
@@ -654,9 +628,7 @@ int Run(const Options& o) {
   eo.model_fingerprint = o.weights.empty() ? absl::StrFormat("demo-random-seed-%d", o.seed)
                                            : "demo-weights:" + o.weights;
   eo.key_hash = KeyHash::kXxh3;
-  eo.device.choice = o.device == "cuda"       ? DeviceChoice::kCuda
-                     : o.device == "emulated" ? DeviceChoice::kEmulated
-                                              : DeviceChoice::kAuto;
+  eo.device.choice = o.device;
   eo.device.emulated_copy_gbps = o.copy_gbps;
   eo.gpu_tier_bytes = o.gpu_mib != 0 ? o.gpu_mib << 20 : std::max(kv_bytes / 8, 16 * block);
   eo.host_tier_bytes = o.host_mib != 0 ? o.host_mib << 20 : std::max(kv_bytes / 2, 16 * block);
@@ -899,11 +871,9 @@ int Run(const Options& o) {
   const PrefetchStats pf = final_stats.prefetch;
 
   if (o.json) {
-    std::vector<std::string> f;
-    auto num = [&](const std::string& k, double v) { f.push_back(absl::StrFormat("\"%s\": %.6g", k, v)); };
-    auto str = [&](const std::string& k, const std::string& v) {
-      f.push_back(absl::StrFormat("\"%s\": \"%s\"", k, v));
-    };
+    nlohmann::ordered_json f = nlohmann::ordered_json::object();
+    auto num = [&](const std::string& k, double v) { f[k] = json::RoundedNumber(v); };
+    auto str = [&](const std::string& k, const std::string& v) { f[k] = v; };
     str("device", DeviceKindName(engine.device().kind()));
     str("device_name", engine.device().name());
     num("context_tokens", o.context);
@@ -939,7 +909,7 @@ int Run(const Options& o) {
     num("near_ties", near_ties);
     str("check", !o.check ? "skipped" : (check_ok ? "pass" : "FAIL"));
     str("turn2_first_token_match", turn_ok ? "yes" : "NO");
-    std::printf("{%s}\n", absl::StrJoin(f, ", ").c_str());
+    std::printf("%s\n", json::Dump(f).c_str());
   } else {
     std::printf("\n%-22s %12s %12s\n", "", "prefetch", "no prefetch");
     auto col = [&](const DecodeRun* r, const std::string& what) -> std::string {
@@ -1017,18 +987,12 @@ int Run(const Options& o) {
 
 int main(int argc, char** argv) {
   kvtier::demo::Options o;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view a(argv[i]);
-    if (a == "--help" || a == "-h") {
-      kvtier::demo::Usage();
-      return 0;
-    }
-    if (!kvtier::demo::ParseFlag(a, &o)) {
-      std::fprintf(stderr, "kvtier demo: bad flag '%s'\n", argv[i]);
-      kvtier::demo::Usage();
-      return 2;
-    }
-  }
+  CLI::App app(
+      "A Llama-style model decoding over a context whose KV cache is many times its GPU budget, "
+      "the KV living in kvtier's GPU, host and disk tiers",
+      "kvtier_long_context_demo");
+  kvtier::demo::AddFlags(app, &o);
+  if (std::optional<int> exit_code = kvtier::flags::Parse(app, argc, argv)) return *exit_code;
   if (absl::Status s = kvtier::demo::CheckOptions(o); !s.ok()) {
     std::fprintf(stderr, "kvtier demo: %s\n", s.ToString().c_str());
     return 2;

@@ -13,11 +13,12 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/string_view.h"
 #include "kvtier/engine.h"
 
@@ -31,30 +32,39 @@ struct Args {
   KeyHash hash = KeyHash::kSha256;
 };
 
-bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg(argv[i]);
-    if (arg == "--device=auto") {
-      a->device = DeviceChoice::kAuto;
-    } else if (arg == "--device=cuda") {
-      a->device = DeviceChoice::kCuda;
-    } else if (arg == "--device=emulated") {
-      a->device = DeviceChoice::kEmulated;
-    } else if (absl::ConsumePrefix(&arg, "--copy-gbps=")) {
-      a->copy_gbps = std::atof(std::string(arg).c_str());
-    } else if (arg == "--hash=sha256") {
-      a->hash = KeyHash::kSha256;
-    } else if (arg == "--hash=xxh3") {
-      a->hash = KeyHash::kXxh3;
-    } else {
-      std::fprintf(stderr,
-                   "unknown argument '%s'\nusage: %s [--device=auto|cuda|emulated] "
-                   "[--copy-gbps=N] [--hash=sha256|xxh3]\n",
-                   argv[i], argv[0]);
-      return false;
-    }
+// The flags, on CLI11 (header-only), with the public API's names for devices and key hashes.
+// Returns the exit code when the program should stop: 0 after --help, 2 for a bad argument.
+std::optional<int> ParseArgs(int argc, char** argv, Args* a) {
+  CLI::App app("Stores and loads KV blocks through the GPU and host tiers over a few chat turns",
+               "kvtier_tiers_example");
+  // A value check by one of kvtier's Parse functions, with its message on failure.
+  auto accepted_by = [](auto parse, const char* names) {
+    return CLI::Validator(
+        [parse](std::string& v) -> std::string {
+          auto parsed = parse(v);
+          return parsed.ok() ? std::string() : std::string(parsed.status().message());
+        },
+        names);
+  };
+  app.add_option_function<std::string>(
+         "--device", [a](const std::string& v) { a->device = *ParseDeviceChoice(v); },
+         "the device (auto: CUDA when a GPU works)")
+      ->check(accepted_by(ParseDeviceChoice, "auto|cuda|emulated"))
+      ->default_str(DeviceChoiceName(a->device));
+  app.add_option("--copy-gbps", a->copy_gbps,
+                 "emulated host<->device bandwidth in GB/s, 0 = unthrottled")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option_function<std::string>(
+         "--hash", [a](const std::string& v) { a->hash = *ParseKeyHash(v); }, "block key hash")
+      ->check(accepted_by(ParseKeyHash, "sha256|xxh3"))
+      ->default_str(KeyHashName(a->hash));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
   }
-  return true;
+  return std::nullopt;
 }
 
 std::vector<uint8_t> Content(const BlockKey& key, size_t bytes) {
@@ -234,7 +244,7 @@ class Example {
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // interleave cleanly with log lines
   Args args;
-  if (!ParseArgs(argc, argv, &args)) return 2;
+  if (std::optional<int> exit_code = ParseArgs(argc, argv, &args)) return *exit_code;
   EngineOptions o;
   // A small Llama-style model: 8 layers, 4 KV heads of 64, fp16, 16-token blocks (128 KiB).
   o.geometry = Geometry{8, 4, 64, DType::kFloat16, 16};

@@ -1,23 +1,23 @@
-// fuzz/fuzz_json.cc — kvtier's JSON reader (common/json.h) on arbitrary bytes.
+// fuzz/fuzz_json.cc — kvtier's strict JSON reader (common/json.h: nlohmann-json under a SAX
+// builder) on arbitrary bytes.
 //
-// The Mooncake trace reader and the safetensors header reader parse files kvtier did not
-// write. The properties checked:
-//   * Parse returns OK or InvalidArgument "malformed JSON at byte N: ...", with error().offset
-//     inside the text; it never crashes, never recurses past max_depth (the first input byte
-//     picks a small max_depth so deep nesting is reached cheaply), never reads outside the
-//     text (a heap copy of exactly its size);
-//   * a document that parses can be walked completely: every value's offset lies in the text,
-//     children() yields exactly size() values, Find(key) of an object member finds a member
-//     with that key (keys are unique), nesting never exceeds max_depth, GetUint64 succeeds
-//     only for tokens of digits, string and number views lie inside the text or the
-//     document's own buffer (ASan checks the reads);
-//   * parsing the same text into a reused Document gives the same answer (JSONL readers reuse
-//     one).
+// The Mooncake trace reader, the safetensors header reader and the CLI (reading /stats) parse
+// text kvtier did not write. The properties checked:
+//   * Parse returns OK or InvalidArgument "malformed JSON at byte N: ...", with ParseError's
+//     offset inside the text (or at its end) and a description; it never crashes, never throws,
+//     never nests past max_depth (the first input byte picks a small max_depth so deep nesting
+//     is reached cheaply), never reads outside the text (a heap copy of exactly its size);
+//   * a document that parses can be walked completely: nesting never exceeds max_depth,
+//     object keys are unique, GetUint64 succeeds exactly for unsigned integers and agrees with
+//     their value, GetDouble succeeds for every number and only for numbers;
+//   * what parses survives the writer: Dump gives text that parses back to an equal value;
+//   * parsing the same text again gives the same answer.
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -30,61 +30,39 @@
 namespace kvtier::json {
 namespace {
 
+using nlohmann::ordered_json;
+
 // Walks `v` and its subtree; returns the number of values in it.
-size_t Walk(Value v, absl::string_view text, int depth, int max_depth) {
-  KVTIER_FUZZ_CHECK(depth <= max_depth, "nesting deeper than max_depth");
-  KVTIER_FUZZ_CHECK(v.offset() < text.size(), "value offset outside the text");
+size_t Walk(const ordered_json& v, int depth, int max_depth) {
   size_t values = 1;
-  switch (v.type()) {
-    case Type::kNull:
-      KVTIER_FUZZ_CHECK(absl::StartsWith(text.substr(v.offset()), "null"), "null");
-      break;
-    case Type::kBool:
-      KVTIER_FUZZ_CHECK(absl::StartsWith(text.substr(v.offset()), v.bool_value() ? "true" : "false"),
-                        "bool");
-      break;
-    case Type::kString: {
-      const absl::string_view s = v.string_value();
-      size_t sum = 0;
-      for (char c : s) sum += static_cast<unsigned char>(c);  // touch every byte
-      (void)sum;
-      KVTIER_FUZZ_CHECK(text[v.offset()] == '"', "string offset");
-      KVTIER_FUZZ_CHECK(!v.GetDouble().ok() && !v.GetUint64().ok(), "a string read as a number");
-      break;
+  if (v.is_number()) {
+    KVTIER_FUZZ_CHECK(GetDouble(v).ok(), "a number without a double value");
+    absl::StatusOr<uint64_t> u = GetUint64(v);
+    KVTIER_FUZZ_CHECK(u.ok() == v.is_number_unsigned(), "GetUint64 of a non-integer");
+    if (u.ok()) KVTIER_FUZZ_CHECK(*u == v.get<uint64_t>(), "GetUint64 is not exact");
+    if (!u.ok()) {
+      KVTIER_FUZZ_CHECK(u.status().code() == absl::StatusCode::kInvalidArgument, "GetUint64 error");
     }
-    case Type::kNumber: {
-      const absl::string_view token = v.number_token();
-      KVTIER_FUZZ_CHECK(!token.empty() && text.substr(v.offset(), token.size()) == token,
-                        "number token is not the text at its offset");
-      KVTIER_FUZZ_CHECK(v.GetDouble().ok(), "a number without a double value");
-      absl::StatusOr<uint64_t> u = v.GetUint64();
-      if (u.ok()) {
-        for (char c : token) KVTIER_FUZZ_CHECK(c >= '0' && c <= '9', "GetUint64 of a non-integer");
-        // The grammar has no leading zeros, so the exact value prints as the token.
-        KVTIER_FUZZ_CHECK(std::to_string(*u) == token,
-                          "GetUint64 is not exact: " + std::string(token));
-      } else {
-        KVTIER_FUZZ_CHECK(u.status().code() == absl::StatusCode::kInvalidArgument, "GetUint64 error");
-      }
-      break;
+    return values;
+  }
+  KVTIER_FUZZ_CHECK(!GetDouble(v).ok() && !GetUint64(v).ok(), "a non-number read as a number");
+  if (v.is_string()) {
+    size_t sum = 0;
+    for (char c : v.get_ref<const std::string&>()) sum += static_cast<unsigned char>(c);
+    (void)sum;  // touch every byte
+  }
+  if (!v.is_structured()) return values;
+  KVTIER_FUZZ_CHECK(depth < max_depth, "nesting deeper than max_depth");
+  if (v.is_object()) {
+    std::set<std::string> keys;
+    for (const auto& [key, child] : v.items()) {
+      KVTIER_FUZZ_CHECK(keys.insert(key).second, "a repeated key in a parsed object");
+      KVTIER_FUZZ_CHECK(Find(v, (ordered_json::json_pointer() / key).to_string()) == &child,
+                        "Find does not find a member by its key");
+      values += Walk(child, depth + 1, max_depth);
     }
-    case Type::kArray:
-    case Type::kObject: {
-      size_t count = 0;
-      for (Value child : v.children()) {
-        ++count;
-        if (v.type() == Type::kObject) {
-          std::optional<Value> found = v.Find(child.key());
-          KVTIER_FUZZ_CHECK(found.has_value() && found->offset() == child.offset(),
-                            "Find does not find a member by its key");
-        } else {
-          KVTIER_FUZZ_CHECK(child.key().empty(), "an array element with a key");
-        }
-        values += Walk(child, text, depth + 1, max_depth);
-      }
-      KVTIER_FUZZ_CHECK(count == v.size(), "children() and size() disagree");
-      break;
-    }
+  } else {
+    for (const ordered_json& child : v) values += Walk(child, depth + 1, max_depth);
   }
   return values;
 }
@@ -102,21 +80,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (n > 0) std::memcpy(copy.get(), data + 1, n);
   const absl::string_view text(copy.get(), n);
 
-  Document doc;
-  const absl::Status s = doc.Parse(text, options);
-  if (!s.ok()) {
-    KVTIER_FUZZ_CHECK(s.code() == absl::StatusCode::kInvalidArgument &&
-                          absl::StartsWith(s.message(), "malformed JSON at byte "),
-                      "Parse error: " + s.ToString());
-    KVTIER_FUZZ_CHECK(doc.error().offset <= text.size() && !doc.error().what.empty(),
+  ParseError error;
+  const absl::StatusOr<nlohmann::ordered_json> v = Parse(text, options, &error);
+  if (!v.ok()) {
+    KVTIER_FUZZ_CHECK(v.status().code() == absl::StatusCode::kInvalidArgument &&
+                          absl::StartsWith(v.status().message(), "malformed JSON at byte "),
+                      "Parse error: " + v.status().ToString());
+    KVTIER_FUZZ_CHECK(error.offset <= text.size() && !error.what.empty(),
                       "error offset outside the text");
-    KVTIER_FUZZ_CHECK(doc.root().type() == Type::kNull, "a failed parse left a root");
   } else {
-    Walk(doc.root(), text, 0, options.max_depth);
+    Walk(*v, 0, options.max_depth);
+    // The writer's output reads back as the same value (options: the writer adds no depth).
+    const std::string written = Dump(*v);
+    const absl::StatusOr<nlohmann::ordered_json> back = Parse(written, options);
+    KVTIER_FUZZ_CHECK(back.ok(), "Dump wrote what Parse rejects: " + back.status().ToString());
+    KVTIER_FUZZ_CHECK(*back == *v, "Dump then Parse changed the value: " + written);
   }
-  // Reuse: a second parse into the same document must agree with the first.
-  const absl::Status again = doc.Parse(text, options);
-  KVTIER_FUZZ_CHECK(again.ok() == s.ok() && again.message() == s.message(),
-                    "reparse into a reused Document disagrees");
+  // The same text parses the same way again.
+  const absl::StatusOr<nlohmann::ordered_json> again = Parse(text, options);
+  KVTIER_FUZZ_CHECK(again.ok() == v.ok() && again.status().message() == v.status().message(),
+                    "a second parse disagrees");
   return 0;
 }

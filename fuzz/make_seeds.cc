@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "common/flags.h"
 #include "tiers/disk_index.h"
 #include "tiers/disk_record.h"
 
@@ -306,11 +307,11 @@ void DiskRecoverSeeds(const fs::path& dir) {
 }  // namespace kvtier
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s CORPUS_DIR (fuzz/corpus)\n", argv[0]);
-    return 2;
-  }
-  const std::filesystem::path root = argv[1];
+  std::string corpus;
+  CLI::App app("Writes the fuzzers' seed corpus from kvtier's own encoders", "fuzz_make_seeds");
+  app.add_option("CORPUS_DIR", corpus, "the corpus directory (fuzz/corpus)")->required();
+  if (std::optional<int> exit_code = kvtier::flags::Parse(app, argc, argv)) return *exit_code;
+  const std::filesystem::path root = corpus;
   kvtier::DiskRecordSeeds(root / "fuzz_disk_record");
   kvtier::IndexValueSeeds(root / "fuzz_index_value");
   kvtier::JsonSeeds(root / "fuzz_json");

@@ -61,7 +61,8 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   bench gpu-copy 150 bench/kvtier_bench_gpu_copy --device=cuda
   bench attention 150 bench/kvtier_bench_attention --device=cuda
   bench quantize 90 bench/kvtier_bench_quantize --device=cuda
-  link=$(grep -o '"ceiling": [0-9.]*' "$res/gpu-copy.json" | grep -o '[0-9.]*$' || true)
+  link=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ceiling"])' \
+    "$res/gpu-copy.json" 2>/dev/null || true)
   bench demo-gpu 150 bench/kvtier_bench_demo --preset=gpu ${link:+--link-gbps=$link}
   bench host 60 bench/kvtier_bench_host
 fi

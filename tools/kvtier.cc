@@ -1,5 +1,8 @@
 // tools/kvtier.cc — the `kvtier` command-line tool: inspect, verify and erase cache
-// directories; read a live engine's metrics endpoint (stats, top). Usage and exit codes: tools/README.md; `kvtier SUBCOMMAND --help`.
+// directories; read a live engine's metrics endpoint (stats, top). Usage and exit codes:
+// tools/README.md; `kvtier SUBCOMMAND --help`.
+
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -8,10 +11,9 @@
 #include <thread>
 #include <vector>
 
-#include <unistd.h>
-
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "common/json.h"
 #include "tools/cli/disk_commands.h"
 #include "tools/cli/exit_codes.h"
 #include "tools/cli/http_commands.h"
@@ -38,15 +40,17 @@ int Main(int argc, char** argv) {
   bool json = false;
 
   CLI::App* inspect = app.add_subcommand(
-      "inspect", "What a cache directory holds: format, geometry, blocks and bytes per "
-                 "namespace, compression, space, ages. Read-only: safe next to a live engine.");
+      "inspect",
+      "What a cache directory holds: format, geometry, blocks and bytes per "
+      "namespace, compression, space, ages. Read-only: safe next to a live engine.");
   inspect->add_option("DIR", dir, "cache directory (DiskOptions::directory)")->required();
   inspect->add_flag("--json", json, "print the report as JSON");
 
   bool repair = false;
-  CLI::App* verify = app.add_subcommand(
-      "verify", "Read every record the index points at and check it (header, identity, "
-                "payload checksum). Exit 1 if anything is wrong.");
+  CLI::App* verify =
+      app.add_subcommand("verify",
+                         "Read every record the index points at and check it (header, identity, "
+                         "payload checksum). Exit 1 if anything is wrong.");
   verify->add_option("DIR", dir, "cache directory")->required();
   verify->add_flag("--repair", repair,
                    "delete the index entries of bad records (needs the directory: fails with "
@@ -54,9 +58,10 @@ int Main(int argc, char** argv) {
   verify->add_flag("--json", json, "print the report as JSON");
 
   std::string ns;
-  CLI::App* erase = app.add_subcommand(
-      "erase", "Remove every block of one namespace from a cache directory (not while an "
-               "engine holds it).");
+  CLI::App* erase =
+      app.add_subcommand("erase",
+                         "Remove every block of one namespace from a cache directory (not while an "
+                         "engine holds it).");
   erase->add_option("DIR", dir, "cache directory")->required();
   erase->add_option("--namespace,-n", ns, "namespace to remove")->required();
   erase->add_flag("--json", json, "print the report as JSON");
@@ -97,9 +102,10 @@ int Main(int argc, char** argv) {
   generate->add_option("--seed", seed, "generator seed");
 
   std::string bench_name;
-  CLI::App* bench = app.add_subcommand(
-      "bench", "Run a benchmark from the source tree (bench/run NAME [ARGS...]); "
-               "`kvtier bench --list` names them.");
+  CLI::App* bench =
+      app.add_subcommand("bench",
+                         "Run a benchmark from the source tree (bench/run NAME [ARGS...]); "
+                         "`kvtier bench --list` names them.");
   bench->add_option("NAME", bench_name, "benchmark name, or --list");
   bench->allow_extras();
   bench->prefix_command();
@@ -113,36 +119,36 @@ int Main(int argc, char** argv) {
   }
 
   if (inspect->parsed()) {
-    absl::StatusOr<Json> r = InspectCache(dir);
+    absl::StatusOr<nlohmann::ordered_json> r = InspectCache(dir);
     if (!r.ok()) return Fail("inspect", r.status());
-    std::cout << (json ? r->Dump() + "\n" : FormatInspect(*r));
+    std::cout << (json ? kvtier::json::Dump(*r, 2) + "\n" : FormatInspect(*r));
     return kExitOk;
   }
   if (verify->parsed()) {
     absl::StatusOr<VerifyResult> r = VerifyCache(dir, repair);
     if (!r.ok()) return Fail("verify", r.status());
-    std::cout << (json ? r->report.Dump() + "\n" : FormatVerify(r->report));
+    std::cout << (json ? kvtier::json::Dump(r->report, 2) + "\n" : FormatVerify(r->report));
     return r->problems > 0 ? kExitProblems : kExitOk;
   }
   if (erase->parsed()) {
-    absl::StatusOr<Json> r = EraseNamespaceFromCache(dir, ns);
+    absl::StatusOr<nlohmann::ordered_json> r = EraseNamespaceFromCache(dir, ns);
     if (!r.ok()) return Fail("erase", r.status());
-    std::cout << (json ? r->Dump() + "\n" : FormatErase(*r));
+    std::cout << (json ? kvtier::json::Dump(*r, 2) + "\n" : FormatErase(*r));
     return kExitOk;
   }
   if (stats->parsed()) {
-    absl::StatusOr<Json> r = FetchStats(url);
+    absl::StatusOr<nlohmann::ordered_json> r = FetchStats(url);
     if (!r.ok()) return Fail("stats", r.status());
-    std::cout << (json ? r->Dump() + "\n" : FormatStats(*r));
+    std::cout << (json ? kvtier::json::Dump(*r, 2) + "\n" : FormatStats(*r));
     return kExitOk;
   }
   if (top->parsed()) {
-    absl::StatusOr<Json> prev = FetchStats(url);
+    absl::StatusOr<nlohmann::ordered_json> prev = FetchStats(url);
     if (!prev.ok()) return Fail("top", prev.status());
     auto last = std::chrono::steady_clock::now();
     while (true) {
       std::this_thread::sleep_for(std::chrono::duration<double>(interval));
-      absl::StatusOr<Json> cur = FetchStats(url);
+      absl::StatusOr<nlohmann::ordered_json> cur = FetchStats(url);
       if (!cur.ok()) return Fail("top", cur.status());
       const auto now = std::chrono::steady_clock::now();
       const std::string frame =
@@ -174,7 +180,8 @@ int Main(int argc, char** argv) {
     absl::StatusOr<std::vector<workload::Request>> r = read_trace("trace summarize");
     if (!r.ok()) return trace_fail("trace summarize", r.status());
     const workload::TraceSummary summary = workload::Summarize(*r);
-    std::cout << (json ? SummaryJson(summary).Dump() + "\n" : workload::FormatSummary(summary));
+    std::cout << (json ? kvtier::json::Dump(SummaryJson(summary), 2) + "\n"
+                       : workload::FormatSummary(summary));
     return kExitOk;
   }
   if (convert->parsed()) {

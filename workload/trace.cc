@@ -1,9 +1,9 @@
 // workload/trace.cc — trace readers, the CSV writer and summaries.
 //
-// Mooncake lines are parsed by kvtier's strict JSON reader (common/json.h: RFC 8259 strings
-// and numbers, duplicate keys rejected, the column of the first error), which rejects a
-// broken line with a precise message instead of misreading it the way a substring search
-// would; the fields are then checked against the format in trace.h.
+// Mooncake lines are parsed by kvtier's strict JSON reader (common/json.h: nlohmann-json with
+// duplicate keys rejected and integers read exactly, the column of the first error), which rejects
+// a broken line with a precise message instead of misreading it the way a substring search would;
+// the fields are then checked against the format in trace.h.
 
 #include "workload/trace.h"
 
@@ -54,28 +54,27 @@ bool ParseUnsignedToken(absl::string_view token, T* out) {
 // An integer field in [0, 2^(8 * sizeof(T))). `what` names it in messages ("\"output_length\""
 // or "hash_ids[3]"), `expected` says what it must be when it is not a number at all.
 template <typename T>
-bool ReadUnsigned(json::Value value, absl::string_view what, absl::string_view expected, T* out,
-                  std::string* error) {
-  if (value.type() != json::Type::kNumber) {
-    *error = absl::StrCat(what, " must be ", expected, ", not ", json::TypeName(value.type()));
+bool ReadUnsigned(const nlohmann::ordered_json& value, absl::string_view what,
+                  absl::string_view expected, T* out, std::string* error) {
+  if (!value.is_number()) {
+    *error = absl::StrCat(what, " must be ", expected, ", not ", json::TypeName(value));
     return false;
   }
-  // GetUint64 reads the token exactly (no detour through double) and refuses a sign, a
-  // fraction or an exponent, so 52.0, 5e1 and -0 fail here instead of being truncated.
-  absl::StatusOr<uint64_t> v = value.GetUint64();
+  // GetUint64 reads the number exactly (no detour through double) and refuses one written
+  // with a sign, a fraction or an exponent, so 52.0, 5e1 and -0 fail here instead of being
+  // truncated.
+  absl::StatusOr<uint64_t> v = json::GetUint64(value);
   if (!v.ok() || *v > std::numeric_limits<T>::max()) {
     *error = absl::StrCat(what, " is not a non-negative integer below 2^", sizeof(T) * 8, ": ",
-                          value.number_token());
+                          json::NumberText(value));
     return false;
   }
   *out = static_cast<T>(*v);
   return true;
 }
 
-// Parses one Mooncake line into `r`; false with `error` set otherwise. `doc` is reused from
-// line to line so that parsing a trace allocates once, not once per line.
-bool ParseMooncakeLine(absl::string_view line, json::Document& doc, Request* r,
-                       std::string* error) {
+// Parses one Mooncake line into `r`; false with `error` set otherwise.
+bool ParseMooncakeLine(absl::string_view line, Request* r, std::string* error) {
   // Checked before parsing so that a line that is not an object at all gets the message a
   // JSONL reader expects, rather than the parser's "expected a value" or "trailing text".
   size_t first = 0;
@@ -85,23 +84,25 @@ bool ParseMooncakeLine(absl::string_view line, json::Document& doc, Request* r,
         absl::StrCat("bad JSON at column ", first + 1, ": expected '{' (one JSON object per line)");
     return false;
   }
-  if (!doc.Parse(line).ok()) {
+  json::ParseError parse_error;
+  absl::StatusOr<nlohmann::ordered_json> doc = json::Parse(line, {}, &parse_error);
+  if (!doc.ok()) {
     // Columns from 1, like the line numbers in front of them.
-    *error = absl::StrCat("bad JSON at column ", doc.error().offset + 1, ": ", doc.error().what);
+    *error = absl::StrCat("bad JSON at column ", parse_error.offset + 1, ": ", parse_error.what);
     return false;
   }
   bool have_time = false, have_output = false, have_ids = false;
-  for (json::Value field : doc.root().children()) {
-    const absl::string_view key = field.key();
+  for (const auto& [key, field] : doc->items()) {
     if (key == "timestamp") {
       have_time = true;
-      if (field.type() != json::Type::kNumber) {
-        *error = absl::StrCat("\"timestamp\" must be a number, not ", json::TypeName(field.type()));
+      if (!field.is_number()) {
+        *error = absl::StrCat("\"timestamp\" must be a number, not ", json::TypeName(field));
         return false;
       }
-      absl::StatusOr<double> ms = field.GetDouble();
+      absl::StatusOr<double> ms = json::GetDouble(field);
       if (!ms.ok() || !std::isfinite(*ms) || *ms < 0) {
-        *error = absl::StrCat("\"timestamp\" must be a finite number >= 0: ", field.number_token());
+        *error =
+            absl::StrCat("\"timestamp\" must be a finite number >= 0: ", json::NumberText(field));
         return false;
       }
       r->time_s = *ms / 1000.0;
@@ -117,20 +118,20 @@ bool ParseMooncakeLine(absl::string_view line, json::Document& doc, Request* r,
         return false;
       }
     } else if (key == "tenant") {
-      if (field.type() != json::Type::kString) {
-        *error = absl::StrCat("\"tenant\" must be a string, not ", json::TypeName(field.type()));
+      if (!field.is_string()) {
+        *error = absl::StrCat("\"tenant\" must be a string, not ", json::TypeName(field));
         return false;
       }
-      r->tenant = std::string(field.string_value());
+      r->tenant = field.get<std::string>();
     } else if (key == "hash_ids") {
       have_ids = true;
-      if (field.type() != json::Type::kArray) {
-        *error = absl::StrCat("\"hash_ids\" must be an array, not ", json::TypeName(field.type()));
+      if (!field.is_array()) {
+        *error = absl::StrCat("\"hash_ids\" must be an array, not ", json::TypeName(field));
         return false;
       }
       r->blocks.reserve(field.size());
-      for (json::Value id : field.children()) {
-        absl::StatusOr<uint64_t> block = id.GetUint64();
+      for (const nlohmann::ordered_json& id : field) {
+        absl::StatusOr<uint64_t> block = json::GetUint64(id);
         if (!block.ok()) {
           // ReadUnsigned only to phrase the error: the loop runs once per block id, so the
           // name "hash_ids[i]" is formatted on this path alone.
@@ -215,7 +216,6 @@ absl::StatusOr<std::vector<Request>> ReadLines(std::istream& in, absl::string_vi
                                                Format format) {
   std::vector<Request> out;
   std::string line;
-  json::Document doc;  // reused by every Mooncake line
   size_t line_no = 0;
   bool header_seen = format != Format::kCsv;
   while (std::getline(in, line)) {
@@ -233,7 +233,7 @@ absl::StatusOr<std::vector<Request>> ReadLines(std::istream& in, absl::string_vi
     }
     Request r;
     std::string error;
-    const bool ok = format == Format::kMooncake ? ParseMooncakeLine(view, doc, &r, &error)
+    const bool ok = format == Format::kMooncake ? ParseMooncakeLine(view, &r, &error)
                                                 : ParseCsvLine(view, &r, &error);
     if (!ok) return absl::InvalidArgumentError(absl::StrCat(source, ":", line_no, ": ", error));
     out.push_back(std::move(r));

@@ -1,5 +1,5 @@
 // examples/llm/safetensors.cc — the safetensors reader: the header's checks (its JSON is
-// parsed by common/json.h), and tensor reads with dtype conversion.
+// parsed by common/json.h's strict reader), and tensor reads with dtype conversion.
 
 #include "examples/llm/safetensors.h"
 
@@ -7,7 +7,6 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,24 +33,25 @@ absl::Status TensorError(absl::string_view name, absl::string_view what) {
       absl::StrFormat("safetensors header: tensor \"%s\": %s", absl::CHexEscape(name), what));
 }
 
-// The integers of "shape" or "data_offsets", read from their tokens exactly (offsets use all
-// 64 bits; a double would round them).
-absl::StatusOr<std::vector<uint64_t>> IntegerArray(std::optional<json::Value> value,
+// The integers of member `field` of `entry` ("shape" or "data_offsets"), read exactly
+// (offsets use all 64 bits; a double would round them).
+absl::StatusOr<std::vector<uint64_t>> IntegerArray(const nlohmann::ordered_json& entry,
                                                    absl::string_view name,
                                                    absl::string_view field) {
-  if (!value.has_value()) return TensorError(name, absl::StrCat("missing \"", field, "\""));
-  if (value->type() != json::Type::kArray) {
-    return TensorError(name, absl::StrCat("\"", field, "\" is ", json::TypeName(value->type()),
+  const auto value = entry.find(std::string(field));
+  if (value == entry.end()) return TensorError(name, absl::StrCat("missing \"", field, "\""));
+  if (!value->is_array()) {
+    return TensorError(name, absl::StrCat("\"", field, "\" is ", json::TypeName(*value),
                                           ", not an array of integers"));
   }
   std::vector<uint64_t> out;
   out.reserve(value->size());
-  for (json::Value item : value->children()) {
-    if (item.type() != json::Type::kNumber) {
-      return TensorError(name, absl::StrCat("\"", field, "\" holds ", json::TypeName(item.type()),
+  for (const nlohmann::ordered_json& item : *value) {
+    if (!item.is_number()) {
+      return TensorError(name, absl::StrCat("\"", field, "\" holds ", json::TypeName(item),
                                             ", not only integers"));
     }
-    absl::StatusOr<uint64_t> v = item.GetUint64();
+    absl::StatusOr<uint64_t> v = json::GetUint64(item);
     if (!v.ok()) {
       return TensorError(name,
                          absl::StrCat("\"", field, "\"[", out.size(), "]: ", v.status().message(),
@@ -87,58 +87,55 @@ uint32_t SafetensorsDTypeSize(absl::string_view dtype) {
 
 absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view text) {
   // The JSON reader checks the grammar (escapes, numbers, nesting depth) and rejects a
-  // repeated key: two entries for one tensor would make the file mean two things.
-  json::Document doc;
-  if (absl::Status s = doc.Parse(text); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("safetensors header: ", s.message()));
+  // repeated key: two entries for one tensor would make the file mean two things. Members
+  // come in file order, so the tensors do too.
+  absl::StatusOr<nlohmann::ordered_json> root = json::Parse(text);
+  if (!root.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("safetensors header: ", root.status().message()));
   }
-  const json::Value root = doc.root();
-  if (root.type() != json::Type::kObject) {
+  if (!root->is_object()) {
     return absl::InvalidArgumentError(absl::StrCat("safetensors header: the top-level value is ",
-                                                   json::TypeName(root.type()), ", not an object"));
+                                                   json::TypeName(*root), ", not an object"));
   }
   SafetensorsHeader header;
-  for (json::Value entry : root.children()) {
-    const absl::string_view name = entry.key();
+  for (const auto& [name, entry] : root->items()) {
     if (name == "__metadata__") {
-      if (entry.type() != json::Type::kObject) {
+      if (!entry.is_object()) {
         return absl::InvalidArgumentError(absl::StrCat("safetensors header: \"__metadata__\" is ",
-                                                       json::TypeName(entry.type()),
-                                                       ", not an object"));
+                                                       json::TypeName(entry), ", not an object"));
       }
-      for (json::Value item : entry.children()) {
-        if (item.type() != json::Type::kString) {
+      for (const auto& [key, item] : entry.items()) {
+        if (!item.is_string()) {
           return absl::InvalidArgumentError(absl::StrFormat(
               "safetensors header: \"__metadata__\" value \"%s\" is %s, not a string",
-              absl::CHexEscape(item.key()), json::TypeName(item.type())));
+              absl::CHexEscape(key), json::TypeName(item)));
         }
-        header.metadata[std::string(item.key())] = std::string(item.string_value());
+        header.metadata[key] = item.get<std::string>();
       }
       continue;
     }
-    if (entry.type() != json::Type::kObject) {
-      return TensorError(name,
-                         absl::StrCat("is ", json::TypeName(entry.type()), ", not an object"));
+    if (!entry.is_object()) {
+      return TensorError(name, absl::StrCat("is ", json::TypeName(entry), ", not an object"));
     }
     SafetensorsTensorInfo info;
-    info.name = std::string(name);
-    const std::optional<json::Value> dtype = entry.Find("dtype");
-    if (!dtype.has_value()) return TensorError(name, "missing \"dtype\"");
-    if (dtype->type() != json::Type::kString) {
-      return TensorError(
-          name, absl::StrCat("\"dtype\" is ", json::TypeName(dtype->type()), ", not a string"));
+    info.name = name;
+    const auto dtype = entry.find("dtype");
+    if (dtype == entry.end()) return TensorError(name, "missing \"dtype\"");
+    if (!dtype->is_string()) {
+      return TensorError(name,
+                         absl::StrCat("\"dtype\" is ", json::TypeName(*dtype), ", not a string"));
     }
-    info.dtype = std::string(dtype->string_value());
+    info.dtype = dtype->get<std::string>();
     const uint32_t element_bytes = SafetensorsDTypeSize(info.dtype);
     if (element_bytes == 0) {
       return TensorError(name,
                          absl::StrFormat("unknown dtype \"%s\"", absl::CHexEscape(info.dtype)));
     }
-    absl::StatusOr<std::vector<uint64_t>> shape = IntegerArray(entry.Find("shape"), name, "shape");
+    absl::StatusOr<std::vector<uint64_t>> shape = IntegerArray(entry, name, "shape");
     if (!shape.ok()) return shape.status();
     info.shape = *std::move(shape);
-    absl::StatusOr<std::vector<uint64_t>> offsets =
-        IntegerArray(entry.Find("data_offsets"), name, "data_offsets");
+    absl::StatusOr<std::vector<uint64_t>> offsets = IntegerArray(entry, name, "data_offsets");
     if (!offsets.ok()) return offsets.status();
     if (offsets->size() != 2) {
       return TensorError(

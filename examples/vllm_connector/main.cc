@@ -17,11 +17,12 @@
 #include <cstdio>  // stderr
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "absl/strings/strip.h"
+#include "common/flags.h"
 #include "kvtier/engine.h"
 #include "toy_engine.h"
 
@@ -39,32 +40,20 @@ struct Args {
   bool quiet = false;
 };
 
-bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg(argv[i]);
-    if (arg == "--layout=nhd") {
-      a->layout = kvtier::PageLayout::kNhd;
-    } else if (arg == "--layout=hnd") {
-      a->layout = kvtier::PageLayout::kHnd;
-    } else if (arg == "--device=auto") {
-      a->device = kvtier::DeviceChoice::kAuto;
-    } else if (arg == "--device=cuda") {
-      a->device = kvtier::DeviceChoice::kCuda;
-    } else if (arg == "--device=emulated") {
-      a->device = kvtier::DeviceChoice::kEmulated;
-    } else if (absl::ConsumePrefix(&arg, "--copy-gbps=")) {
-      a->copy_gbps = std::atof(std::string(arg).c_str());
-    } else if (arg == "--quiet") {
-      a->quiet = true;
-    } else {
-      absl::FPrintF(stderr,
-                   "unknown argument '%s'\nusage: %s [--layout=nhd|hnd] "
-                   "[--device=auto|cuda|emulated] [--copy-gbps=N] [--quiet]\n",
-                   argv[i], argv[0]);
-      return false;
-    }
-  }
-  return true;
+// Reads the flags (common/flags.h, on CLI11): nullopt to go on, else the exit code (0 after
+// --help, 2 for a bad argument).
+std::optional<int> ParseArgs(int argc, char** argv, Args* a) {
+  CLI::App app(
+      "kvtier behind a vLLM-style KV connector: a toy inference engine with its own "
+      "paged KV pool, every step checked byte for byte",
+      "kvtier_vllm_connector_example");
+  kvtier::flags::AddParsed(app, "--layout", &a->layout, kvtier::ParsePageLayout,
+                           kvtier::PageLayoutName, "nhd|hnd", "the paged pool's layout");
+  kvtier::flags::AddDevice(app, &a->device);
+  kvtier::flags::AddCopyGbps(app, &a->copy_gbps,
+                             "emulated host<->device bandwidth in GB/s, 0 = unthrottled");
+  app.add_flag("--quiet", a->quiet, "print only what went wrong and the summary");
+  return kvtier::flags::Parse(app, argc, argv);
 }
 
 std::vector<int32_t> Tokens(int32_t seed, size_t n) {
@@ -116,7 +105,7 @@ const RequestReport& Report(ToyEngine& e, const std::string& id) {
 
 int main(int argc, char** argv) {
   Args args;
-  if (!ParseArgs(argc, argv, &args)) return 2;
+  if (std::optional<int> exit_code = ParseArgs(argc, argv, &args)) return *exit_code;
 
   kvtier::EngineOptions o;
   o.geometry = {/*num_layers=*/4, /*num_kv_heads=*/2, /*head_dim=*/64, kvtier::DType::kFloat16,

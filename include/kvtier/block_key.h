@@ -44,7 +44,10 @@ struct BlockKey {
 };
 
 enum class KeyHash : uint8_t { kSha256 = 1, kXxh3 = 2 };
+// "sha256", "xxh3"; "invalid" for a value outside the enum.
 const char* KeyHashName(KeyHash hash);
+// The inverse of KeyHashName; InvalidArgument naming the accepted names otherwise.
+absl::StatusOr<KeyHash> ParseKeyHash(absl::string_view name);
 
 // Computes chained block keys. Cheap to copy; immutable after construction.
 class KeyHasher {

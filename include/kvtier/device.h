@@ -32,6 +32,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace kvtier {
@@ -54,7 +55,10 @@ class DevicePtr {
 };
 
 enum class DeviceKind { kEmulated, kCuda };
+// "emulated", "cuda"; "unknown" for a value outside the enum.
 const char* DeviceKindName(DeviceKind kind);
+// The inverse of DeviceKindName; InvalidArgument naming the accepted names otherwise.
+absl::StatusOr<DeviceKind> ParseDeviceKind(absl::string_view name);
 
 // Which device Device::Create picks.
 enum class DeviceChoice {
@@ -62,6 +66,11 @@ enum class DeviceChoice {
   kCuda,      // CUDA or an error saying why not.
   kEmulated,  // always the emulated device.
 };
+// "auto", "cuda", "emulated"; "unknown" for a value outside the enum.
+const char* DeviceChoiceName(DeviceChoice choice);
+// The inverse of DeviceChoiceName; InvalidArgument naming the accepted names otherwise
+// ("unknown device 'tpu' (expected auto, cuda or emulated)").
+absl::StatusOr<DeviceChoice> ParseDeviceChoice(absl::string_view name);
 
 struct DeviceOptions {
   DeviceChoice choice = DeviceChoice::kAuto;
@@ -104,6 +113,10 @@ struct CopyOp {
   DevicePtr dst_device;
   size_t bytes = 0;
 };
+// "H2D", "D2H", "D2D"; "unknown" for a value outside the enum.
+const char* CopyKindName(CopyOp::Kind kind);
+// The inverse of CopyKindName; InvalidArgument naming the accepted names otherwise.
+absl::StatusOr<CopyOp::Kind> ParseCopyKind(absl::string_view name);
 
 // A kernel with a CPU reference. Kernels live in kernels/; the Device runs `cpu` on the
 // emulated device (in stream order, with `resolve` mapping DevicePtr to host addresses) and

@@ -38,7 +38,10 @@ enum class KvPart : uint8_t { kKey = 0, kValue = 1 };
 //   kHnd: [kv_heads][page_tokens][head_dim]  (FlashInfer's HND layout)
 // kvtier's own blocks are always token-major, as kNhd.
 enum class PageLayout : uint8_t { kNhd = 0, kHnd = 1 };
-const char* PageLayoutName(PageLayout layout);  // "NHD", "HND"
+const char* PageLayoutName(PageLayout layout);  // "NHD", "HND"; "invalid" outside the enum
+// The inverse of PageLayoutName, ignoring case ("nhd" too); InvalidArgument naming the
+// accepted names otherwise.
+absl::StatusOr<PageLayout> ParsePageLayout(absl::string_view name);
 
 struct Geometry {
   uint32_t num_layers = 0;

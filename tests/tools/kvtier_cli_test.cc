@@ -16,18 +16,18 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/json.h"
 #include "gtest/gtest.h"
 #include "kvtier/engine.h"
 #include "tests/api/engine_test_util.h"
 #include "tools/cli/cache_dir.h"
-#include "tools/cli/json.h"
 
 namespace kvtier {
 namespace {
 
-using ::kvtier::cli::Json;
 using ::kvtier::testing::KeysOf;
 using ::kvtier::testing::Prompt;
+using nlohmann::ordered_json;
 
 struct RunResult {
   int exit_code = -1;
@@ -57,16 +57,27 @@ RunResult RunCli(const std::string& args) {
   return r;
 }
 
-Json ParseJson(const std::string& text) {
-  absl::StatusOr<Json> j = Json::Parse(text);
+ordered_json ParseJson(const std::string& text) {
+  absl::StatusOr<ordered_json> j = json::Parse(text);
   EXPECT_TRUE(j.ok()) << j.status() << "\n" << text;
-  return j.ok() ? *j : Json();
+  return j.ok() ? *j : ordered_json();
 }
 
-double Num(const Json& j, const std::string& path) {
-  const Json* v = j.Path(path);
-  EXPECT_TRUE(v != nullptr && v->is_number()) << path << " in " << j.Dump();
-  return v != nullptr && v->is_number() ? v->number() : -1;
+// Values by their '/'-separated path ("namespaces/0/name").
+double Num(const ordered_json& j, const std::string& path) {
+  const ordered_json* v = json::Find(j, "/" + path);
+  EXPECT_TRUE(v != nullptr && v->is_number()) << path << " in " << json::Dump(j, 2);
+  return v != nullptr && v->is_number() ? v->get<double>() : -1;
+}
+std::string Str(const ordered_json& j, const std::string& path) {
+  const ordered_json* v = json::Find(j, "/" + path);
+  EXPECT_TRUE(v != nullptr && v->is_string()) << path << " in " << json::Dump(j, 2);
+  return v != nullptr && v->is_string() ? v->get<std::string>() : "";
+}
+size_t Size(const ordered_json& j, const std::string& path) {
+  const ordered_json* v = json::Find(j, "/" + path);
+  EXPECT_TRUE(v != nullptr && v->is_array()) << path << " in " << json::Dump(j, 2);
+  return v != nullptr && v->is_array() ? v->size() : 0;
 }
 
 class KvtierCliTest : public ::testing::Test {
@@ -128,8 +139,8 @@ class KvtierCliTest : public ::testing::Test {
     tenant_keys_ = StoreOneByOne("tenant-b", tenant_prompt_);
     StoreOneByOne("default", Prompt(2, 3));
     ASSERT_TRUE(engine_->Flush().ok());
-    for (auto [ns, prompt] : {std::pair{"default", &default_prompt_},
-                              std::pair{"tenant-b", &tenant_prompt_}}) {
+    for (auto [ns, prompt] :
+         {std::pair{"default", &default_prompt_}, std::pair{"tenant-b", &tenant_prompt_}}) {
       auto m = engine_->Match(ns, *prompt);
       ASSERT_TRUE(m.ok());
       ASSERT_EQ(m->matched_tokens, prompt->size()) << ns;
@@ -153,9 +164,9 @@ TEST_F(KvtierCliTest, InspectReportsBlocksBytesAndSpace) {
   Fill();
   RunResult r = RunCli(absl::StrCat("inspect --json ", Quote(cache_)));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  const Json j = ParseJson(r.out);
+  const ordered_json j = ParseJson(r.out);
   constexpr double kBlock = 8192, kRecord = 4096 + 8192;
-  EXPECT_EQ(j.Find("format_version")->str(), "1");
+  EXPECT_EQ(Str(j, "format_version"), "1");
   EXPECT_EQ(Num(j, "geometry/block_bytes"), kBlock);
   EXPECT_EQ(Num(j, "layout/regions"), 16);
   EXPECT_EQ(Num(j, "layout/region_bytes"), 64 * 1024);
@@ -164,11 +175,11 @@ TEST_F(KvtierCliTest, InspectReportsBlocksBytesAndSpace) {
   EXPECT_EQ(Num(j, "stored_bytes"), 7 * kBlock);  // codec none
   EXPECT_EQ(Num(j, "compression_ratio"), 1.0);
   EXPECT_EQ(Num(j, "codecs/none"), 7);
-  ASSERT_EQ(j.Find("namespaces")->items().size(), 2u);
-  EXPECT_EQ(j.Path("namespaces/0/name")->str(), "default");
+  ASSERT_EQ(Size(j, "namespaces"), 2u);
+  EXPECT_EQ(Str(j, "namespaces/0/name"), "default");
   EXPECT_EQ(Num(j, "namespaces/0/blocks"), 4);
   EXPECT_EQ(Num(j, "namespaces/0/raw_bytes"), 4 * kBlock);
-  EXPECT_EQ(j.Path("namespaces/1/name")->str(), "tenant-b");
+  EXPECT_EQ(Str(j, "namespaces/1/name"), "tenant-b");
   EXPECT_EQ(Num(j, "namespaces/1/blocks"), 3);
   EXPECT_EQ(Num(j, "space/live_bytes"), 7 * kRecord);
   EXPECT_EQ(Num(j, "space/capacity_bytes"), 16 * 64 * 1024);
@@ -176,7 +187,9 @@ TEST_F(KvtierCliTest, InspectReportsBlocksBytesAndSpace) {
   EXPECT_GE(in_use, 2);  // at most 5 records of 12 KiB per 64 KiB region
   EXPECT_EQ(Num(j, "space/free_regions"), 16 - in_use);
   EXPECT_EQ(Num(j, "space/reclaimable_bytes"), in_use * 64 * 1024 - 7 * kRecord);
-  EXPECT_TRUE(j.Path("age/available")->bool_value());
+  const ordered_json* available = json::Find(j, "/age/available");
+  ASSERT_NE(available, nullptr);
+  EXPECT_EQ(*available, true);
   EXPECT_EQ(Num(j, "age/buckets/0/blocks"), 7);  // all written under a minute ago
   EXPECT_EQ(Num(j, "invalid_entries"), 0);
 
@@ -199,7 +212,8 @@ TEST_F(KvtierCliTest, VerifyFindsCorruptionRepairDropsItEngineRecoversTheRest) {
     ASSERT_TRUE(c.ok()) << c.status();
     ASSERT_TRUE((*c)->ForEachBlock([&](const cli::BlockEntry& b) {
                       if (b.key.ok() && *b.key == victim) offset = b.entry->offset;
-                    }).ok());
+                    })
+                    .ok());
   }
   ASSERT_NE(offset, 0u);
   {
@@ -215,12 +229,12 @@ TEST_F(KvtierCliTest, VerifyFindsCorruptionRepairDropsItEngineRecoversTheRest) {
 
   RunResult found = RunCli(absl::StrCat("verify --json ", Quote(cache_)));
   EXPECT_EQ(found.exit_code, 1) << found.out << found.err;
-  const Json j = ParseJson(found.out);
+  const ordered_json j = ParseJson(found.out);
   EXPECT_EQ(Num(j, "checked"), 7);
   EXPECT_EQ(Num(j, "ok"), 6);
-  ASSERT_EQ(j.Find("problems")->items().size(), 1u);
-  EXPECT_EQ(j.Path("problems/0/block")->str(), victim.ToHex());
-  EXPECT_EQ(j.Path("problems/0/problem")->str(), "corrupt");
+  ASSERT_EQ(Size(j, "problems"), 1u);
+  EXPECT_EQ(Str(j, "problems/0/block"), victim.ToHex());
+  EXPECT_EQ(Str(j, "problems/0/problem"), "corrupt");
   RunResult human = RunCli(absl::StrCat("verify ", Quote(cache_)));
   EXPECT_EQ(human.exit_code, 1);
   EXPECT_NE(human.out.find(victim.ToHex()), std::string::npos) << human.out;
@@ -271,7 +285,7 @@ TEST_F(KvtierCliTest, QuantizedRecordsAreCountedAndVerified) {
   engine_.reset();
   RunResult r = RunCli(absl::StrCat("inspect --json ", Quote(cache_)));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  const Json j = ParseJson(r.out);
+  const ordered_json j = ParseJson(r.out);
   EXPECT_EQ(Num(j, "blocks"), 3);
   EXPECT_EQ(Num(j, "codecs/int8"), 3);
   EXPECT_EQ(Num(j, "codecs/none"), 0);
@@ -292,16 +306,16 @@ TEST_F(KvtierCliTest, EraseRemovesOneNamespace) {
   Fill();
   RunResult r = RunCli(absl::StrCat("erase ", Quote(cache_), " --namespace tenant-b --json"));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  const Json j = ParseJson(r.out);
+  const ordered_json j = ParseJson(r.out);
   EXPECT_EQ(Num(j, "erased_blocks"), 3);
   EXPECT_EQ(Num(j, "remaining_namespaces/default"), 4);
 
   RunResult inspect = RunCli(absl::StrCat("inspect --json ", Quote(cache_)));
   ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
-  const Json after = ParseJson(inspect.out);
+  const ordered_json after = ParseJson(inspect.out);
   EXPECT_EQ(Num(after, "blocks"), 4);
-  ASSERT_EQ(after.Find("namespaces")->items().size(), 1u);
-  EXPECT_EQ(after.Path("namespaces/0/name")->str(), "default");
+  ASSERT_EQ(Size(after, "namespaces"), 1u);
+  EXPECT_EQ(Str(after, "namespaces/0/name"), "default");
 
   Open();
   EXPECT_EQ(Matched("tenant-b", tenant_prompt_), 0u);
@@ -333,14 +347,13 @@ TEST_F(KvtierCliTest, BadPathsAndUsageGiveDocumentedExitCodes) {
 
   RunResult not_cache = RunCli(absl::StrCat("verify ", Quote(dir_)));
   EXPECT_EQ(not_cache.exit_code, 3);
-  EXPECT_NE(not_cache.err.find("not a kvtier cache directory"), std::string::npos)
-      << not_cache.err;
+  EXPECT_NE(not_cache.err.find("not a kvtier cache directory"), std::string::npos) << not_cache.err;
   RunResult erase_not_cache = RunCli(absl::StrCat("erase ", Quote(dir_), " -n x"));
   EXPECT_EQ(erase_not_cache.exit_code, 3);
 
   EXPECT_EQ(RunCli("").exit_code, 2);
   EXPECT_EQ(RunCli("frobnicate").exit_code, 2);
-  EXPECT_EQ(RunCli("inspect").exit_code, 2);             // DIR missing
+  EXPECT_EQ(RunCli("inspect").exit_code, 2);               // DIR missing
   EXPECT_EQ(RunCli("erase " + Quote(dir_)).exit_code, 2);  // --namespace missing
   for (const char* sub : {"inspect", "verify", "erase"}) {
     RunResult help = RunCli(absl::StrCat(sub, " --help"));
@@ -363,7 +376,7 @@ TEST(KvtierTraceCli, SummarizeConvertGenerateAndMalformedInput) {
   }
   RunResult r = RunCli(absl::StrCat("trace summarize --json ", Quote(jsonl)));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  Json j = ParseJson(r.out);
+  ordered_json j = ParseJson(r.out);
   EXPECT_EQ(Num(j, "requests"), 2);
   EXPECT_EQ(Num(j, "block_refs"), 5);
   EXPECT_EQ(Num(j, "unique_blocks"), 3);
@@ -381,7 +394,8 @@ TEST(KvtierTraceCli, SummarizeConvertGenerateAndMalformedInput) {
   const std::string bad = dir + "/bad.jsonl";
   {
     std::ofstream out(bad);
-    out << R"({"timestamp": 0, "output_length": 1, "hash_ids": [1]})" << "\n{oops\n";
+    out << R"({"timestamp": 0, "output_length": 1, "hash_ids": [1]})"
+        << "\n{oops\n";
   }
   r = RunCli(absl::StrCat("trace summarize ", Quote(bad)));
   EXPECT_EQ(r.exit_code, 1);

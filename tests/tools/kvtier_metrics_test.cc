@@ -12,11 +12,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/json.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "kvtier/engine.h"
 #include "tests/api/engine_test_util.h"
-#include "tools/cli/json.h"
 
 namespace kvtier {
 namespace {
@@ -25,8 +25,12 @@ namespace {
 // the label set optional. (Hand-written: GCC 12's <regex> trips -Wmaybe-uninitialized under
 // the sanitizer build's -O2 -Werror.)
 bool IsPrometheusSample(absl::string_view line) {
-  auto name_start = [](char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_' || c == ':'; };
-  auto name_char = [&](char c) { return name_start(c) || std::isdigit(static_cast<unsigned char>(c)); };
+  auto name_start = [](char c) {
+    return std::isalpha(static_cast<unsigned char>(c)) || c == '_' || c == ':';
+  };
+  auto name_char = [&](char c) {
+    return name_start(c) || std::isdigit(static_cast<unsigned char>(c));
+  };
   size_t i = 0;
   if (i >= line.size() || !name_start(line[i])) return false;
   while (i < line.size() && name_char(line[i])) ++i;
@@ -52,8 +56,7 @@ bool IsPrometheusSample(absl::string_view line) {
   return !value.empty() && absl::SimpleAtod(value, &v);
 }
 
-
-using ::kvtier::cli::Json;
+using nlohmann::ordered_json;
 
 struct RunResult {
   int exit_code = -1;
@@ -74,10 +77,16 @@ RunResult RunCli(const std::string& args) {
   return r;
 }
 
-double Num(const Json& j, const std::string& path) {
-  const Json* v = j.Path(path);
+// Values of /stats by their '/'-separated path ("tiers/1/hits").
+double Num(const ordered_json& j, const std::string& path) {
+  const ordered_json* v = json::Find(j, "/" + path);
   EXPECT_TRUE(v != nullptr && v->is_number()) << path;
-  return v != nullptr && v->is_number() ? v->number() : -1;
+  return v != nullptr && v->is_number() ? v->get<double>() : -1;
+}
+std::string Str(const ordered_json& j, const std::string& path) {
+  const ordered_json* v = json::Find(j, "/" + path);
+  EXPECT_TRUE(v != nullptr && v->is_string()) << path;
+  return v != nullptr && v->is_string() ? v->get<std::string>() : "";
 }
 
 class KvtierMetricsTest : public ::testing::Test {
@@ -108,8 +117,8 @@ class KvtierMetricsTest : public ::testing::Test {
 TEST_F(KvtierMetricsTest, StatsTopAndPrometheusTextAgreeWithTheEngine) {
   const std::vector<int32_t> prompt = testing::Prompt(3, 1);
   const std::vector<BlockKey> keys = testing::StoreBlocks(*engine_, "default", prompt);
-  ASSERT_TRUE(engine_->Match("default", prompt).ok());                  // 3 hits
-  ASSERT_TRUE(engine_->Match("default", testing::Prompt(2, 9)).ok());   // 2 misses
+  ASSERT_TRUE(engine_->Match("default", prompt).ok());                 // 3 hits
+  ASSERT_TRUE(engine_->Match("default", testing::Prompt(2, 9)).ok());  // 2 misses
   const size_t bytes = engine_->options().geometry.block_bytes();
   {
     testing::DeviceBlocks dst(engine_->device(), 2, bytes);  // freed before the engine goes
@@ -124,10 +133,10 @@ TEST_F(KvtierMetricsTest, StatsTopAndPrometheusTextAgreeWithTheEngine) {
 
   RunResult r = RunCli(absl::StrCat("stats --json ", url_));
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  absl::StatusOr<Json> j = Json::Parse(r.out);
+  absl::StatusOr<ordered_json> j = json::Parse(r.out);
   ASSERT_TRUE(j.ok()) << j.status() << r.out;
   EXPECT_EQ(Num(*j, "block_bytes"), bytes);
-  EXPECT_EQ(j->Path("tiers/1/tier")->str(), "host");
+  EXPECT_EQ(Str(*j, "tiers/1/tier"), "host");
   EXPECT_EQ(Num(*j, "tiers/1/used_blocks"), 3);
   EXPECT_EQ(Num(*j, "tiers/1/used_bytes"), 3.0 * bytes);
   EXPECT_EQ(Num(*j, "tiers/1/hits"), 2);
@@ -142,7 +151,7 @@ TEST_F(KvtierMetricsTest, StatsTopAndPrometheusTextAgreeWithTheEngine) {
   EXPECT_EQ(Num(*j, "engine/missed_blocks"), 2);
   EXPECT_EQ(Num(*j, "engine/stored_blocks"), 3);
   EXPECT_EQ(Num(*j, "engine/loaded_blocks"), 2);
-  EXPECT_EQ(j->Path("namespaces/0/name")->str(), "default");
+  EXPECT_EQ(Str(*j, "namespaces/0/name"), "default");
   EXPECT_EQ(Num(*j, "namespaces/0/matched_blocks"), 3);
   EXPECT_EQ(Num(*j, "namespaces/0/missed_blocks"), 2);
   EXPECT_EQ(Num(*j, "namespaces/0/stored_blocks"), 3);
@@ -174,12 +183,13 @@ TEST_F(KvtierMetricsTest, StatsTopAndPrometheusTextAgreeWithTheEngine) {
     ++samples;
   }
   EXPECT_GT(samples, 50u);
-  for (const char* want : {"kvtier_tier_used_blocks{tier=\"host\"} 3\n",
-                           "kvtier_namespace_stored_blocks_total{namespace=\"default\"} 3\n",
-                           "kvtier_missed_blocks_total 2\n",
-                           "kvtier_tier_misses_total{tier=\"host\"} 2\n",
-                           "kvtier_namespace_hits_total{namespace=\"default\",tier=\"host\"} 2\n", "kvtier_match_latency_seconds_count 2\n",
-                           "kvtier_match_latency_seconds_bucket{le=\"+Inf\"} 2\n"}) {
+  for (const char* want :
+       {"kvtier_tier_used_blocks{tier=\"host\"} 3\n",
+        "kvtier_namespace_stored_blocks_total{namespace=\"default\"} 3\n",
+        "kvtier_missed_blocks_total 2\n", "kvtier_tier_misses_total{tier=\"host\"} 2\n",
+        "kvtier_namespace_hits_total{namespace=\"default\",tier=\"host\"} 2\n",
+        "kvtier_match_latency_seconds_count 2\n",
+        "kvtier_match_latency_seconds_bucket{le=\"+Inf\"} 2\n"}) {
     EXPECT_NE(res->body.find(want), std::string::npos) << want;
   }
 

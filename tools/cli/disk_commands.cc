@@ -11,19 +11,32 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/json.h"
 #include "tiers/disk_record.h"
 #include "tools/cli/cache_dir.h"
 
 namespace kvtier::cli {
 namespace {
 
-uint64_t U64(const Json& j, absl::string_view path) {
-  const Json* v = j.Path(path);
-  return v != nullptr && v->is_number() ? static_cast<uint64_t>(v->number()) : 0;
+using nlohmann::ordered_json;
+
+// Readers of a report by its '/'-separated path ("layout/regions"): 0, "" or an empty range
+// when the value is missing or of another type.
+const ordered_json* At(const ordered_json& j, absl::string_view path) {
+  return json::Find(j, absl::StrCat("/", path));
 }
-std::string Str(const Json& j, absl::string_view path) {
-  const Json* v = j.Path(path);
-  return v != nullptr && v->is_string() ? v->str() : std::string();
+uint64_t U64(const ordered_json& j, absl::string_view path) {
+  const ordered_json* v = At(j, path);
+  return v != nullptr && v->is_number() ? v->get<uint64_t>() : 0;
+}
+std::string Str(const ordered_json& j, absl::string_view path) {
+  const ordered_json* v = At(j, path);
+  return v != nullptr && v->is_string() ? v->get<std::string>() : std::string();
+}
+const ordered_json& Items(const ordered_json& j, absl::string_view path) {
+  static const ordered_json* const kEmpty = new ordered_json(ordered_json::array());
+  const ordered_json* v = At(j, path);
+  return v != nullptr && v->is_structured() ? *v : *kEmpty;
 }
 
 std::string HumanBytes(double b) {
@@ -36,17 +49,17 @@ std::string HumanBytes(double b) {
   return u == 0 ? absl::StrFormat("%.0f B", b) : absl::StrFormat("%.1f %s", b, kUnits[u]);
 }
 
-Json GeometryJson(const CacheMeta& m) {
-  Json g = Json::Object();
-  g.Set("text", m.geometry_text);
-  g.Set("fingerprint", absl::StrFormat("%016x", m.geometry_fingerprint));
+ordered_json GeometryJson(const CacheMeta& m) {
+  ordered_json g = ordered_json::object();
+  g["text"] = m.geometry_text;
+  g["fingerprint"] = absl::StrFormat("%016x", m.geometry_fingerprint);
   if (m.geometry.has_value()) {
-    g.Set("layers", uint64_t{m.geometry->num_layers});
-    g.Set("kv_heads", uint64_t{m.geometry->num_kv_heads});
-    g.Set("head_dim", uint64_t{m.geometry->head_dim});
-    g.Set("dtype", DTypeName(m.geometry->dtype));
-    g.Set("block_tokens", uint64_t{m.geometry->block_tokens});
-    g.Set("block_bytes", uint64_t{m.geometry->block_bytes()});
+    g["layers"] = uint64_t{m.geometry->num_layers};
+    g["kv_heads"] = uint64_t{m.geometry->num_kv_heads};
+    g["head_dim"] = uint64_t{m.geometry->head_dim};
+    g["dtype"] = DTypeName(m.geometry->dtype);
+    g["block_tokens"] = uint64_t{m.geometry->block_tokens};
+    g["block_bytes"] = uint64_t{m.geometry->block_bytes()};
   }
   return g;
 }
@@ -57,16 +70,15 @@ struct AgeBucket {
   int64_t below_ms;
 };
 constexpr AgeBucket kAgeBuckets[] = {
-    {"<1m", 60'000},         {"<10m", 600'000},        {"<1h", 3'600'000},
-    {"<6h", 21'600'000},     {"<1d", 86'400'000},      {"<7d", 604'800'000},
-    {">=7d", INT64_MAX},
+    {"<1m", 60'000},     {"<10m", 600'000},    {"<1h", 3'600'000},  {"<6h", 21'600'000},
+    {"<1d", 86'400'000}, {"<7d", 604'800'000}, {">=7d", INT64_MAX},
 };
 
 }  // namespace
 
 // ------------------------------------------------------------------------------- inspect
 
-absl::StatusOr<Json> InspectCache(const std::string& dir) {
+absl::StatusOr<ordered_json> InspectCache(const std::string& dir) {
   absl::StatusOr<std::unique_ptr<CacheDir>> opened = CacheDir::Open(dir, CacheDir::Mode::kReadOnly);
   if (!opened.ok()) return opened.status();
   CacheDir& c = **opened;
@@ -111,68 +123,68 @@ absl::StatusOr<Json> InspectCache(const std::string& dir) {
   const bool raw_known = m.geometry.has_value();
   const uint64_t block_bytes = raw_known ? m.geometry->block_bytes() : 0;
 
-  Json r = Json::Object();
-  r.Set("directory", dir);
-  r.Set("format_version", m.format);
-  r.Set("geometry", GeometryJson(m));
-  Json layout = Json::Object();
-  layout.Set("region_bytes", m.region_bytes);
-  layout.Set("regions", m.regions);
-  layout.Set("capacity_bytes", m.region_bytes * m.regions);
-  layout.Set("data_file_bytes", c.data_file_bytes());
-  r.Set("layout", std::move(layout));
+  ordered_json r = ordered_json::object();
+  r["directory"] = dir;
+  r["format_version"] = m.format;
+  r["geometry"] = GeometryJson(m);
+  ordered_json layout = ordered_json::object();
+  layout["region_bytes"] = m.region_bytes;
+  layout["regions"] = m.regions;
+  layout["capacity_bytes"] = m.region_bytes * m.regions;
+  layout["data_file_bytes"] = c.data_file_bytes();
+  r["layout"] = std::move(layout);
 
-  r.Set("blocks", blocks);
-  r.Set("stored_bytes", stored);
-  r.Set("record_bytes", record);
-  r.Set("raw_bytes", raw_known ? Json::Number(static_cast<double>(blocks * block_bytes)) : Json());
-  r.Set("compression_ratio",
-        raw_known && stored > 0
-            ? Json::Number(static_cast<double>(blocks * block_bytes) / static_cast<double>(stored))
-            : Json());
-  Json codecs = Json::Object();
+  r["blocks"] = blocks;
+  r["stored_bytes"] = stored;
+  r["record_bytes"] = record;
+  r["raw_bytes"] = raw_known ? ordered_json(blocks * block_bytes) : ordered_json();
+  r["compression_ratio"] =
+      raw_known && stored > 0
+          ? ordered_json(static_cast<double>(blocks * block_bytes) / static_cast<double>(stored))
+          : ordered_json();
+  ordered_json codecs = ordered_json::object();
   for (int i = 0; i < kNumCodecs; ++i) {
-    codecs.Set(CodecName(static_cast<Codec>(i)), codec_blocks[i]);
+    codecs[CodecName(static_cast<Codec>(i))] = codec_blocks[i];
   }
-  r.Set("codecs", std::move(codecs));
+  r["codecs"] = std::move(codecs);
 
-  Json nss = Json::Array();
+  ordered_json nss = ordered_json::array();
   for (const auto& [name, t] : by_ns) {
-    Json n = Json::Object();
-    n.Set("name", name);
-    n.Set("blocks", t.blocks);
-    n.Set("raw_bytes", raw_known ? Json::Number(static_cast<double>(t.blocks * block_bytes)) : Json());
-    n.Set("stored_bytes", t.stored);
-    n.Set("record_bytes", t.record);
-    nss.Push(std::move(n));
+    ordered_json n = ordered_json::object();
+    n["name"] = name;
+    n["blocks"] = t.blocks;
+    n["raw_bytes"] = raw_known ? ordered_json(t.blocks * block_bytes) : ordered_json();
+    n["stored_bytes"] = t.stored;
+    n["record_bytes"] = t.record;
+    nss.push_back(std::move(n));
   }
-  r.Set("namespaces", std::move(nss));
+  r["namespaces"] = std::move(nss);
 
   uint64_t regions_in_use = 0;
   for (uint64_t live : region_live) regions_in_use += live > 0;
-  Json space = Json::Object();
-  space.Set("capacity_bytes", m.region_bytes * m.regions);
-  space.Set("live_bytes", record);
-  space.Set("regions_in_use", regions_in_use);
-  space.Set("free_regions", m.regions - regions_in_use);
-  space.Set("free_bytes", (m.regions - regions_in_use) * m.region_bytes);
+  ordered_json space = ordered_json::object();
+  space["capacity_bytes"] = m.region_bytes * m.regions;
+  space["live_bytes"] = record;
+  space["regions_in_use"] = regions_in_use;
+  space["free_regions"] = m.regions - regions_in_use;
+  space["free_bytes"] = (m.regions - regions_in_use) * m.region_bytes;
   // A region holding any live record is reclaimed only whole, so its other bytes (records
   // erased or dropped, the unused tail) come back only when the region is reclaimed.
-  space.Set("reclaimable_bytes", regions_in_use * m.region_bytes - record);
-  r.Set("space", std::move(space));
+  space["reclaimable_bytes"] = regions_in_use * m.region_bytes - record;
+  r["space"] = std::move(space);
 
-  Json age = Json::Object();
+  ordered_json age = ordered_json::object();
   if (created.empty()) {
-    age.Set("available", false);
-    age.Set("note", blocks == 0 ? "no blocks" : "the index entries carry no creation times");
+    age["available"] = false;
+    age["note"] = blocks == 0 ? "no blocks" : "the index entries carry no creation times";
   } else {
     const int64_t now = absl::ToUnixMillis(absl::Now());
     const auto [lo, hi] = std::minmax_element(created.begin(), created.end());
-    age.Set("available", true);
-    age.Set("oldest_unix_ms", *lo);
-    age.Set("newest_unix_ms", *hi);
-    age.Set("unknown", no_time);
-    Json buckets = Json::Array();
+    age["available"] = true;
+    age["oldest_unix_ms"] = *lo;
+    age["newest_unix_ms"] = *hi;
+    age["unknown"] = no_time;
+    ordered_json buckets = ordered_json::array();
     uint64_t counts[std::size(kAgeBuckets)] = {};
     for (uint64_t t : created) {
       const int64_t a = std::max<int64_t>(0, now - static_cast<int64_t>(t));
@@ -184,17 +196,17 @@ absl::StatusOr<Json> InspectCache(const std::string& dir) {
       }
     }
     for (size_t i = 0; i < std::size(kAgeBuckets); ++i) {
-      buckets.Push(Json::Object().Set("age", kAgeBuckets[i].label).Set("blocks", counts[i]));
+      buckets.push_back({{"age", kAgeBuckets[i].label}, {"blocks", counts[i]}});
     }
-    age.Set("buckets", std::move(buckets));
+    age["buckets"] = std::move(buckets);
   }
-  r.Set("age", std::move(age));
-  r.Set("invalid_entries", invalid);
-  r.Set("invalid_region_entries", uint64_t{bad_region_keys});
+  r["age"] = std::move(age);
+  r["invalid_entries"] = invalid;
+  r["invalid_region_entries"] = uint64_t{bad_region_keys};
   return r;
 }
 
-std::string FormatInspect(const Json& r) {
+std::string FormatInspect(const ordered_json& r) {
   std::string out;
   absl::StrAppendFormat(&out, "cache directory  %s\n", Str(r, "directory"));
   absl::StrAppendFormat(&out, "format version   %s\n", Str(r, "format_version"));
@@ -203,37 +215,37 @@ std::string FormatInspect(const Json& r) {
                         U64(r, "layout/regions"), HumanBytes(U64(r, "layout/region_bytes")),
                         HumanBytes(U64(r, "layout/capacity_bytes")),
                         HumanBytes(U64(r, "layout/data_file_bytes")));
-  const Json* ratio = r.Find("compression_ratio");
-  absl::StrAppendFormat(
-      &out, "blocks           %d, stored %s (payload %s), compression %s\n", U64(r, "blocks"),
-      HumanBytes(U64(r, "record_bytes")), HumanBytes(U64(r, "stored_bytes")),
-      ratio != nullptr && ratio->is_number() ? absl::StrFormat("%.2fx raw/stored", ratio->number())
-                                             : std::string("unknown (geometry unreadable)"));
+  const ordered_json* ratio = At(r, "compression_ratio");
+  absl::StrAppendFormat(&out, "blocks           %d, stored %s (payload %s), compression %s\n",
+                        U64(r, "blocks"), HumanBytes(U64(r, "record_bytes")),
+                        HumanBytes(U64(r, "stored_bytes")),
+                        ratio != nullptr && ratio->is_number()
+                            ? absl::StrFormat("%.2fx raw/stored", ratio->get<double>())
+                            : std::string("unknown (geometry unreadable)"));
   absl::StrAppendFormat(&out,
                         "codecs           none %d, zstd %d, zstd-shuffle %d, fp8 %d, int8 %d\n",
-                        U64(r, "codecs/none"), U64(r, "codecs/zstd"),
-                        U64(r, "codecs/zstd-shuffle"), U64(r, "codecs/fp8"),
-                        U64(r, "codecs/int8"));
+                        U64(r, "codecs/none"), U64(r, "codecs/zstd"), U64(r, "codecs/zstd-shuffle"),
+                        U64(r, "codecs/fp8"), U64(r, "codecs/int8"));
 
   out += "\nnamespace                          blocks          raw      on disk\n";
-  for (const Json& n : r.Find("namespaces")->items()) {
-    const Json* raw = n.Find("raw_bytes");
+  for (const ordered_json& n : Items(r, "namespaces")) {
+    const ordered_json* raw = At(n, "raw_bytes");
     absl::StrAppendFormat(&out, "  %-30s %8d %12s %12s\n", Str(n, "name"), U64(n, "blocks"),
-                          raw != nullptr && raw->is_number() ? HumanBytes(raw->number()) : "?",
+                          raw != nullptr && raw->is_number() ? HumanBytes(raw->get<double>()) : "?",
                           HumanBytes(U64(n, "record_bytes")));
   }
-  if (r.Find("namespaces")->items().empty()) out += "  (none)\n";
+  if (Items(r, "namespaces").empty()) out += "  (none)\n";
 
   absl::StrAppendFormat(&out,
                         "\nspace            live %s in %d regions; reclaimable %s (dead bytes in "
                         "those regions); %d free regions (%s)\n",
                         HumanBytes(U64(r, "space/live_bytes")), U64(r, "space/regions_in_use"),
-                        HumanBytes(U64(r, "space/reclaimable_bytes")),
-                        U64(r, "space/free_regions"), HumanBytes(U64(r, "space/free_bytes")));
-  const Json* age = r.Find("age");
-  if (age != nullptr && age->Find("available") != nullptr && age->Find("available")->bool_value()) {
+                        HumanBytes(U64(r, "space/reclaimable_bytes")), U64(r, "space/free_regions"),
+                        HumanBytes(U64(r, "space/free_bytes")));
+  const ordered_json* available = At(r, "age/available");
+  if (available != nullptr && available->is_boolean() && available->get<bool>()) {
     out += "age              ";
-    for (const Json& b : age->Find("buckets")->items()) {
+    for (const ordered_json& b : Items(r, "age/buckets")) {
       absl::StrAppendFormat(&out, "%s: %d  ", Str(b, "age"), U64(b, "blocks"));
     }
     out += "\n";
@@ -300,17 +312,17 @@ absl::StatusOr<VerifyResult> VerifyCache(const std::string& dir, bool repair) {
   if (!gens.ok()) return gens.status();
 
   VerifyResult result;
-  Json problems = Json::Array();
-  Json dir_problems = Json::Array();
+  ordered_json problems = ordered_json::array();
+  ordered_json dir_problems = ordered_json::array();
   if (c.data_file_bytes() < m.regions * m.region_bytes) {
-    dir_problems.Push(Json::String(absl::StrFormat(
+    dir_problems.push_back((absl::StrFormat(
         "data.kvt is %d bytes but the layout needs %d (records past its end are reported as "
         "truncated)",
         c.data_file_bytes(), m.regions * m.region_bytes)));
   }
   if (bad_region_keys > 0) {
     // Harmless to reads (the engine ignores them) but not written by kvtier: worth a look.
-    dir_problems.Push(Json::String(absl::StrFormat(
+    dir_problems.push_back((absl::StrFormat(
         "%d region generation entries are malformed or outside the layout", bad_region_keys)));
   }
 
@@ -320,24 +332,24 @@ absl::StatusOr<VerifyResult> VerifyCache(const std::string& dir, bool repair) {
   std::vector<char> raw;
   absl::Status scan = c.ForEachBlock([&](const BlockEntry& b) {
     ++checked;
-    Json p = Json::Object();
+    ordered_json p = ordered_json::object();
     std::string kind;
     absl::Status why;
     if (!b.key.ok()) {
       kind = "malformed_key";
       why = b.key.status();
-      p.Set("index_key", absl::BytesToHexString(b.index_key));
+      p["index_key"] = absl::BytesToHexString(b.index_key);
     } else {
-      p.Set("block", b.key->ToHex());
+      p["block"] = b.key->ToHex();
       if (!b.entry.ok()) {
         kind = "malformed_entry";
         why = b.entry.status();
       } else {
         const IndexEntry& e = *b.entry;
-        p.Set("namespace", e.ns);
-        p.Set("region", uint64_t{e.region});
-        p.Set("offset", e.offset);
-        p.Set("record_bytes", uint64_t{e.record_bytes});
+        p["namespace"] = e.ns;
+        p["region"] = uint64_t{e.region};
+        p["offset"] = e.offset;
+        p["record_bytes"] = uint64_t{e.record_bytes};
         why = c.CheckPlacement(e, *gens);
         if (!why.ok()) {
           kind = why.code() == absl::StatusCode::kFailedPrecondition ? "orphan" : "out_of_range";
@@ -351,57 +363,57 @@ absl::StatusOr<VerifyResult> VerifyCache(const std::string& dir, bool repair) {
       ++good;
       return;
     }
-    p.Set("problem", kind);
-    p.Set("detail", std::string(why.message()));
-    problems.Push(std::move(p));
+    p["problem"] = kind;
+    p["detail"] = std::string(why.message());
+    problems.push_back(std::move(p));
     to_delete.push_back(b.index_key);
   });
   if (!scan.ok()) return scan;
 
-  result.problems = problems.items().size() + dir_problems.items().size();
-  Json r = Json::Object();
-  r.Set("directory", dir);
-  r.Set("checked", checked);
-  r.Set("ok", good);
-  r.Set("problem_count", uint64_t{result.problems});
-  r.Set("problems", std::move(problems));
-  r.Set("directory_problems", std::move(dir_problems));
-  r.Set("repair", repair);
+  result.problems = problems.size() + dir_problems.size();
+  ordered_json r = ordered_json::object();
+  r["directory"] = dir;
+  r["checked"] = checked;
+  r["ok"] = good;
+  r["problem_count"] = uint64_t{result.problems};
+  r["problems"] = std::move(problems);
+  r["directory_problems"] = std::move(dir_problems);
+  r["repair"] = repair;
   if (repair) {
     if (!to_delete.empty()) {
       if (absl::Status s = c.DeleteKeys(to_delete); !s.ok()) return s;
     }
-    r.Set("dropped_entries", uint64_t{to_delete.size()});
+    r["dropped_entries"] = uint64_t{to_delete.size()};
   }
   result.report = std::move(r);
   return result;
 }
 
-std::string FormatVerify(const Json& r) {
+std::string FormatVerify(const ordered_json& r) {
   std::string out;
   absl::StrAppendFormat(&out, "%s: %d index entries checked, %d ok, %d problems\n",
                         Str(r, "directory"), U64(r, "checked"), U64(r, "ok"),
                         U64(r, "problem_count"));
-  for (const Json& p : r.Find("problems")->items()) {
-    if (p.Find("block") != nullptr) {
+  for (const ordered_json& p : Items(r, "problems")) {
+    if (p.contains("block")) {
       absl::StrAppendFormat(&out, "  %s block %s", Str(p, "problem"), Str(p, "block"));
     } else {
       absl::StrAppendFormat(&out, "  %s index key %s", Str(p, "problem"), Str(p, "index_key"));
     }
-    if (p.Find("namespace") != nullptr) {
+    if (p.contains("namespace")) {
       absl::StrAppendFormat(&out, " (namespace '%s', region %d, offset %d)", Str(p, "namespace"),
                             U64(p, "region"), U64(p, "offset"));
     }
     absl::StrAppendFormat(&out, ": %s\n", Str(p, "detail"));
   }
-  for (const Json& p : r.Find("directory_problems")->items()) {
-    absl::StrAppendFormat(&out, "  directory: %s\n", p.str());
+  for (const ordered_json& p : Items(r, "directory_problems")) {
+    absl::StrAppendFormat(&out, "  directory: %s\n", p.is_string() ? p.get<std::string>() : "");
   }
-  const Json* repair = r.Find("repair");
-  if (repair != nullptr && repair->bool_value()) {
+  const ordered_json* repair = At(r, "repair");
+  if (repair != nullptr && repair->is_boolean() && repair->get<bool>()) {
     absl::StrAppendFormat(&out, "repair: dropped %d index entries (the blocks become misses)\n",
                           U64(r, "dropped_entries"));
-  } else if (!r.Find("problems")->items().empty()) {
+  } else if (!Items(r, "problems").empty()) {
     out += "run `kvtier verify --repair DIR` (with no engine on the directory) to drop them\n";
   }
   return out;
@@ -409,7 +421,8 @@ std::string FormatVerify(const Json& r) {
 
 // --------------------------------------------------------------------------------- erase
 
-absl::StatusOr<Json> EraseNamespaceFromCache(const std::string& dir, const std::string& ns) {
+absl::StatusOr<ordered_json> EraseNamespaceFromCache(const std::string& dir,
+                                                     const std::string& ns) {
   absl::StatusOr<std::unique_ptr<CacheDir>> opened =
       CacheDir::Open(dir, CacheDir::Mode::kReadWrite);
   if (!opened.ok()) return opened.status();
@@ -430,18 +443,18 @@ absl::StatusOr<Json> EraseNamespaceFromCache(const std::string& dir, const std::
   if (!to_delete.empty()) {
     if (absl::Status s = c.DeleteKeys(to_delete); !s.ok()) return s;
   }
-  Json r = Json::Object();
-  r.Set("directory", dir);
-  r.Set("namespace", ns);
-  r.Set("erased_blocks", uint64_t{to_delete.size()});
-  r.Set("erased_record_bytes", bytes);
-  Json rest = Json::Object();
-  for (const auto& [name, n] : others) rest.Set(name, n);
-  r.Set("remaining_namespaces", std::move(rest));
+  ordered_json r = ordered_json::object();
+  r["directory"] = dir;
+  r["namespace"] = ns;
+  r["erased_blocks"] = uint64_t{to_delete.size()};
+  r["erased_record_bytes"] = bytes;
+  ordered_json rest = ordered_json::object();
+  for (const auto& [name, n] : others) rest[name] = n;
+  r["remaining_namespaces"] = std::move(rest);
   return r;
 }
 
-std::string FormatErase(const Json& r) {
+std::string FormatErase(const ordered_json& r) {
   std::string out = absl::StrFormat(
       "%s: erased %d blocks (%s) of namespace '%s'; their space is reused when their regions "
       "are reclaimed\n",
@@ -449,9 +462,10 @@ std::string FormatErase(const Json& r) {
       Str(r, "namespace"));
   if (U64(r, "erased_blocks") == 0) {
     std::vector<std::string> names;
-    for (const auto& [name, v] : r.Find("remaining_namespaces")->members()) names.push_back(name);
+    for (const auto& [name, v] : Items(r, "remaining_namespaces").items()) names.push_back(name);
     absl::StrAppendFormat(&out, "note: no blocks of '%s' were found; namespaces present: %s\n",
-                          Str(r, "namespace"), names.empty() ? "(none)" : absl::StrJoin(names, ", "));
+                          Str(r, "namespace"),
+                          names.empty() ? "(none)" : absl::StrJoin(names, ", "));
   }
   return out;
 }

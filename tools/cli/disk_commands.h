@@ -12,28 +12,29 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "tools/cli/json.h"
+#include "nlohmann/json.hpp"
 
 namespace kvtier::cli {
 
 // Geometry, layout, blocks and bytes per namespace, compression, space (live, dead,
 // reclaimable, free regions) and an age histogram. Read-only: works next to a live engine.
-absl::StatusOr<Json> InspectCache(const std::string& dir);
-std::string FormatInspect(const Json& report);
+absl::StatusOr<nlohmann::ordered_json> InspectCache(const std::string& dir);
+std::string FormatInspect(const nlohmann::ordered_json& report);
 
 struct VerifyResult {
-  Json report;
+  nlohmann::ordered_json report;
   size_t problems = 0;  // corrupt records, orphans, malformed entries, directory problems
 };
 // Reads and checks every record the index points at. With `repair`, deletes the index
 // entries of every bad record in one batch (needs the directory's lock: Unavailable when an
 // engine holds it).
 absl::StatusOr<VerifyResult> VerifyCache(const std::string& dir, bool repair);
-std::string FormatVerify(const Json& report);
+std::string FormatVerify(const nlohmann::ordered_json& report);
 
 // Deletes every index entry of namespace `ns` in one batch. Needs the directory's lock.
-absl::StatusOr<Json> EraseNamespaceFromCache(const std::string& dir, const std::string& ns);
-std::string FormatErase(const Json& report);
+absl::StatusOr<nlohmann::ordered_json> EraseNamespaceFromCache(const std::string& dir,
+                                                               const std::string& ns);
+std::string FormatErase(const nlohmann::ordered_json& report);
 
 }  // namespace kvtier::cli
 

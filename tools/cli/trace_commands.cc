@@ -15,7 +15,8 @@ absl::StatusOr<std::string> ResolveTraceFormat(const std::string& path, const st
     return absl::InvalidArgumentError(
         absl::StrCat("unknown trace format '", format, "' (auto, mooncake, csv)"));
   }
-  if (absl::EndsWith(path, ".jsonl") || absl::EndsWith(path, ".json")) return std::string("mooncake");
+  if (absl::EndsWith(path, ".jsonl") || absl::EndsWith(path, ".json"))
+    return std::string("mooncake");
   if (absl::EndsWith(path, ".csv")) return std::string("csv");
   return absl::InvalidArgumentError(absl::StrCat(
       "cannot tell the format of '", path,
@@ -28,21 +29,19 @@ absl::StatusOr<std::vector<workload::Request>> ReadTrace(const std::string& path
   return workload::ReadCsvTrace(path);
 }
 
-Json SummaryJson(const workload::TraceSummary& s) {
-  Json j = Json::Object();
-  j.Set("requests", s.requests)
-      .Set("block_refs", s.block_refs)
-      .Set("unique_blocks", s.unique_blocks)
-      .Set("footprint_tokens", s.footprint_tokens)
-      .Set("max_request_blocks", s.max_request_blocks)
-      .Set("mean_request_blocks", s.mean_request_blocks)
-      .Set("reuse_ratio", s.reuse_ratio)
-      .Set("mean_reused_prefix_blocks", s.mean_reused_prefix_blocks)
-      .Set("prefix_reuse_ratio", s.prefix_reuse_ratio)
-      .Set("tenants", s.tenants)
-      .Set("duration_s", s.duration_s)
-      .Set("time_sorted", s.time_sorted);
-  return j;
+nlohmann::ordered_json SummaryJson(const workload::TraceSummary& s) {
+  return {{"requests", s.requests},
+          {"block_refs", s.block_refs},
+          {"unique_blocks", s.unique_blocks},
+          {"footprint_tokens", s.footprint_tokens},
+          {"max_request_blocks", s.max_request_blocks},
+          {"mean_request_blocks", s.mean_request_blocks},
+          {"reuse_ratio", s.reuse_ratio},
+          {"mean_reused_prefix_blocks", s.mean_reused_prefix_blocks},
+          {"prefix_reuse_ratio", s.prefix_reuse_ratio},
+          {"tenants", s.tenants},
+          {"duration_s", s.duration_s},
+          {"time_sorted", s.time_sorted}};
 }
 
 absl::Status WriteTrace(const std::vector<workload::Request>& requests, const std::string& path) {

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "tools/cli/json.h"
+#include "nlohmann/json.hpp"
 #include "workload/trace.h"
 
 namespace kvtier::cli {
@@ -28,7 +28,7 @@ absl::StatusOr<std::vector<workload::Request>> ReadTrace(const std::string& path
                                                          const std::string& format);
 
 // The summary of a trace as JSON (the fields of workload::TraceSummary).
-Json SummaryJson(const workload::TraceSummary& summary);
+nlohmann::ordered_json SummaryJson(const workload::TraceSummary& summary);
 
 // Writes `requests` as kvtier CSV to `path`.
 absl::Status WriteTrace(const std::vector<workload::Request>& requests, const std::string& path);
