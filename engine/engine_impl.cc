@@ -764,6 +764,7 @@ EngineStats EngineImpl::Stats() {
   placement_->DestroyRetiredEvents();
   EngineStats st;
   st.device = device_->name();
+  st.block_bytes = options_.geometry.block_bytes();
   prefetcher_->Fill(&st.prefetch);
   counters_->Fill(&st);
   namespaces_.FillStats(&st);
