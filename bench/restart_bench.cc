@@ -14,7 +14,7 @@
 
 #include "bench/bench_util.h"
 #include "common/flags.h"
-#include "engine/engine_impl.h"
+#include "engine/options.h"
 #include "kvtier/engine.h"
 #include "rocksdb/db.h"
 #include "tiers/disk_tier.h"

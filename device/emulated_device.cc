@@ -243,6 +243,10 @@ class EmulatedStream final : public Stream {
 
   absl::Status AddCallback(absl::AnyInvocable<void()> fn) override {
     if (!fn) return absl::InvalidArgumentError("AddCallback: empty function");
+    if (absl::Status s = device_->ClaimFault(DeviceFault::Kind::kCallback, "cudaLaunchHostFunc");
+        !s.ok()) {
+      return s;
+    }
     Enqueue(Op{.run = [fn = std::move(fn)]() mutable {
       fn();
       return absl::OkStatus();
@@ -522,6 +526,8 @@ const char* DeviceFaultKindName(DeviceFault::Kind kind) {
       return "launch";
     case DeviceFault::Kind::kEventRecord:
       return "event-record";
+    case DeviceFault::Kind::kCallback:
+      return "callback";
   }
   return "unknown";
 }

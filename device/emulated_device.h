@@ -67,13 +67,22 @@ class EmulatedStream;  // emulated_device.cc
 //   kLaunch:         Launch: "kernel 'NAME': kernel launch: unspecified launch failure",
 //                    Internal.
 //   kEventRecord:    Stream::Record: "cudaEventRecord: unspecified launch failure", Internal.
+//   kCallback:       Stream::AddCallback: "cudaLaunchHostFunc: unspecified launch failure",
+//                    Internal.
 // Errors raised while work runs (CUDA's sticky errors, which leave the context unusable) are
 // not modelled: a stream whose work failed is a device the engine cannot keep using anyway.
 // Each fault counts the calls of its kind (on every stream of the device) from the moment it
 // is injected and hits calls skip + 1 .. skip + count (count 0: until ClearFaults); when two
 // hit the same call the one injected first applies.
 struct DeviceFault {
-  enum class Kind : uint8_t { kAllocate, kAllocatePinned, kCopy, kLaunch, kEventRecord };
+  enum class Kind : uint8_t {
+    kAllocate,
+    kAllocatePinned,
+    kCopy,
+    kLaunch,
+    kEventRecord,
+    kCallback,
+  };
   Kind kind = Kind::kCopy;
   uint64_t skip = 0;
   uint64_t count = 1;

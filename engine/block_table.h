@@ -4,10 +4,10 @@
 // rarely contend. An entry's identity never depends on its location: moving a block between
 // tiers rewrites `slot[tier]`, never the key.
 //
-// Locking: an entry is read or written only inside Find / Upsert / ForEach, under its shard's
-// lock. The engine additionally holds its placement lock around every change of slots, pins
-// or writing bits (so a victim check and the eviction that follows see the same state);
-// Match reads under the shard lock alone.
+// Locking: an entry is read or written only inside Find / Upsert / Mutate / ForEach, under its
+// shard's lock. Placement (engine/placement.h) additionally holds its lock around every change
+// of slots, pins or writing bits (so a victim check and the eviction that follows see the
+// same state); Match reads under the shard lock alone. Order: placement lock → shard lock.
 
 #ifndef KVTIER_ENGINE_BLOCK_TABLE_H_
 #define KVTIER_ENGINE_BLOCK_TABLE_H_
@@ -22,7 +22,7 @@
 #include "common/mutex.h"
 #include "kvtier/block_key.h"
 #include "kvtier/device.h"
-#include "kvtier/engine.h"
+#include "kvtier/tier_kind.h"
 #include "tiers/tier.h"
 
 namespace kvtier {
@@ -39,13 +39,13 @@ struct BlockEntry {
   uint32_t ns_id = 0;
   // The block's slot in each tier, or kNoSlot. A block may have copies in several tiers.
   // For the disk tier the "slot" is the disk record id.
-  std::array<SlotId, kNumTiers> slot = {kNoSlot, kNoSlot, kNoSlot};
+  TierArray<SlotId> slot = TierArray<SlotId>::Filled(kNoSlot);
   // Bit t set: a copy into slot[t] is in flight; ready[t] completes when it lands.
   uint8_t writing = 0;
-  std::array<std::shared_ptr<Event>, kNumTiers> ready;
-  // Which transfer wrote slot[t]: its completion callback clears the writing bit only if
-  // the id still matches (the slot may have been freed and rewritten since).
-  std::array<uint64_t, kNumTiers> write_id = {0, 0, 0};
+  TierArray<std::shared_ptr<Event>> ready;
+  // Which transfer wrote slot[t]: its completion clears the writing bit only if the id still
+  // matches (the slot may have been freed and rewritten since).
+  TierArray<uint64_t> write_id;
   // Set while the host copy is being read in from disk (then ready[kHost] is null).
   std::shared_ptr<HostFill> host_fill;
   // In-flight reads plus leases. A pinned block's copies are never evicted.
@@ -63,8 +63,18 @@ struct BlockEntry {
   // creation time): its namespace's time to live counts from here.
   int64_t stored_unix_ms = 0;
 
-  bool has(TierKind t) const { return slot[static_cast<int>(t)] != kNoSlot; }
-  bool is_writing(TierKind t) const { return writing & (1u << static_cast<int>(t)); }
+  static constexpr uint8_t Bit(TierKind t) { return static_cast<uint8_t>(1u << static_cast<int>(t)); }
+
+  bool has(TierKind t) const { return slot[t] != kNoSlot; }
+  bool is_writing(TierKind t) const { return (writing & Bit(t)) != 0; }
+  void set_writing(TierKind t, bool on) {
+    writing = on ? static_cast<uint8_t>(writing | Bit(t)) : static_cast<uint8_t>(writing & ~Bit(t));
+  }
+  bool is_prefetched(TierKind t) const { return (prefetched & Bit(t)) != 0; }
+  void set_prefetched(TierKind t, bool on) {
+    prefetched =
+        on ? static_cast<uint8_t>(prefetched | Bit(t)) : static_cast<uint8_t>(prefetched & ~Bit(t));
+  }
   bool has_any() const {
     for (SlotId s : slot) {
       if (s != kNoSlot) return true;
@@ -73,8 +83,8 @@ struct BlockEntry {
   }
   // The fastest tier holding a copy. REQUIRES: has_any().
   TierKind best_tier() const {
-    for (int t = 0; t < kNumTiers; ++t) {
-      if (slot[t] != kNoSlot) return static_cast<TierKind>(t);
+    for (TierKind t : kAllTiers) {
+      if (has(t)) return t;
     }
     return TierKind::kHost;
   }

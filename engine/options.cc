@@ -1,11 +1,12 @@
 // engine/options.cc — validation of EngineOptions and the small value types of engine.h.
 
+#include "engine/options.h"
+
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/admission_policy.h"
-#include "engine/engine_impl.h"
-#include "engine/eviction_policy.h"
-#include "absl/strings/escaping.h"
+#include "engine/eviction/eviction_policy.h"
 #include "kvtier/engine.h"
 
 namespace kvtier {
@@ -96,6 +97,11 @@ KvBuffers KvBuffers::Paged(PagedPool pool, std::vector<uint32_t> pages) {
   b.pool_ = std::move(pool);
   b.pages_ = std::move(pages);
   return b;
+}
+
+size_t DiskRecordBytes(const DiskOptions& disk, const Geometry& geometry) {
+  const absl::StatusOr<Codec> codec = ParseCodec(disk.codec);
+  return NominalRecordSize(geometry, codec.ok() ? *codec : Codec::kNone);
 }
 
 absl::Status ValidateNamespaceLimits(const NamespaceLimits& limits, size_t block_bytes) {

@@ -56,13 +56,10 @@ absl::Status TransferHandleImpl::WaitAll() {
   finished_->WaitForNotification();
   for (const std::shared_ptr<HostFill>& fill : fills_) {
     fill->done.WaitForNotification();  // already passed: the copies were gated on it
-    // The engine's bookkeeping of the read runs on the completion queue, posted by the I/O
-    // thread after it released the copies, so it can trail this transfer's own completion.
-    // Wait for it: until it runs the host copy still looks in flight, and the caller's next
-    // call could find no host slot free (capi.disk_reopen, on a loaded machine: two blocks
-    // loaded from disk into a 2-slot host tier, then two more refused). A failed block is
-    // forgotten there too, so the caller hears of the error only after (storing the block
-    // again, recomputed, is then not taken for a duplicate of the copy about to go).
+    // The engine's bookkeeping of the read (posted by the I/O thread after it released the
+    // copies) can trail this transfer's own completion. Invariant: when Wait returns, that
+    // bookkeeping is done — a failed block has been forgotten, so storing it again is not
+    // taken for a duplicate of the copy about to go.
     fill->settled.WaitForNotification();
     if (!fill->status.ok() && s.ok()) s = fill->status;
   }

@@ -38,26 +38,42 @@ class TransferHandleImpl final : public TransferHandle {
     size_t present = 0;
     size_t rejected = 0;
   };
+  // Everything a handle holds, by name (engine/pending_transfer.h fills it).
+  struct Parts {
+    // Recorded after the transfer's copies; null when nothing was enqueued (ready at once,
+    // after `waits`).
+    std::shared_ptr<Event> done;
+    // Notified by the transfer's completion once the engine's bookkeeping is done; null when
+    // `done` is.
+    std::shared_ptr<Notification> finished;
+    // Loads: one event per layer (null entries: the layer is ready once `waits` are). Empty
+    // for transfers that are not loads.
+    std::vector<std::shared_ptr<Event>> layers;
+    Counts counts;
+    // LoadToGpuTier: the leased slots' addresses.
+    std::vector<DevicePtr> slots;
+    // Leased transfers: called at most once, by Release().
+    absl::AnyInvocable<absl::Status()> release;
+    // Disk reads the transfer's copies were gated on; their failures are the transfer's.
+    std::vector<std::shared_ptr<HostFill>> fills;
+    // Copies enqueued by earlier transfers that this one depends on without having enqueued
+    // anything itself (blocks a prefetch is still landing); every wait covers them.
+    std::vector<std::shared_ptr<Event>> waits;
+    // Loads: where time spent waiting for this transfer's bytes is charged (the engine's and
+    // the namespace's stall meters).
+    std::vector<std::shared_ptr<StallMeter>> meters;
+  };
 
-  // `waits`: copies enqueued by earlier transfers that this one depends on without having
-  // enqueued anything itself (blocks a prefetch is still landing); every wait covers them.
-  // `done` may be null (nothing was enqueued: ready at once, after `waits`). `finished` is notified by the
-  // engine's completion callback once its bookkeeping for the transfer is done (null when
-  // done is). `layers` is empty for transfers that are not loads; otherwise one event per
-  // layer. `release` is called at most once, by Release(), for leased transfers.
-  TransferHandleImpl(std::shared_ptr<Event> done, std::shared_ptr<Notification> finished,
-                     std::vector<std::shared_ptr<Event>> layers, Counts counts,
-                     std::vector<DevicePtr> slots, absl::AnyInvocable<absl::Status()> release,
-                     std::vector<std::shared_ptr<HostFill>> fills = {},
-                     std::vector<std::shared_ptr<Event>> waits = {})
-      : waits_(std::move(waits)),
-        done_(std::move(done)),
-        finished_(std::move(finished)),
-        layers_(std::move(layers)),
-        counts_(counts),
-        slots_(std::move(slots)),
-        release_(std::move(release)),
-        fills_(std::move(fills)) {}
+  explicit TransferHandleImpl(Parts parts)
+      : waits_(std::move(parts.waits)),
+        done_(std::move(parts.done)),
+        finished_(std::move(parts.finished)),
+        layers_(std::move(parts.layers)),
+        counts_(parts.counts),
+        slots_(std::move(parts.slots)),
+        release_(std::move(parts.release)),
+        fills_(std::move(parts.fills)),
+        meters_(std::move(parts.meters)) {}
 
   bool IsReady() override;
   absl::Status Wait() override;
@@ -69,12 +85,6 @@ class TransferHandleImpl final : public TransferHandle {
   absl::Span<const DevicePtr> slots() const override { return slots_; }
   absl::Status Release() override;
 
-  // Loads only: charge time spent waiting for this transfer's bytes to these meters (the
-  // engine's and the namespace's).
-  void set_stall_meters(std::vector<std::shared_ptr<StallMeter>> meters) {
-    meters_ = std::move(meters);
-  }
-
  private:
   absl::StatusOr<Event*> LayerEvent(uint32_t layer);
   // Whether `event` and every event in waits_ have completed (errors count as completed).
@@ -85,16 +95,16 @@ class TransferHandleImpl final : public TransferHandle {
   absl::Status StreamWaits(Event* event, Stream& stream, bool measure);
 
   const std::vector<std::shared_ptr<Event>> waits_;
-  std::shared_ptr<Event> done_;
-  std::shared_ptr<Notification> finished_;
-  std::vector<std::shared_ptr<Event>> layers_;
-  Counts counts_;
-  std::vector<DevicePtr> slots_;
+  const std::shared_ptr<Event> done_;
+  const std::shared_ptr<Notification> finished_;
+  const std::vector<std::shared_ptr<Event>> layers_;
+  const Counts counts_;
+  const std::vector<DevicePtr> slots_;
   Mutex release_mu_;
   absl::AnyInvocable<absl::Status()> release_ ABSL_GUARDED_BY(release_mu_);
   // Disk reads this transfer's copies were gated on; their failures are the transfer's.
   const std::vector<std::shared_ptr<HostFill>> fills_;
-  std::vector<std::shared_ptr<StallMeter>> meters_;
+  const std::vector<std::shared_ptr<StallMeter>> meters_;
 };
 
 }  // namespace kvtier

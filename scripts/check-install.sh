@@ -54,4 +54,61 @@ c++ -std=c++20 -Wall -Wextra -Werror examples/tiers_example.cc -o "$work/tiers_e
 LD_LIBRARY_PATH="$libdir" "$work/c_api_example_pc" --device=emulated --disk="$work/disk"
 LD_LIBRARY_PATH="$libdir" "$work/tiers_example_pc" --device=emulated --copy-gbps=0 \
   >"$work/tiers_pc.log" 2>&1 || { cat "$work/tiers_pc.log"; exit 1; }
+
+# The Python package, imported from outside the source tree with nothing but the installed
+# directory on its path: an engine on the emulated device stores two blocks, matches them and
+# loads them back byte for byte.
+check_python() {  # SITE_DIR HOW_INSTALLED
+  (cd "$work" && env -u PYTHONHOME PYTHONPATH="$1" PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 \
+     "$python" - "$1" "$2" <<'PY'
+import os, sys
+import numpy as np
+import kvtier
+site, how = sys.argv[1], sys.argv[2]
+where = os.path.dirname(os.path.realpath(kvtier.__file__))
+assert where == os.path.join(os.path.realpath(site), "kvtier"), f"kvtier imported from {where}"
+with kvtier.Engine.open(layers=2, kv_heads=2, head_dim=16, dtype="fp16", block_tokens=16,
+                        model="check-install@1", host_tier_bytes=64 << 12,
+                        device="emulated") as engine:
+    tokens = np.arange(32, dtype=np.int32)
+    kv = (np.arange(2 * np.prod(engine.block_shape)) % 251).astype(engine.dtype)
+    kv = kv.reshape((2,) + engine.block_shape)
+    engine.store("default", tokens, kv)
+    matched, keys = engine.match("default", tokens)
+    assert matched == 32 and len(keys) == 2, (matched, keys)
+    back = engine.load("default", keys)
+    assert np.array_equal(back.view(np.uint16), kv.view(np.uint16)), "loaded bytes differ"
+print(f"check-install: python ({how}): kvtier from {where}: 2 blocks stored, matched, loaded")
+PY
+  ) || { echo "check-install: the Python package installed by $2 does not work" >&2; exit 1; }
+}
+
+if compgen -G "$build/bindings/python/kvtier/_kvtier*.so" >/dev/null; then
+  python="$(sed -n 's/^_Python3_EXECUTABLE:INTERNAL=//p' "$build/CMakeCache.txt")"
+  python="${python:-/usr/bin/python3}"
+  echo "== check-install: python: the package cmake --install put under $prefix" >&2
+  ext="$(find "$prefix" -name '_kvtier*.so' -print -quit)"
+  [ -n "$ext" ] || { echo "check-install: no _kvtier extension installed" >&2; exit 1; }
+  site="$(dirname "$(dirname "$ext")")"
+  case "$site" in
+    "$prefix"/lib*/python3*/*-packages) ;;
+    *) echo "check-install: Python package installed outside lib/python3*/*-packages: $site" >&2
+       exit 1 ;;
+  esac
+  for f in bindings/python/kvtier/*.py; do
+    [ -f "$site/kvtier/${f##*/}" ] || { echo "check-install: $f is not installed" >&2; exit 1; }
+  done
+  check_python "$site" "cmake --install"
+
+  echo "== check-install: python: pip install bindings/python (offline, extension from $build)" >&2
+  "$python" -m pip --version >/dev/null 2>&1 ||
+    { echo "check-install: no pip for $python (scripts/install-deps.sh installs python3-pip)" >&2
+      exit 1; }
+  KVTIER_BUILD_DIR="$build" "$python" -m pip install --no-build-isolation --no-deps --no-index \
+    --disable-pip-version-check --root-user-action=ignore --target "$work/pip-site" \
+    bindings/python >"$work/pip.log" 2>&1 || { cat "$work/pip.log"; exit 1; }
+  check_python "$work/pip-site" "pip install"
+else
+  echo "== check-install: python: skipped ($build has no Python module)" >&2
+fi
 echo "== check-install: passed (find_package and pkg-config consumers built and ran)" >&2

@@ -13,6 +13,7 @@ packages=(
   fio                        # the disk benchmark's ceiling
   gnuplot-nox                # bench eviction's PNG plot
   pybind11-dev python3-dev python3-numpy   # the Python module (bindings/python/)
+  python3-pip python3-setuptools python3-wheel   # pip install bindings/python (check-install.sh)
 )
 
 missing=()

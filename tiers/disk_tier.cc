@@ -445,6 +445,91 @@ absl::StatusOr<RecordId> DiskTier::Write(const BlockKey& key, const std::string&
   return id;
 }
 
+absl::StatusOr<RecordId> DiskTier::Reserve(const BlockKey& key, const std::string& ns) {
+  MutexLock lock(&mu_);
+  RecordId id;
+  if (free_ids_.empty()) {
+    id = static_cast<RecordId>(records_.size());
+    records_.emplace_back();
+  } else {
+    id = free_ids_.back();
+    free_ids_.pop_back();
+  }
+  Record& r = records_[id];
+  r = Record{};
+  r.key = key;
+  r.ns = ns;
+  r.live = true;
+  r.reserved = true;
+  return id;
+}
+
+absl::Status DiskTier::Submit(RecordId id, const void* src,
+                              absl::AnyInvocable<void(absl::Status)> done) {
+  int raw = -1, out = -1;
+  BlockKey key;
+  std::string ns;
+  {
+    MutexLock lock(&mu_);
+    if (id >= records_.size() || !records_[id].live || !records_[id].reserved) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("disk tier: record %u was not reserved", id));
+    }
+    Record& r = records_[id];
+    r.reserved = false;
+    key = r.key;
+    ns = r.ns;
+    if (!r.erased) {
+      const bool in_place = options_.codec == Codec::kNone;
+      const size_t needed = in_place ? 1 : 2;
+      mu_.AwaitWithTimeout(
+          [&] {
+            mu_.AssertHeld();
+            return free_staging_.size() + (4 * options_.staging_buffers - overflow_in_use_) >=
+                   needed;
+          },
+          kStagingWait);
+      if (!in_place) {
+        raw = TakeStaging();
+        if (raw < 0) raw = TakeOverflowStaging();
+      }
+      out = (!in_place && raw < 0) ? -1 : TakeStaging();
+      if ((in_place || raw >= 0) && out < 0) out = TakeOverflowStaging();
+    }
+    if (r.erased || out < 0) {
+      if (raw >= static_cast<int>(options_.staging_buffers)) {
+        FreeAligned(overflow_[raw - options_.staging_buffers]);
+        overflow_[raw - options_.staging_buffers] = nullptr;
+        free_overflow_ids_.push_back(raw);
+        --overflow_in_use_;
+      } else if (raw >= 0) {
+        free_staging_.push_back(raw);
+      }
+      const bool erased = r.erased;
+      DropRecordLocked(id);
+      if (!erased) {
+        mu_.Unlock();
+        ReleaseWaiters(id, false);
+        mu_.Lock();
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "disk tier: all %u staging buffers and %u overflow buffers are busy",
+            options_.staging_buffers, 4 * options_.staging_buffers));
+      }
+      mu_.Unlock();
+      ReleaseWaiters(id, false);
+      done(absl::CancelledError("disk tier: block erased before it was written"));
+      mu_.Lock();
+      return absl::OkStatus();
+    }
+    ++ops_in_flight_;
+  }
+  std::memcpy(raw >= 0 ? StagingBuffer(raw) : StagingBuffer(out) + kRecordHeaderBytes, src,
+              block_bytes_);
+  MutexLock lock(&mu_);
+  encode_queue_.push_back(WriteJob{id, key, ns, raw, out, std::move(done)});
+  return absl::OkStatus();
+}
+
 void DiskTier::EncoderLoop() {
   for (;;) {
     WriteJob job;
@@ -579,9 +664,17 @@ void DiskTier::Encode(WriteJob job) {
   bool erased = false;
   {
     MutexLock lock(&mu_);
-    erased = records_[job.id].erased;
+    // Every region busy with reads or writes in flight is a moment's condition: wait (a
+    // bounded time) for one to land rather than fail the write and lose the block.
+    mu_.AwaitWithTimeout(
+        [&] {
+          mu_.AssertHeld();
+          erased = records_[job.id].erased;
+          if (!erased) placed = Place(job.id, static_cast<uint32_t>(max_record_bytes_), &dropped);
+          return erased || placed || stopping_;
+        },
+        kStagingWait);
     if (!erased) {
-      placed = Place(job.id, static_cast<uint32_t>(max_record_bytes_), &dropped);
       if (placed) {
         const IndexEntry& e = records_[job.id].entry;
         header.region = e.region;

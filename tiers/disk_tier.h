@@ -128,6 +128,16 @@ class DiskTier {
   absl::StatusOr<RecordId> Write(const BlockKey& key, const std::string& ns, const void* src,
                                  absl::AnyInvocable<void(absl::Status)> done);
 
+  // Creates a record for `key` in namespace `ns` whose bytes are not yet submitted: never
+  // waits, never does I/O. Reads of it wait until its write lands or fail when it is
+  // abandoned; Erase abandons it.
+  absl::StatusOr<RecordId> Reserve(const BlockKey& key, const std::string& ns);
+  // Copies the block at `src` into a staging buffer (waiting up to kStagingWait for one) and
+  // queues its write. On OK `done` runs exactly once later. On error (unknown id, no buffer in
+  // time) `done` is not called and the record is abandoned. A record erased since Reserve:
+  // OK, nothing is written, done gets Cancelled.
+  absl::Status Submit(RecordId id, const void* src, absl::AnyInvocable<void(absl::Status)> done);
+
   // Starts reading record `id`, verifying it is `key` of namespace `ns`, and decoding it into
   // `dst` (block_bytes). On any verification failure `dst` is zero-filled, the record is
   // dropped, and `done` gets DataLoss. When every staging buffer is busy the read queues; a
@@ -157,6 +167,7 @@ class DiskTier {
     bool placed = false;     // has a location (written or being written)
     bool indexed = false;    // index entry written
     bool erased = false;     // erased while its write was in flight
+    bool reserved = false;   // Reserve'd, not yet Submit'ted
   };
   struct Region {
     uint64_t generation = 0;

@@ -13,7 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "engine/eviction_policy.h"
+#include "engine/eviction/eviction_policy.h"
 
 namespace kvtier::workload {
 namespace {

@@ -1,5 +1,5 @@
 // workload/engine_policy_adapter.h — runs any of the engine's eviction policies
-// (engine/eviction_policy.h, MakeEvictionPolicy) as a simulator CachePolicy
+// (engine/eviction/eviction_policy.h, MakeEvictionPolicy) as a simulator CachePolicy
 // (workload/simulator.h), so the eviction study measures the very code the engine ships
 // rather than a re-implementation of each algorithm.
 //
@@ -40,7 +40,7 @@
 #include "workload/simulator.h"
 
 namespace kvtier {
-class EvictionPolicy;  // engine/eviction_policy.h
+class EvictionPolicy;  // engine/eviction/eviction_policy.h
 }  // namespace kvtier
 
 namespace kvtier::workload {

@@ -73,9 +73,9 @@ struct SimResult {
 };
 
 // What the simulator asks of an eviction policy: events on block ids, and a victim. Shaped
-// like the engine's EvictionPolicy (engine/eviction_policy.h) with block ids for slots, so
-// an adapter can drive the engine's policies here. The simulator keeps the set of present
-// blocks and honours each method's REQUIRES; a policy need not check them.
+// like the engine's EvictionPolicy (engine/eviction/eviction_policy.h) with block ids for
+// slots, so an adapter can drive the engine's policies here. The simulator keeps the set of
+// present blocks and honours each method's REQUIRES; a policy need not check them.
 class CachePolicy {
  public:
   virtual ~CachePolicy() = default;

@@ -33,6 +33,13 @@ template <typename T>
 struct TierArray {
   std::array<T, kNumTiers> values{};
 
+  // Every tier's value set to `v`.
+  static constexpr TierArray Filled(const T& v) {
+    TierArray a;
+    a.values.fill(v);
+    return a;
+  }
+
   constexpr T& operator[](TierKind t) { return values[static_cast<size_t>(t)]; }
   constexpr const T& operator[](TierKind t) const { return values[static_cast<size_t>(t)]; }
   constexpr T& operator[](size_t i) { return values[i]; }

@@ -8,6 +8,7 @@
 // Faults are injected with engine/testing_hooks.h (the disk tier's I/O engine, the emulated
 // device) and EmulatedDevice::InjectFaultIntoNextDevice (calls Open makes).
 
+#include <atomic>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -291,16 +292,29 @@ TEST_P(EngineDeviceFaultTest, ErrorMidLoadFailsThatLoadOnlyAndLeaksNoPin) {
 }
 
 std::string DeviceCaseName(const ::testing::TestParamInfo<DeviceCase>& info) {
-  return info.param.kind == DeviceFault::Kind::kCopy ? std::string("Copy")
-                                                     : std::string("EventRecord");
+  switch (info.param.kind) {
+    case DeviceFault::Kind::kCopy:
+      return "Copy";
+    case DeviceFault::Kind::kEventRecord:
+      return "EventRecord";
+    case DeviceFault::Kind::kCallback:
+      return "Callback";
+    default:
+      return "Other";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, EngineDeviceFaultTest,
                          ::testing::Values(DeviceCase{DeviceFault::Kind::kCopy, "cudaMemcpy"}),
                          DeviceCaseName);
+// The completion cannot be attached (cudaLaunchHostFunc fails) after every copy and the
+// transfer's event are on the stream: without its completion the handle's Wait would never
+// return and its pins would leak, so the transfer fails like any other.
 INSTANTIATE_TEST_SUITE_P(AfterPartlyEnqueued, EngineDeviceFaultTest,
                          ::testing::Values(DeviceCase{DeviceFault::Kind::kEventRecord,
-                                                      "cudaEventRecord"}),
+                                                      "cudaEventRecord"},
+                                           DeviceCase{DeviceFault::Kind::kCallback,
+                                                      "cudaLaunchHostFunc"}),
                          DeviceCaseName);
 
 TEST_F(EngineFaultTest, LaunchErrorMidPagedStoreFailsThatStoreOnly) {
@@ -643,6 +657,75 @@ TEST_F(EngineFaultTest, ALoadFromDiskWaitsForLandedCopiesBeforeGivingUp) {
   EXPECT_EQ(after.tiers[kDisk].hits - before.tiers[kDisk].hits, 2u);
   EXPECT_EQ(after.tiers[kHost].hits - before.tiers[kHost].hits, 0u);
   EXPECT_TRUE((*stored)->Wait().ok());
+}
+
+// A saturated disk slows only what waits for the disk. Every write is held for a long time
+// and the staging pool is two buffers, so evictions to disk back up; the blocks they evict
+// still go down (the eviction reserves a record and hands the slot back at once), and
+// the copy of their bytes out of the host tier waits off every engine lock. Match and a
+// host-tier Load of other blocks meanwhile complete in a small fraction of the disk's delay.
+TEST_F(EngineFaultTest, ASlowDiskDoesNotStallMatchOrHostLoadsOfOtherBlocks) {
+  constexpr absl::Duration kDiskDelay = absl::Milliseconds(1000);
+  EngineOptions o = Options(/*host_blocks=*/8, /*disk=*/true);
+  o.disk.staging_buffers = 2;
+  o.namespaces = {"default", "bulk"};
+  // "bulk" evicts only its own blocks, so the blocks of "default" stay in the host tier.
+  o.namespace_limits["bulk"].host_bytes = 4 * o.geometry.block_bytes();
+  Open(o);
+  const std::vector<int32_t> hot = Prompt(2, 7);
+  ASSERT_TRUE(Store(hot).ok());
+  const std::vector<BlockKey> hot_keys = KeysOf(*engine_, "default", hot);
+  ASSERT_TRUE(InjectDiskFault(*engine_, FaultSpec{FaultSpec::Kind::kDelay, 0, 0, kDiskDelay}).ok());
+
+  // A producer that keeps storing new "bulk" blocks: every Store evicts two to disk.
+  std::atomic<bool> stop{false};
+  std::atomic<int> stores{0};
+  absl::Duration slowest_store;
+  Buffers src(*this, 2);
+  std::vector<std::unique_ptr<TransferHandle>> handles;
+  std::thread producer([&] {
+    for (int i = 0; i < 10 && !stop.load(); ++i) {
+      const std::vector<int32_t> tokens = Prompt(2, 100 + i);
+      FillBlocks(engine_->device(), src.ptrs(), KeysOf(*engine_, "bulk", tokens), bytes_);
+      StoreRequest r;
+      r.ns = "bulk";
+      r.tokens = tokens;
+      r.buffers = KvBuffers::Blocks(src.ptrs());
+      const absl::Time start = absl::Now();
+      auto h = engine_->Store(r);
+      slowest_store = std::max(slowest_store, absl::Now() - start);
+      ASSERT_TRUE(h.ok()) << h.status();
+      handles.push_back(std::move(*h));
+      ++stores;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  });
+  while (stores.load() < 6) absl::SleepFor(absl::Milliseconds(1));  // the disk is backed up now
+  absl::Duration slowest_match, slowest_load;
+  for (int i = 0; i < 10; ++i) {
+    absl::Time start = absl::Now();
+    auto m = engine_->Match("default", hot);
+    slowest_match = std::max(slowest_match, absl::Now() - start);
+    ASSERT_TRUE(m.ok()) << m.status();
+    ASSERT_EQ(m->tiers, std::vector<TierKind>(2, TierKind::kHost));
+    start = absl::Now();
+    std::vector<std::vector<uint8_t>> got;
+    const absl::Status s = Load(hot_keys, "default", &got);
+    slowest_load = std::max(slowest_load, absl::Now() - start);
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(got[0], BlockContent(hot_keys[0], bytes_));
+    EXPECT_EQ(got[1], BlockContent(hot_keys[1], bytes_));
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  stop = true;
+  producer.join();
+  EXPECT_LT(slowest_match, kDiskDelay / 10);
+  EXPECT_LT(slowest_load, kDiskDelay / 10) << "a host-tier Load waited for the disk";
+  // Storing itself never waits for the disk either: its copies do (stream waits).
+  EXPECT_LT(slowest_store, kDiskDelay / 10);
+  ASSERT_TRUE(ClearDiskFaults(*engine_).ok());
+  for (auto& h : handles) EXPECT_TRUE(h->Wait().ok());
+  EXPECT_TRUE(engine_->Flush().ok());
 }
 
 TEST_F(EngineFaultTest, HooksSayWhatIsMissing) {

@@ -621,6 +621,14 @@ TEST(EmulatedDeviceFaults, EachKindFailsItsCallAsCudaWouldAndNothingElse) {
   ASSERT_TRUE(complete.ok());
   EXPECT_TRUE(*complete) << "a failed Record captured nothing";
 
+  device->InjectFault({DeviceFault::Kind::kCallback, 0, 1});
+  bool ran = false;
+  s = stream->AddCallback([&ran] { ran = true; });
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(s.message(), "cudaLaunchHostFunc: unspecified launch failure (injected fault)");
+  ASSERT_TRUE(stream->Synchronize().ok());
+  EXPECT_FALSE(ran) << "a failed AddCallback enqueued its function";
+
   // Every fault was one-shot: the same calls now work, and bytes arrive intact.
   ASSERT_TRUE(stream->CopyToDevice(*buffer, host.data(), host.size()).ok());
   std::vector<uint8_t> back(host.size(), 0);

@@ -29,11 +29,12 @@ std::unique_ptr<TransferHandleImpl> DoneHandle(Device& device,
   EXPECT_TRUE((*stream)->Synchronize().ok());
   auto finished = std::make_shared<Notification>();
   finished->Notify();
-  return std::make_unique<TransferHandleImpl>(std::shared_ptr<Event>(std::move(*event)),
-                                              std::move(finished),
-                                              std::vector<std::shared_ptr<Event>>{},
-                                              TransferHandleImpl::Counts{1, 0, 0},
-                                              std::vector<DevicePtr>{}, nullptr, std::move(fills));
+  TransferHandleImpl::Parts parts;
+  parts.done = std::shared_ptr<Event>(std::move(*event));
+  parts.finished = std::move(finished);
+  parts.counts = TransferHandleImpl::Counts{1, 0, 0};
+  parts.fills = std::move(fills);
+  return std::make_unique<TransferHandleImpl>(std::move(parts));
 }
 
 TEST(TransferHandle, WaitReturnsOnlyOnceEveryHostFillIsSettled) {

@@ -1,19 +1,25 @@
-// engine/eviction_policy.cc — MakeEvictionPolicy: every policy by its configuration name.
+// engine/eviction/eviction_policy.cc — MakeEvictionPolicy: every policy by its configuration name.
 
-#include "engine/eviction_policy.h"
+#include "engine/eviction/eviction_policy.h"
 
 #include <memory>
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "engine/eviction_policies.h"
-#include "engine/lru_policy.h"
+#include "engine/eviction/arc_policy.h"
+#include "engine/eviction/clock_policy.h"
+#include "engine/eviction/fifo_policy.h"
+#include "engine/eviction/lfu_policy.h"
+#include "engine/eviction/lru_policy.h"
+#include "engine/eviction/s3fifo_policy.h"
+#include "engine/eviction/sieve_policy.h"
+#include "engine/eviction/tinylfu_policy.h"
 
 namespace kvtier {
 namespace {
 
-constexpr const char* kPolicyNames[] = {"lru", "fifo", "clock", "sieve", "s3fifo", "arc",
-                                        "tinylfu", "lfu"};
+constexpr const char* kPolicyNames[] = {"lru",    "fifo", "clock",   "sieve",
+                                        "s3fifo", "arc",  "tinylfu", "lfu"};
 
 }  // namespace
 

@@ -1,5 +1,8 @@
-#include "engine/lru_policy.h"
+// tests/engine/eviction/lru_policy_test.cc — LRU: recency order, cold inserts, busy slots.
 
+#include "engine/eviction/lru_policy.h"
+
+#include <optional>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -60,14 +63,6 @@ TEST(LruPolicy, ScanOfNewBlocksEvictsOldOnesInOrder) {
   lru.OnInsert(1);
   lru.OnAccess(0);
   EXPECT_EQ(lru.PickVictim([](SlotId) { return true; }), SlotId{1});
-}
-
-TEST(EvictionPolicyFactory, UnknownNameIsAnErrorListingKnownOnes) {
-  EXPECT_TRUE(MakeEvictionPolicy("lru", 8).ok());
-  absl::Status s = MakeEvictionPolicy("belady", 8).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("belady"), absl::string_view::npos);
-  EXPECT_NE(s.message().find("lru"), absl::string_view::npos);
 }
 
 }  // namespace

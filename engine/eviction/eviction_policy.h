@@ -1,14 +1,35 @@
-// engine/eviction_policy.h — which slot of a full tier to give up next.
+// engine/eviction/eviction_policy.h — which slot of a full tier to give up next.
 //
 // A policy sees only slot ids and events on them (inserted, accessed, removed); it knows
-// nothing of bytes or other tiers, and of keys only a hash (SetNextKey) for its history. The engine asks for a victim with a predicate that
-// says whether a slot may be evicted now (not pinned, leased or in flight); the policy offers
-// slots from most to least evictable until the predicate accepts one.
+// nothing of bytes or other tiers, and of keys only a hash (SetNextKey) for its history. The
+// engine asks for a victim with a predicate that says whether a slot may be evicted now (not
+// pinned, leased or in flight); the policy offers slots from most to least evictable until the
+// predicate accepts one.
+//
+// Every policy (one file pair each in this folder: lru, fifo, clock, sieve, s3fifo, arc,
+// tinylfu, lfu) keeps its queues as intrusive lists over the dense slot ids (arrays sized at
+// construction), so an event costs O(1) and no allocation; the only maps are the ghost lists
+// of S3-FIFO and ARC, reserved up front and bounded by num_slots entries.
+//
+// Two things the interface does not say directly, resolved the same way by every policy:
+//  * Identity. Slots are reused for other blocks, so history that outlives a slot (ghosts,
+//    TinyLFU's frequency sketch) is keyed by the hash SetNextKey gives before each insert,
+//    remembered per slot; without it the slot id stands in for the key.
+//  * Eviction versus removal. The engine calls PickVictim, then OnRemove on the slot it
+//    evicts, but it also calls OnRemove when a block goes away for other reasons. A policy
+//    with ghosts therefore treats an OnRemove of the slot its last PickVictim returned as an
+//    eviction (the block's key becomes a ghost) and any other OnRemove as a plain removal.
+//
+// Busy slots: PickVictim offers only slots `evictable` accepts. What happens to a slot it
+// skips is documented per policy; in short, a skipped slot keeps its place (it stays the most
+// evictable), while the bookkeeping the algorithm does anyway on the way (clearing reference
+// bits, S3-FIFO's promotions) still happens. Every sweep is bounded, so a call where nothing
+// is evictable returns nullopt and leaves the policy usable.
 //
 // Not thread-safe: the engine calls a tier's policy under its placement lock.
 
-#ifndef KVTIER_ENGINE_EVICTION_POLICY_H_
-#define KVTIER_ENGINE_EVICTION_POLICY_H_
+#ifndef KVTIER_ENGINE_EVICTION_EVICTION_POLICY_H_
+#define KVTIER_ENGINE_EVICTION_EVICTION_POLICY_H_
 
 #include <cstdint>
 #include <memory>
@@ -55,4 +76,4 @@ absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(absl::string_
 
 }  // namespace kvtier
 
-#endif  // KVTIER_ENGINE_EVICTION_POLICY_H_
+#endif  // KVTIER_ENGINE_EVICTION_EVICTION_POLICY_H_

@@ -1,15 +1,15 @@
-// engine/lru_policy.h — least-recently-used eviction.
+// engine/eviction/lru_policy.h — least-recently-used eviction.
 //
 // An intrusive doubly linked list over slot ids (two arrays, no allocation after
 // construction): OnInsert and OnAccess move a slot to the head, PickVictim walks from the
 // tail, skipping slots the engine says are busy. O(1) per event, O(busy slots) per pick.
 
-#ifndef KVTIER_ENGINE_LRU_POLICY_H_
-#define KVTIER_ENGINE_LRU_POLICY_H_
+#ifndef KVTIER_ENGINE_EVICTION_LRU_POLICY_H_
+#define KVTIER_ENGINE_EVICTION_LRU_POLICY_H_
 
 #include <vector>
 
-#include "engine/eviction_policy.h"
+#include "engine/eviction/eviction_policy.h"
 
 namespace kvtier {
 
@@ -41,4 +41,4 @@ class LruPolicy final : public EvictionPolicy {
 
 }  // namespace kvtier
 
-#endif  // KVTIER_ENGINE_LRU_POLICY_H_
+#endif  // KVTIER_ENGINE_EVICTION_LRU_POLICY_H_

@@ -1,6 +1,6 @@
-// engine/lru_policy.cc — least-recently-used eviction (see lru_policy.h).
+// engine/eviction/lru_policy.cc — least-recently-used eviction (see lru_policy.h).
 
-#include "engine/lru_policy.h"
+#include "engine/eviction/lru_policy.h"
 
 #include <cassert>
 

@@ -1,0 +1,30 @@
+// engine/options.h — what the engine derives from its public options (kvtier/engine.h).
+//
+// EngineOptions::Validate and the engine's parts share these: each returns InvalidArgument
+// naming the bad field.
+
+#ifndef KVTIER_ENGINE_OPTIONS_H_
+#define KVTIER_ENGINE_OPTIONS_H_
+
+#include <cstddef>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kvtier/engine.h"
+#include "tiers/disk_tier.h"
+
+namespace kvtier {
+
+// The disk tier's options from the public ones, validated.
+absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk,
+                                                    const Geometry& geometry);
+
+absl::Status ValidateNamespaceLimits(const NamespaceLimits& limits, size_t block_bytes);
+
+// The disk record of one block under the options' codec (NominalRecordSize): the unit of the
+// disk tier's capacity in blocks and of disk quotas.
+size_t DiskRecordBytes(const DiskOptions& disk, const Geometry& geometry);
+
+}  // namespace kvtier
+
+#endif  // KVTIER_ENGINE_OPTIONS_H_
