@@ -1,13 +1,13 @@
-// A thread that runs the engine's transfer completions, in the order they were posted.
+// engine/completion_queue.h — a thread that runs the engine's transfer completions, in the
+// order they were posted.
 //
-// Why not run them in the stream callback itself: on CUDA a host function runs on a driver
-// thread, and a completion takes the engine's placement lock. A thread holding that lock
-// while it enqueues a copy can block inside the driver behind a third thread's cudaFree (which
-// synchronizes the device and so waits for the host function): the host function waits for
-// the lock, the lock holder for the driver, the driver for the host function. Seen on an H100
-// (EnginePolicyTest.ConcurrentClientsKeepThePolicyConsistent hung; cuda-gdb showed exactly
-// those three threads). So a stream callback only posts here, taking a lock that is never
-// held around a device call, and the completion runs on this queue's own thread.
+// Why completions do not run in the stream callback itself: on CUDA a host function runs on
+// a driver thread, and a completion takes the engine's placement lock. A thread holding that
+// lock while it enqueues a copy can block inside the driver behind a third thread's cudaFree
+// (which synchronizes the device and so waits for the host function): the host function
+// would wait for the lock, the lock holder for the driver, the driver for the host function.
+// Invariant: a stream callback only posts here, taking a lock that is never held around a
+// device call, and every completion that takes an engine lock runs on this queue's thread.
 
 #ifndef KVTIER_ENGINE_COMPLETION_QUEUE_H_
 #define KVTIER_ENGINE_COMPLETION_QUEUE_H_

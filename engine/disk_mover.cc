@@ -97,7 +97,10 @@ DiskMover::~DiskMover() {
     }
     thread_.join();
   }
+  // Closing the disk tier may cancel what is left; the completions its callbacks post refer
+  // to this object, so they run before it goes.
   disk_.reset();
+  completions_.Drain();
 }
 
 // ----------------------------------------------------------------------------- the thread
@@ -319,7 +322,9 @@ void DiskMover::OnHostFilled(const BlockKey& key, uint64_t write_id,
 
 void DiskMover::OnDiskDropped(std::vector<std::pair<BlockKey, RecordId>> dropped) {
   MutexLock lock(&placement_.mu());
-  for (const auto& [key, id] : dropped) {
+  for (const std::pair<BlockKey, RecordId>& record : dropped) {
+    const BlockKey& key = record.first;
+    const RecordId id = record.second;
     table_.Mutate(key, [&](BlockEntry& e) {
       placement_.mu().AssertHeld();
       if (e.slot[kDisk] != id) return false;

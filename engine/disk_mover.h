@@ -63,7 +63,9 @@ class DiskMover final : public LowerTier {
       const DiskOptions& options, const Geometry& geometry, bool secure_erase,
       Placement& placement, BlockTable& table, NamespaceRegistry& namespaces,
       CompletionQueue& completions, EngineCounters& counters, NamespaceFn ensure_namespace);
-  // Finishes queued work (Drain), then stops the thread and closes the disk tier.
+  // Finishes queued work (Drain), stops the thread, closes the disk tier and runs the
+  // completions that posted. REQUIRES: not called from a completion, nor with a lock a
+  // completion takes.
   ~DiskMover() override;
   DiskMover(const DiskMover&) = delete;
   DiskMover& operator=(const DiskMover&) = delete;
@@ -100,10 +102,13 @@ class DiskMover final : public LowerTier {
   void Post(absl::AnyInvocable<void() &&> job) ABSL_LOCKS_EXCLUDED(mu_);
   void Loop();
 
-  void OnDiskWritten(const BlockKey& key, uint64_t write_id, absl::Status status);
+  // Completions, on the completion queue.
+  void OnDiskWritten(const BlockKey& key, uint64_t write_id, absl::Status status)
+      ABSL_LOCKS_EXCLUDED(placement_.mu());
   void OnHostFilled(const BlockKey& key, uint64_t write_id, std::shared_ptr<HostFill> fill,
-                    absl::Status status);
-  void OnDiskDropped(std::vector<std::pair<BlockKey, RecordId>> dropped);
+                    absl::Status status) ABSL_LOCKS_EXCLUDED(placement_.mu());
+  void OnDiskDropped(std::vector<std::pair<BlockKey, RecordId>> dropped)
+      ABSL_LOCKS_EXCLUDED(placement_.mu());
 
   const size_t block_bytes_;
   const size_t record_bytes_;

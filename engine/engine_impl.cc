@@ -98,16 +98,8 @@ absl::Status EngineImpl::MakeParts() {
                           return Promote(ns_id, keys, /*hinted=*/true).status();
                         },
                         [this] { placement_->SweepExpired(); }});
-  Placement::Options po;
-  po.block_bytes = block;
-  po.disk_record_bytes = DiskRecordBytes(options_.disk, options_.geometry);
-  po.secure_erase = options_.secure_erase;
-  po.prefix_aware_eviction = options_.prefix_aware_eviction;
-  po.cost_aware_eviction = options_.cost_aware_eviction;
-  po.eviction_window = options_.eviction_window;
-  po.lease_timeout = options_.lease_timeout;
   placement_ = std::make_unique<Placement>(
-      po, table_, TierArray<Tier*>{{tiers_[kGpu].get(), tiers_[kHost].get(), nullptr}},
+      PlacementOptions(options_), table_, TierArray<Tier*>{{tiers_[kGpu].get(), tiers_[kHost].get(), nullptr}},
       std::move(policies), *device_, *offload_, completions_, *planner_, *counters_, namespaces_,
       prefetcher_.get(), zeros_);
   return absl::OkStatus();
@@ -157,9 +149,9 @@ EngineImpl::~EngineImpl() {
   completions_.Drain();  // the streams' completions, posted by now
   if (disk_ != nullptr) {
     disk_->Drain();
+    completions_.Drain();  // the disk's completions, while the mover they refer to is alive
     placement_->set_lower_tier(nullptr);
-    disk_.reset();
-    completions_.Drain();  // the disk's completions (closing it may cancel some)
+    disk_.reset();  // runs what closing the disk tier posts
   }
   // A completion may have enqueued more (secure_erase zeroes a freed GPU slot).
   if (offload_ != nullptr) (void)offload_->Synchronize();
@@ -299,11 +291,11 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
   enum class Found { kAbsent, kPresent, kErasedButBusy, kExpired };
   TransferHandleImpl::Counts counts;
   std::vector<BlockKey> stored;
-  uint64_t write_id;
+  Placement::FailedTransfer failed;
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   {
     MutexLock lock(&placement_->mu());
-    write_id = placement_->OpenWrite();
+    const uint64_t write_id = failed.write_id = placement_->OpenWrite();
     std::vector<BlockCopy> copies;
     std::vector<SlotReuse> reuses;
     for (size_t i = 0; i < count; ++i) {
@@ -360,31 +352,16 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
         placement_->OnWritesLanded(kHost, stored, write_id);
         if (external != nullptr) external->Release();
       });
-      if (!t->ok()) {
-        // These blocks were not (all) copied: invisible from now on, so no one reads
-        // garbage; their slots are freed below, once copies already enqueued are done.
-        for (const BlockKey& key : stored) {
-          table_.Mutate(key, [](BlockEntry& e) {
-            e.erased = true;
-            return false;
-          });
-        }
-      }
+      // Blocks not (all) copied are invisible from now on, so no one reads garbage; their
+      // slots return once the copies already enqueued are done.
+      if (!t->ok()) placement_->WithdrawWrites(kHost, stored, &failed);
     }
     if (t->ok()) placement_->CloseWrite(write_id);
   }
-  if (!t->ok()) {
-    // Copies enqueued before the failure still read the caller's buffers and write the
-    // slots: they finish before the slots are reused and before the caller hears of the
-    // error (and may free its buffers).
-    t->Settle();
-    {
-      MutexLock lock(&placement_->mu());
-      placement_->CloseWrite(write_id);
-    }
-    placement_->OnWritesLanded(kHost, stored, write_id);
-    return t->status();
-  }
+  // Copies enqueued before a failure still read the caller's buffers and write the slots:
+  // they finish before the slots are reused and before the caller hears of the error (and may
+  // free its buffers).
+  if (!t->ok()) return Fail(*t, failed);
   counters_->stored_blocks.fetch_add(counts.moved, std::memory_order_relaxed);
   n.counters.stored.fetch_add(counts.moved, std::memory_order_relaxed);
   counters_->deduplicated_blocks.fetch_add(counts.present, std::memory_order_relaxed);
@@ -465,14 +442,9 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
       if (external != nullptr) external->Release();
     });
   }
-  if (!t->ok()) {
-    // Copies enqueued before the failure still write the caller's buffers: they finish
-    // before the caller hears of the error (and may free them), and the pins go after.
-    t->Settle();
-    MutexLock lock(&placement_->mu());
-    placement_->Unpin(r.keys);
-    return t->status();
-  }
+  // Copies enqueued before a failure still write the caller's buffers: they finish before
+  // the caller hears of the error (and may free them), and the pins go after.
+  if (!t->ok()) return Fail(*t, {.unpin = r.keys});
   for (TierKind at : kAllTiers) {
     counters_->tier(at).bytes_out.fetch_add(from[at] * g.block_bytes(), std::memory_order_relaxed);
   }
@@ -524,8 +496,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
   parts.meters = Meters(n);
   std::vector<BlockKey> promoted;
   size_t from_disk = 0;
-  std::vector<SlotId> held_slots;  // of GPU copies dropped by a failed enqueue
-  uint64_t write_id;
+  Placement::FailedTransfer failed;
   {
     MutexLock lock(&placement_->mu());
     placement_->ReapExpiredLeases();
@@ -564,37 +535,23 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
     }
     t->set_stream(stream);
     // Acquire every slot before changing any entry.
-    std::vector<std::pair<SlotId, SlotReuse>> acquired;
-    for (size_t k = 0; k < need.size(); ++k) {
-      SlotReuse reuse;
-      std::optional<SlotId> slot = placement_->AcquireSlot(kGpu, n.id, k, &reuse);
-      if (!slot) {
-        for (auto& [s, r] : acquired) placement_->ReturnSlot(kGpu, s, std::move(r));
-        placement_->Unpin(keys);
-        if (placement_->AtQuota(n.id, kGpu, k)) {
-          return absl::ResourceExhaustedError(absl::StrFormat(
-              "LoadToGpuTier: namespace '%s' is at its GPU quota of %d blocks and none of its "
-              "blocks there can be evicted for the %d more this call needs",
-              ns, placement_->quota_blocks(n.id, kGpu), need.size() - k));
-        }
-        return absl::ResourceExhaustedError(absl::StrFormat(
-            "LoadToGpuTier: no free GPU slot for %d more blocks: all %u slots are pinned, "
-            "leased or in flight",
-            need.size() - k, gpu->num_slots()));
-      }
-      acquired.emplace_back(*slot, std::move(reuse));
+    absl::StatusOr<std::vector<std::pair<SlotId, SlotReuse>>> acquired =
+        placement_->AcquireSlots(kGpu, n.id, ns, need.size(), "LoadToGpuTier");
+    if (!acquired.ok()) {
+      placement_->Unpin(keys);
+      return acquired.status();
     }
-    write_id = placement_->OpenWrite();  // no early return from here on
+    const uint64_t write_id = failed.write_id = placement_->OpenWrite();  // no return from here
     std::vector<BlockCopy> copies;
     // Blocks all in place already: nothing to enqueue; the handle waits for those still
     // landing itself (parts.waits), without queueing behind the stream's other work.
     if (!need.empty()) {
       for (const auto& event : parts.waits) (void)t->WaitFor(event);
     }
-    for (const auto& [slot, reuse] : acquired) (void)t->WaitForReuse(reuse);
+    for (const auto& [slot, reuse] : *acquired) (void)t->WaitForReuse(reuse);
     for (size_t k = 0; k < need.size(); ++k) {
       const BlockKey& key = keys[need[k]];
-      const SlotId slot = acquired[k].first;
+      const SlotId slot = (*acquired)[k].first;
       table_.Find(key, [&](BlockEntry* e) {
         placement_->mu().AssertHeld();
         (void)t->WaitForCopy(*e, kHost);
@@ -615,16 +572,8 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
       });
     }
     if (!t->ok()) {
-      // The new GPU copies go at once (nobody may read them), but their slots stay out of the
-      // pool until copies already enqueued into them are done (below, unlocked: completions
-      // take this lock).
-      for (const BlockKey& key : promoted) {
-        table_.Find(key, [&](BlockEntry* e) {
-          placement_->mu().AssertHeld();
-          held_slots.push_back(e->slot[kGpu]);
-          placement_->Detach(key, *e, kGpu, /*release_slot=*/false);
-        });
-      }
+      // The new GPU copies go at once; their slots once the copies into them are done.
+      placement_->WithdrawWrites(kGpu, promoted, &failed);
     } else {
       placement_->CloseWrite(write_id);
       const uint64_t lease_id = placement_->AddLease(keys, lease_timeout);
@@ -632,12 +581,8 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
     }
   }
   if (!t->ok()) {
-    t->Settle();
-    MutexLock lock(&placement_->mu());
-    placement_->CloseWrite(write_id);
-    for (SlotId slot : held_slots) placement_->ReleaseHeldSlot(kGpu, slot);
-    placement_->Unpin(keys);
-    return t->status();
+    failed.unpin.assign(keys.begin(), keys.end());
+    return Fail(*t, failed);
   }
   const size_t moved = promoted.size();
   counters_->tier(kGpu).promotions.fetch_add(moved, std::memory_order_relaxed);
@@ -677,11 +622,10 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Promote(
   std::vector<BlockKey> promoted;  // to the GPU tier
   std::vector<BlockKey> read_in;   // from disk to host only
   size_t from_disk = 0;
-  std::vector<SlotId> held_slots;  // of GPU copies dropped by a failed enqueue
-  uint64_t write_id;
+  Placement::FailedTransfer failed;
   {
     MutexLock lock(&placement_->mu());
-    write_id = placement_->OpenWrite();
+    const uint64_t write_id = failed.write_id = placement_->OpenWrite();
     const int64_t now_ms = absl::ToUnixMillis(absl::Now());
     placement_->set_protect_prefetched(hinted);
     std::vector<BlockCopy> copies;
@@ -749,27 +693,14 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Promote(
         placement_->OnWritesLanded(kGpu, promoted, write_id);
         placement_->OnReadsDone(pinned);
       });
-      if (!t->ok()) {
-        // As in LoadToGpuTier: the copies go now, their slots once the stream is done.
-        for (const BlockKey& key : promoted) {
-          table_.Find(key, [&](BlockEntry* e) {
-            placement_->mu().AssertHeld();
-            held_slots.push_back(e->slot[kGpu]);
-            placement_->Detach(key, *e, kGpu, /*release_slot=*/false);
-          });
-        }
-      }
+      if (!t->ok()) placement_->WithdrawWrites(kGpu, promoted, &failed);  // as LoadToGpuTier
     }
     if (t->ok()) placement_->CloseWrite(write_id);
   }
   if (!t->ok()) {
-    t->Settle();
-    MutexLock lock(&placement_->mu());
-    placement_->CloseWrite(write_id);
-    for (SlotId slot : held_slots) placement_->ReleaseHeldSlot(kGpu, slot);
-    placement_->Unpin(promoted);
-    placement_->Unpin(read_in);
-    return t->status();
+    failed.unpin = promoted;
+    failed.unpin.insert(failed.unpin.end(), read_in.begin(), read_in.end());
+    return Fail(*t, failed);
   }
   counts.moved = promoted.size() + read_in.size();
   if (hinted) prefetcher_->CountPromotion(counts.moved, counts.present, counts.rejected);
@@ -835,24 +766,7 @@ EngineStats EngineImpl::Stats() {
   st.device = device_->name();
   prefetcher_->Fill(&st.prefetch);
   counters_->Fill(&st);
-  namespaces_.ForEach([&](const Namespace& n) {
-    NamespaceStats& ns = st.namespaces.emplace_back();
-    const NamespaceCounters& c = n.counters;
-    ns.name = n.name;
-    ns.matched_blocks = c.matched.load(std::memory_order_relaxed);
-    ns.missed_blocks = c.missed.load(std::memory_order_relaxed);
-    ns.stored_blocks = c.stored.load(std::memory_order_relaxed);
-    ns.loaded_blocks = c.loaded.load(std::memory_order_relaxed);
-    ns.quota_evictions = c.quota_evictions.load(std::memory_order_relaxed);
-    ns.quota_rejections = c.quota_rejections.load(std::memory_order_relaxed);
-    ns.expired_blocks = c.expired.load(std::memory_order_relaxed);
-    ns.stall_ns = c.stall->ns.load(std::memory_order_relaxed);
-    ns.stalled_waits = c.stall->waits.load(std::memory_order_relaxed);
-    for (TierKind t : kAllTiers) {
-      ns.hits_per_tier[static_cast<size_t>(t)] = c.hits[t].load(std::memory_order_relaxed);
-      ns.misses_per_tier[static_cast<size_t>(t)] = c.misses[t].load(std::memory_order_relaxed);
-    }
-  });
+  namespaces_.FillStats(&st);
   placement_->FillStats(&st);
   if (disk_ != nullptr) disk_->FillStats(&st.tiers[static_cast<size_t>(kDisk)]);
   return st;

@@ -41,6 +41,7 @@
 #include "engine/external_memory.h"
 #include "engine/metrics_server.h"
 #include "engine/namespace_registry.h"
+#include "engine/pending_transfer.h"
 #include "engine/placement.h"
 #include "engine/prefetcher.h"
 #include "kvtier/engine.h"
@@ -101,6 +102,13 @@ class EngineImpl final : public Engine {
   absl::StatusOr<std::unique_ptr<TransferHandle>> Promote(uint32_t ns_id,
                                                           absl::Span<const BlockKey> keys,
                                                           bool hinted);
+  // A transfer that failed after planning: waits until its stream is idle, undoes what it
+  // placed, and returns its error.
+  absl::Status Fail(PendingTransfer& t, const Placement::FailedTransfer& failed) {
+    t.Settle();
+    placement_->ReleaseAfterFailure(failed);
+    return t.status();
+  }
   bool has_tier(TierKind t) const {
     return t == TierKind::kDisk ? disk_ != nullptr : tiers_[t] != nullptr;
   }

@@ -70,4 +70,25 @@ void NamespaceRegistry::ForEach(absl::FunctionRef<void(const Namespace&)> fn) co
   for (const auto& n : namespaces_) fn(*n);
 }
 
+void NamespaceRegistry::FillStats(EngineStats* out) const {
+  ForEach([&](const Namespace& n) {
+    NamespaceStats& ns = out->namespaces.emplace_back();
+    const NamespaceCounters& c = n.counters;
+    ns.name = n.name;
+    ns.matched_blocks = c.matched.load(std::memory_order_relaxed);
+    ns.missed_blocks = c.missed.load(std::memory_order_relaxed);
+    ns.stored_blocks = c.stored.load(std::memory_order_relaxed);
+    ns.loaded_blocks = c.loaded.load(std::memory_order_relaxed);
+    ns.quota_evictions = c.quota_evictions.load(std::memory_order_relaxed);
+    ns.quota_rejections = c.quota_rejections.load(std::memory_order_relaxed);
+    ns.expired_blocks = c.expired.load(std::memory_order_relaxed);
+    ns.stall_ns = c.stall->ns.load(std::memory_order_relaxed);
+    ns.stalled_waits = c.stall->waits.load(std::memory_order_relaxed);
+    for (TierKind t : kAllTiers) {
+      ns.hits_per_tier[static_cast<size_t>(t)] = c.hits[t].load(std::memory_order_relaxed);
+      ns.misses_per_tier[static_cast<size_t>(t)] = c.misses[t].load(std::memory_order_relaxed);
+    }
+  });
+}
+
 }  // namespace kvtier

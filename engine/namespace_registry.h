@@ -30,6 +30,7 @@
 #include "common/mutex.h"
 #include "engine/transfer_handle.h"
 #include "kvtier/block_key.h"
+#include "kvtier/engine.h"
 #include "kvtier/tier_kind.h"
 
 namespace kvtier {
@@ -75,6 +76,9 @@ class NamespaceRegistry {
   size_t size() const ABSL_LOCKS_EXCLUDED(mu_);
   // Calls fn for every namespace, in id order. fn must not call back into the registry.
   void ForEach(absl::FunctionRef<void(const Namespace&)> fn) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Appends one NamespaceStats per namespace, in id order, with its name and counters (what
+  // placement knows of it, blocks and quotas, is placement's to fill).
+  void FillStats(EngineStats* out) const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   const KeyHash hash_;

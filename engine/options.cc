@@ -99,6 +99,18 @@ KvBuffers KvBuffers::Paged(PagedPool pool, std::vector<uint32_t> pages) {
   return b;
 }
 
+Placement::Options PlacementOptions(const EngineOptions& options) {
+  Placement::Options o;
+  o.block_bytes = options.geometry.block_bytes();
+  o.disk_record_bytes = DiskRecordBytes(options.disk, options.geometry);
+  o.secure_erase = options.secure_erase;
+  o.prefix_aware_eviction = options.prefix_aware_eviction;
+  o.cost_aware_eviction = options.cost_aware_eviction;
+  o.eviction_window = options.eviction_window;
+  o.lease_timeout = options.lease_timeout;
+  return o;
+}
+
 size_t DiskRecordBytes(const DiskOptions& disk, const Geometry& geometry) {
   const absl::StatusOr<Codec> codec = ParseCodec(disk.codec);
   return NominalRecordSize(geometry, codec.ok() ? *codec : Codec::kNone);

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/placement.h"
 #include "kvtier/engine.h"
 #include "tiers/disk_tier.h"
 
@@ -24,6 +25,9 @@ absl::Status ValidateNamespaceLimits(const NamespaceLimits& limits, size_t block
 // The disk record of one block under the options' codec (NominalRecordSize): the unit of the
 // disk tier's capacity in blocks and of disk quotas.
 size_t DiskRecordBytes(const DiskOptions& disk, const Geometry& geometry);
+
+// Placement's options (engine/placement.h) from the engine's.
+Placement::Options PlacementOptions(const EngineOptions& options);
 
 }  // namespace kvtier
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "engine/prefetcher.h"
@@ -112,6 +113,30 @@ std::optional<SlotId> Placement::AcquireSlot(TierKind t, uint32_t ns_id, size_t 
   *reuse = std::move(reuse_[t][*slot]);
   reuse_[t][*slot] = SlotReuse{};
   return slot;
+}
+
+absl::StatusOr<std::vector<std::pair<SlotId, SlotReuse>>> Placement::AcquireSlots(
+    TierKind t, uint32_t ns_id, absl::string_view ns, size_t n, const char* op) {
+  std::vector<std::pair<SlotId, SlotReuse>> acquired;
+  for (size_t k = 0; k < n; ++k) {
+    SlotReuse reuse;
+    std::optional<SlotId> slot = AcquireSlot(t, ns_id, k, &reuse);
+    if (slot) {
+      acquired.emplace_back(*slot, std::move(reuse));
+      continue;
+    }
+    for (auto& [s, r] : acquired) ReturnSlot(t, s, std::move(r));
+    if (AtQuota(ns_id, t, k)) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "%s: namespace '%s' is at its %s quota of %d blocks and none of its blocks there can "
+          "be evicted for the %d more this call needs",
+          op, ns, absl::AsciiStrToUpper(TierKindName(t)), ns_[ns_id].quota[t], n - k));
+    }
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s: no free %s slot for %d more blocks: all %u slots are pinned, leased or in flight",
+        op, absl::AsciiStrToUpper(TierKindName(t)), n - k, tiers_[t]->num_slots()));
+  }
+  return acquired;
 }
 
 void Placement::ReturnSlot(TierKind t, SlotId slot, SlotReuse reuse) {
@@ -418,6 +443,28 @@ void Placement::OnWritesLanded(TierKind t, absl::Span<const BlockKey> keys, uint
       return ReclaimIfErased(key, e);
     });
   }
+}
+
+// ----------------------------------------------------------------------------- failures
+
+void Placement::WithdrawWrites(TierKind t, absl::Span<const BlockKey> keys,
+                               FailedTransfer* failed) {
+  failed->tier = t;
+  for (const BlockKey& key : keys) {
+    table_.Mutate(key, [&](BlockEntry& e) {
+      mu_.AssertHeld();
+      failed->held_slots.push_back(e.slot[t]);
+      Detach(key, e, t, /*release_slot=*/false);
+      return ForgetIfEmpty(e);
+    });
+  }
+}
+
+void Placement::ReleaseAfterFailure(const FailedTransfer& failed) {
+  MutexLock lock(&mu_);
+  for (SlotId slot : failed.held_slots) ReleaseHeldSlot(failed.tier, slot);
+  Unpin(failed.unpin);
+  if (failed.write_id != 0) CloseWrite(failed.write_id);
 }
 
 // ----------------------------------------------------------------------------- pins, leases

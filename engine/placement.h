@@ -112,8 +112,11 @@ class Placement {
   Placement(const Placement&) = delete;
   Placement& operator=(const Placement&) = delete;
 
-  // The tier below host (the disk mover); null = none. Set once, before any eviction.
-  void set_lower_tier(LowerTier* lower) { lower_ = lower; }
+  // The tier below host (the disk mover); null = none.
+  void set_lower_tier(LowerTier* lower) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    lower_ = lower;
+  }
 
   Mutex& mu() ABSL_LOCK_RETURNED(mu_) { return mu_; }
   Tier* tier(TierKind t) const { return tiers_[t]; }
@@ -150,6 +153,12 @@ class Placement {
   // flight. `pending`: slots the caller acquired in t for ns_id and has not attached yet.
   std::optional<SlotId> AcquireSlot(TierKind t, uint32_t ns_id, size_t pending,
                                     SlotReuse* reuse) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `n` slots in tier t for namespace ns_id, all or none (AcquireSlot each, counting the
+  // earlier ones as pending). ResourceExhausted naming `op`, the namespace `ns` and what holds
+  // the tier (its quota, or pins, leases and copies in flight) when they cannot all be had.
+  absl::StatusOr<std::vector<std::pair<SlotId, SlotReuse>>> AcquireSlots(
+      TierKind t, uint32_t ns_id, absl::string_view ns, size_t n, const char* op)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Returns a slot AcquireSlot gave (with the reuse it came with) that nothing was attached
   // to or written into.
   void ReturnSlot(TierKind t, SlotId slot, SlotReuse reuse) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -208,6 +217,23 @@ class Placement {
   // Completion of transfer `write_id`'s writes into tier t.
   void OnWritesLanded(TierKind t, absl::Span<const BlockKey> keys, uint64_t write_id)
       ABSL_LOCKS_EXCLUDED(mu_);
+
+  // ---------------------------------------------------------------- failed transfers
+  // What a transfer whose enqueueing failed leaves to undo once its stream is idle.
+  struct FailedTransfer {
+    uint64_t write_id = 0;  // its OpenWrite id (0: none)
+    TierKind tier = TierKind::kHost;
+    std::vector<SlotId> held_slots;  // slots of the copies it withdrew, in `tier`
+    std::vector<BlockKey> unpin;     // keys it pinned
+  };
+  // A failed transfer withdraws the copies it was writing into tier t: they are forgotten at
+  // once (nobody may read them) and their slots stay out of the pool, in *failed, until
+  // copies already enqueued into them are done.
+  void WithdrawWrites(TierKind t, absl::Span<const BlockKey> keys, FailedTransfer* failed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Once the failed transfer's stream is idle (PendingTransfer::Settle): releases its held
+  // slots, unpins its keys and closes its write id.
+  void ReleaseAfterFailure(const FailedTransfer& failed) ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---------------------------------------------------------------- pins and leases
   // Pins `keys` of namespace ns_id (named `ns` in errors) for reading; on a key that is not
@@ -304,9 +330,8 @@ class Placement {
   NamespaceRegistry& namespaces_;
   Prefetcher* const prefetcher_;
   const void* const zeros_;
-  LowerTier* lower_ = nullptr;
-
   Mutex mu_;
+  LowerTier* lower_ ABSL_GUARDED_BY(mu_) = nullptr;
   TierArray<std::unique_ptr<EvictionPolicy>> policies_ ABSL_GUARDED_BY(mu_);
   TierArray<std::vector<BlockKey>> slot_owner_ ABSL_GUARDED_BY(mu_);
   TierArray<std::vector<SlotReuse>> reuse_ ABSL_GUARDED_BY(mu_);

@@ -971,10 +971,17 @@ class Harness {
 
   void OpStats() {
     kvtier_stats stats;
+    std::memset(&stats, 0, sizeof(stats));
+    // struct_size: this header's, or any value up to it (a larger valid one would let the
+    // library write past `stats`); refused unless a multiple of 8 from KVTIER_STATS_SIZE_V1.
+    stats.struct_size = in_.Bool() ? sizeof(stats) : in_.Below(sizeof(stats) + 1);
+    const uint64_t asked = stats.struct_size;
+    const bool bad_size = asked < KVTIER_STATS_SIZE_V1 || asked % 8 != 0;
     const bool null_out = in_.U8() % 8 == 0;
     kvtier_status_code c = CALL(kvtier_engine_stats, engine_, null_out ? nullptr : &stats);
-    ExpectInvalid(c, null_out, "engine_stats");
+    ExpectInvalid(c, null_out || bad_size, "engine_stats");
     if (c == KVTIER_OK) {
+      KVTIER_FUZZ_CHECK(stats.struct_size == asked, "engine_stats filled another size than asked");
       for (const kvtier_tier_stats& t : stats.tiers) {
         KVTIER_FUZZ_CHECK(t.used_blocks <= t.capacity_blocks || t.capacity_blocks == 0,
                           "a tier holds more blocks than it has room for");
@@ -982,6 +989,8 @@ class Harness {
     }
     const char* ns = Namespace();
     kvtier_namespace_stats ns_stats;
+    std::memset(&ns_stats, 0, sizeof(ns_stats));
+    ns_stats.struct_size = in_.Bool() ? sizeof(ns_stats) : KVTIER_NAMESPACE_STATS_SIZE_V1;
     c = CALL(kvtier_namespace_stats_get, engine_, ns, in_.U8() % 8 == 0 ? nullptr : &ns_stats);
     if (ns == nullptr) ExpectInvalid(c, true, "namespace_stats_get");
     kvtier_device_kind kind;

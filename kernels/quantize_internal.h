@@ -182,8 +182,9 @@ KVTIER_HOST_DEVICE inline float DequantizeValue(uint8_t q, float scale) {
   if constexpr (kFormat == kFormatFp8) {
     // A NaN code (0x7f / 0xff) skips the product: x86 passes a NaN operand's bits through a
     // multiplication while the GPU returns its own canonical NaN (0x7fffffff), so the two
-    // would write different NaN bits into the original dtype (fp16 0x7e00 vs 0x7fff; found
-    // on an H100, tests/kernels/quantize_cuda_test.cc). E4m3BitsToFloat's NaN is the result.
+    // would write different NaN bits into the original dtype (fp16 0x7e00 vs 0x7fff;
+    // tests/kernels/quantize_cuda_test.cc holds the two to the same bits). E4m3BitsToFloat's
+    // NaN is the result.
     const float v = numeric::E4m3BitsToFloat(q);
     return (q & 0x7fu) == 0x7fu ? v : MulRn(v, scale);
   } else {

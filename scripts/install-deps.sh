@@ -8,7 +8,7 @@ packages=(
   libabsl-dev librocksdb-dev liburing-dev libzstd-dev libxxhash-dev libssl-dev
   libgtest-dev libgmock-dev
   libcli11-dev libcpp-httplib-dev   # the kvtier CLI (tools/) and the metrics endpoint; flags everywhere
-  nlohmann-json3-dev         # JSON: the trace reader, safetensors header, CLI and benchmark output
+  nlohmann-json3-dev         # JSON: the trace reader, safetensors header, CLI, benchmark output, /stats
   clang libclang-rt-14-dev   # TSan build, -Wthread-safety checks, libFuzzer (scripts/fuzz.sh)
   fio                        # the disk benchmark's ceiling
   gnuplot-nox                # bench eviction's PNG plot

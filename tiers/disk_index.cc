@@ -1,7 +1,18 @@
 #include "tiers/disk_index.h"
 
+#include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/log.h"
+#include "rocksdb/cache.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "rocksdb/table.h"
+#include "rocksdb/write_batch.h"
 
 namespace kvtier {
 namespace {
@@ -85,6 +96,16 @@ std::string RegionIndexKey(uint32_t region) {
   return s;
 }
 
+absl::StatusOr<uint32_t> ParseRegionIndexKey(absl::string_view k) {
+  if (k.size() != 5 || k[0] != 'r') {
+    return absl::DataLossError(
+        absl::StrFormat("index key of %d bytes is not a region key", k.size()));
+  }
+  uint32_t region = 0;
+  for (int i = 1; i < 5; ++i) region = (region << 8) | static_cast<uint8_t>(k[i]);
+  return region;
+}
+
 std::string MetaIndexKey(absl::string_view name) { return absl::StrCat("m", name); }
 
 std::string EncodeIndexEntry(const IndexEntry& e) {
@@ -114,9 +135,8 @@ absl::StatusOr<IndexEntry> DecodeIndexEntry(absl::string_view value) {
   };
   if (!r.U8(&version)) return bad("version");
   if (version != kEntryVersion) {
-    return absl::DataLossError(
-        absl::StrFormat("index entry version %d is not supported (expected %d)", version,
-                        kEntryVersion));
+    return absl::DataLossError(absl::StrFormat(
+        "index entry version %d is not supported (expected %d)", version, kEntryVersion));
   }
   if (!r.U32(&e.region)) return bad("region");
   if (!r.U64(&e.offset)) return bad("offset");
@@ -148,10 +168,326 @@ absl::StatusOr<uint64_t> DecodeU64(absl::string_view value) {
   Reader r(value);
   uint64_t v = 0;
   if (!r.U64(&v) || !r.done()) {
-    return absl::DataLossError(absl::StrFormat("expected an 8-byte integer, got %d bytes",
-                                               value.size()));
+    return absl::DataLossError(
+        absl::StrFormat("expected an 8-byte integer, got %d bytes", value.size()));
   }
   return v;
+}
+
+// ------------------------------------------------------------------------------ metadata
+
+std::string FormatGeometryMeta(const Geometry& geometry) {
+  return absl::StrFormat("%016x %s", geometry.Fingerprint(), geometry.ToString());
+}
+
+absl::StatusOr<Geometry> ParseGeometryMeta(const std::string& text, uint64_t* fingerprint) {
+  // "<16 hex> layers=%u kv_heads=%u head_dim=%u dtype=%s block_tokens=%u (%u B/block)"
+  const auto bad = [&text] {
+    return absl::InvalidArgumentError(absl::StrFormat("malformed geometry metadata '%s'", text));
+  };
+  std::vector<std::string> words = absl::StrSplit(text, ' ', absl::SkipEmpty());
+  if (words.size() < 6 || words[0].size() != 16) return bad();
+  uint64_t fp = 0;
+  if (!absl::SimpleHexAtoi(words[0], &fp)) return bad();
+  Geometry g;
+  bool seen[5] = {};
+  for (size_t i = 1; i < words.size(); ++i) {
+    const size_t eq = words[i].find('=');
+    if (eq == std::string::npos) continue;  // the "(N B/block)" tail
+    const std::string name = words[i].substr(0, eq), value = words[i].substr(eq + 1);
+    uint32_t* field = name == "layers"         ? &g.num_layers
+                      : name == "kv_heads"     ? &g.num_kv_heads
+                      : name == "head_dim"     ? &g.head_dim
+                      : name == "block_tokens" ? &g.block_tokens
+                                               : nullptr;
+    if (field != nullptr) {
+      if (!absl::SimpleAtoi(value, field)) return bad();
+      seen[name == "layers" ? 0 : name == "kv_heads" ? 1 : name == "head_dim" ? 2 : 3] = true;
+    } else if (name == "dtype") {
+      absl::StatusOr<DType> d = ParseDType(value);
+      if (!d.ok()) return bad();
+      g.dtype = *d;
+      seen[4] = true;
+    }
+  }
+  for (bool s : seen) {
+    if (!s) return bad();
+  }
+  if (!g.Validate().ok()) return bad();
+  if (g.Fingerprint() != fp) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("geometry metadata '%s': fingerprint does not match the fields", text));
+  }
+  *fingerprint = fp;
+  return g;
+}
+
+std::string FormatLayoutMeta(uint64_t region_bytes, uint64_t regions) {
+  return absl::StrFormat("region_bytes=%d regions=%d", region_bytes, regions);
+}
+
+absl::Status ParseLayoutMeta(const std::string& text, uint64_t* region_bytes, uint64_t* regions) {
+  const std::vector<absl::string_view> words = absl::StrSplit(text, ' ');
+  uint64_t rb = 0, n = 0;
+  if (words.size() != 2 || !absl::StartsWith(words[0], "region_bytes=") ||
+      !absl::StartsWith(words[1], "regions=") || !absl::SimpleAtoi(words[0].substr(13), &rb) ||
+      !absl::SimpleAtoi(words[1].substr(8), &n) || rb == 0 || rb % kRecordAlignment != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("malformed layout metadata '%s'", text));
+  }
+  *region_bytes = rb;
+  *regions = n;
+  return absl::OkStatus();
+}
+
+IndexMeta IndexMeta::For(const Geometry& geometry, uint64_t region_bytes, uint64_t regions) {
+  return IndexMeta{absl::StrCat(kRecordFormatVersion), FormatGeometryMeta(geometry),
+                   FormatLayoutMeta(region_bytes, regions)};
+}
+
+// ------------------------------------------------------------------------------ placement
+
+absl::Status CheckPlacement(const IndexEntry& e, uint64_t region_bytes,
+                            absl::Span<const uint64_t> generations) {
+  if (e.region >= generations.size()) {
+    return absl::OutOfRangeError(absl::StrFormat("region %u is outside the layout (%d regions)",
+                                                 e.region, generations.size()));
+  }
+  // Written as differences, never as a sum: an offset near 2^64 would make
+  // offset + record_bytes wrap around and pass.
+  const uint64_t start = uint64_t{e.region} * region_bytes;
+  if (e.offset < start || e.offset - start > region_bytes ||
+      e.record_bytes > region_bytes - (e.offset - start)) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("record of %d bytes at offset %d is not inside "
+                        "region %u [%d, %d)",
+                        e.record_bytes, e.offset, e.region, start, start + region_bytes));
+  }
+  if (e.generation == 0 || e.generation != generations[e.region]) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "orphan: written in generation %d of region %u, which is now at generation %d "
+        "(the region was reclaimed)",
+        e.generation, e.region, generations[e.region]));
+  }
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------------------------ DiskIndex
+
+namespace {
+
+absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  const absl::StatusCode code = s.IsNoSpace()      ? absl::StatusCode::kResourceExhausted
+                                : s.IsCorruption() ? absl::StatusCode::kDataLoss
+                                : s.IsIOError()    ? absl::StatusCode::kUnavailable
+                                                   : absl::StatusCode::kInternal;
+  return absl::Status(code, absl::StrCat("disk tier index: ", what, ": ", s.ToString()));
+}
+
+constexpr absl::string_view kInUse = "in use by another process";
+
+rocksdb::WriteOptions Sync(bool sync) {
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  return wo;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DiskIndex>> DiskIndex::Open(const std::string& cache_dir,
+                                                           Mode mode) {
+  rocksdb::Options options;
+  options.create_if_missing = mode == Mode::kCreate;
+  options.max_background_jobs = 2;
+  options.keep_log_file_num = 2;
+  // Bounded memory. The index's live data is small (~100 bytes per record) but it churns
+  // (a put and a delete per record written and reclaimed): RocksDB's default 64 MiB
+  // memtable made resident memory a 60 MiB sawtooth under sustained load, and index and
+  // filter blocks outside the block cache grow with the number of table files. 8 MiB
+  // memtables (two at most) and one 8 MiB block cache holding index and filter blocks too.
+  options.write_buffer_size = 8 << 20;
+  options.max_write_buffer_number = 2;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(8 << 20);
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+
+  const std::string path = absl::StrCat(cache_dir, "/", kIndexDirName);
+  rocksdb::DB* db = nullptr;
+  const rocksdb::Status rs = mode == Mode::kReadOnly
+                                 ? rocksdb::DB::OpenForReadOnly(options, path, &db)
+                                 : rocksdb::DB::Open(options, path, &db);
+  if (!rs.ok()) {
+    // RocksDB reports a held LOCK file as an IOError mentioning the lock.
+    if (rs.IsIOError() && rs.ToString().find("lock") != std::string::npos) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "cache directory '%s' is %s (RocksDB: %s)", cache_dir, kInUse, rs.ToString()));
+    }
+    return FromRocks(rs, absl::StrCat("opening ", path));
+  }
+  std::unique_ptr<DiskIndex> index(new DiskIndex(cache_dir, mode));
+  index->db_.reset(db);
+  return index;
+}
+
+DiskIndex::DiskIndex(std::string cache_dir, Mode mode)
+    : cache_dir_(std::move(cache_dir)), mode_(mode) {}
+
+bool DiskIndex::IsInUse(const absl::Status& open_error) {
+  return absl::IsFailedPrecondition(open_error) &&
+         open_error.message().find(kInUse) != absl::string_view::npos;
+}
+
+DiskIndex::~DiskIndex() {
+  if (db_ != nullptr) (void)db_->Close();
+}
+
+absl::Status DiskIndex::CheckWritable(absl::string_view op) const {
+  if (mode_ != Mode::kReadOnly) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrFormat("disk tier index: %s on an index opened read-only", op));
+}
+
+absl::StatusOr<std::string> DiskIndex::GetMeta(absl::string_view name) {
+  std::string value;
+  const rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), MetaIndexKey(name), &value);
+  if (rs.IsNotFound()) {
+    return absl::NotFoundError(absl::StrFormat("the index has no '%s' metadata", name));
+  }
+  if (!rs.ok()) return FromRocks(rs, absl::StrCat("reading metadata '", name, "'"));
+  return value;
+}
+
+absl::Status DiskIndex::CheckOrWriteMeta(const IndexMeta& want) {
+  struct Field {
+    const char* name;
+    const std::string* want;
+  };
+  const Field fields[] = {
+      {"format", &want.format}, {"geometry", &want.geometry}, {"layout", &want.layout}};
+  absl::StatusOr<std::string> format = GetMeta("format");
+  if (absl::IsNotFound(format.status())) {
+    if (absl::Status s = CheckWritable("writing metadata"); !s.ok()) return s;
+    rocksdb::WriteBatch batch;
+    for (const Field& f : fields) batch.Put(MetaIndexKey(f.name), *f.want);
+    return FromRocks(db_->Write(Sync(true), &batch), "writing metadata");
+  }
+  if (!format.ok()) return format.status();
+  for (const Field& f : fields) {
+    absl::StatusOr<std::string> have = GetMeta(f.name);
+    if (!have.ok()) {
+      // A 'format' without the others: not a directory this code wrote.
+      return absl::Status(
+          absl::IsNotFound(have.status()) ? absl::StatusCode::kInternal : have.status().code(),
+          absl::StrCat("disk tier index: reading metadata '", f.name,
+                       "': ", have.status().message()));
+    }
+    if (*have != *f.want) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "disk tier: cache directory '%s' has %s '%s' but this engine needs '%s'; it is "
+          "refused rather than misread (use another directory, or erase this one)",
+          cache_dir_, f.name, *have, *f.want));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint64_t>> DiskIndex::RegionGenerations(uint64_t regions,
+                                                                   size_t* malformed) {
+  std::vector<uint64_t> generations(regions, 0);
+  *malformed = 0;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("r"); it->Valid() && it->key().starts_with("r"); it->Next()) {
+    const absl::StatusOr<uint32_t> region =
+        ParseRegionIndexKey(absl::string_view(it->key().data(), it->key().size()));
+    const absl::StatusOr<uint64_t> generation =
+        DecodeU64(absl::string_view(it->value().data(), it->value().size()));
+    if (!region.ok() || *region >= generations.size() || !generation.ok()) {
+      ++*malformed;
+      continue;
+    }
+    generations[*region] = *generation;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scanning region generations");
+  return generations;
+}
+
+absl::Status DiskIndex::ForEachBlock(absl::FunctionRef<void(const IndexedBlock&)> fn) {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("b"); it->Valid() && it->key().starts_with("b"); it->Next()) {
+    IndexedBlock b;
+    b.index_key = it->key().ToString();
+    b.key = ParseBlockIndexKey(b.index_key);
+    b.entry = DecodeIndexEntry(absl::string_view(it->value().data(), it->value().size()));
+    fn(b);
+  }
+  return FromRocks(it->status(), "scanning the index");
+}
+
+absl::StatusOr<DiskIndex::Recovery> DiskIndex::Recover(
+    uint64_t region_bytes, uint64_t regions,
+    absl::FunctionRef<void(const BlockKey&, const IndexEntry&)> fn) {
+  if (absl::Status s = CheckWritable("recovery"); !s.ok()) return s;
+  Recovery r;
+  size_t malformed_regions = 0;
+  // Region generations first: records of an older generation were overwritten.
+  absl::StatusOr<std::vector<uint64_t>> generations =
+      RegionGenerations(regions, &malformed_regions);
+  if (!generations.ok()) return generations.status();
+  r.generations = std::move(*generations);
+  rocksdb::WriteBatch stale;
+  absl::Status scan = ForEachBlock([&](const IndexedBlock& b) {
+    if (!b.key.ok() || !b.entry.ok() ||
+        !CheckPlacement(*b.entry, region_bytes, r.generations).ok()) {
+      stale.Delete(b.index_key);
+      ++r.dropped;
+      return;
+    }
+    fn(*b.key, *b.entry);
+    ++r.recovered;
+  });
+  if (!scan.ok()) return scan;
+  if (r.dropped > 0) {
+    KVTIER_LOG(kWarning,
+               "disk tier: dropped %d index entries that point at overwritten or "
+               "invalid records",
+               r.dropped);
+    if (absl::Status s =
+            FromRocks(db_->Write(rocksdb::WriteOptions(), &stale), "dropping stale entries");
+        !s.ok()) {
+      return s;
+    }
+  }
+  return r;
+}
+
+absl::Status DiskIndex::Put(const BlockKey& key, const IndexEntry& entry, bool sync) {
+  if (absl::Status s = CheckWritable("writing an index entry"); !s.ok()) return s;
+  return FromRocks(db_->Put(Sync(sync), BlockIndexKey(key), EncodeIndexEntry(entry)),
+                   "writing an index entry");
+}
+
+absl::Status DiskIndex::Delete(const BlockKey& key, bool sync) {
+  if (absl::Status s = CheckWritable("erasing an entry"); !s.ok()) return s;
+  return FromRocks(db_->Delete(Sync(sync), BlockIndexKey(key)), "erasing an entry");
+}
+
+absl::Status DiskIndex::ReclaimRegion(uint32_t region, uint64_t generation,
+                                      absl::Span<const BlockKey> keys, bool sync) {
+  if (absl::Status s = CheckWritable("reclaiming a region"); !s.ok()) return s;
+  rocksdb::WriteBatch batch;
+  for (const BlockKey& k : keys) batch.Delete(BlockIndexKey(k));
+  batch.Put(RegionIndexKey(region), EncodeU64(generation));
+  return FromRocks(db_->Write(Sync(sync), &batch), "reclaiming a region");
+}
+
+absl::Status DiskIndex::DeleteKeys(absl::Span<const std::string> index_keys) {
+  if (absl::Status s = CheckWritable("deleting entries"); !s.ok()) return s;
+  rocksdb::WriteBatch batch;
+  for (const std::string& k : index_keys) batch.Delete(k);
+  // Synced: a repair the user was told about must survive a crash right after.
+  return FromRocks(db_->Write(Sync(true), &batch), "deleting entries");
 }
 
 }  // namespace kvtier

@@ -8,6 +8,10 @@
 // is wrong. Compression contexts and the shuffle scratch buffer are per thread, so the
 // functions stay pure and lock-free. The quantized codecs call kernels/quantize.h's CPU
 // reference (QuantizeBlocksCpu / DequantizeBlocksCpu), which allocates nothing per element.
+//
+// Over 700 lines on purpose: it is one format, and its writer (EncodeRecord) and its hostile-
+// input parser (ParseRecordHeader, DecodeRecordPayload) stay in one file so that every
+// field's write and check, offsets and bounds can be read side by side.
 
 #include "tiers/disk_record.h"
 

@@ -3,8 +3,10 @@
 //
 // A cache directory holds `data.kvt` (one preallocated file, cut into equal regions) and
 // `index/` (RocksDB). Records are appended to the active region; when no region is free, the
-// oldest region with no write in flight is reclaimed whole: its index entries are deleted and
-// its generation bumped in one RocksDB write batch *before* any byte of it is overwritten.
+// oldest region with no write or read in flight is reclaimed whole: its index entries are
+// deleted and its generation bumped in one RocksDB write batch *before* any byte of it is
+// overwritten. When every other region has I/O in flight, a write waits (up to kStagingWait,
+// on the encoder thread) for one to land rather than fail.
 // Layout and byte formats: docs/disk-format.md.
 //
 // Promises:
@@ -18,11 +20,25 @@
 //     directory of another format version or geometry is refused with FailedPrecondition.
 //   * A write failure (EIO, ENOSPC) fails that write only; what is stored stays readable.
 //
-// Asynchrony: Write copies the block into a staging buffer before returning (the caller may
-// reuse its memory at once); encoding, I/O and the index update then happen on the tier's
-// threads, and `done` runs on the tier's threads (never on the caller's, so a caller may hold
-// locks its callback takes). Read likewise. A callback may call Erase, Write and Read, but
-// not Drain.
+// Asynchrony: a write is Reserve (a record id, at once: never waits, never does I/O) then
+// Submit (copies the block into a staging buffer before returning, so the caller may reuse
+// its memory at once; this is the only call that may wait, for a buffer); Write is both.
+// Encoding, I/O and the index update then happen on the tier's threads, and `done` runs on
+// the tier's threads (never on the caller's, so a caller may hold locks its callback takes).
+// Read likewise. A callback may call Erase, Reserve and Read, but not Drain; Submit and Write
+// from a callback may wait for a buffer only the tier's threads can free (and then fail after
+// kStagingWait), so a caller that must not stall submits from its own threads.
+//
+// Parts (each with its own lock order written in its header):
+//   StagingPool (tiers/staging_pool.h)         the registered buffers, overflow, waiting
+//   RegionAllocator (tiers/region_allocator.h)  regions, generations, reclaim, I/O in flight
+//   DiskIndex (tiers/disk_index.h)             the RocksDB index, metadata, recovery
+// DiskTier composes them: the record table, the encoder thread and the I/O completions.
+//
+// Lock order: DiskTier::mu_ → StagingPool's lock (a leaf). RegionAllocator has no lock (it
+// is guarded by mu_); DiskIndex has none (RocksDB's own; called under mu_ so that index
+// writes are ordered with the record table). No tier lock is held while a callback runs, a
+// staging buffer is waited for, or a returned buffer is handed to a queued read.
 //
 // Thread-safe. Record ids are small integers valid until the record is erased or dropped.
 
@@ -45,10 +61,8 @@
 #include "kvtier/geometry.h"
 #include "tiers/disk_index.h"
 #include "tiers/disk_record.h"
-
-namespace rocksdb {
-class DB;
-}
+#include "tiers/region_allocator.h"
+#include "tiers/staging_pool.h"
 
 namespace kvtier {
 
@@ -62,8 +76,8 @@ enum class SyncPolicy : uint8_t {
 
 struct DiskTierOptions {
   std::string directory;
-  uint64_t capacity_bytes = 0;           // rounded down to whole regions; >= 2 regions
-  uint64_t region_bytes = 64ull << 20;   // multiple of 4096, >= one largest record
+  uint64_t capacity_bytes = 0;          // rounded down to whole regions; >= 2 regions
+  uint64_t region_bytes = 64ull << 20;  // multiple of 4096, >= one largest record
   // Chosen per record when it is written, and recorded in it: a directory may hold records
   // of every codec, and each is read with its own. kFp8 / kInt8 are lossy (a read returns
   // the dequantized block) and need a dtype CheckCodecDType accepts.
@@ -71,8 +85,8 @@ struct DiskTierOptions {
   int zstd_level = 1;
   SyncPolicy sync = SyncPolicy::kNone;
   uint32_t queue_depth = 64;
-  bool force_fallback_io = false;        // thread-pool I/O instead of io_uring
-  uint32_t staging_buffers = 32;         // writes + reads in flight at once
+  bool force_fallback_io = false;  // thread-pool I/O instead of io_uring
+  uint32_t staging_buffers = 32;   // writes + reads in flight at once
   // Erased records are overwritten with zeros (asynchronously; the region is not reused
   // until that lands), and a reclaimed region is zeroed before new records go into it, so
   // no erased or evicted block can be read back from the data file. Costs a write of every
@@ -86,24 +100,24 @@ struct DiskTierOptions {
 
 struct DiskTierStats {
   uint64_t capacity_bytes = 0;
-  uint64_t used_bytes = 0;        // bytes of live records
+  uint64_t used_bytes = 0;  // bytes of live records
   uint64_t records = 0;
   uint64_t regions = 0;
   uint64_t free_regions = 0;
-  uint64_t bytes_written = 0;     // record bytes written (after compression)
-  uint64_t raw_bytes_written = 0; // block bytes those records hold
+  uint64_t bytes_written = 0;      // record bytes written (after compression)
+  uint64_t raw_bytes_written = 0;  // block bytes those records hold
   uint64_t bytes_read = 0;
   uint64_t writes_failed = 0;
-  uint64_t checksum_failures = 0; // reads that failed verification (entry dropped)
+  uint64_t checksum_failures = 0;  // reads that failed verification (entry dropped)
   uint64_t regions_reclaimed = 0;
-  uint64_t records_dropped = 0;   // live records lost to region reclaim
+  uint64_t records_dropped = 0;  // live records lost to region reclaim
   std::string io_backend;
 };
 
 class DiskTier {
  public:
-  // How long Write waits for a staging buffer (writes in flight free them) before it
-  // refuses with ResourceExhausted.
+  // How long Submit (and so Write) waits for a staging buffer (writes in flight free them)
+  // before it refuses with ResourceExhausted.
   static constexpr absl::Duration kStagingWait = absl::Seconds(2);
 
   // Called by Open for every record in the index: its key, namespace and id.
@@ -114,42 +128,55 @@ class DiskTier {
 
   static absl::StatusOr<std::unique_ptr<DiskTier>> Open(const DiskTierOptions& options,
                                                         const Geometry& geometry,
-                                                        RecoveredFn recovered,
-                                                        DroppedFn dropped);
-  // Drains in-flight work, then closes the index and the data file.
+                                                        RecoveredFn recovered, DroppedFn dropped);
+  // Abandons reservations never submitted (as Erase), drains in-flight work, then closes the
+  // index and the data file.
   ~DiskTier();
   DiskTier(const DiskTier&) = delete;
   DiskTier& operator=(const DiskTier&) = delete;
 
-  // Starts writing the block at `src` (block_bytes) as `key` in namespace `ns`. Returns the
-  // new record's id at once; `done` later reports whether it became durable and indexed.
-  // Beyond the registered staging pool it borrows up to 4x as many plain buffers;
-  // ResourceExhausted only when those are busy too (the caller may then drop the block).
+  // Creates a record for `key` in namespace `ns` whose bytes are not yet submitted: never
+  // waits, never does I/O. Reads of it wait until its write lands (as for a write in flight)
+  // or fail when it is abandoned; Erase abandons it. Drain waits for it until it is
+  // submitted or erased.
+  // InvalidArgument when `ns` is not 1 to 128 bytes (what an index entry holds).
+  // REQUIRES: the id is passed to Submit exactly once, erased or not (an erased reservation
+  // keeps its id until then).
+  absl::StatusOr<RecordId> Reserve(const BlockKey& key, const std::string& ns);
+
+  // Copies the block at `src` (block_bytes) into a staging buffer — waiting up to
+  // kStagingWait for one — and queues its encoding and write. Beyond the registered staging
+  // pool it borrows up to 4x as many plain buffers. On OK, `done` runs exactly once later (on
+  // a tier thread) with the final status: whether the record became durable and indexed. On
+  // error (an unknown or already-submitted id: NotFound / FailedPrecondition; no buffer in
+  // time: ResourceExhausted) `done` is not called and the record is abandoned as by Erase
+  // (reads waiting for it get an error). A record erased between Reserve and Submit: OK is
+  // returned, nothing is written, and `done` gets Cancelled.
+  // REQUIRES: the caller holds no lock that a tier callback takes (this may wait).
+  absl::Status Submit(RecordId id, const void* src, absl::AnyInvocable<void(absl::Status)> done);
+
+  // Reserve + Submit: starts writing the block at `src` as `key` in namespace `ns` and returns
+  // the new record's id; on Submit's error the record is gone and the error returned (the
+  // caller may then drop the block). REQUIRES: as Submit.
   absl::StatusOr<RecordId> Write(const BlockKey& key, const std::string& ns, const void* src,
                                  absl::AnyInvocable<void(absl::Status)> done);
 
-  // Creates a record for `key` in namespace `ns` whose bytes are not yet submitted: never
-  // waits, never does I/O. Reads of it wait until its write lands or fail when it is
-  // abandoned; Erase abandons it.
-  absl::StatusOr<RecordId> Reserve(const BlockKey& key, const std::string& ns);
-  // Copies the block at `src` into a staging buffer (waiting up to kStagingWait for one) and
-  // queues its write. On OK `done` runs exactly once later. On error (unknown id, no buffer in
-  // time) `done` is not called and the record is abandoned. A record erased since Reserve:
-  // OK, nothing is written, done gets Cancelled.
-  absl::Status Submit(RecordId id, const void* src, absl::AnyInvocable<void(absl::Status)> done);
-
   // Starts reading record `id`, verifying it is `key` of namespace `ns`, and decoding it into
   // `dst` (block_bytes). On any verification failure `dst` is zero-filled, the record is
-  // dropped, and `done` gets DataLoss. When every staging buffer is busy the read queues; a
-  // read of a record whose write is still in flight waits for the write to land.
+  // dropped, and `done` gets DataLoss. Never waits: when every staging buffer is busy the read
+  // queues; a read of a reservation, or of a record whose write is still in flight, waits
+  // (inside the tier) for the write to land.
   absl::Status Read(RecordId id, const BlockKey& key, const std::string& ns, void* dst,
                     absl::AnyInvocable<void(absl::Status)> done);
 
   // Removes record `id` if it still holds `key` (index entry and space accounting). A write
-  // still in flight is abandoned: its index entry is never written. Idempotent.
+  // still in flight, or a reservation not yet submitted, is abandoned: its index entry is
+  // never written. Idempotent. Never waits.
   absl::Status Erase(RecordId id, const BlockKey& key);
 
-  // Waits until every write and read started so far has completed and its callback returned.
+  // Waits until every write and read started so far has completed and its callback returned,
+  // and every reservation has been submitted (and written) or erased.
+  // REQUIRES: the caller holds no reservation it has yet to Submit or Erase.
   void Drain();
 
   DiskTierStats Stats();
@@ -163,26 +190,11 @@ class DiskTier {
     BlockKey key;
     std::string ns;
     IndexEntry entry;        // valid once placed
-    bool live = false;       // slot in use
+    bool live = false;       // slot in use (from Reserve)
+    bool submitted = false;  // Submit took it (its write is queued or in flight)
     bool placed = false;     // has a location (written or being written)
     bool indexed = false;    // index entry written
-    bool erased = false;     // erased while its write was in flight
-    bool reserved = false;   // Reserve'd, not yet Submit'ted
-  };
-  struct Region {
-    uint64_t generation = 0;
-    uint64_t write_offset = 0;  // bytes used, relative to the region start
-    uint32_t live_records = 0;
-    uint32_t writes_in_flight = 0;
-    // Reads whose location is taken and whose bytes have not landed: the region is neither
-    // reclaimed nor reused under them (a read of a reclaimed location would find another
-    // record's header and fail with DataLoss, a spurious error for a block that was cached).
-    uint32_t reads_in_flight = 0;
-    bool free = true;
-
-    bool idle() const {
-      return live_records == 0 && writes_in_flight == 0 && reads_in_flight == 0;
-    }
+    bool erased = false;     // erased before its write landed
   };
   struct PendingRead {
     RecordId id;
@@ -195,42 +207,49 @@ class DiskTier {
     RecordId id;
     BlockKey key;
     std::string ns;
-    int staging;  // raw copy of the block
+    int staging;  // raw copy of the block (-1: encoded in place, in `out`)
     int out;      // the encoded record
     absl::AnyInvocable<void(absl::Status)> done;
   };
 
   DiskTier(const DiskTierOptions& options, const Geometry& geometry, DroppedFn dropped);
   absl::Status Init(RecoveredFn recovered);
-  absl::Status CheckOrWriteMeta();
   absl::Status Recover(RecoveredFn recovered);
 
+  // The encoder thread runs tasks in order: encoding queued writes, and callbacks that must
+  // not run on a caller's thread.
   void EncoderLoop();
+  void PostLocked(absl::AnyInvocable<void()> task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Encode(WriteJob job);
-  // Chooses where a record of `bytes` goes, reclaiming a region if needed. Returns false if
-  // no region can take it now.
-  bool Place(RecordId id, uint32_t bytes, std::vector<std::pair<BlockKey, RecordId>>* dropped)
+  // Places record `id` (RegionAllocator::Allocate, reclaiming through ReclaimLocked).
+  // Returns false if no region can take it now.
+  bool PlaceLocked(RecordId id, uint32_t bytes, std::vector<std::pair<BlockKey, RecordId>>* dropped)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ReclaimRegion(uint32_t region,
+  absl::Status ReclaimLocked(uint32_t region, uint64_t generation,
                              std::vector<std::pair<BlockKey, RecordId>>* dropped)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnWritten(WriteJob job, int encoded_staging, absl::Status io_status);
+  // Starts a read that has staging buffer `staging` (or finishes it, when its record went
+  // away meanwhile). Runs on the tier's own threads only (it may call `done`).
   void StartRead(PendingRead read, int staging);
-  // Starts (or fails) the reads that waited for record `id`'s write to finish.
-  void ReleaseWaiters(RecordId id, bool written);
-  // A read of `region` landed (or failed): the region may become free again.
-  void ReadLandedLocked(uint32_t region) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Submits the I/O of a read whose location is taken (RegionAllocator::ReadStarted); on an
+  // error nothing was submitted and the caller still owns the read.
+  absl::Status SubmitReadIo(std::shared_ptr<PendingRead> read, int staging, const IndexEntry& at);
+  // Waiters of a record whose write finished: started (written) or failed (never written).
+  void ResumeWaiters(std::vector<PendingRead> waiters, bool written);
+  std::vector<PendingRead> TakeWaitersLocked(RecordId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fails the reads waiting for record `id` with `why`, on the encoder thread.
+  void FailWaitersLocked(RecordId id, const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Abandons a record that was never placed (a reservation): drops it, ends its op, and
+  // fails the reads that waited for it.
+  void AbandonLocked(RecordId id, const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, int staging,
                   uint64_t generation, uint32_t region, absl::StatusOr<size_t> io_result,
                   absl::AnyInvocable<void(absl::Status)> done);
   void DropRecordLocked(RecordId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int TakeStaging() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int TakeOverflowStaging() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  char* StagingBuffer(int i) ABSL_LOCKS_EXCLUDED(mu_);
-  void ReturnStaging(int i);
   void OpFinished();
   // secure_erase: writes zeros over [offset, offset + bytes) of `region`. REQUIRES: mu_ NOT
-  // held, and the caller already counted the write in the region's writes_in_flight and in
+  // held, and the caller already counted the write in the region (WriteStarted) and in
   // ops_in_flight_ (so the region is not reclaimed, nor the tier drained, before it lands).
   void SubmitZeroWrite(uint32_t region, uint64_t offset, uint32_t bytes);
   // Zeroes the used part of `region` synchronously (secure_erase, at reclaim).
@@ -242,32 +261,24 @@ class DiskTier {
   const size_t max_record_bytes_;
   DroppedFn dropped_;
 
-  std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<DiskIndex> index_;
   int fd_ = -1;
   int file_ = -1;  // index in io_
   // secure_erase: an aligned buffer of zeros (never written) of zeros_bytes_.
   void* zeros_ = nullptr;
   size_t zeros_bytes_ = 0;
   std::unique_ptr<IoEngine> io_;
-  void* staging_memory_ = nullptr;
+  std::unique_ptr<StagingPool> staging_;
 
   Mutex mu_;
   std::vector<Record> records_ ABSL_GUARDED_BY(mu_);
   std::vector<RecordId> free_ids_ ABSL_GUARDED_BY(mu_);
-  std::vector<Region> regions_ ABSL_GUARDED_BY(mu_);
-  int active_region_ ABSL_GUARDED_BY(mu_) = -1;
-  uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
-  std::vector<int> free_staging_ ABSL_GUARDED_BY(mu_);
-  // Buffers lent to writes beyond the registered pool; index = id - staging_buffers.
-  std::vector<char*> overflow_ ABSL_GUARDED_BY(mu_);
-  std::vector<int> free_overflow_ids_ ABSL_GUARDED_BY(mu_);
-  uint32_t overflow_in_use_ ABSL_GUARDED_BY(mu_) = 0;
-  std::deque<WriteJob> encode_queue_ ABSL_GUARDED_BY(mu_);
-  // Reads wait here for a staging buffer; a returned buffer goes to them first.
-  std::deque<PendingRead> pending_reads_ ABSL_GUARDED_BY(mu_);
+  RegionAllocator regions_ ABSL_GUARDED_BY(mu_);
+  std::deque<absl::AnyInvocable<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   // Reads of records whose write has not landed yet.
   absl::flat_hash_map<RecordId, std::vector<PendingRead>> waiting_for_write_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Reservations, writes and reads not finished (callback not yet returned).
   uint64_t ops_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   DiskTierStats stats_ ABSL_GUARDED_BY(mu_);
   std::thread encoder_;

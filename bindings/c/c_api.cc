@@ -35,6 +35,8 @@
 #include "kvtier/device.h"
 #include "kvtier/engine.h"
 #include "kvtier/geometry.h"
+#include "kvtier/stats.h"
+#include "stats_fill.h"  // bindings/c/stats_fill.h
 
 struct kvtier_options {
   kvtier::EngineOptions options;
@@ -298,21 +300,6 @@ absl::StatusOr<kvtier::NamespaceLimits> ToLimits(const kvtier_namespace_limits& 
   out.ttl = in.ttl_ms == 0 ? absl::InfiniteDuration()
                            : absl::Milliseconds(static_cast<int64_t>(in.ttl_ms));
   return out;
-}
-
-void CopyTierStats(const kvtier::TierStats& in, kvtier_tier_stats* out) {
-  out->capacity_blocks = in.capacity_blocks;
-  out->used_blocks = in.used_blocks;
-  out->pinned_blocks = in.pinned_blocks;
-  out->hits = in.hits;
-  out->bytes_in = in.bytes_in;
-  out->bytes_out = in.bytes_out;
-  out->evictions = in.evictions;
-  out->demotions = in.demotions;
-  out->promotions = in.promotions;
-  out->admissions_rejected = in.admissions_rejected;
-  out->checksum_failures = in.checksum_failures;
-  out->write_failures = in.write_failures;
 }
 
 }  // namespace
@@ -1128,26 +1115,16 @@ kvtier_status_code kvtier_engine_stats(kvtier_engine* engine, kvtier_stats* out_
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, engine);
     KVTIER_REQUIRE_NONNULL(kFn, out_stats);
-    const kvtier::EngineStats s = engine->engine->Stats();
-    kvtier_stats out;
-    std::memset(&out, 0, sizeof(out));
-    for (int t = 0; t < kvtier::kNumTiers; ++t) CopyTierStats(s.tiers[t], &out.tiers[t]);
-    out.namespaces = s.namespaces.size();
-    out.match_calls = s.match_calls;
-    out.matched_blocks = s.matched_blocks;
-    out.missed_blocks = s.missed_blocks;
-    out.stored_blocks = s.stored_blocks;
-    out.deduplicated_blocks = s.deduplicated_blocks;
-    out.rejected_blocks = s.rejected_blocks;
-    out.loaded_blocks = s.loaded_blocks;
-    out.leases_held = s.leases_held;
-    out.leases_expired = s.leases_expired;
-    out.prefetch_hinted = s.prefetch.hinted;
-    out.prefetch_issued = s.prefetch.issued;
-    out.prefetch_in_time = s.prefetch.in_time;
-    out.prefetch_late = s.prefetch.late;
-    out.prefetch_unused = s.prefetch.unused;
-    *out_stats = out;
+    if (absl::Status s = kvtier::capi::CheckStructSize(out_stats->struct_size, KVTIER_STATS_SIZE_V1,
+                                                       "out_stats->struct_size", "kvtier_stats");
+        !s.ok()) {
+      return FromStatus(kFn, s);
+    }
+    kvtier::EngineStats s = engine->engine->Stats();
+    s.block_bytes = engine->engine->options().geometry.block_bytes();
+    kvtier_stats full;
+    kvtier::capi::FillStats(s, &full);
+    kvtier::capi::CopyOut(&full, sizeof(full), out_stats);
     return KVTIER_OK;
   });
 }
@@ -1159,18 +1136,18 @@ kvtier_status_code kvtier_namespace_stats_get(kvtier_engine* engine, const char*
     KVTIER_REQUIRE_NONNULL(kFn, engine);
     KVTIER_REQUIRE_NONNULL(kFn, ns);
     KVTIER_REQUIRE_NONNULL(kFn, out_stats);
+    if (absl::Status s =
+            kvtier::capi::CheckStructSize(out_stats->struct_size, KVTIER_NAMESPACE_STATS_SIZE_V1,
+                                          "out_stats->struct_size", "kvtier_namespace_stats");
+        !s.ok()) {
+      return FromStatus(kFn, s);
+    }
     const kvtier::EngineStats s = engine->engine->Stats();
-    for (const kvtier::NamespaceStats& n : s.namespaces) {
-      if (n.name != ns) continue;
-      kvtier_namespace_stats out;
-      std::memset(&out, 0, sizeof(out));
-      out.blocks = n.blocks;
-      for (int t = 0; t < kvtier::kNumTiers; ++t) out.blocks_per_tier[t] = n.blocks_per_tier[t];
-      out.matched_blocks = n.matched_blocks;
-      out.missed_blocks = n.missed_blocks;
-      out.stored_blocks = n.stored_blocks;
-      out.loaded_blocks = n.loaded_blocks;
-      *out_stats = out;
+    for (size_t i = 0; i < s.namespaces.size(); ++i) {
+      if (s.namespaces[i].name != ns) continue;
+      kvtier_namespace_stats full;
+      kvtier::capi::FillNamespaceStats(s, i, &full);
+      kvtier::capi::CopyOut(&full, sizeof(full), out_stats);
       return KVTIER_OK;
     }
     return Fail(absl::StatusCode::kNotFound,

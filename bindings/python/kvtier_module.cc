@@ -45,6 +45,7 @@
 #include "kvtier/device.h"
 #include "kvtier/engine.h"
 #include "kvtier/geometry.h"
+#include "kvtier/stats.h"
 
 namespace py = pybind11;
 
@@ -397,6 +398,100 @@ KvBuffers PagedBuffers(const std::vector<uint64_t>& layers, uint32_t num_pages,
   return KvBuffers::Paged(std::move(pool), std::move(pages));
 }
 
+// ------------------------------------------------------------------------------ statistics
+
+// Engine.stats(): the snapshot as nested dicts, built by walking kvtier/stats.h's description
+// of every statistic. Keys are the statistics' names, nested by group:
+//   info, engine  top level                        {"device": ..., "match_calls": ...}
+//   latency       top level, a dict each           {"match_latency": {"count", "sum_ns",
+//                                                                     "buckets"}}
+//   prefetch      "prefetch"                       {"prefetch": {"hinted": ...}}
+//   tier          "tiers", by tier name            {"tiers": {"host": {"hits": ...}}}
+//   namespace     "namespaces", by namespace name  {"namespaces": {"default": {"blocks": ...}}},
+//                 per-tier figures a dict by tier name.
+class PyStatsBuilder : public StatsVisitor {
+ public:
+  void BeginStat(const StatInfo& info) override {
+    if (info.group == StatGroup::kPrefetch) Child(dict_, "prefetch");
+    if (HasTierLabel(info.group) && !HasNamespaceLabel(info.group)) Child(dict_, "tiers");
+    if (HasNamespaceLabel(info.group)) Child(dict_, "namespaces");
+  }
+  void Number(const StatInfo& info, const StatLabels& labels, uint64_t value) override {
+    py::dict d = Container(info, labels);
+    if (info.group == StatGroup::kNamespaceTier) {
+      Child(d, info.name)[py::str(TierKindName(labels.tier))] = value;
+    } else {
+      d[Key(info.name)] = value;
+    }
+  }
+  void Histogram(const StatInfo& info, const StatLabels& labels, const LatencyStats& l) override {
+    py::dict h;
+    h["count"] = l.count;
+    h["sum_ns"] = l.sum_ns;
+    h["buckets"] = std::vector<uint64_t>(std::begin(l.buckets), std::end(l.buckets));
+    Container(info, labels)[Key(info.name)] = h;
+  }
+  void Label(const StatInfo& info, absl::string_view value) override {
+    dict_[Key(info.name)] = py::str(std::string(value));
+  }
+
+  py::dict dict() const { return dict_; }
+
+ private:
+  static py::str Key(absl::string_view s) { return py::str(s.data(), s.size()); }
+  // d[key], created as an empty dict the first time.
+  static py::dict Child(py::dict d, absl::string_view key) {
+    py::str k = Key(key);
+    if (!d.contains(k)) d[k] = py::dict();
+    return d[k].cast<py::dict>();
+  }
+  py::dict Container(const StatInfo& info, const StatLabels& labels) {
+    switch (info.group) {
+      case StatGroup::kPrefetch:
+        return Child(dict_, "prefetch");
+      case StatGroup::kTier:
+        return Child(Child(dict_, "tiers"), TierKindName(labels.tier));
+      case StatGroup::kNamespace:
+      case StatGroup::kNamespaceTier:
+        return Child(Child(dict_, "namespaces"), labels.ns);
+      case StatGroup::kInfo:
+      case StatGroup::kEngine:
+      case StatGroup::kLatency:
+        break;
+    }
+    return dict_;
+  }
+
+  py::dict dict_;
+};
+
+py::dict StatsDict(const EngineStats& st) {
+  PyStatsBuilder b;
+  VisitStats(st, b);
+  return b.dict();
+}
+
+// kvtier.stats_schema(): AllStats() as a list of dicts, for tools and tests that walk it.
+py::list StatsSchema() {
+  py::list out;
+  for (const StatInfo& info : AllStats()) {
+    py::dict d;
+    d["name"] = std::string(info.name);
+    d["group"] = StatGroupName(info.group);
+    d["kind"] = StatKindName(info.kind);
+    d["unit"] = StatUnitName(info.unit);
+    py::list labels;
+    if (HasNamespaceLabel(info.group)) labels.append("namespace");
+    if (HasTierLabel(info.group)) labels.append("tier");
+    d["labels"] = labels;
+    d["metric"] = std::string(info.metric);
+    d["help"] = std::string(info.help);
+    d["derived"] = info.derived;
+    out.append(d);
+  }
+  return out;
+}
+
 class PyEngine {
  public:
   static std::unique_ptr<PyEngine> Open(const EngineOptions& options) {
@@ -717,6 +812,7 @@ class PyEngine {
       py::gil_scoped_release nogil;
       st = e->engine->Stats();
     }
+    st.block_bytes = e->engine->options().geometry.block_bytes();
     return StatsDict(st);
   }
 
@@ -728,98 +824,6 @@ class PyEngine {
       throw StatusError(absl::FailedPreconditionError("the kvtier engine is closed"));
     }
     return open_;
-  }
-
-  static py::dict LatencyDict(const LatencyStats& l) {
-    py::dict d;
-    d["count"] = l.count;
-    d["sum_ns"] = l.sum_ns;
-    d["buckets"] = std::vector<uint64_t>(std::begin(l.buckets), std::end(l.buckets));
-    return d;
-  }
-
-  static py::dict StatsDict(const EngineStats& st) {
-    py::dict d;
-    d["device"] = st.device;
-    py::dict tiers;
-    for (int i = 0; i < kNumTiers; ++i) {
-      const TierStats& t = st.tiers[i];
-      py::dict td;
-      td["capacity_blocks"] = t.capacity_blocks;
-      td["used_blocks"] = t.used_blocks;
-      td["pinned_blocks"] = t.pinned_blocks;
-      td["hits"] = t.hits;
-      td["misses"] = t.misses;
-      td["bytes_in"] = t.bytes_in;
-      td["bytes_out"] = t.bytes_out;
-      td["evictions"] = t.evictions;
-      td["demotions"] = t.demotions;
-      td["promotions"] = t.promotions;
-      td["admissions_rejected"] = t.admissions_rejected;
-      td["checksum_failures"] = t.checksum_failures;
-      td["write_failures"] = t.write_failures;
-      tiers[TierKindName(static_cast<TierKind>(i))] = td;
-    }
-    d["tiers"] = tiers;
-    py::dict spaces;
-    for (const NamespaceStats& n : st.namespaces) {
-      py::dict nd;
-      nd["blocks"] = n.blocks;
-      py::dict per_tier;
-      for (int i = 0; i < kNumTiers; ++i) {
-        per_tier[TierKindName(static_cast<TierKind>(i))] = n.blocks_per_tier[i];
-      }
-      nd["blocks_per_tier"] = per_tier;
-      nd["matched_blocks"] = n.matched_blocks;
-      nd["missed_blocks"] = n.missed_blocks;
-      nd["stored_blocks"] = n.stored_blocks;
-      nd["loaded_blocks"] = n.loaded_blocks;
-      py::dict hits, misses, quota;
-      for (int i = 0; i < kNumTiers; ++i) {
-        const char* tier = TierKindName(static_cast<TierKind>(i));
-        hits[tier] = n.hits_per_tier[i];
-        misses[tier] = n.misses_per_tier[i];
-        quota[tier] = n.quota_blocks[i];
-      }
-      nd["hits_per_tier"] = hits;
-      nd["misses_per_tier"] = misses;
-      nd["quota_blocks"] = quota;
-      nd["quota_evictions"] = n.quota_evictions;
-      nd["quota_rejections"] = n.quota_rejections;
-      nd["expired_blocks"] = n.expired_blocks;
-      nd["stall_ns"] = n.stall_ns;
-      spaces[py::str(n.name)] = nd;
-    }
-    d["namespaces"] = spaces;
-    d["stall_ns"] = st.stall_ns;
-    d["stalled_waits"] = st.stalled_waits;
-    const PrefetchStats& p = st.prefetch;
-    py::dict pd;
-    pd["hinted"] = p.hinted;
-    pd["issued"] = p.issued;
-    pd["present"] = p.present;
-    pd["skipped"] = p.skipped;
-    pd["cancelled"] = p.cancelled;
-    pd["in_time"] = p.in_time;
-    pd["late"] = p.late;
-    pd["unused"] = p.unused;
-    pd["queued"] = p.queued;
-    pd["outstanding_bytes"] = p.outstanding_bytes;
-    pd["budget_bytes"] = p.budget_bytes;
-    d["prefetch"] = pd;
-    d["match_calls"] = st.match_calls;
-    d["matched_blocks"] = st.matched_blocks;
-    d["missed_blocks"] = st.missed_blocks;
-    d["stored_blocks"] = st.stored_blocks;
-    d["deduplicated_blocks"] = st.deduplicated_blocks;
-    d["rejected_blocks"] = st.rejected_blocks;
-    d["loaded_blocks"] = st.loaded_blocks;
-    d["leases_held"] = st.leases_held;
-    d["leases_expired"] = st.leases_expired;
-    d["match_latency"] = LatencyDict(st.match_latency);
-    d["store_latency"] = LatencyDict(st.store_latency);
-    d["load_latency"] = LatencyDict(st.load_latency);
-    return d;
   }
 
   std::shared_ptr<OpenEngine> open_;
@@ -965,6 +969,9 @@ void BindModule(py::module_& m) {
   m.doc() = "kvtier: a hierarchical GPU / host / disk KV-cache storage engine.";
   RegisterErrors(m);
   BindOptions(m);
+  m.def("stats_schema", &StatsSchema,
+        "Every statistic Engine.stats() reports (kvtier/stats.h): name, group, kind, unit, "
+        "labels, Prometheus metric, help.");
 
   py::class_<PyEngine>(m, "Engine", R"doc(
 An open kvtier engine. Open with Engine.open(options) or Engine.open(**option_keywords).
@@ -1104,7 +1111,10 @@ on CUDA, overlaps, zero bytes; AlreadyExistsError for memory registered already.
       .def("cancel_hint", &PyEngine::CancelHint, py::arg("hint_id"))
       .def("flush", &PyEngine::Flush,
            "Waits for every transfer started so far, including writes to disk.")
-      .def("stats", &PyEngine::Stats, "Engine statistics as nested dicts.");
+      .def("stats", &PyEngine::Stats,
+           "Engine statistics as nested dicts: every statistic of kvtier.stats_schema(), keyed "
+           "by name; tier figures under 'tiers' by tier name, namespace figures under "
+           "'namespaces' by namespace name, prefetch figures under 'prefetch'.");
 }
 
 }  // namespace

@@ -42,8 +42,11 @@
 extern "C" {
 #endif
 
-/* 2: device memory registration, namespace limits, secure erase. */
-#define KVTIER_C_API_VERSION 2
+/* 2: device memory registration, namespace limits, secure erase.
+ * 3: the stats structs begin with struct_size and grow by appending fields (see "stats");
+ *    kvtier_tier_stats has misses; kvtier_stats and kvtier_namespace_stats have every figure
+ *    of kvtier/stats.h but the device name and the tiers' used_bytes. */
+#define KVTIER_C_API_VERSION 3
 
 /* Mirrors absl::StatusCode. */
 typedef enum kvtier_status_code {
@@ -360,6 +363,28 @@ void kvtier_handle_destroy(kvtier_handle* handle);
 
 /* ------------------------------------------------------------------------------- stats */
 
+/* Versioned structs. kvtier_stats and kvtier_namespace_stats begin with `struct_size`: the
+ * caller sets it to sizeof the struct as it was compiled (the header's sizeof, or at least
+ * the struct's _SIZE_V1), and kvtier fills the fields that lie wholly within that many bytes,
+ * sets the bytes after them up to struct_size to zero (fields a newer header has and this
+ * library does not), and writes back into struct_size how many bytes it filled:
+ * min(struct_size, the library's sizeof). New fields are only ever appended, so a caller built
+ * against an older header keeps working with a newer library and the reverse. A struct_size
+ * below the struct's _SIZE_V1, or above KVTIER_STATS_MAX_SIZE (an uninitialised field), is
+ * INVALID_ARGUMENT naming struct_size, and nothing is written. Zero the struct and set
+ * struct_size:
+ *
+ *     kvtier_stats stats;
+ *     memset(&stats, 0, sizeof(stats));
+ *     stats.struct_size = sizeof(stats);
+ *     kvtier_engine_stats(engine, &stats);
+ *
+ * The figures are those of kvtier/stats.h, by the same names (kvtier_stats' prefetch_* are
+ * PrefetchStats' fields); its comments say what each counts. */
+#define KVTIER_STATS_MAX_SIZE 65536
+
+/* One tier's figures: fixed, since kvtier_stats holds an array of them; later per-tier
+ * figures are appended to kvtier_stats as arrays of their own. */
 typedef struct kvtier_tier_stats {
   uint64_t capacity_blocks;
   uint64_t used_blocks;
@@ -373,12 +398,23 @@ typedef struct kvtier_tier_stats {
   uint64_t admissions_rejected;
   uint64_t checksum_failures;
   uint64_t write_failures;
+  uint64_t misses;
 } kvtier_tier_stats;
+
+/* Latency of one kind of call (kvtier/stats.h, LatencyStats): bucket i < 23 counts calls that
+ * took less than 2^i microseconds, the last bucket the rest. */
+#define KVTIER_LATENCY_BUCKETS 24
+typedef struct kvtier_latency_stats {
+  uint64_t count;
+  uint64_t sum_ns;
+  uint64_t buckets[KVTIER_LATENCY_BUCKETS];
+} kvtier_latency_stats;
 
 /* A snapshot of kvtier::EngineStats (per-namespace figures: kvtier_namespace_stats). */
 typedef struct kvtier_stats {
+  uint64_t struct_size; /* in: sizeof(kvtier_stats) as compiled; out: bytes filled */
   kvtier_tier_stats tiers[KVTIER_NUM_TIERS]; /* indexed by kvtier_tier */
-  uint64_t namespaces;
+  uint64_t namespaces;                       /* how many the engine has */
   uint64_t match_calls;
   uint64_t matched_blocks;
   uint64_t missed_blocks;
@@ -393,19 +429,50 @@ typedef struct kvtier_stats {
   uint64_t prefetch_in_time;
   uint64_t prefetch_late;
   uint64_t prefetch_unused;
+  /* KVTIER_STATS_SIZE_V1 ends here: the figures C API version 2 had. */
+  uint64_t block_bytes;
+  uint64_t stall_ns;
+  uint64_t stalled_waits;
+  uint64_t prefetch_present;
+  uint64_t prefetch_skipped;
+  uint64_t prefetch_cancelled;
+  uint64_t prefetch_queued;
+  uint64_t prefetch_outstanding_bytes;
+  uint64_t prefetch_budget_bytes;
+  kvtier_latency_stats match_latency;
+  kvtier_latency_stats store_latency;
+  kvtier_latency_stats load_latency;
+  /* Append new fields here. */
 } kvtier_stats;
+/* The smallest struct_size kvtier_engine_stats accepts. */
+#define KVTIER_STATS_SIZE_V1 (offsetof(kvtier_stats, block_bytes))
 
 typedef struct kvtier_namespace_stats {
+  uint64_t struct_size; /* in: sizeof(kvtier_namespace_stats) as compiled; out: bytes filled */
   uint64_t blocks;
   uint64_t blocks_per_tier[KVTIER_NUM_TIERS];
   uint64_t matched_blocks;
   uint64_t missed_blocks;
   uint64_t stored_blocks;
   uint64_t loaded_blocks;
+  /* KVTIER_NAMESPACE_STATS_SIZE_V1 ends here: the figures C API version 2 had. */
+  uint64_t hits_per_tier[KVTIER_NUM_TIERS];
+  uint64_t misses_per_tier[KVTIER_NUM_TIERS];
+  uint64_t stall_ns;
+  uint64_t stalled_waits;
+  uint64_t quota_blocks[KVTIER_NUM_TIERS];
+  uint64_t quota_evictions;
+  uint64_t quota_rejections;
+  uint64_t expired_blocks;
+  /* Append new fields here. */
 } kvtier_namespace_stats;
+/* The smallest struct_size kvtier_namespace_stats_get accepts. */
+#define KVTIER_NAMESPACE_STATS_SIZE_V1 (offsetof(kvtier_namespace_stats, hits_per_tier))
 
+/* REQUIRES: out_stats->struct_size set as above. */
 kvtier_status_code kvtier_engine_stats(kvtier_engine* engine, kvtier_stats* out_stats);
-/* NOT_FOUND for a namespace the engine does not have. */
+/* REQUIRES: out_stats->struct_size set as above. NOT_FOUND for a namespace the engine does
+ * not have. */
 kvtier_status_code kvtier_namespace_stats_get(kvtier_engine* engine, const char* ns,
                                               kvtier_namespace_stats* out_stats);
 

@@ -43,6 +43,7 @@
 #include "kvtier/block_key.h"
 #include "kvtier/device.h"
 #include "kvtier/geometry.h"
+#include "kvtier/stats.h"
 #include "kvtier/tier_kind.h"
 
 namespace kvtier {
@@ -261,100 +262,6 @@ struct LoadRequest {
   Stream* after = nullptr;
 };
 
-struct TierStats {
-  size_t capacity_blocks = 0;
-  size_t used_blocks = 0;
-  size_t pinned_blocks = 0;
-  // Lookups: every block a Load or LoadToGpuTier reads is a hit in the highest tier that
-  // held it when the call was made and a miss in each tier above; every full block a Match
-  // could not find is a miss in every tier. Prefetches are not lookups (PrefetchStats).
-  // hit ratio of a tier = hits / (hits + misses).
-  uint64_t hits = 0;
-  uint64_t misses = 0;
-  uint64_t bytes_in = 0;    // bytes written into this tier
-  uint64_t bytes_out = 0;   // bytes read out of this tier
-  uint64_t evictions = 0;   // copies dropped to make room
-  uint64_t demotions = 0;   // copies moved down to make room
-  uint64_t promotions = 0;  // copies brought up into this tier
-  uint64_t admissions_rejected = 0;  // disk: blocks the admission policy (or a busy disk) refused
-  uint64_t checksum_failures = 0;    // disk: reads that failed verification (became misses)
-  uint64_t write_failures = 0;       // disk: writes that failed (EIO, ENOSPC, ...)
-};
-
-struct NamespaceStats {
-  std::string name;
-  size_t blocks = 0;
-  size_t blocks_per_tier[kNumTiers] = {};
-  uint64_t matched_blocks = 0;  // blocks Match found (hits)
-  uint64_t missed_blocks = 0;   // full blocks of Match queries past the matched prefix
-  uint64_t stored_blocks = 0;
-  uint64_t loaded_blocks = 0;   // by Load and LoadToGpuTier
-  uint64_t hits_per_tier[kNumTiers] = {};    // lookups, as in TierStats
-  uint64_t misses_per_tier[kNumTiers] = {};
-  uint64_t stall_ns = 0;        // as EngineStats::stall_ns, for this namespace's loads
-  uint64_t stalled_waits = 0;
-  // Quotas (NamespaceLimits) in blocks per tier, 0 = none; what enforcing them did.
-  size_t quota_blocks[kNumTiers] = {};
-  uint64_t quota_evictions = 0;   // own blocks evicted to stay within a quota
-  uint64_t quota_rejections = 0;  // blocks refused a tier because of a quota
-  uint64_t expired_blocks = 0;    // removed because their time to live passed
-};
-
-// Latency of one kind of call, as time spent inside the call: Store and Load return once
-// their copies are enqueued, so transfer time is not included. Bucket i < kLatencyBuckets - 1
-// counts calls that took less than 2^i microseconds (and not less than 2^(i-1)); the last
-// bucket counts the rest.
-inline constexpr int kLatencyBuckets = 24;
-struct LatencyStats {
-  uint64_t count = 0;
-  uint64_t sum_ns = 0;
-  uint64_t buckets[kLatencyBuckets] = {};
-};
-
-// What look-ahead hints (Engine::Hint) achieved. A hinted block is "issued" when the
-// prefetcher starts moving it to the top tier; then it is used "in time" (its copy had landed
-// when a Load or LoadToGpuTier touched it), used "late" (still landing: the reader's stream
-// waited on it), or "unused" (evicted or erased before any use).
-struct PrefetchStats {
-  uint64_t hinted = 0;     // keys queued by Hint
-  uint64_t issued = 0;     // promotions started for hints
-  uint64_t present = 0;    // already in the top tier when their turn came
-  uint64_t skipped = 0;    // not cached, or no slot without evicting pinned data
-  uint64_t cancelled = 0;  // dropped by CancelHint before their turn
-  uint64_t in_time = 0;
-  uint64_t late = 0;
-  uint64_t unused = 0;
-  uint64_t queued = 0;               // keys waiting for their turn now
-  uint64_t outstanding_bytes = 0;    // in flight or landed and not yet used, now
-  uint64_t budget_bytes = 0;
-};
-
-struct EngineStats {
-  std::string device;
-  PrefetchStats prefetch;
-  TierStats tiers[kNumTiers];
-  std::vector<NamespaceStats> namespaces;
-  uint64_t match_calls = 0;
-  uint64_t matched_blocks = 0;
-  uint64_t stored_blocks = 0;
-  uint64_t deduplicated_blocks = 0;
-  uint64_t rejected_blocks = 0;
-  uint64_t loaded_blocks = 0;
-  uint64_t leases_held = 0;
-  uint64_t leases_expired = 0;
-  uint64_t missed_blocks = 0;  // full blocks of Match queries past the matched prefix
-  // Stall: time a load's reader waited for its bytes. A host wait (TransferHandle::Wait,
-  // WaitLayerHost) that finds the copies still in flight adds the time the host blocked; a
-  // stream wait (WaitLayer) that finds them in flight adds the time the reader's stream sat
-  // at the wait, measured by host callbacks on that stream around it. Waits that find the
-  // bytes landed add nothing and cost nothing extra.
-  uint64_t stall_ns = 0;
-  uint64_t stalled_waits = 0;  // waits that found their bytes still in flight
-  LatencyStats match_latency;
-  LatencyStats store_latency;
-  LatencyStats load_latency;
-};
-
 class Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Open(const EngineOptions& options);
@@ -442,6 +349,7 @@ class Engine {
   // the decode path: it blocks the host.
   virtual absl::Status Flush() = 0;
 
+  // A snapshot of every statistic (kvtier/stats.h describes each one).
   virtual EngineStats Stats() = 0;
 
  protected:

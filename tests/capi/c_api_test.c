@@ -2,7 +2,7 @@
  *
  *   kvtier_c_api_test CASE      runs one case: round_trip, match_counts, bad_arguments,
  *                               gpu_tier_lease, disk_reopen, threads, device_memory,
- *                               namespace_limits; exits 0 if it passes.
+ *                               namespace_limits, stats_struct_size; exits 0 if it passes.
  *
  * Every case runs on the emulated device, so it needs no GPU. Each block's bytes are derived
  * from its index, so a load that returns another block's bytes fails the byte comparison. */
@@ -175,7 +175,7 @@ static void RoundTrip(void) {
   CHECK_OK(kvtier_load_host(e, "tenant-b", other_keys, 2, loaded, sizeof(loaded)));
   CHECK(memcmp(loaded, data, sizeof(data)) == 0);
 
-  kvtier_stats stats;
+  kvtier_stats stats = {.struct_size = sizeof(kvtier_stats)};
   CHECK_OK(kvtier_engine_stats(e, &stats));
   CHECK(stats.stored_blocks == kBlocks + 2);
   CHECK(stats.deduplicated_blocks == kBlocks);
@@ -183,7 +183,7 @@ static void RoundTrip(void) {
   CHECK(stats.tiers[KVTIER_TIER_HOST].used_blocks == kBlocks + 2);
   CHECK(stats.tiers[KVTIER_TIER_HOST].capacity_blocks == 64);
   CHECK(stats.namespaces == 2);
-  kvtier_namespace_stats ns_stats;
+  kvtier_namespace_stats ns_stats = {.struct_size = sizeof(kvtier_namespace_stats)};
   CHECK_OK(kvtier_namespace_stats_get(e, "tenant-b", &ns_stats));
   CHECK(ns_stats.blocks == 2 && ns_stats.stored_blocks == 2 && ns_stats.loaded_blocks == 2);
 
@@ -262,7 +262,7 @@ static void MatchCounts(void) {
                         &matched_blocks, NULL, 0, NULL));
   CHECK(matched_blocks == 0);
 
-  kvtier_stats stats;
+  kvtier_stats stats = {.struct_size = sizeof(kvtier_stats)};
   CHECK_OK(kvtier_engine_stats(e, &stats));
   CHECK(stats.match_calls >= 8);
   CHECK(stats.matched_blocks == 2 + 2 + 1);
@@ -434,7 +434,7 @@ static void BadArguments(void) {
   CHECK_ERROR(kvtier_erase_namespace(e, NULL, &n), KVTIER_INVALID_ARGUMENT, "ns");
   CHECK_ERROR(kvtier_flush(NULL), KVTIER_INVALID_ARGUMENT, "engine");
   CHECK_ERROR(kvtier_engine_stats(e, NULL), KVTIER_INVALID_ARGUMENT, "out_stats");
-  kvtier_namespace_stats ns_stats;
+  kvtier_namespace_stats ns_stats = {.struct_size = sizeof(kvtier_namespace_stats)};
   CHECK_ERROR(kvtier_namespace_stats_get(e, "nobody", &ns_stats), KVTIER_NOT_FOUND, "nobody");
 
   /* Handles: a real one, then the checks; close refuses while it lives. */
@@ -501,7 +501,7 @@ static void GpuTierLease(void) {
   }
   /* The engine's own slots are not the caller's to free. */
   CHECK_ERROR(kvtier_buffer_free(e, slots[0]), KVTIER_INVALID_ARGUMENT, "kvtier_buffer_alloc");
-  kvtier_stats stats;
+  kvtier_stats stats = {.struct_size = sizeof(kvtier_stats)};
   CHECK_OK(kvtier_engine_stats(e, &stats));
   CHECK(stats.leases_held == 1);
   CHECK(stats.tiers[KVTIER_TIER_GPU].used_blocks == kBlocks);
@@ -573,7 +573,7 @@ static void DiskReopen(void) {
       CHECK_OK(kvtier_store_host(e, "default", filler, 2 * kBlockTokens, NULL, 0, 0, 2, other,
                                  sizeof(other), NULL));
       CHECK_OK(kvtier_flush(e));
-      kvtier_stats stats;
+      kvtier_stats stats = {.struct_size = sizeof(kvtier_stats)};
       CHECK_OK(kvtier_engine_stats(e, &stats));
       CHECK(stats.tiers[KVTIER_TIER_DISK].used_blocks >= kBlocks);
       CHECK(stats.tiers[KVTIER_TIER_HOST].demotions >= kBlocks);
@@ -591,7 +591,7 @@ static void DiskReopen(void) {
     }
     CHECK(memcmp(loaded, data, sizeof(data)) == 0);
     if (round == 1) {
-      kvtier_stats stats;
+      kvtier_stats stats = {.struct_size = sizeof(kvtier_stats)};
       CHECK_OK(kvtier_engine_stats(e, &stats));
       CHECK(stats.tiers[KVTIER_TIER_DISK].hits >= kBlocks);
       size_t erased = 0;
@@ -756,7 +756,8 @@ static void NamespaceLimits(void) {
     CHECK_OK(kvtier_store_host(e, "tenant-b", tokens, (first + 2) * kBlockTokens, NULL, 0, first,
                                2, data + first * kBytes, 2 * kBytes, NULL));
   }
-  kvtier_namespace_stats limited, free_ns;
+  kvtier_namespace_stats limited = {.struct_size = sizeof(kvtier_namespace_stats)};
+  kvtier_namespace_stats free_ns = {.struct_size = sizeof(kvtier_namespace_stats)};
   CHECK_OK(kvtier_namespace_stats_get(e, "default", &limited));
   CHECK_OK(kvtier_namespace_stats_get(e, "tenant-b", &free_ns));
   CHECK(limited.blocks_per_tier[KVTIER_TIER_HOST] == 4);
@@ -844,9 +845,103 @@ static void Threads(void) {
     CHECK(pthread_create(&threads[i], NULL, Worker, &args[i]) == 0);
   }
   for (int i = 0; i < kThreads; ++i) CHECK(pthread_join(threads[i], NULL) == 0);
-  kvtier_stats stats;
+  kvtier_stats stats = {.struct_size = sizeof(kvtier_stats)};
   CHECK_OK(kvtier_engine_stats(e, &stats));
   CHECK(stats.loaded_blocks == kThreads * kRounds * 2);
+  CHECK_OK(kvtier_engine_close(e));
+}
+
+/* The stats structs' struct_size: a caller compiled against an older, shorter struct gets its
+ * prefix filled and nothing past it; a caller with a longer (newer) struct gets the fields this
+ * library has and zeros after them; sizes that are no version of the struct are refused and
+ * write nothing. */
+static void StatsStructSize(void) {
+  kvtier_engine* e = OpenSmall(16);
+  int32_t tokens[2 * kBlockTokens];
+  Tokens(7, tokens, 2 * kBlockTokens);
+  uint8_t data[2 * 512];
+  Fill(7, 0, data, 512);
+  Fill(7, 1, data + 512, 512);
+  CHECK_OK(kvtier_store_host(e, "tenant-b", tokens, 2 * kBlockTokens, NULL, 0, 0, 2, data,
+                             sizeof(data), NULL));
+  size_t matched_tokens = 0, matched_blocks = 0;
+  CHECK_OK(kvtier_match(e, "tenant-b", tokens, 2 * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, NULL, 0, NULL));
+  CHECK(matched_blocks == 2);
+
+  /* The whole struct: the fields after the first version are filled too. */
+  kvtier_stats stats = {.struct_size = sizeof(kvtier_stats)};
+  CHECK_OK(kvtier_engine_stats(e, &stats));
+  CHECK(stats.struct_size == sizeof(kvtier_stats));
+  CHECK(stats.stored_blocks == 2 && stats.matched_blocks == 2);
+  CHECK(stats.block_bytes == 512);
+  CHECK(stats.match_latency.count == 1 && stats.store_latency.count == 1);
+  CHECK(stats.tiers[KVTIER_TIER_HOST].used_blocks == 2);
+
+  /* An older caller: only the first version's bytes. Past them, nothing is written. */
+  union {
+    kvtier_stats s;
+    unsigned char bytes[sizeof(kvtier_stats) + 64];
+  } buf;
+  memset(buf.bytes, 0xAB, sizeof(buf.bytes));
+  buf.s.struct_size = KVTIER_STATS_SIZE_V1;
+  CHECK_OK(kvtier_engine_stats(e, &buf.s));
+  CHECK(buf.s.struct_size == KVTIER_STATS_SIZE_V1);
+  CHECK(buf.s.stored_blocks == 2 && buf.s.matched_blocks == 2 && buf.s.namespaces == 2);
+  CHECK(buf.s.tiers[KVTIER_TIER_HOST].used_blocks == 2);
+  for (size_t i = KVTIER_STATS_SIZE_V1; i < sizeof(buf.bytes); ++i) CHECK(buf.bytes[i] == 0xAB);
+
+  /* A newer caller, with fields this library does not know: those come back zero, and
+   * struct_size says how much was filled. */
+  memset(buf.bytes, 0xAB, sizeof(buf.bytes));
+  buf.s.struct_size = sizeof(buf.bytes);
+  CHECK_OK(kvtier_engine_stats(e, &buf.s));
+  CHECK(buf.s.struct_size == sizeof(kvtier_stats));
+  CHECK(buf.s.block_bytes == 512 && buf.s.stored_blocks == 2);
+  for (size_t i = sizeof(kvtier_stats); i < sizeof(buf.bytes); ++i) CHECK(buf.bytes[i] == 0);
+
+  /* Not a size of any version: refused, naming struct_size, and nothing written. */
+  const uint64_t bad[] = {0, 8, KVTIER_STATS_SIZE_V1 - 8, KVTIER_STATS_SIZE_V1 + 4,
+                          KVTIER_STATS_MAX_SIZE + 8, UINT64_MAX};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); ++i) {
+    memset(buf.bytes, 0xAB, sizeof(buf.bytes));
+    buf.s.struct_size = bad[i];
+    CHECK_ERROR(kvtier_engine_stats(e, &buf.s), KVTIER_INVALID_ARGUMENT, "struct_size");
+    CHECK(buf.s.struct_size == bad[i]);
+    for (size_t j = sizeof(uint64_t); j < sizeof(buf.bytes); ++j) CHECK(buf.bytes[j] == 0xAB);
+  }
+
+  /* The same for one namespace's figures. */
+  kvtier_namespace_stats ns = {.struct_size = sizeof(kvtier_namespace_stats)};
+  CHECK_OK(kvtier_namespace_stats_get(e, "tenant-b", &ns));
+  CHECK(ns.struct_size == sizeof(kvtier_namespace_stats));
+  CHECK(ns.stored_blocks == 2 && ns.blocks_per_tier[KVTIER_TIER_HOST] == 2);
+  CHECK(ns.matched_blocks == 2 && ns.hits_per_tier[KVTIER_TIER_HOST] == 0);
+  union {
+    kvtier_namespace_stats s;
+    unsigned char bytes[sizeof(kvtier_namespace_stats) + 64];
+  } nbuf;
+  memset(nbuf.bytes, 0xAB, sizeof(nbuf.bytes));
+  nbuf.s.struct_size = KVTIER_NAMESPACE_STATS_SIZE_V1;
+  CHECK_OK(kvtier_namespace_stats_get(e, "tenant-b", &nbuf.s));
+  CHECK(nbuf.s.struct_size == KVTIER_NAMESPACE_STATS_SIZE_V1);
+  CHECK(nbuf.s.stored_blocks == 2 && nbuf.s.blocks == 2);
+  for (size_t i = KVTIER_NAMESPACE_STATS_SIZE_V1; i < sizeof(nbuf.bytes); ++i) {
+    CHECK(nbuf.bytes[i] == 0xAB);
+  }
+  memset(nbuf.bytes, 0xAB, sizeof(nbuf.bytes));
+  nbuf.s.struct_size = sizeof(nbuf.bytes);
+  CHECK_OK(kvtier_namespace_stats_get(e, "tenant-b", &nbuf.s));
+  CHECK(nbuf.s.struct_size == sizeof(kvtier_namespace_stats));
+  for (size_t i = sizeof(kvtier_namespace_stats); i < sizeof(nbuf.bytes); ++i) {
+    CHECK(nbuf.bytes[i] == 0);
+  }
+  nbuf.s.struct_size = KVTIER_NAMESPACE_STATS_SIZE_V1 - 8;
+  CHECK_ERROR(kvtier_namespace_stats_get(e, "tenant-b", &nbuf.s), KVTIER_INVALID_ARGUMENT,
+              "struct_size");
+  /* The size is checked before the namespace is looked up. */
+  CHECK_ERROR(kvtier_namespace_stats_get(e, "nobody", &nbuf.s), KVTIER_INVALID_ARGUMENT,
+              "struct_size");
   CHECK_OK(kvtier_engine_close(e));
 }
 
@@ -861,7 +956,8 @@ int main(int argc, char** argv) {
                 {"disk_reopen", DiskReopen},
                 {"threads", Threads},
                 {"device_memory", DeviceMemory},
-                {"namespace_limits", NamespaceLimits}};
+                {"namespace_limits", NamespaceLimits},
+                {"stats_struct_size", StatsStructSize}};
   if (argc != 2) {
     fprintf(stderr, "usage: %s CASE\n", argv[0]);
     return 2;

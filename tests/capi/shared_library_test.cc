@@ -3,15 +3,18 @@
 // breaks this test's link, and each call is checked to do its job through the library.
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kvtier/block_key.h"
+#include "kvtier/c_api.h"
 #include "kvtier/device.h"
 #include "kvtier/engine.h"
 #include "kvtier/geometry.h"
+#include "kvtier/stats.h"
 
 namespace kvtier {
 namespace {
@@ -129,6 +132,97 @@ TEST(SharedLibrary, OpensADeviceAndAnEngineAndMovesBlocks) {
   EXPECT_TRUE(dev.Free(*src).ok());
   EXPECT_TRUE(dev.Free(*dst).ok());
   EXPECT_EQ((*engine)->Stats().loaded_blocks, 2u);
+}
+
+TEST(SharedLibrary, ExportsTheStatisticsSchema) {
+  ASSERT_FALSE(AllStats().empty());
+  EXPECT_STREQ(StatKindName(StatKind::kCounter), "counter");
+  EXPECT_STREQ(StatUnitName(StatUnit::kBytes), "bytes");
+  EXPECT_STREQ(StatGroupName(StatGroup::kNamespaceTier), "namespace_tier");
+  // A caller's own visitor, driven by the library.
+  class Sum : public StatsVisitor {
+   public:
+    void Number(const StatInfo& info, const StatLabels&, uint64_t value) override {
+      if (info.name == "stored_blocks" && info.group == StatGroup::kEngine) stored = value;
+      ++numbers;
+    }
+    void Histogram(const StatInfo&, const StatLabels&, const LatencyStats&) override {}
+    void Label(const StatInfo&, absl::string_view value) override { device = std::string(value); }
+    uint64_t stored = 0;
+    size_t numbers = 0;
+    std::string device;
+  } v;
+  EngineStats s;
+  s.device = "emulated";
+  s.stored_blocks = 7;
+  VisitStats(s, v);
+  EXPECT_EQ(v.stored, 7u);
+  EXPECT_EQ(v.device, "emulated");
+  EXPECT_GT(v.numbers, 40u);
+}
+
+// A C caller compiled against the first version of kvtier_stats: its own, shorter struct.
+struct StatsV1 {
+  uint64_t struct_size;
+  kvtier_tier_stats tiers[KVTIER_NUM_TIERS];
+  uint64_t namespaces, match_calls, matched_blocks, missed_blocks, stored_blocks,
+      deduplicated_blocks, rejected_blocks, loaded_blocks, leases_held, leases_expired,
+      prefetch_hinted, prefetch_issued, prefetch_in_time, prefetch_late, prefetch_unused;
+};
+static_assert(sizeof(StatsV1) == KVTIER_STATS_SIZE_V1);
+
+TEST(SharedLibrary, CStatsServeCallersOfEveryStructSize) {
+  kvtier_options* o = nullptr;
+  ASSERT_EQ(kvtier_options_create(&o), KVTIER_OK);
+  ASSERT_EQ(kvtier_options_set_geometry(o, 2, 2, 8, KVTIER_DTYPE_BFLOAT16, 4), KVTIER_OK);
+  ASSERT_EQ(kvtier_options_set_model_fingerprint(o, "model@1"), KVTIER_OK);
+  ASSERT_EQ(kvtier_options_set_device(o, KVTIER_DEVICE_EMULATED, 0, 0.0), KVTIER_OK);
+  ASSERT_EQ(kvtier_options_set_tier_bytes(o, 0, 16 * 512), KVTIER_OK);
+  kvtier_engine* e = nullptr;
+  ASSERT_EQ(kvtier_engine_open(o, &e), KVTIER_OK) << kvtier_last_error();
+  kvtier_options_destroy(o);
+  const int32_t tokens[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<uint8_t> kv(2 * 512, 7);
+  ASSERT_EQ(
+      kvtier_store_host(e, "default", tokens, 8, nullptr, 0, 0, 2, kv.data(), kv.size(), nullptr),
+      KVTIER_OK)
+      << kvtier_last_error();
+
+  struct {
+    StatsV1 v1;
+    uint64_t after[4];
+  } old;
+  std::memset(&old, 0xAB, sizeof(old));
+  old.v1.struct_size = sizeof(StatsV1);
+  ASSERT_EQ(kvtier_engine_stats(e, reinterpret_cast<kvtier_stats*>(&old.v1)), KVTIER_OK)
+      << kvtier_last_error();
+  EXPECT_EQ(old.v1.struct_size, sizeof(StatsV1));
+  EXPECT_EQ(old.v1.stored_blocks, 2u);
+  EXPECT_EQ(old.v1.tiers[KVTIER_TIER_HOST].used_blocks, 2u);
+  EXPECT_EQ(old.v1.namespaces, 1u);
+  for (uint64_t w : old.after) EXPECT_EQ(w, 0xABABABABABABABABu);  // nothing past the struct
+
+  kvtier_stats now;
+  std::memset(&now, 0, sizeof(now));
+  now.struct_size = sizeof(now);
+  ASSERT_EQ(kvtier_engine_stats(e, &now), KVTIER_OK);
+  EXPECT_EQ(now.struct_size, sizeof(now));
+  EXPECT_EQ(now.block_bytes, 512u);
+  EXPECT_EQ(now.store_latency.count, 1u);
+
+  now.struct_size = KVTIER_STATS_SIZE_V1 - 8;
+  EXPECT_EQ(kvtier_engine_stats(e, &now), KVTIER_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kvtier_last_error()).find("struct_size"), std::string::npos)
+      << kvtier_last_error();
+  kvtier_namespace_stats ns;
+  std::memset(&ns, 0, sizeof(ns));
+  ns.struct_size = 4;
+  EXPECT_EQ(kvtier_namespace_stats_get(e, "default", &ns), KVTIER_INVALID_ARGUMENT);
+  ns.struct_size = KVTIER_NAMESPACE_STATS_SIZE_V1;
+  ASSERT_EQ(kvtier_namespace_stats_get(e, "default", &ns), KVTIER_OK);
+  EXPECT_EQ(ns.stored_blocks, 2u);
+  EXPECT_EQ(ns.hits_per_tier[KVTIER_TIER_HOST], 0u);  // past the caller's size: never written
+  EXPECT_EQ(kvtier_engine_close(e), KVTIER_OK);
 }
 
 }  // namespace

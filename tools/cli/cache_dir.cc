@@ -5,28 +5,18 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cinttypes>
-#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
-#include "rocksdb/db.h"
-#include "rocksdb/options.h"
-#include "rocksdb/write_batch.h"
 
 namespace kvtier::cli {
 namespace {
 
-// Names fixed by docs/disk-format.md ("Cache directory and index").
-constexpr char kDataFile[] = "data.kvt";
-constexpr char kIndexDir[] = "index";
-
-absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::UnavailableError(absl::StrCat("index: ", what, ": ", s.ToString()));
+// The CLI reports a failing index as a target it cannot use (exit 3), whatever RocksDB said.
+absl::Status IndexError(const absl::Status& s) {
+  return s.ok() ? s : absl::UnavailableError(s.message());
 }
 
 bool IsDirectory(const std::string& path) {
@@ -43,48 +33,6 @@ std::string NotACache(const std::string& dir, absl::string_view why) {
 
 }  // namespace
 
-absl::StatusOr<Geometry> ParseGeometryMeta(const std::string& text, uint64_t* fingerprint) {
-  // "<16 hex> layers=%u kv_heads=%u head_dim=%u dtype=%s block_tokens=%u (%u B/block)"
-  const auto bad = [&text] {
-    return absl::InvalidArgumentError(absl::StrFormat("malformed geometry metadata '%s'", text));
-  };
-  std::vector<std::string> words = absl::StrSplit(text, ' ', absl::SkipEmpty());
-  if (words.size() < 6 || words[0].size() != 16) return bad();
-  uint64_t fp = 0;
-  if (!absl::SimpleHexAtoi(words[0], &fp)) return bad();
-  Geometry g;
-  bool seen[5] = {};
-  for (size_t i = 1; i < words.size(); ++i) {
-    const size_t eq = words[i].find('=');
-    if (eq == std::string::npos) continue;  // the "(N B/block)" tail
-    const std::string name = words[i].substr(0, eq), value = words[i].substr(eq + 1);
-    uint32_t* field = name == "layers"         ? &g.num_layers
-                      : name == "kv_heads"     ? &g.num_kv_heads
-                      : name == "head_dim"     ? &g.head_dim
-                      : name == "block_tokens" ? &g.block_tokens
-                                               : nullptr;
-    if (field != nullptr) {
-      if (!absl::SimpleAtoi(value, field)) return bad();
-      seen[name == "layers" ? 0 : name == "kv_heads" ? 1 : name == "head_dim" ? 2 : 3] = true;
-    } else if (name == "dtype") {
-      absl::StatusOr<DType> d = ParseDType(value);
-      if (!d.ok()) return bad();
-      g.dtype = *d;
-      seen[4] = true;
-    }
-  }
-  for (bool s : seen) {
-    if (!s) return bad();
-  }
-  if (!g.Validate().ok()) return bad();
-  if (g.Fingerprint() != fp) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "geometry metadata '%s': fingerprint does not match the fields", text));
-  }
-  *fingerprint = fp;
-  return g;
-}
-
 absl::StatusOr<std::unique_ptr<CacheDir>> CacheDir::Open(const std::string& dir, Mode mode) {
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) {
@@ -92,7 +40,7 @@ absl::StatusOr<std::unique_ptr<CacheDir>> CacheDir::Open(const std::string& dir,
         "cache directory '%s' does not exist (%s); check the path", dir, std::strerror(errno)));
   }
   if (!S_ISDIR(st.st_mode)) return absl::FailedPreconditionError(NotACache(dir, "not a directory"));
-  const std::string index = absl::StrCat(dir, "/", kIndexDir);
+  const std::string index = absl::StrCat(dir, "/", kIndexDirName);
   if (!IsDirectory(index)) return absl::FailedPreconditionError(NotACache(dir, "it has no index/"));
   if (::access(absl::StrCat(index, "/CURRENT").c_str(), F_OK) != 0) {
     return absl::FailedPreconditionError(
@@ -102,28 +50,22 @@ absl::StatusOr<std::unique_ptr<CacheDir>> CacheDir::Open(const std::string& dir,
   std::unique_ptr<CacheDir> c(new CacheDir());
   c->dir_ = dir;
   c->mode_ = mode;
-  rocksdb::Options options;
-  options.create_if_missing = false;
-  options.keep_log_file_num = 2;
-  rocksdb::DB* db = nullptr;
-  rocksdb::Status rs = mode == Mode::kReadOnly ? rocksdb::DB::OpenForReadOnly(options, index, &db)
-                                               : rocksdb::DB::Open(options, index, &db);
-  if (!rs.ok()) {
-    // RocksDB reports a held LOCK file as an IOError mentioning the lock.
-    if (rs.IsIOError() && rs.ToString().find("lock") != std::string::npos) {
+  absl::StatusOr<std::unique_ptr<DiskIndex>> opened = DiskIndex::Open(
+      dir, mode == Mode::kReadOnly ? DiskIndex::Mode::kReadOnly : DiskIndex::Mode::kReadWrite);
+  if (!opened.ok()) {
+    if (DiskIndex::IsInUse(opened.status())) {
       return absl::UnavailableError(absl::StrFormat(
-          "cache directory '%s' is in use by another process (an engine holds its index); "
-          "stop that process first, or use a read-only command (inspect, verify without "
-          "--repair). RocksDB said: %s",
-          dir, rs.ToString()));
+          "%s: an engine holds its index; stop that process first, or use a read-only command "
+          "(inspect, verify without --repair)",
+          opened.status().message()));
     }
-    return absl::FailedPreconditionError(
-        NotACache(dir, absl::StrCat("its index cannot be opened (", rs.ToString(), ")")));
+    return absl::FailedPreconditionError(NotACache(
+        dir, absl::StrCat("its index cannot be opened (", opened.status().message(), ")")));
   }
-  c->db_.reset(db);
+  c->index_ = std::move(*opened);
   if (absl::Status s = c->LoadMeta(); !s.ok()) return s;
 
-  const std::string data = absl::StrCat(dir, "/", kDataFile);
+  const std::string data = absl::StrCat(dir, "/", kDataFileName);
   c->fd_ = ::open(data.c_str(), O_RDONLY | O_CLOEXEC);
   if (c->fd_ < 0) {
     return absl::FailedPreconditionError(
@@ -138,18 +80,19 @@ absl::StatusOr<std::unique_ptr<CacheDir>> CacheDir::Open(const std::string& dir,
 
 CacheDir::~CacheDir() {
   if (fd_ >= 0) ::close(fd_);
-  if (db_ != nullptr) (void)db_->Close();
 }
 
 absl::Status CacheDir::LoadMeta() {
   auto get = [this](const char* name, std::string* value) -> absl::Status {
-    rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), MetaIndexKey(name), value);
-    if (rs.IsNotFound()) {
+    absl::StatusOr<std::string> v = index_->GetMeta(name);
+    if (absl::IsNotFound(v.status())) {
       return absl::FailedPreconditionError(NotACache(
           dir_, absl::StrCat("its index has no '", name,
                              "' metadata (an engine never finished opening it)")));
     }
-    return FromRocks(rs, absl::StrCat("reading metadata '", name, "'"));
+    if (!v.ok()) return IndexError(v.status());
+    *value = std::move(*v);
+    return absl::OkStatus();
   };
   if (absl::Status s = get("format", &meta_.format); !s.ok()) return s;
   if (meta_.format != absl::StrCat(kRecordFormatVersion)) {
@@ -168,9 +111,7 @@ absl::Status CacheDir::LoadMeta() {
     return absl::FailedPreconditionError(NotACache(dir_, g.status().message()));
   }
   if (absl::Status s = get("layout", &meta_.layout_text); !s.ok()) return s;
-  if (std::sscanf(meta_.layout_text.c_str(), "region_bytes=%" SCNu64 " regions=%" SCNu64,
-                  &meta_.region_bytes, &meta_.regions) != 2 ||
-      meta_.region_bytes == 0 || meta_.region_bytes % kRecordAlignment != 0) {
+  if (!ParseLayoutMeta(meta_.layout_text, &meta_.region_bytes, &meta_.regions).ok()) {
     return absl::FailedPreconditionError(
         NotACache(dir_, absl::StrCat("malformed layout metadata '", meta_.layout_text, "'")));
   }
@@ -178,59 +119,18 @@ absl::Status CacheDir::LoadMeta() {
 }
 
 absl::StatusOr<std::vector<uint64_t>> CacheDir::RegionGenerations(size_t* out_of_range) {
-  std::vector<uint64_t> gens(meta_.regions, 0);
-  *out_of_range = 0;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-  for (it->Seek("r"); it->Valid() && it->key().starts_with("r"); it->Next()) {
-    const rocksdb::Slice k = it->key();
-    if (k.size() != 5) {
-      ++*out_of_range;
-      continue;
-    }
-    uint32_t region = 0;
-    for (int i = 1; i < 5; ++i) region = (region << 8) | static_cast<uint8_t>(k[i]);
-    absl::StatusOr<uint64_t> gen = DecodeU64(it->value().ToString());
-    if (region >= gens.size() || !gen.ok()) {
-      ++*out_of_range;
-      continue;
-    }
-    gens[region] = *gen;
-  }
-  if (!it->status().ok()) return FromRocks(it->status(), "scanning region generations");
-  return gens;
+  absl::StatusOr<std::vector<uint64_t>> g = index_->RegionGenerations(meta_.regions, out_of_range);
+  if (!g.ok()) return IndexError(g.status());
+  return g;
 }
 
 absl::Status CacheDir::ForEachBlock(absl::FunctionRef<void(const BlockEntry&)> fn) {
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-  for (it->Seek("b"); it->Valid() && it->key().starts_with("b"); it->Next()) {
-    BlockEntry b;
-    b.index_key = it->key().ToString();
-    b.key = ParseBlockIndexKey(b.index_key);
-    b.entry = DecodeIndexEntry(it->value().ToString());
-    fn(b);
-  }
-  return FromRocks(it->status(), "scanning block entries");
+  return IndexError(index_->ForEachBlock(fn));
 }
 
 absl::Status CacheDir::CheckPlacement(const IndexEntry& e,
                                       const std::vector<uint64_t>& generations) const {
-  // The same rules as DiskTier::Recover: an entry failing them is dropped at open.
-  if (e.region >= generations.size()) {
-    return absl::OutOfRangeError(absl::StrFormat("region %u is outside the layout (%d regions)",
-                                                 e.region, generations.size()));
-  }
-  const uint64_t start = uint64_t{e.region} * meta_.region_bytes;
-  if (e.offset < start || e.offset + e.record_bytes > start + meta_.region_bytes) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "record [%d, %d) is not inside region %u", e.offset, e.offset + e.record_bytes, e.region));
-  }
-  if (e.generation == 0 || e.generation != generations[e.region]) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "orphan: written in generation %d of region %u, which is now at generation %d "
-        "(the region was reclaimed)",
-        e.generation, e.region, generations[e.region]));
-  }
-  return absl::OkStatus();
+  return ::kvtier::CheckPlacement(e, meta_.region_bytes, generations);
 }
 
 absl::Status CacheDir::ReadRecord(const IndexEntry& e, std::string* out) const {
@@ -258,11 +158,7 @@ absl::Status CacheDir::DeleteKeys(const std::vector<std::string>& index_keys) {
   if (mode_ != Mode::kReadWrite) {
     return absl::FailedPreconditionError("internal: DeleteKeys on a read-only cache directory");
   }
-  rocksdb::WriteBatch batch;
-  for (const std::string& k : index_keys) batch.Delete(k);
-  rocksdb::WriteOptions wo;
-  wo.sync = true;  // a repair the user was told about must survive a crash right after
-  return FromRocks(db_->Write(wo, &batch), "deleting entries");
+  return IndexError(index_->DeleteKeys(index_keys));
 }
 
 }  // namespace kvtier::cli

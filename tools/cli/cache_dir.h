@@ -2,7 +2,9 @@
 //
 // Opens `<dir>/index` (RocksDB) and `<dir>/data.kvt` the way docs/disk-format.md describes
 // them, without an Engine: the CLI must work on a directory whose geometry it does not know
-// in advance, and inspect/verify must work while a live engine holds the directory.
+// in advance, and inspect/verify must work while a live engine holds the directory. The index
+// is read and written through the disk tier's own DiskIndex (tiers/disk_index.h): the same
+// keys, metadata text and recovery rules (CheckPlacement) as the engine.
 //
 //   * Read-only mode uses RocksDB's OpenForReadOnly, which takes no lock: safe next to a
 //     live engine (it sees the index as of the open; the data file is only read).
@@ -29,10 +31,6 @@
 #include "kvtier/geometry.h"
 #include "tiers/disk_index.h"
 
-namespace rocksdb {
-class DB;
-}
-
 namespace kvtier::cli {
 
 // The directory's metadata ('m' keys of the index).
@@ -48,15 +46,8 @@ struct CacheMeta {
   uint64_t regions = 0;
 };
 
-// Parses the 'm'/geometry value; InvalidArgument when malformed. Exposed for tests.
-absl::StatusOr<Geometry> ParseGeometryMeta(const std::string& text, uint64_t* fingerprint);
-
 // One 'b' entry of the index, decoded as far as possible.
-struct BlockEntry {
-  std::string index_key;               // the raw RocksDB key
-  absl::StatusOr<BlockKey> key = absl::UnknownError("unset");
-  absl::StatusOr<IndexEntry> entry = absl::UnknownError("unset");
-};
+using BlockEntry = IndexedBlock;
 
 class CacheDir {
  public:
@@ -78,8 +69,8 @@ class CacheDir {
   // Calls `fn` for every 'b' entry in key order.
   absl::Status ForEachBlock(absl::FunctionRef<void(const BlockEntry&)> fn);
 
-  // Why the engine's recovery would drop `e` (region out of range, offset outside its
-  // region, stale generation), or OK. `generations` from RegionGenerations.
+  // Why the engine's recovery would drop `e` (kvtier::CheckPlacement with this directory's
+  // layout), or OK. `generations` from RegionGenerations.
   absl::Status CheckPlacement(const IndexEntry& e, const std::vector<uint64_t>& generations) const;
 
   // Reads the record `e` points at (record_bytes from offset) into `out`.
@@ -94,7 +85,7 @@ class CacheDir {
 
   std::string dir_;
   Mode mode_ = Mode::kReadOnly;
-  std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<DiskIndex> index_;
   int fd_ = -1;
   uint64_t data_file_bytes_ = 0;
   CacheMeta meta_;

@@ -1,17 +1,24 @@
 #include "tools/cli/http_commands.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/json.h"
+#include "engine/metrics.h"
 #include "httplib.h"
+#include "kvtier/stats.h"
 
 namespace kvtier::cli {
 namespace {
 
 using nlohmann::ordered_json;
 
-// The value at a '/'-separated path of /stats ("tiers/0/hits"), or nullptr.
+// The value at a '/'-separated path of /stats ("tiers/0/tier"), or nullptr.
 const ordered_json* At(const ordered_json& j, absl::string_view path) {
   return json::Find(j, absl::StrCat("/", path));
 }
@@ -38,21 +45,182 @@ std::string Ratio(double num, double den) {
   return den > 0 ? absl::StrFormat("%5.1f%%", 100.0 * num / den) : std::string("    -");
 }
 
-// The upper bound (microseconds) of the bucket holding quantile q, from the log2 buckets
-// of /stats (bucket i < last: below 2^i us). An upper bound, as Prometheus would report.
-std::string Quantile(const ordered_json& lat, double q) {
-  const double count = Num(lat, "count");
-  const ordered_json* buckets = At(lat, "buckets_le_us");
-  if (count <= 0 || buckets == nullptr || !buckets->is_array()) return "-";
+// The upper bound (microseconds) of the bucket holding quantile q, from log2 buckets as
+// /stats has them (bucket i < last: below 2^i us). An upper bound, as Prometheus would report.
+std::string Quantile(const std::vector<double>& buckets, double q) {
+  double count = 0;
+  for (double b : buckets) count += b;
+  if (count <= 0) return "-";
   double seen = 0;
-  for (size_t i = 0; i < buckets->size(); ++i) {
-    seen += Num(*buckets, absl::StrCat(i));
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    seen += buckets[i];
     if (seen >= q * count) {
-      if (i + 1 == buckets->size()) return absl::StrFormat(">%dus", 1ull << (i - 1));
+      if (i + 1 == buckets.size()) return absl::StrFormat(">%dus", 1ull << (i - 1));
       return absl::StrFormat("<%dus", 1ull << i);
     }
   }
   return "-";
+}
+
+// ----------------------------------------------------------------- the statistics, walked
+
+// Where a statistic's value is in a /stats document: kvtier/stats.h describes every
+// statistic, engine/metrics.h says where /stats puts it. Nothing here names a statistic: the
+// tables below have a row for each one the schema has (a value an older engine does not
+// serve shows as "-").
+const ordered_json* StatValue(const ordered_json& doc, const StatInfo& info,
+                              const StatLabels& labels) {
+  return json::Find(doc, StatsJsonPointer(info, labels));
+}
+
+// The columns of a group: one (no labels), the tiers, or the namespaces of `doc`.
+struct Column {
+  std::string title;
+  StatLabels labels;
+};
+std::vector<Column> TierColumns(const ordered_json& doc) {
+  std::vector<Column> out;
+  for (size_t i = 0; i < kAllTiers.size(); ++i) {
+    out.push_back({Str(doc, absl::StrCat("tiers/", i, "/tier")), StatLabels{.tier = kAllTiers[i]}});
+  }
+  return out;
+}
+std::vector<Column> NamespaceColumns(const ordered_json& doc) {
+  std::vector<Column> out;
+  const ordered_json* spaces = At(doc, "namespaces");
+  const size_t n = spaces != nullptr && spaces->is_array() ? spaces->size() : 0;
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back({Str(doc, absl::StrCat("namespaces/", i, "/name")), StatLabels{.ns_index = i}});
+  }
+  return out;
+}
+
+// A table for people: a header, then rows of a label and cells; the label column is
+// left-aligned and the others right-aligned, each as wide as its widest cell.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
+  void Row(std::string label, std::vector<std::string> cells) {
+    cells.insert(cells.begin(), std::move(label));
+    rows_.push_back(std::move(cells));
+  }
+  std::string Render() const {
+    std::vector<size_t> width;
+    for (const auto& row : rows_) {
+      width.resize(std::max(width.size(), row.size()));
+      for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+    }
+    std::string out;
+    for (const auto& row : rows_) {
+      std::string line;
+      for (size_t i = 0; i < row.size(); ++i) {
+        absl::StrAppend(&line, i == 0 ? "" : "  ",
+                        i == 0 ? absl::StrFormat("%-*s", width[i], row[i])
+                               : absl::StrFormat("%*s", width[i], row[i]));
+      }
+      line.erase(line.find_last_not_of(' ') + 1);
+      absl::StrAppend(&out, line, "\n");
+    }
+    return out;
+  }
+
+ private:
+  std::vector<std::vector<std::string>> rows_;
+};
+
+// The statistics of `groups` as rows, with `columns` as columns (a per-tier statistic of a
+// namespace gives one row per tier). `cell` renders one value.
+using CellFn = std::function<std::string(const StatInfo&, const StatLabels&)>;
+void AddRows(Table& table, std::initializer_list<StatGroup> groups,
+             const std::vector<Column>& columns, const CellFn& cell) {
+  for (const StatInfo& info : AllStats()) {
+    if (std::find(groups.begin(), groups.end(), info.group) == groups.end()) continue;
+    const bool per_tier_rows = info.group == StatGroup::kNamespaceTier;
+    for (TierKind t : per_tier_rows ? std::vector<TierKind>(kAllTiers.begin(), kAllTiers.end())
+                                    : std::vector<TierKind>{TierKind::kGpu}) {
+      std::vector<std::string> cells;
+      for (const Column& c : columns) {
+        StatLabels labels = c.labels;
+        if (per_tier_rows) labels.tier = t;
+        cells.push_back(cell(info, labels));
+      }
+      table.Row(
+          per_tier_rows ? absl::StrCat(info.name, " ", TierKindName(t)) : std::string(info.name),
+          std::move(cells));
+    }
+  }
+}
+
+// A table titled `title` (its label column's header) with a column per `columns`.
+Table ColumnTable(const std::string& title, const std::vector<Column>& columns) {
+  std::vector<std::string> header = {title};
+  for (const Column& c : columns) header.push_back(c.title);
+  return Table(std::move(header));
+}
+
+// A figure of a statistic for some labels (a value now, or a change over an interval).
+using FigureFn = std::function<double(const StatInfo&, const StatLabels&)>;
+// hits / (hits + misses) for each column, as the cells of a row.
+std::vector<std::string> HitRatios(const std::vector<Column>& columns, const FigureFn& figure,
+                                   const StatInfo& hits, const StatInfo& misses) {
+  std::vector<std::string> out;
+  for (const Column& c : columns) {
+    const double h = figure(hits, c.labels);
+    out.push_back(Ratio(h, h + figure(misses, c.labels)));
+  }
+  return out;
+}
+
+std::vector<double> Buckets(const ordered_json* histogram) {
+  std::vector<double> out;
+  const ordered_json* b = histogram != nullptr ? json::Find(*histogram, "/buckets_le_us") : nullptr;
+  if (b == nullptr || !b->is_array()) return out;
+  for (const ordered_json& v : *b) out.push_back(v.is_number() ? v.get<double>() : 0);
+  return out;
+}
+
+// A value as people read it: bytes in KiB/MiB, nanoseconds in seconds, the rest as integers.
+std::string Show(const StatInfo& info, const ordered_json* v) {
+  if (v == nullptr) return "-";
+  if (v->is_string()) return v->get<std::string>();
+  if (!v->is_number()) return "?";
+  const double x = v->get<double>();
+  switch (info.unit) {
+    case StatUnit::kBytes:
+      return HumanBytes(x);
+    case StatUnit::kNanoseconds:
+      return absl::StrFormat("%.3f s", x * 1e-9);
+    default:
+      return v->is_number_unsigned() ? absl::StrCat(v->get<uint64_t>())
+                                     : absl::StrFormat("%.0f", x);
+  }
+}
+
+// A counter's change over `seconds`, as people read it: per second, bytes as bandwidth,
+// nanoseconds as a share of the wall time.
+std::string ShowRate(const StatInfo& info, double delta, double seconds) {
+  switch (info.unit) {
+    case StatUnit::kBytes:
+      return HumanBytes(delta / seconds) + "/s";
+    case StatUnit::kNanoseconds:
+      return absl::StrFormat("%.1f%%", 100 * delta * 1e-9 / seconds);
+    default:
+      return absl::StrFormat("%.1f/s", delta / seconds);
+  }
+}
+
+// The value of `info` in `doc`, or 0.
+double ValueOf(const ordered_json& doc, const StatInfo& info, const StatLabels& labels) {
+  const ordered_json* v = StatValue(doc, info, labels);
+  return v != nullptr && v->is_number() ? v->get<double>() : 0;
+}
+// A statistic by group and name, for the derived figures (hit ratios).
+const StatInfo& Stat(StatGroup group, absl::string_view name) {
+  for (const StatInfo& info : AllStats()) {
+    if (info.group == group && info.name == name) return info;
+  }
+  static const StatInfo kNone{};
+  return kNone;
 }
 
 }  // namespace
@@ -86,99 +254,146 @@ absl::StatusOr<ordered_json> FetchStats(const std::string& url) {
 }
 
 std::string FormatStats(const ordered_json& s) {
+  auto value = [&](const StatInfo& info, const StatLabels& labels) {
+    return Show(info, StatValue(s, info, labels));
+  };
   std::string out;
-  absl::StrAppendFormat(&out, "device %s, block %s\n\n", Str(s, "device"),
-                        HumanBytes(Num(s, "block_bytes")));
-  out +=
-      "tier      used/capacity      bytes      hits    misses  hit-ratio   bytes in  bytes out  "
-      "evict  demote  promote  rejected  cksum-fail\n";
-  if (const ordered_json* tiers = At(s, "tiers"); tiers != nullptr && tiers->is_array()) {
-    for (const ordered_json& t : *tiers) {
-      const double hits = Num(t, "hits"), misses = Num(t, "misses");
-      absl::StrAppendFormat(
-          &out,
-          "%-5s %8.0f/%-9.0f %10s %9.0f %9.0f %10s %10s %10s %6.0f %7.0f %8.0f %9.0f %11.0f\n",
-          Str(t, "tier"), Num(t, "used_blocks"), Num(t, "capacity_blocks"),
-          HumanBytes(Num(t, "used_bytes")), hits, misses, Ratio(hits, hits + misses),
-          HumanBytes(Num(t, "bytes_in")), HumanBytes(Num(t, "bytes_out")), Num(t, "evictions"),
-          Num(t, "demotions"), Num(t, "promotions"), Num(t, "admissions_rejected"),
-          Num(t, "checksum_failures"));
-    }
+  // What the engine is.
+  Table info({"engine", ""});
+  AddRows(info, {StatGroup::kInfo}, {Column{}}, value);
+  out += info.Render();
+
+  // Tiers, and their hit ratios.
+  const FigureFn now = [&](const StatInfo& info, const StatLabels& labels) {
+    return ValueOf(s, info, labels);
+  };
+  const std::vector<Column> tiers = TierColumns(s);
+  Table tier_table = ColumnTable("tier", tiers);
+  AddRows(tier_table, {StatGroup::kTier}, tiers, value);
+  tier_table.Row("hit ratio", HitRatios(tiers, now, Stat(StatGroup::kTier, "hits"),
+                                        Stat(StatGroup::kTier, "misses")));
+  out += "\n" + tier_table.Render();
+
+  // Namespaces, and their Match hit ratios.
+  const std::vector<Column> spaces = NamespaceColumns(s);
+  Table ns_table = ColumnTable("namespace", spaces);
+  AddRows(ns_table, {StatGroup::kNamespace, StatGroup::kNamespaceTier}, spaces, value);
+  ns_table.Row("match hit ratio",
+               HitRatios(spaces, now, Stat(StatGroup::kNamespace, "matched_blocks"),
+                         Stat(StatGroup::kNamespace, "missed_blocks")));
+  out += "\n" + ns_table.Render();
+
+  // Engine-wide counters and prefetch.
+  Table engine({"engine-wide", ""});
+  AddRows(engine, {StatGroup::kEngine}, {Column{}}, value);
+  out += "\n" + engine.Render();
+  const double hit = ValueOf(s, Stat(StatGroup::kEngine, "matched_blocks"), {});
+  const double miss = ValueOf(s, Stat(StatGroup::kEngine, "missed_blocks"), {});
+  absl::StrAppendFormat(&out, "match: hit ratio %s of the full blocks looked up\n",
+                        Ratio(hit, hit + miss));
+  absl::StrAppendFormat(&out, "stall: %s waiting for loaded bytes over %s waits\n",
+                        value(Stat(StatGroup::kEngine, "stall_ns"), {}),
+                        value(Stat(StatGroup::kEngine, "stalled_waits"), {}));
+  Table prefetch({"prefetch", ""});
+  AddRows(prefetch, {StatGroup::kPrefetch}, {Column{}}, value);
+  out += "\n" + prefetch.Render();
+
+  // Latency: the time inside each call, as bucket upper bounds.
+  Table latency({"latency (time in the call)", "count", "p50", "p99", "mean"});
+  for (const StatInfo& info : AllStats()) {
+    if (info.group != StatGroup::kLatency) continue;
+    const ordered_json* h = StatValue(s, info, {});
+    const double count = h != nullptr ? Num(*h, "count") : 0;
+    const std::vector<double> buckets = Buckets(h);
+    latency.Row(std::string(info.name),
+                {h == nullptr ? "-" : absl::StrFormat("%.0f", count), Quantile(buckets, 0.5),
+                 Quantile(buckets, 0.99),
+                 count > 0 ? absl::StrFormat("%.1fus", Num(*h, "sum_ns") / count / 1e3) : "-"});
   }
-  out +=
-      "\nnamespace                  blocks   gpu  host  disk   matched   missed  hit-ratio  "
-      "stored  loaded\n";
-  if (const ordered_json* nss = At(s, "namespaces"); nss != nullptr && nss->is_array()) {
-    for (const ordered_json& n : *nss) {
-      const double hit = Num(n, "matched_blocks"), miss = Num(n, "missed_blocks");
-      absl::StrAppendFormat(&out, "%-24s %8.0f %5.0f %5.0f %5.0f %9.0f %8.0f %10s %7.0f %7.0f\n",
-                            Str(n, "name"), Num(n, "blocks"), Num(n, "blocks_per_tier/gpu"),
-                            Num(n, "blocks_per_tier/host"), Num(n, "blocks_per_tier/disk"), hit,
-                            miss, Ratio(hit, hit + miss), Num(n, "stored_blocks"),
-                            Num(n, "loaded_blocks"));
-    }
-  }
-  const double hit = Num(s, "engine/matched_blocks"), miss = Num(s, "engine/missed_blocks");
-  absl::StrAppendFormat(&out,
-                        "\nmatch calls %.0f, blocks matched %.0f, missed %.0f (hit ratio %s); "
-                        "stored %.0f, deduplicated %.0f, rejected %.0f; loaded %.0f; leases "
-                        "held %.0f, expired %.0f\n",
-                        Num(s, "engine/match_calls"), hit, miss, Ratio(hit, hit + miss),
-                        Num(s, "engine/stored_blocks"), Num(s, "engine/deduplicated_blocks"),
-                        Num(s, "engine/rejected_blocks"), Num(s, "engine/loaded_blocks"),
-                        Num(s, "engine/leases_held"), Num(s, "engine/leases_expired"));
-  absl::StrAppendFormat(&out, "stall: %.3f s waiting for loaded bytes over %.0f waits\n",
-                        Num(s, "engine/stall_ns") * 1e-9, Num(s, "engine/stalled_waits"));
-  absl::StrAppendFormat(&out,
-                        "prefetch: hinted %.0f, issued %.0f, useful %.0f, late %.0f, unused "
-                        "%.0f, queued %.0f\n",
-                        Num(s, "engine/prefetch_hinted"), Num(s, "engine/prefetch_issued"),
-                        Num(s, "engine/prefetch_useful"), Num(s, "engine/prefetch_late"),
-                        Num(s, "engine/prefetch_unused"), Num(s, "engine/prefetch_queued"));
-  out += "latency (time in the call)   count      p50      p99\n";
-  for (const char* op : {"match", "store", "load"}) {
-    const ordered_json* lat = At(s, absl::StrCat("latency/", op));
-    if (lat == nullptr) continue;
-    absl::StrAppendFormat(&out, "  %-26s %7.0f %8s %8s\n", op, Num(*lat, "count"),
-                          Quantile(*lat, 0.5), Quantile(*lat, 0.99));
-  }
+  out += "\n" + latency.Render();
   return out;
 }
 
 std::string FormatTopFrame(const ordered_json& prev, const ordered_json& cur, double seconds,
                            const std::string& url) {
   const double dt = seconds > 0 ? seconds : 1;
-  auto delta = [&](absl::string_view path) { return Num(cur, path) - Num(prev, path); };
-  std::string out = absl::StrFormat("kvtier top  %s  (rates over %.1fs)\n\n", url, dt);
-  out +=
-      "tier   used/capacity    occupancy   hits/s  hit-ratio  in/s        out/s       "
-      "evict/s\n";
-  for (int i = 0; i < 3; ++i) {
-    const std::string t = absl::StrCat("tiers/", i, "/");
-    absl::StrAppendFormat(
-        &out, "%-5s %7.0f/%-8.0f %9s %8.1f %10s %11s %11s %9.1f\n", Str(cur, t + "tier"),
-        Num(cur, t + "used_blocks"), Num(cur, t + "capacity_blocks"),
-        Ratio(Num(cur, t + "used_blocks"), Num(cur, t + "capacity_blocks")), delta(t + "hits") / dt,
-        Ratio(delta(t + "hits"), delta(t + "hits") + delta(t + "misses")),
-        HumanBytes(delta(t + "bytes_in") / dt) + "/s",
-        HumanBytes(delta(t + "bytes_out") / dt) + "/s", delta(t + "evictions") / dt);
+  // The same namespace in `prev`, found by name (one created meanwhile starts from 0).
+  auto prev_labels = [&](const StatInfo& info, const StatLabels& labels) {
+    StatLabels p = labels;
+    if (HasNamespaceLabel(info.group)) {
+      const std::string name = Str(cur, absl::StrCat("namespaces/", labels.ns_index, "/name"));
+      const std::vector<Column> before = NamespaceColumns(prev);
+      p.ns_index = before.size();  // past the end: absent, 0
+      for (const Column& c : before) {
+        if (c.title == name) p.ns_index = c.labels.ns_index;
+      }
+    }
+    return p;
+  };
+  const FigureFn delta = [&](const StatInfo& info, const StatLabels& labels) {
+    return ValueOf(cur, info, labels) - ValueOf(prev, info, prev_labels(info, labels));
+  };
+  // Counters as rates over the interval; gauges as they are now.
+  auto cell = [&](const StatInfo& info, const StatLabels& labels) {
+    if (info.kind == StatKind::kCounter) {
+      if (StatValue(cur, info, labels) == nullptr) return std::string("-");
+      return ShowRate(info, delta(info, labels), dt);
+    }
+    return Show(info, StatValue(cur, info, labels));
+  };
+
+  std::string out = absl::StrFormat(
+      "kvtier top  %s  (counters as rates over %.1fs, gauges as they are now)\n\n", url, dt);
+  Table info({"engine", ""});
+  AddRows(info, {StatGroup::kInfo}, {Column{}}, cell);
+  out += info.Render() + "\n";
+  const std::vector<Column> tiers = TierColumns(cur);
+  Table tier_table = ColumnTable("tier", tiers);
+  AddRows(tier_table, {StatGroup::kTier}, tiers, cell);
+  std::vector<std::string> occupancy, served;
+  const double loaded = delta(Stat(StatGroup::kEngine, "loaded_blocks"), {});
+  for (const Column& c : tiers) {
+    occupancy.push_back(Ratio(ValueOf(cur, Stat(StatGroup::kTier, "used_blocks"), c.labels),
+                              ValueOf(cur, Stat(StatGroup::kTier, "capacity_blocks"), c.labels)));
+    served.push_back(Ratio(delta(Stat(StatGroup::kTier, "hits"), c.labels), loaded));
   }
-  const double hit = delta("engine/matched_blocks"), miss = delta("engine/missed_blocks");
-  const double loaded = delta("engine/loaded_blocks");
-  absl::StrAppendFormat(&out,
-                        "\nhit ratio (interval) %s   match/s %.1f   store/s %.1f   load/s %.1f\n",
-                        Ratio(hit, hit + miss), delta("engine/match_calls") / dt,
-                        delta("engine/stored_blocks") / dt, loaded / dt);
-  out += "loads served by      ";
-  for (int i = 0; i < 3; ++i) {
-    const std::string t = absl::StrCat("tiers/", i, "/");
-    absl::StrAppendFormat(&out, "%s %s   ", Str(cur, t + "tier"), Ratio(delta(t + "hits"), loaded));
+  tier_table.Row("occupancy", occupancy);
+  tier_table.Row("hit ratio (interval)", HitRatios(tiers, delta, Stat(StatGroup::kTier, "hits"),
+                                                   Stat(StatGroup::kTier, "misses")));
+  tier_table.Row("loads served", served);
+  out += tier_table.Render();
+
+  const std::vector<Column> spaces = NamespaceColumns(cur);
+  Table ns_table = ColumnTable("namespace", spaces);
+  AddRows(ns_table, {StatGroup::kNamespace, StatGroup::kNamespaceTier}, spaces, cell);
+  out += "\n" + ns_table.Render();
+
+  Table engine({"engine-wide", ""});
+  AddRows(engine, {StatGroup::kEngine}, {Column{}}, cell);
+  out += "\n" + engine.Render();
+  const double hit = delta(Stat(StatGroup::kEngine, "matched_blocks"), {});
+  const double miss = delta(Stat(StatGroup::kEngine, "missed_blocks"), {});
+  absl::StrAppendFormat(&out, "hit ratio (interval) %s of the full blocks Match looked up\n",
+                        Ratio(hit, hit + miss));
+  Table prefetch({"prefetch", ""});
+  AddRows(prefetch, {StatGroup::kPrefetch}, {Column{}}, cell);
+  out += "\n" + prefetch.Render();
+
+  // Latency of the calls made in the interval: the buckets' differences.
+  Table latency({"latency (interval)", "calls/s", "p50", "p99"});
+  for (const StatInfo& info : AllStats()) {
+    if (info.group != StatGroup::kLatency) continue;
+    std::vector<double> now = Buckets(StatValue(cur, info, {}));
+    const std::vector<double> before = Buckets(StatValue(prev, info, {}));
+    double calls = 0;
+    for (size_t i = 0; i < now.size(); ++i) {
+      now[i] -= i < before.size() ? before[i] : 0;
+      calls += now[i];
+    }
+    latency.Row(std::string(info.name),
+                {absl::StrFormat("%.1f", calls / dt), Quantile(now, 0.5), Quantile(now, 0.99)});
   }
-  absl::StrAppendFormat(&out, "\nprefetch (interval)  useful %.0f  late %.0f  unused %.0f\n",
-                        delta("engine/prefetch_useful"), delta("engine/prefetch_late"),
-                        delta("engine/prefetch_unused"));
-  absl::StrAppendFormat(&out, "stall (interval)     %.1f%% of the time, %.0f waits\n",
-                        100 * delta("engine/stall_ns") * 1e-9 / dt, delta("engine/stalled_waits"));
+  out += "\n" + latency.Render();
   return out;
 }
 

@@ -29,6 +29,7 @@ from ._kvtier import (  # noqa: F401
     NotFoundError,
     ResourceExhaustedError,
     UnavailableError,
+    stats_schema,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "NotFoundError",
     "ResourceExhaustedError",
     "UnavailableError",
+    "stats_schema",
 ]

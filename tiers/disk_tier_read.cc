@@ -1,0 +1,182 @@
+// tiers/disk_tier_read.cc — DiskTier's read path: Read, reads queued for a staging buffer
+// (StagingPool::TakeOrQueue) or for their record's write to land, verification, and the
+// failure of reads whose record is abandoned. The write path, erase and recovery are in
+// disk_tier.cc; both halves share the record table under DiskTier::mu_ (disk_tier.h).
+
+#include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "tiers/disk_tier.h"
+
+namespace kvtier {
+
+absl::Status DiskTier::Read(RecordId id, const BlockKey& key, const std::string& ns, void* dst,
+                            absl::AnyInvocable<void(absl::Status)> done) {
+  // Never runs `done` on the caller's thread (the caller may hold locks the callback takes):
+  // problems found here are returned; everything later is reported on the tier's threads.
+  auto read = std::make_shared<PendingRead>(PendingRead{id, key, ns, dst, std::move(done)});
+  IndexEntry at;
+  int staging;
+  {
+    MutexLock lock(&mu_);
+    if (id >= records_.size() || !records_[id].live || records_[id].erased ||
+        records_[id].key != key) {
+      return absl::NotFoundError(
+          absl::StrFormat("disk tier: block %s has no record %u", key.ToHex(), id));
+    }
+    ++ops_in_flight_;
+    if (!records_[id].indexed) {
+      // Reserved, or its write still in flight (the block was demoted a moment ago): read
+      // once it lands.
+      waiting_for_write_[id].push_back(std::move(*read));
+      return absl::OkStatus();
+    }
+    staging =
+        staging_->TakeOrQueue([this, read](int buffer) { StartRead(std::move(*read), buffer); });
+    if (staging < 0) return absl::OkStatus();  // queued for a buffer
+    // The location is taken now; the region is not reclaimed until the read lands.
+    at = records_[id].entry;
+    regions_.ReadStarted(at.region);
+  }
+  if (absl::Status s = SubmitReadIo(read, staging, at); !s.ok()) {
+    MutexLock lock(&mu_);
+    staging_->Release(staging);  // not Return: that may start other reads here
+    regions_.ReadLanded(at.region);
+    --ops_in_flight_;
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DiskTier::SubmitReadIo(std::shared_ptr<PendingRead> read, int staging,
+                                    const IndexEntry& at) {
+  IoOp op;
+  op.kind = IoOp::Kind::kRead;
+  op.file = file_;
+  op.offset = at.offset;
+  op.length = at.record_bytes;
+  op.buffer = staging_->Buffer(staging);
+  op.done = [this, read, staging, generation = at.generation,
+             region = at.region](absl::StatusOr<size_t> r) mutable {
+    FinishRead(read->id, read->key, read->ns, read->dst, staging, generation, region, std::move(r),
+               std::move(read->done));
+  };
+  return io_->Submit({&op, 1});
+}
+
+void DiskTier::StartRead(PendingRead read, int staging) {
+  IndexEntry at;
+  bool found;
+  {
+    MutexLock lock(&mu_);
+    const Record& r = records_[read.id];
+    // The record may have been dropped (region reclaimed) while the read queued.
+    found = r.live && r.indexed && r.key == read.key;
+    if (found) {
+      at = r.entry;
+      regions_.ReadStarted(at.region);
+    }
+  }
+  if (!found) {
+    std::memset(read.dst, 0, block_bytes_);
+    staging_->Return(staging);
+    read.done(absl::NotFoundError(absl::StrFormat(
+        "disk tier: block %s was dropped before it could be read", read.key.ToHex())));
+    OpFinished();
+    return;
+  }
+  auto shared = std::make_shared<PendingRead>(std::move(read));
+  if (absl::Status s = SubmitReadIo(shared, staging, at); !s.ok()) {
+    FinishRead(shared->id, shared->key, shared->ns, shared->dst, staging, at.generation, at.region,
+               s, std::move(shared->done));
+  }
+}
+
+void DiskTier::ResumeWaiters(std::vector<PendingRead> waiters, bool written) {
+  for (PendingRead& w : waiters) {
+    if (!written) {
+      std::memset(w.dst, 0, block_bytes_);
+      w.done(absl::NotFoundError(absl::StrFormat(
+          "disk tier: block %s was never written (its write failed)", w.key.ToHex())));
+      OpFinished();
+      continue;
+    }
+    auto read = std::make_shared<PendingRead>(std::move(w));
+    const int staging =
+        staging_->TakeOrQueue([this, read](int buffer) { StartRead(std::move(*read), buffer); });
+    if (staging >= 0) StartRead(std::move(*read), staging);
+  }
+}
+
+void DiskTier::FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, int staging,
+                          uint64_t generation, uint32_t region, absl::StatusOr<size_t> io_result,
+                          absl::AnyInvocable<void(absl::Status)> done) {
+  const char* buf = staging_->Buffer(staging);
+  absl::Status status = io_result.status();
+  size_t got = io_result.ok() ? *io_result : 0;
+  if (status.ok()) {
+    absl::StatusOr<RecordHeader> h = ParseRecordHeader(buf, got);
+    if (!h.ok()) {
+      status = h.status();
+    } else if (h->key != key || h->ns != ns || h->geometry_fingerprint != geometry_.Fingerprint() ||
+               h->region != region || h->generation != generation || h->raw_bytes != block_bytes_) {
+      status = absl::DataLossError(absl::StrFormat(
+          "record header disagrees with the index (key %s ns '%s' region %u generation %d; "
+          "header says key %s ns '%s' region %u generation %d)",
+          key.ToHex(), ns, region, generation, h->key.ToHex(), h->ns, h->region, h->generation));
+    } else {
+      status = DecodeRecordPayload(*h, buf + kRecordHeaderBytes,
+                                   got > kRecordHeaderBytes ? got - kRecordHeaderBytes : 0, dst,
+                                   block_bytes_);
+    }
+  }
+  staging_->Return(staging);
+  if (!status.ok()) {
+    // Never hand back wrong bytes: the destination is zeroed and the record dropped.
+    std::memset(dst, 0, block_bytes_);
+    MutexLock lock(&mu_);
+    regions_.ReadLanded(region);
+    ++stats_.checksum_failures;
+    Record& r = records_[id];
+    if (r.live && r.key == key && r.entry.generation == generation && r.entry.region == region) {
+      if (r.indexed) (void)index_->Delete(key, /*sync=*/false);
+      DropRecordLocked(id);
+    }
+    status = absl::DataLossError(
+        absl::StrFormat("disk tier: block %s: %s", key.ToHex(), status.message()));
+  } else {
+    MutexLock lock(&mu_);
+    regions_.ReadLanded(region);
+    stats_.bytes_read += got;
+  }
+  done(status);
+  OpFinished();
+}
+
+// ----------------------------------------------------------------------------- waiters
+
+std::vector<DiskTier::PendingRead> DiskTier::TakeWaitersLocked(RecordId id) {
+  auto it = waiting_for_write_.find(id);
+  if (it == waiting_for_write_.end()) return {};
+  std::vector<PendingRead> waiters = std::move(it->second);
+  waiting_for_write_.erase(it);
+  return waiters;
+}
+
+void DiskTier::FailWaitersLocked(RecordId id, const absl::Status& why) {
+  std::vector<PendingRead> waiters = TakeWaitersLocked(id);
+  if (waiters.empty()) return;
+  // Their callbacks must not run on this (a caller's) thread: the encoder thread runs them.
+  PostLocked([this, waiters = std::move(waiters), why]() mutable {
+    for (PendingRead& w : waiters) {
+      std::memset(w.dst, 0, block_bytes_);
+      w.done(why);
+      OpFinished();
+    }
+  });
+}
+
+}  // namespace kvtier
