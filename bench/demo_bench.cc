@@ -10,6 +10,8 @@
 // stall fractions with and without prefetch, TTFT with reuse and with recompute, bytes per
 // tier, the reference check. Fails (exit 1) when the demo's correctness checks fail.
 
+#include <sys/wait.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -75,6 +77,13 @@ int Main(int argc, char** argv) {
   char buf[4096];
   while (size_t n = fread(buf, 1, sizeof(buf), pipe)) out.append(buf, n);
   const int status = pclose(pipe);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {  // the demo's exit code for a bad flag
+    std::fprintf(stderr,
+                 "bench demo: the demo rejected its flags:%s (kvtier_long_context_demo --help "
+                 "lists them)\n",
+                 flags.c_str());
+    return 2;
+  }
   // The demo's last line is its JSON object.
   while (!out.empty() && out.back() == '\n') out.pop_back();
   const size_t last_line = out.rfind('\n');

@@ -68,10 +68,10 @@ const char* CopyKindName(CopyOp::Kind kind) {
 }
 
 absl::StatusOr<CopyOp::Kind> ParseCopyKind(absl::string_view name) {
-  return ParseEnumName(name, "copy kind",
-                       {CopyOp::Kind::kHostToDevice, CopyOp::Kind::kDeviceToHost,
-                        CopyOp::Kind::kDeviceToDevice},
-                       CopyKindName);
+  return ParseEnumName(
+      name, "copy kind",
+      {CopyOp::Kind::kHostToDevice, CopyOp::Kind::kDeviceToHost, CopyOp::Kind::kDeviceToDevice},
+      CopyKindName);
 }
 
 absl::Status DeviceOptions::Validate() const {

@@ -50,7 +50,8 @@ TEST(EnumNames, DeviceChoice) {
                    DeviceChoiceName, ParseDeviceChoice);
   EXPECT_STREQ(DeviceChoiceName(DeviceChoice::kEmulated), "emulated");
   ExpectRejects(ParseDeviceChoice, "tpu", "unknown device 'tpu' (expected auto, cuda or emulated)");
-  ExpectRejects(ParseDeviceChoice, "CUDA", "unknown device 'CUDA' (expected auto, cuda or emulated)");
+  ExpectRejects(ParseDeviceChoice, "CUDA",
+                "unknown device 'CUDA' (expected auto, cuda or emulated)");
 }
 
 TEST(EnumNames, DeviceKind) {
@@ -59,9 +60,9 @@ TEST(EnumNames, DeviceKind) {
 }
 
 TEST(EnumNames, CopyKind) {
-  ExpectRoundTrips({CopyOp::Kind::kHostToDevice, CopyOp::Kind::kDeviceToHost,
-                    CopyOp::Kind::kDeviceToDevice},
-                   CopyKindName, ParseCopyKind);
+  ExpectRoundTrips(
+      {CopyOp::Kind::kHostToDevice, CopyOp::Kind::kDeviceToHost, CopyOp::Kind::kDeviceToDevice},
+      CopyKindName, ParseCopyKind);
   EXPECT_STREQ(CopyKindName(CopyOp::Kind::kHostToDevice), "H2D");
   ExpectRejects(ParseCopyKind, "H2H", "unknown copy kind 'H2H' (expected H2D, D2H or D2D)");
 }
@@ -79,8 +80,7 @@ TEST(EnumNames, PageLayoutIgnoresCase) {
 }
 
 TEST(EnumNames, TierKind) {
-  ExpectRoundTrips({TierKind::kGpu, TierKind::kHost, TierKind::kDisk}, TierKindName,
-                   ParseTierKind);
+  ExpectRoundTrips({TierKind::kGpu, TierKind::kHost, TierKind::kDisk}, TierKindName, ParseTierKind);
   ExpectRejects(ParseTierKind, "ssd", "unknown tier 'ssd' (expected gpu, host or disk)");
 }
 
@@ -104,18 +104,15 @@ const char* ColorName(Color c) { return c == Color::kRed ? "red" : "green"; }
 TEST(EnumNames, ParseEnumNameListsTheNamesAndEscapesTheInput) {
   EXPECT_EQ(*ParseEnumName("green", "color", {Color::kRed, Color::kGreen}, ColorName),
             Color::kGreen);
-  EXPECT_EQ(ParseEnumName("Red", "color", {Color::kRed, Color::kGreen}, ColorName)
-                .status()
-                .message(),
-            "unknown color 'Red' (expected red or green)");
+  EXPECT_EQ(
+      ParseEnumName("Red", "color", {Color::kRed, Color::kGreen}, ColorName).status().message(),
+      "unknown color 'Red' (expected red or green)");
   EXPECT_EQ(*ParseEnumName("RED", "color", {Color::kRed, Color::kGreen}, ColorName,
                            NameCase::kIgnoreCase),
             Color::kRed);
   EXPECT_EQ(ParseEnumName("re\nd", "color", {Color::kRed}, ColorName).status().message(),
             "unknown color 're\\nd' (expected red)");
-  EXPECT_EQ(ParseEnumName("", "color", {Color::kRed, Color::kGreen}, ColorName)
-                .status()
-                .code(),
+  EXPECT_EQ(ParseEnumName("", "color", {Color::kRed, Color::kGreen}, ColorName).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -55,8 +55,8 @@ struct Program {
 
 TEST(Flags, BothSpellingsOfAValueParse) {
   Program p;
-  EXPECT_EQ(ParseArgs(p.app, {"--runs=3", "--device", "emulated", "--copy-gbps", "0.5",
-                              "--seed=9", "--host-blocks", "200", "--dtype=bf16"}),
+  EXPECT_EQ(ParseArgs(p.app, {"--runs=3", "--device", "emulated", "--copy-gbps", "0.5", "--seed=9",
+                              "--host-blocks", "200", "--dtype=bf16"}),
             std::nullopt);
   EXPECT_EQ(p.runs, 3);
   EXPECT_EQ(p.device, DeviceChoice::kEmulated);
