@@ -202,6 +202,10 @@ class DiskTier {
     std::string ns;
     void* dst;
     absl::AnyInvocable<void(absl::Status)> done;
+    // A read queued for a staging buffer holds its record's region (a read in flight, for the
+    // region allocator) from the moment it is queued, so the region is not reclaimed under
+    // it; StartRead lets go of it. -1: none held (the read waits for its record's write).
+    int64_t held_region = -1;
   };
   struct WriteJob {
     RecordId id;

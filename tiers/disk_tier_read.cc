@@ -34,12 +34,14 @@ absl::Status DiskTier::Read(RecordId id, const BlockKey& key, const std::string&
       waiting_for_write_[id].push_back(std::move(*read));
       return absl::OkStatus();
     }
-    staging =
-        staging_->TakeOrQueue([this, read](int buffer) { StartRead(std::move(*read), buffer); });
-    if (staging < 0) return absl::OkStatus();  // queued for a buffer
-    // The location is taken now; the region is not reclaimed until the read lands.
+    // The location is taken now, whether the read starts now or queues for a staging buffer:
+    // the region is not reclaimed until the read lands.
     at = records_[id].entry;
     regions_.ReadStarted(at.region);
+    read->held_region = at.region;
+    staging =
+        staging_->TakeOrQueue([this, read](int buffer) { StartRead(std::move(*read), buffer); });
+    if (staging < 0) return absl::OkStatus();  // queued for a buffer, its region held
   }
   if (absl::Status s = SubmitReadIo(read, staging, at); !s.ok()) {
     MutexLock lock(&mu_);
@@ -73,12 +75,14 @@ void DiskTier::StartRead(PendingRead read, int staging) {
   {
     MutexLock lock(&mu_);
     const Record& r = records_[read.id];
-    // The record may have been dropped (region reclaimed) while the read queued.
+    // The record may have been erased, or dropped by a failed read, while the read queued.
     found = r.live && r.indexed && r.key == read.key;
     if (found) {
       at = r.entry;
       regions_.ReadStarted(at.region);
     }
+    if (read.held_region >= 0) regions_.ReadLanded(static_cast<uint32_t>(read.held_region));
+    read.held_region = -1;
   }
   if (!found) {
     std::memset(read.dst, 0, block_bytes_);
@@ -105,8 +109,18 @@ void DiskTier::ResumeWaiters(std::vector<PendingRead> waiters, bool written) {
       continue;
     }
     auto read = std::make_shared<PendingRead>(std::move(w));
-    const int staging =
-        staging_->TakeOrQueue([this, read](int buffer) { StartRead(std::move(*read), buffer); });
+    int staging;
+    {
+      // As in Read: a read that queues for a buffer holds its record's region meanwhile.
+      MutexLock lock(&mu_);
+      const Record& r = records_[read->id];
+      if (r.live && r.indexed && r.key == read->key) {
+        regions_.ReadStarted(r.entry.region);
+        read->held_region = r.entry.region;
+      }
+      staging =
+          staging_->TakeOrQueue([this, read](int buffer) { StartRead(std::move(*read), buffer); });
+    }
     if (staging >= 0) StartRead(std::move(*read), staging);
   }
 }

@@ -437,6 +437,44 @@ TEST_P(DiskTierTest, RegionWithAReadInFlightIsNotReclaimedUnderIt) {
   EXPECT_EQ(dropped_[per_region], (BlockKey{1, 9}));
 }
 
+TEST_P(DiskTierTest, ARegionWithAReadQueuedForABufferIsNotReclaimedUnderIt) {
+  DiskTierOptions o = Options();
+  o.staging_buffers = 2;
+  ASSERT_TRUE(Open(o).ok());
+  const size_t per_region = (64 * 1024) / RecordSize(8192);
+  std::vector<RecordId> ids;
+  for (uint64_t i = 0; i < per_region * 4; ++i) ids.push_back(WriteSync(BlockKey{i + 1, 9}));
+  // Two reads of the second region take both staging buffers and are held; a third read, of
+  // the oldest region, queues for a buffer.
+  tier_->io().InjectFault(FaultSpec{FaultSpec::Kind::kDelay, 0, 2, absl::Milliseconds(300)});
+  std::vector<std::vector<char>> got(3, std::vector<char>(tier_->block_bytes(), 'P'));
+  std::vector<absl::Status> status(3, absl::UnknownError("not done"));
+  const size_t which[3] = {per_region, per_region + 1, 0};
+  for (int r = 0; r < 3; ++r) {
+    const uint64_t i = which[r];
+    ASSERT_TRUE(tier_->Read(ids[i], BlockKey{i + 1, 9}, "default", got[r].data(),
+                            [&status, r](absl::Status st) { status[r] = st; })
+                    .ok());
+  }
+  // A new record needs a region while the third read still waits for its buffer: the oldest
+  // region must not be reclaimed under it.
+  const BlockKey next{100, 9};
+  const std::vector<char> c = Content(next, tier_->block_bytes());
+  absl::Status write_status = absl::UnknownError("not done");
+  ASSERT_TRUE(tier_->Write(next, "default", c.data(), [&](absl::Status st) {
+                write_status = st;
+              }).ok());
+  tier_->Drain();
+  EXPECT_TRUE(write_status.ok()) << write_status;
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_TRUE(status[r].ok()) << r << ": " << status[r];
+    EXPECT_EQ(got[r], Content(BlockKey{which[r] + 1, 9}, tier_->block_bytes())) << r;
+  }
+  std::lock_guard<std::mutex> l(dropped_mu_);
+  ASSERT_EQ(dropped_.size(), per_region);
+  EXPECT_EQ(dropped_[0], (BlockKey{2 * per_region + 1, 9})) << "the third region goes";
+}
+
 TEST_P(DiskTierTest, EraseIsDurable) {
   ASSERT_TRUE(Open(Options()).ok());
   const RecordId a = WriteSync(BlockKey{1, 1});
