@@ -15,6 +15,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -48,8 +49,17 @@ struct BlockEntry {
   TierArray<uint64_t> write_id;
   // Set while the host copy is being read in from disk (then ready[kHost] is null).
   std::shared_ptr<HostFill> host_fill;
-  // In-flight reads plus leases. A pinned block's copies are never evicted.
+  // Leases (and a transfer's keys while it is planned). A pinned block's copies are never
+  // evicted.
   uint32_t pins = 0;
+  // Transfers reading the block's copies: each until its event (recorded after its copies)
+  // completes. A block with a reader whose copies have not run is never evicted; one whose
+  // readers have all landed may be, before their completions run.
+  struct Reader {
+    std::shared_ptr<Event> done;
+    uint64_t transfer;  // the reading transfer's id (Placement::OpenWrite)
+  };
+  std::vector<Reader> readers;
   // Erased while pinned or in flight: invisible to Match and Load; its slots are reclaimed
   // when the last pin goes and the last write lands.
   bool erased = false;
@@ -88,7 +98,7 @@ struct BlockEntry {
     }
     return TierKind::kHost;
   }
-  bool busy() const { return pins != 0 || writing != 0; }
+  bool busy() const { return pins != 0 || writing != 0 || !readers.empty(); }
 };
 
 class BlockTable {

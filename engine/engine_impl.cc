@@ -394,9 +394,16 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
 
   TierArray<uint64_t> from;   // bytes' source tiers
   TierArray<uint64_t> found;  // where each block was when the call came
+  Placement::FailedTransfer failed;
   {
     MutexLock lock(&placement_->mu());
-    if (absl::Status s = placement_->PinAll(n.id, r.ns, r.keys, "Load"); !s.ok()) return s;
+    // The blocks are held until this transfer's copies have run (not until its completion).
+    const uint64_t id = failed.write_id = placement_->OpenWrite();
+    if (absl::Status s = placement_->PinAll(n.id, r.ns, r.keys, "Load", &t->done(), id);
+        !s.ok()) {
+      placement_->CloseWrite(id);
+      return s;
+    }
     // Blocks whose only copy is on disk are first read into host slots (verified there). A
     // load that waits for a disk read (its own, or one already in flight) goes on its own
     // stream.
@@ -414,7 +421,8 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
         continue;
       }
       if (absl::Status s = disk_->EnsureHostCopy(r.keys[i], /*passing=*/false); !s.ok()) {
-        placement_->Unpin(r.keys);
+        placement_->ReleaseReaders(r.keys, id);
+        placement_->CloseWrite(id);
         return absl::Status(s.code(), absl::StrFormat("Load: block %d: %s", i, s.message()));
       }
       stream = gated_onboard_.get();
@@ -437,14 +445,18 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
       });
     }
     (void)t->Enqueue(*planner_, copies, r.layerwise);
-    (void)t->Finish([this, keys = r.keys, external] {
-      placement_->OnReadsDone(keys);
+    (void)t->Finish([this, keys = r.keys, id, external] {
+      placement_->OnReadsDone(keys, id);
       if (external != nullptr) external->Release();
     });
+    if (t->ok()) placement_->CloseWrite(id);
   }
   // Copies enqueued before a failure still write the caller's buffers: they finish before
-  // the caller hears of the error (and may free them), and the pins go after.
-  if (!t->ok()) return Fail(*t, {.unpin = r.keys});
+  // the caller hears of the error (and may free them), and the blocks are let go after.
+  if (!t->ok()) {
+    failed.read = r.keys;
+    return Fail(*t, failed);
+  }
   for (TierKind at : kAllTiers) {
     counters_->tier(at).bytes_out.fetch_add(from[at] * g.block_bytes(), std::memory_order_relaxed);
   }
@@ -640,7 +652,8 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Promote(
         }
         if (placement_->Expired(*e, now_ms)) return Found::kNotCached;
         if (e->has(top)) return Found::kAtTop;
-        ++e->pins;  // keeps the source copies in place while they are read
+        // Keeps the source copies in place until this transfer's copies have read them.
+        placement_->AddReader(*e, t->done(), write_id);
         return Found::kPinned;
       });
       if (found != Found::kPinned) {
@@ -650,7 +663,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Promote(
       const bool disk_only = table_.Find(key, [](BlockEntry* e) { return !e->has(kHost); });
       if (disk_only) {
         if (!disk_->EnsureHostCopy(key, /*passing=*/to_gpu).ok()) {
-          placement_->Unpin({&key, 1});
+          placement_->ReleaseReaders({&key, 1}, write_id);
           ++counts.rejected;
           continue;
         }
@@ -668,7 +681,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Promote(
       SlotReuse reuse;
       std::optional<SlotId> slot = placement_->AcquireSlot(kGpu, ns_id, 0, &reuse);
       if (!slot) {
-        placement_->Unpin({&key, 1});
+        placement_->ReleaseReaders({&key, 1}, write_id);
         ++counts.rejected;
         continue;
       }
@@ -691,15 +704,15 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Promote(
       pinned.insert(pinned.end(), read_in.begin(), read_in.end());
       (void)t->Finish([this, promoted, pinned = std::move(pinned), write_id] {
         placement_->OnWritesLanded(kGpu, promoted, write_id);
-        placement_->OnReadsDone(pinned);
+        placement_->OnReadsDone(pinned, write_id);
       });
       if (!t->ok()) placement_->WithdrawWrites(kGpu, promoted, &failed);  // as LoadToGpuTier
     }
     if (t->ok()) placement_->CloseWrite(write_id);
   }
   if (!t->ok()) {
-    failed.unpin = promoted;
-    failed.unpin.insert(failed.unpin.end(), read_in.begin(), read_in.end());
+    failed.read = promoted;
+    failed.read.insert(failed.read.end(), read_in.begin(), read_in.end());
     return Fail(*t, failed);
   }
   counts.moved = promoted.size() + read_in.size();

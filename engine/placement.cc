@@ -171,9 +171,23 @@ bool Placement::Settle(BlockEntry& e, TierKind t) {
   return false;
 }
 
+bool Placement::ReadersLanded(BlockEntry& e) {
+  std::erase_if(e.readers, [&](const BlockEntry::Reader& r) {
+    mu_.AssertHeld();
+    if (std::find(open_writes_.begin(), open_writes_.end(), r.transfer) != open_writes_.end()) {
+      return false;  // its event is not recorded yet
+    }
+    absl::StatusOr<bool> landed = r.done->Query();
+    if (!landed.ok() || !*landed) return false;  // an error is for the completion to report
+    RetireEvent(r.done);
+    return true;
+  });
+  return e.readers.empty();
+}
+
 bool Placement::Evictable(BlockEntry& e, TierKind t, uint32_t only_ns, bool spare_only_copies) {
   if (only_ns != kAnyNs && e.ns_id != only_ns) return false;
-  if (e.pins != 0) return false;
+  if (e.pins != 0 || !ReadersLanded(e)) return false;
   if (protect_prefetched_ && e.is_prefetched(t)) return false;
   if (spare_only_copies && !e.has(kHost) && !e.has(kDisk)) return false;
   return !Settle(e, t);
@@ -464,24 +478,34 @@ void Placement::ReleaseAfterFailure(const FailedTransfer& failed) {
   MutexLock lock(&mu_);
   for (SlotId slot : failed.held_slots) ReleaseHeldSlot(failed.tier, slot);
   Unpin(failed.unpin);
+  ReleaseReaders(failed.read, failed.write_id);
   if (failed.write_id != 0) CloseWrite(failed.write_id);
 }
 
 // ----------------------------------------------------------------------------- pins, leases
 
 absl::Status Placement::PinAll(uint32_t ns_id, absl::string_view ns,
-                               absl::Span<const BlockKey> keys, const char* op) {
+                               absl::Span<const BlockKey> keys, const char* op,
+                               const std::shared_ptr<Event>* reader, uint64_t transfer) {
   const int64_t now_ms = ns_[ns_id].ttl_ms > 0 ? absl::ToUnixMillis(absl::Now()) : 0;
   for (size_t i = 0; i < keys.size(); ++i) {
     const bool pinned = table_.Find(keys[i], [&](BlockEntry* e) {
       mu_.AssertHeld();
       if (e == nullptr || e->erased || e->ns_id != ns_id || !e->has_any()) return false;
       if (Expired(*e, now_ms)) return false;
-      ++e->pins;
+      if (reader != nullptr) {
+        AddReader(*e, *reader, transfer);
+      } else {
+        ++e->pins;
+      }
       return true;
     });
     if (!pinned) {
-      Unpin(keys.subspan(0, i));
+      if (reader != nullptr) {
+        ReleaseReaders(keys.subspan(0, i), transfer);
+      } else {
+        Unpin(keys.subspan(0, i));
+      }
       return absl::NotFoundError(absl::StrFormat(
           "%s: block %d (key %s) is not cached in namespace '%s'", op, i, keys[i].ToHex(), ns));
     }
@@ -499,9 +523,29 @@ void Placement::Unpin(absl::Span<const BlockKey> keys) {
   }
 }
 
-void Placement::OnReadsDone(absl::Span<const BlockKey> keys) {
+void Placement::AddReader(BlockEntry& e, std::shared_ptr<Event> done, uint64_t transfer) {
+  e.readers.push_back(BlockEntry::Reader{std::move(done), transfer});
+}
+
+void Placement::ReleaseReaders(absl::Span<const BlockKey> keys, uint64_t transfer) {
+  for (const BlockKey& key : keys) {
+    table_.Mutate(key, [&](BlockEntry& e) {
+      mu_.AssertHeld();
+      // A reader that landed may have been dropped already (ReadersLanded).
+      auto it = std::find_if(e.readers.begin(), e.readers.end(),
+                             [&](const BlockEntry::Reader& r) { return r.transfer == transfer; });
+      if (it != e.readers.end()) {
+        RetireEvent(std::move(it->done));
+        e.readers.erase(it);
+      }
+      return ReclaimIfErased(key, e);
+    });
+  }
+}
+
+void Placement::OnReadsDone(absl::Span<const BlockKey> keys, uint64_t transfer) {
   MutexLock lock(&mu_);
-  Unpin(keys);
+  ReleaseReaders(keys, transfer);
 }
 
 uint64_t Placement::AddLease(absl::Span<const BlockKey> keys, absl::Duration timeout) {

@@ -197,8 +197,8 @@ class Placement {
   // An id for a write whose completion is not an event (a disk write or read).
   uint64_t NextWriteId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return next_write_id_++; }
   // An id for a transfer's device copies, whose ready event is recorded only once the whole
-  // transfer is enqueued: until CloseWrite, Settle does not take the (unrecorded, hence
-  // "complete") event for a landed copy. Call CloseWrite once the transfer's event is
+  // transfer is enqueued: until CloseWrite, Settle (and ReadersLanded) does not take the
+  // (unrecorded, hence "complete") event for a landed copy. Call CloseWrite once the transfer's event is
   // recorded, or once its stream has drained after a failure.
   uint64_t OpenWrite() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     open_writes_.push_back(next_write_id_);
@@ -225,6 +225,7 @@ class Placement {
     TierKind tier = TierKind::kHost;
     std::vector<SlotId> held_slots;  // slots of the copies it withdrew, in `tier`
     std::vector<BlockKey> unpin;     // keys it pinned
+    std::vector<BlockKey> read;      // keys it was reading (AddReader, with its write id)
   };
   // A failed transfer withdraws the copies it was writing into tier t: they are forgotten at
   // once (nobody may read them) and their slots stay out of the pool, in *failed, until
@@ -232,17 +233,27 @@ class Placement {
   void WithdrawWrites(TierKind t, absl::Span<const BlockKey> keys, FailedTransfer* failed)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Once the failed transfer's stream is idle (PendingTransfer::Settle): releases its held
-  // slots, unpins its keys and closes its write id.
+  // slots, unpins its keys, lets go of what it read and closes its write id.
   void ReleaseAfterFailure(const FailedTransfer& failed) ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---------------------------------------------------------------- pins and leases
-  // Pins `keys` of namespace ns_id (named `ns` in errors) for reading; on a key that is not
-  // cached (or expired) unpins what it pinned and returns NotFound naming `op` and the key.
+  // Pins `keys` of namespace ns_id (named `ns` in errors); on a key that is not cached (or
+  // expired) unpins what it pinned and returns NotFound naming `op` and the key. With a
+  // `reader`, the keys are held by transfer `transfer` reading them until `reader` completes
+  // (AddReader) rather than pinned.
   absl::Status PinAll(uint32_t ns_id, absl::string_view ns, absl::Span<const BlockKey> keys,
-                      const char* op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                      const char* op, const std::shared_ptr<Event>* reader = nullptr,
+                      uint64_t transfer = 0) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unpin(absl::Span<const BlockKey> keys) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Completion of reads that pinned `keys`.
-  void OnReadsDone(absl::Span<const BlockKey> keys) ABSL_LOCKS_EXCLUDED(mu_);
+  // Transfer `transfer` (an OpenWrite id, open until its event is recorded) reads `e`'s copies
+  // until `done` completes: they are not evicted before.
+  void AddReader(BlockEntry& e, std::shared_ptr<Event> done, uint64_t transfer)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Transfer `transfer` no longer reads `keys` (its completion, or its failure).
+  void ReleaseReaders(absl::Span<const BlockKey> keys, uint64_t transfer)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Completion of transfer `transfer`'s reads of `keys`.
+  void OnReadsDone(absl::Span<const BlockKey> keys, uint64_t transfer) ABSL_LOCKS_EXCLUDED(mu_);
   // Leases pinned `keys` until ReleaseLease or the timeout (ZeroDuration: the default).
   uint64_t AddLease(absl::Span<const BlockKey> keys, absl::Duration timeout)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -298,6 +309,8 @@ class Placement {
     absl::Time expires;
   };
 
+  // Drops e's readers whose transfers have landed; returns whether none is left.
+  bool ReadersLanded(BlockEntry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // May the copy of `e` in tier t go now? (Settles a landed write first.)
   bool Evictable(BlockEntry& e, TierKind t, uint32_t only_ns, bool spare_only_copies)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
