@@ -86,6 +86,35 @@ TEST_F(PlacementTest, PinnedCopiesAndCopiesStillLandingAreNeverEvicted) {
   EXPECT_TRUE(Cached({1, 1})) << "a pinned copy was evicted";
 }
 
+TEST_F(PlacementTest, ABlockReadByATransferIsFreeOnceItsCopiesHaveRunNotOnceItsCompletionHas) {
+  Make(0, 1);
+  ASSERT_TRUE(Put({1, 1}, kHost));
+  absl::StatusOr<std::unique_ptr<Event>> created = device->CreateEvent();
+  ASSERT_TRUE(created.ok());
+  std::shared_ptr<Event> done(std::move(*created));
+  Notification hold;
+  uint64_t transfer;
+  {
+    MutexLock lock(&placement->mu());
+    transfer = placement->OpenWrite();
+    ASSERT_TRUE(placement->PinAll(0, "a", {BlockKey{1, 1}}, "Test", &done, transfer).ok());
+  }
+  EXPECT_FALSE(Put({2, 2}, kHost)) << "a reader whose event is not recorded yet was evicted";
+  {
+    MutexLock lock(&placement->mu());
+    ASSERT_TRUE(offload->AddCallback([&hold] { hold.WaitForNotification(); }).ok());
+    ASSERT_TRUE(offload->Record(*done).ok());
+    placement->CloseWrite(transfer);
+  }
+  EXPECT_FALSE(Put({2, 2}, kHost)) << "a reader still copying was evicted";
+  hold.Notify();
+  ASSERT_TRUE(done->Synchronize().ok());
+  // The copies have run; the transfer's completion (OnReadsDone) has not: the block may go.
+  ASSERT_TRUE(Put({2, 2}, kHost));
+  EXPECT_FALSE(Cached({1, 1}));
+  placement->OnReadsDone({BlockKey{1, 1}}, transfer);  // a late completion finds nothing
+}
+
 TEST_F(PlacementTest, AGpuOnlyCopyIsDemotedToHostWithItsBytes) {
   Make(1, 2);
   const BlockKey a{1, 1};
