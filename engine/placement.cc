@@ -1,4 +1,9 @@
 // engine/placement.cc — see placement.h.
+//
+// Over 700 lines, on purpose: everything here is state under the one placement lock, and
+// every function changes several parts of it together (a victim's slot, its owner, its
+// policy, its namespace's counts, the slot's reuse); split into classes, each would need the
+// others' state under the same lock.
 
 #include "engine/placement.h"
 
@@ -642,7 +647,6 @@ void Placement::DestroyRetiredEvents() {
 }
 
 void Placement::ClearEvents() {
-  std::vector<std::shared_ptr<Event>> events;
   MutexLock lock(&mu_);
   for (std::vector<SlotReuse>& reuses : reuse_) {
     for (SlotReuse& r : reuses) r = SlotReuse{};
