@@ -898,9 +898,12 @@ disk_bytes=, ttl_s=), secure_erase. Other: lease_timeout_s, metrics_port.)doc");
       [](EngineOptions& x, const std::string& v) {
         x.geometry.dtype = ValueOrThrow(ParseDType(v));
       });
-  o.def_property(
-      "model", [](const EngineOptions& x) { return x.model_fingerprint; },
-      [](EngineOptions& x, const std::string& v) { x.model_fingerprint = v; });
+  // `model_fingerprint` as in C++ and in the engine's error messages; `model` for short.
+  for (const char* name : {"model", "model_fingerprint"}) {
+    o.def_property(
+        name, [](const EngineOptions& x) { return x.model_fingerprint; },
+        [](EngineOptions& x, const std::string& v) { x.model_fingerprint = v; });
+  }
   o.def_property(
       "key_hash", [](const EngineOptions& x) { return std::string(KeyHashName(x.key_hash)); },
       [](EngineOptions& x, const std::string& v) { x.key_hash = ValueOrThrow(ParseKeyHash(v)); });

@@ -255,6 +255,11 @@ class BadInput(unittest.TestCase):
         self.assertEqual(opts.layers, 4)
         self.assertEqual(opts.dtype, "fp16")
         self.assertEqual(opts.block_bytes, 8192)
+        # The error for a missing fingerprint names `model_fingerprint`: that name works too.
+        with self.assertRaisesRegex(ValueError, "model_fingerprint is empty"):
+            open_engine(model="")
+        named = kvtier.EngineOptions(**GEOMETRY, model_fingerprint="m2")
+        self.assertEqual(named.model, "m2")
 
     def test_all_errors_are_kvtier_errors(self):
         for cls in (kvtier.InvalidArgumentError, kvtier.NotFoundError,
