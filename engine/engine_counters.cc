@@ -27,7 +27,7 @@ void EngineCounters::CountLookups(NamespaceCounters& ns, const TierArray<uint64_
 
 void EngineCounters::Fill(EngineStats* out) const {
   for (TierKind t : kAllTiers) {
-    TierStats& ts = out->tiers[static_cast<size_t>(t)];
+    TierStats& ts = out->tiers[t];
     const TierCounters& c = tiers_[t];
     ts.hits = c.hits.load(std::memory_order_relaxed);
     ts.misses = c.misses.load(std::memory_order_relaxed);

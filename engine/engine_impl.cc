@@ -782,7 +782,7 @@ EngineStats EngineImpl::Stats() {
   counters_->Fill(&st);
   namespaces_.FillStats(&st);
   placement_->FillStats(&st);
-  if (disk_ != nullptr) disk_->FillStats(&st.tiers[static_cast<size_t>(kDisk)]);
+  if (disk_ != nullptr) disk_->FillStats(&st.tiers[kDisk]);
   return st;
 }
 

@@ -85,8 +85,8 @@ void NamespaceRegistry::FillStats(EngineStats* out) const {
     ns.stall_ns = c.stall->ns.load(std::memory_order_relaxed);
     ns.stalled_waits = c.stall->waits.load(std::memory_order_relaxed);
     for (TierKind t : kAllTiers) {
-      ns.hits_per_tier[static_cast<size_t>(t)] = c.hits[t].load(std::memory_order_relaxed);
-      ns.misses_per_tier[static_cast<size_t>(t)] = c.misses[t].load(std::memory_order_relaxed);
+      ns.hits_per_tier[t] = c.hits[t].load(std::memory_order_relaxed);
+      ns.misses_per_tier[t] = c.misses[t].load(std::memory_order_relaxed);
     }
   });
 }

@@ -688,7 +688,7 @@ void Placement::FillStats(EngineStats* out) {
     }
   });
   for (TierKind t : kAllTiers) {
-    TierStats& ts = out->tiers[static_cast<size_t>(t)];
+    TierStats& ts = out->tiers[t];
     if (tiers_[t] != nullptr) {
       ts.capacity_blocks = tiers_[t]->num_slots();
       ts.used_blocks = tiers_[t]->used_slots();
@@ -699,8 +699,8 @@ void Placement::FillStats(EngineStats* out) {
     NamespaceStats& n = out->namespaces[id];
     n.blocks = ns_[id].blocks;
     for (TierKind t : kAllTiers) {
-      n.blocks_per_tier[static_cast<size_t>(t)] = ns_[id].tier_blocks[t];
-      n.quota_blocks[static_cast<size_t>(t)] = ns_[id].quota[t];
+      n.blocks_per_tier[t] = ns_[id].tier_blocks[t];
+      n.quota_blocks[t] = ns_[id].quota[t];
     }
   }
   out->leases_held = leases_.size();
