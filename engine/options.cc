@@ -64,15 +64,10 @@ absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk,
     return absl::InvalidArgumentError(absl::StrCat("disk.", s.message()));
   }
   o.zstd_level = disk.zstd_level;
-  if (disk.sync == "none") {
-    o.sync = SyncPolicy::kNone;
-  } else if (disk.sync == "data") {
-    o.sync = SyncPolicy::kData;
-  } else if (disk.sync == "full") {
-    o.sync = SyncPolicy::kFull;
+  if (absl::StatusOr<SyncPolicy> sync = ParseSyncPolicy(disk.sync); sync.ok()) {
+    o.sync = *sync;
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("disk.sync = '%s' is not one of none, data, full", disk.sync));
+    return absl::InvalidArgumentError(absl::StrCat("disk.sync: ", sync.status().message()));
   }
   o.queue_depth = disk.queue_depth;
   o.force_fallback_io = disk.force_fallback_io;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/enum_names.h"
 #include "common/log.h"
 
 namespace kvtier {
@@ -25,6 +26,23 @@ namespace {
 uint64_t UnixMillis() { return static_cast<uint64_t>(absl::ToUnixMillis(absl::Now())); }
 
 }  // namespace
+
+const char* SyncPolicyName(SyncPolicy policy) {
+  switch (policy) {
+    case SyncPolicy::kNone:
+      return "none";
+    case SyncPolicy::kData:
+      return "data";
+    case SyncPolicy::kFull:
+      return "full";
+  }
+  return "invalid";
+}
+
+absl::StatusOr<SyncPolicy> ParseSyncPolicy(absl::string_view name) {
+  return ParseEnumName(name, "sync policy",
+                       {SyncPolicy::kNone, SyncPolicy::kData, SyncPolicy::kFull}, SyncPolicyName);
+}
 
 absl::Status DiskTierOptions::Validate(const Geometry& geometry) const {
   const size_t block_bytes = geometry.block_bytes();

@@ -73,6 +73,10 @@ enum class SyncPolicy : uint8_t {
   kData,  // fdatasync the data file before each index update
   kFull,  // kData, and the index's write-ahead log is synced too
 };
+// "none", "data", "full" (DiskOptions::sync); "invalid" for a value outside the enum.
+const char* SyncPolicyName(SyncPolicy policy);
+// The inverse of SyncPolicyName; InvalidArgument naming the accepted names otherwise.
+absl::StatusOr<SyncPolicy> ParseSyncPolicy(absl::string_view name);
 
 struct DiskTierOptions {
   std::string directory;

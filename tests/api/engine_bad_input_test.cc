@@ -41,6 +41,13 @@ TEST(EngineOptionsValidate, EveryBadFieldIsNamed) {
       {"ns twice", [](EngineOptions& o) { o.namespaces = {"a", "a"}; }, "twice"},
       {"lease", [](EngineOptions& o) { o.lease_timeout = absl::ZeroDuration(); }, "lease_timeout"},
       {"throttle", [](EngineOptions& o) { o.device.emulated_copy_gbps = -1; }, "emulated_copy_gbps"},
+      {"sync",
+       [](EngineOptions& o) {
+         o.disk.directory = "/tmp/kvtier-bad-input-never-created";
+         o.disk.capacity_bytes = 1 << 30;
+         o.disk.sync = "fsync";
+       },
+       "disk.sync: unknown sync policy 'fsync' (expected none, data or full)"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
