@@ -109,9 +109,6 @@ class EngineImpl final : public Engine {
     placement_->ReleaseAfterFailure(failed);
     return t.status();
   }
-  bool has_tier(TierKind t) const {
-    return t == TierKind::kDisk ? disk_ != nullptr : tiers_[t] != nullptr;
-  }
   // A load's stall meters: the engine's and the namespace's.
   std::vector<std::shared_ptr<StallMeter>> Meters(const Namespace& ns) const {
     return {counters_->stall(), ns.counters.stall};

@@ -260,9 +260,7 @@ std::optional<std::pair<SlotId, std::shared_ptr<Event>>> Placement::DemoteToHost
   if (!s.ok()) {
     KVTIER_LOG(kError, "demoting block %s to host failed, dropping it: %s", key.ToHex(),
                s.ToString());
-    // The slot's earlier reuse still applies to whoever gets it next.
-    reuse_[kHost][*host_slot] = std::move(host_reuse);
-    tiers_[kHost]->Release(*host_slot);
+    ReturnSlot(kHost, *host_slot, std::move(host_reuse));
     return std::nullopt;
   }
   return std::make_pair(*host_slot, std::move(landed));

@@ -140,9 +140,6 @@ class Placement {
   }
   // Whether the block's time to live has passed at `now_ms` (Unix milliseconds).
   bool Expired(const BlockEntry& e, int64_t now_ms) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool has_ttl(uint32_t ns_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return ns_[ns_id].ttl_ms > 0;
-  }
   // A new table entry for namespace ns_id exists (its first copy is being attached).
   void CountNewBlock(uint32_t ns_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { ++ns_[ns_id].blocks; }
 
