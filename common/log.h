@@ -12,6 +12,8 @@
 #include <atomic>
 
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "absl/strings/string_view.h"
 
 namespace kvtier {
@@ -36,6 +38,19 @@ void LogLine(LogLevel level, const char* file, int line, absl::string_view messa
   do {                                                                      \
     static std::atomic<bool> kvtier_logged_once{false};                     \
     if (!kvtier_logged_once.exchange(true)) KVTIER_LOG(level, __VA_ARGS__); \
+  } while (0)
+
+// At most one line every `seconds` from this statement (a condition that repeats, such as a
+// cluster node that is down, is logged, not flooded).
+#define KVTIER_LOG_EVERY_N_SEC(level, seconds, ...)                                        \
+  do {                                                                                     \
+    static std::atomic<int64_t> kvtier_logged_at{INT64_MIN};                               \
+    const int64_t kvtier_now = absl::ToUnixSeconds(absl::Now());                           \
+    int64_t kvtier_last = kvtier_logged_at.load(std::memory_order_relaxed);                \
+    if (kvtier_now - kvtier_last >= (seconds) &&                                           \
+        kvtier_logged_at.compare_exchange_strong(kvtier_last, kvtier_now)) {               \
+      KVTIER_LOG(level, __VA_ARGS__);                                                      \
+    }                                                                                      \
   } while (0)
 
 #endif  // KVTIER_COMMON_LOG_H_

@@ -69,6 +69,9 @@ struct BlockEntry {
   // The block's index in its prompt (0 = the first block), when stored; 0 for blocks
   // recovered from disk. Prefix-aware eviction evicts deeper blocks (chain tails) first.
   uint32_t depth = 0;
+  // The remote tier was given this block (a write sent or acknowledged) or gave it (a read):
+  // it is not written there again. Not cleared when the cluster loses it (nothing says so).
+  bool remote = false;
   // When the block was first stored (Unix ms; for blocks recovered from disk, the record's
   // creation time): its namespace's time to live counts from here.
   int64_t stored_unix_ms = 0;

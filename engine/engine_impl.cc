@@ -21,6 +21,7 @@ namespace {
 constexpr TierKind kGpu = TierKind::kGpu;
 constexpr TierKind kHost = TierKind::kHost;
 constexpr TierKind kDisk = TierKind::kDisk;
+constexpr TierKind kRemote = TierKind::kRemote;
 
 // The interval of the sweep of expired blocks for the shortest time to live (0 = none).
 absl::Duration SweepInterval(int64_t shortest_ttl_ms) {
@@ -82,7 +83,8 @@ absl::Status EngineImpl::MakeParts() {
     policies[t] = std::move(*policy);
   }
   counters_ = std::make_unique<EngineCounters>(
-      TierArray<bool>{{tiers_[kGpu] != nullptr, true, !options_.disk.directory.empty()}});
+      TierArray<bool>{{tiers_[kGpu] != nullptr, true, !options_.disk.directory.empty(),
+                       !options_.remote.seeds.empty()}});
   external_ = std::make_unique<ExternalMemory>(*device_, options_.geometry);
   planner_ = std::make_unique<CopyPlanner>(options_.geometry, *device_,
                                            options_.paged_dma_min_part_bytes);
@@ -119,6 +121,14 @@ absl::Status EngineImpl::Init() {
     disk_ = std::move(*disk);
     placement_->set_lower_tier(disk_.get());
   }
+  if (!options_.remote.seeds.empty()) {
+    absl::StatusOr<std::unique_ptr<RemoteMover>> remote = RemoteMover::Open(
+        options_.remote, options_.geometry, options_.model_fingerprint, options_.secure_erase,
+        *placement_, table_, namespaces_, completions_, *counters_);
+    if (!remote.ok()) return remote.status();
+    remote_ = std::move(*remote);
+    placement_->set_remote_sink(remote_.get());
+  }
   if (options_.metrics_port != 0) {
     absl::StatusOr<std::unique_ptr<MetricsServer>> server = MetricsServer::Start(
         options_.metrics_port, options_.geometry.block_bytes(), [this] { return Stats(); });
@@ -132,6 +142,11 @@ absl::Status EngineImpl::Init() {
                                      disk_->tier().Stats().capacity_bytes >> 20,
                                      options_.disk.directory)
                    : std::string(""));
+  if (remote_ != nullptr) {
+    KVTIER_LOG(kInfo, "engine open: remote tier on %d seed node(s), %s, write policy %s",
+               options_.remote.seeds.size(), options_.remote.tls ? "TLS" : "plain TCP",
+               options_.remote.write_policy);
+  }
   return absl::OkStatus();
 }
 
@@ -147,6 +162,12 @@ EngineImpl::~EngineImpl() {
     }
   }
   completions_.Drain();  // the streams' completions, posted by now
+  if (remote_ != nullptr) {
+    // Reads and writes end by their deadlines; their bookkeeping runs here.
+    remote_->Drain();
+    completions_.Drain();
+    placement_->set_remote_sink(nullptr);
+  }
   if (disk_ != nullptr) {
     disk_->Drain();
     completions_.Drain();  // the disk's completions, while the mover they refer to is alive
@@ -163,6 +184,7 @@ EngineImpl::~EngineImpl() {
     for (auto& r : e.ready) r.reset();
   });
   for (auto& t : tiers_) t.reset();
+  remote_.reset();
   if (zeros_ != nullptr) (void)device_->FreePinned(zeros_);
 }
 
@@ -245,6 +267,20 @@ absl::StatusOr<MatchResult> EngineImpl::Match(absl::string_view ns,
     result.tiers.push_back(where);
     parent = key;
   }
+  // The rest of the chain may be in the remote tier: one question, by match_timeout.
+  if (remote_ != nullptr && result.keys.size() < blocks) {
+    std::vector<BlockKey> rest;
+    rest.reserve(blocks - result.keys.size());
+    for (size_t i = result.keys.size(); i < blocks; ++i) {
+      parent = n.hasher.Chain(parent, tokens.subspan(i * bt, bt), extra);
+      rest.push_back(parent);
+    }
+    const size_t found = remote_->MatchPrefix(n.id, rest);
+    for (size_t i = 0; i < found; ++i) {
+      result.keys.push_back(rest[i]);
+      result.tiers.push_back(kRemote);
+    }
+  }
   result.matched_tokens = result.keys.size() * bt;
   const size_t missed = blocks - result.keys.size();
   counters_->match_calls.fetch_add(1, std::memory_order_relaxed);
@@ -317,6 +353,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
         found = find();
       }
       if (disk_ != nullptr) disk_->RecordSeen(key);
+      if (remote_ != nullptr) remote_->RecordSeen(key);
       if (found == Found::kPresent) {
         ++counts.present;
         continue;
@@ -348,9 +385,10 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
       (void)t->WaitAfter(r.after);
       for (const SlotReuse& reuse : reuses) (void)t->WaitForReuse(reuse);
       (void)t->Enqueue(*planner_, copies, /*layerwise=*/false);
-      (void)t->Finish([this, stored, write_id, external] {
+      (void)t->Finish([this, stored, write_id, external, ns_id = n.id] {
         placement_->OnWritesLanded(kHost, stored, write_id);
         if (external != nullptr) external->Release();
+        if (remote_ != nullptr) remote_->OnStored(ns_id, stored);  // write-through
       });
       // Blocks not (all) copied are invisible from now on, so no one reads garbage; their
       // slots return once the copies already enqueued are done.
@@ -398,6 +436,12 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
   {
     MutexLock lock(&placement_->mu());
     // The blocks are held until this transfer's copies have run (not until its completion).
+    // Keys not cached here are read from the remote tier, if there is one.
+    std::vector<size_t> remote_reads;
+    if (absl::Status s = StartRemoteReads(n.id, r.keys, /*passing=*/false, "Load", &remote_reads);
+        !s.ok()) {
+      return s;
+    }
     const uint64_t id = failed.write_id = placement_->OpenWrite();
     if (absl::Status s = placement_->PinAll(n.id, r.ns, r.keys, "Load", &t->done(), id);
         !s.ok()) {
@@ -427,6 +471,9 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
       }
       stream = gated_onboard_.get();
     }
+    // Blocks read from the remote tier were found there, not in the host slot they fill.
+    found[kHost] -= remote_reads.size();
+    found[kRemote] += remote_reads.size();
     t->set_stream(stream);
     (void)t->WaitAfter(r.after);
     std::vector<BlockCopy> copies;
@@ -463,8 +510,9 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
   counters_->CountLookups(n.counters, found, 0);
   counters_->loaded_blocks.fetch_add(r.keys.size(), std::memory_order_relaxed);
   n.counters.loaded.fetch_add(r.keys.size(), std::memory_order_relaxed);
-  if (disk_ != nullptr) {
-    for (const BlockKey& key : r.keys) disk_->RecordSeen(key);
+  for (const BlockKey& key : r.keys) {
+    if (disk_ != nullptr) disk_->RecordSeen(key);
+    if (remote_ != nullptr) remote_->RecordSeen(key);
   }
   TransferHandleImpl::Parts parts;
   parts.counts = TransferHandleImpl::Counts{r.keys.size(), 0, 0};
@@ -508,10 +556,18 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
   parts.meters = Meters(n);
   std::vector<BlockKey> promoted;
   size_t from_disk = 0;
+  size_t from_remote = 0;
   Placement::FailedTransfer failed;
   {
     MutexLock lock(&placement_->mu());
     placement_->ReapExpiredLeases();
+    std::vector<size_t> remote_reads;
+    if (absl::Status s =
+            StartRemoteReads(n.id, keys, /*passing=*/true, "LoadToGpuTier", &remote_reads);
+        !s.ok()) {
+      return s;
+    }
+    from_remote = remote_reads.size();
     if (absl::Status s = placement_->PinAll(n.id, ns, keys, "LoadToGpuTier"); !s.ok()) return s;
     // Which keys need a GPU slot; the copies of those already there that are still landing.
     std::vector<size_t> need;
@@ -599,11 +655,30 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
   const size_t moved = promoted.size();
   counters_->tier(kGpu).promotions.fetch_add(moved, std::memory_order_relaxed);
   counters_->CountMove(kHost, kGpu, moved * g.block_bytes());
-  counters_->CountLookups(n.counters, {{keys.size() - moved, moved - from_disk, from_disk}}, 0);
+  counters_->CountLookups(
+      n.counters,
+      {{keys.size() - moved, moved - from_disk - from_remote, from_disk, from_remote}}, 0);
   counters_->loaded_blocks.fetch_add(keys.size(), std::memory_order_relaxed);
   n.counters.loaded.fetch_add(keys.size(), std::memory_order_relaxed);
   parts.counts = TransferHandleImpl::Counts{moved, keys.size() - moved, 0};
   return std::unique_ptr<TransferHandle>(t->TakeHandle(std::move(parts)));
+}
+
+// ----------------------------------------------------------------------------- remote
+
+absl::Status EngineImpl::StartRemoteReads(uint32_t ns_id, absl::Span<const BlockKey> keys,
+                                          bool passing, const char* op,
+                                          std::vector<size_t>* from_remote) {
+  if (remote_ == nullptr) return absl::OkStatus();
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!remote_->Readable(keys[i])) continue;  // cached here (or the same key listed twice)
+    if (absl::Status s = remote_->StartRead(keys[i], ns_id, passing); !s.ok()) {
+      // Reads started for earlier keys go on: they land as cached host copies.
+      return absl::Status(s.code(), absl::StrFormat("%s: block %d: %s", op, i, s.message()));
+    }
+    if (from_remote != nullptr) from_remote->push_back(i);
+  }
+  return absl::OkStatus();
 }
 
 // ----------------------------------------------------------------------------- prefetch
@@ -613,10 +688,10 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Prefetch(
   placement_->DestroyRetiredEvents();
   absl::StatusOr<const Namespace*> space = namespaces_.Find(ns);
   if (!space.ok()) return space.status();
-  if (tiers_[kGpu] == nullptr && disk_ == nullptr) {
+  if (tiers_[kGpu] == nullptr && disk_ == nullptr && remote_ == nullptr) {
     return absl::FailedPreconditionError(
         "Prefetch: the GPU tier is disabled (EngineOptions::gpu_tier_bytes = 0) and there is no "
-        "disk tier: there is no tier to promote from");
+        "disk or remote tier: there is no tier to promote from");
   }
   return Promote((*space)->id, keys, /*hinted=*/false);
 }
@@ -640,6 +715,11 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Promote(
     const uint64_t write_id = failed.write_id = placement_->OpenWrite();
     const int64_t now_ms = absl::ToUnixMillis(absl::Now());
     placement_->set_protect_prefetched(hinted);
+    // Keys not cached here come from the remote tier, if it has them (a miss there is a
+    // promotion that lands nothing).
+    std::vector<size_t> remote_reads;
+    (void)StartRemoteReads(ns_id, keys, /*passing=*/to_gpu, "Prefetch", &remote_reads);
+    from_disk += remote_reads.size();
     std::vector<BlockCopy> copies;
     absl::flat_hash_set<BlockKey> seen;
     enum class Found { kNotCached, kAtTop, kPinned };
@@ -729,10 +809,10 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Promote(
 absl::StatusOr<uint64_t> EngineImpl::Hint(absl::string_view ns, absl::Span<const BlockKey> keys) {
   absl::StatusOr<const Namespace*> space = namespaces_.Find(ns);
   if (!space.ok()) return space.status();
-  if (tiers_[kGpu] == nullptr && disk_ == nullptr) {
+  if (tiers_[kGpu] == nullptr && disk_ == nullptr && remote_ == nullptr) {
     return absl::FailedPreconditionError(
         "Hint: the GPU tier is disabled (EngineOptions::gpu_tier_bytes = 0) and there is no "
-        "disk tier: there is no tier to promote into");
+        "disk or remote tier: there is no tier to promote into");
   }
   return prefetcher_->Hint((*space)->id, keys);
 }
@@ -746,15 +826,28 @@ absl::StatusOr<size_t> EngineImpl::CancelHint(uint64_t hint_id) {
 absl::StatusOr<size_t> EngineImpl::Erase(absl::string_view ns, absl::Span<const BlockKey> keys) {
   absl::StatusOr<const Namespace*> space = namespaces_.Find(ns);
   if (!space.ok()) return space.status();
-  MutexLock lock(&placement_->mu());
-  return placement_->Erase((*space)->id, keys);
+  size_t erased;
+  {
+    MutexLock lock(&placement_->mu());
+    erased = placement_->Erase((*space)->id, keys);
+  }
+  if (remote_ != nullptr) remote_->Erase(ns, keys);
+  return erased;
 }
 
 absl::StatusOr<size_t> EngineImpl::EraseNamespace(absl::string_view ns) {
   absl::StatusOr<const Namespace*> space = namespaces_.Find(ns);
   if (!space.ok()) return space.status();
-  MutexLock lock(&placement_->mu());
-  return placement_->EraseNamespace((*space)->id);
+  size_t erased;
+  {
+    MutexLock lock(&placement_->mu());
+    erased = placement_->EraseNamespace((*space)->id);
+  }
+  if (remote_ != nullptr) {
+    // Every engine's blocks of the namespace, not only this one's: the tier is shared.
+    if (absl::StatusOr<size_t> r = remote_->EraseNamespace(ns); !r.ok()) return r.status();
+  }
+  return erased;
 }
 
 absl::Status EngineImpl::Flush() {
@@ -766,7 +859,8 @@ absl::Status EngineImpl::Flush() {
   }
   completions_.Drain();  // what the streams' callbacks posted
   if (disk_ != nullptr) disk_->Drain();
-  completions_.Drain();  // what the disk's callbacks posted
+  if (remote_ != nullptr) remote_->Drain();
+  completions_.Drain();  // what the disk's and the remote tier's callbacks posted
   placement_->DestroyRetiredEvents();
   return first;
 }
@@ -783,6 +877,7 @@ EngineStats EngineImpl::Stats() {
   namespaces_.FillStats(&st);
   placement_->FillStats(&st);
   if (disk_ != nullptr) disk_->FillStats(&st.tiers[kDisk]);
+  if (remote_ != nullptr) remote_->FillStats(&st);
   return st;
 }
 

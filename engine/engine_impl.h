@@ -5,6 +5,8 @@
 //   * NamespaceRegistry (engine/namespace_registry.h): names, ids, key hashers, counters.
 //   * Placement (engine/placement.h): slots, owners, eviction, quotas, leases, pins.
 //   * DiskMover (engine/disk_mover.h): the disk tier, what goes down and comes up.
+//   * RemoteMover (engine/remote_mover.h): the shared remote tier (Redis Cluster): Match's
+//     question to it, reads into host slots, writes, erases.
 //   * CopyPlanner (engine/copy_planner.h): block copies → coalesced device operations.
 //   * PendingTransfer (engine/pending_transfer.h): one transfer's sequence, plan to handle.
 //   * Prefetcher (engine/prefetcher.h): hints, their budget and thread, the TTL sweep.
@@ -44,6 +46,7 @@
 #include "engine/pending_transfer.h"
 #include "engine/placement.h"
 #include "engine/prefetcher.h"
+#include "engine/remote_mover.h"
 #include "kvtier/engine.h"
 #include "kvtier/tier_kind.h"
 #include "tiers/tier.h"
@@ -109,6 +112,12 @@ class EngineImpl final : public Engine {
     placement_->ReleaseAfterFailure(failed);
     return t.status();
   }
+  // With a remote tier: starts reading into host slots the keys of `keys` that have no local
+  // entry (RemoteMover::StartRead); *from_remote (if given) gets their indexes. REQUIRES: the
+  // placement lock.
+  absl::Status StartRemoteReads(uint32_t ns_id, absl::Span<const BlockKey> keys, bool passing,
+                                const char* op, std::vector<size_t>* from_remote)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_->mu());
   // A load's stall meters: the engine's and the namespace's.
   std::vector<std::shared_ptr<StallMeter>> Meters(const Namespace& ns) const {
     return {counters_->stall(), ns.counters.stall};
@@ -133,6 +142,7 @@ class EngineImpl final : public Engine {
   std::unique_ptr<Prefetcher> prefetcher_;
   std::unique_ptr<Placement> placement_;
   std::unique_ptr<DiskMover> disk_;
+  std::unique_ptr<RemoteMover> remote_;
   // The HTTP endpoint (EngineOptions::metrics_port); stopped first, since its thread calls
   // Stats().
   std::unique_ptr<MetricsServer> metrics_server_;

@@ -114,6 +114,9 @@ class PrometheusWriter : public StatsVisitor {
     if (HasTierLabel(info.group)) {
       absl::StrAppend(&out, out.empty() ? "" : ",", "tier=\"", TierKindName(labels.tier), "\"");
     }
+    if (HasNodeLabel(info.group)) {
+      absl::StrAppend(&out, out.empty() ? "" : ",", "node=\"", PromEscape(labels.node), "\"");
+    }
     return out;
   }
   void Sample(absl::string_view name, absl::string_view labels, absl::string_view value) {
@@ -138,6 +141,12 @@ class JsonWriter : public StatsVisitor {
     if (HasNamespaceLabel(info.group) && !doc_.contains("namespaces")) {
       Json& spaces = doc_["namespaces"] = Json::array();
       for (const NamespaceStats& n : stats_.namespaces) spaces.push_back(Json{{"name", n.name}});
+    }
+    if (HasNodeLabel(info.group) && !doc_.contains(Json::json_pointer("/remote/nodes"))) {
+      Json& nodes = doc_["remote"]["nodes"] = Json::array();
+      for (const RemoteNodeStats& n : stats_.remote.nodes) {
+        nodes.push_back(Json{{"address", n.address}});
+      }
     }
   }
   void Number(const StatInfo& info, const StatLabels& labels, uint64_t value) override {
@@ -199,6 +208,10 @@ std::string StatsJsonPointer(const StatInfo& info, const StatLabels& labels) {
     case StatGroup::kNamespaceTier:
       return absl::StrCat("/namespaces/", labels.ns_index, "/", info.name, "/",
                           TierKindName(labels.tier));
+    case StatGroup::kRemote:
+      return absl::StrCat("/remote/", info.name);
+    case StatGroup::kRemoteNode:
+      return absl::StrCat("/remote/nodes/", labels.node_index, "/", info.name);
   }
   return "/invalid";
 }

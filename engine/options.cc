@@ -2,6 +2,9 @@
 
 #include "engine/options.h"
 
+#include <algorithm>
+#include <utility>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -19,6 +22,8 @@ const char* TierKindName(TierKind tier) {
       return "host";
     case TierKind::kDisk:
       return "disk";
+    case TierKind::kRemote:
+      return "remote";
   }
   return "invalid";
 }
@@ -28,7 +33,7 @@ absl::StatusOr<TierKind> ParseTierKind(absl::string_view name) {
     if (name == TierKindName(t)) return t;
   }
   return absl::InvalidArgumentError(absl::StrFormat(
-      "unknown tier '%s' (expected gpu, host or disk)", absl::CHexEscape(name)));
+      "unknown tier '%s' (expected gpu, host, disk or remote)", absl::CHexEscape(name)));
 }
 
 absl::Status ValidateNamespaceName(absl::string_view name) {
@@ -133,6 +138,126 @@ absl::Status ValidateNamespaceLimits(const NamespaceLimits& limits, size_t block
   return absl::OkStatus();
 }
 
+const char* RemoteWritePolicyName(RemoteWritePolicy policy) {
+  switch (policy) {
+    case RemoteWritePolicy::kWriteThrough:
+      return "write-through";
+    case RemoteWritePolicy::kOnEvict:
+      return "on-evict";
+    case RemoteWritePolicy::kBoth:
+      return "both";
+  }
+  return "invalid";
+}
+
+absl::StatusOr<RemoteWritePolicy> ParseRemoteWritePolicy(absl::string_view name) {
+  for (RemoteWritePolicy p :
+       {RemoteWritePolicy::kWriteThrough, RemoteWritePolicy::kOnEvict, RemoteWritePolicy::kBoth}) {
+    if (name == RemoteWritePolicyName(p)) return p;
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "unknown remote write policy '%s' (expected write-through, on-evict or both)",
+      absl::CHexEscape(name)));
+}
+
+absl::Status ValidateRemoteSeed(absl::string_view seed) {
+  const size_t colon = seed.rfind(':');
+  if (colon == absl::string_view::npos || colon == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "remote.seeds: '%s' is not host:port (for example 127.0.0.1:7000)", absl::CHexEscape(seed)));
+  }
+  absl::string_view port = seed.substr(colon + 1);
+  uint32_t p = 0;
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("remote.seeds: '%s' has no port number after ':'", absl::CHexEscape(seed)));
+  }
+  for (char c : port) p = p * 10 + static_cast<uint32_t>(c - '0');
+  if (p == 0 || p > 65535) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "remote.seeds: port %u of '%s' is not in 1..65535", p, absl::CHexEscape(seed)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRemoteOptions(const RemoteOptions& r, const Geometry& geometry) {
+  if (r.seeds.empty()) return absl::OkStatus();  // no remote tier
+  for (const std::string& seed : r.seeds) {
+    if (absl::Status s = ValidateRemoteSeed(seed); !s.ok()) return s;
+  }
+  if (r.tls && r.tls_ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        "remote.tls is on but remote.tls_ca_file is empty: name the CA bundle the cluster's "
+        "certificates chain to");
+  }
+  if (r.tls_cert_file.empty() != r.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "remote.tls_cert_file and remote.tls_key_file go together: set both or neither");
+  }
+  if (!r.tls && (!r.tls_ca_file.empty() || !r.tls_cert_file.empty())) {
+    return absl::InvalidArgumentError(
+        "remote.tls_* files are set but remote.tls is off: set remote.tls = true to use TLS");
+  }
+  for (const auto& [name, d] : {std::pair<const char*, absl::Duration>{"connect_timeout",
+                                                                        r.connect_timeout},
+                                {"op_timeout", r.op_timeout},
+                                {"match_timeout", r.match_timeout}}) {
+    if (d <= absl::ZeroDuration() || d > absl::Minutes(10)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "remote.%s = %s must be positive and at most 10m", name, absl::FormatDuration(d)));
+    }
+  }
+  if (r.connections_per_node < 1 || r.connections_per_node > 16) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "remote.connections_per_node = %u must be in [1, 16]", r.connections_per_node));
+  }
+  if (r.io_threads < 1 || r.io_threads > 16) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("remote.io_threads = %u must be in [1, 16]", r.io_threads));
+  }
+  const size_t value = geometry.block_bytes() + 256;
+  if (r.max_inflight_bytes < value) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "remote.max_inflight_bytes = %d is smaller than one value (%d bytes: a block and its "
+        "header)",
+        r.max_inflight_bytes, value));
+  }
+  if (absl::StatusOr<RemoteWritePolicy> p = ParseRemoteWritePolicy(r.write_policy); !p.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("remote.write_policy: ", p.status().message()));
+  }
+  absl::StatusOr<Codec> codec = ParseCodec(r.codec);
+  if (!codec.ok()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "remote.codec = '%s' is not one of none, zstd, zstd-shuffle, fp8, int8",
+        absl::CHexEscape(r.codec)));
+  }
+  if (absl::Status s = CheckCodecDType(*codec, geometry.dtype); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("remote.", s.message()));
+  }
+  if (r.zstd_level < 1 || r.zstd_level > 19) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("remote.zstd_level = %d must be in [1, 19]", r.zstd_level));
+  }
+  AdmissionOptions ao;
+  ao.min_seen = r.admit_min_seen;
+  ao.write_budget_mbps = r.write_budget_mbps;
+  if (absl::Status s = ao.Validate(); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("remote: ", s.message()));
+  }
+  for (const auto& [ns, secret] : r.hmac_secrets) {
+    if (absl::Status s = ValidateNamespaceName(ns); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("remote.hmac_secrets: ", s.message()));
+    }
+    if (secret.size() < 16) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "remote.hmac_secrets['%s'] is %d bytes; use at least 16 random bytes", ns,
+          secret.size()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status EngineOptions::Validate() const {
   if (absl::Status s = geometry.Validate(); !s.ok()) return s;
   if (model_fingerprint.empty()) {
@@ -191,6 +316,7 @@ absl::Status EngineOptions::Validate() const {
       return d.status();
     }
   }
+  if (absl::Status s = ValidateRemoteOptions(remote, geometry); !s.ok()) return s;
   if (lease_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrFormat("lease_timeout = %s must be positive",
                                                       absl::FormatDuration(lease_timeout)));

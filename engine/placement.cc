@@ -299,6 +299,11 @@ bool Placement::EvictOne(TierKind t, uint32_t only_ns) {
       Attach(key, e, kHost, demoted->first);
       StartWrite(e, kHost, write_id, demoted->second);
     }
+    // A host copy that is the block's last copy above disk goes to the remote tier (on-evict
+    // writes), which copies its bytes out at once.
+    if (t == kHost && !e.has(kGpu) && !e.remote && remote_sink_ != nullptr) {
+      remote_sink_->OnLastHostCopyEvicted(key, e, tiers_[kHost]->Address(*victim).host);
+    }
     // A host copy that is the block's only copy goes down a tier, if that tier admits it;
     // until its bytes are copied out, the slot's next writer waits at the gate.
     if (t == kHost && !e.has(kGpu) && !e.has(kDisk) && lower_ != nullptr) {

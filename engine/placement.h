@@ -85,6 +85,15 @@ class LowerTier {
   virtual void Erase(const BlockKey& key, SlotId slot) = 0;
 };
 
+// The remote tier as placement sees it (write on eviction): told when a host copy that is its
+// block's last copy above disk is evicted, while its bytes are still in the slot.
+class RemoteSink {
+ public:
+  virtual ~RemoteSink() = default;
+  // `bytes`: the slot's block_bytes, valid only during the call. REQUIRES: the placement lock.
+  virtual void OnLastHostCopyEvicted(const BlockKey& key, BlockEntry& e, const void* bytes) = 0;
+};
+
 class Placement {
  public:
   struct Options {
@@ -116,6 +125,12 @@ class Placement {
   void set_lower_tier(LowerTier* lower) ABSL_LOCKS_EXCLUDED(mu_) {
     MutexLock lock(&mu_);
     lower_ = lower;
+  }
+
+  // The remote tier's write-on-eviction hook; null = none.
+  void set_remote_sink(RemoteSink* sink) ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
+    remote_sink_ = sink;
   }
 
   Mutex& mu() ABSL_LOCK_RETURNED(mu_) { return mu_; }
@@ -342,6 +357,7 @@ class Placement {
   const void* const zeros_;
   Mutex mu_;
   LowerTier* lower_ ABSL_GUARDED_BY(mu_) = nullptr;
+  RemoteSink* remote_sink_ ABSL_GUARDED_BY(mu_) = nullptr;
   TierArray<std::unique_ptr<EvictionPolicy>> policies_ ABSL_GUARDED_BY(mu_);
   TierArray<std::vector<BlockKey>> slot_owner_ ABSL_GUARDED_BY(mu_);
   TierArray<std::vector<SlotReuse>> reuse_ ABSL_GUARDED_BY(mu_);

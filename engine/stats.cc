@@ -15,7 +15,8 @@ namespace {
 
 // Where an entry reads its values; exactly one member is set, as the entry's group and kind
 // say (kInfo/kEngine/kPrefetch: `number` or `label`; kLatency: `latency`; kTier: `tier`;
-// kNamespace: `ns`; kNamespaceTier: `ns_tier`).
+// kNamespace: `ns`; kNamespaceTier: `ns_tier`; kRemote: `number`, or `latency` for
+// histograms; kRemoteNode: `node`).
 struct Source {
   uint64_t (*number)(const EngineStats&) = nullptr;
   const std::string& (*label)(const EngineStats&) = nullptr;
@@ -23,6 +24,7 @@ struct Source {
   uint64_t (*tier)(const EngineStats&, const TierStats&) = nullptr;
   uint64_t (*ns)(const NamespaceStats&) = nullptr;
   uint64_t (*ns_tier)(const NamespaceStats&, TierKind) = nullptr;
+  uint64_t (*node)(const RemoteNodeStats&) = nullptr;
 };
 
 struct Entry {
@@ -69,6 +71,25 @@ struct Entry {
     KVTIER_STAT_INFO(field, kNamespaceTier, kind, unit, metric, help), {                    \
       .ns_tier = [](const NamespaceStats& n, TierKind t) -> uint64_t { return n.field[t]; } \
     }                                                                                       \
+  }
+
+#define KVTIER_REMOTE_STAT(field, kind, unit, metric, help)                     \
+  Entry {                                                                       \
+    KVTIER_STAT_INFO(field, kRemote, kind, unit, metric, help), {               \
+      .number = [](const EngineStats& s) -> uint64_t { return s.remote.field; } \
+    }                                                                           \
+  }
+#define KVTIER_REMOTE_LATENCY_STAT(field, metric, help)                                     \
+  Entry {                                                                                   \
+    KVTIER_STAT_INFO(field, kRemote, kHistogram, kNanoseconds, metric, help), {             \
+      .latency = [](const EngineStats& s) -> const LatencyStats& { return s.remote.field; } \
+    }                                                                                       \
+  }
+#define KVTIER_REMOTE_NODE_STAT(field, kind, unit, metric, help)            \
+  Entry {                                                                   \
+    KVTIER_STAT_INFO(field, kRemoteNode, kind, unit, metric, help), {       \
+      .node = [](const RemoteNodeStats& n) -> uint64_t { return n.field; }  \
+    }                                                                       \
   }
 
 // Outputs list statistics in this order: what the engine is, tiers, namespaces, engine-wide
@@ -206,8 +227,85 @@ const Entry kEntries[] = {
                         "Time inside Store (copies are asynchronous)."),
     KVTIER_LATENCY_STAT(load_latency, "kvtier_load_latency_seconds",
                         "Time inside Load (copies are asynchronous)."),
+
+    // ---------------------------------------------------------------------------- remote
+    KVTIER_REMOTE_STAT(enabled, kGauge, kNone, "kvtier_remote_enabled",
+                       "1 when the engine has a remote tier (Redis Cluster)."),
+    KVTIER_REMOTE_STAT(lookups, kCounter, kKeys, "kvtier_remote_lookups_total",
+                       "Keys Match asked the remote tier about."),
+    KVTIER_REMOTE_STAT(lookup_hits, kCounter, kKeys, "kvtier_remote_lookup_hits_total",
+                       "Keys the remote tier held (within the prefix Match reported)."),
+    KVTIER_REMOTE_STAT(lookup_errors, kCounter, kKeys, "kvtier_remote_lookup_errors_total",
+                       "Keys whose remote answer was an error or late (counted as misses)."),
+    KVTIER_REMOTE_STAT(reads, kCounter, kBlocks, "kvtier_remote_reads_total",
+                       "Values read from the remote tier."),
+    KVTIER_REMOTE_STAT(read_hits, kCounter, kBlocks, "kvtier_remote_read_hits_total",
+                       "Values read, verified and used."),
+    KVTIER_REMOTE_STAT(read_misses, kCounter, kBlocks, "kvtier_remote_read_misses_total",
+                       "Values gone when read (evicted, expired, lost in a failover)."),
+    KVTIER_REMOTE_STAT(read_errors, kCounter, kBlocks, "kvtier_remote_read_errors_total",
+                       "Reads that failed (timeout, node down, refused)."),
+    KVTIER_REMOTE_STAT(read_corrupt, kCounter, kBlocks, "kvtier_remote_read_corrupt_total",
+                       "Values that failed their checks (checksum, truncation)."),
+    KVTIER_REMOTE_STAT(read_wrong_block, kCounter, kBlocks,
+                       "kvtier_remote_read_wrong_block_total",
+                       "Valid values of another key, namespace or model under the key read."),
+    KVTIER_REMOTE_STAT(read_bad_mac, kCounter, kBlocks, "kvtier_remote_read_bad_mac_total",
+                       "Values whose HMAC did not verify (or that lacked one)."),
+    KVTIER_REMOTE_STAT(writes, kCounter, kBlocks, "kvtier_remote_writes_total",
+                       "Values written to the remote tier (acknowledged)."),
+    KVTIER_REMOTE_STAT(writes_failed, kCounter, kBlocks, "kvtier_remote_writes_failed_total",
+                       "Writes that failed (the block is not in the remote tier)."),
+    KVTIER_REMOTE_STAT(writes_dropped, kCounter, kBlocks, "kvtier_remote_writes_dropped_total",
+                       "Writes not sent: the in-flight cap was reached."),
+    KVTIER_REMOTE_STAT(writes_rejected, kCounter, kBlocks, "kvtier_remote_writes_rejected_total",
+                       "Writes refused by admission (seen-count filter, write budget)."),
+    KVTIER_REMOTE_STAT(bytes_written, kCounter, kBytes, "kvtier_remote_bytes_written_total",
+                       "Value bytes written (headers included)."),
+    KVTIER_REMOTE_STAT(bytes_read, kCounter, kBytes, "kvtier_remote_bytes_read_total",
+                       "Value bytes read (headers included)."),
+    KVTIER_REMOTE_STAT(erased_keys, kCounter, kKeys, "kvtier_remote_erased_keys_total",
+                       "Keys deleted by Erase and EraseNamespace."),
+    KVTIER_REMOTE_STAT(slot_map_refreshes, kCounter, kCalls,
+                       "kvtier_remote_slot_map_refreshes_total",
+                       "Times the client read the cluster's slot map."),
+    KVTIER_REMOTE_STAT(errors_connect, kCounter, kCalls, "kvtier_remote_errors_connect_total",
+                       "Operations failed by a connection, TLS or AUTH error."),
+    KVTIER_REMOTE_STAT(errors_timeout, kCounter, kCalls, "kvtier_remote_errors_timeout_total",
+                       "Operations failed by their deadline."),
+    KVTIER_REMOTE_STAT(errors_cluster_down, kCounter, kCalls,
+                       "kvtier_remote_errors_cluster_down_total",
+                       "Operations failed by CLUSTERDOWN, TRYAGAIN or LOADING."),
+    KVTIER_REMOTE_STAT(errors_no_perm, kCounter, kCalls, "kvtier_remote_errors_no_perm_total",
+                       "Operations refused by the server's ACL."),
+    KVTIER_REMOTE_STAT(errors_breaker_open, kCounter, kCalls,
+                       "kvtier_remote_errors_breaker_open_total",
+                       "Operations failed at once: their node's circuit breaker was open."),
+    KVTIER_REMOTE_STAT(errors_protocol, kCounter, kCalls, "kvtier_remote_errors_protocol_total",
+                       "Operations failed by a malformed or unexpected reply."),
+    KVTIER_REMOTE_STAT(redirects, kCounter, kCalls, "kvtier_remote_redirects_total",
+                       "MOVED and ASK replies followed."),
+    KVTIER_REMOTE_LATENCY_STAT(get_latency, "kvtier_remote_get_latency_seconds",
+                               "One remote GET, sent to received."),
+    KVTIER_REMOTE_LATENCY_STAT(set_latency, "kvtier_remote_set_latency_seconds",
+                               "One remote SET, sent to acknowledged."),
+    KVTIER_REMOTE_NODE_STAT(master, kGauge, kNone, "kvtier_remote_node_master",
+                            "1 when the node serves hash slots."),
+    KVTIER_REMOTE_NODE_STAT(connected, kGauge, kNone, "kvtier_remote_node_connected",
+                            "1 when at least one connection to the node is up."),
+    KVTIER_REMOTE_NODE_STAT(breaker_open, kGauge, kNone, "kvtier_remote_node_breaker_open",
+                            "1 when the node's circuit breaker is open (its operations fail fast)."),
+    KVTIER_REMOTE_NODE_STAT(slots, kGauge, kNone, "kvtier_remote_node_slots",
+                            "Hash slots the node serves."),
+    KVTIER_REMOTE_NODE_STAT(ops, kCounter, kCalls, "kvtier_remote_node_ops_total",
+                            "Operations sent to the node."),
+    KVTIER_REMOTE_NODE_STAT(errors, kCounter, kCalls, "kvtier_remote_node_errors_total",
+                            "Operations on the node that failed."),
 };
 
+#undef KVTIER_REMOTE_NODE_STAT
+#undef KVTIER_REMOTE_LATENCY_STAT
+#undef KVTIER_REMOTE_STAT
 #undef KVTIER_NAMESPACE_TIER_STAT
 #undef KVTIER_NAMESPACE_STAT
 #undef KVTIER_TIER_STAT
@@ -281,6 +379,10 @@ const char* StatGroupName(StatGroup group) {
       return "namespace";
     case StatGroup::kNamespaceTier:
       return "namespace_tier";
+    case StatGroup::kRemote:
+      return "remote";
+    case StatGroup::kRemoteNode:
+      return "remote_node";
   }
   return "invalid";
 }
@@ -324,6 +426,20 @@ void VisitStats(const EngineStats& stats, StatsVisitor& visitor) {
             visitor.Number(info, StatLabels{.tier = t, .ns_index = n, .ns = ns.name},
                            src.ns_tier(ns, t));
           }
+        }
+        break;
+      case StatGroup::kRemote:
+        if (info.kind == StatKind::kHistogram) {
+          visitor.Histogram(info, StatLabels{}, src.latency(stats));
+        } else {
+          visitor.Number(info, StatLabels{}, src.number(stats));
+        }
+        break;
+      case StatGroup::kRemoteNode:
+        for (size_t n = 0; n < stats.remote.nodes.size(); ++n) {
+          const RemoteNodeStats& node = stats.remote.nodes[n];
+          visitor.Number(info, StatLabels{.node_index = n, .node = node.address},
+                         src.node(node));
         }
         break;
     }

@@ -84,6 +84,56 @@ struct DiskOptions {
   double write_budget_mbps = 0;
 };
 
+// The remote tier: a Redis Cluster (7.0+, or Valkey) shared by every engine of a fleet, below
+// disk (docs/remote.md, docs/operations.md). Engines with the same model fingerprint, geometry
+// and namespace see each other's blocks: Match asks the cluster for the part of a prompt's
+// chain not cached locally (one pipelined round trip per master involved, bounded by
+// match_timeout), and Load, LoadToGpuTier, Prefetch and hints read such blocks into a host
+// slot (verified there) on their way up. Blocks are written to the cluster asynchronously.
+// Each block is one key (spread over the cluster by hash slot) whose value is a
+// self-verifying record (remote/remote_record.h): a missing, damaged, swapped, foreign or
+// badly signed value is a miss, never wrong bytes. Disabled when `seeds` is empty.
+struct RemoteOptions {
+  std::vector<std::string> seeds;  // "host:port" of one or more cluster nodes
+  std::string user;                // ACL user; empty = "default"
+  std::string password;            // empty = no AUTH
+  // TLS (OpenSSL). KV bytes are prompts in another form: between machines, use it.
+  bool tls = false;
+  std::string tls_ca_file;         // required with tls
+  std::string tls_cert_file;       // client certificate (servers with tls-auth-clients)
+  std::string tls_key_file;
+  std::string tls_server_name;     // hostname to verify; empty = the CA chain only
+  absl::Duration connect_timeout = absl::Milliseconds(500);
+  absl::Duration op_timeout = absl::Seconds(2);  // one GET or SET, queueing included
+  // How long Match waits for the cluster before answering with the local part alone.
+  absl::Duration match_timeout = absl::Milliseconds(50);
+  uint32_t connections_per_node = 2;
+  uint32_t io_threads = 2;
+  // Writes (SETs) in flight, in value bytes, for the whole engine: a write beyond it is
+  // dropped and counted (the tier is a cache; the caller never waits for it).
+  size_t max_inflight_bytes = size_t{64} << 20;
+  // When blocks are written: "write-through" (once a Store has landed: other nodes see a
+  // prefix soon after it is computed), "on-evict" (when the block's last copy above disk leaves
+  // the host tier) or "both".
+  std::string write_policy = "write-through";
+  // Admission, as the disk tier's (engine/admission_policy.h): a block is written once seen
+  // this many times on this engine, within this budget (MB/s, 0 = none).
+  uint32_t admit_min_seen = 1;
+  double write_budget_mbps = 0;
+  // Codec of the stored values: "none", "zstd", "zstd-shuffle", "fp8", "int8" (as the disk
+  // tier's; quantized codecs are lossy and opt-in).
+  std::string codec = "none";
+  int zstd_level = 1;
+  // Per-namespace HMAC-SHA256 secrets: a namespace listed here signs what it writes and treats
+  // a value whose MAC does not verify (or that has none) as a miss, counted, so a peer that can
+  // write to the cluster cannot poison its cache. Namespaces not listed are not signed.
+  std::map<std::string, std::string> hmac_secrets;
+  // When the cluster cannot be reached at Open: false = Open fails (Unavailable naming the
+  // seeds); true = the engine opens without the remote tier answering (every remote lookup a
+  // miss, counted and logged) and the client keeps trying to connect.
+  bool allow_unreachable = false;
+};
+
 // What one namespace (tenant) may hold. Quotas are per tier, in bytes, rounded down to whole
 // blocks (disk: whole records); 0 = no quota (the tier's size is the only limit). A store or
 // promotion into a tier where the namespace is at its quota evicts one of that namespace's
@@ -133,6 +183,8 @@ struct EngineOptions {
   uint32_t eviction_window = 8;
   // Host copies evicted with no other copy go to disk, if it admits them.
   DiskOptions disk;
+  // The shared remote tier below disk (Redis Cluster); off when remote.seeds is empty.
+  RemoteOptions remote;
 
   // Namespaces created at Open. More can be added with CreateNamespace.
   std::vector<std::string> namespaces = {"default"};

@@ -14,11 +14,13 @@
 // Promises:
 //   * AllStats() lists every field of TierStats, NamespaceStats, PrefetchStats and
 //     EngineStats that holds a figure (not `name`, not the nesting members `tiers`,
-//     `namespaces`, `prefetch`), plus derived figures marked `derived` (used_bytes). Names are
+//     `namespaces`, `prefetch`, `remote`, `nodes`), plus every field of RemoteStats and
+//     RemoteNodeStats that holds a figure (not `address`), plus derived figures marked `derived` (used_bytes). Names are
 //     unique within a group, and metric names are unique.
 //   * VisitStats visits the statistics in AllStats() order, each once per label set: per
-//     tier (kGpu, kHost, kDisk) for tier groups, per namespace in EngineStats::namespaces order
-//     for namespace groups (tiers inner). It allocates nothing and takes no lock.
+//     tier (kGpu, kHost, kDisk, kRemote) for tier groups, per namespace in
+//     EngineStats::namespaces order for namespace groups (tiers inner), per node in
+//     EngineStats::remote.nodes order for node groups. It allocates nothing and takes no lock.
 //
 // Statistics are read-only snapshots; nothing here is thread-hostile (AllStats is a constant
 // table; VisitStats reads only the snapshot it is given).
@@ -105,6 +107,51 @@ struct PrefetchStats {
   uint64_t budget_bytes = 0;
 };
 
+// One node of the remote tier's cluster, as the client sees it.
+struct RemoteNodeStats {
+  std::string address;  // host:port
+  uint64_t master = 0;        // 1 = serves hash slots
+  uint64_t connected = 0;     // 1 = at least one connection is up
+  uint64_t breaker_open = 0;  // 1 = its circuit breaker fails its operations at once
+  uint64_t slots = 0;
+  uint64_t ops = 0;
+  uint64_t errors = 0;
+};
+
+// The remote tier (EngineOptions::remote). Its lookups, bytes and hit ratio are also in
+// EngineStats::tiers[kRemote]; these are the figures only it has. All zero when it is off.
+struct RemoteStats {
+  uint64_t enabled = 0;          // 1 when the engine has a remote tier
+  uint64_t lookups = 0;          // keys Match asked the cluster about
+  uint64_t lookup_hits = 0;      // of which the cluster held (the prefix Match reported)
+  uint64_t lookup_errors = 0;    // keys whose answer was an error or late (counted as misses)
+  uint64_t reads = 0;            // values read (Load, promotions)
+  uint64_t read_hits = 0;        // verified and used
+  uint64_t read_misses = 0;      // gone (nil): evicted, expired or lost in a failover
+  uint64_t read_errors = 0;      // the read failed (timeout, node down, ...)
+  uint64_t read_corrupt = 0;     // values that failed their checks (bad checksum, truncated)
+  uint64_t read_wrong_block = 0;  // valid values of another key, namespace or model
+  uint64_t read_bad_mac = 0;     // values whose HMAC did not verify
+  uint64_t writes = 0;           // values written (acknowledged)
+  uint64_t writes_failed = 0;
+  uint64_t writes_dropped = 0;   // not sent: the in-flight cap was reached
+  uint64_t writes_rejected = 0;  // refused by admission (seen-count filter, write budget)
+  uint64_t bytes_written = 0;    // value bytes, headers included
+  uint64_t bytes_read = 0;
+  uint64_t erased_keys = 0;      // deleted by Erase / EraseNamespace
+  uint64_t slot_map_refreshes = 0;
+  uint64_t errors_connect = 0;   // client errors by kind
+  uint64_t errors_timeout = 0;
+  uint64_t errors_cluster_down = 0;  // CLUSTERDOWN, TRYAGAIN, LOADING
+  uint64_t errors_no_perm = 0;
+  uint64_t errors_breaker_open = 0;
+  uint64_t errors_protocol = 0;
+  uint64_t redirects = 0;        // MOVED and ASK replies followed
+  LatencyStats get_latency;      // one GET, sent to verified
+  LatencyStats set_latency;
+  std::vector<RemoteNodeStats> nodes;
+};
+
 struct EngineStats {
   std::string device;
   // Bytes of one block (Geometry::block_bytes()); 0 where the snapshot's producer did not
@@ -132,6 +179,7 @@ struct EngineStats {
   LatencyStats match_latency;
   LatencyStats store_latency;
   LatencyStats load_latency;
+  RemoteStats remote;
 };
 
 // ------------------------------------------------------------------------------- the schema
@@ -163,6 +211,8 @@ enum class StatGroup : uint8_t {
   kTier,           // EngineStats::tiers[tier]; label: tier
   kNamespace,      // EngineStats::namespaces[i]; label: namespace
   kNamespaceTier,  // a TierArray of EngineStats::namespaces[i]; labels: namespace, tier
+  kRemote,         // EngineStats::remote
+  kRemoteNode,     // EngineStats::remote.nodes[i]; label: node
 };
 
 struct StatInfo {
@@ -185,7 +235,8 @@ struct StatInfo {
 const char* StatKindName(StatKind kind);
 // "none", "blocks", "bytes", "nanoseconds", "calls", "keys", "leases", "waits".
 const char* StatUnitName(StatUnit unit);
-// "info", "engine", "prefetch", "latency", "tier", "namespace", "namespace_tier".
+// "info", "engine", "prefetch", "latency", "tier", "namespace", "namespace_tier", "remote",
+// "remote_node".
 const char* StatGroupName(StatGroup group);
 inline bool HasTierLabel(StatGroup g) {
   return g == StatGroup::kTier || g == StatGroup::kNamespaceTier;
@@ -193,6 +244,7 @@ inline bool HasTierLabel(StatGroup g) {
 inline bool HasNamespaceLabel(StatGroup g) {
   return g == StatGroup::kNamespace || g == StatGroup::kNamespaceTier;
 }
+inline bool HasNodeLabel(StatGroup g) { return g == StatGroup::kRemoteNode; }
 
 // Every statistic, in the order outputs list them.
 absl::Span<const StatInfo> AllStats();
@@ -203,6 +255,8 @@ struct StatLabels {
   TierKind tier = TierKind::kGpu;
   size_t ns_index = 0;
   absl::string_view ns;
+  size_t node_index = 0;  // where HasNodeLabel(info.group): EngineStats::remote.nodes index
+  absl::string_view node;
 };
 
 // Receives the values of a snapshot, statistic by statistic (CacheLib's CounterVisitor, with

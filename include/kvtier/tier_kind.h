@@ -16,13 +16,16 @@
 
 namespace kvtier {
 
-enum class TierKind : uint8_t { kGpu = 0, kHost = 1, kDisk = 2 };
-inline constexpr int kNumTiers = 3;
+// kRemote: the shared remote tier (a Redis Cluster, EngineOptions::remote), below disk. Its
+// copies are not placed in local slots: a block is found there by Match and read into a host
+// slot by Load, Prefetch and hints.
+enum class TierKind : uint8_t { kGpu = 0, kHost = 1, kDisk = 2, kRemote = 3 };
+inline constexpr int kNumTiers = 4;
 // Every tier, fastest first: `for (TierKind t : kAllTiers)`.
 inline constexpr std::array<TierKind, kNumTiers> kAllTiers = {TierKind::kGpu, TierKind::kHost,
-                                                             TierKind::kDisk};
+                                                             TierKind::kDisk, TierKind::kRemote};
 
-// "gpu", "host", "disk"; "invalid" for a value outside the enum.
+// "gpu", "host", "disk", "remote"; "invalid" for a value outside the enum.
 const char* TierKindName(TierKind tier);
 // The inverse of TierKindName; InvalidArgument naming the accepted names otherwise.
 absl::StatusOr<TierKind> ParseTierKind(absl::string_view name);
