@@ -18,6 +18,19 @@
 // against what the reader expects: anything that does not match is a miss of a named kind,
 // never wrong bytes.
 //
+// Header layout, format version 1 (docs/remote-format.md; all integers little-endian; a value
+// is exactly kRemoteHeaderBytes + stored_bytes long, no padding):
+//     0 u64 magic            14 u8  flags (bit 0: MAC)   40 u64 geometry fingerprint
+//     8 u32 format version   15 u8  namespace bytes      48 u32 raw_bytes
+//    12 u8  codec            16 u64 key hi               52 u32 stored_bytes
+//    13 u8  element_bytes    24 u64 key lo               56 u64 created_unix_ms
+//                            32 u64 model id             64 u64 payload XXH3-64
+//    72 namespace (128 bytes, zero-padded)   200 reserved (16 zero bytes)
+//   216 HMAC-SHA256 (32 bytes; over bytes [0, 216) and the payload; zero without the flag)
+//   248 u64 XXH3-64 of bytes [0, 248)
+// A codec is kept only when it saves at least 1/16 of the block (stored_bytes <= raw_bytes -
+// ceil(raw_bytes / 16)); every byte the layout does not assign is zero.
+//
 // Pure functions, no I/O; safe on any thread.
 
 #ifndef KVTIER_REMOTE_REMOTE_RECORD_H_
@@ -114,7 +127,10 @@ RemoteVerdict CheckRemoteHeader(const void* header, size_t size, const RemoteExp
 // Verifies the payload (checksum, then MAC when expect.mac_secret is set) of a header that
 // CheckRemoteHeader accepted, and decodes it into raw_out (raw_bytes; under kNone `payload`
 // may equal raw_out: then only verified). kCorrupt / kBadMac otherwise; raw_out's contents are
-// then unspecified (the caller must zero or discard them).
+// then unspecified (the caller must zero or discard them). payload_size is the value's length
+// less kRemoteHeaderBytes: anything but header.stored_bytes is kCorrupt (truncated, or not
+// written by this format). Under kFp8 / kInt8, a `geometry` whose fingerprint is not the
+// header's (or whose blocks are not raw_bytes long) is kWrongModel.
 RemoteVerdict VerifyRemotePayload(const void* header_bytes, const RemoteHeader& header,
                                   const void* payload, size_t payload_size,
                                   const RemoteExpect& expect, const Geometry& geometry,

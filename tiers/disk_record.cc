@@ -5,21 +5,15 @@
 // memcpy'd to or from disk, so the format does not depend on the compiler or the host. The
 // parser treats its input as hostile: it reads only inside the bytes it was given, trusts no
 // length before checking it against a bound, and answers DataLoss naming the first field that
-// is wrong. Compression contexts and the shuffle scratch buffer are per thread, so the
-// functions stay pure and lock-free. The quantized codecs call kernels/quantize.h's CPU
-// reference (QuantizeBlocksCpu / DequantizeBlocksCpu), which allocates nothing per element.
+// is wrong. The payload codecs themselves (zstd, the shuffle, fp8 / int8 through
+// kernels/quantize.h's CPU reference) live in tiers/record_codec.h, shared with the remote
+// record; this file owns the disk format around them: header, padding, checksums.
 //
-// Over 700 lines on purpose: it is one format, and its writer (EncodeRecord) and its hostile-
-// input parser (ParseRecordHeader, DecodeRecordPayload) stay in one file so that every
-// field's write and check, offsets and bounds can be read side by side.
+// Long on purpose: it is one format, and its writer (EncodeRecord) and its hostile-input
+// parser (ParseRecordHeader, DecodeRecordPayload) stay in one file so that every field's write
+// and check, offsets and bounds can be read side by side.
 
 #include "tiers/disk_record.h"
-
-#include <zstd.h>
-
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #include <algorithm>
 #include <cstring>
@@ -28,6 +22,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "tiers/record_codec.h"
 #include "xxhash.h"
 
 namespace kvtier {
@@ -92,28 +87,6 @@ size_t RoundUpToPage(size_t n) {
 
 uint64_t HeaderChecksum(const uint8_t* header) { return XXH3_64bits(header, kOffHeaderChecksum); }
 
-bool IsShuffleWidth(size_t element_bytes) {
-  return element_bytes == 1 || element_bytes == 2 || element_bytes == 4;
-}
-
-// The quantization parameters of one block of `g` one way or the other, host pointers
-// standing in for device ones (QuantizeParams::Validate checks alignment and overlap on plain
-// addresses as well).
-QuantizeParams BlockParams(const Geometry& g, QuantFormat format, bool quantize, const void* src,
-                           void* dst) {
-  QuantizeParams p;
-  p.geometry = g;
-  p.format = format;
-  p.num_blocks = 1;
-  p.src = DevicePtr::FromAddress(reinterpret_cast<uintptr_t>(src));
-  p.dst = DevicePtr::FromAddress(reinterpret_cast<uintptr_t>(dst));
-  const uint64_t original = g.block_bytes();
-  const uint64_t quantized = QuantizedBlockBytes(g, format);
-  p.src_stride = quantize ? original : quantized;
-  p.dst_stride = quantize ? quantized : original;
-  return p;
-}
-
 // The quantized codecs' own field checks (ValidateFields has checked the codec byte).
 absl::Status ValidateQuantizedFields(const RecordHeader& h) {
   const char* name = CodecName(h.codec);
@@ -176,7 +149,7 @@ absl::Status ValidateFields(const RecordHeader& h) {
         h.stored_bytes, h.raw_bytes));
   }
   if (h.codec == Codec::kZstdShuffle) {
-    if (!IsShuffleWidth(h.element_bytes)) {
+    if (!record_codec::IsShuffleWidth(h.element_bytes)) {
       return absl::DataLossError(absl::StrFormat(
           "record header: element_bytes = %d under codec zstd-shuffle (must be 1, 2 or 4)",
           h.element_bytes));
@@ -198,128 +171,6 @@ absl::Status ValidateFields(const RecordHeader& h) {
         CodecName(h.codec)));
   }
   return absl::OkStatus();
-}
-
-// Byte shuffle: element i's byte b goes to dst[b * n + i], so the high bytes of fp16 / bf16
-// values (sign and exponent, which vary little) form one run and the noisy low bytes another.
-template <size_t kWidth>
-void ShuffleFixed(const uint8_t* src, size_t n, uint8_t* dst) {
-  for (size_t i = 0; i < n; ++i) {
-    for (size_t b = 0; b < kWidth; ++b) dst[b * n + i] = src[i * kWidth + b];
-  }
-}
-template <size_t kWidth>
-void UnshuffleFixed(const uint8_t* src, size_t n, uint8_t* dst) {
-  for (size_t i = 0; i < n; ++i) {
-    for (size_t b = 0; b < kWidth; ++b) dst[i * kWidth + b] = src[b * n + i];
-  }
-}
-
-// Two-byte elements (fp16 / bf16, the common case) with SSE2, 16 elements per step; about
-// 5x the scalar loop's speed with GCC, which keeps the shuffle a small part of the codec's time.
-void Shuffle2(const uint8_t* src, size_t n, uint8_t* dst) {
-  size_t i = 0;
-#if defined(__SSE2__)
-  const __m128i low_bytes = _mm_set1_epi16(0x00ff);
-  for (; i + 16 <= n; i += 16) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i + 16));
-    const __m128i lo = _mm_packus_epi16(_mm_and_si128(a, low_bytes), _mm_and_si128(b, low_bytes));
-    const __m128i hi = _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), lo);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + n + i), hi);
-  }
-#endif
-  for (; i < n; ++i) {
-    dst[i] = src[2 * i];
-    dst[n + i] = src[2 * i + 1];
-  }
-}
-void Unshuffle2(const uint8_t* src, size_t n, uint8_t* dst) {
-  size_t i = 0;
-#if defined(__SSE2__)
-  for (; i + 16 <= n; i += 16) {
-    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
-    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + n + i));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i), _mm_unpacklo_epi8(lo, hi));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i + 16), _mm_unpackhi_epi8(lo, hi));
-  }
-#endif
-  for (; i < n; ++i) {
-    dst[2 * i] = src[i];
-    dst[2 * i + 1] = src[n + i];
-  }
-}
-
-// REQUIRES: IsShuffleWidth(width) and width divides bytes.
-void Shuffle(const uint8_t* src, size_t bytes, size_t width, uint8_t* dst) {
-  switch (width) {
-    case 1:
-      std::memcpy(dst, src, bytes);
-      return;
-    case 2:
-      return Shuffle2(src, bytes / 2, dst);
-    case 4:
-      return ShuffleFixed<4>(src, bytes / 4, dst);
-  }
-}
-void Unshuffle(const uint8_t* src, size_t bytes, size_t width, uint8_t* dst) {
-  switch (width) {
-    case 1:
-      std::memcpy(dst, src, bytes);
-      return;
-    case 2:
-      return Unshuffle2(src, bytes / 2, dst);
-    case 4:
-      return UnshuffleFixed<4>(src, bytes / 4, dst);
-  }
-}
-
-// Per-thread zstd contexts (creating one per call costs more than compressing a small block)
-// and a scratch buffer for the shuffled bytes, grown to the largest block seen on the thread.
-struct ThreadCodecState {
-  ThreadCodecState() = default;
-  ThreadCodecState(const ThreadCodecState&) = delete;
-  ThreadCodecState& operator=(const ThreadCodecState&) = delete;
-  ~ThreadCodecState() {
-    ZSTD_freeCCtx(cctx);
-    ZSTD_freeDCtx(dctx);
-  }
-
-  ZSTD_CCtx* Compressor() {
-    if (cctx == nullptr) cctx = ZSTD_createCCtx();
-    return cctx;
-  }
-  ZSTD_DCtx* Decompressor() {
-    if (dctx == nullptr) dctx = ZSTD_createDCtx();
-    return dctx;
-  }
-  uint8_t* Scratch(size_t bytes) {
-    if (scratch_bytes < bytes) {
-      scratch.reset(new uint8_t[bytes]);
-      scratch_bytes = bytes;
-    }
-    return scratch.get();
-  }
-
-  ZSTD_CCtx* cctx = nullptr;
-  ZSTD_DCtx* dctx = nullptr;
-  std::unique_ptr<uint8_t[]> scratch;
-  size_t scratch_bytes = 0;
-};
-
-ThreadCodecState& CodecState() {
-  thread_local ThreadCodecState state;
-  return state;
-}
-
-// Compresses `src` into `dst` if the result fits in `capacity`; returns the compressed size,
-// or 0 if it does not fit (or zstd fails: the caller then stores the block raw).
-size_t CompressInto(const uint8_t* src, size_t bytes, int level, uint8_t* dst, size_t capacity) {
-  ZSTD_CCtx* cctx = CodecState().Compressor();
-  if (cctx == nullptr || capacity == 0) return 0;
-  const size_t n = ZSTD_compressCCtx(cctx, dst, capacity, src, bytes, level);
-  return ZSTD_isError(n) ? 0 : n;
 }
 
 }  // namespace
@@ -410,58 +261,6 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
         absl::StrFormat("EncodeRecord: namespace is %d bytes long, at most %d fit a record",
                         header.ns.size(), kMaxNamespaceBytes));
   }
-  switch (options.codec) {
-    case Codec::kNone:
-      break;
-    case Codec::kZstdShuffle:
-      if (!IsShuffleWidth(options.element_bytes)) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("EncodeRecord: element_bytes = %d; zstd-shuffle takes 1, 2 or 4",
-                            options.element_bytes));
-      }
-      if (raw_bytes % options.element_bytes != 0) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("EncodeRecord: element_bytes = %d does not divide raw_bytes = %d",
-                            options.element_bytes, raw_bytes));
-      }
-      [[fallthrough]];
-    case Codec::kZstd:
-      if (options.zstd_level < 1 || options.zstd_level > 19) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("EncodeRecord: zstd_level = %d is outside 1..19", options.zstd_level));
-      }
-      break;
-    case Codec::kFp8:
-    case Codec::kInt8: {
-      const char* name = CodecName(options.codec);
-      if (!options.geometry.has_value()) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "EncodeRecord: codec %s needs EncodeOptions.geometry (the block's shape)", name));
-      }
-      const Geometry& g = *options.geometry;
-      if (absl::Status s = g.Validate(); !s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("EncodeRecord: ", s.message()));
-      }
-      if (absl::Status s = CheckCodecDType(options.codec, g.dtype); !s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("EncodeRecord: ", s.message()));
-      }
-      if (g.block_bytes() != raw_bytes) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "EncodeRecord: raw_bytes = %d, but the geometry's blocks are %d bytes (codec %s)",
-            raw_bytes, g.block_bytes(), name));
-      }
-      if (g.Fingerprint() != header.geometry_fingerprint) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "EncodeRecord: header.geometry_fingerprint = 0x%016x is not the fingerprint of "
-            "EncodeOptions.geometry (0x%016x; codec %s)",
-            header.geometry_fingerprint, g.Fingerprint(), name));
-      }
-      break;
-    }
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrFormat("EncodeRecord: codec = %d is unknown", static_cast<int>(options.codec)));
-  }
   if (out == nullptr || reinterpret_cast<uintptr_t>(out) % kRecordAlignment != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "EncodeRecord: out = %p is not %d-byte aligned (records are written with O_DIRECT)", out,
@@ -473,15 +272,11 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
         absl::StrFormat("EncodeRecord: out_capacity = %d is smaller than MaxRecordSize(%d) = %d",
                         out_capacity, raw_bytes, max_record));
   }
-  const QuantFormat quant_format = CodecQuantFormat(options.codec);
-  if (quant_format != QuantFormat::kNone) {
-    // Alignment (element size for the block, 4 for the payload's scales) and no overlap.
-    const QuantizeParams p = BlockParams(*options.geometry, quant_format, /*quantize=*/true, raw,
-                                         static_cast<uint8_t*>(out) + kRecordHeaderBytes);
-    if (absl::Status s = p.Validate(/*quantize=*/true); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrFormat("EncodeRecord: codec %s: %s",
-                                                        CodecName(options.codec), s.message()));
-    }
+  if (absl::Status s = record_codec::CheckEncodeOptions(
+          "EncodeRecord", options, raw_bytes, &header.geometry_fingerprint, raw,
+          static_cast<uint8_t*>(out) + kRecordHeaderBytes);
+      !s.ok()) {
+    return s;
   }
 
   // From here on the size is known to fit 32 bits; saying so lets the compiler see it too.
@@ -497,33 +292,15 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
   // 0 for a one-page block; at most 2^32 - 1, so a compressed size always fits stored_bytes.
   const size_t compressed_limit =
       std::min<size_t>(raw_padded - kRecordAlignment, std::numeric_limits<uint32_t>::max());
-  Codec codec = Codec::kNone;
-  uint32_t stored = 0;
-  if (options.codec == Codec::kZstd) {
-    stored = static_cast<uint32_t>(
-        CompressInto(src, size, options.zstd_level, payload, compressed_limit));
-    if (stored != 0) codec = Codec::kZstd;
-  } else if (options.codec == Codec::kZstdShuffle && compressed_limit != 0) {
-    const uint8_t* input = src;  // width 1 shuffles nothing
-    if (options.element_bytes > 1) {
-      uint8_t* shuffled = CodecState().Scratch(size);
-      Shuffle(src, size, options.element_bytes, shuffled);
-      input = shuffled;
-    }
-    stored = static_cast<uint32_t>(
-        CompressInto(input, size, options.zstd_level, payload, compressed_limit));
-    if (stored != 0) codec = Codec::kZstdShuffle;
-  } else if (quant_format != QuantFormat::kNone) {
-    // Lossy, so kept only where it pays, as compression is: a block whose quantized form
-    // would not save a page is stored exactly.
-    const size_t quantized = QuantizedBlockBytes(*options.geometry, quant_format);
-    if (quantized <= compressed_limit) {
-      QuantizeBlocksCpu(BlockParams(*options.geometry, quant_format, true, src, payload), src,
-                        payload);
-      stored = static_cast<uint32_t>(quantized);
-      codec = options.codec;
-    }
+  // In-place encoding (kNone, `raw` already at the payload position) must not be handed to
+  // a codec, whose output would overwrite its input.
+  record_codec::EncodedPayload encoded{Codec::kNone, size};
+  if (payload != src) {
+    encoded = record_codec::EncodePayload(src, size, options, payload, compressed_limit);
   }
+  const Codec codec = encoded.codec;
+  // The codecs' output fits compressed_limit, which fits 32 bits.
+  auto stored = static_cast<uint32_t>(encoded.stored_bytes);
   if (codec == Codec::kNone) {
     // In-place encoding: the caller may have put the block at the payload position already.
     if (payload != src) std::memcpy(payload, src, size);
@@ -674,44 +451,11 @@ absl::Status DecodeRecordPayload(const RecordHeader& header, const void* payload
         header.payload_checksum, computed));
   }
 
-  auto* dst = static_cast<uint8_t*>(raw_out);
-  switch (header.codec) {
-    case Codec::kNone:
-      std::memcpy(dst, src, header.raw_bytes);
-      return absl::OkStatus();
-    case Codec::kZstd:
-    case Codec::kZstdShuffle:
-      break;
-    case Codec::kFp8:
-    case Codec::kInt8: {
-      // ValidateFields checked the geometry against raw_bytes and stored_bytes.
-      const QuantizeParams p =
-          BlockParams(*header.geometry, CodecQuantFormat(header.codec), false, src, dst);
-      if (absl::Status s = p.Validate(/*quantize=*/false); !s.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("DecodeRecordPayload: codec %s: %s", CodecName(header.codec),
-                            s.message()));
-      }
-      DequantizeBlocksCpu(p, src, dst);
-      return absl::OkStatus();
-    }
-  }
-  ThreadCodecState& state = CodecState();
-  ZSTD_DCtx* dctx = state.Decompressor();
-  if (dctx == nullptr) return absl::ResourceExhaustedError("zstd: cannot create a context");
-  const bool unshuffle = header.codec == Codec::kZstdShuffle && header.element_bytes > 1;
-  uint8_t* target = unshuffle ? state.Scratch(header.raw_bytes) : dst;
-  const size_t n = ZSTD_decompressDCtx(dctx, target, header.raw_bytes, src, header.stored_bytes);
-  if (ZSTD_isError(n)) {
-    return absl::DataLossError(
-        absl::StrFormat("record payload: zstd cannot decode it (%s)", ZSTD_getErrorName(n)));
-  }
-  if (n != header.raw_bytes) {
-    return absl::DataLossError(absl::StrFormat(
-        "record payload: decodes to %d bytes, raw_bytes = %d", n, header.raw_bytes));
-  }
-  if (unshuffle) Unshuffle(target, header.raw_bytes, header.element_bytes, dst);
-  return absl::OkStatus();
+  // ValidateFields checked a quantized header's geometry against raw_bytes and stored_bytes.
+  return record_codec::DecodePayload("DecodeRecordPayload", "record", header.codec,
+                                     header.element_bytes,
+                                     header.geometry.has_value() ? &*header.geometry : nullptr,
+                                     src, header.stored_bytes, raw_out, header.raw_bytes);
 }
 
 }  // namespace kvtier
