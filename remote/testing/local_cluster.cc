@@ -148,6 +148,10 @@ std::vector<NodeLine> ParseClusterNodes(absl::string_view text) {
 }  // namespace
 
 absl::StatusOr<std::string> FindOnPath(absl::string_view name) {
+  if (absl::StrContains(name, '/')) {  // a path already, as execvp takes it
+    if (access(std::string(name).c_str(), X_OK) == 0) return std::string(name);
+    return absl::NotFoundError(absl::StrCat(name, " is not an executable file"));
+  }
   const char* path = getenv("PATH");
   for (absl::string_view dir : absl::StrSplit(path ? path : "/usr/bin:/bin", ':')) {
     if (dir.empty()) continue;

@@ -107,7 +107,9 @@ TEST(EngineRemoteClusterTest, AFullClusterUnderAllKeysLruGivesMissesNeverWrongBy
   for (int32_t seed = 0; seed < 800; ++seed) {
     prompts.push_back(Prompt(4, 1000 + seed));
     StoreBlocks(**a, "lru", prompts.back());
-    if (seed % 50 == 0) ASSERT_TRUE((*a)->Flush().ok());
+    if (seed % 50 == 0) {
+      ASSERT_TRUE((*a)->Flush().ok());
+    }
   }
   ASSERT_TRUE((*a)->Flush().ok());
   EXPECT_EQ((*a)->Stats().remote.writes, 3200u);  // every SET was acknowledged ...
