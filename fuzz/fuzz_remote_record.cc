@@ -98,7 +98,9 @@ RemoteExpect SeedExpect(const Geometry& g, bool secret) {
   return e;
 }
 
-bool InRange(RemoteVerdict v) { return static_cast<uint8_t>(v) < static_cast<uint8_t>(RemoteVerdict::kCount); }
+bool InRange(RemoteVerdict v) {
+  return static_cast<uint8_t>(v) < static_cast<uint8_t>(RemoteVerdict::kCount);
+}
 
 // Reads `value` (size bytes) as the engine does; returns the verdict and, when kOk, the block.
 RemoteVerdict ReadValue(const uint8_t* value, size_t size, const RemoteExpect& expect,
@@ -110,8 +112,8 @@ RemoteVerdict ReadValue(const uint8_t* value, size_t size, const RemoteExpect& e
   KVTIER_FUZZ_CHECK(size >= kRemoteHeaderBytes && h.raw_bytes == expect.raw_bytes, "accepted");
   if (h.raw_bytes > kMaxDecodeBytes) return RemoteVerdict::kCorrupt;
   const size_t payload_size = size - kRemoteHeaderBytes;
-  Buffer payload = Copy(absl::string_view(reinterpret_cast<const char*>(value) +
-                                              kRemoteHeaderBytes, payload_size));
+  Buffer payload = Copy(
+      absl::string_view(reinterpret_cast<const char*>(value) + kRemoteHeaderBytes, payload_size));
   const bool same = in_place && h.codec == Codec::kNone && payload_size == h.raw_bytes;
   Buffer out_owner = same ? nullptr : Allocate(h.raw_bytes);
   uint8_t* out = same ? payload.get() : out_owner.get();
@@ -165,8 +167,9 @@ void ReadAny(Input& in, bool fix_checksums) {
     self.geometry_fingerprint = h.geometry_fingerprint;
     self.raw_bytes = h.raw_bytes;
     const RemoteVerdict v = CheckRemoteHeader(value.get(), size, self, nullptr);
-    KVTIER_FUZZ_CHECK(v == RemoteVerdict::kOk || (v == RemoteVerdict::kBadMac && secret && !h.has_mac),
-                      std::string("a header read against its own fields: ") + RemoteVerdictName(v));
+    KVTIER_FUZZ_CHECK(
+        v == RemoteVerdict::kOk || (v == RemoteVerdict::kBadMac && secret && !h.has_mac),
+        std::string("a header read against its own fields: ") + RemoteVerdictName(v));
     ReadValue(value.get(), size, self, g, (opts & 4) != 0, nullptr);
   }
 }
@@ -207,12 +210,14 @@ void EncodeRoundTrip(Input& in) {
         (options.codec == Codec::kZstdShuffle &&
          (options.element_bytes == 0 || options.element_bytes == 3 || options.element_bytes > 4 ||
           raw_bytes % options.element_bytes != 0));
-    KVTIER_FUZZ_CHECK(bad_input, "EncodeRemotePayload refused valid input: " + n.status().ToString());
+    KVTIER_FUZZ_CHECK(bad_input,
+                      "EncodeRemotePayload refused valid input: " + n.status().ToString());
     return;
   }
   KVTIER_FUZZ_CHECK(*n > 0 && *n <= raw_bytes, "payload size");
-  KVTIER_FUZZ_CHECK(used == Codec::kNone ? *n == raw_bytes
-                                         : used == options.codec && *n <= raw_bytes - (raw_bytes + 15) / 16,
+  KVTIER_FUZZ_CHECK(used == Codec::kNone
+                        ? *n == raw_bytes
+                        : used == options.codec && *n <= raw_bytes - (raw_bytes + 15) / 16,
                     "a codec kept although it saves less than 1/16");
   const uint8_t* payload = used == Codec::kNone ? raw.get() : encoded.get();
 
