@@ -38,6 +38,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "fuzz/fuzz_support.h"
+#include "fuzz/quantized_round_trip.h"
 #include "kernels/quantize.h"
 #include "tiers/disk_record.h"
 #include "xxhash.h"
@@ -169,22 +170,6 @@ std::optional<Geometry> GeometryOfSize(size_t bytes, DType dtype, uint32_t token
   return g;
 }
 
-// What a quantized record of `raw` must decode to: the kernels' own round trip.
-std::vector<uint8_t> QuantizedRoundTrip(const Geometry& g, QuantFormat f, const uint8_t* raw) {
-  QuantizeParams p;
-  p.geometry = g;
-  p.format = f;
-  p.num_blocks = 1;
-  p.src_stride = g.block_bytes();
-  p.dst_stride = QuantizedBlockBytes(g, f);
-  std::vector<uint8_t> q(QuantizedBlockBytes(g, f));
-  QuantizeBlocksCpu(p, raw, q.data());
-  std::vector<uint8_t> back(g.block_bytes());
-  std::swap(p.src_stride, p.dst_stride);
-  DequantizeBlocksCpu(p, q.data(), back.data());
-  return back;
-}
-
 void EncodeRoundTrip(Input& in) {
   RecordHeader header;
   EncodeOptions options;
@@ -268,7 +253,7 @@ void EncodeRoundTrip(Input& in) {
   std::vector<uint8_t> expected(raw.begin(), raw.end());
   if (IsQuantizedCodec(written.codec)) {
     KVTIER_FUZZ_CHECK(written.codec == options.codec, "quantized under another codec");
-    expected = QuantizedRoundTrip(*options.geometry, CodecQuantFormat(written.codec),
+    expected = fuzz::QuantizedRoundTrip(*options.geometry, CodecQuantFormat(written.codec),
                                   raw_copy.get());
   } else if (IsQuantizedCodec(options.codec)) {
     // Fell back to none: only where quantizing would not have saved a page.

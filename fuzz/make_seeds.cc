@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/flags.h"
+#include "remote/remote_record.h"
 #include "tiers/disk_index.h"
 #include "tiers/disk_record.h"
 
@@ -162,6 +163,58 @@ void DiskRecordSeeds(const fs::path& dir) {
   d.U8(4).U8(1).U8(0).U8(0).Str(std::string("\x00\x10", 2)).U8(0).Str(std::string("\x00\x02", 2));
   d.U8(1).U8(0).U64(0).Str(std::string(512, 'p'));
   Write(dir, "decode-any-header", d.s);
+}
+
+// fuzz/fuzz_remote_record.cc: real remote values (its kGeometries[0], key, namespace and
+// model), verbatim (mode 0) and with checksums fixed up (mode 1), and encode programs (mode 2).
+void RemoteRecordSeeds(const fs::path& dir) {
+  const Geometry g{1, 2, 64, DType::kFloat16, 16};  // 8 KiB blocks
+  const BlockKey key{0x0123456789abcdefULL, 0xfedcba9876543210ULL};
+  const std::string block = KvLikeBlock(g.block_bytes(), 4, 0x0f);
+  for (uint8_t c = 0; c < kNumCodecs; ++c) {
+    const auto codec = static_cast<Codec>(c);
+    for (bool mac : {false, true}) {
+      EncodeOptions o;
+      o.codec = codec;
+      o.geometry = g;
+      std::string encoded(remote::MaxRemotePayload(block.size()), '\0');
+      Codec used = Codec::kNone;
+      absl::StatusOr<size_t> n = remote::EncodeRemotePayload(
+          block.data(), block.size(), o, encoded.data(), encoded.size(), &used);
+      if (!n.ok() || used != codec) {
+        std::fprintf(stderr, "remote seed: codec %s not kept\n", CodecName(codec));
+        std::exit(1);
+      }
+      const std::string payload = used == Codec::kNone ? block : encoded.substr(0, *n);
+      remote::RemoteHeader h;
+      h.key = key;
+      h.ns = "tenant-a";
+      h.model_id = remote::RemoteModelId("fuzz-model", g.Fingerprint());
+      h.geometry_fingerprint = g.Fingerprint();
+      h.codec = used;
+      h.element_bytes = used == Codec::kZstdShuffle ? 2 : 0;
+      h.raw_bytes = static_cast<uint32_t>(block.size());
+      h.stored_bytes = static_cast<uint32_t>(*n);
+      h.created_unix_ms = 1700000000000ULL;
+      std::string value(remote::kRemoteHeaderBytes, '\0');
+      if (!remote::WriteRemoteHeader(h, payload.data(), mac ? "fuzz-secret" : "", value.data())
+               .ok()) {
+        std::fprintf(stderr, "remote seed: WriteRemoteHeader failed\n");
+        std::exit(1);
+      }
+      value += payload;
+      const std::string name = std::string(CodecName(codec)) + (mac ? "-mac" : "");
+      // opts: bit 0 the reader expects the MAC, bit 1 also reads against the header's fields.
+      const std::string opts(1, static_cast<char>((mac ? 1 : 0) | 2));
+      Write(dir, "verbatim-" + name, std::string(1, '\0') + opts + std::string(1, '\0') + value);
+      Write(dir, "fixed-" + name, std::string(1, '\1') + opts + std::string(1, '\0') + value);
+    }
+    // Mode 2: codec, geometry, level, width, MAC, namespace, key, corruption, block.
+    Bytes b;
+    b.U8(2).U8(c).U8(0).U8(3).U8(2).U8(1).U8(8).Str("tenant-a").U64(key.lo).U64(key.hi);
+    b.U32(300).U8(0x40).Str(block);
+    Write(dir, std::string("encode-") + CodecName(codec), b.s);
+  }
 }
 
 void IndexValueSeeds(const fs::path& dir) {
@@ -313,6 +366,7 @@ int main(int argc, char** argv) {
   if (std::optional<int> exit_code = kvtier::flags::Parse(app, argc, argv)) return *exit_code;
   const std::filesystem::path root = corpus;
   kvtier::DiskRecordSeeds(root / "fuzz_disk_record");
+  kvtier::RemoteRecordSeeds(root / "fuzz_remote_record");
   kvtier::IndexValueSeeds(root / "fuzz_index_value");
   kvtier::JsonSeeds(root / "fuzz_json");
   kvtier::TraceSeeds(root / "fuzz_trace_mooncake", root / "fuzz_trace_csv");

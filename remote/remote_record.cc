@@ -45,8 +45,8 @@ constexpr size_t kOffCreated = 56;          // u64
 constexpr size_t kOffPayloadChecksum = 64;  // u64
 constexpr size_t kOffNamespace = 72;        // kMaxNamespaceBytes, zero-padded
 constexpr size_t kMaxNamespaceBytes = 128;
-constexpr size_t kOffReserved = 200;        // 16 bytes, zero
-constexpr size_t kOffMac = 216;             // 32 bytes: HMAC-SHA256, zero without kFlagMac
+constexpr size_t kOffReserved = 200;  // 16 bytes, zero
+constexpr size_t kOffMac = 216;       // 32 bytes: HMAC-SHA256, zero without kFlagMac
 constexpr size_t kMacBytes = 32;
 constexpr size_t kOffHeaderChecksum = 248;  // u64, XXH3-64 of [0, 248)
 constexpr uint8_t kFlagMac = 1;
@@ -132,11 +132,11 @@ class ThreadMac {
                size_t b_bytes, uint8_t out[kMacBytes]) {
     if (ctx_ == nullptr) return false;
     char digest[] = "SHA256";
-    const OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_END};
+    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                                 OSSL_PARAM_END};
     size_t n = 0;
-    return EVP_MAC_init(ctx_, reinterpret_cast<const unsigned char*>(secret.data()),
-                        secret.size(), params) == 1 &&
+    return EVP_MAC_init(ctx_, reinterpret_cast<const unsigned char*>(secret.data()), secret.size(),
+                        params) == 1 &&
            EVP_MAC_update(ctx_, a, a_bytes) == 1 && EVP_MAC_update(ctx_, b, b_bytes) == 1 &&
            EVP_MAC_final(ctx_, out, &n, kMacBytes) == 1 && n == kMacBytes;
   }
@@ -178,8 +178,7 @@ uint64_t RemoteModelId(absl::string_view model_fingerprint, uint64_t geometry_fi
 }
 
 std::string RemoteKey(absl::string_view ns, uint64_t model_id, const BlockKey& key) {
-  return absl::StrCat(kKeyPrefix, ns, ":", absl::Hex(model_id, absl::kZeroPad16), ":",
-                      key.ToHex());
+  return absl::StrCat(kKeyPrefix, ns, ":", absl::Hex(model_id, absl::kZeroPad16), ":", key.ToHex());
 }
 
 std::string RemoteNamespacePattern(absl::string_view ns) {
@@ -213,8 +212,8 @@ absl::StatusOr<ParsedRemoteKey> ParseRemoteKey(absl::string_view redis_key) {
   ParsedRemoteKey parsed;
   parsed.ns = std::string(ns);
   for (char c : model_hex) {
-    parsed.model_id = (parsed.model_id << 4) |
-                      static_cast<uint64_t>(c <= '9' ? c - '0' : c - 'a' + 10);
+    parsed.model_id =
+        (parsed.model_id << 4) | static_cast<uint64_t>(c <= '9' ? c - '0' : c - 'a' + 10);
   }
   absl::StatusOr<BlockKey> key = BlockKey::FromHex(key_hex);
   if (!key.ok()) return bad(key.status().message());
@@ -250,8 +249,8 @@ absl::StatusOr<size_t> EncodeRemotePayload(const void* raw, size_t raw_bytes,
     return absl::InvalidArgumentError(
         "EncodeRemotePayload: raw and out overlap (a codec cannot encode in place)");
   }
-  if (absl::Status s = record_codec::CheckEncodeOptions("EncodeRemotePayload", options,
-                                                        raw_bytes, nullptr, raw, out);
+  if (absl::Status s = record_codec::CheckEncodeOptions("EncodeRemotePayload", options, raw_bytes,
+                                                        nullptr, raw, out);
       !s.ok()) {
     return s;
   }
@@ -269,8 +268,8 @@ absl::Status WriteRemoteHeader(const RemoteHeader& header, const void* payload,
         absl::StrFormat("WriteRemoteHeader: namespace is %d bytes long, at most %d fit a record",
                         header.ns.size(), kMaxNamespaceBytes));
   }
-  if (const std::string problem = FieldProblem(header.codec, header.element_bytes,
-                                               header.raw_bytes, header.stored_bytes);
+  if (const std::string problem =
+          FieldProblem(header.codec, header.element_bytes, header.raw_bytes, header.stored_bytes);
       !problem.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("WriteRemoteHeader: ", problem));
   }
@@ -421,8 +420,8 @@ RemoteVerdict VerifyRemotePayload(const void* header_bytes, const RemoteHeader& 
     g = &geometry;
   }
   if (!record_codec::DecodePayload("VerifyRemotePayload", "remote record", header.codec,
-                                   header.element_bytes, g, payload, header.stored_bytes,
-                                   raw_out, header.raw_bytes)
+                                   header.element_bytes, g, payload, header.stored_bytes, raw_out,
+                                   header.raw_bytes)
            .ok()) {
     return RemoteVerdict::kCorrupt;
   }

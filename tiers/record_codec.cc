@@ -38,7 +38,6 @@ QuantizeParams BlockParams(const Geometry& g, QuantFormat format, bool quantize,
   return p;
 }
 
-
 // Byte shuffle: element i's byte b goes to dst[b * n + i], so the high bytes of fp16 / bf16
 // values (sign and exponent, which vary little) form one run and the noisy low bytes another.
 template <size_t kWidth>
@@ -161,24 +160,22 @@ size_t CompressInto(const uint8_t* src, size_t bytes, int level, uint8_t* dst, s
   return ZSTD_isError(n) ? 0 : n;
 }
 
-
 }  // namespace
 
 bool IsShuffleWidth(size_t element_bytes) {
   return element_bytes == 1 || element_bytes == 2 || element_bytes == 4;
 }
 
-absl::Status CheckEncodeOptions(const char* caller, const EncodeOptions& options,
-                                size_t raw_bytes, const uint64_t* geometry_fingerprint,
-                                const void* raw, const void* payload_out) {
+absl::Status CheckEncodeOptions(const char* caller, const EncodeOptions& options, size_t raw_bytes,
+                                const uint64_t* geometry_fingerprint, const void* raw,
+                                const void* payload_out) {
   switch (options.codec) {
     case Codec::kNone:
       return absl::OkStatus();
     case Codec::kZstdShuffle:
       if (!IsShuffleWidth(options.element_bytes)) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("%s: element_bytes = %d; zstd-shuffle takes 1, 2 or 4", caller,
-                            options.element_bytes));
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: element_bytes = %d; zstd-shuffle takes 1, 2 or 4", caller, options.element_bytes));
       }
       if (raw_bytes % options.element_bytes != 0) {
         return absl::InvalidArgumentError(
@@ -207,15 +204,15 @@ absl::Status CheckEncodeOptions(const char* caller, const EncodeOptions& options
         return absl::InvalidArgumentError(absl::StrCat(caller, ": ", s.message()));
       }
       if (g.block_bytes() != raw_bytes) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: raw_bytes = %d, but the geometry's blocks are %d bytes (codec %s)", caller,
-            raw_bytes, g.block_bytes(), name));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: raw_bytes = %d, but the geometry's blocks are %d bytes (codec %s)",
+                            caller, raw_bytes, g.block_bytes(), name));
       }
       if (geometry_fingerprint != nullptr && g.Fingerprint() != *geometry_fingerprint) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: header.geometry_fingerprint = 0x%016x is not the fingerprint of "
-            "EncodeOptions.geometry (0x%016x; codec %s)",
-            caller, *geometry_fingerprint, g.Fingerprint(), name));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: header.geometry_fingerprint = 0x%016x is not the fingerprint of "
+                            "EncodeOptions.geometry (0x%016x; codec %s)",
+                            caller, *geometry_fingerprint, g.Fingerprint(), name));
       }
       // Alignment (element size for the block, 4 for the payload's scales) and no overlap.
       const QuantizeParams p =
@@ -227,8 +224,8 @@ absl::Status CheckEncodeOptions(const char* caller, const EncodeOptions& options
       return absl::OkStatus();
     }
   }
-  return absl::InvalidArgumentError(absl::StrFormat("%s: codec = %d is unknown", caller,
-                                                    static_cast<int>(options.codec)));
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s: codec = %d is unknown", caller, static_cast<int>(options.codec)));
 }
 
 EncodedPayload EncodePayload(const void* raw, size_t raw_bytes, const EncodeOptions& options,
@@ -262,9 +259,9 @@ EncodedPayload EncodePayload(const void* raw, size_t raw_bytes, const EncodeOpti
   return {options.codec, stored};
 }
 
-absl::Status DecodePayload(const char* caller, const char* what, Codec codec,
-                           uint8_t element_bytes, const Geometry* geometry, const void* payload,
-                           size_t stored_bytes, void* raw_out, size_t raw_bytes) {
+absl::Status DecodePayload(const char* caller, const char* what, Codec codec, uint8_t element_bytes,
+                           const Geometry* geometry, const void* payload, size_t stored_bytes,
+                           void* raw_out, size_t raw_bytes) {
   const auto* src = static_cast<const uint8_t*>(payload);
   auto* dst = static_cast<uint8_t*>(raw_out);
   switch (codec) {

@@ -32,9 +32,9 @@ bool IsShuffleWidth(size_t element_bytes);
 // fingerprint is *geometry_fingerprint (when not null), and whose quantize parameters are
 // valid for `raw` → `payload_out` (alignment, no overlap). InvalidArgument prefixed with
 // `caller` ("EncodeRecord: ...") naming what is wrong.
-absl::Status CheckEncodeOptions(const char* caller, const EncodeOptions& options,
-                                size_t raw_bytes, const uint64_t* geometry_fingerprint,
-                                const void* raw, const void* payload_out);
+absl::Status CheckEncodeOptions(const char* caller, const EncodeOptions& options, size_t raw_bytes,
+                                const uint64_t* geometry_fingerprint, const void* raw,
+                                const void* payload_out);
 
 struct EncodedPayload {
   Codec codec = Codec::kNone;  // kNone: nothing was written to `out`
@@ -55,9 +55,9 @@ EncodedPayload EncodePayload(const void* raw, size_t raw_bytes, const EncodeOpti
 // otherwise. DataLoss ("<what> payload: ...") when zstd cannot decode it or it decodes to
 // another size; InvalidArgument prefixed with `caller` when the quantize kernels refuse the
 // buffers (alignment, overlap). Under kNone `payload` may equal `raw_out` (nothing to copy).
-absl::Status DecodePayload(const char* caller, const char* what, Codec codec,
-                           uint8_t element_bytes, const Geometry* geometry, const void* payload,
-                           size_t stored_bytes, void* raw_out, size_t raw_bytes);
+absl::Status DecodePayload(const char* caller, const char* what, Codec codec, uint8_t element_bytes,
+                           const Geometry* geometry, const void* payload, size_t stored_bytes,
+                           void* raw_out, size_t raw_bytes);
 
 }  // namespace kvtier::record_codec
 

@@ -84,8 +84,7 @@ struct Record {
 };
 
 Record MakeRecord(const std::vector<uint8_t>& raw, const Geometry& g, Codec codec,
-                  absl::string_view secret = "", absl::string_view ns = kNs,
-                  BlockKey key = kKey) {
+                  absl::string_view secret = "", absl::string_view ns = kNs, BlockKey key = kKey) {
   Record r;
   r.geometry = g;
   EncodeOptions options;
@@ -133,8 +132,8 @@ ReadResult Read(const uint8_t* value, size_t size, const RemoteExpect& expect, c
   out.verdict = CheckRemoteHeader(value, size, expect, &h);
   if (out.verdict != RemoteVerdict::kOk) return out;
   out.raw.assign(expect.raw_bytes, 0xA5);
-  out.verdict = VerifyRemotePayload(value, h, value + kRemoteHeaderBytes,
-                                    size - kRemoteHeaderBytes, expect, g, out.raw.data());
+  out.verdict = VerifyRemotePayload(value, h, value + kRemoteHeaderBytes, size - kRemoteHeaderBytes,
+                                    expect, g, out.raw.data());
   return out;
 }
 ReadResult Read(Record& r) { return Read(r.value.data(), r.value.size(), r.expect, r.geometry); }
@@ -173,15 +172,15 @@ TEST(RemoteKey, ParseRejectsGarbage) {
       "",
       "kvtier:1:",
       "kvtier:2:ns:0000000000000007:0123456789abcdeffedcba9876543210",
-      "kvtier:1::0000000000000007:0123456789abcdeffedcba9876543210",   // empty namespace
-      "kvtier:1:ns:000000000000007:0123456789abcdeffedcba9876543210",  // 15 hex digits
-      "kvtier:1:ns:0000000000000007:0123456789abcdeffedcba987654321",  // 31 hex digits
+      "kvtier:1::0000000000000007:0123456789abcdeffedcba9876543210",    // empty namespace
+      "kvtier:1:ns:000000000000007:0123456789abcdeffedcba9876543210",   // 15 hex digits
+      "kvtier:1:ns:0000000000000007:0123456789abcdeffedcba987654321",   // 31 hex digits
       "kvtier:1:ns:0000000000000007:0123456789ABCDEFfedcba9876543210",  // upper case
       "kvtier:1:ns:000000000000000g:0123456789abcdeffedcba9876543210",
       "kvtier:1:ns;0000000000000007:0123456789abcdeffedcba9876543210",
       "kvtier:1:ns:0000000000000007;0123456789abcdeffedcba9876543210",
-      absl::StrCat("kvtier:1:", std::string(129, 'n'), ":0000000000000007:",
-                   "0123456789abcdeffedcba9876543210"),
+      absl::StrCat("kvtier:1:", std::string(129, 'n'),
+                   ":0000000000000007:", "0123456789abcdeffedcba9876543210"),
       "other:1:ns:0000000000000007:0123456789abcdeffedcba9876543210",
       good + "0",
       good.substr(1),
@@ -324,14 +323,14 @@ TEST(RemoteRecord, NoneVerifiesInPlace) {
   RemoteHeader h;
   ASSERT_EQ(CheckRemoteHeader(r.header(), kRemoteHeaderBytes, r.expect, &h), RemoteVerdict::kOk);
   // The block received straight into its destination: payload == raw_out.
-  EXPECT_EQ(VerifyRemotePayload(r.header(), h, r.payload(), r.payload_size(), r.expect, g,
-                                r.payload()),
-            RemoteVerdict::kOk);
+  EXPECT_EQ(
+      VerifyRemotePayload(r.header(), h, r.payload(), r.payload_size(), r.expect, g, r.payload()),
+      RemoteVerdict::kOk);
   EXPECT_EQ(std::memcmp(r.payload(), raw.data(), raw.size()), 0);
   r.payload()[raw.size() / 2] ^= 0x10;
-  EXPECT_EQ(VerifyRemotePayload(r.header(), h, r.payload(), r.payload_size(), r.expect, g,
-                                r.payload()),
-            RemoteVerdict::kCorrupt);
+  EXPECT_EQ(
+      VerifyRemotePayload(r.header(), h, r.payload(), r.payload_size(), r.expect, g, r.payload()),
+      RemoteVerdict::kCorrupt);
 }
 
 TEST(RemoteRecord, EveryFlippedHeaderByteIsRefused) {
@@ -455,9 +454,9 @@ TEST(RemoteRecord, MacVerdicts) {
               RemoteVerdict::kBadMac);
     // ... and at the payload, if a caller skips the header's verdict.
     RemoteHeader h;
-    ASSERT_EQ(CheckRemoteHeader(unsigned_record.header(), kRemoteHeaderBytes,
-                                unsigned_record.expect, &h),
-              RemoteVerdict::kOk);
+    ASSERT_EQ(
+        CheckRemoteHeader(unsigned_record.header(), kRemoteHeaderBytes, unsigned_record.expect, &h),
+        RemoteVerdict::kOk);
     std::vector<uint8_t> out(raw.size());
     EXPECT_EQ(VerifyRemotePayload(unsigned_record.header(), h, unsigned_record.payload(),
                                   unsigned_record.payload_size(), expect_mac, g, out.data()),
@@ -490,15 +489,15 @@ TEST(RemoteRecord, ChecksummedHeaderWithUnassignedBitsIsCorrupt) {
     FixHeaderChecksum(c.header());
     EXPECT_EQ(Read(c).verdict, RemoteVerdict::kCorrupt) << offset;
   };
-  expect_corrupt(kOffFlags, 2);                 // unknown flag
-  expect_corrupt(kOffNamespaceBytes, 129);      // namespace too long
-  expect_corrupt(kOffNamespace + 100, 'x');     // namespace tail
-  expect_corrupt(kOffReserved + 3, 1);          // reserved
-  expect_corrupt(kOffMac + 5, 1);               // a MAC without its flag
-  expect_corrupt(kOffCodec, kNumCodecs);        // unknown codec
-  expect_corrupt(kOffCodec, 1);                 // zstd, stored == raw: saves nothing
-  expect_corrupt(kOffElementBytes, 2);          // element width outside zstd-shuffle
-  expect_corrupt(kOffVersion, 2);               // another format version
+  expect_corrupt(kOffFlags, 2);              // unknown flag
+  expect_corrupt(kOffNamespaceBytes, 129);   // namespace too long
+  expect_corrupt(kOffNamespace + 100, 'x');  // namespace tail
+  expect_corrupt(kOffReserved + 3, 1);       // reserved
+  expect_corrupt(kOffMac + 5, 1);            // a MAC without its flag
+  expect_corrupt(kOffCodec, kNumCodecs);     // unknown codec
+  expect_corrupt(kOffCodec, 1);              // zstd, stored == raw: saves nothing
+  expect_corrupt(kOffElementBytes, 2);       // element width outside zstd-shuffle
+  expect_corrupt(kOffVersion, 2);            // another format version
 }
 
 TEST(RemoteRecord, WriterAndEncoderRefuseBadInput) {
@@ -529,10 +528,9 @@ TEST(RemoteRecord, WriterAndEncoderRefuseBadInput) {
   options.codec = Codec::kZstd;
   std::vector<uint8_t> out(raw.size());
   Codec used;
-  EXPECT_EQ(EncodeRemotePayload(raw.data(), 0, options, out.data(), out.size(), &used)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      EncodeRemotePayload(raw.data(), 0, options, out.data(), out.size(), &used).status().code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(EncodeRemotePayload(raw.data(), raw.size(), options, out.data(), out.size() - 1, &used)
                 .status()
                 .code(),
