@@ -210,6 +210,31 @@ std::optional<uint64_t> LruCachePolicy::Victim() {
   return order_.back();
 }
 
+void PolicyCache::Touch(uint64_t id) {
+  if (resident_.contains(id)) policy_->Access(id);
+}
+
+absl::Status PolicyCache::Insert(uint64_t id, uint32_t depth, std::vector<uint64_t>* evicted) {
+  while (resident_.size() >= capacity_) {
+    const std::optional<uint64_t> victim = policy_->Victim();
+    if (!victim.has_value()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("policy '", policy_->name(), "' offered no victim with ", resident_.size(),
+                       " blocks present (capacity ", capacity_, ")"));
+    }
+    if (resident_.erase(*victim) == 0) {
+      return absl::InternalError(absl::StrCat("policy '", policy_->name(), "' offered block ",
+                                              *victim, ", which is not present"));
+    }
+    policy_->Remove(*victim);
+    evicted->push_back(*victim);
+  }
+  resident_.insert(id);
+  policy_->SetNextDepth(depth);
+  policy_->Insert(id);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SimResult> Simulate(const std::vector<Request>& requests, size_t capacity_blocks,
                                    CachePolicy& policy) {
   if (policy.Victim().has_value()) {
@@ -217,8 +242,9 @@ absl::StatusOr<SimResult> Simulate(const std::vector<Request>& requests, size_t 
         absl::StrCat("policy '", policy.name(), "' already tracks blocks; pass a fresh one"));
   }
   SimResult res;
-  absl::flat_hash_set<uint64_t> resident;
+  PolicyCache cache(capacity_blocks, policy);
   std::vector<std::pair<uint64_t, uint32_t>> missing;  // (id, position in the request)
+  std::vector<uint64_t> evicted;
   for (const Request& req : requests) {
     ++res.requests;
     res.block_refs += req.blocks.size();
@@ -226,7 +252,7 @@ absl::StatusOr<SimResult> Simulate(const std::vector<Request>& requests, size_t 
     missing.clear();
     for (size_t pos = 0; pos < req.blocks.size(); ++pos) {
       const uint64_t id = req.blocks[pos];
-      if (!resident.contains(id)) {
+      if (!cache.Contains(id)) {
         prefix = false;
         missing.emplace_back(id, static_cast<uint32_t>(pos));
         continue;
@@ -240,24 +266,10 @@ absl::StatusOr<SimResult> Simulate(const std::vector<Request>& requests, size_t 
         ++res.bypassed;
         continue;
       }
-      if (resident.contains(id)) continue;  // repeated within the request, inserted already
-      while (resident.size() >= capacity_blocks) {
-        const std::optional<uint64_t> victim = policy.Victim();
-        if (!victim.has_value()) {
-          return absl::FailedPreconditionError(
-              absl::StrCat("policy '", policy.name(), "' offered no victim with ", resident.size(),
-                           " blocks present (capacity ", capacity_blocks, ")"));
-        }
-        if (resident.erase(*victim) == 0) {
-          return absl::InternalError(absl::StrCat("policy '", policy.name(), "' offered block ",
-                                                  *victim, ", which is not present"));
-        }
-        policy.Remove(*victim);
-        ++res.evictions;
-      }
-      resident.insert(id);
-      policy.SetNextDepth(pos);
-      policy.Insert(id);
+      if (cache.Contains(id)) continue;  // repeated within the request, inserted already
+      evicted.clear();
+      if (absl::Status s = cache.Insert(id, pos, &evicted); !s.ok()) return s;
+      res.evictions += evicted.size();
       ++res.insertions;
     }
   }

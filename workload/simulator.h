@@ -50,6 +50,8 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "workload/trace.h"
 
@@ -109,6 +111,35 @@ class LruCachePolicy final : public CachePolicy {
  private:
   std::list<uint64_t> order_;  // front = most recent
   absl::flat_hash_map<uint64_t, std::list<uint64_t>::iterator> where_;
+};
+
+// One cache of `capacity` block ids under a CachePolicy: the resident set and the eviction
+// loop of Simulate, as a part that a larger model (workload/fleet_simulator.h's nodes and
+// remote pool) drives event by event. The policy is borrowed and must outlive the cache.
+// Not thread-safe.
+class PolicyCache {
+ public:
+  // REQUIRES: `policy` tracks nothing yet (Simulate checks it and fails; this does not).
+  PolicyCache(size_t capacity, CachePolicy& policy) : capacity_(capacity), policy_(&policy) {}
+
+  size_t capacity() const { return capacity_; }
+  size_t size() const { return resident_.size(); }
+  bool Contains(uint64_t id) const { return resident_.contains(id); }
+  const CachePolicy& policy() const { return *policy_; }
+
+  // A hit: the policy sees Access. No-op for an absent id.
+  void Touch(uint64_t id);
+  // Inserts an absent id (depth: its position in its request, for SetNextDepth), first
+  // evicting the policy's victims while the cache is full; appends each victim to *evicted
+  // (which may then hold the id's own request's blocks). REQUIRES: capacity() > 0 and id not
+  // present. FailedPrecondition if the policy offers no victim when the cache is full;
+  // Internal if it offers a block that is not present.
+  absl::Status Insert(uint64_t id, uint32_t depth, std::vector<uint64_t>* evicted);
+
+ private:
+  size_t capacity_;
+  CachePolicy* policy_;
+  absl::flat_hash_set<uint64_t> resident_;
 };
 
 // Replays `requests` under `policy`, which must track nothing yet. capacity_blocks 0 = no
