@@ -11,6 +11,8 @@ packages=(
   nlohmann-json3-dev         # JSON: the trace reader, safetensors header, CLI, benchmark output, /stats
   clang libclang-rt-14-dev   # TSan build, -Wthread-safety checks, libFuzzer (scripts/fuzz.sh)
   fio                        # the disk benchmark's ceiling
+  redis-server redis-tools   # the remote tier's tests and bench start a local Redis Cluster
+  openssl                    # the remote tier's TLS test makes its CA and keys
   gnuplot-nox                # bench eviction's PNG plot
   pybind11-dev python3-dev python3-numpy   # the Python module (bindings/python/)
   python3-pip python3-setuptools python3-wheel   # pip install bindings/python (check-install.sh)
