@@ -720,6 +720,10 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Promote(
     std::vector<size_t> remote_reads;
     (void)StartRemoteReads(ns_id, keys, /*passing=*/to_gpu, "Prefetch", &remote_reads);
     from_disk += remote_reads.size();
+    // A block this call is reading from the remote tier is already attached to its host slot,
+    // but it is not there yet: it is a block moved, waited for like any other.
+    absl::flat_hash_set<BlockKey> reading;
+    for (size_t i : remote_reads) reading.insert(keys[i]);
     std::vector<BlockCopy> copies;
     absl::flat_hash_set<BlockKey> seen;
     enum class Found { kNotCached, kAtTop, kPinned };
@@ -731,7 +735,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Promote(
           return Found::kNotCached;
         }
         if (placement_->Expired(*e, now_ms)) return Found::kNotCached;
-        if (e->has(top)) return Found::kAtTop;
+        if (e->has(top) && !reading.contains(key)) return Found::kAtTop;
         // Keeps the source copies in place until this transfer's copies have read them.
         placement_->AddReader(*e, t->done(), write_id);
         return Found::kPinned;

@@ -115,6 +115,42 @@ TEST(EngineRemoteTest, ABlockStoredOnOneEngineIsAHitOnAnother) {
   EXPECT_FALSE(st.remote.nodes.empty());
 }
 
+// Prefetch (and so Hint) reads remote blocks in: into the host tier of an engine without a
+// GPU tier, on through the host tier into the GPU tier of one with. The handle waits for the
+// reads and counts them as moved, not as already present.
+TEST(EngineRemoteTest, PrefetchReadsRemoteBlocksInAndWaitsForThem) {
+  KVTIER_SHARED_CLUSTER_OR_SKIP(cluster);
+  const std::string ns = UniqueNs("prefetch");
+  auto a = OpenOrDie(RemoteOptionsFor(*cluster, {ns}));
+  ASSERT_NE(a, nullptr);
+  const std::vector<int32_t> tokens = Prompt(6, 3);
+  const std::vector<BlockKey> keys = StoreBlocks(*a, ns, tokens);
+  ASSERT_TRUE(a->Flush().ok());
+  for (size_t gpu_blocks : {size_t{0}, size_t{8}}) {
+    SCOPED_TRACE(gpu_blocks == 0 ? "host tier only" : "with a GPU tier");
+    auto b = OpenOrDie(RemoteOptionsFor(*cluster, {ns}, 32, gpu_blocks));
+    ASSERT_NE(b, nullptr);
+    absl::StatusOr<MatchResult> m = b->Match(ns, tokens);
+    ASSERT_TRUE(m.ok()) << m.status();
+    ASSERT_EQ(m->keys, keys);
+    absl::StatusOr<std::unique_ptr<TransferHandle>> h = b->Prefetch(ns, m->keys);
+    ASSERT_TRUE(h.ok()) << h.status();
+    ASSERT_TRUE((*h)->Wait().ok());
+    EXPECT_EQ((*h)->blocks_moved(), keys.size());
+    EXPECT_EQ((*h)->blocks_present(), 0u);
+    // Wait() returned after the reads were verified, not merely started.
+    EXPECT_EQ(b->Stats().remote.read_hits, keys.size());
+    m = b->Match(ns, tokens);
+    ASSERT_TRUE(m.ok());
+    const TierKind top = gpu_blocks == 0 ? TierKind::kHost : TierKind::kGpu;
+    EXPECT_EQ(m->tiers, std::vector<TierKind>(keys.size(), top));
+    const LoadOutcome out = LoadAndCheck(*b, ns, m->keys);
+    EXPECT_TRUE(out.status.ok()) << out.status;
+    EXPECT_EQ(out.right, keys.size());
+    EXPECT_EQ(b->Stats().remote.reads, keys.size());  // the load read nothing more remotely
+  }
+}
+
 TEST(EngineRemoteTest, MatchAsksTheClusterOnlyForTheRestOfTheChain) {
   KVTIER_SHARED_CLUSTER_OR_SKIP(cluster);
   const std::string ns = UniqueNs("rest");
