@@ -14,7 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "common/flags.h"
 #include "common/json.h"
 
@@ -86,6 +91,25 @@ class JsonLine {
 [[noreturn]] inline void Die(const std::string& what) {
   std::fprintf(stderr, "benchmark failed: %s\n", what.c_str());
   std::exit(1);
+}
+
+// "a/b" or a decimal, in [0, 1].
+inline absl::StatusOr<double> ParseFraction(absl::string_view s) {
+  std::vector<absl::string_view> parts = absl::StrSplit(s, '/');
+  double v = -1;
+  if (parts.size() == 2) {
+    double num, den;
+    if (absl::SimpleAtod(parts[0], &num) && absl::SimpleAtod(parts[1], &den) && den > 0) {
+      v = num / den;
+    }
+  } else if (parts.size() == 1) {
+    if (!absl::SimpleAtod(s, &v)) v = -1;
+  }
+  if (!(v >= 0 && v <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", s, "' is not a fraction in [0, 1] (1/8 or 0.125)"));
+  }
+  return v;
 }
 
 }  // namespace kvtier::bench

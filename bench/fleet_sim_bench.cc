@@ -56,25 +56,6 @@ using workload::FleetResult;
 using workload::RemoteWritePolicy;
 using workload::Routing;
 
-// "a/b" or a decimal, in [0, 1].
-absl::StatusOr<double> ParseFraction(absl::string_view s) {
-  std::vector<absl::string_view> parts = absl::StrSplit(s, '/');
-  double v = -1;
-  if (parts.size() == 2) {
-    double num, den;
-    if (absl::SimpleAtod(parts[0], &num) && absl::SimpleAtod(parts[1], &den) && den > 0) {
-      v = num / den;
-    }
-  } else if (parts.size() == 1) {
-    if (!absl::SimpleAtod(s, &v)) v = -1;
-  }
-  if (!(v >= 0 && v <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", s, "' is not a fraction in [0, 1] (1/8 or 0.125)"));
-  }
-  return v;
-}
-
 // --NAME=F,F,...: fractions as ParseFraction reads them (labels kept as written).
 CLI::Option* AddFractions(CLI::App& app, const std::string& name, std::vector<std::string>* out,
                           const std::string& help) {

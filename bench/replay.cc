@@ -113,6 +113,7 @@ void ReplayCounts::Add(const ReplayCounts& o) {
   matched += o.matched;
   loaded += o.loaded;
   load_races += o.load_races;
+  load_misses += o.load_misses;
   gpu_loads += o.gpu_loads;
   gpu_fallbacks += o.gpu_fallbacks;
   failed_loads += o.failed_loads;
@@ -182,7 +183,8 @@ void ReplayClient::MakeContent(absl::Span<const BlockKey> keys) {
 // Compares the blocks at src[i] with keys[i]'s content (at most kChunk of them, copied back
 // with one synchronization: a sync per block would measure the stream's hand-offs, not the
 // engine). Counts the wrong blocks; returns the number of leading good ones.
-size_t ReplayClient::Verify(absl::Span<const DevicePtr> src, absl::Span<const BlockKey> keys) {
+size_t ReplayClient::Verify(absl::Span<const DevicePtr> src, absl::Span<const BlockKey> keys,
+                            bool zeros_are_misses) {
   const size_t n = keys.size();
   MakeContent(keys);
   std::fill(actual_.begin(), actual_.begin() + n * bytes_, 0xEE);
@@ -194,9 +196,12 @@ size_t ReplayClient::Verify(absl::Span<const DevicePtr> src, absl::Span<const Bl
   size_t good = 0;
   bool prefix = true;
   for (size_t i = 0; i < n; ++i) {
-    if (copied &&
-        std::memcmp(expected_.data() + i * bytes_, actual_.data() + i * bytes_, bytes_) == 0) {
+    const uint8_t* got = actual_.data() + i * bytes_;
+    if (copied && std::memcmp(expected_.data() + i * bytes_, got, bytes_) == 0) {
       good += prefix;
+    } else if (copied && zeros_are_misses &&
+               std::all_of(got, got + bytes_, [](uint8_t b) { return b == 0; })) {
+      prefix = false;
     } else {
       Bump(c_.wrong_byte_loads);
       prefix = false;
@@ -277,7 +282,11 @@ size_t ReplayClient::LoadIntoBuffers(const std::vector<BlockKey>& keys, size_t h
       break;
     }
     if (absl::Status w = (*h)->Wait(); !w.ok()) {
-      if (w.code() == absl::StatusCode::kNotFound && options_.wait_not_found_is_race) {
+      if (options_.load_errors_are_misses) {
+        Bump(c_.load_misses);
+        done = first + Verify(absl::MakeConstSpan(bufs_).subspan(0, n), req.keys,
+                              /*zeros_are_misses=*/true);
+      } else if (w.code() == absl::StatusCode::kNotFound && options_.wait_not_found_is_race) {
         // The disk tier reclaimed the block's region between Load and the read: a miss (the
         // destination is not the block's), the same race as above.
         Bump(c_.load_races);

@@ -69,6 +69,7 @@ struct ReplayCounts {
   std::atomic<uint64_t> matched{0};             // Match's prefix, in blocks
   std::atomic<uint64_t> loaded{0};              // of it, loaded and verified (the prefix hit)
   std::atomic<uint64_t> load_races{0};          // Loads that found a matched block gone meanwhile
+  std::atomic<uint64_t> load_misses{0};         // failed Waits taken as misses (see ReplayOptions)
   std::atomic<uint64_t> gpu_loads{0};           // requests loaded through LoadToGpuTier
   std::atomic<uint64_t> gpu_fallbacks{0};       // ... that fell back to Load (GPU tier busy)
   std::atomic<uint64_t> failed_loads{0};
@@ -98,6 +99,11 @@ struct ReplayOptions {
   // the read) is a load race, not a failed load: the engine said so instead of serving
   // other bytes, which is what it promises.
   bool wait_not_found_is_race = true;
+  // Any failed Wait is a miss (counted in load_misses), not a failed load: a remote tier's
+  // reads fail by design when a value is gone, damaged or its node is down. The chunk is
+  // still checked: each of its blocks must hold the key's bytes or zeros (the engine's
+  // promise for a failed read); anything else counts in wrong_byte_loads.
+  bool load_errors_are_misses = false;
   // Names the first few failures on stderr after this prefix; null: silent.
   const char* report_failures_as = nullptr;
 };
@@ -123,6 +129,8 @@ class ReplayClient {
   // Serves requests first, first + step, ... of the trace: once, or, given `stop`, pass after
   // pass until it is set.
   void Run(size_t first, size_t step, const std::atomic<bool>* stop = nullptr);
+  // Serves request r of the trace once (a fleet's node serves the requests routed to it).
+  void ServeOne(size_t r) { Serve(r, served_++); }
 
   const std::vector<double>& match_us() const { return match_us_; }
   // The whole prefix: Load call(s) + Wait, not the check.
@@ -131,7 +139,10 @@ class ReplayClient {
  private:
   void Report(const char* what, const absl::Status& status);
   void MakeContent(absl::Span<const BlockKey> keys);
-  size_t Verify(absl::Span<const DevicePtr> src, absl::Span<const BlockKey> keys);
+  // The leading blocks of `keys` whose bytes in `src` are the key's; the others count as
+  // wrong, except all-zero blocks when zeros_are_misses.
+  size_t Verify(absl::Span<const DevicePtr> src, absl::Span<const BlockKey> keys,
+                bool zeros_are_misses = false);
   bool LoadThroughGpuTier(const std::vector<BlockKey>& keys, size_t hit, size_t* loaded);
   size_t LoadIntoBuffers(const std::vector<BlockKey>& keys, size_t hit);
   void Serve(size_t r, size_t local);
@@ -148,6 +159,7 @@ class ReplayClient {
   std::vector<uint8_t> actual_;    // kChunk blocks read back
   std::vector<double> match_us_;
   std::vector<double> load_us_;
+  size_t served_ = 0;  // ServeOne calls
 };
 
 // The engine options both benches start from: the replay geometry and XXH3 keys under

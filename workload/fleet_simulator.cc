@@ -125,20 +125,7 @@ class Fleet {
   }
 
   size_t Route(const Request& req, uint64_t index) const {
-    const uint64_t n = nodes_.size();
-    switch (options_.routing) {
-      case Routing::kRoundRobin:
-        return index % n;
-      case Routing::kRandom:
-        return Mix64(options_.seed ^ Mix64(index)) % n;
-      case Routing::kPrefixAffinity: {
-        uint64_t h = Mix64(options_.seed);
-        const size_t k = std::min<size_t>(options_.affinity_blocks, req.blocks.size());
-        for (size_t i = 0; i < k; ++i) h = Mix64(h ^ req.blocks[i]);
-        return h % n;
-      }
-    }
-    return 0;
+    return RouteRequest(req, index, nodes_.size(), options_);
   }
 
   absl::Status Replay(const std::vector<Request>& requests) {
@@ -265,6 +252,24 @@ absl::Status Node::Evicted(size_t tier, uint64_t id) {
 }
 
 }  // namespace
+
+size_t RouteRequest(const Request& request, uint64_t index, size_t nodes,
+                    const FleetOptions& options) {
+  const uint64_t n = nodes;
+  switch (options.routing) {
+    case Routing::kRoundRobin:
+      return index % n;
+    case Routing::kRandom:
+      return Mix64(options.seed ^ Mix64(index)) % n;
+    case Routing::kPrefixAffinity: {
+      uint64_t h = Mix64(options.seed);
+      const size_t k = std::min<size_t>(options.affinity_blocks, request.blocks.size());
+      for (size_t i = 0; i < k; ++i) h = Mix64(h ^ request.blocks[i]);
+      return h % n;
+    }
+  }
+  return 0;
+}
 
 absl::StatusOr<Routing> ParseRouting(absl::string_view name) {
   for (Routing r : {Routing::kRoundRobin, Routing::kPrefixAffinity, Routing::kRandom}) {

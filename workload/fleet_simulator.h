@@ -151,6 +151,12 @@ struct FleetResult {
   }
 };
 
+// The node (0..nodes-1) request number `index` of a trace goes to under options.routing
+// (options.affinity_blocks and options.seed as they apply): the simulator's routing, for a
+// byte-moving fleet (bench fleet) to route the same way. REQUIRES: nodes >= 1.
+size_t RouteRequest(const Request& request, uint64_t index, size_t nodes,
+                    const FleetOptions& options);
+
 // Replays `requests` over the fleet `options` describes. InvalidArgument from Validate.
 absl::StatusOr<FleetResult> SimulateFleet(const std::vector<Request>& requests,
                                           const FleetOptions& options);
