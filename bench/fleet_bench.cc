@@ -30,7 +30,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <atomic>
 #include <optional>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -136,9 +138,11 @@ int Worker(const Flags& f) {
   uint32_t r = 0;
   while (ReadAll(0, &r, sizeof(r)) && r != kFinish) {
     if (r >= trace.requests.size()) Die("node: request number out of range");
+    const uint64_t loaded_before = counts.loaded.load();
     client->ServeOne(r);
-    const char ack = 1;
-    if (!WriteAll(1, &ack, 1)) Die("node: coordinator gone");
+    // The blocks of this request served from the cache (its verified prefix).
+    const uint32_t ack = static_cast<uint32_t>(counts.loaded.load() - loaded_before);
+    if (!WriteAll(1, &ack, sizeof(ack))) Die("node: coordinator gone");
   }
   client.reset();  // its stream before the engine's device
   (void)(*engine)->Flush();
@@ -163,6 +167,13 @@ int Worker(const Flags& f) {
   j["remote_bytes_read"] = st.remote.bytes_read;
   j["remote_bytes_written"] = st.remote.bytes_written;
   j["remote_read_hits"] = st.remote.read_hits;
+  j["remote_lookups"] = st.remote.lookups;
+  j["remote_lookup_errors"] = st.remote.lookup_errors;
+  j["remote_errors_breaker_open"] = st.remote.errors_breaker_open;
+  j["remote_errors_connect"] = st.remote.errors_connect;
+  j["remote_errors_timeout"] = st.remote.errors_timeout;
+  j["remote_errors_cluster_down"] = st.remote.errors_cluster_down;
+  j["remote_slot_map_refreshes"] = st.remote.slot_map_refreshes;
   j["remote_read_misses"] = st.remote.read_misses;
   j["remote_read_errors"] = st.remote.read_errors;
   j["remote_read_corrupt"] = st.remote.read_corrupt + st.remote.read_wrong_block;
@@ -210,7 +221,11 @@ Node StartNode(const Flags& f, size_t host_blocks, size_t disk_blocks, const std
 struct FleetRun {
   nlohmann::json totals = nlohmann::json::object();  // summed over nodes
   double seconds = 0;
-  std::string killed;  // the master killed, if any
+  std::vector<uint32_t> loaded;  // per request: the blocks served from the cache
+  std::string killed;            // the master killed, if any
+  size_t killed_at = 0;          // the request at which it was killed
+  size_t failed_over_at = 0;     // the request being served when its replica had taken over
+  double failover_seconds = 0;
   double hit_ratio() const {
     const double blocks = totals.value("blocks", 0.0);
     return blocks > 0 ? totals.value("loaded", 0.0) / blocks : 0;
@@ -227,7 +242,11 @@ FleetRun RunFleet(const Flags& f, const std::vector<Request>& requests,
   const size_t kill_index =
       kill ? static_cast<size_t>(f.kill_at * static_cast<double>(requests.size())) : SIZE_MAX;
   const double t0 = Now();
+  std::atomic<size_t> at{0};
+  std::atomic<bool> failed_over{false};
+  std::thread watcher;
   for (size_t r = 0; r < requests.size(); ++r) {
+    at.store(r);
     if (r == kill_index) {
       absl::StatusOr<std::vector<remote::testing::LocalNode>> all = cluster->Nodes();
       if (!all.ok()) Die(all.status().ToString());
@@ -235,18 +254,31 @@ FleetRun RunFleet(const Flags& f, const std::vector<Request>& requests,
         if (n.master && n.alive) {
           if (absl::Status s = cluster->KillNode(n.address); !s.ok()) Die(s.ToString());
           run.killed = n.address;
+          run.killed_at = r;
           break;
         }
       }
+      // From here on the cluster is only the watcher's: it notes when the replica took over.
+      watcher = std::thread([&, killed = run.killed, since = Now()] {
+        absl::StatusOr<std::string> promoted =
+            cluster->WaitForFailover(killed, absl::Now() + absl::Seconds(60));
+        if (!promoted.ok()) Die(promoted.status().ToString());
+        run.failover_seconds = Now() - since;
+        run.failed_over_at = at.load();
+        failed_over.store(true);
+      });
     }
     const Node& n = nodes[workload::RouteRequest(requests[r], r, f.nodes, routing)];
     const uint32_t index = static_cast<uint32_t>(r);
-    char ack = 0;
-    if (!WriteAll(n.to, &index, sizeof(index)) || !ReadAll(n.from, &ack, 1)) {
+    uint32_t loaded = 0;
+    if (!WriteAll(n.to, &index, sizeof(index)) || !ReadAll(n.from, &loaded, sizeof(loaded))) {
       Die(absl::StrFormat("node %d died serving request %d", n.pid, r));
     }
+    run.loaded.push_back(loaded);
   }
   run.seconds = Now() - t0;
+  if (watcher.joinable()) watcher.join();
+  if (!run.killed.empty() && run.failed_over_at == 0) run.failed_over_at = requests.size();
   for (Node& n : nodes) {
     const uint32_t finish = kFinish;
     if (!WriteAll(n.to, &finish, sizeof(finish))) Die("node gone at the end");
@@ -352,6 +384,7 @@ int Main(int argc, char** argv) {
     if (mode.routing == workload::Routing::kRoundRobin && f.kill_at > 0) {
       cases.push_back({"remote, master killed", true, true});
     }
+    std::vector<uint32_t> unkilled;  // per-request hits of the last run without a kill
     for (const Case& c : cases) {
       std::unique_ptr<LocalCluster> cluster;
       if (c.remote) {
@@ -387,13 +420,35 @@ int Main(int argc, char** argv) {
                   blocks > 0 ? hit - remote_hits / blocks : 0, blocks > 0 ? remote_hits / blocks : 0,
                   Mib(t, "bytes_in_host"), Mib(t, "bytes_in_disk"), Mib(t, "remote_bytes_read"),
                   Mib(t, "remote_bytes_written"), static_cast<unsigned long>(w), run.seconds);
+      if (!c.kill) unkilled = run.loaded;
       if (c.kill) {
-        std::printf("%-16s   killed master %s at request %zu: %.0f loads missed in part, %.0f "
-                    "remote read errors, %.0f remote writes failed, %lu wrong blocks\n",
-                    "", run.killed.c_str(),
-                    static_cast<size_t>(f.kill_at * static_cast<double>(requests.size())),
-                    t.value("load_misses", 0.0), t.value("remote_read_errors", 0.0),
-                    t.value("remote_writes_failed", 0.0), static_cast<unsigned long>(w));
+        // Hit ratios of the same requests in this run and in the one without the kill: before
+        // it, while the shard had no master, and after its replica took over.
+        auto ratio = [&](const std::vector<uint32_t>& loaded, size_t from, size_t to) {
+          double hit = 0, all = 0;
+          for (size_t r = from; r < to && r < loaded.size(); ++r) {
+            hit += loaded[r];
+            all += static_cast<double>(requests[r].blocks.size());
+          }
+          return all > 0 ? hit / all : 0;
+        };
+        const size_t k = run.killed_at, fo = run.failed_over_at, end = requests.size();
+        std::printf("%-16s   killed master %s at request %zu; its replica served after %.1f s "
+                    "(request %zu). Hit ratio, this run / without the kill: before %.4f / %.4f, "
+                    "failing over %.4f / %.4f, after %.4f / %.4f. %.0f lookups and %.0f writes "
+                    "failed (breaker open %.0f times), %.0f loads missed in part, %lu wrong "
+                    "blocks\n",
+                    "", run.killed.c_str(), k, run.failover_seconds, fo, ratio(run.loaded, 0, k),
+                    ratio(unkilled, 0, k), ratio(run.loaded, k, fo), ratio(unkilled, k, fo),
+                    ratio(run.loaded, fo, end), ratio(unkilled, fo, end),
+                    t.value("remote_lookup_errors", 0.0), t.value("remote_writes_failed", 0.0),
+                    t.value("remote_errors_breaker_open", 0.0), t.value("load_misses", 0.0),
+                    static_cast<unsigned long>(w));
+        fields.push_back({"failover_seconds", run.failover_seconds});
+        fields.push_back({"hit_after_failover_killed", ratio(run.loaded, fo, end)});
+        fields.push_back({"hit_after_failover_unkilled", ratio(unkilled, fo, end)});
+        fields.push_back({"hit_during_failover_killed", ratio(run.loaded, k, fo)});
+        fields.push_back({"hit_during_failover_unkilled", ratio(unkilled, k, fo)});
       }
       std::string tag = rname + (c.remote ? (c.kill ? "_remote_killed" : "_remote") : "_local");
       for (char& ch : tag) ch = ch == '-' ? '_' : ch;

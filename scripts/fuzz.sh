@@ -28,7 +28,7 @@ for a in "$@"; do
     *) targets+=("$a") ;;
   esac
 done
-all_targets=(fuzz_disk_record fuzz_remote_record fuzz_disk_recover fuzz_index_value fuzz_json fuzz_trace_mooncake
+all_targets=(fuzz_disk_record fuzz_remote_record fuzz_resp fuzz_disk_recover fuzz_index_value fuzz_json fuzz_trace_mooncake
              fuzz_trace_csv fuzz_c_api)
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
 for t in "${targets[@]}"; do
