@@ -151,6 +151,61 @@ TEST(EngineRemoteTest, PrefetchReadsRemoteBlocksInAndWaitsForThem) {
   }
 }
 
+// Codecs as on disk: under "zstd" a compressible block travels and rests compressed (the value
+// in the cluster is shorter than header + block and says so), and comes back byte for byte.
+TEST(EngineRemoteTest, ZstdValuesAreSmallerAndComeBackExact) {
+  KVTIER_SHARED_CLUSTER_OR_SKIP(cluster);
+  const std::string ns = UniqueNs("zstd");
+  EngineOptions o = RemoteOptionsFor(*cluster, {ns});
+  o.remote.codec = "zstd";
+  auto a = OpenOrDie(o);
+  auto b = OpenOrDie(o);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  const size_t bytes = o.geometry.block_bytes();
+  const std::vector<int32_t> tokens = Prompt(3, 7);
+  const std::vector<BlockKey> keys = KeysOf(*a, ns, tokens);
+  // Compressible: one byte of the key's content in every 16, zeros elsewhere.
+  std::vector<std::vector<uint8_t>> content;
+  DeviceBlocks src(a->device(), keys.size(), bytes);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    std::vector<uint8_t> c = BlockContent(keys[i], bytes);
+    for (size_t j = 0; j < c.size(); ++j) c[j] = j % 16 == 0 ? c[j] : 0;
+    WriteDevice(a->device(), src[i], c);
+    content.push_back(std::move(c));
+  }
+  StoreRequest r;
+  r.ns = ns;
+  r.tokens = tokens;
+  r.buffers = KvBuffers::Blocks(src.ptrs());
+  auto h = a->Store(r);
+  ASSERT_TRUE(h.ok() && (*h)->Wait().ok());
+  ASSERT_TRUE(a->Flush().ok());
+  auto client = Client(*cluster);
+  ASSERT_NE(client, nullptr);
+  for (const BlockKey& k : keys) {
+    const std::string value = GetValue(*client, KeyOf(*a, ns, k));
+    ASSERT_GT(value.size(), remote::kRemoteHeaderBytes);
+    EXPECT_LT(value.size(), remote::kRemoteHeaderBytes + bytes / 2);
+    EXPECT_EQ(static_cast<Codec>(static_cast<uint8_t>(value[12])), Codec::kZstd);
+  }
+  absl::StatusOr<MatchResult> m = b->Match(ns, tokens);
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m->keys, keys);
+  DeviceBlocks dst(b->device(), keys.size(), bytes);
+  Poison(b->device(), dst.ptrs(), bytes);
+  LoadRequest lr;
+  lr.ns = ns;
+  lr.keys = m->keys;
+  lr.buffers = KvBuffers::Blocks(dst.ptrs());
+  auto lh = b->Load(lr);
+  ASSERT_TRUE(lh.ok() && (*lh)->Wait().ok());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_EQ(ReadDevice(b->device(), dst[i], bytes), content[i]) << "block " << i;
+  }
+  EXPECT_EQ(b->Stats().remote.read_hits, keys.size());
+}
+
 TEST(EngineRemoteTest, MatchAsksTheClusterOnlyForTheRestOfTheChain) {
   KVTIER_SHARED_CLUSTER_OR_SKIP(cluster);
   const std::string ns = UniqueNs("rest");
