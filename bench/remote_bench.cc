@@ -130,12 +130,15 @@ struct SizeResult {
   uint64_t wrong = 0;
 };
 
-// Whole-cluster FLUSHALL between runs, so every run stores and loads afresh.
+// Whole-cluster FLUSHALL between runs, so every run stores and loads afresh. ASYNC: a
+// synchronous FLUSHALL also makes jemalloc return the freed pages to the kernel, and the next
+// run would then pay a page fault and a zeroed page for every value, which a cache at steady
+// state (evicting as it writes) does not.
 void FlushCluster(LocalCluster& cluster) {
   absl::StatusOr<std::vector<remote::testing::LocalNode>> nodes = cluster.Nodes();
   if (!nodes.ok()) Die(nodes.status().ToString());
   for (const auto& n : *nodes) {
-    if (n.master && n.alive) (void)cluster.Cli(n.address, {"FLUSHALL"});
+    if (n.master && n.alive) (void)cluster.Cli(n.address, {"FLUSHALL", "ASYNC"});
   }
 }
 
