@@ -299,7 +299,7 @@ SizeResult RunSize(LocalCluster& cluster, size_t block, size_t total, int runs,
   // count: the ceiling it reports must not be one its own shape held down.
   for (int pipeline : {4, 16}) {
     const auto [get, set] =
-        RedisBenchmarkGbps(cluster, block, std::max<size_t>(4 * n, 256), conns, pipeline);
+        RedisBenchmarkGbps(cluster, block, std::max<size_t>(16 * n, 2048), conns, pipeline);
     r.rb_get_gbps = std::max(r.rb_get_gbps, get);
     r.rb_set_gbps = std::max(r.rb_set_gbps, set);
     FlushCluster(cluster);
