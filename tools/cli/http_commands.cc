@@ -12,6 +12,7 @@
 #include "engine/metrics.h"
 #include "httplib.h"
 #include "kvtier/stats.h"
+#include "tools/cli/text_format.h"
 
 namespace kvtier::cli {
 namespace {
@@ -29,16 +30,6 @@ double Num(const ordered_json& j, absl::string_view path) {
 std::string Str(const ordered_json& j, absl::string_view path) {
   const ordered_json* v = At(j, path);
   return v != nullptr && v->is_string() ? v->get<std::string>() : std::string("?");
-}
-
-std::string HumanBytes(double b) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) {
-    b /= 1024;
-    ++u;
-  }
-  return u == 0 ? absl::StrFormat("%.0f B", b) : absl::StrFormat("%.1f %s", b, kUnits[u]);
 }
 
 std::string Ratio(double num, double den) {
@@ -107,38 +98,7 @@ std::vector<Column> NodeColumns(const ordered_json& doc) {
   return out;
 }
 
-// A table for people: a header, then rows of a label and cells; the label column is
-// left-aligned and the others right-aligned, each as wide as its widest cell.
-class Table {
- public:
-  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
-  void Row(std::string label, std::vector<std::string> cells) {
-    cells.insert(cells.begin(), std::move(label));
-    rows_.push_back(std::move(cells));
-  }
-  std::string Render() const {
-    std::vector<size_t> width;
-    for (const auto& row : rows_) {
-      width.resize(std::max(width.size(), row.size()));
-      for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-    }
-    std::string out;
-    for (const auto& row : rows_) {
-      std::string line;
-      for (size_t i = 0; i < row.size(); ++i) {
-        absl::StrAppend(&line, i == 0 ? "" : "  ",
-                        i == 0 ? absl::StrFormat("%-*s", width[i], row[i])
-                               : absl::StrFormat("%*s", width[i], row[i]));
-      }
-      line.erase(line.find_last_not_of(' ') + 1);
-      absl::StrAppend(&out, line, "\n");
-    }
-    return out;
-  }
-
- private:
-  std::vector<std::vector<std::string>> rows_;
-};
+using Table = TextTable;
 
 // The statistics of `groups` as rows, with `columns` as columns (a per-tier statistic of a
 // namespace gives one row per tier). `cell` renders one value.

@@ -19,6 +19,7 @@
 #include "remote/cluster_client.h"
 #include "remote/connection.h"
 #include "remote/resp.h"
+#include "tools/cli/text_format.h"
 
 namespace kvtier::cli {
 namespace {
@@ -27,16 +28,6 @@ using nlohmann::ordered_json;
 
 // The prefix of every key the remote tier writes (remote/remote_record.h, RemoteKey).
 constexpr char kKeyPrefix[] = "kvtier:1:";
-
-std::string HumanBytes(double b) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) {
-    b /= 1024;
-    ++u;
-  }
-  return u == 0 ? absl::StrFormat("%.0f B", b) : absl::StrFormat("%.1f %s", b, kUnits[u]);
-}
 
 // One line of CLUSTER NODES:
 //   <id> <ip:port@cport[,hostname]> <flags> <master id|-> <ping> <pong> <epoch> <link> <slots>...
@@ -316,8 +307,7 @@ std::string FormatRemoteInspect(const ordered_json& r) {
                         c.contains("slots_assigned") ? c["slots_assigned"].dump() : "?",
                         c.contains("known_nodes") ? c["known_nodes"].dump() : "?",
                         c.contains("size") ? c["size"].dump() : "?");
-  std::vector<std::vector<std::string>> rows = {
-      {"node", "role", "slots", "link", "keys", "used", "maxmemory", "policy"}};
+  TextTable nodes({"node", "role", "slots", "link", "keys", "used", "maxmemory", "policy"});
   for (const ordered_json& n : r["nodes"]) {
     std::string role = n["role"].get<std::string>();
     if (n.contains("master")) role += " of " + n["master"].get<std::string>();
@@ -326,50 +316,29 @@ std::string FormatRemoteInspect(const ordered_json& r) {
       absl::StrAppend(&ranges, ranges.empty() ? "" : ",", s[0].get<int>(), "-", s[1].get<int>());
     }
     const bool ok = !n.contains("error");
-    rows.push_back({n["address"].get<std::string>(), role,
-                    ranges.empty() ? "-" : absl::StrCat(n["slot_count"].get<uint64_t>(), " (", ranges, ")"),
-                    n["link"].get<std::string>(),
-                    ok ? absl::StrCat(n["keys"].get<int64_t>()) : "?",
-                    ok ? HumanBytes(n["used_memory"].get<double>()) : "?",
-                    ok ? (n["maxmemory"].get<uint64_t>() == 0
-                              ? std::string("0 (unbounded)")
-                              : HumanBytes(n["maxmemory"].get<double>()))
-                       : "?",
-                    ok ? n["maxmemory_policy"].get<std::string>() : "?"});
+    nodes.Row(n["address"].get<std::string>(),
+              {role,
+               ranges.empty() ? "-"
+                              : absl::StrCat(n["slot_count"].get<uint64_t>(), " (", ranges, ")"),
+               n["link"].get<std::string>(), ok ? absl::StrCat(n["keys"].get<int64_t>()) : "?",
+               ok ? HumanBytes(n["used_memory"].get<double>()) : "?",
+               ok ? (n["maxmemory"].get<uint64_t>() == 0 ? std::string("0 (unbounded)")
+                                                         : HumanBytes(n["maxmemory"].get<double>()))
+                  : "?",
+               ok ? n["maxmemory_policy"].get<std::string>() : "?"});
   }
-  auto render = [&out](const std::vector<std::vector<std::string>>& table) {
-    std::vector<size_t> width;
-    for (const auto& row : table) {
-      width.resize(std::max(width.size(), row.size()));
-      for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-    }
-    for (const auto& row : table) {
-      std::string line;
-      for (size_t i = 0; i < row.size(); ++i) {
-        absl::StrAppend(&line, i == 0 ? "" : "  ",
-                        i == 0 ? absl::StrFormat("%-*s", width[i], row[i])
-                               : absl::StrFormat("%*s", width[i], row[i]));
-      }
-      line.erase(line.find_last_not_of(' ') + 1);
-      absl::StrAppend(&out, line, "\n");
-    }
-  };
-  out += "\n";
-  render(rows);
-  out += "\n";
+  out += "\n" + nodes.Render() + "\n";
   if (r["namespaces"].empty()) {
     out += "no kvtier blocks in the cluster\n";
   } else {
-    std::vector<std::vector<std::string>> spaces = {
-        {"namespace", "model id", "blocks", "bytes (est.)"}};
+    TextTable spaces({"namespace", "model id", "blocks", "bytes (est.)"});
     for (const ordered_json& n : r["namespaces"]) {
-      spaces.push_back({n["namespace"].get<std::string>(), n["model_id"].get<std::string>(),
-                        absl::StrCat(n["blocks"].get<uint64_t>()),
-                        n.contains("bytes_estimated")
-                            ? HumanBytes(n["bytes_estimated"].get<double>())
-                            : "?"});
+      spaces.Row(n["namespace"].get<std::string>(),
+                 {n["model_id"].get<std::string>(), absl::StrCat(n["blocks"].get<uint64_t>()),
+                  n.contains("bytes_estimated") ? HumanBytes(n["bytes_estimated"].get<double>())
+                                                : "?"});
     }
-    render(spaces);
+    out += spaces.Render();
     out += "(bytes estimated from one sampled value per namespace and model)\n";
   }
   if (!r.value("scan_complete", true)) out += "(the SCAN did not finish: counts are partial)\n";
