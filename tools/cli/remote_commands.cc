@@ -16,6 +16,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "engine/remote_mover.h"
+#include "kvtier/engine.h"
 #include "remote/cluster_client.h"
 #include "remote/connection.h"
 #include "remote/resp.h"
@@ -153,19 +155,22 @@ absl::StatusOr<std::string> ReadPasswordFile(const std::string& path) {
 }
 
 absl::StatusOr<ordered_json> InspectRemote(const RemoteInspectOptions& o) {
-  remote::ClusterOptions co;
-  co.seeds = o.seeds;
-  co.user = o.user;
-  co.password = o.password;
-  co.tls.enabled = o.tls;
-  co.tls.ca_file = o.tls_ca_file;
-  co.tls.cert_file = o.tls_cert_file;
-  co.tls.key_file = o.tls_key_file;
-  co.tls.server_name = o.tls_server_name;
-  co.connect_timeout = o.timeout;
-  co.op_timeout = o.timeout;
-  co.connections_per_node = 1;
-  co.io_threads = 1;
+  // The remote tier's own translation of its options, with one connection and thread: a
+  // report needs no parallelism.
+  RemoteOptions ro;
+  ro.seeds = o.seeds;
+  ro.user = o.user;
+  ro.password = o.password;
+  ro.tls = o.tls;
+  ro.tls_ca_file = o.tls_ca_file;
+  ro.tls_cert_file = o.tls_cert_file;
+  ro.tls_key_file = o.tls_key_file;
+  ro.tls_server_name = o.tls_server_name;
+  ro.connect_timeout = o.timeout;
+  ro.op_timeout = o.timeout;
+  ro.connections_per_node = 1;
+  ro.io_threads = 1;
+  const remote::ClusterOptions co = MakeClusterOptions(ro);
   absl::StatusOr<std::unique_ptr<remote::ClusterClient>> client = remote::ClusterClient::Connect(co);
   if (!client.ok()) return client.status();
   remote::TlsContext tls;
