@@ -612,8 +612,9 @@ kvtier_status_code kvtier_options_set_remote_seeds(kvtier_options* options, cons
       seed = absl::StripAsciiWhitespace(seed);
       if (seed.empty()) {
         return InvalidArgument(
-            kFn, absl::StrFormat("seeds '%s': entry %d is empty (expected host:port[,host:port...])",
-                                 seeds, list.size() + 1));
+            kFn,
+            absl::StrFormat("seeds '%s': entry %d is empty (expected host:port[,host:port...])",
+                            seeds, list.size() + 1));
       }
       list.emplace_back(seed);
     }
@@ -632,8 +633,8 @@ kvtier_status_code kvtier_options_add_remote_seed(kvtier_options* options, const
     KVTIER_REQUIRE_NONNULL(kFn, options);
     KVTIER_REQUIRE_NONNULL(kFn, seed);
     if (seed[0] == '\0') return InvalidArgument(kFn, "seed is empty (expected host:port)");
-    if (kvtier_status_code c =
-            FromStatus(kFn, CheckRemoteOption([&](kvtier::RemoteOptions& r) { r.seeds = {seed}; }))) {
+    if (kvtier_status_code c = FromStatus(
+            kFn, CheckRemoteOption([&](kvtier::RemoteOptions& r) { r.seeds = {seed}; }))) {
       return c;
     }
     options->options.remote.seeds.emplace_back(seed);
@@ -798,9 +799,8 @@ kvtier_status_code kvtier_options_add_remote_hmac_secret(kvtier_options* options
     if (kvtier_status_code c = CheckArray(kFn, secret, "secret", secret_len, "secret_len")) {
       return c;
     }
-    const std::string bytes = secret_len == 0
-                                  ? std::string()
-                                  : std::string(static_cast<const char*>(secret), secret_len);
+    const std::string bytes =
+        secret_len == 0 ? std::string() : std::string(static_cast<const char*>(secret), secret_len);
     if (kvtier_status_code c = FromStatus(kFn, CheckRemoteOption([&](kvtier::RemoteOptions& r) {
                                             r.hmac_secrets[ns] = bytes;
                                           }))) {
@@ -811,8 +811,7 @@ kvtier_status_code kvtier_options_add_remote_hmac_secret(kvtier_options* options
   });
 }
 
-kvtier_status_code kvtier_options_set_remote_allow_unreachable(kvtier_options* options,
-                                                               int allow) {
+kvtier_status_code kvtier_options_set_remote_allow_unreachable(kvtier_options* options, int allow) {
   static constexpr char kFn[] = "kvtier_options_set_remote_allow_unreachable";
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, options);
@@ -987,8 +986,8 @@ kvtier_status_code kvtier_engine_register_device_memory(kvtier_engine* engine,
     KVTIER_REQUIRE_NONNULL(kFn, engine);
     if (base == 0) return InvalidArgument(kFn, "base is 0");
     if (bytes == 0) return InvalidArgument(kFn, "bytes is 0");
-    return FromStatus(kFn, engine->engine->RegisterDeviceMemory(
-                               kvtier::DevicePtr::FromAddress(base), bytes));
+    return FromStatus(
+        kFn, engine->engine->RegisterDeviceMemory(kvtier::DevicePtr::FromAddress(base), bytes));
   });
 }
 
@@ -1369,8 +1368,9 @@ kvtier_status_code kvtier_engine_stats(kvtier_engine* engine, kvtier_stats* out_
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, engine);
     KVTIER_REQUIRE_NONNULL(kFn, out_stats);
-    if (absl::Status s = kvtier::capi::CheckStructSize(out_stats->struct_size, KVTIER_STATS_SIZE_MIN,
-                                                       "out_stats->struct_size", "kvtier_stats");
+    if (absl::Status s =
+            kvtier::capi::CheckStructSize(out_stats->struct_size, KVTIER_STATS_SIZE_MIN,
+                                          "out_stats->struct_size", "kvtier_stats");
         !s.ok()) {
       return FromStatus(kFn, s);
     }
@@ -1415,19 +1415,19 @@ kvtier_status_code kvtier_remote_node_stats_get(kvtier_engine* engine, size_t in
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, engine);
     KVTIER_REQUIRE_NONNULL(kFn, out_stats);
-    if (absl::Status s = kvtier::capi::CheckStructSize(
-            out_stats->struct_size, KVTIER_REMOTE_NODE_STATS_SIZE_MIN, "out_stats->struct_size",
-            "kvtier_remote_node_stats");
+    if (absl::Status s =
+            kvtier::capi::CheckStructSize(out_stats->struct_size, KVTIER_REMOTE_NODE_STATS_SIZE_MIN,
+                                          "out_stats->struct_size", "kvtier_remote_node_stats");
         !s.ok()) {
       return FromStatus(kFn, s);
     }
     const kvtier::EngineStats s = engine->engine->Stats();
     const size_t count = s.remote.nodes.size();
     if (index >= count) {
-      return Fail(absl::StatusCode::kOutOfRange,
-                  absl::StrFormat("%s: index %d is past the %d remote node(s) the engine knows%s",
-                                  kFn, index, count,
-                                  s.remote.enabled == 0 ? " (it has no remote tier)" : ""));
+      return Fail(
+          absl::StatusCode::kOutOfRange,
+          absl::StrFormat("%s: index %d is past the %d remote node(s) the engine knows%s", kFn,
+                          index, count, s.remote.enabled == 0 ? " (it has no remote tier)" : ""));
     }
     kvtier_remote_node_stats full;
     kvtier::capi::FillRemoteNodeStats(s, index, &full);

@@ -222,8 +222,7 @@ void FillRemoteNodeStats(const EngineStats& stats, size_t node_index,
   out->struct_size = sizeof(*out);
   // The node's label: truncated to fit, always NUL-terminated (the memset above).
   const std::string& address = stats.remote.nodes[node_index].address;
-  std::memcpy(out->address, address.data(),
-              std::min(address.size(), sizeof(out->address) - 1));
+  std::memcpy(out->address, address.data(), std::min(address.size(), sizeof(out->address) - 1));
 }
 
 absl::Status CheckStructSize(uint64_t struct_size, size_t min_size, absl::string_view what,

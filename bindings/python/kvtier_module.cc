@@ -704,8 +704,8 @@ class PyEngine {
           "register_device_memory: nbytes = %d is larger than the buffer (%d bytes)", *nbytes,
           bytes));
     }
-    ThrowIfError(e->engine->RegisterDeviceMemory(DevicePtr::FromAddress(address),
-                                                 nbytes.value_or(bytes)));
+    ThrowIfError(
+        e->engine->RegisterDeviceMemory(DevicePtr::FromAddress(address), nbytes.value_or(bytes)));
     e->registered[address] = std::move(held);
     return address;
   }
@@ -978,9 +978,9 @@ InvalidArgumentError (a ValueError) naming "remote.<field>" at validate() and En
 #undef KVTIER_FIELD
   // The remote tier's timeouts in seconds, as lease_timeout_s. Out-of-range values reach the
   // engine's validation as they are, so its message names the field.
-#define KVTIER_SECONDS_FIELD(name, member)                                               \
-  o.def_property(                                                                        \
-      name, [](const EngineOptions& x) { return absl::ToDoubleSeconds(x.member); },      \
+#define KVTIER_SECONDS_FIELD(name, member)                                          \
+  o.def_property(                                                                   \
+      name, [](const EngineOptions& x) { return absl::ToDoubleSeconds(x.member); }, \
       [](EngineOptions& x, double v) { x.member = absl::Seconds(v); })
   KVTIER_SECONDS_FIELD("remote_connect_timeout_s", remote.connect_timeout);
   KVTIER_SECONDS_FIELD("remote_op_timeout_s", remote.op_timeout);
@@ -1126,10 +1126,10 @@ on CUDA, overlaps, zero bytes; AlreadyExistsError for memory registered already.
       .def(
           "store_paged",
           [](PyEngine& e, const std::string& ns, const py::handle& tokens,
-             const std::vector<uint64_t>& layers, uint32_t num_pages,
-             std::vector<uint32_t> pages, const std::string& layout, size_t first_block,
-             const std::string& extra) {
-            return e.StoreFrom(ns, tokens, PagedBuffers(layers, num_pages, std::move(pages), layout),
+             const std::vector<uint64_t>& layers, uint32_t num_pages, std::vector<uint32_t> pages,
+             const std::string& layout, size_t first_block, const std::string& extra) {
+            return e.StoreFrom(ns, tokens,
+                               PagedBuffers(layers, num_pages, std::move(pages), layout),
                                first_block, extra);
           },
           py::arg("ns"), py::arg("tokens"), py::arg("layers"), py::arg("num_pages"),
@@ -1142,14 +1142,13 @@ on CUDA, overlaps, zero bytes; AlreadyExistsError for memory registered already.
       .def(
           "load_paged",
           [](PyEngine& e, const std::string& ns, const std::vector<std::string>& keys,
-             const std::vector<uint64_t>& layers, uint32_t num_pages,
-             std::vector<uint32_t> pages, const std::string& layout, bool layerwise) {
+             const std::vector<uint64_t>& layers, uint32_t num_pages, std::vector<uint32_t> pages,
+             const std::string& layout, bool layerwise) {
             e.LoadInto(ns, keys, PagedBuffers(layers, num_pages, std::move(pages), layout),
                        layerwise);
           },
-          py::arg("ns"), py::arg("keys"), py::arg("layers"), py::arg("num_pages"),
-          py::arg("pages"), py::kw_only(), py::arg("layout") = "nhd",
-          py::arg("layerwise") = false,
+          py::arg("ns"), py::arg("keys"), py::arg("layers"), py::arg("num_pages"), py::arg("pages"),
+          py::kw_only(), py::arg("layout") = "nhd", py::arg("layerwise") = false,
           "Loads cached blocks into pages of a paged pool (pages[i] receives keys[i]) and "
           "waits.")
       .def("erase", &PyEngine::Erase, py::arg("ns"), py::arg("keys"),
@@ -1174,7 +1173,8 @@ on CUDA, overlaps, zero bytes; AlreadyExistsError for memory registered already.
       .def("stats", &PyEngine::Stats,
            "Engine statistics as nested dicts: every statistic of kvtier.stats_schema(), keyed "
            "by name; tier figures under 'tiers' by tier name, namespace figures under "
-           "'namespaces' by namespace name, prefetch figures under 'prefetch', the remote tier's own "
+           "'namespaces' by namespace name, prefetch figures under 'prefetch', the remote tier's "
+           "own "
            "figures under 'remote' (its nodes under 'remote'/'nodes' by address).");
 }
 

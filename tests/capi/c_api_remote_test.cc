@@ -30,8 +30,7 @@ kvtier_engine* OpenRemote(const std::string& seeds, const char* ns) {
   kvtier_options* o = nullptr;
   kvtier_engine* e = nullptr;
   EXPECT_EQ(kvtier_options_create(&o), KVTIER_OK);
-  EXPECT_EQ(kvtier_options_set_geometry(o, 2, 2, 8, KVTIER_DTYPE_FLOAT16, kBlockTokens),
-            KVTIER_OK);
+  EXPECT_EQ(kvtier_options_set_geometry(o, 2, 2, 8, KVTIER_DTYPE_FLOAT16, kBlockTokens), KVTIER_OK);
   EXPECT_EQ(kvtier_options_set_model_fingerprint(o, "c-api-remote-test@1"), KVTIER_OK);
   EXPECT_EQ(kvtier_options_set_device(o, KVTIER_DEVICE_EMULATED, 0, 0.0), KVTIER_OK);
   EXPECT_EQ(kvtier_options_set_tier_bytes(o, 0, 32 * kBlockBytes), KVTIER_OK);
@@ -66,8 +65,8 @@ TEST(CApiRemote, ABlockStoredByOneEngineIsARemoteHitForAnother) {
   std::vector<uint8_t> data(kBlocks * kBlockBytes);
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 13 + (i >> 9));
   size_t stored = 0;
-  ASSERT_C_OK(kvtier_store_host(a, ns.c_str(), tokens.data(), tokens.size(), nullptr, 0, 0,
-                                kBlocks, data.data(), data.size(), &stored));
+  ASSERT_C_OK(kvtier_store_host(a, ns.c_str(), tokens.data(), tokens.size(), nullptr, 0, 0, kBlocks,
+                                data.data(), data.size(), &stored));
   ASSERT_EQ(stored, kBlocks);
   ASSERT_C_OK(kvtier_flush(a));  // write-through: the SETs have landed
 
@@ -75,8 +74,8 @@ TEST(CApiRemote, ABlockStoredByOneEngineIsARemoteHitForAnother) {
   size_t matched_tokens = 0, matched_blocks = 0;
   kvtier_block_key keys[kBlocks];
   kvtier_tier tiers[kBlocks];
-  ASSERT_C_OK(kvtier_match(b, ns.c_str(), tokens.data(), tokens.size(), nullptr, 0,
-                           &matched_tokens, &matched_blocks, keys, kBlocks, tiers));
+  ASSERT_C_OK(kvtier_match(b, ns.c_str(), tokens.data(), tokens.size(), nullptr, 0, &matched_tokens,
+                           &matched_blocks, keys, kBlocks, tiers));
   ASSERT_EQ(matched_blocks, kBlocks);
   for (size_t i = 0; i < kBlocks; ++i) EXPECT_EQ(tiers[i], KVTIER_TIER_REMOTE) << i;
   std::vector<uint8_t> back(data.size(), 0xEE);
@@ -85,8 +84,8 @@ TEST(CApiRemote, ABlockStoredByOneEngineIsARemoteHitForAnother) {
   ASSERT_C_OK(kvtier_flush(b));
 
   // Now B holds them itself.
-  ASSERT_C_OK(kvtier_match(b, ns.c_str(), tokens.data(), tokens.size(), nullptr, 0,
-                           &matched_tokens, &matched_blocks, keys, kBlocks, tiers));
+  ASSERT_C_OK(kvtier_match(b, ns.c_str(), tokens.data(), tokens.size(), nullptr, 0, &matched_tokens,
+                           &matched_blocks, keys, kBlocks, tiers));
   for (size_t i = 0; i < kBlocks; ++i) EXPECT_EQ(tiers[i], KVTIER_TIER_HOST) << i;
 
   kvtier_stats sa{}, sb{};

@@ -169,8 +169,8 @@ struct StatsBeforeRemote {
   uint64_t namespaces, match_calls, matched_blocks, missed_blocks, stored_blocks,
       deduplicated_blocks, rejected_blocks, loaded_blocks, leases_held, leases_expired,
       prefetch_hinted, prefetch_issued, prefetch_in_time, prefetch_late, prefetch_unused,
-      block_bytes, stall_ns, stalled_waits, prefetch_present, prefetch_skipped,
-      prefetch_cancelled, prefetch_queued, prefetch_outstanding_bytes, prefetch_budget_bytes;
+      block_bytes, stall_ns, stalled_waits, prefetch_present, prefetch_skipped, prefetch_cancelled,
+      prefetch_queued, prefetch_outstanding_bytes, prefetch_budget_bytes;
   kvtier_latency_stats match_latency, store_latency, load_latency;
 };
 static_assert(sizeof(StatsBeforeRemote) == KVTIER_STATS_SIZE_MIN);

@@ -151,7 +151,8 @@ TEST(CStats, StructSizeIsAVersionOfTheStruct) {
   }
   // The smallest sizes accepted are the version-4 layouts (four tiers) up to the remote
   // figures, and the structs grew after them.
-  EXPECT_EQ(KVTIER_STATS_SIZE_MIN, offsetof(kvtier_stats, load_latency) + sizeof(kvtier_latency_stats));
+  EXPECT_EQ(KVTIER_STATS_SIZE_MIN,
+            offsetof(kvtier_stats, load_latency) + sizeof(kvtier_latency_stats));
   EXPECT_EQ(KVTIER_NAMESPACE_STATS_SIZE_MIN, sizeof(kvtier_namespace_stats));
   EXPECT_EQ(KVTIER_REMOTE_NODE_STATS_SIZE_MIN, sizeof(kvtier_remote_node_stats));
   EXPECT_LT(KVTIER_STATS_SIZE_MIN, sizeof(kvtier_stats));

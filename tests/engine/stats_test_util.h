@@ -67,13 +67,32 @@ inline EngineStats DistinctStats(size_t num_namespaces = 2, size_t num_nodes = 2
   s.stalled_waits = next++;
   for (LatencyStats* l : {&s.match_latency, &s.store_latency, &s.load_latency}) FillWords(*l, next);
   RemoteStats& r = s.remote;
-  for (uint64_t* v :
-       {&r.enabled, &r.lookups, &r.lookup_hits, &r.lookup_errors, &r.reads, &r.read_hits,
-        &r.read_misses, &r.read_errors, &r.read_corrupt, &r.read_wrong_block, &r.read_bad_mac,
-        &r.writes, &r.writes_failed, &r.writes_dropped, &r.writes_rejected, &r.bytes_written,
-        &r.bytes_read, &r.erased_keys, &r.slot_map_refreshes, &r.errors_connect,
-        &r.errors_timeout, &r.errors_cluster_down, &r.errors_no_perm, &r.errors_breaker_open,
-        &r.errors_protocol, &r.redirects}) {
+  for (uint64_t* v : {&r.enabled,
+                      &r.lookups,
+                      &r.lookup_hits,
+                      &r.lookup_errors,
+                      &r.reads,
+                      &r.read_hits,
+                      &r.read_misses,
+                      &r.read_errors,
+                      &r.read_corrupt,
+                      &r.read_wrong_block,
+                      &r.read_bad_mac,
+                      &r.writes,
+                      &r.writes_failed,
+                      &r.writes_dropped,
+                      &r.writes_rejected,
+                      &r.bytes_written,
+                      &r.bytes_read,
+                      &r.erased_keys,
+                      &r.slot_map_refreshes,
+                      &r.errors_connect,
+                      &r.errors_timeout,
+                      &r.errors_cluster_down,
+                      &r.errors_no_perm,
+                      &r.errors_breaker_open,
+                      &r.errors_protocol,
+                      &r.redirects}) {
     *v = next++;
   }
   for (LatencyStats* l : {&r.get_latency, &r.set_latency}) {

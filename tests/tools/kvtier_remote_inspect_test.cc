@@ -34,12 +34,12 @@ using ::kvtier::testing::RunCli;
 using ::kvtier::testing::RunResult;
 using nlohmann::ordered_json;
 
-#define CLUSTER_OR_SKIP(var, expr)                                              \
-  absl::StatusOr<LocalCluster*> var##_or = (expr);                              \
-  if (!var##_or.ok() && absl::IsFailedPrecondition(var##_or.status())) {        \
-    GTEST_SKIP() << var##_or.status();                                          \
-  }                                                                             \
-  ASSERT_TRUE(var##_or.ok()) << var##_or.status();                              \
+#define CLUSTER_OR_SKIP(var, expr)                                       \
+  absl::StatusOr<LocalCluster*> var##_or = (expr);                       \
+  if (!var##_or.ok() && absl::IsFailedPrecondition(var##_or.status())) { \
+    GTEST_SKIP() << var##_or.status();                                   \
+  }                                                                      \
+  ASSERT_TRUE(var##_or.ok()) << var##_or.status();                       \
   LocalCluster* var = *var##_or
 
 std::string Seeds(const LocalCluster& c) { return absl::StrJoin(c.seeds(), ","); }
@@ -173,8 +173,8 @@ TEST(KvtierRemoteInspect, AWrongPasswordIsRefused) {
   // The shared cluster's default user has no password: AUTH with one fails.
   const std::string pw = absl::StrCat(::testing::TempDir(), "/kvtier-pw-", getpid());
   std::ofstream(pw) << "not-the-password\n";
-  const RunResult r = RunCli(absl::StrCat("remote inspect --user=nobody --password-file=",
-                                          Quote(pw), " --seeds=", Seeds(*cluster)));
+  const RunResult r = RunCli(absl::StrCat(
+      "remote inspect --user=nobody --password-file=", Quote(pw), " --seeds=", Seeds(*cluster)));
   std::remove(pw.c_str());
   EXPECT_NE(r.exit_code, cli::kExitOk);
   EXPECT_FALSE(r.err.empty());

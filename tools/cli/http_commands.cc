@@ -92,8 +92,8 @@ std::vector<Column> NodeColumns(const ordered_json& doc) {
   const ordered_json* nodes = At(doc, "remote/nodes");
   const size_t n = nodes != nullptr && nodes->is_array() ? nodes->size() : 0;
   for (size_t i = 0; i < n; ++i) {
-    out.push_back({Str(doc, absl::StrCat("remote/nodes/", i, "/address")),
-                   StatLabels{.node_index = i}});
+    out.push_back(
+        {Str(doc, absl::StrCat("remote/nodes/", i, "/address")), StatLabels{.node_index = i}});
   }
   return out;
 }
@@ -239,8 +239,7 @@ bool RemoteEnabled(const ordered_json& doc) {
 
 // The remote tier's own figures (tables "remote", "remote node", "remote latency"), `cell`
 // rendering each value; `latency` renders the latency table.
-std::string RemoteSection(const ordered_json& doc, const CellFn& cell,
-                          const std::string& latency) {
+std::string RemoteSection(const ordered_json& doc, const CellFn& cell, const std::string& latency) {
   if (!RemoteEnabled(doc)) return "\nremote tier: off (EngineOptions::remote.seeds is empty)\n";
   Table remote({"remote", ""});
   AddRows(remote, {StatGroup::kRemote}, {Column{}}, cell);
@@ -351,8 +350,8 @@ std::string FormatTopFrame(const ordered_json& prev, const ordered_json& cur, do
     }
     // The same node in `prev`, found by address (the node list may be reordered).
     if (HasNodeLabel(info.group)) {
-      const std::string address = Str(cur, absl::StrCat("remote/nodes/", labels.node_index,
-                                                        "/address"));
+      const std::string address =
+          Str(cur, absl::StrCat("remote/nodes/", labels.node_index, "/address"));
       const std::vector<Column> before = NodeColumns(prev);
       p.node_index = before.size();  // past the end: absent, 0
       for (const Column& c : before) {
@@ -412,9 +411,9 @@ std::string FormatTopFrame(const ordered_json& prev, const ordered_json& cur, do
 
   // Latency of the calls made in the interval: the buckets' differences.
   out += "\n" + IntervalLatencyTable(prev, cur, dt, StatGroup::kLatency, "latency (interval)");
-  out += RemoteSection(cur, cell,
-                       IntervalLatencyTable(prev, cur, dt, StatGroup::kRemote,
-                                            "remote latency (interval)"));
+  out += RemoteSection(
+      cur, cell,
+      IntervalLatencyTable(prev, cur, dt, StatGroup::kRemote, "remote latency (interval)"));
   return out;
 }
 

@@ -100,7 +100,8 @@ absl::Status QueryNode(const RemoteInspectOptions& o, SSL_CTX* tls, const std::s
   }
   remote::ConnectionOptions co;
   co.host = address.substr(0, colon);
-  if (co.host.size() >= 2 && co.host.front() == '[') co.host = co.host.substr(1, co.host.size() - 2);
+  if (co.host.size() >= 2 && co.host.front() == '[')
+    co.host = co.host.substr(1, co.host.size() - 2);
   co.port = port;
   co.user = o.user;
   co.password = o.password;
@@ -136,9 +137,9 @@ absl::StatusOr<std::vector<std::string>> SplitSeeds(const std::string& seeds) {
   for (absl::string_view s : absl::StrSplit(seeds, ',')) {
     s = absl::StripAsciiWhitespace(s);
     if (s.empty()) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "--seeds '%s': entry %d is empty (expected host:port[,host:port...])", seeds,
-          out.size() + 1));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--seeds '%s': entry %d is empty (expected host:port[,host:port...])",
+                          seeds, out.size() + 1));
     }
     out.emplace_back(s);
   }
@@ -150,7 +151,8 @@ absl::StatusOr<std::string> ReadPasswordFile(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat("--password-file ", path, ": cannot read it"));
   std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  if (s.empty()) return absl::InvalidArgumentError(absl::StrCat("--password-file ", path, " is empty"));
+  if (s.empty())
+    return absl::InvalidArgumentError(absl::StrCat("--password-file ", path, " is empty"));
   return s;
 }
 
@@ -171,7 +173,8 @@ absl::StatusOr<ordered_json> InspectRemote(const RemoteInspectOptions& o) {
   ro.connections_per_node = 1;
   ro.io_threads = 1;
   const remote::ClusterOptions co = MakeClusterOptions(ro);
-  absl::StatusOr<std::unique_ptr<remote::ClusterClient>> client = remote::ClusterClient::Connect(co);
+  absl::StatusOr<std::unique_ptr<remote::ClusterClient>> client =
+      remote::ClusterClient::Connect(co);
   if (!client.ok()) return client.status();
   remote::TlsContext tls;
   if (o.tls) {
@@ -201,8 +204,8 @@ absl::StatusOr<ordered_json> InspectRemote(const RemoteInspectOptions& o) {
   }
   report["cluster"] = cluster;
   if (ci.count("cluster_state") > 0 && ci.at("cluster_state") != "ok") {
-    warnings.push_back(absl::StrCat("cluster_state is ", ci.at("cluster_state"),
-                                    ": some slots are not served"));
+    warnings.push_back(
+        absl::StrCat("cluster_state is ", ci.at("cluster_state"), ": some slots are not served"));
   }
 
   absl::StatusOr<std::string> nodes_text =
@@ -210,9 +213,8 @@ absl::StatusOr<ordered_json> InspectRemote(const RemoteInspectOptions& o) {
   if (!nodes_text.ok()) return nodes_text.status();
   absl::StatusOr<std::vector<ClusterNode>> nodes = ParseClusterNodes(*nodes_text);
   if (!nodes.ok()) return nodes.status();
-  std::sort(nodes->begin(), nodes->end(), [](const ClusterNode& a, const ClusterNode& b) {
-    return a.address < b.address;
-  });
+  std::sort(nodes->begin(), nodes->end(),
+            [](const ClusterNode& a, const ClusterNode& b) { return a.address < b.address; });
   std::map<std::string, std::string> address_of;
   for (const ClusterNode& n : *nodes) address_of[n.id] = n.address;
   ordered_json node_list = ordered_json::array();
@@ -223,7 +225,8 @@ absl::StatusOr<ordered_json> InspectRemote(const RemoteInspectOptions& o) {
     j["id"] = n.id;
     const bool master = n.Has("master");
     j["role"] = master ? "master" : "replica";
-    if (!master) j["master"] = address_of.count(n.master_id) ? address_of[n.master_id] : n.master_id;
+    if (!master)
+      j["master"] = address_of.count(n.master_id) ? address_of[n.master_id] : n.master_id;
     j["flags"] = absl::StrJoin(n.flags, ",");
     j["link"] = n.link;
     j["slot_count"] = n.SlotCount();
@@ -239,9 +242,10 @@ absl::StatusOr<ordered_json> InspectRemote(const RemoteInspectOptions& o) {
       warnings.push_back(absl::StrCat(n.address, " could not be queried: ", s.message()));
     } else if (master) {
       if (j["maxmemory"].get<uint64_t>() == 0) {
-        warnings.push_back(absl::StrCat(
-            n.address, " has maxmemory 0 (unbounded): a cache node grows until the OS kills "
-            "it; set maxmemory (docs/operations.md)"));
+        warnings.push_back(
+            absl::StrCat(n.address,
+                         " has maxmemory 0 (unbounded): a cache node grows until the OS kills "
+                         "it; set maxmemory (docs/operations.md)"));
       }
       if (j["maxmemory_policy"] != "allkeys-lru") {
         warnings.push_back(absl::StrCat(
@@ -269,9 +273,9 @@ absl::StatusOr<ordered_json> InspectRemote(const RemoteInspectOptions& o) {
         // kvtier:1:<namespace>:<model id>:<block key>; the namespace may contain ':'.
         const absl::string_view rest = key.substr(sizeof(kKeyPrefix) - 1);
         const size_t key_colon = rest.rfind(':');
-        const size_t model_colon =
-            key_colon == absl::string_view::npos || key_colon == 0 ? absl::string_view::npos
-                                                                   : rest.rfind(':', key_colon - 1);
+        const size_t model_colon = key_colon == absl::string_view::npos || key_colon == 0
+                                       ? absl::string_view::npos
+                                       : rest.rfind(':', key_colon - 1);
         if (model_colon == absl::string_view::npos || model_colon == 0) {
           ++other_keys;
           return;
@@ -307,7 +311,8 @@ absl::StatusOr<ordered_json> InspectRemote(const RemoteInspectOptions& o) {
 std::string FormatRemoteInspect(const ordered_json& r) {
   std::string out;
   const ordered_json& c = r["cluster"];
-  absl::StrAppendFormat(&out, "cluster: state %s, %s of 16384 slots assigned, %s nodes, %s masters\n",
+  absl::StrAppendFormat(&out,
+                        "cluster: state %s, %s of 16384 slots assigned, %s nodes, %s masters\n",
                         c.value("state", std::string("?")),
                         c.contains("slots_assigned") ? c["slots_assigned"].dump() : "?",
                         c.contains("known_nodes") ? c["known_nodes"].dump() : "?",
@@ -321,16 +326,16 @@ std::string FormatRemoteInspect(const ordered_json& r) {
       absl::StrAppend(&ranges, ranges.empty() ? "" : ",", s[0].get<int>(), "-", s[1].get<int>());
     }
     const bool ok = !n.contains("error");
-    nodes.Row(n["address"].get<std::string>(),
-              {role,
-               ranges.empty() ? "-"
-                              : absl::StrCat(n["slot_count"].get<uint64_t>(), " (", ranges, ")"),
-               n["link"].get<std::string>(), ok ? absl::StrCat(n["keys"].get<int64_t>()) : "?",
-               ok ? HumanBytes(n["used_memory"].get<double>()) : "?",
-               ok ? (n["maxmemory"].get<uint64_t>() == 0 ? std::string("0 (unbounded)")
-                                                         : HumanBytes(n["maxmemory"].get<double>()))
-                  : "?",
-               ok ? n["maxmemory_policy"].get<std::string>() : "?"});
+    nodes.Row(
+        n["address"].get<std::string>(),
+        {role,
+         ranges.empty() ? "-" : absl::StrCat(n["slot_count"].get<uint64_t>(), " (", ranges, ")"),
+         n["link"].get<std::string>(), ok ? absl::StrCat(n["keys"].get<int64_t>()) : "?",
+         ok ? HumanBytes(n["used_memory"].get<double>()) : "?",
+         ok ? (n["maxmemory"].get<uint64_t>() == 0 ? std::string("0 (unbounded)")
+                                                   : HumanBytes(n["maxmemory"].get<double>()))
+            : "?",
+         ok ? n["maxmemory_policy"].get<std::string>() : "?"});
   }
   out += "\n" + nodes.Render() + "\n";
   if (r["namespaces"].empty()) {
@@ -338,10 +343,10 @@ std::string FormatRemoteInspect(const ordered_json& r) {
   } else {
     TextTable spaces({"namespace", "model id", "blocks", "bytes (est.)"});
     for (const ordered_json& n : r["namespaces"]) {
-      spaces.Row(n["namespace"].get<std::string>(),
-                 {n["model_id"].get<std::string>(), absl::StrCat(n["blocks"].get<uint64_t>()),
-                  n.contains("bytes_estimated") ? HumanBytes(n["bytes_estimated"].get<double>())
-                                                : "?"});
+      spaces.Row(
+          n["namespace"].get<std::string>(),
+          {n["model_id"].get<std::string>(), absl::StrCat(n["blocks"].get<uint64_t>()),
+           n.contains("bytes_estimated") ? HumanBytes(n["bytes_estimated"].get<double>()) : "?"});
     }
     out += spaces.Render();
     out += "(bytes estimated from one sampled value per namespace and model)\n";
