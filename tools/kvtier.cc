@@ -1,5 +1,6 @@
 // tools/kvtier.cc — the `kvtier` command-line tool: inspect, verify and erase cache
-// directories; read a live engine's metrics endpoint (stats, top). Usage and exit codes:
+// directories; read a live engine's metrics endpoint (stats, top); inspect the Redis Cluster
+// of a remote tier (remote inspect). Usage and exit codes:
 // tools/README.md; `kvtier SUBCOMMAND --help`.
 
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include "tools/cli/disk_commands.h"
 #include "tools/cli/exit_codes.h"
 #include "tools/cli/http_commands.h"
+#include "tools/cli/remote_commands.h"
 #include "tools/cli/trace_commands.h"
 
 namespace kvtier::cli {
@@ -80,6 +82,34 @@ int Main(int argc, char** argv) {
   top->add_option("--interval,-i", interval, "seconds between refreshes")
       ->check(CLI::PositiveNumber);
   top->add_flag("--once", once, "print one frame (rates over one interval) and exit");
+
+  std::string seeds, password_file;
+  RemoteInspectOptions remote_options;
+  double remote_timeout = 5.0;
+  CLI::App* remote = app.add_subcommand("remote", "The remote tier's Redis Cluster.");
+  remote->require_subcommand(1);
+  CLI::App* remote_inspect = remote->add_subcommand(
+      "inspect",
+      "Read-only report of a cluster: state, slot map, nodes (keys, used memory, maxmemory and "
+      "policy, with warnings where docs/operations.md advises otherwise) and kvtier's blocks "
+      "per namespace and model (SCAN).");
+  remote_inspect->add_option("--seeds", seeds, "host:port[,host:port...] of cluster nodes")
+      ->required();
+  remote_inspect->add_option("--user", remote_options.user, "ACL user (default: \"default\")");
+  remote_inspect->add_option("--password-file", password_file,
+                             "file holding the password (not on the command line: ps shows it)");
+  remote_inspect->add_flag("--tls", remote_options.tls, "connect with TLS");
+  remote_inspect->add_option("--tls-ca-file", remote_options.tls_ca_file,
+                             "CA bundle the servers' certificates chain to (required with --tls)");
+  remote_inspect->add_option("--tls-cert-file", remote_options.tls_cert_file,
+                             "client certificate (servers with tls-auth-clients)");
+  remote_inspect->add_option("--tls-key-file", remote_options.tls_key_file,
+                             "the client certificate's key");
+  remote_inspect->add_option("--tls-server-name", remote_options.tls_server_name,
+                             "hostname the certificates must carry (default: the CA chain only)");
+  remote_inspect->add_option("--timeout", remote_timeout, "seconds for connecting and each command")
+      ->check(CLI::PositiveNumber);
+  remote_inspect->add_flag("--json", json, "print the report as JSON");
 
   std::string trace_in, trace_out, trace_format = "auto", kind;
   uint64_t seed = 1;
@@ -159,6 +189,21 @@ int Main(int argc, char** argv) {
       prev = std::move(cur);
       last = now;
     }
+  }
+  if (remote_inspect->parsed()) {
+    absl::StatusOr<std::vector<std::string>> list = SplitSeeds(seeds);
+    if (!list.ok()) return Fail("remote inspect", list.status());
+    remote_options.seeds = *std::move(list);
+    if (!password_file.empty()) {
+      absl::StatusOr<std::string> pw = ReadPasswordFile(password_file);
+      if (!pw.ok()) return Fail("remote inspect", pw.status());
+      remote_options.password = *std::move(pw);
+    }
+    remote_options.timeout = absl::Seconds(remote_timeout);
+    absl::StatusOr<nlohmann::ordered_json> r = InspectRemote(remote_options);
+    if (!r.ok()) return Fail("remote inspect", r.status());
+    std::cout << (json ? kvtier::json::Dump(*r, 2) + "\n" : FormatRemoteInspect(*r));
+    return kExitOk;
   }
   // A malformed trace is a problem found in the input (exit 1), not a usage error.
   auto read_trace = [&](const char* command) -> absl::StatusOr<std::vector<workload::Request>> {

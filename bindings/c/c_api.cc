@@ -26,8 +26,10 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
@@ -302,6 +304,39 @@ absl::StatusOr<kvtier::NamespaceLimits> ToLimits(const kvtier_namespace_limits& 
   return out;
 }
 
+// Checks one remote option the way kvtier_engine_open will, alone: `set` applies it to default
+// RemoteOptions (with a placeholder seed, so the tier counts as enabled) inside options that
+// are otherwise valid, and the engine's own validation runs. So a setter refuses what open
+// would refuse, with the engine's message naming "remote.<field>", and an error is never
+// blamed on another option set before. Checks that need the real options (a codec against
+// the geometry's dtype, max_inflight_bytes against the block size, TLS files together) are
+// left to kvtier_options_validate and kvtier_engine_open.
+template <typename Set>
+absl::Status CheckRemoteOption(Set&& set) {
+  kvtier::EngineOptions probe;
+  probe.geometry.num_layers = 1;
+  probe.geometry.num_kv_heads = 1;
+  probe.geometry.head_dim = 8;
+  probe.geometry.dtype = kvtier::DType::kFloat16;
+  probe.geometry.block_tokens = 1;
+  probe.model_fingerprint = "probe";
+  probe.host_tier_bytes = probe.geometry.block_bytes();
+  probe.device.choice = kvtier::DeviceChoice::kEmulated;
+  probe.remote.seeds = {"127.0.0.1:6379"};
+  set(probe.remote);
+  return probe.Validate();
+}
+
+// A timeout in milliseconds, as RemoteOptions takes it: 1 .. 10 minutes.
+absl::StatusOr<absl::Duration> RemoteTimeout(const char* name, uint64_t ms) {
+  constexpr uint64_t kMaxMs = 10 * 60 * 1000;
+  if (ms == 0 || ms > kMaxMs) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s = %d must be in 1..%d (milliseconds)", name, ms, kMaxMs));
+  }
+  return absl::Milliseconds(static_cast<int64_t>(ms));
+}
+
 }  // namespace
 
 extern "C" {
@@ -567,6 +602,224 @@ kvtier_status_code kvtier_options_set_secure_erase(kvtier_options* options, int 
   });
 }
 
+kvtier_status_code kvtier_options_set_remote_seeds(kvtier_options* options, const char* seeds) {
+  static constexpr char kFn[] = "kvtier_options_set_remote_seeds";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    KVTIER_REQUIRE_NONNULL(kFn, seeds);
+    std::vector<std::string> list;
+    for (absl::string_view seed : absl::StrSplit(seeds, ',')) {
+      seed = absl::StripAsciiWhitespace(seed);
+      if (seed.empty()) {
+        return InvalidArgument(
+            kFn,
+            absl::StrFormat("seeds '%s': entry %d is empty (expected host:port[,host:port...])",
+                            seeds, list.size() + 1));
+      }
+      list.emplace_back(seed);
+    }
+    if (kvtier_status_code c =
+            FromStatus(kFn, CheckRemoteOption([&](kvtier::RemoteOptions& r) { r.seeds = list; }))) {
+      return c;
+    }
+    options->options.remote.seeds = std::move(list);
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_add_remote_seed(kvtier_options* options, const char* seed) {
+  static constexpr char kFn[] = "kvtier_options_add_remote_seed";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    KVTIER_REQUIRE_NONNULL(kFn, seed);
+    if (seed[0] == '\0') return InvalidArgument(kFn, "seed is empty (expected host:port)");
+    if (kvtier_status_code c = FromStatus(
+            kFn, CheckRemoteOption([&](kvtier::RemoteOptions& r) { r.seeds = {seed}; }))) {
+      return c;
+    }
+    options->options.remote.seeds.emplace_back(seed);
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_remote_auth(kvtier_options* options, const char* user,
+                                                  const char* password) {
+  static constexpr char kFn[] = "kvtier_options_set_remote_auth";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    options->options.remote.user = user != nullptr ? user : "";
+    options->options.remote.password = password != nullptr ? password : "";
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_remote_tls(kvtier_options* options, int enable,
+                                                 const char* ca_file, const char* cert_file,
+                                                 const char* key_file, const char* server_name) {
+  static constexpr char kFn[] = "kvtier_options_set_remote_tls";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    kvtier::RemoteOptions& r = options->options.remote;
+    if (enable == 0) {
+      r.tls = false;
+      r.tls_ca_file.clear();
+      r.tls_cert_file.clear();
+      r.tls_key_file.clear();
+      r.tls_server_name.clear();
+      return KVTIER_OK;
+    }
+    auto str = [](const char* s) { return std::string(s != nullptr ? s : ""); };
+    if (str(ca_file).empty()) {
+      return InvalidArgument(kFn,
+                             "ca_file is NULL or empty: TLS needs the CA bundle the cluster's "
+                             "certificates chain to");
+    }
+    if (str(cert_file).empty() != str(key_file).empty()) {
+      return InvalidArgument(kFn, "cert_file and key_file go together: set both or neither");
+    }
+    r.tls = true;
+    r.tls_ca_file = str(ca_file);
+    r.tls_cert_file = str(cert_file);
+    r.tls_key_file = str(key_file);
+    r.tls_server_name = str(server_name);
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_remote_timeouts_ms(kvtier_options* options,
+                                                         uint64_t connect_ms, uint64_t op_ms,
+                                                         uint64_t match_ms) {
+  static constexpr char kFn[] = "kvtier_options_set_remote_timeouts_ms";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    absl::StatusOr<absl::Duration> connect = RemoteTimeout("connect_ms", connect_ms);
+    if (!connect.ok()) return FromStatus(kFn, connect.status());
+    absl::StatusOr<absl::Duration> op = RemoteTimeout("op_ms", op_ms);
+    if (!op.ok()) return FromStatus(kFn, op.status());
+    absl::StatusOr<absl::Duration> match = RemoteTimeout("match_ms", match_ms);
+    if (!match.ok()) return FromStatus(kFn, match.status());
+    options->options.remote.connect_timeout = *connect;
+    options->options.remote.op_timeout = *op;
+    options->options.remote.match_timeout = *match;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_remote_connections(kvtier_options* options,
+                                                         uint32_t connections_per_node,
+                                                         uint32_t io_threads) {
+  static constexpr char kFn[] = "kvtier_options_set_remote_connections";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    if (kvtier_status_code c = FromStatus(kFn, CheckRemoteOption([&](kvtier::RemoteOptions& r) {
+                                            r.connections_per_node = connections_per_node;
+                                            r.io_threads = io_threads;
+                                          }))) {
+      return c;
+    }
+    options->options.remote.connections_per_node = connections_per_node;
+    options->options.remote.io_threads = io_threads;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_remote_max_inflight_bytes(kvtier_options* options,
+                                                                uint64_t max_inflight_bytes) {
+  static constexpr char kFn[] = "kvtier_options_set_remote_max_inflight_bytes";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    if (max_inflight_bytes == 0 || max_inflight_bytes > SIZE_MAX) {
+      return InvalidArgument(
+          kFn, absl::StrFormat("max_inflight_bytes = %d must be at least one block and fit in "
+                               "this platform's size_t",
+                               max_inflight_bytes));
+    }
+    options->options.remote.max_inflight_bytes = static_cast<size_t>(max_inflight_bytes);
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_remote_write_policy(kvtier_options* options,
+                                                          const char* policy) {
+  static constexpr char kFn[] = "kvtier_options_set_remote_write_policy";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    KVTIER_REQUIRE_NONNULL(kFn, policy);
+    if (kvtier_status_code c = FromStatus(
+            kFn, CheckRemoteOption([&](kvtier::RemoteOptions& r) { r.write_policy = policy; }))) {
+      return c;
+    }
+    options->options.remote.write_policy = policy;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_remote_admission(kvtier_options* options, uint32_t min_seen,
+                                                       double write_budget_mbps) {
+  static constexpr char kFn[] = "kvtier_options_set_remote_admission";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    if (min_seen == 0) return InvalidArgument(kFn, "min_seen is 0 (1 admits every block)");
+    if (kvtier_status_code c = FromStatus(kFn, CheckRemoteOption([&](kvtier::RemoteOptions& r) {
+                                            r.admit_min_seen = min_seen;
+                                            r.write_budget_mbps = write_budget_mbps;
+                                          }))) {
+      return c;
+    }
+    options->options.remote.admit_min_seen = min_seen;
+    options->options.remote.write_budget_mbps = write_budget_mbps;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_remote_codec(kvtier_options* options, const char* codec,
+                                                   int zstd_level) {
+  static constexpr char kFn[] = "kvtier_options_set_remote_codec";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    KVTIER_REQUIRE_NONNULL(kFn, codec);
+    if (kvtier_status_code c = FromStatus(kFn, CheckRemoteOption([&](kvtier::RemoteOptions& r) {
+                                            r.codec = codec;
+                                            r.zstd_level = zstd_level;
+                                          }))) {
+      return c;
+    }
+    options->options.remote.codec = codec;
+    options->options.remote.zstd_level = zstd_level;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_add_remote_hmac_secret(kvtier_options* options, const char* ns,
+                                                         const void* secret, size_t secret_len) {
+  static constexpr char kFn[] = "kvtier_options_add_remote_hmac_secret";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    KVTIER_REQUIRE_NONNULL(kFn, ns);
+    if (kvtier_status_code c = CheckArray(kFn, secret, "secret", secret_len, "secret_len")) {
+      return c;
+    }
+    const std::string bytes =
+        secret_len == 0 ? std::string() : std::string(static_cast<const char*>(secret), secret_len);
+    if (kvtier_status_code c = FromStatus(kFn, CheckRemoteOption([&](kvtier::RemoteOptions& r) {
+                                            r.hmac_secrets[ns] = bytes;
+                                          }))) {
+      return c;
+    }
+    options->options.remote.hmac_secrets[ns] = bytes;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_remote_allow_unreachable(kvtier_options* options, int allow) {
+  static constexpr char kFn[] = "kvtier_options_set_remote_allow_unreachable";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    options->options.remote.allow_unreachable = allow != 0;
+    return KVTIER_OK;
+  });
+}
+
 kvtier_status_code kvtier_options_validate(const kvtier_options* options) {
   static constexpr char kFn[] = "kvtier_options_validate";
   return Guarded(kFn, [&] {
@@ -733,8 +986,8 @@ kvtier_status_code kvtier_engine_register_device_memory(kvtier_engine* engine,
     KVTIER_REQUIRE_NONNULL(kFn, engine);
     if (base == 0) return InvalidArgument(kFn, "base is 0");
     if (bytes == 0) return InvalidArgument(kFn, "bytes is 0");
-    return FromStatus(kFn, engine->engine->RegisterDeviceMemory(
-                               kvtier::DevicePtr::FromAddress(base), bytes));
+    return FromStatus(
+        kFn, engine->engine->RegisterDeviceMemory(kvtier::DevicePtr::FromAddress(base), bytes));
   });
 }
 
@@ -1115,8 +1368,9 @@ kvtier_status_code kvtier_engine_stats(kvtier_engine* engine, kvtier_stats* out_
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, engine);
     KVTIER_REQUIRE_NONNULL(kFn, out_stats);
-    if (absl::Status s = kvtier::capi::CheckStructSize(out_stats->struct_size, KVTIER_STATS_SIZE_V1,
-                                                       "out_stats->struct_size", "kvtier_stats");
+    if (absl::Status s =
+            kvtier::capi::CheckStructSize(out_stats->struct_size, KVTIER_STATS_SIZE_MIN,
+                                          "out_stats->struct_size", "kvtier_stats");
         !s.ok()) {
       return FromStatus(kFn, s);
     }
@@ -1137,7 +1391,7 @@ kvtier_status_code kvtier_namespace_stats_get(kvtier_engine* engine, const char*
     KVTIER_REQUIRE_NONNULL(kFn, ns);
     KVTIER_REQUIRE_NONNULL(kFn, out_stats);
     if (absl::Status s =
-            kvtier::capi::CheckStructSize(out_stats->struct_size, KVTIER_NAMESPACE_STATS_SIZE_V1,
+            kvtier::capi::CheckStructSize(out_stats->struct_size, KVTIER_NAMESPACE_STATS_SIZE_MIN,
                                           "out_stats->struct_size", "kvtier_namespace_stats");
         !s.ok()) {
       return FromStatus(kFn, s);
@@ -1152,6 +1406,33 @@ kvtier_status_code kvtier_namespace_stats_get(kvtier_engine* engine, const char*
     }
     return Fail(absl::StatusCode::kNotFound,
                 absl::StrFormat("%s: namespace '%s' does not exist", kFn, ns));
+  });
+}
+
+kvtier_status_code kvtier_remote_node_stats_get(kvtier_engine* engine, size_t index,
+                                                kvtier_remote_node_stats* out_stats) {
+  static constexpr char kFn[] = "kvtier_remote_node_stats_get";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, engine);
+    KVTIER_REQUIRE_NONNULL(kFn, out_stats);
+    if (absl::Status s =
+            kvtier::capi::CheckStructSize(out_stats->struct_size, KVTIER_REMOTE_NODE_STATS_SIZE_MIN,
+                                          "out_stats->struct_size", "kvtier_remote_node_stats");
+        !s.ok()) {
+      return FromStatus(kFn, s);
+    }
+    const kvtier::EngineStats s = engine->engine->Stats();
+    const size_t count = s.remote.nodes.size();
+    if (index >= count) {
+      return Fail(
+          absl::StatusCode::kOutOfRange,
+          absl::StrFormat("%s: index %d is past the %d remote node(s) the engine knows%s", kFn,
+                          index, count, s.remote.enabled == 0 ? " (it has no remote tier)" : ""));
+    }
+    kvtier_remote_node_stats full;
+    kvtier::capi::FillRemoteNodeStats(s, index, &full);
+    kvtier::capi::CopyOut(&full, sizeof(full), out_stats);
+    return KVTIER_OK;
   });
 }
 

@@ -1,6 +1,8 @@
 #include "stats_fill.h"  // bindings/c/stats_fill.h
 
+#include <algorithm>
 #include <cstring>
+#include <string>
 #include <type_traits>
 
 #include "absl/strings/str_format.h"
@@ -11,7 +13,10 @@ namespace {
 static_assert(KVTIER_NUM_TIERS == kNumTiers);
 static_assert(KVTIER_LATENCY_BUCKETS == kLatencyBuckets);
 static_assert(std::is_trivially_copyable_v<kvtier_stats> &&
-              std::is_trivially_copyable_v<kvtier_namespace_stats>);
+              std::is_trivially_copyable_v<kvtier_namespace_stats> &&
+              std::is_trivially_copyable_v<kvtier_remote_node_stats>);
+static_assert(sizeof(kvtier_stats) % 8 == 0 && sizeof(kvtier_namespace_stats) % 8 == 0 &&
+              sizeof(kvtier_remote_node_stats) % 8 == 0);
 
 constexpr CStatField kFields[] = {
     {StatGroup::kInfo, "block_bytes", offsetof(kvtier_stats, block_bytes)},
@@ -74,22 +79,62 @@ constexpr CStatField kFields[] = {
     {StatGroup::kLatency, "match_latency", offsetof(kvtier_stats, match_latency)},
     {StatGroup::kLatency, "store_latency", offsetof(kvtier_stats, store_latency)},
     {StatGroup::kLatency, "load_latency", offsetof(kvtier_stats, load_latency)},
+
+#define KVTIER_C_REMOTE(field) \
+  { StatGroup::kRemote, #field, offsetof(kvtier_stats, remote_##field) }
+    KVTIER_C_REMOTE(enabled),
+    KVTIER_C_REMOTE(lookups),
+    KVTIER_C_REMOTE(lookup_hits),
+    KVTIER_C_REMOTE(lookup_errors),
+    KVTIER_C_REMOTE(reads),
+    KVTIER_C_REMOTE(read_hits),
+    KVTIER_C_REMOTE(read_misses),
+    KVTIER_C_REMOTE(read_errors),
+    KVTIER_C_REMOTE(read_corrupt),
+    KVTIER_C_REMOTE(read_wrong_block),
+    KVTIER_C_REMOTE(read_bad_mac),
+    KVTIER_C_REMOTE(writes),
+    KVTIER_C_REMOTE(writes_failed),
+    KVTIER_C_REMOTE(writes_dropped),
+    KVTIER_C_REMOTE(writes_rejected),
+    KVTIER_C_REMOTE(bytes_written),
+    KVTIER_C_REMOTE(bytes_read),
+    KVTIER_C_REMOTE(erased_keys),
+    KVTIER_C_REMOTE(slot_map_refreshes),
+    KVTIER_C_REMOTE(errors_connect),
+    KVTIER_C_REMOTE(errors_timeout),
+    KVTIER_C_REMOTE(errors_cluster_down),
+    KVTIER_C_REMOTE(errors_no_perm),
+    KVTIER_C_REMOTE(errors_breaker_open),
+    KVTIER_C_REMOTE(errors_protocol),
+    KVTIER_C_REMOTE(redirects),
+    KVTIER_C_REMOTE(get_latency),
+    KVTIER_C_REMOTE(set_latency),
+#undef KVTIER_C_REMOTE
+
+    {StatGroup::kRemoteNode, "master", offsetof(kvtier_remote_node_stats, master)},
+    {StatGroup::kRemoteNode, "connected", offsetof(kvtier_remote_node_stats, connected)},
+    {StatGroup::kRemoteNode, "breaker_open", offsetof(kvtier_remote_node_stats, breaker_open)},
+    {StatGroup::kRemoteNode, "slots", offsetof(kvtier_remote_node_stats, slots)},
+    {StatGroup::kRemoteNode, "ops", offsetof(kvtier_remote_node_stats, ops)},
+    {StatGroup::kRemoteNode, "errors", offsetof(kvtier_remote_node_stats, errors)},
 };
 
 void Put(void* base, size_t offset, uint64_t value) {
   std::memcpy(static_cast<char*>(base) + offset, &value, sizeof(value));
 }
 
-// Writes the statistics of one C struct: kvtier_stats (`ns_index` unset) or the
-// kvtier_namespace_stats of namespace `ns_index`.
+// Writes the statistics of one C struct: kvtier_stats, or the kvtier_namespace_stats of
+// namespace `index`, or the kvtier_remote_node_stats of remote node `index`.
 class CStatsWriter : public StatsVisitor {
  public:
-  CStatsWriter(void* out, bool namespace_struct, size_t ns_index)
-      : out_(out), namespace_struct_(namespace_struct), ns_index_(ns_index) {}
+  CStatsWriter(void* out, CStruct target, size_t index)
+      : out_(out), target_(target), index_(index) {}
 
   void Number(const StatInfo& info, const StatLabels& labels, uint64_t value) override {
-    if (HasNamespaceLabel(info.group) != namespace_struct_) return;
-    if (namespace_struct_ && labels.ns_index != ns_index_) return;
+    if (CStructOf(info.group) != target_) return;
+    if (target_ == CStruct::kNamespace && labels.ns_index != index_) return;
+    if (target_ == CStruct::kRemoteNode && labels.node_index != index_) return;
     const CStatField* f = FindCStatField(info);
     if (f == nullptr) return;
     const size_t tier = static_cast<size_t>(labels.tier);
@@ -107,7 +152,7 @@ class CStatsWriter : public StatsVisitor {
     }
   }
   void Histogram(const StatInfo& info, const StatLabels&, const LatencyStats& l) override {
-    if (namespace_struct_) return;
+    if (CStructOf(info.group) != target_) return;
     const CStatField* f = FindCStatField(info);
     if (f == nullptr) return;
     kvtier_latency_stats c;
@@ -120,11 +165,29 @@ class CStatsWriter : public StatsVisitor {
 
  private:
   void* const out_;
-  const bool namespace_struct_;
-  const size_t ns_index_;
+  const CStruct target_;
+  const size_t index_;
 };
 
 }  // namespace
+
+CStruct CStructOf(StatGroup group) {
+  switch (group) {
+    case StatGroup::kNamespace:
+    case StatGroup::kNamespaceTier:
+      return CStruct::kNamespace;
+    case StatGroup::kRemoteNode:
+      return CStruct::kRemoteNode;
+    case StatGroup::kInfo:
+    case StatGroup::kEngine:
+    case StatGroup::kPrefetch:
+    case StatGroup::kLatency:
+    case StatGroup::kTier:
+    case StatGroup::kRemote:
+      break;
+  }
+  return CStruct::kStats;
+}
 
 absl::Span<const CStatField> CStatFields() { return kFields; }
 
@@ -137,26 +200,39 @@ const CStatField* FindCStatField(const StatInfo& info) {
 
 void FillStats(const EngineStats& stats, kvtier_stats* out) {
   std::memset(out, 0, sizeof(*out));
-  CStatsWriter w(out, /*namespace_struct=*/false, 0);
+  CStatsWriter w(out, CStruct::kStats, 0);
   VisitStats(stats, w);
   out->struct_size = sizeof(*out);
   out->namespaces = stats.namespaces.size();
+  out->remote_nodes = stats.remote.nodes.size();
 }
 
 void FillNamespaceStats(const EngineStats& stats, size_t ns_index, kvtier_namespace_stats* out) {
   std::memset(out, 0, sizeof(*out));
-  CStatsWriter w(out, /*namespace_struct=*/true, ns_index);
+  CStatsWriter w(out, CStruct::kNamespace, ns_index);
   VisitStats(stats, w);
   out->struct_size = sizeof(*out);
 }
 
-absl::Status CheckStructSize(uint64_t struct_size, size_t v1_size, absl::string_view what,
+void FillRemoteNodeStats(const EngineStats& stats, size_t node_index,
+                         kvtier_remote_node_stats* out) {
+  std::memset(out, 0, sizeof(*out));
+  CStatsWriter w(out, CStruct::kRemoteNode, node_index);
+  VisitStats(stats, w);
+  out->struct_size = sizeof(*out);
+  // The node's label: truncated to fit, always NUL-terminated (the memset above).
+  const std::string& address = stats.remote.nodes[node_index].address;
+  std::memcpy(out->address, address.data(), std::min(address.size(), sizeof(out->address) - 1));
+}
+
+absl::Status CheckStructSize(uint64_t struct_size, size_t min_size, absl::string_view what,
                              absl::string_view struct_name) {
-  if (struct_size < v1_size || struct_size > KVTIER_STATS_MAX_SIZE || struct_size % 8 != 0) {
+  if (struct_size < min_size || struct_size > KVTIER_STATS_MAX_SIZE || struct_size % 8 != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s = %d is not the size of any version of %s (a multiple of 8 from %d to %d); set it "
-        "to sizeof(%s)",
-        what, struct_size, struct_name, v1_size, KVTIER_STATS_MAX_SIZE, struct_name));
+        "to sizeof(%s). A program built against a kvtier/c_api.h before C API version 4 (three "
+        "tiers) must be rebuilt",
+        what, struct_size, struct_name, min_size, KVTIER_STATS_MAX_SIZE, struct_name));
   }
   return absl::OkStatus();
 }

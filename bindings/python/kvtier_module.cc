@@ -409,12 +409,17 @@ KvBuffers PagedBuffers(const std::vector<uint64_t>& layers, uint32_t num_pages,
 //   tier          "tiers", by tier name            {"tiers": {"host": {"hits": ...}}}
 //   namespace     "namespaces", by namespace name  {"namespaces": {"default": {"blocks": ...}}},
 //                 per-tier figures a dict by tier name.
+//   remote        "remote" (histograms a dict each) {"remote": {"enabled": 1, "get_latency": ...}}
+//   remote_node   "remote"/"nodes", by address     {"remote": {"nodes": {"127.0.0.1:7000":
+//                                                                         {"master": 1, ...}}}}
 class PyStatsBuilder : public StatsVisitor {
  public:
   void BeginStat(const StatInfo& info) override {
     if (info.group == StatGroup::kPrefetch) Child(dict_, "prefetch");
     if (HasTierLabel(info.group) && !HasNamespaceLabel(info.group)) Child(dict_, "tiers");
     if (HasNamespaceLabel(info.group)) Child(dict_, "namespaces");
+    if (info.group == StatGroup::kRemote) Child(dict_, "remote");
+    if (HasNodeLabel(info.group)) Child(Child(dict_, "remote"), "nodes");
   }
   void Number(const StatInfo& info, const StatLabels& labels, uint64_t value) override {
     py::dict d = Container(info, labels);
@@ -454,6 +459,10 @@ class PyStatsBuilder : public StatsVisitor {
       case StatGroup::kNamespace:
       case StatGroup::kNamespaceTier:
         return Child(Child(dict_, "namespaces"), labels.ns);
+      case StatGroup::kRemote:
+        return Child(dict_, "remote");
+      case StatGroup::kRemoteNode:
+        return Child(Child(Child(dict_, "remote"), "nodes"), labels.node);
       case StatGroup::kInfo:
       case StatGroup::kEngine:
       case StatGroup::kLatency:
@@ -483,6 +492,7 @@ py::list StatsSchema() {
     py::list labels;
     if (HasNamespaceLabel(info.group)) labels.append("namespace");
     if (HasTierLabel(info.group)) labels.append("tier");
+    if (HasNodeLabel(info.group)) labels.append("node");
     d["labels"] = labels;
     d["metric"] = std::string(info.metric);
     d["help"] = std::string(info.help);
@@ -694,8 +704,8 @@ class PyEngine {
           "register_device_memory: nbytes = %d is larger than the buffer (%d bytes)", *nbytes,
           bytes));
     }
-    ThrowIfError(e->engine->RegisterDeviceMemory(DevicePtr::FromAddress(address),
-                                                 nbytes.value_or(bytes)));
+    ThrowIfError(
+        e->engine->RegisterDeviceMemory(DevicePtr::FromAddress(address), nbytes.value_or(bytes)));
     e->registered[address] = std::move(held);
     return address;
   }
@@ -869,7 +879,16 @@ Policies: gpu_eviction, host_eviction ("lru", "fifo", "clock", "sieve", "s3fifo"
 prefetch_budget_bytes. Device: device ("auto", "cuda", "emulated"), cuda_ordinal,
 emulated_copy_gbps, emulated_memory_limit. Keys: model (fingerprint, required), key_hash
 ("sha256", "xxh3"), namespaces. Tenants: set_namespace_limits(ns, gpu_bytes=, host_bytes=,
-disk_bytes=, ttl_s=), secure_erase. Other: lease_timeout_s, metrics_port.)doc");
+disk_bytes=, ttl_s=), secure_erase. Other: lease_timeout_s, metrics_port.
+Remote tier (a shared Redis Cluster below disk; off while remote_seeds is empty), the fields
+of kvtier::RemoteOptions prefixed with remote_: remote_seeds (["host:port", ...]),
+remote_user, remote_password, remote_tls, remote_tls_ca_file, remote_tls_cert_file,
+remote_tls_key_file, remote_tls_server_name, remote_connect_timeout_s, remote_op_timeout_s,
+remote_match_timeout_s, remote_connections_per_node, remote_io_threads,
+remote_max_inflight_bytes, remote_write_policy ("write-through", "on-evict", "both"),
+remote_admit_min_seen, remote_write_budget_mbps, remote_codec, remote_zstd_level,
+remote_hmac_secrets ({namespace: bytes}), remote_allow_unreachable. Bad values raise
+InvalidArgumentError (a ValueError) naming "remote.<field>" at validate() and Engine.open.)doc");
   o.def(py::init([](const py::kwargs& kwargs) {
           // Default options, then each keyword set through its property (same checks).
           py::object tmp = py::cast(EngineOptions{});
@@ -939,7 +958,45 @@ disk_bytes=, ttl_s=), secure_erase. Other: lease_timeout_s, metrics_port.)doc");
   KVTIER_FIELD("prefetch_budget_bytes", prefetch_budget_bytes);
   KVTIER_FIELD("metrics_port", metrics_port);
   KVTIER_FIELD("secure_erase", secure_erase);
+  KVTIER_FIELD("remote_seeds", remote.seeds);
+  KVTIER_FIELD("remote_user", remote.user);
+  KVTIER_FIELD("remote_password", remote.password);
+  KVTIER_FIELD("remote_tls", remote.tls);
+  KVTIER_FIELD("remote_tls_ca_file", remote.tls_ca_file);
+  KVTIER_FIELD("remote_tls_cert_file", remote.tls_cert_file);
+  KVTIER_FIELD("remote_tls_key_file", remote.tls_key_file);
+  KVTIER_FIELD("remote_tls_server_name", remote.tls_server_name);
+  KVTIER_FIELD("remote_connections_per_node", remote.connections_per_node);
+  KVTIER_FIELD("remote_io_threads", remote.io_threads);
+  KVTIER_FIELD("remote_max_inflight_bytes", remote.max_inflight_bytes);
+  KVTIER_FIELD("remote_write_policy", remote.write_policy);
+  KVTIER_FIELD("remote_admit_min_seen", remote.admit_min_seen);
+  KVTIER_FIELD("remote_write_budget_mbps", remote.write_budget_mbps);
+  KVTIER_FIELD("remote_codec", remote.codec);
+  KVTIER_FIELD("remote_zstd_level", remote.zstd_level);
+  KVTIER_FIELD("remote_allow_unreachable", remote.allow_unreachable);
 #undef KVTIER_FIELD
+  // The remote tier's timeouts in seconds, as lease_timeout_s. Out-of-range values reach the
+  // engine's validation as they are, so its message names the field.
+#define KVTIER_SECONDS_FIELD(name, member)                                          \
+  o.def_property(                                                                   \
+      name, [](const EngineOptions& x) { return absl::ToDoubleSeconds(x.member); }, \
+      [](EngineOptions& x, double v) { x.member = absl::Seconds(v); })
+  KVTIER_SECONDS_FIELD("remote_connect_timeout_s", remote.connect_timeout);
+  KVTIER_SECONDS_FIELD("remote_op_timeout_s", remote.op_timeout);
+  KVTIER_SECONDS_FIELD("remote_match_timeout_s", remote.match_timeout);
+#undef KVTIER_SECONDS_FIELD
+  // Secrets are raw bytes: returned as bytes, accepted as bytes (or str, as UTF-8).
+  o.def_property(
+      "remote_hmac_secrets",
+      [](const EngineOptions& x) {
+        py::dict d;
+        for (const auto& [ns, secret] : x.remote.hmac_secrets) d[py::str(ns)] = py::bytes(secret);
+        return d;
+      },
+      [](EngineOptions& x, const std::map<std::string, std::string>& v) {
+        x.remote.hmac_secrets = v;
+      });
   o.def(
       "set_namespace_limits",
       [](EngineOptions& x, const std::string& ns, size_t gpu_bytes, size_t host_bytes,
@@ -969,7 +1026,7 @@ disk_bytes=, ttl_s=), secure_erase. Other: lease_timeout_s, metrics_port.)doc");
 }
 
 void BindModule(py::module_& m) {
-  m.doc() = "kvtier: a hierarchical GPU / host / disk KV-cache storage engine.";
+  m.doc() = "kvtier: a hierarchical GPU / host / disk / remote KV-cache storage engine.";
   RegisterErrors(m);
   BindOptions(m);
   m.def("stats_schema", &StatsSchema,
@@ -1024,7 +1081,7 @@ strings. Usable as a context manager; close() waits for transfers and frees the 
            "Longest cached prefix: (matched_tokens, keys). No I/O.")
       .def("match_tiers", &PyEngine::MatchTiers, py::arg("ns"), py::arg("tokens"),
            py::arg("extra") = "",
-           "The fastest tier ('gpu', 'host', 'disk') holding each matched block.")
+           "The fastest tier ('gpu', 'host', 'disk', 'remote') holding each matched block.")
       .def("store", &PyEngine::Store, py::arg("ns"), py::arg("tokens"), py::arg("kv"),
            py::arg("first_block") = 0, py::arg("extra") = "",
            "Stores kv (blocks first_block.. of tokens) and waits until it is in the host "
@@ -1069,10 +1126,10 @@ on CUDA, overlaps, zero bytes; AlreadyExistsError for memory registered already.
       .def(
           "store_paged",
           [](PyEngine& e, const std::string& ns, const py::handle& tokens,
-             const std::vector<uint64_t>& layers, uint32_t num_pages,
-             std::vector<uint32_t> pages, const std::string& layout, size_t first_block,
-             const std::string& extra) {
-            return e.StoreFrom(ns, tokens, PagedBuffers(layers, num_pages, std::move(pages), layout),
+             const std::vector<uint64_t>& layers, uint32_t num_pages, std::vector<uint32_t> pages,
+             const std::string& layout, size_t first_block, const std::string& extra) {
+            return e.StoreFrom(ns, tokens,
+                               PagedBuffers(layers, num_pages, std::move(pages), layout),
                                first_block, extra);
           },
           py::arg("ns"), py::arg("tokens"), py::arg("layers"), py::arg("num_pages"),
@@ -1085,14 +1142,13 @@ on CUDA, overlaps, zero bytes; AlreadyExistsError for memory registered already.
       .def(
           "load_paged",
           [](PyEngine& e, const std::string& ns, const std::vector<std::string>& keys,
-             const std::vector<uint64_t>& layers, uint32_t num_pages,
-             std::vector<uint32_t> pages, const std::string& layout, bool layerwise) {
+             const std::vector<uint64_t>& layers, uint32_t num_pages, std::vector<uint32_t> pages,
+             const std::string& layout, bool layerwise) {
             e.LoadInto(ns, keys, PagedBuffers(layers, num_pages, std::move(pages), layout),
                        layerwise);
           },
-          py::arg("ns"), py::arg("keys"), py::arg("layers"), py::arg("num_pages"),
-          py::arg("pages"), py::kw_only(), py::arg("layout") = "nhd",
-          py::arg("layerwise") = false,
+          py::arg("ns"), py::arg("keys"), py::arg("layers"), py::arg("num_pages"), py::arg("pages"),
+          py::kw_only(), py::arg("layout") = "nhd", py::arg("layerwise") = false,
           "Loads cached blocks into pages of a paged pool (pages[i] receives keys[i]) and "
           "waits.")
       .def("erase", &PyEngine::Erase, py::arg("ns"), py::arg("keys"),
@@ -1117,7 +1173,9 @@ on CUDA, overlaps, zero bytes; AlreadyExistsError for memory registered already.
       .def("stats", &PyEngine::Stats,
            "Engine statistics as nested dicts: every statistic of kvtier.stats_schema(), keyed "
            "by name; tier figures under 'tiers' by tier name, namespace figures under "
-           "'namespaces' by namespace name, prefetch figures under 'prefetch'.");
+           "'namespaces' by namespace name, prefetch figures under 'prefetch', the remote tier's "
+           "own "
+           "figures under 'remote' (its nodes under 'remote'/'nodes' by address).");
 }
 
 }  // namespace

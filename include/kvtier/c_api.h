@@ -45,8 +45,16 @@ extern "C" {
 /* 2: device memory registration, namespace limits, secure erase.
  * 3: the stats structs begin with struct_size and grow by appending fields (see "stats");
  *    kvtier_tier_stats has misses; kvtier_stats and kvtier_namespace_stats have every figure
- *    of kvtier/stats.h but the device name and the tiers' used_bytes. */
-#define KVTIER_C_API_VERSION 3
+ *    of kvtier/stats.h but the device name and the tiers' used_bytes.
+ * 4: the remote tier (Redis Cluster): KVTIER_TIER_REMOTE, KVTIER_NUM_TIERS 4, the
+ *    kvtier_options_set_remote_* options, the remote figures appended to kvtier_stats and
+ *    kvtier_remote_node_stats_get. NOT binary compatible with version 3: every array indexed
+ *    by tier grew from 3 to 4 entries, so the fields after them moved and the structs grew.
+ *    A program built against a header before version 4 must be rebuilt; its kvtier_stats /
+ *    kvtier_namespace_stats are smaller than the smallest struct_size this library accepts,
+ *    so its stats calls fail with INVALID_ARGUMENT (never misplaced figures). Compare
+ *    kvtier_c_api_version() with KVTIER_C_API_VERSION at start-up to find out sooner. */
+#define KVTIER_C_API_VERSION 4
 
 /* Mirrors absl::StatusCode. */
 typedef enum kvtier_status_code {
@@ -86,12 +94,15 @@ typedef enum kvtier_key_hash {
   KVTIER_KEY_HASH_XXH3 = 2
 } kvtier_key_hash;
 
+/* KVTIER_TIER_REMOTE: the shared remote tier (kvtier_options_set_remote_seeds), below disk. */
 typedef enum kvtier_tier {
   KVTIER_TIER_GPU = 0,
   KVTIER_TIER_HOST = 1,
-  KVTIER_TIER_DISK = 2
+  KVTIER_TIER_DISK = 2,
+  KVTIER_TIER_REMOTE = 3
 } kvtier_tier;
-#define KVTIER_NUM_TIERS 3
+/* 3 before C API version 4. */
+#define KVTIER_NUM_TIERS 4
 
 /* Paged pools: kvtier/geometry.h, PageLayout. */
 typedef enum kvtier_page_layout { KVTIER_PAGE_NHD = 0, KVTIER_PAGE_HND = 1 } kvtier_page_layout;
@@ -121,7 +132,7 @@ int kvtier_c_api_version(void);
 /* ----------------------------------------------------------------------------- options */
 
 /* Defaults as kvtier::EngineOptions: no geometry (required), namespaces {"default"}, auto
- * device, no GPU tier, no host tier (required), no disk tier. */
+ * device, no GPU tier, no host tier (required), no disk tier, no remote tier. */
 kvtier_status_code kvtier_options_create(kvtier_options** out_options);
 /* NULL is a no-op. */
 void kvtier_options_destroy(kvtier_options* options);
@@ -184,6 +195,70 @@ kvtier_status_code kvtier_options_set_namespace_limits(kvtier_options* options, 
  * erased or evicted can be read back from memory or files kvtier reuses
  * (kvtier::EngineOptions::secure_erase). Default off. */
 kvtier_status_code kvtier_options_set_secure_erase(kvtier_options* options, int enable);
+
+/* The remote tier (kvtier::RemoteOptions, docs/remote.md): a Redis Cluster shared by every
+ * engine of a fleet, below disk. Engines with the same model fingerprint, geometry and
+ * namespace see each other's blocks: kvtier_match reports KVTIER_TIER_REMOTE for blocks only
+ * the cluster holds, and loads bring them up through a host slot, verified. Off until seeds
+ * are set. Each setter checks its own arguments (INVALID_ARGUMENT naming the field, options
+ * unchanged); what depends on other options (TLS files together, a codec against the dtype,
+ * max_inflight_bytes against the block size) is checked by kvtier_options_validate and
+ * kvtier_engine_open, naming the field as "remote.<field>". Unreachable seeds are an error at
+ * kvtier_engine_open (UNAVAILABLE naming them) unless allow_unreachable is set. */
+
+/* Replaces the seed nodes with `seeds`: "host:port" entries separated by commas (spaces
+ * around them ignored), e.g. "10.0.0.5:7000,10.0.0.6:7000". One reachable seed is enough;
+ * the client learns the rest of the cluster from it. */
+kvtier_status_code kvtier_options_set_remote_seeds(kvtier_options* options, const char* seeds);
+/* Appends one "host:port" seed. */
+kvtier_status_code kvtier_options_add_remote_seed(kvtier_options* options, const char* seed);
+/* Redis ACL user and password (AUTH user password). user NULL or "" = "default"; password
+ * NULL or "" = no AUTH. */
+kvtier_status_code kvtier_options_set_remote_auth(kvtier_options* options, const char* user,
+                                                  const char* password);
+/* enable != 0: every connection is TLS (OpenSSL), the servers' certificates verified against
+ * ca_file (required); cert_file and key_file (both or neither; NULL or "" = neither) are the
+ * client certificate for servers with tls-auth-clients; server_name (NULL or "" = the CA chain
+ * only) is the hostname to verify. enable == 0: plain TCP (the default), the other arguments
+ * ignored and any TLS files set before forgotten. */
+kvtier_status_code kvtier_options_set_remote_tls(kvtier_options* options, int enable,
+                                                 const char* ca_file, const char* cert_file,
+                                                 const char* key_file, const char* server_name);
+/* Each in 1..600000 ms. connect: one connection attempt (default 500); op: one GET or SET,
+ * queueing included (default 2000); match: how long kvtier_match waits for the cluster before
+ * answering with the local part alone (default 50). */
+kvtier_status_code kvtier_options_set_remote_timeouts_ms(kvtier_options* options,
+                                                         uint64_t connect_ms, uint64_t op_ms,
+                                                         uint64_t match_ms);
+/* Connections per cluster node and epoll I/O threads, each in 1..16 (default 2 and 2). */
+kvtier_status_code kvtier_options_set_remote_connections(kvtier_options* options,
+                                                         uint32_t connections_per_node,
+                                                         uint32_t io_threads);
+/* Writes in flight, in value bytes, for the whole engine (default 64 MiB); a write beyond it
+ * is dropped and counted. At least one block plus its 256-byte header (checked at open). */
+kvtier_status_code kvtier_options_set_remote_max_inflight_bytes(kvtier_options* options,
+                                                                uint64_t max_inflight_bytes);
+/* When blocks are written to the cluster: "write-through" (default: once a store lands),
+ * "on-evict" (when the last copy above disk leaves the host tier) or "both". */
+kvtier_status_code kvtier_options_set_remote_write_policy(kvtier_options* options,
+                                                          const char* policy);
+/* Admission, as the disk tier's: a block is written once seen min_seen times (>= 1, default
+ * 1), within write_budget_mbps (MB/s, 0 = no budget, the default). */
+kvtier_status_code kvtier_options_set_remote_admission(kvtier_options* options, uint32_t min_seen,
+                                                       double write_budget_mbps);
+/* Codec of the stored values: "none" (default), "zstd", "zstd-shuffle", or the lossy, opt-in
+ * "fp8" / "int8" (fp16 / bf16 geometries); zstd_level in 1..19 (default 1). */
+kvtier_status_code kvtier_options_set_remote_codec(kvtier_options* options, const char* codec,
+                                                   int zstd_level);
+/* An HMAC-SHA256 secret for namespace `ns` (replacing one set before): the namespace signs
+ * what it writes and a value whose MAC does not verify is a miss, counted. `secret` is
+ * secret_len raw bytes (at least 16; they may contain zeros). */
+kvtier_status_code kvtier_options_add_remote_hmac_secret(kvtier_options* options, const char* ns,
+                                                         const void* secret, size_t secret_len);
+/* allow != 0: an engine whose cluster cannot be reached at open opens anyway (every remote
+ * lookup a miss, counted) and keeps trying to connect. Default 0: kvtier_engine_open fails. */
+kvtier_status_code kvtier_options_set_remote_allow_unreachable(kvtier_options* options,
+                                                               int allow);
 /* OK, or INVALID_ARGUMENT naming the bad field (kvtier_engine_open validates too). */
 kvtier_status_code kvtier_options_validate(const kvtier_options* options);
 
@@ -363,16 +438,18 @@ void kvtier_handle_destroy(kvtier_handle* handle);
 
 /* ------------------------------------------------------------------------------- stats */
 
-/* Versioned structs. kvtier_stats and kvtier_namespace_stats begin with `struct_size`: the
- * caller sets it to sizeof the struct as it was compiled (the header's sizeof, or at least
- * the struct's _SIZE_V1), and kvtier fills the fields that lie wholly within that many bytes,
- * sets the bytes after them up to struct_size to zero (fields a newer header has and this
- * library does not), and writes back into struct_size how many bytes it filled:
- * min(struct_size, the library's sizeof). New fields are only ever appended, so a caller built
- * against an older header keeps working with a newer library and the reverse. A struct_size
- * below the struct's _SIZE_V1, or above KVTIER_STATS_MAX_SIZE (an uninitialised field), is
- * INVALID_ARGUMENT naming struct_size, and nothing is written. Zero the struct and set
- * struct_size:
+/* Versioned structs. kvtier_stats, kvtier_namespace_stats and kvtier_remote_node_stats begin
+ * with `struct_size`: the caller sets it to sizeof the struct as it was compiled (the header's
+ * sizeof, or at least the struct's _SIZE_MIN), and kvtier fills the fields that lie wholly
+ * within that many bytes, sets the bytes after them up to struct_size to zero (fields a newer
+ * header has and this library does not), and writes back into struct_size how many bytes it
+ * filled: min(struct_size, the library's sizeof). From version 4 on, new fields are only ever
+ * appended, so a caller built against a version-4 or later header keeps working with a newer
+ * library and the reverse. (Version 4 itself moved fields: see KVTIER_C_API_VERSION. Callers
+ * built against earlier headers are refused by the _SIZE_MIN check below.) A struct_size
+ * below the struct's _SIZE_MIN, or above KVTIER_STATS_MAX_SIZE (an uninitialised field), or
+ * not a multiple of 8, is INVALID_ARGUMENT naming struct_size, and nothing is written. Zero
+ * the struct and set struct_size:
  *
  *     kvtier_stats stats;
  *     memset(&stats, 0, sizeof(stats));
@@ -380,7 +457,7 @@ void kvtier_handle_destroy(kvtier_handle* handle);
  *     kvtier_engine_stats(engine, &stats);
  *
  * The figures are those of kvtier/stats.h, by the same names (kvtier_stats' prefetch_* are
- * PrefetchStats' fields); its comments say what each counts. */
+ * PrefetchStats' fields, remote_* RemoteStats'); its comments say what each counts. */
 #define KVTIER_STATS_MAX_SIZE 65536
 
 /* One tier's figures: fixed, since kvtier_stats holds an array of them; later per-tier
@@ -429,7 +506,6 @@ typedef struct kvtier_stats {
   uint64_t prefetch_in_time;
   uint64_t prefetch_late;
   uint64_t prefetch_unused;
-  /* KVTIER_STATS_SIZE_V1 ends here: the figures C API version 2 had. */
   uint64_t block_bytes;
   uint64_t stall_ns;
   uint64_t stalled_waits;
@@ -442,10 +518,45 @@ typedef struct kvtier_stats {
   kvtier_latency_stats match_latency;
   kvtier_latency_stats store_latency;
   kvtier_latency_stats load_latency;
+  /* KVTIER_STATS_SIZE_MIN ends here: the figures above, in the version-4 layout. */
+  /* The remote tier (C API version 4): kvtier/stats.h's RemoteStats, each field named
+   * remote_<field>; all zero when the engine has no remote tier. Its lookups, bytes and hit
+   * ratio are in tiers[KVTIER_TIER_REMOTE]. */
+  uint64_t remote_enabled;
+  uint64_t remote_lookups;
+  uint64_t remote_lookup_hits;
+  uint64_t remote_lookup_errors;
+  uint64_t remote_reads;
+  uint64_t remote_read_hits;
+  uint64_t remote_read_misses;
+  uint64_t remote_read_errors;
+  uint64_t remote_read_corrupt;
+  uint64_t remote_read_wrong_block;
+  uint64_t remote_read_bad_mac;
+  uint64_t remote_writes;
+  uint64_t remote_writes_failed;
+  uint64_t remote_writes_dropped;
+  uint64_t remote_writes_rejected;
+  uint64_t remote_bytes_written;
+  uint64_t remote_bytes_read;
+  uint64_t remote_erased_keys;
+  uint64_t remote_slot_map_refreshes;
+  uint64_t remote_errors_connect;
+  uint64_t remote_errors_timeout;
+  uint64_t remote_errors_cluster_down;
+  uint64_t remote_errors_no_perm;
+  uint64_t remote_errors_breaker_open;
+  uint64_t remote_errors_protocol;
+  uint64_t remote_redirects;
+  kvtier_latency_stats remote_get_latency;
+  kvtier_latency_stats remote_set_latency;
+  uint64_t remote_nodes; /* cluster nodes the client knows: kvtier_remote_node_stats_get */
   /* Append new fields here. */
 } kvtier_stats;
-/* The smallest struct_size kvtier_engine_stats accepts. */
-#define KVTIER_STATS_SIZE_V1 (offsetof(kvtier_stats, block_bytes))
+/* The smallest struct_size kvtier_engine_stats accepts: every figure before the remote tier's,
+ * laid out as in version 4. Every struct_size a program built against a header before version
+ * 4 passes is smaller, so such a program gets INVALID_ARGUMENT, not figures in wrong places. */
+#define KVTIER_STATS_SIZE_MIN (offsetof(kvtier_stats, remote_enabled))
 
 typedef struct kvtier_namespace_stats {
   uint64_t struct_size; /* in: sizeof(kvtier_namespace_stats) as compiled; out: bytes filled */
@@ -455,7 +566,6 @@ typedef struct kvtier_namespace_stats {
   uint64_t missed_blocks;
   uint64_t stored_blocks;
   uint64_t loaded_blocks;
-  /* KVTIER_NAMESPACE_STATS_SIZE_V1 ends here: the figures C API version 2 had. */
   uint64_t hits_per_tier[KVTIER_NUM_TIERS];
   uint64_t misses_per_tier[KVTIER_NUM_TIERS];
   uint64_t stall_ns;
@@ -464,10 +574,27 @@ typedef struct kvtier_namespace_stats {
   uint64_t quota_evictions;
   uint64_t quota_rejections;
   uint64_t expired_blocks;
-  /* Append new fields here. */
+  /* Append new fields here (KVTIER_NAMESPACE_STATS_SIZE_MIN is the size up to here). */
 } kvtier_namespace_stats;
-/* The smallest struct_size kvtier_namespace_stats_get accepts. */
-#define KVTIER_NAMESPACE_STATS_SIZE_V1 (offsetof(kvtier_namespace_stats, hits_per_tier))
+/* The smallest struct_size kvtier_namespace_stats_get accepts: the whole struct of version 4
+ * (every size a program built against an earlier header passes is smaller, and refused). */
+#define KVTIER_NAMESPACE_STATS_SIZE_MIN (offsetof(kvtier_namespace_stats, expired_blocks) + 8)
+
+/* One node of the remote tier's cluster, as the engine's client sees it (kvtier/stats.h,
+ * RemoteNodeStats). Versioned as the structs above: set struct_size. */
+#define KVTIER_REMOTE_ADDRESS_MAX 264
+typedef struct kvtier_remote_node_stats {
+  uint64_t struct_size; /* in: sizeof(kvtier_remote_node_stats) as compiled; out: bytes filled */
+  char address[KVTIER_REMOTE_ADDRESS_MAX]; /* "host:port", NUL-terminated (truncated to fit) */
+  uint64_t master;       /* 1 = serves hash slots */
+  uint64_t connected;    /* 1 = at least one connection is up */
+  uint64_t breaker_open; /* 1 = its circuit breaker fails its operations at once */
+  uint64_t slots;
+  uint64_t ops;
+  uint64_t errors;
+  /* Append new fields here (KVTIER_REMOTE_NODE_STATS_SIZE_MIN is the size up to here). */
+} kvtier_remote_node_stats;
+#define KVTIER_REMOTE_NODE_STATS_SIZE_MIN (offsetof(kvtier_remote_node_stats, errors) + 8)
 
 /* REQUIRES: out_stats->struct_size set as above. */
 kvtier_status_code kvtier_engine_stats(kvtier_engine* engine, kvtier_stats* out_stats);
@@ -475,6 +602,13 @@ kvtier_status_code kvtier_engine_stats(kvtier_engine* engine, kvtier_stats* out_
  * not have. */
 kvtier_status_code kvtier_namespace_stats_get(kvtier_engine* engine, const char* ns,
                                               kvtier_namespace_stats* out_stats);
+/* The figures of node `index` of the remote tier's cluster, 0 <= index < kvtier_stats'
+ * remote_nodes (the list is read anew by each call: a slot-map refresh between calls may
+ * reorder it; the address says which node it is). OUT_OF_RANGE naming the count for an index
+ * past the end (always, when the engine has no remote tier).
+ * REQUIRES: out_stats->struct_size set as above. */
+kvtier_status_code kvtier_remote_node_stats_get(kvtier_engine* engine, size_t index,
+                                                kvtier_remote_node_stats* out_stats);
 
 #ifdef __cplusplus
 } /* extern "C" */

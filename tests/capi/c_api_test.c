@@ -2,7 +2,9 @@
  *
  *   kvtier_c_api_test CASE      runs one case: round_trip, match_counts, bad_arguments,
  *                               gpu_tier_lease, disk_reopen, threads, device_memory,
- *                               namespace_limits, stats_struct_size; exits 0 if it passes.
+ *                               namespace_limits, stats_struct_size, remote_options,
+ *                               remote_off; exits 0 if it passes. (The remote tier against
+ *                               a real cluster: c_api_remote_test.cc.)
  *
  * Every case runs on the emulated device, so it needs no GPU. Each block's bytes are derived
  * from its index, so a load that returns another block's bytes fails the byte comparison. */
@@ -884,12 +886,12 @@ static void StatsStructSize(void) {
     unsigned char bytes[sizeof(kvtier_stats) + 64];
   } buf;
   memset(buf.bytes, 0xAB, sizeof(buf.bytes));
-  buf.s.struct_size = KVTIER_STATS_SIZE_V1;
+  buf.s.struct_size = KVTIER_STATS_SIZE_MIN;
   CHECK_OK(kvtier_engine_stats(e, &buf.s));
-  CHECK(buf.s.struct_size == KVTIER_STATS_SIZE_V1);
+  CHECK(buf.s.struct_size == KVTIER_STATS_SIZE_MIN);
   CHECK(buf.s.stored_blocks == 2 && buf.s.matched_blocks == 2 && buf.s.namespaces == 2);
   CHECK(buf.s.tiers[KVTIER_TIER_HOST].used_blocks == 2);
-  for (size_t i = KVTIER_STATS_SIZE_V1; i < sizeof(buf.bytes); ++i) CHECK(buf.bytes[i] == 0xAB);
+  for (size_t i = KVTIER_STATS_SIZE_MIN; i < sizeof(buf.bytes); ++i) CHECK(buf.bytes[i] == 0xAB);
 
   /* A newer caller, with fields this library does not know: those come back zero, and
    * struct_size says how much was filled. */
@@ -901,7 +903,7 @@ static void StatsStructSize(void) {
   for (size_t i = sizeof(kvtier_stats); i < sizeof(buf.bytes); ++i) CHECK(buf.bytes[i] == 0);
 
   /* Not a size of any version: refused, naming struct_size, and nothing written. */
-  const uint64_t bad[] = {0, 8, KVTIER_STATS_SIZE_V1 - 8, KVTIER_STATS_SIZE_V1 + 4,
+  const uint64_t bad[] = {0, 8, KVTIER_STATS_SIZE_MIN - 8, KVTIER_STATS_SIZE_MIN + 4,
                           KVTIER_STATS_MAX_SIZE + 8, UINT64_MAX};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); ++i) {
     memset(buf.bytes, 0xAB, sizeof(buf.bytes));
@@ -922,11 +924,11 @@ static void StatsStructSize(void) {
     unsigned char bytes[sizeof(kvtier_namespace_stats) + 64];
   } nbuf;
   memset(nbuf.bytes, 0xAB, sizeof(nbuf.bytes));
-  nbuf.s.struct_size = KVTIER_NAMESPACE_STATS_SIZE_V1;
+  nbuf.s.struct_size = KVTIER_NAMESPACE_STATS_SIZE_MIN;
   CHECK_OK(kvtier_namespace_stats_get(e, "tenant-b", &nbuf.s));
-  CHECK(nbuf.s.struct_size == KVTIER_NAMESPACE_STATS_SIZE_V1);
+  CHECK(nbuf.s.struct_size == KVTIER_NAMESPACE_STATS_SIZE_MIN);
   CHECK(nbuf.s.stored_blocks == 2 && nbuf.s.blocks == 2);
-  for (size_t i = KVTIER_NAMESPACE_STATS_SIZE_V1; i < sizeof(nbuf.bytes); ++i) {
+  for (size_t i = KVTIER_NAMESPACE_STATS_SIZE_MIN; i < sizeof(nbuf.bytes); ++i) {
     CHECK(nbuf.bytes[i] == 0xAB);
   }
   memset(nbuf.bytes, 0xAB, sizeof(nbuf.bytes));
@@ -936,12 +938,160 @@ static void StatsStructSize(void) {
   for (size_t i = sizeof(kvtier_namespace_stats); i < sizeof(nbuf.bytes); ++i) {
     CHECK(nbuf.bytes[i] == 0);
   }
-  nbuf.s.struct_size = KVTIER_NAMESPACE_STATS_SIZE_V1 - 8;
+  nbuf.s.struct_size = KVTIER_NAMESPACE_STATS_SIZE_MIN - 8;
   CHECK_ERROR(kvtier_namespace_stats_get(e, "tenant-b", &nbuf.s), KVTIER_INVALID_ARGUMENT,
               "struct_size");
   /* The size is checked before the namespace is looked up. */
   CHECK_ERROR(kvtier_namespace_stats_get(e, "nobody", &nbuf.s), KVTIER_INVALID_ARGUMENT,
               "struct_size");
+  CHECK_OK(kvtier_engine_close(e));
+}
+
+/* The remote tier's options: each setter takes what kvtier_engine_open takes and refuses the
+ * rest, naming the field, and leaves the options as they were. */
+static void RemoteOptions(void) {
+  kvtier_options* o = SmallOptions(16);
+  CHECK(kvtier_c_api_version() == KVTIER_C_API_VERSION && KVTIER_C_API_VERSION == 4);
+  CHECK(KVTIER_NUM_TIERS == 4 && KVTIER_TIER_REMOTE == 3);
+
+  /* Seeds: a comma-separated list (spaces ignored), or one at a time. */
+  CHECK_OK(kvtier_options_set_remote_seeds(o, "127.0.0.1:7000, 127.0.0.1:7001"));
+  CHECK_OK(kvtier_options_add_remote_seed(o, "localhost:7002"));
+  CHECK_OK(kvtier_options_add_remote_seed(o, "[::1]:7003"));
+  CHECK_ERROR(kvtier_options_set_remote_seeds(o, NULL), KVTIER_INVALID_ARGUMENT, "seeds");
+  CHECK_ERROR(kvtier_options_set_remote_seeds(o, ""), KVTIER_INVALID_ARGUMENT, "empty");
+  CHECK_ERROR(kvtier_options_set_remote_seeds(o, "127.0.0.1:7000,,127.0.0.1:7001"),
+              KVTIER_INVALID_ARGUMENT, "entry 2 is empty");
+  CHECK_ERROR(kvtier_options_set_remote_seeds(o, "127.0.0.1"), KVTIER_INVALID_ARGUMENT,
+              "remote.seeds");
+  CHECK_ERROR(kvtier_options_set_remote_seeds(o, "127.0.0.1:7000,127.0.0.1:70000"),
+              KVTIER_INVALID_ARGUMENT, "70000");
+  CHECK_ERROR(kvtier_options_add_remote_seed(o, "127.0.0.1:0"), KVTIER_INVALID_ARGUMENT,
+              "remote.seeds");
+  CHECK_ERROR(kvtier_options_add_remote_seed(o, "127.0.0.1:port"), KVTIER_INVALID_ARGUMENT,
+              "no port number");
+  CHECK_ERROR(kvtier_options_add_remote_seed(o, ""), KVTIER_INVALID_ARGUMENT, "seed is empty");
+
+  CHECK_OK(kvtier_options_set_remote_auth(o, "app", "secret"));
+  CHECK_OK(kvtier_options_set_remote_auth(o, NULL, NULL));
+  CHECK_ERROR(kvtier_options_set_remote_auth(NULL, "app", "pw"), KVTIER_INVALID_ARGUMENT,
+              "options");
+
+  /* TLS: a CA is required, a client certificate comes with its key. */
+  CHECK_OK(kvtier_options_set_remote_tls(o, 1, "/etc/ca.pem", NULL, NULL, NULL));
+  CHECK_OK(kvtier_options_set_remote_tls(o, 1, "/etc/ca.pem", "c.pem", "c.key", "redis.local"));
+  CHECK_ERROR(kvtier_options_set_remote_tls(o, 1, NULL, NULL, NULL, NULL), KVTIER_INVALID_ARGUMENT,
+              "ca_file");
+  CHECK_ERROR(kvtier_options_set_remote_tls(o, 1, "/etc/ca.pem", "c.pem", NULL, NULL),
+              KVTIER_INVALID_ARGUMENT, "key_file");
+  CHECK_OK(kvtier_options_set_remote_tls(o, 0, NULL, NULL, NULL, NULL));
+
+  CHECK_OK(kvtier_options_set_remote_timeouts_ms(o, 500, 2000, 50));
+  CHECK_ERROR(kvtier_options_set_remote_timeouts_ms(o, 0, 2000, 50), KVTIER_INVALID_ARGUMENT,
+              "connect_ms");
+  CHECK_ERROR(kvtier_options_set_remote_timeouts_ms(o, 500, 600001, 50), KVTIER_INVALID_ARGUMENT,
+              "op_ms");
+  CHECK_ERROR(kvtier_options_set_remote_timeouts_ms(o, 500, 2000, UINT64_MAX),
+              KVTIER_INVALID_ARGUMENT, "match_ms");
+
+  CHECK_OK(kvtier_options_set_remote_connections(o, 4, 2));
+  CHECK_ERROR(kvtier_options_set_remote_connections(o, 0, 2), KVTIER_INVALID_ARGUMENT,
+              "remote.connections_per_node");
+  CHECK_ERROR(kvtier_options_set_remote_connections(o, 2, 17), KVTIER_INVALID_ARGUMENT,
+              "remote.io_threads");
+  CHECK_OK(kvtier_options_set_remote_max_inflight_bytes(o, 16u << 20));
+  CHECK_ERROR(kvtier_options_set_remote_max_inflight_bytes(o, 0), KVTIER_INVALID_ARGUMENT,
+              "max_inflight_bytes");
+
+  CHECK_OK(kvtier_options_set_remote_write_policy(o, "on-evict"));
+  CHECK_OK(kvtier_options_set_remote_write_policy(o, "both"));
+  CHECK_OK(kvtier_options_set_remote_write_policy(o, "write-through"));
+  CHECK_ERROR(kvtier_options_set_remote_write_policy(o, "write-back"), KVTIER_INVALID_ARGUMENT,
+              "remote.write_policy");
+  CHECK_ERROR(kvtier_options_set_remote_write_policy(o, NULL), KVTIER_INVALID_ARGUMENT, "policy");
+
+  CHECK_OK(kvtier_options_set_remote_admission(o, 2, 100.0));
+  CHECK_ERROR(kvtier_options_set_remote_admission(o, 0, 0.0), KVTIER_INVALID_ARGUMENT,
+              "min_seen");
+  CHECK_ERROR(kvtier_options_set_remote_admission(o, 1, -5.0), KVTIER_INVALID_ARGUMENT, "budget");
+
+  CHECK_OK(kvtier_options_set_remote_codec(o, "zstd", 3));
+  CHECK_ERROR(kvtier_options_set_remote_codec(o, "lz4", 1), KVTIER_INVALID_ARGUMENT,
+              "remote.codec");
+  CHECK_ERROR(kvtier_options_set_remote_codec(o, "zstd", 0), KVTIER_INVALID_ARGUMENT,
+              "remote.zstd_level");
+  CHECK_OK(kvtier_options_set_remote_codec(o, "none", 1));
+
+  /* HMAC secrets: raw bytes, zeros allowed, at least 16 of them, for a valid namespace. */
+  const unsigned char secret[20] = {0, 1, 2, 0, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 0, 1};
+  CHECK_OK(kvtier_options_add_remote_hmac_secret(o, "default", secret, sizeof(secret)));
+  CHECK_ERROR(kvtier_options_add_remote_hmac_secret(o, "default", secret, 8),
+              KVTIER_INVALID_ARGUMENT, "remote.hmac_secrets");
+  CHECK_ERROR(kvtier_options_add_remote_hmac_secret(o, "bad name", secret, sizeof(secret)),
+              KVTIER_INVALID_ARGUMENT, "remote.hmac_secrets");
+  CHECK_ERROR(kvtier_options_add_remote_hmac_secret(o, "default", NULL, 16),
+              KVTIER_INVALID_ARGUMENT, "secret is NULL");
+  CHECK_OK(kvtier_options_set_remote_allow_unreachable(o, 0));
+
+  /* Everything set so far (the failed calls changed nothing) validates as a whole. */
+  CHECK_OK(kvtier_options_validate(o));
+
+  /* What needs the other options is checked as a whole, naming the field: the in-flight cap
+   * against the block size (512 bytes + a 256-byte header), a quantized codec against fp16. */
+  CHECK_OK(kvtier_options_set_remote_max_inflight_bytes(o, 700));
+  CHECK_ERROR(kvtier_options_validate(o), KVTIER_INVALID_ARGUMENT, "remote.max_inflight_bytes");
+  CHECK_OK(kvtier_options_set_remote_max_inflight_bytes(o, 1u << 20));
+  CHECK_OK(kvtier_options_validate(o));
+
+  /* Unreachable seeds: open fails saying so, unless allow_unreachable. Port 1 on loopback
+   * refuses connections at once. */
+  CHECK_OK(kvtier_options_set_remote_seeds(o, "127.0.0.1:1"));
+  CHECK_OK(kvtier_options_set_remote_timeouts_ms(o, 200, 500, 50));
+  kvtier_engine* e = NULL;
+  CHECK_ERROR(kvtier_engine_open(o, &e), KVTIER_UNAVAILABLE, "127.0.0.1:1");
+  CHECK(e == NULL);
+  CHECK_OK(kvtier_options_set_remote_allow_unreachable(o, 1));
+  CHECK_OK(kvtier_engine_open(o, &e));
+  /* Degraded: a match finds nothing remote and says so in the remote figures. */
+  int32_t tokens[2 * kBlockTokens];
+  Tokens(11, tokens, 2 * kBlockTokens);
+  size_t matched_tokens = 9, matched_blocks = 9;
+  CHECK_OK(kvtier_match(e, "default", tokens, 2 * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, NULL, 0, NULL));
+  CHECK(matched_blocks == 0);
+  kvtier_stats stats = {.struct_size = sizeof(kvtier_stats)};
+  CHECK_OK(kvtier_engine_stats(e, &stats));
+  CHECK(stats.remote_enabled == 1);
+  CHECK(stats.tiers[KVTIER_TIER_REMOTE].hits == 0);
+  CHECK_OK(kvtier_engine_close(e));
+  kvtier_options_destroy(o);
+}
+
+/* An engine without a remote tier reports it off: zeros, no nodes. */
+static void RemoteOff(void) {
+  kvtier_engine* e = OpenSmall(16);
+  int32_t tokens[2 * kBlockTokens];
+  Tokens(12, tokens, 2 * kBlockTokens);
+  uint8_t data[2 * 512];
+  Fill(12, 0, data, 512);
+  Fill(12, 1, data + 512, 512);
+  CHECK_OK(kvtier_store_host(e, "default", tokens, 2 * kBlockTokens, NULL, 0, 0, 2, data,
+                             sizeof(data), NULL));
+  kvtier_stats stats;
+  memset(&stats, 0xAB, sizeof(stats));
+  stats.struct_size = sizeof(stats);
+  CHECK_OK(kvtier_engine_stats(e, &stats));
+  CHECK(stats.tiers[KVTIER_TIER_HOST].used_blocks == 2);
+  CHECK(stats.tiers[KVTIER_TIER_REMOTE].used_blocks == 0);
+  CHECK(stats.tiers[KVTIER_TIER_REMOTE].capacity_blocks == 0);
+  CHECK(stats.remote_enabled == 0 && stats.remote_writes == 0 && stats.remote_nodes == 0);
+  CHECK(stats.remote_get_latency.count == 0);
+  kvtier_remote_node_stats node = {.struct_size = sizeof(node)};
+  CHECK_ERROR(kvtier_remote_node_stats_get(e, 0, &node), KVTIER_OUT_OF_RANGE,
+              "no remote tier");
+  node.struct_size = 8;
+  CHECK_ERROR(kvtier_remote_node_stats_get(e, 0, &node), KVTIER_INVALID_ARGUMENT, "struct_size");
+  CHECK_ERROR(kvtier_remote_node_stats_get(e, 0, NULL), KVTIER_INVALID_ARGUMENT, "out_stats");
   CHECK_OK(kvtier_engine_close(e));
 }
 
@@ -957,7 +1107,9 @@ int main(int argc, char** argv) {
                 {"threads", Threads},
                 {"device_memory", DeviceMemory},
                 {"namespace_limits", NamespaceLimits},
-                {"stats_struct_size", StatsStructSize}};
+                {"stats_struct_size", StatsStructSize},
+                {"remote_options", RemoteOptions},
+                {"remote_off", RemoteOff}};
   if (argc != 2) {
     fprintf(stderr, "usage: %s CASE\n", argv[0]);
     return 2;

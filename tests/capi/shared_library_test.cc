@@ -161,15 +161,26 @@ TEST(SharedLibrary, ExportsTheStatisticsSchema) {
   EXPECT_GT(v.numbers, 40u);
 }
 
-// A C caller compiled against the first version of kvtier_stats: its own, shorter struct.
-struct StatsV1 {
+// A C caller whose kvtier_stats ends before the remote figures (the smallest struct_size a
+// version-4 library accepts): its own, shorter struct.
+struct StatsBeforeRemote {
   uint64_t struct_size;
   kvtier_tier_stats tiers[KVTIER_NUM_TIERS];
   uint64_t namespaces, match_calls, matched_blocks, missed_blocks, stored_blocks,
       deduplicated_blocks, rejected_blocks, loaded_blocks, leases_held, leases_expired,
-      prefetch_hinted, prefetch_issued, prefetch_in_time, prefetch_late, prefetch_unused;
+      prefetch_hinted, prefetch_issued, prefetch_in_time, prefetch_late, prefetch_unused,
+      block_bytes, stall_ns, stalled_waits, prefetch_present, prefetch_skipped, prefetch_cancelled,
+      prefetch_queued, prefetch_outstanding_bytes, prefetch_budget_bytes;
+  kvtier_latency_stats match_latency, store_latency, load_latency;
 };
-static_assert(sizeof(StatsV1) == KVTIER_STATS_SIZE_V1);
+static_assert(sizeof(StatsBeforeRemote) == KVTIER_STATS_SIZE_MIN);
+// A caller built against C API version 3: three tiers, so every field after them elsewhere.
+struct StatsV3 {
+  uint64_t struct_size;
+  kvtier_tier_stats tiers[3];
+  uint64_t figures[24];
+  kvtier_latency_stats latency[3];
+};
 
 TEST(SharedLibrary, CStatsServeCallersOfEveryStructSize) {
   kvtier_options* o = nullptr;
@@ -189,18 +200,28 @@ TEST(SharedLibrary, CStatsServeCallersOfEveryStructSize) {
       << kvtier_last_error();
 
   struct {
-    StatsV1 v1;
+    StatsBeforeRemote v;
     uint64_t after[4];
   } old;
   std::memset(&old, 0xAB, sizeof(old));
-  old.v1.struct_size = sizeof(StatsV1);
-  ASSERT_EQ(kvtier_engine_stats(e, reinterpret_cast<kvtier_stats*>(&old.v1)), KVTIER_OK)
+  old.v.struct_size = sizeof(StatsBeforeRemote);
+  ASSERT_EQ(kvtier_engine_stats(e, reinterpret_cast<kvtier_stats*>(&old.v)), KVTIER_OK)
       << kvtier_last_error();
-  EXPECT_EQ(old.v1.struct_size, sizeof(StatsV1));
-  EXPECT_EQ(old.v1.stored_blocks, 2u);
-  EXPECT_EQ(old.v1.tiers[KVTIER_TIER_HOST].used_blocks, 2u);
-  EXPECT_EQ(old.v1.namespaces, 1u);
+  EXPECT_EQ(old.v.struct_size, sizeof(StatsBeforeRemote));
+  EXPECT_EQ(old.v.stored_blocks, 2u);
+  EXPECT_EQ(old.v.tiers[KVTIER_TIER_HOST].used_blocks, 2u);
+  EXPECT_EQ(old.v.namespaces, 1u);
+  EXPECT_EQ(old.v.store_latency.count, 1u);
   for (uint64_t w : old.after) EXPECT_EQ(w, 0xABABABABABABABABu);  // nothing past the struct
+
+  // A version-3 caller's struct is refused, not filled with figures in the wrong places.
+  StatsV3 v3;
+  std::memset(&v3, 0xAB, sizeof(v3));
+  v3.struct_size = sizeof(v3);
+  EXPECT_EQ(kvtier_engine_stats(e, reinterpret_cast<kvtier_stats*>(&v3)), KVTIER_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kvtier_last_error()).find("version 4"), std::string::npos)
+      << kvtier_last_error();
+  EXPECT_EQ(v3.figures[0], 0xABABABABABABABABu);
 
   kvtier_stats now;
   std::memset(&now, 0, sizeof(now));
@@ -210,7 +231,7 @@ TEST(SharedLibrary, CStatsServeCallersOfEveryStructSize) {
   EXPECT_EQ(now.block_bytes, 512u);
   EXPECT_EQ(now.store_latency.count, 1u);
 
-  now.struct_size = KVTIER_STATS_SIZE_V1 - 8;
+  now.struct_size = KVTIER_STATS_SIZE_MIN - 8;
   EXPECT_EQ(kvtier_engine_stats(e, &now), KVTIER_INVALID_ARGUMENT);
   EXPECT_NE(std::string(kvtier_last_error()).find("struct_size"), std::string::npos)
       << kvtier_last_error();
@@ -218,10 +239,12 @@ TEST(SharedLibrary, CStatsServeCallersOfEveryStructSize) {
   std::memset(&ns, 0, sizeof(ns));
   ns.struct_size = 4;
   EXPECT_EQ(kvtier_namespace_stats_get(e, "default", &ns), KVTIER_INVALID_ARGUMENT);
-  ns.struct_size = KVTIER_NAMESPACE_STATS_SIZE_V1;
+  ns.struct_size = KVTIER_NAMESPACE_STATS_SIZE_MIN - 8;
+  EXPECT_EQ(kvtier_namespace_stats_get(e, "default", &ns), KVTIER_INVALID_ARGUMENT);
+  ns.struct_size = KVTIER_NAMESPACE_STATS_SIZE_MIN;
   ASSERT_EQ(kvtier_namespace_stats_get(e, "default", &ns), KVTIER_OK);
   EXPECT_EQ(ns.stored_blocks, 2u);
-  EXPECT_EQ(ns.hits_per_tier[KVTIER_TIER_HOST], 0u);  // past the caller's size: never written
+  EXPECT_EQ(ns.blocks_per_tier[KVTIER_TIER_REMOTE], 0u);
   EXPECT_EQ(kvtier_engine_close(e), KVTIER_OK);
 }
 

@@ -80,8 +80,9 @@ TEST(EnumNames, PageLayoutIgnoresCase) {
 }
 
 TEST(EnumNames, TierKind) {
-  ExpectRoundTrips({TierKind::kGpu, TierKind::kHost, TierKind::kDisk}, TierKindName, ParseTierKind);
-  ExpectRejects(ParseTierKind, "ssd", "unknown tier 'ssd' (expected gpu, host or disk)");
+  ExpectRoundTrips({TierKind::kGpu, TierKind::kHost, TierKind::kDisk, TierKind::kRemote},
+                   TierKindName, ParseTierKind);
+  ExpectRejects(ParseTierKind, "ssd", "unknown tier 'ssd' (expected gpu, host, disk or remote)");
 }
 
 TEST(EnumNames, DTypeAndItsAliases) {

@@ -67,10 +67,15 @@ TEST(StatsSchema, DescribesEveryFieldOfEveryStatsStruct) {
   EXPECT_EQ(DescribedFields({StatGroup::kNamespace, StatGroup::kNamespaceTier}) + 1,
             FieldCount<NamespaceStats>())
       << "a field of NamespaceStats has no line in engine/stats.cc";
-  // EngineStats::prefetch, tiers and namespaces hold the groups above.
-  EXPECT_EQ(DescribedFields({StatGroup::kInfo, StatGroup::kEngine, StatGroup::kLatency}) + 3,
+  // EngineStats::prefetch, tiers, namespaces and remote hold the groups above and below.
+  EXPECT_EQ(DescribedFields({StatGroup::kInfo, StatGroup::kEngine, StatGroup::kLatency}) + 4,
             FieldCount<EngineStats>())
       << "a field of EngineStats has no line in engine/stats.cc";
+  // RemoteStats::nodes holds the node group; RemoteNodeStats::address is the node label.
+  EXPECT_EQ(DescribedFields({StatGroup::kRemote}) + 1, FieldCount<RemoteStats>())
+      << "a field of RemoteStats has no line in engine/stats.cc";
+  EXPECT_EQ(DescribedFields({StatGroup::kRemoteNode}) + 1, FieldCount<RemoteNodeStats>())
+      << "a field of RemoteNodeStats has no line in engine/stats.cc";
   // A histogram is visited as a whole LatencyStats: a field added to it must be written by
   // every StatsVisitor::Histogram (engine/metrics.cc, the Python module, the C API).
   EXPECT_EQ(FieldCount<LatencyStats>(), 2u + kLatencyBuckets)
@@ -90,8 +95,20 @@ TEST(StatsSchema, NamesAreUniqueAndMetricsFollowPrometheusConventions) {
     EXPECT_FALSE(info.help.empty());
     EXPECT_EQ(info.kind == StatKind::kCounter, absl::EndsWith(metric, "_total"));
     EXPECT_EQ(info.unit == StatUnit::kNanoseconds, absl::StrContains(metric, "_seconds"));
-    EXPECT_EQ(info.kind == StatKind::kHistogram, info.group == StatGroup::kLatency);
-    EXPECT_EQ(info.kind == StatKind::kLabel, info.unit == StatUnit::kNone);
+    // Histograms: the calls' latencies, and the remote tier's GET and SET.
+    if (info.kind == StatKind::kHistogram) {
+      EXPECT_TRUE(info.group == StatGroup::kLatency || info.group == StatGroup::kRemote);
+    }
+    if (info.group == StatGroup::kLatency) {
+      EXPECT_EQ(info.kind, StatKind::kHistogram);
+    }
+    // Labels have no unit; unit-less numbers are the remote tier's flags (0 / 1) and counts.
+    if (info.kind == StatKind::kLabel) {
+      EXPECT_EQ(info.unit, StatUnit::kNone);
+    } else if (info.unit == StatUnit::kNone) {
+      EXPECT_TRUE(info.group == StatGroup::kRemote || info.group == StatGroup::kRemoteNode);
+      EXPECT_EQ(info.kind, StatKind::kGauge);
+    }
     if (info.kind == StatKind::kLabel) {
       EXPECT_EQ(info.group, StatGroup::kInfo);
     }
@@ -102,20 +119,21 @@ TEST(StatsSchema, NamesAreUniqueAndMetricsFollowPrometheusConventions) {
 }
 
 TEST(StatsSchema, VisitsEveryStatisticOncePerLabelSetFromItsOwnField) {
-  const EngineStats s = DistinctStats(/*num_namespaces=*/2);
+  const EngineStats s = DistinctStats(/*num_namespaces=*/2, /*num_nodes=*/3);
   const std::vector<StatValue> values = CollectStats(s);
 
-  // Per statistic: one value, one per tier, one per namespace, or one per (namespace, tier),
-  // in AllStats() order with tiers inner.
+  // Per statistic: one value, one per tier, one per namespace, one per (namespace, tier) or
+  // one per remote node, in AllStats() order with tiers inner.
   size_t expected = 0;
   for (const StatInfo& info : AllStats()) {
-    expected += (HasNamespaceLabel(info.group) ? 2 : 1) * (HasTierLabel(info.group) ? 3 : 1);
+    expected += (HasNamespaceLabel(info.group) ? 2 : 1) *
+                (HasTierLabel(info.group) ? kNumTiers : 1) * (HasNodeLabel(info.group) ? 3 : 1);
   }
   ASSERT_EQ(values.size(), expected);
   size_t i = 0;
   for (const StatInfo& info : AllStats()) {
-    const size_t spaces = HasNamespaceLabel(info.group) ? 2 : 1;
-    const size_t tiers = HasTierLabel(info.group) ? 3 : 1;
+    const size_t spaces = HasNamespaceLabel(info.group) ? 2 : HasNodeLabel(info.group) ? 3 : 1;
+    const size_t tiers = HasTierLabel(info.group) ? kNumTiers : 1;
     for (size_t n = 0; n < spaces; ++n) {
       for (size_t t = 0; t < tiers; ++t, ++i) {
         SCOPED_TRACE(Describe(values[i]));
@@ -126,6 +144,10 @@ TEST(StatsSchema, VisitsEveryStatisticOncePerLabelSetFromItsOwnField) {
         if (HasNamespaceLabel(info.group)) {
           EXPECT_EQ(values[i].labels.ns_index, n);
           EXPECT_EQ(values[i].labels.ns, s.namespaces[n].name);
+        }
+        if (HasNodeLabel(info.group)) {
+          EXPECT_EQ(values[i].labels.node_index, n);
+          EXPECT_EQ(values[i].labels.node, s.remote.nodes[n].address);
         }
       }
     }
@@ -164,6 +186,15 @@ TEST(StatsSchema, VisitsEveryStatisticOncePerLabelSetFromItsOwnField) {
     if (v.info->name == "load_latency") {
       EXPECT_EQ(v.histogram.count, s.load_latency.count);
     }
+    if (v.info->group == StatGroup::kRemote && v.info->name == "read_bad_mac") {
+      EXPECT_EQ(v.number, s.remote.read_bad_mac);
+    }
+    if (v.info->name == "set_latency") {
+      EXPECT_EQ(v.histogram.count, s.remote.set_latency.count);
+    }
+    if (v.info->group == StatGroup::kRemoteNode && v.info->name == "ops") {
+      EXPECT_EQ(v.number, s.remote.nodes[v.labels.node_index].ops);
+    }
   }
 }
 
@@ -198,6 +229,7 @@ std::string PromLabels(const StatValue& v) {
   if (HasTierLabel(v.info->group)) {
     absl::StrAppend(&out, out.empty() ? "" : ",", "tier=\"", TierKindName(v.labels.tier), "\"");
   }
+  if (HasNodeLabel(v.info->group)) out = absl::StrCat("node=\"", v.labels.node, "\"");
   return out;
 }
 
@@ -271,6 +303,8 @@ TEST(StatsSchema, StatsJsonShowsEveryStatisticWhereStatsJsonPointerSays) {
   }
   // The labels of each array element.
   EXPECT_EQ(j.at("/tiers/2/tier"_json_pointer), "disk");
+  EXPECT_EQ(j.at("/tiers/3/tier"_json_pointer), "remote");
+  EXPECT_EQ(j.at("/remote/nodes/1/address"_json_pointer), s.remote.nodes[1].address);
   EXPECT_EQ(j.at("/namespaces/1/name"_json_pointer), "tenant-1");
 }
 

@@ -28,7 +28,7 @@ void FillWords(Pod& pod, uint64_t& next) {
   std::memcpy(&pod, words, sizeof(pod));
 }
 
-inline EngineStats DistinctStats(size_t num_namespaces = 2) {
+inline EngineStats DistinctStats(size_t num_namespaces = 2, size_t num_nodes = 2) {
   uint64_t next = 1000;
   EngineStats s;
   s.device = "emulated (test)";
@@ -66,6 +66,48 @@ inline EngineStats DistinctStats(size_t num_namespaces = 2) {
   s.stall_ns = next++;
   s.stalled_waits = next++;
   for (LatencyStats* l : {&s.match_latency, &s.store_latency, &s.load_latency}) FillWords(*l, next);
+  RemoteStats& r = s.remote;
+  for (uint64_t* v : {&r.enabled,
+                      &r.lookups,
+                      &r.lookup_hits,
+                      &r.lookup_errors,
+                      &r.reads,
+                      &r.read_hits,
+                      &r.read_misses,
+                      &r.read_errors,
+                      &r.read_corrupt,
+                      &r.read_wrong_block,
+                      &r.read_bad_mac,
+                      &r.writes,
+                      &r.writes_failed,
+                      &r.writes_dropped,
+                      &r.writes_rejected,
+                      &r.bytes_written,
+                      &r.bytes_read,
+                      &r.erased_keys,
+                      &r.slot_map_refreshes,
+                      &r.errors_connect,
+                      &r.errors_timeout,
+                      &r.errors_cluster_down,
+                      &r.errors_no_perm,
+                      &r.errors_breaker_open,
+                      &r.errors_protocol,
+                      &r.redirects}) {
+    *v = next++;
+  }
+  for (LatencyStats* l : {&r.get_latency, &r.set_latency}) {
+    l->count = next++;
+    l->sum_ns = next++;
+    for (uint64_t& b : l->buckets) b = next++;
+  }
+  for (size_t i = 0; i < num_nodes; ++i) {
+    RemoteNodeStats n;
+    n.address = "127.0.0.1:" + std::to_string(7000 + i);
+    for (uint64_t* v : {&n.master, &n.connected, &n.breaker_open, &n.slots, &n.ops, &n.errors}) {
+      *v = next++;
+    }
+    r.nodes.push_back(n);
+  }
   return s;
 }
 
@@ -100,6 +142,7 @@ inline std::vector<StatValue> CollectStats(const EngineStats& stats) {
 // "hits{tier=host}", "blocks_per_tier{namespace=tenant-0,tier=gpu}": for failure messages.
 inline std::string Describe(const StatValue& v) {
   std::string out(v.info->name);
+  if (HasNodeLabel(v.info->group)) return out + "{node=" + std::string(v.labels.node) + "}";
   if (HasNamespaceLabel(v.info->group) || HasTierLabel(v.info->group)) {
     out += "{";
     if (HasNamespaceLabel(v.info->group)) out += "namespace=" + std::string(v.labels.ns);

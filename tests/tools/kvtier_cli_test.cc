@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "kvtier/engine.h"
 #include "tests/api/engine_test_util.h"
+#include "tests/tools/cli_run.h"
 #include "tools/cli/cache_dir.h"
 
 namespace kvtier {
@@ -28,40 +29,10 @@ namespace {
 using ::kvtier::testing::KeysOf;
 using ::kvtier::testing::Prompt;
 using nlohmann::ordered_json;
-
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string Quote(const std::string& s) { return "'" + s + "'"; }
-
-// Runs the kvtier binary with `args` (already shell-quoted where needed).
-RunResult RunCli(const std::string& args) {
-  const std::string err_file = absl::StrCat(::testing::TempDir(), "/kvtier-cli-stderr-", getpid());
-  const std::string cmd = absl::StrCat(Quote(KVTIER_CLI_PATH), " ", args, " 2>", Quote(err_file));
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(err_file);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  r.err = ss.str();
-  std::filesystem::remove(err_file);
-  return r;
-}
-
-ordered_json ParseJson(const std::string& text) {
-  absl::StatusOr<ordered_json> j = json::Parse(text);
-  EXPECT_TRUE(j.ok()) << j.status() << "\n" << text;
-  return j.ok() ? *j : ordered_json();
-}
+using ::kvtier::testing::ParseJson;
+using ::kvtier::testing::Quote;
+using ::kvtier::testing::RunCli;
+using ::kvtier::testing::RunResult;
 
 // Values by their '/'-separated path ("namespaces/0/name").
 double Num(const ordered_json& j, const std::string& path) {

@@ -3,6 +3,7 @@
 // engine's metrics endpoint serves (engine/metrics.h).
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -52,9 +53,9 @@ std::string Row(const std::string& text, absl::string_view table, const std::str
   return "";
 }
 
-// The title of the table a statistic's group is in.
-absl::string_view Table(StatGroup group, bool top) {
-  switch (group) {
+// The title of the table a statistic is in.
+absl::string_view Table(const StatInfo& info, bool top) {
+  switch (info.group) {
     case StatGroup::kInfo:
       return "engine";
     case StatGroup::kTier:
@@ -68,6 +69,11 @@ absl::string_view Table(StatGroup group, bool top) {
       return "prefetch";
     case StatGroup::kLatency:
       return top ? "latency (interval)" : "latency (time in the call)";
+    case StatGroup::kRemote:
+      if (info.kind != StatKind::kHistogram) return "remote";
+      return top ? "remote latency (interval)" : "remote latency";
+    case StatGroup::kRemoteNode:
+      return "remote node";
   }
   return "";
 }
@@ -81,9 +87,10 @@ std::string RowLabel(const StatValue& v) {
   return std::string(v.info->name);
 }
 
-// The column of a value in its table: 1 + its tier or namespace index.
+// The column of a value in its table: 1 + its tier, namespace or node index.
 size_t Column(const StatValue& v) {
   if (HasNamespaceLabel(v.info->group)) return 1 + v.labels.ns_index;
+  if (HasNodeLabel(v.info->group)) return 1 + v.labels.node_index;
   if (HasTierLabel(v.info->group)) return 1 + static_cast<size_t>(v.labels.tier);
   return 1;
 }
@@ -93,7 +100,7 @@ TEST(KvtierStatsOutput, StatsShowsEveryStatisticWithItsValue) {
   const std::string text = FormatStats(StatsJson(s));
   for (const StatValue& v : CollectStats(s)) {
     SCOPED_TRACE(Describe(v));
-    const std::string row = Row(text, Table(v.info->group, /*top=*/false), RowLabel(v));
+    const std::string row = Row(text, Table(*v.info, /*top=*/false), RowLabel(v));
     ASSERT_NE(row, "") << text;
     const std::vector<std::string> cells = Cells(row);
     switch (v.info->kind) {
@@ -118,7 +125,23 @@ TEST(KvtierStatsOutput, StatsShowsEveryStatisticWithItsValue) {
   // The columns are the tiers and the namespaces, by name.
   EXPECT_TRUE(absl::StrContains(text, "tenant-1")) << text;
   EXPECT_EQ(Cells(Row(text, "tier", "tier")),
-            (std::vector<std::string>{"tier", "gpu", "host", "disk"}));
+            (std::vector<std::string>{"tier", "gpu", "host", "disk", "remote"}));
+  // The remote tier's nodes are the columns of their table, by address.
+  EXPECT_EQ(Cells(Row(text, "remote node", "remote node")),
+            (std::vector<std::string>{"remote node", s.remote.nodes[0].address,
+                                      s.remote.nodes[1].address}));
+}
+
+TEST(KvtierStatsOutput, AnEngineWithoutARemoteTierSaysSoInsteadOfZeros) {
+  EngineStats s = DistinctStats(/*num_namespaces=*/1, /*num_nodes=*/0);
+  s.remote = RemoteStats{};
+  for (const std::string& text :
+       {FormatStats(StatsJson(s)), FormatTopFrame(StatsJson(s), StatsJson(s), 1.0, "URL")}) {
+    EXPECT_TRUE(absl::StrContains(text, "remote tier: off")) << text;
+    EXPECT_EQ(Row(text, "remote", "lookups"), "") << text;
+    // Its column in the tier table stays.
+    EXPECT_EQ(Cells(Row(text, "tier", "tier")).back(), "remote") << text;
+  }
 }
 
 TEST(KvtierStatsOutput, TopShowsEveryStatisticCountersAsRates) {
@@ -130,13 +153,22 @@ TEST(KvtierStatsOutput, TopShowsEveryStatisticCountersAsRates) {
   const std::string text = FormatTopFrame(StatsJson(before), StatsJson(after), 2.0, "URL");
   for (const StatValue& v : CollectStats(after)) {
     SCOPED_TRACE(Describe(v));
-    ASSERT_NE(Row(text, Table(v.info->group, /*top=*/true), RowLabel(v)), "") << text;
+    ASSERT_NE(Row(text, Table(*v.info, /*top=*/true), RowLabel(v)), "") << text;
   }
   EXPECT_EQ(Cells(Row(text, "tier", "hits"))[2], "25.0/s") << text;
   EXPECT_EQ(Cells(Row(text, "tier", "hits"))[1], "0.0/s") << text;
   EXPECT_EQ(Cells(Row(text, "namespace", "stored_blocks"))[2], "5.0/s") << text;
   EXPECT_EQ(Cells(Row(text, "prefetch", "queued"))[1], absl::StrCat(after.prefetch.queued)) << text;
   EXPECT_TRUE(absl::StrContains(text, "hit ratio")) << text;
+  // A node found by address in the earlier snapshot although the list was reordered.
+  EngineStats later = after;
+  std::swap(later.remote.nodes[0], later.remote.nodes[1]);
+  later.remote.nodes[0].ops += 20;  // node 1 of `before`: 10/s
+  const std::string reordered = FormatTopFrame(StatsJson(before), StatsJson(later), 2.0, "URL");
+  const std::vector<std::string> ops = Cells(Row(reordered, "remote node", "ops"));
+  ASSERT_EQ(ops.size(), 3u) << reordered;
+  EXPECT_EQ(ops[1], "10.0/s") << reordered;
+  EXPECT_EQ(ops[2], "0.0/s") << reordered;
 }
 
 // An engine that predates a statistic: its row shows "-" instead of failing.
@@ -144,7 +176,7 @@ TEST(KvtierStatsOutput, AStatisticTheEngineDoesNotServeShowsAsADash) {
   nlohmann::ordered_json j = StatsJson(DistinctStats(1));
   j["tiers"][1].erase("checksum_failures");
   const std::vector<std::string> cells = Cells(Row(FormatStats(j), "tier", "checksum_failures"));
-  ASSERT_EQ(cells.size(), 4u);
+  ASSERT_EQ(cells.size(), 5u);
   EXPECT_EQ(cells[2], "-");
   EXPECT_NE(cells[1], "-");
 }

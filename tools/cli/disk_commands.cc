@@ -14,6 +14,7 @@
 #include "common/json.h"
 #include "tiers/disk_record.h"
 #include "tools/cli/cache_dir.h"
+#include "tools/cli/text_format.h"
 
 namespace kvtier::cli {
 namespace {
@@ -37,16 +38,6 @@ const ordered_json& Items(const ordered_json& j, absl::string_view path) {
   static const ordered_json* const kEmpty = new ordered_json(ordered_json::array());
   const ordered_json* v = At(j, path);
   return v != nullptr && v->is_structured() ? *v : *kEmpty;
-}
-
-std::string HumanBytes(double b) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) {
-    b /= 1024;
-    ++u;
-  }
-  return u == 0 ? absl::StrFormat("%.0f B", b) : absl::StrFormat("%.1f %s", b, kUnits[u]);
 }
 
 ordered_json GeometryJson(const CacheMeta& m) {

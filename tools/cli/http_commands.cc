@@ -12,6 +12,7 @@
 #include "engine/metrics.h"
 #include "httplib.h"
 #include "kvtier/stats.h"
+#include "tools/cli/text_format.h"
 
 namespace kvtier::cli {
 namespace {
@@ -29,16 +30,6 @@ double Num(const ordered_json& j, absl::string_view path) {
 std::string Str(const ordered_json& j, absl::string_view path) {
   const ordered_json* v = At(j, path);
   return v != nullptr && v->is_string() ? v->get<std::string>() : std::string("?");
-}
-
-std::string HumanBytes(double b) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) {
-    b /= 1024;
-    ++u;
-  }
-  return u == 0 ? absl::StrFormat("%.0f B", b) : absl::StrFormat("%.1f %s", b, kUnits[u]);
 }
 
 std::string Ratio(double num, double den) {
@@ -95,38 +86,19 @@ std::vector<Column> NamespaceColumns(const ordered_json& doc) {
   return out;
 }
 
-// A table for people: a header, then rows of a label and cells; the label column is
-// left-aligned and the others right-aligned, each as wide as its widest cell.
-class Table {
- public:
-  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
-  void Row(std::string label, std::vector<std::string> cells) {
-    cells.insert(cells.begin(), std::move(label));
-    rows_.push_back(std::move(cells));
+// The nodes of the remote tier's cluster in `doc`, by address.
+std::vector<Column> NodeColumns(const ordered_json& doc) {
+  std::vector<Column> out;
+  const ordered_json* nodes = At(doc, "remote/nodes");
+  const size_t n = nodes != nullptr && nodes->is_array() ? nodes->size() : 0;
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(
+        {Str(doc, absl::StrCat("remote/nodes/", i, "/address")), StatLabels{.node_index = i}});
   }
-  std::string Render() const {
-    std::vector<size_t> width;
-    for (const auto& row : rows_) {
-      width.resize(std::max(width.size(), row.size()));
-      for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-    }
-    std::string out;
-    for (const auto& row : rows_) {
-      std::string line;
-      for (size_t i = 0; i < row.size(); ++i) {
-        absl::StrAppend(&line, i == 0 ? "" : "  ",
-                        i == 0 ? absl::StrFormat("%-*s", width[i], row[i])
-                               : absl::StrFormat("%*s", width[i], row[i]));
-      }
-      line.erase(line.find_last_not_of(' ') + 1);
-      absl::StrAppend(&out, line, "\n");
-    }
-    return out;
-  }
+  return out;
+}
 
- private:
-  std::vector<std::vector<std::string>> rows_;
-};
+using Table = TextTable;
 
 // The statistics of `groups` as rows, with `columns` as columns (a per-tier statistic of a
 // namespace gives one row per tier). `cell` renders one value.
@@ -135,6 +107,7 @@ void AddRows(Table& table, std::initializer_list<StatGroup> groups,
              const std::vector<Column>& columns, const CellFn& cell) {
   for (const StatInfo& info : AllStats()) {
     if (std::find(groups.begin(), groups.end(), info.group) == groups.end()) continue;
+    if (info.kind == StatKind::kHistogram) continue;  // latency tables of their own
     const bool per_tier_rows = info.group == StatGroup::kNamespaceTier;
     for (TierKind t : per_tier_rows ? std::vector<TierKind>(kAllTiers.begin(), kAllTiers.end())
                                     : std::vector<TierKind>{TierKind::kGpu}) {
@@ -223,6 +196,63 @@ const StatInfo& Stat(StatGroup group, absl::string_view name) {
   return kNone;
 }
 
+// The latency table of the histograms of `group`: count, p50, p99 and mean of each.
+std::string LatencyTable(const ordered_json& s, StatGroup group, const std::string& title) {
+  Table latency({title, "count", "p50", "p99", "mean"});
+  for (const StatInfo& info : AllStats()) {
+    if (info.group != group || info.kind != StatKind::kHistogram) continue;
+    const ordered_json* h = StatValue(s, info, {});
+    const double count = h != nullptr ? Num(*h, "count") : 0;
+    const std::vector<double> buckets = Buckets(h);
+    latency.Row(std::string(info.name),
+                {h == nullptr ? "-" : absl::StrFormat("%.0f", count), Quantile(buckets, 0.5),
+                 Quantile(buckets, 0.99),
+                 count > 0 ? absl::StrFormat("%.1fus", Num(*h, "sum_ns") / count / 1e3) : "-"});
+  }
+  return latency.Render();
+}
+
+// The same over an interval: the histograms' bucket differences between `prev` and `cur`.
+std::string IntervalLatencyTable(const ordered_json& prev, const ordered_json& cur, double dt,
+                                 StatGroup group, const std::string& title) {
+  Table latency({title, "calls/s", "p50", "p99"});
+  for (const StatInfo& info : AllStats()) {
+    if (info.group != group || info.kind != StatKind::kHistogram) continue;
+    std::vector<double> now = Buckets(StatValue(cur, info, {}));
+    const std::vector<double> before = Buckets(StatValue(prev, info, {}));
+    double calls = 0;
+    for (size_t i = 0; i < now.size(); ++i) {
+      now[i] -= i < before.size() ? before[i] : 0;
+      calls += now[i];
+    }
+    latency.Row(std::string(info.name),
+                {absl::StrFormat("%.1f", calls / dt), Quantile(now, 0.5), Quantile(now, 0.99)});
+  }
+  return latency.Render();
+}
+
+// Whether `doc` comes from an engine with a remote tier. An engine without one (or one that
+// predates it) gets a line saying so instead of tables of zeros.
+bool RemoteEnabled(const ordered_json& doc) {
+  return ValueOf(doc, Stat(StatGroup::kRemote, "enabled"), {}) > 0;
+}
+
+// The remote tier's own figures (tables "remote", "remote node", "remote latency"), `cell`
+// rendering each value; `latency` renders the latency table.
+std::string RemoteSection(const ordered_json& doc, const CellFn& cell, const std::string& latency) {
+  if (!RemoteEnabled(doc)) return "\nremote tier: off (EngineOptions::remote.seeds is empty)\n";
+  Table remote({"remote", ""});
+  AddRows(remote, {StatGroup::kRemote}, {Column{}}, cell);
+  std::string out = "\n" + remote.Render();
+  const std::vector<Column> nodes = NodeColumns(doc);
+  if (!nodes.empty()) {
+    Table node_table = ColumnTable("remote node", nodes);
+    AddRows(node_table, {StatGroup::kRemoteNode}, nodes, cell);
+    out += "\n" + node_table.Render();
+  }
+  return out + "\n" + latency;
+}
+
 }  // namespace
 
 absl::StatusOr<ordered_json> FetchStats(const std::string& url) {
@@ -299,18 +329,8 @@ std::string FormatStats(const ordered_json& s) {
   out += "\n" + prefetch.Render();
 
   // Latency: the time inside each call, as bucket upper bounds.
-  Table latency({"latency (time in the call)", "count", "p50", "p99", "mean"});
-  for (const StatInfo& info : AllStats()) {
-    if (info.group != StatGroup::kLatency) continue;
-    const ordered_json* h = StatValue(s, info, {});
-    const double count = h != nullptr ? Num(*h, "count") : 0;
-    const std::vector<double> buckets = Buckets(h);
-    latency.Row(std::string(info.name),
-                {h == nullptr ? "-" : absl::StrFormat("%.0f", count), Quantile(buckets, 0.5),
-                 Quantile(buckets, 0.99),
-                 count > 0 ? absl::StrFormat("%.1fus", Num(*h, "sum_ns") / count / 1e3) : "-"});
-  }
-  out += "\n" + latency.Render();
+  out += "\n" + LatencyTable(s, StatGroup::kLatency, "latency (time in the call)");
+  out += RemoteSection(s, value, LatencyTable(s, StatGroup::kRemote, "remote latency"));
   return out;
 }
 
@@ -326,6 +346,16 @@ std::string FormatTopFrame(const ordered_json& prev, const ordered_json& cur, do
       p.ns_index = before.size();  // past the end: absent, 0
       for (const Column& c : before) {
         if (c.title == name) p.ns_index = c.labels.ns_index;
+      }
+    }
+    // The same node in `prev`, found by address (the node list may be reordered).
+    if (HasNodeLabel(info.group)) {
+      const std::string address =
+          Str(cur, absl::StrCat("remote/nodes/", labels.node_index, "/address"));
+      const std::vector<Column> before = NodeColumns(prev);
+      p.node_index = before.size();  // past the end: absent, 0
+      for (const Column& c : before) {
+        if (c.title == address) p.node_index = c.labels.node_index;
       }
     }
     return p;
@@ -380,20 +410,10 @@ std::string FormatTopFrame(const ordered_json& prev, const ordered_json& cur, do
   out += "\n" + prefetch.Render();
 
   // Latency of the calls made in the interval: the buckets' differences.
-  Table latency({"latency (interval)", "calls/s", "p50", "p99"});
-  for (const StatInfo& info : AllStats()) {
-    if (info.group != StatGroup::kLatency) continue;
-    std::vector<double> now = Buckets(StatValue(cur, info, {}));
-    const std::vector<double> before = Buckets(StatValue(prev, info, {}));
-    double calls = 0;
-    for (size_t i = 0; i < now.size(); ++i) {
-      now[i] -= i < before.size() ? before[i] : 0;
-      calls += now[i];
-    }
-    latency.Row(std::string(info.name),
-                {absl::StrFormat("%.1f", calls / dt), Quantile(now, 0.5), Quantile(now, 0.99)});
-  }
-  out += "\n" + latency.Render();
+  out += "\n" + IntervalLatencyTable(prev, cur, dt, StatGroup::kLatency, "latency (interval)");
+  out += RemoteSection(
+      cur, cell,
+      IntervalLatencyTable(prev, cur, dt, StatGroup::kRemote, "remote latency (interval)"));
   return out;
 }
 

@@ -20,7 +20,8 @@ namespace kvtier::cli {
 absl::StatusOr<nlohmann::ordered_json> FetchStats(const std::string& url);
 
 // One snapshot for people: a row for every statistic kvtier/stats.h describes (tiers and
-// namespaces as columns), hit ratios, latency percentiles.
+// namespaces as columns), hit ratios, latency percentiles; the remote tier's own figures
+// (its cluster's nodes as columns) when the engine has one.
 std::string FormatStats(const nlohmann::ordered_json& stats);
 
 // One `top` frame: a row for every statistic, counters as rates (per second, bandwidth, share

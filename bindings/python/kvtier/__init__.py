@@ -1,4 +1,4 @@
-"""kvtier: a hierarchical GPU / host / disk KV-cache storage engine, from Python.
+"""kvtier: a hierarchical GPU / host / disk / remote KV-cache storage engine, from Python.
 
     import numpy as np, kvtier
     with kvtier.Engine.open(layers=4, kv_heads=2, head_dim=16, dtype="fp16",

@@ -355,7 +355,7 @@ class Stats(unittest.TestCase):
             e.load("default", e.block_keys("default", tokens)[2:])
             s = e.stats()
             self.assertIn("emulated", s["device"])
-            self.assertEqual(set(s["tiers"]), {"gpu", "host", "disk"})
+            self.assertEqual(set(s["tiers"]), {"gpu", "host", "disk", "remote"})
             host = s["tiers"]["host"]
             self.assertEqual(host["capacity_blocks"], 4)
             self.assertEqual(host["used_blocks"], 4)

@@ -8,9 +8,9 @@ import numpy as np
 
 import kvtier
 
-TIERS = ("gpu", "host", "disk")
+TIERS = ("gpu", "host", "disk", "remote")
 # Keys the dict nests statistics under; everything else is a statistic's name.
-CONTAINERS = {"prefetch", "tiers", "namespaces"}
+CONTAINERS = {"prefetch", "tiers", "namespaces", "remote"}
 
 
 def open_engine():
@@ -28,6 +28,11 @@ def values_of(stats, entry):
         return [("prefetch/" + name, stats["prefetch"][name])]
     if group == "tier":
         return [("tiers/%s/%s" % (t, name), stats["tiers"][t][name]) for t in TIERS]
+    if group == "remote":
+        return [("remote/" + name, stats["remote"][name])]
+    if group == "remote_node":
+        return [("remote/nodes/%s/%s" % (node, name), figures[name])
+                for node, figures in stats["remote"]["nodes"].items()]
     out = []
     for ns, figures in stats["namespaces"].items():
         if group == "namespace":
@@ -42,7 +47,8 @@ class StatsSchema(unittest.TestCase):
     def test_the_schema_describes_each_statistic(self):
         schema = kvtier.stats_schema()
         self.assertGreater(len(schema), 40)
-        groups = {"info", "engine", "prefetch", "latency", "tier", "namespace", "namespace_tier"}
+        groups = {"info", "engine", "prefetch", "latency", "tier", "namespace", "namespace_tier",
+                  "remote", "remote_node"}
         for entry in schema:
             self.assertEqual(set(entry), {"name", "group", "kind", "unit", "labels", "metric",
                                           "help", "derived"})
@@ -52,10 +58,13 @@ class StatsSchema(unittest.TestCase):
             self.assertTrue(entry["help"], entry)
             self.assertEqual("tier" in entry["labels"], entry["group"].endswith("tier"))
             self.assertEqual("namespace" in entry["labels"], entry["group"].startswith("namespace"))
+            self.assertEqual("node" in entry["labels"], entry["group"] == "remote_node")
         names = [(e["group"], e["name"]) for e in schema]
         self.assertEqual(len(names), len(set(names)))
         self.assertIn(("tier", "checksum_failures"), names)
         self.assertIn(("prefetch", "in_time"), names)
+        self.assertIn(("remote", "read_bad_mac"), names)
+        self.assertIn(("remote_node", "breaker_open"), names)
 
     def test_every_statistic_is_in_the_stats_dict_and_nothing_else(self):
         with open_engine() as e:
@@ -71,7 +80,8 @@ class StatsSchema(unittest.TestCase):
         seen = set()
         for entry in schema:
             values = values_of(stats, entry)
-            self.assertTrue(values, entry["name"])
+            # Node statistics have no values without a remote tier (no nodes).
+            self.assertTrue(values or entry["group"] == "remote_node", entry["name"])
             for where, value in values:
                 seen.add(where)
                 if entry["kind"] == "label":
@@ -91,6 +101,11 @@ class StatsSchema(unittest.TestCase):
                 if k in CONTAINERS and not prefix:
                     if k == "prefetch":
                         yield from leaves(v, "prefetch/")
+                    elif k == "remote":
+                        nodes = v.get("nodes", {})
+                        for address, inner in nodes.items():
+                            yield from leaves(inner, "remote/nodes/%s/" % address)
+                        yield from leaves({n: x for n, x in v.items() if n != "nodes"}, "remote/")
                     else:
                         for label, inner in v.items():
                             yield from leaves(inner, "%s/%s/" % (k, label))
@@ -113,7 +128,12 @@ class StatsSchema(unittest.TestCase):
         ns = stats["namespaces"]["tenant-b"]
         self.assertEqual(ns["blocks_per_tier"]["host"], 3)
         self.assertEqual(ns["hits_per_tier"]["host"], 2)
-        self.assertEqual(ns["quota_blocks"], {"gpu": 0, "host": 0, "disk": 0})
+        self.assertEqual(ns["quota_blocks"], {"gpu": 0, "host": 0, "disk": 0, "remote": 0})
+        # No remote tier: its figures are there, and zero.
+        self.assertEqual(stats["remote"]["enabled"], 0)
+        self.assertEqual(stats["remote"]["nodes"], {})
+        self.assertEqual(stats["tiers"]["remote"]["hits"], 0)
+        self.assertEqual(stats["remote"]["get_latency"]["count"], 0)
         self.assertEqual(stats["namespaces"]["default"]["stored_blocks"], 0)
 
 
