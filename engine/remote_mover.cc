@@ -88,7 +88,11 @@ RemoteMover::RemoteMover(const RemoteOptions& options, const Geometry& geometry,
       table_(table),
       namespaces_(namespaces),
       completions_(completions),
-      counters_(counters) {}
+      counters_(counters) {
+  if (Tier* host = placement.tier(kHost); host != nullptr) {
+    max_write_pins_ = std::max<size_t>(1, host->num_slots() / 4);
+  }
+}
 
 absl::StatusOr<std::unique_ptr<RemoteMover>> RemoteMover::Open(
     const RemoteOptions& options, const Geometry& geometry, absl::string_view model_fingerprint,
@@ -446,6 +450,7 @@ void RemoteMover::OnStored(uint32_t ns_id, absl::Span<const BlockKey> keys) {
     BlockKey key;
     int64_t px;
     const void* src;
+    bool from_slot;  // sent from the pinned slot; else copied out, then unpinned
   };
   std::vector<Pending> sends;
   {
@@ -464,20 +469,39 @@ void RemoteMover::OnStored(uint32_t ns_id, absl::Span<const BlockKey> keys) {
           writes_rejected_.fetch_add(1, std::memory_order_relaxed);
           return;
         }
-        // Pinned until the value is sent from the slot.
+        // Pinned while its bytes are read: until the value is sent from the slot, or (past
+        // the pin budget) until they are copied out below, outside the lock.
+        size_t held = write_pins_.load(std::memory_order_relaxed);
+        bool from_slot = false;
+        while (held < max_write_pins_ &&
+               !(from_slot = write_pins_.compare_exchange_weak(held, held + 1,
+                                                               std::memory_order_relaxed))) {
+        }
         e->remote = true;
         ++e->pins;
-        sends.push_back({key, px, placement_.Address(kHost, e->slot[kHost]).host});
+        sends.push_back({key, px, placement_.Address(kHost, e->slot[kHost]).host, from_slot});
       });
     }
   }
   for (const Pending& p : sends) {
-    if (Send(p.key, ns_id, p.px, p.src, nullptr, /*pinned=*/true)) continue;
-    // Not sent (in-flight cap): let the block go, and let a later Store try again.
+    bool sent;
+    if (p.from_slot) {
+      sent = Send(p.key, ns_id, p.px, p.src, nullptr, /*pinned=*/true);
+      if (!sent) write_pins_.fetch_sub(1, std::memory_order_relaxed);
+    } else {
+      std::shared_ptr<char[]> copy(new char[block_bytes_]);
+      std::memcpy(copy.get(), p.src, block_bytes_);
+      sent = Send(p.key, ns_id, p.px, copy.get(), copy, /*pinned=*/false);
+    }
+    if (sent && p.from_slot) continue;
+    // Copied out (the slot is free to go), or not sent (in-flight cap): a block not sent may be
+    // written by a later Store.
     MutexLock lock(&placement_.mu());
-    table_.Find(p.key, [](BlockEntry* e) {
-      if (e != nullptr) e->remote = false;
-    });
+    if (!sent) {
+      table_.Find(p.key, [](BlockEntry* e) {
+        if (e != nullptr) e->remote = false;
+      });
+    }
     placement_.Unpin({&p.key, 1});
   }
 }
@@ -519,6 +543,7 @@ void RemoteMover::OnWriteDone(const BlockKey& key, bool pinned, absl::Status sta
     });
     if (pinned) placement_.Unpin({&key, 1});
   }
+  if (pinned) write_pins_.fetch_sub(1, std::memory_order_relaxed);
   OpEnded();
 }
 

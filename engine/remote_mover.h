@@ -11,7 +11,9 @@
 // DataLoss naming the block, and the block becomes a miss.
 //
 // Down: write-through (after a Store's copy into the host tier has landed: the block is pinned
-// while its value is sent from the slot) and/or on eviction (when a host copy that is the
+// while its value is sent from the slot; at most a quarter of the host slots are held so, and
+// past that the block is copied into a send buffer and unpinned at once, so write-through never
+// fills the host tier with pinned blocks and never makes a Store reject) and/or on eviction (when a host copy that is the
 // block's last copy above disk is evicted, its bytes are copied into a send buffer at once,
 // under the placement lock, and sent from there). Both pass this tier's own admission policy
 // (seen-count filter, write budget) and a cap on bytes in flight; a write that does not fit is
@@ -152,6 +154,9 @@ class RemoteMover final : public RemoteSink {
   std::unique_ptr<remote::ClusterClient> client_;
 
   std::atomic<uint64_t> inflight_write_bytes_{0};
+  // Host slots pinned by write-through sends from the slot, and the most there may be.
+  std::atomic<size_t> write_pins_{0};
+  size_t max_write_pins_ = 1;
   // What the stats' remote section counts beyond the client's own figures.
   std::atomic<uint64_t> lookups_{0}, lookup_hits_{0}, lookup_errors_{0};
   std::atomic<uint64_t> reads_{0}, read_hits_{0}, read_misses_{0}, read_errors_{0};
