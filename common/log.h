@@ -47,7 +47,7 @@ void LogLine(LogLevel level, const char* file, int line, absl::string_view messa
     static std::atomic<int64_t> kvtier_logged_at{INT64_MIN};                               \
     const int64_t kvtier_now = absl::ToUnixSeconds(absl::Now());                           \
     int64_t kvtier_last = kvtier_logged_at.load(std::memory_order_relaxed);                \
-    if (kvtier_now - kvtier_last >= (seconds) &&                                           \
+    if ((kvtier_last == INT64_MIN || kvtier_now - kvtier_last >= (seconds)) &&             \
         kvtier_logged_at.compare_exchange_strong(kvtier_last, kvtier_now)) {               \
       KVTIER_LOG(level, __VA_ARGS__);                                                      \
     }                                                                                      \
