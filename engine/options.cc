@@ -76,6 +76,7 @@ absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk,
   }
   o.queue_depth = disk.queue_depth;
   o.force_fallback_io = disk.force_fallback_io;
+  o.group_access = disk.group_access;
   o.staging_buffers = disk.staging_buffers;
   if (absl::Status s = o.Validate(geometry); !s.ok()) return s;
   AdmissionOptions ao;

@@ -21,6 +21,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/secret_file.h"
 
 namespace kvtier::remote {
 namespace {
@@ -66,6 +67,8 @@ absl::StatusOr<TlsContext> MakeTlsContext(const TlsOptions& options) {
       return absl::InvalidArgumentError(
           absl::StrCat("tls.cert_file: cannot load '", options.cert_file, "': ", SslErrors()));
     }
+    // A private key others can read is refused, as ssh refuses one.
+    if (absl::Status s = CheckSecretFile(options.key_file, "tls.key_file"); !s.ok()) return s;
     if (SSL_CTX_use_PrivateKey_file(ctx.get(), options.key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx.get()) != 1) {
       return absl::InvalidArgumentError(

@@ -359,6 +359,20 @@ absl::StatusOr<std::string> DiskIndex::GetMeta(absl::string_view name) {
   return value;
 }
 
+absl::StatusOr<bool> DiskIndex::HasBlocks() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  it->Seek("b");
+  const bool any = it->Valid() && it->key().starts_with("b");
+  if (!it->status().ok()) return FromRocks(it->status(), "scanning for block entries");
+  return any;
+}
+
+absl::Status DiskIndex::PutMeta(absl::string_view name, absl::string_view value) {
+  if (absl::Status s = CheckWritable("writing metadata"); !s.ok()) return s;
+  return FromRocks(db_->Put(Sync(true), MetaIndexKey(name), rocksdb::Slice(value.data(), value.size())),
+                   absl::StrCat("writing metadata '", name, "'"));
+}
+
 absl::Status DiskIndex::CheckOrWriteMeta(const IndexMeta& want) {
   struct Field {
     const char* name;

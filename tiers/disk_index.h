@@ -149,6 +149,10 @@ class DiskIndex {
   // `want`'s: FailedPrecondition naming the first that differs, both values and the
   // directory ("refused rather than misread").
   absl::Status CheckOrWriteMeta(const IndexMeta& want);
+  // Whether any 'b' (block) entry exists.
+  absl::StatusOr<bool> HasBlocks();
+  // Writes the 'm' value `name` (synced).
+  absl::Status PutMeta(absl::string_view name, absl::string_view value);
 
   // The current generation of each of `regions` regions (0: never reclaimed). 'r' entries
   // that are malformed or outside the layout are skipped and counted in `*malformed`.

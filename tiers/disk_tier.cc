@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "common/enum_names.h"
 #include "common/log.h"
+#include "tiers/disk_directory.h"
 
 namespace kvtier {
 namespace {
@@ -107,16 +108,23 @@ absl::StatusOr<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& 
 
 absl::Status DiskTier::Init(RecoveredFn recovered) {
   const std::string& dir = options_.directory;
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "disk tier: cannot create cache directory '%s': %s", dir, std::strerror(errno)));
+  const bool group = options_.group_access;
+  absl::StatusOr<DirectoryState> state = PrepareCacheDirectory(dir, group);
+  if (!state.ok()) return state.status();
+  const uint64_t regions = options_.capacity_bytes / options_.region_bytes;
+  Superblock want;
+  want.region_bytes = options_.region_bytes;
+  want.regions = regions;
+  want.record_format = kRecordFormatVersion;
+  // A new cache: the index first (metadata and directory id synced), then the data file, made
+  // whole under another name and renamed. A creation cut short at any point leaves either an
+  // empty directory or an index that names no block and has no data file: both open as new.
+  if (*state != DirectoryState::kCache) {
+    if (absl::Status s = RestrictIndexDirectory(dir, group); !s.ok()) return s;
   }
-  struct stat st;
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(
-        absl::StrFormat("disk tier: '%s' is not a directory", dir));
-  }
-  absl::StatusOr<std::unique_ptr<DiskIndex>> index = DiskIndex::Open(dir, DiskIndex::Mode::kCreate);
+  absl::StatusOr<std::unique_ptr<DiskIndex>> index = DiskIndex::Open(
+      dir, *state == DirectoryState::kCache ? DiskIndex::Mode::kReadWrite
+                                            : DiskIndex::Mode::kCreate);
   if (!index.ok()) {
     if (DiskIndex::IsInUse(index.status())) {
       return absl::FailedPreconditionError(absl::StrCat("disk tier: ", index.status().message()));
@@ -124,17 +132,45 @@ absl::Status DiskTier::Init(RecoveredFn recovered) {
     return index.status();
   }
   index_ = std::move(*index);
-  const uint64_t regions = options_.capacity_bytes / options_.region_bytes;
   if (absl::Status s =
           index_->CheckOrWriteMeta(IndexMeta::For(geometry_, options_.region_bytes, regions));
       !s.ok()) {
     return s;
   }
-
-  absl::StatusOr<int> fd =
-      OpenPreallocated(absl::StrCat(dir, "/", kDataFileName), regions * options_.region_bytes);
-  if (!fd.ok()) return fd.status();
-  fd_ = *fd;
+  absl::StatusOr<std::string> index_id = index_->GetMeta(kDirectoryIdMeta);
+  if (!index_id.ok() && !absl::IsNotFound(index_id.status())) return index_id.status();
+  if (*state == DirectoryState::kCache) {
+    std::string id;
+    absl::StatusOr<int> fd =
+        OpenDataFile(dir, want, index_id.ok() ? *index_id : std::string(), group, &id);
+    if (!fd.ok()) return fd.status();
+    fd_ = *fd;
+    if (!index_id.ok()) {
+      if (absl::Status s = index_->PutMeta(kDirectoryIdMeta, id); !s.ok()) return s;
+    }
+  } else {
+    if (*state == DirectoryState::kIndexOnly) {
+      absl::StatusOr<bool> has_blocks = index_->HasBlocks();
+      if (!has_blocks.ok()) return has_blocks.status();
+      if (*has_blocks) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "disk tier: '%s' has an index/ that names blocks but no data.kvt: the records are "
+            "gone; %s",
+            dir, ResetAdvice(dir)));
+      }
+    }
+    if (index_id.ok()) {
+      want.directory_id = *index_id;
+    } else {
+      absl::StatusOr<std::string> id = NewDirectoryId();
+      if (!id.ok()) return id.status();
+      if (absl::Status s = index_->PutMeta(kDirectoryIdMeta, *id); !s.ok()) return s;
+      want.directory_id = *id;
+    }
+    absl::StatusOr<int> fd = CreateDataFile(dir, want, group);
+    if (!fd.ok()) return fd.status();
+    fd_ = *fd;
+  }
 
   IoEngine::Options io_options;
   io_options.queue_depth = options_.queue_depth;

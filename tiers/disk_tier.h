@@ -96,6 +96,9 @@ struct DiskTierOptions {
   // no erased or evicted block can be read back from the data file. Costs a write of every
   // erased record and of every reclaimed region.
   bool secure_erase = false;
+  // The directory 0750 and its files 0640 instead of 0700 / 0600, and a group-readable
+  // directory accepted (tiers/disk_directory.h). Never world access, never group write.
+  bool group_access = false;
 
   // InvalidArgument naming the field; for a quantized codec and a dtype it cannot store,
   // naming both.

@@ -68,6 +68,16 @@ int Main(int argc, char** argv) {
   erase->add_option("--namespace,-n", ns, "namespace to remove")->required();
   erase->add_flag("--json", json, "print the report as JSON");
 
+  bool yes = false;
+  CLI::App* reset = app.add_subcommand(
+      "reset",
+      "Start a cache directory over: remove its data.kvt and index/ (every cached block), "
+      "nothing else; for a directory the engine refuses (a data file that does not belong with "
+      "its index, a truncated one). Not while an engine holds it.");
+  reset->add_option("DIR", dir, "cache directory")->required();
+  reset->add_flag("--yes", yes, "really remove them (without it: say what would go)");
+  reset->add_flag("--json", json, "print the report as JSON");
+
   std::string url;
   CLI::App* stats = app.add_subcommand(
       "stats", "One snapshot of a live engine's metrics (EngineOptions::metrics_port).");
@@ -165,6 +175,12 @@ int Main(int argc, char** argv) {
     if (!r.ok()) return Fail("erase", r.status());
     std::cout << (json ? kvtier::json::Dump(*r, 2) + "\n" : FormatErase(*r));
     return kExitOk;
+  }
+  if (reset->parsed()) {
+    absl::StatusOr<nlohmann::ordered_json> r = ResetCache(dir, yes);
+    if (!r.ok()) return Fail("reset", r.status());
+    std::cout << (json ? kvtier::json::Dump(*r, 2) + "\n" : FormatReset(*r));
+    return yes ? kExitOk : kExitUsage;  // without --yes: nothing done, say so by the exit code
   }
   if (stats->parsed()) {
     absl::StatusOr<nlohmann::ordered_json> r = FetchStats(url);

@@ -495,6 +495,15 @@ kvtier_status_code kvtier_options_set_disk_region_bytes(kvtier_options* options,
   });
 }
 
+kvtier_status_code kvtier_options_set_disk_group_access(kvtier_options* options, int enable) {
+  static constexpr char kFn[] = "kvtier_options_set_disk_group_access";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    options->options.disk.group_access = enable != 0;
+    return KVTIER_OK;
+  });
+}
+
 kvtier_status_code kvtier_options_set_disk_admit_min_seen(kvtier_options* options,
                                                           uint32_t min_seen) {
   static constexpr char kFn[] = "kvtier_options_set_disk_admit_min_seen";

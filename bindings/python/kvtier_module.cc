@@ -873,7 +873,8 @@ Geometry: layers, kv_heads, head_dim, dtype ("fp16", "bf16", "fp32"), block_toke
 Tiers: gpu_tier_bytes (0 = none), host_tier_bytes, disk_dir ("" = no disk tier),
 disk_capacity_bytes, disk_region_bytes, codec ("none", "zstd", "zstd-shuffle"; lossy "fp8",
 "int8": disk reads return dequantized values), zstd_level,
-disk_sync, admit_min_seen, write_budget_mbps, force_fallback_io.
+disk_sync, admit_min_seen, write_budget_mbps, force_fallback_io, disk_group_access (the
+directory 0750 / files 0640 instead of 0700 / 0600; a group-readable directory accepted).
 Policies: gpu_eviction, host_eviction ("lru", "fifo", "clock", "sieve", "s3fifo", "arc",
 "tinylfu", "lfu"), prefix_aware_eviction, cost_aware_eviction, eviction_window,
 prefetch_budget_bytes. Device: device ("auto", "cuda", "emulated"), cuda_ordinal,
@@ -950,6 +951,7 @@ InvalidArgumentError (a ValueError) naming "remote.<field>" at validate() and En
   KVTIER_FIELD("disk_sync", disk.sync);
   KVTIER_FIELD("disk_queue_depth", disk.queue_depth);
   KVTIER_FIELD("force_fallback_io", disk.force_fallback_io);
+  KVTIER_FIELD("disk_group_access", disk.group_access);
   KVTIER_FIELD("disk_staging_buffers", disk.staging_buffers);
   KVTIER_FIELD("admit_min_seen", disk.admit_min_seen);
   KVTIER_FIELD("write_budget_mbps", disk.write_budget_mbps);

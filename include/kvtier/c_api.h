@@ -53,8 +53,11 @@ extern "C" {
  *    A program built against a header before version 4 must be rebuilt; its kvtier_stats /
  *    kvtier_namespace_stats are smaller than the smallest struct_size this library accepts,
  *    so its stats calls fail with INVALID_ARGUMENT (never misplaced figures). Compare
- *    kvtier_c_api_version() with KVTIER_C_API_VERSION at start-up to find out sooner. */
-#define KVTIER_C_API_VERSION 4
+ *    kvtier_c_api_version() with KVTIER_C_API_VERSION at start-up to find out sooner.
+ * 5: kvtier_options_set_disk_group_access (a function added; binary compatible with 4). Cache
+ *    directories are private by default (0700 / 0600; loose modes, links and foreign files
+ *    refused at open, see kvtier::DiskOptions::group_access). */
+#define KVTIER_C_API_VERSION 5
 
 /* Mirrors absl::StatusCode. */
 typedef enum kvtier_status_code {
@@ -151,6 +154,11 @@ kvtier_status_code kvtier_options_set_tier_bytes(kvtier_options* options, uint64
  * capacity_bytes must hold at least two regions (region: 64 MiB unless set below). */
 kvtier_status_code kvtier_options_set_disk(kvtier_options* options, const char* directory,
                                            uint64_t capacity_bytes);
+/* enable != 0: the cache directory is created 0750 with its files 0640, and an existing one the
+ * group may read is accepted (kvtier::DiskOptions::group_access). Default 0: 0700 / 0600, and
+ * a directory or data file that the group or other users may read or write is refused at
+ * open (FAILED_PRECONDITION naming the path, its mode and the chmod that fixes it). */
+kvtier_status_code kvtier_options_set_disk_group_access(kvtier_options* options, int enable);
 /* A multiple of 4096. */
 kvtier_status_code kvtier_options_set_disk_region_bytes(kvtier_options* options,
                                                         uint64_t region_bytes);

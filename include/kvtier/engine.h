@@ -82,6 +82,12 @@ struct DiskOptions {
   // writing 2.65x less to the SSD (docs/benchmarks.md, "admission").
   uint32_t admit_min_seen = 2;
   double write_budget_mbps = 0;
+  // The directory is private: created 0700 with its files 0600, and an existing one that
+  // other users may read or write (or another user owns) is refused, naming the chmod that
+  // fixes it. true: 0750 / 0640 and a group-readable directory accepted (a group of trusted
+  // service users, on purpose). Links in place of data.kvt or index/ are always refused, and
+  // a new cache is only made in an empty or missing directory (docs/disk-format.md).
+  bool group_access = false;
 };
 
 // The remote tier: a Redis Cluster (7.0+, or Valkey) shared by every engine of a fleet, below

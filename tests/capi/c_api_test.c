@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -607,6 +608,79 @@ static void DiskReopen(void) {
   CHECK(system(cmd) == 0);
 }
 
+/* A cache directory is private and kvtier's own: created 0700 / 0600; a loose mode, a symlinked
+ * data file (its target untouched) or a non-empty foreign directory is FAILED_PRECONDITION with
+ * a message naming the path; group access on request. */
+static kvtier_status_code OpenDisk(const char* dir, int group, kvtier_engine** e) {
+  kvtier_options* o = SmallOptions(/*host_blocks=*/2);
+  CHECK_OK(kvtier_options_set_disk(o, dir, 2 * 65536));
+  CHECK_OK(kvtier_options_set_disk_region_bytes(o, 65536));
+  CHECK_OK(kvtier_options_set_disk_group_access(o, group));
+  const kvtier_status_code c = kvtier_engine_open(o, e);
+  kvtier_options_destroy(o);
+  return c;
+}
+
+static mode_t ModeOf(const char* path) {
+  struct stat st;
+  CHECK(lstat(path, &st) == 0);
+  return st.st_mode & 07777;
+}
+
+static void DiskDirectoryRules(void) {
+  char root[] = "/tmp/kvtier_c_api_dir_XXXXXX";
+  CHECK(mkdtemp(root) != NULL);
+  char dir[128], data[160], victim[160], notes[200];
+  snprintf(dir, sizeof(dir), "%s/cache", root);
+  snprintf(data, sizeof(data), "%s/data.kvt", dir);
+  snprintf(victim, sizeof(victim), "%s/victim", root);
+  kvtier_engine* e = NULL;
+  const mode_t old = umask(0);
+  CHECK_OK(OpenDisk(dir, 0, &e));
+  umask(old);
+  CHECK_OK(kvtier_engine_close(e));
+  CHECK(ModeOf(dir) == 0700);
+  CHECK(ModeOf(data) == 0600);
+
+  CHECK(chmod(dir, 0755) == 0);
+  CHECK(OpenDisk(dir, 0, &e) == KVTIER_FAILED_PRECONDITION);
+  CHECK(strstr(kvtier_last_error(), "0755") != NULL);
+  CHECK(strstr(kvtier_last_error(), "chmod 700") != NULL);
+  CHECK(chmod(dir, 0750) == 0);
+  CHECK(OpenDisk(dir, 0, &e) == KVTIER_FAILED_PRECONDITION);
+  CHECK_OK(OpenDisk(dir, 1, &e)); /* group access asked for: a group-readable dir is fine */
+  CHECK_OK(kvtier_engine_close(e));
+  CHECK(chmod(dir, 0700) == 0);
+
+  /* data.kvt replaced by a link to the user's file: refused, the file untouched. */
+  FILE* f = fopen(victim, "wb");
+  CHECK(f != NULL);
+  for (int i = 0; i < 800; ++i) fputc(i & 0xff, f);
+  fclose(f);
+  CHECK(unlink(data) == 0);
+  CHECK(symlink(victim, data) == 0);
+  CHECK(OpenDisk(dir, 0, &e) == KVTIER_FAILED_PRECONDITION);
+  CHECK(strstr(kvtier_last_error(), "symbolic link") != NULL);
+  struct stat st;
+  CHECK(stat(victim, &st) == 0 && st.st_size == 800);
+
+  /* A non-empty directory that is not a cache. */
+  char other[160];
+  snprintf(other, sizeof(other), "%s/other", root);
+  CHECK(mkdir(other, 0700) == 0);
+  snprintf(notes, sizeof(notes), "%s/notes.txt", other);
+  f = fopen(notes, "w");
+  CHECK(f != NULL);
+  fputs("mine", f);
+  fclose(f);
+  CHECK(OpenDisk(other, 0, &e) == KVTIER_FAILED_PRECONDITION);
+  CHECK(strstr(kvtier_last_error(), "not empty") != NULL);
+
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+  CHECK(system(cmd) == 0);
+}
+
 /* An inference engine's own KV memory, registered: on the emulated device that is host memory
  * the caller owns, named by its address. Stores read it and loads write it in place, in block
  * and in paged form; before registration and after unregistration it is refused. */
@@ -951,7 +1025,7 @@ static void StatsStructSize(void) {
  * rest, naming the field, and leaves the options as they were. */
 static void RemoteOptions(void) {
   kvtier_options* o = SmallOptions(16);
-  CHECK(kvtier_c_api_version() == KVTIER_C_API_VERSION && KVTIER_C_API_VERSION == 4);
+  CHECK(kvtier_c_api_version() == KVTIER_C_API_VERSION && KVTIER_C_API_VERSION == 5);
   CHECK(KVTIER_NUM_TIERS == 4 && KVTIER_TIER_REMOTE == 3);
 
   /* Seeds: a comma-separated list (spaces ignored), or one at a time. */
@@ -1104,6 +1178,7 @@ int main(int argc, char** argv) {
                 {"bad_arguments", BadArguments},
                 {"gpu_tier_lease", GpuTierLease},
                 {"disk_reopen", DiskReopen},
+                {"disk_directory_rules", DiskDirectoryRules},
                 {"threads", Threads},
                 {"device_memory", DeviceMemory},
                 {"namespace_limits", NamespaceLimits},

@@ -4,6 +4,7 @@
 // respected, and the documented exit codes for bad paths and usage.
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -309,6 +310,91 @@ TEST_F(KvtierCliTest, LiveEngineDirectoryIsReadableButNotWritable) {
   EXPECT_EQ(erase.exit_code, 3);
   EXPECT_NE(erase.err.find("in use by another process"), std::string::npos) << erase.err;
   EXPECT_EQ(Matched("default", default_prompt_), 4u);  // nothing was touched
+}
+
+TEST_F(KvtierCliTest, InspectAndVerifyReportModesSuperblockAndMismatch) {
+  Fill();
+  RunResult ok = RunCli(absl::StrCat("inspect --json ", Quote(cache_)));
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  ordered_json r = ParseJson(ok.out);
+  EXPECT_EQ(Str(r, "access/directory_mode"), "0700");
+  EXPECT_EQ(Str(r, "access/data_mode"), "0600");
+  EXPECT_EQ(Str(r, "superblock/state"), "ok");
+  EXPECT_EQ(Str(r, "superblock/directory_id"), Str(r, "superblock/index_directory_id"));
+  EXPECT_EQ(Size(r, "access/problems"), 0u);
+
+  // Loose modes and a data file of another directory: reported by both, verify exits 1.
+  const std::string other = dir_ + "/other";
+  {
+    EngineOptions o = Options();
+    o.disk.directory = other;
+    ASSERT_TRUE(Engine::Open(o).ok());
+  }
+  std::filesystem::remove(cache_ + "/data.kvt");
+  std::filesystem::copy_file(other + "/data.kvt", cache_ + "/data.kvt");
+  ASSERT_EQ(::chmod((cache_ + "/data.kvt").c_str(), 0644), 0);
+  RunResult bad = RunCli(absl::StrCat("inspect --json ", Quote(cache_)));
+  ASSERT_EQ(bad.exit_code, 0) << bad.err;
+  r = ParseJson(bad.out);
+  EXPECT_EQ(Str(r, "access/data_mode"), "0644");
+  EXPECT_EQ(Size(r, "access/problems"), 1u);
+  EXPECT_NE(Str(r, "superblock/mismatch").find("another cache directory"), std::string::npos);
+  RunResult text = RunCli(absl::StrCat("inspect ", Quote(cache_)));
+  EXPECT_NE(text.out.find("MISMATCH"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("chmod 600"), std::string::npos) << text.out;
+  RunResult verify = RunCli(absl::StrCat("verify ", Quote(cache_)));
+  EXPECT_EQ(verify.exit_code, 1) << verify.out << verify.err;
+  EXPECT_NE(verify.out.find("another cache directory"), std::string::npos) << verify.out;
+  // The engine refuses it for its mode first, then (mode fixed) for not being this directory's.
+  absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Open(Options());
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("chmod 600"), absl::string_view::npos) << e.status();
+  ASSERT_EQ(::chmod((cache_ + "/data.kvt").c_str(), 0600), 0);
+  e = Engine::Open(Options());
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("kvtier reset"), absl::string_view::npos) << e.status();
+}
+
+TEST_F(KvtierCliTest, ResetStartsADirectoryOverAndNothingElse) {
+  Fill();
+  std::filesystem::remove(cache_ + "/data.kvt");  // an index without its data file: refused
+  ASSERT_FALSE(Engine::Open(Options()).ok());
+
+  // Without --yes: says what would go, removes nothing, exit 2.
+  RunResult dry = RunCli(absl::StrCat("reset ", Quote(cache_)));
+  EXPECT_EQ(dry.exit_code, 2) << dry.err;
+  EXPECT_NE(dry.out.find("would remove index"), std::string::npos) << dry.out;
+  EXPECT_TRUE(std::filesystem::exists(cache_ + "/index"));
+
+  // While an engine holds a directory, reset is refused.
+  {
+    EngineOptions o = Options();
+    o.disk.directory = dir_ + "/live";
+    absl::StatusOr<std::unique_ptr<Engine>> live = Engine::Open(o);
+    ASSERT_TRUE(live.ok()) << live.status();
+    RunResult held = RunCli(absl::StrCat("reset --yes ", Quote(dir_ + "/live")));
+    EXPECT_EQ(held.exit_code, 3) << held.err;
+    EXPECT_TRUE(std::filesystem::exists(dir_ + "/live/data.kvt"));
+  }
+
+  // A file that is not kvtier's: reset refuses and names it.
+  { std::ofstream(cache_ + "/notes.txt") << "mine"; }
+  RunResult foreign = RunCli(absl::StrCat("reset --yes ", Quote(cache_)));
+  EXPECT_EQ(foreign.exit_code, 3);
+  EXPECT_NE(foreign.err.find("notes.txt"), std::string::npos) << foreign.err;
+  std::filesystem::remove(cache_ + "/notes.txt");
+
+  // An index/ whose files are links: removed as links, their targets stay.
+  const std::string target = dir_ + "/precious";
+  { std::ofstream(target) << "keep me"; }
+  std::filesystem::create_symlink(target, cache_ + "/index/link");
+  RunResult done = RunCli(absl::StrCat("reset --yes ", Quote(cache_)));
+  ASSERT_EQ(done.exit_code, 0) << done.err;
+  EXPECT_FALSE(std::filesystem::exists(cache_ + "/index"));
+  EXPECT_TRUE(std::filesystem::exists(target));
+  EXPECT_TRUE(std::filesystem::exists(cache_));
+  Open();  // a new cache in the same place
+  EXPECT_EQ(Matched("default", default_prompt_), 0u);
 }
 
 TEST_F(KvtierCliTest, BadPathsAndUsageGiveDocumentedExitCodes) {

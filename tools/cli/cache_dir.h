@@ -18,6 +18,8 @@
 #ifndef KVTIER_TOOLS_CLI_CACHE_DIR_H_
 #define KVTIER_TOOLS_CLI_CACHE_DIR_H_
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -29,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "kvtier/block_key.h"
 #include "kvtier/geometry.h"
+#include "tiers/disk_directory.h"
 #include "tiers/disk_index.h"
 
 namespace kvtier::cli {
@@ -49,6 +52,24 @@ struct CacheMeta {
 // One 'b' entry of the index, decoded as far as possible.
 using BlockEntry = IndexedBlock;
 
+// Who may reach the directory's bytes, and whether data.kvt and the index belong together
+// (tiers/disk_directory.h).
+struct CacheAccess {
+  std::string directory_mode, index_mode, data_mode;  // "0700"
+  // What the engine would refuse (a mode others may read or write, or another owner); a
+  // group-readable mode is listed only in `group_readable` (the engine accepts it with
+  // DiskOptions::group_access).
+  std::vector<std::string> problems;
+  bool group_readable = false;
+  // The superblock at the end of data.kvt: OK, NotFound (a directory of the format before
+  // superblocks: the engine adds one at its next open), or DataLoss (truncated, damaged,
+  // not kvtier's).
+  absl::StatusOr<Superblock> superblock = absl::UnknownError("unread");
+  std::string index_directory_id;  // the index's; empty when it has none
+  // Why data.kvt does not belong with the index (empty: it does, or cannot be told yet).
+  std::string mismatch;
+};
+
 class CacheDir {
  public:
   enum class Mode { kReadOnly, kReadWrite };
@@ -61,6 +82,7 @@ class CacheDir {
   const std::string& dir() const { return dir_; }
   const CacheMeta& meta() const { return meta_; }
   uint64_t data_file_bytes() const { return data_file_bytes_; }
+  const CacheAccess& access() const { return access_; }
 
   // Every 'r' entry: the current generation of each region (index = region; 0 = never
   // used). Entries for regions outside the layout are counted in `out_of_range`.
@@ -82,6 +104,8 @@ class CacheDir {
  private:
   CacheDir() = default;
   absl::Status LoadMeta();
+  void LoadAccess(const struct stat& dir_st, const struct stat& index_st,
+                  const struct stat& data_st);
 
   std::string dir_;
   Mode mode_ = Mode::kReadOnly;
@@ -89,6 +113,7 @@ class CacheDir {
   int fd_ = -1;
   uint64_t data_file_bytes_ = 0;
   CacheMeta meta_;
+  CacheAccess access_;
 };
 
 }  // namespace kvtier::cli

@@ -1,6 +1,13 @@
 #include "tools/cli/disk_commands.h"
 
+#include <dirent.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <vector>
@@ -69,6 +76,42 @@ constexpr AgeBucket kAgeBuckets[] = {
 
 // ------------------------------------------------------------------------------- inspect
 
+namespace {
+
+ordered_json AccessJson(const CacheAccess& a) {
+  ordered_json j = ordered_json::object();
+  j["directory_mode"] = a.directory_mode;
+  j["index_mode"] = a.index_mode;
+  j["data_mode"] = a.data_mode;
+  j["private"] = a.problems.empty() && !a.group_readable;
+  j["group_readable"] = a.group_readable;
+  j["problems"] = a.problems;
+  return j;
+}
+
+ordered_json SuperblockJson(const CacheAccess& a) {
+  ordered_json j = ordered_json::object();
+  if (a.superblock.ok()) {
+    j["state"] = "ok";
+    j["directory_id"] = a.superblock->directory_id;
+    j["version"] = uint64_t{a.superblock->version};
+    j["region_bytes"] = a.superblock->region_bytes;
+    j["regions"] = a.superblock->regions;
+  } else if (absl::IsNotFound(a.superblock.status())) {
+    j["state"] = "absent";
+    j["note"] = "a directory of the format before superblocks: the engine adds one at its next open";
+  } else {
+    j["state"] = "bad";
+    j["detail"] = std::string(a.superblock.status().message());
+  }
+  j["index_directory_id"] = a.index_directory_id;
+  j["matches_index"] = a.mismatch.empty();
+  if (!a.mismatch.empty()) j["mismatch"] = a.mismatch;
+  return j;
+}
+
+}  // namespace
+
 absl::StatusOr<ordered_json> InspectCache(const std::string& dir) {
   absl::StatusOr<std::unique_ptr<CacheDir>> opened = CacheDir::Open(dir, CacheDir::Mode::kReadOnly);
   if (!opened.ok()) return opened.status();
@@ -124,6 +167,8 @@ absl::StatusOr<ordered_json> InspectCache(const std::string& dir) {
   layout["capacity_bytes"] = m.region_bytes * m.regions;
   layout["data_file_bytes"] = c.data_file_bytes();
   r["layout"] = std::move(layout);
+  r["access"] = AccessJson(c.access());
+  r["superblock"] = SuperblockJson(c.access());
 
   r["blocks"] = blocks;
   r["stored_bytes"] = stored;
@@ -206,6 +251,28 @@ std::string FormatInspect(const ordered_json& r) {
                         U64(r, "layout/regions"), HumanBytes(U64(r, "layout/region_bytes")),
                         HumanBytes(U64(r, "layout/capacity_bytes")),
                         HumanBytes(U64(r, "layout/data_file_bytes")));
+  absl::StrAppendFormat(&out, "access           directory %s, index/ %s, data.kvt %s%s\n",
+                        Str(r, "access/directory_mode"), Str(r, "access/index_mode"),
+                        Str(r, "access/data_mode"),
+                        Items(r, "access/problems").empty() ? ""
+                                                            : "  (NOT PRIVATE: see below)");
+  if (Str(r, "superblock/state") == "ok") {
+    absl::StrAppendFormat(&out, "superblock       id %s%s\n", Str(r, "superblock/directory_id"),
+                          Str(r, "superblock/mismatch").empty() ? ", matches the index"
+                                                               : "");
+  } else if (Str(r, "superblock/state") == "absent") {
+    absl::StrAppendFormat(&out, "superblock       none (%s)\n", Str(r, "superblock/note"));
+  } else {
+    absl::StrAppendFormat(&out, "superblock       BAD: %s\n", Str(r, "superblock/detail"));
+  }
+  if (!Str(r, "superblock/mismatch").empty()) {
+    absl::StrAppendFormat(&out, "                 MISMATCH: %s; the engine refuses this directory "
+                          "(`kvtier reset DIR --yes` starts it over)\n",
+                          Str(r, "superblock/mismatch"));
+  }
+  for (const ordered_json& p : Items(r, "access/problems")) {
+    absl::StrAppendFormat(&out, "                 %s\n", p.is_string() ? p.get<std::string>() : "");
+  }
   const ordered_json* ratio = At(r, "compression_ratio");
   absl::StrAppendFormat(&out, "blocks           %d, stored %s (payload %s), compression %s\n",
                         U64(r, "blocks"), HumanBytes(U64(r, "record_bytes")),
@@ -310,6 +377,12 @@ absl::StatusOr<VerifyResult> VerifyCache(const std::string& dir, bool repair) {
         "data.kvt is %d bytes but the layout needs %d (records past its end are reported as "
         "truncated)",
         c.data_file_bytes(), m.regions * m.region_bytes)));
+  }
+  for (const std::string& p : c.access().problems) dir_problems.push_back(p);
+  if (!c.access().mismatch.empty()) {
+    dir_problems.push_back(absl::StrCat(c.access().mismatch,
+                                        "; the engine refuses this directory (`kvtier reset DIR "
+                                        "--yes` starts it over)"));
   }
   if (bad_region_keys > 0) {
     // Harmless to reads (the engine ignores them) but not written by kvtier: worth a look.
@@ -459,6 +532,100 @@ std::string FormatErase(const ordered_json& r) {
                           names.empty() ? "(none)" : absl::StrJoin(names, ", "));
   }
   return out;
+}
+
+}  // namespace kvtier::cli
+
+// --------------------------------------------------------------------------------- reset
+
+namespace kvtier::cli {
+
+absl::StatusOr<ordered_json> ResetCache(const std::string& dir, bool yes) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrFormat("cache directory '%s' does not exist (%s)", dir,
+                                               std::strerror(errno)));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrFormat("'%s' is not a directory", dir));
+  }
+  if (st.st_uid != ::geteuid()) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "'%s' is owned by uid %d, not by you (uid %d): reset only starts over your own cache",
+        dir, st.st_uid, ::geteuid()));
+  }
+  // Only kvtier's two names are removed; anything else in the directory stays and is named.
+  std::vector<std::string> ours, others;
+  {
+    std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), &::closedir);
+    if (d == nullptr) {
+      return absl::UnavailableError(
+          absl::StrFormat("opendir '%s': %s", dir, std::strerror(errno)));
+    }
+    while (const dirent* e = ::readdir(d.get())) {
+      const std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      (name == kDataFileName || name == kIndexDirName ? ours : others).push_back(name);
+    }
+  }
+  std::sort(ours.begin(), ours.end());
+  std::sort(others.begin(), others.end());
+  if (!others.empty()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "'%s' holds files that are not kvtier's ('%s'): reset removes only data.kvt and index/, "
+        "and a cache is only made in an empty directory; move them away first",
+        dir, absl::StrJoin(others, "', '")));
+  }
+  const std::string index = absl::StrCat(dir, "/", kIndexDirName);
+  struct stat ist;
+  if (::lstat(index.c_str(), &ist) == 0 && S_ISDIR(ist.st_mode)) {
+    // Never pull the files from under a live engine: its RocksDB lock says whether one holds it.
+    absl::StatusOr<std::unique_ptr<DiskIndex>> held =
+        DiskIndex::Open(dir, DiskIndex::Mode::kReadWrite);
+    if (!held.ok() && DiskIndex::IsInUse(held.status())) {
+      return absl::UnavailableError(absl::StrFormat(
+          "%s: stop the engine that holds it first", held.status().message()));
+    }
+  }
+  ordered_json r = ordered_json::object();
+  r["directory"] = dir;
+  r["removed"] = ours;
+  r["dry_run"] = !yes;
+  if (!yes) return r;
+  for (const std::string& name : ours) {
+    const std::string path = absl::StrCat(dir, "/", name);
+    struct stat lst;
+    if (::lstat(path.c_str(), &lst) != 0) continue;
+    if (S_ISDIR(lst.st_mode)) {
+      // Depth first, links removed as links (FTW_PHYS): nothing outside the directory is touched.
+      const int rc = ::nftw(
+          path.c_str(),
+          [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
+          FTW_DEPTH | FTW_PHYS);
+      if (rc != 0) {
+        return absl::InternalError(
+            absl::StrFormat("removing '%s': %s", path, std::strerror(errno)));
+      }
+    } else if (::unlink(path.c_str()) != 0) {
+      return absl::InternalError(absl::StrFormat("removing '%s': %s", path, std::strerror(errno)));
+    }
+  }
+  return r;
+}
+
+std::string FormatReset(const ordered_json& r) {
+  std::string names;
+  for (const ordered_json& n : Items(r, "removed")) {
+    absl::StrAppend(&names, names.empty() ? "" : ", ", n.is_string() ? n.get<std::string>() : "");
+  }
+  const ordered_json* dry = At(r, "dry_run");
+  if (dry != nullptr && dry->is_boolean() && dry->get<bool>()) {
+    return absl::StrFormat(
+        "%s: would remove %s (every cached block); nothing done. Run again with --yes\n",
+        Str(r, "directory"), names.empty() ? "nothing" : names);
+  }
+  return absl::StrFormat("%s: removed %s; the next engine open starts a new cache there\n",
+                         Str(r, "directory"), names.empty() ? "nothing" : names);
 }
 
 }  // namespace kvtier::cli

@@ -32,6 +32,13 @@ absl::StatusOr<VerifyResult> VerifyCache(const std::string& dir, bool repair);
 std::string FormatVerify(const nlohmann::ordered_json& report);
 
 // Deletes every index entry of namespace `ns` in one batch. Needs the directory's lock.
+// Starts a cache directory over: removes data.kvt and index/ (links as links, never their
+// targets) and nothing else. Refused (FailedPrecondition) when the directory holds other
+// files, Unavailable while an engine holds it, PermissionDenied when another user owns it.
+// Without `yes` it only reports what it would remove ("dry_run": true).
+absl::StatusOr<nlohmann::ordered_json> ResetCache(const std::string& dir, bool yes);
+std::string FormatReset(const nlohmann::ordered_json& r);
+
 absl::StatusOr<nlohmann::ordered_json> EraseNamespaceFromCache(const std::string& dir,
                                                                const std::string& ns);
 std::string FormatErase(const nlohmann::ordered_json& report);

@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/secret_file.h"
 #include "engine/remote_mover.h"
 #include "kvtier/engine.h"
 #include "remote/cluster_client.h"
@@ -147,13 +148,7 @@ absl::StatusOr<std::vector<std::string>> SplitSeeds(const std::string& seeds) {
 }
 
 absl::StatusOr<std::string> ReadPasswordFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("--password-file ", path, ": cannot read it"));
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  if (s.empty())
-    return absl::InvalidArgumentError(absl::StrCat("--password-file ", path, " is empty"));
-  return s;
+  return ReadSecretFile(path, "--password-file");
 }
 
 absl::StatusOr<ordered_json> InspectRemote(const RemoteInspectOptions& o) {

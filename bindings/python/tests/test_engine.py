@@ -1,7 +1,9 @@
 """kvtier.Engine from Python: store -> match -> load byte for byte, namespaces, errors, stats,
 and a disk tier that survives a reopen. Runs on the emulated device."""
 
+import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -406,6 +408,46 @@ class DiskTier(unittest.TestCase):
             # Hints move disk blocks up to the host tier in the background.
             e.hint("tenant-b", keys)
             e.flush()
+
+    def test_the_directory_is_private_and_never_adopted_or_linked(self):
+        cache = self.dir + "/cache"
+        old = os.umask(0)
+        try:
+            with self.disk_engine():
+                pass
+        finally:
+            os.umask(old)
+        self.assertEqual(stat.S_IMODE(os.stat(cache).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(cache + "/data.kvt").st_mode), 0o600)
+        # A loose mode is refused, naming the path and the fix; group access when asked.
+        os.chmod(cache, 0o750)
+        with self.assertRaises(kvtier.FailedPreconditionError) as cm:
+            self.disk_engine()
+        self.assertIn("chmod 700", str(cm.exception))
+        self.assertIn(cache, str(cm.exception))
+        with self.disk_engine(disk_group_access=True):
+            pass
+        os.chmod(cache, 0o700)
+        # data.kvt replaced by a link to someone's file: refused, the file untouched.
+        victim = self.dir + "/victim"
+        with open(victim, "wb") as f:
+            f.write(bytes(range(200)) * 4)
+        os.remove(cache + "/data.kvt")
+        os.symlink(victim, cache + "/data.kvt")
+        with self.assertRaises(kvtier.FailedPreconditionError) as cm:
+            self.disk_engine()
+        self.assertIn("symbolic link", str(cm.exception))
+        with open(victim, "rb") as f:
+            self.assertEqual(f.read(), bytes(range(200)) * 4)
+        # A non-empty directory that is not a cache.
+        other = self.dir + "/other"
+        os.mkdir(other, 0o700)
+        with open(other + "/notes.txt", "w") as f:
+            f.write("mine")
+        with self.assertRaises(kvtier.FailedPreconditionError) as cm:
+            self.disk_engine(disk_dir=other)
+        self.assertIn("not empty", str(cm.exception))
+        self.assertEqual(os.listdir(other), ["notes.txt"])
 
     def test_corrupt_record_raises_data_loss_never_wrong_bytes(self):
         tokens = prompt(2, 15)
