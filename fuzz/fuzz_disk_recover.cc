@@ -7,9 +7,12 @@
 //   * index values put under block keys: the real entries with fields changed (offset —
 //     including values near 2^64 —, region, generation, sizes, codec, namespace) or raw bytes;
 //   * region generations changed, raw, or deleted; keys deleted; malformed keys added;
-//   * bytes of the data file overwritten.
+//   * bytes of the data file overwritten (anywhere, or inside its superblock), the file cut
+//     short or grown, the directory id in the index's metadata changed or deleted.
 // The properties checked:
 //   * Open succeeds or returns an error; it never crashes or reads outside a buffer;
+//   * Open succeeds only if the data file's superblock decodes and belongs with the index
+//     (its id is the index's, its layout the directory's): a damaged or foreign one is refused;
 //   * every block it recovers reads back as exactly the bytes written under that key, or
 //     fails with DataLoss — never other bytes (a recovered entry pointing outside its region
 //     or the file must not be recovered at all, or must read as DataLoss);
@@ -38,6 +41,7 @@
 #include "fuzz/fuzz_support.h"
 #include "kvtier/geometry.h"
 #include "rocksdb/db.h"
+#include "tiers/disk_directory.h"
 #include "tiers/disk_index.h"
 #include "tiers/disk_record.h"
 #include "tiers/disk_tier.h"
@@ -173,7 +177,7 @@ void EditIndex(Input& in, rocksdb::DB* db) {
   const int edits = in.U8() % 12;
   for (int i = 0; i < edits && !in.empty(); ++i) {
     rocksdb::Status s;
-    switch (in.U8() % 5) {
+    switch (in.U8() % 6) {
       case 0: {
         // Key first, then value: the input is read in a fixed order (not argument order).
         const std::string key = BlockIndexKey(AnyKey(in));
@@ -210,6 +214,13 @@ void EditIndex(Input& in, rocksdb::DB* db) {
         s = db->Put(rocksdb::WriteOptions(), key, std::string(in.Bytes(in.U8() % 80)));
         break;
       }
+      case 5: {
+        // The directory id: deleted (a directory of the format before superblocks), or changed.
+        const std::string key = MetaIndexKey(kDirectoryIdMeta);
+        s = in.Bool() ? db->Delete(rocksdb::WriteOptions(), key)
+                      : db->Put(rocksdb::WriteOptions(), key, std::string(in.Bytes(in.U8() % 40)));
+        break;
+      }
     }
     KVTIER_FUZZ_CHECK(s.ok(), "editing the index: " + s.ToString());
   }
@@ -221,8 +232,18 @@ void EditData(Input& in, const fs::path& file) {
   std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
   KVTIER_FUZZ_CHECK(f.good(), "opening the data file");
   const uint64_t size = fs::file_size(file);
+  const uint64_t layout = uint64_t{kRegions} * Options(file.parent_path()).region_bytes;
   for (int i = 0; i < patches && !in.empty(); ++i) {
-    const uint64_t at = size == 0 ? 0 : in.U32() % size;
+    const uint8_t where = in.U8();
+    if (where % 8 == 7) {
+      f.close();
+      fs::resize_file(file, in.Bool() ? layout + in.U16() % (2 * kSuperblockBytes)
+                                      : uint64_t{in.U32()} % (layout + kSuperblockBytes));
+      return;
+    }
+    const uint64_t at = where % 4 == 0 ? layout + in.U16() % kSuperblockBytes
+                        : size == 0    ? 0
+                                       : in.U32() % size;
     const std::string bytes(in.Bytes(in.U8() % 64));
     f.seekp(static_cast<std::streamoff>(at));
     f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -265,6 +286,28 @@ void Run(Input& in) {
   if (!tier.ok()) {
     KVTIER_FUZZ_CHECK(!tier.status().message().empty(), "Open failed without a message");
     return;
+  }
+  {
+    // It opened: its superblock must be whole and belong with its index.
+    std::ifstream f(work / "data.kvt", std::ios::binary);
+    const uint64_t layout = uint64_t{kRegions} * Options(work).region_bytes;
+    std::string sb_bytes(kSuperblockBytes, '\0');
+    f.seekg(static_cast<std::streamoff>(layout));
+    f.read(sb_bytes.data(), static_cast<std::streamsize>(sb_bytes.size()));
+    KVTIER_FUZZ_CHECK(f.good(), "opened a data file without room for its superblock");
+    absl::StatusOr<Superblock> sb = DecodeSuperblock(sb_bytes);
+    KVTIER_FUZZ_CHECK(sb.ok(), "opened with a bad superblock: " + sb.status().ToString());
+    KVTIER_FUZZ_CHECK(sb->regions == kRegions && sb->region_bytes == Options(work).region_bytes,
+                      "opened with a superblock of another layout");
+    rocksdb::DB* db = nullptr;
+    rocksdb::Options ro;
+    KVTIER_FUZZ_CHECK(rocksdb::DB::OpenForReadOnly(ro, (work / "index").string(), &db).ok(),
+                      "reading the index back");
+    std::string id;
+    const rocksdb::Status got = db->Get(rocksdb::ReadOptions(), MetaIndexKey(kDirectoryIdMeta), &id);
+    delete db;
+    KVTIER_FUZZ_CHECK(got.ok() && id == sb->directory_id,
+                      "opened with a superblock whose id is not the index's: index " + got.ToString() + " '" + id + "' superblock " + sb->directory_id);
   }
   const size_t block = (*tier)->block_bytes();
   std::vector<char> out(block);

@@ -41,7 +41,7 @@ constexpr size_t kOffRegionBytes = 48;
 constexpr size_t kOffRegions = 56;
 constexpr size_t kOffChecksum = kSuperblockBytes - 8;
 
-bool IsHexId(absl::string_view id) {
+bool IsHexIdImpl(absl::string_view id) {
   if (id.size() != kIdChars) return false;
   for (char c : id) {
     if (!absl::ascii_isxdigit(static_cast<unsigned char>(c)) || absl::ascii_isupper(c)) {
@@ -152,7 +152,7 @@ absl::StatusOr<int> OpenDirect(const std::string& path, int flags, mode_t mode) 
 }  // namespace
 
 absl::Status EncodeSuperblock(const Superblock& sb, char* out) {
-  if (!IsHexId(sb.directory_id)) {
+  if (!IsHexIdImpl(sb.directory_id)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "superblock: directory id '%s' is not 32 lowercase hex digits", sb.directory_id));
   }
@@ -187,7 +187,7 @@ absl::StatusOr<Superblock> DecodeSuperblock(absl::string_view bytes) {
   }
   sb.record_format = absl::little_endian::Load32(p + kOffRecordFormat);
   sb.directory_id.assign(p + kOffId, kIdChars);
-  if (!IsHexId(sb.directory_id)) {
+  if (!IsHexIdImpl(sb.directory_id)) {
     return absl::DataLossError("superblock: the directory id is not 32 lowercase hex digits");
   }
   sb.region_bytes = absl::little_endian::Load64(p + kOffRegionBytes);
@@ -214,6 +214,8 @@ std::string ResetAdvice(const std::string& dir) {
       "or point the engine at another directory",
       dir);
 }
+
+bool IsDirectoryId(absl::string_view id) { return IsHexIdImpl(id); }
 
 std::string ModeText(mode_t mode) { return absl::StrFormat("%04o", mode & 07777); }
 

@@ -65,6 +65,8 @@ absl::Status EncodeSuperblock(const Superblock& sb, char* out);
 // Never reads outside `bytes`.
 absl::StatusOr<Superblock> DecodeSuperblock(absl::string_view bytes);
 
+// Whether `id` is a directory id: 32 lowercase hex digits.
+bool IsDirectoryId(absl::string_view id);
 // A fresh directory id: 16 bytes from getrandom, as 32 hex digits.
 absl::StatusOr<std::string> NewDirectoryId();
 

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <optional>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -139,6 +140,11 @@ absl::Status DiskTier::Init(RecoveredFn recovered) {
   }
   absl::StatusOr<std::string> index_id = index_->GetMeta(kDirectoryIdMeta);
   if (!index_id.ok() && !absl::IsNotFound(index_id.status())) return index_id.status();
+  if (index_id.ok() && !IsDirectoryId(*index_id)) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "disk tier: the index of '%s' has a malformed directory id '%s' (damaged); %s", dir,
+        absl::CHexEscape(*index_id), ResetAdvice(dir)));
+  }
   if (*state == DirectoryState::kCache) {
     std::string id;
     absl::StatusOr<int> fd =

@@ -107,7 +107,7 @@ struct RemoteOptions {
   bool tls = false;
   std::string tls_ca_file;         // required with tls
   std::string tls_cert_file;       // client certificate (servers with tls-auth-clients)
-  std::string tls_key_file;
+  std::string tls_key_file;        // its private key: refused at Open if other users can read it
   std::string tls_server_name;     // hostname to verify; empty = the CA chain only
   absl::Duration connect_timeout = absl::Milliseconds(500);
   absl::Duration op_timeout = absl::Seconds(2);  // one GET or SET, queueing included

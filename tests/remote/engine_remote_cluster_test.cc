@@ -2,7 +2,10 @@
 // full under allkeys-lru, ACL users confined to their namespace, TLS. Each test starts its own
 // cluster (LocalCluster), since it changes it.
 
+#include <sys/stat.h>
+
 #include <atomic>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -236,6 +239,25 @@ TEST(EngineRemoteClusterTest, TlsCarriesTheBlocksAndPlainTcpIsRefused) {
   ASSERT_TRUE(m.ok());
   ASSERT_EQ(m->keys.size(), 3u);
   EXPECT_EQ(LoadAndCheck(**b, "tls", m->keys).right, 3u);
+  // A client certificate whose key others can read is refused (as ssh refuses such a key);
+  // the same key made private works.
+  {
+    EngineOptions c = o;
+    const std::string key = cluster.dir() + "/client-copy.key";
+    std::filesystem::copy_file(cluster.client_key_file(), key,
+                               std::filesystem::copy_options::overwrite_existing);
+    ASSERT_EQ(::chmod(key.c_str(), 0644), 0);
+    c.remote.tls_cert_file = cluster.client_cert_file();
+    c.remote.tls_key_file = key;
+    absl::StatusOr<std::unique_ptr<Engine>> loose = Engine::Open(c);
+    ASSERT_FALSE(loose.ok());
+    EXPECT_NE(loose.status().message().find("chmod 600"), absl::string_view::npos)
+        << loose.status();
+    EXPECT_NE(loose.status().message().find("tls.key_file"), absl::string_view::npos);
+    ASSERT_EQ(::chmod(key.c_str(), 0600), 0);
+    absl::StatusOr<std::unique_ptr<Engine>> tight = Engine::Open(c);
+    EXPECT_TRUE(tight.ok()) << tight.status();
+  }
   // Without TLS against the TLS ports: a clear error, not a hang.
   o.remote.tls = false;
   o.remote.tls_ca_file.clear();
