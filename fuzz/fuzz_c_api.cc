@@ -273,6 +273,9 @@ class Harness {
         const uint32_t seen = in_.U8() % 4;
         c = CALL(kvtier_options_set_disk_admit_min_seen, o, seen);
         ExpectInvalid(c, o == nullptr || seen == 0, "set_disk_admit_min_seen");
+        // Group access: any int is a valid flag; only a null options is refused.
+        c = CALL(kvtier_options_set_disk_group_access, o, static_cast<int>(in_.U8()) - 128);
+        ExpectInvalid(c, o == nullptr, "set_disk_group_access");
         break;
       }
       case 7: {
@@ -973,10 +976,10 @@ class Harness {
     kvtier_stats stats;
     std::memset(&stats, 0, sizeof(stats));
     // struct_size: this header's, or any value up to it (a larger valid one would let the
-    // library write past `stats`); refused unless a multiple of 8 from KVTIER_STATS_SIZE_V1.
+    // library write past `stats`); refused unless a multiple of 8 from KVTIER_STATS_SIZE_MIN.
     stats.struct_size = in_.Bool() ? sizeof(stats) : in_.Below(sizeof(stats) + 1);
     const uint64_t asked = stats.struct_size;
-    const bool bad_size = asked < KVTIER_STATS_SIZE_V1 || asked % 8 != 0;
+    const bool bad_size = asked < KVTIER_STATS_SIZE_MIN || asked % 8 != 0;
     const bool null_out = in_.U8() % 8 == 0;
     kvtier_status_code c = CALL(kvtier_engine_stats, engine_, null_out ? nullptr : &stats);
     ExpectInvalid(c, null_out || bad_size, "engine_stats");
@@ -990,7 +993,7 @@ class Harness {
     const char* ns = Namespace();
     kvtier_namespace_stats ns_stats;
     std::memset(&ns_stats, 0, sizeof(ns_stats));
-    ns_stats.struct_size = in_.Bool() ? sizeof(ns_stats) : KVTIER_NAMESPACE_STATS_SIZE_V1;
+    ns_stats.struct_size = in_.Bool() ? sizeof(ns_stats) : KVTIER_NAMESPACE_STATS_SIZE_MIN;
     c = CALL(kvtier_namespace_stats_get, engine_, ns, in_.U8() % 8 == 0 ? nullptr : &ns_stats);
     if (ns == nullptr) ExpectInvalid(c, true, "namespace_stats_get");
     kvtier_device_kind kind;
