@@ -279,7 +279,8 @@ std::string FormatInspect(const ordered_json& r) {
                         HumanBytes(U64(r, "stored_bytes")),
                         ratio != nullptr && ratio->is_number()
                             ? absl::StrFormat("%.2fx raw/stored", ratio->get<double>())
-                            : std::string("unknown (geometry unreadable)"));
+                        : U64(r, "blocks") == 0 ? std::string("n/a (no blocks)")
+                                                : std::string("unknown (geometry unreadable)"));
   absl::StrAppendFormat(&out,
                         "codecs           none %d, zstd %d, zstd-shuffle %d, fp8 %d, int8 %d\n",
                         U64(r, "codecs/none"), U64(r, "codecs/zstd"), U64(r, "codecs/zstd-shuffle"),
