@@ -16,8 +16,24 @@ size_t DTypeSize(DType dtype) {
       return 2;
     case DType::kFloat32:
       return 4;
+    case DType::kFp8E4m3:
+    case DType::kFp8E5m2:
+      return 1;
   }
   return 0;
+}
+
+bool DTypeIsQuantizable(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16:
+    case DType::kBFloat16:
+    case DType::kFloat32:
+      return true;
+    case DType::kFp8E4m3:
+    case DType::kFp8E5m2:
+      return false;
+  }
+  return false;
 }
 
 const char* DTypeName(DType dtype) {
@@ -28,6 +44,10 @@ const char* DTypeName(DType dtype) {
       return "bf16";
     case DType::kFloat32:
       return "fp32";
+    case DType::kFp8E4m3:
+      return "fp8_e4m3";
+    case DType::kFp8E5m2:
+      return "fp8_e5m2";
   }
   return "invalid";
 }
@@ -52,8 +72,16 @@ absl::StatusOr<DType> ParseDType(absl::string_view name) {
   if (n == "fp16" || n == "float16" || n == "half") return DType::kFloat16;
   if (n == "bf16" || n == "bfloat16") return DType::kBFloat16;
   if (n == "fp32" || n == "float32" || n == "float") return DType::kFloat32;
-  return absl::InvalidArgumentError(
-      absl::StrFormat("unknown dtype '%s' (expected fp16, bf16 or fp32)", name));
+  if (n == "fp8_e4m3" || n == "float8_e4m3fn" || n == "e4m3") return DType::kFp8E4m3;
+  if (n == "fp8_e5m2" || n == "float8_e5m2" || n == "e5m2") return DType::kFp8E5m2;
+  if (n == "fp8" || n == "float8") {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "dtype '%s' is ambiguous: name the encoding, fp8_e4m3 (what vLLM's 'fp8' means on "
+        "CUDA) or fp8_e5m2",
+        name));
+  }
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "unknown dtype '%s' (expected fp16, bf16, fp32, fp8_e4m3 or fp8_e5m2)", name));
 }
 
 absl::Status Geometry::Validate() const {

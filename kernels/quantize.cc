@@ -178,6 +178,9 @@ void Dispatch(DType dtype, QuantFormat format, Fn&& fn) {
       fp8 ? fn.template operator()<qi::kDtypeF32, qi::kFormatFp8>()
           : fn.template operator()<qi::kDtypeF32, qi::kFormatInt8>();
       return;
+    case DType::kFp8E4m3:
+    case DType::kFp8E5m2:
+      return;  // refused by QuantizeParams::Validate / MeasureQuantError before any dispatch
   }
 }
 
@@ -391,6 +394,12 @@ absl::Status QuantizeParams::Validate(bool quantize) const {
         absl::StrFormat("QuantizeParams.format = %s (%d): must be fp8 or int8",
                         QuantFormatName(format), static_cast<int>(format)));
   }
+  if (!DTypeIsQuantizable(geometry.dtype)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "QuantizeParams.geometry.dtype = %s: blocks already one byte per element are not "
+        "quantized (the kernels take fp16, bf16 and fp32)",
+        DTypeName(geometry.dtype)));
+  }
   if (num_blocks == 0) return absl::OkStatus();
   const uint64_t original = geometry.block_bytes();
   const uint64_t quantized = QuantizedBlockBytes(geometry, format);
@@ -440,6 +449,10 @@ absl::StatusOr<QuantError> MeasureQuantError(const Geometry& g, QuantFormat form
   if (format != QuantFormat::kFp8E4m3 && format != QuantFormat::kInt8) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "MeasureQuantError: format = %s: must be fp8 or int8", QuantFormatName(format)));
+  }
+  if (!DTypeIsQuantizable(g.dtype)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "MeasureQuantError: dtype %s is one byte per element: not quantized", DTypeName(g.dtype)));
   }
   if (num_blocks > 0 && (original == nullptr || roundtrip == nullptr)) {
     return absl::InvalidArgumentError("MeasureQuantError: null buffer");

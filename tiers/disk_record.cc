@@ -211,12 +211,12 @@ QuantFormat CodecQuantFormat(Codec codec) {
 }
 
 absl::Status CheckCodecDType(Codec codec, DType dtype) {
-  if (!IsQuantizedCodec(codec)) return absl::OkStatus();
-  switch (dtype) {
-    case DType::kFloat16:
-    case DType::kBFloat16:
-    case DType::kFloat32:
-      return absl::OkStatus();
+  if (!IsQuantizedCodec(codec) || DTypeIsQuantizable(dtype)) return absl::OkStatus();
+  if (DTypeSize(dtype) == 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "codec %s cannot store blocks of dtype %s: they are already one byte per element "
+        "(use codec none, zstd or zstd-shuffle)",
+        CodecName(codec), DTypeName(dtype)));
   }
   return absl::InvalidArgumentError(absl::StrFormat(
       "codec %s cannot store blocks of dtype %s (%d): the quantized codecs take fp16, bf16 "

@@ -402,6 +402,12 @@ kvtier_status_code kvtier_options_create(kvtier_options** out_options) {
 // before reporting it.
 void kvtier_options_destroy(kvtier_options* options) { delete options; }
 
+static_assert(KVTIER_DTYPE_FLOAT16 == static_cast<int>(kvtier::DType::kFloat16) &&
+              KVTIER_DTYPE_BFLOAT16 == static_cast<int>(kvtier::DType::kBFloat16) &&
+              KVTIER_DTYPE_FLOAT32 == static_cast<int>(kvtier::DType::kFloat32) &&
+              KVTIER_DTYPE_FP8_E4M3 == static_cast<int>(kvtier::DType::kFp8E4m3) &&
+              KVTIER_DTYPE_FP8_E5M2 == static_cast<int>(kvtier::DType::kFp8E5m2));
+
 kvtier_status_code kvtier_options_set_geometry(kvtier_options* options, uint32_t num_layers,
                                                uint32_t num_kv_heads, uint32_t head_dim,
                                                kvtier_dtype dtype, uint32_t block_tokens) {
@@ -409,8 +415,7 @@ kvtier_status_code kvtier_options_set_geometry(kvtier_options* options, uint32_t
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, options);
     const int64_t raw_dtype = RawEnum(dtype);
-    if (raw_dtype != KVTIER_DTYPE_FLOAT16 && raw_dtype != KVTIER_DTYPE_BFLOAT16 &&
-        raw_dtype != KVTIER_DTYPE_FLOAT32) {
+    if (raw_dtype < KVTIER_DTYPE_FLOAT16 || raw_dtype > KVTIER_DTYPE_FP8_E5M2) {
       return InvalidArgument(kFn, absl::StrFormat("dtype %d is not a kvtier_dtype", raw_dtype));
     }
     kvtier::Geometry g;

@@ -214,6 +214,9 @@ py::dtype NativeDtype(DType d) {
       return py::dtype("float32");
     case DType::kBFloat16:
       return py::dtype("uint16");
+    case DType::kFp8E4m3:
+    case DType::kFp8E5m2:
+      return py::dtype("uint8");  // NumPy has no fp8: the raw bytes
   }
   return py::dtype("uint8");
 }
@@ -225,9 +228,12 @@ bool AcceptsDtype(DType d, const py::dtype& dt) {
   const size_t size = static_cast<size_t>(dt.itemsize());
   if (size != DTypeSize(d)) return false;
   if (kind == 'i' || kind == 'u') return true;
-  if (kind == 'f') return d != DType::kBFloat16;  // a float16 array is not bfloat16 bits
-  // Extension dtypes named bfloat16 (ml_dtypes) are accepted for bf16 geometries.
-  return d == DType::kBFloat16 && Str(dt) == "bfloat16";
+  if (kind == 'f') return d == DType::kFloat16 || d == DType::kFloat32;  // not bf16/fp8 bits
+  // Extension dtypes (ml_dtypes) of the same name: bfloat16, float8_e4m3fn, float8_e5m2.
+  const std::string name = Str(dt);
+  return (d == DType::kBFloat16 && name == "bfloat16") ||
+         (d == DType::kFp8E4m3 && name == "float8_e4m3fn") ||
+         (d == DType::kFp8E5m2 && name == "float8_e5m2");
 }
 
 std::vector<py::ssize_t> BlockShape(const Geometry& g) {

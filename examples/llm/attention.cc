@@ -155,6 +155,9 @@ void RowToFloat(DType dtype, const unsigned char* src, uint32_t n, float* dst) {
       return RowToFloat<DType::kBFloat16>(src, n, dst);
     case DType::kFloat32:
       return RowToFloat<DType::kFloat32>(src, n, dst);
+    case DType::kFp8E4m3:
+    case DType::kFp8E5m2:
+      return;  // refused by DecodeAttentionParams::Validate
   }
 }
 
@@ -454,6 +457,9 @@ absl::Status RunDecodeAttentionCpu(const DecodeAttentionParams& p, uint32_t spli
         return ComputeItem<DType::kBFloat16>(plan, seq, split, scratch);
       case DType::kFloat32:
         return ComputeItem<DType::kFloat32>(plan, seq, split, scratch);
+      case DType::kFp8E4m3:
+      case DType::kFp8E5m2:
+        return;  // refused by DecodeAttentionParams::Validate
     }
   };
   const uint64_t work = total_tokens * p.num_kv_heads;
@@ -495,9 +501,10 @@ absl::Status RunDecodeAttentionCpu(const DecodeAttentionParams& p, uint32_t spli
 
 absl::Status DecodeAttentionParams::Validate() const {
   const size_t elem = DTypeSize(dtype);
-  if (elem == 0) {
-    return Invalid("DecodeAttentionParams.dtype: %d is not fp16, bf16 or fp32",
-                   static_cast<int>(dtype));
+  if (elem == 0 || !DTypeIsQuantizable(dtype)) {
+    return Invalid("DecodeAttentionParams.dtype: %s (%d) is not fp16, bf16 or fp32 (the "
+                   "attention kernels do not read fp8 caches)",
+                   DTypeName(dtype), static_cast<int>(dtype));
   }
   if (num_seqs == 0 || num_seqs > kMaxGridX) {
     return Invalid("DecodeAttentionParams.num_seqs must be in [1, %d], got %d", kMaxGridX,

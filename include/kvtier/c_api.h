@@ -54,7 +54,8 @@ extern "C" {
  *    kvtier_namespace_stats are smaller than the smallest struct_size this library accepts,
  *    so its stats calls fail with INVALID_ARGUMENT (never misplaced figures). Compare
  *    kvtier_c_api_version() with KVTIER_C_API_VERSION at start-up to find out sooner.
- * 5: kvtier_options_set_disk_group_access (a function added; binary compatible with 4). Cache
+ * 5: kvtier_options_set_disk_group_access and the fp8 dtypes KVTIER_DTYPE_FP8_E4M3 / _E5M2
+ *    (added; binary compatible with 4). Cache
  *    directories are private by default (0700 / 0600; loose modes, links and foreign files
  *    refused at open, see kvtier::DiskOptions::group_access). */
 #define KVTIER_C_API_VERSION 5
@@ -83,7 +84,11 @@ typedef enum kvtier_status_code {
 typedef enum kvtier_dtype {
   KVTIER_DTYPE_FLOAT16 = 1,
   KVTIER_DTYPE_BFLOAT16 = 2,
-  KVTIER_DTYPE_FLOAT32 = 3
+  KVTIER_DTYPE_FLOAT32 = 3,
+  /* One byte per element, stored and moved as bytes (kvtier::DType::kFp8E4m3 / kFp8E5m2);
+   * the quantizing codecs refuse them. Since C API version 5. */
+  KVTIER_DTYPE_FP8_E4M3 = 4,
+  KVTIER_DTYPE_FP8_E5M2 = 5
 } kvtier_dtype;
 
 typedef enum kvtier_device_kind {

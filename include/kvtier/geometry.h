@@ -24,12 +24,24 @@ enum class DType : uint8_t {
   kFloat16 = 1,
   kBFloat16 = 2,
   kFloat32 = 3,
+  // One byte per element, as vLLM / SGLang / TensorRT-LLM keep fp8 KV caches on Hopper:
+  // stored and moved as bytes (the storage path does no arithmetic on them). Their scales are
+  // per tensor (or per head) and live with the model, not in the pages: a model fingerprint
+  // must name them. The quantizing codecs (fp8, int8) refuse these dtypes; the lossless ones
+  // (zstd, zstd-shuffle) apply.
+  kFp8E4m3 = 4,  // OCP e4m3fn: torch.float8_e4m3fn, vLLM "fp8" / "fp8_e4m3" on CUDA
+  kFp8E5m2 = 5,  // OCP e5m2: torch.float8_e5m2, vLLM "fp8_e5m2"
 };
 
 // Bytes per element; 0 for a value outside the enum.
 size_t DTypeSize(DType dtype);
 const char* DTypeName(DType dtype);
-absl::StatusOr<DType> ParseDType(absl::string_view name);  // "fp16", "bf16", "fp32"
+// Whether the quantizing codecs / kernels take this dtype (fp16, bf16, fp32).
+bool DTypeIsQuantizable(DType dtype);
+// "fp16" (float16, half), "bf16" (bfloat16), "fp32" (float32, float), "fp8_e4m3"
+// (float8_e4m3fn, e4m3), "fp8_e5m2" (float8_e5m2, e5m2). A bare "fp8" is refused, naming both
+// (vLLM means e4m3 by it on CUDA, and AMD's e4m3fnuz is another encoding).
+absl::StatusOr<DType> ParseDType(absl::string_view name);
 
 enum class KvPart : uint8_t { kKey = 0, kValue = 1 };
 

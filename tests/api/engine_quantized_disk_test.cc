@@ -259,5 +259,56 @@ TEST_F(EngineQuantizedDiskTest, CodecOptionNamesTheChoices) {
   EXPECT_NE(s.message().find("fp8, int8"), absl::string_view::npos) << s;
 }
 
+// fp8 KV caches (vLLM's kv_cache_dtype fp8_e4m3 / fp8_e5m2): one byte per element, stored
+// and loaded as bytes, exactly, through the disk tier and a restart, with the lossless codecs;
+// the quantizing codecs refuse them at Open, naming the dtype.
+TEST_F(EngineQuantizedDiskTest, Fp8CachesAreStoredExactlyAndRefuseQuantizingCodecs) {
+  SCOPED_TRACE(Seed());
+  for (DType dtype : {DType::kFp8E4m3, DType::kFp8E5m2}) {
+    for (const char* codec : {"fp8", "int8"}) {
+      absl::StatusOr<std::unique_ptr<Engine>> refused = Engine::Open(Options(dtype, codec));
+      ASSERT_FALSE(refused.ok()) << DTypeName(dtype) << " " << codec;
+      EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_NE(refused.status().message().find(DTypeName(dtype)), absl::string_view::npos)
+          << refused.status();
+      EXPECT_NE(refused.status().message().find("one byte per element"), absl::string_view::npos)
+          << refused.status();
+    }
+    for (const char* codec : {"none", "zstd-shuffle"}) {
+      SCOPED_TRACE(absl::StrFormat("%s %s", DTypeName(dtype), codec));
+      std::filesystem::remove_all(dir_ + "/cache");
+      Open(Options(dtype, codec));
+      EXPECT_EQ(g_.block_bytes(), 4u * 2 * 16 * 2 * 64);  // half of the fp16 block
+      const std::vector<int32_t> prompt = Prompt(8, 3);
+      const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
+      std::vector<std::vector<uint8_t>> data(8, std::vector<uint8_t>(g_.block_bytes()));
+      for (auto& block : data) {
+        for (uint8_t& b : block) b = static_cast<uint8_t>(rng_());  // every bit pattern
+      }
+      for (size_t first = 0; first < data.size(); first += 2) {
+        StoreData(prompt, first, {data[first], data[first + 1]});
+      }
+      ASSERT_TRUE(engine_->Flush().ok());
+      const std::vector<TierKind> tiers = Tiers(prompt);
+      ASSERT_EQ(tiers.size(), 8u);
+      size_t on_disk = 0;
+      for (TierKind t : tiers) on_disk += t == TierKind::kDisk;
+      EXPECT_GE(on_disk, 4u);
+      // Restart: the disk copies come back byte for byte.
+      Open(Options(dtype, codec));
+      size_t checked = 0;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (tiers[i] != TierKind::kDisk) continue;
+        std::vector<std::vector<uint8_t>> got;
+        ASSERT_TRUE(Load({keys[i]}, &got).ok()) << i;
+        EXPECT_EQ(got[0], data[i]) << "block " << i;
+        ++checked;
+      }
+      EXPECT_EQ(checked, on_disk);
+      EXPECT_EQ(engine_->Stats().tiers[static_cast<int>(TierKind::kDisk)].checksum_failures, 0u);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvtier

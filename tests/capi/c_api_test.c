@@ -292,6 +292,18 @@ static void BadArguments(void) {
               KVTIER_INVALID_ARGUMENT, "options");
   CHECK_ERROR(kvtier_options_set_geometry(o, 2, 2, 8, (kvtier_dtype)9, 4), KVTIER_INVALID_ARGUMENT,
               "dtype");
+  CHECK_ERROR(kvtier_options_set_geometry(o, 2, 2, 8, (kvtier_dtype)6, 4), KVTIER_INVALID_ARGUMENT,
+              "dtype");
+  CHECK_ERROR(kvtier_options_set_geometry(o, 2, 2, 8, (kvtier_dtype)0, 4), KVTIER_INVALID_ARGUMENT,
+              "dtype");
+  /* fp8 KV caches (version 5): accepted (on other options: `o` stays without a geometry). */
+  {
+    kvtier_options* fp8 = NULL;
+    CHECK_OK(kvtier_options_create(&fp8));
+    CHECK_OK(kvtier_options_set_geometry(fp8, 2, 2, 8, KVTIER_DTYPE_FP8_E4M3, 4));
+    CHECK_OK(kvtier_options_set_geometry(fp8, 2, 2, 8, KVTIER_DTYPE_FP8_E5M2, 4));
+    kvtier_options_destroy(fp8);
+  }
   CHECK_ERROR(kvtier_options_set_geometry(o, 0, 2, 8, KVTIER_DTYPE_FLOAT16, 4),
               KVTIER_INVALID_ARGUMENT, "num_layers");
   CHECK_ERROR(kvtier_options_set_geometry(o, 2, 2, 8, KVTIER_DTYPE_FLOAT16, 0),

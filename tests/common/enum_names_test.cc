@@ -86,10 +86,19 @@ TEST(EnumNames, TierKind) {
 }
 
 TEST(EnumNames, DTypeAndItsAliases) {
-  ExpectRoundTrips({DType::kFloat16, DType::kBFloat16, DType::kFloat32}, DTypeName, ParseDType);
+  ExpectRoundTrips({DType::kFloat16, DType::kBFloat16, DType::kFloat32, DType::kFp8E4m3,
+                    DType::kFp8E5m2},
+                   DTypeName, ParseDType);
   EXPECT_EQ(*ParseDType("half"), DType::kFloat16);
   EXPECT_EQ(*ParseDType("BFloat16"), DType::kBFloat16);
-  ExpectRejects(ParseDType, "fp8", "unknown dtype 'fp8' (expected fp16, bf16 or fp32)");
+  EXPECT_EQ(*ParseDType("float8_e4m3fn"), DType::kFp8E4m3);  // torch's names
+  EXPECT_EQ(*ParseDType("float8_e5m2"), DType::kFp8E5m2);
+  ExpectRejects(ParseDType, "fp4",
+                "unknown dtype 'fp4' (expected fp16, bf16, fp32, fp8_e4m3 or fp8_e5m2)");
+  // A bare fp8 names no encoding: refused, naming both.
+  ExpectRejects(ParseDType, "fp8",
+                "dtype 'fp8' is ambiguous: name the encoding, fp8_e4m3 (what vLLM's 'fp8' means "
+                "on CUDA) or fp8_e5m2");
 }
 
 TEST(EnumNames, Codec) {

@@ -100,7 +100,8 @@ TEST(Flags, BadArgumentsExitTwoNamingTheFlag) {
            {{"--device=tpu"}, "--device: unknown device 'tpu' (expected auto, cuda or emulated)"},
            {{"--copy-gbps=-1"}, "--copy-gbps: must be at least 0, not -1"},
            {{"--host-blocks=127"}, "--host-blocks: must be at least 128, not 127"},
-           {{"--dtype=fp8"}, "--dtype: unknown dtype 'fp8'"},
+           {{"--dtype=fp4"}, "--dtype: unknown dtype 'fp4'"},
+           {{"--dtype=fp8"}, "--dtype: dtype 'fp8' is ambiguous"},
            {{"stray"}, "stray"},
        }) {
     SCOPED_TRACE(c.args[0]);

@@ -112,6 +112,32 @@ TEST(Geometry, FingerprintIsPinned) {
   EXPECT_NE(other.Fingerprint(), g.Fingerprint());
 }
 
+TEST(Geometry, Fp8GeometriesAreOneBytePerElementWithTheirOwnFingerprints) {
+  const Geometry fp16{32, 8, 128, DType::kFloat16, 16};
+  Geometry e4m3 = fp16, e5m2 = fp16;
+  e4m3.dtype = DType::kFp8E4m3;
+  e5m2.dtype = DType::kFp8E5m2;
+  ASSERT_TRUE(e4m3.Validate().ok());
+  EXPECT_EQ(e4m3.element_bytes(), 1u);
+  EXPECT_EQ(e4m3.block_bytes() * 2, fp16.block_bytes());
+  EXPECT_EQ(e4m3.Offset(1, KvPart::kValue), e4m3.layer_bytes() + e4m3.part_bytes());
+  // Pinned: keys of fp8 caches must never change silently.
+  EXPECT_EQ(e4m3.Fingerprint(), 0x526c294ca294eab3ULL);
+  EXPECT_EQ(e5m2.Fingerprint(), 0x58d48abe7d770a0fULL);
+  EXPECT_NE(e4m3.Fingerprint(), e5m2.Fingerprint());
+  EXPECT_NE(e4m3.Fingerprint(), fp16.Fingerprint());
+  // Same tokens, same model: an e4m3 cache never matches an e5m2 or fp16 one.
+  KeyHasher a(KeyHash::kXxh3, "default", "llama-test@1", e4m3.Fingerprint());
+  KeyHasher b(KeyHash::kXxh3, "default", "llama-test@1", e5m2.Fingerprint());
+  KeyHasher c(KeyHash::kXxh3, "default", "llama-test@1", fp16.Fingerprint());
+  const BlockKey ka = a.Chain(a.root(), Iota(0, 16), "");
+  EXPECT_EQ(ka.ToHex(), "f3bf46f0fe79fc24364d931bdb6af156");
+  EXPECT_NE(ka, b.Chain(b.root(), Iota(0, 16), ""));
+  EXPECT_NE(ka, c.Chain(c.root(), Iota(0, 16), ""));
+  EXPECT_EQ(e4m3.ToString(),
+            "layers=32 kv_heads=8 head_dim=128 dtype=fp8_e4m3 block_tokens=16 (1048576 B/block)");
+}
+
 TEST(Geometry, ValidateNamesTheBadField) {
   struct Case {
     Geometry g;
@@ -137,6 +163,9 @@ TEST(Geometry, ParseDType) {
   EXPECT_EQ(*ParseDType("FP16"), DType::kFloat16);
   EXPECT_EQ(*ParseDType("float32"), DType::kFloat32);
   EXPECT_EQ(ParseDType("int3").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*ParseDType("fp8_e4m3"), DType::kFp8E4m3);
+  EXPECT_EQ(*ParseDType("E5M2"), DType::kFp8E5m2);
+  EXPECT_EQ(ParseDType("fp8").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

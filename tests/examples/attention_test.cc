@@ -104,6 +104,9 @@ void AppendElement(DType dtype, float value, std::vector<uint8_t>& out) {
       n = 2;
       break;
     }
+    case DType::kFp8E4m3:  // one byte per element: never quantized, never here
+    case DType::kFp8E5m2:
+      std::abort();
     case DType::kFloat32:
       std::memcpy(bytes, &value, 4);
       n = 4;

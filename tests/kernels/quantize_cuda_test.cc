@@ -54,6 +54,9 @@ void StoreValue(DType dtype, uint8_t* p, float v) {
       std::memcpy(p, &b, 2);
       return;
     }
+    case DType::kFp8E4m3:  // one byte per element: never quantized, never here
+    case DType::kFp8E5m2:
+      std::abort();
     case DType::kFloat32:
       std::memcpy(p, &v, 4);
       return;

@@ -59,6 +59,9 @@ double GetValue(DType dtype, const uint8_t* p) {
       std::memcpy(&b, p, 2);
       return numeric::Bf16BitsToFloat(b);
     }
+    case DType::kFp8E4m3:  // one byte per element: never quantized, never here
+    case DType::kFp8E5m2:
+      std::abort();
     case DType::kFloat32: {
       float f;
       std::memcpy(&f, p, 4);
@@ -82,6 +85,9 @@ double SetValue(DType dtype, uint8_t* p, double v) {
       std::memcpy(p, &b, 2);
       break;
     }
+    case DType::kFp8E4m3:  // one byte per element: never quantized, never here
+    case DType::kFp8E5m2:
+      std::abort();
     case DType::kFloat32:
       std::memcpy(p, &f, 4);
       break;
@@ -762,6 +768,11 @@ TEST_F(QuantizeTest, BadParamsAreInvalidArgumentNamingTheField) {
   };
   add("zero layers", true, "num_layers", [](QuantizeParams& p) { p.geometry.num_layers = 0; });
   add("bad dtype", true, "dtype", [](QuantizeParams& p) { p.geometry.dtype = DType{9}; });
+  // Blocks already one byte per element are never quantized (nor dequantized into).
+  add("fp8 e4m3 dtype", true, "dtype",
+      [](QuantizeParams& p) { p.geometry.dtype = DType::kFp8E4m3; });
+  add("fp8 e5m2 dtype", false, "dtype",
+      [](QuantizeParams& p) { p.geometry.dtype = DType::kFp8E5m2; });
   add("format none", true, "format", [](QuantizeParams& p) { p.format = QuantFormat::kNone; });
   add("format 7", false, "format", [](QuantizeParams& p) { p.format = QuantFormat{7}; });
   add("null src", true, "src", [](QuantizeParams& p) { p.src = DevicePtr(); });

@@ -56,6 +56,9 @@ inline double GetValue(DType dtype, const uint8_t* p) {
       std::memcpy(&b, p, 2);
       return numeric::Bf16BitsToFloat(b);
     }
+    case DType::kFp8E4m3:  // one byte per element: never quantized, never here
+    case DType::kFp8E5m2:
+      std::abort();
     case DType::kFloat32: {
       float f;
       std::memcpy(&f, p, 4);
@@ -79,6 +82,9 @@ inline double SetValue(DType dtype, uint8_t* p, double v) {
       std::memcpy(p, &b, 2);
       break;
     }
+    case DType::kFp8E4m3:  // one byte per element: never quantized, never here
+    case DType::kFp8E5m2:
+      std::abort();
     case DType::kFloat32:
       std::memcpy(p, &f, 4);
       break;

@@ -114,6 +114,26 @@ class EngineRoundTrip(unittest.TestCase):
             with self.assertRaisesRegex(ValueError, "float16 does not hold bf16"):
                 e.store("default", tokens, kv.view(np.float16))
 
+    def test_fp8_blocks_travel_as_raw_bytes_and_refuse_quantizing_codecs(self):
+        for dtype in ("fp8_e4m3", "fp8_e5m2"):
+            with open_engine(dtype=dtype) as e:
+                self.assertEqual(e.dtype, np.uint8)
+                rng = np.random.default_rng(7)
+                kv = rng.integers(0, 256, size=(2,) + e.block_shape, dtype=np.uint8)
+                tokens = prompt(2, 7)
+                e.store("default", tokens, kv.view(np.int8))  # torch's tensor.view(torch.int8)
+                back = e.load("default", e.match("default", tokens)[1])
+                self.assertEqual(back.dtype, np.uint8)
+                self.assertEqual(back.tobytes(), kv.tobytes())
+                with self.assertRaisesRegex(ValueError, "does not hold"):
+                    e.store("default", tokens, kv.astype(np.float16))
+        with self.assertRaisesRegex(kvtier.InvalidArgumentError, "one byte per element"):
+            with tempfile.TemporaryDirectory() as d:
+                open_engine(dtype="fp8_e4m3", disk_dir=d + "/cache", codec="fp8",
+                            disk_capacity_bytes=1 << 20, disk_region_bytes=64 * 1024)
+        with self.assertRaisesRegex(kvtier.InvalidArgumentError, "ambiguous"):
+            open_engine(dtype="fp8")
+
     def test_erase_removes_blocks(self):
         e = self.engine
         tokens = prompt(3, 6)
