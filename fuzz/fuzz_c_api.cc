@@ -223,12 +223,12 @@ class Harness {
         const uint32_t layers = wild ? in_.U32() : in_.U8() % 5;
         const uint32_t heads = wild ? in_.U32() : in_.U8() % 3;
         const uint32_t dim = wild ? in_.U32() : in_.U8() % 17;
-        const int dtype = in_.U8() % 5;
+        const int dtype = in_.U8() % 7;  // 1..5 are kvtier_dtype values (4, 5: fp8)
         const uint32_t bt = wild ? in_.U32() : in_.U8() % 9;
         c = Checked(kvtier_fuzz_set_geometry(o, layers, heads, dim, dtype, bt),
                     "kvtier_options_set_geometry");
         ExpectInvalid(c, o == nullptr || layers == 0 || heads == 0 || dim == 0 || bt == 0 ||
-                             dtype == 0 || dtype == 4,
+                             dtype == 0 || dtype == 6,
                       "set_geometry");
         break;
       }
