@@ -41,16 +41,6 @@ constexpr size_t kOffRegionBytes = 48;
 constexpr size_t kOffRegions = 56;
 constexpr size_t kOffChecksum = kSuperblockBytes - 8;
 
-bool IsHexIdImpl(absl::string_view id) {
-  if (id.size() != kIdChars) return false;
-  for (char c : id) {
-    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c)) || absl::ascii_isupper(c)) {
-      return false;
-    }
-  }
-  return true;
-}
-
 std::string ChmodFix(const std::string& path, bool is_dir, bool allow_group) {
   const char* mode = is_dir ? (allow_group ? "750" : "700") : (allow_group ? "640" : "600");
   return absl::StrFormat("chmod %s '%s'", mode, path);
@@ -152,7 +142,7 @@ absl::StatusOr<int> OpenDirect(const std::string& path, int flags, mode_t mode) 
 }  // namespace
 
 absl::Status EncodeSuperblock(const Superblock& sb, char* out) {
-  if (!IsHexIdImpl(sb.directory_id)) {
+  if (!IsDirectoryId(sb.directory_id)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "superblock: directory id '%s' is not 32 lowercase hex digits", sb.directory_id));
   }
@@ -187,7 +177,7 @@ absl::StatusOr<Superblock> DecodeSuperblock(absl::string_view bytes) {
   }
   sb.record_format = absl::little_endian::Load32(p + kOffRecordFormat);
   sb.directory_id.assign(p + kOffId, kIdChars);
-  if (!IsHexIdImpl(sb.directory_id)) {
+  if (!IsDirectoryId(sb.directory_id)) {
     return absl::DataLossError("superblock: the directory id is not 32 lowercase hex digits");
   }
   sb.region_bytes = absl::little_endian::Load64(p + kOffRegionBytes);
@@ -215,7 +205,15 @@ std::string ResetAdvice(const std::string& dir) {
       dir);
 }
 
-bool IsDirectoryId(absl::string_view id) { return IsHexIdImpl(id); }
+bool IsDirectoryId(absl::string_view id) {
+  if (id.size() != kIdChars) return false;
+  for (char c : id) {
+    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c)) || absl::ascii_isupper(c)) {
+      return false;
+    }
+  }
+  return true;
+}
 
 std::string ModeText(mode_t mode) { return absl::StrFormat("%04o", mode & 07777); }
 
