@@ -22,8 +22,38 @@
 #include "absl/strings/string_view.h"
 #include "common/flags.h"
 #include "common/json.h"
+#include "kvtier/geometry.h"
 
 namespace kvtier::bench {
+
+// The model shapes beyond fp16 K/V (docs/integration.md, "Model shapes"), each paired with the
+// fp16 K/V geometry of exactly the same block bytes that the storage benches have always
+// measured: `--shapes` runs both, so the storage path's indifference to the shape is a ratio
+// of ratios measured in one run.
+struct ShapePair {
+  const char* name;
+  Geometry shape;
+  Geometry baseline;  // fp16, kind kv, unsharded; baseline.block_bytes() == shape.block_bytes()
+};
+
+inline std::vector<ShapePair> ModelShapePairs() {
+  auto mla = [](DType dtype) {  // DeepSeek-V3 / R1: 61 layers, 512 + 64 latent, FlashMLA's 64
+    Geometry g{61, 1, 576, dtype, 64};
+    g.kind = KvKind::kLatent;
+    g.rope_dim = 64;
+    return g;
+  };
+  Geometry tp_rank{80, 8, 128, DType::kBFloat16, 16};  // Llama-3-70B at TP = 8, rank 3
+  tp_rank = tp_rank.ForTensorParallelRank(3, 8).value();
+  return {
+      // K = V of the same width would take two parts: half the tokens for the same bytes.
+      {"deepseek-v3-mla-bf16", mla(DType::kBFloat16), Geometry{61, 1, 576, DType::kFloat16, 32}},
+      {"deepseek-v3-mla-fp8", mla(DType::kFp8E4m3), Geometry{61, 1, 576, DType::kFloat16, 16}},
+      {"llama-3-8b-fp8", Geometry{32, 8, 128, DType::kFp8E4m3, 16},
+       Geometry{16, 8, 128, DType::kFloat16, 16}},
+      {"llama-3-70b-tp8-rank3", tp_rank, Geometry{80, 1, 128, DType::kFloat16, 16}},
+  };
+}
 
 inline double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())

@@ -1,7 +1,7 @@
 // bench disk — write and random-read throughput of the disk tier against fio in the same run.
 //
 //   bench/run disk [--dir=PATH] [--file-mib=N] [--qd=N] [--seconds=S] [--sizes=256k,2m,8m]
-//                  [--codec=none|zstd|zstd-shuffle|fp8|int8] [--fallback-io]
+//                  [--codec=none|zstd|zstd-shuffle|fp8|int8] [--fallback-io] [--shapes]
 //
 // For each block size: fill a fresh cache directory with blocks (write GB/s), then read random
 // blocks for a while (read GB/s), with `qd` operations in flight. The ceiling is fio with
@@ -11,6 +11,12 @@
 // in the same directory, run by this program interleaved with kvtier's runs (fio write, kvtier
 // fill, fio write; then three rounds of fio randread, kvtier randread), medians compared.
 // figure = random-read GB/s at 2 MiB.
+//
+// --shapes: instead of the sizes, each model shape of bench_util.h's ModelShapePairs (an MLA
+// latent, fp8 K/V, a tensor-parallel shard) and the fp16 K/V geometry of the same block bytes,
+// each against fio at that block size; figure = the worst (shape read ratio to fio) / (fp16
+// read ratio to fio) over the pairs (1 when the storage path does not care about the shape).
+// Lossless codecs only (the lossy ones would measure quantization, not the storage path).
 //
 // Content: four distinct blocks of fp16 values drawn from N(0, 1), written in turn. After the
 // reads, 32 records spread over the file are read back and compared with what was written:
@@ -53,16 +59,18 @@ struct Args {
   std::vector<size_t> sizes_kib = {256, 2048, 8192};
   Codec codec = Codec::kNone;
   bool fallback_io = false;
+  bool shapes = false;
 };
 
 // Runs fio and returns its bandwidth in GB/s (1e9 B/s), or a negative value if fio failed.
-double Fio(const Args& a, const std::string& rw, size_t bs_kib, const std::string& file) {
+// `bs` in bytes (a multiple of 4096).
+double Fio(const Args& a, const std::string& rw, size_t bs, const std::string& file) {
   const std::string cmd = absl::StrFormat(
-      "fio --name=kvtier-ceiling --filename=%s --size=%dM --bs=%dk --rw=%s --ioengine=io_uring "
+      "fio --name=kvtier-ceiling --filename=%s --size=%dM --bs=%d --rw=%s --ioengine=io_uring "
       "--direct=1 --fixedbufs --registerfiles --iodepth=%d --runtime=%d --time_based "
       "--group_reporting "
       "--output-format=terse --terse-version=3 2>/dev/null",
-      file, a.file_mib, bs_kib, rw, a.qd, static_cast<int>(std::max(1.0, a.seconds)));
+      file, a.file_mib, bs, rw, a.qd, static_cast<int>(std::max(1.0, a.seconds)));
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return -1;
   std::string out;
@@ -152,17 +160,23 @@ uint16_t FloatToHalf(float f) {
   return static_cast<uint16_t>(h);
 }
 
-Figures RunSize(const Args& a, size_t kib) {
+// Geometry with a block of `kib` KiB: 16 layers x 8 heads x 128 x fp16 is 64 KiB per token.
+Geometry SizeGeometry(size_t kib) {
+  return Geometry{16, 8, 128, DType::kFloat16, static_cast<uint32_t>(kib / 64)};
+}
+
+Figures RunSize(const Args& a, const Geometry& g) {
   Figures fig;
   std::filesystem::remove_all(a.dir);
   std::filesystem::create_directories(a.dir);
   const std::string fio_file = a.dir + "/fio.dat";
+  // fio at the block size (rounded up to a page for O_DIRECT), as kvtier reads whole blocks.
+  const size_t bs = (g.block_bytes() + 4095) / 4096 * 4096;
+  const size_t kib = g.block_bytes() >> 10;  // a key component only
   // This machine's disk bandwidth drifts by 2x from one run to the next, so the ceiling is
   // measured interleaved with kvtier's own runs and medians are compared.
-  std::vector<double> fio_writes = {Fio(a, "write", kib, fio_file)};
+  std::vector<double> fio_writes = {Fio(a, "write", bs, fio_file)};
 
-  // Geometry with a block of `kib` KiB: 16 layers x 8 heads x 128 x fp16 is 64 KiB per token.
-  Geometry g{16, 8, 128, DType::kFloat16, static_cast<uint32_t>(kib / 64)};
   DiskTierOptions o;
   o.directory = a.dir + "/cache";
   o.region_bytes = std::max<uint64_t>(64ull << 20, 4 * RecordSize(g.block_bytes()));
@@ -237,14 +251,14 @@ Figures RunSize(const Args& a, size_t kib) {
     const DiskTierStats st = t.Stats();
     fig.stored_ratio = static_cast<double>(st.bytes_written) / st.raw_bytes_written;
   }
-  fio_writes.push_back(Fio(a, "write", kib, fio_file));
+  fio_writes.push_back(Fio(a, "write", bs, fio_file));
 
   // Random reads for `seconds`, three trials alternating with fio's.
   std::vector<std::vector<char>> dst(a.qd, std::vector<char>(g.block_bytes()));
   std::uniform_int_distribution<size_t> pick(0, written.size() - 1);
   std::vector<double> reads_gbps, fio_reads;
   for (int trial = 0; trial < 3; ++trial) {
-    fio_reads.push_back(Fio(a, "randread", kib, fio_file));
+    fio_reads.push_back(Fio(a, "randread", bs, fio_file));
     size_t reads = 0;
     start = Now();
     while (Now() - start < a.seconds) {
@@ -292,6 +306,70 @@ Figures RunSize(const Args& a, size_t kib) {
   return fig;
 }
 
+// --shapes: each pair's fp16 baseline, then its shape, each against fio at its block size.
+int Shapes(const Args& a) {
+  if (IsQuantizedCodec(a.codec)) {
+    std::fprintf(stderr,
+                 "bench disk: --shapes measures the storage path (bytes in, bytes out): use a "
+                 "lossless codec (none, zstd, zstd-shuffle), not %s\n",
+                 CodecName(a.codec));
+    return 2;
+  }
+  std::printf(
+      "disk tier by model shape vs fp16 K/V blocks of the same bytes, fio (io_uring, O_DIRECT) "
+      "at each block size, %zu MiB file in %s, queue depth %d, codec %s\n",
+      a.file_mib, a.dir.c_str(), a.qd, CodecName(a.codec));
+  std::printf("%-24s %11s %11s %10s %7s %11s %10s %7s %8s\n", "shape", "block bytes", "write GB/s",
+              "fio write", "ratio", "read GB/s", "fio read", "ratio", "vs fp16");
+  JsonLine json;
+  double worst = 0;
+  std::string backend;
+  for (const ShapePair& p : ModelShapePairs()) {
+    double read_ratio[2] = {0, 0};
+    for (int side = 0; side < 2; ++side) {
+      const Geometry& g = side == 0 ? p.baseline : p.shape;
+      const Figures f = RunSize(a, g);
+      backend = f.backend;
+      read_ratio[side] = f.read_gbps / f.fio_read_gbps;
+      const std::string label = side == 0 ? std::string("  fp16 K/V, same bytes") : p.name;
+      const std::string rel =
+          side == 0 ? "" : absl::StrFormat("%.3f", read_ratio[1] / read_ratio[0]);
+      std::printf("%-24s %11zu %11.2f %10.2f %7.2f %11.2f %10.2f %7.2f %8s\n", label.c_str(),
+                  g.block_bytes(), f.write_gbps, f.fio_write_gbps, f.write_gbps / f.fio_write_gbps,
+                  f.read_gbps, f.fio_read_gbps, read_ratio[side], rel.c_str());
+      const std::string tag = std::string(p.name) + (side == 0 ? "_fp16" : "");
+      json.Num("write_gbps_" + tag, f.write_gbps)
+          .Num("fio_write_gbps_" + tag, f.fio_write_gbps)
+          .Num("read_gbps_" + tag, f.read_gbps)
+          .Num("fio_read_gbps_" + tag, f.fio_read_gbps)
+          .Num("read_ratio_" + tag, read_ratio[side])
+          .Num("write_ratio_" + tag, f.write_gbps / f.fio_write_gbps);
+    }
+    const double rel = read_ratio[1] / read_ratio[0];
+    json.Num(std::string("relative_") + p.name, rel)
+        .Num(std::string("block_bytes_") + p.name, static_cast<double>(p.shape.block_bytes()))
+        .Str(std::string("geometry_") + p.name, p.shape.ToString());
+    worst = worst == 0 ? rel : std::min(worst, rel);
+  }
+  JsonLine head;
+  head.Str("bench", "disk")
+      .Str("mode", "shapes")
+      .Num("figure", worst)
+      .Str("unit", "x")
+      .Num("ceiling", 1)
+      .Str("ceiling_source",
+           absl::StrFormat("each shape's random-read ratio to fio (io_uring O_DIRECT fixedbufs "
+                           "registerfiles randread, its block size, qd=%d, size=%dMiB, same "
+                           "directory, interleaved, medians) over the ratio of fp16 K/V blocks "
+                           "of the same bytes; the worst pair",
+                           a.qd, a.file_mib))
+      .Num("ratio", worst)
+      .Str("io_backend", backend)
+      .Str("codec", CodecName(a.codec));
+  head.Merge(json).Print();
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   Args a;
   CLI::App app(
@@ -334,7 +412,11 @@ int Main(int argc, char** argv) {
   flags::AddParsed(app, "--codec", &a.codec, ParseCodec, CodecName,
                    "none|zstd|zstd-shuffle|fp8|int8", "the codec records are written with");
   app.add_flag("--fallback-io", a.fallback_io, "thread-pool I/O instead of io_uring");
+  app.add_flag("--shapes", a.shapes,
+               "model shapes (MLA, fp8, a TP shard) against fp16 K/V blocks of the same bytes, "
+               "instead of --sizes");
   if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
+  if (a.shapes) return Shapes(a);
   std::printf(
       "disk tier vs fio (io_uring, O_DIRECT), %zu MiB file in %s, queue depth %d, "
       "codec %s\n",
@@ -346,7 +428,7 @@ int Main(int argc, char** argv) {
   double figure = 0, ceiling = 0;
   std::string backend;
   for (size_t kib : a.sizes_kib) {
-    const Figures f = RunSize(a, kib);
+    const Figures f = RunSize(a, SizeGeometry(kib));
     backend = f.backend;
     const std::string tag = kib < 1024 ? absl::StrFormat("%dk", kib) : absl::StrFormat("%dm", kib / 1024);
     std::printf("%8s %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %9.3f %10.4g %10.4g %9.4g\n",

@@ -1,11 +1,16 @@
 // bench host — store (device → host tier) and load (host tier → device) throughput through
 // the engine, for block sizes 64 KiB … 8 MiB, against single-thread memcpy in the same run.
 //
-//   bench/run host [--total-mib=N] [--runs=N] [--copy-gbps=G]
+//   bench/run host [--total-mib=N] [--runs=N] [--copy-gbps=G] [--shapes]
 //
 // figure = load GB/s at 2 MiB blocks (whole-block copies); ceiling = memcpy GB/s over the same
 // number of bytes. With --copy-gbps > 0 the emulated link is throttled (a PCIe model) and the
 // ceiling is that limit instead.
+//
+// --shapes: instead of the size sweep, each model shape of bench_util.h's ModelShapePairs (an
+// MLA latent, fp8 K/V, a tensor-parallel shard) and the fp16 K/V geometry of the same block
+// bytes, one after the other; figure = the worst (shape load ratio to memcpy) / (fp16 load
+// ratio to memcpy) over the pairs, which is 1 when the storage path does not care.
 
 #include <cstdio>
 #include <optional>
@@ -23,17 +28,21 @@ struct Result {
   double store_gbps, load_gbps, load_layerwise_gbps, memcpy_gbps;
 };
 
-Result RunSize(size_t block_kib, size_t total_bytes, int runs, double copy_gbps,
+// 16 layers x 8 KV heads x 128 dim x fp16: 64 KiB per token of block.
+Geometry SizeGeometry(size_t block_kib) {
+  return Geometry{16, 8, 128, DType::kFloat16, static_cast<uint32_t>(block_kib / 64)};
+}
+
+Result RunSize(const Geometry& geometry, size_t total_bytes, int runs, double copy_gbps,
                std::string* device_name) {
   EngineOptions o;
-  // 16 layers x 8 KV heads x 128 dim x fp16: 64 KiB per token of block.
-  o.geometry = Geometry{16, 8, 128, DType::kFloat16, static_cast<uint32_t>(block_kib / 64)};
+  o.geometry = geometry;
   o.model_fingerprint = "bench-host";
   o.key_hash = KeyHash::kXxh3;
   o.device.choice = DeviceChoice::kEmulated;
   o.device.emulated_copy_gbps = copy_gbps;
   const size_t block = o.geometry.block_bytes();
-  const size_t n = total_bytes / block;
+  const size_t n = std::max<size_t>(total_bytes / block, 4);
   o.host_tier_bytes = n * block;
   auto opened = Engine::Open(o);
   if (!opened.ok()) Die(opened.status().ToString());
@@ -115,6 +124,56 @@ Result RunSize(size_t block_kib, size_t total_bytes, int runs, double copy_gbps,
                 bytes / lwt / 1e9, bytes / mt / 1e9};
 }
 
+// --shapes: each pair's shape and fp16 baseline, interleaved.
+int Shapes(size_t total, int runs, double copy_gbps) {
+  std::printf(
+      "host tier store/load by model shape vs fp16 K/V blocks of the same bytes, "
+      "%zu MiB per run, median of %d runs\n",
+      total >> 20, runs);
+  std::printf("%-24s %12s %12s %12s %12s %8s %10s\n", "shape", "block bytes", "store GB/s",
+              "load GB/s", "memcpy GB/s", "ratio", "vs fp16");
+  JsonLine json;
+  std::string device;
+  double worst = 0;
+  for (const ShapePair& p : ModelShapePairs()) {
+    double ratio[2] = {0, 0};
+    for (int side = 0; side < 2; ++side) {
+      const Geometry& g = side == 0 ? p.baseline : p.shape;
+      const Result r = RunSize(g, total, runs, copy_gbps, &device);
+      const double c = copy_gbps > 0 ? std::min(copy_gbps, r.memcpy_gbps) : r.memcpy_gbps;
+      ratio[side] = r.load_gbps / c;
+      const std::string label = side == 0 ? std::string("  fp16 K/V, same bytes") : p.name;
+      std::printf("%-24s %12zu %12.2f %12.2f %12.2f %8.2f %10s\n", label.c_str(), g.block_bytes(),
+                  r.store_gbps, r.load_gbps, r.memcpy_gbps, ratio[side],
+                  side == 0 ? "" : absl::StrFormat("%.3f", ratio[1] / ratio[0]).c_str());
+      const std::string tag = std::string(p.name) + (side == 0 ? "_fp16" : "");
+      json.Num("load_gbps_" + tag, r.load_gbps)
+          .Num("store_gbps_" + tag, r.store_gbps)
+          .Num("memcpy_gbps_" + tag, r.memcpy_gbps)
+          .Num("load_ratio_" + tag, ratio[side]);
+    }
+    const double rel = ratio[1] / ratio[0];
+    json.Num(std::string("relative_") + p.name, rel)
+        .Num(std::string("block_bytes_") + p.name, static_cast<double>(p.shape.block_bytes()))
+        .Str(std::string("geometry_") + p.name, p.shape.ToString());
+    worst = worst == 0 ? rel : std::min(worst, rel);
+  }
+  JsonLine head;
+  head.Str("bench", "host")
+      .Str("mode", "shapes")
+      .Num("figure", worst)
+      .Str("unit", "x")
+      .Num("ceiling", 1)
+      .Str("ceiling_source",
+           "each shape's load/memcpy ratio over the ratio of fp16 K/V blocks "
+           "of the same bytes, same run; the worst pair")
+      .Num("ratio", worst)
+      .Str("device", device)
+      .Num("total_mib", static_cast<double>(total >> 20));
+  head.Merge(json).Print();
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   size_t total_mib = 256;
   int runs = 7;
@@ -130,8 +189,13 @@ int Main(int argc, char** argv) {
   flags::AddCopyGbps(app, &copy_gbps,
                      "throttle the emulated link to G GB/s (a PCIe model; the ceiling becomes "
                      "that limit); 0 = unthrottled");
+  bool shapes = false;
+  app.add_flag("--shapes", shapes,
+               "model shapes (MLA, fp8, a TP shard) against fp16 K/V blocks of the same bytes, "
+               "instead of the size sweep");
   if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
   const size_t total = total_mib << 20;
+  if (shapes) return Shapes(total, runs, copy_gbps);
   std::printf("host tier store/load, %zu MiB per run, median of %d runs\n", total_mib, runs);
   std::printf("%10s %12s %12s %16s %12s %8s\n", "block", "store GB/s", "load GB/s",
               "layerwise GB/s", "memcpy GB/s", "ratio");
@@ -140,7 +204,7 @@ int Main(int argc, char** argv) {
   double figure = 0, ceiling = 0, memcpy_gbps = 0;
   std::vector<std::pair<std::string, double>> fields;
   for (size_t kib = 64; kib <= 8192; kib *= 2) {
-    const Result r = RunSize(kib, total, runs, copy_gbps, &device);
+    const Result r = RunSize(SizeGeometry(kib), total, runs, copy_gbps, &device);
     const std::string tag = kib < 1024 ? absl::StrFormat("%dk", kib) : absl::StrFormat("%dm", kib / 1024);
     const double c = copy_gbps > 0 ? std::min(copy_gbps, r.memcpy_gbps) : r.memcpy_gbps;
     std::printf("%9s  %12.2f %12.2f %16.2f %12.2f %8.2f\n", (tag + "iB").c_str(), r.store_gbps,

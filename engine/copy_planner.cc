@@ -85,7 +85,7 @@ absl::Status CopyPlanner::ValidateBuffers(const KvBuffers& buffers, size_t expec
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: paged pools of more than %d layers are not supported", op, kMaxPagedLayers));
   }
-  const size_t layer_tensor_bytes = size_t{2} * pool.num_pages * g.part_bytes();
+  const size_t layer_tensor_bytes = size_t{g.parts()} * pool.num_pages * g.part_bytes();
   for (size_t l = 0; l < pool.layers.size(); ++l) {
     if (pool.layers[l].is_null() || !device_.Contains(pool.layers[l], layer_tensor_bytes)) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -116,7 +116,7 @@ absl::Status CopyPlanner::ValidateBuffers(const KvBuffers& buffers, size_t expec
 
 SlotAddress CopyPlanner::Address(const Endpoint& e, uint32_t layer, KvPart part) const {
   if (e.pool != nullptr) {
-    // [2][num_pages][page_tokens][kv_heads][head_dim] per layer.
+    // [parts][num_pages][page_tokens][kv_heads][head_dim] per layer.
     const uint64_t index = uint64_t{static_cast<uint32_t>(part)} * e.pool->num_pages + e.page;
     return SlotAddress{e.pool->layers[layer] + index * geometry_.part_bytes(), nullptr};
   }
@@ -127,7 +127,7 @@ void CopyPlanner::AppendOps(const BlockCopy& copy, int layer, std::vector<CopyOp
   const Geometry& g = geometry_;
   const bool paged = copy.src.pool != nullptr || copy.dst.pool != nullptr;
   if (!paged) {
-    // Both sides in kvtier layout: a whole block, or one layer's K and V, is contiguous.
+    // Both sides in kvtier layout: a whole block, or one layer's parts, is contiguous.
     if (layer < 0) {
       ops->push_back(MakeCopyOp(copy.src.at, copy.dst.at, g.block_bytes()));
     } else {
@@ -140,7 +140,8 @@ void CopyPlanner::AppendOps(const BlockCopy& copy, int layer, std::vector<CopyOp
   const uint32_t first = layer < 0 ? 0 : static_cast<uint32_t>(layer);
   const uint32_t last = layer < 0 ? g.num_layers : first + 1;
   for (uint32_t l = first; l < last; ++l) {
-    for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
+    for (uint32_t p = 0; p < g.parts(); ++p) {
+      const auto part = static_cast<KvPart>(p);
       ops->push_back(
           MakeCopyOp(Address(copy.src, l, part), Address(copy.dst, l, part), g.part_bytes()));
     }

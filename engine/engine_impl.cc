@@ -122,9 +122,10 @@ absl::Status EngineImpl::Init() {
     placement_->set_lower_tier(disk_.get());
   }
   if (!options_.remote.seeds.empty()) {
-    absl::StatusOr<std::unique_ptr<RemoteMover>> remote = RemoteMover::Open(
-        options_.remote, options_.geometry, options_.model_fingerprint, options_.secure_erase,
-        *placement_, table_, namespaces_, completions_, *counters_);
+    absl::StatusOr<std::unique_ptr<RemoteMover>> remote =
+        RemoteMover::Open(options_.remote, options_.geometry, options_.model_fingerprint,
+                          options_.secure_erase, options_.tensor_parallel.Stores(options_.geometry),
+                          *placement_, table_, namespaces_, completions_, *counters_);
     if (!remote.ok()) return remote.status();
     remote_ = std::move(*remote);
     placement_->set_remote_sink(remote_.get());

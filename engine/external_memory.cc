@@ -55,7 +55,7 @@ std::shared_ptr<ExternalMemory::Use> ExternalMemory::Acquire(const KvBuffers& bu
   };
   if (buffers.is_paged()) {
     const size_t layer_tensor_bytes =
-        size_t{2} * buffers.pool().num_pages * geometry_.part_bytes();
+        size_t{geometry_.parts()} * buffers.pool().num_pages * geometry_.part_bytes();
     for (DevicePtr layer : buffers.pool().layers) note(layer, layer_tensor_bytes);
   } else {
     for (DevicePtr block : buffers.blocks()) note(block, geometry_.block_bytes());

@@ -259,8 +259,50 @@ absl::Status ValidateRemoteOptions(const RemoteOptions& r, const Geometry& geome
   return absl::OkStatus();
 }
 
+absl::Status TensorParallelOptions::Validate(const Geometry& geometry) const {
+  if (size == 0 || rank >= size) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tensor_parallel.rank = %u must be in [0, tensor_parallel.size = %u)", rank, size));
+  }
+  if (store_rank >= size) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("tensor_parallel.store_rank = %u must be in [0, tensor_parallel.size = %u)",
+                        store_rank, size));
+  }
+  if (size == 1 || geometry.kind == KvKind::kLatent) return absl::OkStatus();
+  if (geometry.total_kv_heads == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tensor_parallel.size = %u, but the geometry is not a shard (total_kv_heads = 0): "
+        "ranks holding different KV heads would share keys; build each rank's geometry with "
+        "Geometry::ForTensorParallelRank",
+        size));
+  }
+  Geometry full = geometry;
+  full.num_kv_heads = geometry.total_kv_heads;
+  full.kv_head_begin = 0;
+  full.total_kv_heads = 0;
+  absl::StatusOr<Geometry> want = full.ForTensorParallelRank(rank, size);
+  if (!want.ok()) return want.status();  // "tensor parallel: ..." naming the field
+  if (want->num_kv_heads != geometry.num_kv_heads ||
+      want->kv_head_begin != geometry.kv_head_begin) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tensor_parallel: rank %u of %u holds KV heads [%u, %u) of %u, but the geometry says "
+        "kv_head_begin = %u, num_kv_heads = %u (Geometry::ForTensorParallelRank gives the "
+        "rank's geometry)",
+        rank, size, want->kv_head_begin, want->kv_head_begin + want->num_kv_heads,
+        geometry.total_kv_heads, geometry.kv_head_begin, geometry.num_kv_heads));
+  }
+  return absl::OkStatus();
+}
+
+bool TensorParallelOptions::Stores(const Geometry& geometry) const {
+  const uint32_t group = geometry.ReplicasUnder(size);
+  return rank % group == store_rank % group;
+}
+
 absl::Status EngineOptions::Validate() const {
   if (absl::Status s = geometry.Validate(); !s.ok()) return s;
+  if (absl::Status s = tensor_parallel.Validate(geometry); !s.ok()) return s;
   if (model_fingerprint.empty()) {
     return absl::InvalidArgumentError(
         "model_fingerprint is empty: set it to the model's name and revision, so blocks of "

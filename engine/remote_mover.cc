@@ -74,7 +74,7 @@ struct RemoteMover::Read {
 };
 
 RemoteMover::RemoteMover(const RemoteOptions& options, const Geometry& geometry,
-                         absl::string_view model_fingerprint, bool secure_erase,
+                         absl::string_view model_fingerprint, bool secure_erase, bool stores,
                          Placement& placement, BlockTable& table, NamespaceRegistry& namespaces,
                          CompletionQueue& completions, EngineCounters& counters)
     : options_(options),
@@ -82,8 +82,9 @@ RemoteMover::RemoteMover(const RemoteOptions& options, const Geometry& geometry,
       block_bytes_(geometry.block_bytes()),
       model_id_(remote::RemoteModelId(model_fingerprint, geometry.Fingerprint())),
       secure_erase_(secure_erase),
-      policy_(ParseRemoteWritePolicy(options.write_policy).value_or(
-          RemoteWritePolicy::kWriteThrough)),
+      stores_(stores),
+      policy_(
+          ParseRemoteWritePolicy(options.write_policy).value_or(RemoteWritePolicy::kWriteThrough)),
       placement_(placement),
       table_(table),
       namespaces_(namespaces),
@@ -96,8 +97,8 @@ RemoteMover::RemoteMover(const RemoteOptions& options, const Geometry& geometry,
 
 absl::StatusOr<std::unique_ptr<RemoteMover>> RemoteMover::Open(
     const RemoteOptions& options, const Geometry& geometry, absl::string_view model_fingerprint,
-    bool secure_erase, Placement& placement, BlockTable& table, NamespaceRegistry& namespaces,
-    CompletionQueue& completions, EngineCounters& counters) {
+    bool secure_erase, bool stores, Placement& placement, BlockTable& table,
+    NamespaceRegistry& namespaces, CompletionQueue& completions, EngineCounters& counters) {
   if (absl::Status s = ValidateRemoteOptions(options, geometry); !s.ok()) return s;
   AdmissionOptions ao;
   ao.min_seen = options.admit_min_seen;
@@ -111,8 +112,8 @@ absl::StatusOr<std::unique_ptr<RemoteMover>> RemoteMover::Open(
                         absl::StrCat("remote tier: ", client.status().message()));
   }
   std::unique_ptr<RemoteMover> mover(new RemoteMover(options, geometry, model_fingerprint,
-                                                     secure_erase, placement, table, namespaces,
-                                                     completions, counters));
+                                                     secure_erase, stores, placement, table,
+                                                     namespaces, completions, counters));
   mover->codec_ = ParseCodec(options.codec).value_or(Codec::kNone);
   mover->admission_ = std::move(*admission);
   mover->client_ = std::move(*client);
@@ -446,6 +447,10 @@ bool RemoteMover::Send(const BlockKey& key, uint32_t ns_id, int64_t px_ms, const
 
 void RemoteMover::OnStored(uint32_t ns_id, absl::Span<const BlockKey> keys) {
   if (policy_ == RemoteWritePolicy::kOnEvict) return;
+  if (!stores_) {
+    writes_skipped_replica_.fetch_add(keys.size(), std::memory_order_relaxed);
+    return;
+  }
   struct Pending {
     BlockKey key;
     int64_t px;
@@ -509,6 +514,10 @@ void RemoteMover::OnStored(uint32_t ns_id, absl::Span<const BlockKey> keys) {
 void RemoteMover::OnLastHostCopyEvicted(const BlockKey& key, BlockEntry& e, const void* bytes) {
   placement_.mu().AssertHeld();
   if (policy_ == RemoteWritePolicy::kWriteThrough || e.erased || e.remote) return;
+  if (!stores_) {
+    writes_skipped_replica_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   const int64_t px = PxFor(e.ns_id, e.stored_unix_ms);
   if (px < 0) return;
   if (!admission_->Admit(key, block_bytes_, absl::Now())) {
@@ -623,6 +632,7 @@ void RemoteMover::FillStats(EngineStats* st) const {
   r.writes_failed = writes_failed_.load(std::memory_order_relaxed);
   r.writes_dropped = writes_dropped_.load(std::memory_order_relaxed);
   r.writes_rejected = writes_rejected_.load(std::memory_order_relaxed);
+  r.writes_skipped_replica = writes_skipped_replica_.load(std::memory_order_relaxed);
   r.bytes_written = bytes_written_.load(std::memory_order_relaxed);
   r.bytes_read = bytes_read_.load(std::memory_order_relaxed);
   r.erased_keys = erased_keys_.load(std::memory_order_relaxed);

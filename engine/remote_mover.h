@@ -66,10 +66,12 @@ class RemoteMover final : public RemoteSink {
   // Connects to the cluster (Unavailable naming the seeds when none answers, unless
   // allow_unreachable; PermissionDenied for refused credentials). Everything passed by
   // reference outlives the mover.
+  // `stores`: whether this engine writes the cluster (TensorParallelOptions::Stores); one
+  // that does not only reads it, and counts what it leaves to the rank that does.
   static absl::StatusOr<std::unique_ptr<RemoteMover>> Open(
       const RemoteOptions& options, const Geometry& geometry, absl::string_view model_fingerprint,
-      bool secure_erase, Placement& placement, BlockTable& table, NamespaceRegistry& namespaces,
-      CompletionQueue& completions, EngineCounters& counters);
+      bool secure_erase, bool stores, Placement& placement, BlockTable& table,
+      NamespaceRegistry& namespaces, CompletionQueue& completions, EngineCounters& counters);
   // Waits for reads and writes in flight (each ends by its deadline), stops the workers and
   // runs the completions they posted. REQUIRES: no engine lock held, not on a completion.
   ~RemoteMover() override;
@@ -118,9 +120,9 @@ class RemoteMover final : public RemoteSink {
   struct Read;
   struct Write;
   RemoteMover(const RemoteOptions& options, const Geometry& geometry,
-              absl::string_view model_fingerprint, bool secure_erase, Placement& placement,
-              BlockTable& table, NamespaceRegistry& namespaces, CompletionQueue& completions,
-              EngineCounters& counters);
+              absl::string_view model_fingerprint, bool secure_erase, bool stores,
+              Placement& placement, BlockTable& table, NamespaceRegistry& namespaces,
+              CompletionQueue& completions, EngineCounters& counters);
   void Post(absl::AnyInvocable<void() &&> job) ABSL_LOCKS_EXCLUDED(mu_);
   void Loop();
   // The namespace's secret (empty: unsigned).
@@ -143,6 +145,7 @@ class RemoteMover final : public RemoteSink {
   const size_t block_bytes_;
   const uint64_t model_id_;
   const bool secure_erase_;
+  const bool stores_;
   const RemoteWritePolicy policy_;
   Codec codec_ = Codec::kNone;
   Placement& placement_;
@@ -161,8 +164,8 @@ class RemoteMover final : public RemoteSink {
   std::atomic<uint64_t> lookups_{0}, lookup_hits_{0}, lookup_errors_{0};
   std::atomic<uint64_t> reads_{0}, read_hits_{0}, read_misses_{0}, read_errors_{0};
   std::atomic<uint64_t> verdicts_[static_cast<size_t>(remote::RemoteVerdict::kCount)] = {};
-  std::atomic<uint64_t> writes_{0}, writes_failed_{0}, writes_dropped_{0},
-      writes_rejected_{0}, bytes_written_{0}, bytes_read_{0};
+  std::atomic<uint64_t> writes_{0}, writes_failed_{0}, writes_dropped_{0}, writes_rejected_{0},
+      writes_skipped_replica_{0}, bytes_written_{0}, bytes_read_{0};
   std::atomic<uint64_t> erased_keys_{0};
 
   Mutex mu_;

@@ -214,7 +214,7 @@ class Harness {
   // One setter with fuzzer arguments. `wild` sends arguments the machine could not honour
   // to the scratch options (validated, never opened).
   void SetOption(kvtier_options* opened) {
-    const uint8_t which = in_.U8() % 14;
+    const uint8_t which = in_.U8() % 15;
     const bool wild = in_.U8() % 4 == 0;
     kvtier_options* o = in_.U8() % 16 == 0 ? nullptr : (wild ? scratch_ : opened);
     kvtier_status_code c = KVTIER_OK;
@@ -334,6 +334,22 @@ class Harness {
       case 13:
         c = CALL(kvtier_options_set_secure_erase, o, static_cast<int>(in_.U8() % 3));
         ExpectInvalid(c, o == nullptr, "set_secure_erase");
+        break;
+      case 14:
+        // Model shapes: an MLA latent (valid only for a one-head geometry, rope_dim below
+        // head_dim) or a tensor-parallel rank (shards a K/V geometry; refused once sharded).
+        if (in_.Bool()) {
+          const uint32_t rope = wild ? in_.U32() : in_.U8() % 20;
+          c = CALL(kvtier_options_set_latent, o, rope);
+          ExpectInvalid(c, o == nullptr, "set_latent");
+        } else {
+          const uint32_t size = wild ? in_.U32() : in_.U8() % 5;
+          const uint32_t rank = wild ? in_.U32() : in_.U8() % 5;
+          const uint32_t store = in_.U8() % 5;
+          c = CALL(kvtier_options_set_tensor_parallel, o, rank, size, store);
+          ExpectInvalid(c, o == nullptr || size == 0 || rank >= size || store >= size,
+                        "set_tensor_parallel");
+        }
         break;
     }
   }

@@ -15,7 +15,8 @@
 // The first input byte picks a mode, so one corpus reaches every path:
 //   0  the rest is a record, verbatim (header, then payload)
 //   1  the rest is the first 208 header bytes (every byte the format assigns; 228 when the
-//      codec byte is a quantized codec's, whose geometry follows) and then the payload; the
+//      codec byte is a quantized codec's, whose geometry follows; 244 when the version is 2,
+//      whose records carry the whole extended geometry) and then the payload; the
 //      harness zeroes the rest of the header and writes a correct header checksum, so the
 //      fuzzer reaches the field checks instead of stopping at the checksum
 //   2  as 1, and the payload checksum is made to match too, so zstd decodes fuzzer bytes
@@ -23,6 +24,8 @@
 //      (for fp8 / int8 also a dtype and shape the block's size must fit, else it is refused)
 //   4  DecodeRecordPayload on a RecordHeader built field by field (it takes headers from
 //      anywhere), payload from the input
+//   5  as 3, with an extended geometry (an MLA latent or a tensor-parallel shard, format
+//      version 2) given under every codec
 
 #include <algorithm>
 #include <cstddef>
@@ -54,6 +57,8 @@ constexpr size_t kOffPayloadChecksum = 64;
 constexpr size_t kOffCodec = 12;
 constexpr size_t kAssignedHeaderBytes = 80 + 128;  // fixed fields + the namespace area
 constexpr size_t kQuantizedGeometryBytes = 20;     // 208..227, under fp8 / int8 only
+constexpr size_t kExtendedGeometryBytes = 36;      // 208..243, in every version 2 record
+constexpr size_t kOffVersion = 8;
 constexpr size_t kOffHeaderChecksum = kRecordHeaderBytes - 8;
 // Blocks larger than this are not decoded (the decoder would allocate raw_bytes).
 constexpr size_t kMaxDecodeBytes = 1 << 20;
@@ -96,9 +101,16 @@ void CheckParsedHeader(const RecordHeader& h) {
     KVTIER_FUZZ_CHECK(h.geometry->block_bytes() == h.raw_bytes, "geometry raw_bytes");
     KVTIER_FUZZ_CHECK(h.stored_bytes == QuantizedBlockBytes(*h.geometry, CodecQuantFormat(h.codec)),
                       "quantized stored_bytes");
-  } else {
-    KVTIER_FUZZ_CHECK(!h.geometry.has_value(), "geometry under a lossless codec");
+  } else if (h.geometry.has_value()) {
+    // Format version 2: the whole extended geometry, whatever the codec.
+    KVTIER_FUZZ_CHECK(h.geometry->IsExtended() && h.geometry->Validate().ok(),
+                      "geometry under a lossless codec that is not a valid extended one");
+    KVTIER_FUZZ_CHECK(h.geometry->Fingerprint() == h.geometry_fingerprint, "v2 fingerprint");
+    KVTIER_FUZZ_CHECK(h.geometry->block_bytes() == h.raw_bytes, "v2 geometry raw_bytes");
   }
+  KVTIER_FUZZ_CHECK(
+      h.format_version() == (h.geometry.has_value() && h.geometry->IsExtended() ? 2u : 1u),
+      "format version");
   KVTIER_FUZZ_CHECK(h.raw_bytes > 0 && h.stored_bytes > 0, "sizes");
   KVTIER_FUZZ_CHECK(RecordSize(h.stored_bytes) <= MaxRecordSize(h.raw_bytes), "stored_bytes");
   KVTIER_FUZZ_CHECK(h.ns.size() <= 128, "namespace length");
@@ -136,9 +148,13 @@ void Verbatim(Input& in) {
 
 void FixedUpChecksums(Input& in, bool fix_payload) {
   absl::string_view assigned = in.Bytes(kAssignedHeaderBytes);
-  if (assigned.size() > kOffCodec &&
-      IsQuantizedCodec(static_cast<Codec>(static_cast<uint8_t>(assigned[kOffCodec])))) {
-    // The geometry the quantized codecs assign follows directly (Input is one buffer).
+  if (assigned.size() > kOffVersion && static_cast<uint8_t>(assigned[kOffVersion]) == 2) {
+    // Version 2: the whole extended geometry follows directly (Input is one buffer).
+    assigned = absl::string_view(assigned.data(),
+                                 assigned.size() + in.Bytes(kExtendedGeometryBytes).size());
+  } else if (assigned.size() > kOffCodec &&
+             IsQuantizedCodec(static_cast<Codec>(static_cast<uint8_t>(assigned[kOffCodec])))) {
+    // The geometry the quantized codecs assign follows directly.
     assigned = absl::string_view(assigned.data(),
                                  assigned.size() + in.Bytes(kQuantizedGeometryBytes).size());
   }
@@ -170,17 +186,52 @@ std::optional<Geometry> GeometryOfSize(size_t bytes, DType dtype, uint32_t token
   return g;
 }
 
-void EncodeRoundTrip(Input& in) {
+// An extended one-block geometry whose blocks are `bytes` long, when there is one: an MLA
+// latent (one part; rope_dim from `rope`) or a shard of `heads` heads starting at `begin` of
+// heads + begin + `more` (the sums may be out of range: then it does not validate).
+std::optional<Geometry> ExtendedGeometryOfSize(size_t bytes, bool mla, DType dtype, uint32_t tokens,
+                                               uint32_t heads, uint32_t rope, uint32_t begin,
+                                               uint32_t more) {
+  Geometry g{1, mla ? 1u : heads, 1, dtype, tokens};
+  if (mla) {
+    g.kind = KvKind::kLatent;
+  } else {
+    g.kv_head_begin = begin;
+    g.total_kv_heads = heads + begin + more;
+  }
+  const size_t per_dim = size_t{g.parts()} * tokens * g.num_kv_heads * DTypeSize(dtype);
+  if (bytes == 0 || per_dim == 0 || bytes % per_dim != 0) return std::nullopt;
+  g.head_dim = static_cast<uint32_t>(std::min<size_t>(bytes / per_dim, 1u << 20));
+  if (mla) g.rope_dim = g.head_dim == 0 ? 0 : rope % g.head_dim;
+  if (!g.Validate().ok() || g.block_bytes() != bytes || !g.IsExtended()) return std::nullopt;
+  return g;
+}
+
+void EncodeRoundTrip(Input& in, bool extended) {
   RecordHeader header;
   EncodeOptions options;
   // 3, 4: fp8, int8 (lossy); 5: an unknown codec, must be refused.
   options.codec = static_cast<Codec>(in.U8() % 6);
+  // Mode 5: an extended geometry under any codec, read first.
+  bool ext_mla = false, ext_fingerprint = false;
+  DType ext_dtype = DType::kFloat16;
+  uint32_t ext_tokens = 1, ext_heads = 1, ext_rope = 0, ext_begin = 0, ext_more = 0;
+  if (extended) {
+    ext_mla = in.Bool();
+    ext_dtype = static_cast<DType>(1 + in.U8() % 5);  // every dtype, fp8 included
+    ext_tokens = 1 + in.U8() % 4;
+    ext_heads = 1 + in.U8() % 2;
+    ext_rope = in.U8();
+    ext_begin = in.U8() % 4;
+    ext_more = in.U8() % 4;
+    ext_fingerprint = in.Bool();
+  }
   // The quantized codecs read their dtype and shape next (nothing else does, so inputs of
   // the lossless codecs mean what they always meant).
   int quant_dtype = 0;  // 1..3: a DType; 0: no geometry given (must be refused)
   uint32_t quant_tokens = 1, quant_heads = 1;
   bool quant_fingerprint = false;  // the header's fingerprint is the geometry's
-  if (IsQuantizedCodec(options.codec)) {
+  if (!extended && IsQuantizedCodec(options.codec)) {
     quant_dtype = in.U8() % 4;
     quant_tokens = 1 + in.U8() % 4;
     quant_heads = 1 + in.U8() % 2;
@@ -197,13 +248,21 @@ void EncodeRoundTrip(Input& in) {
   const size_t corrupt_at = in.U32();
   const uint8_t corrupt_xor = in.U8();
   const absl::string_view raw = in.Rest();
-  if (quant_dtype != 0) {
+  if (extended) {
+    options.geometry = ExtendedGeometryOfSize(raw.size(), ext_mla, ext_dtype, ext_tokens, ext_heads,
+                                              ext_rope, ext_begin, ext_more);
+    if (options.geometry.has_value() && ext_fingerprint) {
+      header.geometry_fingerprint = options.geometry->Fingerprint();
+    }
+  } else if (quant_dtype != 0) {
     options.geometry =
         GeometryOfSize(raw.size(), static_cast<DType>(quant_dtype), quant_tokens, quant_heads);
     if (options.geometry.has_value() && quant_fingerprint) {
       header.geometry_fingerprint = options.geometry->Fingerprint();
     }
   }
+  const bool ext_mismatch = options.geometry.has_value() && options.geometry->IsExtended() &&
+                            header.geometry_fingerprint != options.geometry->Fingerprint();
 
   Buffer raw_copy = Allocate(raw.size(), false);
   if (!raw.empty()) std::memcpy(raw_copy.get(), raw.data(), raw.size());
@@ -215,17 +274,19 @@ void EncodeRoundTrip(Input& in) {
   if (!n.ok()) {
     KVTIER_FUZZ_CHECK(n.status().code() == absl::StatusCode::kInvalidArgument,
                       "EncodeRecord returned " + n.status().ToString());
-    const bool bad_input = raw.empty() || header.ns.size() > 128 ||
-                           static_cast<uint8_t>(options.codec) >= kNumCodecs ||
-                           (IsQuantizedCodec(options.codec) &&
-                            (!options.geometry.has_value() ||
-                             header.geometry_fingerprint != options.geometry->Fingerprint())) ||
-                           ((options.codec == Codec::kZstd ||
-                             options.codec == Codec::kZstdShuffle) &&
-                            (options.zstd_level < 1 || options.zstd_level > 19)) ||
-                           (options.codec == Codec::kZstdShuffle &&
-                            (options.element_bytes == 0 || options.element_bytes == 3 ||
-                             options.element_bytes > 4 || raw.size() % options.element_bytes != 0));
+    const bool bad_input =
+        raw.empty() || header.ns.size() > 128 ||
+        static_cast<uint8_t>(options.codec) >= kNumCodecs ||
+        (IsQuantizedCodec(options.codec) &&
+         (!options.geometry.has_value() ||
+          header.geometry_fingerprint != options.geometry->Fingerprint() ||
+          !DTypeIsQuantizable(options.geometry->dtype))) ||
+        (ext_mismatch && static_cast<uint8_t>(options.codec) < kNumCodecs) ||
+        ((options.codec == Codec::kZstd || options.codec == Codec::kZstdShuffle) &&
+         (options.zstd_level < 1 || options.zstd_level > 19)) ||
+        (options.codec == Codec::kZstdShuffle &&
+         (options.element_bytes == 0 || options.element_bytes == 3 || options.element_bytes > 4 ||
+          raw.size() % options.element_bytes != 0));
     KVTIER_FUZZ_CHECK(bad_input, "EncodeRecord refused valid input: " + n.status().ToString());
     return;
   }
@@ -244,6 +305,12 @@ void EncodeRoundTrip(Input& in) {
                         parsed->stored_bytes == written.stored_bytes &&
                         parsed->payload_checksum == written.payload_checksum,
                     "parsed header differs from the one written");
+  if (options.geometry.has_value() && options.geometry->IsExtended()) {
+    KVTIER_FUZZ_CHECK(parsed->format_version() == 2 && parsed->geometry == options.geometry,
+                      "an extended geometry's record is not version 2 carrying it");
+  } else {
+    KVTIER_FUZZ_CHECK(parsed->format_version() == 1, "a legacy geometry's record is not version 1");
+  }
   Buffer out = Allocate(raw.size(), false);
   absl::Status s =
       DecodeRecordPayload(*parsed, record.get() + kRecordHeaderBytes, *n - kRecordHeaderBytes,
@@ -300,6 +367,21 @@ void DecodeAnyHeader(Input& in) {
       h.raw_bytes = static_cast<uint32_t>(g.block_bytes());
       h.stored_bytes = static_cast<uint32_t>(QuantizedBlockBytes(g, CodecQuantFormat(h.codec)));
     }
+  } else if (!IsQuantizedCodec(h.codec) && in.Bool()) {
+    // A version 2 header: an extended geometry (or a fuzzer-made, maybe invalid, one) under a
+    // lossless codec.
+    Geometry g{1 + in.U8() % 4u, 1 + in.U8() % 2u, 1 + in.U16() % 256u,
+               static_cast<DType>(in.U8() % 7), 1 + in.U8() % 32u};
+    g.kind = static_cast<KvKind>(in.U8() % 3);
+    g.rope_dim = in.U8();
+    g.kv_head_begin = in.U8() % 3;
+    g.total_kv_heads = in.U8() % 5;
+    h.geometry = g;
+    if (in.Bool() && g.Validate().ok()) {
+      h.geometry_fingerprint = g.Fingerprint();
+      h.raw_bytes = static_cast<uint32_t>(g.block_bytes());
+      h.stored_bytes = h.raw_bytes;
+    }
   }
   h.element_bytes = in.U8() % 6;
   if (h.raw_bytes == 0) {
@@ -341,7 +423,7 @@ void DecodeAnyHeader(Input& in) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   kvtier::fuzz::Input in(data, size);
-  switch (in.U8() % 5) {
+  switch (in.U8() % 6) {
     case 0:
       kvtier::Verbatim(in);
       break;
@@ -352,7 +434,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       kvtier::FixedUpChecksums(in, /*fix_payload=*/true);
       break;
     case 3:
-      kvtier::EncodeRoundTrip(in);
+      kvtier::EncodeRoundTrip(in, /*extended=*/false);
+      break;
+    case 5:
+      kvtier::EncodeRoundTrip(in, /*extended=*/true);
       break;
     case 4:
       kvtier::DecodeAnyHeader(in);

@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/flags.h"
@@ -157,6 +158,39 @@ void DiskRecordSeeds(const fs::path& dir) {
     b.U8(3).U8(2).U64(1).U64(2).U64(3).U32(4).U64(5).U64(6).U8(3).Str("ns1");
     b.U32(4200).U8(0x40).Str(KvLikeBlock(12288, codec));
     Write(dir, "encode-codec" + std::to_string(codec), b.s);
+  }
+  // Format version 2: records of extended geometries (an MLA latent of 3072 = 3008 + 64 rope,
+  // one token; a tensor-parallel shard, heads [1, 2) of 3), whose headers carry the whole
+  // geometry (bytes 208..243) under every codec; verbatim and with the checksums fixed up.
+  Geometry mla{1, 1, 3072, DType::kFloat16, 2};
+  mla.kind = KvKind::kLatent;
+  mla.rope_dim = 64;
+  Geometry shard{1, 1, 3072, DType::kFloat16, 1};
+  shard.kv_head_begin = 1;
+  shard.total_kv_heads = 3;
+  for (const auto& [name, g, codec] :
+       {std::tuple{"mla-shuffle", mla, Codec::kZstdShuffle},
+        std::tuple{"mla-int8", mla, Codec::kInt8}, std::tuple{"shard-none", shard, Codec::kNone}}) {
+    const std::string r = Record(large, codec, codec == Codec::kZstdShuffle ? 2 : 0, g);
+    if (r[8] != 2) {
+      std::fprintf(stderr, "seed record %s is not format version 2\n", name);
+      std::exit(1);
+    }
+    Write(dir, std::string("verbatim-v2-") + name, std::string(1, '\0') + r);
+    const uint32_t stored = static_cast<uint8_t>(r[44]) | static_cast<uint8_t>(r[45]) << 8 |
+                            static_cast<uint8_t>(r[46]) << 16 | static_cast<uint8_t>(r[47]) << 24;
+    const std::string compact = r.substr(0, 244) + r.substr(kRecordHeaderBytes, stored);
+    Write(dir, std::string("fixed-both-v2-") + name, std::string(1, '\2') + compact);
+  }
+  // Mode 5: as mode 3 after the codec, an extended geometry: MLA or shard, dtype (0: fp16),
+  // token and head choices, rope, shard begin and extra heads, "the fingerprint is the
+  // geometry's"; a 12 KiB block.
+  for (uint8_t codec = 0; codec < 5; ++codec) {
+    Bytes b;
+    b.U8(5).U8(codec).U8(codec % 2).U8(0).U8(1).U8(0).U8(64).U8(1).U8(1).U8(1);
+    b.U8(3).U8(2).U64(1).U64(2).U64(3).U32(4).U64(5).U64(6).U8(3).Str("ns1");
+    b.U32(4200).U8(0x40).Str(KvLikeBlock(12288, codec));
+    Write(dir, "encode-v2-codec" + std::to_string(codec), b.s);
   }
   // Mode 4: a header given field by field, then a payload.
   Bytes d;

@@ -31,7 +31,7 @@ uint32_t LayerCount(const PagedTransfer& t) {
   return t.layer < 0 ? t.geometry.num_layers : 1;
 }
 
-// Moves one (block, layer, K/V) part between its block bytes and its page bytes.
+// Moves one (block, layer, part) between its block bytes and its page bytes.
 void MovePart(const PagedTransfer& t, unsigned char* block_part, unsigned char* pool_part) {
   const Geometry& g = t.geometry;
   const bool to_pool = t.direction == PagedTransfer::Direction::kBlocksToPool;
@@ -130,7 +130,7 @@ absl::Status PagedTransferCpu(const PagedTransfer& t, const KernelLaunch::Resolv
     } else {
       // Only the layers moved need to be device memory.
       const uint64_t from = g.Offset(first, KvPart::kKey);
-      const uint64_t to = g.Offset(last - 1, KvPart::kValue) + part;
+      const uint64_t to = g.Offset(last - 1, KvPart::kKey) + g.layer_bytes();
       auto* base = static_cast<unsigned char*>(
           resolve(DevicePtr::FromAddress(t.blocks[i]) + from, to - from));
       if (base == nullptr) {
@@ -142,8 +142,9 @@ absl::Status PagedTransferCpu(const PagedTransfer& t, const KernelLaunch::Resolv
       block = base - from;
     }
     for (uint32_t l = first; l < last; ++l) {
-      for (KvPart p : {KvPart::kKey, KvPart::kValue}) {
-        const uint64_t index = uint64_t{static_cast<uint32_t>(p)} * t.num_pages + t.pages[i];
+      for (uint32_t part_index = 0; part_index < g.parts(); ++part_index) {
+        const auto p = static_cast<KvPart>(part_index);
+        const uint64_t index = uint64_t{part_index} * t.num_pages + t.pages[i];
         const DevicePtr page = t.layers[l] + index * part;
         auto* pool_part = static_cast<unsigned char*>(resolve(page, part));
         if (pool_part == nullptr) {
@@ -193,6 +194,7 @@ KernelLaunch MakePagedTransferKernel(PagedTransfer transfer) {
     args->hnd = t.layout == PageLayout::kHnd ? 1 : 0;
     args->to_pool = t.direction == PagedTransfer::Direction::kBlocksToPool ? 1 : 0;
     args->part_bytes = g.part_bytes();
+    args->parts = g.parts();
     for (size_t first = 0; first < t.blocks.size(); first += kMaxBlocksPerLaunch) {
       const size_t n = std::min<size_t>(kMaxBlocksPerLaunch, t.blocks.size() - first);
       args->num_blocks = static_cast<uint32_t>(n);

@@ -56,11 +56,11 @@ __device__ void MovePart(unsigned char* block_part, unsigned char* pool_part,
 __global__ void __launch_bounds__(kThreadsPerBlock)
     PagedTransferKernel(const __grid_constant__ PagedKernelArgs args) {
   const uint32_t piece = blockIdx.x;
-  const uint32_t part = piece & 1u;
-  const uint32_t rest = piece >> 1;
+  const uint32_t part = piece % args.parts;
+  const uint32_t rest = piece / args.parts;
   const uint32_t layer = args.first_layer + rest % args.num_layers;
   const uint32_t block = rest / args.num_layers;
-  const uint64_t layer_bytes = 2 * args.part_bytes;
+  const uint64_t layer_bytes = args.parts * args.part_bytes;
   auto* block_part = reinterpret_cast<unsigned char*>(
       static_cast<uintptr_t>(args.block_addr[block] + layer * layer_bytes + part * args.part_bytes));
   auto* pool_part = reinterpret_cast<unsigned char*>(static_cast<uintptr_t>(
@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
 int LaunchPagedTransferCuda(void* cuda_stream, const PagedKernelArgs& args) {
   if (args.num_blocks == 0 || args.num_layers == 0) return cudaSuccess;
-  const unsigned grid = args.num_blocks * args.num_layers * 2;
+  const unsigned grid = args.num_blocks * args.num_layers * args.parts;
   PagedTransferKernel<<<grid, kThreadsPerBlock, 0, static_cast<cudaStream_t>(cuda_stream)>>>(args);
   return static_cast<int>(cudaGetLastError());
 }

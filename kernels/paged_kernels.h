@@ -1,11 +1,14 @@
 // kernels/paged_kernels.h — moving KV blocks between kvtier's block layout and an inference
 // engine's paged KV pool, with a CPU reference.
 //
-// A kvtier block is [layer][K,V][token][kv_head][head_dim]. The pool is one tensor per
-// layer, [2 (K,V)][num_pages][page] where a page is [page_tokens][kv_heads][head_dim] (NHD,
+// A kvtier block is [layer][part][token][kv_head][head_dim]. The pool is one tensor per
+// layer, [parts][num_pages][page] where a page is [page_tokens][kv_heads][head_dim] (NHD,
 // vLLM's FlashAttention layout) or [kv_heads][page_tokens][head_dim] (HND); page_tokens is
-// the geometry's block_tokens. A transfer moves whole blocks, all layers or one layer (for
-// layer-wise overlap), driven by a block → page mapping:
+// the geometry's block_tokens. The parts are K and V ([2][num_pages][page], vLLM's
+// [2, num_blocks, block_size, heads, dim]), or for an mla geometry the one latent: the layer
+// tensor is [num_pages][page_tokens][head_dim], vLLM's MLA [num_blocks, block_size, 576]
+// (with one KV head, NHD and HND are the same bytes). A transfer moves whole blocks, all layers or
+// one layer (for layer-wise overlap), driven by a block → page mapping:
 //   * gather  (kPoolToBlocks): pool pages → kvtier blocks (store / offload);
 //   * scatter (kBlocksToPool): kvtier blocks → pool pages (load / onboard).
 // The blocks may be device memory (a device-to-device kernel) or pinned host memory: then

@@ -34,7 +34,8 @@ struct PagedKernelArgs {
   uint32_t row_bytes;                       // head_dim * element size
   uint32_t hnd;                             // 1: pool pages are [heads][tokens][dim]
   uint32_t to_pool;                         // 1: blocks → pool (scatter); 0: pool → blocks
-  uint64_t part_bytes;                      // one layer's K (or V) of one block
+  uint64_t part_bytes;                      // one layer's K (or V, or latent) of one block
+  uint32_t parts;                           // Geometry::parts(): 2 (K, V) or 1 (mla latent)
 };
 
 // Byte offset, inside one page's K (or V) part, of block-part byte `offset` (block parts are

@@ -75,11 +75,11 @@ void QuantizeBlock(const Geometry& g, const unsigned char* src, unsigned char* d
   const size_t dim = g.head_dim;
   const size_t row = heads * dim;  // elements of one token
   const size_t part_elements = row * g.block_tokens;
-  const size_t elements = part_elements * 2 * g.num_layers;
+  const size_t elements = part_elements * g.parts() * g.num_layers;
   const size_t scales_offset = quantize_internal::ScalesOffset(elements);
   uint32_t* magnitude = scratch.magnitude.data();
   float* scale = scratch.scale.data();
-  for (size_t lp = 0; lp < 2 * size_t{g.num_layers}; ++lp) {
+  for (size_t lp = 0; lp < size_t{g.parts()} * g.num_layers; ++lp) {
     const unsigned char* in = src + lp * part_elements * sizeof(Bits);
     unsigned char* out = dst + lp * part_elements;
     std::fill_n(magnitude, heads, 0u);
@@ -114,7 +114,7 @@ void QuantizeBlock(const Geometry& g, const unsigned char* src, unsigned char* d
     }
   }
   // Padding after the payload and after the scales: zeros, so equal inputs give equal bytes.
-  const size_t scales_end = scales_offset + 4 * 2 * size_t{g.num_layers} * heads;
+  const size_t scales_end = scales_offset + 4 * size_t{g.parts()} * g.num_layers * heads;
   std::memset(dst + elements, 0, scales_offset - elements);
   std::memset(dst + scales_end, 0, quantize_internal::RoundUpTo16(scales_end) - scales_end);
 }
@@ -129,11 +129,11 @@ void DequantizeBlock(const Geometry& g, const unsigned char* src, unsigned char*
   const size_t dim = g.head_dim;
   const size_t row = heads * dim;
   const size_t part_elements = row * g.block_tokens;
-  const size_t elements = part_elements * 2 * g.num_layers;
+  const size_t elements = part_elements * g.parts() * g.num_layers;
   const size_t scales_offset = quantize_internal::ScalesOffset(elements);
   const bool use_table = size_t{g.block_tokens} * dim >= kTableMinElements;
   Bits table[256];
-  for (size_t lp = 0; lp < 2 * size_t{g.num_layers}; ++lp) {
+  for (size_t lp = 0; lp < size_t{g.parts()} * g.num_layers; ++lp) {
     const unsigned char* in = src + lp * part_elements;
     unsigned char* out = dst + lp * part_elements * sizeof(Bits);
     for (size_t h = 0; h < heads; ++h) {
@@ -295,6 +295,7 @@ KernelLaunch MakeKernel(const QuantizeParams& p, bool quantize) {
     args.dst_stride = p.dst_stride;
     args.num_blocks = p.num_blocks;
     args.num_layers = p.geometry.num_layers;
+    args.parts = p.geometry.parts();
     args.num_kv_heads = p.geometry.num_kv_heads;
     args.head_dim = p.geometry.head_dim;
     args.block_tokens = p.geometry.block_tokens;
@@ -382,7 +383,7 @@ size_t QuantizedScalesOffset(const Geometry& g) {
 size_t QuantizedBlockBytes(const Geometry& g, QuantFormat format) {
   if (format != QuantFormat::kFp8E4m3 && format != QuantFormat::kInt8) return 0;
   return quantize_internal::QuantizedBytes(g.block_bytes() / g.element_bytes(),
-                                           uint64_t{2} * g.num_layers * g.num_kv_heads);
+                                           uint64_t{g.parts()} * g.num_layers * g.num_kv_heads);
 }
 
 absl::Status QuantizeParams::Validate(bool quantize) const {
@@ -461,7 +462,7 @@ absl::StatusOr<QuantError> MeasureQuantError(const Geometry& g, QuantFormat form
   double sum_sq_err = 0, sum_sq_x = 0;
   const size_t row = size_t{g.num_kv_heads} * g.head_dim;
   const size_t part = row * g.block_tokens;
-  const size_t parts = num_blocks * 2 * g.num_layers;
+  const size_t parts = num_blocks * g.parts() * g.num_layers;
   const size_t es = g.element_bytes();
   Dispatch(g.dtype, format, [&]<int kDtype, int kFormat>() {
     for (size_t lp = 0; lp < parts; ++lp) {

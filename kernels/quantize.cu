@@ -72,11 +72,11 @@ __global__ void __launch_bounds__(kQuantizeThreads)
   __shared__ uint32_t warp_max[kQuantizeThreads / 32];
   __shared__ float head_scale;
 
-  const uint32_t heads_per_block = a.num_layers * 2 * a.num_kv_heads;
+  const uint32_t heads_per_block = a.num_layers * a.parts * a.num_kv_heads;
   const uint64_t units = uint64_t{a.num_blocks} * heads_per_block;
   const uint32_t row = a.num_kv_heads * a.head_dim;  // elements of one token
   const uint32_t part_elements = row * a.block_tokens;
-  const uint64_t elements = uint64_t{part_elements} * 2 * a.num_layers;
+  const uint64_t elements = uint64_t{part_elements} * a.parts * a.num_layers;
   const uint64_t scales_offset = ScalesOffset(elements);
   const uint32_t head_elements = a.block_tokens * a.head_dim;
   const unsigned lane = threadIdx.x % 32;
@@ -176,7 +176,7 @@ template <int kDtype, int kFormat>
 __global__ void __launch_bounds__(kDequantizeThreads)
     DequantizeKernel(QuantizeLaunchArgs a, bool vectorized) {
   using Bits = typename Original<kDtype>::Bits;
-  const uint32_t parts_per_block = a.num_layers * 2;
+  const uint32_t parts_per_block = a.num_layers * a.parts;
   const uint64_t units = uint64_t{a.num_blocks} * parts_per_block;
   const uint32_t part_elements = a.num_kv_heads * a.head_dim * a.block_tokens;
   const uint64_t elements = uint64_t{part_elements} * parts_per_block;
@@ -243,7 +243,7 @@ int Dispatch(const QuantizeLaunchArgs& a, void* cuda_stream) {
 template <int kDtype, int kFormat>
 struct QuantizeLauncher {
   static int Run(const QuantizeLaunchArgs& a, void* cuda_stream) {
-    const uint64_t units = uint64_t{a.num_blocks} * a.num_layers * 2 * a.num_kv_heads;
+    const uint64_t units = uint64_t{a.num_blocks} * a.num_layers * a.parts * a.num_kv_heads;
     const unsigned grid = static_cast<unsigned>(std::min(units, kMaxGrid));
     QuantizeKernel<kDtype, kFormat>
         <<<grid, kQuantizeThreads, 0, static_cast<cudaStream_t>(cuda_stream)>>>(a, Vectorized(a));
@@ -254,7 +254,7 @@ struct QuantizeLauncher {
 template <int kDtype, int kFormat>
 struct DequantizeLauncher {
   static int Run(const QuantizeLaunchArgs& a, void* cuda_stream) {
-    const uint64_t units = uint64_t{a.num_blocks} * a.num_layers * 2;
+    const uint64_t units = uint64_t{a.num_blocks} * a.num_layers * a.parts;
     const unsigned grid = static_cast<unsigned>(std::min(units, kMaxGrid));
     DequantizeKernel<kDtype, kFormat>
         <<<grid, kDequantizeThreads, 0, static_cast<cudaStream_t>(cuda_stream)>>>(a, Vectorized(a));

@@ -5,9 +5,12 @@
 // A quantized block is self-contained, so a tier slot holds everything needed to restore it:
 //
 //     payload  one byte per element, in the block's own layout
-//              [layer][K,V][token][kv_head][head_dim]
+//              [layer][part][token][kv_head][head_dim]
 //     padding  zero bytes up to the next multiple of 16 (QuantizedScalesOffset)
-//     scales   float32, little-endian, [layer][K,V][kv_head]
+//     scales   float32, little-endian, [layer][part][kv_head]
+//
+// where the parts are K and V, or the one latent of an mla geometry (whose one "head" is the
+// whole 576-element latent: one scale per layer).
 //     padding  zero bytes up to the next multiple of 16 (QuantizedBlockBytes)
 //
 // Every byte of a quantized block, padding included, is written, so equal originals give

@@ -200,6 +200,7 @@ struct QuantizeLaunchArgs {
   uint64_t dst_stride = 0;
   uint32_t num_blocks = 0;
   uint32_t num_layers = 0;
+  uint32_t parts = 2;  // Geometry::parts(): 2 (K, V) or 1 (an mla latent)
   uint32_t num_kv_heads = 0;
   uint32_t head_dim = 0;
   uint32_t block_tokens = 0;

@@ -181,7 +181,8 @@ std::string FormatGeometryMeta(const Geometry& geometry) {
 }
 
 absl::StatusOr<Geometry> ParseGeometryMeta(const std::string& text, uint64_t* fingerprint) {
-  // "<16 hex> layers=%u kv_heads=%u head_dim=%u dtype=%s block_tokens=%u (%u B/block)"
+  // "<16 hex> layers=%u kv_heads=%u head_dim=%u dtype=%s block_tokens=%u
+  //  [kind=%s rope_dim=%u] [kv_head_begin=%u total_kv_heads=%u] (%u B/block)"
   const auto bad = [&text] {
     return absl::InvalidArgumentError(absl::StrFormat("malformed geometry metadata '%s'", text));
   };
@@ -190,29 +191,49 @@ absl::StatusOr<Geometry> ParseGeometryMeta(const std::string& text, uint64_t* fi
   uint64_t fp = 0;
   if (!absl::SimpleHexAtoi(words[0], &fp)) return bad();
   Geometry g;
-  bool seen[5] = {};
+  struct Field {
+    const char* name;
+    uint32_t* value;
+    bool required;
+    bool seen;
+  };
+  Field fields[] = {{"layers", &g.num_layers, true, false},
+                    {"kv_heads", &g.num_kv_heads, true, false},
+                    {"head_dim", &g.head_dim, true, false},
+                    {"block_tokens", &g.block_tokens, true, false},
+                    {"rope_dim", &g.rope_dim, false, false},
+                    {"kv_head_begin", &g.kv_head_begin, false, false},
+                    {"total_kv_heads", &g.total_kv_heads, false, false}};
+  bool seen_dtype = false, seen_kind = false;
   for (size_t i = 1; i < words.size(); ++i) {
     const size_t eq = words[i].find('=');
     if (eq == std::string::npos) continue;  // the "(N B/block)" tail
     const std::string name = words[i].substr(0, eq), value = words[i].substr(eq + 1);
-    uint32_t* field = name == "layers"         ? &g.num_layers
-                      : name == "kv_heads"     ? &g.num_kv_heads
-                      : name == "head_dim"     ? &g.head_dim
-                      : name == "block_tokens" ? &g.block_tokens
-                                               : nullptr;
+    Field* field = nullptr;
+    for (Field& f : fields) {
+      if (name == f.name) field = &f;
+    }
     if (field != nullptr) {
-      if (!absl::SimpleAtoi(value, field)) return bad();
-      seen[name == "layers" ? 0 : name == "kv_heads" ? 1 : name == "head_dim" ? 2 : 3] = true;
+      if (field->seen || !absl::SimpleAtoi(value, field->value)) return bad();
+      field->seen = true;
     } else if (name == "dtype") {
       absl::StatusOr<DType> d = ParseDType(value);
-      if (!d.ok()) return bad();
+      if (seen_dtype || !d.ok()) return bad();
       g.dtype = *d;
-      seen[4] = true;
+      seen_dtype = true;
+    } else if (name == "kind") {
+      absl::StatusOr<KvKind> k = ParseKvKind(value);
+      if (seen_kind || !k.ok()) return bad();
+      g.kind = *k;
+      seen_kind = true;
+    } else {
+      return bad();
     }
   }
-  for (bool s : seen) {
-    if (!s) return bad();
+  for (const Field& f : fields) {
+    if (f.required && !f.seen) return bad();
   }
+  if (!seen_dtype) return bad();
   if (!g.Validate().ok()) return bad();
   if (g.Fingerprint() != fp) {
     return absl::InvalidArgumentError(
@@ -240,7 +261,7 @@ absl::Status ParseLayoutMeta(const std::string& text, uint64_t* region_bytes, ui
 }
 
 IndexMeta IndexMeta::For(const Geometry& geometry, uint64_t region_bytes, uint64_t regions) {
-  return IndexMeta{absl::StrCat(kRecordFormatVersion), FormatGeometryMeta(geometry),
+  return IndexMeta{absl::StrCat(RecordFormatVersion(geometry)), FormatGeometryMeta(geometry),
                    FormatLayoutMeta(region_bytes, regions)};
 }
 
@@ -378,8 +399,10 @@ absl::Status DiskIndex::CheckOrWriteMeta(const IndexMeta& want) {
     const char* name;
     const std::string* want;
   };
+  // The geometry first: a directory of another kind (mla, kv) or shard has another format
+  // version too, and the geometry is the mismatch that names what each side is.
   const Field fields[] = {
-      {"format", &want.format}, {"geometry", &want.geometry}, {"layout", &want.layout}};
+      {"geometry", &want.geometry}, {"format", &want.format}, {"layout", &want.layout}};
   absl::StatusOr<std::string> format = GetMeta("format");
   if (absl::IsNotFound(format.status())) {
     if (absl::Status s = CheckWritable("writing metadata"); !s.ok()) return s;

@@ -84,7 +84,7 @@ absl::Status ParseLayoutMeta(const std::string& text, uint64_t* region_bytes, ui
 
 // The three 'm' values a directory is created with, and checked against on every open.
 struct IndexMeta {
-  std::string format;    // kRecordFormatVersion, in decimal
+  std::string format;    // RecordFormatVersion(geometry), in decimal
   std::string geometry;  // FormatGeometryMeta
   std::string layout;    // FormatLayoutMeta
 

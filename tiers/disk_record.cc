@@ -28,7 +28,7 @@
 namespace kvtier {
 namespace {
 
-// Header layout, format version 1 (docs/disk-format.md). Offsets in bytes.
+// Header layout, format versions 1 and 2 (docs/disk-format.md). Offsets in bytes.
 constexpr size_t kOffMagic = 0;             // u64
 constexpr size_t kOffVersion = 8;           // u32
 constexpr size_t kOffCodec = 12;            // u8
@@ -46,16 +46,23 @@ constexpr size_t kOffPayloadChecksum = 64;  // u64
 constexpr size_t kOffCreated = 72;          // u64
 constexpr size_t kOffNamespace = 80;        // kMaxNamespaceBytes, zero-padded
 constexpr size_t kMaxNamespaceBytes = 128;
-// The block's geometry, under the quantized codecs only (zero bytes under the others).
+// The block's geometry, under the quantized codecs and in every version 2 record (zero bytes
+// otherwise).
 constexpr size_t kOffGeomDtype = 208;        // u8, then 3 zero bytes
 constexpr size_t kOffGeomLayers = 212;       // u32
 constexpr size_t kOffGeomKvHeads = 216;      // u32
 constexpr size_t kOffGeomHeadDim = 220;      // u32
 constexpr size_t kOffGeomBlockTokens = 224;  // u32
 constexpr size_t kGeomEnd = 228;
+// Version 2 only: the rest of an extended geometry.
+constexpr size_t kOffGeomKind = 228;        // u8, then 3 zero bytes
+constexpr size_t kOffGeomRopeDim = 232;     // u32
+constexpr size_t kOffGeomHeadBegin = 236;   // u32
+constexpr size_t kOffGeomTotalHeads = 240;  // u32
+constexpr size_t kGeomEndV2 = 244;
 constexpr size_t kOffHeaderChecksum = kRecordHeaderBytes - 8;  // u64, XXH3-64 of [0, 4088)
 static_assert(kOffNamespace + kMaxNamespaceBytes <= kOffGeomDtype);
-static_assert(kGeomEnd <= kOffHeaderChecksum);
+static_assert(kGeomEndV2 <= kOffHeaderChecksum);
 
 void PutU16(uint8_t* p, uint16_t v) {
   for (int i = 0; i < 2; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
@@ -87,6 +94,28 @@ size_t RoundUpToPage(size_t n) {
 
 uint64_t HeaderChecksum(const uint8_t* header) { return XXH3_64bits(header, kOffHeaderChecksum); }
 
+// A carried geometry's checks: valid, the header's fingerprint, the header's raw size.
+absl::Status ValidateCarriedGeometry(const RecordHeader& h) {
+  const char* name = CodecName(h.codec);
+  const Geometry& g = *h.geometry;
+  if (absl::Status s = g.Validate(); !s.ok()) {
+    return absl::DataLossError(
+        absl::StrFormat("record header: geometry under codec %s: %s", name, s.message()));
+  }
+  if (g.Fingerprint() != h.geometry_fingerprint) {
+    return absl::DataLossError(absl::StrFormat(
+        "record header: geometry (%s) has fingerprint 0x%016x, geometry_fingerprint says "
+        "0x%016x",
+        g.ToString(), g.Fingerprint(), h.geometry_fingerprint));
+  }
+  if (g.block_bytes() != h.raw_bytes) {
+    return absl::DataLossError(
+        absl::StrFormat("record header: raw_bytes = %d, but the geometry's blocks are %d bytes",
+                        h.raw_bytes, g.block_bytes()));
+  }
+  return absl::OkStatus();
+}
+
 // The quantized codecs' own field checks (ValidateFields has checked the codec byte).
 absl::Status ValidateQuantizedFields(const RecordHeader& h) {
   const char* name = CodecName(h.codec);
@@ -102,17 +131,7 @@ absl::Status ValidateQuantizedFields(const RecordHeader& h) {
   if (absl::Status s = CheckCodecDType(h.codec, g.dtype); !s.ok()) {
     return absl::DataLossError(absl::StrCat("record header: ", s.message()));
   }
-  if (g.Fingerprint() != h.geometry_fingerprint) {
-    return absl::DataLossError(absl::StrFormat(
-        "record header: geometry (%s) has fingerprint 0x%016x, geometry_fingerprint says "
-        "0x%016x",
-        g.ToString(), g.Fingerprint(), h.geometry_fingerprint));
-  }
-  if (g.block_bytes() != h.raw_bytes) {
-    return absl::DataLossError(
-        absl::StrFormat("record header: raw_bytes = %d, but the geometry's blocks are %d bytes",
-                        h.raw_bytes, g.block_bytes()));
-  }
+  if (absl::Status s = ValidateCarriedGeometry(h); !s.ok()) return s;
   const size_t quantized = QuantizedBlockBytes(g, CodecQuantFormat(h.codec));
   if (h.stored_bytes != quantized) {
     return absl::DataLossError(absl::StrFormat(
@@ -166,8 +185,10 @@ absl::Status ValidateFields(const RecordHeader& h) {
   }
   if (IsQuantizedCodec(h.codec)) return ValidateQuantizedFields(h);
   if (h.geometry.has_value()) {
+    if (h.geometry->IsExtended()) return ValidateCarriedGeometry(h);  // format version 2
     return absl::DataLossError(absl::StrFormat(
-        "record header: geometry set under codec %s (only the quantized codecs carry one)",
+        "record header: geometry set under codec %s (only the quantized codecs and format "
+        "version 2, an extended geometry, carry one)",
         CodecName(h.codec)));
   }
   return absl::OkStatus();
@@ -278,6 +299,20 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
       !s.ok()) {
     return s;
   }
+  // An extended geometry makes a version 2 record, which carries it under every codec.
+  const bool extended = options.geometry.has_value() && options.geometry->IsExtended();
+  if (extended) {
+    const Geometry& g = *options.geometry;
+    if (absl::Status s = g.Validate(); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("EncodeRecord: ", s.message()));
+    }
+    if (g.block_bytes() != raw_bytes || g.Fingerprint() != header.geometry_fingerprint) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "EncodeRecord: EncodeOptions.geometry (%s, fingerprint 0x%016x) is not the block's: "
+          "raw_bytes = %d, header.geometry_fingerprint = 0x%016x",
+          g.ToString(), g.Fingerprint(), raw_bytes, header.geometry_fingerprint));
+    }
+  }
 
   // From here on the size is known to fit 32 bits; saying so lets the compiler see it too.
   const auto size = static_cast<uint32_t>(raw_bytes);
@@ -324,11 +359,11 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
   h.generation = header.generation;
   h.payload_checksum = XXH3_64bits(payload, stored);
   h.created_unix_ms = header.created_unix_ms;
-  if (IsQuantizedCodec(codec)) h.geometry = options.geometry;
+  if (IsQuantizedCodec(codec) || extended) h.geometry = options.geometry;
 
   std::memset(record, 0, kRecordHeaderBytes);
   PutU64(record + kOffMagic, kRecordMagic);
-  PutU32(record + kOffVersion, kRecordFormatVersion);
+  PutU32(record + kOffVersion, h.format_version());
   record[kOffCodec] = static_cast<uint8_t>(h.codec);
   record[kOffElementBytes] = h.element_bytes;
   PutU16(record + kOffNamespaceBytes, static_cast<uint16_t>(h.ns.size()));
@@ -348,6 +383,12 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
     PutU32(record + kOffGeomKvHeads, h.geometry->num_kv_heads);
     PutU32(record + kOffGeomHeadDim, h.geometry->head_dim);
     PutU32(record + kOffGeomBlockTokens, h.geometry->block_tokens);
+    if (h.geometry->IsExtended()) {
+      record[kOffGeomKind] = static_cast<uint8_t>(h.geometry->kind);
+      PutU32(record + kOffGeomRopeDim, h.geometry->rope_dim);
+      PutU32(record + kOffGeomHeadBegin, h.geometry->kv_head_begin);
+      PutU32(record + kOffGeomTotalHeads, h.geometry->total_kv_heads);
+    }
   }
   PutU64(record + kOffHeaderChecksum, HeaderChecksum(record));
 
@@ -368,11 +409,13 @@ absl::StatusOr<RecordHeader> ParseRecordHeader(const void* data, size_t size) {
   }
   // The version comes before the checksum: a record of another version may checksum its
   // header differently, and "unsupported version" is the useful answer for it.
-  if (const uint32_t version = GetU32(p + kOffVersion); version != kRecordFormatVersion) {
+  const uint32_t version = GetU32(p + kOffVersion);
+  if (version != kRecordFormatVersion && version != kRecordFormatVersionExtended) {
     return absl::DataLossError(
-        absl::StrFormat("record header: format_version = %d, this build reads version %d", version,
-                        kRecordFormatVersion));
+        absl::StrFormat("record header: format_version = %d, this build reads versions %d and %d",
+                        version, kRecordFormatVersion, kRecordFormatVersionExtended));
   }
+  const bool v2 = version == kRecordFormatVersionExtended;
   const uint64_t stored_checksum = GetU64(p + kOffHeaderChecksum);
   if (const uint64_t computed = HeaderChecksum(p); computed != stored_checksum) {
     return absl::DataLossError(absl::StrFormat(
@@ -385,11 +428,16 @@ absl::StatusOr<RecordHeader> ParseRecordHeader(const void* data, size_t size) {
     return absl::DataLossError(absl::StrFormat("record header: namespace_bytes = %d exceeds %d",
                                                ns_bytes, kMaxNamespaceBytes));
   }
-  // Every byte the format does not assign must be zero: a writer that disagrees is not v1.
-  // The geometry bytes are assigned under the quantized codecs only.
+  // Every byte the format does not assign must be zero: a writer that disagrees is not this
+  // version. The geometry bytes are assigned under the quantized codecs and in version 2, the
+  // extended geometry's in version 2 only.
   const bool quantized = IsQuantizedCodec(static_cast<Codec>(p[kOffCodec]));
-  auto assigned = [quantized](size_t i) {
-    return quantized && (i == kOffGeomDtype || (i >= kOffGeomLayers && i < kGeomEnd));
+  const bool carries_geometry = quantized || v2;
+  auto assigned = [carries_geometry, v2](size_t i) {
+    if (carries_geometry && (i == kOffGeomDtype || (i >= kOffGeomLayers && i < kGeomEnd))) {
+      return true;
+    }
+    return v2 && (i == kOffGeomKind || (i >= kOffGeomRopeDim && i < kGeomEndV2));
   };
   for (size_t i = kOffReserved; i < kOffReserved + 4; ++i) {
     if (p[i] != 0) {
@@ -417,13 +465,25 @@ absl::StatusOr<RecordHeader> ParseRecordHeader(const void* data, size_t size) {
   h.generation = GetU64(p + kOffGeneration);
   h.payload_checksum = GetU64(p + kOffPayloadChecksum);
   h.created_unix_ms = GetU64(p + kOffCreated);
-  if (quantized) {
+  if (carries_geometry) {
     Geometry g;
     g.dtype = static_cast<DType>(p[kOffGeomDtype]);
     g.num_layers = GetU32(p + kOffGeomLayers);
     g.num_kv_heads = GetU32(p + kOffGeomKvHeads);
     g.head_dim = GetU32(p + kOffGeomHeadDim);
     g.block_tokens = GetU32(p + kOffGeomBlockTokens);
+    if (v2) {
+      g.kind = static_cast<KvKind>(p[kOffGeomKind]);
+      g.rope_dim = GetU32(p + kOffGeomRopeDim);
+      g.kv_head_begin = GetU32(p + kOffGeomHeadBegin);
+      g.total_kv_heads = GetU32(p + kOffGeomTotalHeads);
+      if (!g.IsExtended()) {
+        return absl::DataLossError(absl::StrFormat(
+            "record header: format_version = 2 but its geometry (%s) is not extended (kind kv, "
+            "unsharded: a version 1 record)",
+            g.ToString()));
+      }
+    }
     h.geometry = g;
   }
   if (absl::Status s = ValidateFields(h); !s.ok()) return s;

@@ -1,6 +1,6 @@
 // tiers/disk_record.h — one block as stored on disk: a self-describing, checksummed record.
 //
-// Layout (format version 1; docs/disk-format.md):
+// Layout (format versions 1 and 2; docs/disk-format.md):
 //
 //   [ header: 4096 bytes ][ payload: stored_bytes, zero-padded to a multiple of 4096 ]
 //
@@ -16,6 +16,11 @@
 // kInt8: the block quantized by kernels/quantize.h (one byte per element plus one float scale
 // per (layer, K/V, kv_head)), dequantized back to the block's dtype on decode. A quantized
 // record carries the block's geometry in its header, so it decodes without the index.
+//
+// Format version 2 is version 1 plus the geometry's kind, rope_dim and shard fields: the
+// records of an extended geometry (Geometry::IsExtended: an mla latent, a tensor-parallel
+// shard) are version 2 and carry their whole geometry under every codec, so a record says
+// what it is. Records of every other geometry are still written, byte for byte, as version 1.
 // EncodeRecord falls back to kNone when a codec would not save at least one 4096-byte page.
 //
 // Pure functions, no I/O; safe on any thread.
@@ -38,7 +43,12 @@
 namespace kvtier {
 
 inline constexpr uint64_t kRecordMagic = 0x3143455252545654ULL;  // "TVTRREC1" little-endian
-inline constexpr uint32_t kRecordFormatVersion = 1;
+inline constexpr uint32_t kRecordFormatVersion = 1;              // kind kv, unsharded
+inline constexpr uint32_t kRecordFormatVersionExtended = 2;      // Geometry::IsExtended()
+// The version of the records (and of a cache directory) holding blocks of `geometry`.
+inline uint32_t RecordFormatVersion(const Geometry& geometry) {
+  return geometry.IsExtended() ? kRecordFormatVersionExtended : kRecordFormatVersion;
+}
 inline constexpr size_t kRecordHeaderBytes = 4096;
 inline constexpr size_t kRecordAlignment = 4096;
 
@@ -69,10 +79,16 @@ struct RecordHeader {
   uint64_t generation = 0;         // of the region when the record was written
   uint64_t payload_checksum = 0;   // XXH3-64 of the stored payload bytes
   uint64_t created_unix_ms = 0;
-  // kFp8 / kInt8 only (header bytes 208..227): the block's geometry, which decoding needs;
-  // its Fingerprint() equals geometry_fingerprint and its block_bytes() raw_bytes. Empty
-  // under the lossless codecs.
+  // The block's geometry (header bytes 208..243): under kFp8 / kInt8, which decoding needs,
+  // and in every format-version-2 record (an extended geometry). Its Fingerprint() equals
+  // geometry_fingerprint and its block_bytes() raw_bytes. Empty otherwise.
   std::optional<Geometry> geometry;
+
+  // 2 when the record carries an extended geometry, else 1.
+  uint32_t format_version() const {
+    return geometry.has_value() && geometry->IsExtended() ? kRecordFormatVersionExtended
+                                                          : kRecordFormatVersion;
+  }
 };
 
 // Total on-disk size of a record whose payload is `stored_bytes` long.
@@ -89,9 +105,10 @@ struct EncodeOptions {
   Codec codec = Codec::kNone;  // requested; may fall back to kNone
   int zstd_level = 1;          // 1..19
   size_t element_bytes = 2;    // shuffle granularity for kZstdShuffle (1, 2 or 4)
-  // Required by kFp8 / kInt8 (ignored otherwise): the block's geometry. Its block_bytes() must
-  // be raw_bytes, its Fingerprint() the header's geometry_fingerprint, its dtype one
-  // CheckCodecDType accepts.
+  // The block's geometry. Required by kFp8 / kInt8 and for an extended geometry (whose
+  // records are format version 2 and carry it); ignored by the lossless codecs otherwise.
+  // Its block_bytes() must be raw_bytes, its Fingerprint() the header's
+  // geometry_fingerprint, and under kFp8 / kInt8 its dtype one CheckCodecDType accepts.
   std::optional<Geometry> geometry;
 };
 

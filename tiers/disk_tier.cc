@@ -116,7 +116,7 @@ absl::Status DiskTier::Init(RecoveredFn recovered) {
   Superblock want;
   want.region_bytes = options_.region_bytes;
   want.regions = regions;
-  want.record_format = kRecordFormatVersion;
+  want.record_format = RecordFormatVersion(geometry_);
   // A new cache: the index first (metadata and directory id synced), then the data file, made
   // whole under another name and renamed. A creation cut short at any point leaves either an
   // empty directory or an index that names no block and has no data file: both open as new.

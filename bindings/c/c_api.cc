@@ -430,6 +430,41 @@ kvtier_status_code kvtier_options_set_geometry(kvtier_options* options, uint32_t
   });
 }
 
+kvtier_status_code kvtier_options_set_latent(kvtier_options* options, uint32_t rope_dim) {
+  static constexpr char kFn[] = "kvtier_options_set_latent";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    kvtier::Geometry g = options->options.geometry;
+    if (g.num_layers == 0) {
+      return InvalidArgument(kFn, "no geometry: call kvtier_options_set_geometry first");
+    }
+    g.kind = kvtier::KvKind::kLatent;
+    g.rope_dim = rope_dim;
+    if (kvtier_status_code c = FromStatus(kFn, g.Validate())) return c;
+    options->options.geometry = g;
+    return KVTIER_OK;
+  });
+}
+
+kvtier_status_code kvtier_options_set_tensor_parallel(kvtier_options* options, uint32_t rank,
+                                                      uint32_t size, uint32_t store_rank) {
+  static constexpr char kFn[] = "kvtier_options_set_tensor_parallel";
+  return Guarded(kFn, [&] {
+    KVTIER_REQUIRE_NONNULL(kFn, options);
+    const kvtier::Geometry& full = options->options.geometry;
+    if (full.num_layers == 0) {
+      return InvalidArgument(kFn, "no geometry: call kvtier_options_set_geometry first");
+    }
+    const kvtier::TensorParallelOptions tp{rank, size, store_rank};
+    absl::StatusOr<kvtier::Geometry> g = full.ForTensorParallelRank(rank, size);
+    if (!g.ok()) return FromStatus(kFn, g.status());
+    if (kvtier_status_code c = FromStatus(kFn, tp.Validate(*g))) return c;
+    options->options.geometry = *g;
+    options->options.tensor_parallel = tp;
+    return KVTIER_OK;
+  });
+}
+
 kvtier_status_code kvtier_options_set_model_fingerprint(kvtier_options* options,
                                                         const char* fingerprint) {
   static constexpr char kFn[] = "kvtier_options_set_model_fingerprint";

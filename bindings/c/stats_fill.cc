@@ -97,6 +97,7 @@ constexpr CStatField kFields[] = {
     KVTIER_C_REMOTE(writes_failed),
     KVTIER_C_REMOTE(writes_dropped),
     KVTIER_C_REMOTE(writes_rejected),
+    KVTIER_C_REMOTE(writes_skipped_replica),
     KVTIER_C_REMOTE(bytes_written),
     KVTIER_C_REMOTE(bytes_read),
     KVTIER_C_REMOTE(erased_keys),

@@ -237,15 +237,17 @@ bool AcceptsDtype(DType d, const py::dtype& dt) {
 }
 
 std::vector<py::ssize_t> BlockShape(const Geometry& g) {
-  return {static_cast<py::ssize_t>(g.num_layers), 2, static_cast<py::ssize_t>(g.block_tokens),
-          static_cast<py::ssize_t>(g.num_kv_heads), static_cast<py::ssize_t>(g.head_dim)};
+  return {static_cast<py::ssize_t>(g.num_layers), static_cast<py::ssize_t>(g.parts()),
+          static_cast<py::ssize_t>(g.block_tokens), static_cast<py::ssize_t>(g.num_kv_heads),
+          static_cast<py::ssize_t>(g.head_dim)};
 }
 
 std::string ShapeString(const std::vector<py::ssize_t>& shape) {
   return "(" + absl::StrJoin(shape, ", ") + ")";
 }
 
-// Checks `a` is (n, layers, 2, block_tokens, kv_heads, head_dim), C-contiguous, of an
+// Checks `a` is (n, layers, parts, block_tokens, kv_heads, head_dim) (parts: 2 for K and V,
+// 1 for an MLA latent), C-contiguous, of an
 // accepted dtype (writable if `writable`); returns n.
 size_t CheckBlocksArray(const py::array& a, const Geometry& g, const char* what, bool writable) {
   const std::vector<py::ssize_t> block = BlockShape(g);
@@ -254,7 +256,7 @@ size_t CheckBlocksArray(const py::array& a, const Geometry& g, const char* what,
   if (shape.size() != block.size() + 1 ||
       !std::equal(block.begin(), block.end(), shape.begin() + 1)) {
     ThrowInvalid(absl::StrFormat(
-        "%s: expected shape (n, layers, 2, block_tokens, kv_heads, head_dim) = %s for geometry "
+        "%s: expected shape (n, layers, parts, block_tokens, kv_heads, head_dim) = %s for geometry "
         "%s, got %s",
         what, expected, g.ToString(), ShapeString(shape)));
   }
@@ -875,7 +877,12 @@ void BindOptions(py::module_& m) {
 Options for Engine.open. Every field is also a keyword argument:
   EngineOptions(layers=4, kv_heads=2, head_dim=16, dtype="fp16", block_tokens=16,
                 model="my-model@1", host_tier_bytes=1 << 20)
-Geometry: layers, kv_heads, head_dim, dtype ("fp16", "bf16", "fp32"), block_tokens.
+Geometry: layers, kv_heads, head_dim, dtype ("fp16", "bf16", "fp32", "fp8_e4m3",
+"fp8_e5m2"), block_tokens; kind ("kv", or "mla": one latent of head_dim elements per token and
+layer, kv_heads 1) and rope_dim (its rope part: 64 of DeepSeek-V3's 576).
+Tensor parallelism (one engine per rank): shard(rank, size, store_rank=0) turns the whole
+model's geometry into the rank's (its KV heads; an MLA latent is every rank's) and sets
+tp_rank, tp_size and store_rank; kv_head_begin and total_kv_heads are the shard's fields.
 Tiers: gpu_tier_bytes (0 = none), host_tier_bytes, disk_dir ("" = no disk tier),
 disk_capacity_bytes, disk_region_bytes, codec ("none", "zstd", "zstd-shuffle"; lossy "fp8",
 "int8": disk reads return dequantized values), zstd_level,
@@ -924,6 +931,36 @@ InvalidArgumentError (a ValueError) naming "remote.<field>" at validate() and En
       [](EngineOptions& x, const std::string& v) {
         x.geometry.dtype = ValueOrThrow(ParseDType(v));
       });
+  o.def_property(
+      "kind", [](const EngineOptions& x) { return std::string(KvKindName(x.geometry.kind)); },
+      [](EngineOptions& x, const std::string& v) {
+        x.geometry.kind = ValueOrThrow(ParseKvKind(v));
+      });
+  o.def_property(
+      "rope_dim", [](const EngineOptions& x) { return x.geometry.rope_dim; },
+      [](EngineOptions& x, uint32_t v) { x.geometry.rope_dim = v; });
+  o.def_property(
+      "kv_head_begin", [](const EngineOptions& x) { return x.geometry.kv_head_begin; },
+      [](EngineOptions& x, uint32_t v) { x.geometry.kv_head_begin = v; });
+  o.def_property(
+      "total_kv_heads", [](const EngineOptions& x) { return x.geometry.total_kv_heads; },
+      [](EngineOptions& x, uint32_t v) { x.geometry.total_kv_heads = v; });
+  KVTIER_FIELD("tp_rank", tensor_parallel.rank);
+  KVTIER_FIELD("tp_size", tensor_parallel.size);
+  KVTIER_FIELD("store_rank", tensor_parallel.store_rank);
+  o.def(
+      "shard",
+      [](EngineOptions& x, uint32_t rank, uint32_t size, uint32_t store_rank) {
+        Geometry g = ValueOrThrow(x.geometry.ForTensorParallelRank(rank, size));
+        const TensorParallelOptions tp{rank, size, store_rank};
+        ThrowIfError(tp.Validate(g));
+        x.geometry = g;
+        x.tensor_parallel = tp;
+      },
+      py::arg("rank"), py::arg("size"), py::arg("store_rank") = 0,
+      "Makes these options tensor-parallel rank `rank` of `size`: the geometry (the whole "
+      "model's) becomes the rank's shard, as vLLM shards KV heads. Raises InvalidArgumentError "
+      "naming the field (rank out of range, heads that do not divide, already a shard).");
   // `model_fingerprint` as in C++ and in the engine's error messages; `model` for short.
   for (const char* name : {"model", "model_fingerprint"}) {
     o.def_property(
@@ -1043,8 +1080,9 @@ void BindModule(py::module_& m) {
 
   py::class_<PyEngine>(m, "Engine", R"doc(
 An open kvtier engine. Open with Engine.open(options) or Engine.open(**option_keywords).
-Blocks are NumPy arrays of shape (n, layers, 2, block_tokens, kv_heads, head_dim) in the
-engine's dtype (float16, float32, or uint16 holding bfloat16 bits). Keys are 32-digit hex
+Blocks are NumPy arrays of shape (n, layers, parts, block_tokens, kv_heads, head_dim) (parts:
+2 for K and V, 1 for an MLA latent) in the engine's dtype (float16, float32, uint16 holding
+bfloat16 bits, uint8 holding fp8 bits). Keys are 32-digit hex
 strings. Usable as a context manager; close() waits for transfers and frees the tiers.)doc")
       .def_static(
           "open",
@@ -1076,7 +1114,7 @@ strings. Usable as a context manager; close() waits for transfers and frees the 
       .def_property_readonly(
           "block_shape",
           [](const PyEngine& e) { return py::tuple(py::cast(BlockShape(e.geometry()))); },
-          "(layers, 2, block_tokens, kv_heads, head_dim): one block, layer-major.")
+          "(layers, parts, block_tokens, kv_heads, head_dim): one block, layer-major.")
       .def_property_readonly(
           "dtype", [](const PyEngine& e) { return NativeDtype(e.geometry().dtype); },
           "The NumPy dtype load() returns.")

@@ -228,7 +228,8 @@ absl::Status KvtierConnector::RegisterKvCaches(const KvBuffers::PagedPool& pool,
                         pool.layers.size(), geometry_.num_layers));
   }
   if (pool.num_pages == 0) return absl::InvalidArgumentError("RegisterKvCaches: 0 pages");
-  const size_t layer_bytes = size_t{2} * pool.num_pages * geometry_.part_bytes();
+  // [parts][num_pages][page]: K and V, or vLLM's MLA [num_pages][block_size][576].
+  const size_t layer_bytes = size_t{geometry_.parts()} * pool.num_pages * geometry_.part_bytes();
   // The engine's pool is its own memory (vLLM's torch allocator), not kvtier's: each layer
   // tensor is registered with kvtier, unless it is kvtier's memory already (or registered).
   std::lock_guard<std::mutex> lock(mu_);
@@ -239,10 +240,10 @@ absl::Status KvtierConnector::RegisterKvCaches(const KvBuffers::PagedPool& pool,
     if (!s.ok()) {
       for (kvtier::DevicePtr p : registered) (void)engine_->UnregisterDeviceMemory(p);
       return absl::InvalidArgumentError(absl::StrFormat(
-          "RegisterKvCaches: layer %d's tensor ([2][%d pages][%d bytes] = %d bytes at 0x%x) is "
+          "RegisterKvCaches: layer %d's tensor ([%d][%d pages][%d bytes] = %d bytes at 0x%x) is "
           "not device memory kvtier can use: %s",
-          l, pool.num_pages, geometry_.part_bytes(), layer_bytes, pool.layers[l].address(),
-          s.message()));
+          l, geometry_.parts(), pool.num_pages, geometry_.part_bytes(), layer_bytes,
+          pool.layers[l].address(), s.message()));
     }
     registered.push_back(pool.layers[l]);
   }

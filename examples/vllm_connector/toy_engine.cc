@@ -63,8 +63,11 @@ size_t PoolOffset(const Geometry& g, PageLayout layout, uint32_t num_pages, KvPa
 void FillHeadRow(const Geometry& g, uint64_t h, uint32_t layer, KvPart part, uint32_t head,
                  uint8_t* out) {
   const size_t bytes = size_t{g.head_dim} * g.element_bytes();
-  uint64_t seed = Mix(h ^ (uint64_t{layer} << 40) ^ (uint64_t{head} << 20) ^
-                      (static_cast<uint64_t>(part) << 60));
+  // The model's head index (a tensor-parallel rank holds heads from kv_head_begin on), so a
+  // rank's KV is exactly its slice of the whole model's.
+  const uint64_t model_head = uint64_t{g.kv_head_begin} + head;
+  uint64_t seed =
+      Mix(h ^ (uint64_t{layer} << 40) ^ (model_head << 20) ^ (static_cast<uint64_t>(part) << 60));
   for (size_t i = 0; i < bytes; i += 8) {
     const uint64_t z = Mix(seed + i);
     std::memcpy(out + i, &z, std::min<size_t>(8, bytes - i));
@@ -74,8 +77,9 @@ void FillHeadRow(const Geometry& g, uint64_t h, uint32_t layer, KvPart part, uin
 std::vector<uint8_t> ExpectedPage(const Geometry& g, PageLayout layout,
                                   absl::Span<const uint64_t> hashes, size_t block,
                                   uint32_t layer) {
-  std::vector<uint8_t> page(2 * g.part_bytes());
-  for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
+  std::vector<uint8_t> page(g.parts() * g.part_bytes());
+  for (uint32_t p = 0; p < g.parts(); ++p) {
+    const auto part = static_cast<KvPart>(p);
     for (uint32_t t = 0; t < g.block_tokens; ++t) {
       for (uint32_t head = 0; head < g.num_kv_heads; ++head) {
         FillHeadRow(g, hashes[block * g.block_tokens + t], layer, part, head,
@@ -115,7 +119,7 @@ absl::StatusOr<std::unique_ptr<ToyEngine>> ToyEngine::Create(kvtier::Engine* eng
   // device, device memory is host memory: the pool is host memory allocated here and named by
   // its address. On a GPU a real engine would cudaMalloc it; this example uses kvtier's
   // headers only (no CUDA), so there it takes the memory from kvtier's device instead.
-  const size_t layer_bytes = size_t{2} * e->options_.num_pages * e->g_.part_bytes();
+  const size_t layer_bytes = size_t{e->g_.parts()} * e->options_.num_pages * e->g_.part_bytes();
   const bool host_pool = engine->device().kind() == kvtier::DeviceKind::kEmulated;
   for (uint32_t l = 0; l < e->g_.num_layers; ++l) {
     if (host_pool) {
@@ -418,8 +422,10 @@ absl::Status ToyEngine::Forward(const std::vector<Running*>& batch,
       Running& r = *batch[i];
       // "Attention": read back the full blocks of context already in the pages.
       for (size_t b = 0; b < r.computed / bt; ++b) {
-        Readback& rb = readbacks.emplace_back(Readback{&r, b, l, std::vector<uint8_t>(2 * pb)});
-        for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
+        Readback& rb =
+            readbacks.emplace_back(Readback{&r, b, l, std::vector<uint8_t>(g_.parts() * pb)});
+        for (uint32_t p = 0; p < g_.parts(); ++p) {
+          const auto part = static_cast<KvPart>(p);
           const size_t off = PoolOffset(g_, pool_.layout, pool_.num_pages, part, r.pages[b], 0, 0);
           s = compute_->CopyToHost(rb.bytes.data() + static_cast<size_t>(part) * pb,
                                    pool_.layers[l] + off, pb);
@@ -427,11 +433,13 @@ absl::Status ToyEngine::Forward(const std::vector<Running*>& batch,
         }
       }
       // The new tokens' K and V for this layer, written into their pages.
-      std::vector<uint8_t>& buf = staging.emplace_back(counts[i] * 2 * g_.num_kv_heads * row);
+      std::vector<uint8_t>& buf =
+          staging.emplace_back(counts[i] * g_.parts() * g_.num_kv_heads * row);
       std::vector<kvtier::CopyOp> ops;
       size_t at = 0;
       for (size_t t = r.computed; t < r.computed + counts[i]; ++t) {
-        for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
+        for (uint32_t p = 0; p < g_.parts(); ++p) {
+          const auto part = static_cast<KvPart>(p);
           for (uint32_t head = 0; head < g_.num_kv_heads; ++head) {
             FillHeadRow(g_, hashes[i][t], l, part, head, buf.data() + at);
             kvtier::CopyOp op;
@@ -529,8 +537,9 @@ absl::StatusOr<std::vector<uint8_t>> ToyEngine::ReadPage(uint32_t page, uint32_t
         absl::StrFormat("ReadPage: page %d / layer %d out of range", page, layer));
   }
   const size_t pb = g_.part_bytes();
-  std::vector<uint8_t> out(2 * pb);
-  for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
+  std::vector<uint8_t> out(g_.parts() * pb);
+  for (uint32_t p = 0; p < g_.parts(); ++p) {
+    const auto part = static_cast<KvPart>(p);
     absl::Status s = compute_->CopyToHost(
         out.data() + static_cast<size_t>(part) * pb,
         pool_.layers[layer] + PoolOffset(g_, pool_.layout, pool_.num_pages, part, page, 0, 0), pb);

@@ -4,9 +4,11 @@
 // The pool is vLLM's: the engine's own memory, not kvtier's (on the emulated device, host
 // memory it allocates; the connector registers it with kvtier), one tensor per layer,
 // [2 (K,V)][num_pages][page], a page being [block_size][kv_heads][head_dim] (NHD) or
-// [kv_heads][block_size][head_dim] (HND). Pages are handed out from a free list; with prefix
-// caching on, the full pages of finished requests stay findable by content (vLLM's own prefix
-// cache) until the free list reuses them.
+// [kv_heads][block_size][head_dim] (HND); for an MLA model (kind mla) [num_pages][block_size]
+// [576], vLLM's MLA layout (one latent per token, no K/V axis). With an fp8 KV cache the
+// elements are single bytes; under tensor parallelism the pool holds the rank's heads. Pages are
+// handed out from a free list; with prefix caching on, the full pages of finished requests stay
+// findable by content (vLLM's own prefix cache) until the free list reuses them.
 //
 // The "model" is a deterministic function: a token's K and V for a layer are bytes derived
 // from the hash of every token up to it (as real KV depends on the whole prefix), so equal
@@ -64,7 +66,8 @@ size_t PoolOffset(const kvtier::Geometry& g, kvtier::PageLayout layout, uint32_t
 void FillHeadRow(const kvtier::Geometry& g, uint64_t h, uint32_t layer, kvtier::KvPart part,
                  uint32_t head, uint8_t* out);
 // What one layer of a page holding block `block` of a prompt with prefix hashes `hashes`
-// must contain: K part then V part (2 * part_bytes), in `layout`. REQUIRES: the block is full.
+// must contain: K part then V part (2 * part_bytes), or the latent, in `layout`. REQUIRES: the
+// block is full.
 std::vector<uint8_t> ExpectedPage(const kvtier::Geometry& g, kvtier::PageLayout layout,
                                   absl::Span<const uint64_t> hashes, size_t block, uint32_t layer);
 // The toy model's next token after a prefix with hash `h`.

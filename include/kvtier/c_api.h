@@ -57,8 +57,11 @@ extern "C" {
  * 5: kvtier_options_set_disk_group_access and the fp8 dtypes KVTIER_DTYPE_FP8_E4M3 / _E5M2
  *    (added; binary compatible with 4). Cache
  *    directories are private by default (0700 / 0600; loose modes, links and foreign files
- *    refused at open, see kvtier::DiskOptions::group_access). */
-#define KVTIER_C_API_VERSION 5
+ *    refused at open, see kvtier::DiskOptions::group_access).
+ * 6: MLA latents and tensor-parallel shards: kvtier_options_set_latent and
+ *    kvtier_options_set_tensor_parallel, and kvtier_stats.remote_writes_skipped_replica
+ *    appended (binary compatible with 5). */
+#define KVTIER_C_API_VERSION 6
 
 /* Mirrors absl::StatusCode. */
 typedef enum kvtier_status_code {
@@ -148,6 +151,20 @@ void kvtier_options_destroy(kvtier_options* options);
 kvtier_status_code kvtier_options_set_geometry(kvtier_options* options, uint32_t num_layers,
                                                uint32_t num_kv_heads, uint32_t head_dim,
                                                kvtier_dtype dtype, uint32_t block_tokens);
+/* Makes the geometry set above an MLA latent (kvtier::KvKind::kLatent; DeepSeek-V2/V3/R1,
+ * Kimi K2): one part per layer of head_dim elements (the latent and its rope part: 576 =
+ * 512 + 64 in DeepSeek-V3), of which the last rope_dim are the rope part. num_kv_heads must
+ * be 1. Call after kvtier_options_set_geometry, which resets it. Since version 6. */
+kvtier_status_code kvtier_options_set_latent(kvtier_options* options, uint32_t rope_dim);
+/* This engine is tensor-parallel rank `rank` of `size` (one engine per rank). With size > 1 a
+ * K/V geometry set above, the whole model's, becomes the rank's shard
+ * (kvtier::Geometry::ForTensorParallelRank: its KV heads, part of every key); an MLA latent is
+ * the same on every rank, and of the ranks holding the same bytes only the one whose index
+ * among them is store_rank writes the remote tier. Call after kvtier_options_set_geometry
+ * and kvtier_options_set_latent. INVALID_ARGUMENT naming the field when rank or store_rank is
+ * not below size, no geometry is set, or the heads do not divide. Since version 6. */
+kvtier_status_code kvtier_options_set_tensor_parallel(kvtier_options* options, uint32_t rank,
+                                                      uint32_t size, uint32_t store_rank);
 /* Identifies the model weights; part of every key. Required. */
 kvtier_status_code kvtier_options_set_model_fingerprint(kvtier_options* options,
                                                         const char* fingerprint);
@@ -283,7 +300,8 @@ kvtier_status_code kvtier_engine_open(const kvtier_options* options, kvtier_engi
  * FAILED_PRECONDITION (engine left open) while handles of this engine are alive. */
 kvtier_status_code kvtier_engine_close(kvtier_engine* engine);
 
-/* Bytes of one block of the engine's geometry (layer-major [layer][K,V][token][head][dim]). */
+/* Bytes of one block of the engine's geometry (layer-major [layer][part][token][head][dim]; the
+ * parts are K and V, or one MLA latent). */
 kvtier_status_code kvtier_engine_block_bytes(const kvtier_engine* engine, size_t* out_bytes);
 /* KVTIER_DEVICE_CUDA or KVTIER_DEVICE_EMULATED: the device the engine actually opened. */
 kvtier_status_code kvtier_engine_device_kind(const kvtier_engine* engine,
@@ -350,8 +368,9 @@ kvtier_status_code kvtier_block_keys(kvtier_engine* engine, const char* ns, cons
 /* ------------------------------------------------------------------ store and load */
 
 /* A vLLM-style paged pool (kvtier::KvBuffers::PagedPool): one device tensor per layer,
- * [2 (K,V)][num_pages][page], page = [block_tokens][kv_heads][head_dim] (NHD) or
- * [kv_heads][block_tokens][head_dim] (HND). */
+ * [parts][num_pages][page], page = [block_tokens][kv_heads][head_dim] (NHD) or
+ * [kv_heads][block_tokens][head_dim] (HND); parts is 2 (K, V) or 1 for an mla geometry
+ * (vLLM's MLA [num_blocks, block_size, 576]). */
 typedef struct kvtier_paged_pool {
   const kvtier_device_ptr* layers; /* num_layers base addresses */
   uint32_t num_layers;             /* must equal the geometry's */
@@ -564,6 +583,8 @@ typedef struct kvtier_stats {
   kvtier_latency_stats remote_get_latency;
   kvtier_latency_stats remote_set_latency;
   uint64_t remote_nodes; /* cluster nodes the client knows: kvtier_remote_node_stats_get */
+  /* C API version 6. */
+  uint64_t remote_writes_skipped_replica; /* left to the tensor-parallel store_rank */
   /* Append new fields here. */
 } kvtier_stats;
 /* The smallest struct_size kvtier_engine_stats accepts: every figure before the remote tier's,

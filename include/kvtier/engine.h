@@ -158,8 +158,29 @@ struct NamespaceLimits {
   absl::Duration ttl = absl::InfiniteDuration();
 };
 
+// Tensor parallelism: one engine per rank, each with its rank's geometry
+// (Geometry::ForTensorParallelRank). Ranks whose geometries hold the same bytes (every rank's
+// mla latent; a KV head replicated when size > the model's KV heads) share one fingerprint
+// and so one set of keys: a block stored by one of them is a hit for the others through the
+// shared remote tier. Only one rank of each such group writes the remote tier: the one whose
+// index in its group is store_rank (modulo the group's size); the others count the blocks
+// they skip (RemoteStats::writes_skipped_replica). Local tiers are each rank's own.
+struct TensorParallelOptions {
+  uint32_t rank = 0;
+  uint32_t size = 1;
+  uint32_t store_rank = 0;
+
+  // OK, or InvalidArgument naming the field: rank and store_rank must be below size, and
+  // with size > 1 a kind kv geometry must be the rank's shard (total_kv_heads set, and the
+  // head range ForTensorParallelRank gives this rank).
+  absl::Status Validate(const Geometry& geometry) const;
+  // Whether this rank writes the shared remote tier. REQUIRES: Validate(geometry).ok().
+  bool Stores(const Geometry& geometry) const;
+};
+
 struct EngineOptions {
   Geometry geometry;
+  TensorParallelOptions tensor_parallel;
   // Identifies the model weights (name and revision). Part of every key: blocks of two
   // models never match. Required.
   std::string model_fingerprint;
@@ -232,10 +253,12 @@ class KvBuffers {
   // One pointer per block, each block_bytes() long, in kvtier's layer-major layout.
   static KvBuffers Blocks(std::vector<DevicePtr> blocks);
 
-  // A paged pool with one tensor per layer, [2 (K,V)][num_pages][page] where a page is
+  // A paged pool with one tensor per layer, [parts][num_pages][page] where a page is
   // [page_tokens][kv_heads][head_dim] (kNhd: vLLM's FlashAttention layout) or
   // [kv_heads][page_tokens][head_dim] (kHnd: FlashInfer's); page_tokens must equal the
-  // geometry's block_tokens. `pages[i]` is the page that holds block i.
+  // geometry's block_tokens. parts is 2 (K, V: vLLM's [2, num_blocks, block_size, heads,
+  // dim]) or, for an mla geometry, 1: vLLM's MLA [num_blocks, block_size, 576]. `pages[i]`
+  // is the page that holds block i.
   struct PagedPool {
     std::vector<DevicePtr> layers;  // one base pointer per layer
     uint32_t num_pages = 0;

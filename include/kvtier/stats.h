@@ -136,6 +136,9 @@ struct RemoteStats {
   uint64_t writes_failed = 0;
   uint64_t writes_dropped = 0;   // not sent: the in-flight cap was reached
   uint64_t writes_rejected = 0;  // refused by admission (seen-count filter, write budget)
+  // Not written: another tensor-parallel rank holding the same bytes writes them
+  // (TensorParallelOptions::store_rank).
+  uint64_t writes_skipped_replica = 0;
   uint64_t bytes_written = 0;    // value bytes, headers included
   uint64_t bytes_read = 0;
   uint64_t erased_keys = 0;      // deleted by Erase / EraseNamespace

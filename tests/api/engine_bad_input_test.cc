@@ -38,9 +38,14 @@ TEST(EngineOptionsValidate, EveryBadFieldIsNamed) {
       {"gpu too small", [](EngineOptions& o) { o.gpu_tier_bytes = 100; }, "gpu_tier_bytes"},
       {"policy", [](EngineOptions& o) { o.host_eviction = "random"; }, "random"},
       {"ns name", [](EngineOptions& o) { o.namespaces = {"a/b"}; }, "namespace"},
-      {"ns twice", [](EngineOptions& o) { o.namespaces = {"a", "a"}; }, "twice"},
+      {"ns twice",
+       [](EngineOptions& o) {
+         o.namespaces = {"a", "a"};
+       },
+       "twice"},
       {"lease", [](EngineOptions& o) { o.lease_timeout = absl::ZeroDuration(); }, "lease_timeout"},
-      {"throttle", [](EngineOptions& o) { o.device.emulated_copy_gbps = -1; }, "emulated_copy_gbps"},
+      {"throttle", [](EngineOptions& o) { o.device.emulated_copy_gbps = -1; },
+       "emulated_copy_gbps"},
       {"sync",
        [](EngineOptions& o) {
          o.disk.directory = "/tmp/kvtier-bad-input-never-created";
@@ -48,6 +53,55 @@ TEST(EngineOptionsValidate, EveryBadFieldIsNamed) {
          o.disk.sync = "fsync";
        },
        "disk.sync: unknown sync policy 'fsync' (expected none, data or full)"},
+      {"mla heads",
+       [](EngineOptions& o) {
+         o.geometry.kind = KvKind::kLatent;
+         o.geometry.num_kv_heads = 2;
+       },
+       "kind = mla stores one latent vector per token and layer: num_kv_heads = 2"},
+      {"shard range",
+       [](EngineOptions& o) {
+         o.geometry.kv_head_begin = 1;
+         o.geometry.total_kv_heads = 2;
+       },
+       "outside total_kv_heads = 2"},
+      {"tp rank",
+       [](EngineOptions& o) {
+         o.tensor_parallel = {2, 2, 0};
+       },
+       "tensor_parallel.rank"},
+      {"tp store rank",
+       [](EngineOptions& o) {
+         o.tensor_parallel = {0, 2, 5};
+       },
+       "tensor_parallel.store_rank = 5"},
+      {"tp unsharded",
+       [](EngineOptions& o) {
+         o.tensor_parallel = {1, 2, 0};
+       },
+       "not a shard (total_kv_heads = 0)"},
+      {"tp other rank's shard",
+       [](EngineOptions& o) {
+         o.geometry.num_kv_heads = 1;
+         o.geometry.total_kv_heads = 2;
+         o.tensor_parallel = {1, 2, 0};
+       },
+       "rank 1 of 2 holds KV heads [1, 2) of 2, but the geometry says kv_head_begin = 0"},
+      {"tp heads do not divide",
+       [](EngineOptions& o) {
+         o.geometry.num_kv_heads = 1;
+         o.geometry.total_kv_heads = 2;
+         o.tensor_parallel = {0, 3, 0};
+       },
+       "tp_size = 3 is more than num_kv_heads = 2 but not a multiple"},
+      {"fp8 with quantizing codec",
+       [](EngineOptions& o) {
+         o.geometry.dtype = DType::kFp8E4m3;
+         o.disk.directory = "/tmp/kvtier-bad-input-never-created";
+         o.disk.capacity_bytes = 1 << 30;
+         o.disk.codec = "int8";
+       },
+       "codec int8 cannot store blocks of dtype fp8_e4m3"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);

@@ -115,7 +115,14 @@ class EngineQuantizedDiskTest : public ::testing::Test {
   // so through a 4-block host tier all but the last few go to disk.
   std::vector<std::vector<uint8_t>> StoreRandom(const std::vector<int32_t>& tokens, size_t n) {
     std::vector<std::vector<uint8_t>> data;
-    for (size_t i = 0; i < n; ++i) data.push_back(quantized_kv::RandomBlock(g_, rng_));
+    for (size_t i = 0; i < n; ++i) {
+      if (DTypeIsQuantizable(g_.dtype)) {
+        data.push_back(quantized_kv::RandomBlock(g_, rng_));
+      } else {  // fp8: every bit pattern
+        std::vector<uint8_t>& b = data.emplace_back(g_.block_bytes());
+        for (uint8_t& x : b) x = static_cast<uint8_t>(rng_());
+      }
+    }
     for (size_t first = 0; first < n; first += 2) {
       StoreData(tokens, first, {data[first], data[first + 1]});
     }
@@ -308,6 +315,122 @@ TEST_F(EngineQuantizedDiskTest, Fp8CachesAreStoredExactlyAndRefuseQuantizingCode
       EXPECT_EQ(engine_->Stats().tiers[static_cast<int>(TierKind::kDisk)].checksum_failures, 0u);
     }
   }
+}
+
+// The model shapes beyond K = V: an MLA latent (one part per layer) and a tensor-parallel
+// shard of a GQA cache. Each goes through the disk tier and a restart: lossless codecs give
+// the bytes back exactly; a bf16 latent under fp8 / int8 is quantized per layer (its one
+// "head" is the whole latent) and comes back within the format's bound. The directory is
+// format version 2 and says what it holds: an engine of the other kind is refused, naming
+// both geometries.
+Geometry MlaGeometry(DType dtype) {
+  Geometry g{4, 1, 96, dtype, 16};  // a small DeepSeek-like latent: 64 + 32 rope
+  g.kind = KvKind::kLatent;
+  g.rope_dim = 32;
+  return g;
+}
+
+TEST_F(EngineQuantizedDiskTest, MlaAndShardedCachesRoundTripThroughDiskAndRestart) {
+  SCOPED_TRACE(Seed());
+  const Geometry shard = *Geometry{4, 4, 64, DType::kBFloat16, 16}.ForTensorParallelRank(1, 2);
+  struct Case {
+    Geometry g;
+    const char* codec;
+  };
+  const Case cases[] = {{MlaGeometry(DType::kBFloat16), "none"},
+                        {MlaGeometry(DType::kBFloat16), "zstd-shuffle"},
+                        {MlaGeometry(DType::kBFloat16), "fp8"},
+                        {MlaGeometry(DType::kFloat16), "int8"},
+                        {MlaGeometry(DType::kFp8E4m3), "zstd"},
+                        {shard, "none"},
+                        {shard, "int8"}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrFormat("%s codec %s", c.g.ToString(), c.codec));
+    std::filesystem::remove_all(dir_ + "/cache");
+    EngineOptions o = Options(c.g.dtype, c.codec);
+    o.geometry = c.g;
+    o.host_tier_bytes = 4 * c.g.block_bytes();
+    Open(o);
+    const std::vector<int32_t> prompt = Prompt(8, 5);
+    const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
+    const std::vector<std::vector<uint8_t>> data = StoreRandom(prompt, 8);
+    ASSERT_TRUE(engine_->Flush().ok());
+    const std::vector<TierKind> tiers = Tiers(prompt);
+    ASSERT_EQ(tiers.size(), 8u);
+    Open(o);  // restart: the host tier's blocks are gone, the disk's prefix is back
+    std::vector<TierKind> on_disk_prefix;
+    for (TierKind t : tiers) {
+      if (t != TierKind::kDisk) break;
+      on_disk_prefix.push_back(t);
+    }
+    EXPECT_EQ(Tiers(prompt), on_disk_prefix);
+    const bool lossy = std::string(c.codec) == "fp8" || std::string(c.codec) == "int8";
+    size_t on_disk = 0;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (tiers[i] != TierKind::kDisk) continue;
+      ++on_disk;
+      std::vector<std::vector<uint8_t>> got;
+      ASSERT_TRUE(Load({keys[i]}, &got).ok()) << i;
+      if (!lossy) {
+        EXPECT_EQ(got[0], data[i]) << "block " << i;
+        continue;
+      }
+      // Each (layer, part, head) within the quantized round trip's bound.
+      const QuantFormat f =
+          std::string(c.codec) == "fp8" ? QuantFormat::kFp8E4m3 : QuantFormat::kInt8;
+      quantized_kv::ExpectDequantizedWithinBounds(g_, f, data[i], got[0]);
+      EXPECT_EQ(got[0], quantized_kv::ReferenceRoundTrip(g_, f, data[i])) << "block " << i;
+    }
+    EXPECT_GE(on_disk, 4u);
+    EXPECT_EQ(engine_->Stats().tiers[static_cast<int>(TierKind::kDisk)].checksum_failures, 0u);
+  }
+}
+
+TEST_F(EngineQuantizedDiskTest, DirectoryOfOneKindIsRefusedByTheOtherNamingBoth) {
+  EngineOptions mla = Options(DType::kBFloat16, "none");
+  mla.geometry = MlaGeometry(DType::kBFloat16);
+  mla.host_tier_bytes = 4 * mla.geometry.block_bytes();
+  Open(mla);
+  const std::vector<int32_t> prompt = Prompt(8, 6);
+  StoreRandom(prompt, 8);
+  ASSERT_TRUE(engine_->Flush().ok());
+  engine_.reset();
+  // The same bytes per token as K and V of half the width: not the same cache.
+  EngineOptions kv = mla;
+  kv.geometry = Geometry{4, 1, 48, DType::kBFloat16, 16};
+  ASSERT_EQ(kv.geometry.block_bytes(), mla.geometry.block_bytes());
+  absl::StatusOr<std::unique_ptr<Engine>> refused = Engine::Open(kv);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("kind=mla rope_dim=32"), absl::string_view::npos)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find("head_dim=48 dtype=bf16 block_tokens=16 ("),
+            absl::string_view::npos)
+      << refused.status();
+  // And the other way round: a KV directory refuses an MLA engine.
+  std::filesystem::remove_all(dir_ + "/cache");
+  Open(kv);
+  engine_.reset();
+  refused = Engine::Open(mla);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("kind=mla"), absl::string_view::npos)
+      << refused.status();
+  // A shard is refused by another rank's engine the same way.
+  std::filesystem::remove_all(dir_ + "/cache");
+  EngineOptions r0 = Options(DType::kBFloat16, "none");
+  r0.geometry = *Geometry{4, 4, 64, DType::kBFloat16, 16}.ForTensorParallelRank(0, 2);
+  r0.tensor_parallel = {0, 2, 0};
+  Open(r0);
+  engine_.reset();
+  EngineOptions r1 = r0;
+  r1.geometry = *Geometry{4, 4, 64, DType::kBFloat16, 16}.ForTensorParallelRank(1, 2);
+  r1.tensor_parallel = {1, 2, 0};
+  refused = Engine::Open(r1);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("kv_head_begin=2 total_kv_heads=4"),
+            absl::string_view::npos)
+      << refused.status();
 }
 
 }  // namespace

@@ -1037,7 +1037,7 @@ static void StatsStructSize(void) {
  * rest, naming the field, and leaves the options as they were. */
 static void RemoteOptions(void) {
   kvtier_options* o = SmallOptions(16);
-  CHECK(kvtier_c_api_version() == KVTIER_C_API_VERSION && KVTIER_C_API_VERSION == 5);
+  CHECK(kvtier_c_api_version() == KVTIER_C_API_VERSION && KVTIER_C_API_VERSION == 6);
   CHECK(KVTIER_NUM_TIERS == 4 && KVTIER_TIER_REMOTE == 3);
 
   /* Seeds: a comma-separated list (spaces ignored), or one at a time. */
@@ -1181,6 +1181,82 @@ static void RemoteOff(void) {
   CHECK_OK(kvtier_engine_close(e));
 }
 
+/* An MLA latent (one part per layer) and tensor-parallel shards through the C API: block sizes,
+ * exact round trips, keys that differ between ranks of different heads and agree between ranks
+ * of the same bytes, and the bad arguments named. */
+static void ModelShapes(void) {
+  kvtier_options* o = NULL;
+  CHECK_OK(kvtier_options_create(&o));
+  CHECK_ERROR(kvtier_options_set_latent(o, 16), KVTIER_INVALID_ARGUMENT, "no geometry");
+  CHECK_ERROR(kvtier_options_set_tensor_parallel(o, 0, 2, 0), KVTIER_INVALID_ARGUMENT,
+              "no geometry");
+  /* 2 layers x 4 tokens x 48 (32 latent + 16 rope) x bf16 = 768 bytes: no K/V factor. */
+  CHECK_OK(kvtier_options_set_geometry(o, 2, 1, 48, KVTIER_DTYPE_BFLOAT16, kBlockTokens));
+  CHECK_ERROR(kvtier_options_set_latent(o, 48), KVTIER_INVALID_ARGUMENT, "rope_dim = 48");
+  CHECK_ERROR(kvtier_options_set_latent(NULL, 16), KVTIER_INVALID_ARGUMENT, "options");
+  CHECK_OK(kvtier_options_set_latent(o, 16));
+  CHECK_OK(kvtier_options_set_tensor_parallel(o, 1, 2, 0)); /* the latent: every rank's */
+  CHECK_OK(kvtier_options_set_model_fingerprint(o, "c-api-mla@1"));
+  CHECK_OK(kvtier_options_set_device(o, KVTIER_DEVICE_EMULATED, 0, 0.0));
+  CHECK_OK(kvtier_options_set_tier_bytes(o, 0, 8 * 768));
+  kvtier_engine* e = NULL;
+  CHECK_OK(kvtier_engine_open(o, &e));
+  kvtier_options_destroy(o);
+  size_t block = 0;
+  CHECK_OK(kvtier_engine_block_bytes(e, &block));
+  CHECK(block == 768);
+  int32_t tokens[2 * kBlockTokens];
+  Tokens(9, tokens, 2 * kBlockTokens);
+  uint8_t data[2 * 768], loaded[2 * 768];
+  for (size_t i = 0; i < 2; ++i) Fill(9, i, data + i * 768, 768);
+  size_t stored = 0;
+  CHECK_OK(kvtier_store_host(e, "default", tokens, 2 * kBlockTokens, NULL, 0, 0, 2, data,
+                             sizeof(data), &stored));
+  CHECK(stored == 2);
+  kvtier_block_key keys[2];
+  kvtier_tier tiers[2];
+  size_t matched_tokens = 0, matched_blocks = 0;
+  CHECK_OK(kvtier_match(e, "default", tokens, 2 * kBlockTokens, NULL, 0, &matched_tokens,
+                        &matched_blocks, keys, 2, tiers));
+  CHECK(matched_blocks == 2);
+  memset(loaded, 0, sizeof(loaded));
+  CHECK_OK(kvtier_load_host(e, "default", keys, 2, loaded, sizeof(loaded)));
+  CHECK(memcmp(loaded, data, sizeof(data)) == 0);
+  CHECK_OK(kvtier_engine_close(e));
+
+  /* GQA, 4 KV heads at TP = 2: each rank holds 2 heads, half the block, under its own keys. */
+  kvtier_block_key rank_keys[2][2];
+  for (uint32_t rank = 0; rank < 2; ++rank) {
+    CHECK_OK(kvtier_options_create(&o));
+    CHECK_OK(kvtier_options_set_geometry(o, 2, 4, 8, KVTIER_DTYPE_FP8_E4M3, kBlockTokens));
+    CHECK_ERROR(kvtier_options_set_tensor_parallel(o, 2, 2, 0), KVTIER_INVALID_ARGUMENT,
+                "tp_rank = 2");
+    CHECK_ERROR(kvtier_options_set_tensor_parallel(o, 0, 3, 0), KVTIER_INVALID_ARGUMENT,
+                "not divisible by tp_size = 3");
+    CHECK_ERROR(kvtier_options_set_tensor_parallel(o, 0, 2, 2), KVTIER_INVALID_ARGUMENT,
+                "store_rank = 2");
+    CHECK_ERROR(kvtier_options_set_latent(o, 0), KVTIER_INVALID_ARGUMENT, "num_kv_heads = 4");
+    CHECK_OK(kvtier_options_set_tensor_parallel(o, rank, 2, 0));
+    CHECK_ERROR(kvtier_options_set_tensor_parallel(o, rank, 2, 0), KVTIER_INVALID_ARGUMENT,
+                "already a shard");
+    CHECK_OK(kvtier_options_set_model_fingerprint(o, "c-api-tp@1"));
+    CHECK_OK(kvtier_options_set_device(o, KVTIER_DEVICE_EMULATED, 0, 0.0));
+    /* fp8: 2 layers x (K,V) x 4 tokens x 2 heads x 8 dims x 1 byte = 256 bytes */
+    CHECK_OK(kvtier_options_set_tier_bytes(o, 0, 8 * 256));
+    CHECK_OK(kvtier_engine_open(o, &e));
+    kvtier_options_destroy(o);
+    CHECK_OK(kvtier_engine_block_bytes(e, &block));
+    CHECK(block == 256);
+    CHECK_OK(
+        kvtier_store_host(e, "default", tokens, 2 * kBlockTokens, NULL, 0, 0, 2, data, 512, NULL));
+    CHECK_OK(kvtier_match(e, "default", tokens, 2 * kBlockTokens, NULL, 0, &matched_tokens,
+                          &matched_blocks, rank_keys[rank], 2, tiers));
+    CHECK(matched_blocks == 2);
+    CHECK_OK(kvtier_engine_close(e));
+  }
+  CHECK(memcmp(rank_keys[0], rank_keys[1], sizeof(rank_keys[0])) != 0);
+}
+
 int main(int argc, char** argv) {
   static const struct {
     const char* name;
@@ -1196,7 +1272,8 @@ int main(int argc, char** argv) {
                 {"namespace_limits", NamespaceLimits},
                 {"stats_struct_size", StatsStructSize},
                 {"remote_options", RemoteOptions},
-                {"remote_off", RemoteOff}};
+                {"remote_off", RemoteOff},
+                {"model_shapes", ModelShapes}};
   if (argc != 2) {
     fprintf(stderr, "usage: %s CASE\n", argv[0]);
     return 2;

@@ -158,6 +158,197 @@ TEST(Geometry, ValidateNamesTheBadField) {
   }
 }
 
+// DeepSeek-V3's MLA cache: 61 layers, one 576-wide latent (512 + 64 rope) per token.
+Geometry DeepSeekV3(DType dtype) {
+  Geometry g{61, 1, 576, dtype, 64};
+  g.kind = KvKind::kLatent;
+  g.rope_dim = 64;
+  return g;
+}
+
+TEST(Geometry, MlaBlocksHoldOneLatentPerLayer) {
+  const Geometry g = DeepSeekV3(DType::kBFloat16);
+  ASSERT_TRUE(g.Validate().ok()) << g.Validate();
+  EXPECT_EQ(g.parts(), 1u);
+  EXPECT_EQ(g.latent_dim(), 512u);
+  EXPECT_EQ(g.token_bytes(), 576u * 2);
+  EXPECT_EQ(g.part_bytes(), 64u * 576 * 2);
+  EXPECT_EQ(g.layer_bytes(), g.part_bytes());
+  EXPECT_EQ(g.block_bytes(), 4'497'408u);  // 61 x 64 x 576 x 2
+  EXPECT_EQ(g.bytes_per_token(), 70'272u);
+  EXPECT_EQ(g.Offset(0, KvPart::kLatent), 0u);
+  EXPECT_EQ(g.Offset(60, KvPart::kLatent), 60u * g.part_bytes());
+  EXPECT_EQ(g.Offset(2, KvPart::kLatent, 3), 2u * g.part_bytes() + 3u * 1152);
+  EXPECT_EQ(DeepSeekV3(DType::kFp8E4m3).block_bytes(), 2'248'704u);
+  // Pretending K = V (two parts of 576) doubles every byte.
+  Geometry kv = g;
+  kv.kind = KvKind::kKeyValue;
+  kv.rope_dim = 0;
+  EXPECT_EQ(kv.bytes_per_token(), 2 * g.bytes_per_token());
+  EXPECT_EQ(g.ToString(),
+            "layers=61 kv_heads=1 head_dim=576 dtype=bf16 block_tokens=64 kind=mla rope_dim=64 "
+            "(4497408 B/block)");
+}
+
+// The values below were computed independently of this code: the documented 32- and 48-byte
+// encodings (common/geometry.cc) built with Python's struct module, hashed by xxhsum -H3.
+TEST(Geometry, ExtendedFingerprintsArePinnedAndLegacyOnesUnchanged) {
+  EXPECT_EQ(DeepSeekV3(DType::kBFloat16).Fingerprint(), 0x3265422d8cc24330ULL);
+  EXPECT_EQ(DeepSeekV3(DType::kFp8E4m3).Fingerprint(), 0x20d00d259ef157ecULL);
+  const Geometry llama{32, 8, 128, DType::kFloat16, 16};
+  // An explicitly unsharded geometry (all heads of the total) is the legacy one, bit for bit.
+  Geometry all = llama;
+  all.total_kv_heads = 8;
+  EXPECT_FALSE(all.IsExtended());
+  EXPECT_EQ(all.Fingerprint(), 0x657cd32b1e9837fdULL);
+  EXPECT_EQ(llama.Fingerprint(), 0x657cd32b1e9837fdULL);
+  const Geometry r0 = *llama.ForTensorParallelRank(0, 2);
+  const Geometry r1 = *llama.ForTensorParallelRank(1, 2);
+  EXPECT_EQ(r0.Fingerprint(), 0x925b01f5a117192eULL);
+  EXPECT_EQ(r1.Fingerprint(), 0x9d6dc4d38db4c850ULL);
+  // The rope split is part of the identity: same bytes per token, another model.
+  Geometry other_split = DeepSeekV3(DType::kBFloat16);
+  other_split.rope_dim = 32;
+  EXPECT_NE(other_split.Fingerprint(), DeepSeekV3(DType::kBFloat16).Fingerprint());
+  // An MLA latent and a one-head K=V cache of the same width never share keys.
+  Geometry kv576{61, 1, 576, DType::kBFloat16, 64};
+  EXPECT_NE(kv576.Fingerprint(), DeepSeekV3(DType::kBFloat16).Fingerprint());
+  // Keys of the new geometries are pinned too (the chain encoding is pinned above).
+  KeyHasher mla(KeyHash::kXxh3, "default", "deepseek-v3@1",
+                DeepSeekV3(DType::kBFloat16).Fingerprint());
+  EXPECT_EQ(mla.Chain(mla.root(), Iota(0, 64), "").ToHex(), "70687d3ea97f79ebbd50104328f5a175");
+  KeyHasher shard(KeyHash::kXxh3, "default", "llama-test@1", r1.Fingerprint());
+  EXPECT_EQ(shard.Chain(shard.root(), Iota(0, 16), "").ToHex(), "0b6040ab3180592d362dfaa0c121c2fe");
+}
+
+TEST(Geometry, TensorParallelRanksShardHeadsAndShareReplicatedBytes) {
+  const Geometry llama{32, 8, 128, DType::kFloat16, 16};
+  // TP = 2: four heads each, disjoint; neither matches the TP = 1 engine.
+  const Geometry r0 = *llama.ForTensorParallelRank(0, 2);
+  const Geometry r1 = *llama.ForTensorParallelRank(1, 2);
+  EXPECT_EQ(r0.num_kv_heads, 4u);
+  EXPECT_EQ(r0.kv_head_begin, 0u);
+  EXPECT_EQ(r1.kv_head_begin, 4u);
+  EXPECT_EQ(r1.total_kv_heads, 8u);
+  EXPECT_TRUE(r1.sharded());
+  EXPECT_EQ(r1.block_bytes() * 2, llama.block_bytes());
+  EXPECT_NE(r0.Fingerprint(), r1.Fingerprint());
+  EXPECT_NE(r0.Fingerprint(), llama.Fingerprint());
+  EXPECT_EQ(r1.ToString(),
+            "layers=32 kv_heads=4 head_dim=128 dtype=fp16 block_tokens=16 kv_head_begin=4 "
+            "total_kv_heads=8 (1048576 B/block)");
+  // A TP = 4 rank holding heads [0, 2) is not the TP = 2 rank holding [0, 4).
+  EXPECT_NE(llama.ForTensorParallelRank(0, 4)->Fingerprint(), r0.Fingerprint());
+  // TP = 16 > 8 heads: each head on two consecutive ranks, which share its blocks.
+  const Geometry a = *llama.ForTensorParallelRank(2, 16);
+  const Geometry b = *llama.ForTensorParallelRank(3, 16);
+  EXPECT_EQ(a.num_kv_heads, 1u);
+  EXPECT_EQ(a.kv_head_begin, 1u);
+  EXPECT_EQ(a.Fingerprint(), b.Fingerprint());
+  EXPECT_NE(a.Fingerprint(), llama.ForTensorParallelRank(4, 16)->Fingerprint());
+  EXPECT_EQ(a.ReplicasUnder(16), 2u);
+  EXPECT_EQ(r0.ReplicasUnder(2), 1u);
+  // MQA (one head) at TP = 4: every rank holds the model's only head, as TP = 1 does.
+  const Geometry mqa{18, 1, 256, DType::kBFloat16, 16};
+  EXPECT_EQ(mqa.ForTensorParallelRank(3, 4)->Fingerprint(), mqa.Fingerprint());
+  EXPECT_EQ(mqa.ForTensorParallelRank(3, 4)->ReplicasUnder(4), 4u);
+  // MLA: the latent is replicated, every rank's geometry is the TP = 1 one.
+  const Geometry mla = DeepSeekV3(DType::kBFloat16);
+  for (uint32_t rank = 0; rank < 8; ++rank) {
+    EXPECT_EQ(*mla.ForTensorParallelRank(rank, 8), mla);
+  }
+  EXPECT_EQ(mla.ReplicasUnder(8), 8u);
+  // Refusals name what is wrong.
+  auto refused = [](absl::StatusOr<Geometry> g, absl::string_view what) {
+    EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument) << what;
+    EXPECT_NE(g.status().message().find(what), absl::string_view::npos) << g.status();
+  };
+  refused(llama.ForTensorParallelRank(2, 2), "tp_rank = 2");
+  refused(llama.ForTensorParallelRank(0, 0), "tp_size = 0");
+  refused(llama.ForTensorParallelRank(0, 3), "not divisible by tp_size = 3");
+  refused(llama.ForTensorParallelRank(0, 12), "not a multiple");
+  refused(r1.ForTensorParallelRank(0, 2), "already a shard");
+  refused(Geometry{}.ForTensorParallelRank(0, 2), "num_layers");
+}
+
+TEST(Geometry, ValidateNamesTheBadFieldOfKindsAndShards) {
+  struct Case {
+    Geometry g;
+    const char* what;
+  };
+  auto mla = [](auto edit) {
+    Geometry g = DeepSeekV3(DType::kBFloat16);
+    edit(g);
+    return g;
+  };
+  auto kv = [](auto edit) {
+    Geometry g{32, 4, 128, DType::kFloat16, 16};
+    edit(g);
+    return g;
+  };
+  const Case cases[] = {
+      {mla([](Geometry& g) { g.num_kv_heads = 8; }), "num_kv_heads = 8, must be 1"},
+      {mla([](Geometry& g) { g.rope_dim = 576; }), "rope_dim = 576 must be less than head_dim"},
+      {mla([](Geometry& g) { g.total_kv_heads = 2; }), "never sharded"},
+      {mla([](Geometry& g) { g.kv_head_begin = 1; }), "kv_head_begin = 1"},
+      {kv([](Geometry& g) { g.rope_dim = 64; }), "rope_dim = 64 is for kind = mla"},
+      {kv([](Geometry& g) { g.kind = static_cast<KvKind>(7); }), "kind = 7"},
+      {kv([](Geometry& g) {
+         g.kv_head_begin = 6;
+         g.total_kv_heads = 8;
+       }),
+       "outside total_kv_heads = 8"},
+      {kv([](Geometry& g) { g.kv_head_begin = 4; }), "kv_head_begin = 4 needs total_kv_heads"},
+      {kv([](Geometry& g) { g.total_kv_heads = 5000; }), "total_kv_heads = 5000"},
+  };
+  for (const Case& c : cases) {
+    absl::Status s = c.g.Validate();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.what;
+    EXPECT_NE(s.message().find(c.what), absl::string_view::npos) << s;
+  }
+  // A whole latent with no rope part recorded is valid (rope_dim 0 < head_dim).
+  EXPECT_TRUE(mla([](Geometry& g) { g.rope_dim = 0; }).Validate().ok());
+}
+
+// The table of docs/integration.md ("Model shapes"): bytes per token, bf16 and fp8.
+TEST(Geometry, ModelShapeTableMatchesTheDocs) {
+  struct Row {
+    const char* model;
+    Geometry g;  // bf16
+    size_t bf16, fp8;
+  };
+  const Row rows[] = {
+      {"Llama-3-8B", {32, 8, 128, DType::kBFloat16, 16}, 131'072, 65'536},
+      {"Llama-3-70B", {80, 8, 128, DType::kBFloat16, 16}, 327'680, 163'840},
+      {"Qwen2.5-7B", {28, 4, 128, DType::kBFloat16, 16}, 57'344, 28'672},
+      {"Gemma-2-9B", {42, 8, 256, DType::kBFloat16, 16}, 344'064, 172'032},
+      {"Gemma-2B (MQA)", {18, 1, 256, DType::kBFloat16, 16}, 18'432, 9'216},
+      {"DeepSeek-V3 (MLA)", DeepSeekV3(DType::kBFloat16), 70'272, 35'136},
+      {"DeepSeek-V3 as K = V", {61, 1, 576, DType::kBFloat16, 64}, 140'544, 70'272},
+  };
+  for (const Row& r : rows) {
+    SCOPED_TRACE(r.model);
+    ASSERT_TRUE(r.g.Validate().ok());
+    EXPECT_EQ(r.g.bytes_per_token(), r.bf16);
+    Geometry fp8 = r.g;
+    fp8.dtype = DType::kFp8E4m3;
+    EXPECT_EQ(fp8.bytes_per_token(), r.fp8);
+    EXPECT_EQ(r.g.block_bytes(), r.g.bytes_per_token() * r.g.block_tokens);
+  }
+  // The docs' ratio: K = V doubles an MLA latent.
+  EXPECT_EQ(rows[6].bf16, 2 * rows[5].bf16);
+}
+
+TEST(Geometry, ParseKvKind) {
+  EXPECT_EQ(*ParseKvKind("MLA"), KvKind::kLatent);
+  EXPECT_EQ(*ParseKvKind("latent"), KvKind::kLatent);
+  EXPECT_EQ(*ParseKvKind("kv"), KvKind::kKeyValue);
+  EXPECT_EQ(*ParseKvKind("gqa"), KvKind::kKeyValue);
+  EXPECT_EQ(ParseKvKind("kv2").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_STREQ(KvKindName(KvKind::kLatent), "mla");
+  EXPECT_STREQ(KvKindName(static_cast<KvKind>(9)), "invalid");
+}
+
 TEST(Geometry, ParseDType) {
   EXPECT_EQ(*ParseDType("bf16"), DType::kBFloat16);
   EXPECT_EQ(*ParseDType("FP16"), DType::kFloat16);

@@ -82,6 +82,7 @@ inline EngineStats DistinctStats(size_t num_namespaces = 2, size_t num_nodes = 2
                       &r.writes_failed,
                       &r.writes_dropped,
                       &r.writes_rejected,
+                      &r.writes_skipped_replica,
                       &r.bytes_written,
                       &r.bytes_read,
                       &r.erased_keys,

@@ -5,6 +5,9 @@
 // errors and are recomputed and saved again; a finished or preempted
 // request's pages are not handed back while a load still writes them; the pool is the
 // engine's own memory, registered with kvtier while the connector lives; bad input is refused.
+// Every behaviour is checked for each pool a vLLM deployment has: fp16 K/V pages (NHD and
+// HND), fp8 pages (kv_cache_dtype fp8_e4m3), an MLA pool ([num_pages][block_size][latent],
+// no K/V axis), and a tensor-parallel rank's pool (rank 1 of 2: the model's heads 2 and 3).
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -46,7 +49,28 @@ Request MakeRequest(const std::string& id, std::vector<int32_t> prompt) {
   return r;
 }
 
-class VllmConnectorTest : public ::testing::TestWithParam<PageLayout> {
+// The model shapes a pool can hold.
+enum class Shape { kFp16, kFp8, kMla, kTpRank1 };
+const char* ShapeName(Shape s) {
+  switch (s) {
+    case Shape::kFp16:
+      return "fp16";
+    case Shape::kFp8:
+      return "fp8";
+    case Shape::kMla:
+      return "mla";
+    case Shape::kTpRank1:
+      return "tp_rank1";
+  }
+  return "invalid";
+}
+
+struct PoolCase {
+  PageLayout layout;
+  Shape shape;
+};
+
+class VllmConnectorTest : public ::testing::TestWithParam<PoolCase> {
  protected:
   void TearDown() override {
     engine_.reset();
@@ -60,6 +84,23 @@ class VllmConnectorTest : public ::testing::TestWithParam<PageLayout> {
     kvtier::EngineOptions o;
     o.geometry = {/*num_layers=*/3, /*num_kv_heads=*/2, /*head_dim=*/32, kvtier::DType::kFloat16,
                   /*block_tokens=*/16};
+    switch (GetParam().shape) {
+      case Shape::kFp16:
+        break;
+      case Shape::kFp8:
+        o.geometry.dtype = kvtier::DType::kFp8E4m3;
+        break;
+      case Shape::kMla:  // a DeepSeek-like latent, scaled down: 64 + 32 rope
+        o.geometry = {3, 1, 96, kvtier::DType::kBFloat16, 16};
+        o.geometry.kind = kvtier::KvKind::kLatent;
+        o.geometry.rope_dim = 32;
+        break;
+      case Shape::kTpRank1:  // a 4-head model at TP = 2: this rank holds heads 2 and 3
+        o.geometry =
+            *kvtier::Geometry{3, 4, 32, kvtier::DType::kFloat16, 16}.ForTensorParallelRank(1, 2);
+        o.tensor_parallel = {1, 2, 0};
+        break;
+    }
     o.model_fingerprint = "vllm-connector-test";
     o.device.choice = kvtier::DeviceChoice::kEmulated;
     o.device.emulated_copy_gbps = copy_gbps;
@@ -83,7 +124,7 @@ class VllmConnectorTest : public ::testing::TestWithParam<PageLayout> {
 
   std::unique_ptr<ToyEngine> Toy(uint32_t pages, bool prefix_caching) {
     ToyEngineOptions o;
-    o.layout = GetParam();
+    o.layout = GetParam().layout;
     o.num_pages = pages;
     o.max_tokens_per_step = 64;
     o.prefix_caching = prefix_caching;
@@ -113,7 +154,7 @@ class VllmConnectorTest : public ::testing::TestWithParam<PageLayout> {
       for (uint32_t l = 0; l < g_.num_layers; ++l) {
         absl::StatusOr<std::vector<uint8_t>> bytes = toy.ReadPage(pages[b], l);
         ASSERT_TRUE(bytes.ok()) << bytes.status();
-        EXPECT_EQ(*bytes, ExpectedPage(g_, GetParam(), hashes, b, l))
+        EXPECT_EQ(*bytes, ExpectedPage(g_, GetParam().layout, hashes, b, l))
             << "block " << b << " page " << pages[b] << " layer " << l;
       }
     }
@@ -174,7 +215,7 @@ TEST_P(VllmConnectorTest, ReloadedPagesEqualTheSavedPagesByteForByte) {
     for (uint32_t l = 0; l < g_.num_layers; ++l) {
       const size_t i = b * g_.num_layers + l;
       EXPECT_EQ(reloaded[i], saved[i]) << "block " << b << " layer " << l;
-      EXPECT_EQ(reloaded[i], ExpectedPage(g_, GetParam(), hashes, b, l))
+      EXPECT_EQ(reloaded[i], ExpectedPage(g_, GetParam().layout, hashes, b, l))
           << "block " << b << " layer " << l;
     }
   }
@@ -184,7 +225,7 @@ TEST_P(VllmConnectorTest, ReloadedPagesEqualTheSavedPagesByteForByte) {
 
 TEST_P(VllmConnectorTest, ThePoolIsTheEnginesOwnMemoryRegisteredWhileTheConnectorLives) {
   Open();
-  const size_t layer_bytes = size_t{2} * 8 * g_.part_bytes();
+  const size_t layer_bytes = size_t{g_.parts()} * 8 * g_.part_bytes();
   std::vector<kvtier::DevicePtr> layers;
   {
     std::unique_ptr<ToyEngine> toy = Toy(8, /*prefix_caching=*/false);
@@ -431,9 +472,19 @@ TEST_P(VllmConnectorTest, HandlePreemptionsWaitsForLoadsIntoThePreemptedPages) {
   EXPECT_EQ(*n, 64u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, VllmConnectorTest,
-                         ::testing::Values(PageLayout::kNhd, PageLayout::kHnd),
-                         [](const auto& info) { return kvtier::PageLayoutName(info.param); });
+std::string PoolCaseName(const ::testing::TestParamInfo<PoolCase>& info) {
+  return std::string(kvtier::PageLayoutName(info.param.layout)) + "_" + ShapeName(info.param.shape);
+}
+
+INSTANTIATE_TEST_SUITE_P(Pools, VllmConnectorTest,
+                         ::testing::Values(PoolCase{PageLayout::kNhd, Shape::kFp16},
+                                           PoolCase{PageLayout::kHnd, Shape::kFp16},
+                                           PoolCase{PageLayout::kNhd, Shape::kFp8},
+                                           PoolCase{PageLayout::kHnd, Shape::kFp8},
+                                           PoolCase{PageLayout::kNhd, Shape::kMla},
+                                           PoolCase{PageLayout::kNhd, Shape::kTpRank1},
+                                           PoolCase{PageLayout::kHnd, Shape::kTpRank1}),
+                         PoolCaseName);
 
 // ---- Bad input ----
 
@@ -527,7 +578,7 @@ TEST_P(VllmConnectorBadInputTest, WorkerSideCallsRefuseWhatIsOutOfRangeOrOrder) 
   EXPECT_TRUE(absl::IsInvalidArgument(c.RegisterKvCaches(toy->pool(), nullptr)));
   // A pool kvtier cannot register (its last layer overlaps the registered pool without lying
   // inside it) leaves nothing registered: the first layers' registrations are undone.
-  const size_t layer_bytes = size_t{2} * toy->pool().num_pages * g_.part_bytes();
+  const size_t layer_bytes = size_t{g_.parts()} * toy->pool().num_pages * g_.part_bytes();
   std::vector<std::vector<uint8_t>> fresh(g_.num_layers - 1,
                                           std::vector<uint8_t>(layer_bytes + 256));
   pool = toy->pool();
@@ -549,8 +600,10 @@ TEST_P(VllmConnectorBadInputTest, WorkerSideCallsRefuseWhatIsOutOfRangeOrOrder) 
   EXPECT_TRUE(absl::IsAlreadyExists(toy->AddRequest(MakeRequest("a", Tokens(1, 4)), 1)));
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, VllmConnectorBadInputTest, ::testing::Values(PageLayout::kNhd),
-                         [](const auto& info) { return kvtier::PageLayoutName(info.param); });
+INSTANTIATE_TEST_SUITE_P(Pools, VllmConnectorBadInputTest,
+                         ::testing::Values(PoolCase{PageLayout::kNhd, Shape::kFp16},
+                                           PoolCase{PageLayout::kNhd, Shape::kMla}),
+                         PoolCaseName);
 
 }  // namespace
 }  // namespace kvtier_vllm

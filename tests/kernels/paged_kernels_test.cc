@@ -141,58 +141,83 @@ Geometry SmallGeometry() {
 
 // Scatters `n` host blocks into random distinct pages of a pool, through the zero-copy
 // path, and checks every byte of the pool: moved bytes where the model says, poison elsewhere.
+// The geometries every pool shape needs: fp16 K/V, fp8 K/V (1-byte rows of 24), and an MLA
+// latent (one part per layer: the layer tensor is [pages][tokens][latent], vLLM's MLA page).
+std::vector<Geometry> PoolGeometries() {
+  Geometry fp8 = SmallGeometry();
+  fp8.dtype = DType::kFp8E4m3;
+  Geometry mla{3, 1, 96, DType::kBFloat16, 5};
+  mla.kind = KvKind::kLatent;
+  mla.rope_dim = 32;
+  return {SmallGeometry(), fp8, mla};
+}
+
 TEST_P(KVTIER_PAGED_SUITE, ScatterFromPinnedHostMatchesTheModel) {
   const PageLayout layout = GetParam();
-  const Geometry g = SmallGeometry();
-  constexpr uint32_t kPages = 9;
-  constexpr size_t kBlocks = 6;
-  std::mt19937_64 rng(FreshSeed());
-  SCOPED_TRACE(testing::Message() << "seed " << FreshSeed());
-  std::vector<uint32_t> pages(kPages);
-  std::iota(pages.begin(), pages.end(), 0);
-  std::shuffle(pages.begin(), pages.end(), rng);
-  pages.resize(kBlocks);
+  for (const Geometry& g : PoolGeometries()) {
+    SCOPED_TRACE(g.ToString());
+    constexpr uint32_t kPages = 9;
+    constexpr size_t kBlocks = 6;
+    std::mt19937_64 rng(FreshSeed());
+    SCOPED_TRACE(testing::Message() << "seed " << FreshSeed());
+    std::vector<uint32_t> pages(kPages);
+    std::iota(pages.begin(), pages.end(), 0);
+    std::shuffle(pages.begin(), pages.end(), rng);
+    pages.resize(kBlocks);
 
-  const size_t layer_tensor = 2 * size_t{kPages} * g.part_bytes();
-  std::vector<DevicePtr> layers;
-  for (uint32_t l = 0; l < g.num_layers; ++l) {
-    layers.push_back(Allocate(layer_tensor));
-    Upload(layers.back(), std::vector<uint8_t>(layer_tensor, kPoison));
-  }
-  uint8_t* host = AllocatePinned(kBlocks * g.block_bytes());
-  const std::vector<uint8_t> source = RandomBytes(kBlocks * g.block_bytes(), rng());
-  std::memcpy(host, source.data(), source.size());
+    // Exactly the pool's bytes: a part written past them is out of every allocation.
+    const size_t layer_tensor = g.parts() * size_t{kPages} * g.part_bytes();
+    std::vector<DevicePtr> layers;
+    for (uint32_t l = 0; l < g.num_layers; ++l) {
+      layers.push_back(Allocate(layer_tensor));
+      Upload(layers.back(), std::vector<uint8_t>(layer_tensor, kPoison));
+    }
+    uint8_t* host = AllocatePinned(kBlocks * g.block_bytes());
+    const std::vector<uint8_t> source = RandomBytes(kBlocks * g.block_bytes(), rng());
+    std::memcpy(host, source.data(), source.size());
 
-  PagedTransfer t;
-  t.geometry = g;
-  t.layout = layout;
-  t.direction = PagedTransfer::Direction::kBlocksToPool;
-  t.num_pages = kPages;
-  t.layers = layers;
-  t.blocks_on_host = true;
-  for (size_t i = 0; i < kBlocks; ++i) {
-    t.blocks.push_back(reinterpret_cast<uintptr_t>(host + i * g.block_bytes()));
-  }
-  t.pages = pages;
-  KVTIER_ASSERT_OK(stream_->Launch(MakePagedTransferKernel(t)));
-  KVTIER_ASSERT_OK(stream_->Synchronize());
-
-  const size_t row = size_t{g.head_dim} * g.element_bytes();
-  for (uint32_t l = 0; l < g.num_layers; ++l) {
-    std::vector<uint8_t> expected(layer_tensor, kPoison);
+    PagedTransfer t;
+    t.geometry = g;
+    t.layout = layout;
+    t.direction = PagedTransfer::Direction::kBlocksToPool;
+    t.num_pages = kPages;
+    t.layers = layers;
+    t.blocks_on_host = true;
     for (size_t i = 0; i < kBlocks; ++i) {
-      for (uint32_t part = 0; part < 2; ++part) {
-        for (uint32_t tok = 0; tok < g.block_tokens; ++tok) {
-          for (uint32_t h = 0; h < g.num_kv_heads; ++h) {
-            for (size_t b = 0; b < row; ++b) {
-              expected[PoolByte(g, layout, kPages, part, pages[i], tok, h, b)] =
-                  source[i * g.block_bytes() + BlockByte(g, l, part, tok, h, b)];
+      t.blocks.push_back(reinterpret_cast<uintptr_t>(host + i * g.block_bytes()));
+    }
+    t.pages = pages;
+    KVTIER_ASSERT_OK(stream_->Launch(MakePagedTransferKernel(t)));
+    KVTIER_ASSERT_OK(stream_->Synchronize());
+
+    const size_t row = size_t{g.head_dim} * g.element_bytes();
+    for (uint32_t l = 0; l < g.num_layers; ++l) {
+      std::vector<uint8_t> expected(layer_tensor, kPoison);
+      for (size_t i = 0; i < kBlocks; ++i) {
+        for (uint32_t part = 0; part < g.parts(); ++part) {
+          for (uint32_t tok = 0; tok < g.block_tokens; ++tok) {
+            for (uint32_t h = 0; h < g.num_kv_heads; ++h) {
+              for (size_t b = 0; b < row; ++b) {
+                expected[PoolByte(g, layout, kPages, part, pages[i], tok, h, b)] =
+                    source[i * g.block_bytes() + BlockByte(g, l, part, tok, h, b)];
+              }
             }
           }
         }
       }
+      ASSERT_EQ(Download(layers[l], layer_tensor), expected) << "layer " << l;
     }
-    ASSERT_EQ(Download(layers[l], layer_tensor), expected) << "layer " << l;
+    // And back: a gather of every page into fresh blocks returns the source, byte for byte.
+    uint8_t* back = AllocatePinned(kBlocks * g.block_bytes());
+    std::memset(back, kPoison, kBlocks * g.block_bytes());
+    PagedTransfer gather = t;
+    gather.direction = PagedTransfer::Direction::kPoolToBlocks;
+    for (size_t i = 0; i < kBlocks; ++i) {
+      gather.blocks[i] = reinterpret_cast<uintptr_t>(back + i * g.block_bytes());
+    }
+    KVTIER_ASSERT_OK(stream_->Launch(MakePagedTransferKernel(gather)));
+    KVTIER_ASSERT_OK(stream_->Synchronize());
+    EXPECT_EQ(std::memcmp(back, source.data(), source.size()), 0);
   }
 }
 

@@ -408,6 +408,72 @@ TEST(EngineRemoteTest, AdmissionKeepsOneOffBlocksOutOfTheCluster) {
   EXPECT_EQ(st.writes_rejected, 3u);
 }
 
+// Tensor parallelism (one engine per rank, sharing the cluster): ranks holding different KV
+// heads never match each other's blocks, nor a TP = 1 engine's; ranks holding the same bytes
+// (every rank's MLA latent) share them, and only the store_rank writes them.
+TEST(EngineRemoteTest, TensorParallelRanksShareOnlyTheBytesTheyHold) {
+  KVTIER_SHARED_CLUSTER_OR_SKIP(cluster);
+  const std::string ns = UniqueNs("tp");
+  auto rank_options = [&](const Geometry& full, uint32_t rank, uint32_t size) {
+    EngineOptions o = RemoteOptionsFor(*cluster, {ns});
+    o.geometry = *full.ForTensorParallelRank(rank, size);
+    o.host_tier_bytes = 32 * o.geometry.block_bytes();
+    o.tensor_parallel = {rank, size, 0};
+    return o;
+  };
+  const Geometry gqa{2, 4, 16, DType::kFloat16, 16};
+  auto g0 = OpenOrDie(rank_options(gqa, 0, 2));
+  auto g1 = OpenOrDie(rank_options(gqa, 1, 2));
+  auto g_tp1 = OpenOrDie(rank_options(gqa, 0, 1));
+  ASSERT_TRUE(g0 && g1 && g_tp1);
+  const std::vector<int32_t> tokens = Prompt(4, 20);
+  StoreBlocks(*g0, ns, tokens);
+  StoreBlocks(*g_tp1, ns, tokens);
+  ASSERT_TRUE(g0->Flush().ok());
+  ASSERT_TRUE(g_tp1->Flush().ok());
+  EXPECT_EQ(g0->Stats().remote.writes, 4u);  // head-sharded: every rank writes its own
+  EXPECT_EQ(g_tp1->Stats().remote.writes, 4u);
+  absl::StatusOr<MatchResult> m = g1->Match(ns, tokens);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->matched_tokens, 0u) << "rank 1 matched rank 0's (or TP = 1's) heads";
+  EXPECT_NE(g0->Match(ns, tokens)->keys, g_tp1->Match(ns, tokens)->keys);
+  // The keys differ, not just the lookup: the same tokens under each rank's geometry.
+  EXPECT_NE(KeysOf(*g0, ns, tokens), KeysOf(*g1, ns, tokens));
+
+  Geometry mla{2, 1, 48, DType::kBFloat16, 16};
+  mla.kind = KvKind::kLatent;
+  mla.rope_dim = 16;
+  auto m0 = OpenOrDie(rank_options(mla, 0, 2));
+  auto m1 = OpenOrDie(rank_options(mla, 1, 2));
+  auto m_tp1 = OpenOrDie(rank_options(mla, 0, 1));
+  ASSERT_TRUE(m0 && m1 && m_tp1);
+  const std::vector<int32_t> first = Prompt(4, 21);
+  // Rank 1 is not the store rank: it keeps its blocks locally and leaves the cluster to rank 0.
+  StoreBlocks(*m1, ns, first);
+  ASSERT_TRUE(m1->Flush().ok());
+  EXPECT_EQ(m1->Stats().remote.writes, 0u);
+  EXPECT_EQ(m1->Stats().remote.writes_skipped_replica, 4u);
+  EXPECT_EQ(m0->Match(ns, first)->matched_tokens, 0u);
+  // Rank 0 stores: its blocks are hits for rank 1 (and for a TP = 1 engine: same bytes).
+  const std::vector<int32_t> second = Prompt(4, 22);
+  const std::vector<BlockKey> keys = StoreBlocks(*m0, ns, second);
+  ASSERT_TRUE(m0->Flush().ok());
+  EXPECT_EQ(m0->Stats().remote.writes, 4u);
+  EXPECT_EQ(m0->Stats().remote.writes_skipped_replica, 0u);
+  for (Engine* reader : {m1.get(), m_tp1.get()}) {
+    m = reader->Match(ns, second);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->matched_tokens, second.size());
+    EXPECT_EQ(m->keys, keys);
+    EXPECT_EQ(m->tiers, std::vector<TierKind>(4, TierKind::kRemote));
+    const LoadOutcome out = LoadAndCheck(*reader, ns, m->keys);
+    EXPECT_TRUE(out.status.ok()) << out.status;
+    EXPECT_EQ(out.right, 4u);
+    EXPECT_EQ(out.wrong, 0u);
+  }
+  EXPECT_EQ(m1->Stats().remote.read_hits, 4u);
+}
+
 TEST(EngineRemoteTest, BadRemoteOptionsAreClearErrorsAtOpen) {
   KVTIER_SHARED_CLUSTER_OR_SKIP(cluster);
   EngineOptions o = RemoteOptionsFor(*cluster, {"default"});

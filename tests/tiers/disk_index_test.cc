@@ -229,6 +229,31 @@ TEST(IndexText, MetadataAndRegionKeysRoundTripAndMalformedOnesAreRejected) {
   tampered.replace(tampered.find("layers=2"), 8, "layers=3");
   EXPECT_EQ(ParseGeometryMeta(tampered, &fp).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseGeometryMeta("0123", &fp).status().code(), absl::StatusCode::kInvalidArgument);
+  // Extended geometries (an MLA latent, a tensor-parallel shard) round trip too, and a
+  // metadata line that drops or alters their fields no longer matches its fingerprint.
+  Geometry mla{61, 1, 576, DType::kBFloat16, 64};
+  mla.kind = KvKind::kLatent;
+  mla.rope_dim = 64;
+  const Geometry shard = *Geometry{32, 8, 128, DType::kFp8E4m3, 16}.ForTensorParallelRank(3, 4);
+  for (const Geometry& x : {mla, shard}) {
+    SCOPED_TRACE(x.ToString());
+    absl::StatusOr<Geometry> back = ParseGeometryMeta(FormatGeometryMeta(x), &fp);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(*back, x);
+    EXPECT_EQ(fp, x.Fingerprint());
+  }
+  std::string no_kind = FormatGeometryMeta(mla);
+  no_kind.erase(no_kind.find(" kind=mla"), 9);
+  EXPECT_EQ(ParseGeometryMeta(no_kind, &fp).status().code(), absl::StatusCode::kInvalidArgument);
+  std::string other_rank = FormatGeometryMeta(shard);
+  other_rank.replace(other_rank.find("kv_head_begin=6"), 15, "kv_head_begin=4");
+  EXPECT_EQ(ParseGeometryMeta(other_rank, &fp).status().code(), absl::StatusCode::kInvalidArgument);
+  for (const char* word : {" kind=mla", " kind=xyz", " color=blue", " rope_dim=1 rope_dim=1"}) {
+    std::string bad = FormatGeometryMeta(g);
+    bad.insert(bad.find(" ("), word);
+    EXPECT_EQ(ParseGeometryMeta(bad, &fp).status().code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
 
   uint64_t region_bytes = 0, regions = 0;
   ASSERT_TRUE(ParseLayoutMeta(FormatLayoutMeta(kRegionBytes, 7), &region_bytes, &regions).ok());

@@ -53,6 +53,10 @@ constexpr size_t kOffGeomLayers = 212;
 constexpr size_t kOffGeomKvHeads = 216;
 constexpr size_t kOffGeomHeadDim = 220;
 constexpr size_t kOffGeomBlockTokens = 224;
+constexpr size_t kOffGeomKind = 228;  // format version 2 only: the rest of the geometry
+constexpr size_t kOffGeomRopeDim = 232;
+constexpr size_t kOffGeomHeadBegin = 236;
+constexpr size_t kOffGeomTotalHeads = 240;
 constexpr size_t kOffHeaderChecksum = 4088;
 
 struct FreeDeleter {
@@ -398,7 +402,7 @@ TEST(DiskRecord, WrongMagicIsDataLossNamingMagic) {
 }
 
 TEST(DiskRecord, OtherFormatVersionIsDataLossNamingVersion) {
-  ExpectHeaderDataLoss([](uint8_t* p) { WriteU32(p + kOffVersion, 2); }, false, "format_version");
+  ExpectHeaderDataLoss([](uint8_t* p) { WriteU32(p + kOffVersion, 3); }, false, "format_version");
   ExpectHeaderDataLoss([](uint8_t* p) { WriteU32(p + kOffVersion, 0); }, true, "format_version");
 }
 
@@ -955,6 +959,125 @@ TEST(DiskRecord, BadQuantizedEncodeOptionsAreInvalidArgument) {
                                           out.get(), cap, nullptr);
   EXPECT_EQ(n.status().code(), absl::StatusCode::kInvalidArgument) << n.status();
   EXPECT_TRUE(Contains(n.status(), "overlap")) << n.status();
+}
+
+// ---------------------------------------------------------------- format version 2
+
+Geometry MlaGeometry(DType dtype) {
+  Geometry g{3, 1, 96, dtype, 16};  // a small DeepSeek-like latent: 64 + 32 rope
+  g.kind = KvKind::kLatent;
+  g.rope_dim = 32;
+  return g;
+}
+
+Geometry ShardGeometry() {
+  return *Geometry{2, 8, 32, DType::kBFloat16, 16}.ForTensorParallelRank(1, 4);
+}
+
+TEST(DiskRecordV2, ExtendedGeometriesRoundTripUnderEveryCodecAsVersion2) {
+  const uint64_t seed = quantized_kv::TestSeed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  for (const Geometry& g : {MlaGeometry(DType::kBFloat16), ShardGeometry()}) {
+    SCOPED_TRACE(g.ToString());
+    const std::vector<uint8_t> raw = quantized_kv::RandomBlock(g, rng);
+    for (Codec codec :
+         {Codec::kNone, Codec::kZstd, Codec::kZstdShuffle, Codec::kFp8, Codec::kInt8}) {
+      SCOPED_TRACE(CodecName(codec));
+      Encoded e = MustEncodeQuantized(raw, g, codec);
+      const uint8_t* p = e.buffer.get();
+      EXPECT_EQ(ReadU32(p + kOffVersion), 2u);
+      EXPECT_EQ(e.written.format_version(), 2u);
+      ASSERT_TRUE(e.written.geometry.has_value());
+      EXPECT_EQ(*e.written.geometry, g);
+      // The whole geometry at its documented offsets, under every codec.
+      EXPECT_EQ(p[kOffGeomDtype], static_cast<uint8_t>(g.dtype));
+      EXPECT_EQ(ReadU32(p + kOffGeomLayers), g.num_layers);
+      EXPECT_EQ(ReadU32(p + kOffGeomKvHeads), g.num_kv_heads);
+      EXPECT_EQ(ReadU32(p + kOffGeomHeadDim), g.head_dim);
+      EXPECT_EQ(ReadU32(p + kOffGeomBlockTokens), g.block_tokens);
+      EXPECT_EQ(p[kOffGeomKind], static_cast<uint8_t>(g.kind));
+      for (size_t i = kOffGeomKind + 1; i < kOffGeomRopeDim; ++i) EXPECT_EQ(p[i], 0) << i;
+      EXPECT_EQ(ReadU32(p + kOffGeomRopeDim), g.rope_dim);
+      EXPECT_EQ(ReadU32(p + kOffGeomHeadBegin), g.kv_head_begin);
+      EXPECT_EQ(ReadU32(p + kOffGeomTotalHeads), g.total_kv_heads);
+      for (size_t i = kOffGeomTotalHeads + 4; i < kOffHeaderChecksum; ++i) {
+        ASSERT_EQ(p[i], 0) << i;
+      }
+      absl::StatusOr<RecordHeader> h = ParseRecordHeader(p, e.record_bytes);
+      ASSERT_TRUE(h.ok()) << h.status();
+      ASSERT_TRUE(h->geometry.has_value());
+      EXPECT_EQ(*h->geometry, g);
+      absl::StatusOr<std::vector<uint8_t>> back = ParseAndDecode(p, e.record_bytes);
+      ASSERT_TRUE(back.ok()) << back.status();
+      if (!IsQuantizedCodec(codec)) {
+        EXPECT_EQ(*back, raw);  // lossless: byte for byte
+      } else {
+        EXPECT_EQ(back->size(), raw.size());
+      }
+    }
+  }
+}
+
+TEST(DiskRecordV2, LegacyGeometriesStillWriteVersion1BitForBit) {
+  // Given its (kind kv, unsharded) geometry, a lossless record is exactly what it was before
+  // version 2 existed: version 1, geometry bytes zero.
+  const Geometry g{2, 4, 64, DType::kFloat16, 16};
+  std::mt19937_64 rng(7);
+  Encoded with = MustEncodeQuantized(quantized_kv::RandomBlock(g, rng), g, Codec::kNone);
+  EXPECT_EQ(ReadU32(with.buffer.get() + kOffVersion), 1u);
+  for (size_t i = kOffGeomDtype; i < kOffHeaderChecksum; ++i) {
+    ASSERT_EQ(with.buffer[i], 0) << i;
+  }
+  EXPECT_FALSE(with.written.geometry.has_value());
+  EXPECT_EQ(with.written.format_version(), 1u);
+}
+
+// Corrupts a version 2 record's header, reseals it, and expects DataLoss naming `what`.
+void ExpectV2DataLoss(void (*corrupt)(uint8_t*), absl::string_view what) {
+  const Geometry g = MlaGeometry(DType::kBFloat16);
+  std::mt19937_64 rng(11);
+  Encoded e = MustEncodeQuantized(quantized_kv::RandomBlock(g, rng), g, Codec::kZstd);
+  corrupt(e.buffer.get());
+  Reseal(e.buffer.get());
+  absl::StatusOr<RecordHeader> h = ParseRecordHeader(e.buffer.get(), e.record_bytes);
+  ASSERT_FALSE(h.ok()) << "corruption naming " << what << " was accepted";
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kDataLoss) << h.status();
+  EXPECT_TRUE(Contains(h.status(), what)) << h.status();
+}
+
+TEST(DiskRecordV2, EachBadGeometryFieldIsDataLossNamingIt) {
+  // A version 2 record must carry an extended geometry.
+  ExpectV2DataLoss(
+      [](uint8_t* p) {
+        p[kOffGeomKind] = 0;
+        WriteU32(p + kOffGeomRopeDim, 0);
+      },
+      "not extended");
+  ExpectV2DataLoss([](uint8_t* p) { p[kOffGeomKind] = 7; }, "kind = 7");
+  ExpectV2DataLoss([](uint8_t* p) { WriteU32(p + kOffGeomRopeDim, 96); }, "rope_dim = 96");
+  ExpectV2DataLoss([](uint8_t* p) { WriteU32(p + kOffGeomKvHeads, 2); }, "num_kv_heads = 2");
+  ExpectV2DataLoss([](uint8_t* p) { WriteU32(p + kOffGeomTotalHeads, 4); }, "never sharded");
+  // Fields that validate but are not the fingerprinted geometry.
+  ExpectV2DataLoss([](uint8_t* p) { WriteU32(p + kOffGeomRopeDim, 16); }, "fingerprint");
+  ExpectV2DataLoss([](uint8_t* p) { WriteU32(p + kOffGeomLayers, 4); }, "fingerprint");
+  // Bytes only version 2 assigns, in a version 1 record (or as a version 1 record).
+  ExpectV2DataLoss([](uint8_t* p) { WriteU32(p + kOffVersion, 1); }, "padding");
+  ExpectV2DataLoss([](uint8_t* p) { p[kOffGeomKind + 1] = 1; }, "padding");
+  ExpectHeaderDataLoss([](uint8_t* p) { p[kOffGeomKind] = 1; }, true, "padding");
+}
+
+TEST(DiskRecordV2, EncodeRefusesAnExtendedGeometryThatIsNotTheBlocks) {
+  const Geometry g = MlaGeometry(DType::kBFloat16);
+  const size_t bytes = g.block_bytes();
+  const size_t cap = MaxRecordSize(bytes);
+  EncodeOptions o;
+  o.codec = Codec::kZstd;
+  o.geometry = g;
+  ExpectEncodeInvalid(SampleHeader(), bytes, o, cap, 0, "geometry_fingerprint");
+  ExpectEncodeInvalid(HeaderFor(g), bytes + 4096, o, MaxRecordSize(bytes + 4096), 0, "raw_bytes");
+  o.geometry->num_kv_heads = 2;
+  ExpectEncodeInvalid(HeaderFor(g), bytes, o, cap, 0, "num_kv_heads");
 }
 
 }  // namespace

@@ -111,8 +111,8 @@ inline size_t ElementOffset(const Geometry& g, uint32_t layer, KvPart part, uint
 template <typename Fn>
 void ForEachHead(const Geometry& g, Fn&& fn) {
   for (uint32_t l = 0; l < g.num_layers; ++l) {
-    for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
-      for (uint32_t h = 0; h < g.num_kv_heads; ++h) fn(l, part, h);
+    for (uint32_t p = 0; p < g.parts(); ++p) {
+      for (uint32_t h = 0; h < g.num_kv_heads; ++h) fn(l, static_cast<KvPart>(p), h);
     }
   }
 }

@@ -157,11 +157,12 @@ absl::Status CacheDir::LoadMeta() {
     return absl::OkStatus();
   };
   if (absl::Status s = get("format", &meta_.format); !s.ok()) return s;
-  if (meta_.format != absl::StrCat(kRecordFormatVersion)) {
+  if (meta_.format != absl::StrCat(kRecordFormatVersion) &&
+      meta_.format != absl::StrCat(kRecordFormatVersionExtended)) {
     return absl::FailedPreconditionError(absl::StrFormat(
-        "cache directory '%s' has record format version '%s'; this kvtier reads version %d "
-        "only (use the kvtier release that wrote it)",
-        dir_, meta_.format, kRecordFormatVersion));
+        "cache directory '%s' has record format version '%s'; this kvtier reads versions %d "
+        "and %d only (use the kvtier release that wrote it)",
+        dir_, meta_.format, kRecordFormatVersion, kRecordFormatVersionExtended));
   }
   if (absl::Status s = get("geometry", &meta_.geometry_text); !s.ok()) return s;
   if (absl::StatusOr<Geometry> g = ParseGeometryMeta(meta_.geometry_text,

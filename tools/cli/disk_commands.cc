@@ -57,6 +57,13 @@ ordered_json GeometryJson(const CacheMeta& m) {
     g["head_dim"] = uint64_t{m.geometry->head_dim};
     g["dtype"] = DTypeName(m.geometry->dtype);
     g["block_tokens"] = uint64_t{m.geometry->block_tokens};
+    g["kind"] = KvKindName(m.geometry->kind);
+    if (m.geometry->kind == KvKind::kLatent) g["rope_dim"] = uint64_t{m.geometry->rope_dim};
+    if (m.geometry->sharded()) {
+      g["kv_head_begin"] = uint64_t{m.geometry->kv_head_begin};
+      g["total_kv_heads"] = uint64_t{m.geometry->total_kv_heads};
+    }
+    g["bytes_per_token"] = uint64_t{m.geometry->bytes_per_token()};
     g["block_bytes"] = uint64_t{m.geometry->block_bytes()};
   }
   return g;

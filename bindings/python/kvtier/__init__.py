@@ -10,8 +10,8 @@
         n, keys = engine.match("default", tokens)                # (64, [4 hex keys])
         back = engine.load("default", keys)                      # == kv
 
-Blocks are NumPy arrays of shape (n, layers, 2, block_tokens, kv_heads, head_dim) in kvtier's
-layer-major layout; store() and load() stage them through device buffers of the engine's
+Blocks are NumPy arrays of shape (n, layers, parts, block_tokens, kv_heads, head_dim) in
+kvtier's layer-major layout (parts: 2 for K and V, 1 for an MLA latent, kind="mla"); store() and load() stage them through device buffers of the engine's
 device (docs/integration.md, "Python"). Errors raise kvtier.Error subclasses.
 
 kvtier.offload (NumPy only) keeps per-layer KV of a running model in kvtier;

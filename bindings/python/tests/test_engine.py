@@ -134,6 +134,66 @@ class EngineRoundTrip(unittest.TestCase):
         with self.assertRaisesRegex(kvtier.InvalidArgumentError, "ambiguous"):
             open_engine(dtype="fp8")
 
+    def test_mla_latent_blocks_have_one_part_and_round_trip_through_disk(self):
+        # DeepSeek-like, scaled down: 3 layers, one latent of 48 (32 + 16 rope) per token.
+        with tempfile.TemporaryDirectory() as d:
+            opts = dict(layers=3, kv_heads=1, head_dim=48, dtype="bf16", block_tokens=16,
+                        kind="mla", rope_dim=16, disk_dir=d + "/cache",
+                        disk_capacity_bytes=1 << 20, disk_region_bytes=64 * 1024,
+                        host_tier_bytes=2 * 3 * 16 * 48 * 2, admit_min_seen=1)
+            with open_engine(**opts) as e:
+                self.assertEqual(e.block_shape, (3, 1, 16, 1, 48))
+                self.assertEqual(e.block_bytes, 3 * 16 * 48 * 2)  # no K/V factor
+                tokens = prompt(4, 8)
+                kv = random_blocks(e, 4, seed=8)
+                e.store("default", tokens[:32], kv[:2])
+                e.store("default", tokens, kv[2:], first_block=2)
+                e.store("default", prompt(2, 80), random_blocks(e, 2, seed=80))  # demotes all 4
+                e.flush()
+            with open_engine(**opts) as e:  # restart: from the disk tier
+                n, keys = e.match("default", tokens)
+                self.assertEqual(n, 64)
+                back = np.concatenate([e.load("default", keys[i:i + 2]) for i in (0, 2)])
+                self.assertEqual(back.tobytes(), kv.tobytes())
+            # The same directory refuses a K/V engine, naming both geometries.
+            kv_opts = dict(opts, kind="kv", rope_dim=0, head_dim=24)
+            with self.assertRaisesRegex(kvtier.FailedPreconditionError, "kind=mla rope_dim=16"):
+                open_engine(**kv_opts)
+        with self.assertRaisesRegex(kvtier.InvalidArgumentError, "num_kv_heads = 2, must be 1"):
+            open_engine(kind="mla")
+        with self.assertRaisesRegex(ValueError, "unknown KV kind"):
+            kvtier.EngineOptions(kind="mha2")
+
+    def test_tensor_parallel_ranks_hold_their_heads_under_their_own_keys(self):
+        keys = []
+        for rank in range(2):
+            opts = kvtier.EngineOptions(**dict(GEOMETRY, model="test-model@1",
+                                               host_tier_bytes=64 * 8192, device="emulated"))
+            full_heads = opts.kv_heads
+            opts.shard(rank, 2)
+            self.assertEqual((opts.tp_rank, opts.tp_size, opts.store_rank), (rank, 2, 0))
+            self.assertEqual(opts.kv_heads, full_heads // 2)
+            self.assertEqual(opts.kv_head_begin, rank * full_heads // 2)
+            self.assertEqual(opts.total_kv_heads, full_heads)
+            with self.assertRaisesRegex(kvtier.InvalidArgumentError, "already a shard"):
+                opts.shard(rank, 2)
+            with kvtier.Engine.open(opts) as e:
+                tokens = prompt(2, 9)
+                kv = random_blocks(e, 2, seed=9)
+                e.store("default", tokens, kv)
+                n, k = e.match("default", tokens)
+                self.assertEqual(n, 32)
+                self.assertEqual(e.load("default", k).tobytes(), kv.tobytes())
+                keys.append(k)
+        self.assertNotEqual(keys[0], keys[1])
+        opts = kvtier.EngineOptions(**GEOMETRY)
+        with self.assertRaisesRegex(kvtier.InvalidArgumentError, "tp_rank = 3"):
+            opts.shard(3, 2)
+        bad = kvtier.EngineOptions(**dict(GEOMETRY, model="m@1", host_tier_bytes=1 << 20,
+                                          device="emulated", tp_size=2, tp_rank=1))
+        with self.assertRaisesRegex(kvtier.InvalidArgumentError, "not a shard"):
+            kvtier.Engine.open(bad)
+
     def test_erase_removes_blocks(self):
         e = self.engine
         tokens = prompt(3, 6)
