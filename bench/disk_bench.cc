@@ -14,8 +14,11 @@
 //
 // --shapes: instead of the sizes, each model shape of bench_util.h's ModelShapePairs (an MLA
 // latent, fp8 K/V, a tensor-parallel shard) and the fp16 K/V geometry of the same block bytes,
-// each against fio at that block size; figure = the worst (shape read ratio to fio) / (fp16
-// read ratio to fio) over the pairs (1 when the storage path does not care about the shape).
+// each against fio at that block size, in the order fp16, shape, shape, fp16 (means of the
+// two); figure = the worst (shape read ratio to fio) / (fp16 read ratio to fio) over the
+// pairs (1 when the storage path does not care about the shape).
+// A control pair (fp16 against itself) runs first: its relative is the bench's own noise on
+// the machine (control_relative in the JSON).
 // Lossless codecs only (the lossy ones would measure quantization, not the storage path).
 //
 // Content: four distinct blocks of fp16 values drawn from N(0, 1), written in turn. After the
@@ -324,12 +327,28 @@ int Shapes(const Args& a) {
   JsonLine json;
   double worst = 0;
   std::string backend;
-  for (const ShapePair& p : ModelShapePairs()) {
+  // A control first: fp16 K/V against itself, which measures the bench's own noise on this
+  // machine (its "vs fp16" would be 1.000 on a quiet one).
+  std::vector<ShapePair> pairs = {{"control-fp16-itself", Geometry{16, 8, 128, DType::kFloat16, 32},
+                                   Geometry{16, 8, 128, DType::kFloat16, 32}}};
+  for (const ShapePair& p : ModelShapePairs()) pairs.push_back(p);
+  double control = 0;
+  for (const ShapePair& p : pairs) {
+    // A B B A: whatever the run before leaves behind (the discard of the last run's files,
+    // a warmer device) falls on both sides alike. Each side's figures are the mean of its two.
+    Figures sum[2];
+    for (int side : {0, 1, 1, 0}) {
+      const Figures f = RunSize(a, side == 0 ? p.baseline : p.shape);
+      backend = f.backend;
+      sum[side].write_gbps += f.write_gbps / 2;
+      sum[side].read_gbps += f.read_gbps / 2;
+      sum[side].fio_write_gbps += f.fio_write_gbps / 2;
+      sum[side].fio_read_gbps += f.fio_read_gbps / 2;
+    }
     double read_ratio[2] = {0, 0};
     for (int side = 0; side < 2; ++side) {
       const Geometry& g = side == 0 ? p.baseline : p.shape;
-      const Figures f = RunSize(a, g);
-      backend = f.backend;
+      const Figures& f = sum[side];
       read_ratio[side] = f.read_gbps / f.fio_read_gbps;
       const std::string label = side == 0 ? std::string("  fp16 K/V, same bytes") : p.name;
       const std::string rel =
@@ -347,8 +366,11 @@ int Shapes(const Args& a) {
     }
     const double rel = read_ratio[1] / read_ratio[0];
     json.Num(std::string("relative_") + p.name, rel)
-        .Num(std::string("block_bytes_") + p.name, static_cast<double>(p.shape.block_bytes()))
         .Str(std::string("geometry_") + p.name, p.shape.ToString());
+    if (&p == &pairs.front()) {
+      control = rel;
+      continue;
+    }
     worst = worst == 0 ? rel : std::min(worst, rel);
   }
   JsonLine head;
@@ -364,6 +386,7 @@ int Shapes(const Args& a) {
                            "of the same bytes; the worst pair",
                            a.qd, a.file_mib))
       .Num("ratio", worst)
+      .Num("control_relative", control)
       .Str("io_backend", backend)
       .Str("codec", CodecName(a.codec));
   head.Merge(json).Print();

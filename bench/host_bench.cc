@@ -9,8 +9,10 @@
 //
 // --shapes: instead of the size sweep, each model shape of bench_util.h's ModelShapePairs (an
 // MLA latent, fp8 K/V, a tensor-parallel shard) and the fp16 K/V geometry of the same block
-// bytes, one after the other; figure = the worst (shape load ratio to memcpy) / (fp16 load
-// ratio to memcpy) over the pairs, which is 1 when the storage path does not care.
+// bytes, in three alternating rounds (medians); figure = the worst (shape load ratio to memcpy)
+// / (fp16 load ratio to memcpy) over the pairs, which is 1 when the storage path does not
+// care. A control pair (fp16 against itself) runs first: its relative is the bench's own noise
+// on the machine (control_relative in the JSON).
 
 #include <cstdio>
 #include <optional>
@@ -126,36 +128,59 @@ Result RunSize(const Geometry& geometry, size_t total_bytes, int runs, double co
 
 // --shapes: each pair's shape and fp16 baseline, interleaved.
 int Shapes(size_t total, int runs, double copy_gbps) {
+  // Three rounds of (fp16, shape), alternating, so drift on the machine hits both sides;
+  // each side's figures are the median over the rounds.
+  constexpr int kRounds = 3;
   std::printf(
       "host tier store/load by model shape vs fp16 K/V blocks of the same bytes, "
-      "%zu MiB per run, median of %d runs\n",
-      total >> 20, runs);
+      "%zu MiB per run, median of %d runs, %d alternating rounds\n",
+      total >> 20, runs, kRounds);
   std::printf("%-24s %12s %12s %12s %12s %8s %10s\n", "shape", "block bytes", "store GB/s",
               "load GB/s", "memcpy GB/s", "ratio", "vs fp16");
   JsonLine json;
   std::string device;
   double worst = 0;
-  for (const ShapePair& p : ModelShapePairs()) {
-    double ratio[2] = {0, 0};
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  // A control first: fp16 K/V against itself, which measures the bench's own noise on this
+  // machine (its "vs fp16" would be 1.000 on a quiet one).
+  std::vector<ShapePair> pairs = {{"control-fp16-itself", Geometry{16, 8, 128, DType::kFloat16, 32},
+                                   Geometry{16, 8, 128, DType::kFloat16, 32}}};
+  for (const ShapePair& p : ModelShapePairs()) pairs.push_back(p);
+  double control = 0;
+  for (const ShapePair& p : pairs) {
+    std::vector<double> store[2], load[2], memcpy_gbps[2], ratio[2];
+    for (int round = 0; round < kRounds; ++round) {
+      for (int side = 0; side < 2; ++side) {
+        const Result r = RunSize(side == 0 ? p.baseline : p.shape, total, runs, copy_gbps, &device);
+        const double c = copy_gbps > 0 ? std::min(copy_gbps, r.memcpy_gbps) : r.memcpy_gbps;
+        store[side].push_back(r.store_gbps);
+        load[side].push_back(r.load_gbps);
+        memcpy_gbps[side].push_back(r.memcpy_gbps);
+        ratio[side].push_back(r.load_gbps / c);
+      }
+    }
+    const double rel = median(ratio[1]) / median(ratio[0]);
     for (int side = 0; side < 2; ++side) {
       const Geometry& g = side == 0 ? p.baseline : p.shape;
-      const Result r = RunSize(g, total, runs, copy_gbps, &device);
-      const double c = copy_gbps > 0 ? std::min(copy_gbps, r.memcpy_gbps) : r.memcpy_gbps;
-      ratio[side] = r.load_gbps / c;
       const std::string label = side == 0 ? std::string("  fp16 K/V, same bytes") : p.name;
       std::printf("%-24s %12zu %12.2f %12.2f %12.2f %8.2f %10s\n", label.c_str(), g.block_bytes(),
-                  r.store_gbps, r.load_gbps, r.memcpy_gbps, ratio[side],
-                  side == 0 ? "" : absl::StrFormat("%.3f", ratio[1] / ratio[0]).c_str());
+                  median(store[side]), median(load[side]), median(memcpy_gbps[side]),
+                  median(ratio[side]), side == 0 ? "" : absl::StrFormat("%.3f", rel).c_str());
       const std::string tag = std::string(p.name) + (side == 0 ? "_fp16" : "");
-      json.Num("load_gbps_" + tag, r.load_gbps)
-          .Num("store_gbps_" + tag, r.store_gbps)
-          .Num("memcpy_gbps_" + tag, r.memcpy_gbps)
-          .Num("load_ratio_" + tag, ratio[side]);
+      json.Num("load_gbps_" + tag, median(load[side]))
+          .Num("store_gbps_" + tag, median(store[side]))
+          .Num("memcpy_gbps_" + tag, median(memcpy_gbps[side]))
+          .Num("load_ratio_" + tag, median(ratio[side]));
     }
-    const double rel = ratio[1] / ratio[0];
     json.Num(std::string("relative_") + p.name, rel)
-        .Num(std::string("block_bytes_") + p.name, static_cast<double>(p.shape.block_bytes()))
         .Str(std::string("geometry_") + p.name, p.shape.ToString());
+    if (&p == &pairs.front()) {
+      control = rel;
+      continue;
+    }
     worst = worst == 0 ? rel : std::min(worst, rel);
   }
   JsonLine head;
@@ -168,6 +193,7 @@ int Shapes(size_t total, int runs, double copy_gbps) {
            "each shape's load/memcpy ratio over the ratio of fp16 K/V blocks "
            "of the same bytes, same run; the worst pair")
       .Num("ratio", worst)
+      .Num("control_relative", control)
       .Str("device", device)
       .Num("total_mib", static_cast<double>(total >> 20));
   head.Merge(json).Print();

@@ -13,6 +13,13 @@
 //
 //   kvtier_vllm_connector_example [--layout=nhd|hnd] [--device=auto|cuda|emulated]
 //                                 [--copy-gbps=N] [--quiet]
+//                                 [--kv-cache-dtype=auto|fp8_e4m3|fp8_e5m2] [--mla]
+//                                 [--tp-size=N --tp-rank=R]
+//
+// The model shapes vLLM serves: --kv-cache-dtype as vLLM's (one byte per element), --mla a
+// DeepSeek-like latent model (one 96-wide latent per token and layer, 64 + 32 rope: the pool
+// is [pages, block_size, 96] per layer), --tp-size / --tp-rank this process as one rank of a
+// tensor-parallel deployment (its pool holds the rank's KV heads; its keys are the rank's).
 
 #include <cstdio>  // stderr
 #include <cstdlib>
@@ -38,6 +45,10 @@ struct Args {
   kvtier::DeviceChoice device = kvtier::DeviceChoice::kAuto;
   double copy_gbps = 16.0;
   bool quiet = false;
+  std::string kv_cache_dtype = "auto";
+  bool mla = false;
+  uint32_t tp_size = 1;
+  uint32_t tp_rank = 0;
 };
 
 // Reads the flags (common/flags.h, on CLI11): nullopt to go on, else the exit code (0 after
@@ -53,6 +64,18 @@ std::optional<int> ParseArgs(int argc, char** argv, Args* a) {
   kvtier::flags::AddCopyGbps(app, &a->copy_gbps,
                              "emulated host<->device bandwidth in GB/s, 0 = unthrottled");
   app.add_flag("--quiet", a->quiet, "print only what went wrong and the summary");
+  app.add_option("--kv-cache-dtype", a->kv_cache_dtype,
+                 "as vLLM's: auto (the model's fp16) or an fp8 KV cache, fp8_e4m3 / fp8_e5m2")
+      ->check(CLI::IsMember({"auto", "fp8_e4m3", "fp8_e5m2"}))
+      ->capture_default_str();
+  app.add_flag("--mla", a->mla,
+               "a DeepSeek-like MLA model: one latent (64 + 32 rope) per token and layer, no K/V");
+  app.add_option("--tp-size", a->tp_size, "tensor-parallel ranks of the deployment")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--tp-rank", a->tp_rank, "this process's rank, below --tp-size")
+      ->check(CLI::Range(0, 63))
+      ->capture_default_str();
   return kvtier::flags::Parse(app, argc, argv);
 }
 
@@ -108,8 +131,21 @@ int main(int argc, char** argv) {
   if (std::optional<int> exit_code = ParseArgs(argc, argv, &args)) return *exit_code;
 
   kvtier::EngineOptions o;
-  o.geometry = {/*num_layers=*/4, /*num_kv_heads=*/2, /*head_dim=*/64, kvtier::DType::kFloat16,
-                /*block_tokens=*/16};
+  // The whole model's KV cache; a tensor-parallel rank holds its slice of it.
+  kvtier::Geometry model{/*num_layers=*/4, /*num_kv_heads=*/2, /*head_dim=*/64,
+                         kvtier::DType::kFloat16, /*block_tokens=*/16};
+  if (args.mla) {
+    model = {4, 1, 96, kvtier::DType::kBFloat16, 16};
+    model.kind = kvtier::KvKind::kLatent;
+    model.rope_dim = 32;
+  }
+  if (args.kv_cache_dtype != "auto") model.dtype = *kvtier::ParseDType(args.kv_cache_dtype);
+  absl::StatusOr<kvtier::Geometry> rank_geometry =
+      model.ForTensorParallelRank(args.tp_rank, args.tp_size);
+  CHECK_OK(rank_geometry.status());
+  o.geometry = *rank_geometry;
+  o.tensor_parallel = {args.tp_rank, args.tp_size, /*store_rank=*/0};
+  // The fp8 scales would be part of the model's identity (docs/integration.md).
   o.model_fingerprint = "toy-model@vllm-connector-example";
   o.device.choice = args.device;
   o.device.emulated_copy_gbps = args.copy_gbps;
@@ -121,14 +157,29 @@ int main(int argc, char** argv) {
 
   absl::PrintF("kvtier vLLM-style connector example\n");
   absl::PrintF("device: %s\n", engine->device().name().c_str());
-  absl::PrintF("model: %s; pool layout %s, per layer [2, pages, %d, %d, %d]%s\n",
-              o.geometry.ToString().c_str(), kvtier::PageLayoutName(args.layout),
-              args.layout == kvtier::PageLayout::kNhd ? o.geometry.block_tokens
-                                                      : o.geometry.num_kv_heads,
-              args.layout == kvtier::PageLayout::kNhd ? o.geometry.num_kv_heads
-                                                      : o.geometry.block_tokens,
-              o.geometry.head_dim,
-              args.layout == kvtier::PageLayout::kNhd ? " (NHD)" : " (HND)");
+  if (args.mla) {
+    absl::PrintF("model: %s; MLA pool, per layer [pages, %d, %d] (latent %d + rope %d)\n",
+                 o.geometry.ToString().c_str(), o.geometry.block_tokens, o.geometry.head_dim,
+                 o.geometry.latent_dim(), o.geometry.rope_dim);
+  } else {
+    absl::PrintF("model: %s; pool layout %s, per layer [2, pages, %d, %d, %d]%s\n",
+                 o.geometry.ToString().c_str(), kvtier::PageLayoutName(args.layout),
+                 args.layout == kvtier::PageLayout::kNhd ? o.geometry.block_tokens
+                                                         : o.geometry.num_kv_heads,
+                 args.layout == kvtier::PageLayout::kNhd ? o.geometry.num_kv_heads
+                                                         : o.geometry.block_tokens,
+                 o.geometry.head_dim,
+                 args.layout == kvtier::PageLayout::kNhd ? " (NHD)" : " (HND)");
+  }
+  if (args.tp_size > 1) {
+    absl::PrintF("tensor parallel: rank %d of %d; %s\n", args.tp_rank, args.tp_size,
+                 args.mla ? "the latent is every rank's (shared keys)"
+                          : absl::StrFormat("this rank holds KV heads [%d, %d) of %d",
+                                            o.geometry.kv_head_begin,
+                                            o.geometry.kv_head_begin + o.geometry.num_kv_heads,
+                                            o.geometry.total_kv_heads)
+                                .c_str());
+  }
   absl::PrintF("pool: %s, registered with kvtier by the connector (RegisterDeviceMemory)\n",
                engine->device().kind() == kvtier::DeviceKind::kEmulated
                    ? "the toy engine's own host memory (the emulated device's \"GPU\")"

@@ -274,6 +274,63 @@ TEST_F(KvtierCliTest, QuantizedRecordsAreCountedAndVerified) {
   EXPECT_EQ(Num(ParseJson(verified.out), "ok"), 3);
 }
 
+// A directory of MLA latents (format version 2): inspect names its kind and rope part, and
+// verify decodes every record with its carried geometry; a tensor-parallel rank's directory
+// names its shard.
+TEST_F(KvtierCliTest, MlaAndShardDirectoriesSayWhatTheyHold) {
+  EngineOptions o = Options();
+  o.geometry = Geometry{4, 1, 96, DType::kBFloat16, 16};  // 12 KiB: 64 + 32 rope
+  o.geometry.kind = KvKind::kLatent;
+  o.geometry.rope_dim = 32;
+  o.host_tier_bytes = 2 * o.geometry.block_bytes();
+  {
+    absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Open(o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+  }
+  StoreOneByOne("default", Prompt(5, 5));  // 3 to disk
+  ASSERT_TRUE(engine_->Flush().ok());
+  engine_.reset();
+  RunResult r = RunCli(absl::StrCat("inspect --json ", Quote(cache_)));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ordered_json j = ParseJson(r.out);
+  EXPECT_EQ(Str(j, "format_version"), "2");
+  EXPECT_EQ(Str(j, "geometry/kind"), "mla");
+  EXPECT_EQ(Num(j, "geometry/rope_dim"), 32);
+  EXPECT_EQ(Num(j, "geometry/block_bytes"), 4 * 16 * 96 * 2);
+  EXPECT_EQ(Num(j, "geometry/bytes_per_token"), 4 * 96 * 2);
+  EXPECT_EQ(Num(j, "blocks"), 3);
+  RunResult human = RunCli(absl::StrCat("inspect ", Quote(cache_)));
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("kind=mla rope_dim=32"), std::string::npos) << human.out;
+  RunResult verified = RunCli(absl::StrCat("verify --json ", Quote(cache_)));
+  EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  EXPECT_EQ(Num(ParseJson(verified.out), "ok"), 3);
+
+  std::filesystem::remove_all(cache_);
+  o = Options();
+  o.geometry = Geometry{4, 4, 16, DType::kFloat16, 16}.ForTensorParallelRank(1, 2).value();
+  o.tensor_parallel = {1, 2, 0};
+  o.host_tier_bytes = 2 * o.geometry.block_bytes();
+  {
+    absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Open(o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+  }
+  StoreOneByOne("default", Prompt(4, 6));
+  ASSERT_TRUE(engine_->Flush().ok());
+  engine_.reset();
+  r = RunCli(absl::StrCat("inspect --json ", Quote(cache_)));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = ParseJson(r.out);
+  EXPECT_EQ(Str(j, "format_version"), "2");
+  EXPECT_EQ(Str(j, "geometry/kind"), "kv");
+  EXPECT_EQ(Num(j, "geometry/kv_head_begin"), 2);
+  EXPECT_EQ(Num(j, "geometry/total_kv_heads"), 4);
+  verified = RunCli(absl::StrCat("verify --json ", Quote(cache_)));
+  EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+}
+
 TEST_F(KvtierCliTest, EraseRemovesOneNamespace) {
   Fill();
   RunResult r = RunCli(absl::StrCat("erase ", Quote(cache_), " --namespace tenant-b --json"));
