@@ -55,6 +55,29 @@ inline std::vector<ShapePair> ModelShapePairs() {
   };
 }
 
+// What --shapes runs: first a control, fp16 K/V against itself (its "vs fp16" is the bench's
+// own noise on the machine; 1.000 on a quiet one), then ModelShapePairs.
+inline std::vector<ShapePair> ShapePairsWithControl() {
+  const Geometry fp16{16, 8, 128, DType::kFloat16, 32};  // 2 MiB
+  std::vector<ShapePair> pairs = {{"control-fp16-itself", fp16, fp16}};
+  for (const ShapePair& p : ModelShapePairs()) pairs.push_back(p);
+  return pairs;
+}
+
+// Each pair's "vs fp16" (shape ratio to the ceiling / fp16 ratio), in ShapePairsWithControl's
+// order: the control's, and the worst shape's, which is --shapes' figure.
+struct ShapeRelatives {
+  double control = 0;
+  double worst = 0;
+  void Add(size_t pair_index, double relative) {
+    if (pair_index == 0) {
+      control = relative;
+    } else {
+      worst = worst == 0 ? relative : std::min(worst, relative);
+    }
+  }
+};
+
 inline double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
       .count();

@@ -325,15 +325,11 @@ int Shapes(const Args& a) {
   std::printf("%-24s %11s %11s %10s %7s %11s %10s %7s %8s\n", "shape", "block bytes", "write GB/s",
               "fio write", "ratio", "read GB/s", "fio read", "ratio", "vs fp16");
   JsonLine json;
-  double worst = 0;
   std::string backend;
-  // A control first: fp16 K/V against itself, which measures the bench's own noise on this
-  // machine (its "vs fp16" would be 1.000 on a quiet one).
-  std::vector<ShapePair> pairs = {{"control-fp16-itself", Geometry{16, 8, 128, DType::kFloat16, 32},
-                                   Geometry{16, 8, 128, DType::kFloat16, 32}}};
-  for (const ShapePair& p : ModelShapePairs()) pairs.push_back(p);
-  double control = 0;
-  for (const ShapePair& p : pairs) {
+  const std::vector<ShapePair> pairs = ShapePairsWithControl();
+  ShapeRelatives relatives;
+  for (size_t pair_index = 0; pair_index < pairs.size(); ++pair_index) {
+    const ShapePair& p = pairs[pair_index];
     // A B B A: whatever the run before leaves behind (the discard of the last run's files,
     // a warmer device) falls on both sides alike. Each side's figures are the mean of its two.
     Figures sum[2];
@@ -367,16 +363,12 @@ int Shapes(const Args& a) {
     const double rel = read_ratio[1] / read_ratio[0];
     json.Num(std::string("relative_") + p.name, rel)
         .Str(std::string("geometry_") + p.name, p.shape.ToString());
-    if (&p == &pairs.front()) {
-      control = rel;
-      continue;
-    }
-    worst = worst == 0 ? rel : std::min(worst, rel);
+    relatives.Add(pair_index, rel);
   }
   JsonLine head;
   head.Str("bench", "disk")
       .Str("mode", "shapes")
-      .Num("figure", worst)
+      .Num("figure", relatives.worst)
       .Str("unit", "x")
       .Num("ceiling", 1)
       .Str("ceiling_source",
@@ -385,8 +377,8 @@ int Shapes(const Args& a) {
                            "directory, interleaved, medians) over the ratio of fp16 K/V blocks "
                            "of the same bytes; the worst pair",
                            a.qd, a.file_mib))
-      .Num("ratio", worst)
-      .Num("control_relative", control)
+      .Num("ratio", relatives.worst)
+      .Num("control_relative", relatives.control)
       .Str("io_backend", backend)
       .Str("codec", CodecName(a.codec));
   head.Merge(json).Print();

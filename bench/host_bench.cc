@@ -139,18 +139,14 @@ int Shapes(size_t total, int runs, double copy_gbps) {
               "load GB/s", "memcpy GB/s", "ratio", "vs fp16");
   JsonLine json;
   std::string device;
-  double worst = 0;
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  // A control first: fp16 K/V against itself, which measures the bench's own noise on this
-  // machine (its "vs fp16" would be 1.000 on a quiet one).
-  std::vector<ShapePair> pairs = {{"control-fp16-itself", Geometry{16, 8, 128, DType::kFloat16, 32},
-                                   Geometry{16, 8, 128, DType::kFloat16, 32}}};
-  for (const ShapePair& p : ModelShapePairs()) pairs.push_back(p);
-  double control = 0;
-  for (const ShapePair& p : pairs) {
+  const std::vector<ShapePair> pairs = ShapePairsWithControl();
+  ShapeRelatives relatives;
+  for (size_t pair_index = 0; pair_index < pairs.size(); ++pair_index) {
+    const ShapePair& p = pairs[pair_index];
     std::vector<double> store[2], load[2], memcpy_gbps[2], ratio[2];
     for (int round = 0; round < kRounds; ++round) {
       for (int side = 0; side < 2; ++side) {
@@ -177,23 +173,19 @@ int Shapes(size_t total, int runs, double copy_gbps) {
     }
     json.Num(std::string("relative_") + p.name, rel)
         .Str(std::string("geometry_") + p.name, p.shape.ToString());
-    if (&p == &pairs.front()) {
-      control = rel;
-      continue;
-    }
-    worst = worst == 0 ? rel : std::min(worst, rel);
+    relatives.Add(pair_index, rel);
   }
   JsonLine head;
   head.Str("bench", "host")
       .Str("mode", "shapes")
-      .Num("figure", worst)
+      .Num("figure", relatives.worst)
       .Str("unit", "x")
       .Num("ceiling", 1)
       .Str("ceiling_source",
            "each shape's load/memcpy ratio over the ratio of fp16 K/V blocks "
            "of the same bytes, same run; the worst pair")
-      .Num("ratio", worst)
-      .Num("control_relative", control)
+      .Num("ratio", relatives.worst)
+      .Num("control_relative", relatives.control)
       .Str("device", device)
       .Num("total_mib", static_cast<double>(total >> 20));
   head.Merge(json).Print();
