@@ -300,6 +300,17 @@ bool TensorParallelOptions::Stores(const Geometry& geometry) const {
   return rank % group == store_rank % group;
 }
 
+absl::Status EngineOptions::ShardForTensorParallel(uint32_t rank, uint32_t size,
+                                                   uint32_t store_rank) {
+  absl::StatusOr<Geometry> g = geometry.ForTensorParallelRank(rank, size);
+  if (!g.ok()) return g.status();
+  const TensorParallelOptions tp{rank, size, store_rank};
+  if (absl::Status s = tp.Validate(*g); !s.ok()) return s;
+  geometry = *g;
+  tensor_parallel = tp;
+  return absl::OkStatus();
+}
+
 absl::Status EngineOptions::Validate() const {
   if (absl::Status s = geometry.Validate(); !s.ok()) return s;
   if (absl::Status s = tensor_parallel.Validate(geometry); !s.ok()) return s;

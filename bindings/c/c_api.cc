@@ -451,17 +451,10 @@ kvtier_status_code kvtier_options_set_tensor_parallel(kvtier_options* options, u
   static constexpr char kFn[] = "kvtier_options_set_tensor_parallel";
   return Guarded(kFn, [&] {
     KVTIER_REQUIRE_NONNULL(kFn, options);
-    const kvtier::Geometry& full = options->options.geometry;
-    if (full.num_layers == 0) {
+    if (options->options.geometry.num_layers == 0) {
       return InvalidArgument(kFn, "no geometry: call kvtier_options_set_geometry first");
     }
-    const kvtier::TensorParallelOptions tp{rank, size, store_rank};
-    absl::StatusOr<kvtier::Geometry> g = full.ForTensorParallelRank(rank, size);
-    if (!g.ok()) return FromStatus(kFn, g.status());
-    if (kvtier_status_code c = FromStatus(kFn, tp.Validate(*g))) return c;
-    options->options.geometry = *g;
-    options->options.tensor_parallel = tp;
-    return KVTIER_OK;
+    return FromStatus(kFn, options->options.ShardForTensorParallel(rank, size, store_rank));
   });
 }
 

@@ -951,11 +951,7 @@ InvalidArgumentError (a ValueError) naming "remote.<field>" at validate() and En
   o.def(
       "shard",
       [](EngineOptions& x, uint32_t rank, uint32_t size, uint32_t store_rank) {
-        Geometry g = ValueOrThrow(x.geometry.ForTensorParallelRank(rank, size));
-        const TensorParallelOptions tp{rank, size, store_rank};
-        ThrowIfError(tp.Validate(g));
-        x.geometry = g;
-        x.tensor_parallel = tp;
+        ThrowIfError(x.ShardForTensorParallel(rank, size, store_rank));
       },
       py::arg("rank"), py::arg("size"), py::arg("store_rank") = 0,
       "Makes these options tensor-parallel rank `rank` of `size`: the geometry (the whole "

@@ -242,6 +242,12 @@ struct EngineOptions {
   // from the engine's own thread. 0 = off. Open fails with Unavailable if the port is taken.
   uint16_t metrics_port = 0;
 
+  // Makes these options tensor-parallel rank `rank` of `size`: `geometry`, the whole model's,
+  // becomes the rank's (Geometry::ForTensorParallelRank) and `tensor_parallel` is set. On an
+  // error (InvalidArgument naming the field: rank or store_rank out of range, heads that do
+  // not divide, a geometry already sharded) nothing changes.
+  absl::Status ShardForTensorParallel(uint32_t rank, uint32_t size, uint32_t store_rank = 0);
+
   // OK, or InvalidArgument naming the bad field.
   absl::Status Validate() const;
 };

@@ -113,6 +113,52 @@ TEST(EngineOptionsValidate, EveryBadFieldIsNamed) {
   EXPECT_TRUE(SmallOptions(0, 1).Validate().ok());
 }
 
+TEST(EngineOptionsShard, MakesTheRanksGeometryOrChangesNothing) {
+  EngineOptions o = SmallOptions(0, 4);
+  o.geometry.num_kv_heads = 4;
+  const EngineOptions before = o;
+  // Refused: nothing changes.
+  ExpectError(o.ShardForTensorParallel(2, 2), absl::StatusCode::kInvalidArgument, "tp_rank = 2");
+  ExpectError(o.ShardForTensorParallel(0, 3), absl::StatusCode::kInvalidArgument,
+              "not divisible by tp_size = 3");
+  ExpectError(o.ShardForTensorParallel(0, 2, 2), absl::StatusCode::kInvalidArgument,
+              "store_rank = 2");
+  EXPECT_EQ(o.geometry, before.geometry);
+  EXPECT_EQ(o.tensor_parallel.size, 1u);
+  // Rank 1 of 2: heads [2, 4) of 4, and the options open.
+  ASSERT_TRUE(o.ShardForTensorParallel(1, 2, 1).ok());
+  EXPECT_EQ(o.geometry.num_kv_heads, 2u);
+  EXPECT_EQ(o.geometry.kv_head_begin, 2u);
+  EXPECT_EQ(o.geometry.total_kv_heads, 4u);
+  EXPECT_EQ(o.tensor_parallel.rank, 1u);
+  EXPECT_EQ(o.tensor_parallel.size, 2u);
+  EXPECT_EQ(o.tensor_parallel.store_rank, 1u);
+  EXPECT_TRUE(o.Validate().ok()) << o.Validate();
+  ExpectError(o.ShardForTensorParallel(1, 2), absl::StatusCode::kInvalidArgument,
+              "already a shard");
+}
+
+// Which rank writes the shared tier: of each group holding the same bytes, the one whose index
+// in the group is store_rank (modulo the group's size); every rank of a head-sharded geometry.
+TEST(TensorParallelOptions, OneRankOfEachReplicaGroupStores) {
+  Geometry mla{4, 1, 96, DType::kBFloat16, 16};
+  mla.kind = KvKind::kLatent;
+  for (uint32_t rank = 0; rank < 4; ++rank) {
+    EXPECT_EQ((TensorParallelOptions{rank, 4, 2}.Stores(mla)), rank == 2) << rank;
+  }
+  const Geometry gqa{4, 8, 16, DType::kFloat16, 16};
+  for (uint32_t rank = 0; rank < 16; ++rank) {  // each head on two ranks: the odd one stores
+    const TensorParallelOptions tp{rank, 16, 1};
+    const Geometry g = *gqa.ForTensorParallelRank(rank, 16);
+    ASSERT_TRUE(tp.Validate(g).ok());
+    EXPECT_EQ(tp.Stores(g), rank % 2 == 1) << rank;
+  }
+  for (uint32_t rank = 0; rank < 2; ++rank) {  // head-sharded: every rank its own
+    EXPECT_TRUE((TensorParallelOptions{rank, 2, 0}.Stores(*gqa.ForTensorParallelRank(rank, 2))));
+  }
+  EXPECT_TRUE((TensorParallelOptions{}.Stores(gqa)));
+}
+
 class BadInputTest : public ::testing::Test {
  protected:
   void SetUp() override {
