@@ -14,6 +14,7 @@
 #include "kvtier/device.h"
 #include "kvtier/engine.h"
 #include "kvtier/geometry.h"
+#include "kvtier/load_plan.h"
 #include "kvtier/stats.h"
 
 namespace kvtier {
@@ -55,6 +56,24 @@ TEST(SharedLibrary, ExportsTheGeometryAndKeyFunctions) {
   absl::StatusOr<BlockKey> back = BlockKey::FromHex(keys[1].ToHex());
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(*back, keys[1]);
+}
+
+TEST(SharedLibrary, ExportsThePlanner) {
+  const std::vector<TierKind> tiers(2, TierKind::kHost);
+  LoadPlanInput in;
+  in.prompt_tokens = 9;
+  in.tiers = tiers;
+  in.geometry = SmallGeometry();
+  LoadCostModel cost;
+  cost.h2d.bytes_per_s = 1e10;
+  ComputeModel compute;
+  compute.prefill_tokens_per_s = 1000;
+  absl::StatusOr<LoadPlan> plan = PlanLoad(in, cost, compute);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->load_blocks, 2u);
+  EXPECT_STREQ(LoadPlanReasonName(plan->reason), "load_all");
+  compute.prefill_tokens_per_s = 0;
+  EXPECT_FALSE(PlanLoad(in, cost, compute).ok());
 }
 
 TEST(SharedLibrary, OpensADeviceAndAnEngineAndMovesBlocks) {
