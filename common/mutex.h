@@ -13,12 +13,14 @@
 #ifndef KVTIER_COMMON_MUTEX_H_
 #define KVTIER_COMMON_MUTEX_H_
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace kvtier {
@@ -93,6 +95,16 @@ class Notification {
   void WaitForNotification() {
     MutexLock lock(&mu_);
     mu_.Await([this] { return notified_.load(std::memory_order_relaxed); });
+  }
+  // As WaitForNotification, but gives up at `deadline`; returns whether it was notified.
+  bool WaitForNotificationWithDeadline(absl::Time deadline) {
+    MutexLock lock(&mu_);
+    auto notified = [this] { return notified_.load(std::memory_order_relaxed); };
+    if (deadline == absl::InfiniteFuture()) {
+      mu_.Await(notified);
+      return true;
+    }
+    return mu_.AwaitWithTimeout(notified, std::max(deadline - absl::Now(), absl::ZeroDuration()));
   }
 
  private:

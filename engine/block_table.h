@@ -14,26 +14,60 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "common/mutex.h"
 #include "kvtier/block_key.h"
 #include "kvtier/device.h"
 #include "kvtier/tier_kind.h"
+#include "tiers/read_claim.h"
 #include "tiers/tier.h"
 
 namespace kvtier {
 
-// A host copy being filled from disk: device streams that read it first wait (a host
-// callback) for `done`; `status` says whether the bytes arrived verified.
+// A host copy being filled from disk (or the remote tier): device streams that read it first
+// wait (a host callback) for `done`; `status` says whether the bytes arrived verified.
+//
+// A reader with a deadline may abandon the fill (Abandon): when the read has not claimed the
+// slot yet, the reader zeroes it (never a previous occupant's bytes), fails the fill with its
+// reason and lets its copies go; the read, whenever it settles, leaves the slot alone.
 struct HostFill {
   Notification done;
   absl::Status status;  // written before done.Notify()
   Notification settled;  // the engine's bookkeeping of the read is done (OnHostFilled)
+
+  // Abandonable fills only (the mover that started the read sets these): the slot and its
+  // size, the gate its previous bytes are copied out behind (null: none), and what records
+  // the abandonment (posts the bookkeeping; called at most once, by the abandoner).
+  ReadClaim claim;
+  void* slot = nullptr;
+  size_t bytes = 0;
+  std::shared_ptr<Notification> slot_free;
+  absl::AnyInvocable<void() &&> on_abandon;
+  // Notified once on_abandon's bookkeeping is done (Wait() returns after it).
+  Notification abandon_settled;
+
+  bool abandonable() const { return slot != nullptr; }
+  // Gives up on a read that has not delivered by now: true when this call abandoned it (the
+  // slot is zeroed, `status` is `why`, done is notified); false when the read had claimed the
+  // slot (wait for done: a copy or a decode) or someone else abandoned it first (done is, or
+  // is about to be, notified). REQUIRES: abandonable().
+  bool Abandon(absl::Status why) {
+    if (!claim.Abandon()) return false;
+    // The slot's previous bytes may still be on their way to disk: zero it only after.
+    if (slot_free != nullptr) slot_free->WaitForNotification();
+    std::memset(slot, 0, bytes);
+    status = std::move(why);
+    if (on_abandon) std::move(on_abandon)();
+    done.Notify();
+    return true;
+  }
 };
 
 struct BlockEntry {

@@ -228,31 +228,58 @@ absl::Status DiskMover::EnsureHostCopy(const BlockKey& key, bool passing) {
   // I/O thread must never wait for the placement lock: a thread holding it can be blocked in
   // a device call behind a Free that synchronizes the device, which waits for a stream gated
   // on a read that only this callback completes.
-  auto on_read = [this, key, write_id, fill](absl::Status st) {
-    fill->status = st;
-    fill->done.Notify();
+  //
+  // A reader with a deadline may abandon the read (HostFill::Abandon, in its stream's gate):
+  // it zeroes the slot and fails the fill itself, so the read, when it settles, neither writes
+  // the slot nor notifies; the block is erased at once (OnFillAbandoned) and its slot goes
+  // back when the read has settled (OnHostFilled).
+  fill->slot = dst;
+  fill->bytes = block_bytes_;
+  // (A weak pointer: the fill owns this callback.)
+  fill->on_abandon = [this, key, write_id, weak = std::weak_ptr<HostFill>(fill)] {
+    completions_.Post([this, key, write_id, weak] {
+      OnFillAbandoned(key, write_id);
+      if (std::shared_ptr<HostFill> f = weak.lock()) f->abandon_settled.Notify();
+    });
+  };
+  // Every read is a sample of the disk tier's rate (TierRates): its bytes when it delivered,
+  // its time either way (a read held past its reader's deadline says the disk is slow).
+  const absl::Time started = absl::Now();
+  auto on_read = [this, key, write_id, fill, started](absl::Status st) {
+    counters_.rates().Finished(kDisk, st.ok() ? block_bytes_ : 0, absl::Now() - started);
+    if (!fill->claim.abandoned()) {
+      fill->status = st;
+      fill->done.Notify();
+    }
     completions_.Post([this, key, write_id, fill, st = std::move(st)]() mutable {
       OnHostFilled(key, write_id, fill, std::move(st));
     });
   };
+  counters_.rates().Started(kDisk);
   absl::Status s;
   if (reuse.pending()) {
     // The slot's old bytes are still being copied out (a job posted before any this read
     // can post): the read goes to a bounce buffer now, and into the slot on this part's
     // thread once the slot is free.
+    fill->slot_free = reuse.gate;
     std::shared_ptr<char[]> bounce(new char[block_bytes_]);
     s = disk_->Read(record, key, ns, bounce.get(),
-                    [this, bounce, dst, gate = reuse.gate, on_read](absl::Status st) mutable {
-                      Post([this, bounce, dst, gate, on_read, st = std::move(st)]() mutable {
+                    [this, bounce, dst, gate = reuse.gate, fill, on_read](absl::Status st) mutable {
+                      Post([this, bounce, dst, gate, fill, on_read, st = std::move(st)]() mutable {
                         gate->WaitForNotification();
+                        if (!fill->claim.Claim()) {
+                          on_read(absl::CancelledError("abandoned by its reader"));
+                          return;
+                        }
                         std::memcpy(dst, bounce.get(), block_bytes_);
                         on_read(std::move(st));
                       });
                     });
   } else {
-    s = disk_->Read(record, key, ns, dst, on_read);
+    s = disk_->Read(record, key, ns, dst, on_read, std::shared_ptr<ReadClaim>(fill, &fill->claim));
   }
   if (!s.ok()) {
+    counters_.rates().Finished(kDisk, 0, absl::ZeroDuration());  // nothing was read
     // The record vanished (its region was reclaimed) between the lookup and the read: give
     // the slot back untouched; the block is a miss for this caller.
     placement_.ReturnSlot(kHost, *slot, std::move(reuse));
@@ -297,7 +324,9 @@ void DiskMover::OnDiskWritten(const BlockKey& key, uint64_t write_id, absl::Stat
 
 void DiskMover::OnHostFilled(const BlockKey& key, uint64_t write_id,
                              std::shared_ptr<HostFill> fill, absl::Status status) {
-  // The gated streams were released already (the read's callback); this is the bookkeeping.
+  // The gated streams were released already (the read's callback, or the reader that
+  // abandoned it); this is the bookkeeping.
+  const bool abandoned = fill->claim.abandoned();
   {
     MutexLock lock(&placement_.mu());
     table_.Mutate(key, [&](BlockEntry& e) {
@@ -307,7 +336,11 @@ void DiskMover::OnHostFilled(const BlockKey& key, uint64_t write_id,
       }
       e.set_writing(kHost, false);
       e.host_fill.reset();
-      if (!status.ok()) {
+      if (abandoned) {
+        // Erased already (OnFillAbandoned); the record is still the tier's, so the entry's
+        // reclaim erases it there. The slot (zeros) goes back now that nothing writes it.
+        e.erased = true;
+      } else if (!status.ok()) {
         // The slot holds zeros now and the disk record is gone (dropped by the disk tier):
         // the block becomes a miss; readers already queued get zeros and the error.
         placement_.ForgetLowerCopy(e, kDisk);
@@ -318,6 +351,22 @@ void DiskMover::OnHostFilled(const BlockKey& key, uint64_t write_id,
   }
   if (status.ok()) counters_.tier(kHost).bytes_in.fetch_add(block_bytes_, std::memory_order_relaxed);
   fill->settled.Notify();
+}
+
+void DiskMover::OnFillAbandoned(const BlockKey& key, uint64_t write_id) {
+  {
+    MutexLock lock(&placement_.mu());
+    table_.Mutate(key, [&](BlockEntry& e) {
+      placement_.mu().AssertHeld();
+      if (!e.is_writing(kHost) || e.write_id[kHost] != write_id) return false;
+      // Its host slot holds zeros: the block is a miss for everyone from now on (as after a
+      // failed verification). Readers already gated on the fill got zeros and the reason. Its
+      // copies go when the read has settled (OnHostFilled) and nobody uses the entry.
+      e.erased = true;
+      return false;
+    });
+  }
+  counters_.blocks_abandoned.fetch_add(1, std::memory_order_relaxed);
 }
 
 void DiskMover::OnDiskDropped(std::vector<std::pair<BlockKey, RecordId>> dropped) {

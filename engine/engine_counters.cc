@@ -25,6 +25,55 @@ void EngineCounters::CountLookups(NamespaceCounters& ns, const TierArray<uint64_
   }
 }
 
+TierRates::TierRates() {
+  MutexLock lock(&mu_);
+  for (TierKind t : kAllTiers) {
+    RateEstimatorOptions o;
+    o.prior_bytes_per_s = kDefaultPriors[t].bytes_per_s;
+    o.prior_latency_s = kDefaultPriors[t].latency_s;
+    absl::StatusOr<RateEstimator> e = RateEstimator::Create(o);
+    // The priors are constants: a refusal is a bug here, not an input error.
+    if (!e.ok()) std::abort();
+    estimators_.push_back(std::move(*e));
+  }
+}
+
+void TierRates::Started(TierKind t) {
+  MutexLock lock(&mu_);
+  (void)estimators_[static_cast<size_t>(t)].OpStarted(absl::Now());
+}
+
+void TierRates::Finished(TierKind t, uint64_t bytes, absl::Duration latency) {
+  MutexLock lock(&mu_);
+  // The clock is read under the lock, so the estimator sees times in order.
+  (void)estimators_[static_cast<size_t>(t)].OpFinished(absl::Now(), bytes,
+                                                       std::max(latency, absl::ZeroDuration()));
+}
+
+StageRate TierRates::Rate(TierKind t, uint64_t block_bytes) const {
+  MutexLock lock(&mu_);
+  const RateEstimator& e = estimators_[static_cast<size_t>(t)];
+  const absl::Time now = absl::Now();
+  StageRate r;
+  r.bytes_per_s = e.bytes_per_s(now);
+  r.latency_s = e.latency_s(now);
+  r.queued_bytes =
+      static_cast<double>(std::max<int64_t>(e.in_flight(), 0)) * static_cast<double>(block_bytes);
+  return r;
+}
+
+void TierRates::Fill(EngineStats* out) const {
+  MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  for (TierKind t : kAllTiers) {
+    const RateEstimator& e = estimators_[static_cast<size_t>(t)];
+    TierStats& ts = out->tiers[t];
+    ts.read_bytes_per_s = static_cast<uint64_t>(e.bytes_per_s(now));
+    ts.read_latency_ns = static_cast<uint64_t>(e.latency_s(now) * 1e9);
+    ts.read_samples = e.samples();
+  }
+}
+
 void EngineCounters::Fill(EngineStats* out) const {
   for (TierKind t : kAllTiers) {
     TierStats& ts = out->tiers[t];
@@ -45,6 +94,8 @@ void EngineCounters::Fill(EngineStats* out) const {
   out->rejected_blocks = rejected_blocks.load(std::memory_order_relaxed);
   out->loaded_blocks = loaded_blocks.load(std::memory_order_relaxed);
   out->leases_expired = leases_expired.load(std::memory_order_relaxed);
+  out->blocks_abandoned = blocks_abandoned.load(std::memory_order_relaxed);
+  rates_.Fill(out);
   out->stall_ns = stall_->ns.load(std::memory_order_relaxed);
   out->stalled_waits = stall_->waits.load(std::memory_order_relaxed);
   out->match_latency = match_latency.Snapshot();

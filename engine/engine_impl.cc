@@ -412,6 +412,49 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Store(const StoreReq
   return std::unique_ptr<TransferHandle>(t->TakeHandle(std::move(parts)));
 }
 
+// ----------------------------------------------------------------------------- PlanLoad
+
+absl::StatusOr<LoadPlan> EngineImpl::PlanLoad(const MatchResult& match, size_t prompt_tokens,
+                                              size_t local_tokens, const ComputeModel& compute,
+                                              bool layerwise) {
+  const Geometry& g = options_.geometry;
+  if (match.tiers.size() != match.keys.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "PlanLoad: the match has %d keys but %d tiers (pass Match's result as it is)",
+        match.keys.size(), match.tiers.size()));
+  }
+  if (local_tokens % g.block_tokens != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("PlanLoad: local_tokens %d is not a multiple of block_tokens %d",
+                        local_tokens, g.block_tokens));
+  }
+  const size_t local_blocks = local_tokens / g.block_tokens;
+  if (local_blocks > match.tiers.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("PlanLoad: local_tokens %d is more than the %d matched tokens",
+                        local_tokens, match.tiers.size() * g.block_tokens));
+  }
+  LoadPlanInput in;
+  in.prompt_tokens = prompt_tokens;
+  in.local_tokens = local_tokens;
+  in.tiers = absl::MakeConstSpan(match.tiers).subspan(local_blocks);
+  in.geometry = g;
+  in.layerwise = layerwise;
+  LoadCostModel cost;
+  const TierRates& rates = counters_->rates();
+  const uint64_t block = g.block_bytes();
+  cost.d2d = rates.Rate(kGpu, block);
+  cost.h2d = rates.Rate(kHost, block);
+  // A tier the engine does not have is a gap: nothing planned can come from it.
+  if (disk_ != nullptr) cost.stage[kDisk] = rates.Rate(kDisk, block);
+  if (remote_ != nullptr) cost.stage[kRemote] = rates.Rate(kRemote, block);
+  absl::StatusOr<LoadPlan> plan = kvtier::PlanLoad(in, cost, compute);
+  if (!plan.ok()) {
+    return absl::Status(plan.status().code(), absl::StrCat("PlanLoad: ", plan.status().message()));
+  }
+  return plan;
+}
+
 // ----------------------------------------------------------------------------- Load
 
 absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadRequest& r) {
@@ -476,6 +519,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
     found[kHost] -= remote_reads.size();
     found[kRemote] += remote_reads.size();
     t->set_stream(stream);
+    t->set_deadline(r.deadline);
     (void)t->WaitAfter(r.after);
     std::vector<BlockCopy> copies;
     copies.reserve(r.keys.size());
@@ -486,12 +530,20 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
         placement_->ConsumePrefetch(*e);
         // A host copy still being read from disk counts as the disk's bytes, not the host's.
         if (at != kHost || e->host_fill == nullptr) ++from[at];
-        (void)t->WaitForCopy(*e, at);
+        (void)t->WaitForCopy(*e, at, i);
         placement_->Touch(at, e->slot[at]);
         copies.push_back(BlockCopy{Endpoint::Slot(placement_->Address(at, e->slot[at])),
                                    Endpoint::Caller(r.buffers, i)});
       });
     }
+    // The copies' time (after every gate) is a sample of the link they use: host → caller
+    // when any block comes out of a host slot, else GPU tier → caller.
+    const TierKind link = from[kGpu] == r.keys.size() ? kGpu : kHost;
+    const uint64_t bytes = uint64_t{r.keys.size()} * g.block_bytes();
+    TierRates* rates = &counters_->rates();
+    (void)t->MeasureCopies(
+        [rates, link] { rates->Started(link); },
+        [rates, link, bytes](absl::Duration took) { rates->Finished(link, bytes, took); });
     (void)t->Enqueue(*planner_, copies, r.layerwise);
     (void)t->Finish([this, keys = r.keys, id, external] {
       placement_->OnReadsDone(keys, id);
@@ -623,7 +675,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
       const SlotId slot = (*acquired)[k].first;
       table_.Find(key, [&](BlockEntry* e) {
         placement_->mu().AssertHeld();
-        (void)t->WaitForCopy(*e, kHost);
+        (void)t->WaitForCopy(*e, kHost, need[k]);
         copies.push_back(BlockCopy{Endpoint::Slot(placement_->Address(kHost, e->slot[kHost])),
                                    Endpoint::Slot(placement_->Address(kGpu, slot))});
         // A host copy read in from disk by this call came in passing: it stays cold.

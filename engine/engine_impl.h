@@ -66,6 +66,9 @@ class EngineImpl final : public Engine {
   absl::Status CreateNamespace(absl::string_view ns) override;
   absl::Status SetNamespaceLimits(absl::string_view ns, const NamespaceLimits& limits) override;
   std::vector<std::string> ListNamespaces() const override;
+  absl::StatusOr<LoadPlan> PlanLoad(const MatchResult& match, size_t prompt_tokens,
+                                    size_t local_tokens, const ComputeModel& compute,
+                                    bool layerwise) override;
   absl::StatusOr<MatchResult> Match(absl::string_view ns, absl::Span<const int32_t> tokens,
                                     absl::string_view extra) override;
   absl::StatusOr<std::unique_ptr<TransferHandle>> Store(const StoreRequest& request) override;

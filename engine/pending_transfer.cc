@@ -69,19 +69,46 @@ absl::Status PendingTransfer::WaitForReuse(const SlotReuse& reuse) {
   return Step(reuse.OrderStream(*stream_));
 }
 
-absl::Status PendingTransfer::WaitForCopy(const BlockEntry& e, TierKind t) {
+absl::Status PendingTransfer::WaitForCopy(const BlockEntry& e, TierKind t, size_t block) {
   if (!status_.ok() || !e.is_writing(t)) return status_;
   if (e.ready[t] != nullptr) return WaitFor(e.ready[t]);
-  if (t == TierKind::kHost && e.host_fill != nullptr) return WaitForFill(e.host_fill);
+  if (t == TierKind::kHost && e.host_fill != nullptr) return WaitForFill(e.host_fill, block);
   return status_;
 }
 
-absl::Status PendingTransfer::WaitForFill(std::shared_ptr<HostFill> fill) {
+absl::Status PendingTransfer::WaitForFill(std::shared_ptr<HostFill> fill, size_t block) {
   if (!status_.ok()) return status_;
   fills_.push_back(fill);
+  fill_blocks_.push_back(block);
   enqueued_ = true;
-  // A host callback that holds the stream (not the host) until the disk read is verified.
-  return Step(stream_->AddCallback([fill = std::move(fill)] { fill->done.WaitForNotification(); }));
+  // A host callback that holds the stream (not the host) until the disk read is verified, or
+  // until the deadline, when the read is abandoned: the slot is zeroed first, so the copies
+  // after the gate deliver zeros, never a previous occupant's bytes. A read that claimed the
+  // slot just before is writing it now (a copy or a decode, not I/O): wait for it. Reads that
+  // cannot be abandoned (the remote tier's: they land in the slot as they arrive) are waited
+  // for; the remote client's own operation timeout bounds them.
+  return Step(stream_->AddCallback([fill = std::move(fill), deadline = deadline_] {
+    if (fill->done.WaitForNotificationWithDeadline(deadline)) return;
+    if (fill->abandonable() &&
+        fill->Abandon(absl::DeadlineExceededError(
+            "the disk read of this block did not complete by the load's deadline (abandoned: "
+            "recompute the block)"))) {
+      return;
+    }
+    fill->done.WaitForNotification();
+  }));
+}
+
+absl::Status PendingTransfer::MeasureCopies(absl::AnyInvocable<void() &&> started,
+                                            absl::AnyInvocable<void(absl::Duration) &&> copied) {
+  if (!status_.ok()) return status_;
+  enqueued_ = true;
+  copies_started_ = std::make_shared<absl::Time>();
+  copied_ = std::move(copied);
+  return Step(stream_->AddCallback([at = copies_started_, started = std::move(started)]() mutable {
+    *at = absl::Now();
+    std::move(started)();
+  }));
 }
 
 absl::Status PendingTransfer::Enqueue(const CopyPlanner& planner,
@@ -96,7 +123,9 @@ absl::Status PendingTransfer::Finish(absl::AnyInvocable<void() &&> on_done) {
   if (!enqueued_) return status_;  // nothing to wait for, nothing to settle
   if (!Step(stream_->Record(*done_)).ok()) return status_;
   if (absl::Status s = stream_->AddCallback(
-          [queue = completions_, finished = finished_, on_done = std::move(on_done)]() mutable {
+          [queue = completions_, finished = finished_, on_done = std::move(on_done),
+           started = copies_started_, copied = std::move(copied_)]() mutable {
+            if (copied) std::move(copied)(absl::Now() - *started);
             queue->Post([finished = std::move(finished), on_done = std::move(on_done)]() mutable {
               std::move(on_done)();
               finished->Notify();
@@ -117,6 +146,7 @@ std::unique_ptr<TransferHandleImpl> PendingTransfer::TakeHandle(TransferHandleIm
     parts.done = std::move(done_);
     parts.finished = std::move(finished_);
     parts.fills = std::move(fills_);
+    parts.fill_blocks = std::move(fill_blocks_);
   }
   if (!layers_.empty()) {
     // A load whose blocks were all in place already enqueued nothing: its layers are ready

@@ -22,6 +22,7 @@
 #ifndef KVTIER_ENGINE_PENDING_TRANSFER_H_
 #define KVTIER_ENGINE_PENDING_TRANSFER_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -30,6 +31,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/mutex.h"
 #include "engine/block_table.h"
@@ -53,6 +55,11 @@ class PendingTransfer {
 
   // The stream the transfer's work goes on. May change until the first step runs.
   void set_stream(Stream* stream) { stream_ = stream; }
+  // Loads: when the gates stop waiting for disk reads (WaitForFill). A read not delivered by
+  // then is abandoned (HostFill::Abandon): its block's destination gets zeros and the block
+  // is reported failed. InfiniteFuture (the default): wait for every read. Set before the
+  // first WaitForFill.
+  void set_deadline(absl::Time deadline) { deadline_ = deadline; }
   Stream& stream() const { return *stream_; }
   // Recorded after the copies (Finish): the ready event of every copy this transfer writes.
   const std::shared_ptr<Event>& done() const { return done_; }
@@ -70,11 +77,19 @@ class PendingTransfer {
   // ... after a freed slot's previous readers (engine/placement.h, SlotReuse).
   absl::Status WaitForReuse(const SlotReuse& reuse);
   // ... after `e`'s copy in tier t has landed, if it is being written: a device copy (its
-  // ready event) or a disk read into the host slot (WaitForFill).
-  absl::Status WaitForCopy(const BlockEntry& e, TierKind t);
+  // ready event) or a disk read into the host slot (WaitForFill). `block`: the index of the
+  // block in the caller's request, which a failed read reports (FailedBlocks).
+  absl::Status WaitForCopy(const BlockEntry& e, TierKind t, size_t block = kNoBlock);
   // ... after the disk read filling a host slot has been verified (a host callback holds
-  // the stream, not the host). The read's status becomes the transfer's (its handle's Wait).
-  absl::Status WaitForFill(std::shared_ptr<HostFill> fill);
+  // the stream, not the host), or abandoned at the deadline. The read's status becomes the
+  // transfer's (its handle's Wait), and `block` one of its failed blocks.
+  absl::Status WaitForFill(std::shared_ptr<HostFill> fill, size_t block = kNoBlock);
+  static constexpr size_t kNoBlock = SIZE_MAX;
+  // Times the copies the next Enqueue puts on the stream: `started` runs on the stream just
+  // before them (a host callback: its failure fails the transfer, as any step's), and
+  // `copied` with their time right after them, in the completion's callback (Finish).
+  absl::Status MeasureCopies(absl::AnyInvocable<void() &&> started,
+                             absl::AnyInvocable<void(absl::Duration) &&> copied);
   // Enqueues `copies` (layer by layer, recording the layer events, when `layerwise`).
   absl::Status Enqueue(const CopyPlanner& planner, absl::Span<const BlockCopy> copies,
                        bool layerwise);
@@ -106,6 +121,11 @@ class PendingTransfer {
   std::shared_ptr<Notification> finished_ = std::make_shared<Notification>();
   std::vector<std::shared_ptr<Event>> layers_;
   std::vector<std::shared_ptr<HostFill>> fills_;
+  std::vector<size_t> fill_blocks_;  // fills_[i] fills block fill_blocks_[i] (or kNoBlock)
+  absl::Time deadline_ = absl::InfiniteFuture();
+  // MeasureCopies: when the copies started (written on the stream), and what to tell.
+  std::shared_ptr<absl::Time> copies_started_;
+  absl::AnyInvocable<void(absl::Duration) &&> copied_;
   absl::Status status_;
   bool enqueued_ = false;
 };

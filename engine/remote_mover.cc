@@ -71,6 +71,7 @@ struct RemoteMover::Read {
   // copied into the slot once they are not.
   std::unique_ptr<char[]> bounce;
   SlotReuse reuse;
+  absl::Time started;  // the GET was sent (a sample of the remote tier's rate)
 };
 
 RemoteMover::RemoteMover(const RemoteOptions& options, const Geometry& geometry,
@@ -255,6 +256,8 @@ absl::Status RemoteMover::StartRead(const BlockKey& key, uint32_t ns_id, bool pa
   placement_.CountNewBlock(ns_id);
   reads_.fetch_add(1, std::memory_order_relaxed);
   OpStarted();
+  read->started = absl::Now();
+  counters_.rates().Started(kRemote);
   std::vector<iovec> dest = {
       iovec{read->header.get(), kHeader},
       iovec{read->bounce != nullptr ? read->bounce.get() : read->slot, block_bytes_}};
@@ -273,6 +276,7 @@ absl::Status RemoteMover::StartRead(const BlockKey& key, uint32_t ns_id, bool pa
 void RemoteMover::FinishRead(std::shared_ptr<Read> read, absl::StatusOr<size_t> got) {
   using remote::RemoteVerdict;
   absl::Status status;
+  counters_.rates().Finished(kRemote, got.ok() ? *got : 0, absl::Now() - read->started);
   char* const landed = read->bounce != nullptr ? read->bounce.get() : static_cast<char*>(read->slot);
   const std::string name = absl::StrFormat("block %s of namespace '%s'", read->key.ToHex(), read->ns);
   if (!got.ok()) {

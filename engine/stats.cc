@@ -136,6 +136,12 @@ const Entry kEntries[] = {
                      "Blocks the admission policy or a busy disk refused."),
     KVTIER_TIER_STAT(checksum_failures, kCounter, kBlocks, "kvtier_tier_checksum_failures_total",
                      "Reads that failed verification."),
+    KVTIER_TIER_STAT(read_bytes_per_s, kGauge, kBytesPerSecond, "kvtier_tier_read_bytes_per_second",
+                     "Measured read throughput out of the tier (busy time only; decaying)."),
+    KVTIER_TIER_STAT(read_latency_ns, kGauge, kNanoseconds, "kvtier_tier_read_latency_seconds",
+                     "Measured latency of one read out of the tier (decaying average)."),
+    KVTIER_TIER_STAT(read_samples, kCounter, kCalls, "kvtier_tier_read_samples_total",
+                     "Measurement windows that updated the tier's read rate and latency."),
     KVTIER_TIER_STAT(write_failures, kCounter, kBlocks, "kvtier_tier_write_failures_total",
                      "Writes that failed."),
 
@@ -190,6 +196,8 @@ const Entry kEntries[] = {
                        "Leases on GPU slots held now."),
     KVTIER_ENGINE_STAT(leases_expired, kCounter, kLeases, "kvtier_leases_expired_total",
                        "Leases that expired."),
+    KVTIER_ENGINE_STAT(blocks_abandoned, kCounter, kBlocks, "kvtier_blocks_abandoned_total",
+                       "Blocks whose disk read a Load abandoned at its deadline."),
     KVTIER_ENGINE_STAT(
         stall_ns, kCounter, kNanoseconds, "kvtier_stall_seconds_total",
         "Time readers of loads waited for bytes in flight (host blocked or stream waiting)."),
@@ -362,6 +370,8 @@ const char* StatUnitName(StatUnit unit) {
       return "leases";
     case StatUnit::kWaits:
       return "waits";
+    case StatUnit::kBytesPerSecond:
+      return "bytes_per_second";
   }
   return "invalid";
 }

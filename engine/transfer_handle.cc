@@ -1,5 +1,6 @@
 #include "engine/transfer_handle.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_format.h"
@@ -40,18 +41,33 @@ void TransferHandleImpl::ChargeStall(uint64_t ns) {
 absl::Status TransferHandleImpl::Wait() {
   const bool measure = !meters_.empty() && !IsReady();
   const uint64_t start = measure ? NowNs() : 0;
-  absl::Status s = WaitAll();
+  absl::Status device, reads;
+  WaitAll(&device, &reads);
   if (measure) ChargeStall(NowNs() - start);
-  return s;
+  return device.ok() ? reads : device;
 }
 
-absl::Status TransferHandleImpl::WaitAll() {
-  absl::Status s;
-  for (const std::shared_ptr<Event>& w : waits_) {
-    if (absl::Status ws = w->Synchronize(); s.ok()) s = ws;
+absl::StatusOr<std::vector<size_t>> TransferHandleImpl::FailedBlocks() {
+  absl::Status device, reads;
+  WaitAll(&device, &reads);
+  if (!device.ok()) return device;
+  std::vector<size_t> failed;
+  for (size_t i = 0; i < fills_.size(); ++i) {
+    if (fills_[i]->status.ok() || fill_blocks_[i] == SIZE_MAX) continue;
+    failed.push_back(fill_blocks_[i]);
   }
-  if (done_ == nullptr) return s;
-  if (absl::Status ds = done_->Synchronize(); s.ok()) s = ds;
+  std::sort(failed.begin(), failed.end());
+  failed.erase(std::unique(failed.begin(), failed.end()), failed.end());
+  if (failed.empty() && !reads.ok()) return reads;  // a read no block of the request owns
+  return failed;
+}
+
+void TransferHandleImpl::WaitAll(absl::Status* device, absl::Status* reads) {
+  for (const std::shared_ptr<Event>& w : waits_) {
+    if (absl::Status ws = w->Synchronize(); device->ok()) *device = ws;
+  }
+  if (done_ == nullptr) return;
+  if (absl::Status ds = done_->Synchronize(); device->ok()) *device = ds;
   // The completion callback runs after the copies, in stream order, even when one failed.
   finished_->WaitForNotification();
   for (const std::shared_ptr<HostFill>& fill : fills_) {
@@ -59,11 +75,15 @@ absl::Status TransferHandleImpl::WaitAll() {
     // The engine's bookkeeping of the read (posted by the I/O thread after it released the
     // copies) can trail this transfer's own completion. Invariant: when Wait returns, that
     // bookkeeping is done — a failed block has been forgotten, so storing it again is not
-    // taken for a duplicate of the copy about to go.
-    fill->settled.WaitForNotification();
-    if (!fill->status.ok() && s.ok()) s = fill->status;
+    // taken for a duplicate of the copy about to go. An abandoned read may settle much
+    // later (it may still be in the device): its block was forgotten when it was abandoned.
+    if (fill->claim.abandoned()) {
+      fill->abandon_settled.WaitForNotification();
+    } else {
+      fill->settled.WaitForNotification();
+    }
+    if (!fill->status.ok() && reads->ok()) *reads = fill->status;
   }
-  return s;
 }
 
 absl::StatusOr<Event*> TransferHandleImpl::LayerEvent(uint32_t layer) {

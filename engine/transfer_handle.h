@@ -56,6 +56,8 @@ class TransferHandleImpl final : public TransferHandle {
     absl::AnyInvocable<absl::Status()> release;
     // Disk reads the transfer's copies were gated on; their failures are the transfer's.
     std::vector<std::shared_ptr<HostFill>> fills;
+    // fills[i] filled block fill_blocks[i] of the request (SIZE_MAX: not a request's block).
+    std::vector<size_t> fill_blocks;
     // Copies enqueued by earlier transfers that this one depends on without having enqueued
     // anything itself (blocks a prefetch is still landing); every wait covers them.
     std::vector<std::shared_ptr<Event>> waits;
@@ -73,6 +75,7 @@ class TransferHandleImpl final : public TransferHandle {
         slots_(std::move(parts.slots)),
         release_(std::move(parts.release)),
         fills_(std::move(parts.fills)),
+        fill_blocks_(std::move(parts.fill_blocks)),
         meters_(std::move(parts.meters)) {}
 
   bool IsReady() override;
@@ -84,13 +87,16 @@ class TransferHandleImpl final : public TransferHandle {
   size_t blocks_rejected() const override { return counts_.rejected; }
   absl::Span<const DevicePtr> slots() const override { return slots_; }
   absl::Status Release() override;
+  absl::StatusOr<std::vector<size_t>> FailedBlocks() override;
 
  private:
   absl::StatusOr<Event*> LayerEvent(uint32_t layer);
   // Whether `event` and every event in waits_ have completed (errors count as completed).
   bool Landed(Event* event);
   void ChargeStall(uint64_t ns);
-  absl::Status WaitAll();
+  // Waits for everything; the first error of the copies (`device`) and of the reads (`reads`)
+  // separately.
+  void WaitAll(absl::Status* device, absl::Status* reads);
   // The stream waits of WaitLayer, with the stream's time at them measured when `measure`.
   absl::Status StreamWaits(Event* event, Stream& stream, bool measure);
 
@@ -104,6 +110,7 @@ class TransferHandleImpl final : public TransferHandle {
   absl::AnyInvocable<absl::Status()> release_ ABSL_GUARDED_BY(release_mu_);
   // Disk reads this transfer's copies were gated on; their failures are the transfer's.
   const std::vector<std::shared_ptr<HostFill>> fills_;
+  const std::vector<size_t> fill_blocks_;
   const std::vector<std::shared_ptr<StallMeter>> meters_;
 };
 

@@ -61,6 +61,7 @@
 #include "kvtier/geometry.h"
 #include "tiers/disk_index.h"
 #include "tiers/disk_record.h"
+#include "tiers/read_claim.h"
 #include "tiers/region_allocator.h"
 #include "tiers/staging_pool.h"
 
@@ -116,6 +117,8 @@ struct DiskTierStats {
   uint64_t bytes_read = 0;
   uint64_t writes_failed = 0;
   uint64_t checksum_failures = 0;  // reads that failed verification (entry dropped)
+  uint64_t reads_abandoned = 0;    // reads their reader gave up on (a Load's deadline)
+  uint64_t reads_abandoned_before_io = 0;  // ... of which were dropped without any I/O
   uint64_t regions_reclaimed = 0;
   uint64_t records_dropped = 0;  // live records lost to region reclaim
   std::string io_backend;
@@ -173,8 +176,14 @@ class DiskTier {
   // dropped, and `done` gets DataLoss. Never waits: when every staging buffer is busy the read
   // queues; a read of a reservation, or of a record whose write is still in flight, waits
   // (inside the tier) for the write to land.
+  // With a `claim` (tiers/read_claim.h) the reader may abandon the read: the tier claims `dst`
+  // before it writes it, and once the reader has abandoned it the tier never touches `dst`
+  // again. A read abandoned before its I/O started (it waited for a staging buffer, or for
+  // its record's write) is dropped without I/O; one already in the kernel settles first.
+  // Either way `done` gets Cancelled.
   absl::Status Read(RecordId id, const BlockKey& key, const std::string& ns, void* dst,
-                    absl::AnyInvocable<void(absl::Status)> done);
+                    absl::AnyInvocable<void(absl::Status)> done,
+                    std::shared_ptr<ReadClaim> claim = nullptr);
 
   // Removes record `id` if it still holds `key` (index entry and space accounting). A write
   // still in flight, or a reservation not yet submitted, is abandoned: its index entry is
@@ -209,6 +218,7 @@ class DiskTier {
     std::string ns;
     void* dst;
     absl::AnyInvocable<void(absl::Status)> done;
+    std::shared_ptr<ReadClaim> claim;  // null: not abandonable
     // A read queued for a staging buffer holds its record's region (a read in flight, for the
     // region allocator) from the moment it is queued, so the region is not reclaimed under
     // it; StartRead lets go of it. -1: none held (the read waits for its record's write).
@@ -254,9 +264,14 @@ class DiskTier {
   // Abandons a record that was never placed (a reservation): drops it, ends its op, and
   // fails the reads that waited for it.
   void AbandonLocked(RecordId id, const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, int staging,
-                  uint64_t generation, uint32_t region, absl::StatusOr<size_t> io_result,
-                  absl::AnyInvocable<void(absl::Status)> done);
+  void FinishRead(PendingRead& read, int staging, uint64_t generation, uint32_t region,
+                  absl::StatusOr<size_t> io_result);
+  // May the tier write the read's destination? (Claims it; false once its reader abandoned it.)
+  static bool ClaimDst(const PendingRead& read) {
+    return read.claim == nullptr || read.claim->Claim();
+  }
+  // Ends a read its reader abandoned, without touching its destination. REQUIRES: mu_ not held.
+  void EndAbandonedRead(PendingRead& read);
   void DropRecordLocked(RecordId id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OpFinished();
   // secure_erase: writes zeros over [offset, offset + bytes) of `region`. REQUIRES: mu_ NOT

@@ -14,10 +14,12 @@
 namespace kvtier {
 
 absl::Status DiskTier::Read(RecordId id, const BlockKey& key, const std::string& ns, void* dst,
-                            absl::AnyInvocable<void(absl::Status)> done) {
+                            absl::AnyInvocable<void(absl::Status)> done,
+                            std::shared_ptr<ReadClaim> claim) {
   // Never runs `done` on the caller's thread (the caller may hold locks the callback takes):
   // problems found here are returned; everything later is reported on the tier's threads.
-  auto read = std::make_shared<PendingRead>(PendingRead{id, key, ns, dst, std::move(done)});
+  auto read = std::make_shared<PendingRead>(
+      PendingRead{id, key, ns, dst, std::move(done), std::move(claim)});
   IndexEntry at;
   int staging;
   {
@@ -63,13 +65,34 @@ absl::Status DiskTier::SubmitReadIo(std::shared_ptr<PendingRead> read, int stagi
   op.buffer = staging_->Buffer(staging);
   op.done = [this, read, staging, generation = at.generation,
              region = at.region](absl::StatusOr<size_t> r) mutable {
-    FinishRead(read->id, read->key, read->ns, read->dst, staging, generation, region, std::move(r),
-               std::move(read->done));
+    FinishRead(*read, staging, generation, region, std::move(r));
   };
   return io_->Submit({&op, 1});
 }
 
+void DiskTier::EndAbandonedRead(PendingRead& read) {
+  {
+    MutexLock lock(&mu_);
+    ++stats_.reads_abandoned;
+  }
+  read.done(absl::CancelledError(absl::StrFormat(
+      "disk tier: the read of block %s was abandoned by its reader", read.key.ToHex())));
+  OpFinished();
+}
+
 void DiskTier::StartRead(PendingRead read, int staging) {
+  if (read.claim != nullptr && read.claim->abandoned()) {
+    // Given up on while it waited for a staging buffer: no I/O at all.
+    staging_->Return(staging);
+    {
+      MutexLock lock(&mu_);
+      if (read.held_region >= 0) regions_.ReadLanded(static_cast<uint32_t>(read.held_region));
+      ++stats_.reads_abandoned_before_io;
+    }
+    read.held_region = -1;
+    EndAbandonedRead(read);
+    return;
+  }
   IndexEntry at;
   bool found;
   {
@@ -85,8 +108,9 @@ void DiskTier::StartRead(PendingRead read, int staging) {
     read.held_region = -1;
   }
   if (!found) {
-    std::memset(read.dst, 0, block_bytes_);
     staging_->Return(staging);
+    if (!ClaimDst(read)) return EndAbandonedRead(read);
+    std::memset(read.dst, 0, block_bytes_);
     read.done(absl::NotFoundError(absl::StrFormat(
         "disk tier: block %s was dropped before it could be read", read.key.ToHex())));
     OpFinished();
@@ -94,14 +118,26 @@ void DiskTier::StartRead(PendingRead read, int staging) {
   }
   auto shared = std::make_shared<PendingRead>(std::move(read));
   if (absl::Status s = SubmitReadIo(shared, staging, at); !s.ok()) {
-    FinishRead(shared->id, shared->key, shared->ns, shared->dst, staging, at.generation, at.region,
-               s, std::move(shared->done));
+    FinishRead(*shared, staging, at.generation, at.region, s);
   }
 }
 
 void DiskTier::ResumeWaiters(std::vector<PendingRead> waiters, bool written) {
   for (PendingRead& w : waiters) {
+    if (w.claim != nullptr && w.claim->abandoned()) {
+      // Given up on while it waited for its record's write: no I/O at all.
+      {
+        MutexLock lock(&mu_);
+        ++stats_.reads_abandoned_before_io;
+      }
+      EndAbandonedRead(w);
+      continue;
+    }
     if (!written) {
+      if (!ClaimDst(w)) {
+        EndAbandonedRead(w);
+        continue;
+      }
       std::memset(w.dst, 0, block_bytes_);
       w.done(absl::NotFoundError(absl::StrFormat(
           "disk tier: block %s was never written (its write failed)", w.key.ToHex())));
@@ -125,9 +161,22 @@ void DiskTier::ResumeWaiters(std::vector<PendingRead> waiters, bool written) {
   }
 }
 
-void DiskTier::FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, int staging,
-                          uint64_t generation, uint32_t region, absl::StatusOr<size_t> io_result,
-                          absl::AnyInvocable<void(absl::Status)> done) {
+void DiskTier::FinishRead(PendingRead& read, int staging, uint64_t generation, uint32_t region,
+                          absl::StatusOr<size_t> io_result) {
+  const RecordId id = read.id;
+  const BlockKey& key = read.key;
+  const std::string& ns = read.ns;
+  void* const dst = read.dst;
+  if (!ClaimDst(read)) {
+    // Its reader gave up on it while the I/O was in the kernel: the bytes are not delivered
+    // (nor checked: the record stays as it is).
+    staging_->Return(staging);
+    {
+      MutexLock lock(&mu_);
+      regions_.ReadLanded(region);
+    }
+    return EndAbandonedRead(read);
+  }
   const char* buf = staging_->Buffer(staging);
   absl::Status status = io_result.status();
   size_t got = io_result.ok() ? *io_result : 0;
@@ -166,7 +215,7 @@ void DiskTier::FinishRead(RecordId id, BlockKey key, std::string ns, void* dst, 
     regions_.ReadLanded(region);
     stats_.bytes_read += got;
   }
-  done(status);
+  read.done(status);
   OpFinished();
 }
 
@@ -186,6 +235,10 @@ void DiskTier::FailWaitersLocked(RecordId id, const absl::Status& why) {
   // Their callbacks must not run on this (a caller's) thread: the encoder thread runs them.
   PostLocked([this, waiters = std::move(waiters), why]() mutable {
     for (PendingRead& w : waiters) {
+      if (!ClaimDst(w)) {
+        EndAbandonedRead(w);
+        continue;
+      }
       std::memset(w.dst, 0, block_bytes_);
       w.done(why);
       OpFinished();

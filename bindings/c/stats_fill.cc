@@ -34,6 +34,9 @@ constexpr CStatField kFields[] = {
     {StatGroup::kTier, "admissions_rejected", offsetof(kvtier_tier_stats, admissions_rejected)},
     {StatGroup::kTier, "checksum_failures", offsetof(kvtier_tier_stats, checksum_failures)},
     {StatGroup::kTier, "write_failures", offsetof(kvtier_tier_stats, write_failures)},
+    {StatGroup::kTier, "read_bytes_per_s", offsetof(kvtier_stats, tier_read_bytes_per_s), true},
+    {StatGroup::kTier, "read_latency_ns", offsetof(kvtier_stats, tier_read_latency_ns), true},
+    {StatGroup::kTier, "read_samples", offsetof(kvtier_stats, tier_read_samples), true},
 
     {StatGroup::kNamespace, "blocks", offsetof(kvtier_namespace_stats, blocks)},
     {StatGroup::kNamespaceTier, "blocks_per_tier",
@@ -61,6 +64,7 @@ constexpr CStatField kFields[] = {
     {StatGroup::kEngine, "loaded_blocks", offsetof(kvtier_stats, loaded_blocks)},
     {StatGroup::kEngine, "leases_held", offsetof(kvtier_stats, leases_held)},
     {StatGroup::kEngine, "leases_expired", offsetof(kvtier_stats, leases_expired)},
+    {StatGroup::kEngine, "blocks_abandoned", offsetof(kvtier_stats, blocks_abandoned)},
     {StatGroup::kEngine, "stall_ns", offsetof(kvtier_stats, stall_ns)},
     {StatGroup::kEngine, "stalled_waits", offsetof(kvtier_stats, stalled_waits)},
 
@@ -141,8 +145,12 @@ class CStatsWriter : public StatsVisitor {
     const size_t tier = static_cast<size_t>(labels.tier);
     switch (info.group) {
       case StatGroup::kTier:
-        Put(out_, offsetof(kvtier_stats, tiers) + tier * sizeof(kvtier_tier_stats) + f->offset,
-            value);
+        if (f->tier_array) {
+          Put(out_, f->offset + tier * sizeof(uint64_t), value);
+        } else {
+          Put(out_, offsetof(kvtier_stats, tiers) + tier * sizeof(kvtier_tier_stats) + f->offset,
+              value);
+        }
         break;
       case StatGroup::kNamespaceTier:
         Put(out_, f->offset + tier * sizeof(uint64_t), value);

@@ -37,6 +37,9 @@ struct CStatField {
   StatGroup group;
   absl::string_view name;
   size_t offset;
+  // kTier only: the field is an array by tier appended to kvtier_stats (offset into it), not
+  // a field of kvtier_tier_stats, whose size the ABI fixes.
+  bool tier_array = false;
 };
 absl::Span<const CStatField> CStatFields();
 // The C struct that holds the statistics of a group.

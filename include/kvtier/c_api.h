@@ -60,8 +60,10 @@ extern "C" {
  *    refused at open, see kvtier::DiskOptions::group_access).
  * 6: MLA latents and tensor-parallel shards: kvtier_options_set_latent and
  *    kvtier_options_set_tensor_parallel, and kvtier_stats.remote_writes_skipped_replica
- *    appended (binary compatible with 5). */
-#define KVTIER_C_API_VERSION 6
+ *    appended (binary compatible with 5).
+ * 7: load plans and deadlines: kvtier_stats.tier_read_bytes_per_s / _latency_ns / _samples
+ *    and blocks_abandoned appended (binary compatible with 6). */
+#define KVTIER_C_API_VERSION 7
 
 /* Mirrors absl::StatusCode. */
 typedef enum kvtier_status_code {
@@ -585,6 +587,12 @@ typedef struct kvtier_stats {
   uint64_t remote_nodes; /* cluster nodes the client knows: kvtier_remote_node_stats_get */
   /* C API version 6. */
   uint64_t remote_writes_skipped_replica; /* left to the tensor-parallel store_rank */
+  /* C API version 7: the tiers' measured read rates (kvtier/stats.h TierStats::read_*),
+   * indexed by kvtier_tier (kvtier_tier_stats' size is fixed), and load deadlines. */
+  uint64_t tier_read_bytes_per_s[KVTIER_NUM_TIERS];
+  uint64_t tier_read_latency_ns[KVTIER_NUM_TIERS];
+  uint64_t tier_read_samples[KVTIER_NUM_TIERS];
+  uint64_t blocks_abandoned; /* disk reads Loads abandoned at their deadline */
   /* Append new fields here. */
 } kvtier_stats;
 /* The smallest struct_size kvtier_engine_stats accepts: every figure before the remote tier's,

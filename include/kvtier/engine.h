@@ -43,6 +43,7 @@
 #include "kvtier/block_key.h"
 #include "kvtier/device.h"
 #include "kvtier/geometry.h"
+#include "kvtier/load_plan.h"
 #include "kvtier/stats.h"
 #include "kvtier/tier_kind.h"
 
@@ -312,6 +313,14 @@ class TransferHandle {
   // Blocks the host until layer `layer` of every block has arrived.
   virtual absl::Status WaitLayerHost(uint32_t layer) = 0;
 
+  // Waits as Wait() does, then lists the blocks (indices into the request's keys, ascending)
+  // whose bytes did not arrive: a disk read abandoned at the Load's deadline, or one that
+  // failed verification or vanished. Their destinations hold zeros, never another block's
+  // bytes; the caller recomputes them (they are misses from now on). An error of the copies
+  // themselves (the device) is returned instead; so is a failed read of a block that is not
+  // the request's (a Prefetch's).
+  virtual absl::StatusOr<std::vector<size_t>> FailedBlocks() = 0;
+
   // Store: blocks newly stored, already present (deduplicated), and not stored because
   // every slot was pinned. Load / Prefetch: blocks moved, already in place, and skipped.
   virtual size_t blocks_moved() const = 0;
@@ -347,6 +356,15 @@ struct LoadRequest {
   // layers are in flight. When false, whole blocks are copied and all layers complete at once.
   bool layerwise = true;
   Stream* after = nullptr;
+  // Blocks whose disk reads have not delivered by `deadline` are abandoned: their
+  // destinations get zeros, Wait() returns DeadlineExceeded and FailedBlocks() lists them, so
+  // the caller recomputes them rather than waits. A read already in the device cannot be
+  // called back: it settles later, and its slot is reused only then. No wait on the handle
+  // lasts past the deadline by more than the time to zero the abandoned slots and run the
+  // copies (milliseconds), except when a slot's previous bytes are still being written to
+  // disk (up to DiskTier::kStagingWait). Reads from the remote tier are not abandoned: their
+  // own operation timeout (RemoteOptions) bounds them. InfiniteFuture: wait for every read.
+  absl::Time deadline = absl::InfiniteFuture();
 };
 
 class Engine {
@@ -393,6 +411,17 @@ class Engine {
   // is ignored.
   virtual absl::StatusOr<MatchResult> Match(absl::string_view ns, absl::Span<const int32_t> tokens,
                                             absl::string_view extra = "") = 0;
+
+  // How much of `match` to load and how much to recompute (kvtier/load_plan.h): PlanLoad over
+  // the tiers' read rates as this engine measures them now (TierStats::read_bytes_per_s and
+  // read_latency_ns, with reads in flight as their queues) and the caller's `compute` model.
+  // `prompt_tokens`: the request's tokens; `local_tokens`: its first tokens the caller holds
+  // already (a multiple of block_tokens, at most the matched tokens): planning starts after
+  // them. Load the plan's first load_blocks blocks after the local ones; recompute the rest.
+  // InvalidArgument names a bad count or compute model.
+  virtual absl::StatusOr<LoadPlan> PlanLoad(const MatchResult& match, size_t prompt_tokens,
+                                            size_t local_tokens, const ComputeModel& compute,
+                                            bool layerwise = true) = 0;
 
   // Copies full blocks from caller device memory into the host tier. Blocks already cached
   // are skipped. The caller may reuse its buffers when the handle is ready.

@@ -57,6 +57,13 @@ struct TierStats {
   uint64_t admissions_rejected = 0;  // disk: blocks the admission policy (or a busy disk) refused
   uint64_t checksum_failures = 0;    // disk: reads that failed verification (became misses)
   uint64_t write_failures = 0;       // disk: writes that failed (EIO, ENOSPC, ...)
+  // Reads out of this tier as the engine measures them (decaying averages; Engine::PlanLoad
+  // plans with them): disk and remote, into a host slot; host and GPU, into the caller's
+  // memory. Throughput counts only time with a read in flight. Until the first samples they
+  // are the engine's priors.
+  uint64_t read_bytes_per_s = 0;
+  uint64_t read_latency_ns = 0;
+  uint64_t read_samples = 0;  // measurement windows that updated them
 };
 
 struct NamespaceStats {
@@ -171,6 +178,8 @@ struct EngineStats {
   uint64_t loaded_blocks = 0;
   uint64_t leases_held = 0;
   uint64_t leases_expired = 0;
+  // Blocks whose disk read a Load abandoned at its deadline (LoadRequest::deadline).
+  uint64_t blocks_abandoned = 0;
   uint64_t missed_blocks = 0;  // full blocks of Match queries past the matched prefix
   // Stall: time a load's reader waited for its bytes. A host wait (TransferHandle::Wait,
   // WaitLayerHost) that finds the copies still in flight adds the time the host blocked; a
@@ -203,6 +212,7 @@ enum class StatUnit : uint8_t {
   kKeys,
   kLeases,
   kWaits,
+  kBytesPerSecond,
 };
 
 // Where a statistic lives, which says its labels and which struct holds it.

@@ -8,11 +8,13 @@
 // Faults are injected with engine/testing_hooks.h (the disk tier's I/O engine, the emulated
 // device) and EmulatedDevice::InjectFaultIntoNextDevice (calls Open makes).
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <functional>
 #include <limits>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,11 +24,11 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/mutex.h"
+#include "device/emulated_device.h"
 #include "engine/testing_hooks.h"
 #include "engine_test_util.h"
 #include "gtest/gtest.h"
 #include "io/io_engine.h"
-#include "device/emulated_device.h"
 #include "kvtier/engine.h"
 
 namespace kvtier {
@@ -274,8 +276,11 @@ TEST_P(EngineDeviceFaultTest, ErrorMidLoadFailsThatLoadOnlyAndLeaksNoPin) {
   ASSERT_TRUE(Store(prompt).ok());
   const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
 
+  // A Load's first host callback starts the timing of its copies (the tiers' read rates): the
+  // second is its completion.
+  const uint64_t skip = GetParam().kind == DeviceFault::Kind::kCallback ? 1 : 0;
   const absl::Status s = Load(keys, "default", nullptr, [&] {
-    ASSERT_TRUE(InjectDeviceFault(*engine_, {GetParam().kind, 0, 1}).ok());
+    ASSERT_TRUE(InjectDeviceFault(*engine_, {GetParam().kind, skip, 1}).ok());
   });
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
@@ -554,6 +559,180 @@ TEST_F(EngineFaultTest, SlowDiskDoesNotHoldUpAnotherTenantsHostLoads) {
   EXPECT_FALSE((*slow)->IsReady());
   ASSERT_TRUE((*slow)->Wait().ok());
   ASSERT_TRUE(ClearDiskFaults(*engine_).ok());
+}
+
+// ------------------------------------------------------------------- disk: load deadlines
+
+// A Load with a deadline whose disk reads are held (in the I/O layer) far past it returns at
+// the deadline: the late blocks are listed (FailedBlocks), their destinations hold zeros —
+// never the bytes the host slots held before, here another block's — and the rest are exact.
+// When the held reads finally complete, nothing is corrupted or leaked: the late blocks are
+// misses, the others still load exact, and no slot stays pinned.
+TEST_F(EngineFaultTest, DeadlineAbandonsHeldDiskReadsAndListsTheLateBlocks) {
+  Open(Options(4, /*disk=*/true));
+  const std::vector<int32_t> a = Prompt(4, 1), b = Prompt(4, 2);
+  ASSERT_TRUE(Store(a).ok());
+  ASSERT_TRUE(Store(b).ok());  // A goes to disk
+  ASSERT_TRUE(engine_->Flush().ok());
+  // Free the host tier (its slots keep B's bytes: secure_erase is off), so reading A back
+  // evicts nothing and the only I/O is A's four reads, in key order.
+  auto erased = engine_->Erase("default", KeysOf(*engine_, "default", b));
+  ASSERT_TRUE(erased.ok());
+  ASSERT_EQ(*erased, 4u);
+  const std::vector<BlockKey> keys = KeysOf(*engine_, "default", a);
+  constexpr absl::Duration kHeld = absl::Seconds(2);
+  constexpr absl::Duration kDeadline = absl::Milliseconds(150);
+  // Reads 2 and 3 (blocks 1 and 2) are held for 2 s before they start.
+  ASSERT_TRUE(InjectDiskFault(*engine_, FaultSpec{FaultSpec::Kind::kDelay, 1, 2, kHeld}).ok());
+
+  Buffers dst(*this, keys.size());
+  Poison(engine_->device(), dst.ptrs(), bytes_);
+  LoadRequest r;
+  r.ns = "default";
+  r.keys = keys;
+  r.buffers = KvBuffers::Blocks(dst.ptrs());
+  const absl::Time start = absl::Now();
+  r.deadline = start + kDeadline;
+  auto h = engine_->Load(r);
+  ASSERT_TRUE(h.ok()) << h.status();
+  const absl::Status s = (*h)->Wait();
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_TRUE(Contains(s, "deadline")) << s;
+  EXPECT_GE(took, kDeadline);
+  // The stated slack is milliseconds; the bound leaves room for sanitizer builds, and is far
+  // below the 2 s the reads are held.
+  EXPECT_LT(took, kDeadline + absl::Milliseconds(700)) << "Wait outlived the deadline";
+  auto failed = (*h)->FailedBlocks();
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  EXPECT_EQ(*failed, (std::vector<size_t>{1, 2}));
+  const std::vector<uint8_t> zeros(bytes_, 0);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const std::vector<uint8_t> got = ReadDevice(engine_->device(), dst[i], bytes_);
+    if (i == 1 || i == 2) {
+      EXPECT_EQ(got, zeros) << "block " << i;
+    } else {
+      EXPECT_EQ(got, BlockContent(keys[i], bytes_)) << "block " << i;
+    }
+  }
+  EXPECT_EQ(engine_->Stats().blocks_abandoned, 2u);
+  // The late blocks are misses at once, even while their reads are still held.
+  auto m = engine_->Match("default", a);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->matched_tokens, 16u) << "block 0 only: block 1 was abandoned";
+  EXPECT_LT(absl::Now() - start, kHeld);
+
+  // The held reads complete (Flush waits for them); they write nothing anywhere.
+  ASSERT_TRUE(engine_->Flush().ok());
+  EXPECT_EQ(engine_->Stats().tiers[kHost].pinned_blocks, 0u);
+  EXPECT_EQ(CountMissesCheckingTheRest(keys), 2u);
+  // The caller recomputes the late blocks and stores them again; everything loads exact.
+  ASSERT_TRUE(Store(a).ok());
+  ExpectExact(keys);
+  ASSERT_TRUE(ClearDiskFaults(*engine_).ok());
+}
+
+// A deadline that nothing misses changes nothing, and one already past when the call comes
+// abandons every disk read not yet delivered: what is in memory still loads.
+TEST_F(EngineFaultTest, DeadlineMetOrPastLoadsWhatHasArrived) {
+  Open(Options(4, /*disk=*/true));
+  const std::vector<int32_t> a = Prompt(2, 1), b = Prompt(4, 2);
+  ASSERT_TRUE(Store(a).ok());
+  ASSERT_TRUE(Store(b).ok());  // A goes to disk
+  ASSERT_TRUE(engine_->Flush().ok());
+  const std::vector<BlockKey> keys = KeysOf(*engine_, "default", a);
+  const std::vector<BlockKey> host_keys = KeysOf(*engine_, "default", b);
+  auto load = [&](const std::vector<BlockKey>& k, absl::Time deadline,
+                  std::vector<size_t>* failed) {
+    Buffers dst(*this, k.size());
+    Poison(engine_->device(), dst.ptrs(), bytes_);
+    LoadRequest r;
+    r.ns = "default";
+    r.keys = k;
+    r.buffers = KvBuffers::Blocks(dst.ptrs());
+    r.deadline = deadline;
+    auto h = engine_->Load(r);
+    ASSERT_TRUE(h.ok()) << h.status();
+    auto f = (*h)->FailedBlocks();
+    ASSERT_TRUE(f.ok()) << f.status();
+    *failed = *f;
+    for (size_t i = 0; i < k.size(); ++i) {
+      const std::vector<uint8_t> got = ReadDevice(engine_->device(), dst[i], bytes_);
+      if (std::find(f->begin(), f->end(), i) != f->end()) {
+        EXPECT_EQ(got, std::vector<uint8_t>(bytes_, 0)) << "block " << i;
+      } else {
+        EXPECT_EQ(got, BlockContent(k[i], bytes_)) << "block " << i;
+      }
+    }
+  };
+  std::vector<size_t> failed;
+  // Host-resident blocks have no reads to miss, whatever the deadline.
+  load(host_keys, absl::InfinitePast(), &failed);
+  EXPECT_TRUE(failed.empty());
+  // A generous deadline: the disk reads arrive.
+  load(keys, absl::Now() + absl::Seconds(30), &failed);
+  EXPECT_TRUE(failed.empty());
+  EXPECT_EQ(engine_->Stats().blocks_abandoned, 0u);
+  // Push A back to disk, then load it with a deadline already past, the reads held.
+  ASSERT_TRUE(Store(Prompt(4, 3)).ok());
+  ASSERT_TRUE(engine_->Flush().ok());
+  ASSERT_TRUE(
+      InjectDiskFault(*engine_, FaultSpec{FaultSpec::Kind::kDelay, 0, 0, absl::Milliseconds(300)})
+          .ok());
+  load(keys, absl::InfinitePast(), &failed);
+  EXPECT_EQ(failed, (std::vector<size_t>{0, 1}));
+  ASSERT_TRUE(ClearDiskFaults(*engine_).ok());
+  ASSERT_TRUE(engine_->Flush().ok());
+  EXPECT_EQ(CountMissesCheckingTheRest(keys), 2u);
+}
+
+// Deadlines drawn around the time the reads take: whichever side of the deadline each read
+// lands on, every destination holds its own block or zeros, FailedBlocks lists exactly the
+// zeroed ones, and the engine stays consistent (no pinned slot, every later load exact).
+TEST_F(EngineFaultTest, DeadlineRacingTheReadsNeverGivesWrongBytes) {
+  Open(Options(4, /*disk=*/true));
+  std::mt19937 rng(7);
+  size_t abandoned = 0, delivered = 0;
+  for (int round = 0; round < 12; ++round) {
+    const std::vector<int32_t> a = Prompt(4, 100 + round), b = Prompt(4, 200 + round);
+    ASSERT_TRUE(Store(a).ok());
+    ASSERT_TRUE(Store(b).ok());  // A goes to disk
+    ASSERT_TRUE(engine_->Flush().ok());
+    ASSERT_EQ(*engine_->Erase("default", KeysOf(*engine_, "default", b)), 4u);
+    const std::vector<BlockKey> keys = KeysOf(*engine_, "default", a);
+    ASSERT_TRUE(
+        InjectDiskFault(*engine_, FaultSpec{FaultSpec::Kind::kDelay, 0, 0, absl::Milliseconds(10)})
+            .ok());
+    Buffers dst(*this, keys.size());
+    Poison(engine_->device(), dst.ptrs(), bytes_);
+    LoadRequest r;
+    r.ns = "default";
+    r.keys = keys;
+    r.buffers = KvBuffers::Blocks(dst.ptrs());
+    r.deadline =
+        absl::Now() + absl::Microseconds(std::uniform_int_distribution<int>(0, 25000)(rng));
+    auto h = engine_->Load(r);
+    ASSERT_TRUE(h.ok()) << h.status();
+    auto failed = (*h)->FailedBlocks();
+    ASSERT_TRUE(failed.ok()) << failed.status();
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const std::vector<uint8_t> got = ReadDevice(engine_->device(), dst[i], bytes_);
+      const bool listed = std::find(failed->begin(), failed->end(), i) != failed->end();
+      EXPECT_EQ(got, listed ? std::vector<uint8_t>(bytes_, 0) : BlockContent(keys[i], bytes_))
+          << "round " << round << " block " << i;
+    }
+    abandoned += failed->size();
+    delivered += keys.size() - failed->size();
+    ASSERT_TRUE(ClearDiskFaults(*engine_).ok());
+    ASSERT_TRUE(engine_->Flush().ok());
+    EXPECT_EQ(engine_->Stats().tiers[kHost].pinned_blocks, 0u);
+    EXPECT_EQ(CountMissesCheckingTheRest(keys), failed->size()) << "round " << round;
+    ASSERT_TRUE(engine_->Erase("default", keys).ok());
+  }
+  EXPECT_EQ(engine_->Stats().blocks_abandoned, abandoned);
+  // Both sides of the race were exercised.
+  EXPECT_GT(abandoned, 0u);
+  EXPECT_GT(delivered, 0u);
 }
 
 // LoadToGpuTier out of GPU slots whose copies have landed but whose completions have not run

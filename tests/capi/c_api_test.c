@@ -1037,7 +1037,7 @@ static void StatsStructSize(void) {
  * rest, naming the field, and leaves the options as they were. */
 static void RemoteOptions(void) {
   kvtier_options* o = SmallOptions(16);
-  CHECK(kvtier_c_api_version() == KVTIER_C_API_VERSION && KVTIER_C_API_VERSION == 6);
+  CHECK(kvtier_c_api_version() == KVTIER_C_API_VERSION && KVTIER_C_API_VERSION == 7);
   CHECK(KVTIER_NUM_TIERS == 4 && KVTIER_TIER_REMOTE == 3);
 
   /* Seeds: a comma-separated list (spaces ignored), or one at a time. */

@@ -98,7 +98,11 @@ TEST(CStats, EachStatisticLandsInItsField) {
         break;
       }
       case StatGroup::kTier:
-        EXPECT_EQ(Word(&c.tiers[tier], f->offset), v.number);
+        if (f->tier_array) {
+          EXPECT_EQ(Word(&c, f->offset + tier * sizeof(uint64_t)), v.number);
+        } else {
+          EXPECT_EQ(Word(&c.tiers[tier], f->offset), v.number);
+        }
         break;
       case StatGroup::kNamespace:
         EXPECT_EQ(Word(&ns[v.labels.ns_index], f->offset), v.number);

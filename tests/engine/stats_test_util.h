@@ -62,6 +62,7 @@ inline EngineStats DistinctStats(size_t num_namespaces = 2, size_t num_nodes = 2
   s.loaded_blocks = next++;
   s.leases_held = next++;
   s.leases_expired = next++;
+  s.blocks_abandoned = next++;
   s.missed_blocks = next++;
   s.stall_ns = next++;
   s.stalled_waits = next++;

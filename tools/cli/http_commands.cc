@@ -161,6 +161,8 @@ std::string Show(const StatInfo& info, const ordered_json* v) {
   switch (info.unit) {
     case StatUnit::kBytes:
       return HumanBytes(x);
+    case StatUnit::kBytesPerSecond:
+      return HumanBytes(x) + "/s";
     case StatUnit::kNanoseconds:
       return absl::StrFormat("%.3f s", x * 1e-9);
     default:
