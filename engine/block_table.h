@@ -52,6 +52,10 @@ struct HostFill {
   absl::AnyInvocable<void() &&> on_abandon;
   // Notified once on_abandon's bookkeeping is done (Wait() returns after it).
   Notification abandon_settled;
+  // The bookkeeping's (under the placement lock): the slot, taken from the block and kept out
+  // of the pool until the read settles, and the transfers that may still copy out of it.
+  SlotId held_slot = kNoSlot;
+  std::vector<std::shared_ptr<Event>> held_readers;
 
   bool abandonable() const { return slot != nullptr; }
   // Gives up on a read that has not delivered by now: true when this call abandoned it (the

@@ -231,15 +231,17 @@ absl::Status DiskMover::EnsureHostCopy(const BlockKey& key, bool passing) {
   //
   // A reader with a deadline may abandon the read (HostFill::Abandon, in its stream's gate):
   // it zeroes the slot and fails the fill itself, so the read, when it settles, neither writes
-  // the slot nor notifies; the block is erased at once (OnFillAbandoned) and its slot goes
-  // back when the read has settled (OnHostFilled).
+  // the slot nor notifies. The block loses that host copy at once and keeps its disk record
+  // (OnFillAbandoned); the slot goes back when the read has settled (OnHostFilled).
   fill->slot = dst;
   fill->bytes = block_bytes_;
   // (A weak pointer: the fill owns this callback.)
   fill->on_abandon = [this, key, write_id, weak = std::weak_ptr<HostFill>(fill)] {
     completions_.Post([this, key, write_id, weak] {
-      OnFillAbandoned(key, write_id);
-      if (std::shared_ptr<HostFill> f = weak.lock()) f->abandon_settled.Notify();
+      if (std::shared_ptr<HostFill> f = weak.lock()) {
+        OnFillAbandoned(key, write_id, f);
+        f->abandon_settled.Notify();
+      }
     });
   };
   // Every read is a sample of the disk tier's rate (TierRates): its bytes when it delivered,
@@ -329,6 +331,12 @@ void DiskMover::OnHostFilled(const BlockKey& key, uint64_t write_id,
   const bool abandoned = fill->claim.abandoned();
   {
     MutexLock lock(&placement_.mu());
+    if (abandoned && fill->held_slot != kNoSlot) {
+      // Nothing writes the slot any more: it goes back once its readers are done.
+      placement_.ReleaseHeldSlotAfter(kHost, fill->held_slot, fill->held_readers);
+      fill->held_slot = kNoSlot;
+      fill->held_readers.clear();
+    }
     table_.Mutate(key, [&](BlockEntry& e) {
       placement_.mu().AssertHeld();
       if (!e.is_writing(kHost) || e.write_id[kHost] != write_id) {
@@ -337,8 +345,8 @@ void DiskMover::OnHostFilled(const BlockKey& key, uint64_t write_id,
       e.set_writing(kHost, false);
       e.host_fill.reset();
       if (abandoned) {
-        // Erased already (OnFillAbandoned); the record is still the tier's, so the entry's
-        // reclaim erases it there. The slot (zeros) goes back now that nothing writes it.
+        // Erased (OnFillAbandoned found a GPU copy made from the zeros): the record is still
+        // the tier's, so the entry's reclaim erases it there.
         e.erased = true;
       } else if (!status.ok()) {
         // The slot holds zeros now and the disk record is gone (dropped by the disk tier):
@@ -353,16 +361,26 @@ void DiskMover::OnHostFilled(const BlockKey& key, uint64_t write_id,
   fill->settled.Notify();
 }
 
-void DiskMover::OnFillAbandoned(const BlockKey& key, uint64_t write_id) {
+void DiskMover::OnFillAbandoned(const BlockKey& key, uint64_t write_id,
+                                std::shared_ptr<HostFill> fill) {
   {
     MutexLock lock(&placement_.mu());
     table_.Mutate(key, [&](BlockEntry& e) {
       placement_.mu().AssertHeld();
       if (!e.is_writing(kHost) || e.write_id[kHost] != write_id) return false;
-      // Its host slot holds zeros: the block is a miss for everyone from now on (as after a
-      // failed verification). Readers already gated on the fill got zeros and the reason. Its
-      // copies go when the read has settled (OnHostFilled) and nobody uses the entry.
-      e.erased = true;
+      if (e.has(TierKind::kGpu)) {
+        // A GPU copy made since the read started came out of the abandoned slot (zeros): the
+        // block goes, as after a failed verification, once nobody uses it.
+        e.erased = true;
+        return false;
+      }
+      // The block loses the host copy it was getting (the slot holds zeros) and keeps its disk
+      // record: a later Load reads it again. The slot stays out of the pool until the read
+      // has settled (OnHostFilled), and its next writer waits for the transfers still
+      // copying out of it.
+      for (const BlockEntry::Reader& r : e.readers) fill->held_readers.push_back(r.done);
+      fill->held_slot = e.slot[kHost];
+      placement_.Detach(key, e, kHost, /*release_slot=*/false);
       return false;
     });
   }

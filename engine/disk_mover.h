@@ -109,7 +109,8 @@ class DiskMover final : public LowerTier {
                     absl::Status status) ABSL_LOCKS_EXCLUDED(placement_.mu());
   // A reader abandoned the read of `key`'s host copy (its deadline passed): the block becomes
   // a miss at once.
-  void OnFillAbandoned(const BlockKey& key, uint64_t write_id) ABSL_LOCKS_EXCLUDED(placement_.mu());
+  void OnFillAbandoned(const BlockKey& key, uint64_t write_id, std::shared_ptr<HostFill> fill)
+      ABSL_LOCKS_EXCLUDED(placement_.mu());
   void OnDiskDropped(std::vector<std::pair<BlockKey, RecordId>> dropped)
       ABSL_LOCKS_EXCLUDED(placement_.mu());
 

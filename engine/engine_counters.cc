@@ -25,12 +25,13 @@ void EngineCounters::CountLookups(NamespaceCounters& ns, const TierArray<uint64_
   }
 }
 
-TierRates::TierRates() {
+TierRates::TierRates(const TierArray<Prior>& priors) {
   MutexLock lock(&mu_);
   for (TierKind t : kAllTiers) {
     RateEstimatorOptions o;
-    o.prior_bytes_per_s = kDefaultPriors[t].bytes_per_s;
-    o.prior_latency_s = kDefaultPriors[t].latency_s;
+    o.prior_bytes_per_s =
+        priors[t].bytes_per_s > 0 ? priors[t].bytes_per_s : kDefaultPriors[t].bytes_per_s;
+    o.prior_latency_s = priors[t].latency_s > 0 ? priors[t].latency_s : kDefaultPriors[t].latency_s;
     absl::StatusOr<RateEstimator> e = RateEstimator::Create(o);
     // The priors are constants: a refusal is a bug here, not an input error.
     if (!e.ok()) std::abort();

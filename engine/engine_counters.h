@@ -46,7 +46,8 @@ class TierRates {
   // disk → host (NVMe through the page-aligned read path), remote → host (a LAN GET).
   static constexpr TierArray<Prior> kDefaultPriors = {
       {{Prior{200e9, 10e-6}, Prior{10e9, 20e-6}, Prior{1e9, 200e-6}, Prior{1e9, 500e-6}}}};
-  TierRates();
+  // `priors`: 0 fields keep kDefaultPriors.
+  explicit TierRates(const TierArray<Prior>& priors = {});
 
   // A read of tier t started / ended with `bytes` delivered after `latency`.
   void Started(TierKind t);
@@ -64,7 +65,8 @@ class TierRates {
 class EngineCounters {
  public:
   // `present`: which tiers the engine has (lookups count only in those).
-  explicit EngineCounters(TierArray<bool> present) : present_(present) {}
+  explicit EngineCounters(TierArray<bool> present, const TierArray<TierRates::Prior>& priors = {})
+      : present_(present), rates_(priors) {}
   EngineCounters(const EngineCounters&) = delete;
   EngineCounters& operator=(const EngineCounters&) = delete;
 

@@ -82,9 +82,15 @@ absl::Status EngineImpl::MakeParts() {
     if (!policy.ok()) return policy.status();
     policies[t] = std::move(*policy);
   }
+  TierArray<TierRates::Prior> priors;
+  for (TierKind t : kAllTiers) {
+    priors[t] = {options_.read_rate_priors[t].bytes_per_s,
+                 absl::ToDoubleSeconds(options_.read_rate_priors[t].latency)};
+  }
   counters_ = std::make_unique<EngineCounters>(
       TierArray<bool>{{tiers_[kGpu] != nullptr, true, !options_.disk.directory.empty(),
-                       !options_.remote.seeds.empty()}});
+                       !options_.remote.seeds.empty()}},
+      priors);
   external_ = std::make_unique<ExternalMemory>(*device_, options_.geometry);
   planner_ = std::make_unique<CopyPlanner>(options_.geometry, *device_,
                                            options_.paged_dma_min_part_bytes);

@@ -3,6 +3,7 @@
 #include "engine/options.h"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -374,6 +375,16 @@ absl::Status EngineOptions::Validate() const {
   if (lease_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrFormat("lease_timeout = %s must be positive",
                                                       absl::FormatDuration(lease_timeout)));
+  }
+  for (TierKind t : kAllTiers) {
+    const ReadRate& r = read_rate_priors[t];
+    if (!std::isfinite(r.bytes_per_s) || r.bytes_per_s < 0 || r.latency < absl::ZeroDuration() ||
+        r.latency == absl::InfiniteDuration()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "read_rate_priors[%s] = {bytes_per_s %g, latency %s}: bytes_per_s must be finite and "
+          ">= 0 (0 = the default), latency finite and >= 0",
+          TierKindName(t), r.bytes_per_s, absl::FormatDuration(r.latency)));
+    }
   }
   return absl::OkStatus();
 }

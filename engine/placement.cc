@@ -154,6 +154,37 @@ void Placement::ReleaseHeldSlot(TierKind t, SlotId slot) {
   tiers_[t]->Release(slot);
 }
 
+void Placement::ReleaseHeldSlotAfter(TierKind t, SlotId slot,
+                                     absl::Span<const std::shared_ptr<Event>> readers) {
+  std::vector<Event*> pending;
+  for (const std::shared_ptr<Event>& r : readers) {
+    absl::StatusOr<bool> done = r->Query();
+    if (!done.ok() || !*done) pending.push_back(r.get());
+  }
+  if (!pending.empty()) {
+    SlotReuse& reuse = reuse_[t][slot];
+    auto gate = std::make_shared<Notification>();
+    absl::Status s;
+    for (Event* r : pending) {
+      if (s = offload_.Wait(*r); !s.ok()) break;
+    }
+    if (s.ok() && reuse.gate != nullptr && !reuse.gate->HasBeenNotified()) {
+      // Already gated (its old bytes are still on their way to disk): both must open.
+      s = offload_.AddCallback([old = reuse.gate] { old->WaitForNotification(); });
+    }
+    if (s.ok()) s = offload_.AddCallback([gate] { gate->Notify(); });
+    if (!s.ok()) {
+      // No way to order the next writer after the readers: keep the slot out of the pool
+      // rather than let it be overwritten under them (a slot lost until the engine closes).
+      KVTIER_LOG(kError, "holding %s slot %u: cannot order its reuse after its readers (%s)",
+                 TierKindName(t), slot, s.ToString());
+      return;
+    }
+    reuse.gate = std::move(gate);
+  }
+  ReleaseHeldSlot(t, slot);
+}
+
 bool Placement::Settle(BlockEntry& e, TierKind t) {
   if (!e.is_writing(t)) return false;
   if (std::find(open_writes_.begin(), open_writes_.end(), e.write_id[t]) != open_writes_.end()) {

@@ -180,6 +180,12 @@ class Placement {
   }
   // Returns a slot Detach kept (release_slot = false) once nothing writes it any more.
   void ReleaseHeldSlot(TierKind t, SlotId slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ReleaseHeldSlot for a host slot that transfers may still be copying out of: its next
+  // writer waits (SlotReuse::gate) until every event of `readers` has completed (a host
+  // callback on the offload stream, after stream waits on them).
+  void ReleaseHeldSlotAfter(TierKind t, SlotId slot,
+                            absl::Span<const std::shared_ptr<Event>> readers)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evicts one copy from tier t (only namespace only_ns's when it is not kAnyNs). Returns
   // false when none can go.
   static constexpr uint32_t kAnyNs = UINT32_MAX;

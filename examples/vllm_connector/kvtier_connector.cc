@@ -76,12 +76,25 @@ absl::StatusOr<size_t> KvtierConnector::GetNumNewMatchedTokens(const Request& re
   // The engine must still run the last prompt token through the model for its logits.
   if (usable > 0 && usable == request.prompt_token_ids.size()) --usable;
   Matched matched;
+  matched.external_tokens = usable > num_computed_tokens ? usable - num_computed_tokens : 0;
+  const size_t offered_before_plan = matched.external_tokens;
+  if (options_.compute.prefill_tokens_per_s > 0 && matched.external_tokens > 0) {
+    // Load only what is faster to load than to recompute, given the tiers' measured rates.
+    absl::StatusOr<kvtier::LoadPlan> plan = engine_->PlanLoad(
+        *m, request.prompt_token_ids.size(), num_computed_tokens, options_.compute);
+    if (!plan.ok()) return plan.status();
+    matched.external_tokens = std::min(matched.external_tokens, plan->load_tokens);
+    matched.expected_load_s = plan->expected_load_s + plan->expected_stage_s;
+  }
   matched.prompt = request.prompt_token_ids;
   matched.keys = std::move(m->keys);
   matched.num_computed_tokens = num_computed_tokens;
-  matched.external_tokens = usable > num_computed_tokens ? usable - num_computed_tokens : 0;
   const size_t external = matched.external_tokens;
   std::lock_guard<std::mutex> lock(mu_);
+  if (options_.compute.prefill_tokens_per_s > 0) {
+    stats_.planned_tokens += external;
+    stats_.recompute_chosen_tokens += offered_before_plan - external;
+  }
   matched_[request.request_id] = std::move(matched);
   return external;
 }
@@ -131,6 +144,7 @@ absl::Status KvtierConnector::UpdateStateAfterAlloc(const Request& request,
     load.first_block = first_block;
     load.keys.assign(m.keys.begin() + first_block, m.keys.begin() + end_block);
     load.block_ids.assign(block_ids.begin() + first_block, block_ids.begin() + end_block);
+    load.expected_load_s = m.expected_load_s;
     t.pending_load = std::move(load);
   }
   trackers_[request.request_id] = std::move(t);
@@ -309,6 +323,12 @@ absl::Status KvtierConnector::LoadOneLocked(const ReqMeta& r) {
     lr.buffers = KvBuffers::Paged(*pool_, {spec.block_ids.begin(), spec.block_ids.begin() + n});
     lr.layerwise = true;
     lr.after = compute_stream_;
+    if (spec.expected_load_s > 0) {
+      // Never wait much longer than the plan said: what misses the deadline is recomputed.
+      lr.deadline =
+          absl::Now() + std::max(options_.min_deadline,
+                                 absl::Seconds(options_.deadline_slack * spec.expected_load_s));
+    }
     absl::StatusOr<std::unique_ptr<TransferHandle>> h = engine_->Load(lr);
     if (h.ok()) {
       Load load{std::shared_ptr<TransferHandle>(std::move(*h)), spec.first_block,
@@ -334,6 +354,23 @@ absl::Status KvtierConnector::LoadOneLocked(const ReqMeta& r) {
   }
   LoadFailedLocked(r.request_id, spec.first_block, spec.block_ids);
   return absl::OkStatus();
+}
+
+void KvtierConnector::LoadErrorsLocked(const std::string& request_id, const Load& load) {
+  // Only the blocks that did not arrive (a deadline missed, a read that failed) are errors;
+  // when the handle cannot say which, all of them are.
+  absl::StatusOr<std::vector<size_t>> failed = load.handle->FailedBlocks();
+  if (!failed.ok() || failed->empty()) {
+    LoadFailedLocked(request_id, load.first_block, load.block_ids);
+    return;
+  }
+  std::vector<uint32_t> pages;
+  for (size_t i : *failed) {
+    if (i < load.block_ids.size()) pages.push_back(load.block_ids[i]);
+  }
+  absl::Status wait = load.handle->Wait();
+  if (absl::IsDeadlineExceeded(wait)) stats_.deadline_misses += pages.size();
+  LoadFailedLocked(request_id, load.first_block + failed->front(), pages);
 }
 
 void KvtierConnector::LoadFailedLocked(const std::string& request_id, size_t first_block,
@@ -452,7 +489,7 @@ void KvtierConnector::ReapLocked() {
         ++l;
         continue;
       }
-      if (!l->handle->Wait().ok()) LoadFailedLocked(it->first, l->first_block, l->block_ids);
+      if (!l->handle->Wait().ok()) LoadErrorsLocked(it->first, *l);
       l = f.loads.erase(l);
     }
     // A save's error is reported by WaitForSave, which every step calls.

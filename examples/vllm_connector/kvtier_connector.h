@@ -101,6 +101,9 @@ struct LoadSpec {
   size_t first_block = 0;           // blocks below are already in the pool (local hits)
   std::vector<kvtier::BlockKey> keys;  // blocks first_block .. first_block + keys.size() - 1
   std::vector<uint32_t> block_ids;  // their pages
+  // The plan's expected time to load them (Engine::PlanLoad); the load's deadline is this
+  // times ConnectorOptions::deadline_slack. 0: no plan, no deadline.
+  double expected_load_s = 0;
 };
 struct SaveSpec {
   std::vector<int32_t> tokens;      // the request's tokens through the last full block
@@ -136,10 +139,24 @@ struct ConnectorStats {
   uint64_t blocks_deduplicated = 0;
   uint64_t layer_waits = 0;      // WaitForLayerLoad stream waits enqueued
   uint64_t delayed_frees = 0;    // RequestFinished answers "true"
+  // Load plans (ConnectorOptions::compute): matched tokens offered to the engine, and
+  // matched tokens left to recompute because loading them would be slower.
+  uint64_t planned_tokens = 0;
+  uint64_t recompute_chosen_tokens = 0;
+  // Blocks a load abandoned at its deadline (reported as load errors, recomputed).
+  uint64_t deadline_misses = 0;
 };
 
 struct ConnectorOptions {
   std::string ns = "default";  // kvtier namespace (tenant) of every request
+  // How fast the model prefills (kvtier/load_plan.h). With prefill_tokens_per_s > 0 every
+  // match is planned (Engine::PlanLoad): GetNumNewMatchedTokens offers only the prefix worth
+  // loading, and each load carries a deadline of deadline_slack times its expected time (at
+  // least min_deadline); blocks that miss it become load errors, which vLLM recomputes
+  // (kv_load_failure_policy = "recompute"). 0: offer every hit and wait for every load.
+  kvtier::ComputeModel compute;
+  double deadline_slack = 1.5;
+  absl::Duration min_deadline = absl::Milliseconds(5);
 };
 
 class KvtierConnector {
@@ -238,6 +255,7 @@ class KvtierConnector {
     std::vector<kvtier::BlockKey> keys;
     size_t num_computed_tokens = 0;
     size_t external_tokens = 0;
+    double expected_load_s = 0;  // the plan's (0: not planned)
   };
   // Worker-side transfers of one request still holding its pages.
   struct Load {
@@ -260,6 +278,8 @@ class KvtierConnector {
   absl::Status LoadOneLocked(const ReqMeta& req);
   absl::Status StoreOneLocked(const ReqMeta& req);
   // Records a load that could not run or failed: its pages must be recomputed, and saved again.
+  // A load that failed: its failed blocks (or all of them) become load errors.
+  void LoadErrorsLocked(const std::string& request_id, const Load& load);
   void LoadFailedLocked(const std::string& request_id, size_t first_block,
                         absl::Span<const uint32_t> block_ids);
   // Drops the completed transfers of every request (a failed load's pages become load

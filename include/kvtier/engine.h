@@ -228,6 +228,17 @@ struct EngineOptions {
   bool secure_erase = false;
   // How long a lease on managed GPU slots lives unless released.
   absl::Duration lease_timeout = absl::Seconds(30);
+  // What reads of each tier are taken to cost until the engine has measured them
+  // (TierStats::read_bytes_per_s / read_latency_ns; Engine::PlanLoad): GPU tier and host tier
+  // into the caller's memory, disk and remote into a host slot. The measurements then move
+  // away from these, and drift back to them after a minute without reads. 0 keeps the
+  // engine's default (GPU 200 GB/s, host 10 GB/s, disk 1 GB/s, remote 1 GB/s; 10, 20, 200 and
+  // 500 µs). Set what a tier is known to do: say, the NVMe's fio figure.
+  struct ReadRate {
+    double bytes_per_s = 0;
+    absl::Duration latency = absl::ZeroDuration();
+  };
+  TierArray<ReadRate> read_rate_priors;
   // Paged pools (KvBuffers::Paged) ↔ host tier: an NHD page part (one layer's K or V of one
   // block) at least this large moves by DMA, one copy per part; smaller parts, and every HND
   // transfer, move through one zero-copy kernel that reads or writes the pinned host slots
@@ -316,8 +327,9 @@ class TransferHandle {
   // Waits as Wait() does, then lists the blocks (indices into the request's keys, ascending)
   // whose bytes did not arrive: a disk read abandoned at the Load's deadline, or one that
   // failed verification or vanished. Their destinations hold zeros, never another block's
-  // bytes; the caller recomputes them (they are misses from now on). An error of the copies
-  // themselves (the device) is returned instead; so is a failed read of a block that is not
+  // bytes; the caller recomputes them. A block abandoned at the deadline stays cached where it
+  // was (a later Load reads it again); one that failed verification is a miss. An error of the
+  // copies themselves (the device) is returned instead; so is a failed read of a block that is not
   // the request's (a Prefetch's).
   virtual absl::StatusOr<std::vector<size_t>> FailedBlocks() = 0;
 

@@ -21,7 +21,9 @@
 #include <thread>
 #include <vector>
 
+#include "engine/testing_hooks.h"
 #include "gtest/gtest.h"
+#include "io/io_engine.h"
 #include "kvtier/engine.h"
 #include "kvtier_connector.h"
 #include "toy_engine.h"
@@ -104,6 +106,7 @@ class VllmConnectorTest : public ::testing::TestWithParam<PoolCase> {
     o.model_fingerprint = "vllm-connector-test";
     o.device.choice = kvtier::DeviceChoice::kEmulated;
     o.device.emulated_copy_gbps = copy_gbps;
+    o.read_rate_priors = read_rate_priors_;
     o.host_tier_bytes = (disk ? 4 : 64) * o.geometry.block_bytes();
     if (disk) {
       if (dir_.empty()) {
@@ -120,6 +123,15 @@ class VllmConnectorTest : public ::testing::TestWithParam<PoolCase> {
     ASSERT_TRUE(e.ok()) << e.status();
     engine_ = std::move(*e);
     g_ = engine_->options().geometry;
+  }
+
+  // A toy engine of 8 pages in the case's layout, as Toy(8, false) makes.
+  ToyEngineOptions ToyOptions() const {
+    ToyEngineOptions o;
+    o.layout = GetParam().layout;
+    o.num_pages = 8;
+    o.max_tokens_per_step = 64;
+    return o;
   }
 
   std::unique_ptr<ToyEngine> Toy(uint32_t pages, bool prefix_caching) {
@@ -171,6 +183,7 @@ class VllmConnectorTest : public ::testing::TestWithParam<PoolCase> {
   std::string dir_;
   std::unique_ptr<kvtier::Engine> engine_;
   kvtier::Geometry g_;
+  kvtier::TierArray<kvtier::EngineOptions::ReadRate> read_rate_priors_;
 };
 
 TEST_P(VllmConnectorTest, ReloadedPagesEqualTheSavedPagesByteForByte) {
@@ -376,16 +389,110 @@ TEST_P(VllmConnectorTest, ABlockThatFailsItsChecksumIsALoadErrorAndIsRecomputed)
   const RequestReport* rep = toy->report("r");
   ASSERT_NE(rep, nullptr);
   EXPECT_EQ(rep->external_tokens, 32u);
-  // The load failed as a whole: both its pages were recomputed with the rest of the prompt.
-  EXPECT_EQ(rep->load_error_blocks, 2u);
+  // Only the block that failed its checksum is a load error (TransferHandle::FailedBlocks);
+  // the engine recomputes from it, so both pages were recomputed with the rest of the prompt.
+  EXPECT_EQ(rep->load_error_blocks, 1u);
   EXPECT_EQ(rep->computed_tokens, 8u + 40u);
-  EXPECT_EQ(toy->connector().stats().load_error_blocks, 2u);
+  EXPECT_EQ(toy->connector().stats().load_error_blocks, 1u);
   ASSERT_EQ(pages.size(), 3u);
   ExpectModelKv(*toy, pages, prompt, 2);
   // ... and saved again: the prompt is whole in kvtier once more.
   EXPECT_EQ(engine_->Match("default", prompt)->matched_tokens, 32u);
   EXPECT_EQ(engine_->Stats().tiers[static_cast<int>(kvtier::TierKind::kDisk)].checksum_failures,
             1u);
+  std::unique_ptr<ToyEngine> again = Toy(8, false);
+  ASSERT_NE(again, nullptr);
+  ASSERT_TRUE(again->AddRequest(MakeRequest("r2", prompt), 1).ok());
+  ASSERT_TRUE(again->RunToCompletion().ok());
+  EXPECT_EQ(again->report("r2")->external_tokens, 32u);
+  EXPECT_EQ(again->report("r2")->load_error_blocks, 0u);
+}
+
+// ------------------------------------------------------------------ load plans and deadlines
+
+// With a compute model the connector offers only the prefix worth loading: every hit when the
+// host tier is far faster than the model's prefill, nothing when the disk (as the engine
+// measures it, here its stated prior) is slower than recomputing.
+TEST_P(VllmConnectorTest, PlansOfferOnlyThePrefixFasterToLoadThanToRecompute) {
+  const std::vector<int32_t> prompt = Tokens(30, 40);  // 2 full blocks + 8 tokens
+  ConnectorOptions co;
+  co.compute.prefill_tokens_per_s = 2000;  // a slow model: loading from RAM wins
+  {
+    Open();
+    StoreThroughAnotherEngine(prompt);
+    absl::StatusOr<std::unique_ptr<ToyEngine>> toy =
+        ToyEngine::Create(engine_.get(), ToyOptions(), co);
+    ASSERT_TRUE(toy.ok()) << toy.status();
+    absl::StatusOr<size_t> n =
+        (*toy)->connector().GetNumNewMatchedTokens(MakeRequest("host", prompt), 0);
+    ASSERT_TRUE(n.ok()) << n.status();
+    EXPECT_EQ(*n, 32u);
+    EXPECT_EQ((*toy)->connector().stats().planned_tokens, 32u);
+    EXPECT_EQ((*toy)->connector().stats().recompute_chosen_tokens, 0u);
+  }
+  // A disk that reads 10 KB/s with 50 ms per read, under a model that prefills 1M tokens/s.
+  read_rate_priors_[kvtier::TierKind::kDisk] = {1e4, absl::Milliseconds(50)};
+  co.compute.prefill_tokens_per_s = 1e6;
+  Open(0, /*disk=*/true);
+  StoreThroughAnotherEngine(prompt);
+  StoreThroughAnotherEngine(Tokens(31, 64));  // 4 newer blocks push those 2 to disk
+  ASSERT_TRUE(engine_->Flush().ok());
+  ASSERT_EQ(engine_->Match("default", prompt)->tiers,
+            std::vector<kvtier::TierKind>(2, kvtier::TierKind::kDisk));
+  absl::StatusOr<std::unique_ptr<ToyEngine>> toy =
+      ToyEngine::Create(engine_.get(), ToyOptions(), co);
+  ASSERT_TRUE(toy.ok()) << toy.status();
+  ASSERT_TRUE((*toy)->AddRequest(MakeRequest("disk", prompt), 1).ok());
+  ASSERT_TRUE((*toy)->RunToCompletion().ok());
+  const RequestReport* rep = (*toy)->report("disk");
+  ASSERT_NE(rep, nullptr);
+  EXPECT_EQ(rep->external_tokens, 0u) << "a plan loaded from a disk slower than the model";
+  EXPECT_EQ(rep->computed_tokens, 40u);
+  EXPECT_EQ((*toy)->connector().stats().recompute_chosen_tokens, 32u);
+  EXPECT_EQ(engine_->Stats().tiers[static_cast<int>(kvtier::TierKind::kDisk)].bytes_out, 0u);
+}
+
+// A planned load whose disk reads stall past its deadline does not wait for them: the late
+// blocks become load errors, the engine recomputes them (the pages end up holding the model's
+// KV either way) and saves them again.
+TEST_P(VllmConnectorTest, ADiskStallPastTheDeadlineTurnsLateBlocksIntoLoadErrors) {
+  const std::vector<int32_t> prompt = Tokens(32, 40);  // 2 full blocks + 8 tokens
+  Open(0, /*disk=*/true);
+  StoreThroughAnotherEngine(prompt);
+  StoreThroughAnotherEngine(Tokens(33, 64));  // 4 newer blocks push those 2 to disk
+  ASSERT_TRUE(engine_->Flush().ok());
+  ASSERT_EQ(engine_->Match("default", prompt)->tiers,
+            std::vector<kvtier::TierKind>(2, kvtier::TierKind::kDisk));
+  ConnectorOptions co;
+  co.compute.prefill_tokens_per_s = 100;  // slow enough that the plan loads both blocks
+  co.min_deadline = absl::Milliseconds(50);
+  absl::StatusOr<std::unique_ptr<ToyEngine>> toy =
+      ToyEngine::Create(engine_.get(), ToyOptions(), co);
+  ASSERT_TRUE(toy.ok()) << toy.status();
+  // Every disk operation from now on stalls for 2 s: both reads (and the writes of the blocks
+  // their host slots evict, which nothing here waits for).
+  ASSERT_TRUE(
+      kvtier::InjectDiskFault(*engine_, {kvtier::FaultSpec::Kind::kDelay, 0, 0, absl::Seconds(2)})
+          .ok());
+  std::vector<uint32_t> pages;
+  (*toy)->set_on_free([&](const std::string&, const std::vector<uint32_t>& p) { pages = p; });
+  ASSERT_TRUE((*toy)->AddRequest(MakeRequest("r", prompt), 1).ok());
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE((*toy)->RunToCompletion().ok());  // fails with DataLoss on any wrong KV
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(1500)) << "the load waited for the stall";
+  const RequestReport* rep = (*toy)->report("r");
+  ASSERT_NE(rep, nullptr);
+  EXPECT_EQ(rep->external_tokens, 32u);
+  EXPECT_EQ(rep->load_error_blocks, 2u);
+  EXPECT_EQ(rep->computed_tokens, 8u + 40u);  // the first step's, then the whole prompt again
+  EXPECT_EQ((*toy)->connector().stats().deadline_misses, 2u);
+  EXPECT_EQ(engine_->Stats().blocks_abandoned, 2u);
+  ASSERT_EQ(pages.size(), 3u);
+  ExpectModelKv(**toy, pages, prompt, 2);
+  ASSERT_TRUE(kvtier::ClearDiskFaults(*engine_).ok());
+  ASSERT_TRUE(engine_->Flush().ok());
+  // The abandoned blocks are still cached (on disk), and load exact once the disk is well.
+  EXPECT_EQ(engine_->Match("default", prompt)->matched_tokens, 32u);
   std::unique_ptr<ToyEngine> again = Toy(8, false);
   ASSERT_NE(again, nullptr);
   ASSERT_TRUE(again->AddRequest(MakeRequest("r2", prompt), 1).ok());
