@@ -32,6 +32,10 @@ TierRates::TierRates(const TierArray<Prior>& priors) {
     o.prior_bytes_per_s =
         priors[t].bytes_per_s > 0 ? priors[t].bytes_per_s : kDefaultPriors[t].bytes_per_s;
     o.prior_latency_s = priors[t].latency_s > 0 ? priors[t].latency_s : kDefaultPriors[t].latency_s;
+    // One second of busy time moves the figures most of the way: a tier that turns slow
+    // under load is seen within a load or two (bench/run loadplan), and deadlines cover the
+    // loads planned before that.
+    o.tau = absl::Seconds(1);
     absl::StatusOr<RateEstimator> e = RateEstimator::Create(o);
     // The priors are constants: a refusal is a bug here, not an input error.
     if (!e.ok()) std::abort();
