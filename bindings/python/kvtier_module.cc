@@ -26,6 +26,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -563,6 +564,37 @@ class PyEngine {
     return py::make_tuple(r.matched_tokens, HexOf(r.keys));
   }
 
+  // Engine::PlanLoad for the match of `tokens`: how much of it to load and how much to
+  // recompute, at the tiers' measured rates and the stated prefill rate.
+  py::dict PlanLoad(const std::string& ns, const py::handle& tokens, double prefill_tokens_per_s,
+                    size_t local_tokens, const std::string& extra) {
+    std::shared_ptr<OpenEngine> e = Get();
+    const std::vector<int32_t> t = TokensFrom(tokens);
+    absl::StatusOr<LoadPlan> plan;
+    {
+      py::gil_scoped_release nogil;
+      absl::StatusOr<MatchResult> m = e->engine->Match(ns, t, extra);
+      if (!m.ok()) {
+        plan = m.status();
+      } else {
+        ComputeModel c;
+        c.prefill_tokens_per_s = prefill_tokens_per_s;
+        plan = e->engine->PlanLoad(*m, t.size(), local_tokens, c);
+      }
+    }
+    const LoadPlan p = ValueOrThrow(std::move(plan));
+    py::dict d;
+    d["load_blocks"] = p.load_blocks;
+    d["load_tokens"] = p.load_tokens;
+    d["recompute_tokens"] = p.recompute_tokens;
+    d["reason"] = LoadPlanReasonName(p.reason);
+    d["expected_load_s"] = p.expected_stage_s + p.expected_load_s;
+    d["expected_total_s"] = p.expected_total_s;
+    d["recompute_all_s"] = p.recompute_all_s;
+    d["load_all_s"] = p.load_all_s;
+    return d;
+  }
+
   std::vector<std::string> MatchTiers(const std::string& ns, const py::handle& tokens,
                                       const std::string& extra) {
     std::shared_ptr<OpenEngine> e = Get();
@@ -620,6 +652,23 @@ class PyEngine {
 
   // Loads `keys` into `out` (allocated when None) through a device staging buffer.
   py::array Load(const std::string& ns, const std::vector<std::string>& hex, py::object out) {
+    return LoadBefore(ns, hex, out, absl::InfiniteFuture(), nullptr);
+  }
+
+  // Load with a deadline `seconds` from now: (array, failed block indices); the failed
+  // blocks' rows are zeros.
+  py::tuple LoadWithin(const std::string& ns, const std::vector<std::string>& hex, double seconds,
+                       py::object out) {
+    if (!(seconds >= 0) || !std::isfinite(seconds)) {
+      ThrowInvalid(absl::StrFormat("load_within: seconds = %g must be finite and >= 0", seconds));
+    }
+    std::vector<size_t> failed;
+    py::array a = LoadBefore(ns, hex, out, absl::Now() + absl::Seconds(seconds), &failed);
+    return py::make_tuple(a, failed);
+  }
+
+  py::array LoadBefore(const std::string& ns, const std::vector<std::string>& hex, py::object out,
+                       absl::Time deadline, std::vector<size_t>* failed) {
     std::shared_ptr<OpenEngine> e = Get();
     const Geometry& g = e->engine->options().geometry;
     std::vector<BlockKey> keys = KeysFrom(hex);
@@ -650,8 +699,13 @@ class PyEngine {
       r.keys = std::move(keys);
       r.buffers = KvBuffers::Blocks(std::move(ptrs));
       r.layerwise = false;  // the host wants whole blocks; one event, fewest copies
+      r.deadline = deadline;
       std::unique_ptr<TransferHandle> h = ValueOrThrow(e->engine->Load(r));
-      ThrowIfError(h->Wait());
+      if (failed != nullptr) {
+        *failed = ValueOrThrow(h->FailedBlocks());
+      } else {
+        ThrowIfError(h->Wait());
+      }
       ThrowIfError(s->stream->CopyToHost(host, s->buffer, n * bytes));
       ThrowIfError(s->stream->Synchronize());
     }
@@ -1130,6 +1184,17 @@ strings. Usable as a context manager; close() waits for transfers and frees the 
            "tier. Returns {'stored', 'present', 'rejected'} block counts.")
       .def("load", &PyEngine::Load, py::arg("ns"), py::arg("keys"), py::arg("out") = py::none(),
            "Loads cached blocks into a new array (or `out`) and returns it.")
+      .def("load_within", &PyEngine::LoadWithin, py::arg("ns"), py::arg("keys"), py::arg("seconds"),
+           py::arg("out") = py::none(),
+           "load with a deadline `seconds` from now: returns (array, failed), where failed "
+           "lists the blocks whose disk reads had not arrived by then (their rows are zeros; "
+           "recompute them). They stay cached.")
+      .def("plan_load", &PyEngine::PlanLoad, py::arg("ns"), py::arg("tokens"),
+           py::arg("prefill_tokens_per_s"), py::arg("local_tokens") = 0, py::arg("extra") = "",
+           "How much of the cached prefix of `tokens` is worth loading at the tiers' measured "
+           "rates, against recomputing at prefill_tokens_per_s: {'load_blocks', "
+           "'load_tokens', 'recompute_tokens', 'reason', 'expected_load_s', "
+           "'expected_total_s', 'recompute_all_s', 'load_all_s'}.")
       .def("register_device_memory", &PyEngine::RegisterDeviceMemory, py::arg("memory"),
            py::arg("nbytes") = py::none(),
            R"doc(Makes memory the caller owns usable as the device buffers of store_device,

@@ -489,6 +489,46 @@ class DiskTier(unittest.TestCase):
             e.hint("tenant-b", keys)
             e.flush()
 
+    def test_plans_and_deadlines(self):
+        tokens = prompt(3, 40)
+        with self.disk_engine() as e:
+            kv = random_blocks(e, 3, seed=40)
+            e.store("default", tokens, kv)
+            # A model slow to prefill: loading from the host tier wins, all but the last token.
+            plan = e.plan_load("default", tokens, prefill_tokens_per_s=100)
+            self.assertEqual(plan["load_blocks"], 3)
+            self.assertEqual(plan["load_tokens"], 47)
+            self.assertEqual(plan["recompute_tokens"], 1)
+            self.assertLess(plan["expected_total_s"], plan["recompute_all_s"])
+            # A model far faster than any copy: recompute.
+            fast = e.plan_load("default", tokens, prefill_tokens_per_s=1e12)
+            self.assertEqual(fast["load_blocks"], 0)
+            self.assertEqual(fast["reason"], "recompute_all")
+            with self.assertRaisesRegex(ValueError, "prefill"):
+                e.plan_load("default", tokens, prefill_tokens_per_s=0)
+            with self.assertRaisesRegex(ValueError, "local_tokens"):
+                e.plan_load("default", tokens, prefill_tokens_per_s=100, local_tokens=5)
+            # Push them to disk, then load them with a deadline already past: a disk read not
+            # in by then (all of them, unless the disk is very quick) is abandoned; its row is
+            # zeros, every other row exact, and the blocks stay cached.
+            e.store("default", prompt(4, 41), random_blocks(e, 4, seed=41))
+            e.flush()
+            _, keys = e.match("default", tokens)
+            self.assertEqual(e.match_tiers("default", tokens), ["disk"] * 3)
+            got, failed = e.load_within("default", keys, 0)
+            for i in range(3):
+                if i in failed:
+                    self.assertFalse(got[i].any())
+                else:
+                    self.assertEqual(got[i].tobytes(), kv[i].tobytes())
+            e.flush()
+            self.assertEqual(e.stats()["blocks_abandoned"], len(failed))
+            got, failed = e.load_within("default", keys, 30)
+            self.assertEqual(list(failed), [])
+            self.assertEqual(got.tobytes(), kv.tobytes())
+            with self.assertRaisesRegex(ValueError, "seconds"):
+                e.load_within("default", keys, -1)
+
     def test_the_directory_is_private_and_never_adopted_or_linked(self):
         cache = self.dir + "/cache"
         old = os.umask(0)
