@@ -371,11 +371,13 @@ struct LoadRequest {
   // Blocks whose disk reads have not delivered by `deadline` are abandoned: their
   // destinations get zeros, Wait() returns DeadlineExceeded and FailedBlocks() lists them, so
   // the caller recomputes them rather than waits. A read already in the device cannot be
-  // called back: it settles later, and its slot is reused only then. No wait on the handle
-  // lasts past the deadline by more than the time to zero the abandoned slots and run the
-  // copies (milliseconds), except when a slot's previous bytes are still being written to
-  // disk (up to DiskTier::kStagingWait). Reads from the remote tier are not abandoned: their
-  // own operation timeout (RemoteOptions) bounds them. InfiniteFuture: wait for every read.
+  // called back: it settles later, and its slot is reused only then. A wait on the handle
+  // lasts past the deadline by the time to zero the abandoned slots and run the copies, and
+  // when a slot's previous bytes are still being written to disk, until they are out (up to
+  // DiskTier::kStagingWait); bench/run loadplan measured 55-75 ms past it with the disk
+  // stalling mid-load (docs/benchmarks.md, "loadplan"). Reads from the remote tier are not
+  // abandoned: their own operation timeout (RemoteOptions) bounds them. InfiniteFuture: wait for
+  // every read.
   absl::Time deadline = absl::InfiniteFuture();
 };
 
