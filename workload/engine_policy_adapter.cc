@@ -35,7 +35,7 @@ uint64_t MixId(uint64_t x) {
 
 const std::vector<std::string>& EnginePolicyNames() {
   static const std::vector<std::string>* names = new std::vector<std::string>{
-      "lru", "fifo", "clock", "sieve", "s3fifo", "arc", "tinylfu", "lfu"};
+      "lru", "fifo", "clock", "sieve", "s3fifo", "arc", "tinylfu", "lfu", "adaptive"};
   return *names;
 }
 

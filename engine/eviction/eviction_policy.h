@@ -7,9 +7,10 @@
 // predicate accepts one.
 //
 // Every policy (one file pair each in this folder: lru, fifo, clock, sieve, s3fifo, arc,
-// tinylfu, lfu) keeps its queues as intrusive lists over the dense slot ids (arrays sized at
-// construction), so an event costs O(1) and no allocation; the only maps are the ghost lists
-// of S3-FIFO and ARC, reserved up front and bounded by num_slots entries.
+// tinylfu, lfu, and adaptive, which runs arc and lfu as experts) keeps its queues as
+// intrusive lists over the dense slot ids (arrays sized at construction), so an event costs
+// O(1) and no allocation; the only maps are the ghost lists of S3-FIFO and ARC and the
+// adaptive policy's open duels, reserved up front and bounded by num_slots entries.
 //
 // Two things the interface does not say directly, resolved the same way by every policy:
 //  * Identity. Slots are reused for other blocks, so history that outlives a slot (ghosts,
