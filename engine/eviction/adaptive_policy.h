@@ -36,11 +36,12 @@
 // first by each).
 //
 // Cost: O(1) per event (both experts' updates, one hash probe per insert, an O(1) peek at the
-// follower per eviction), plus the leader's own victim walk. Memory per slot, roughly: ARC
-// ~95-135 bytes (lists, key, two ghost lists of num_slots keys each with their maps), LFU
-// ~57 bytes (lists, key, stamp, a 4 x 16-counter 4-bit sketch: 32), duels ~45-65 bytes (a
-// 24-byte ring record, the key map at 16 bytes per entry over its load factor, a 4-byte tag).
-// About 200-260 bytes a slot in all, next to blocks of 16 KiB and more.
+// follower per eviction; a verdict on b closes its chain of duels, each closed once), plus
+// the leader's own victim walk. Memory per slot, estimated from the structures: ARC ~95-135
+// bytes (lists, key, two ghost lists of num_slots keys with their maps), LFU ~57 (lists, key,
+// stamp, the frequency sketch: 32), duels ~60-75 (a 32-byte ring record, the
+// key map's 16-byte entries over its load factor, an 8-byte chain head per slot): about
+// 210-270 bytes a slot, next to blocks of 16 KiB and more.
 
 #ifndef KVTIER_ENGINE_EVICTION_ADAPTIVE_POLICY_H_
 #define KVTIER_ENGINE_EVICTION_ADAPTIVE_POLICY_H_
