@@ -86,6 +86,7 @@ void EnginePolicyAdapter::Insert(uint64_t id) {
   depth_of_slot_[slot] = next_depth_;
   next_depth_ = 0;
   policy_->SetNextKey(MixId(id));
+  policy_->SetNextDepth(depth_of_slot_[slot]);
   policy_->OnInsert(slot);
 }
 

@@ -3,113 +3,79 @@
 #include "engine/eviction/adaptive_policy.h"
 
 #include <algorithm>
+#include <cassert>
+#include <utility>
 
 namespace kvtier {
 
-AdaptivePolicy::AdaptivePolicy(uint32_t num_slots)
-    : arc_(num_slots),
-      lfu_(num_slots),
-      learner_(num_slots),
+AdaptivePolicy::AdaptivePolicy(uint32_t num_slots, const Tuning& tuning)
+    : tuning_(tuning),
       num_slots_(std::max<uint32_t>(num_slots, 1)),
-      ring_(num_slots_),
-      duel_of_b_(num_slots, kNoDuel) {
-  by_key_.reserve(num_slots_);
+      keys_(num_slots_),
+      depth_(num_slots_, 0),
+      leader_(std::clamp(tuning.first, 0, kNumExperts - 1)),
+      shadows_(kExperts, num_slots_, tuning.max_shadow_slots) {
+  for (int e = 0; e < kNumExperts; ++e) {
+    absl::StatusOr<std::unique_ptr<EvictionPolicy>> p = MakeEvictionPolicy(kExperts[e], num_slots_);
+    assert(p.ok());
+    experts_[e] = std::move(*p);
+  }
+  epoch_ = std::max<uint64_t>(shadows_.shadow_slots(), 1);
 }
 
 void AdaptivePolicy::SetNextKey(uint64_t key_hash) {
-  arc_.SetNextKey(key_hash);
-  lfu_.SetNextKey(key_hash);
-}
-
-void AdaptivePolicy::OpenDuel(uint64_t a_key, SlotId b, int leader) {
-  const uint32_t index = static_cast<uint32_t>(next_duel_ % ring_.size());
-  if (ring_[index].open) CloseDuel(index, -1);  // the oldest expires (the tail of its chain)
-  // A key is the `a` of at most one duel: it was inserted again (closing its duel) before it
-  // could be evicted again, unless it came back cold or without a SetNextKey.
-  if (auto it = by_key_.find(a_key); it != by_key_.end()) CloseDuel(it->second, -1);
-  ring_[index] = Duel{next_duel_, a_key, duel_of_b_[b], b, static_cast<uint8_t>(leader), true};
-  by_key_.emplace(a_key, index);
-  duel_of_b_[b] = next_duel_;
-  ++next_duel_;
-  ++duels_opened_;
-}
-
-void AdaptivePolicy::CloseDuel(uint32_t index, int loser) {
-  Duel& d = ring_[index];
-  if (loser >= 0) {
-    learner_.Regret(loser, 1.0);
-    ++duels_lost_[loser];
-  }
-  by_key_.erase(d.a_key);
-  d.open = false;
-}
-
-void AdaptivePolicy::CloseDuelsOf(SlotId slot, bool b_lost) {
-  // The chain runs newest to oldest. Duels expire oldest first, so once a link names a
-  // record that was reused, every older one was too.
-  for (uint64_t seq = duel_of_b_[slot]; seq != kNoDuel;) {
-    const uint32_t index = static_cast<uint32_t>(seq % ring_.size());
-    Duel& d = ring_[index];
-    if (d.seq != seq) break;
-    seq = d.older;
-    if (d.open) CloseDuel(index, b_lost ? 1 - d.leader : -1);
-  }
-  duel_of_b_[slot] = kNoDuel;
+  keys_.SetNext(key_hash);
+  for (auto& e : experts_) e->SetNextKey(key_hash);
 }
 
 void AdaptivePolicy::OnInsert(SlotId slot) {
-  arc_.OnInsert(slot);
-  lfu_.OnInsert(slot);
-  // The key of an evicted block is back: if it lost a duel, the expert that evicted it pays.
-  if (!by_key_.empty()) {
-    if (auto it = by_key_.find(arc_.KeyOf(slot)); it != by_key_.end()) {
-      CloseDuel(it->second, ring_[it->second].leader);
-    }
-  }
-  learner_.CountRequest(/*hit=*/false);
+  const uint64_t key = keys_.Take(slot);
+  depth_[slot] = next_depth_;
+  next_depth_ = 0;
+  for (auto& e : experts_) e->OnInsert(slot);
+  if (const uint32_t n = shadows_.Reference(key, depth_[slot])) Played(n);
 }
 
 void AdaptivePolicy::OnInsertCold(SlotId slot) {
-  arc_.OnInsertCold(slot);
-  lfu_.OnInsertCold(slot);
-  if (!by_key_.empty()) {
-    if (auto it = by_key_.find(arc_.KeyOf(slot)); it != by_key_.end()) CloseDuel(it->second, -1);
-  }
+  keys_.Take(slot);
+  depth_[slot] = next_depth_;
+  next_depth_ = 0;
+  for (auto& e : experts_) e->OnInsertCold(slot);
 }
 
 void AdaptivePolicy::OnAccess(SlotId slot) {
-  // The block the follower would have evicted is wanted first: the follower pays.
-  if (duel_of_b_[slot] != kNoDuel) CloseDuelsOf(slot, /*b_lost=*/true);
-  arc_.OnAccess(slot);
-  lfu_.OnAccess(slot);
-  learner_.CountRequest(/*hit=*/true);
+  for (auto& e : experts_) e->OnAccess(slot);
+  if (const uint32_t n = shadows_.Reference(keys_.Of(slot), depth_[slot])) Played(n);
 }
 
 void AdaptivePolicy::OnRemove(SlotId slot) {
-  // The slot was some duel's b: gone before either side was referenced.
-  if (duel_of_b_[slot] != kNoDuel) CloseDuelsOf(slot, /*b_lost=*/false);
-  if (slot == pending_victim_) {
-    // An eviction the leader chose. The follower's own choice, before the slot goes.
-    const int follower = 1 - pending_leader_;
-    const std::optional<SlotId> b = follower == kArc ? arc_.PeekVictim() : lfu_.PeekVictim();
-    if (b.has_value() && *b != slot) {
-      OpenDuel(arc_.KeyOf(slot), *b, pending_leader_);
-    }
-    arc_.NoteVictim(slot);
-    pending_victim_ = kNoSlot;
-  } else {
-    arc_.NoteVictim(kNoSlot);
-  }
-  arc_.OnRemove(slot);
-  lfu_.OnRemove(slot);
+  for (auto& e : experts_) e->OnRemove(slot);
 }
 
 std::optional<SlotId> AdaptivePolicy::PickVictim(absl::FunctionRef<bool(SlotId)> evictable) {
-  pending_leader_ = learner_.leader();
-  const std::optional<SlotId> victim =
-      pending_leader_ == kArc ? arc_.PickVictim(evictable) : lfu_.PickVictim(evictable);
-  pending_victim_ = victim.value_or(kNoSlot);
-  return victim;
+  return experts_[leader_]->PickVictim(evictable);
+}
+
+void AdaptivePolicy::Played(uint32_t references) {
+  in_epoch_ += references;
+  if (in_epoch_ < epoch_) return;
+  ++epochs_;
+  const double keep = 1 - tuning_.decay;
+  for (int e = 0; e < kNumExperts; ++e) {
+    const uint64_t hits = shadows_.prefix_hits(e);
+    score_[e] = score_[e] * keep + static_cast<double>(hits - hits_before_[e]);
+    hits_before_[e] = hits;
+  }
+  decayed_refs_ = decayed_refs_ * keep + static_cast<double>(in_epoch_);
+  in_epoch_ = 0;
+  int best = leader_;
+  for (int e = 0; e < kNumExperts; ++e) {
+    if (score_[e] > score_[best]) best = e;
+  }
+  if (best != leader_ && score_[best] - score_[leader_] > tuning_.margin * decayed_refs_) {
+    leader_ = best;
+    ++switches_;
+  }
 }
 
 }  // namespace kvtier

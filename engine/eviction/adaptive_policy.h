@@ -1,118 +1,109 @@
-// engine/eviction/adaptive_policy.h — follows whichever of ARC and LFU-with-aging is evicting
-// better on the workload it sees, learned online from the regret of its own evictions.
+// engine/eviction/adaptive_policy.h — follows whichever expert policy would have the most
+// prefix hits on the keys the tier sees, judged by shadow caches.
 //
-// "adaptive": two of the engine's own policies act as experts over the same resident slots:
-// ARC (arc_policy.h, expert 0, recency with an adaptive split) and LFU with aging
-// (lfu_policy.h, expert 1, frequency classes). Both see every insert, access and removal; only
-// the leader (the expert with the larger weight, ties to ARC) picks victims, so the engine's
-// `evictable` predicate, which may be stateful (the prefix-aware window), is walked along the
-// leader's order only. The weights come from an ExpertLearner (expert_learner.h: LeCaR's
-// multiplicative weights, CACHEUS's adaptive learning rate).
+// "adaptive": four of the engine's own policies are the experts: arc (expert 0, followed at
+// first), lru, lfu (LFU with aging) and s3fifo. Two things run per expert:
+//  * a live instance over the real slots: every expert sees every insert, access and removal
+//    of the real cache, but only the leader's instance picks victims (and walks the engine's
+//    `evictable` predicate), so a switch of leader is instant and the new leader arrives with
+//    its history (ARC's ghosts and split, LFU's frequency sketch, S3-FIFO's queues) warm.
+//    The others see the leader's evictions as plain removals.
+//  * a shadow cache (shadow_experts.h): the expert alone, metadata only, over a sample of the
+//    keys (all of them for tiers up to max_shadow_slots slots), scoring the prefix hits it
+//    would have had (a hit counts while every shallower block of its request hit too, from the
+//    depths SetNextDepth gives). That is what the eviction bench measures, for each expert
+//    on its own, independent of which expert the real cache follows.
+// Every epoch (a shadow's slot count of sampled references) each expert's prefix hits of the
+// epoch are added to its score (decayed by `decay` per epoch; 0, the default, keeps the
+// whole history); the expert with the best score becomes the leader when it leads the
+// current one by more than `margin` of the (decayed) sampled references, which keeps near-ties
+// from switching back and forth.
 //
-// Regret, by duels. At each eviction the leader chose slot a; the other expert's own first
-// choice b (its PeekVictim, taken before the removal) stays resident. If a != b, a duel opens
-// between a's key and b, and the first of the two to be referenced decides it (Belady's
-// pairwise rule: of two blocks, evict the one used later):
-//   * a comes back first (its key is inserted again): the leader's choice cost a miss the
-//     other expert would have avoided, so the leader takes the regret;
-//   * b is accessed first: the other expert's choice would have cost a miss, so it does.
-// Each verdict is one unit of regret, undiscounted as in CACHEUS: LeCaR's discount,
-// 0.005^(age / num_slots), was measured to starve the learner on prefix caches, where a block
-// comes back many cache lifetimes after its eviction (bench eviction, docs/benchmarks.md,
-// "adaptive"); the clamp on the weights already bounds how long old verdicts count. Both experts
-// are judged on the same decisions, so the deterministic leader cannot lock in on weak evidence,
-// which is why LeCaR and CACHEUS draw the evicting expert at random and this policy does not.
+// Why not regret (LeCaR, CACHEUS, and this policy's first version, docs/benchmarks.md,
+// "adaptive"): regret on ghost hits or duels judged block references, while the objective is
+// prefix hits, and the first version mixed two experts' victims from switch to switch. Why
+// live experts rather than rebuilding the new leader at a switch: measured, a rebuilt leader
+// (all resident slots replayed in recency order with their use counts) lost up to 0.017 at
+// Mooncake 1/4, where `lfu` wins only with its frequency history.
 //
-// Duel bookkeeping: at most num_slots open duels, a ring in opening order (a full ring expires
-// its oldest duel unresolved), a map from a's key to its duel, and per slot the duel in which
-// it is b (a slot is b of at most one duel; a second eviction with the same b opens none). A
-// duel closes unresolved when b leaves the cache, or when a's key comes back as a cold insert
-// (a copy in passing, which ARC too leaves out of its adaptation).
+// Events: OnInsert and OnAccess are references (fed to the shadows); OnInsertCold is not (a
+// copy in passing). Busy slots, OnInsertCold: as the leader's policy documents.
 //
-// Events: OnInsert and OnAccess are counted as the learner's misses and hits; OnInsertCold
-// is not counted. Every leader eviction is an eviction for ARC as well (its key
-// goes to B1 or B2), whichever expert chose it, so ARC's ghosts describe the real cache.
-// Busy slots: as the leader's policy documents. OnInsertCold: as both experts do (examined
-// first by each).
-//
-// Cost: O(1) per event (both experts' updates, one hash probe per insert, an O(1) peek at the
-// follower per eviction; a verdict on b closes its chain of duels, each closed once), plus
-// the leader's own victim walk. Memory per slot, estimated from the structures: ARC ~95-135
-// bytes (lists, key, two ghost lists of num_slots keys with their maps), LFU ~57 (lists, key,
-// stamp, the frequency sketch: 32), duels ~60-75 (a 32-byte ring record, the
-// key map's 16-byte entries over its load factor, an 8-byte chain head per slot): about
-// 210-270 bytes a slot, next to blocks of 16 KiB and more.
+// Cost per event: all four experts' updates plus one key-hash mix; per sampled reference, one
+// map probe and one event in each of the four shadows (a sort of each request's sampled
+// references by depth, to play them root first). That is about 4-5x ARC's own cost per event
+// (bench stress --sim, docs/benchmarks.md). Memory per real slot: the four experts (ARC
+// ~95-135 B, LFU ~57, S3-FIFO ~50-60, LRU ~9) plus a key and a depth (12 B), and the shadows:
+// for a tier of up to max_shadow_slots slots about as much again, beyond that a fixed amount
+// (each shadow's policy over max_shadow_slots slots, a map of up to 4 x max_shadow_slots
+// entries: ~10-15 MB at the default 16,384) however large the tier. Not thread-safe.
 
 #ifndef KVTIER_ENGINE_EVICTION_ADAPTIVE_POLICY_H_
 #define KVTIER_ENGINE_EVICTION_ADAPTIVE_POLICY_H_
 
+#include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
-#include "engine/eviction/arc_policy.h"
 #include "engine/eviction/eviction_policy.h"
-#include "engine/eviction/expert_learner.h"
-#include "engine/eviction/lfu_policy.h"
+#include "engine/eviction/shadow_experts.h"
+#include "engine/eviction/slot_keys.h"
 
 namespace kvtier {
 
 class AdaptivePolicy final : public EvictionPolicy {
  public:
-  static constexpr int kArc = 0;
-  static constexpr int kLfu = 1;
+  static constexpr int kNumExperts = 4;
+  static constexpr std::array<const char*, kNumExperts> kExperts = {"arc", "lru", "lfu",
+                                                                    "s3fifo"};
 
-  explicit AdaptivePolicy(uint32_t num_slots);
+  struct Tuning {
+    uint32_t max_shadow_slots = 16384;  // shadow size; larger tiers are sampled
+    double decay = 0;                   // of the scores, per epoch (0: the whole history)
+    double margin = 0.0005;             // prefix-hit-ratio lead a challenger needs
+    int first = 0;                      // the expert followed before any epoch ends
+  };
+
+  explicit AdaptivePolicy(uint32_t num_slots) : AdaptivePolicy(num_slots, Tuning()) {}
+  AdaptivePolicy(uint32_t num_slots, const Tuning& tuning);
 
   const char* name() const override { return "adaptive"; }
   void SetNextKey(uint64_t key_hash) override;
+  void SetNextDepth(uint32_t depth) override { next_depth_ = depth; }
   void OnInsert(SlotId slot) override;
   void OnInsertCold(SlotId slot) override;
   void OnAccess(SlotId slot) override;
   void OnRemove(SlotId slot) override;
   std::optional<SlotId> PickVictim(absl::FunctionRef<bool(SlotId)> evictable) override;
 
-  // The expert that picks victims now (kArc or kLfu), the learner's state, and duel counts:
-  // for tests and the eviction bench's timeline.
-  int leader() const { return learner_.leader(); }
-  const policy_internal::ExpertLearner& learner() const { return learner_; }
-  uint64_t duels_opened() const { return duels_opened_; }
-  uint64_t duels_open() const { return by_key_.size(); }
-  // Duels each expert lost (its choice was referenced first).
-  uint64_t duels_lost(int expert) const { return duels_lost_[expert]; }
+  // For tests and the eviction bench.
+  int leader() const { return leader_; }
+  const char* leader_name() const { return kExperts[leader_]; }
+  uint64_t switches() const { return switches_; }
+  uint64_t epochs() const { return epochs_; }
+  const policy_internal::ShadowExperts& shadows() const { return shadows_; }
 
  private:
-  struct Duel {
-    uint64_t seq = UINT64_MAX;  // opening number; ring_[seq % size] holds it until expiry
-    uint64_t a_key = 0;
-    uint64_t older = UINT64_MAX;  // seq of the previous duel with the same b
-    SlotId b = kNoSlot;
-    uint8_t leader = 0;  // the expert that evicted a
-    bool open = false;
-  };
-  static constexpr uint64_t kNoDuel = UINT64_MAX;
+  void Played(uint32_t references);
 
-  void OpenDuel(uint64_t a_key, SlotId b, int leader);
-  // Closes duel `index`; `loser` (kArc, kLfu) takes the regret, or nobody when -1.
-  void CloseDuel(uint32_t index, int loser);
-  // Closes every open duel whose b is `slot`, newest first; `b_lost`: b was referenced first
-  // (the expert that chose it pays), else nobody.
-  void CloseDuelsOf(SlotId slot, bool b_lost);
-
-  ArcPolicy arc_;
-  AgedLfuPolicy lfu_;
-  policy_internal::ExpertLearner learner_;
+  Tuning tuning_;
   uint32_t num_slots_;
-  SlotId pending_victim_ = kNoSlot;
-  int pending_leader_ = kArc;
+  policy_internal::SlotKeys keys_;
+  std::vector<uint32_t> depth_;  // per slot: SetNextDepth's value at its insert
+  uint32_t next_depth_ = 0;
+  std::array<std::unique_ptr<EvictionPolicy>, kNumExperts> experts_;
+  int leader_ = 0;
+  uint64_t switches_ = 0;
 
-  std::vector<Duel> ring_;  // num_slots records, in opening order
-  uint64_t next_duel_ = 0;  // opened so far; the next goes to ring_[next_duel_ % size]
-  absl::flat_hash_map<uint64_t, uint32_t> by_key_;  // a's key -> ring index, open duels only
-  std::vector<uint64_t> duel_of_b_;                 // per slot: seq of the newest duel it is b of
-  uint64_t duels_opened_ = 0;
-  uint64_t duels_lost_[2] = {0, 0};
+  policy_internal::ShadowExperts shadows_;
+  uint64_t epoch_ = 0;     // sampled references per epoch
+  uint64_t in_epoch_ = 0;  // played in this epoch
+  uint64_t epochs_ = 0;
+  std::array<uint64_t, kNumExperts> hits_before_{};  // shadow prefix hits at the epoch's start
+  std::array<double, kNumExperts> score_{};
+  double decayed_refs_ = 0;
 };
 
 }  // namespace kvtier

@@ -70,24 +70,12 @@ void ArcPolicy::OnRemove(SlotId slot) {
   lists_.Remove(slot);
 }
 
-bool ArcPolicy::T1First() const {
+std::optional<SlotId> ArcPolicy::PickVictim(absl::FunctionRef<bool(SlotId)> evictable) {
   // REPLACE(x, p). x is the block about to be inserted, known only if SetNextKey came first.
   const uint32_t t1 = lists_.size(kT1);
   const std::optional<uint64_t> next = keys_.Pending();
   const bool next_in_b2 = next.has_value() && b2_.Contains(*next);
-  return t1 > 0 && (t1 > p_ || (t1 == p_ && next_in_b2) || lists_.size(kT2) == 0);
-}
-
-std::optional<SlotId> ArcPolicy::PeekVictim() const {
-  const bool t1_first = T1First();
-  for (int list : {t1_first ? kT1 : kT2, t1_first ? kT2 : kT1}) {
-    if (lists_.Back(list) != kNoSlot) return lists_.Back(list);
-  }
-  return std::nullopt;
-}
-
-std::optional<SlotId> ArcPolicy::PickVictim(absl::FunctionRef<bool(SlotId)> evictable) {
-  const bool t1_first = T1First();
+  const bool t1_first = t1 > 0 && (t1 > p_ || (t1 == p_ && next_in_b2) || lists_.size(kT2) == 0);
   const int order[2] = {t1_first ? kT1 : kT2, t1_first ? kT2 : kT1};
   for (int list : order) {
     for (SlotId s = lists_.Back(list); s != kNoSlot; s = lists_.Newer(s)) {

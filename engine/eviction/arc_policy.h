@@ -39,16 +39,6 @@ class ArcPolicy final : public EvictionPolicy {
   void OnRemove(SlotId slot) override;
   std::optional<SlotId> PickVictim(absl::FunctionRef<bool(SlotId)> evictable) override;
 
-  // For a policy that runs ARC as one of its experts (adaptive_policy.h):
-  //  * PeekVictim: the slot PickVictim(every slot evictable) would return, without
-  //    remembering it as the pending victim; nullopt when nothing is tracked. O(1).
-  //  * NoteVictim: the next OnRemove(slot) is an eviction (its key becomes a ghost), whoever
-  //    chose it; kNoSlot forgets an earlier pick, so the next OnRemove is a plain removal.
-  std::optional<SlotId> PeekVictim() const;
-  void NoteVictim(SlotId slot) { pending_victim_ = slot; }
-  // The key of a tracked slot (SetNextKey's hash at its insert, or the slot id).
-  uint64_t KeyOf(SlotId slot) const { return keys_.Of(slot); }
-
   // For tests.
   uint32_t p() const { return p_; }
   bool InT1(SlotId slot) const { return lists_.ListOf(slot) == kT1; }
@@ -60,8 +50,6 @@ class ArcPolicy final : public EvictionPolicy {
   static constexpr int kT1 = 0;
   static constexpr int kT2 = 1;
 
-  // REPLACE's choice of list: T1 first (true) or T2 first.
-  bool T1First() const;
   // Makes room in the directory for a key that is in neither ghost (the paper's case IV).
   void TrimDirectory();
 

@@ -49,14 +49,6 @@ void AgedLfuPolicy::OnAccess(SlotId slot) {
 void AgedLfuPolicy::OnRemove(SlotId slot) { lists_.Remove(slot); }
 
 std::optional<SlotId> AgedLfuPolicy::PickVictim(absl::FunctionRef<bool(SlotId)> evictable) {
-  return Find(evictable);
-}
-
-std::optional<SlotId> AgedLfuPolicy::PeekVictim() const {
-  return Find([](SlotId) { return true; });
-}
-
-std::optional<SlotId> AgedLfuPolicy::Find(absl::FunctionRef<bool(SlotId)> evictable) const {
   std::optional<SlotId> best;
   double best_score = -1;
   for (int list = 0; list < kClasses; ++list) {

@@ -47,9 +47,6 @@ class AgedLfuPolicy final : public EvictionPolicy {
   void OnAccess(SlotId slot) override;
   void OnRemove(SlotId slot) override;
   std::optional<SlotId> PickVictim(absl::FunctionRef<bool(SlotId)> evictable) override;
-  // PickVictim(every slot evictable), for a policy that runs this one as an expert
-  // (adaptive_policy.h). O(kClasses).
-  std::optional<SlotId> PeekVictim() const;
 
   // For tests: the slot's class (1..kClasses; 0 if untracked) and its key's count.
   int frequency_class(SlotId slot) const {
@@ -58,9 +55,6 @@ class AgedLfuPolicy final : public EvictionPolicy {
   uint32_t EstimatedFrequency(uint64_t key_hash) const { return sketch_.Estimate(key_hash); }
 
  private:
-  // The victim among the slots `evictable` accepts (PickVictim's walk); const, as the walk
-  // changes nothing.
-  std::optional<SlotId> Find(absl::FunctionRef<bool(SlotId)> evictable) const;
   // Counts the key and files the slot under its class, newest, stamped now.
   void Touch(SlotId slot, uint64_t key);
 

@@ -1,340 +1,152 @@
-// tests/engine/eviction/adaptive_policy_test.cc — the adaptive policy: duels decide regret,
-// only the leader walks the engine's predicate, runs are reproducible, and the learner
-// (ExpertLearner) moves weights and its learning rate as documented.
+// tests/engine/eviction/adaptive_policy_test.cc — the adaptive policy: its shadow caches count
+// what each expert alone would hit (prefix hits, played root first), sampling bounds their
+// size, only the leader walks the engine's predicate, and the leader follows the expert whose
+// shadow hits most.
 
 #include "engine/eviction/adaptive_policy.h"
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <random>
 #include <vector>
 
-#include "engine/eviction/arc_policy.h"
-#include "engine/eviction/expert_learner.h"
-#include "engine/eviction/lfu_policy.h"
+#include "engine/eviction/lru_policy.h"
+#include "engine/eviction/shadow_experts.h"
 #include "gtest/gtest.h"
 #include "tests/engine/eviction/policy_driver.h"
 
 namespace kvtier {
 namespace {
 
-using policy_internal::ExpertLearner;
-using policy_test::All;
+using policy_internal::ShadowExperts;
 using policy_test::CountHits;
 using policy_test::EvictOne;
 using policy_test::Insert;
 
-// Three slots where the experts disagree: slot 0 (key 100) was used 4 times but long ago,
-// slot 2 (key 102) is hot, slot 1 (key 101) was just inserted once. ARC evicts slot 1 (T1's
-// LRU, T1 larger than p = 0); LFU evicts slot 0 (idle 43 ticks over class 4's 16 beats slot
-// 1's idle 1 over class 1's 1).
-template <typename Policy>
-void Disagree(Policy& policy) {
-  Insert(policy, 0, 100);
-  for (int i = 0; i < 3; ++i) policy.OnAccess(0);
-  Insert(policy, 2, 102);
-  for (int i = 0; i < 40; ++i) policy.OnAccess(2);
-  Insert(policy, 1, 101);
-}
+constexpr const char* kLruArc[] = {"lru", "arc"};
 
-TEST(AdaptivePolicy, TheExpertsDisagreeInTheFixture) {
-  ArcPolicy arc(3);
-  AgedLfuPolicy lfu(3);
-  Disagree(arc);
-  Disagree(lfu);
-  EXPECT_EQ(arc.PeekVictim(), SlotId{1});
-  EXPECT_EQ(lfu.PeekVictim(), SlotId{0});
-  EXPECT_EQ(arc.PickVictim(All), SlotId{1});
-  EXPECT_EQ(lfu.PickVictim(All), SlotId{0});
-}
-
-TEST(AdaptivePolicy, TheEvictedKeyComingBackFirstBlamesTheLeader) {
-  AdaptivePolicy policy(3);
-  Disagree(policy);
-  EXPECT_EQ(policy.leader(), AdaptivePolicy::kArc);  // a tie goes to ARC
-  EXPECT_EQ(EvictOne(policy), SlotId{1});            // ARC's choice; LFU wanted slot 0
-  EXPECT_EQ(policy.duels_opened(), 1u);
-  EXPECT_EQ(policy.duels_open(), 1u);
-  Insert(policy, 1, 101);  // the evicted block is wanted again before slot 0
-  EXPECT_EQ(policy.duels_lost(AdaptivePolicy::kArc), 1u);
-  EXPECT_EQ(policy.duels_lost(AdaptivePolicy::kLfu), 0u);
-  EXPECT_EQ(policy.duels_open(), 0u);
-  EXPECT_LT(policy.learner().weight(AdaptivePolicy::kArc), 0.5);
-  EXPECT_EQ(policy.leader(), AdaptivePolicy::kLfu);
-  EXPECT_EQ(policy.PickVictim(All), SlotId{0});  // now LFU's order
-}
-
-TEST(AdaptivePolicy, TheFollowersChoiceUsedFirstBlamesTheFollower) {
-  AdaptivePolicy policy(3);
-  Disagree(policy);
-  EXPECT_EQ(EvictOne(policy), SlotId{1});
-  policy.OnAccess(0);  // LFU's choice is wanted before the evicted block
-  EXPECT_EQ(policy.duels_lost(AdaptivePolicy::kLfu), 1u);
-  EXPECT_EQ(policy.duels_lost(AdaptivePolicy::kArc), 0u);
-  EXPECT_GT(policy.learner().weight(AdaptivePolicy::kArc), 0.5);
-  EXPECT_EQ(policy.leader(), AdaptivePolicy::kArc);
-  Insert(policy, 1, 101);  // decided already: no second verdict
-  EXPECT_EQ(policy.duels_lost(AdaptivePolicy::kArc), 0u);
-}
-
-TEST(AdaptivePolicy, ADuelWhoseOtherSideLeavesClosesWithoutAVerdict) {
-  AdaptivePolicy policy(3);
-  Disagree(policy);
-  EXPECT_EQ(EvictOne(policy), SlotId{1});
-  policy.OnRemove(0);  // b erased, not evicted
-  EXPECT_EQ(policy.duels_open(), 0u);
-  Insert(policy, 1, 101);
-  EXPECT_EQ(policy.duels_lost(AdaptivePolicy::kArc), 0u);
-  EXPECT_EQ(policy.duels_lost(AdaptivePolicy::kLfu), 0u);
-  EXPECT_EQ(policy.learner().weight(AdaptivePolicy::kArc), 0.5);
-}
-
-TEST(AdaptivePolicy, AColdReturnClosesTheDuelWithoutAVerdict) {
-  AdaptivePolicy policy(3);
-  Disagree(policy);
-  EXPECT_EQ(EvictOne(policy), SlotId{1});
-  policy.SetNextKey(101);
-  policy.OnInsertCold(1);
-  EXPECT_EQ(policy.duels_open(), 0u);
-  EXPECT_EQ(policy.duels_lost(AdaptivePolicy::kArc), 0u);
-}
-
-TEST(AdaptivePolicy, AgreementOpensNoDuelAndAPlainRemovalIsNotAnEviction) {
-  AdaptivePolicy policy(4);
-  for (SlotId s = 0; s < 4; ++s) Insert(policy, s, 100 + s);
-  EXPECT_EQ(EvictOne(policy), SlotId{0});  // both experts: the oldest one-time block
-  EXPECT_EQ(policy.duels_opened(), 0u);
-  ASSERT_EQ(policy.PickVictim(All), SlotId{1});
-  policy.OnRemove(2);  // not the pick: no duel, and slot 1 stays the pick
-  EXPECT_EQ(policy.duels_opened(), 0u);
-  EXPECT_EQ(policy.PickVictim(All), SlotId{1});
-}
-
-// Feeds the same events to the adaptive policy and to both experts alone; records the slots
-// each PickVictim offers to the predicate.
-TEST(AdaptivePolicy, OnlyTheLeaderWalksThePredicate) {
-  AdaptivePolicy policy(3);
-  ArcPolicy arc(3);
-  AgedLfuPolicy lfu(3);
-  Disagree(policy);
-  Disagree(arc);
-  Disagree(lfu);
-  auto offered = [](EvictionPolicy& p) {
-    std::vector<SlotId> seen;
-    (void)p.PickVictim([&](SlotId s) {
-      seen.push_back(s);
-      return true;  // ARC stops at its first offer; LFU offers each class's oldest
-    });
-    return seen;
-  };
-  EXPECT_EQ(offered(policy), offered(arc));
-  EXPECT_NE(offered(arc), offered(lfu));
-  // Make LFU the leader: ARC's victim comes back first.
-  EXPECT_EQ(EvictOne(policy), SlotId{1});
-  Insert(policy, 1, 101);
-  ASSERT_EQ(policy.leader(), AdaptivePolicy::kLfu);
-  ASSERT_EQ(EvictOne(arc), SlotId{1});
-  Insert(arc, 1, 101);
-  ASSERT_EQ(lfu.PickVictim(All), SlotId{0});
-  lfu.OnRemove(1);  // lfu sees what the adaptive policy's LFU expert saw
-  Insert(lfu, 1, 101);
-  EXPECT_EQ(offered(policy), offered(lfu));
-}
-
-// A random event stream (inserts with keys from a small universe, accesses, removals, picks
-// with a random predicate, asked twice now and then): the victims and the learner's state.
-struct RandomRunResult {
-  std::vector<SlotId> victims;
-  double weight = 0;
-  double rate = 0;
-  uint64_t duels = 0;
-  uint64_t max_open = 0;
-};
-
-RandomRunResult RandomRun(uint32_t num_slots, uint64_t seed) {
-  AdaptivePolicy policy(num_slots);
+// A stream over 40 keys, skewed, long enough to evict a lot from 16 slots.
+std::vector<uint64_t> Stream(uint64_t seed) {
   std::mt19937_64 rng(seed);
-  std::vector<bool> tracked(num_slots, false);
-  std::vector<SlotId> tracked_list;
-  RandomRunResult run;
-  for (int op = 0; op < 20000; ++op) {
-    const int kind = static_cast<int>(rng() % 100);
-    if (kind < 40) {
-      if (tracked_list.size() == num_slots) {
-        const std::optional<SlotId> v = policy.PickVictim(All);
-        if (!v.has_value()) break;
-        if (rng() % 4 == 0) (void)policy.PickVictim(All);
-        run.victims.push_back(*v);
-        policy.OnRemove(*v);
-        tracked[*v] = false;
-        tracked_list.erase(std::find(tracked_list.begin(), tracked_list.end(), *v));
-      }
-      SlotId s;
-      do {
-        s = static_cast<SlotId>(rng() % num_slots);
-      } while (tracked[s]);
-      // Keys skewed toward small values: some come back often, most rarely.
-      const uint64_t key = (rng() % 4 == 0) ? rng() % 8 : rng() % (8 * num_slots);
-      Insert(policy, s, key);
-      tracked[s] = true;
-      tracked_list.push_back(s);
-    } else if (kind < 95) {
-      if (!tracked_list.empty()) policy.OnAccess(tracked_list[rng() % tracked_list.size()]);
-    } else if (!tracked_list.empty()) {
-      const SlotId s = tracked_list[rng() % tracked_list.size()];
-      policy.OnRemove(s);
-      tracked[s] = false;
-      tracked_list.erase(std::find(tracked_list.begin(), tracked_list.end(), s));
-    }
-    run.max_open = std::max(run.max_open, policy.duels_open());
-  }
-  run.weight = policy.learner().weight(AdaptivePolicy::kArc);
-  run.rate = policy.learner().learning_rate();
-  run.duels = policy.duels_opened();
-  return run;
-}
-
-TEST(AdaptivePolicy, TheSameEventsGiveTheSameVictimsAndWeights) {
-  const RandomRunResult a = RandomRun(32, 7);
-  const RandomRunResult b = RandomRun(32, 7);
-  EXPECT_GT(a.duels, 100u);  // the stream does exercise the duels
-  EXPECT_EQ(a.victims, b.victims);
-  EXPECT_EQ(a.weight, b.weight);
-  EXPECT_EQ(a.rate, b.rate);
-}
-
-TEST(AdaptivePolicy, OpenDuelsNeverExceedTheSlots) {
-  for (uint32_t slots : {1u, 4u, 32u}) {
-    const RandomRunResult r = RandomRun(slots, slots);
-    EXPECT_LE(r.max_open, slots) << slots;
-  }
-}
-
-// Phase A favours frequency: 4 hot keys, each back after a burst of more keys used exactly
-// twice in a row than the cache holds. The pairs fill ARC's T2 (seen twice) and push the hot
-// keys out of it; LFU ranks by count (the pairs' 2 against the hot keys' 3 or more) and keeps
-// the hot keys. Phase B favours
-// recency: a working set of 3/4 of the cache, replaced now and then, no key reused across
-// working sets; LFU's old counts hold the stale set.
-std::vector<uint64_t> ShiftingStream(uint32_t slots, std::vector<size_t>* phase_ends) {
-  std::mt19937_64 rng(11);
   std::vector<uint64_t> keys;
-  uint64_t fresh = 1u << 20;
-  for (int round = 0; round < 300; ++round) {
-    for (uint32_t pair = 0; pair < slots + slots / 4; ++pair) {
-      keys.push_back(fresh);
-      keys.push_back(fresh++);
-    }
-    for (uint64_t hot = 1; hot <= 4; ++hot) keys.push_back(hot);
+  for (int i = 0; i < 5000; ++i) {
+    keys.push_back(rng() % 4 == 0 ? rng() % 40 : rng() % 10);
   }
-  phase_ends->push_back(keys.size());
-  for (int set = 0; set < 100; ++set) {
-    const uint64_t base = 1000000 + static_cast<uint64_t>(set) * slots;
-    for (uint32_t i = 0; i < 4 * slots; ++i) {
-      keys.push_back(rng() % 10 == 0 ? fresh++ : base + rng() % (slots * 3 / 4));
-    }
-  }
-  phase_ends->push_back(keys.size());
   return keys;
 }
 
-TEST(AdaptivePolicy, DuelsPickTheExpertThatWinsEachPhase) {
-  constexpr uint32_t kSlots = 16;
-  std::vector<size_t> ends;
-  const std::vector<uint64_t> keys = ShiftingStream(kSlots, &ends);
-  // Hits per phase for each fixed expert and for the adaptive policy.
-  auto phase_hits = [&](const char* name) {
-    std::vector<int> hits;
-    std::unique_ptr<EvictionPolicy> p = *MakeEvictionPolicy(name, kSlots);
-    const int a =
-        CountHits(*p, kSlots, std::vector<uint64_t>(keys.begin(), keys.begin() + ends[0]), 0);
-    hits.push_back(a);
-    std::unique_ptr<EvictionPolicy> q = *MakeEvictionPolicy(name, kSlots);
-    hits.push_back(CountHits(*q, kSlots, keys, ends[0]));
-    return hits;
-  };
-  const std::vector<int> arc = phase_hits("arc");
-  const std::vector<int> lfu = phase_hits("lfu");
-  // The stream has a real gap to find in each phase (phase A: the pairs hit under both).
-  ASSERT_GT(lfu[0], arc[0] + 200) << lfu[0] << " vs " << arc[0];
-  ASSERT_GT(arc[1], lfu[1] + 200) << arc[1] << " vs " << lfu[1];
-
-  AdaptivePolicy policy(kSlots);
-  const int a_hits =
-      CountHits(policy, kSlots, std::vector<uint64_t>(keys.begin(), keys.begin() + ends[0]), 0);
-  EXPECT_EQ(policy.leader(), AdaptivePolicy::kLfu);
-  EXPECT_GE(a_hits, arc[0]);
-  AdaptivePolicy whole(kSlots);
-  const int b_hits = CountHits(whole, kSlots, keys, ends[0]);
-  EXPECT_EQ(whole.leader(), AdaptivePolicy::kArc);
-  EXPECT_GE(b_hits, lfu[1]);
-}
-
-// --- ExpertLearner --------------------------------------------------------------------------
-
-TEST(ExpertLearner, RegretMovesTheWeightAndTheClampKeepsARecoveryBounded) {
-  ExpertLearner learner(100);
-  EXPECT_EQ(learner.leader(), 0);  // tie
-  const double eta = learner.learning_rate();
-  EXPECT_DOUBLE_EQ(eta, std::sqrt(2 * std::log(2.0) / 100));
-  learner.Regret(0, 1.0);
-  EXPECT_EQ(learner.leader(), 1);
-  EXPECT_NEAR(learner.weight(0), std::exp(-eta) / (1 + std::exp(-eta)), 1e-12);
-  EXPECT_DOUBLE_EQ(learner.weight(0) + learner.weight(1), 1.0);
-  for (int i = 0; i < 10000; ++i) learner.Regret(0, 1.0);
-  EXPECT_DOUBLE_EQ(learner.weight(0), ExpertLearner::kMinWeight);
-  // From the clamp, expert 0 leads again after about ln(99) / eta regrets of expert 1.
-  int regrets = 0;
-  while (learner.leader() != 0) {
-    learner.Regret(1, 1.0);
-    ++regrets;
-    ASSERT_LT(regrets, 1000);
+TEST(ShadowExperts, AtFullRateEachShadowHitsWhatItsPolicyAloneHits) {
+  const std::vector<uint64_t> keys = Stream(7);
+  ShadowExperts shadows(kLruArc, /*num_slots=*/16, /*max_shadow_slots=*/16);
+  EXPECT_EQ(shadows.sample_rate(), 1.0);
+  uint64_t played = 0;
+  for (uint64_t k : keys) played += shadows.Reference(k, /*depth=*/0);
+  played += shadows.Reference(~0ULL, 0);  // plays the last one; ~0 itself is held
+  EXPECT_EQ(played, keys.size());
+  for (int e = 0; e < 2; ++e) {
+    std::unique_ptr<EvictionPolicy> alone = *MakeEvictionPolicy(kLruArc[e], 16);
+    const int hits = CountHits(*alone, 16, keys, 0);
+    EXPECT_EQ(shadows.hits(e), static_cast<uint64_t>(hits)) << kLruArc[e];
+    // Every reference at depth 0 is a request of its own: a hit is a prefix hit.
+    EXPECT_EQ(shadows.prefix_hits(e), shadows.hits(e));
   }
-  EXPECT_NEAR(regrets, std::log(99.0) / eta, 2);
 }
 
-TEST(ExpertLearner, TheLearningRateFollowsTheHitRatioAndResetsAfterTenFlatWindows) {
-  // A short window, so eta_0 (0.372) is large enough for its steps to survive the rounding
-  // to 3 decimals.
-  constexpr uint32_t kWindow = 10;
-  ExpertLearner learner(kWindow);
-  const double eta0 = learner.learning_rate();
-  auto window = [&](uint32_t hits) {
-    for (uint32_t i = 0; i < kWindow; ++i) learner.CountRequest(i < hits);
-  };
-  window(1);  // the hit ratio rose (from 0) as the rate rose (from 0): keep going up
-  EXPECT_EQ(learner.windows(), 1u);
-  EXPECT_GT(learner.learning_rate(), eta0);
-  window(2);  // up again, same direction
-  const double high = learner.learning_rate();
-  EXPECT_GT(high, eta0);
-  window(0);  // the hit ratio fell while the rate rose: turn back down
-  EXPECT_LT(learner.learning_rate(), high);
-  // Flat at zero: the rate holds for 9 windows (d_eta is nonzero once, which only changes
-  // the sign test, not the rate) and returns to eta_0 at the 10th.
-  for (int i = 0; i < 9; ++i) {
-    window(0);
-    EXPECT_NE(learner.learning_rate(), eta0) << i;
+TEST(ShadowExperts, APrefixHitNeedsEveryShallowerBlockPlayedRootFirst) {
+  const char* lru[] = {"lru"};
+  ShadowExperts shadows(lru, 8, 8);
+  // Request A stores keys 10, 11, 12 at depths 0..2; nothing is played until B starts.
+  EXPECT_EQ(shadows.Reference(10, 0), 0u);
+  EXPECT_EQ(shadows.Reference(11, 1), 0u);
+  EXPECT_EQ(shadows.Reference(12, 2), 0u);
+  // Request B: root 10 again, then depth 2 (key 12, known) before depth 1 (key 40, new), as a
+  // real cache's hits-then-inserts order can give them.
+  EXPECT_EQ(shadows.Reference(10, 0), 3u);  // plays A: three misses
+  EXPECT_EQ(shadows.hits(0), 0u);
+  shadows.Reference(12, 2);
+  shadows.Reference(40, 1);
+  EXPECT_EQ(shadows.Reference(99, 0), 3u);  // plays B in depth order: 10, 40, 12
+  EXPECT_EQ(shadows.references(), 6u);
+  EXPECT_EQ(shadows.hits(0), 2u);         // 10 and 12
+  EXPECT_EQ(shadows.prefix_hits(0), 1u);  // 12 sits behind the miss at depth 1
+  EXPECT_TRUE(shadows.Holds(0, 40));
+}
+
+TEST(ShadowExperts, ATierLargerThanTheShadowIsSampled) {
+  ShadowExperts shadows(kLruArc, /*num_slots=*/4096, /*max_shadow_slots=*/256);
+  EXPECT_EQ(shadows.shadow_slots(), 256u);
+  EXPECT_DOUBLE_EQ(shadows.sample_rate(), 1.0 / 16);
+  for (uint64_t k = 0; k < 64000; ++k) shadows.Reference(k * 0x9e3779b97f4a7c15ULL, 0);
+  // About 1/16 of the distinct keys are in the sample.
+  EXPECT_NEAR(static_cast<double>(shadows.references()) / 64000, 1.0 / 16, 0.01);
+  EXPECT_EQ(shadows.hits(0), 0u);
+}
+
+TEST(AdaptivePolicy, OnlyTheLeaderWalksThePredicate) {
+  AdaptivePolicy::Tuning t;
+  t.first = 1;  // lru
+  AdaptivePolicy policy(8, t);
+  LruPolicy lru(8);
+  for (SlotId s = 0; s < 8; ++s) {
+    Insert(policy, s, 100 + s);
+    Insert(lru, s, 100 + s);
   }
-  window(0);
-  EXPECT_DOUBLE_EQ(learner.learning_rate(), eta0);
+  for (SlotId s : {3u, 1u, 0u}) {
+    policy.OnAccess(s);
+    lru.OnAccess(s);
+  }
+  std::vector<SlotId> seen_adaptive, seen_lru;
+  auto v1 = policy.PickVictim([&](SlotId s) {
+    seen_adaptive.push_back(s);
+    return s == 0;
+  });
+  auto v2 = lru.PickVictim([&](SlotId s) {
+    seen_lru.push_back(s);
+    return s == 0;
+  });
+  EXPECT_EQ(v1, v2);
+  EXPECT_EQ(seen_adaptive, seen_lru);
+  EXPECT_EQ(policy.leader(), 1);
 }
 
-TEST(ExpertLearner, AFallWithoutDirectionTakesARandomStepOfAQuarter) {
-  constexpr uint32_t kWindow = 1000;
-  ExpertLearner learner(kWindow);
-  auto window = [&](uint32_t hits) {
-    for (uint32_t i = 0; i < kWindow; ++i) learner.CountRequest(i < hits);
-  };
-  window(500);
-  window(500);  // flat: the rate holds, so the next window's d_eta is 0
-  const double before = learner.learning_rate();
-  window(400);  // fell, no direction to follow: x1.25 or x0.75
-  const double ratio = learner.learning_rate() / before;
-  EXPECT_TRUE(std::abs(ratio - 1.25) < 1e-9 || std::abs(ratio - 0.75) < 1e-9) << ratio;
+// A loop over 20 keys in 16 slots: LRU misses every time, the others keep most of the loop.
+TEST(AdaptivePolicy, TheLeaderFollowsTheShadowThatHitsMost) {
+  AdaptivePolicy::Tuning t;
+  t.first = 1;  // start on lru, the worst expert here
+  AdaptivePolicy policy(16, t);
+  std::vector<uint64_t> keys;
+  for (int i = 0; i < 4000; ++i) keys.push_back(1000 + i % 20);
+  const int hits = CountHits(policy, 16, keys, 2000);
+  EXPECT_NE(policy.leader(), 1);
+  EXPECT_GE(policy.switches(), 1u);
+  EXPECT_GT(policy.epochs(), 100u);
+  LruPolicy lru(16);
+  EXPECT_EQ(CountHits(lru, 16, keys, 2000), 0);
+  EXPECT_GE(hits, 900);  // of 2000 counted (the leader, arc here, keeps half the loop)
+}
+
+TEST(AdaptivePolicy, TheSameEventsGiveTheSameVictims) {
+  const std::vector<uint64_t> keys = Stream(11);
+  AdaptivePolicy a(16), b(16);
+  EXPECT_EQ(CountHits(a, 16, keys, 0), CountHits(b, 16, keys, 0));
+  EXPECT_EQ(a.leader(), b.leader());
+  EXPECT_EQ(a.switches(), b.switches());
+}
+
+TEST(AdaptivePolicy, ColdInsertsAreNotReferences) {
+  AdaptivePolicy policy(8);
+  for (SlotId s = 0; s < 4; ++s) {
+    policy.SetNextKey(500 + s);
+    policy.OnInsertCold(s);
+  }
+  Insert(policy, 4, 600);  // a reference, held until the next request starts
+  Insert(policy, 5, 601);  // depth 0 (no SetNextDepth): plays 600
+  EXPECT_EQ(policy.shadows().references(), 1u);
+  policy.OnAccess(0);  // a cold block used: a reference (plays 601)
+  policy.OnAccess(4);  // plays key 500's access
+  EXPECT_EQ(policy.shadows().references(), 3u);
+  EXPECT_EQ(policy.shadows().hits(0), 0u);
 }
 
 }  // namespace
