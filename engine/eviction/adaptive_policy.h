@@ -49,6 +49,7 @@
 
 #include "engine/eviction/eviction_policy.h"
 #include "engine/eviction/shadow_experts.h"
+#include "engine/eviction/slot_keys.h"
 
 namespace kvtier {
 
@@ -59,18 +60,13 @@ class AdaptivePolicy final : public EvictionPolicy {
                                                                     "s3fifo"};
 
   struct Tuning {
-    // Shadow size: shadow_fraction of the tier's slots, at least min_shadow_slots and at most
-    // max_shadow_slots (never more than the tier); keys are sampled at shadow size / slots.
-    double shadow_fraction = 1.0;
-    uint32_t min_shadow_slots = 512;
-    uint32_t max_shadow_slots = 16384;
-    double decay = 0;        // of the scores, per epoch (0: the whole history)
-    double margin = 0.0005;  // prefix-hit-ratio lead a challenger needs
-    double epoch_factor = 1.0;  // epoch length in sampled references, x shadow size
-    int first = 0;           // the expert followed before any epoch ends
+    uint32_t max_shadow_slots = 16384;  // shadow size; larger tiers are sampled
+    double decay = 0;                   // of the scores, per epoch (0: the whole history)
+    double margin = 0.0005;             // prefix-hit-ratio lead a challenger needs
+    int first = 0;                      // the expert followed before any epoch ends
   };
 
-  explicit AdaptivePolicy(uint32_t num_slots);
+  explicit AdaptivePolicy(uint32_t num_slots) : AdaptivePolicy(num_slots, Tuning()) {}
   AdaptivePolicy(uint32_t num_slots, const Tuning& tuning);
 
   const char* name() const override { return "adaptive"; }
@@ -91,27 +87,13 @@ class AdaptivePolicy final : public EvictionPolicy {
 
  private:
   void Played(uint32_t references);
-  // Makes expert `e` the live policy: a fresh instance fed the tracked slots oldest first.
-  void Rebuild(int e);
-  // Calls f with the live policy as its concrete (final) type, so the calls are direct.
-  template <typename F>
-  decltype(auto) Live(F&& f);
-
-  struct Slot {
-    uint64_t key = 0;
-    uint64_t stamp = 0;  // the clock at its last reference; 1: inserted cold; 0: untracked
-    uint32_t depth = 0;  // SetNextDepth's value at its insert
-    uint32_t uses = 0;   // references since its insert
-  };
 
   Tuning tuning_;
   uint32_t num_slots_;
-  std::vector<Slot> slots_;
-  uint64_t next_key_ = 0;
-  bool has_next_key_ = false;
-  uint64_t clock_ = 2;
+  policy_internal::SlotKeys keys_;
+  std::vector<uint32_t> depth_;  // per slot: SetNextDepth's value at its insert
   uint32_t next_depth_ = 0;
-  std::unique_ptr<EvictionPolicy> live_;
+  std::array<std::unique_ptr<EvictionPolicy>, kNumExperts> experts_;
   int leader_ = 0;
   uint64_t switches_ = 0;
 

@@ -21,21 +21,6 @@ AgedLfuPolicy::AgedLfuPolicy(uint32_t num_slots)
           10 * static_cast<uint64_t>(std::max<uint32_t>(num_slots, 1))),
       stamp_(num_slots, 0) {}
 
-bool AgedLfuPolicy::AdoptFrequencies(const AgedLfuPolicy& other) {
-  if (other.stamp_.size() != stamp_.size()) return false;
-  sketch_ = other.sketch_;
-  return true;
-}
-
-void AgedLfuPolicy::InsertAt(SlotId slot, uint64_t stamp) {
-  assert(!lists_.Contains(slot));
-  const uint64_t key = keys_.Take(slot);
-  const uint32_t count = std::clamp<uint32_t>(sketch_.Estimate(key), 1, kClasses);
-  clock_ = std::max(clock_, stamp);
-  stamp_[slot] = stamp;
-  lists_.PushFront(static_cast<int>(count) - 1, slot);
-}
-
 void AgedLfuPolicy::Touch(SlotId slot, uint64_t key) {
   sketch_.Increment(key);
   const uint32_t count = std::clamp<uint32_t>(sketch_.Estimate(key), 1, kClasses);

@@ -53,15 +53,6 @@ class AgedLfuPolicy final : public EvictionPolicy {
     return lists_.Contains(slot) ? lists_.ListOf(slot) + 1 : 0;
   }
   uint32_t EstimatedFrequency(uint64_t key_hash) const { return sketch_.Estimate(key_hash); }
-  // Takes `other`'s key counts (its frequency sketch and aging state) as this one's, when both
-  // were built for the same number of slots; otherwise does nothing. Returns whether it did.
-  // The adaptive policy uses it to give a newly followed `lfu` the history its full-rate
-  // shadow gathered.
-  bool AdoptFrequencies(const AgedLfuPolicy& other);
-  // As OnInsert, but the slot is filed as last referenced at logical time `stamp` (the clock
-  // moves up to it; calls in increasing stamp order) and its key is not counted again: for
-  // rebuilding a cache's state with its real idle times, keys counted by AdoptFrequencies.
-  void InsertAt(SlotId slot, uint64_t stamp);
 
  private:
   // Counts the key and files the slot under its class, newest, stamped now.

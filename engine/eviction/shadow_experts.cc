@@ -10,6 +10,19 @@
 
 namespace kvtier {
 namespace policy_internal {
+namespace {
+
+// SplitMix64's finalizer. Keys are hashes already, but without SetNextKey a slot id stands in
+// for the key, and the sample must be a spread subset of the key space either way.
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
 ShadowExperts::ShadowExperts(absl::Span<const char* const> experts, uint32_t num_slots,
                              uint32_t max_shadow_slots)
     : num_experts_(static_cast<int>(std::min<size_t>(experts.size(), kMaxExperts))) {
@@ -35,12 +48,16 @@ ShadowExperts::ShadowExperts(absl::Span<const char* const> experts, uint32_t num
   pending_.reserve(1024);
 }
 
-uint32_t ShadowExperts::Flush() {
-  std::stable_sort(pending_.begin(), pending_.end(),
-                   [](const Pending& a, const Pending& b) { return a.depth < b.depth; });
-  for (const Pending& p : pending_) Play(p.key, p.depth);
-  const uint32_t played = static_cast<uint32_t>(pending_.size());
-  pending_.clear();
+uint32_t ShadowExperts::Reference(uint64_t key_hash, uint32_t depth) {
+  uint32_t played = 0;
+  if (depth == 0 && !pending_.empty()) {
+    std::stable_sort(pending_.begin(), pending_.end(),
+                     [](const Pending& a, const Pending& b) { return a.depth < b.depth; });
+    for (const Pending& p : pending_) Play(p.key, p.depth);
+    played = static_cast<uint32_t>(pending_.size());
+    pending_.clear();
+  }
+  if (Mix(key_hash) <= threshold_) pending_.push_back(Pending{depth, key_hash});
   return played;
 }
 
