@@ -3,9 +3,9 @@
 // replayed over the shared Mooncake trace at several cache sizes, against Belady's MIN and
 // the prefix-aware MIN. Metadata only (workload/simulator.h): no bytes, no tiers, no time.
 //
-//   bench/run eviction [--workload=mooncake|chat|rag|agent|scan] [--trace=PATH]
+//   bench/run eviction [--workload=mooncake|chat|rag|agent|scan|shift] [--trace=PATH]
 //                      [--capacities=1/50,1/20,0.125,...|BLOCKS,...] [--policies=lru,arc,...]
-//                      [--seed=N] [--out-dir=DIR]
+//                      [--seed=N] [--timeline-window=REQUESTS] [--out-dir=DIR]
 //
 // Capacities are fractions of the trace's distinct blocks ("1/8" or "0.125") or, written as
 // integers, block counts. Default: 1/50, 1/20, 1/8, 1/4, 1/2; the middle one is the
@@ -19,7 +19,18 @@
 // is on PATH. JSON: figure = the engine default policy's ("arc") prefix-hit ratio at the
 // middle capacity; ceiling = the prefix-aware MIN's there; gap_closed_<policy> = the share of
 // the distance from LRU to that ceiling the policy covers (the issue's yardstick).
-
+//
+// The adaptive policy (issue 22) against the fixed ones: at each capacity, adaptive's
+// prefix-hit ratio minus the best plain (not +prefix) fixed policy's, and minus LRU's. JSON:
+// adaptive_gap_<c>, adaptive_vs_lru_<c>, adaptive_worst_gap (the smallest, with where and
+// against which policy), adaptive_target_met (never more than 0.005 below the best, never
+// below LRU); the plot draws adaptive_gap on a second axis.
+//
+// Hit ratio over time: the prefix-hit ratio per window of --timeline-window requests (default
+// 1/50 of the trace) at the middle capacity, for lru, arc, lfu, s3fifo and adaptive (those
+// asked for): eviction_timeline.csv and eviction_timeline.png. For --workload=shift (chat,
+// then scan) the plot marks the phase boundary, and the JSON gets each policy's prefix-hit
+// ratio per phase (shift_phase<1|2>_<policy>).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -30,9 +41,11 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -110,10 +123,11 @@ void PrintTable(const char* title, const std::vector<Row>& rows,
 // Writes the .gp script and runs gnuplot on it. Returns the PNG's path, or why not.
 // rows: the policies first, then the optima (drawn dashed); `unbounded_miss` is drawn as a
 // horizontal line (no cache size does better).
+// `adaptive_gap` (one value per capacity, or empty): drawn on the right axis.
 std::string Plot(const std::filesystem::path& dir, const std::string& title,
                  const std::vector<Row>& rows, size_t num_policies,
                  const std::vector<size_t>& blocks, double unique_blocks, double unbounded_miss,
-                 bool* ok) {
+                 const std::vector<double>& adaptive_gap, bool* ok) {
   *ok = false;
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
     return "skipped: gnuplot is not on PATH (scripts/install-deps.sh installs gnuplot-nox)";
@@ -124,10 +138,12 @@ std::string Plot(const std::filesystem::path& dir, const std::string& title,
     std::ofstream out(dat);
     out << "fraction";
     for (const Row& r : rows) out << ' ' << r.name;
+    if (!adaptive_gap.empty()) out << " adaptive-minus-best-fixed";
     out << '\n';
     for (size_t c = 0; c < blocks.size(); ++c) {
       out << absl::StrFormat("%.6g", blocks[c] / unique_blocks);
       for (const Row& r : rows) out << absl::StrFormat(" %.6f", 1 - r.at[c].prefix_hit_ratio());
+      if (!adaptive_gap.empty()) out << absl::StrFormat(" %.6f", adaptive_gap[c]);
       out << '\n';
     }
   }
@@ -142,6 +158,9 @@ std::string Plot(const std::filesystem::path& dir, const std::string& title,
         << "set xlabel 'cache size (fraction of distinct blocks, log scale)'\n"
         << "set ylabel 'prefix miss ratio (1 - prefix-hit ratio)'\n"
         << "set logscale x\nset grid\nset key outside right\n"
+        << (adaptive_gap.empty() ? std::string()
+                                 : "set y2label 'adaptive minus best fixed policy (prefix hits)'\n"
+                                   "set y2tics\nset y2range [-0.05:0.02]\n")
         << absl::StrFormat("set xrange [%g:%g]\n", *lo / unique_blocks / 1.3,
                            *hi / unique_blocks * 1.3)
         << "plot for [i=2:" << num_policies + 1 << "] '" << dat.string()
@@ -149,8 +168,14 @@ std::string Plot(const std::filesystem::path& dir, const std::string& title,
         << "     for [i=" << num_policies + 2 << ":" << rows.size() + 1 << "] '" << dat.string()
         << "' using 1:i with linespoints lw 3 dt 2 lc 'black' pt (i + 4) title columnheader(i), "
            "\\\n"
-        << absl::StrFormat("     %.6f with lines lc 'black' dt 3 title 'unbounded cache'\n",
-                           unbounded_miss);
+        << absl::StrFormat("     %.6f with lines lc 'black' dt 3 title 'unbounded cache'",
+                           unbounded_miss)
+        << (adaptive_gap.empty()
+                ? std::string("\n")
+                : absl::StrFormat(", \\\n     '%s' using 1:%d axes x1y2 with linespoints lw 2 lc "
+                                  "'red' dt 4 title columnheader(%d), \\\n     -0.005 axes "
+                                  "x1y2 with lines lc 'red' dt 3 title 'target: -0.005'\n",
+                                  dat.string(), rows.size() + 2, rows.size() + 2));
   }
   // pngcairo is gnuplot-nox's PNG terminal; fall back to the plain png terminal for builds
   // without cairo.
@@ -171,6 +196,115 @@ std::string Plot(const std::filesystem::path& dir, const std::string& title,
   return png.string();
 }
 
+struct Timeline {
+  std::string csv;
+  std::string plot;  // the PNG's path, or why none
+  std::vector<std::pair<std::string, double>> phase_fields;
+};
+
+// Prefix-hit ratio per window of requests at `capacity`, for the policies of interest among
+// `policies`; CSV and (with gnuplot) PNG. For the shift workload, the phase boundary and each
+// policy's hit ratio per phase.
+Timeline WriteTimeline(const std::vector<Request>& trace, size_t capacity,
+                       const std::vector<std::string>& policies, const std::string& workload_name,
+                       uint64_t seed, size_t window, const std::string& out_dir) {
+  Timeline out;
+  if (window == 0) window = std::max<size_t>(1, trace.size() / 50);
+  size_t boundary = 0;  // 0: one phase
+  if (workload_name == "shift") {
+    absl::StatusOr<std::vector<Request>> chat = workload::GenerateBenchWorkload("chat", seed);
+    if (chat.ok()) boundary = chat->size();
+  }
+  std::vector<std::string> names;
+  for (const char* n : {"lru", "arc", "lfu", "s3fifo", "adaptive"}) {
+    if (std::find(policies.begin(), policies.end(), n) != policies.end()) names.push_back(n);
+  }
+  std::vector<std::vector<double>> series;
+  for (const std::string& name : names) {
+    absl::StatusOr<std::unique_ptr<workload::EnginePolicyAdapter>> a =
+        workload::EnginePolicyAdapter::Create(name, capacity);
+    if (!a.ok()) Die(a.status().ToString());
+    std::vector<uint32_t> hits;
+    if (absl::StatusOr<SimResult> r = workload::Simulate(trace, capacity, **a, &hits); !r.ok()) {
+      Die(r.status().ToString());
+    }
+    std::vector<double> points;
+    uint64_t phase_hits[2] = {0, 0}, phase_refs[2] = {0, 0};
+    for (size_t start = 0; start < trace.size(); start += window) {
+      uint64_t h = 0, refs = 0;
+      for (size_t i = start; i < std::min(trace.size(), start + window); ++i) {
+        h += hits[i];
+        refs += trace[i].blocks.size();
+        const int phase = boundary > 0 && i >= boundary ? 1 : 0;
+        phase_hits[phase] += hits[i];
+        phase_refs[phase] += trace[i].blocks.size();
+      }
+      points.push_back(refs ? static_cast<double>(h) / refs : 0);
+    }
+    series.push_back(std::move(points));
+    if (boundary > 0) {
+      for (int phase = 0; phase < 2; ++phase) {
+        out.phase_fields.emplace_back(
+            absl::StrCat("shift_phase", phase + 1, "_", name),
+            phase_refs[phase] ? static_cast<double>(phase_hits[phase]) / phase_refs[phase] : 0);
+      }
+    }
+  }
+  if (boundary > 0) {
+    out.phase_fields.emplace_back("shift_boundary_request", static_cast<double>(boundary));
+    std::printf(
+        "\nshift workload (chat, then scan from request %zu), prefix-hit ratio per phase "
+        "at %zu blocks:\n",
+        boundary, capacity);
+    for (size_t n = 0; n < names.size(); ++n) {
+      std::printf("%-22s %8.4f %8.4f\n", names[n].c_str(), out.phase_fields[2 * n].second,
+                  out.phase_fields[2 * n + 1].second);
+    }
+  }
+  const std::filesystem::path dir(out_dir);
+  const std::filesystem::path csv = dir / "eviction_timeline.csv";
+  {
+    std::ofstream f(csv);
+    f << "request";
+    for (const std::string& n : names) f << ' ' << n;
+    f << '\n';
+    for (size_t w = 0; w < (series.empty() ? 0 : series[0].size()); ++w) {
+      f << w * window;
+      for (const std::vector<double>& s : series) f << absl::StrFormat(" %.6f", s[w]);
+      f << '\n';
+    }
+  }
+  out.csv = csv.string();
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    out.plot = "skipped: gnuplot is not on PATH";
+    return out;
+  }
+  const std::filesystem::path png = dir / "eviction_timeline.png";
+  const std::filesystem::path gp = dir / "eviction_timeline.gp";
+  {
+    std::ofstream f(gp);
+    f << "set terminal png size 900,500 noenhanced\n"
+      << "set output '" << png.string() << "'\n"
+      << "set title 'prefix-hit ratio over time: " << workload_name << ", " << capacity
+      << " blocks, windows of " << window << " requests'\n"
+      << "set xlabel 'request'\nset ylabel 'prefix-hit ratio in the window'\n"
+      << "set grid\nset key outside right\n";
+    if (boundary > 0) {
+      f << "set arrow from " << boundary << ", graph 0 to " << boundary
+        << ", graph 1 nohead dt 2 lc 'black'\n"
+        << "set label 'chat | scan' at " << boundary << ", graph 0.95 center\n";
+    }
+    f << "plot for [i=2:" << names.size() + 1 << "] '" << csv.string()
+      << "' using 1:i with lines lw 2 title columnheader(i)\n";
+  }
+  if (std::system(absl::StrCat("gnuplot '", gp.string(), "'").c_str()) != 0) {
+    out.plot = "failed: gnuplot exited with an error on " + gp.string();
+  } else {
+    out.plot = png.string();
+  }
+  return out;
+}
+
 int Main(int argc, char** argv) {
   std::string trace_path =
       std::string(KVTIER_SOURCE_DIR) + "/../shared/traces/mooncake_synthetic_trace.jsonl";
@@ -183,6 +317,7 @@ int Main(int argc, char** argv) {
     policies.push_back(p);
   }
   uint64_t seed = 1;
+  size_t timeline_window = 0;  // 0: 1/50 of the trace
   for (const char* c : {"1/50", "1/20", "1/8", "1/4", "1/2"}) {
     CapacitySpec s;
     ParseCapacity(c, &s);
@@ -228,6 +363,9 @@ int Main(int argc, char** argv) {
       ->delimiter(',')
       ->check(EnginePolicyName());
   flags::AddSeed(app, &seed);
+  app.add_option("--timeline-window", timeline_window,
+                 "requests per point of the hit-ratio-over-time plot (default: 1/50 of the "
+                 "trace)");
   app.add_option("--out-dir", out_dir, "where the CSV and the plot go")->capture_default_str();
   if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
 
@@ -294,6 +432,51 @@ int Main(int argc, char** argv) {
     oracle_best.at.push_back(best_at);
   }
   const size_t num_policies = rows.size();
+
+  // The adaptive policy against the best plain fixed policy at each capacity, and LRU.
+  auto find_row = [&](absl::string_view name) -> const Row* {
+    for (size_t p = 0; p < num_policies; ++p) {
+      if (rows[p].name == name) return &rows[p];
+    }
+    return nullptr;
+  };
+  const Row* adaptive = find_row("adaptive");
+  std::vector<double> adaptive_gap, adaptive_vs_lru;
+  std::vector<std::string> best_fixed;
+  size_t worst_at = 0, worst_lru_at = 0;
+  if (adaptive != nullptr) {
+    for (size_t c = 0; c < blocks.size(); ++c) {
+      const Row* best_row = nullptr;
+      for (size_t p = 0; p < num_policies; ++p) {
+        const Row& r = rows[p];
+        if (&r == adaptive || absl::EndsWith(r.name, "+prefix")) continue;
+        if (best_row == nullptr ||
+            r.at[c].prefix_hit_ratio() > best_row->at[c].prefix_hit_ratio()) {
+          best_row = &r;
+        }
+      }
+      const double a = adaptive->at[c].prefix_hit_ratio();
+      adaptive_gap.push_back(best_row != nullptr ? a - best_row->at[c].prefix_hit_ratio() : 0);
+      best_fixed.push_back(best_row != nullptr ? best_row->name : "none");
+      adaptive_vs_lru.push_back(a - find_row("lru")->at[c].prefix_hit_ratio());
+      if (adaptive_gap[c] < adaptive_gap[worst_at]) worst_at = c;
+      if (adaptive_vs_lru[c] < adaptive_vs_lru[worst_lru_at]) worst_lru_at = c;
+    }
+    std::printf(
+        "\nadaptive minus the best fixed policy (prefix hits; target >= -0.005), and "
+        "minus lru (target >= 0):\n%-22s",
+        "capacity");
+    for (size_t c = 0; c < blocks.size(); ++c) std::printf(" %12s", specs[c].label.c_str());
+    std::printf("\n%-22s", "best fixed");
+    for (size_t c = 0; c < blocks.size(); ++c) std::printf(" %12s", best_fixed[c].c_str());
+    std::printf("\n%-22s", "adaptive - best");
+    for (double g : adaptive_gap) std::printf(" %+12.4f", g);
+    std::printf("\n%-22s", "adaptive - lru");
+    for (double g : adaptive_vs_lru) std::printf(" %+12.4f", g);
+    std::printf("\nworst gap %+.4f at %s (vs %s); worst vs lru %+.4f at %s\n",
+                adaptive_gap[worst_at], specs[worst_at].label.c_str(), best_fixed[worst_at].c_str(),
+                adaptive_vs_lru[worst_lru_at], specs[worst_lru_at].label.c_str());
+  }
   rows.push_back(belady);
   rows.push_back(belady_prefix);
   rows.push_back(oracle_ever);
@@ -329,14 +512,13 @@ int Main(int argc, char** argv) {
   }
   std::printf("csv: %s\n", csv.string().c_str());
   bool plotted = false;
-  const std::string plot =
-      Plot(out_dir,
-           workload_name == "mooncake"
-               ? absl::StrCat("mooncake (", std::filesystem::path(trace_path).filename().string(),
-                              ")")
-               : workload_name,
-           rows, num_policies, blocks, static_cast<double>(summary.unique_blocks),
-           1 - summary.prefix_reuse_ratio, &plotted);
+  const std::string plot = Plot(
+      out_dir,
+      workload_name == "mooncake"
+          ? absl::StrCat("mooncake (", std::filesystem::path(trace_path).filename().string(), ")")
+          : workload_name,
+      rows, num_policies, blocks, static_cast<double>(summary.unique_blocks),
+      1 - summary.prefix_reuse_ratio, adaptive_gap, &plotted);
   std::printf("plot: %s\n", plot.c_str());
 
   // What a block's past says about its next use (workload/reuse.h): per class a cache can
@@ -418,6 +600,24 @@ int Main(int argc, char** argv) {
                  r.reuse_within_horizon[i]);
     }
   }
+  if (adaptive != nullptr) {
+    for (size_t c = 0; c < blocks.size(); ++c) {
+      fields.Num(absl::StrCat("adaptive_gap_", c), adaptive_gap[c])
+          .Num(absl::StrCat("adaptive_vs_lru_", c), adaptive_vs_lru[c]);
+    }
+    const bool met = *std::min_element(adaptive_gap.begin(), adaptive_gap.end()) >= -0.005 &&
+                     *std::min_element(adaptive_vs_lru.begin(), adaptive_vs_lru.end()) >= 0;
+    fields.Num("adaptive_worst_gap", adaptive_gap[worst_at])
+        .Str("adaptive_worst_gap_capacity", specs[worst_at].label)
+        .Str("adaptive_worst_gap_best_policy", best_fixed[worst_at])
+        .Num("adaptive_worst_vs_lru", adaptive_vs_lru[worst_lru_at])
+        .Str("adaptive_worst_vs_lru_capacity", specs[worst_lru_at].label)
+        .Num("adaptive_target_met", met ? 1 : 0);
+  }
+  const Timeline timeline =
+      WriteTimeline(trace, blocks[mid], policies, workload_name, seed, timeline_window, out_dir);
+  for (const auto& [key, value] : timeline.phase_fields) fields.Num(key, value);
+  fields.Str("timeline_csv", timeline.csv).Str("timeline_plot", timeline.plot);
   fields.Num("sim_mrefs_per_s", sim_refs / sim_seconds / 1e6)
       .Str("csv", csv.string()).Str("plot", plot).Num("plot_written", plotted ? 1 : 0);
   JsonLine()

@@ -199,6 +199,7 @@ absl::StatusOr<ModelResult> EngineModelReplay(const std::vector<Request>& reques
         ++res.evictions;
       }
       resident.insert(r.blocks[i]);
+      (*a)->SetNextDepth(static_cast<uint32_t>(i));  // as the engine's placement does
       (*a)->Insert(r.blocks[i]);
       ++res.insertions;
     }

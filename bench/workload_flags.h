@@ -15,12 +15,13 @@
 
 namespace kvtier::bench {
 
-// --workload=mooncake|chat|rag|agent|scan and --trace=PATH, the inputs of
+// --workload=mooncake|chat|rag|agent|scan|shift and --trace=PATH, the inputs of
 // workload::LoadBenchWorkload.
 inline void AddWorkloadFlags(CLI::App& app, std::string* workload, std::string* trace) {
   app.add_option("--workload", *workload,
-                 "the Mooncake trace (--trace) or a generated chat, rag, agent or scan trace")
-      ->check(CLI::IsMember({"mooncake", "chat", "rag", "agent", "scan"}))
+                 "the Mooncake trace (--trace) or a generated chat, rag, agent or scan trace, "
+                 "or shift (chat, then scan)")
+      ->check(CLI::IsMember({"mooncake", "chat", "rag", "agent", "scan", "shift"}))
       ->capture_default_str();
   flags::AddTrace(app, trace);
 }

@@ -390,6 +390,7 @@ void Placement::Attach(const BlockKey& key, BlockEntry& e, TierKind t, SlotId sl
   slot_owner_[t][slot] = key;
   // Policies with history (ghosts, frequency) need the block's identity, not the slot's.
   policies_[t]->SetNextKey(key.hi ^ (key.lo * 0x9e3779b97f4a7c15ULL));
+  policies_[t]->SetNextDepth(e.depth);
   if (cold) {
     policies_[t]->OnInsertCold(slot);
   } else {

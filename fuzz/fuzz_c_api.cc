@@ -63,8 +63,8 @@ const char* const kNamespaces[] = {
     ("0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567"
      "890123456789012345678901234567890123456789x")};  // 130 bytes: too long
 constexpr size_t kNumNamespaces = sizeof(kNamespaces) / sizeof(kNamespaces[0]);
-const char* const kPolicies[] = {"lru", "fifo", "clock", "sieve", "s3fifo", "arc", "tinylfu", "lfu", "",
-                                 "nope"};
+const char* const kPolicies[] = {"lru",     "fifo", "clock",    "sieve", "s3fifo", "arc",
+                                 "tinylfu", "lfu",  "adaptive", "",      "nope"};
 constexpr size_t kNumPolicies = sizeof(kPolicies) / sizeof(kPolicies[0]);
 
 // KVTIER_FUZZ_TRACE=1 prints every call and its result (to read what an input does).

@@ -35,7 +35,7 @@ uint64_t MixId(uint64_t x) {
 
 const std::vector<std::string>& EnginePolicyNames() {
   static const std::vector<std::string>* names = new std::vector<std::string>{
-      "lru", "fifo", "clock", "sieve", "s3fifo", "arc", "tinylfu", "lfu"};
+      "lru", "fifo", "clock", "sieve", "s3fifo", "arc", "tinylfu", "lfu", "adaptive"};
   return *names;
 }
 
@@ -86,6 +86,7 @@ void EnginePolicyAdapter::Insert(uint64_t id) {
   depth_of_slot_[slot] = next_depth_;
   next_depth_ = 0;
   policy_->SetNextKey(MixId(id));
+  policy_->SetNextDepth(depth_of_slot_[slot]);
   policy_->OnInsert(slot);
 }
 

@@ -308,8 +308,29 @@ absl::StatusOr<std::vector<Request>> GenerateScan(const ScanParams& p) {
 
 #undef WORKLOAD_RETURN_IF_ERROR
 
+std::vector<Request> Concatenate(std::vector<Request> first, std::vector<Request> second,
+                                 size_t* boundary) {
+  const double offset = first.empty() ? 0 : first.back().time_s;
+  *boundary = first.size();
+  first.reserve(first.size() + second.size());
+  for (Request& r : second) {
+    r.time_s += offset;
+    first.push_back(std::move(r));
+  }
+  return first;
+}
+
 absl::StatusOr<std::vector<Request>> GenerateBenchWorkload(absl::string_view name,
                                                            uint64_t seed) {
+  if (name == "shift") {
+    // The phases share no block: every segment seed includes its kind (chat turns, scan).
+    absl::StatusOr<std::vector<Request>> chat = GenerateBenchWorkload("chat", seed);
+    if (!chat.ok()) return chat.status();
+    absl::StatusOr<std::vector<Request>> scan = GenerateBenchWorkload("scan", seed + 1000);
+    if (!scan.ok()) return scan.status();
+    size_t boundary = 0;
+    return Concatenate(std::move(*chat), std::move(*scan), &boundary);
+  }
   if (name == "chat") {
     ChatParams p;
     p.seed = seed;
@@ -339,7 +360,7 @@ absl::StatusOr<std::vector<Request>> GenerateBenchWorkload(absl::string_view nam
     return GenerateScan(p);
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown workload '", name, "' (known: chat, rag, agent, scan)"));
+      absl::StrCat("unknown workload '", name, "' (known: chat, rag, agent, scan, shift)"));
 }
 
 absl::StatusOr<std::vector<Request>> LoadBenchWorkload(absl::string_view name,

@@ -140,7 +140,15 @@ struct ScanParams {
 // requests, then one scan request.
 absl::StatusOr<std::vector<Request>> GenerateScan(const ScanParams& params);
 
-// The benchmarks' synthetic workloads by name ("chat", "rag", "agent", "scan"), each sized
+// A workload whose character changes mid-trace: `first`'s requests, then `second`'s (disjoint
+// block ids: generated from different seeds), the second shifted in time to start after the
+// first ends. *boundary gets the index of the second phase's first request.
+std::vector<Request> Concatenate(std::vector<Request> first, std::vector<Request> second,
+                                 size_t* boundary);
+
+// The benchmarks' synthetic workloads by name ("chat", "rag", "agent", "scan", and "shift":
+// the chat workload, then the scan workload with its hot set, to show a policy following a
+// change of regime), each sized
 // to tens of thousands of block references (the generators' defaults are test-sized), so
 // bench eviction and bench stress replay the same traces. InvalidArgument for another name.
 absl::StatusOr<std::vector<Request>> GenerateBenchWorkload(absl::string_view name,

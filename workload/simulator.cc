@@ -236,7 +236,8 @@ absl::Status PolicyCache::Insert(uint64_t id, uint32_t depth, std::vector<uint64
 }
 
 absl::StatusOr<SimResult> Simulate(const std::vector<Request>& requests, size_t capacity_blocks,
-                                   CachePolicy& policy) {
+                                   CachePolicy& policy,
+                                   std::vector<uint32_t>* prefix_hits_per_request) {
   if (policy.Victim().has_value()) {
     return absl::FailedPreconditionError(
         absl::StrCat("policy '", policy.name(), "' already tracks blocks; pass a fresh one"));
@@ -245,9 +246,11 @@ absl::StatusOr<SimResult> Simulate(const std::vector<Request>& requests, size_t 
   PolicyCache cache(capacity_blocks, policy);
   std::vector<std::pair<uint64_t, uint32_t>> missing;  // (id, position in the request)
   std::vector<uint64_t> evicted;
+  if (prefix_hits_per_request != nullptr) prefix_hits_per_request->clear();
   for (const Request& req : requests) {
     ++res.requests;
     res.block_refs += req.blocks.size();
+    const uint64_t prefix_before = res.prefix_hit_blocks;
     bool prefix = true;
     missing.clear();
     for (size_t pos = 0; pos < req.blocks.size(); ++pos) {
@@ -271,6 +274,10 @@ absl::StatusOr<SimResult> Simulate(const std::vector<Request>& requests, size_t 
       if (absl::Status s = cache.Insert(id, pos, &evicted); !s.ok()) return s;
       res.evictions += evicted.size();
       ++res.insertions;
+    }
+    if (prefix_hits_per_request != nullptr) {
+      prefix_hits_per_request->push_back(
+          static_cast<uint32_t>(res.prefix_hit_blocks - prefix_before));
     }
   }
   return res;

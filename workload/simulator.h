@@ -145,9 +145,11 @@ class PolicyCache {
 // Replays `requests` under `policy`, which must track nothing yet. capacity_blocks 0 = no
 // cache (every block misses, nothing is inserted). FailedPrecondition if the policy starts
 // non-empty (it offers a victim before any insert) or offers no victim when the cache is
-// full; Internal if it offers a block that is not present.
+// full; Internal if it offers a block that is not present. `prefix_hits_per_request`, when
+// given, gets each request's prefix-hit blocks in trace order (for hit ratio over time).
 absl::StatusOr<SimResult> Simulate(const std::vector<Request>& requests, size_t capacity_blocks,
-                                   CachePolicy& policy);
+                                   CachePolicy& policy,
+                                   std::vector<uint32_t>* prefix_hits_per_request = nullptr);
 
 // The offline references described above. They cannot fail.
 SimResult SimulateBelady(const std::vector<Request>& requests, size_t capacity_blocks);

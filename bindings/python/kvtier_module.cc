@@ -943,7 +943,7 @@ disk_capacity_bytes, disk_region_bytes, codec ("none", "zstd", "zstd-shuffle"; l
 disk_sync, admit_min_seen, write_budget_mbps, force_fallback_io, disk_group_access (the
 directory 0750 / files 0640 instead of 0700 / 0600; a group-readable directory accepted).
 Policies: gpu_eviction, host_eviction ("lru", "fifo", "clock", "sieve", "s3fifo", "arc",
-"tinylfu", "lfu"), prefix_aware_eviction, cost_aware_eviction, eviction_window,
+"tinylfu", "lfu", "adaptive"), prefix_aware_eviction, cost_aware_eviction, eviction_window,
 prefetch_budget_bytes. Device: device ("auto", "cuda", "emulated"), cuda_ordinal,
 emulated_copy_gbps, emulated_memory_limit. Keys: model (fingerprint, required), key_hash
 ("sha256", "xxh3"), namespaces. Tenants: set_namespace_limits(ns, gpu_bytes=, host_bytes=,

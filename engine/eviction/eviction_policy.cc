@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "engine/eviction/adaptive_policy.h"
 #include "engine/eviction/arc_policy.h"
 #include "engine/eviction/clock_policy.h"
 #include "engine/eviction/fifo_policy.h"
@@ -18,8 +19,8 @@
 namespace kvtier {
 namespace {
 
-constexpr const char* kPolicyNames[] = {"lru",    "fifo", "clock",   "sieve",
-                                        "s3fifo", "arc",  "tinylfu", "lfu"};
+constexpr const char* kPolicyNames[] = {"lru", "fifo",    "clock", "sieve",   "s3fifo",
+                                        "arc", "tinylfu", "lfu",   "adaptive"};
 
 }  // namespace
 
@@ -33,6 +34,7 @@ absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(absl::string_
   if (name == "arc") return std::make_unique<ArcPolicy>(num_slots);
   if (name == "tinylfu") return std::make_unique<TinyLfuPolicy>(num_slots);
   if (name == "lfu") return std::make_unique<AgedLfuPolicy>(num_slots);
+  if (name == "adaptive") return std::make_unique<AdaptivePolicy>(num_slots);
   return absl::InvalidArgumentError(absl::StrFormat("unknown eviction policy '%s' (known: %s)",
                                                     name, absl::StrJoin(kPolicyNames, ", ")));
 }

@@ -7,9 +7,10 @@
 // predicate accepts one.
 //
 // Every policy (one file pair each in this folder: lru, fifo, clock, sieve, s3fifo, arc,
-// tinylfu, lfu) keeps its queues as intrusive lists over the dense slot ids (arrays sized at
-// construction), so an event costs O(1) and no allocation; the only maps are the ghost lists
-// of S3-FIFO and ARC, reserved up front and bounded by num_slots entries.
+// tinylfu, lfu, and adaptive, which runs arc, lru, lfu and s3fifo as experts) keeps its queues as
+// intrusive lists over the dense slot ids (arrays sized at construction), so an event costs
+// O(1) and no allocation; the only maps are the ghost lists of S3-FIFO and ARC and the
+// adaptive policy's shadow-cache map, reserved up front and bounded by their slots.
 //
 // Two things the interface does not say directly, resolved the same way by every policy:
 //  * Identity. Slots are reused for other blocks, so history that outlives a slot (ghosts,
@@ -60,6 +61,12 @@ class EvictionPolicy {
   // sketch) key that history by this hash. The engine calls it before each insert; a policy
   // that was not told treats the slot id as the key. The default ignores it.
   virtual void SetNextKey(uint64_t /*key_hash*/) {}
+  // The position in its prompt (0 = the first block) of the block the next OnInsert or
+  // OnInsertCold inserts, when the caller knows it (the engine calls it before each insert,
+  // with SetNextKey). Only the adaptive policy uses it, to score its experts by prefix hits (a
+  // hit counts only while every shallower block of the request hit too); a policy not told
+  // takes 0. The default ignores it.
+  virtual void SetNextDepth(uint32_t /*depth*/) {}
   // REQUIRES: slot is tracked.
   virtual void OnAccess(SlotId slot) = 0;
   // REQUIRES: slot is tracked. Afterwards it is not.

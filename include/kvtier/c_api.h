@@ -193,7 +193,7 @@ kvtier_status_code kvtier_options_set_disk_admit_min_seen(kvtier_options* option
  * ignored on CUDA. cuda_ordinal: ignored on the emulated device. */
 kvtier_status_code kvtier_options_set_device(kvtier_options* options, kvtier_device_kind kind,
                                              int cuda_ordinal, double emulated_copy_gbps);
-/* "lru", "fifo", "clock", "sieve", "s3fifo", "arc", "tinylfu", "lfu". */
+/* "lru", "fifo", "clock", "sieve", "s3fifo", "arc", "tinylfu", "lfu", "adaptive". */
 kvtier_status_code kvtier_options_set_eviction(kvtier_options* options, const char* gpu_policy,
                                                const char* host_policy);
 /* Replaces the namespaces created at open (default {"default"}); count may be 0. */

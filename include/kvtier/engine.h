@@ -194,7 +194,8 @@ struct EngineOptions {
   size_t gpu_tier_bytes = 0;
   size_t host_tier_bytes = 0;
   // Eviction policy per tier: "lru", "fifo", "clock", "sieve", "s3fifo", "arc", "tinylfu",
-  // "lfu" (engine/eviction/<name>_policy.h says what each does). The default, ARC, is at least
+  // "lfu", "adaptive" (follows ARC or LFU with aging, learned online)
+  // (engine/eviction/<name>_policy.h says what each does). The default, ARC, is at least
   // as good as LRU at every cache size on the shared Mooncake trace, within 0.005 of the best
   // policy at four of five sizes (LFU with aging leads by 0.012 at 1/4), and the best or
   // near it on the generated workloads, where LFU trails (bench/run eviction,

@@ -219,7 +219,7 @@ TEST(EngineKvAwareEviction, AZeroWindowIsRejected) {
 
 INSTANTIATE_TEST_SUITE_P(Policies, EnginePolicyTest,
                          ::testing::Values("lru", "fifo", "clock", "sieve", "s3fifo", "arc",
-                                           "tinylfu", "lfu"),
+                                           "tinylfu", "lfu", "adaptive"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -659,5 +659,43 @@ TEST(Simulator, ScanFlushesLruButNotMin) {
   EXPECT_LT(l->prefix_hit_ratio(), 0.9 * bp.prefix_hit_ratio());
 }
 
+TEST(Generators, ShiftIsChatThenScanWithNoSharedBlockAndTimeMovingOn) {
+  absl::StatusOr<std::vector<Request>> chat = GenerateBenchWorkload("chat", 3);
+  absl::StatusOr<std::vector<Request>> scan = GenerateBenchWorkload("scan", 3);
+  absl::StatusOr<std::vector<Request>> shift = GenerateBenchWorkload("shift", 3);
+  ASSERT_TRUE(chat.ok() && scan.ok() && shift.ok());
+  ASSERT_EQ(shift->size(), chat->size() + scan->size());
+  absl::flat_hash_set<uint64_t> first;
+  for (size_t i = 0; i < chat->size(); ++i) {
+    EXPECT_EQ((*shift)[i].blocks, (*chat)[i].blocks);
+    first.insert((*chat)[i].blocks.begin(), (*chat)[i].blocks.end());
+  }
+  for (size_t i = chat->size(); i < shift->size(); ++i) {
+    for (uint64_t b : (*shift)[i].blocks) ASSERT_FALSE(first.contains(b));
+    EXPECT_GE((*shift)[i].time_s, (*shift)[i - 1].time_s);
+  }
+  size_t boundary = 0;
+  EXPECT_EQ(Concatenate(*chat, *scan, &boundary).size(), shift->size());
+  EXPECT_EQ(boundary, chat->size());
+  EXPECT_THAT(GenerateBenchWorkload("nope", 1).status().message(), HasSubstr("shift"));
+}
+
+TEST(Simulate, PerRequestPrefixHitsAddUpToTheTotal) {
+  absl::StatusOr<std::vector<Request>> trace = GenerateBenchWorkload("scan", 1);
+  ASSERT_TRUE(trace.ok());
+  LruCachePolicy lru;
+  std::vector<uint32_t> per_request = {7};  // cleared first
+  absl::StatusOr<SimResult> r = Simulate(*trace, 500, lru, &per_request);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(per_request.size(), trace->size());
+  uint64_t sum = 0;
+  for (size_t i = 0; i < per_request.size(); ++i) {
+    EXPECT_LE(per_request[i], (*trace)[i].blocks.size());
+    sum += per_request[i];
+  }
+  EXPECT_GT(sum, 0u);
+  EXPECT_EQ(sum, r->prefix_hit_blocks);
+}
+
 }  // namespace
 }  // namespace kvtier::workload

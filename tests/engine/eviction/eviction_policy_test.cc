@@ -25,8 +25,8 @@ using policy_test::Insert;
 using policy_test::None;
 
 const std::vector<std::string>& AllPolicyNames() {
-  static const std::vector<std::string> names = {"lru",    "fifo", "clock",   "sieve",
-                                                 "s3fifo", "arc",  "tinylfu", "lfu"};
+  static const std::vector<std::string> names = {"lru", "fifo",    "clock", "sieve",   "s3fifo",
+                                                 "arc", "tinylfu", "lfu",   "adaptive"};
   return names;
 }
 
@@ -59,7 +59,7 @@ TEST(ScanResistance, ScanFlushesTheWorkingSetFromLruAndFifo) {
 }
 
 TEST(ScanResistance, ScanDoesNotFlushTheWorkingSetFromScanResistantPolicies) {
-  for (const char* name : {"s3fifo", "sieve", "arc", "tinylfu", "lfu"}) {
+  for (const char* name : {"s3fifo", "sieve", "arc", "tinylfu", "lfu", "adaptive"}) {
     EXPECT_EQ(WorkingSetHitsAfterScan(name), 10) << name;
   }
 }

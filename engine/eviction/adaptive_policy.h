@@ -1,0 +1,111 @@
+// engine/eviction/adaptive_policy.h — follows whichever expert policy would have the most
+// prefix hits on the keys the tier sees, judged by shadow caches.
+//
+// "adaptive": four of the engine's own policies are the experts: arc (expert 0, followed at
+// first), lru, lfu (LFU with aging) and s3fifo. Two things run per expert:
+//  * a live instance over the real slots: every expert sees every insert, access and removal
+//    of the real cache, but only the leader's instance picks victims (and walks the engine's
+//    `evictable` predicate), so a switch of leader is instant and the new leader arrives with
+//    its history (ARC's ghosts and split, LFU's frequency sketch, S3-FIFO's queues) warm.
+//    The others see the leader's evictions as plain removals.
+//  * a shadow cache (shadow_experts.h): the expert alone, metadata only, over a sample of the
+//    keys (all of them for tiers up to max_shadow_slots slots), scoring the prefix hits it
+//    would have had (a hit counts while every shallower block of its request hit too, from the
+//    depths SetNextDepth gives). That is what the eviction bench measures, for each expert
+//    on its own, independent of which expert the real cache follows.
+// Every epoch (a shadow's slot count of sampled references) each expert's prefix hits of the
+// epoch are added to its score (decayed by `decay` per epoch; 0, the default, keeps the
+// whole history); the expert with the best score becomes the leader when it leads the
+// current one by more than `margin` of the (decayed) sampled references, which keeps near-ties
+// from switching back and forth.
+//
+// Why not regret (LeCaR, CACHEUS, and this policy's first version, docs/benchmarks.md,
+// "adaptive"): regret on ghost hits or duels judged block references, while the objective is
+// prefix hits, and the first version mixed two experts' victims from switch to switch. Why
+// live experts rather than rebuilding the new leader at a switch: measured, a rebuilt leader
+// (all resident slots replayed in recency order with their use counts) lost up to 0.017 at
+// Mooncake 1/4, where `lfu` wins only with its frequency history.
+//
+// Events: OnInsert and OnAccess are references (fed to the shadows); OnInsertCold is not (a
+// copy in passing). Busy slots, OnInsertCold: as the leader's policy documents.
+//
+// Cost per event: all four experts' updates plus one key-hash mix; per sampled reference, one
+// map probe and one event in each of the four shadows (a sort of each request's sampled
+// references by depth, to play them root first). That is about 4-5x ARC's own cost per event
+// (bench stress --sim, docs/benchmarks.md). Memory per real slot: the four experts (ARC
+// ~95-135 B, LFU ~57, S3-FIFO ~50-60, LRU ~9) plus a key and a depth (12 B), and the shadows:
+// for a tier of up to max_shadow_slots slots about as much again, beyond that a fixed amount
+// (each shadow's policy over max_shadow_slots slots, a map of up to 4 x max_shadow_slots
+// entries: ~10-15 MB at the default 16,384) however large the tier. Not thread-safe.
+
+#ifndef KVTIER_ENGINE_EVICTION_ADAPTIVE_POLICY_H_
+#define KVTIER_ENGINE_EVICTION_ADAPTIVE_POLICY_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "engine/eviction/eviction_policy.h"
+#include "engine/eviction/shadow_experts.h"
+#include "engine/eviction/slot_keys.h"
+
+namespace kvtier {
+
+class AdaptivePolicy final : public EvictionPolicy {
+ public:
+  static constexpr int kNumExperts = 4;
+  static constexpr std::array<const char*, kNumExperts> kExperts = {"arc", "lru", "lfu",
+                                                                    "s3fifo"};
+
+  struct Tuning {
+    uint32_t max_shadow_slots = 16384;  // shadow size; larger tiers are sampled
+    double decay = 0;                   // of the scores, per epoch (0: the whole history)
+    double margin = 0.0005;             // prefix-hit-ratio lead a challenger needs
+    int first = 0;                      // the expert followed before any epoch ends
+  };
+
+  explicit AdaptivePolicy(uint32_t num_slots) : AdaptivePolicy(num_slots, Tuning()) {}
+  AdaptivePolicy(uint32_t num_slots, const Tuning& tuning);
+
+  const char* name() const override { return "adaptive"; }
+  void SetNextKey(uint64_t key_hash) override;
+  void SetNextDepth(uint32_t depth) override { next_depth_ = depth; }
+  void OnInsert(SlotId slot) override;
+  void OnInsertCold(SlotId slot) override;
+  void OnAccess(SlotId slot) override;
+  void OnRemove(SlotId slot) override;
+  std::optional<SlotId> PickVictim(absl::FunctionRef<bool(SlotId)> evictable) override;
+
+  // For tests and the eviction bench.
+  int leader() const { return leader_; }
+  const char* leader_name() const { return kExperts[leader_]; }
+  uint64_t switches() const { return switches_; }
+  uint64_t epochs() const { return epochs_; }
+  const policy_internal::ShadowExperts& shadows() const { return shadows_; }
+
+ private:
+  void Played(uint32_t references);
+
+  Tuning tuning_;
+  uint32_t num_slots_;
+  policy_internal::SlotKeys keys_;
+  std::vector<uint32_t> depth_;  // per slot: SetNextDepth's value at its insert
+  uint32_t next_depth_ = 0;
+  std::array<std::unique_ptr<EvictionPolicy>, kNumExperts> experts_;
+  int leader_ = 0;
+  uint64_t switches_ = 0;
+
+  policy_internal::ShadowExperts shadows_;
+  uint64_t epoch_ = 0;     // sampled references per epoch
+  uint64_t in_epoch_ = 0;  // played in this epoch
+  uint64_t epochs_ = 0;
+  std::array<uint64_t, kNumExperts> hits_before_{};  // shadow prefix hits at the epoch's start
+  std::array<double, kNumExperts> score_{};
+  double decayed_refs_ = 0;
+};
+
+}  // namespace kvtier
+
+#endif  // KVTIER_ENGINE_EVICTION_ADAPTIVE_POLICY_H_
