@@ -88,7 +88,6 @@ class ShadowExperts {
   std::array<uint64_t, kMaxExperts> hits_{};
   std::array<uint64_t, kMaxExperts> prefix_hits_{};
   std::array<bool, kMaxExperts> intact_{};  // the request's chain has only hit so far
-  std::array<uint32_t, kMaxExperts> last_depth_{};
 };
 
 }  // namespace policy_internal
