@@ -91,7 +91,7 @@ struct Options {
   size_t host_mib = 0;          // 0 = KV / 2
   size_t stream_blocks = 0;     // blocks per streamed attention chunk; 0 = GPU tier / 8
   double copy_gbps = 8.0;       // emulated PCIe
-  std::string prefetch = "on";  // on, off, both
+  std::string prefetch = "both";  // on, off, both (the default shows both columns)
   DeviceChoice device = DeviceChoice::kAuto;
   std::string dir;          // cache directory; empty = a temporary one, removed after
   double tolerance = 5e-3;  // max |logit difference| vs the all-resident reference
@@ -532,10 +532,12 @@ class StreamingSession {
       Slot& slot = slots_[next++ % slots_.size()];
       DEMO_RETURN_IF_ERROR(Retire(slot));
       const std::vector<BlockKey> keys(old_keys.begin() + b0, old_keys.begin() + b0 + n);
+      // The stall clock starts before the call: LoadToGpuTier itself may wait (for GPU slots
+      // whose copies are landing, for host slots a disk read needs).
+      const absl::Time wait_start = absl::Now();
       absl::StatusOr<std::unique_ptr<TransferHandle>> lease =
           engine_.LoadToGpuTier(ns_, keys, /*layerwise=*/false);
       if (!lease.ok()) return lease.status();
-      const absl::Time wait_start = absl::Now();
       DEMO_RETURN_IF_ERROR((*lease)->Wait());
       stats->stall_seconds += Seconds(wait_start);
       ++stats->chunks;
@@ -911,7 +913,8 @@ int Run(const Options& o) {
     str("turn2_first_token_match", turn_ok ? "yes" : "NO");
     std::printf("%s\n", json::Dump(f).c_str());
   } else {
-    std::printf("\n%-22s %12s %12s\n", "", "prefetch", "no prefetch");
+    // One width for every column, wide enough for the widest cell ("123 MiB 12.34 GB/s").
+    std::printf("\n%-22s %20s %20s\n", "", "prefetch", "no prefetch");
     auto col = [&](const DecodeRun* r, const std::string& what) -> std::string {
       if (r == nullptr) return "-";
       if (what == "tps") return absl::StrFormat("%.2f", run_field(*r, "tps"));
@@ -925,13 +928,13 @@ int Run(const Options& o) {
       }
       return "";
     };
-    std::printf("%-22s %12s %12s\n", "decode tokens/s", col(with, "tps").c_str(),
+    std::printf("%-22s %20s %20s\n", "decode tokens/s", col(with, "tps").c_str(),
                 col(without, "tps").c_str());
-    std::printf("%-22s %12s %12s\n", "stall (waiting for KV)", col(with, "stall").c_str(),
+    std::printf("%-22s %20s %20s\n", "stall (waiting for KV)", col(with, "stall").c_str(),
                 col(without, "stall").c_str());
     std::printf("%-22s %20s %20s\n", "host->GPU tier", col(with, "h2d").c_str(),
                 col(without, "h2d").c_str());
-    std::printf("%-22s %12s %12s\n", "read from disk", col(with, "disk").c_str(),
+    std::printf("%-22s %20s %20s\n", "read from disk", col(with, "disk").c_str(),
                 col(without, "disk").c_str());
     std::printf("\n  link ceiling: %s\n",
                 engine.device().kind() == DeviceKind::kEmulated && o.copy_gbps > 0
