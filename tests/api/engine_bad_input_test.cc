@@ -44,6 +44,13 @@ TEST(EngineOptionsValidate, EveryBadFieldIsNamed) {
        },
        "twice"},
       {"lease", [](EngineOptions& o) { o.lease_timeout = absl::ZeroDuration(); }, "lease_timeout"},
+      {"read rate", [](EngineOptions& o) { o.read_rate_priors[TierKind::kDisk].bytes_per_s = -5; },
+       "read_rate_priors[disk] = {bytes_per_s -5"},
+      {"read latency",
+       [](EngineOptions& o) {
+         o.read_rate_priors[TierKind::kRemote].latency = absl::InfiniteDuration();
+       },
+       "read_rate_priors[remote]"},
       {"throttle", [](EngineOptions& o) { o.device.emulated_copy_gbps = -1; },
        "emulated_copy_gbps"},
       {"sync",
