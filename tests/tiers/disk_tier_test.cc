@@ -433,6 +433,52 @@ TEST_P(DiskTierTest, RegionWithAReadInFlightIsNotReclaimedUnderIt) {
   EXPECT_EQ(dropped_[per_region], (BlockKey{1, 9}));
 }
 
+// A reader that gives up on its reads (ReadClaim::Abandon: a Load's deadline passed). A read
+// already submitted settles without touching its destination; one still queued for a staging
+// buffer is dropped without any I/O. Both report Cancelled, and the records stay intact.
+TEST_P(DiskTierTest, AbandonedReadsNeverTouchTheirDestination) {
+  DiskTierOptions o = Options();
+  o.staging_buffers = 2;  // the third read queues for one of the first two's buffers
+  ASSERT_TRUE(Open(o).ok());
+  const std::vector<BlockKey> keys = {{1, 5}, {2, 5}, {3, 5}};
+  std::vector<RecordId> ids;
+  for (const BlockKey& k : keys) ids.push_back(WriteSync(k));
+  const size_t bytes = tier_->block_bytes();
+  // The first two reads are held 300 ms in the I/O layer, as if the device were slow.
+  tier_->io().InjectFault(FaultSpec{FaultSpec::Kind::kDelay, 0, 2, absl::Milliseconds(300)});
+  std::vector<std::vector<char>> got(3, std::vector<char>(bytes, 'P'));
+  std::vector<std::shared_ptr<ReadClaim>> claims;
+  std::vector<absl::Status> status(3, absl::UnknownError("not done"));
+  for (size_t i = 0; i < 3; ++i) {
+    claims.push_back(std::make_shared<ReadClaim>());
+    ASSERT_TRUE(tier_
+                    ->Read(
+                        ids[i], keys[i], "default", got[i].data(),
+                        [&status, i](absl::Status s) { status[i] = s; }, claims[i])
+                    .ok());
+  }
+  for (const auto& c : claims) EXPECT_TRUE(c->Abandon());
+  tier_->Drain();
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(absl::IsCancelled(status[i])) << i << ": " << status[i];
+    EXPECT_EQ(got[i], std::vector<char>(bytes, 'P')) << "abandoned destination " << i << " written";
+  }
+  const DiskTierStats st = tier_->Stats();
+  EXPECT_EQ(st.reads_abandoned, 3u);
+  EXPECT_EQ(st.reads_abandoned_before_io, 1u);
+  // The records are intact.
+  std::vector<char> out;
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(ReadSync(ids[i], keys[i], &out).ok());
+    EXPECT_EQ(out, Content(keys[i], bytes)) << i;
+  }
+  // A claim the tier took first cannot be abandoned: the reader waits for its bytes.
+  ReadClaim claimed;
+  EXPECT_TRUE(claimed.Claim());
+  EXPECT_FALSE(claimed.Abandon());
+  EXPECT_FALSE(claimed.abandoned());
+}
+
 TEST_P(DiskTierTest, ARegionWithAReadQueuedForABufferIsNotReclaimedUnderIt) {
   DiskTierOptions o = Options();
   o.staging_buffers = 2;
