@@ -181,6 +181,21 @@ class EngineFaultTest : public ::testing::Test {
     return misses;
   }
 
+  // Blocks of `cold` on disk and a free host tier: stores `cold`, pushes it down with `warm`
+  // (as many blocks as the host tier), then erases `warm`, whose slots keep its bytes
+  // (secure_erase is off). Reading `cold` back then evicts nothing: its reads are the only
+  // I/O, in key order. Returns the keys of `cold` in *keys.
+  void OnDiskWithAFreeHostTier(const std::vector<int32_t>& cold, const std::vector<int32_t>& warm,
+                               std::vector<BlockKey>* keys) {
+    ASSERT_TRUE(Store(cold).ok());
+    ASSERT_TRUE(Store(warm).ok());
+    ASSERT_TRUE(engine_->Flush().ok());
+    auto erased = engine_->Erase("default", KeysOf(*engine_, "default", warm));
+    ASSERT_TRUE(erased.ok()) << erased.status();
+    ASSERT_EQ(*erased, warm.size() / 16);
+    *keys = KeysOf(*engine_, "default", cold);
+  }
+
   std::string dir_;
   std::unique_ptr<Engine> engine_;
   size_t bytes_ = 0;
@@ -436,15 +451,8 @@ class EngineDiskReadFaultTest : public EngineFaultTest,
 
 TEST_P(EngineDiskReadFaultTest, IsAnErrorAndAMissNeverWrongBytes) {
   Open(Options(4, /*disk=*/true));
-  const std::vector<int32_t> a = Prompt(4, 1), b = Prompt(4, 2);
-  ASSERT_TRUE(Store(a).ok());
-  ASSERT_TRUE(Store(b).ok());  // A goes to disk
-  ASSERT_TRUE(engine_->Flush().ok());
-  // Free the host tier, so reading A back evicts nothing: the only I/O is A's four reads.
-  auto erased = engine_->Erase("default", KeysOf(*engine_, "default", b));
-  ASSERT_TRUE(erased.ok());
-  ASSERT_EQ(*erased, 4u);
-  const std::vector<BlockKey> keys = KeysOf(*engine_, "default", a);
+  std::vector<BlockKey> keys;
+  ASSERT_NO_FATAL_FAILURE(OnDiskWithAFreeHostTier(Prompt(4, 1), Prompt(4, 2), &keys));
   ASSERT_TRUE(InjectDiskFault(*engine_, FaultSpec{GetParam(), 0, 1}).ok());
 
   std::vector<std::vector<uint8_t>> got;
@@ -570,16 +578,9 @@ TEST_F(EngineFaultTest, SlowDiskDoesNotHoldUpAnotherTenantsHostLoads) {
 // ones included (they stay cached on disk), loads exact, and no slot stays pinned.
 TEST_F(EngineFaultTest, DeadlineAbandonsHeldDiskReadsAndListsTheLateBlocks) {
   Open(Options(4, /*disk=*/true));
-  const std::vector<int32_t> a = Prompt(4, 1), b = Prompt(4, 2);
-  ASSERT_TRUE(Store(a).ok());
-  ASSERT_TRUE(Store(b).ok());  // A goes to disk
-  ASSERT_TRUE(engine_->Flush().ok());
-  // Free the host tier (its slots keep B's bytes: secure_erase is off), so reading A back
-  // evicts nothing and the only I/O is A's four reads, in key order.
-  auto erased = engine_->Erase("default", KeysOf(*engine_, "default", b));
-  ASSERT_TRUE(erased.ok());
-  ASSERT_EQ(*erased, 4u);
-  const std::vector<BlockKey> keys = KeysOf(*engine_, "default", a);
+  const std::vector<int32_t> a = Prompt(4, 1);
+  std::vector<BlockKey> keys;  // the host slots keep the erased blocks' bytes
+  ASSERT_NO_FATAL_FAILURE(OnDiskWithAFreeHostTier(a, Prompt(4, 2), &keys));
   constexpr absl::Duration kHeld = absl::Seconds(2);
   constexpr absl::Duration kDeadline = absl::Milliseconds(150);
   // Reads 2 and 3 (blocks 1 and 2) are held for 2 s before they start.
@@ -698,12 +699,9 @@ TEST_F(EngineFaultTest, DeadlineRacingTheReadsNeverGivesWrongBytes) {
   std::mt19937 rng(7);
   size_t abandoned = 0, delivered = 0;
   for (int round = 0; round < 12; ++round) {
-    const std::vector<int32_t> a = Prompt(4, 100 + round), b = Prompt(4, 200 + round);
-    ASSERT_TRUE(Store(a).ok());
-    ASSERT_TRUE(Store(b).ok());  // A goes to disk
-    ASSERT_TRUE(engine_->Flush().ok());
-    ASSERT_EQ(*engine_->Erase("default", KeysOf(*engine_, "default", b)), 4u);
-    const std::vector<BlockKey> keys = KeysOf(*engine_, "default", a);
+    std::vector<BlockKey> keys;
+    ASSERT_NO_FATAL_FAILURE(
+        OnDiskWithAFreeHostTier(Prompt(4, 100 + round), Prompt(4, 200 + round), &keys));
     ASSERT_TRUE(
         InjectDiskFault(*engine_, FaultSpec{FaultSpec::Kind::kDelay, 0, 0, absl::Milliseconds(10)})
             .ok());
