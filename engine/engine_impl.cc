@@ -2,9 +2,9 @@
 
 #include "engine/engine_impl.h"
 
-#include <cstring>
-
 #include <algorithm>
+#include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "engine/options.h"
 #include "engine/pending_transfer.h"
+#include "io/io_engine.h"
 #include "tiers/gpu_tier.h"
 #include "tiers/host_tier.h"
 
@@ -502,6 +503,9 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
     // load that waits for a disk read (its own, or one already in flight) goes on its own
     // stream.
     Stream* stream = onboard_.get();
+    // The disk reads started here go to the kernel together, after the loop.
+    std::optional<IoPlug> plug;
+    if (disk_ != nullptr) plug.emplace(disk_->tier().io());
     for (size_t i = 0; i < r.keys.size(); ++i) {
       bool filling = false;
       const TierKind best = table_.Find(r.keys[i], [&](BlockEntry* e) {
@@ -521,6 +525,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
       }
       stream = gated_onboard_.get();
     }
+    plug.reset();
     // Blocks read from the remote tier were found there, not in the host slot they fill.
     found[kHost] -= remote_reads.size();
     found[kRemote] += remote_reads.size();
@@ -645,6 +650,8 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
     }
     // Blocks only on disk come up through a host slot first.
     Stream* stream = onboard_.get();
+    std::optional<IoPlug> plug;  // as in Load: the reads go to the kernel together
+    if (disk_ != nullptr) plug.emplace(disk_->tier().io());
     for (size_t i : need) {
       if (table_.Find(keys[i], [](BlockEntry* e) { return e->has(kHost); })) continue;
       ++from_disk;
@@ -654,6 +661,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
                             absl::StrFormat("LoadToGpuTier: block %d: %s", i, s.message()));
       }
     }
+    plug.reset();
     // A transfer that waits for a disk read goes on its own stream.
     for (size_t i : need) {
       if (table_.Find(keys[i], [](BlockEntry* e) { return e->host_fill != nullptr; })) {
@@ -786,6 +794,8 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Promote(
     std::vector<BlockCopy> copies;
     absl::flat_hash_set<BlockKey> seen;
     enum class Found { kNotCached, kAtTop, kPinned };
+    std::optional<IoPlug> plug;  // as in Load: the reads go to the kernel together
+    if (disk_ != nullptr) plug.emplace(disk_->tier().io());
     for (const BlockKey& key : keys) {
       if (!seen.insert(key).second) continue;
       const Found found = table_.Find(key, [&](BlockEntry* e) {

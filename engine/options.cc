@@ -79,6 +79,8 @@ absl::StatusOr<DiskTierOptions> MakeDiskTierOptions(const DiskOptions& disk,
   o.force_fallback_io = disk.force_fallback_io;
   o.group_access = disk.group_access;
   o.staging_buffers = disk.staging_buffers;
+  o.codec_threads = disk.codec_threads;
+  o.read_in_place = disk.read_in_place;
   if (absl::Status s = o.Validate(geometry); !s.ok()) return s;
   AdmissionOptions ao;
   ao.min_seen = disk.admit_min_seen;

@@ -7,8 +7,9 @@
 // Backends:
 //   * io_uring (liburing): one ring of `queue_depth` entries; registered files (fixed files)
 //     and registered buffers (READ_FIXED / WRITE_FIXED) when the buffer lies inside a region
-//     given to RegisterBuffers; batched submission (one io_uring_submit per Submit call) and
-//     batched completion reaping.
+//     given to RegisterBuffers; batched submission (one io_uring_submit per Submit call, or
+//     per IoPlug; ops submitted by completion callbacks go in together after the last of
+//     them) and batched completion reaping; scatter reads (IoOp::tail) as READV.
 //   * thread pool: where io_uring cannot be set up (old kernel, seccomp, or
 //     Options::force_fallback), `fallback_threads` threads doing pread / pwrite. Chosen once
 //     at Create and said once in the log. Behaviour is otherwise identical.
@@ -50,6 +51,13 @@ struct IoOp {
   uint64_t offset = 0;
   void* buffer = nullptr;
   size_t length = 0;
+  // A scatter read (reads only): with `tail` set, the op reads length + tail_length bytes at
+  // `offset`, the first `length` into `buffer` and the rest into `tail` (4096-aligned, a
+  // positive multiple of 4096), in one readv. The disk tier reads a record's header into a
+  // staging buffer and its payload straight into the block's destination this way. Scatter
+  // reads never use registered buffers, and are at most 1 GiB in all.
+  void* tail = nullptr;
+  size_t tail_length = 0;
   // Called once on the completion thread: OK with the number of bytes transferred (equal to
   // `length` for writes; possibly less for a read past end of file), or the error.
   absl::AnyInvocable<void(absl::StatusOr<size_t>)> done;
@@ -128,8 +136,29 @@ class IoEngine {
   virtual void InjectFault(const FaultSpec& fault) = 0;
   virtual void ClearFaults() = 0;
 
+  // Held ops (IoPlug): Submit on a thread that has plugged this engine validates and queues
+  // the ops but hands them to the kernel only at Unplug, together (one io_uring_submit for a
+  // loop of single-op Submits). Plugs nest; the outermost Unplug submits. A thread plugs one
+  // engine at a time: plugging a second one while the first is plugged is a no-op for it.
+  virtual void Plug() = 0;
+  virtual void Unplug() = 0;
+
  protected:
   IoEngine() = default;  // for the backends (the deleted copy left no default constructor)
+};
+
+// Scoped IoEngine::Plug / Unplug, as the block layer's blk_plug: every op this thread submits
+// to `engine` while the plug lives goes to the kernel when it ends.
+// REQUIRES: the thread does not wait, under the plug, for an op it submitted under it.
+class IoPlug {
+ public:
+  explicit IoPlug(IoEngine& engine) : engine_(engine) { engine_.Plug(); }
+  ~IoPlug() { engine_.Unplug(); }
+  IoPlug(const IoPlug&) = delete;
+  IoPlug& operator=(const IoPlug&) = delete;
+
+ private:
+  IoEngine& engine_;
 };
 
 // Opens (creating if needed) `path` for O_DIRECT read/write and makes it `size` bytes long with

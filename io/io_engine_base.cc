@@ -27,6 +27,14 @@ namespace {
 
 bool Aligned(uint64_t v) { return v % kIoAlignment == 0; }
 
+// The ops a thread holds under IoEngine::Plug, for one engine at a time.
+struct PlugState {
+  IoEngineBase* engine = nullptr;
+  int depth = 0;
+  std::vector<std::unique_ptr<IoRequest>> held;
+};
+thread_local PlugState plug_state;
+
 absl::Status ShortWriteStatus(const IoRequest& r, size_t written, bool injected) {
   return absl::DataLossError(absl::StrFormat(
       "short write to file %d at offset %d, length %d: wrote %d of %d bytes%s", r.file, r.offset,
@@ -232,6 +240,20 @@ absl::Status IoEngineBase::ValidateLocked(const IoOp& op, size_t i, size_t n) co
     why = "offset or buffer + length overflows";
   } else if (!op.done) {
     why = "done callback is not set";
+  } else if (op.tail != nullptr || op.tail_length != 0) {
+    const uintptr_t tail = reinterpret_cast<uintptr_t>(op.tail);
+    if (op.kind != IoOp::Kind::kRead) {
+      why = "a tail buffer is for scatter reads only";
+    } else if (op.tail == nullptr) {
+      why = absl::StrFormat("tail_length %d without a tail buffer", op.tail_length);
+    } else if (!Aligned(tail)) {
+      why = absl::StrFormat("tail %p is not 4096-aligned", op.tail);
+    } else if (op.tail_length == 0 || !Aligned(op.tail_length)) {
+      why = absl::StrFormat("tail_length %d is not a positive multiple of 4096", op.tail_length);
+    } else if (op.length + op.tail_length > kMaxTransfer || tail + op.tail_length < tail) {
+      why = absl::StrFormat("a scatter read of %d + %d bytes exceeds %d", op.length, op.tail_length,
+                            kMaxTransfer);
+    }
   }
   if (why.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(
@@ -257,10 +279,12 @@ absl::Status IoEngineBase::Submit(absl::Span<IoOp> ops) {
       r->file = op.file;
       r->fd = slot.fd;
       r->fixed_file = slot.fixed;
-      r->buf_index = FindBufferLocked(op.buffer, op.length);
+      r->buf_index = op.tail != nullptr ? -1 : FindBufferLocked(op.buffer, op.length);
       r->offset = op.offset;
       r->buffer = static_cast<std::byte*>(op.buffer);
-      r->length = op.length;
+      r->length = op.length + op.tail_length;
+      r->tail = static_cast<std::byte*>(op.tail);
+      r->head_length = op.length;
       absl::Duration delay;
       r->fault = faults_.Claim(op.kind, &delay);
       r->done = std::move(op.done);
@@ -275,9 +299,32 @@ absl::Status IoEngineBase::Submit(absl::Span<IoOp> ops) {
     in_flight_ += ops.size();
     submitted_ = true;
   }
-  if (!batch.empty()) Enqueue(std::move(batch));
+  if (!batch.empty()) {
+    if (plug_state.engine == this) {
+      for (std::unique_ptr<IoRequest>& r : batch) plug_state.held.push_back(std::move(r));
+    } else {
+      Enqueue(std::move(batch));
+    }
+  }
   if (!delayed.empty()) HoldDelayed(std::move(delayed));
   return absl::OkStatus();
+}
+
+void IoEngineBase::Plug() {
+  if (plug_state.engine == nullptr) {
+    plug_state.engine = this;
+    plug_state.depth = 1;
+  } else if (plug_state.engine == this) {
+    ++plug_state.depth;
+  }
+}
+
+void IoEngineBase::Unplug() {
+  if (plug_state.engine != this || --plug_state.depth > 0) return;
+  plug_state.engine = nullptr;
+  std::vector<std::unique_ptr<IoRequest>> held = std::move(plug_state.held);
+  plug_state.held.clear();
+  if (!held.empty()) Enqueue(std::move(held));
 }
 
 void IoEngineBase::HoldDelayed(std::vector<DelayedRequest> delayed) {

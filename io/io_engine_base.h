@@ -65,7 +65,12 @@ struct IoRequest {
   int buf_index = -1;       // io_uring: registered buffer holding [buffer, buffer + length)
   uint64_t offset = 0;
   std::byte* buffer = nullptr;
-  size_t length = 0;
+  size_t length = 0;  // in all (a scatter read's head and tail together)
+  // A scatter read (IoOp::tail): its first head_length bytes go to `buffer`, the rest to
+  // `tail`. Null tail: one buffer of `length`.
+  std::byte* tail = nullptr;
+  size_t head_length = 0;
+  iovec iov[2] = {};      // the kernel's view of the remainder of a scatter read (NextIov)
   size_t done_bytes = 0;  // transferred so far
   uint32_t retries = 0;
   InjectedFault fault = InjectedFault::kNone;
@@ -75,6 +80,17 @@ struct IoRequest {
   uint64_t next_offset() const { return offset + done_bytes; }
   std::byte* next_buffer() const { return buffer + done_bytes; }
   size_t next_length() const { return std::min(length - done_bytes, kMaxTransfer); }
+  // A scatter read: fills iov with what is not done yet; returns how many entries (1 or 2).
+  int NextIov() {
+    int n = 0;
+    if (done_bytes < head_length) {
+      iov[n++] = iovec{buffer + done_bytes, head_length - done_bytes};
+      iov[n++] = iovec{tail, length - head_length};
+    } else {
+      iov[n++] = iovec{tail + (done_bytes - head_length), length - done_bytes};
+    }
+    return n;
+  }
 };
 
 const char* KindName(IoOp::Kind kind);
@@ -104,6 +120,8 @@ class IoEngineBase : public IoEngine {
   void Drain() final;
   void InjectFault(const FaultSpec& fault) final;
   void ClearFaults() final;
+  void Plug() final;
+  void Unplug() final;
   ~IoEngineBase() override;
 
  protected:

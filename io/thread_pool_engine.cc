@@ -2,6 +2,7 @@
 
 #include "io/thread_pool_engine.h"
 
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -41,7 +42,14 @@ absl::StatusOr<size_t> Execute(IoRequest& r) {
     return *AdvanceRequest(r, res);
   }
   while (true) {
-    const int64_t res = Transfer(r.kind, r.fd, r.next_buffer(), r.next_length(), r.next_offset());
+    int64_t res;
+    if (r.tail != nullptr) {
+      const int n = r.NextIov();
+      const ssize_t got = preadv(r.fd, r.iov, n, static_cast<off_t>(r.next_offset()));
+      res = got < 0 ? -errno : got;
+    } else {
+      res = Transfer(r.kind, r.fd, r.next_buffer(), r.next_length(), r.next_offset());
+    }
     if (std::optional<absl::StatusOr<size_t>> result = AdvanceRequest(r, res)) {
       return *std::move(result);
     }

@@ -55,6 +55,7 @@ absl::Status UringEngine::Init() {
   std::string missing;
   for (auto [op, name] : {std::pair{IORING_OP_NOP, "NOP"},
                           {IORING_OP_READ, "READ"},
+                          {IORING_OP_READV, "READV"},
                           {IORING_OP_WRITE, "WRITE"},
                           {IORING_OP_READ_FIXED, "READ_FIXED"},
                           {IORING_OP_WRITE_FIXED, "WRITE_FIXED"}}) {
@@ -160,6 +161,9 @@ void UringEngine::PrepLocked(io_uring_sqe* sqe, IoRequest* r) {
   }
   if (length == 0) {
     io_uring_prep_nop(sqe);
+  } else if (r->tail != nullptr) {
+    const int n = r->NextIov();
+    io_uring_prep_readv(sqe, fd, r->iov, static_cast<unsigned>(n), offset);
   } else if (r->buf_index >= 0) {
     if (read) {
       io_uring_prep_read_fixed(sqe, fd, buffer, length, offset, r->buf_index);
@@ -248,7 +252,10 @@ void UringEngine::CompletionLoop() {
       }
       FillRingLocked();
     }
+    // Ops the callbacks submit go to the kernel together, after the last of them.
+    Plug();
     for (auto& [r, result] : finished) Finish(std::move(r), std::move(result));
+    Unplug();
     finished.clear();
   }
 }

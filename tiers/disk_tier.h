@@ -35,7 +35,8 @@
 //   DiskIndex (tiers/disk_index.h)             the RocksDB index, metadata, recovery
 // DiskTier composes them: the record table, the encoder thread and the I/O completions.
 //
-// Lock order: DiskTier::mu_ → StagingPool's lock (a leaf). RegionAllocator has no lock (it
+// Lock order: DiskTier::mu_ → StagingPool's lock (a leaf); mu_ → task_mu_ (a leaf: the
+// encoder thread's queue). RegionAllocator has no lock (it
 // is guarded by mu_); DiskIndex has none (RocksDB's own; called under mu_ so that index
 // writes are ordered with the record table). No tier lock is held while a callback runs, a
 // staging buffer is waited for, or a returned buffer is handed to a queued read.
@@ -57,6 +58,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/mutex.h"
+#include "common/task_pool.h"
 #include "io/io_engine.h"
 #include "kvtier/geometry.h"
 #include "tiers/disk_index.h"
@@ -92,6 +94,19 @@ struct DiskTierOptions {
   uint32_t queue_depth = 64;
   bool force_fallback_io = false;  // thread-pool I/O instead of io_uring
   uint32_t staging_buffers = 32;   // writes + reads in flight at once
+  // Threads that verify and decode records as they are read (checksums, copies, zstd, fp8 /
+  // int8 dequantization), off the I/O completion thread. 0: min(4, hardware threads).
+  uint32_t codec_threads = 0;
+  // Reads of uncompressed records put the payload straight into the destination (one readv:
+  // the header into a staging buffer, the block into `dst`), saving a copy per read, when the
+  // destination is page-aligned and the block a whole number of pages. Off by default: the
+  // kernel pins the destination's pages on every such read (the staging buffers are
+  // registered once), and on the reference VM that costs more than the copy it saves (256 KiB
+  // reads at 0.46 of fio in place against 0.76 through staging; fio itself drops from 3.7 to
+  // 2.3 GB/s without fixed buffers; docs/benchmarks.md, "disk"). With it, a read its reader
+  // abandons while its I/O is in the kernel may still land its own (unverified) bytes in
+  // `dst` until it settles: never any other block's, and never after Read's `done`.
+  bool read_in_place = false;
   // Erased records are overwritten with zeros (asynchronously; the region is not reused
   // until that lands), and a reclaimed region is zeroed before new records go into it, so
   // no erased or evicted block can be read back from the data file. Costs a write of every
@@ -119,6 +134,7 @@ struct DiskTierStats {
   uint64_t checksum_failures = 0;  // reads that failed verification (entry dropped)
   uint64_t reads_abandoned = 0;    // reads their reader gave up on (a Load's deadline)
   uint64_t reads_abandoned_before_io = 0;  // ... of which were dropped without any I/O
+  uint64_t reads_in_place = 0;             // reads whose payload went straight into its destination
   uint64_t regions_reclaimed = 0;
   uint64_t records_dropped = 0;  // live records lost to region reclaim
   std::string io_backend;
@@ -178,9 +194,9 @@ class DiskTier {
   // (inside the tier) for the write to land.
   // With a `claim` (tiers/read_claim.h) the reader may abandon the read: the tier claims `dst`
   // before it writes it, and once the reader has abandoned it the tier never touches `dst`
-  // again. A read abandoned before its I/O started (it waited for a staging buffer, or for
-  // its record's write) is dropped without I/O; one already in the kernel settles first.
-  // Either way `done` gets Cancelled.
+  // again (but see read_in_place: such a read's own bytes may still land until it settles). A read
+  // abandoned before its I/O started (it waited for a staging buffer, or for its record's write) is
+  // dropped without I/O; one already in the kernel settles first. Either way `done` gets Cancelled.
   absl::Status Read(RecordId id, const BlockKey& key, const std::string& ns, void* dst,
                     absl::AnyInvocable<void(absl::Status)> done,
                     std::shared_ptr<ReadClaim> claim = nullptr);
@@ -264,8 +280,16 @@ class DiskTier {
   // Abandons a record that was never placed (a reservation): drops it, ends its op, and
   // fails the reads that waited for it.
   void AbandonLocked(RecordId id, const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishRead(PendingRead& read, int staging, uint64_t generation, uint32_t region,
-                  absl::StatusOr<size_t> io_result);
+  // A read's I/O landed: hands it to the codec threads (VerifyRead), or ends it when its
+  // reader abandoned it meanwhile.
+  void FinishRead(std::shared_ptr<PendingRead> read, int staging, uint64_t generation,
+                  uint32_t region, bool in_place, absl::StatusOr<size_t> io_result);
+  // Verifies and decodes a landed read into its destination (a codec thread).
+  void VerifyRead(PendingRead& read, int staging, uint64_t generation, uint32_t region,
+                  bool in_place, absl::StatusOr<size_t> io_result);
+  // Whether record `at` is read in place: its payload straight into `dst` (uncompressed,
+  // page-sized block, page-aligned destination), its header into the staging buffer.
+  bool InPlaceRead(const IndexEntry& at, const void* dst) const;
   // May the tier write the read's destination? (Claims it; false once its reader abandoned it.)
   static bool ClaimDst(const PendingRead& read) {
     return read.claim == nullptr || read.claim->Claim();
@@ -295,12 +319,16 @@ class DiskTier {
   size_t zeros_bytes_ = 0;
   std::unique_ptr<IoEngine> io_;
   std::unique_ptr<StagingPool> staging_;
+  std::unique_ptr<TaskPool> codec_pool_;
 
   Mutex mu_;
   std::vector<Record> records_ ABSL_GUARDED_BY(mu_);
   std::vector<RecordId> free_ids_ ABSL_GUARDED_BY(mu_);
   RegionAllocator regions_ ABSL_GUARDED_BY(mu_);
-  std::deque<absl::AnyInvocable<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  // The encoder thread's queue, on a leaf lock of its own (taken under mu_ by PostLocked).
+  Mutex task_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::deque<absl::AnyInvocable<void()>> tasks_ ABSL_GUARDED_BY(task_mu_);
+  bool tasks_stopping_ ABSL_GUARDED_BY(task_mu_) = false;
   // Reads of records whose write has not landed yet.
   absl::flat_hash_map<RecordId, std::vector<PendingRead>> waiting_for_write_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

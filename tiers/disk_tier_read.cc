@@ -3,6 +3,8 @@
 // failure of reads whose record is abandoned. The write path, erase and recovery are in
 // disk_tier.cc; both halves share the record table under DiskTier::mu_ (disk_tier.h).
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <utility>
@@ -55,17 +57,32 @@ absl::Status DiskTier::Read(RecordId id, const BlockKey& key, const std::string&
   return absl::OkStatus();
 }
 
+bool DiskTier::InPlaceRead(const IndexEntry& at, const void* dst) const {
+  return options_.read_in_place && at.codec == Codec::kNone && at.stored_bytes == block_bytes_ &&
+         block_bytes_ % kIoAlignment == 0 && reinterpret_cast<uintptr_t>(dst) % kIoAlignment == 0 &&
+         at.record_bytes == kRecordHeaderBytes + block_bytes_;
+}
+
 absl::Status DiskTier::SubmitReadIo(std::shared_ptr<PendingRead> read, int staging,
                                     const IndexEntry& at) {
   IoOp op;
   op.kind = IoOp::Kind::kRead;
   op.file = file_;
   op.offset = at.offset;
-  op.length = at.record_bytes;
   op.buffer = staging_->Buffer(staging);
-  op.done = [this, read, staging, generation = at.generation,
-             region = at.region](absl::StatusOr<size_t> r) mutable {
-    FinishRead(*read, staging, generation, region, std::move(r));
+  const bool in_place = InPlaceRead(at, read->dst);
+  if (in_place) {
+    // The header into the staging buffer, the payload (the block itself) straight into its
+    // destination: one readv, and no copy after it.
+    op.length = kRecordHeaderBytes;
+    op.tail = read->dst;
+    op.tail_length = block_bytes_;
+  } else {
+    op.length = at.record_bytes;
+  }
+  op.done = [this, read, staging, generation = at.generation, region = at.region,
+             in_place](absl::StatusOr<size_t> r) mutable {
+    FinishRead(std::move(read), staging, generation, region, in_place, std::move(r));
   };
   return io_->Submit({&op, 1});
 }
@@ -118,7 +135,7 @@ void DiskTier::StartRead(PendingRead read, int staging) {
   }
   auto shared = std::make_shared<PendingRead>(std::move(read));
   if (absl::Status s = SubmitReadIo(shared, staging, at); !s.ok()) {
-    FinishRead(*shared, staging, at.generation, at.region, s);
+    FinishRead(std::move(shared), staging, at.generation, at.region, /*in_place=*/false, s);
   }
 }
 
@@ -161,27 +178,39 @@ void DiskTier::ResumeWaiters(std::vector<PendingRead> waiters, bool written) {
   }
 }
 
-void DiskTier::FinishRead(PendingRead& read, int staging, uint64_t generation, uint32_t region,
-                          absl::StatusOr<size_t> io_result) {
-  const RecordId id = read.id;
-  const BlockKey& key = read.key;
-  const std::string& ns = read.ns;
-  void* const dst = read.dst;
-  if (!ClaimDst(read)) {
-    // Its reader gave up on it while the I/O was in the kernel: the bytes are not delivered
-    // (nor checked: the record stays as it is).
+void DiskTier::FinishRead(std::shared_ptr<PendingRead> read, int staging, uint64_t generation,
+                          uint32_t region, bool in_place, absl::StatusOr<size_t> io_result) {
+  if (!ClaimDst(*read)) {
+    // Its reader gave up on it while the I/O was in the kernel: the bytes are not checked,
+    // and the destination is not touched again (the record stays as it is).
     staging_->Return(staging);
     {
       MutexLock lock(&mu_);
       regions_.ReadLanded(region);
     }
-    return EndAbandonedRead(read);
+    return EndAbandonedRead(*read);
   }
+  // Verification and decoding (a checksum of the whole payload, a copy or a codec) run on
+  // the codec threads: on the completion thread they would cap every read at one core.
+  codec_pool_->Post([this, read = std::move(read), staging, generation, region, in_place,
+                     io_result = std::move(io_result)]() mutable {
+    VerifyRead(*read, staging, generation, region, in_place, std::move(io_result));
+  });
+}
+
+void DiskTier::VerifyRead(PendingRead& read, int staging, uint64_t generation, uint32_t region,
+                          bool in_place, absl::StatusOr<size_t> io_result) {
+  const RecordId id = read.id;
+  const BlockKey& key = read.key;
+  const std::string& ns = read.ns;
+  void* const dst = read.dst;
   const char* buf = staging_->Buffer(staging);
   absl::Status status = io_result.status();
   size_t got = io_result.ok() ? *io_result : 0;
   if (status.ok()) {
-    absl::StatusOr<RecordHeader> h = ParseRecordHeader(buf, got);
+    absl::StatusOr<RecordHeader> h =
+        ParseRecordHeader(buf, in_place ? std::min(got, kRecordHeaderBytes) : got);
+    const size_t payload_got = got > kRecordHeaderBytes ? got - kRecordHeaderBytes : 0;
     if (!h.ok()) {
       status = h.status();
     } else if (h->key != key || h->ns != ns || h->geometry_fingerprint != geometry_.Fingerprint() ||
@@ -190,10 +219,19 @@ void DiskTier::FinishRead(PendingRead& read, int staging, uint64_t generation, u
           "record header disagrees with the index (key %s ns '%s' region %u generation %d; "
           "header says key %s ns '%s' region %u generation %d)",
           key.ToHex(), ns, region, generation, h->key.ToHex(), h->ns, h->region, h->generation));
+    } else if (in_place) {
+      // The payload landed in `dst`: it is verified there (an uncompressed payload needs no
+      // decoding), so the header must say it is one.
+      if (h->codec != Codec::kNone || h->stored_bytes != block_bytes_) {
+        status = absl::DataLossError(absl::StrFormat(
+            "record header disagrees with the index (codec %d, stored_bytes %d; the index says "
+            "an uncompressed record of %d bytes)",
+            static_cast<int>(h->codec), h->stored_bytes, block_bytes_));
+      } else {
+        status = DecodeRecordPayload(*h, dst, payload_got, dst, block_bytes_);
+      }
     } else {
-      status = DecodeRecordPayload(*h, buf + kRecordHeaderBytes,
-                                   got > kRecordHeaderBytes ? got - kRecordHeaderBytes : 0, dst,
-                                   block_bytes_);
+      status = DecodeRecordPayload(*h, buf + kRecordHeaderBytes, payload_got, dst, block_bytes_);
     }
   }
   staging_->Return(staging);
@@ -214,6 +252,7 @@ void DiskTier::FinishRead(PendingRead& read, int staging, uint64_t generation, u
     MutexLock lock(&mu_);
     regions_.ReadLanded(region);
     stats_.bytes_read += got;
+    if (in_place) ++stats_.reads_in_place;
   }
   read.done(status);
   OpFinished();

@@ -7,6 +7,9 @@
 // verified bytes, a decode, or zeros after a failure); once claimed, the reader can no
 // longer abandon it and waits for the write, which is a copy or a decode, never I/O.
 // Exactly one of Claim and Abandon succeeds, once, and the outcome never changes.
+// (An in-place read, DiskTierOptions::read_in_place, is the exception: its I/O writes the
+// destination directly, so until it settles an abandoned one may still land the block's own
+// bytes there. Its reader keeps the destination out of use until then, as with any read.)
 //
 // Thread-safe (one atomic).
 

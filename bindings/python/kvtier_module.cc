@@ -1046,6 +1046,8 @@ InvalidArgumentError (a ValueError) naming "remote.<field>" at validate() and En
   KVTIER_FIELD("force_fallback_io", disk.force_fallback_io);
   KVTIER_FIELD("disk_group_access", disk.group_access);
   KVTIER_FIELD("disk_staging_buffers", disk.staging_buffers);
+  KVTIER_FIELD("disk_codec_threads", disk.codec_threads);
+  KVTIER_FIELD("disk_read_in_place", disk.read_in_place);
   KVTIER_FIELD("admit_min_seen", disk.admit_min_seen);
   KVTIER_FIELD("write_budget_mbps", disk.write_budget_mbps);
   KVTIER_FIELD("namespaces", namespaces);

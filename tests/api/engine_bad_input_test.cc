@@ -60,6 +60,13 @@ TEST(EngineOptionsValidate, EveryBadFieldIsNamed) {
          o.disk.sync = "fsync";
        },
        "disk.sync: unknown sync policy 'fsync' (expected none, data or full)"},
+      {"codec threads",
+       [](EngineOptions& o) {
+         o.disk.directory = "/tmp/kvtier-bad-input-never-created";
+         o.disk.capacity_bytes = 1 << 30;
+         o.disk.codec_threads = 65;
+       },
+       "codec_threads = 65 exceeds 64"},
       {"mla heads",
        [](EngineOptions& o) {
          o.geometry.kind = KvKind::kLatent;

@@ -162,6 +162,99 @@ TEST_P(IoEngineTest, WriteThenReadBackIsByteExact) {
   }
 }
 
+TEST_P(IoEngineTest, ScatterReadSplitsOneRangeIntoTwoBuffers) {
+  // 4 KiB + 64 KiB at an offset, the head into one buffer and the tail into another; then the
+  // same read ending past end of file comes back short with what it got.
+  AlignedBuffer data(68 * kKiB);
+  data.FillRandom(11);
+  ASSERT_TRUE(RunOne(kWrite, kMiB, data.data(), data.size()).ok());
+  AlignedBuffer head(4 * kKiB), tail(64 * kKiB);
+  Result result;
+  IoOp op = MakeOp(kRead, file_, kMiB, head.data(), 4 * kKiB, &result);
+  op.tail = tail.data();
+  op.tail_length = 64 * kKiB;
+  ASSERT_TRUE(engine_->Submit({&op, 1}).ok());
+  engine_->Drain();
+  ASSERT_TRUE(result.has_value() && result->ok());
+  EXPECT_EQ(**result, 68 * kKiB);
+  EXPECT_TRUE(SameBytes(head.data(), data.data(), 4 * kKiB));
+  EXPECT_TRUE(SameBytes(tail.data(), data.data() + 4 * kKiB, 64 * kKiB));
+
+  AlignedBuffer end_tail(64 * kKiB);
+  Result at_end;
+  IoOp past = MakeOp(kRead, file_, kFileBytes - 8 * kKiB, head.data(), 4 * kKiB, &at_end);
+  past.tail = end_tail.data();
+  past.tail_length = 64 * kKiB;
+  ASSERT_TRUE(engine_->Submit({&past, 1}).ok());
+  engine_->Drain();
+  ASSERT_TRUE(at_end.has_value() && at_end->ok()) << (at_end ? at_end->status().ToString() : "");
+  EXPECT_EQ(**at_end, 8 * kKiB);  // the file's last two pages: the head and one of the tail
+}
+
+TEST_P(IoEngineTest, BadScatterReadsAreRefusedNamingWhy) {
+  AlignedBuffer head(4 * kKiB), tail(16 * kKiB);
+  struct Case {
+    const char* name;
+    IoOp::Kind kind;
+    void* tail;
+    size_t tail_length;
+    const char* expect;
+  };
+  const std::vector<Case> cases = {
+      {"write", kWrite, tail.data(), 4096, "scatter reads only"},
+      {"no tail buffer", kRead, nullptr, 4096, "tail_length 4096 without a tail buffer"},
+      {"misaligned tail", kRead, tail.data() + 512, 4096, "is not 4096-aligned"},
+      {"zero tail", kRead, tail.data(), 0, "tail_length 0 is not a positive multiple"},
+      {"ragged tail", kRead, tail.data(), 4096 + 512, "tail_length 4608"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    IoOp op = MakeOp(c.kind, file_, 0, head.data(), 4096, nullptr);
+    op.done = [](absl::StatusOr<size_t>) { ADD_FAILURE() << "a rejected op ran"; };
+    op.tail = c.tail;
+    op.tail_length = c.tail_length;
+    absl::Status s = engine_->Submit({&op, 1});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(Contains(s.message(), c.expect)) << s;
+  }
+}
+
+TEST_P(IoEngineTest, PluggedSubmitsWaitForUnplugAndThenAllRun) {
+  AlignedBuffer data(16 * 4096);
+  data.FillRandom(5);
+  std::atomic<int> done{0};
+  {
+    IoPlug plug(*engine_);
+    IoPlug nested(*engine_);  // plugs nest: only the outermost submits
+    for (int i = 0; i < 16; ++i) {
+      IoOp op = MakeOp(kWrite, file_, uint64_t(i) * 4096, data.data() + i * 4096, 4096, nullptr);
+      op.done = [&](absl::StatusOr<size_t> r) {
+        EXPECT_TRUE(r.ok()) << r.status();
+        ++done;
+      };
+      ASSERT_TRUE(engine_->Submit({&op, 1}).ok());
+    }
+    // Held: nothing has reached the kernel, so nothing can have completed.
+    absl::SleepFor(absl::Milliseconds(50));
+    EXPECT_EQ(done.load(), 0);
+  }
+  engine_->Drain();
+  EXPECT_EQ(done.load(), 16);
+  std::vector<std::byte> back = ReadBack(0, 16 * 4096);
+  EXPECT_TRUE(SameBytes(back.data(), data.data(), back.size()));
+  // Another thread's submits are not held by this thread's plug.
+  IoPlug plug(*engine_);
+  std::atomic<bool> other_done{false};
+  std::thread other([&] {
+    IoOp op = MakeOp(kRead, file_, 0, data.data(), 4096, nullptr);
+    op.done = [&](absl::StatusOr<size_t>) { other_done = true; };
+    ASSERT_TRUE(engine_->Submit({&op, 1}).ok());
+  });
+  other.join();
+  for (int i = 0; i < 2000 && !other_done.load(); ++i) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_TRUE(other_done.load());
+}
+
 TEST_P(IoEngineTest, BatchOf64OpsLargerThanTheQueueRoundTrips) {
   // A queue depth of 8 makes most of each batch wait for room in the ring.
   IoEngine::Options options;
