@@ -93,9 +93,11 @@ if [ "$what" = demo-gpu ]; then
   link=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ceiling"])' \
     "$res/gpu-copy.json" 2>/dev/null || true)
   # The cuBLAS decoder at a small shape with the all-resident check on (same decoder both
-  # sides): tiers vs all-resident, greedy tokens and logits within tolerance.
+  # sides): tiers vs all-resident, greedy tokens and logits within tolerance. 2e-2, not the
+  # default 5e-3: a last-bit difference in attention (float kernel vs double reference) can
+  # flip the fp16 rounding of the next matmul's input (emulated, 256 tokens: 2.2e-3).
   bench demo-cublas-check 60 examples/kvtier_long_context_demo --device=cuda --matmul=device \
-    --context=2048 --chunk=256 --decode=8 --turn2=64 --copy-gbps=0 --json
+    --context=2048 --chunk=256 --decode=8 --turn2=64 --copy-gbps=0 --tolerance=2e-2 --json
   layers=${KVTIER_DEMO_LAYERS:+--layers=$KVTIER_DEMO_LAYERS}
   # KV from the host tier alone (it holds every block; disk reads stay ~0 during decode).
   bench demo-llama3-host 150 bench/kvtier_bench_demo --preset=llama3-8b $layers \
