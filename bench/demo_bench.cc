@@ -124,7 +124,8 @@ int Main(int argc, char** argv) {
                                       link_gbps > 0 ? "--link-gbps" : "emulated throttle")
                     : "none: unthrottled emulated link; pass --link-gbps")
       .Num("ratio", ceiling > 0 ? tps / ceiling : 0)
-      .Str("device", device);
+      .Str("device", device)
+      .Str("matmul", figures.Str("matmul"));
   for (const char* key : {"stall_fraction_prefetch",
                           "stall_fraction_no_prefetch",
                           "decode_tokens_per_s_no_prefetch",

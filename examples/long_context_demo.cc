@@ -2,7 +2,8 @@
 // is many times larger than its GPU budget, with the KV living in kvtier's three tiers.
 //
 //   kvtier_long_context_demo [--context=N] [--decode=N] [--turn2=N] [--prefetch=on|off|both]
-//                            [--gpu-mib=N] [--host-mib=N] [--copy-gbps=G] [--json] ...
+//                            [--gpu-mib=N] [--host-mib=N] [--copy-gbps=G] [--json]
+//                            [--matmul=auto|cpu|device] [--preset=gpu|llama3-8b] ...
 //                            (--help lists every flag)
 //
 // What happens:
@@ -26,6 +27,11 @@
 //     matches the first turn's blocks in kvtier and prefills only what is new; the same turn
 //     in a fresh namespace recomputes everything. Both first tokens must agree; their
 //     time-to-first-token is the reuse figure.
+//
+// The model's matmuls run on the CPU in float32 (llm::Model) or on the device with fp16/bf16
+// weights (llm::DeviceDecoder: cuBLAS on a GPU, its CPU reference on the emulated device);
+// --matmul=auto picks the device on a GPU. The all-resident reference of step 3 uses the same
+// decoder, so the check compares tiers against all-resident, not two numerics.
 //
 // Output: progress bars on a terminal, then a summary table; --json prints one JSON object
 // instead (bench/run demo uses it). Why one kvtier block per layer: decoding one token needs
@@ -60,6 +66,9 @@
 #include "common/flags.h"
 #include "common/json.h"
 #include "examples/llm/attention.h"
+#include "examples/llm/cublas_library.h"
+#include "examples/llm/decoder.h"
+#include "examples/llm/device_decoder.h"
 #include "examples/llm/model.h"
 #include "kvtier/engine.h"
 
@@ -98,7 +107,14 @@ struct Options {
   bool check = true;
   bool json = false;
   bool per_step = false;       // one line of metrics per decode step
+  std::string preset;          // empty, "gpu" or "llama3-8b"
+  std::string matmul = "auto";        // auto (device on a GPU), cpu, device
+  std::string weight_dtype = "fp16";  // device matmuls: fp16 or bf16
 };
+
+// --preset=llama3-8b: Llama 3 8B's shape (vocabulary cut to 32000 to save memory; Llama 3's
+// is 128256) with random weights, its matmuls through cuBLAS.
+constexpr char kLlamaPreset[] = "llama3-8b";
 
 // The demo's flags (CLI11; --help lists them with their defaults).
 void AddFlags(CLI::App& app, Options* o) {
@@ -137,18 +153,46 @@ void AddFlags(CLI::App& app, Options* o) {
       "--no-check", [o] { o->check = false; }, "skip the all-resident reference");
   // Runs while the command line is read, before the other flags are stored: a flag given
   // beside --preset wins, wherever it stands.
+  app.add_option("--matmul", o->matmul,
+                 "where the model's matmuls run: cpu (float32), device (fp16/bf16 weights: "
+                 "cuBLAS on a GPU, its CPU reference on the emulated device), auto (device on "
+                 "a GPU, else cpu)")
+      ->check(CLI::IsMember({"auto", "cpu", "device"}))
+      ->capture_default_str();
+  app.add_option("--weight-dtype", o->weight_dtype, "weights of the device matmuls")
+      ->check(CLI::IsMember({"fp16", "bf16"}))
+      ->capture_default_str();
   app.add_option_function<std::string>(
          "--preset",
-         [o](const std::string&) {
-           o->context = 32768;
-           o->chunk = 1024;
-           o->decode = 64;
+         [o](const std::string& preset) {
+           o->preset = preset;
            o->device = DeviceChoice::kCuda;
            o->copy_gbps = 0;
            o->check = false;  // the double-precision reference is too slow at this length
+           if (preset == "gpu") {
+             o->context = 32768;
+             o->chunk = 1024;
+             o->decode = 64;
+             return;
+           }
+           // llama3-8b: 32 x 128 KiB of fp16 KV per token, 1 GiB at 8192 tokens, 8x the GPU
+           // tier (KV / 8) and 2x the host tier (KV / 2): decode streams host and disk.
+           o->layers = 32;
+           o->d_model = 4096;
+           o->heads = 32;
+           o->kv_heads = 8;
+           o->ffn = 14336;
+           o->vocab = 32000;
+           o->context = 8192;
+           o->chunk = 1024;
+           o->decode = 32;
+           o->matmul = "device";
          },
-         "gpu: a long context streamed through a small GPU budget (for a real GPU)")
-      ->check(CLI::IsMember({"gpu"}))
+         "gpu: a long context streamed through a small GPU budget; llama3-8b: Llama 3 8B's "
+         "shape (32 layers, 32 q / 8 KV heads of 128, d_model 4096, ffn 14336; vocabulary "
+         "32000), random fp16 weights on the GPU, matmuls through cuBLAS. Both need a GPU; "
+         "flags given beside a preset win")
+      ->check(CLI::IsMember({"gpu", kLlamaPreset}))
       ->trigger_on_parse();
   app.add_flag("--per-step", o->per_step,
                "one line per decode step: time, stall, bytes per tier, prefetch hits");
@@ -165,6 +209,14 @@ absl::Status CheckOptions(const Options& o) {
   }
   if (o.copy_gbps < 0 || !(o.tolerance > 0)) {
     return absl::InvalidArgumentError("--copy-gbps must be >= 0 and --tolerance > 0");
+  }
+  // Its 7e9 parameters' matmuls would take hours per context on the CPU.
+  if (o.preset == kLlamaPreset && (o.device == DeviceChoice::kEmulated || o.matmul == "cpu")) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--preset=%s runs its matmuls through cuBLAS on a CUDA device; with --device=%s "
+        "--matmul=%s they would run on the CPU for hours (use the default shape, or "
+        "--preset=gpu, here)",
+        kLlamaPreset, DeviceChoiceName(o.device), o.matmul));
   }
   return absl::OkStatus();
 }
@@ -253,7 +305,7 @@ struct PhaseStats {
 // (the block being filled and the current chunk's blocks), and the streamed attention.
 class StreamingSession {
  public:
-  StreamingSession(const llm::Model& model, Engine& engine, Stream& compute, std::string ns,
+  StreamingSession(const llm::Decoder& model, Engine& engine, Stream& compute, std::string ns,
                    uint32_t stream_blocks)
       : model_(model),
         engine_(engine),
@@ -328,11 +380,11 @@ class StreamingSession {
     if (!h.ok()) return h.status();
     std::vector<float> hidden = std::move(*h);
     for (uint32_t l = 0; l < c.num_layers; ++l) {
-      llm::Model::QkvOut qkv = model_.Qkv(l, hidden, pos);
+      DEMO_ASSIGN_OR_RETURN(llm::Model::QkvOut qkv, model_.Qkv(l, hidden, pos));
       DEMO_RETURN_IF_ERROR(AppendFresh(l, pos, T, qkv));
       absl::StatusOr<std::vector<float>> attn = Attend(l, pos, T, qkv.q, old_keys[l], stats);
       if (!attn.ok()) return attn.status();
-      model_.FinishLayer(l, *attn, &hidden);
+      DEMO_RETURN_IF_ERROR(model_.FinishLayer(l, *attn, &hidden));
       DEMO_RETURN_IF_ERROR(StoreFullFresh(l, pos, T));
     }
     if (hint_id.has_value()) (void)engine_.CancelHint(*hint_id);
@@ -572,7 +624,7 @@ class StreamingSession {
     return out;
   }
 
-  const llm::Model& model_;
+  const llm::Decoder& model_;
   Engine& engine_;
   Device& device_;
   Stream& compute_;
@@ -617,9 +669,7 @@ int Run(const Options& o) {
   mc.head_dim = o.heads == 0 ? 0 : o.d_model / o.heads;
   mc.ffn_dim = o.ffn;
   mc.vocab_size = o.vocab;
-  absl::StatusOr<llm::Model> model =
-      o.weights.empty() ? llm::Model::Random(mc, o.seed) : llm::Model::FromSafetensors(o.weights, mc);
-  if (!model.ok()) return fail(model.status());
+  if (absl::Status s = mc.Validate(); !s.ok()) return fail(s);
 
   EngineOptions eo;
   eo.geometry = Geometry{1, mc.num_kv_heads, mc.head_dim, DType::kFloat16, o.block_tokens};
@@ -627,8 +677,12 @@ int Run(const Options& o) {
   const size_t block = eo.geometry.block_bytes();
   const size_t total_tokens = size_t{o.context} + 2 * o.decode + o.turn2 + o.block_tokens;
   const size_t kv_bytes = size_t{o.context} * mc.num_layers * eo.geometry.token_bytes() * 2;
-  eo.model_fingerprint = o.weights.empty() ? absl::StrFormat("demo-random-seed-%d", o.seed)
-                                           : "demo-weights:" + o.weights;
+  // The device decoder draws other random weights, and rounds them: another model.
+  const std::string numerics =
+      o.matmul == "cpu" ? "" : absl::StrFormat(":matmul-%s-%s", o.matmul, o.weight_dtype);
+  eo.model_fingerprint = (o.weights.empty() ? absl::StrFormat("demo-random-seed-%d", o.seed)
+                                            : "demo-weights:" + o.weights) +
+                         numerics;
   eo.key_hash = KeyHash::kXxh3;
   eo.device.choice = o.device;
   eo.device.emulated_copy_gbps = o.copy_gbps;
@@ -678,6 +732,51 @@ int Run(const Options& o) {
   if (!compute_or.ok()) return fail(compute_or.status());
   std::unique_ptr<Stream> compute = std::move(*compute_or);
 
+  // The decoder: matmuls on the device (cuBLAS on a GPU, its CPU reference on the emulated
+  // device) or on the CPU in float32. Declared after the engine: destroyed before its device.
+  const absl::Time weights_start = absl::Now();
+  const bool on_gpu = engine.device().kind() == DeviceKind::kCuda;
+  bool device_matmul = o.matmul == "device" || (o.matmul == "auto" && on_gpu);
+  std::unique_ptr<llm::CublasLibrary> cublas;
+  if (device_matmul && on_gpu) {
+    absl::StatusOr<std::unique_ptr<llm::CublasLibrary>> lib = llm::CublasLibrary::Load();
+    if (lib.ok()) {
+      cublas = std::move(*lib);
+    } else if (o.preset == kLlamaPreset) {
+      return fail(absl::FailedPreconditionError(absl::StrFormat(
+          "--preset=%s needs cuBLAS for its matmuls (set LD_LIBRARY_PATH or KVTIER_CUBLAS to "
+          "libcublas.so.13): %s",
+          kLlamaPreset, lib.status().message())));
+    } else {
+      std::fprintf(stderr,
+                   "kvtier demo: matmuls on the CPU in float32: cuBLAS is unavailable (%s)\n",
+                   std::string(lib.status().message()).c_str());
+      device_matmul = false;
+    }
+  }
+  std::optional<llm::Model> cpu_model;
+  std::unique_ptr<llm::Decoder> decoder;
+  if (!o.weights.empty() || !device_matmul) {
+    absl::StatusOr<llm::Model> m = o.weights.empty() ? llm::Model::Random(mc, o.seed)
+                                                     : llm::Model::FromSafetensors(o.weights, mc);
+    if (!m.ok()) return fail(m.status());
+    cpu_model.emplace(*std::move(m));
+  }
+  if (device_matmul) {
+    llm::DeviceDecoder::Options dopt;
+    dopt.weight_dtype = o.weight_dtype == "bf16" ? DType::kBFloat16 : DType::kFloat16;
+    dopt.cublas = cublas.get();
+    absl::StatusOr<std::unique_ptr<llm::DeviceDecoder>> d =
+        cpu_model.has_value() ? llm::DeviceDecoder::FromModel(*cpu_model, engine.device(), dopt)
+                              : llm::DeviceDecoder::Random(mc, o.seed, engine.device(), dopt);
+    if (!d.ok()) return fail(d.status());
+    decoder = std::move(*d);
+    cpu_model.reset();  // the device decoder keeps what it needs
+  } else {
+    decoder = std::make_unique<llm::CpuDecoder>(&*cpu_model);
+  }
+  const double weights_seconds = Seconds(weights_start);
+
   // The prompt: random token ids from the seed.
   std::mt19937 rng(static_cast<uint32_t>(o.seed * 7919 + 13));
   std::vector<int32_t> prompt(o.context);
@@ -687,6 +786,8 @@ int Run(const Options& o) {
     std::printf("kvtier long-context demo\n");
     std::printf("  model    %s (%s)\n", mc.ToString().c_str(),
                 o.weights.empty() ? "random weights" : o.weights.c_str());
+    std::printf("  matmuls  %s (weights ready in %.1f s)\n", decoder->Describe().c_str(),
+                weights_seconds);
     std::printf("  device   %s\n", engine.device().name().c_str());
     std::printf("  context  %u tokens, KV %.1f MiB (fp16) in blocks of %u tokens x 1 layer "
                 "(%zu KiB)\n",
@@ -699,7 +800,7 @@ int Run(const Options& o) {
   }
 
   const uint32_t max_step = std::max(o.chunk, o.turn2 + o.block_tokens);
-  StreamingSession session(*model, engine, *compute, "turn1", stream_blocks);
+  StreamingSession session(*decoder, engine, *compute, "turn1", stream_blocks);
   if (absl::Status s = session.Init(max_step); !s.ok()) return fail(s);
 
   // 1. Prefill.
@@ -769,7 +870,7 @@ int Run(const Options& o) {
   double check_seconds = 0;
   if (o.check) {
     const absl::Time start = absl::Now();
-    llm::ReferenceSession ref(&*model);
+    llm::ReferenceSession ref(decoder.get());
     Progress rbar(!o.json, "reference", o.context);
     absl::StatusOr<std::vector<float>> rl;
     for (uint32_t p = 0; p < o.context; p += o.chunk) {
@@ -823,7 +924,7 @@ int Run(const Options& o) {
     // Keep at least one token to run (its logits are the first token's).
     if (matched == turn2.size()) matched -= o.block_tokens;
     reused_tokens = matched;
-    StreamingSession second(*model, engine, *compute, "turn1", stream_blocks);
+    StreamingSession second(*decoder, engine, *compute, "turn1", stream_blocks);
     if (absl::Status s = second.Init(max_step); !s.ok()) return fail(s);
     second.ResumeAfter(absl::MakeConstSpan(turn2).first(matched));
     absl::StatusOr<std::vector<float>> l;
@@ -839,7 +940,7 @@ int Run(const Options& o) {
   {
     PhaseStats st;
     const absl::Time start = absl::Now();
-    StreamingSession cold(*model, engine, *compute, "recompute", stream_blocks);
+    StreamingSession cold(*decoder, engine, *compute, "recompute", stream_blocks);
     if (absl::Status s = cold.Init(max_step); !s.ok()) return fail(s);
     Progress cbar(!o.json, "recompute", turn2.size());
     absl::StatusOr<std::vector<float>> l;
@@ -878,6 +979,8 @@ int Run(const Options& o) {
     auto str = [&](const std::string& k, const std::string& v) { f[k] = v; };
     str("device", DeviceKindName(engine.device().kind()));
     str("device_name", engine.device().name());
+    str("matmul", decoder->Describe());
+    num("weights_seconds", weights_seconds);
     num("context_tokens", o.context);
     num("kv_mib", kv_bytes / 1048576.0);
     num("gpu_tier_mib", eo.gpu_tier_bytes / 1048576.0);

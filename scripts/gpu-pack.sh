@@ -4,7 +4,9 @@
 # (stripped; the CUDA runtime is already static) and the shared libraries they load that are
 # not part of glibc/libstdc++ (RocksDB, liburing, Abseil, xxHash, OpenSSL and their own deps).
 #   scripts/gpu-pack.sh [BUILD_DIR] [OUT_DIR]     default: build  .gpu
-# On the GPU machine:  scripts/gpu-check.sh OUT_DIR RESULTS_DIR
+# cuBLAS is not packed (~700 MB): the demo and llm_device_decoder_cuda_test dlopen the GPU
+# machine's own libcublas.so.13 (pip nvidia-cublas), which gpu-check.sh finds.
+# On the GPU machine:  scripts/gpu-check.sh OUT_DIR RESULTS_DIR [tests|bench|all|demo-gpu]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build}"
@@ -19,6 +21,7 @@ programs=(
   tests/kernels/kernels_paged_kernels_cuda_test
   tests/kernels/kernels_quantize_cuda_test
   tests/examples/examples_attention_cuda_test
+  tests/examples/llm_device_decoder_cuda_test
   tests/api/kvtier_engine_test
   tests/api/kvtier_engine_disk_test
   tests/api/kvtier_engine_fault_test

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <thread>
 #include <utility>
 
@@ -22,6 +23,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "examples/llm/decoder.h"
+#include "examples/llm/layer_math.h"
 #include "examples/llm/safetensors.h"
 #include "kernels/numeric.h"
 
@@ -38,6 +41,8 @@
 
 namespace kvtier::llm {
 namespace {
+
+using layer_math::RmsNorm;
 
 // ---------------------------------------------------------------------------------- matmul
 
@@ -115,18 +120,6 @@ void MatMul(const float* x, size_t rows, size_t k, const std::vector<float>& w, 
 
 // ------------------------------------------------------------------------------ layer math
 
-// out = x / sqrt(mean(x²) + eps) * weight, row by row ([rows][d]).
-void RmsNorm(const float* x, size_t rows, const std::vector<float>& weight, float eps, float* out) {
-  const size_t d = weight.size();
-  for (size_t r = 0; r < rows; ++r) {
-    const float* row = x + r * d;
-    double sum_sq = 0.0;
-    for (size_t i = 0; i < d; ++i) sum_sq += static_cast<double>(row[i]) * row[i];
-    const float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / d + eps));
-    for (size_t i = 0; i < d; ++i) out[r * d + i] = (row[i] * inv) * weight[i];
-  }
-}
-
 // Intermediates of a layer, kept per calling thread across calls: on some VMs the page
 // faults of fresh multi-MiB allocations cost a third of a T=256 layer (measured). They grow
 // to the largest T seen.
@@ -145,27 +138,6 @@ Scratch& ThreadScratch() {
 float* Grow(std::vector<float>* v, size_t n) {
   if (v->size() < n) v->resize(n);
   return v->data();
-}
-
-// RoPE in Hugging Face's rotate_half form: within each head, element i pairs with element
-// i + D/2 and both rotate by pos · theta^(-2i/D). Angles in double: at position 10^6 a float
-// angle would already be off by ~0.03 rad.
-void ApplyRope(const std::vector<float>& cos_table, const std::vector<float>& sin_table,
-               size_t rows, size_t heads, size_t head_dim, std::vector<float>* x) {
-  const size_t half = head_dim / 2;
-  for (size_t t = 0; t < rows; ++t) {
-    const float* c = cos_table.data() + t * half;
-    const float* s = sin_table.data() + t * half;
-    for (size_t h = 0; h < heads; ++h) {
-      float* v = x->data() + (t * heads + h) * head_dim;
-      for (size_t i = 0; i < half; ++i) {
-        const float x1 = v[i];
-        const float x2 = v[i + half];
-        v[i] = x1 * c[i] - x2 * s[i];
-        v[i + half] = x2 * c[i] + x1 * s[i];
-      }
-    }
-  }
 }
 
 // ----------------------------------------------------------------------------------- init
@@ -432,19 +404,8 @@ Model::QkvOut Model::Qkv(uint32_t layer, absl::Span<const float> hidden, uint32_
     std::copy_n(row + q_dim + kv_dim, kv_dim, out.v.begin() + t * kv_dim);
   }
 
-  const size_t head_dim = config_.head_dim, half = head_dim / 2;
-  std::vector<float> cos_table(rows * half), sin_table(rows * half);
-  for (size_t i = 0; i < half; ++i) {
-    const double inv_freq =
-        std::pow(static_cast<double>(config_.rope_theta), -2.0 * i / static_cast<double>(head_dim));
-    for (size_t t = 0; t < rows; ++t) {
-      const double angle = static_cast<double>(uint64_t{pos} + t) * inv_freq;
-      cos_table[t * half + i] = static_cast<float>(std::cos(angle));
-      sin_table[t * half + i] = static_cast<float>(std::sin(angle));
-    }
-  }
-  ApplyRope(cos_table, sin_table, rows, config_.num_heads, head_dim, &out.q);
-  ApplyRope(cos_table, sin_table, rows, config_.num_kv_heads, head_dim, &out.k);
+  layer_math::ApplyRope(config_.rope_theta, pos, rows, config_.head_dim, config_.num_heads,
+                        out.q.data(), config_.num_kv_heads, out.k.data());
   return out;
 }
 
@@ -469,11 +430,7 @@ void Model::FinishLayer(uint32_t layer, absl::Span<const float> attn,
   float* const gate_up = Grow(&scratch.wide, rows * 2 * f);
   MatMul(x, rows, d, w.gate_up, 2 * f, threads_, gate_up);
   float* const act = Grow(&scratch.act, rows * f);
-  for (size_t t = 0; t < rows; ++t) {
-    const float* g = gate_up + t * 2 * f;
-    const float* u = g + f;
-    for (size_t i = 0; i < f; ++i) act[t * f + i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-  }
+  layer_math::SwiGlu(gate_up, rows, f, act);
   float* const down = Grow(&scratch.narrow, rows * d);
   MatMul(act, rows, f, w.down, d, threads_, down);
   for (size_t i = 0; i < rows * d; ++i) (*hidden)[i] += down[i];
@@ -599,7 +556,15 @@ int32_t Argmax(absl::Span<const float> logits) {
 // ----------------------------------------------------------------------- ReferenceSession
 
 ReferenceSession::ReferenceSession(const Model* model)
-    : model_(model), k_(model->config().num_layers), v_(model->config().num_layers) {}
+    : owned_(std::make_unique<CpuDecoder>(model)),
+      model_(owned_.get()),
+      k_(model->config().num_layers),
+      v_(model->config().num_layers) {}
+
+ReferenceSession::ReferenceSession(const Decoder* decoder)
+    : model_(decoder), k_(decoder->config().num_layers), v_(decoder->config().num_layers) {}
+
+ReferenceSession::~ReferenceSession() = default;
 
 absl::StatusOr<std::vector<float>> ReferenceSession::Prefill(absl::Span<const int32_t> tokens) {
   const ModelConfig& config = model_->config();
@@ -609,7 +574,9 @@ absl::StatusOr<std::vector<float>> ReferenceSession::Prefill(absl::Span<const in
   absl::StatusOr<std::vector<float>> hidden = model_->Embed(tokens);
   if (!hidden.ok()) return hidden.status();
   for (uint32_t l = 0; l < config.num_layers; ++l) {
-    Model::QkvOut qkv = model_->Qkv(l, *hidden, position_);
+    absl::StatusOr<Model::QkvOut> qkv_or = model_->Qkv(l, *hidden, position_);
+    if (!qkv_or.ok()) return qkv_or.status();
+    Model::QkvOut& qkv = *qkv_or;
     // The new tokens' K/V join the cache as fp16 before attention reads them, exactly as a
     // cache in kvtier's fp16 blocks would.
     const std::vector<uint16_t> k = RoundToHalfBits(qkv.k);
@@ -618,11 +585,14 @@ absl::StatusOr<std::vector<float>> ReferenceSession::Prefill(absl::Span<const in
     v_[l].insert(v_[l].end(), v.begin(), v.end());
     const std::vector<float> attn =
         ReferenceAttention(config, qkv.q, position_, k_[l], v_[l], model_->threads());
-    model_->FinishLayer(l, attn, &*hidden);
+    if (absl::Status s = model_->FinishLayer(l, attn, &*hidden); !s.ok()) return s;
   }
   position_ += static_cast<uint32_t>(tokens.size());
   const size_t d = config.d_model;
-  last_logits_ = model_->Logits(absl::MakeConstSpan(*hidden).subspan(hidden->size() - d, d));
+  absl::StatusOr<std::vector<float>> logits =
+      model_->Logits(absl::MakeConstSpan(*hidden).subspan(hidden->size() - d, d));
+  if (!logits.ok()) return logits.status();
+  last_logits_ = *std::move(logits);
   return last_logits_;
 }
 

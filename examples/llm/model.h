@@ -40,6 +40,7 @@
 #define KVTIER_EXAMPLES_LLM_MODEL_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,8 @@
 #include "absl/types/span.h"
 
 namespace kvtier::llm {
+
+class Decoder;  // decoder.h
 
 struct ModelConfig {
   uint32_t num_layers = 4;
@@ -175,11 +178,18 @@ int32_t Argmax(absl::Span<const float> logits);
 // appends its tokens at position() onwards.
 class ReferenceSession {
  public:
-  // `model` must outlive the session.
+  // `model` must outlive the session; its matmuls run on the CPU (CpuDecoder).
   explicit ReferenceSession(const Model* model);
+  // Any decoder (decoder.h), e.g. a DeviceDecoder: the all-resident reference of a run whose
+  // matmuls go through the same decoder. `decoder` must outlive the session.
+  explicit ReferenceSession(const Decoder* decoder);
+  ~ReferenceSession();
+  ReferenceSession(const ReferenceSession&) = delete;
+  ReferenceSession& operator=(const ReferenceSession&) = delete;
 
   // Runs `tokens` at positions [position(), position() + T) and returns the logits of the
-  // last. InvalidArgument for an empty span or an out-of-range id (the session is unchanged).
+  // last. InvalidArgument for an empty span or an out-of-range id (the session is unchanged);
+  // a decoder's error (a device call that failed) as it returned it.
   absl::StatusOr<std::vector<float>> Prefill(absl::Span<const int32_t> tokens);
   // Prefill of one token.
   absl::StatusOr<std::vector<float>> Step(int32_t token);
@@ -196,7 +206,8 @@ class ReferenceSession {
   const std::vector<uint16_t>& v(uint32_t layer) const;
 
  private:
-  const Model* model_;
+  std::unique_ptr<Decoder> owned_;  // the CpuDecoder of the Model constructor
+  const Decoder* model_;
   uint32_t position_ = 0;
   std::vector<std::vector<uint16_t>> k_;  // per layer
   std::vector<std::vector<uint16_t>> v_;
