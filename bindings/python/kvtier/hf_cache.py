@@ -42,6 +42,8 @@ batch_size in 5.x; written against transformers 5.x's cache_utils / masking_util
 yet run there: see docs/integration.md).
 """
 
+import inspect
+
 import torch
 import transformers
 from transformers import cache_utils
@@ -231,6 +233,19 @@ def layer_plan(config):
     return len(layer_types), windows
 
 
+def _layer_mask_arg():
+    """What the installed DynamicSlidingWindowLayer.get_mask_sizes takes: "query_length" (an
+    int; transformers 5.x) or "cache_position" (the query's positions; 4.56 - 4.57)."""
+    try:
+        params = inspect.signature(cache_utils.DynamicSlidingWindowLayer.get_mask_sizes).parameters
+    except (AttributeError, TypeError, ValueError):
+        return "query_length"
+    return "cache_position" if "cache_position" in params else "query_length"
+
+
+_LAYER_MASK_ARG = _layer_mask_arg() if _LAYERED_API else None
+
+
 def _window_layer(window):
     """A sliding / chunked layer, exactly as DynamicCache(config=...) makes it."""
     return cache_utils.DynamicSlidingWindowLayer(sliding_window=window)
@@ -315,10 +330,17 @@ class KvtierCache(cache_utils.Cache):
     def get_mask_sizes(self, cache_position, layer_idx=0):
         """(kv_length, kv_offset) for the attention mask of `layer_idx`. transformers 4.x
         passes the query's cache_position tensor, 5.x the query length (an int)."""
-        if layer_idx in self._windows:
-            return self.layers[layer_idx].get_mask_sizes(cache_position)
         query_length = cache_position if isinstance(cache_position, int) else \
             cache_position.shape[0]
+        if layer_idx in self._windows:
+            # Answered by transformers' own layer, in the form that release's layer takes
+            # (only the query's length matters to it in either).
+            if _LAYER_MASK_ARG == "cache_position":
+                arg = cache_position if not isinstance(cache_position, int) else \
+                    torch.arange(query_length)
+            else:
+                arg = query_length
+            return self.layers[layer_idx].get_mask_sizes(arg)
         return self.get_seq_length(layer_idx) + query_length, 0
 
     def get_query_offset(self, layer_idx=0):  # transformers 5.x (masking_utils)
