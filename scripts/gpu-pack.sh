@@ -97,8 +97,9 @@ pack_python
 # The module's own shared libraries (cpp-httplib, zstd, ... that no program above needs), into
 # lib/ as for the programs: gpu-check.sh puts lib/ on LD_LIBRARY_PATH.
 for m in "$out"/python/kvtier/_kvtier*.so; do
-  [ -e "$m" ] && ldd "$m"
+  if [ -e "$m" ]; then ldd "$m"; fi
 done | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
   grep -Ev '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s)\.so' |
-  while read -r lib; do [ -e "$out/lib/$(basename "$lib")" ] || cp -L "$lib" "$out/lib/"; done
+  while read -r lib; do [ -e "$out/lib/$(basename "$lib")" ] || cp -L "$lib" "$out/lib/"; done ||
+  true  # (no module, or nothing new: grep finds no line)
 du -sh "$out"
