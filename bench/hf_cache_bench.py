@@ -84,11 +84,18 @@ def apply_small(a, argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     a = parse_args(argv)
-    import torch
-    import transformers
-    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+    try:
+        import torch
+        import transformers
+        from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-    from kvtier.hf_cache import KvtierCache
+        from kvtier.hf_cache import KvtierCache
+    except ImportError as e:  # still the contract's last line: what is missing
+        print(f"hf_cache_bench: cannot run: {e} (needs torch, transformers and the kvtier "
+              "package on PYTHONPATH)")
+        print(json.dumps({"bench": "hf_cache", "figure": None, "unit": "tok/s",
+                          "error": f"{type(e).__name__}: {e}"}))
+        return 2
 
     cuda = torch.cuda.is_available() and a.device != "cpu"
     if a.device == "cuda" and not torch.cuda.is_available():
