@@ -2,7 +2,7 @@
 # Runs kvtier's GPU checks on a machine with an NVIDIA GPU, from a pack made by
 # scripts/gpu-pack.sh: the CUDA-labelled tests, the engine suites on the real device
 # (KVTIER_TEST_DEVICE=cuda), then the GPU benchmarks one at a time (nothing else on the GPU).
-#   scripts/gpu-check.sh [PACK_DIR] [RESULTS_DIR] [tests|bench|all|demo-gpu] [TARBALL]
+#   scripts/gpu-check.sh [PACK_DIR] [RESULTS_DIR] [tests|bench|all|demo-gpu|hf] [TARBALL]
 # demo-gpu (not part of all; ~8 minutes): the long-context demo with its matmuls on the GPU
 # through cuBLAS: a small all-resident check of the cuBLAS decoder, then --preset=llama3-8b
 # (KVTIER_DEMO_LAYERS=N for fewer than 32 layers) with the KV streamed from the host tier
@@ -10,6 +10,8 @@
 # limit (KV bytes per step / gpu-copy's H2D GB/s, measured first in the same run).
 # cuBLAS is loaded at run time: the pip wheel's libcublas.so.13 (nvidia-cublas) is found on
 # python3's sys.path and put on LD_LIBRARY_PATH, or named by KVTIER_CUBLAS.
+# hf (not part of all): the Python package's KvtierCache on the machine's own torch and
+# transformers: test_hf_cache.py under pytest, then bench/hf_cache_bench.py, about 4 minutes.
 # Logs and each benchmark's JSON go to RESULTS_DIR; the last lines printed are a summary.
 # With TARBALL, RESULTS_DIR is also packed into it after every step (so a run cut short by a
 # time limit still leaves what it measured).
@@ -123,6 +125,44 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
     echo "${t}_on_cuda KVTIER_TEST_DEVICE=cuda tests/api/kvtier_${t}_test"
   done | xargs -P 5 -L 1 bash -c 'run_test "$0" "$1" "$2"'
   save
+fi
+# Mode hf: KvtierCache (bindings/python/kvtier/hf_cache.py) against the machine's python3,
+# torch and transformers, from the pack's python/ (gpu-pack.sh): the module built for that
+# interpreter, the tests and the benchmark. Bounded: pytest 150 s, each benchmark 90 s.
+hf_check() {
+  local py="$pack/python" start rc
+  if ! ls "$py"/kvtier/_kvtier*.so >/dev/null 2>&1; then
+    note "hf: no Python module in $py (gpu-pack.sh packs it; see its KVTIER_PACK_PYTHON_INCLUDE)"
+    return
+  fi
+  export PYTHONPATH="$py${PYTHONPATH:+:$PYTHONPATH}"
+  python3 -c 'import sys, torch, transformers, kvtier; print(sys.version.split()[0], torch.__version__, transformers.__version__, torch.cuda.is_available())' \
+    >"$res/hf-versions.txt" 2>&1
+  note "hf versions (python torch transformers cuda): $(tail -n 1 "$res/hf-versions.txt")"
+  start=$SECONDS
+  (cd "$py/tests" && timeout 150 python3 -m pytest -q -p no:cacheprovider test_hf_cache.py) \
+    >"$res/hf-pytest.log" 2>&1
+  rc=$?
+  note "$(printf '%-22s rc=%-3s %4ss  %s' hf-pytest "$rc" $((SECONDS - start)) \
+    "$(tail -n 1 "$res/hf-pytest.log")")"
+  save
+  hf_bench() {  # name [args]
+    local name="$1"; shift
+    local start=$SECONDS
+    timeout 90 python3 "$py/bench/hf_cache_bench.py" "$@" >"$res/$name.out" 2>"$res/$name.err"
+    local rc=$?
+    tail -n 1 "$res/$name.out" >"$res/$name.json"
+    note "$(printf '%-22s rc=%-3s %4ss  %s' "$name" "$rc" $((SECONDS - start)) \
+      "$(cut -c1-400 "$res/$name.json")")"
+    save
+  }
+  # Host tier only, then a host tier of a quarter of the KV so that blocks go through disk.
+  hf_bench hf-bench --context 16384 --new-tokens 64
+  hf_bench hf-bench-disk --context 16384 --new-tokens 32 --caches dynamic,kvtier \
+    --host-tier-mb 64 --disk-dir tmp
+}
+if [ "$what" = hf ]; then
+  hf_check
 fi
 echo "==== summary"
 cat "$summary"

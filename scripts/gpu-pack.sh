@@ -49,4 +49,60 @@ for p in "${programs[@]}"; do ldd "$build/$p"; done |
   grep -Ev '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s)\.so' |
   while read -r lib; do cp -L "$lib" "$out/lib/"; done
 strip --strip-unneeded "$out"/lib/*.so* 2>/dev/null || true
+
+# The Python package for gpu-check.sh's hf mode, in $out/python: kvtier/*.py, the extension
+# kvtier._kvtier, test_hf_cache.py and bench/hf_cache_bench.py. The GPU machine's python3 is
+# 3.12 (this machine's Debian one 3.11), so the extension is compiled once more with the build's
+# own command for kvtier_python, against 3.12's headers (KVTIER_PACK_PYTHON_INCLUDE, default a
+# pyenv 3.12) and named for it (KVTIER_PACK_PYTHON_TAG). Only kvtier_module.cc is recompiled;
+# the kvtier libraries it links are the build's. Without 3.12 headers the build's own module
+# is packed (usable only by the same Python version).
+pack_python() {
+  mkdir -p "$out/python/kvtier" "$out/python/tests" "$out/python/bench"
+  cp bindings/python/kvtier/*.py "$out/python/kvtier/"
+  cp bindings/python/tests/test_hf_cache.py "$out/python/tests/"
+  cp bench/hf_cache_bench.py "$out/python/bench/"
+  if ! grep -q 'kvtier_python' "$build/build.ninja"; then
+    echo "gpu-pack: $build has no Python module (needs pybind11-dev, python3-dev," \
+      "python3-numpy): hf mode will say so" >&2
+    return 0
+  fi
+  cmake --build "$build" -j "${KVTIER_JOBS:-2}" --target kvtier_python
+  local inc="${KVTIER_PACK_PYTHON_INCLUDE:-}" tag="${KVTIER_PACK_PYTHON_TAG:-cpython-312-x86_64-linux-gnu}"
+  if [ -z "$inc" ]; then
+    inc=$(ls -d "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.12*/include/python3.12 \
+      2>/dev/null | tail -n 1)
+  fi
+  if [ -z "$inc" ] || [ ! -f "$inc/Python.h" ]; then
+    echo "gpu-pack: no Python 3.12 headers (set KVTIER_PACK_PYTHON_INCLUDE): packing the" \
+      "build's own module" >&2
+    cp "$build"/bindings/python/kvtier/_kvtier*.so "$out/python/kvtier/"
+    return 0
+  fi
+  local cmds cc ld obj so dest
+  cmds=$(ninja -C "$build" -t commands kvtier_python)
+  cc=$(grep -F 'kvtier_module.cc' <<<"$cmds" | tail -n 1)
+  ld=$(tail -n 1 <<<"$cmds")
+  obj=$(grep -oE -- '-o [^ ]+' <<<"$cc" | head -n 1 | cut -c4-)
+  so=$(grep -oE -- '-o [^ ]+' <<<"$ld" | head -n 1 | cut -c4-)
+  dest="$(cd "$out/python/kvtier" && pwd)/_kvtier.$tag.so"
+  # Every include of the build's Python (Debian's /usr/include/python3.11 and its multiarch
+  # pyconfig.h folder) gives way to 3.12's.
+  cc=$(sed -E 's#(-isystem +|-I)[^ ]*python3\.[0-9]+[^ ]*##g' <<<"$cc")
+  cc="${cc//"$obj"/"$obj.py312.o"} -isystem $inc"
+  ld="${ld//"$obj"/"$obj.py312.o"}"
+  ld="${ld//"$so"/"$dest"}"
+  (cd "$build" && eval "$cc" && eval "$ld")
+  strip --strip-unneeded "$dest"
+  echo "gpu-pack: kvtier._kvtier for Python 3.12 ($inc) -> $dest"
+}
+pack_python
+# The module's own shared libraries (cpp-httplib, zstd, ... that no program above needs), into
+# lib/ as for the programs: gpu-check.sh puts lib/ on LD_LIBRARY_PATH.
+for m in "$out"/python/kvtier/_kvtier*.so; do
+  if [ -e "$m" ]; then ldd "$m"; fi
+done | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
+  grep -Ev '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s)\.so' |
+  while read -r lib; do [ -e "$out/lib/$(basename "$lib")" ] || cp -L "$lib" "$out/lib/"; done ||
+  true  # (no module, or nothing new: grep finds no line)
 du -sh "$out"

@@ -1,5 +1,7 @@
 """kvtier.hf_cache.KvtierCache: greedy generate() with layers offloaded through kvtier gives
-exactly the tokens of transformers' DynamicCache, on a small randomly initialised Llama.
+exactly the tokens of transformers' DynamicCache, on a small randomly initialised Llama, and
+(on the layered Cache API, transformers >= 4.56 / 5.x) on a small Qwen2 whose layers alternate
+full and sliding-window attention (the sliding ones stay transformers' own layers).
 
 Needs torch (the torch backend tests) and transformers (the generate tests); each class skips,
 saying which import failed, where they are missing. The offload logic itself is tested with
@@ -8,6 +10,7 @@ NumPy alone in test_offload.py."""
 import importlib.util
 import shutil
 import tempfile
+import types
 import unittest
 
 import numpy as np
@@ -25,7 +28,14 @@ if HAVE_TRANSFORMERS:
     import transformers
     from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-    from kvtier.hf_cache import KvtierCache, supported_api
+    from kvtier.hf_cache import KvtierCache, layer_plan, supported_api
+
+    LAYERED = supported_api() == "layered"
+    try:
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+        HAVE_QWEN2 = True
+    except ImportError:
+        HAVE_QWEN2 = False
 
     # transformers 4.38 - 4.40's Llama swaps any cache but StaticCache for a new DynamicCache:
     # KvtierCache refuses it there (test_llama_refused_where_it_drops_custom_caches).
@@ -34,11 +44,14 @@ if HAVE_TRANSFORMERS:
     LLAMA_DROPS_CACHES = (4, 38) <= _VERSION < (4, 41)
 else:
     LLAMA_DROPS_CACHES = False
+    LAYERED = HAVE_QWEN2 = False
 
 NO_TORCH = "torch is not installed (Debian: python3-torch; or pip install torch)"
 NO_TRANSFORMERS = ("torch and transformers are needed for the generate() tests "
                    "(pip install torch transformers)")
 LLAMA_DROPS = "transformers 4.38 - 4.40: Llama drops any cache but StaticCache"
+NO_SLIDING = ("sliding-window layers need the layered Cache API (transformers >= 4.56) and "
+              "Qwen2")
 
 
 def device():
@@ -99,6 +112,24 @@ def tiny_llama(seed=0):
     return config, model
 
 
+def assert_went_through_disk(test, stats):
+    """Blocks were offloaded, written to kvtier's disk tier and read back from it."""
+    test.assertGreater(stats["offloaded_blocks"], 0)
+    test.assertGreater(stats["restored_blocks"], 0)
+    disk = stats["engine"]["tiers"]["disk"]
+    test.assertGreater(disk["bytes_in"], 0, "nothing was written to the disk tier")
+    test.assertGreater(disk["bytes_out"], 0, "nothing was read back from the disk tier")
+    test.assertGreater(disk["hits"], 0)
+
+
+def small_tiers(tmp, block_bytes, host_blocks):
+    """Engine options whose host tier holds only `host_blocks` blocks, so that offloaded
+    layers spill to the disk tier under `tmp`."""
+    return dict(device="emulated", host_tier_bytes=host_blocks * block_bytes,
+                disk_dir=tmp + "/cache", disk_region_bytes=1 << 20,
+                disk_capacity_bytes=16 << 20)
+
+
 @unittest.skipUnless(HAVE_TRANSFORMERS, NO_TRANSFORMERS)
 class GenerateTest(unittest.TestCase):
     NEW_TOKENS = 40
@@ -143,7 +174,7 @@ class GenerateTest(unittest.TestCase):
                         disk_dir=tmp + "/cache", disk_region_bytes=1 << 20,
                         disk_capacity_bytes=16 << 20),
             resident_layers=2)
-        self.assertGreater(stats["engine"]["tiers"]["disk"]["hits"], 0)
+        assert_went_through_disk(self, stats)
 
     @unittest.skipIf(LLAMA_DROPS_CACHES, LLAMA_DROPS)
     def test_cache_interface(self):
@@ -162,7 +193,16 @@ class GenerateTest(unittest.TestCase):
         k, v = cache[0]  # an offloaded layer, brought back
         self.assertEqual(tuple(k.shape), (1, 2, 10, 16))
         self.assertEqual(cache.get_mask_sizes(torch.arange(10, 11), 0), (11, 0))
+        self.assertEqual(cache.get_mask_sizes(1, 3), (11, 0))  # 5.x passes the query length
+        self.assertEqual(cache.get_query_offset(2), 10)
         self.assertEqual(cache.is_sliding, [False] * 4)
+        self.assertEqual(cache.offloaded_layers(), [0, 1, 2, 3])
+        if LAYERED:
+            self.assertEqual(cache.batch_size, 1)
+            self.assertEqual(cache.get_max_length(), -1)
+            self.assertEqual(len(cache.layers), 4)
+            self.assertTrue(torch.equal(cache.layers[0].keys, k))
+            self.assertIsInstance(cache.layers[0], transformers.cache_utils.CacheLayerMixin)
         before = cache[2][0].clone()
         cache.crop(6)
         self.assertEqual(cache.get_seq_length(), 6)
@@ -184,11 +224,124 @@ class GenerateTest(unittest.TestCase):
         # Given only num_layers there is no model type to check.
         KvtierCache(num_layers=2, engine_options=dict(device="emulated")).close()
 
-    def test_sliding_window_models_are_refused(self):
-        config = LlamaConfig(num_hidden_layers=2)
-        config.sliding_window = 64
-        with self.assertRaisesRegex(ValueError, "full-attention layers only"):
+    def test_sliding_window_layers_are_planned_as_dynamic_cache_builds_them(self):
+        # A plain object stands for the config: only the attributes read are needed.
+        config = types.SimpleNamespace(num_hidden_layers=2, sliding_window=64)
+        if not LAYERED:
+            with self.assertRaisesRegex(ValueError, "full-attention layers only"):
+                KvtierCache(config)
+            return
+        self.assertEqual(layer_plan(config), (2, {0: 64, 1: 64}))
+        mixed = types.SimpleNamespace(
+            num_hidden_layers=4, sliding_window=8, layer_types=[
+                "full_attention", "sliding_attention", "full_attention", "sliding_attention"])
+        self.assertEqual(layer_plan(mixed), (4, {1: 8, 3: 8}))
+        cache = KvtierCache(mixed, engine_options=dict(device="emulated"))
+        self.assertEqual(cache.is_sliding, [False, True, False, True])
+        self.assertEqual(cache.offloaded_layers(), [0, 2])
+        self.assertEqual(cache.window_layers(), [1, 3])
+        self.assertIsInstance(cache.layers[1],
+                              transformers.cache_utils.DynamicSlidingWindowLayer)
+        self.assertEqual(cache.get_max_length(), 8)
+        self.assertEqual(cache.get_max_length(0), -1)
+        cache.close()
+        # A model of sliding layers only keeps everything as transformers does: no engine.
+        only = KvtierCache(config, engine_options=dict(device="emulated"))
+        self.assertEqual(only.offloaded_layers(), [])
+        self.assertIsNone(only.engine)
+        only.close()
+
+    def test_unsupported_layer_types_are_refused_by_name(self):
+        config = types.SimpleNamespace(
+            num_hidden_layers=3,
+            layer_types=["full_attention", "linear_attention", "full_attention"])
+        with self.assertRaisesRegex(ValueError, "linear_attention"):
             KvtierCache(config)
+        no_window = types.SimpleNamespace(
+            num_hidden_layers=2, layer_types=["full_attention", "sliding_attention"])
+        if LAYERED:
+            with self.assertRaisesRegex(ValueError, "no window"):
+                KvtierCache(no_window)
+
+
+def tiny_qwen2(window, seed=0):
+    """Layers 0 and 2 full attention, 1 and 3 sliding-window attention of `window` tokens."""
+    config = Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, use_sliding_window=True,
+                         sliding_window=window, max_window_layers=1,
+                         layer_types=["full_attention", "sliding_attention",
+                                      "full_attention", "sliding_attention"])
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config).eval().to(device())
+    return config, model
+
+
+@unittest.skipUnless(HAVE_TRANSFORMERS, NO_TRANSFORMERS)
+@unittest.skipUnless(LAYERED and HAVE_QWEN2, NO_SLIDING)
+class SlidingWindowGenerateTest(unittest.TestCase):
+    """A hybrid cache: kvtier holds the full layers, transformers' DynamicSlidingWindowLayer the
+    sliding ones. The reference is generate() with no cache given, i.e. the DynamicCache that
+    transformers builds from the config (sliding layers included)."""
+
+    NEW_TOKENS = 40
+    WINDOW = 8  # well under the prompt: the window slides in the prefill and in every step
+
+    def generate(self, model, input_ids, cache=None):
+        kwargs = {} if cache is None else {"past_key_values": cache}
+        with torch.no_grad():
+            return model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
+                                  do_sample=False, max_new_tokens=self.NEW_TOKENS,
+                                  min_new_tokens=self.NEW_TOKENS, pad_token_id=0,
+                                  return_dict_in_generate=True, **kwargs)
+
+    def test_greedy_tokens_equal_dynamic_cache_with_sliding_layers_through_disk(self):
+        config, model = tiny_qwen2(self.WINDOW)
+        prompt_len = 23
+        g = torch.Generator().manual_seed(3)
+        input_ids = torch.randint(3, 128, (1, prompt_len), generator=g).to(device())
+        want = self.generate(model, input_ids)
+        # The comparison is with a cache of the same shape: transformers' own has sliding
+        # layers 1 and 3.
+        self.assertEqual(list(want.past_key_values.is_sliding), [False, True, False, True])
+
+        tmp = tempfile.mkdtemp(prefix="kvtier-hf-sw-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        block_bytes = 2 * 4 * 2 * 16 * 4  # K+V x 4 tokens x 2 kv heads x head_dim 16 x fp32
+        cache = KvtierCache(config, resident_layers=1, block_tokens=4,
+                            engine_options=small_tiers(tmp, block_bytes, host_blocks=8))
+        self.addCleanup(cache.close)
+        self.assertEqual(cache.is_sliding, [False, True, False, True])
+        got = self.generate(model, input_ids, cache)
+        self.assertEqual(got.sequences.tolist(), want.sequences.tolist())
+
+        total = prompt_len + self.NEW_TOKENS - 1
+        for layer in range(4):
+            self.assertEqual(cache.get_seq_length(layer), total, layer)
+        # Sliding layers keep window - 1 tokens, as DynamicSlidingWindowLayer does; full layers
+        # keep everything (read back from kvtier here).
+        self.assertEqual(cache.layers[1].keys.shape[-2], self.WINDOW - 1)
+        self.assertEqual(cache[0][0].shape[-2], total)
+        self.assertEqual(cache.offloaded_layers(), [0, 2])
+        stats = cache.stats()
+        assert_went_through_disk(self, stats)
+
+    def test_crop_past_the_window_is_refused_as_dynamic_cache_refuses_it(self):
+        config, model = tiny_qwen2(self.WINDOW)
+        cache = KvtierCache(config, resident_layers=1, block_tokens=4,
+                            engine_options=dict(device="emulated"))
+        self.addCleanup(cache.close)
+        ids = torch.randint(3, 128, (1, 12)).to(device())
+        with torch.no_grad():
+            model(ids, past_key_values=cache, use_cache=True)
+        self.assertEqual(cache.get_seq_length(), 12)
+        self.assertEqual(cache.get_mask_sizes(1, 0), (13, 0))
+        # The sliding layer's own answer: window - 1 kept tokens plus the query, from 12 - 7.
+        self.assertEqual(cache.get_mask_sizes(1, 1), (self.WINDOW, 12 - self.WINDOW + 1))
+        before = cache[2][0].clone()
+        with self.assertRaises(ValueError):
+            cache.crop(6)
+        self.assertTrue(torch.equal(cache[2][0], before))  # nothing changed
 
 
 if __name__ == "__main__":
