@@ -396,6 +396,13 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
   return record_bytes;
 }
 
+void SetRecordPlacement(void* record, uint32_t region, uint64_t generation) {
+  auto* p = static_cast<uint8_t*>(record);
+  PutU32(p + kOffRegion, region);
+  PutU64(p + kOffGeneration, generation);
+  PutU64(p + kOffHeaderChecksum, HeaderChecksum(p));
+}
+
 absl::StatusOr<RecordHeader> ParseRecordHeader(const void* data, size_t size) {
   if (data == nullptr || size < kRecordHeaderBytes) {
     return absl::DataLossError(absl::StrFormat("record header truncated: %d of %d bytes",

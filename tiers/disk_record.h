@@ -127,6 +127,11 @@ absl::StatusOr<size_t> EncodeRecord(const RecordHeader& header, const void* raw,
                                     const EncodeOptions& options, void* out, size_t out_capacity,
                                     RecordHeader* written = nullptr);
 
+// Rewrites the region and generation in the header of an encoded record (and its header
+// checksum): a record is encoded before it has a place, then placed.
+// REQUIRES: `record` holds a header EncodeRecord wrote.
+void SetRecordPlacement(void* record, uint32_t region, uint64_t generation);
+
 // Parses and verifies the first kRecordHeaderBytes of a record: magic, format version, header
 // checksum, field ranges. DataLoss naming what is wrong otherwise (never crashes on garbage).
 absl::StatusOr<RecordHeader> ParseRecordHeader(const void* data, size_t size);

@@ -411,10 +411,8 @@ absl::Status DiskTier::Submit(RecordId id, const void* src,
   // The caller may reuse `src` as soon as we return.
   std::memcpy(raw >= 0 ? staging_->Buffer(raw) : staging_->Buffer(out) + kRecordHeaderBytes, src,
               block_bytes_);
-  MutexLock lock(&mu_);
-  PostLocked([this, job = WriteJob{id, key, std::move(ns), raw, out, std::move(done)}]() mutable {
-    Encode(std::move(job));
-  });
+  codec_pool_->Post([this, job = WriteJob{id, key, std::move(ns), raw, out,
+                                          std::move(done)}]() mutable { Encode(std::move(job)); });
   return absl::OkStatus();
 }
 
@@ -499,76 +497,73 @@ void DiskTier::DropRecordLocked(RecordId id) {
 }
 
 void DiskTier::Encode(WriteJob job) {
-  char* raw = job.staging >= 0 ? staging_->Buffer(job.staging)
-                               : staging_->Buffer(job.out) + kRecordHeaderBytes;
-  std::vector<std::pair<BlockKey, RecordId>> dropped;
-  const int out = job.out;
+  // A codec thread: the codec's work (a checksum at least; zstd or quantization) runs on as
+  // many threads as the pool has, before the record has a place. Its header names region 0,
+  // generation 0 until Place rewrites them.
+  const char* raw = job.staging >= 0 ? staging_->Buffer(job.staging)
+                                     : staging_->Buffer(job.out) + kRecordHeaderBytes;
   RecordHeader header;
-  bool placed = false;
-  bool erased = false;
-  {
-    MutexLock lock(&mu_);
-    // Every region busy with reads or writes in flight is a moment's condition: wait (a
-    // bounded time) for one to land rather than fail the write and lose the block.
-    mu_.AwaitWithTimeout(
-        [&] {
-          mu_.AssertHeld();
-          erased = records_[job.id].erased;
-          if (!erased) {
-            placed = PlaceLocked(job.id, static_cast<uint32_t>(max_record_bytes_), &dropped);
-          }
-          return erased || placed || stopping_;
-        },
-        kStagingWait);
-    if (placed) {
-      const IndexEntry& e = records_[job.id].entry;
-      header.region = e.region;
-      header.generation = e.generation;
-    }
-  }
-  if (!dropped.empty() && dropped_) dropped_(std::move(dropped));
-  absl::Status failure;
-  if (erased) {
-    failure = absl::CancelledError("disk tier: block erased before it was written");
-  } else if (!placed) {
-    failure = absl::ResourceExhaustedError(
-        "disk tier: no region can take the record (every region has writes or reads in flight)");
-  }
-  size_t size = 0;
-  if (failure.ok()) {
-    header.key = job.key;
-    header.ns = job.ns;
-    header.geometry_fingerprint = geometry_.Fingerprint();
-    header.created_unix_ms = UnixMillis();
-    EncodeOptions eo;
-    eo.codec = options_.codec;
-    eo.zstd_level = options_.zstd_level;
-    eo.element_bytes = geometry_.element_bytes();
-    eo.geometry = geometry_;
-    RecordHeader written;
-    absl::StatusOr<size_t> n = EncodeRecord(header, raw, block_bytes_, eo, staging_->Buffer(out),
-                                            max_record_bytes_, &written);
-    if (!n.ok()) {
-      failure = n.status();
-    } else {
-      size = *n;
-      MutexLock lock(&mu_);
-      Record& r = records_[job.id];
-      // The encoder places records one at a time, so this one is last in its region: give
-      // back what compression saved.
-      r.entry.record_bytes =
-          regions_.TrimLast(RegionLocation{r.entry.region, r.entry.offset, r.entry.generation},
-                            r.entry.record_bytes, static_cast<uint32_t>(size));
-      r.entry.codec = written.codec;
-      r.entry.stored_bytes = written.stored_bytes;
-      r.entry.payload_checksum = written.payload_checksum;
-      r.entry.created_unix_ms = written.created_unix_ms;
-      r.entry.ns = job.ns;
-      stats_.raw_bytes_written += block_bytes_;
-    }
-  }
+  header.key = job.key;
+  header.ns = job.ns;
+  header.geometry_fingerprint = geometry_.Fingerprint();
+  header.created_unix_ms = UnixMillis();
+  EncodeOptions eo;
+  eo.codec = options_.codec;
+  eo.zstd_level = options_.zstd_level;
+  eo.element_bytes = geometry_.element_bytes();
+  eo.geometry = geometry_;
+  RecordHeader written;
+  absl::StatusOr<size_t> size = EncodeRecord(
+      header, raw, block_bytes_, eo, staging_->Buffer(job.out), max_record_bytes_, &written);
   if (job.staging >= 0) staging_->Return(job.staging);
   job.staging = -1;
+  MutexLock lock(&mu_);
+  PostLocked(
+      [this, job = std::move(job), size = std::move(size), written = std::move(written)]() mutable {
+        Place(std::move(job), std::move(size), std::move(written));
+      });
+}
+
+void DiskTier::Place(WriteJob job, absl::StatusOr<size_t> encoded, RecordHeader written) {
+  std::vector<std::pair<BlockKey, RecordId>> dropped;
+  const int out = job.out;
+  absl::Status failure = encoded.status();
+  const size_t size = encoded.ok() ? *encoded : 0;
+  if (failure.ok()) {
+    bool placed = false;
+    bool erased = false;
+    {
+      MutexLock lock(&mu_);
+      // Every region busy with reads or writes in flight is a moment's condition: wait (a
+      // bounded time) for one to land rather than fail the write and lose the block.
+      mu_.AwaitWithTimeout(
+          [&] {
+            mu_.AssertHeld();
+            erased = records_[job.id].erased;
+            if (!erased) placed = PlaceLocked(job.id, static_cast<uint32_t>(size), &dropped);
+            return erased || placed || stopping_;
+          },
+          kStagingWait);
+      if (placed) {
+        Record& r = records_[job.id];
+        SetRecordPlacement(staging_->Buffer(out), r.entry.region, r.entry.generation);
+        r.entry.codec = written.codec;
+        r.entry.stored_bytes = written.stored_bytes;
+        r.entry.payload_checksum = written.payload_checksum;
+        r.entry.created_unix_ms = written.created_unix_ms;
+        r.entry.ns = job.ns;
+        stats_.raw_bytes_written += block_bytes_;
+      }
+    }
+    if (!dropped.empty() && dropped_) dropped_(std::move(dropped));
+    if (erased) {
+      failure = absl::CancelledError("disk tier: block erased before it was written");
+    } else if (!placed) {
+      failure = absl::ResourceExhaustedError(
+          "disk tier: no region can take the record (every region has writes or reads in "
+          "flight)");
+    }
+  }
   if (!failure.ok()) {
     std::vector<PendingRead> waiters;
     {

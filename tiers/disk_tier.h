@@ -33,7 +33,9 @@
 //   StagingPool (tiers/staging_pool.h)         the registered buffers, overflow, waiting
 //   RegionAllocator (tiers/region_allocator.h)  regions, generations, reclaim, I/O in flight
 //   DiskIndex (tiers/disk_index.h)             the RocksDB index, metadata, recovery
-// DiskTier composes them: the record table, the encoder thread and the I/O completions.
+// DiskTier composes them: the record table, the codec threads (encoding and verifying
+// records: common/task_pool.h), the encoder thread (placing records in regions, in order)
+// and the I/O completions.
 //
 // Lock order: DiskTier::mu_ → StagingPool's lock (a leaf); mu_ → task_mu_ (a leaf: the
 // encoder thread's queue). RegionAllocator has no lock (it
@@ -94,8 +96,9 @@ struct DiskTierOptions {
   uint32_t queue_depth = 64;
   bool force_fallback_io = false;  // thread-pool I/O instead of io_uring
   uint32_t staging_buffers = 32;   // writes + reads in flight at once
-  // Threads that verify and decode records as they are read (checksums, copies, zstd, fp8 /
-  // int8 dequantization), off the I/O completion thread. 0: min(4, hardware threads).
+  // Threads that encode records as they are written (checksums, zstd, fp8 / int8
+  // quantization) and verify and decode them as they are read, off the encoder and I/O
+  // completion threads. 0: min(4, hardware threads).
   uint32_t codec_threads = 0;
   // Reads of uncompressed records put the payload straight into the destination (one readv:
   // the header into a staging buffer, the block into `dst`), saving a copy per read, when the
@@ -253,11 +256,15 @@ class DiskTier {
   absl::Status Init(RecoveredFn recovered);
   absl::Status Recover(RecoveredFn recovered);
 
-  // The encoder thread runs tasks in order: encoding queued writes, and callbacks that must
+  // The encoder thread runs tasks in order: placing encoded writes, and callbacks that must
   // not run on a caller's thread.
   void EncoderLoop();
   void PostLocked(absl::AnyInvocable<void()> task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A write's two steps: Encode (a codec thread: the codec and the checksums, into the record
+  // buffer), then Place (the encoder thread, one record at a time: a place in a region, the
+  // header's region and generation, the I/O).
   void Encode(WriteJob job);
+  void Place(WriteJob job, absl::StatusOr<size_t> encoded, RecordHeader written);
   // Places record `id` (RegionAllocator::Allocate, reclaiming through ReclaimLocked).
   // Returns false if no region can take it now.
   bool PlaceLocked(RecordId id, uint32_t bytes, std::vector<std::pair<BlockKey, RecordId>>* dropped)

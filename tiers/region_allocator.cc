@@ -70,16 +70,6 @@ std::optional<RegionLocation> RegionAllocator::Allocate(uint32_t bytes, ReclaimF
   return at;
 }
 
-uint32_t RegionAllocator::TrimLast(const RegionLocation& at, uint32_t allocated, uint32_t used) {
-  Region& g = regions_[at.region];
-  if (used > allocated ||
-      at.offset + allocated != uint64_t{at.region} * region_bytes_ + g.write_offset) {
-    return allocated;
-  }
-  g.write_offset -= allocated - used;
-  return used;
-}
-
 void RegionAllocator::MaybeFree(uint32_t region) {
   Region& g = regions_[region];
   if (g.idle() && static_cast<int>(region) != active_) g.free = true;

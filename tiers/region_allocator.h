@@ -64,10 +64,6 @@ class RegionAllocator {
   // region has I/O in flight) or `reclaim` failed (logged).
   // REQUIRES: bytes <= region_bytes.
   std::optional<RegionLocation> Allocate(uint32_t bytes, ReclaimFn reclaim);
-  // A record placed with `allocated` bytes turned out to need only `used`: when it is the
-  // last of its region, the difference is given back. Returns the record's size from now on
-  // (`used`, or `allocated` when the space could not be given back).
-  uint32_t TrimLast(const RegionLocation& at, uint32_t allocated, uint32_t used);
 
   // ---------------------------------------------------------------- I/O in flight, records
   // An I/O on `region` began / landed. A region is reclaimed or freed only with none.

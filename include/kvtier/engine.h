@@ -77,8 +77,8 @@ struct DiskOptions {
   uint32_t queue_depth = 64;
   bool force_fallback_io = false;        // thread-pool pread/pwrite instead of io_uring
   uint32_t staging_buffers = 32;         // pinned buffers for disk I/O in flight
-  // Threads that verify and decode records as they are read (checksums, copies, zstd,
-  // fp8 / int8), off the I/O completion thread; 0: min(4, hardware threads); at most 64.
+  // Threads that encode records as they are written and verify and decode them as they are
+  // read (checksums, copies, zstd, fp8 / int8); 0: min(4, hardware threads); at most 64.
   uint32_t codec_threads = 0;
   // Reads of uncompressed page-sized blocks go straight into their host slot (one readv, no
   // copy). Off by default: the kernel then pins the slot's pages on every read, which on a

@@ -337,6 +337,29 @@ TEST(DiskRecord, HeaderFieldsRoundTrip) {
             XXH3_64bits(e.buffer.get() + kRecordHeaderBytes, out->stored_bytes));
 }
 
+// A record is encoded before it has a place (on a codec thread), then placed: rewriting its
+// region and generation gives the header EncodeRecord would have written there, checksum
+// included, and leaves every other byte as it was.
+TEST(DiskRecord, SetRecordPlacementRewritesOnlyRegionGenerationAndChecksum) {
+  RecordHeader placed = SampleHeader();
+  placed.region = 41;
+  placed.generation = 0x1234567890ULL;
+  RecordHeader unplaced = placed;
+  unplaced.region = 0;
+  unplaced.generation = 0;
+  const std::vector<uint8_t> raw = Fp16Like(kBlock, 9);
+  Encoded want = MustEncode(raw, Codec::kZstdShuffle, 2, placed);
+  Encoded got = MustEncode(raw, Codec::kZstdShuffle, 2, unplaced);
+  ASSERT_EQ(got.record_bytes, want.record_bytes);
+  ASSERT_NE(std::memcmp(got.buffer.get(), want.buffer.get(), kRecordHeaderBytes), 0);
+  SetRecordPlacement(got.buffer.get(), placed.region, placed.generation);
+  EXPECT_EQ(std::memcmp(got.buffer.get(), want.buffer.get(), got.record_bytes), 0);
+  absl::StatusOr<RecordHeader> h = ParseRecordHeader(got.buffer.get(), got.record_bytes);
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->region, 41u);
+  EXPECT_EQ(h->generation, 0x1234567890ULL);
+}
+
 TEST(DiskRecord, HeaderLayoutMatchesDocs) {
   const std::vector<uint8_t> raw = Fp16Like(kBlock, 8);
   Encoded e = MustEncode(raw, Codec::kZstdShuffle);

@@ -135,22 +135,6 @@ TEST(RegionAllocator, AnIdleRegionIsFreeAgainButNeverTheActiveOne) {
   EXPECT_EQ(z->region, 0u);
 }
 
-TEST(RegionAllocator, TrimLastGivesBackSpaceOnlyForTheLastRecordOfItsRegion) {
-  RegionAllocator a(kRegionBytes, 2);
-  Reclaims r;
-  auto first = a.Allocate(400, r);
-  ASSERT_TRUE(first.has_value());
-  EXPECT_EQ(a.TrimLast(*first, 400, 100), 100u);
-  EXPECT_EQ(a.used_bytes(0), 100u);
-  auto second = a.Allocate(400, r);
-  ASSERT_TRUE(second.has_value());
-  EXPECT_EQ(second->offset, 100u) << "the next record starts where the trimmed one ends";
-  auto third = a.Allocate(100, r);
-  ASSERT_TRUE(third.has_value());
-  EXPECT_EQ(a.TrimLast(*second, 400, 200), 400u) << "not the last: nothing given back";
-  EXPECT_EQ(a.used_bytes(0), 600u);
-}
-
 TEST(RegionAllocator, RecoveredRegionsAreNeverWrittenInPlaceAndGenerationsContinue) {
   RegionAllocator a(kRegionBytes, 3);
   a.RestoreGeneration(0, 7);
