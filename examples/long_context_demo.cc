@@ -908,7 +908,7 @@ int Run(const Options& o) {
                 eo.gpu_tier_bytes / 1048576.0, static_cast<double>(kv_bytes) / eo.gpu_tier_bytes,
                 eo.host_tier_bytes / 1048576.0, eo.disk.directory.c_str());
     std::printf("  stream   %u blocks per attention chunk, prefetch budget %.1f MiB\n\n",
-                stream_blocks, eo.prefetch_budget_bytes / 1048576.0);
+                stream_blocks, engine.Stats().prefetch.budget_bytes / 1048576.0);  // in effect
   }
 
   const uint32_t max_step = std::max(o.chunk, o.turn2 + o.block_tokens);
