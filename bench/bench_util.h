@@ -141,6 +141,39 @@ class JsonLine {
   nlohmann::ordered_json fields_ = nlohmann::ordered_json::object();
 };
 
+// fio, the disks' same-run ceiling: random reads or writes with io_uring, O_DIRECT, fixed
+// buffers and registered files (fio at its best) at `iodepth` in flight, for `seconds`.
+struct FioJob {
+  std::string file;     // created (size_mib) if absent; the caller removes it
+  size_t size_mib = 0;  // > 0
+  size_t bs = 0;        // bytes, a multiple of 4096 (O_DIRECT)
+  std::string rw;       // "randread", "write", ...
+  int iodepth = 32;
+  double seconds = 5;  // at least 1
+};
+
+// Runs fio and returns its bandwidth in GB/s (1e9 B/s), or a negative value if fio failed.
+inline double FioGbps(const FioJob& j) {
+  const std::string cmd = absl::StrFormat(
+      "fio --name=kvtier-ceiling --filename=%s --size=%dM --bs=%d --rw=%s --ioengine=io_uring "
+      "--direct=1 --fixedbufs --registerfiles --iodepth=%d --runtime=%d --time_based "
+      "--group_reporting "
+      "--output-format=terse --terse-version=3 2>/dev/null",
+      j.file, j.size_mib, j.bs, j.rw, j.iodepth, static_cast<int>(std::max(1.0, j.seconds)));
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return -1;
+  std::string out;
+  char buf[4096];
+  while (fgets(buf, sizeof(buf), p) != nullptr) out += buf;
+  if (pclose(p) != 0) return -1;
+  // Terse v3: field 7 is read bandwidth (KiB/s), field 48 is write bandwidth (KiB/s).
+  std::vector<std::string> f = absl::StrSplit(out, ';');
+  const size_t idx = j.rw.find("read") != std::string::npos ? 6 : 47;
+  double kib_s = 0;
+  if (f.size() <= idx || !absl::SimpleAtod(f[idx], &kib_s)) return -1;
+  return kib_s * 1024 / 1e9;
+}
+
 [[noreturn]] inline void Die(const std::string& what) {
   std::fprintf(stderr, "benchmark failed: %s\n", what.c_str());
   std::exit(1);

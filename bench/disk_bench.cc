@@ -68,27 +68,9 @@ struct Args {
   uint32_t codec_threads = 0;  // DiskTierOptions::codec_threads (0: the tier's default)
 };
 
-// Runs fio and returns its bandwidth in GB/s (1e9 B/s), or a negative value if fio failed.
-// `bs` in bytes (a multiple of 4096).
+// fio (bench_util.h's FioGbps) over this run's file size, queue depth and duration.
 double Fio(const Args& a, const std::string& rw, size_t bs, const std::string& file) {
-  const std::string cmd = absl::StrFormat(
-      "fio --name=kvtier-ceiling --filename=%s --size=%dM --bs=%d --rw=%s --ioengine=io_uring "
-      "--direct=1 --fixedbufs --registerfiles --iodepth=%d --runtime=%d --time_based "
-      "--group_reporting "
-      "--output-format=terse --terse-version=3 2>/dev/null",
-      file, a.file_mib, bs, rw, a.qd, static_cast<int>(std::max(1.0, a.seconds)));
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return -1;
-  std::string out;
-  char buf[4096];
-  while (fgets(buf, sizeof(buf), p) != nullptr) out += buf;
-  if (pclose(p) != 0) return -1;
-  // Terse v3: field 7 is read bandwidth (KiB/s), field 48 is write bandwidth (KiB/s).
-  std::vector<std::string> f = absl::StrSplit(out, ';');
-  const size_t idx = rw == "randread" ? 6 : 47;
-  double kib_s = 0;
-  if (f.size() <= idx || !absl::SimpleAtod(f[idx], &kib_s)) return -1;
-  return kib_s * 1024 / 1e9;
+  return FioGbps(FioJob{file, a.file_mib, bs, rw, a.qd, a.seconds});
 }
 
 // The error of blocks read back against the fp16 originals (0 for the lossless codecs).

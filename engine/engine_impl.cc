@@ -95,10 +95,16 @@ absl::Status EngineImpl::MakeParts() {
   external_ = std::make_unique<ExternalMemory>(*device_, options_.geometry);
   planner_ = std::make_unique<CopyPlanner>(options_.geometry, *device_,
                                            options_.paged_dma_min_part_bytes);
+  // The prefetch budget (prefetcher.h, "The budget"): the configured bytes or half the top
+  // tier, and, where hinted blocks can come from below the host tier, at most half the host
+  // tier, since each one then holds a host slot too while it is read and copied up.
   const Tier& top = *tiers_[tiers_[kGpu] != nullptr ? kGpu : kHost];
-  const size_t budget = options_.prefetch_budget_bytes != 0
-                            ? options_.prefetch_budget_bytes
-                            : size_t{top.num_slots()} / 2 * block;
+  size_t budget = options_.prefetch_budget_bytes != 0 ? options_.prefetch_budget_bytes
+                                                      : size_t{top.num_slots()} / 2 * block;
+  if (!options_.disk.directory.empty() || !options_.remote.seeds.empty()) {
+    budget = std::min(budget, size_t{tiers_[kHost]->num_slots()} / 2 * block);
+  }
+  budget = std::max(budget, block);  // a tier of one slot still prefetches one block
   prefetcher_ = std::make_unique<Prefetcher>(
       block, budget,
       Prefetcher::Hooks{[this](uint32_t ns_id, absl::Span<const BlockKey> keys) {

@@ -12,6 +12,16 @@
 // Promises: hints are served in the order given, across calls; CancelHint drops what has not
 // started; the budget is never exceeded by hinted blocks.
 //
+// The budget (set by EngineImpl::MakeParts): EngineOptions::prefetch_budget_bytes, or half the
+// top tier's slots; and where the engine has a disk or remote tier, at most half the host
+// tier's slots. A hinted block read from below holds a host slot while the read and the copy
+// up are in flight (with a GPU tier), or is the hinted copy itself (without one), and hints
+// never evict hinted blocks not yet used (Placement::set_protect_prefetched). So the host
+// room hints may take is bounded as the top tier's is: half the tier stays for the blocks
+// in use, demotions and the loads' own reads, and a look-ahead window larger than the host
+// tier cannot evict its own blocks before they are used, nor fail for want of a host slot
+// (a skip, which drops the key) — it waits for room instead, as it does for the top tier.
+//
 // Thread-safe. Locking: mu_ is a leaf lock; the thread releases it before calling the hooks
 // (which take the placement lock). Ledger calls come under the placement lock and take mu_
 // only to wake the thread.

@@ -257,6 +257,9 @@ struct EngineOptions {
   // Look-ahead prefetch (Engine::Hint): the most bytes of blocks that hints may hold in the
   // top tier (GPU, or host without a GPU tier) while in flight or not yet used. Bounds how
   // much of the tier speculation can take from the blocks in use. 0 = half the top tier.
+  // With a disk or remote tier, a hinted block read from below also takes a host slot, so
+  // the budget in effect (PrefetchStats::budget_bytes) is at most half the host tier too:
+  // hints never hold more of the host tier than they may hold of the GPU tier's.
   size_t prefetch_budget_bytes = 0;
   // Serves /metrics (Prometheus text format) and /stats (JSON) over HTTP on 127.0.0.1 only,
   // from the engine's own thread. 0 = off. Open fails with Unavailable if the port is taken.
@@ -468,9 +471,10 @@ class Engine {
   // Look-ahead: queues `keys`, in the order they will be needed, for the engine's
   // prefetcher, which promotes them disk → host → GPU tier (host tier without a GPU tier) in
   // the background, keeping at most prefetch_budget_bytes of hinted blocks in flight or
-  // unused, and never evicting a pinned or leased block (or another hint's unused block)
-  // to make room. Keys that are not cached when their turn comes are skipped. Returns an id
-  // for CancelHint. Hints are served in the order given, across calls.
+  // unused (and, with a disk or remote tier, at most half the host tier's), and never
+  // evicting a pinned or leased block (or another hint's unused block) to make room. Keys
+  // that are not cached when their turn comes are skipped. Returns an id for CancelHint.
+  // Hints are served in the order given, across calls.
   virtual absl::StatusOr<uint64_t> Hint(absl::string_view ns, absl::Span<const BlockKey> keys) = 0;
   // Drops the hint's keys that the prefetcher has not started; returns how many. Blocks
   // already moving complete (and count as unused if never loaded). NotFound for an id Hint

@@ -111,7 +111,7 @@ struct PrefetchStats {
   uint64_t unused = 0;
   uint64_t queued = 0;             // keys waiting for their turn now
   uint64_t outstanding_bytes = 0;  // in flight or landed and not yet used, now
-  uint64_t budget_bytes = 0;
+  uint64_t budget_bytes = 0;       // in effect (EngineOptions::prefetch_budget_bytes)
 };
 
 // One node of the remote tier's cluster, as the client sees it.

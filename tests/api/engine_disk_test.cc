@@ -13,6 +13,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "engine/engine_impl.h"
 #include "engine_test_util.h"
 #include "gtest/gtest.h"
@@ -255,6 +257,63 @@ TEST_F(EngineDiskTest, LeaseAndPrefetchBringDiskBlocksUp) {
   ASSERT_TRUE(pf.ok()) << pf.status();
   ASSERT_TRUE((*pf)->Wait().ok());
   EXPECT_EQ(engine_->Match("default", p2)->tiers[0], TierKind::kGpu);
+}
+
+// The prefetch budget accounts for the host tier's room: hinted blocks read from disk take
+// host slots (held while in flight with a GPU tier; the hinted copies themselves without
+// one), so a look-ahead window larger than the host tier used to fill it with reads and skip
+// (drop) the hints past its size. The budget in effect is at most half the host tier, and
+// the prefetcher waits for room instead: every hinted block arrives and is used, none is
+// skipped or evicted unused.
+TEST_F(EngineDiskTest, HintsBeyondTheHostTierWaitForRoomInsteadOfBeingSkipped) {
+  for (size_t gpu_blocks : {size_t{0}, size_t{16}}) {
+    SCOPED_TRACE(absl::StrCat("gpu_blocks = ", gpu_blocks));
+    EngineOptions o = Options(gpu_blocks, /*host_blocks=*/4);
+    // Without a GPU tier, a budget set far above the host tier; with one, the default (half
+    // the GPU tier: 8 blocks, twice the host tier).
+    o.prefetch_budget_bytes = gpu_blocks == 0 ? 16 * o.geometry.block_bytes() : 0;
+    Open(o);
+    EXPECT_EQ(engine_->Stats().prefetch.budget_bytes, 2 * bytes_);
+    const std::vector<int32_t> prompt = Prompt(12, 30 + static_cast<int>(gpu_blocks));
+    const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
+    for (size_t first = 0; first < keys.size(); first += 2) {  // as a Store cannot evict itself
+      DeviceBlocks src(engine_->device(), 2, bytes_);
+      FillBlocks(engine_->device(), src.ptrs(), {keys[first], keys[first + 1]}, bytes_);
+      StoreRequest r;
+      r.ns = "default";
+      r.tokens = prompt;
+      r.first_block = first;
+      r.buffers = KvBuffers::Blocks(src.ptrs());
+      auto h = engine_->Store(r);
+      ASSERT_TRUE(h.ok()) << h.status();
+      ASSERT_TRUE((*h)->Wait().ok());
+    }
+    FlushHostToDisk(31 + static_cast<int>(gpu_blocks));
+    absl::StatusOr<MatchResult> m = engine_->Match("default", prompt);
+    ASSERT_TRUE(m.ok()) << m.status();
+    ASSERT_EQ(m->tiers.size(), keys.size());
+    for (TierKind t : m->tiers) ASSERT_EQ(t, TierKind::kDisk);
+
+    ASSERT_TRUE(engine_->Hint("default", keys).ok());
+    for (size_t first = 0; first < keys.size(); first += 2) {
+      const absl::Time deadline = absl::Now() + absl::Seconds(10);
+      auto served = [&] {
+        const PrefetchStats p = engine_->Stats().prefetch;
+        return p.issued + p.skipped >= first + 2;
+      };
+      while (!served() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+      ASSERT_TRUE(served()) << "block " << first;
+      ASSERT_TRUE(engine_->Flush().ok());
+      EXPECT_LE(engine_->Stats().prefetch.outstanding_bytes, 2 * bytes_);
+      ASSERT_TRUE(LoadAndCheck({keys[first], keys[first + 1]}).ok()) << first;
+    }
+    const PrefetchStats p = engine_->Stats().prefetch;
+    EXPECT_EQ(p.skipped, 0u);
+    EXPECT_EQ(p.issued, keys.size());
+    EXPECT_EQ(p.in_time + p.late, keys.size());
+    EXPECT_EQ(p.unused, 0u);
+    EXPECT_EQ(p.outstanding_bytes, 0u);
+  }
 }
 
 // Secure erase: blocks whose bytes carry a marker are stored, pushed to disk, then erased;
