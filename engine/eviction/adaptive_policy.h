@@ -48,8 +48,8 @@
 #include <vector>
 
 #include "engine/eviction/eviction_policy.h"
+#include "engine/eviction/frequency_sketch.h"
 #include "engine/eviction/shadow_experts.h"
-#include "engine/eviction/slot_keys.h"
 
 namespace kvtier {
 
@@ -58,15 +58,21 @@ class AdaptivePolicy final : public EvictionPolicy {
   static constexpr int kNumExperts = 4;
   static constexpr std::array<const char*, kNumExperts> kExperts = {"arc", "lru", "lfu",
                                                                     "s3fifo"};
+  static constexpr int kLfu = 2;
 
   struct Tuning {
-    uint32_t max_shadow_slots = 16384;  // shadow size; larger tiers are sampled
-    double decay = 0;                   // of the scores, per epoch (0: the whole history)
-    double margin = 0.0005;             // prefix-hit-ratio lead a challenger needs
-    int first = 0;                      // the expert followed before any epoch ends
+    // Shadow size: shadow_fraction of the tier's slots, at least min_shadow_slots and at most
+    // max_shadow_slots (never more than the tier); keys are sampled at shadow size / slots.
+    double shadow_fraction = 0.0625;
+    uint32_t min_shadow_slots = 256;
+    uint32_t max_shadow_slots = 16384;
+    double decay = 0;        // of the scores, per epoch (0: the whole history)
+    double margin = 0.002;   // prefix-hit-ratio lead a challenger needs
+    double epoch_factor = 1.0;  // epoch length in sampled references, x shadow size
+    int first = 0;           // the expert followed before any epoch ends
   };
 
-  explicit AdaptivePolicy(uint32_t num_slots) : AdaptivePolicy(num_slots, Tuning()) {}
+  explicit AdaptivePolicy(uint32_t num_slots);
   AdaptivePolicy(uint32_t num_slots, const Tuning& tuning);
 
   const char* name() const override { return "adaptive"; }
@@ -87,15 +93,31 @@ class AdaptivePolicy final : public EvictionPolicy {
 
  private:
   void Played(uint32_t references);
+  // Makes expert `e` the live policy: a fresh instance fed the tracked slots oldest first.
+  void Rebuild(int e);
+  // Calls f with the live policy as its concrete (final) type, so the calls are direct.
+  template <typename F>
+  decltype(auto) Live(F&& f);
+
+  struct Slot {
+    uint64_t key = 0;
+    uint64_t stamp = 0;  // the clock at its last reference; 1: inserted cold; 0: untracked
+    uint32_t depth = 0;  // SetNextDepth's value at its insert
+    uint32_t uses = 0;   // references since its insert
+  };
 
   Tuning tuning_;
   uint32_t num_slots_;
-  policy_internal::SlotKeys keys_;
-  std::vector<uint32_t> depth_;  // per slot: SetNextDepth's value at its insert
+  std::vector<Slot> slots_;
+  uint64_t next_key_ = 0;
+  bool has_next_key_ = false;
+  uint64_t clock_ = 2;
   uint32_t next_depth_ = 0;
-  std::array<std::unique_ptr<EvictionPolicy>, kNumExperts> experts_;
+  std::unique_ptr<EvictionPolicy> live_;  // expert leader_
   int leader_ = 0;
   uint64_t switches_ = 0;
+  // The key counts `lfu` keeps, counted here while another expert leads (lfu_policy.h).
+  policy_internal::FrequencySketch counts_;
 
   policy_internal::ShadowExperts shadows_;
   uint64_t epoch_ = 0;     // sampled references per epoch

@@ -126,6 +126,30 @@ TEST(AdaptivePolicy, TheLeaderFollowsTheShadowThatHitsMost) {
   EXPECT_GE(hits, 900);  // of 2000 counted (the leader, arc here, keeps half the loop)
 }
 
+// Only the leader is live: a switch rebuilds the new one from the wrapper's per-slot records.
+// It must then track exactly the slots the cache holds (each offered once when drained), and
+// keep working as a cache.
+TEST(AdaptivePolicy, ASwitchRebuildsTheNewLeaderOverEveryTrackedSlot) {
+  AdaptivePolicy::Tuning t;
+  t.first = 1;  // lru, the worst on a loop: the policy switches away from it
+  AdaptivePolicy policy(16, t);
+  std::vector<uint64_t> keys;
+  for (int i = 0; i < 4000; ++i) keys.push_back(1000 + i % 20);
+  CountHits(policy, 16, keys, 0);
+  ASSERT_GE(policy.switches(), 1u);
+  ASSERT_NE(policy.leader(), 1);
+  policy.OnRemove(5);  // a plain removal: the slot is no longer offered
+  std::vector<bool> seen(16, false);
+  for (int i = 0; i < 15; ++i) {
+    const SlotId v = EvictOne(policy);
+    ASSERT_NE(v, kNoSlot);
+    EXPECT_NE(v, 5u);
+    EXPECT_FALSE(seen[v]) << v;
+    seen[v] = true;
+  }
+  EXPECT_FALSE(policy.PickVictim([](SlotId) { return true; }).has_value());
+}
+
 TEST(AdaptivePolicy, TheSameEventsGiveTheSameVictims) {
   const std::vector<uint64_t> keys = Stream(11);
   AdaptivePolicy a(16), b(16);
