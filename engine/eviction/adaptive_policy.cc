@@ -35,8 +35,8 @@ uint32_t ShadowSize(const AdaptivePolicy::Tuning& t, uint32_t num_slots) {
 AdaptivePolicy::Tuning FromEnv(AdaptivePolicy::Tuning t) {
   if (const char* e = std::getenv("KVTIER_ADAPTIVE")) {
     unsigned mn = t.min_shadow_slots, mx = t.max_shadow_slots;
-    std::sscanf(e, "%lf,%u,%u,%lf,%lf,%d", &t.shadow_fraction, &mn, &mx, &t.margin,
-                &t.epoch_factor, &t.first);
+    std::sscanf(e, "%lf,%u,%u,%lf,%lf,%d", &t.shadow_fraction, &mn, &mx, &t.margin, &t.epoch_factor,
+                &t.first);
     t.min_shadow_slots = mn;
     t.max_shadow_slots = mx;
   }
@@ -56,18 +56,22 @@ AdaptivePolicy::AdaptivePolicy(uint32_t num_slots, const Tuning& tuning)
       shadows_(kExperts, num_slots_, ShadowSize(tuning, num_slots_)) {
   live_ = MakeExpert(leader_, num_slots_);
   if (leader_ == kLfu) std::swap(counts_, static_cast<AgedLfuPolicy&>(*live_).frequencies());
-  epoch_ = std::max<uint64_t>(
-      static_cast<uint64_t>(tuning_.epoch_factor * shadows_.shadow_slots()), 1);
+  epoch_ =
+      std::max<uint64_t>(static_cast<uint64_t>(tuning_.epoch_factor * shadows_.shadow_slots()), 1);
 }
 
 template <typename F>
 decltype(auto) AdaptivePolicy::Live(F&& f) {
   static_assert(kNumExperts == 4);
   switch (leader_) {
-    case 0: return f(static_cast<ArcPolicy&>(*live_));
-    case 1: return f(static_cast<LruPolicy&>(*live_));
-    case 2: return f(static_cast<AgedLfuPolicy&>(*live_));
-    default: return f(static_cast<S3FifoPolicy&>(*live_));
+    case 0:
+      return f(static_cast<ArcPolicy&>(*live_));
+    case 1:
+      return f(static_cast<LruPolicy&>(*live_));
+    case 2:
+      return f(static_cast<AgedLfuPolicy&>(*live_));
+    default:
+      return f(static_cast<S3FifoPolicy&>(*live_));
   }
 }
 

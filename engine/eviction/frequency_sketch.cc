@@ -66,7 +66,8 @@ uint32_t FrequencySketch::IncrementAndEstimate(uint64_t key) {
   int shift[kDepth];
   for (int row = 0; row < kDepth; ++row) {
     Locate(key, row, &word[row], &shift[row]);
-    if (((table_[word[row]] >> shift[row]) & 0xf) != 0xf) table_[word[row]] += uint64_t{1} << shift[row];
+    if (((table_[word[row]] >> shift[row]) & 0xf) != 0xf)
+      table_[word[row]] += uint64_t{1} << shift[row];
   }
   if (++additions_ >= sample_size_) Halve();
   uint32_t estimate = 0xf;

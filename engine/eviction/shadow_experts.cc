@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
-#include <limits>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "engine/eviction/arc_policy.h"
@@ -22,11 +22,21 @@ namespace policy_internal {
 template <typename F>
 void ShadowExperts::With(int e, F&& f) {
   switch (kind_[e]) {
-    case Kind::kArc: f(static_cast<ArcPolicy&>(*policy_[e])); break;
-    case Kind::kLru: f(static_cast<LruPolicy&>(*policy_[e])); break;
-    case Kind::kLfu: f(static_cast<AgedLfuPolicy&>(*policy_[e])); break;
-    case Kind::kS3Fifo: f(static_cast<S3FifoPolicy&>(*policy_[e])); break;
-    default: f(*policy_[e]); break;
+    case Kind::kArc:
+      f(static_cast<ArcPolicy&>(*policy_[e]));
+      break;
+    case Kind::kLru:
+      f(static_cast<LruPolicy&>(*policy_[e]));
+      break;
+    case Kind::kLfu:
+      f(static_cast<AgedLfuPolicy&>(*policy_[e]));
+      break;
+    case Kind::kS3Fifo:
+      f(static_cast<S3FifoPolicy&>(*policy_[e]));
+      break;
+    default:
+      f(*policy_[e]);
+      break;
   }
 }
 ShadowExperts::ShadowExperts(absl::Span<const char* const> experts, uint32_t num_slots,

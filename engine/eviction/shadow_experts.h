@@ -53,7 +53,8 @@ class ShadowExperts {
   uint32_t Reference(uint64_t key_hash, uint32_t depth) {
     uint32_t played = 0;
     if (depth == 0 && !pending_.empty()) played = Flush();
-    if (Sampled(key_hash)) pending_.push_back(Pending{depth, static_cast<uint32_t>(pending_.size()), key_hash});
+    if (Sampled(key_hash))
+      pending_.push_back(Pending{depth, static_cast<uint32_t>(pending_.size()), key_hash});
     return played;
   }
   // Whether `key_hash` is in the sample (a multiplicative hash of it at most the threshold).
