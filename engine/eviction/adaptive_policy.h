@@ -72,6 +72,8 @@ class AdaptivePolicy final : public EvictionPolicy {
     int first = 0;              // the expert followed before any epoch ends
   };
 
+  // The default Tuning, overridden for experiments by KVTIER_ADAPTIVE="shadow_fraction,
+  // min_shadow_slots,max_shadow_slots,margin,epoch_factor,first" (a prefix of the list will do).
   explicit AdaptivePolicy(uint32_t num_slots);
   AdaptivePolicy(uint32_t num_slots, const Tuning& tuning);
 
