@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <utility>
 
 #include "engine/eviction/arc_policy.h"
@@ -32,20 +30,9 @@ uint32_t ShadowSize(const AdaptivePolicy::Tuning& t, uint32_t num_slots) {
   return std::max<uint32_t>(std::min(s, num_slots), 1);
 }
 
-AdaptivePolicy::Tuning FromEnv(AdaptivePolicy::Tuning t) {
-  if (const char* e = std::getenv("KVTIER_ADAPTIVE")) {
-    unsigned mn = t.min_shadow_slots, mx = t.max_shadow_slots;
-    std::sscanf(e, "%lf,%u,%u,%lf,%lf,%d", &t.shadow_fraction, &mn, &mx, &t.margin, &t.epoch_factor,
-                &t.first);
-    t.min_shadow_slots = mn;
-    t.max_shadow_slots = mx;
-  }
-  return t;
-}
-
 }  // namespace
 
-AdaptivePolicy::AdaptivePolicy(uint32_t num_slots) : AdaptivePolicy(num_slots, FromEnv(Tuning())) {}
+AdaptivePolicy::AdaptivePolicy(uint32_t num_slots) : AdaptivePolicy(num_slots, Tuning()) {}
 
 AdaptivePolicy::AdaptivePolicy(uint32_t num_slots, const Tuning& tuning)
     : tuning_(tuning),

@@ -14,8 +14,9 @@
 //  * A shadow cache per expert (shadow_experts.h): the expert alone, metadata only, over a
 //    hash-sampled subset of the keys at a fixed rate (shadow_fraction of the tier, at least
 //    min_shadow_slots, at most max_shadow_slots slots; the whole tier if smaller), scoring
-//    the prefix hits it would have had (a hit counts while every shallower block of its
-//    request hit too, from the depths SetNextDepth gives).
+//    the prefix hits it would have had (a hit counts while every shallower sampled block of
+//    its request hit too, from the depths SetNextDepth gives). At least 512 slots, so a tier
+//    of up to 512 slots is shadowed exactly and its decisions do not depend on key hashes.
 // Every epoch (epoch_factor x a shadow's slot count of sampled references) each expert's
 // prefix hits of the epoch are added to its score (decayed by `decay` per epoch; 0, the
 // default, keeps the whole history); the expert with the best score becomes the leader when it
@@ -35,7 +36,7 @@
 // calls); at a switch, O(slots log slots) to rebuild. Memory per real slot: the live leader's
 // (ARC ~95-135 B, LFU ~57, S3-FIFO ~50-60, LRU ~9) plus 24 B of records plus lfu's 32 B
 // sketch; the shadows add about 1/16 of all four experts' per-slot memory plus their map
-// (at least 256 slots each, at most 16,384: ~10-15 MB beyond 262,144 slots). Not
+// (at least 512 slots each, at most 16,384: ~10-15 MB beyond 262,144 slots). Not
 // thread-safe.
 
 #ifndef KVTIER_ENGINE_EVICTION_ADAPTIVE_POLICY_H_
@@ -64,7 +65,7 @@ class AdaptivePolicy final : public EvictionPolicy {
     // Shadow size: shadow_fraction of the tier's slots, at least min_shadow_slots and at most
     // max_shadow_slots (never more than the tier); keys are sampled at shadow size / slots.
     double shadow_fraction = 0.0625;
-    uint32_t min_shadow_slots = 256;
+    uint32_t min_shadow_slots = 512;
     uint32_t max_shadow_slots = 16384;
     double decay = 0;           // of the scores, per epoch (0: the whole history)
     double margin = 0.002;      // prefix-hit-ratio lead a challenger needs
@@ -72,8 +73,8 @@ class AdaptivePolicy final : public EvictionPolicy {
     int first = 0;              // the expert followed before any epoch ends
   };
 
-  // The default Tuning, overridden for experiments by KVTIER_ADAPTIVE="shadow_fraction,
-  // min_shadow_slots,max_shadow_slots,margin,epoch_factor,first" (a prefix of the list will do).
+  // The default Tuning (what MakeEvictionPolicy("adaptive") builds); the second constructor is
+  // for tests and experiments.
   explicit AdaptivePolicy(uint32_t num_slots);
   AdaptivePolicy(uint32_t num_slots, const Tuning& tuning);
 

@@ -76,13 +76,16 @@ uint32_t ShadowExperts::Flush() {
   std::sort(pending_.begin(), pending_.end(), [](const Pending& a, const Pending& b) {
     return a.depth != b.depth ? a.depth < b.depth : a.seq < b.seq;
   });
-  for (const Pending& p : pending_) Play(p.key, p.depth);
+  // A request's chain starts intact: its first sampled reference counts as a prefix hit if it
+  // hits, whether or not its root (depth 0) is in the sample.
+  intact_.fill(true);
+  for (const Pending& p : pending_) Play(p.key);
   const uint32_t played = static_cast<uint32_t>(pending_.size());
   pending_.clear();
   return played;
 }
 
-void ShadowExperts::Play(uint64_t key_hash, uint32_t depth) {
+void ShadowExperts::Play(uint64_t key_hash) {
   ++references_;
   Where absent;
   absent.slot.fill(kNoSlot);
@@ -92,7 +95,7 @@ void ShadowExperts::Play(uint64_t key_hash, uint32_t depth) {
   for (int e = 0; e < num_experts_; ++e) {
     With(e, [&](auto& policy) {
       const bool hit = here.slot[e] != kNoSlot;
-      intact_[e] = (depth == 0 || intact_[e]) && hit;
+      intact_[e] = intact_[e] && hit;
       if (hit) {
         ++hits_[e];
         if (intact_[e]) ++prefix_hits_[e];

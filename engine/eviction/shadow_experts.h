@@ -69,7 +69,8 @@ class ShadowExperts {
   uint64_t references() const { return references_; }
   uint64_t hits(int expert) const { return hits_[expert]; }
   // Hits while every shallower sampled reference of the same request hit too (a reference at
-  // depth 0 starts a request): the prefix hits the expert would have had.
+  // depth 0, sampled or not, starts a request): the prefix hits the expert would have had,
+  // estimated on the sample.
   uint64_t prefix_hits(int expert) const { return prefix_hits_[expert]; }
   // The shadow's own policy instance (metadata only, over shadow_slots() slots).
   const EvictionPolicy& policy(int expert) const { return *policy_[expert]; }
@@ -77,7 +78,7 @@ class ShadowExperts {
   bool Holds(int expert, uint64_t key_hash) const;
 
  private:
-  void Play(uint64_t key_hash, uint32_t depth);
+  void Play(uint64_t key_hash);
   template <typename F>
   void With(int e, F&& f);
 

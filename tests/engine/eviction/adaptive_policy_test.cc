@@ -83,6 +83,26 @@ TEST(ShadowExperts, ATierLargerThanTheShadowIsSampled) {
   EXPECT_EQ(shadows.hits(0), 0u);
 }
 
+// A request's root need not be in the sample: its sampled blocks still score prefix hits
+// (before the fix, an unsampled shared root left every expert at 0 prefix hits, so the leader
+// never changed).
+TEST(ShadowExperts, PrefixHitsCountWhenTheRootIsNotSampled) {
+  ShadowExperts shadows(kLruArc, /*num_slots=*/4096, /*max_shadow_slots=*/256);
+  uint64_t root = 1, deep = 2;
+  while (shadows.Sampled(root)) ++root;
+  while (!shadows.Sampled(deep)) ++deep;
+  for (int r = 0; r < 3; ++r) {
+    shadows.Reference(root, 0);
+    shadows.Reference(deep, 1);
+  }
+  shadows.Reference(root, 0);  // plays the third request
+  EXPECT_EQ(shadows.references(), 3u);
+  for (int e = 0; e < 2; ++e) {
+    EXPECT_EQ(shadows.hits(e), 2u);
+    EXPECT_EQ(shadows.prefix_hits(e), 2u) << kLruArc[e];
+  }
+}
+
 TEST(AdaptivePolicy, OnlyTheLeaderWalksThePredicate) {
   AdaptivePolicy::Tuning t;
   t.first = 1;  // lru
