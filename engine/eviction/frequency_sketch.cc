@@ -61,6 +61,22 @@ uint32_t FrequencySketch::Estimate(uint64_t key) const {
   return estimate;
 }
 
+uint32_t FrequencySketch::IncrementAndEstimate(uint64_t key) {
+  size_t word[kDepth];
+  int shift[kDepth];
+  for (int row = 0; row < kDepth; ++row) {
+    Locate(key, row, &word[row], &shift[row]);
+    if (((table_[word[row]] >> shift[row]) & 0xf) != 0xf)
+      table_[word[row]] += uint64_t{1} << shift[row];
+  }
+  if (++additions_ >= sample_size_) Halve();
+  uint32_t estimate = 0xf;
+  for (int row = 0; row < kDepth; ++row) {
+    estimate = std::min(estimate, static_cast<uint32_t>((table_[word[row]] >> shift[row]) & 0xf));
+  }
+  return estimate;
+}
+
 void FrequencySketch::Halve() {
   // Shifting a word right by one halves all 16 counters at once; the mask drops the bit each
   // counter would otherwise take from its neighbour.

@@ -24,6 +24,8 @@ class FrequencySketch {
 
   void Increment(uint64_t key);
   uint32_t Estimate(uint64_t key) const;
+  // Increment(key), then Estimate(key), hashing the key once.
+  uint32_t IncrementAndEstimate(uint64_t key);
 
  private:
   static constexpr int kDepth = 4;

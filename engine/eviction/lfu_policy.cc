@@ -13,17 +13,29 @@ namespace kvtier {
 // here the count places every block in a class, so a collision that lifts a one-time block
 // — say the head of a chain, while its tail stays in class 1 — breaks prefixes. 16 counters
 // per slot keep the increments of one aging period below one per counter (32 bytes a slot).
+policy_internal::FrequencySketch AgedLfuPolicy::MakeSketch(uint32_t num_slots) {
+  return policy_internal::FrequencySketch(
+      static_cast<uint32_t>(std::min<uint64_t>(uint64_t{num_slots} * 16, uint64_t{1} << 30)),
+      10 * static_cast<uint64_t>(std::max<uint32_t>(num_slots, 1)));
+}
+
 AgedLfuPolicy::AgedLfuPolicy(uint32_t num_slots)
     : lists_(num_slots, kClasses),
       keys_(num_slots),
-      sketch_(
-          static_cast<uint32_t>(std::min<uint64_t>(uint64_t{num_slots} * 16, uint64_t{1} << 30)),
-          10 * static_cast<uint64_t>(std::max<uint32_t>(num_slots, 1))),
+      sketch_(MakeSketch(num_slots)),
       stamp_(num_slots, 0) {}
 
-void AgedLfuPolicy::Touch(SlotId slot, uint64_t key) {
-  sketch_.Increment(key);
+void AgedLfuPolicy::InsertAt(SlotId slot, uint64_t stamp) {
+  assert(!lists_.Contains(slot));
+  const uint64_t key = keys_.Take(slot);
   const uint32_t count = std::clamp<uint32_t>(sketch_.Estimate(key), 1, kClasses);
+  clock_ = std::max(clock_, stamp);
+  stamp_[slot] = stamp;
+  lists_.PushFront(static_cast<int>(count) - 1, slot);
+}
+
+void AgedLfuPolicy::Touch(SlotId slot, uint64_t key) {
+  const uint32_t count = std::clamp<uint32_t>(sketch_.IncrementAndEstimate(key), 1, kClasses);
   stamp_[slot] = ++clock_;
   lists_.PushFront(static_cast<int>(count) - 1, slot);
 }

@@ -53,6 +53,16 @@ class AgedLfuPolicy final : public EvictionPolicy {
     return lists_.Contains(slot) ? lists_.ListOf(slot) + 1 : 0;
   }
   uint32_t EstimatedFrequency(uint64_t key_hash) const { return sketch_.Estimate(key_hash); }
+  // The key counts (the frequency sketch with its aging state), and a sketch made as this
+  // policy makes its own for `num_slots` slots. The adaptive policy counts references into
+  // such a sketch while another expert leads and swaps it in when `lfu` takes over, so the
+  // new leader has exactly the counts it would have had (and hands them back when it stops).
+  static policy_internal::FrequencySketch MakeSketch(uint32_t num_slots);
+  policy_internal::FrequencySketch& frequencies() { return sketch_; }
+  // As OnInsert, but the slot is filed as last referenced at logical time `stamp` (the clock
+  // moves up to it; calls in increasing stamp order) and its key is not counted again: for
+  // rebuilding a cache's state with its real idle times, keys counted by AdoptFrequencies.
+  void InsertAt(SlotId slot, uint64_t stamp);
 
  private:
   // Counts the key and files the slot under its class, newest, stamped now.

@@ -50,7 +50,17 @@ class ShadowExperts {
   // then played into the shadows in depth order, so each shadow sees every request's chain
   // root first whatever order the real cache's hits and inserts came in. Returns how many
   // references were played now (0 for most calls).
-  uint32_t Reference(uint64_t key_hash, uint32_t depth);
+  uint32_t Reference(uint64_t key_hash, uint32_t depth) {
+    uint32_t played = 0;
+    if (depth == 0 && !pending_.empty()) played = Flush();
+    if (Sampled(key_hash))
+      pending_.push_back(Pending{depth, static_cast<uint32_t>(pending_.size()), key_hash});
+    return played;
+  }
+  // Whether `key_hash` is in the sample (a multiplicative hash of it at most the threshold).
+  bool Sampled(uint64_t key_hash) const {
+    return (key_hash ^ (key_hash >> 29)) * 0x9e3779b97f4a7c15ULL <= threshold_;
+  }
 
   int num_experts() const { return num_experts_; }
   uint32_t shadow_slots() const { return shadow_slots_; }
@@ -59,16 +69,25 @@ class ShadowExperts {
   uint64_t references() const { return references_; }
   uint64_t hits(int expert) const { return hits_[expert]; }
   // Hits while every shallower sampled reference of the same request hit too (a reference at
-  // depth 0 starts a request): the prefix hits the expert would have had.
+  // depth 0, sampled or not, starts a request): the prefix hits the expert would have had,
+  // estimated on the sample.
   uint64_t prefix_hits(int expert) const { return prefix_hits_[expert]; }
+  // The shadow's own policy instance (metadata only, over shadow_slots() slots).
+  const EvictionPolicy& policy(int expert) const { return *policy_[expert]; }
   // Whether the shadow of `expert` holds `key_hash` now (for tests).
   bool Holds(int expert, uint64_t key_hash) const;
 
  private:
-  void Play(uint64_t key_hash, uint32_t depth);
+  void Play(uint64_t key_hash);
+  template <typename F>
+  void With(int e, F&& f);
+
+  enum class Kind : uint8_t { kOther, kArc, kLru, kLfu, kS3Fifo };
+  uint32_t Flush();  // plays the pending references in depth order; returns how many
 
   struct Pending {
     uint32_t depth;
+    uint32_t seq;  // its place among the request's sampled references
     uint64_t key;
   };
   struct Where {
@@ -78,8 +97,9 @@ class ShadowExperts {
   int num_experts_;
   uint32_t shadow_slots_;
   double rate_;
-  uint64_t threshold_;  // sampled iff Mix(key) <= threshold_
+  uint64_t threshold_;  // sampled iff Sampled(key)
   std::array<std::unique_ptr<EvictionPolicy>, kMaxExperts> policy_;
+  std::array<Kind, kMaxExperts> kind_{};
   std::array<std::vector<uint64_t>, kMaxExperts> key_of_;  // per shadow slot
   std::array<uint32_t, kMaxExperts> used_{};               // slots handed out so far
   absl::flat_hash_map<uint64_t, Where> where_;

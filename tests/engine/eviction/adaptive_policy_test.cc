@@ -83,6 +83,26 @@ TEST(ShadowExperts, ATierLargerThanTheShadowIsSampled) {
   EXPECT_EQ(shadows.hits(0), 0u);
 }
 
+// A request's root need not be in the sample: its sampled blocks still score prefix hits
+// (before the fix, an unsampled shared root left every expert at 0 prefix hits, so the leader
+// never changed).
+TEST(ShadowExperts, PrefixHitsCountWhenTheRootIsNotSampled) {
+  ShadowExperts shadows(kLruArc, /*num_slots=*/4096, /*max_shadow_slots=*/256);
+  uint64_t root = 1, deep = 2;
+  while (shadows.Sampled(root)) ++root;
+  while (!shadows.Sampled(deep)) ++deep;
+  for (int r = 0; r < 3; ++r) {
+    shadows.Reference(root, 0);
+    shadows.Reference(deep, 1);
+  }
+  shadows.Reference(root, 0);  // plays the third request
+  EXPECT_EQ(shadows.references(), 3u);
+  for (int e = 0; e < 2; ++e) {
+    EXPECT_EQ(shadows.hits(e), 2u);
+    EXPECT_EQ(shadows.prefix_hits(e), 2u) << kLruArc[e];
+  }
+}
+
 TEST(AdaptivePolicy, OnlyTheLeaderWalksThePredicate) {
   AdaptivePolicy::Tuning t;
   t.first = 1;  // lru
@@ -124,6 +144,30 @@ TEST(AdaptivePolicy, TheLeaderFollowsTheShadowThatHitsMost) {
   LruPolicy lru(16);
   EXPECT_EQ(CountHits(lru, 16, keys, 2000), 0);
   EXPECT_GE(hits, 900);  // of 2000 counted (the leader, arc here, keeps half the loop)
+}
+
+// Only the leader is live: a switch rebuilds the new one from the wrapper's per-slot records.
+// It must then track exactly the slots the cache holds (each offered once when drained), and
+// keep working as a cache.
+TEST(AdaptivePolicy, ASwitchRebuildsTheNewLeaderOverEveryTrackedSlot) {
+  AdaptivePolicy::Tuning t;
+  t.first = 1;  // lru, the worst on a loop: the policy switches away from it
+  AdaptivePolicy policy(16, t);
+  std::vector<uint64_t> keys;
+  for (int i = 0; i < 4000; ++i) keys.push_back(1000 + i % 20);
+  CountHits(policy, 16, keys, 0);
+  ASSERT_GE(policy.switches(), 1u);
+  ASSERT_NE(policy.leader(), 1);
+  policy.OnRemove(5);  // a plain removal: the slot is no longer offered
+  std::vector<bool> seen(16, false);
+  for (int i = 0; i < 15; ++i) {
+    const SlotId v = EvictOne(policy);
+    ASSERT_NE(v, kNoSlot);
+    EXPECT_NE(v, 5u);
+    EXPECT_FALSE(seen[v]) << v;
+    seen[v] = true;
+  }
+  EXPECT_FALSE(policy.PickVictim([](SlotId) { return true; }).has_value());
 }
 
 TEST(AdaptivePolicy, TheSameEventsGiveTheSameVictims) {
