@@ -307,6 +307,21 @@ void DiskTier::PostLocked(absl::AnyInvocable<void()> task) {
   tasks_.push_back(std::move(task));
 }
 
+void DiskTier::PostPlacement(uint64_t sequence, absl::AnyInvocable<void()> task) {
+  MutexLock lock(&task_mu_);
+  if (sequence != next_placement_) {
+    encoded_early_.emplace(sequence, std::move(task));
+    return;
+  }
+  tasks_.push_back(std::move(task));
+  ++next_placement_;
+  for (auto it = encoded_early_.begin(); it != encoded_early_.end() && it->first == next_placement_;
+       it = encoded_early_.erase(it)) {
+    tasks_.push_back(std::move(it->second));
+    ++next_placement_;
+  }
+}
+
 void DiskTier::EncoderLoop() {
   for (;;) {
     absl::AnyInvocable<void()> task;
@@ -411,8 +426,10 @@ absl::Status DiskTier::Submit(RecordId id, const void* src,
   // The caller may reuse `src` as soon as we return.
   std::memcpy(raw >= 0 ? staging_->Buffer(raw) : staging_->Buffer(out) + kRecordHeaderBytes, src,
               block_bytes_);
-  codec_pool_->Post([this, job = WriteJob{id, key, std::move(ns), raw, out,
-                                          std::move(done)}]() mutable { Encode(std::move(job)); });
+  // From here on the job always reaches PostPlacement: no sequence is ever skipped.
+  const uint64_t sequence = next_write_sequence_.fetch_add(1, std::memory_order_relaxed);
+  codec_pool_->Post([this, job = WriteJob{id, key, std::move(ns), raw, out, std::move(done),
+                                          sequence}]() mutable { Encode(std::move(job)); });
   return absl::OkStatus();
 }
 
@@ -517,11 +534,11 @@ void DiskTier::Encode(WriteJob job) {
       header, raw, block_bytes_, eo, staging_->Buffer(job.out), max_record_bytes_, &written);
   if (job.staging >= 0) staging_->Return(job.staging);
   job.staging = -1;
-  MutexLock lock(&mu_);
-  PostLocked(
-      [this, job = std::move(job), size = std::move(size), written = std::move(written)]() mutable {
-        Place(std::move(job), std::move(size), std::move(written));
-      });
+  const uint64_t sequence = job.sequence;
+  PostPlacement(sequence, [this, job = std::move(job), size = std::move(size),
+                           written = std::move(written)]() mutable {
+    Place(std::move(job), std::move(size), std::move(written));
+  });
 }
 
 void DiskTier::Place(WriteJob job, absl::StatusOr<size_t> encoded, RecordHeader written) {

@@ -48,8 +48,10 @@
 #ifndef KVTIER_TIERS_DISK_TIER_H_
 #define KVTIER_TIERS_DISK_TIER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -250,6 +252,7 @@ class DiskTier {
     int staging;  // raw copy of the block (-1: encoded in place, in `out`)
     int out;      // the encoded record
     absl::AnyInvocable<void(absl::Status)> done;
+    uint64_t sequence = 0;  // the order Submit handed it to the codec threads
   };
 
   DiskTier(const DiskTierOptions& options, const Geometry& geometry, DroppedFn dropped);
@@ -260,6 +263,11 @@ class DiskTier {
   // not run on a caller's thread.
   void EncoderLoop();
   void PostLocked(absl::AnyInvocable<void()> task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues the placement of the encoded write `sequence` once every earlier one is queued:
+  // records are placed in the order they were submitted whatever order the codec threads
+  // finish in, so a prefix written together lies on disk in order (read locality, and a
+  // layout that does not depend on thread timing).
+  void PostPlacement(uint64_t sequence, absl::AnyInvocable<void()> task);
   // A write's two steps: Encode (a codec thread: the codec and the checksums, into the record
   // buffer), then Place (the encoder thread, one record at a time: a place in a region, the
   // header's region and generation, the I/O).
@@ -336,6 +344,11 @@ class DiskTier {
   Mutex task_mu_ ABSL_ACQUIRED_AFTER(mu_);
   std::deque<absl::AnyInvocable<void()>> tasks_ ABSL_GUARDED_BY(task_mu_);
   bool tasks_stopping_ ABSL_GUARDED_BY(task_mu_) = false;
+  // Encoded writes that finished ahead of an earlier one, by sequence; the next sequence
+  // to place. Submit takes sequences from next_write_sequence_.
+  std::map<uint64_t, absl::AnyInvocable<void()>> encoded_early_ ABSL_GUARDED_BY(task_mu_);
+  uint64_t next_placement_ ABSL_GUARDED_BY(task_mu_) = 0;
+  std::atomic<uint64_t> next_write_sequence_{0};
   // Reads of records whose write has not landed yet.
   absl::flat_hash_map<RecordId, std::vector<PendingRead>> waiting_for_write_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -644,6 +644,49 @@ TEST_P(DiskTierTest, CompressedRecordsRoundTripAndSurviveRestart) {
   EXPECT_EQ(got, block);
 }
 
+TEST_P(DiskTierTest, RecordsArePlacedInSubmissionOrderWhateverOrderTheCodecThreadsFinish) {
+  DiskTierOptions o = Options();
+  o.codec = Codec::kZstd;
+  o.codec_threads = 4;
+  o.staging_buffers = 16;
+  o.region_bytes = 128 * 1024;
+  o.capacity_bytes = 8 * o.region_bytes;
+  ASSERT_TRUE(Open(o).ok());
+  // Incompressible blocks (zstd's slow path) between all-zero ones (its fast path): the codec
+  // threads finish them out of order.
+  constexpr int kBlocks = 40;
+  std::vector<BlockKey> keys;
+  std::atomic<int> failed{0};
+  for (int i = 0; i < kBlocks; ++i) {
+    const BlockKey key{static_cast<uint64_t>(i) + 1, 99};
+    std::vector<char> block = Content(key, tier_->block_bytes());
+    if (i % 2 == 1) std::fill(block.begin(), block.end(), 0);
+    ASSERT_TRUE(tier_
+                    ->Write(key, "default", block.data(),
+                            [&](absl::Status s) {
+                              if (!s.ok()) failed.fetch_add(1);
+                            })
+                    .ok());
+    keys.push_back(key);
+  }
+  tier_->Drain();
+  ASSERT_EQ(failed.load(), 0);
+  ASSERT_EQ(tier_->Stats().records, static_cast<uint64_t>(kBlocks));
+  // Every record header in the data file, by offset.
+  const int fd = ::open((dir_ + "/cache/data.kvt").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  std::vector<char> file(o.capacity_bytes + 4096);
+  const ssize_t n = ::pread(fd, file.data(), file.size(), 0);
+  ::close(fd);
+  ASSERT_GT(n, 0);
+  std::vector<BlockKey> on_disk;
+  for (size_t at = 0; at + kRecordHeaderBytes <= static_cast<size_t>(n); at += 4096) {
+    absl::StatusOr<RecordHeader> h = ParseRecordHeader(file.data() + at, n - at);
+    if (h.ok() && h->key.lo == 99) on_disk.push_back(h->key);
+  }
+  EXPECT_EQ(on_disk, keys);
+}
+
 TEST_P(DiskTierTest, BadOptionsNameTheField) {
   DiskTierOptions o = Options();
   o.region_bytes = 1000;
