@@ -43,7 +43,7 @@ constexpr char kDequantizeKernelName[] = "dequantize_kv";
 
 // Below this many elements per head, building a 256-entry dequantization table costs more
 // than it saves (the table is 256 conversions; the direct path is one per element).
-constexpr size_t kTableMinElements = 1024;
+constexpr size_t kTableMinElements = 256;
 
 // Element loads and stores through memcpy: no alignment or aliasing assumptions, and the
 // compiler turns them into plain moves.
