@@ -18,8 +18,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
@@ -85,9 +88,29 @@ class ABSL_SCOPED_LOCKABLE MutexLock {
 // A one-shot event: Notify once, wait many.
 class Notification {
  public:
+  // Wakes the waiters, then runs what OnNotified queued, on this thread, holding no lock.
   void Notify() {
-    MutexLock lock(&mu_);
-    notified_.store(true, std::memory_order_release);
+    std::vector<absl::AnyInvocable<void() &&>> then;
+    {
+      MutexLock lock(&mu_);
+      notified_.store(true, std::memory_order_release);
+      then.swap(then_);
+    }
+    // No member is touched from here on: a waiter may destroy the Notification now.
+    for (absl::AnyInvocable<void() &&>& fn : then) std::move(fn)();
+  }
+  // Runs `fn` once the Notification is notified: at once on this thread if it already is,
+  // else on the notifying thread right after Notify (so `fn` must not wait for anything the
+  // notifier's caller holds). A continuation instead of a thread blocked in a wait.
+  void OnNotified(absl::AnyInvocable<void() &&> fn) {
+    {
+      MutexLock lock(&mu_);
+      if (!notified_.load(std::memory_order_relaxed)) {
+        then_.push_back(std::move(fn));
+        return;
+      }
+    }
+    std::move(fn)();
   }
   bool HasBeenNotified() const { return notified_.load(std::memory_order_acquire); }
   // Always through the lock (no lock-free fast path): returning only after the notifier has
@@ -110,6 +133,7 @@ class Notification {
  private:
   Mutex mu_;
   std::atomic<bool> notified_{false};
+  std::vector<absl::AnyInvocable<void() &&>> then_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kvtier

@@ -260,23 +260,25 @@ absl::Status DiskMover::EnsureHostCopy(const BlockKey& key, bool passing) {
   counters_.rates().Started(kDisk);
   absl::Status s;
   if (reuse.pending()) {
-    // The slot's old bytes are still being copied out (a job posted before any this read
-    // can post): the read goes to a bounce buffer now, and into the slot on this part's
-    // thread once the slot is free.
+    // The slot's old bytes are still being copied out (a job on this part's thread): the
+    // read goes to a bounce buffer now, and into the slot as soon as that copy is done — on
+    // the thread that finishes second, never by waiting. (Waiting in a job queued behind
+    // the other copy-outs held every such read behind the slowest of them: with the disk's
+    // writes stalled, reads that had landed missed their load's deadline by 100+ ms.)
     fill->slot_free = reuse.gate;
     std::shared_ptr<char[]> bounce(new char[block_bytes_]);
-    s = disk_->Read(record, key, ns, bounce.get(),
-                    [this, bounce, dst, gate = reuse.gate, fill, on_read](absl::Status st) mutable {
-                      Post([this, bounce, dst, gate, fill, on_read, st = std::move(st)]() mutable {
-                        gate->WaitForNotification();
-                        if (!fill->claim.Claim()) {
-                          on_read(absl::CancelledError("abandoned by its reader"));
-                          return;
-                        }
-                        std::memcpy(dst, bounce.get(), block_bytes_);
-                        on_read(std::move(st));
-                      });
-                    });
+    s = disk_->Read(
+        record, key, ns, bounce.get(),
+        [this, bounce, dst, gate = reuse.gate, fill, on_read](absl::Status st) mutable {
+          gate->OnNotified([this, bounce, dst, fill, on_read, st = std::move(st)]() mutable {
+            if (!fill->claim.Claim()) {
+              on_read(absl::CancelledError("abandoned by its reader"));
+              return;
+            }
+            std::memcpy(dst, bounce.get(), block_bytes_);
+            on_read(std::move(st));
+          });
+        });
   } else {
     s = disk_->Read(record, key, ns, dst, on_read, std::shared_ptr<ReadClaim>(fill, &fill->claim));
   }

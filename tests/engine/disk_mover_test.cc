@@ -1,8 +1,8 @@
 // DiskMover, driven with a Placement and a real disk tier (no Engine): a host copy handed down
 // is attached to its record at once and its bytes copied out later, off the caller's thread;
 // a slow disk never makes the hand-down wait; a read into a slot whose old bytes are still on
-// their way out goes through a bounce buffer and lands after them; a reopened directory
-// brings every block back.
+// their way out goes through a bounce buffer and lands after them, and is never held behind
+// another slot's copy-out; a reopened directory brings every block back.
 
 #include "engine/disk_mover.h"
 
@@ -184,6 +184,63 @@ TEST_F(DiskMoverTest, AReadIntoASlotStillBeingCopiedOutLandsAfterTheCopyOut) {
   ASSERT_TRUE(fill->status.ok()) << fill->status;
   EXPECT_EQ(std::vector<char>(bytes, bytes + block), std::vector<char>(block, 0x11));
   fill->settled.WaitForNotification();
+}
+
+TEST_F(DiskMoverTest, AReadWhoseSlotIsFreeIsNotHeldBehindAnotherReadsCopyOut) {
+  Make(0, 2);
+  OpenMover();
+  const BlockKey a{1, 1}, b1{2, 2}, c{3, 3}, b2{4, 4};
+  ASSERT_TRUE(Put(a, kHost, 0, /*fill=*/0x11));
+  ASSERT_TRUE(Put(c, kHost, 0, /*fill=*/0x33));
+  {
+    auto [slot_a, reuse_a] = TakeHostSlot();  // a goes to disk
+    auto [slot_c, reuse_c] = TakeHostSlot();  // and c
+    reuse_a.gate->WaitForNotification();
+    reuse_c.gate->WaitForNotification();
+    MutexLock lock(&placement->mu());
+    placement->ReturnSlot(kHost, slot_a, std::move(reuse_a));
+    placement->ReturnSlot(kHost, slot_c, std::move(reuse_c));
+  }
+  mover_->Drain();
+  completions.Drain();
+  ASSERT_TRUE(Has(a, kDisk));
+  ASSERT_TRUE(Has(c, kDisk));
+  ASSERT_TRUE(Put(b1, kHost, 0, /*fill=*/0x22));
+  ASSERT_TRUE(Put(b2, kHost, 0, /*fill=*/0x44));
+  // a's read evicts b1 into a tier that never lets go of it (a disk whose writes stall) ...
+  testing::FakeLowerTier stuck(*placement), slow(*placement);
+  auto read = [&](const BlockKey& key, LowerTier* evicts_into) {
+    placement->set_lower_tier(evicts_into);
+    MutexLock lock(&placement->mu());
+    EXPECT_TRUE(mover_->EnsureHostCopy(key, /*passing=*/false).ok());
+    return table.Find(key, [](BlockEntry* e) { return e->host_fill; });
+  };
+  std::shared_ptr<HostFill> fill_a = read(a, &stuck);
+  placement->set_lower_tier(mover_.get());
+  ASSERT_EQ(stuck.taken, std::vector<BlockKey>{b1});
+  absl::SleepFor(absl::Milliseconds(50));  // a's read lands in its bounce buffer and waits
+  // ... and c's read evicts b2 into one whose copy-out finishes a moment later.
+  std::shared_ptr<HostFill> fill_c = read(c, &slow);
+  placement->set_lower_tier(mover_.get());
+  ASSERT_EQ(slow.taken, std::vector<BlockKey>{b2});
+  ASSERT_NE(fill_a, nullptr);
+  ASSERT_NE(fill_c, nullptr);
+  absl::SleepFor(absl::Milliseconds(50));  // c's read lands too
+  slow.gate->Notify();
+  // c's slot is free: its read lands whatever a's slot is waiting for.
+  ASSERT_TRUE(fill_c->done.WaitForNotificationWithDeadline(absl::Now() + absl::Seconds(5)))
+      << "c's read waited for a's slot";
+  ASSERT_TRUE(fill_c->status.ok()) << fill_c->status;
+  EXPECT_FALSE(fill_a->done.HasBeenNotified());
+  stuck.gate->Notify();
+  fill_a->done.WaitForNotification();
+  ASSERT_TRUE(fill_a->status.ok()) << fill_a->status;
+  fill_a->settled.WaitForNotification();
+  fill_c->settled.WaitForNotification();
+  const char* bytes_a = static_cast<const char*>(host->Address(stuck.from_slots[0]).host);
+  const char* bytes_c = static_cast<const char*>(host->Address(slow.from_slots[0]).host);
+  EXPECT_EQ(std::vector<char>(bytes_a, bytes_a + block), std::vector<char>(block, 0x11));
+  EXPECT_EQ(std::vector<char>(bytes_c, bytes_c + block), std::vector<char>(block, 0x33));
 }
 
 TEST_F(DiskMoverTest, AReopenedDirectoryBringsEveryBlockBack) {
