@@ -96,6 +96,16 @@ double MedianSeconds(int runs, F&& fn) {
   return t[t.size() / 2];
 }
 
+// --layers, --kv-heads, --head-dim and --block-tokens: the shape of `g` (its values are the
+// defaults shown in --help).
+inline void AddGeometryShape(CLI::App& app, Geometry* g) {
+  app.add_option("--layers", g->num_layers, "geometry: layers")->capture_default_str();
+  app.add_option("--kv-heads", g->num_kv_heads, "geometry: KV heads")->capture_default_str();
+  app.add_option("--head-dim", g->head_dim, "geometry: head dimension")->capture_default_str();
+  app.add_option("--block-tokens", g->block_tokens, "geometry: tokens per block")
+      ->capture_default_str();
+}
+
 // Single-thread memcpy bandwidth over `bytes` (GB/s, 1e9 bytes/s): the host-copy ceiling.
 inline double MemcpyGbps(size_t bytes, int runs = 5) {
   std::vector<char> a(bytes, 1), b(bytes, 2);

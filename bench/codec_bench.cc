@@ -195,13 +195,7 @@ int Main(int argc, char** argv) {
   app.add_option("--seconds", a.seconds, "seconds per measurement")->check(CLI::Range(0.05, 60.0));
   app.add_option("--blocks", a.blocks, "distinct blocks per thread")->check(CLI::Range(1, 256));
   app.add_option("--codecs", a.codecs, "comma-separated codecs to measure");
-  app.add_option("--layers", a.geometry.num_layers, "geometry: layers")->capture_default_str();
-  app.add_option("--kv-heads", a.geometry.num_kv_heads, "geometry: KV heads")
-      ->capture_default_str();
-  app.add_option("--head-dim", a.geometry.head_dim, "geometry: head dimension")
-      ->capture_default_str();
-  app.add_option("--block-tokens", a.geometry.block_tokens, "geometry: tokens per block")
-      ->capture_default_str();
+  AddGeometryShape(app, &a.geometry);
   if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
   if (absl::Status s = a.geometry.Validate(); !s.ok()) Die(s.ToString());
   const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -99,13 +99,7 @@ int Main(int argc, char** argv) {
   app.add_option("--blocks", args.blocks, "blocks quantized per run (default: by device)")
       ->check(flags::AtLeast<size_t>(1));
   flags::AddRuns(app, &args.runs);
-  app.add_option("--layers", args.geometry.num_layers, "geometry: layers")->capture_default_str();
-  app.add_option("--kv-heads", args.geometry.num_kv_heads, "geometry: KV heads")
-      ->capture_default_str();
-  app.add_option("--head-dim", args.geometry.head_dim, "geometry: head dimension")
-      ->capture_default_str();
-  app.add_option("--block-tokens", args.geometry.block_tokens, "geometry: tokens per block")
-      ->capture_default_str();
+  AddGeometryShape(app, &args.geometry);
   flags::AddParsed(app, "--dtype", &args.geometry.dtype, ParseDType, DTypeName, "fp16|bf16|fp32",
                    "geometry: the original's element type");
   if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;

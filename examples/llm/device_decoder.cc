@@ -253,19 +253,7 @@ absl::Status DeviceDecoder::MatMul(const float* x, size_t rows, size_t k, Device
 }
 
 absl::StatusOr<std::vector<float>> DeviceDecoder::Embed(absl::Span<const int32_t> tokens) const {
-  if (tokens.empty()) return absl::InvalidArgumentError("Embed: no tokens");
-  const size_t d = config_.d_model;
-  std::vector<float> out(tokens.size() * d);
-  for (size_t t = 0; t < tokens.size(); ++t) {
-    const int32_t id = tokens[t];
-    if (id < 0 || static_cast<uint32_t>(id) >= config_.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("Embed: token %d (at index %d) is outside the vocabulary [0, %d)", id, t,
-                          config_.vocab_size));
-    }
-    std::copy_n(embed_.begin() + static_cast<size_t>(id) * d, d, out.begin() + t * d);
-  }
-  return out;
+  return EmbedTokens(embed_, config_.d_model, config_.vocab_size, tokens);
 }
 
 absl::StatusOr<Model::QkvOut> DeviceDecoder::Qkv(uint32_t layer, absl::Span<const float> hidden,

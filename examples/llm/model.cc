@@ -363,20 +363,25 @@ absl::StatusOr<Model> Model::FromSafetensors(const std::string& path, const Mode
   return model;
 }
 
-absl::StatusOr<std::vector<float>> Model::Embed(absl::Span<const int32_t> tokens) const {
+absl::StatusOr<std::vector<float>> EmbedTokens(absl::Span<const float> table, size_t d_model,
+                                               uint32_t vocab_size,
+                                               absl::Span<const int32_t> tokens) {
   if (tokens.empty()) return absl::InvalidArgumentError("Embed: no tokens");
-  const size_t d = config_.d_model;
-  std::vector<float> out(tokens.size() * d);
+  std::vector<float> out(tokens.size() * d_model);
   for (size_t t = 0; t < tokens.size(); ++t) {
     const int32_t id = tokens[t];
-    if (id < 0 || static_cast<uint32_t>(id) >= config_.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("Embed: token %d (at index %d) is outside the vocabulary [0, %d)", id, t,
-                          config_.vocab_size));
+    if (id < 0 || static_cast<uint32_t>(id) >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "Embed: token %d (at index %d) is outside the vocabulary [0, %d)", id, t, vocab_size));
     }
-    std::copy_n(embed_.begin() + static_cast<size_t>(id) * d, d, out.begin() + t * d);
+    std::copy_n(table.begin() + static_cast<size_t>(id) * d_model, d_model,
+                out.begin() + t * d_model);
   }
   return out;
+}
+
+absl::StatusOr<std::vector<float>> Model::Embed(absl::Span<const int32_t> tokens) const {
+  return EmbedTokens(embed_, config_.d_model, config_.vocab_size, tokens);
 }
 
 Model::QkvOut Model::Qkv(uint32_t layer, absl::Span<const float> hidden, uint32_t pos) const {

@@ -74,6 +74,12 @@ struct ModelConfig {
   uint32_t group_size() const { return num_heads / num_kv_heads; }
 };
 
+// The rows of `table` ([vocab_size][d_model]) for `tokens`, [T][d_model]. InvalidArgument for
+// no tokens, or naming a token outside [0, vocab_size) and its index.
+absl::StatusOr<std::vector<float>> EmbedTokens(absl::Span<const float> table, size_t d_model,
+                                               uint32_t vocab_size,
+                                               absl::Span<const int32_t> tokens);
+
 class Model {
  public:
   // Weights drawn from `seed` by splitmix64 (bit-identical on every machine): each matrix
