@@ -489,6 +489,26 @@ class DiskTier(unittest.TestCase):
             e.hint("tenant-b", keys)
             e.flush()
 
+    def test_codec_threads_and_reads_in_place(self):
+        tokens = prompt(3, 50)
+        for threads, in_place, codec in ((1, False, "none"), (3, True, "none"),
+                                         (2, False, "zstd-shuffle")):
+            with self.subTest(threads=threads, in_place=in_place, codec=codec):
+                shutil.rmtree(self.dir + "/cache", ignore_errors=True)
+                with self.disk_engine(disk_codec_threads=threads, disk_read_in_place=in_place,
+                                      codec=codec) as e:
+                    self.assertEqual(e.options.disk_codec_threads, threads)
+                    self.assertEqual(e.options.disk_read_in_place, in_place)
+                    kv = random_blocks(e, 3, seed=50)
+                    e.store("default", tokens, kv)
+                    e.store("default", prompt(4, 51), random_blocks(e, 4, seed=51))
+                    e.flush()
+                    _, keys = e.match("default", tokens)
+                    self.assertEqual(e.match_tiers("default", tokens), ["disk"] * 3)
+                    self.assertEqual(e.load("default", keys).tobytes(), kv.tobytes())
+        with self.assertRaisesRegex(ValueError, "codec_threads"):
+            self.disk_engine(disk_codec_threads=65)
+
     def test_plans_and_deadlines(self):
         tokens = prompt(3, 40)
         with self.disk_engine() as e:
