@@ -385,8 +385,8 @@ struct LoadRequest {
   // called back: it settles later, and its slot is reused only then. A wait on the handle
   // lasts past the deadline by the time to zero the abandoned slots and run the copies, and
   // when a slot's previous bytes are still being written to disk, until they are out (up to
-  // DiskTier::kStagingWait); bench/run loadplan measured 55-75 ms past it with the disk
-  // stalling mid-load (docs/benchmarks.md, "loadplan"). Reads from the remote tier are not
+  // DiskTier::kStagingWait, when the disk's writes stall); bench/run loadplan measured
+  // 20-70 ms past it with the disk stalling mid-load (docs/benchmarks.md, "loadplan"). Reads from the remote tier are not
   // abandoned: their own operation timeout (RemoteOptions) bounds them. InfiniteFuture: wait for
   // every read.
   absl::Time deadline = absl::InfiniteFuture();
