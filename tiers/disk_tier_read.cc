@@ -1,7 +1,7 @@
 // tiers/disk_tier_read.cc — DiskTier's read path: Read, reads queued for a staging buffer
 // (StagingPool::TakeOrQueue) or for their record's write to land, verification, and the
-// failure of reads whose record is abandoned. The write path, erase and recovery are in
-// disk_tier.cc; both halves share the record table under DiskTier::mu_ (disk_tier.h).
+// failure of reads whose record is abandoned. The write path is in disk_tier_write.cc, erase
+// and recovery in disk_tier.cc; all share the record table under DiskTier::mu_ (disk_tier.h).
 
 #include <algorithm>
 #include <cstdint>

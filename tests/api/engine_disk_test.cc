@@ -87,20 +87,9 @@ class EngineDiskTest : public ::testing::Test {
   }
   // Stores `prompt`'s first `blocks` blocks two at a time (one Store cannot evict its own
   // blocks: they are in flight until it completes); each Store must move both.
-  void StoreInPairs(const std::vector<int32_t>& prompt, const std::vector<BlockKey>& keys,
-                    size_t blocks) {
+  void StoreInPairs(const std::vector<int32_t>& prompt, size_t blocks) {
     for (size_t first = 0; first < blocks; first += 2) {
-      DeviceBlocks src(engine_->device(), 2, bytes_);
-      FillBlocks(engine_->device(), src.ptrs(), {keys[first], keys[first + 1]}, bytes_);
-      StoreRequest r;
-      r.ns = "default";
-      r.tokens = prompt;
-      r.first_block = first;
-      r.buffers = KvBuffers::Blocks(src.ptrs());
-      auto h = engine_->Store(r);
-      ASSERT_TRUE(h.ok()) << h.status();
-      ASSERT_TRUE((*h)->Wait().ok());
-      ASSERT_EQ((*h)->blocks_moved(), 2u);
+      ASSERT_NO_FATAL_FAILURE(testing::StoreBlockRange(*engine_, "default", prompt, first, 2));
     }
   }
   void FlushHostToDisk(int seed) {
@@ -120,7 +109,7 @@ TEST_F(EngineDiskTest, HostVictimsGoToDiskAndComeBackByteExact) {
   const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
   // 10 blocks through a 4-block host tier, two at a time (one Store cannot evict its own
   // blocks: they are in flight until it completes).
-  ASSERT_NO_FATAL_FAILURE(StoreInPairs(prompt, keys, 10));
+  ASSERT_NO_FATAL_FAILURE(StoreInPairs(prompt, 10));
   auto m = engine_->Match("default", prompt);
   ASSERT_TRUE(m.ok());
   ASSERT_EQ(m->matched_tokens, prompt.size());
@@ -282,7 +271,7 @@ TEST_F(EngineDiskTest, HintsBeyondTheHostTierWaitForRoomInsteadOfBeingSkipped) {
     EXPECT_EQ(engine_->Stats().prefetch.budget_bytes, 2 * bytes_);
     const std::vector<int32_t> prompt = Prompt(12, 30 + static_cast<int>(gpu_blocks));
     const std::vector<BlockKey> keys = KeysOf(*engine_, "default", prompt);
-    ASSERT_NO_FATAL_FAILURE(StoreInPairs(prompt, keys, keys.size()));
+    ASSERT_NO_FATAL_FAILURE(StoreInPairs(prompt, keys.size()));
     FlushHostToDisk(31 + static_cast<int>(gpu_blocks));
     absl::StatusOr<MatchResult> m = engine_->Match("default", prompt);
     ASSERT_TRUE(m.ok()) << m.status();

@@ -149,6 +149,27 @@ inline std::vector<BlockKey> StoreBlocks(Engine& engine, absl::string_view ns,
   return keys;
 }
 
+// Stores blocks [first, first + n) of `tokens` (contents from FillBlocks) and waits; each
+// must be moved (stored, not already present).
+inline void StoreBlockRange(Engine& engine, absl::string_view ns,
+                            const std::vector<int32_t>& tokens, size_t first, size_t n) {
+  const size_t bytes = engine.options().geometry.block_bytes();
+  const std::vector<BlockKey> keys = KeysOf(engine, ns, tokens);
+  ASSERT_LE(first + n, keys.size());
+  DeviceBlocks src(engine.device(), n, bytes);
+  FillBlocks(engine.device(), src.ptrs(),
+             std::vector<BlockKey>(keys.begin() + first, keys.begin() + first + n), bytes);
+  StoreRequest r;
+  r.ns = ns;
+  r.tokens = tokens;
+  r.first_block = first;
+  r.buffers = KvBuffers::Blocks(src.ptrs());
+  auto h = engine.Store(r);
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_TRUE((*h)->Wait().ok());
+  ASSERT_EQ((*h)->blocks_moved(), n);
+}
+
 }  // namespace kvtier::testing
 
 #endif  // KVTIER_TESTS_API_ENGINE_TEST_UTIL_H_
