@@ -1,15 +1,22 @@
 // bench disk — write and random-read throughput of the disk tier against fio in the same run.
 //
-//   bench/run disk [--dir=PATH] [--file-mib=N] [--qd=N] [--seconds=S] [--sizes=256k,2m,8m]
+//   bench/run disk [--dir=PATH] [--file-mib=N] [--qd=N] [--seconds=S] [--trials=N]
+//                  [--sizes=256k,2m,8m]
 //                  [--codec=none|zstd|zstd-shuffle|fp8|int8] [--fallback-io] [--shapes]
 //
 // For each block size: fill a fresh cache directory with blocks (write GB/s), then read random
 // blocks for a while (read GB/s), with `qd` operations in flight. The ceiling is fio with
 // --ioengine=io_uring --direct=1 --fixedbufs --registerfiles (fio at its best: without
 // registered buffers it pins pages on every op and runs about half as fast here, which would
-// flatter kvtier) at the same block size, queue depth and file size, on a file
-// in the same directory, run by this program interleaved with kvtier's runs (fio write, kvtier
-// fill, fio write; then three rounds of fio randread, kvtier randread), medians compared.
+// flatter kvtier) at the same block size and queue depth: writes to a file of the same size in
+// the same directory, random reads over kvtier's own data file (the regions the fill wrote
+// whole: the same extents). Run by this program interleaved with kvtier's runs: fio write,
+// kvtier fill, fio write; then fio randread, and `trials` rounds of (kvtier randread, fio
+// randread).
+// The disk's bandwidth on a shared VM drifts by 2x within a minute, so each kvtier read run is
+// compared with the mean of the two fio runs that bracket it, and the read ratio is the median
+// of those per-trial ratios (their spread is printed too); the GB/s columns are medians.
+// The write ratio is the fill's GB/s over the mean of the two fio writes around it.
 // figure = random-read GB/s at 2 MiB.
 //
 // --shapes: instead of the sizes, each model shape of bench_util.h's ModelShapePairs (an MLA
@@ -60,6 +67,7 @@ struct Args {
   size_t file_mib = 2048;
   int qd = 32;
   double seconds = 5;
+  int trials = 5;  // kvtier read runs, each bracketed by fio runs
   std::vector<size_t> sizes_kib = {256, 2048, 8192};
   Codec codec = Codec::kNone;
   bool fallback_io = false;
@@ -69,8 +77,9 @@ struct Args {
 };
 
 // fio (bench_util.h's FioGbps) over this run's file size, queue depth and duration.
-double Fio(const Args& a, const std::string& rw, size_t bs, const std::string& file) {
-  return FioGbps(FioJob{file, a.file_mib, bs, rw, a.qd, a.seconds});
+double Fio(const Args& a, const std::string& rw, size_t bs, const std::string& file,
+           size_t size_mib = 0) {
+  return FioGbps(FioJob{file, size_mib > 0 ? size_mib : a.file_mib, bs, rw, a.qd, a.seconds});
 }
 
 // The error of blocks read back against the fp16 originals (0 for the lossless codecs).
@@ -81,6 +90,9 @@ struct ReadBackError {
 
 struct Figures {
   double write_gbps = 0, read_gbps = 0, fio_write_gbps = 0, fio_read_gbps = 0;
+  // read: the median over trials of kvtier's GB/s over the mean of the fio runs before and
+  // after it, and the smallest and largest of those; write: fill over the mean of fio's two.
+  double read_ratio = 0, read_ratio_min = 0, read_ratio_max = 0, write_ratio = 0;
   double stored_ratio = 1;  // bytes on disk / block bytes
   double in_place = 0;      // fraction of the timed reads whose payload landed in place
   ReadBackError error;
@@ -176,7 +188,8 @@ Figures RunSize(const Args& a, const Geometry& g) {
   o.force_fallback_io = a.fallback_io;
   o.read_in_place = a.in_place;
   o.codec_threads = a.codec_threads;
-  auto tier = DiskTier::Open(o, g, [](const BlockKey&, const std::string&, RecordId) {}, nullptr);
+  auto tier = DiskTier::Open(
+      o, g, [](const BlockKey&, const std::string&, RecordId) {}, nullptr);
   if (!tier.ok()) Die(tier.status().ToString());
   DiskTier& t = **tier;
   fig.backend = t.Stats().io_backend;
@@ -213,8 +226,7 @@ Figures RunSize(const Args& a, const Geometry& g) {
 
   // Write: fill ~90% of the file (no region reclaim while measuring).
   const size_t per_region = o.region_bytes / RecordSize(g.block_bytes());
-  const size_t n = static_cast<size_t>(
-      (o.capacity_bytes / o.region_bytes) * per_region * 0.9);
+  const size_t n = static_cast<size_t>((o.capacity_bytes / o.region_bytes) * per_region * 0.9);
   std::vector<std::pair<BlockKey, RecordId>> written;
   written.reserve(n);
   double start = Now();
@@ -243,8 +255,17 @@ Figures RunSize(const Args& a, const Geometry& g) {
     fig.stored_ratio = static_cast<double>(st.bytes_written) / st.raw_bytes_written;
   }
   fio_writes.push_back(Fio(a, "write", bs, fio_file));
+  std::filesystem::remove(fio_file);
+  // fio's random reads go over kvtier's own data file, the regions the fill wrote whole: the
+  // same extents of the same file, so where the file system put each file (which moved the
+  // ratio by up to 2x between runs when fio read a file of its own) is no longer a variable.
+  // Read only; the unwritten tails of those regions (under 3% of each) read as zeros without
+  // touching the disk, which can only flatter fio.
+  const std::string data_file = o.directory + "/data.kvt";
+  const size_t fio_read_mib = (n / per_region) * o.region_bytes >> 20;
+  if (fio_read_mib == 0) Die("the fill wrote no whole region for fio to read");
 
-  // Random reads for `seconds`, three trials alternating with fio's.
+  // Random reads for `seconds`, `trials` runs, each between two of fio's.
   // Page-aligned destinations, as the engine's host slots are: reads land in place.
   struct Aligned {
     void* p = nullptr;
@@ -268,8 +289,9 @@ Figures RunSize(const Args& a, const Geometry& g) {
   std::vector<double> reads_gbps, fio_reads;
   const uint64_t in_place_before = t.Stats().reads_in_place;
   size_t timed_reads = 0;
-  for (int trial = 0; trial < 3; ++trial) {
-    fio_reads.push_back(Fio(a, "randread", bs, fio_file));
+  fio_reads.push_back(Fio(a, "randread", bs, data_file, fio_read_mib));
+  std::vector<double> trial_ratios;
+  for (int trial = 0; trial < a.trials; ++trial) {
     size_t reads = 0;
     start = Now();
     while (Now() - start < a.seconds) {
@@ -297,10 +319,12 @@ Figures RunSize(const Args& a, const Geometry& g) {
     t.Drain();
     reads_gbps.push_back(reads * static_cast<double>(g.block_bytes()) / (Now() - start) / 1e9);
     timed_reads += reads;
+    fio_reads.push_back(Fio(a, "randread", bs, data_file, fio_read_mib));
+    trial_ratios.push_back(reads_gbps.back() /
+                           ((fio_reads[fio_reads.size() - 2] + fio_reads.back()) / 2));
   }
   fig.in_place = static_cast<double>(t.Stats().reads_in_place - in_place_before) /
                  static_cast<double>(std::max<size_t>(1, timed_reads));
-  std::filesystem::remove(fio_file);
 
   // Read back 32 records spread over the file and compare them with what was written.
   {
@@ -326,6 +350,10 @@ Figures RunSize(const Args& a, const Geometry& g) {
   fig.read_gbps = median(reads_gbps);
   fig.fio_read_gbps = median(fio_reads);
   fig.fio_write_gbps = median(fio_writes);
+  fig.read_ratio = median(trial_ratios);
+  fig.read_ratio_min = *std::min_element(trial_ratios.begin(), trial_ratios.end());
+  fig.read_ratio_max = *std::max_element(trial_ratios.begin(), trial_ratios.end());
+  fig.write_ratio = fig.write_gbps / ((fio_writes[0] + fio_writes[1]) / 2);
   if (failures.load() != 0) Die(absl::StrFormat("%d operations failed", failures.load()));
   tier->reset();
   std::filesystem::remove_all(a.dir);
@@ -363,25 +391,27 @@ int Shapes(const Args& a) {
       sum[side].read_gbps += f.read_gbps / 2;
       sum[side].fio_write_gbps += f.fio_write_gbps / 2;
       sum[side].fio_read_gbps += f.fio_read_gbps / 2;
+      sum[side].read_ratio += f.read_ratio / 2;
+      sum[side].write_ratio += f.write_ratio / 2;
     }
     double read_ratio[2] = {0, 0};
     for (int side = 0; side < 2; ++side) {
       const Geometry& g = side == 0 ? p.baseline : p.shape;
       const Figures& f = sum[side];
-      read_ratio[side] = f.read_gbps / f.fio_read_gbps;
+      read_ratio[side] = f.read_ratio;
       const std::string label = side == 0 ? std::string("  fp16 K/V, same bytes") : p.name;
       const std::string rel =
           side == 0 ? "" : absl::StrFormat("%.3f", read_ratio[1] / read_ratio[0]);
       std::printf("%-24s %11zu %11.2f %10.2f %7.2f %11.2f %10.2f %7.2f %8s\n", label.c_str(),
-                  g.block_bytes(), f.write_gbps, f.fio_write_gbps, f.write_gbps / f.fio_write_gbps,
-                  f.read_gbps, f.fio_read_gbps, read_ratio[side], rel.c_str());
+                  g.block_bytes(), f.write_gbps, f.fio_write_gbps, f.write_ratio, f.read_gbps,
+                  f.fio_read_gbps, read_ratio[side], rel.c_str());
       const std::string tag = std::string(p.name) + (side == 0 ? "_fp16" : "");
       json.Num("write_gbps_" + tag, f.write_gbps)
           .Num("fio_write_gbps_" + tag, f.fio_write_gbps)
           .Num("read_gbps_" + tag, f.read_gbps)
           .Num("fio_read_gbps_" + tag, f.fio_read_gbps)
           .Num("read_ratio_" + tag, read_ratio[side])
-          .Num("write_ratio_" + tag, f.write_gbps / f.fio_write_gbps);
+          .Num("write_ratio_" + tag, f.write_ratio);
     }
     const double rel = read_ratio[1] / read_ratio[0];
     json.Num(std::string("relative_") + p.name, rel)
@@ -395,11 +425,13 @@ int Shapes(const Args& a) {
       .Str("unit", "x")
       .Num("ceiling", 1)
       .Str("ceiling_source",
-           absl::StrFormat("each shape's random-read ratio to fio (io_uring O_DIRECT fixedbufs "
-                           "registerfiles randread, its block size, qd=%d, size=%dMiB, same "
-                           "directory, interleaved, medians) over the ratio of fp16 K/V blocks "
-                           "of the same bytes; the worst pair",
-                           a.qd, a.file_mib))
+           absl::StrFormat(
+               "each shape's random-read ratio to fio (io_uring O_DIRECT fixedbufs "
+               "registerfiles randread, its block size, qd=%d, size=%dMiB, same "
+               "directory, each read run against the fio runs around it, median of those ratios) "
+               "over the ratio of fp16 K/V blocks "
+               "of the same bytes; the worst pair",
+               a.qd, a.file_mib))
       .Num("ratio", relatives.worst)
       .Num("control_relative", relatives.control)
       .Str("io_backend", backend)
@@ -423,6 +455,10 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--seconds", a.seconds, "seconds of random reads per run")
       ->check(CLI::PositiveNumber.description("> 0"))
+      ->capture_default_str();
+  app.add_option("--trials", a.trials,
+                 "kvtier random-read runs per size, each between two fio runs")
+      ->check(CLI::Range(1, 50))
       ->capture_default_str();
   app.add_option_function<std::string>(
          "--sizes",
@@ -464,28 +500,32 @@ int Main(int argc, char** argv) {
       "disk tier vs fio (io_uring, O_DIRECT), %zu MiB file in %s, queue depth %d, "
       "codec %s\n",
       a.file_mib, a.dir.c_str(), a.qd, CodecName(a.codec));
-  std::printf("%8s %12s %12s %8s %12s %12s %8s %9s %10s %10s %9s\n", "block", "write GB/s",
-              "fio write", "ratio", "read GB/s", "fio read", "ratio", "stored", "max err",
-              "mean err", "rel RMS");
+  std::printf("%8s %12s %12s %8s %12s %12s %8s %12s %9s %10s %10s %9s\n", "block", "write GB/s",
+              "fio write", "ratio", "read GB/s", "fio read", "ratio", "ratio range", "stored",
+              "max err", "mean err", "rel RMS");
   JsonLine json;
-  double figure = 0, ceiling = 0;
+  double figure = 0, ceiling = 0, ratio = 0;
   std::string figure_tag;
   std::string backend;
   for (size_t kib : a.sizes_kib) {
     const Figures f = RunSize(a, SizeGeometry(kib));
     backend = f.backend;
-    const std::string tag = kib < 1024 ? absl::StrFormat("%dk", kib) : absl::StrFormat("%dm", kib / 1024);
-    std::printf("%8s %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %9.3f %10.4g %10.4g %9.4g\n",
-                tag.c_str(), f.write_gbps, f.fio_write_gbps, f.write_gbps / f.fio_write_gbps,
-                f.read_gbps, f.fio_read_gbps, f.read_gbps / f.fio_read_gbps, f.stored_ratio,
-                f.error.max_abs, f.error.mean_abs, f.error.relative_rms);
+    const std::string tag =
+        kib < 1024 ? absl::StrFormat("%dk", kib) : absl::StrFormat("%dm", kib / 1024);
+    const std::string range = absl::StrFormat("%.2f-%.2f", f.read_ratio_min, f.read_ratio_max);
+    std::printf("%8s %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %12s %9.3f %10.4g %10.4g %9.4g\n",
+                tag.c_str(), f.write_gbps, f.fio_write_gbps, f.write_ratio, f.read_gbps,
+                f.fio_read_gbps, f.read_ratio, range.c_str(), f.stored_ratio, f.error.max_abs,
+                f.error.mean_abs, f.error.relative_rms);
     json.Num("stored_ratio_" + tag, f.stored_ratio)
         .Num("write_gbps_" + tag, f.write_gbps)
         .Num("fio_write_gbps_" + tag, f.fio_write_gbps)
-        .Num("write_ratio_" + tag, f.write_gbps / f.fio_write_gbps)
+        .Num("write_ratio_" + tag, f.write_ratio)
         .Num("read_gbps_" + tag, f.read_gbps)
         .Num("fio_read_gbps_" + tag, f.fio_read_gbps)
-        .Num("read_ratio_" + tag, f.read_gbps / f.fio_read_gbps)
+        .Num("read_ratio_" + tag, f.read_ratio)
+        .Num("read_ratio_min_" + tag, f.read_ratio_min)
+        .Num("read_ratio_max_" + tag, f.read_ratio_max)
         .Num("reads_in_place_" + tag, f.in_place)
         .Num("err_max_abs_" + tag, f.error.max_abs)
         .Num("err_mean_abs_" + tag, f.error.mean_abs)
@@ -495,6 +535,7 @@ int Main(int argc, char** argv) {
     if (kib == 2048 || figure == 0) {
       figure = f.read_gbps;
       ceiling = f.fio_read_gbps;
+      ratio = f.read_ratio;
       figure_tag = tag;
     }
   }
@@ -505,9 +546,11 @@ int Main(int argc, char** argv) {
       .Num("ceiling", ceiling)
       .Str("ceiling_source",
            absl::StrFormat("fio io_uring O_DIRECT fixedbufs registerfiles randread bs=%s qd=%d "
-                           "size=%dMiB, same directory, interleaved, medians",
-                           figure_tag, a.qd, a.file_mib))
-      .Num("ratio", figure / ceiling)
+                           "over kvtier's data file "
+                           "size=%dMiB, same directory; each of %d kvtier read runs against "
+                           "the mean of the fio runs before and after it, median of those ratios",
+                           figure_tag, a.qd, a.file_mib, a.trials))
+      .Num("ratio", ratio)
       .Str("io_backend", backend)
       .Str("codec", CodecName(a.codec))
       .Str("lossy", IsQuantizedCodec(a.codec) ? "yes" : "no")
