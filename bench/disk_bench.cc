@@ -17,6 +17,8 @@
 // compared with the mean of the two fio runs that bracket it, and the read ratio is the median
 // of those per-trial ratios (their spread is printed too); the GB/s columns are medians.
 // The write ratio is the fill's GB/s over the mean of the two fio writes around it.
+// "dev qd" / "fio qd": reads in flight at the block device while it was busy, during kvtier's
+// read runs and fio's (io/block_device_sampler.h; medians): the depth the device was given.
 // figure = random-read GB/s at 2 MiB.
 //
 // --shapes: instead of the sizes, each model shape of bench_util.h's ModelShapePairs (an MLA
@@ -55,6 +57,7 @@
 #include "bench/bench_util.h"
 #include "common/flags.h"
 #include "common/mutex.h"
+#include "io/block_device_sampler.h"
 #include "kernels/numeric.h"
 #include "kernels/quantize.h"
 #include "tiers/disk_tier.h"
@@ -74,12 +77,15 @@ struct Args {
   bool shapes = false;
   bool in_place = false;       // DiskTierOptions::read_in_place
   uint32_t codec_threads = 0;  // DiskTierOptions::codec_threads (0: the tier's default)
+  bool fio_huge = false;       // fio's buffers in hugetlb pages (set in Main when they are free)
 };
 
 // fio (bench_util.h's FioGbps) over this run's file size, queue depth and duration.
 double Fio(const Args& a, const std::string& rw, size_t bs, const std::string& file,
            size_t size_mib = 0) {
-  return FioGbps(FioJob{file, size_mib > 0 ? size_mib : a.file_mib, bs, rw, a.qd, a.seconds});
+  FioJob job{file, size_mib > 0 ? size_mib : a.file_mib, bs, rw, a.qd, a.seconds};
+  job.huge_pages = a.fio_huge;
+  return FioGbps(job);
 }
 
 // The error of blocks read back against the fp16 originals (0 for the lossless codecs).
@@ -94,7 +100,10 @@ struct Figures {
   // after it, and the smallest and largest of those; write: fill over the mean of fio's two.
   double read_ratio = 0, read_ratio_min = 0, read_ratio_max = 0, write_ratio = 0;
   double stored_ratio = 1;  // bytes on disk / block bytes
-  double in_place = 0;      // fraction of the timed reads whose payload landed in place
+  // Reads in flight at the block device while it was busy (io/block_device_sampler.h), medians
+  // over kvtier's read runs and fio's; -1 where the device cannot be sampled.
+  double dev_qd = -1, fio_dev_qd = -1;
+  double in_place = 0;  // fraction of the timed reads whose payload landed in place
   ReadBackError error;
   std::string backend;
 };
@@ -267,32 +276,26 @@ Figures RunSize(const Args& a, const Geometry& g) {
 
   // Random reads for `seconds`, `trials` runs, each between two of fio's.
   // Page-aligned destinations, as the engine's host slots are: reads land in place.
-  struct Aligned {
-    void* p = nullptr;
-    explicit Aligned(size_t bytes) {
-      absl::StatusOr<void*> m = AllocateAligned(bytes);
-      if (!m.ok()) Die(m.status().ToString());
-      p = *m;
-    }
-    ~Aligned() { FreeAligned(p); }
-    Aligned(const Aligned&) = delete;
-    Aligned& operator=(const Aligned&) = delete;
-    char* data() { return static_cast<char*>(p); }
-  };
-  std::vector<std::unique_ptr<Aligned>> dst;
+  const size_t slot = (g.block_bytes() + 4095) / 4096 * 4096;
+  absl::StatusOr<IoMemory> dst = IoMemory::Allocate(slot * a.qd);
+  if (!dst.ok()) Die(dst.status().ToString());
   std::vector<char*> free_dst;
-  for (int i = 0; i < a.qd; ++i) {
-    dst.push_back(std::make_unique<Aligned>(g.block_bytes()));
-    free_dst.push_back(dst.back()->data());
-  }
+  for (int i = 0; i < a.qd; ++i) free_dst.push_back(static_cast<char*>(dst->data()) + i * slot);
   std::uniform_int_distribution<size_t> pick(0, written.size() - 1);
   std::vector<double> reads_gbps, fio_reads;
   const uint64_t in_place_before = t.Stats().reads_in_place;
   size_t timed_reads = 0;
-  fio_reads.push_back(Fio(a, "randread", bs, data_file, fio_read_mib));
+  std::vector<double> dev_qd, fio_dev_qd;
+  auto fio_read = [&] {
+    BlockDeviceSampler sampler(a.dir);
+    fio_reads.push_back(Fio(a, "randread", bs, data_file, fio_read_mib));
+    fio_dev_qd.push_back(sampler.Stop().mean_in_flight);
+  };
+  fio_read();
   std::vector<double> trial_ratios;
   for (int trial = 0; trial < a.trials; ++trial) {
     size_t reads = 0;
+    BlockDeviceSampler sampler(a.dir);
     start = Now();
     while (Now() - start < a.seconds) {
       wait_below(a.qd);
@@ -318,8 +321,9 @@ Figures RunSize(const Args& a, const Geometry& g) {
     }
     t.Drain();
     reads_gbps.push_back(reads * static_cast<double>(g.block_bytes()) / (Now() - start) / 1e9);
+    dev_qd.push_back(sampler.Stop().mean_in_flight);
     timed_reads += reads;
-    fio_reads.push_back(Fio(a, "randread", bs, data_file, fio_read_mib));
+    fio_read();
     trial_ratios.push_back(reads_gbps.back() /
                            ((fio_reads[fio_reads.size() - 2] + fio_reads.back()) / 2));
   }
@@ -351,6 +355,8 @@ Figures RunSize(const Args& a, const Geometry& g) {
   fig.fio_read_gbps = median(fio_reads);
   fig.fio_write_gbps = median(fio_writes);
   fig.read_ratio = median(trial_ratios);
+  fig.dev_qd = median(dev_qd);
+  fig.fio_dev_qd = median(fio_dev_qd);
   fig.read_ratio_min = *std::min_element(trial_ratios.begin(), trial_ratios.end());
   fig.read_ratio_max = *std::max_element(trial_ratios.begin(), trial_ratios.end());
   fig.write_ratio = fig.write_gbps / ((fio_writes[0] + fio_writes[1]) / 2);
@@ -435,7 +441,8 @@ int Shapes(const Args& a) {
       .Num("ratio", relatives.worst)
       .Num("control_relative", relatives.control)
       .Str("io_backend", backend)
-      .Str("codec", CodecName(a.codec));
+      .Str("codec", CodecName(a.codec))
+      .Str("fio_buffers", a.fio_huge ? "hugetlb" : "4k");
   head.Merge(json).Print();
   return 0;
 }
@@ -495,14 +502,37 @@ int Main(int argc, char** argv) {
                "model shapes (MLA, fp8, a TP shard) against fp16 K/V blocks of the same bytes, "
                "instead of --sizes");
   if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
+  {
+    // fio at its best has its buffers in huge pages; that takes free hugetlb pages, which only
+    // an administrator can reserve, so the bench uses them where they are and says which.
+    size_t max_bs = 0;
+    if (a.shapes) {
+      for (const ShapePair& p : ShapePairsWithControl()) {
+        max_bs = std::max({max_bs, p.baseline.block_bytes(), p.shape.block_bytes()});
+      }
+    } else {
+      for (size_t kib : a.sizes_kib) max_bs = std::max(max_bs, kib << 10);
+    }
+    const uint64_t need = uint64_t(a.qd) * ((max_bs + 4095) / 4096 * 4096) + (16u << 20);
+    a.fio_huge = FreeHugetlbBytes() >= need;
+    if (a.fio_huge) {
+      std::printf("fio's buffers: hugetlb pages (--iomem=shmhuge)\n");
+    } else {
+      std::printf(
+          "fio's buffers: 4 KiB pages, a weaker ceiling: fewer of its reads fit the device's "
+          "queue at once (for fio at its best reserve %d MiB of huge pages: echo %d | sudo tee "
+          "/proc/sys/vm/nr_hugepages)\n",
+          static_cast<int>(need >> 20), static_cast<int>((need + (2u << 20) - 1) / (2u << 20)));
+    }
+  }
   if (a.shapes) return Shapes(a);
   std::printf(
       "disk tier vs fio (io_uring, O_DIRECT), %zu MiB file in %s, queue depth %d, "
       "codec %s\n",
       a.file_mib, a.dir.c_str(), a.qd, CodecName(a.codec));
-  std::printf("%8s %12s %12s %8s %12s %12s %8s %12s %9s %10s %10s %9s\n", "block", "write GB/s",
-              "fio write", "ratio", "read GB/s", "fio read", "ratio", "ratio range", "stored",
-              "max err", "mean err", "rel RMS");
+  std::printf("%8s %12s %12s %8s %12s %12s %8s %12s %8s %8s %9s %10s %10s %9s\n", "block",
+              "write GB/s", "fio write", "ratio", "read GB/s", "fio read", "ratio", "ratio range",
+              "dev qd", "fio qd", "stored", "max err", "mean err", "rel RMS");
   JsonLine json;
   double figure = 0, ceiling = 0, ratio = 0;
   std::string figure_tag;
@@ -513,10 +543,11 @@ int Main(int argc, char** argv) {
     const std::string tag =
         kib < 1024 ? absl::StrFormat("%dk", kib) : absl::StrFormat("%dm", kib / 1024);
     const std::string range = absl::StrFormat("%.2f-%.2f", f.read_ratio_min, f.read_ratio_max);
-    std::printf("%8s %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %12s %9.3f %10.4g %10.4g %9.4g\n",
-                tag.c_str(), f.write_gbps, f.fio_write_gbps, f.write_ratio, f.read_gbps,
-                f.fio_read_gbps, f.read_ratio, range.c_str(), f.stored_ratio, f.error.max_abs,
-                f.error.mean_abs, f.error.relative_rms);
+    std::printf(
+        "%8s %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %12s %8.1f %8.1f %9.3f %10.4g %10.4g %9.4g\n",
+        tag.c_str(), f.write_gbps, f.fio_write_gbps, f.write_ratio, f.read_gbps, f.fio_read_gbps,
+        f.read_ratio, range.c_str(), f.dev_qd, f.fio_dev_qd, f.stored_ratio, f.error.max_abs,
+        f.error.mean_abs, f.error.relative_rms);
     json.Num("stored_ratio_" + tag, f.stored_ratio)
         .Num("write_gbps_" + tag, f.write_gbps)
         .Num("fio_write_gbps_" + tag, f.fio_write_gbps)
@@ -526,6 +557,8 @@ int Main(int argc, char** argv) {
         .Num("read_ratio_" + tag, f.read_ratio)
         .Num("read_ratio_min_" + tag, f.read_ratio_min)
         .Num("read_ratio_max_" + tag, f.read_ratio_max)
+        .Num("device_reads_in_flight_" + tag, f.dev_qd)
+        .Num("fio_device_reads_in_flight_" + tag, f.fio_dev_qd)
         .Num("reads_in_place_" + tag, f.in_place)
         .Num("err_max_abs_" + tag, f.error.max_abs)
         .Num("err_mean_abs_" + tag, f.error.mean_abs)
@@ -556,7 +589,8 @@ int Main(int argc, char** argv) {
       .Str("lossy", IsQuantizedCodec(a.codec) ? "yes" : "no")
       .Str("read_in_place", a.in_place ? "yes" : "no")
       .Num("codec_threads", a.codec_threads)
-      .Str("content", "fp16 N(0,1), 16 layers x 8 kv heads x 128 dim");
+      .Str("content", "fp16 N(0,1), 16 layers x 8 kv heads x 128 dim")
+      .Str("fio_buffers", a.fio_huge ? "hugetlb" : "4k");
   head.Merge(json).Print();
   return 0;
 }

@@ -40,7 +40,6 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -76,6 +75,7 @@
 #include "examples/llm/decoder.h"
 #include "examples/llm/device_decoder.h"
 #include "examples/llm/model.h"
+#include "io/block_device_sampler.h"
 #include "kvtier/engine.h"
 
 namespace kvtier::demo {
@@ -654,111 +654,16 @@ class StreamingSession {
 
 // ------------------------------------------------------------------------------ the demo
 
-// The block device under the cache directory during a decode run (Linux; --sample-disk):
-// a thread reads /sys/dev/block/MAJ:MIN/inflight every 200 us, and /proc/diskstats' bytes
-// read around the run. Busy = at least one read in flight at the block layer; busy time =
-// the busy fraction of the samples x the run's wall time. (/proc/diskstats' io_ticks would be
-// simpler, but it counts at jiffy granularity and missed ~90% of this VM's sub-millisecond
-// reads.) The disk's bytes/s during decode are measured over its busy time: a decode step
-// computes as well as reads, so over wall time the figure says how much of the step the demo
-// spends reading, over busy time whether its reads keep the disk as busy as fio does.
-// Also the mean number of reads in flight while busy: the queue depth the demo gives it.
-class DiskSampler {
- public:
-  struct Figures {
-    double busy_fraction = -1;   // of the samples; -1 = unknown
-    double mean_in_flight = -1;  // reads in flight, over the busy samples
-    uint64_t samples = 0;
-    int64_t device_read_bytes = -1;
-  };
-
-  explicit DiskSampler(const std::string& dir) {
-    struct stat st;
-    if (::stat(dir.c_str(), &st) != 0) return;
-    major_ = major(st.st_dev);
-    minor_ = minor(st.st_dev);
-    fd_ = ::open(absl::StrFormat("/sys/dev/block/%u:%u/inflight", major_, minor_).c_str(),
-                 O_RDONLY | O_CLOEXEC);
-    if (fd_ < 0) return;
-    read_bytes_before_ = DeviceReadBytes();
-    thread_ = std::thread([this] { Loop(); });
-  }
-  DiskSampler(const DiskSampler&) = delete;
-  DiskSampler& operator=(const DiskSampler&) = delete;
-  ~DiskSampler() { (void)Stop(); }
-
-  Figures Stop() {
-    if (thread_.joinable()) {
-      stop_.store(true);
-      thread_.join();
-      if (samples_ > 0) {
-        figures_.samples = samples_;
-        figures_.busy_fraction = static_cast<double>(busy_) / samples_;
-        figures_.mean_in_flight = busy_ > 0 ? static_cast<double>(in_flight_) / busy_ : 0;
-      }
-      const int64_t after = DeviceReadBytes();
-      if (after >= 0 && read_bytes_before_ >= 0) {
-        figures_.device_read_bytes = after - read_bytes_before_;
-      }
-    }
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-    return figures_;
-  }
-
- private:
-  void Loop() {
-    char buf[64];
-    while (!stop_.load(std::memory_order_relaxed)) {
-      const ssize_t n = ::pread(fd_, buf, sizeof(buf) - 1, 0);
-      if (n > 0) {
-        buf[n] = '\0';
-        unsigned long long reads = 0, writes = 0;
-        if (std::sscanf(buf, "%llu %llu", &reads, &writes) == 2) {
-          ++samples_;
-          if (reads > 0) {
-            ++busy_;
-            in_flight_ += reads;
-          }
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-  }
-  // Bytes the device has read since boot (/proc/diskstats), or -1.
-  int64_t DeviceReadBytes() const {
-    FILE* f = std::fopen("/proc/diskstats", "r");
-    if (f == nullptr) return -1;
-    int64_t bytes = -1;
-    char line[512];
-    while (std::fgets(line, sizeof(line), f) != nullptr) {
-      unsigned maj = 0, min = 0;
-      char name[64];
-      unsigned long long reads, merged, sectors;
-      if (std::sscanf(line, "%u %u %63s %llu %llu %llu", &maj, &min, name, &reads, &merged,
-                      &sectors) == 6 &&
-          maj == major_ && min == minor_) {
-        bytes = static_cast<int64_t>(sectors * 512);
-        break;
-      }
-    }
-    std::fclose(f);
-    return bytes;
-  }
-
-  unsigned major_ = 0, minor_ = 0;
-  int fd_ = -1;
-  int64_t read_bytes_before_ = -1;
-  std::atomic<bool> stop_{false};
-  uint64_t samples_ = 0, busy_ = 0, in_flight_ = 0;  // the thread's, read after join
-  Figures figures_;
-  std::thread thread_;
-};
+// The block device under the cache directory during a decode run (--sample-disk,
+// io/block_device_sampler.h). The disk's bytes/s during decode are measured over its busy
+// time: a decode step computes as well as reads, so over wall time the figure says how much of
+// the step the demo spends reading, over busy time whether its reads keep the disk as busy as
+// fio does.
 
 struct DecodeRun {
   std::string mode;  // "prefetch" or "no-prefetch"
   PhaseStats stats;
-  DiskSampler::Figures disk;  // --sample-disk
+  BlockDeviceSampler::Figures disk;  // --sample-disk
   std::vector<int32_t> tokens;
   std::vector<std::vector<float>> logits;  // logits that chose each token
 };
@@ -941,7 +846,7 @@ int Run(const Options& o) {
     DecodeRun run;
     run.mode = mode;
     run.stats.before = engine.Stats();
-    std::optional<DiskSampler> sampler;
+    std::optional<BlockDeviceSampler> sampler;
     if (o.sample_disk) sampler.emplace(eo.disk.directory);
     Progress dbar(!o.json, mode == "prefetch" ? "decode" : "decode/np", o.decode);
     const absl::Time start = absl::Now();
@@ -1117,9 +1022,9 @@ int Run(const Options& o) {
       num("disk_bytes_out_" + sfx, static_cast<double>(delta(r, TierKind::kDisk, false)));
       num("h2d_gbps_" + sfx, delta(r, TierKind::kGpu, true) / r.stats.seconds / 1e9);
       num("decode_seconds_" + sfx, r.stats.seconds);
-      // The disk during decode (DiskSampler): the engine's bytes read from its disk tier over
-      // wall time and over the time the device had reads in flight (-1 where unknown), and
-      // the engine's own busy-time read rate (a decaying average, TierStats).
+      // The disk during decode (BlockDeviceSampler): the engine's bytes read from its disk tier
+      // over wall time and over the time the device had reads in flight (-1 where unknown), and the
+      // engine's own busy-time read rate (a decaying average, TierStats).
       const double disk_bytes = static_cast<double>(delta(r, TierKind::kDisk, false));
       num("disk_read_gbps_wall_" + sfx, disk_bytes / r.stats.seconds / 1e9);
       const double busy = r.disk.busy_fraction >= 0 ? r.disk.busy_fraction * r.stats.seconds : -1;

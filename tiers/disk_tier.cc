@@ -22,10 +22,7 @@
 #include "tiers/disk_directory.h"
 
 namespace kvtier {
-namespace {
-
-
-}  // namespace
+namespace {}  // namespace
 
 const char* SyncPolicyName(SyncPolicy policy) {
   switch (policy) {
@@ -126,9 +123,9 @@ absl::Status DiskTier::Init(RecoveredFn recovered) {
   if (*state != DirectoryState::kCache) {
     if (absl::Status s = RestrictIndexDirectory(dir, group); !s.ok()) return s;
   }
-  absl::StatusOr<std::unique_ptr<DiskIndex>> index = DiskIndex::Open(
-      dir, *state == DirectoryState::kCache ? DiskIndex::Mode::kReadWrite
-                                            : DiskIndex::Mode::kCreate);
+  absl::StatusOr<std::unique_ptr<DiskIndex>> index =
+      DiskIndex::Open(dir, *state == DirectoryState::kCache ? DiskIndex::Mode::kReadWrite
+                                                            : DiskIndex::Mode::kCreate);
   if (!index.ok()) {
     if (DiskIndex::IsInUse(index.status())) {
       return absl::FailedPreconditionError(absl::StrCat("disk tier: ", index.status().message()));
@@ -219,6 +216,8 @@ absl::Status DiskTier::Init(RecoveredFn recovered) {
     stats_.capacity_bytes = regions * options_.region_bytes;
     stats_.regions = regions;
     stats_.io_backend = io_->backend();
+    stats_.staging_bytes = memory.second;
+    stats_.staging_huge_page_bytes = staging_->HugePageBytes();
   }
   if (absl::Status s = Recover(recovered); !s.ok()) return s;
   encoder_ = std::thread([this] { EncoderLoop(); });
@@ -247,9 +246,12 @@ absl::Status DiskTier::Recover(RecoveredFn recovered) {
   for (uint32_t region = 0; region < r->generations.size(); ++region) {
     regions_.RestoreGeneration(region, r->generations[region]);
   }
-  KVTIER_LOG(kInfo, "disk tier: %s: %d records recovered, %d regions of %d MiB, I/O %s",
+  KVTIER_LOG(kInfo,
+             "disk tier: %s: %d records recovered, %d regions of %d MiB, I/O %s, staging %.1f MiB "
+             "(%.1f MiB in huge pages)",
              options_.directory, r->recovered, regions_.regions(), options_.region_bytes >> 20,
-             io_->backend());
+             io_->backend(), stats_.staging_bytes / 1048576.0,
+             stats_.staging_huge_page_bytes / 1048576.0);
   return absl::OkStatus();
 }
 

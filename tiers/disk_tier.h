@@ -136,12 +136,15 @@ struct DiskTierStats {
   uint64_t raw_bytes_written = 0;  // block bytes those records hold
   uint64_t bytes_read = 0;
   uint64_t writes_failed = 0;
-  uint64_t checksum_failures = 0;  // reads that failed verification (entry dropped)
-  uint64_t reads_abandoned = 0;    // reads their reader gave up on (a Load's deadline)
+  uint64_t checksum_failures = 0;          // reads that failed verification (entry dropped)
+  uint64_t reads_abandoned = 0;            // reads their reader gave up on (a Load's deadline)
   uint64_t reads_abandoned_before_io = 0;  // ... of which were dropped without any I/O
   uint64_t reads_in_place = 0;             // reads whose payload went straight into its destination
   uint64_t regions_reclaimed = 0;
   uint64_t records_dropped = 0;  // live records lost to region reclaim
+  uint64_t staging_bytes = 0;    // the registered staging buffers (StagingPool)
+  // ... of which in huge pages, as measured at open (io_engine.h's IoMemory says why it matters)
+  uint64_t staging_huge_page_bytes = 0;
   std::string io_backend;
 };
 

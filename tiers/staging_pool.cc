@@ -22,16 +22,16 @@ absl::Status StagingPool::Options::Validate() const {
 absl::StatusOr<std::unique_ptr<StagingPool>> StagingPool::Create(const Options& options) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   std::unique_ptr<StagingPool> pool(new StagingPool(options));
-  absl::StatusOr<void*> memory = AllocateAligned(size_t{options.buffers} * options.buffer_bytes);
+  absl::StatusOr<IoMemory> memory =
+      IoMemory::Allocate(size_t{options.buffers} * options.buffer_bytes);
   if (!memory.ok()) return memory.status();
-  pool->memory_ = *memory;
+  pool->memory_ = *std::move(memory);
   MutexLock lock(&pool->mu_);
   for (uint32_t i = 0; i < options.buffers; ++i) pool->free_.push_back(static_cast<int>(i));
   return pool;
 }
 
 StagingPool::~StagingPool() {
-  if (memory_ != nullptr) FreeAligned(memory_);
   MutexLock lock(&mu_);
   for (char* p : overflow_) {
     if (p != nullptr) FreeAligned(p);
@@ -39,7 +39,9 @@ StagingPool::~StagingPool() {
 }
 
 char* StagingPool::Buffer(int id) {
-  if (!IsOverflow(id)) return static_cast<char*>(memory_) + size_t(id) * options_.buffer_bytes;
+  if (!IsOverflow(id)) {
+    return static_cast<char*>(memory_.data()) + size_t(id) * options_.buffer_bytes;
+  }
   MutexLock lock(&mu_);
   return overflow_[id - options_.buffers];
 }

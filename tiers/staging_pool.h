@@ -2,7 +2,8 @@
 // encoded into and read through, lent one buffer at a time.
 //
 // A pool of `buffers` equal buffers of `buffer_bytes` (4096-aligned, one allocation: the disk
-// tier registers it with the I/O engine, so I/O on them takes the fixed-buffer path), and
+// tier registers it with the I/O engine, so I/O on them takes the fixed-buffer path; an
+// IoMemory, in huge pages where the kernel has them, io_engine.h says why), and
 // beyond it up to `overflow_buffers` plain aligned buffers, allocated when lent and freed when
 // returned, for writes only: a burst of evictions is absorbed rather than dropped.
 //
@@ -35,6 +36,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/mutex.h"
+#include "io/io_engine.h"
 
 namespace kvtier {
 
@@ -57,8 +59,10 @@ class StagingPool {
   StagingPool& operator=(const StagingPool&) = delete;
 
   // The pool's one allocation (for IoEngine::RegisterBuffers); overflow buffers lie outside.
+  // Bytes of the pool in huge pages now (IoMemory::HugePageBytes).
+  size_t HugePageBytes() const { return memory_.HugePageBytes(); }
   std::pair<void*, size_t> memory() const {
-    return {memory_, size_t{options_.buffers} * options_.buffer_bytes};
+    return {memory_.data(), size_t{options_.buffers} * options_.buffer_bytes};
   }
   const Options& options() const { return options_; }
 
@@ -101,7 +105,7 @@ class StagingPool {
   char* PutBackLocked(int id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
-  void* memory_ = nullptr;  // buffers * buffer_bytes
+  IoMemory memory_;  // buffers * buffer_bytes
 
   Mutex mu_;
   std::vector<int> free_ ABSL_GUARDED_BY(mu_);

@@ -149,6 +149,10 @@ TEST_P(DiskTierTest, WriteThenReadIsByteExact) {
   EXPECT_EQ(st.writes_failed, 0u);
   EXPECT_EQ(st.reads_in_place, 0u);  // off by default
   EXPECT_FALSE(st.io_backend.empty());
+  // The staging buffers, and how much of them the kernel gave huge pages (io_engine.h, IoMemory).
+  EXPECT_GT(st.staging_bytes, 0u);
+  EXPECT_EQ(st.staging_bytes % kIoAlignment, 0u);
+  EXPECT_LE(st.staging_huge_page_bytes, st.staging_bytes);
 }
 
 // read_in_place: the payload lands straight in a page-aligned destination (one readv) and is
