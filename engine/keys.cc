@@ -16,8 +16,8 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
+#include "common/xxhash.h"
 #include "kvtier/block_key.h"
-#include "xxhash.h"
 
 namespace kvtier {
 namespace {

@@ -22,8 +22,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/xxhash.h"
 #include "tiers/record_codec.h"
-#include "xxhash.h"
 
 namespace kvtier::remote {
 namespace {

@@ -141,7 +141,9 @@ absl::StatusOr<RecordHeader> ParseRecordHeader(const void* data, size_t size);
 // `payload` points just past the header; `available` is how many bytes are readable there.
 // DataLoss on checksum mismatch, truncation or a decode error; InvalidArgument if
 // raw_capacity < header.raw_bytes, or for kFp8 / kInt8 if `payload` is not 4-byte aligned,
-// `raw_out` not aligned to the element size, or the two overlap (QuantizeParams' rules).
+// `raw_out` not aligned to the element size, or the two overlap (QuantizeParams' rules; for
+// kNone they may be the same buffer, verified in place, but not partly overlap). On a checksum
+// mismatch raw_out's first raw_bytes are zero (codec none verifies while it copies).
 absl::Status DecodeRecordPayload(const RecordHeader& header, const void* payload,
                                  size_t available, void* raw_out, size_t raw_capacity);
 

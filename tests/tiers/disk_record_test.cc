@@ -13,6 +13,7 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -505,6 +506,40 @@ TEST(DiskRecord, FlippedPayloadBitIsDataLossNotWrongData) {
     }
     EXPECT_TRUE(ParseAndDecode(e.buffer.get(), e.record_bytes).ok());
   }
+}
+
+TEST(DiskRecord, AnUncompressedPayloadIsVerifiedAsItIsCopiedAndAFailureLeavesZeros) {
+  // Codec none into another buffer verifies and copies in one pass (in 64 KiB chunks): a flip
+  // in any chunk, the last partial one included, is caught, and the destination, already
+  // written by then, is left all zero, never with the unverified bytes.
+  const size_t n = kBlock + 4096 + 12;  // a partial last chunk
+  const std::vector<uint8_t> raw = Fp16Like(n, 13);
+  Encoded e = MustEncode(raw, Codec::kNone);
+  ASSERT_EQ(e.written.codec, Codec::kNone);
+  absl::StatusOr<RecordHeader> h = ParseRecordHeader(e.buffer.get(), e.record_bytes);
+  ASSERT_TRUE(h.ok()) << h.status();
+  uint8_t* payload = e.buffer.get() + kRecordHeaderBytes;
+  std::vector<uint8_t> out(n, 0xAB);
+  absl::Status ok = DecodeRecordPayload(*h, payload, n, out.data(), out.size());
+  ASSERT_TRUE(ok.ok()) << ok;
+  EXPECT_EQ(out, raw);
+  for (size_t at : {size_t{0}, size_t{65536}, size_t{n - 1}}) {
+    payload[at] ^= 0x10;
+    std::fill(out.begin(), out.end(), 0xAB);
+    absl::Status s = DecodeRecordPayload(*h, payload, n, out.data(), out.size());
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << at;
+    EXPECT_TRUE(Contains(s, "payload_checksum")) << s;
+    EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](uint8_t b) { return b == 0; })) << at;
+    payload[at] ^= 0x10;
+  }
+  // In place (the payload is its own destination) is verified without a copy.
+  ok = DecodeRecordPayload(*h, payload, n, payload, n);
+  ASSERT_TRUE(ok.ok()) << ok;
+  EXPECT_TRUE(std::equal(raw.begin(), raw.end(), payload));
+  // A destination that partly overlaps the payload is refused, naming why.
+  absl::Status overlap = DecodeRecordPayload(*h, payload, n, payload + 4096, n);
+  EXPECT_EQ(overlap.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(overlap, "overlap")) << overlap;
 }
 
 TEST(DiskRecord, BitFlipInPaddingIsHarmless) {
