@@ -509,9 +509,11 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
     // load that waits for a disk read (its own, or one already in flight) goes on its own
     // stream.
     Stream* stream = onboard_.get();
-    // The disk reads started here go to the kernel together, after the loop.
-    std::optional<IoPlug> plug;
-    if (disk_ != nullptr) plug.emplace(disk_->tier().io());
+    // The disk reads started here go to the kernel one by one, not held in an IoPlug until
+    // the loop ends: this thread takes the placement lock between them, and a thread holding
+    // that lock can be blocked in a device call behind a Free that synchronizes the device,
+    // which waits for a stream gated on a read held here. (That deadlock hung
+    // EngineDiskTest.HintsBeyondTheHostTierWaitForRoomInsteadOfBeingSkipped once, in Promote.)
     for (size_t i = 0; i < r.keys.size(); ++i) {
       bool filling = false;
       const TierKind best = table_.Find(r.keys[i], [&](BlockEntry* e) {
@@ -531,7 +533,6 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
       }
       stream = gated_onboard_.get();
     }
-    plug.reset();
     // Blocks read from the remote tier were found there, not in the host slot they fill.
     found[kHost] -= remote_reads.size();
     found[kRemote] += remote_reads.size();
@@ -656,8 +657,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
     }
     // Blocks only on disk come up through a host slot first.
     Stream* stream = onboard_.get();
-    std::optional<IoPlug> plug;  // as in Load: the reads go to the kernel together
-    if (disk_ != nullptr) plug.emplace(disk_->tier().io());
+    // As in Load, no IoPlug: the reads go to the kernel as they are started.
     for (size_t i : need) {
       if (table_.Find(keys[i], [](BlockEntry* e) { return e->has(kHost); })) continue;
       ++from_disk;
@@ -667,7 +667,6 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
                             absl::StrFormat("LoadToGpuTier: block %d: %s", i, s.message()));
       }
     }
-    plug.reset();
     // A transfer that waits for a disk read goes on its own stream.
     for (size_t i : need) {
       if (table_.Find(keys[i], [](BlockEntry* e) { return e->host_fill != nullptr; })) {
@@ -800,8 +799,8 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Promote(
     std::vector<BlockCopy> copies;
     absl::flat_hash_set<BlockKey> seen;
     enum class Found { kNotCached, kAtTop, kPinned };
-    std::optional<IoPlug> plug;  // as in Load: the reads go to the kernel together
-    if (disk_ != nullptr) plug.emplace(disk_->tier().io());
+    // As in Load, no IoPlug: this loop also makes device calls (stream waits on the reads it
+    // starts), which a Free can hold while it waits for those very reads.
     for (const BlockKey& key : keys) {
       if (!seen.insert(key).second) continue;
       const Found found = table_.Find(key, [&](BlockEntry* e) {

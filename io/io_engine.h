@@ -149,7 +149,10 @@ class IoEngine {
 
 // Scoped IoEngine::Plug / Unplug, as the block layer's blk_plug: every op this thread submits
 // to `engine` while the plug lives goes to the kernel when it ends.
-// REQUIRES: the thread does not wait, under the plug, for an op it submitted under it.
+// REQUIRES: the thread does not wait, under the plug, for an op it submitted under it, even
+// indirectly: it takes no lock and makes no device call that could wait on such an op (a
+// device call can block behind a Free that synchronizes the device, waiting on a stream gated
+// on a read held in the plug). The engine plugs only its I/O completion loop for that reason.
 class IoPlug {
  public:
   explicit IoPlug(IoEngine& engine) : engine_(engine) { engine_.Plug(); }
