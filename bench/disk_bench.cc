@@ -58,6 +58,7 @@
 #include "common/flags.h"
 #include "common/mutex.h"
 #include "io/block_device_sampler.h"
+#include "io/io_memory.h"
 #include "kernels/numeric.h"
 #include "kernels/quantize.h"
 #include "tiers/disk_tier.h"
@@ -85,7 +86,15 @@ double Fio(const Args& a, const std::string& rw, size_t bs, const std::string& f
            size_t size_mib = 0) {
   FioJob job{file, size_mib > 0 ? size_mib : a.file_mib, bs, rw, a.qd, a.seconds};
   job.huge_pages = a.fio_huge;
-  return FioGbps(job);
+  const double gbps = FioGbps(job);
+  // Never a ratio against a ceiling that was not measured.
+  if (!(gbps > 0)) {
+    Die(
+        absl::StrFormat("fio %s of %s (bs %d, qd %d%s) failed or measured nothing: is fio "
+                        "installed (scripts/install-deps.sh)?",
+                        rw, file, bs, a.qd, a.fio_huge ? ", hugetlb buffers" : ""));
+  }
+  return gbps;
 }
 
 // The error of blocks read back against the fp16 originals (0 for the lossless codecs).

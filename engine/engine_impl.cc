@@ -12,7 +12,6 @@
 #include "common/log.h"
 #include "engine/options.h"
 #include "engine/pending_transfer.h"
-#include "io/io_engine.h"
 #include "tiers/gpu_tier.h"
 #include "tiers/host_tier.h"
 

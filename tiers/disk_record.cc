@@ -528,10 +528,10 @@ absl::Status DecodeRecordPayload(const RecordHeader& header, const void* payload
           "DecodeRecordPayload: the payload and raw_out overlap (codec none)");
     }
     constexpr size_t kChunk = 64 << 10;
-    // On the heap: the state's layout is the library's (XXH_STATIC_LINKING_ONLY would tie it
-    // to the header's version).
-    std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> state(XXH3_createState(),
-                                                                          XXH3_freeState);
+    // One state per thread, made once (the layout is the library's: XXH_STATIC_LINKING_ONLY
+    // would tie a stack copy to the header's version), not an allocation per read.
+    thread_local const std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> state(
+        XXH3_createState(), XXH3_freeState);
     if (state == nullptr || XXH3_64bits_reset(state.get()) != XXH_OK) {
       return absl::ResourceExhaustedError("DecodeRecordPayload: XXH3_createState failed");
     }

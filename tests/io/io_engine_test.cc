@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "common/mutex.h"
 #include "gtest/gtest.h"
+#include "io/io_memory.h"
 #include "tests/io/io_test_util.h"
 
 namespace kvtier {
@@ -863,64 +864,6 @@ TEST_P(IoEngineTest, MoreFilesThanTheFixedFileTable) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, IoEngineTest,
                          testing::Values(Backend::kIoUring, Backend::kThreadPool), BackendName);
-
-// The VmFlags of the mapping holding `p` in /proc/self/smaps ("" if not found).
-std::string VmFlagsOf(const void* p) {
-  std::ifstream smaps("/proc/self/smaps");
-  const uintptr_t at = reinterpret_cast<uintptr_t>(p);
-  bool ours = false;
-  for (std::string line; std::getline(smaps, line);) {
-    unsigned long long begin = 0, end = 0;
-    char dash = 0;
-    if (std::sscanf(line.c_str(), "%llx%c%llx", &begin, &dash, &end) == 3 && dash == '-') {
-      ours = begin <= at && at < end;
-      continue;
-    }
-    if (ours && line.rfind("VmFlags:", 0) == 0) return line;
-  }
-  return "";
-}
-
-TEST(IoMemory, IsAlignedZeroedAndAdvisedHugePages) {
-  absl::StatusOr<IoMemory> m = IoMemory::Allocate(3 * kMiB + 4096);
-  KVTIER_ASSERT_OK(m.status());
-  EXPECT_EQ(m->size(), 3 * kMiB + 4096);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(m->data()) % (2 * kMiB), 0u);
-  const auto* bytes = static_cast<const unsigned char*>(m->data());
-  EXPECT_TRUE(std::all_of(bytes, bytes + m->size(), [](unsigned char b) { return b == 0; }));
-  // Counted in whole 2 MiB pages, clipped to size().
-  const size_t huge = m->HugePageBytes();
-  EXPECT_TRUE(huge == m->size() || huge % (2 * kMiB) == 0) << huge;
-  EXPECT_LE(huge, m->size());
-  // Where the kernel has transparent huge pages (the sysfs directory exists), the mapping
-  // carries the advice: "hg" (VM_HUGEPAGE) in its VmFlags. Whether 2 MiB pages back it depends
-  // on the mode ("never" refuses them) and on free memory, so that is not asserted.
-  if (std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled").good()) {
-    EXPECT_TRUE(Contains(VmFlagsOf(m->data()), " hg")) << VmFlagsOf(m->data());
-  }
-}
-
-TEST(IoMemory, MovesOwnershipAndRefusesZeroBytes) {
-  absl::StatusOr<IoMemory> m = IoMemory::Allocate(4096);
-  KVTIER_ASSERT_OK(m.status());
-  void* const p = m->data();
-  IoMemory moved = *std::move(m);
-  EXPECT_EQ(moved.data(), p);
-  EXPECT_EQ(moved.size(), 4096u);
-  IoMemory other;
-  EXPECT_EQ(other.data(), nullptr);
-  EXPECT_EQ(other.HugePageBytes(), 0u);
-  other = std::move(moved);
-  EXPECT_EQ(other.data(), p);
-  EXPECT_EQ(moved.data(), nullptr);  // NOLINT(bugprone-use-after-move): the moved-from state
-  static_cast<char*>(other.data())[4095] = 1;  // still mapped
-  absl::StatusOr<IoMemory> none = IoMemory::Allocate(0);
-  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(Contains(none.status().message(), "0 bytes")) << none.status();
-  absl::StatusOr<IoMemory> huge = IoMemory::Allocate(size_t{1} << 60);
-  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(Contains(huge.status().message(), "too many")) << huge.status();
-}
 
 TEST(IoEngineOptions, ValidateChecksRanges) {
   IoEngine::Options o;

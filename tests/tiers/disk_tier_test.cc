@@ -1,9 +1,7 @@
 // The disk tier on its own: durable round trips, warm restart, refusal of foreign directories,
-// corruption and faults that become misses (never wrong bytes), region reclaim, and erase;
-// the lossy codecs (fp8, int8) on fresh random fp16 / bf16 blocks: dequantized reads within
-// the formats' bounds, exact record sizes, restart, corruption, a codec changed on reopen,
-// and the dtype check. Every test runs on both I/O backends (io_uring where the machine
-// allows it, and the thread pool).
+// corruption and faults that become misses (never wrong bytes), region reclaim, and erase.
+// The lossy codecs: quantized_disk_tier_test.cc. Every test runs on both I/O backends
+// (io_uring where the machine allows it, and the thread pool).
 
 #include "tiers/disk_tier.h"
 
@@ -22,118 +20,10 @@
 #include "common/mutex.h"
 #include "gtest/gtest.h"
 #include "rocksdb/db.h"
-#include "tests/tiers/quantized_kv.h"
+#include "tests/tiers/disk_tier_fixture.h"
 
 namespace kvtier {
 namespace {
-
-Geometry TestGeometry() { return Geometry{2, 2, 32, DType::kFloat16, 16}; }  // 8 KiB blocks
-
-std::vector<char> Content(const BlockKey& key, size_t n) {
-  std::vector<char> v(n);
-  std::mt19937_64 rng(key.hi ^ key.lo);
-  for (size_t i = 0; i < n; i += 8) {
-    const uint64_t w = rng();
-    std::memcpy(v.data() + i, &w, std::min<size_t>(8, n - i));
-  }
-  return v;
-}
-
-class DiskTierTest : public ::testing::TestWithParam<bool> {
- protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/kvtier-disk-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    tier_.reset();
-    std::filesystem::remove_all(dir_);
-  }
-
-  DiskTierOptions Options() {
-    DiskTierOptions o;
-    o.directory = dir_ + "/cache";
-    o.region_bytes = 64 * 1024;  // 7 records of 8 KiB + header each
-    o.capacity_bytes = 4 * o.region_bytes;
-    o.force_fallback_io = GetParam();
-    o.staging_buffers = 8;
-    return o;
-  }
-
-  absl::Status Open(DiskTierOptions o, Geometry g = TestGeometry()) {
-    tier_.reset();
-    recovered_.clear();
-    auto t = DiskTier::Open(
-        o, g,
-        [this](const BlockKey& k, const std::string& ns, RecordId id) {
-          recovered_[k] = {ns, id};
-        },
-        [this](std::vector<std::pair<BlockKey, RecordId>> d) {
-          std::lock_guard<std::mutex> l(dropped_mu_);
-          for (auto& p : d) dropped_.push_back(p.first);
-        });
-    if (!t.ok()) return t.status();
-    tier_ = std::move(*t);
-    return absl::OkStatus();
-  }
-
-  // Writes a block and waits for it; returns its id.
-  RecordId WriteSync(const BlockKey& key, const std::string& ns = "default",
-                     absl::Status* result = nullptr) {
-    const std::vector<char> c = Content(key, tier_->block_bytes());
-    absl::Status status;
-    absl::StatusOr<RecordId> id = tier_->Write(key, ns, c.data(), [&](absl::Status s) {
-      status = s;
-    });
-    EXPECT_TRUE(id.ok()) << id.status();
-    tier_->Drain();
-    if (result != nullptr) {
-      *result = status;
-    } else {
-      EXPECT_TRUE(status.ok()) << status;
-    }
-    return id.ok() ? *id : 0;
-  }
-
-  absl::Status ReadSync(RecordId id, const BlockKey& key, std::vector<char>* out,
-                        const std::string& ns = "default") {
-    out->assign(tier_->block_bytes(), 'P');
-    absl::Status status;
-    absl::Status s = tier_->Read(id, key, ns, out->data(), [&](absl::Status st) { status = st; });
-    if (!s.ok()) return s;
-    tier_->Drain();
-    return status;
-  }
-
-  // Overwrites bytes of the data file behind the tier's back (not O_DIRECT).
-  void Corrupt(uint64_t offset, const std::string& bytes) {
-    const int fd = ::open((dir_ + "/cache/data.kvt").c_str(), O_WRONLY);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset)),
-              static_cast<ssize_t>(bytes.size()));
-    ::close(fd);
-  }
-
-  // Inverts every bit of the byte at `offset`: a corruption whatever the byte held (writing a
-  // fixed value is no corruption when the byte already had it — 1 in 256 for random data;
-  // seed 14227515919804480003 hit it in CI).
-  void FlipByte(uint64_t offset) {
-    const int fd = ::open((dir_ + "/cache/data.kvt").c_str(), O_RDWR);
-    ASSERT_GE(fd, 0);
-    char byte = 0;
-    ASSERT_EQ(::pread(fd, &byte, 1, static_cast<off_t>(offset)), 1);
-    byte = static_cast<char>(~byte);
-    ASSERT_EQ(::pwrite(fd, &byte, 1, static_cast<off_t>(offset)), 1);
-    ::close(fd);
-  }
-
-  std::string dir_;
-  std::unique_ptr<DiskTier> tier_;
-  std::map<BlockKey, std::pair<std::string, RecordId>> recovered_;
-  std::mutex dropped_mu_;
-  std::vector<BlockKey> dropped_;
-};
 
 TEST_P(DiskTierTest, WriteThenReadIsByteExact) {
   ASSERT_TRUE(Open(Options()).ok());
@@ -744,11 +634,6 @@ TEST_P(DiskTierTest, ConcurrentWritesReadsAndErases) {
   EXPECT_EQ(wrong.load(), 0);
 }
 
-// ------------------------------------------------------------------ quantized codecs (lossy)
-
-// 2 layers x 4 kv heads x 64 dim x 16 tokens: 32 KiB blocks in fp16 / bf16.
-Geometry QuantGeometry(DType dtype) { return Geometry{2, 4, 64, dtype, 16}; }
-
 // ----------------------------------------------------------------------------- Reserve / Submit
 
 // What a test callback heard, and when.
@@ -984,183 +869,6 @@ TEST_P(DiskTierTest, AWriteWaitsForARegionWithoutIoInsteadOfFailing) {
   ASSERT_TRUE(ReadSync(*id, next, &back).ok());
   EXPECT_EQ(back, c);
 }
-
-class QuantizedDiskTierTest : public DiskTierTest {
- protected:
-  void SetUp() override {
-    DiskTierTest::SetUp();
-    seed_ = quantized_kv::TestSeed();
-    rng_.seed(seed_);
-  }
-  std::string Seed() const {
-    return absl::StrFormat("seed %d (KVTIER_TEST_SEED=%d reproduces)", seed_, seed_);
-  }
-  DiskTierOptions QuantOptions(Codec codec) {
-    DiskTierOptions o = Options();
-    o.codec = codec;
-    o.region_bytes = 256 * 1024;  // 7 raw records of 36 KiB, 10 quantized of 24 KiB
-    o.capacity_bytes = 4 * o.region_bytes;
-    return o;
-  }
-  RecordId Write(const BlockKey& key, const std::vector<uint8_t>& block) {
-    absl::Status status;
-    absl::StatusOr<RecordId> id =
-        tier_->Write(key, "default", block.data(), [&](absl::Status s) { status = s; });
-    EXPECT_TRUE(id.ok()) << id.status();
-    tier_->Drain();
-    EXPECT_TRUE(status.ok()) << status;
-    return id.ok() ? *id : 0;
-  }
-  absl::Status Read(RecordId id, const BlockKey& key, std::vector<uint8_t>* out) {
-    out->assign(tier_->block_bytes(), 0xA5);
-    absl::Status status;
-    absl::Status s = tier_->Read(id, key, "default", out->data(),
-                                 [&](absl::Status st) { status = st; });
-    if (!s.ok()) return s;
-    tier_->Drain();
-    return status;
-  }
-  uint64_t seed_ = 0;
-  std::mt19937_64 rng_;
-};
-
-TEST_P(QuantizedDiskTierTest, ReadsAreDequantizedWithinBoundsAndSurviveRestart) {
-  SCOPED_TRACE(Seed());
-  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
-    for (Codec codec : {Codec::kFp8, Codec::kInt8}) {
-      SCOPED_TRACE(absl::StrFormat("%s %s", DTypeName(dtype), CodecName(codec)));
-      const QuantFormat format = CodecQuantFormat(codec);
-      const Geometry g = QuantGeometry(dtype);
-      std::filesystem::remove_all(dir_ + "/cache");
-      ASSERT_TRUE(Open(QuantOptions(codec), g).ok());
-      std::vector<std::vector<uint8_t>> blocks;
-      std::vector<RecordId> ids;
-      for (uint64_t i = 1; i <= 6; ++i) {
-        blocks.push_back(quantized_kv::RandomBlock(g, rng_));
-        ids.push_back(Write(BlockKey{i, 9}, blocks.back()));
-      }
-      // Each record: a 4 KiB header and 16,448 stored bytes in 5 pages, 24 KiB against the
-      // 36 KiB of a raw 32 KiB block.
-      const size_t record = RecordSize(QuantizedBlockBytes(g, format));
-      ASSERT_EQ(record, 24u * 1024);
-      DiskTierStats st = tier_->Stats();
-      EXPECT_EQ(st.bytes_written, 6 * record);
-      EXPECT_EQ(st.raw_bytes_written, 6 * g.block_bytes());
-      EXPECT_EQ(st.used_bytes, 6 * record);
-      std::vector<std::vector<uint8_t>> first_reads;
-      for (size_t i = 0; i < blocks.size(); ++i) {
-        std::vector<uint8_t> got;
-        ASSERT_TRUE(Read(ids[i], BlockKey{i + 1, 9}, &got).ok());
-        EXPECT_EQ(got, quantized_kv::ReferenceRoundTrip(g, format, blocks[i])) << i;
-        quantized_kv::ExpectDequantizedWithinBounds(g, format, blocks[i], got);
-        first_reads.push_back(std::move(got));
-      }
-      // Reopened: every record is recovered and reads back the same dequantized bytes.
-      ASSERT_TRUE(Open(QuantOptions(codec), g).ok());
-      ASSERT_EQ(recovered_.size(), blocks.size());
-      for (size_t i = 0; i < blocks.size(); ++i) {
-        std::vector<uint8_t> got;
-        ASSERT_TRUE(Read(recovered_[BlockKey{i + 1, 9}].second, BlockKey{i + 1, 9}, &got).ok());
-        EXPECT_EQ(got, first_reads[i]) << i;
-      }
-      EXPECT_EQ(tier_->Stats().checksum_failures, 0u);
-    }
-  }
-}
-
-TEST_P(QuantizedDiskTierTest, CorruptedQuantizedRecordIsAMissNeverWrongValues) {
-  SCOPED_TRACE(Seed());
-  const Geometry g = QuantGeometry(DType::kFloat16);
-  for (Codec codec : {Codec::kFp8, Codec::kInt8}) {
-    SCOPED_TRACE(CodecName(codec));
-    std::filesystem::remove_all(dir_ + "/cache");
-    ASSERT_TRUE(Open(QuantOptions(codec), g).ok());
-    const std::vector<uint8_t> a = quantized_kv::RandomBlock(g, rng_);
-    const std::vector<uint8_t> b = quantized_kv::RandomBlock(g, rng_);
-    const RecordId ia = Write(BlockKey{1, 1}, a);
-    const RecordId ib = Write(BlockKey{2, 2}, b);
-    // Record a is first in region 0. One byte of its codes, then (on the reopened
-    // directory, record b) one byte of its scales.
-    FlipByte(kRecordHeaderBytes + 1000);
-    std::vector<uint8_t> got;
-    absl::Status s = Read(ia, BlockKey{1, 1}, &got);
-    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
-    EXPECT_NE(s.message().find("payload_checksum"), absl::string_view::npos) << s;
-    EXPECT_EQ(got, std::vector<uint8_t>(g.block_bytes(), 0)) << "destination must be zeroed";
-    EXPECT_EQ(tier_->Stats().checksum_failures, 1u);
-    EXPECT_EQ(Read(ia, BlockKey{1, 1}, &got).code(), absl::StatusCode::kNotFound);
-    ASSERT_TRUE(Read(ib, BlockKey{2, 2}, &got).ok());
-    EXPECT_EQ(got, quantized_kv::ReferenceRoundTrip(g, CodecQuantFormat(codec), b));
-
-    const uint64_t record_b = RecordSize(QuantizedBlockBytes(g, CodecQuantFormat(codec)));
-    ASSERT_TRUE(Open(QuantOptions(codec), g).ok());
-    EXPECT_EQ(recovered_.count(BlockKey{1, 1}), 0u);  // dropped for good
-    ASSERT_EQ(recovered_.count(BlockKey{2, 2}), 1u);
-    FlipByte(record_b + kRecordHeaderBytes + QuantizedScalesOffset(g) + 2);
-    s = Read(recovered_[BlockKey{2, 2}].second, BlockKey{2, 2}, &got);
-    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
-    EXPECT_EQ(got, std::vector<uint8_t>(g.block_bytes(), 0));
-  }
-}
-
-TEST_P(QuantizedDiskTierTest, CodecIsPerRecordSoAnotherCodecOnReopenReadsOldRecordsAsWritten) {
-  SCOPED_TRACE(Seed());
-  const Geometry g = QuantGeometry(DType::kBFloat16);
-  const std::vector<uint8_t> quantized = quantized_kv::RandomBlock(g, rng_);
-  const std::vector<uint8_t> exact = quantized_kv::RandomBlock(g, rng_);
-  const std::vector<uint8_t> later = quantized_kv::RandomBlock(g, rng_);
-  // Written under fp8, read under none: dequantized, as written.
-  ASSERT_TRUE(Open(QuantOptions(Codec::kFp8), g).ok());
-  Write(BlockKey{1, 1}, quantized);
-  ASSERT_TRUE(Open(QuantOptions(Codec::kNone), g).ok());
-  std::vector<uint8_t> got;
-  ASSERT_TRUE(Read(recovered_[BlockKey{1, 1}].second, BlockKey{1, 1}, &got).ok());
-  EXPECT_EQ(got, quantized_kv::ReferenceRoundTrip(g, QuantFormat::kFp8E4m3, quantized));
-  // New writes take the codec of this run: exact.
-  const RecordId ie = Write(BlockKey{2, 2}, exact);
-  ASSERT_TRUE(Read(ie, BlockKey{2, 2}, &got).ok());
-  EXPECT_EQ(got, exact);
-  // Reopened under int8: the fp8 record and the exact one read as before; new ones are int8.
-  ASSERT_TRUE(Open(QuantOptions(Codec::kInt8), g).ok());
-  ASSERT_EQ(recovered_.size(), 2u);
-  ASSERT_TRUE(Read(recovered_[BlockKey{1, 1}].second, BlockKey{1, 1}, &got).ok());
-  EXPECT_EQ(got, quantized_kv::ReferenceRoundTrip(g, QuantFormat::kFp8E4m3, quantized));
-  ASSERT_TRUE(Read(recovered_[BlockKey{2, 2}].second, BlockKey{2, 2}, &got).ok());
-  EXPECT_EQ(got, exact);
-  const uint64_t before = tier_->Stats().bytes_written;
-  const RecordId il = Write(BlockKey{3, 3}, later);
-  EXPECT_EQ(tier_->Stats().bytes_written - before,
-            RecordSize(QuantizedBlockBytes(g, QuantFormat::kInt8)));
-  ASSERT_TRUE(Read(il, BlockKey{3, 3}, &got).ok());
-  EXPECT_EQ(got, quantized_kv::ReferenceRoundTrip(g, QuantFormat::kInt8, later));
-  EXPECT_EQ(tier_->Stats().checksum_failures, 0u);
-}
-
-TEST_P(QuantizedDiskTierTest, DTypesTheQuantizersTakeOpenOthersAreRefusedNamingBoth) {
-  // Every dtype kvtier has (fp16, bf16, fp32) is one kernels/quantize.h takes.
-  for (DType dtype : {DType::kFloat16, DType::kBFloat16, DType::kFloat32}) {
-    std::filesystem::remove_all(dir_ + "/cache");
-    EXPECT_TRUE(Open(QuantOptions(Codec::kInt8), QuantGeometry(dtype)).ok()) << DTypeName(dtype);
-  }
-  // One outside them is refused by the options check, naming the codec and the dtype (Open
-  // refuses it earlier still: the geometry itself is invalid).
-  Geometry bad = QuantGeometry(DType::kFloat16);
-  bad.dtype = static_cast<DType>(7);
-  absl::Status s = QuantOptions(Codec::kFp8).Validate(bad);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  EXPECT_NE(s.message().find("codec fp8"), absl::string_view::npos) << s;
-  EXPECT_NE(s.message().find("dtype invalid (7)"), absl::string_view::npos) << s;
-  EXPECT_EQ(Open(QuantOptions(Codec::kFp8), bad).code(), absl::StatusCode::kInvalidArgument);
-  DiskTierOptions unknown = QuantOptions(Codec::kNone);
-  unknown.codec = static_cast<Codec>(5);
-  EXPECT_NE(unknown.Validate(QuantGeometry(DType::kFloat16)).message().find("codec = 5"),
-            absl::string_view::npos);
-}
-
-INSTANTIATE_TEST_SUITE_P(Backends, QuantizedDiskTierTest, ::testing::Values(false, true),
-                         [](const ::testing::TestParamInfo<bool>& p) {
-                           return p.param ? "ThreadPool" : "IoUring";
-                         });
 
 INSTANTIATE_TEST_SUITE_P(Backends, DiskTierTest, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& p) {

@@ -1,0 +1,101 @@
+// io/io_memory.cc — IoMemory: a 2 MiB-aligned anonymous mapping advised MADV_HUGEPAGE, and how
+// much of it the kernel backs with huge pages (/proc/self/smaps).
+
+#include "io/io_memory.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+
+namespace kvtier {
+
+namespace {
+constexpr size_t kHugePage = size_t{2} << 20;
+}  // namespace
+
+absl::StatusOr<IoMemory> IoMemory::Allocate(size_t bytes) {
+  if (bytes == 0) return absl::InvalidArgumentError("IoMemory::Allocate: 0 bytes");
+  if (bytes > (size_t{1} << 46)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("IoMemory::Allocate: %d bytes is too many", bytes));
+  }
+  const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+  // Over-map by one huge page and trim both ends so the mapping starts on a 2 MiB boundary.
+  const size_t over = rounded + kHugePage;
+  void* p = mmap(nullptr, over, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "IoMemory::Allocate: mmap of %d bytes failed: %s", over, std::strerror(errno)));
+  }
+  const uintptr_t start = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t aligned = (start + kHugePage - 1) / kHugePage * kHugePage;
+  if (aligned > start) munmap(p, aligned - start);
+  if (const uintptr_t tail = start + over - (aligned + rounded); tail > 0) {
+    munmap(reinterpret_cast<void*>(aligned + rounded), tail);
+  }
+  IoMemory m;
+  m.data_ = reinterpret_cast<void*>(aligned);
+  m.size_ = bytes;
+  m.mapped_ = rounded;
+  // Advice only: EINVAL where the kernel has no transparent huge pages; the memory works alike.
+  (void)madvise(m.data_, rounded, MADV_HUGEPAGE);
+  std::memset(m.data_, 0, rounded);
+  return m;
+}
+
+IoMemory::IoMemory(IoMemory&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      mapped_(std::exchange(other.mapped_, 0)) {}
+
+IoMemory& IoMemory::operator=(IoMemory&& other) noexcept {
+  if (this != &other) {
+    if (data_ != nullptr) munmap(data_, mapped_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    mapped_ = std::exchange(other.mapped_, 0);
+  }
+  return *this;
+}
+
+IoMemory::~IoMemory() {
+  if (data_ != nullptr) munmap(data_, mapped_);
+}
+
+size_t IoMemory::HugePageBytes() const {
+  if (data_ == nullptr) return 0;
+  FILE* f = std::fopen("/proc/self/smaps", "re");
+  if (f == nullptr) return 0;
+  const uintptr_t at = reinterpret_cast<uintptr_t>(data_);
+  bool in_ours = false;
+  size_t huge_kib = 0;
+  char line[512];
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    unsigned long long begin = 0, end = 0;
+    char dash = 0;
+    // A mapping's first line: "begin-end perms offset dev inode [path]" (hex addresses).
+    if (std::sscanf(line, "%llx%c%llx", &begin, &dash, &end) == 3 && dash == '-') {
+      if (in_ours) break;
+      in_ours = begin <= at && at < end;
+      continue;
+    }
+    unsigned long long kib = 0;
+    if (in_ours && std::sscanf(line, "AnonHugePages: %llu kB", &kib) == 1) {
+      huge_kib = static_cast<size_t>(kib);
+      break;
+    }
+  }
+  std::fclose(f);
+  // The kernel may have merged this mapping with a neighbour advised alike: at most ours.
+  return std::min(huge_kib << 10, size_);
+}
+
+}  // namespace kvtier
