@@ -166,6 +166,8 @@ struct FioJob {
   // (FreeHugetlbBytes); with 4 KiB pages fio kept 4-13 of its 32 reads in flight at the dev
   // VM's disk and read 1.6-2.4 GB/s, with huge pages 29 and 6.9-7.7 GB/s.
   bool huge_pages = false;
+  // One pass over the file (no --time_based; `seconds` is ignored): lays a file out.
+  bool one_pass = false;
 };
 
 // Free hugetlb memory (/proc/meminfo HugePages_Free x Hugepagesize), 0 if none or unknown.
@@ -186,10 +188,13 @@ inline uint64_t FreeHugetlbBytes() {
 inline double FioGbps(const FioJob& j) {
   const std::string cmd = absl::StrFormat(
       "fio --name=kvtier-ceiling --filename=%s --size=%dM --bs=%d --rw=%s --ioengine=io_uring "
-      "--direct=1 --fixedbufs --registerfiles --iodepth=%d --runtime=%d --time_based "
+      "--direct=1 --fixedbufs --registerfiles --iodepth=%d %s"
       "--group_reporting %s"
       "--output-format=terse --terse-version=3 2>/dev/null",
-      j.file, j.size_mib, j.bs, j.rw, j.iodepth, static_cast<int>(std::max(1.0, j.seconds)),
+      j.file, j.size_mib, j.bs, j.rw, j.iodepth,
+      j.one_pass ? ""
+                 : absl::StrFormat("--runtime=%d --time_based ",
+                                   static_cast<int>(std::max(1.0, j.seconds))),
       j.huge_pages ? "--iomem=shmhuge " : "");
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return -1;
