@@ -27,14 +27,17 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
-#include "common/mutex.h"
 #include "absl/types/span.h"
+#include "common/io_memory.h"
 #include "common/log.h"
+#include "common/mutex.h"
 
 namespace kvtier {
 namespace {
 
 constexpr size_t kPinnedAlignment = 4096;
+// Pinned buffers of this size or more (the host tier's arena) are IoMemory, registered.
+constexpr size_t kHugePinnedBytes = size_t{2} << 20;
 
 absl::StatusCode CodeFor(cudaError_t error) {
   switch (error) {
@@ -357,7 +360,8 @@ class CudaDevice final : public Device {
     for (const auto& [address, bytes] : allocations_) {
       (void)cudaFree(reinterpret_cast<void*>(static_cast<uintptr_t>(address)));
     }
-    for (const auto& [ptr, registered] : pinned_) (void)ReleasePinned(ptr, registered);
+    for (auto& [ptr, pinned] : pinned_) (void)ReleasePinned(ptr, pinned);
+    pinned_.clear();
     for (const auto& [start, bytes] : registered_) {
       (void)cudaHostUnregister(reinterpret_cast<void*>(start));
     }
@@ -479,6 +483,27 @@ class CudaDevice final : public Device {
     if (bytes == 0) return absl::InvalidArgumentError("AllocatePinned: zero bytes requested");
     if (absl::Status status = SetDevice(ordinal_); !status.ok()) return status;
     const size_t rounded = (bytes + kPinnedAlignment - 1) / kPinnedAlignment * kPinnedAlignment;
+    if (bytes >= kHugePinnedBytes) {
+      // The host tier's arena: IoMemory (2 MiB-aligned, in huge pages where the kernel has
+      // them) page-locked by registration, so a direct-I/O read into a host slot is a segment
+      // or two at the device, not one per 4 KiB page (cudaHostAlloc's pages are the
+      // driver's choice). The same memory as the emulated device's.
+      absl::StatusOr<IoMemory> mapping = IoMemory::Allocate(bytes);
+      if (!mapping.ok()) {
+        return absl::ResourceExhaustedError(
+            absl::StrFormat("AllocatePinned: %d bytes of host memory are not available: %s", bytes,
+                            mapping.status().message()));
+      }
+      void* ptr = mapping->data();
+      if (absl::Status status = CudaStatus(cudaHostRegister(ptr, rounded, cudaHostRegisterPortable),
+                                           absl::StrFormat("cudaHostRegister(%d bytes)", rounded));
+          !status.ok()) {
+        return status;  // the mapping goes with `mapping`
+      }
+      MutexLock lock(&mu_);
+      pinned_.emplace(ptr, Pinned{true, *std::move(mapping)});
+      return ptr;
+    }
     void* ptr = nullptr;
     if (absl::Status status = CudaStatus(cudaHostAlloc(&ptr, rounded, cudaHostAllocPortable),
                                          absl::StrFormat("cudaHostAlloc(%d bytes)", rounded));
@@ -505,13 +530,13 @@ class CudaDevice final : public Device {
       registered = true;
     }
     MutexLock lock(&mu_);
-    pinned_.emplace(ptr, registered);
+    pinned_.emplace(ptr, Pinned{registered, IoMemory()});
     return ptr;
   }
 
   absl::Status FreePinned(void* ptr) override {
     if (ptr == nullptr) return absl::OkStatus();
-    bool registered = false;
+    Pinned pinned;
     {
       MutexLock lock(&mu_);
       auto it = pinned_.find(ptr);
@@ -520,10 +545,10 @@ class CudaDevice final : public Device {
             "FreePinned: %p was not returned by AllocatePinned of %s (or was freed)", ptr,
             name_));
       }
-      registered = it->second;
+      pinned = std::move(it->second);
       pinned_.erase(it);
     }
-    return ReleasePinned(ptr, registered);
+    return ReleasePinned(ptr, pinned);
   }
 
   absl::Status RegisterHostMemory(void* ptr, size_t bytes) override {
@@ -599,10 +624,22 @@ class CudaDevice final : public Device {
   }
 
  private:
-  static absl::Status ReleasePinned(void* ptr, bool registered) {
-    if (!registered) return CudaStatus(cudaFreeHost(ptr), "cudaFreeHost");
+  // A pinned buffer: registered host memory (posix_memalign, or `mapping` when it is one), or
+  // else from cudaHostAlloc.
+  struct Pinned {
+    bool registered = false;
+    IoMemory mapping;
+  };
+
+  // Unlocks and frees `ptr`; a mapping is unmapped when `pinned` goes.
+  static absl::Status ReleasePinned(void* ptr, Pinned& pinned) {
+    if (!pinned.registered) return CudaStatus(cudaFreeHost(ptr), "cudaFreeHost");
     absl::Status status = CudaStatus(cudaHostUnregister(ptr), "cudaHostUnregister");
-    std::free(ptr);
+    if (pinned.mapping.data() == nullptr) {
+      std::free(ptr);
+    } else {
+      pinned.mapping = IoMemory();
+    }
     return status;
   }
 
@@ -613,8 +650,7 @@ class CudaDevice final : public Device {
   mutable Mutex mu_;
   // Device address → size, of this device's live allocations.
   std::map<uint64_t, size_t> allocations_ ABSL_GUARDED_BY(mu_);
-  // Pinned buffer → whether it is registered host memory (else from cudaHostAlloc).
-  absl::flat_hash_map<void*, bool> pinned_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<void*, Pinned> pinned_ ABSL_GUARDED_BY(mu_);
   // Host memory registered by RegisterHostMemory: start → size.
   std::map<uintptr_t, size_t> registered_ ABSL_GUARDED_BY(mu_);
   // Device memory registered by RegisterDeviceMemory (not ours to free): start → size.

@@ -598,8 +598,10 @@ EmulatedDevice::~EmulatedDevice() {
     }
   }
   MutexLock lock(&memory_mu_);
-  for (const auto& [ptr, bytes] : pinned_) std::free(ptr);
-  pinned_.clear();
+  for (auto& [ptr, pinned] : pinned_) {
+    if (pinned.mapping.data() == nullptr) std::free(ptr);
+  }
+  pinned_.clear();  // unmaps the mappings
   allocations_.clear();
 }
 
@@ -704,27 +706,41 @@ absl::StatusOr<void*> EmulatedDevice::AllocatePinned(size_t bytes) {
       !s.ok()) {
     return s;
   }
+  Pinned pinned{bytes, IoMemory()};
   void* ptr = nullptr;
-  if (posix_memalign(&ptr, kPinnedAlignment, RoundUp(bytes, kPinnedAlignment)) != 0) {
+  if (bytes >= kHugePinnedBytes) {
+    absl::StatusOr<IoMemory> mapping = IoMemory::Allocate(bytes);
+    if (!mapping.ok()) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("AllocatePinned: %d bytes of host memory are not available: %s", bytes,
+                          mapping.status().message()));
+    }
+    pinned.mapping = *std::move(mapping);
+    ptr = pinned.mapping.data();
+  } else if (posix_memalign(&ptr, kPinnedAlignment, RoundUp(bytes, kPinnedAlignment)) != 0) {
     return absl::ResourceExhaustedError(
         absl::StrFormat("AllocatePinned: %d bytes of host memory are not available", bytes));
   }
   MutexLock lock(&memory_mu_);
-  pinned_.emplace(ptr, bytes);
+  pinned_.emplace(ptr, std::move(pinned));
   return ptr;
 }
 
 absl::Status EmulatedDevice::FreePinned(void* ptr) {
   if (ptr == nullptr) return absl::OkStatus();
+  Pinned pinned;
   {
     MutexLock lock(&memory_mu_);
-    if (pinned_.erase(ptr) == 0) {
+    auto it = pinned_.find(ptr);
+    if (it == pinned_.end()) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "FreePinned: %p was not returned by AllocatePinned of this device (or was freed)", ptr));
     }
+    pinned = std::move(it->second);
+    pinned_.erase(it);
   }
-  std::free(ptr);
-  return absl::OkStatus();
+  if (pinned.mapping.data() == nullptr) std::free(ptr);
+  return absl::OkStatus();  // a mapping goes with `pinned`
 }
 
 absl::Status EmulatedDevice::RegisterHostMemory(void* ptr, size_t bytes) {
@@ -742,8 +758,8 @@ absl::Status EmulatedDevice::RegisterHostMemory(void* ptr, size_t bytes) {
           bytes, other));
     }
   }
-  for (const auto& [other, other_bytes] : pinned_) {
-    if (overlaps(reinterpret_cast<uintptr_t>(other), other_bytes)) {
+  for (const auto& [other, pinned] : pinned_) {
+    if (overlaps(reinterpret_cast<uintptr_t>(other), pinned.bytes)) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "RegisterHostMemory: [%p, +%d bytes) overlaps pinned memory at %p", ptr, bytes,
           other));
@@ -810,8 +826,8 @@ absl::Status EmulatedDevice::RegisterDeviceMemory(DevicePtr base, size_t bytes) 
   auto overlaps = [&](uintptr_t other, size_t other_bytes) {
     return start < other + other_bytes && other < start + bytes;
   };
-  for (const auto& [other, other_bytes] : pinned_) {
-    if (overlaps(reinterpret_cast<uintptr_t>(other), other_bytes)) {
+  for (const auto& [other, pinned] : pinned_) {
+    if (overlaps(reinterpret_cast<uintptr_t>(other), pinned.bytes)) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "RegisterDeviceMemory: [0x%x, +%d bytes) overlaps pinned host memory of this device "
           "at %p (host memory, not device memory)",

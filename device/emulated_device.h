@@ -45,8 +45,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "common/mutex.h"
 #include "absl/time/time.h"
+#include "common/io_memory.h"
+#include "common/mutex.h"
 #include "kvtier/device.h"
 
 namespace kvtier {
@@ -98,6 +99,10 @@ class EmulatedDevice final : public Device {
   static constexpr uint64_t kAlignment = 256;
   static constexpr uint64_t kGuardBytes = 4096;
   static constexpr size_t kPinnedAlignment = 4096;
+  // Pinned buffers of this size or more (the host tier's arena) are IoMemory: 2 MiB-aligned,
+  // in huge pages where the kernel has them, so a direct-I/O read into a host slot is a
+  // segment or two at the device, not one per 4 KiB page. Smaller ones are posix_memalign.
+  static constexpr size_t kHugePinnedBytes = size_t{2} << 20;
 
   // REQUIRES: options.Validate().ok(). Only the emulated_* options are used.
   static absl::StatusOr<std::unique_ptr<EmulatedDevice>> Create(const DeviceOptions& options);
@@ -198,7 +203,13 @@ class EmulatedDevice final : public Device {
   uint64_t next_address_ ABSL_GUARDED_BY(memory_mu_) = kAddressBase;
   size_t bytes_in_use_ ABSL_GUARDED_BY(memory_mu_) = 0;
   // Pinned host buffer → size.
-  absl::flat_hash_map<void*, size_t> pinned_ ABSL_GUARDED_BY(memory_mu_);
+  // A pinned buffer: its size, and its mapping when it is one (IoMemory, for buffers of
+  // kHugePinnedBytes or more) rather than posix_memalign memory.
+  struct Pinned {
+    size_t bytes = 0;
+    IoMemory mapping;
+  };
+  absl::flat_hash_map<void*, Pinned> pinned_ ABSL_GUARDED_BY(memory_mu_);
   // Registered host range start → size.
   std::map<uintptr_t, size_t> registered_ ABSL_GUARDED_BY(memory_mu_);
 

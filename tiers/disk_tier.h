@@ -143,7 +143,7 @@ struct DiskTierStats {
   uint64_t regions_reclaimed = 0;
   uint64_t records_dropped = 0;  // live records lost to region reclaim
   uint64_t staging_bytes = 0;    // the registered staging buffers (StagingPool)
-  // ... of which in huge pages, as measured at open (io/io_memory.h says why it matters)
+  // ... of which in huge pages, as measured at open (common/io_memory.h says why it matters)
   uint64_t staging_huge_page_bytes = 0;
   std::string io_backend;
 };

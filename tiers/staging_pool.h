@@ -3,7 +3,7 @@
 //
 // A pool of `buffers` equal buffers of `buffer_bytes` (4096-aligned, one allocation: the disk
 // tier registers it with the I/O engine, so I/O on them takes the fixed-buffer path; an
-// IoMemory, in huge pages where the kernel has them: io/io_memory.h says why), and
+// IoMemory, in huge pages where the kernel has them: common/io_memory.h says why), and
 // beyond it up to `overflow_buffers` plain aligned buffers, allocated when lent and freed when
 // returned, for writes only: a burst of evictions is absorbed rather than dropped.
 //
@@ -35,8 +35,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "common/io_memory.h"
 #include "common/mutex.h"
-#include "io/io_memory.h"
 
 namespace kvtier {
 

@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "kernels/copy_kernels.h"
 #include "kvtier/device.h"
+#include "tests/common/smaps_util.h"
 #include "tests/device/test_util.h"
 
 namespace kvtier {
@@ -474,6 +475,44 @@ TEST(EmulatedDevice, DeviceMemoryRegistrationRefusesWhatIsNotTheCallersHostMemor
   KVTIER_EXPECT_OK(device->UnregisterHostMemory(pool.data()));
   KVTIER_EXPECT_OK(device->FreePinned(*pinned));
   KVTIER_EXPECT_OK(device->Free(*own));
+}
+
+// The host tier's arena (kHugePinnedBytes or more) is IoMemory: 2 MiB-aligned, zeroed and
+// advised huge pages, so a direct-I/O read into a host slot is a segment or two at the device;
+// smaller buffers stay page-aligned posix_memalign memory. Both are freed once, by FreePinned.
+TEST(EmulatedDevice, LargePinnedBuffersAreHugePageAlignedAndAdvised) {
+  auto device = NewDevice();
+  constexpr size_t kLarge = EmulatedDevice::kHugePinnedBytes + 4096;
+  absl::StatusOr<void*> large = device->AllocatePinned(kLarge);
+  KVTIER_ASSERT_OK(large.status());
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(*large) % EmulatedDevice::kHugePinnedBytes, 0u);
+  const auto* bytes = static_cast<const unsigned char*>(*large);
+  EXPECT_TRUE(std::all_of(bytes, bytes + kLarge, [](unsigned char b) { return b == 0; }));
+  if (testing_util::KernelHasTransparentHugePages()) {
+    EXPECT_TRUE(absl::StrContains(testing_util::VmFlagsOf(*large), " hg"))
+        << testing_util::VmFlagsOf(*large);
+  }
+  absl::StatusOr<void*> small = device->AllocatePinned(8192);
+  KVTIER_ASSERT_OK(small.status());
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(*small) % EmulatedDevice::kPinnedAlignment, 0u);
+  std::memset(*small, 0x5a, 8192);
+  // Copies to and from both work as for any pinned memory.
+  absl::StatusOr<DevicePtr> d = device->Allocate(8192);
+  KVTIER_ASSERT_OK(d.status());
+  auto stream = NewStream(*device);
+  KVTIER_ASSERT_OK(stream->CopyToDevice(*d, *small, 8192));
+  KVTIER_ASSERT_OK(stream->CopyToHost(static_cast<char*>(*large) + 4096, *d, 8192));
+  KVTIER_ASSERT_OK(stream->Synchronize());
+  EXPECT_EQ(std::memcmp(static_cast<char*>(*large) + 4096, *small, 8192), 0);
+  // Registering host memory over the mapping is refused as over any pinned buffer.
+  absl::Status status = device->RegisterHostMemory(static_cast<char*>(*large) + 8192, 4096);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "pinned memory")) << status;
+  KVTIER_EXPECT_OK(device->FreePinned(*large));
+  KVTIER_EXPECT_OK(device->FreePinned(*small));
+  status = device->FreePinned(*large);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  KVTIER_EXPECT_OK(device->Free(*d));
 }
 
 TEST(EmulatedDevice, MemoryUnregisteredUnderAQueuedCopyIsAnErrorNotAWrite) {

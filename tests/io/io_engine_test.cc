@@ -29,9 +29,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/io_memory.h"
 #include "common/mutex.h"
 #include "gtest/gtest.h"
-#include "io/io_memory.h"
 #include "tests/io/io_test_util.h"
 
 namespace kvtier {

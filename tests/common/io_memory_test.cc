@@ -1,7 +1,7 @@
-// IoMemory (io/io_memory.h): aligned, zeroed, advised huge pages, moved not copied, and bad
+// IoMemory (common/io_memory.h): aligned, zeroed, advised huge pages, moved not copied, and bad
 // sizes refused naming why. (Its use as a registered region: io_engine_test.cc.)
 
-#include "io/io_memory.h"
+#include "common/io_memory.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -12,31 +12,17 @@
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
+#include "tests/common/smaps_util.h"
 #include "tests/io/io_test_util.h"
 
 namespace kvtier {
 namespace {
 
 using io_test::Contains;
+using testing_util::KernelHasTransparentHugePages;
+using testing_util::VmFlagsOf;
 
 constexpr size_t kMiB = size_t{1} << 20;
-
-// The VmFlags of the mapping holding `p` in /proc/self/smaps ("" if not found).
-std::string VmFlagsOf(const void* p) {
-  std::ifstream smaps("/proc/self/smaps");
-  const uintptr_t at = reinterpret_cast<uintptr_t>(p);
-  bool ours = false;
-  for (std::string line; std::getline(smaps, line);) {
-    unsigned long long begin = 0, end = 0;
-    char dash = 0;
-    if (std::sscanf(line.c_str(), "%llx%c%llx", &begin, &dash, &end) == 3 && dash == '-') {
-      ours = begin <= at && at < end;
-      continue;
-    }
-    if (ours && line.rfind("VmFlags:", 0) == 0) return line;
-  }
-  return "";
-}
 
 TEST(IoMemory, IsAlignedZeroedAndAdvisedHugePages) {
   absl::StatusOr<IoMemory> m = IoMemory::Allocate(3 * kMiB + 4096);
@@ -52,7 +38,7 @@ TEST(IoMemory, IsAlignedZeroedAndAdvisedHugePages) {
   // Where the kernel has transparent huge pages (the sysfs directory exists), the mapping
   // carries the advice: "hg" (VM_HUGEPAGE) in its VmFlags. Whether 2 MiB pages back it depends
   // on the mode ("never" refuses them) and on free memory, so that is not asserted.
-  if (std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled").good()) {
+  if (KernelHasTransparentHugePages()) {
     EXPECT_TRUE(Contains(VmFlagsOf(m->data()), " hg")) << VmFlagsOf(m->data());
   }
 }

@@ -1,8 +1,8 @@
-// io/io_memory.h — memory for the buffers direct I/O goes through, in huge pages where the
+// common/io_memory.h — memory for the buffers direct I/O goes through, in huge pages where the
 // kernel has them.
 
-#ifndef KVTIER_IO_IO_MEMORY_H_
-#define KVTIER_IO_IO_MEMORY_H_
+#ifndef KVTIER_COMMON_IO_MEMORY_H_
+#define KVTIER_COMMON_IO_MEMORY_H_
 
 #include <cstddef>
 
@@ -46,4 +46,4 @@ class IoMemory {
 
 }  // namespace kvtier
 
-#endif  // KVTIER_IO_IO_MEMORY_H_
+#endif  // KVTIER_COMMON_IO_MEMORY_H_

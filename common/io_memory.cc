@@ -1,7 +1,7 @@
-// io/io_memory.cc — IoMemory: a 2 MiB-aligned anonymous mapping advised MADV_HUGEPAGE, and how
-// much of it the kernel backs with huge pages (/proc/self/smaps).
+// common/io_memory.cc — IoMemory: a 2 MiB-aligned anonymous mapping advised MADV_HUGEPAGE, and
+// how much of it the kernel backs with huge pages (/proc/self/smaps).
 
-#include "io/io_memory.h"
+#include "common/io_memory.h"
 
 #include <sys/mman.h>
 
