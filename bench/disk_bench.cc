@@ -3,6 +3,7 @@
 //   bench/run disk [--dir=PATH] [--file-mib=N] [--qd=N] [--seconds=S] [--trials=N]
 //                  [--sizes=256k,2m,8m]
 //                  [--codec=none|zstd|zstd-shuffle|fp8|int8] [--fallback-io] [--shapes]
+//                  [--staged-reads] [--codec-threads=N]
 //
 // For each block size: fill a fresh cache directory with blocks twice (the first fill writes
 // the fresh file: "fresh write"; the second reclaims and overwrites it, a full cache's steady
@@ -13,16 +14,15 @@
 // flatter kvtier) at the same block size and queue depth: writes to a file of the same size in
 // the same directory, random reads over kvtier's own data file (the regions the fill wrote
 // whole: the same extents). Run by this program interleaved with kvtier's runs: fio's
-// untimed layout of its file, fio write, kvtier's two fills, fio write; then fio randread, and `trials` rounds of (kvtier randread, fio
-// randread).
-// The disk's bandwidth on a shared VM drifts by 2x within a minute, so each kvtier read run is
-// compared with the mean of the two fio runs that bracket it, and the read ratio is the median
-// of those per-trial ratios (their spread is printed too); the GB/s columns are medians.
-// The write ratio is the second fill's GB/s over the mean of the two fio writes around it
-// (both sides overwrite written extents).
-// "dev qd" / "fio qd": reads in flight at the block device while it was busy, during kvtier's
-// read runs and fio's (io/block_device_sampler.h; medians): the depth the device was given.
-// figure = random-read GB/s at 2 MiB.
+// untimed layout of its file, fio write, kvtier's two fills, fio write; then fio randread, and
+// `trials` rounds of (kvtier randread, fio randread). The disk's bandwidth on a shared VM drifts by
+// 2x within a minute, so each kvtier read run is compared with the mean of the two fio runs that
+// bracket it, and the read ratio is the median of those per-trial ratios (their spread is printed
+// too); the GB/s columns are medians. The write ratio is the second fill's GB/s over the mean of
+// the two fio writes around it (both sides overwrite written extents). "dev qd" / "fio qd": reads
+// in flight at the block device while it was busy, during kvtier's read runs and fio's
+// (io/block_device_sampler.h; medians): the depth the device was given. figure = random-read GB/s
+// at 2 MiB.
 //
 // --shapes: instead of the sizes, each model shape of bench_util.h's ModelShapePairs (an MLA
 // latent, fp8 K/V, a tensor-parallel shard) and the fp16 K/V geometry of the same block bytes,
@@ -79,7 +79,7 @@ struct Args {
   Codec codec = Codec::kNone;
   bool fallback_io = false;
   bool shapes = false;
-  bool in_place = false;       // DiskTierOptions::read_in_place
+  bool in_place = true;        // DiskTierOptions::read_in_place (its default)
   uint32_t codec_threads = 0;  // DiskTierOptions::codec_threads (0: the tier's default)
   bool fio_huge = false;       // fio's buffers in hugetlb pages (set in Main when they are free)
 };
@@ -526,8 +526,10 @@ int Main(int argc, char** argv) {
   flags::AddParsed(app, "--codec", &a.codec, ParseCodec, CodecName,
                    "none|zstd|zstd-shuffle|fp8|int8", "the codec records are written with");
   app.add_flag("--fallback-io", a.fallback_io, "thread-pool I/O instead of io_uring");
-  app.add_flag("--in-place", a.in_place,
-               "reads of uncompressed records straight into the destination (read_in_place)");
+  bool staged = false;
+  app.add_flag("--staged-reads", staged,
+               "every read through a staging buffer and copied out (read_in_place off; by "
+               "default uncompressed records land straight in the destination)");
   app.add_option("--codec-threads", a.codec_threads,
                  "threads verifying / decoding reads (0: min(4, hardware threads))")
       ->check(CLI::Range(0u, 64u));
@@ -535,6 +537,7 @@ int Main(int argc, char** argv) {
                "model shapes (MLA, fp8, a TP shard) against fp16 K/V blocks of the same bytes, "
                "instead of --sizes");
   if (std::optional<int> exit_code = flags::Parse(app, argc, argv)) return *exit_code;
+  a.in_place = !staged;
   {
     // fio at its best has its buffers in huge pages; that takes free hugetlb pages, which only
     // an administrator can reserve, so the bench uses them where they are and says which.

@@ -104,14 +104,16 @@ struct DiskTierOptions {
   uint32_t codec_threads = 0;
   // Reads of uncompressed records put the payload straight into the destination (one readv:
   // the header into a staging buffer, the block into `dst`), saving a copy per read, when the
-  // destination is page-aligned and the block a whole number of pages. Off by default: the
-  // kernel pins the destination's pages on every such read (the staging buffers are
-  // registered once), and on the reference VM that costs more than the copy it saves (256 KiB
-  // reads at 0.46 of fio in place against 0.76 through staging; fio itself drops from 3.7 to
-  // 2.3 GB/s without fixed buffers; docs/benchmarks.md, "disk"). With it, a read its reader
+  // destination is page-aligned and the block a whole number of pages. The kernel pins the
+  // destination's pages on every such read (the staging buffers are registered once): cheap
+  // in huge pages (the engine's host tier, common/io_memory.h: 256 KiB reads at 0.63-0.70 of
+  // fio in place against 0.59-0.61 through staging, 2 MiB 0.81-0.83 against 0.76-0.78), dear
+  // in 4 KiB pages (0.46 against 0.76 there, before the host tier was in huge pages;
+  // docs/benchmarks.md, "disk"): turn it off where transparent huge pages are "never". With
+  // it, a read its reader
   // abandons while its I/O is in the kernel may still land its own (unverified) bytes in
   // `dst` until it settles: never any other block's, and never after Read's `done`.
-  bool read_in_place = false;
+  bool read_in_place = true;
   // Erased records are overwritten with zeros (asynchronously; the region is not reused
   // until that lands), and a reclaimed region is zeroed before new records go into it, so
   // no erased or evicted block can be read back from the data file. Costs a write of every

@@ -81,9 +81,11 @@ struct DiskOptions {
   // read (checksums, copies, zstd, fp8 / int8); 0: min(4, hardware threads); at most 64.
   uint32_t codec_threads = 0;
   // Reads of uncompressed page-sized blocks go straight into their host slot (one readv, no
-  // copy). Off by default: the kernel then pins the slot's pages on every read, which on a
-  // VM costs more than the copy saved (docs/benchmarks.md, "disk"); try it on bare metal.
-  bool read_in_place = false;
+  // copy; the checksum is still verified). The host tier's memory is in huge pages where the
+  // kernel has transparent huge pages, so the kernel pins a segment or two per read; with
+  // them "never" it pins every 4 KiB page, which cost more than the copy saved on the dev VM:
+  // turn this off there (docs/benchmarks.md, "disk").
+  bool read_in_place = true;
   // Admission (engine/admission_policy.h): a block is written to disk only once it has been
   // seen (stored or hit) this many times, and within this write budget (MB/s, 0 = none).
   // Default 2: on the Mooncake trace it keeps the hit ratio of admitting everything while
