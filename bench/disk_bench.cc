@@ -15,14 +15,20 @@
 // the same directory, random reads over kvtier's own data file (the regions the fill wrote
 // whole: the same extents). Run by this program interleaved with kvtier's runs: fio's
 // untimed layout of its file, fio write, kvtier's two fills, fio write; then fio randread, and
-// `trials` rounds of (kvtier randread, fio randread). The disk's bandwidth on a shared VM drifts by
-// 2x within a minute, so each kvtier read run is compared with the mean of the two fio runs that
-// bracket it, and the read ratio is the median of those per-trial ratios (their spread is printed
-// too); the GB/s columns are medians. The write ratio is the second fill's GB/s over the mean of
-// the two fio writes around it (both sides overwrite written extents). "dev qd" / "fio qd": reads
-// in flight at the block device while it was busy, during kvtier's read runs and fio's
-// (io/block_device_sampler.h; medians): the depth the device was given. figure = random-read GB/s
-// at 2 MiB.
+// `trials` rounds of (kvtier randread, fio randread).
+// The disk's bandwidth on a shared VM drifts by 2x within a minute, so each kvtier read run is
+// compared with the mean of the two fio runs that bracket it, and the read ratio is the median
+// of those per-trial ratios (their spread is printed too); the GB/s columns are medians.
+// The write ratio is the second fill's GB/s over the mean of the two fio writes around it
+// (both sides overwrite written extents).
+// "verify read": a second ceiling, the verifying reader (VerifyingReaderGbps: one thread,
+// io_uring, fixed buffers in huge pages, XXH3 over every read, as the tier verifies every
+// record), run after each fio read; its "ratio" is kvtier's over it, per trial as for fio. fio
+// never touches the bytes it reads; where the disk serves data at memory speed (this VM's, for
+// data written in the last minutes), reading each byte once more is most of the gap to fio.
+// "dev qd" / "fio qd": reads in flight at the block device while it was busy, during kvtier's
+// read runs and fio's (io/block_device_sampler.h; medians): the depth the device was given.
+// figure = random-read GB/s at 2 MiB.
 //
 // --shapes: instead of the sizes, each model shape of bench_util.h's ModelShapePairs (an MLA
 // latent, fp8 K/V, a tensor-parallel shard) and the fp16 K/V geometry of the same block bytes,
@@ -40,6 +46,8 @@
 // (MeasureQuantError): max |x̂ − x|, mean |x̂ − x|, relative RMS ‖x̂ − x‖₂ / ‖x‖₂, and the
 // largest error in units of its head's scale.
 
+#include <fcntl.h>
+#include <liburing.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,6 +69,7 @@
 #include "common/flags.h"
 #include "common/io_memory.h"
 #include "common/mutex.h"
+#include "common/xxhash.h"
 #include "io/block_device_sampler.h"
 #include "kernels/numeric.h"
 #include "kernels/quantize.h"
@@ -100,6 +109,77 @@ double Fio(const Args& a, const std::string& rw, size_t bs, const std::string& f
   return gbps;
 }
 
+// The verifying reader: the least a reader that checks every byte it reads must do, as a
+// second ceiling beside fio (which never touches its data). One thread, io_uring, O_DIRECT,
+// the file registered, 2 x qd buffers in one registered IoMemory (huge pages), `qd` random
+// reads of `bs` in flight over the first `size_mib` MiB of `file`; each completion is
+// replaced by a new read first, then its buffer is hashed (XXH3, as the disk tier's records).
+// GB/s, or -1 when the ring cannot be set up.
+double VerifyingReaderGbps(const std::string& file, size_t size_mib, size_t bs, int qd,
+                           double seconds) {
+  const int fd = ::open(file.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+  if (fd < 0) return -1;
+  const size_t blocks = (size_mib << 20) / bs;
+  absl::StatusOr<IoMemory> mem = IoMemory::Allocate(2 * static_cast<size_t>(qd) * bs);
+  io_uring ring;
+  if (blocks == 0 || !mem.ok() ||
+      io_uring_queue_init(static_cast<unsigned>(2 * qd), &ring, 0) < 0) {
+    ::close(fd);
+    return -1;
+  }
+  double gbps = -1;
+  const iovec region{mem->data(), 2 * static_cast<size_t>(qd) * bs};
+  if (io_uring_register_buffers(&ring, &region, 1) == 0 &&
+      io_uring_register_files(&ring, &fd, 1) == 0) {
+    char* const base = static_cast<char*>(mem->data());
+    std::mt19937_64 rng(11);
+    std::vector<int> spare;
+    auto submit = [&](int buffer) {
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+      io_uring_prep_read_fixed(sqe, 0, base + buffer * bs, static_cast<unsigned>(bs),
+                               (rng() % blocks) * bs, 0);
+      sqe->flags |= IOSQE_FIXED_FILE;
+      io_uring_sqe_set_data64(sqe, static_cast<uint64_t>(buffer));
+    };
+    for (int i = 0; i < qd; ++i) submit(i);
+    for (int i = qd; i < 2 * qd; ++i) spare.push_back(i);
+    io_uring_submit(&ring);
+    uint64_t reads = 0;
+    volatile uint64_t sink = 0;  // the hashes are used
+    bool failed = false;
+    const double start = Now();
+    while (Now() - start < seconds) {
+      io_uring_cqe* cqe = nullptr;
+      if (io_uring_wait_cqe(&ring, &cqe) != 0) {
+        failed = true;
+        break;
+      }
+      const int done = static_cast<int>(io_uring_cqe_get_data64(cqe));
+      failed = failed || cqe->res != static_cast<int>(bs);
+      io_uring_cqe_seen(&ring, cqe);
+      submit(spare.back());
+      spare.pop_back();
+      io_uring_submit(&ring);
+      sink = sink ^ XXH3_64bits(base + done * bs, bs);
+      spare.push_back(done);
+      ++reads;
+    }
+    const double elapsed = Now() - start;
+    // Let the reads still in flight land before the buffers go.
+    for (int left = qd; left > 0; --left) {
+      io_uring_cqe* cqe = nullptr;
+      if (io_uring_wait_cqe(&ring, &cqe) != 0) break;
+      io_uring_cqe_seen(&ring, cqe);
+    }
+    if (!failed && reads > 0) {
+      gbps = reads * static_cast<double>(bs) / elapsed / 1e9;
+    }
+  }
+  io_uring_queue_exit(&ring);
+  ::close(fd);
+  return gbps;
+}
+
 // The error of blocks read back against the fp16 originals (0 for the lossless codecs).
 struct ReadBackError {
   double max_abs = 0, mean_abs = 0, relative_rms = 0, max_abs_over_scale = 0;
@@ -109,6 +189,9 @@ struct ReadBackError {
 struct Figures {
   double write_gbps = 0, read_gbps = 0, fio_write_gbps = 0, fio_read_gbps = 0;
   double write_fresh_gbps = 0;  // the first fill, into the fresh file's unwritten extents
+  // The verifying reader (VerifyingReaderGbps) after each fio read: its median GB/s, and the
+  // median over trials of kvtier's GB/s over the mean of the verifier's runs around it.
+  double verify_read_gbps = 0, verify_ratio = 0;
   // read: the median over trials of kvtier's GB/s over the mean of the fio runs before and
   // after it, and the smallest and largest of those; write: fill over the mean of fio's two.
   double read_ratio = 0, read_ratio_min = 0, read_ratio_max = 0, write_ratio = 0;
@@ -319,13 +402,16 @@ Figures RunSize(const Args& a, const Geometry& g) {
   const uint64_t in_place_before = t.Stats().reads_in_place;
   size_t timed_reads = 0;
   std::vector<double> dev_qd, fio_dev_qd;
+  std::vector<double> verify_reads;
   auto fio_read = [&] {
     BlockDeviceSampler sampler(a.dir);
     fio_reads.push_back(Fio(a, "randread", bs, data_file, fio_read_mib));
     fio_dev_qd.push_back(sampler.Stop().mean_in_flight);
+    verify_reads.push_back(VerifyingReaderGbps(data_file, fio_read_mib, bs, a.qd, a.seconds));
+    if (!(verify_reads.back() > 0)) Die("the verifying reader could not read " + data_file);
   };
   fio_read();
-  std::vector<double> trial_ratios;
+  std::vector<double> trial_ratios, verify_ratios;
   for (int trial = 0; trial < a.trials; ++trial) {
     size_t reads = 0;
     BlockDeviceSampler sampler(a.dir);
@@ -359,6 +445,8 @@ Figures RunSize(const Args& a, const Geometry& g) {
     fio_read();
     trial_ratios.push_back(reads_gbps.back() /
                            ((fio_reads[fio_reads.size() - 2] + fio_reads.back()) / 2));
+    verify_ratios.push_back(reads_gbps.back() /
+                            ((verify_reads[verify_reads.size() - 2] + verify_reads.back()) / 2));
   }
   fig.in_place = static_cast<double>(t.Stats().reads_in_place - in_place_before) /
                  static_cast<double>(std::max<size_t>(1, timed_reads));
@@ -388,6 +476,8 @@ Figures RunSize(const Args& a, const Geometry& g) {
   fig.fio_read_gbps = median(fio_reads);
   fig.fio_write_gbps = median(fio_writes);
   fig.read_ratio = median(trial_ratios);
+  fig.verify_read_gbps = median(verify_reads);
+  fig.verify_ratio = median(verify_ratios);
   fig.dev_qd = median(dev_qd);
   fig.fio_dev_qd = median(fio_dev_qd);
   fig.read_ratio_min = *std::min_element(trial_ratios.begin(), trial_ratios.end());
@@ -566,9 +656,10 @@ int Main(int argc, char** argv) {
       "disk tier vs fio (io_uring, O_DIRECT), %zu MiB file in %s, queue depth %d, "
       "codec %s\n",
       a.file_mib, a.dir.c_str(), a.qd, CodecName(a.codec));
-  std::printf("%8s %11s %12s %12s %8s %12s %12s %8s %12s %8s %8s %9s %10s %10s %9s\n", "block",
-              "fresh write", "write GB/s", "fio write", "ratio", "read GB/s", "fio read", "ratio", "ratio range",
-              "dev qd", "fio qd", "stored", "max err", "mean err", "rel RMS");
+  std::printf("%8s %11s %12s %12s %8s %12s %12s %8s %12s %11s %8s %8s %8s %9s %10s %10s %9s\n",
+              "block", "fresh write", "write GB/s", "fio write", "ratio", "read GB/s", "fio read",
+              "ratio", "ratio range", "verify read", "ratio", "dev qd", "fio qd", "stored",
+              "max err", "mean err", "rel RMS");
   JsonLine json;
   double figure = 0, ceiling = 0, ratio = 0;
   std::string figure_tag;
@@ -580,11 +671,11 @@ int Main(int argc, char** argv) {
         kib < 1024 ? absl::StrFormat("%dk", kib) : absl::StrFormat("%dm", kib / 1024);
     const std::string range = absl::StrFormat("%.2f-%.2f", f.read_ratio_min, f.read_ratio_max);
     std::printf(
-        "%8s %11.2f %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %12s %8.1f %8.1f %9.3f %10.4g %10.4g "
-        "%9.4g\n",
-        tag.c_str(), f.write_fresh_gbps, f.write_gbps, f.fio_write_gbps, f.write_ratio, f.read_gbps, f.fio_read_gbps,
-        f.read_ratio, range.c_str(), f.dev_qd, f.fio_dev_qd, f.stored_ratio, f.error.max_abs,
-        f.error.mean_abs, f.error.relative_rms);
+        "%8s %11.2f %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %12s %11.2f %8.2f %8.1f %8.1f %9.3f "
+        "%10.4g %10.4g %9.4g\n",
+        tag.c_str(), f.write_fresh_gbps, f.write_gbps, f.fio_write_gbps, f.write_ratio, f.read_gbps,
+        f.fio_read_gbps, f.read_ratio, range.c_str(), f.verify_read_gbps, f.verify_ratio, f.dev_qd,
+        f.fio_dev_qd, f.stored_ratio, f.error.max_abs, f.error.mean_abs, f.error.relative_rms);
     json.Num("stored_ratio_" + tag, f.stored_ratio)
         .Num("write_fresh_gbps_" + tag, f.write_fresh_gbps)
         .Num("write_gbps_" + tag, f.write_gbps)
