@@ -488,21 +488,24 @@ class CudaDevice final : public Device {
       // them) page-locked by registration, so a direct-I/O read into a host slot is a segment
       // or two at the device, not one per 4 KiB page (cudaHostAlloc's pages are the
       // driver's choice). The same memory as the emulated device's.
+      // Where that fails (no memory to map, or the driver will not lock it), cudaHostAlloc
+      // below, as before: slower direct I/O into the slots, nothing else lost.
       absl::StatusOr<IoMemory> mapping = IoMemory::Allocate(bytes);
-      if (!mapping.ok()) {
-        return absl::ResourceExhaustedError(
-            absl::StrFormat("AllocatePinned: %d bytes of host memory are not available: %s", bytes,
-                            mapping.status().message()));
+      absl::Status status = mapping.status();
+      if (status.ok()) {
+        status = CudaStatus(cudaHostRegister(mapping->data(), rounded, cudaHostRegisterPortable),
+                            absl::StrFormat("cudaHostRegister(%d bytes)", rounded));
       }
-      void* ptr = mapping->data();
-      if (absl::Status status = CudaStatus(cudaHostRegister(ptr, rounded, cudaHostRegisterPortable),
-                                           absl::StrFormat("cudaHostRegister(%d bytes)", rounded));
-          !status.ok()) {
-        return status;  // the mapping goes with `mapping`
+      if (status.ok()) {
+        void* ptr = mapping->data();
+        MutexLock lock(&mu_);
+        pinned_.emplace(ptr, Pinned{true, *std::move(mapping)});
+        return ptr;
       }
-      MutexLock lock(&mu_);
-      pinned_.emplace(ptr, Pinned{true, *std::move(mapping)});
-      return ptr;
+      KVTIER_LOG(kWarning,
+                 "%s: pinned host memory of %d bytes in huge pages failed (%s); using "
+                 "cudaHostAlloc",
+                 name_, bytes, status.ToString());
     }
     void* ptr = nullptr;
     if (absl::Status status = CudaStatus(cudaHostAlloc(&ptr, rounded, cudaHostAllocPortable),
