@@ -3,13 +3,16 @@
 
 #include "common/io_memory.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -96,6 +99,48 @@ size_t IoMemory::HugePageBytes() const {
   std::fclose(f);
   // The kernel may have merged this mapping with a neighbour advised alike: at most ours.
   return std::min(huge_kib << 10, size_);
+}
+
+HugePageSetting ParseHugePageSetting(absl::string_view contents) {
+  const size_t open = contents.find('[');
+  const size_t close = contents.find(']', open);
+  if (open == absl::string_view::npos || close == absl::string_view::npos) {
+    return HugePageSetting::kUnknown;
+  }
+  const absl::string_view word = contents.substr(open + 1, close - open - 1);
+  if (word == "always") return HugePageSetting::kAlways;
+  if (word == "madvise") return HugePageSetting::kMadvise;
+  if (word == "never") return HugePageSetting::kNever;
+  return HugePageSetting::kUnknown;
+}
+
+HugePageSetting ReadHugePageSetting(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? HugePageSetting::kNone : HugePageSetting::kUnknown;
+  char buf[256];
+  ssize_t n;
+  do {
+    n = ::read(fd, buf, sizeof(buf));
+  } while (n < 0 && errno == EINTR);
+  ::close(fd);
+  if (n <= 0) return HugePageSetting::kUnknown;
+  return ParseHugePageSetting(absl::string_view(buf, static_cast<size_t>(n)));
+}
+
+const char* HugePageSettingName(HugePageSetting setting) {
+  switch (setting) {
+    case HugePageSetting::kAlways:
+      return "always";
+    case HugePageSetting::kMadvise:
+      return "madvise";
+    case HugePageSetting::kNever:
+      return "never";
+    case HugePageSetting::kNone:
+      return "none";
+    case HugePageSetting::kUnknown:
+      break;
+  }
+  return "unknown";
 }
 
 }  // namespace kvtier

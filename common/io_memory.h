@@ -5,8 +5,10 @@
 #define KVTIER_COMMON_IO_MEMORY_H_
 
 #include <cstddef>
+#include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace kvtier {
 
@@ -43,6 +45,19 @@ class IoMemory {
   size_t size_ = 0;
   size_t mapped_ = 0;
 };
+
+// The kernel's transparent huge page setting: which word of "always madvise never" its sysfs
+// file brackets. IoMemory gets 2 MiB pages under kAlways and kMadvise (it advises them); under
+// kNever, and on a kernel without the file (kNone: built without them), it is in 4 KiB pages.
+enum class HugePageSetting { kAlways, kMadvise, kNever, kNone, kUnknown };
+inline constexpr char kHugePageSettingPath[] = "/sys/kernel/mm/transparent_hugepage/enabled";
+// kUnknown where no word (or another one) is bracketed.
+HugePageSetting ParseHugePageSetting(absl::string_view contents);
+// The setting in `path` (a file as sysfs's); kNone where it does not exist, kUnknown where it
+// cannot be read or parsed.
+HugePageSetting ReadHugePageSetting(const std::string& path = kHugePageSettingPath);
+// "always", "madvise", "never", "none" (no such file), "unknown".
+const char* HugePageSettingName(HugePageSetting setting);
 
 }  // namespace kvtier
 

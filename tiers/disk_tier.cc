@@ -218,6 +218,18 @@ absl::Status DiskTier::Init(RecoveredFn recovered) {
     stats_.io_backend = io_->backend();
     stats_.staging_bytes = memory.second;
     stats_.staging_huge_page_bytes = staging_->HugePageBytes();
+    // In place only where destinations are in huge pages (DiskTierOptions::read_in_place).
+    stats_.huge_pages = ReadHugePageSetting(options_.hugepage_setting_path);
+    read_in_place_ = options_.read_in_place && (stats_.huge_pages == HugePageSetting::kAlways ||
+                                                stats_.huge_pages == HugePageSetting::kMadvise);
+    stats_.read_in_place = read_in_place_;
+  }
+  if (options_.read_in_place && !read_in_place_) {
+    KVTIER_LOG_ONCE(kInfo,
+                    "disk tier: transparent huge pages are '%s' here (%s): reads go through "
+                    "staging buffers (in place, each read would pin every 4 KiB page of its "
+                    "destination)",
+                    HugePageSettingName(stats_.huge_pages), options_.hugepage_setting_path);
   }
   if (absl::Status s = Recover(recovered); !s.ok()) return s;
   encoder_ = std::thread([this] { EncoderLoop(); });
@@ -248,10 +260,11 @@ absl::Status DiskTier::Recover(RecoveredFn recovered) {
   }
   KVTIER_LOG(kInfo,
              "disk tier: %s: %d records recovered, %d regions of %d MiB, I/O %s, staging %.1f MiB "
-             "(%.1f MiB in huge pages)",
+             "(%.1f MiB in huge pages), reads %s",
              options_.directory, r->recovered, regions_.regions(), options_.region_bytes >> 20,
              io_->backend(), stats_.staging_bytes / 1048576.0,
-             stats_.staging_huge_page_bytes / 1048576.0);
+             stats_.staging_huge_page_bytes / 1048576.0,
+             read_in_place_ ? "in place" : "through staging");
   return absl::OkStatus();
 }
 

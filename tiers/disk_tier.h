@@ -61,6 +61,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/io_memory.h"
 #include "common/mutex.h"
 #include "common/task_pool.h"
 #include "io/io_engine.h"
@@ -109,11 +110,16 @@ struct DiskTierOptions {
   // in huge pages (the engine's host tier, common/io_memory.h: 256 KiB reads at 0.63-0.70 of
   // fio in place against 0.59-0.61 through staging, 2 MiB 0.81-0.83 against 0.76-0.78), dear
   // in 4 KiB pages (0.46 against 0.76 there, before the host tier was in huge pages;
-  // docs/benchmarks.md, "disk"): turn it off where transparent huge pages are "never". With
-  // it, a read its reader
-  // abandons while its I/O is in the kernel may still land its own (unverified) bytes in
-  // `dst` until it settles: never any other block's, and never after Read's `done`.
+  // docs/benchmarks.md, "disk"). So the tier reads in place only where the kernel has
+  // transparent huge pages ("always" or "madvise" in hugepage_setting_path, read at Open):
+  // where they are "never" or absent it reads through staging whatever this says, and says
+  // so once in the log (DiskTierStats::read_in_place: what is in effect). With it, a read its
+  // reader abandons while its I/O is in the kernel may still land its own (unverified) bytes
+  // in `dst` until it settles: never any other block's, and never after Read's `done`.
   bool read_in_place = true;
+  // Where the kernel's transparent huge page setting is read (common/io_memory.h); another
+  // file only in tests.
+  std::string hugepage_setting_path = kHugePageSettingPath;
   // Erased records are overwritten with zeros (asynchronously; the region is not reused
   // until that lands), and a reclaimed region is zeroed before new records go into it, so
   // no erased or evicted block can be read back from the data file. Costs a write of every
@@ -147,6 +153,10 @@ struct DiskTierStats {
   uint64_t staging_bytes = 0;    // the registered staging buffers (StagingPool)
   // ... of which in huge pages, as measured at open (common/io_memory.h says why it matters)
   uint64_t staging_huge_page_bytes = 0;
+  // Whether reads go in place where they can (DiskTierOptions::read_in_place, and the kernel
+  // has transparent huge pages), and the kernel's setting it was decided on.
+  bool read_in_place = false;
+  HugePageSetting huge_pages = HugePageSetting::kUnknown;
   std::string io_backend;
 };
 
@@ -326,6 +336,8 @@ class DiskTier {
   absl::Status ZeroRegionLocked(uint32_t region) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const DiskTierOptions options_;
+  // options_.read_in_place where the kernel has transparent huge pages; set by Open.
+  bool read_in_place_ = false;
   const Geometry geometry_;
   const size_t block_bytes_;
   const size_t max_record_bytes_;

@@ -58,7 +58,7 @@ absl::Status DiskTier::Read(RecordId id, const BlockKey& key, const std::string&
 }
 
 bool DiskTier::InPlaceRead(const IndexEntry& at, const void* dst) const {
-  return options_.read_in_place && at.codec == Codec::kNone && at.stored_bytes == block_bytes_ &&
+  return read_in_place_ && at.codec == Codec::kNone && at.stored_bytes == block_bytes_ &&
          block_bytes_ % kIoAlignment == 0 && reinterpret_cast<uintptr_t>(dst) % kIoAlignment == 0 &&
          at.record_bytes == kRecordHeaderBytes + block_bytes_;
 }

@@ -83,8 +83,9 @@ struct DiskOptions {
   // Reads of uncompressed page-sized blocks go straight into their host slot (one readv, no
   // copy; the checksum is still verified). The host tier's memory is in huge pages where the
   // kernel has transparent huge pages, so the kernel pins a segment or two per read; with
-  // them "never" it pins every 4 KiB page, which cost more than the copy saved on the dev VM:
-  // turn this off there (docs/benchmarks.md, "disk").
+  // them "never" it would pin every 4 KiB page, which cost more than the copy saved on the
+  // dev VM (docs/benchmarks.md, "disk"): there (and on a kernel without them) the disk tier
+  // reads through its staging buffers whatever this says, and logs so once at open.
   bool read_in_place = true;
   // Admission (engine/admission_policy.h): a block is written to disk only once it has been
   // seen (stored or hit) this many times, and within this write budget (MB/s, 0 = none).

@@ -3,6 +3,9 @@
 
 #include "common/io_memory.h"
 
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -63,6 +66,33 @@ TEST(IoMemory, MovesOwnershipAndRefusesZeroBytes) {
   absl::StatusOr<IoMemory> huge = IoMemory::Allocate(size_t{1} << 60);
   EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(Contains(huge.status().message(), "too many")) << huge.status();
+}
+
+// The bracketed word of sysfs's "always madvise never" is the setting in force; anything else
+// (no brackets, another word, an empty file) is unknown; a missing file is a kernel without
+// transparent huge pages.
+TEST(HugePageSetting, IsTheBracketedWord) {
+  EXPECT_EQ(ParseHugePageSetting("[always] madvise never\n"), HugePageSetting::kAlways);
+  EXPECT_EQ(ParseHugePageSetting("always [madvise] never\n"), HugePageSetting::kMadvise);
+  EXPECT_EQ(ParseHugePageSetting("always madvise [never]"), HugePageSetting::kNever);
+  EXPECT_EQ(ParseHugePageSetting("always madvise never\n"), HugePageSetting::kUnknown);
+  EXPECT_EQ(ParseHugePageSetting("always [sometimes] never"), HugePageSetting::kUnknown);
+  EXPECT_EQ(ParseHugePageSetting("[always madvise never"), HugePageSetting::kUnknown);
+  EXPECT_EQ(ParseHugePageSetting(""), HugePageSetting::kUnknown);
+  EXPECT_STREQ(HugePageSettingName(HugePageSetting::kMadvise), "madvise");
+  EXPECT_STREQ(HugePageSettingName(HugePageSetting::kNone), "none");
+
+  char dir[] = "/tmp/kvtier-thp-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string file = std::string(dir) + "/enabled";
+  EXPECT_EQ(ReadHugePageSetting(file), HugePageSetting::kNone);  // no such file
+  std::ofstream(file) << "always madvise [never]\n";
+  EXPECT_EQ(ReadHugePageSetting(file), HugePageSetting::kNever);
+  EXPECT_EQ(ReadHugePageSetting(dir), HugePageSetting::kUnknown);  // a directory
+  std::remove(file.c_str());
+  rmdir(dir);
+  // This machine's, as the disk tier reads it: the file exists where the sysfs directory does.
+  EXPECT_EQ(ReadHugePageSetting() != HugePageSetting::kNone, KernelHasTransparentHugePages());
 }
 
 }  // namespace

@@ -4,11 +4,14 @@
 // disk_tier_test.cc.
 
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
+#include "common/io_memory.h"
 #include "gtest/gtest.h"
 #include "tests/tiers/disk_tier_fixture.h"
 #include "tiers/disk_tier.h"
@@ -19,6 +22,22 @@ namespace {
 
 class DiskTierReadTest : public DiskTierTest {
  protected:
+  // A file that reads as the kernel's transparent huge page setting (DiskTierOptions::
+  // hugepage_setting_path) and says `contents`.
+  std::string SettingFile(const std::string& contents) {
+    const std::string path = dir_ + "/hugepage-setting-" + std::to_string(++settings_);
+    std::ofstream(path) << contents;
+    return path;
+  }
+  // read_in_place, with the kernel's setting "madvise" whatever this machine's is: the tests
+  // of in-place reads must not pass on the staging path where it is "never".
+  DiskTierOptions InPlaceOptions() {
+    DiskTierOptions o = Options();
+    o.read_in_place = true;
+    o.hugepage_setting_path = SettingFile("always [madvise] never\n");
+    return o;
+  }
+
   // Opens the tier with two staging buffers and `read_in_place`, writes `keys`, holds the
   // first two reads 300 ms in the I/O layer (a slow device), reads each key into its
   // destination under a claim, abandons every claim, and drains. The third read queued for a
@@ -27,7 +46,7 @@ class DiskTierReadTest : public DiskTierTest {
   std::vector<absl::Status> ReadThenAbandon(bool read_in_place, const std::vector<BlockKey>& keys,
                                             const std::vector<char*>& dsts,
                                             std::vector<RecordId>* ids) {
-    DiskTierOptions o = Options();
+    DiskTierOptions o = read_in_place ? InPlaceOptions() : Options();
     o.staging_buffers = 2;
     o.read_in_place = read_in_place;
     EXPECT_TRUE(Open(o).ok());
@@ -47,6 +66,7 @@ class DiskTierReadTest : public DiskTierTest {
     const DiskTierStats st = tier_->Stats();
     EXPECT_EQ(st.reads_abandoned, keys.size());
     EXPECT_EQ(st.reads_abandoned_before_io, 1u);
+    EXPECT_EQ(st.read_in_place, read_in_place);
     return status;
   }
 
@@ -58,14 +78,16 @@ class DiskTierReadTest : public DiskTierTest {
       EXPECT_EQ(out, Content(keys[i], tier_->block_bytes())) << i;
     }
   }
+
+ private:
+  int settings_ = 0;
 };
 
 // read_in_place: the payload lands straight in a page-aligned destination (one readv) and is
 // verified there; a destination that is not page-aligned takes the staging path; a corrupt
 // payload read in place is DataLoss with the destination zeroed, as through staging.
 TEST_P(DiskTierReadTest, InPlaceReadsLandVerifiedInAlignedDestinations) {
-  DiskTierOptions o = Options();
-  o.read_in_place = true;
+  DiskTierOptions o = InPlaceOptions();
   o.codec_threads = 2;
   ASSERT_TRUE(Open(o).ok());
   const size_t bytes = tier_->block_bytes();
@@ -101,6 +123,52 @@ TEST_P(DiskTierReadTest, InPlaceReadsLandVerifiedInAlignedDestinations) {
   EXPECT_EQ(tier_->Stats().checksum_failures, 1u);
   EXPECT_EQ(tier_->Stats().reads_in_place, 4u);
   FreeAligned(aligned);
+}
+
+// Where the kernel has no transparent huge pages ("never", or no setting file: built without
+// them) or its setting cannot be told, an in-place read would pin every 4 KiB page of its
+// destination: the tier reads through staging whatever read_in_place says, with the same
+// bytes. With "always" or "madvise" it reads in place, unless read_in_place is off.
+TEST_P(DiskTierReadTest, ReadsGoInPlaceOnlyWhereTheKernelHasHugePages) {
+  struct Case {
+    std::string contents;  // empty: no such file
+    bool option;
+    HugePageSetting setting;
+    bool in_place;
+  };
+  const Case cases[] = {
+      {"always madvise [never]\n", true, HugePageSetting::kNever, false},
+      {"", true, HugePageSetting::kNone, false},
+      {"always madvise never\n", true, HugePageSetting::kUnknown, false},
+      {"[always] madvise never\n", true, HugePageSetting::kAlways, true},
+      {"always [madvise] never\n", true, HugePageSetting::kMadvise, true},
+      {"[always] madvise never\n", false, HugePageSetting::kAlways, false},
+  };
+  const size_t bytes = TestGeometry().block_bytes();
+  absl::StatusOr<void*> mem = AllocateAligned(bytes);
+  ASSERT_TRUE(mem.ok());
+  char* const dst = static_cast<char*>(*mem);
+  uint64_t n = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.contents.empty() ? "no setting file" : c.contents);
+    DiskTierOptions o = Options();
+    o.read_in_place = c.option;
+    o.hugepage_setting_path = c.contents.empty() ? dir_ + "/no-such-file" : SettingFile(c.contents);
+    ASSERT_TRUE(Open(o).ok());
+    DiskTierStats st = tier_->Stats();
+    EXPECT_EQ(st.huge_pages, c.setting) << HugePageSettingName(st.huge_pages);
+    EXPECT_EQ(st.read_in_place, c.in_place);
+    const BlockKey key{++n, 8};
+    const RecordId id = WriteSync(key);
+    std::memset(dst, 'P', bytes);
+    absl::Status s = absl::UnknownError("not done");
+    ASSERT_TRUE(tier_->Read(id, key, "default", dst, [&](absl::Status st) { s = st; }).ok());
+    tier_->Drain();
+    EXPECT_TRUE(s.ok()) << s;
+    EXPECT_EQ(std::vector<char>(dst, dst + bytes), Content(key, bytes));
+    EXPECT_EQ(tier_->Stats().reads_in_place, c.in_place ? 1u : 0u);
+  }
+  FreeAligned(dst);
 }
 
 // A reader that gives up on its reads (ReadClaim::Abandon). Through staging (read_in_place

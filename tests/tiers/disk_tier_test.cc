@@ -42,6 +42,13 @@ TEST_P(DiskTierTest, WriteThenReadIsByteExact) {
   // both cases).
   EXPECT_TRUE(DiskTierOptions{}.read_in_place);
   EXPECT_LE(st.reads_in_place, 5u);
+  // ... where this kernel has transparent huge pages (ReadsGoInPlaceOnlyWhereTheKernelHas...).
+  EXPECT_EQ(st.huge_pages, ReadHugePageSetting());
+  EXPECT_EQ(st.read_in_place, st.huge_pages == HugePageSetting::kAlways ||
+                                  st.huge_pages == HugePageSetting::kMadvise);
+  if (!st.read_in_place) {
+    EXPECT_EQ(st.reads_in_place, 0u);
+  }
   EXPECT_FALSE(st.io_backend.empty());
   // The staging buffers, and how much of them the kernel gave huge pages (io_engine.h, IoMemory).
   EXPECT_GT(st.staging_bytes, 0u);
