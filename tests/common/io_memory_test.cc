@@ -68,6 +68,50 @@ TEST(IoMemory, MovesOwnershipAndRefusesZeroBytes) {
   EXPECT_TRUE(Contains(huge.status().message(), "too many")) << huge.status();
 }
 
+// Reserved 2 MiB pages (hugetlb) free for this process now: HugePages_Free less those already
+// promised (HugePages_Rsvd), where the default huge page is 2 MiB; 0 otherwise.
+size_t FreeReservedHugePageBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  unsigned long long free_pages = 0, reserved = 0, page_kib = 0, v = 0;
+  while (std::getline(in, line)) {
+    if (std::sscanf(line.c_str(), "HugePages_Free: %llu", &v) == 1) free_pages = v;
+    if (std::sscanf(line.c_str(), "HugePages_Rsvd: %llu", &v) == 1) reserved = v;
+    if (std::sscanf(line.c_str(), "Hugepagesize: %llu kB", &v) == 1) page_kib = v;
+  }
+  if (page_kib != 2048 || free_pages < reserved) return 0;
+  return static_cast<size_t>(free_pages - reserved) * 2 * kMiB;
+}
+
+// Where transparent huge pages are off ("never") or absent, the memory comes from the reserved
+// pool when it has room (all of it in 2 MiB pages, as smaps counts them), else it is the same
+// memory in 4 KiB pages; under "madvise" it never touches the pool. Either way: 2 MiB-aligned,
+// zeroed, writable, and moved with its kind. (With vm.nr_hugepages = 0, as on CI, only the
+// fallback runs: `echo 8 > /proc/sys/vm/nr_hugepages` runs the other.)
+TEST(IoMemory, TakesReservedHugePagesWhereTransparentOnesAreOff) {
+  for (HugePageSetting setting : {HugePageSetting::kNever, HugePageSetting::kNone}) {
+    SCOPED_TRACE(HugePageSettingName(setting));
+    const bool room = FreeReservedHugePageBytes() >= 4 * kMiB;
+    absl::StatusOr<IoMemory> m = IoMemory::Allocate(3 * kMiB + 4096, setting);
+    KVTIER_ASSERT_OK(m.status());
+    EXPECT_EQ(m->hugetlb(), room);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(m->data()) % (2 * kMiB), 0u);
+    auto* bytes = static_cast<unsigned char*>(m->data());
+    EXPECT_TRUE(std::all_of(bytes, bytes + m->size(), [](unsigned char b) { return b == 0; }));
+    bytes[m->size() - 1] = 7;
+    if (room) {
+      EXPECT_EQ(m->HugePageBytes(), m->size());
+    }
+    const bool hugetlb = m->hugetlb();
+    IoMemory moved = *std::move(m);
+    EXPECT_EQ(moved.hugetlb(), hugetlb);
+    EXPECT_EQ(static_cast<unsigned char*>(moved.data())[moved.size() - 1], 7);
+  }
+  absl::StatusOr<IoMemory> advised = IoMemory::Allocate(3 * kMiB, HugePageSetting::kMadvise);
+  KVTIER_ASSERT_OK(advised.status());
+  EXPECT_FALSE(advised->hugetlb());
+}
+
 // The bracketed word of sysfs's "always madvise never" is the setting in force; anything else
 // (no brackets, another word, an empty file) is unknown; a missing file is a kernel without
 // transparent huge pages.
