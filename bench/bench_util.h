@@ -5,6 +5,8 @@
 #ifndef KVTIER_BENCH_BENCH_UTIL_H_
 #define KVTIER_BENCH_BENCH_UTIL_H_
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -82,6 +84,14 @@ struct ShapeRelatives {
 inline double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+// CPU time this process has used so far (every thread, user and kernel), in seconds.
+inline double ProcessCpuSeconds() {
+  rusage u{};
+  if (getrusage(RUSAGE_SELF, &u) != 0) return 0;
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return seconds(u.ru_utime) + seconds(u.ru_stime);
 }
 
 // Median of `runs` timings of fn(), in seconds.

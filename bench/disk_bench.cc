@@ -21,11 +21,13 @@
 // of those per-trial ratios (their spread is printed too); the GB/s columns are medians.
 // The write ratio is the second fill's GB/s over the mean of the two fio writes around it
 // (both sides overwrite written extents).
-// "verify read": a second ceiling, the verifying reader (VerifyingReaderGbps: one thread,
+// "verify read": a second ceiling, the verifying reader (VerifyingReader: one thread,
 // io_uring, fixed buffers in huge pages, XXH3 over every read, as the tier verifies every
 // record), run after each fio read; its "ratio" is kvtier's over it, per trial as for fio. fio
 // never touches the bytes it reads; where the disk serves data at memory speed (this VM's, for
 // data written in the last minutes), reading each byte once more is most of the gap to fio.
+// "cpu us/rd" / "verify cpu": this process's CPU time (all threads, user + kernel; not the
+// device sampler's) per read during kvtier's read runs and the verifying reader's (medians).
 // "dev qd" / "fio qd": reads in flight at the block device while it was busy, during kvtier's
 // read runs and fio's (io/block_device_sampler.h; medians): the depth the device was given.
 // figure = random-read GB/s at 2 MiB.
@@ -116,9 +118,13 @@ struct ReadBackError {
 struct Figures {
   double write_gbps = 0, read_gbps = 0, fio_write_gbps = 0, fio_read_gbps = 0;
   double write_fresh_gbps = 0;  // the first fill, into the fresh file's unwritten extents
-  // The verifying reader (VerifyingReaderGbps) after each fio read: its median GB/s, and the
+  // The verifying reader (VerifyingReader) after each fio read: its median GB/s, and the
   // median over trials of kvtier's GB/s over the mean of the verifier's runs around it.
   double verify_read_gbps = 0, verify_ratio = 0;
+  // CPU time of this process per read (every thread, user + kernel; medians over runs):
+  // kvtier's timed reads, and the verifying reader's. On a VM whose vCPUs share the host with
+  // its disk emulation, CPU the guest spends is time the disk does not get.
+  double cpu_us_per_read = 0, verify_cpu_us_per_read = 0;
   // read: the median over trials of kvtier's GB/s over the mean of the fio runs before and
   // after it, and the smallest and largest of those; write: fill over the mean of fio's two.
   double read_ratio = 0, read_ratio_min = 0, read_ratio_max = 0, write_ratio = 0;
@@ -333,13 +339,15 @@ Figures RunSize(const Args& a, const Geometry& g) {
   const uint64_t in_place_before = t.Stats().reads_in_place;
   size_t timed_reads = 0;
   std::vector<double> dev_qd, fio_dev_qd;
-  std::vector<double> verify_reads;
+  std::vector<double> verify_reads, verify_cpu, read_cpu;
   auto fio_read = [&] {
     BlockDeviceSampler sampler(a.dir);
     fio_reads.push_back(Fio(a, "randread", bs, data_file, fio_read_mib));
     fio_dev_qd.push_back(sampler.Stop().mean_in_flight);
-    verify_reads.push_back(VerifyingReaderGbps(data_file, fio_read_mib, bs, a.qd, a.seconds));
-    if (!(verify_reads.back() > 0)) Die("the verifying reader could not read " + data_file);
+    const VerifyingReaderResult v = VerifyingReader(data_file, fio_read_mib, bs, a.qd, a.seconds);
+    if (!(v.gbps > 0)) Die("the verifying reader could not read " + data_file);
+    verify_reads.push_back(v.gbps);
+    verify_cpu.push_back(v.cpu_us_per_read);
   };
   fio_read();
   std::vector<double> trial_ratios, verify_ratios;
@@ -347,6 +355,7 @@ Figures RunSize(const Args& a, const Geometry& g) {
     size_t reads = 0;
     BlockDeviceSampler sampler(a.dir);
     const double start = Now();
+    const double cpu_start = ProcessCpuSeconds();
     while (Now() - start < a.seconds) {
       wait_below(a.qd);
       const auto& [key, id] = written[pick(rng)];
@@ -371,7 +380,10 @@ Figures RunSize(const Args& a, const Geometry& g) {
     }
     t.Drain();
     reads_gbps.push_back(reads * static_cast<double>(g.block_bytes()) / (Now() - start) / 1e9);
-    dev_qd.push_back(sampler.Stop().mean_in_flight);
+    const BlockDeviceSampler::Figures sampled = sampler.Stop();
+    dev_qd.push_back(sampled.mean_in_flight);
+    read_cpu.push_back((ProcessCpuSeconds() - cpu_start - sampled.cpu_seconds) /
+                       static_cast<double>(reads) * 1e6);
     timed_reads += reads;
     fio_read();
     trial_ratios.push_back(reads_gbps.back() /
@@ -409,6 +421,8 @@ Figures RunSize(const Args& a, const Geometry& g) {
   fig.read_ratio = median(trial_ratios);
   fig.verify_read_gbps = median(verify_reads);
   fig.verify_ratio = median(verify_ratios);
+  fig.cpu_us_per_read = median(read_cpu);
+  fig.verify_cpu_us_per_read = median(verify_cpu);
   fig.dev_qd = median(dev_qd);
   fig.fio_dev_qd = median(fio_dev_qd);
   fig.read_ratio_min = *std::min_element(trial_ratios.begin(), trial_ratios.end());
@@ -587,10 +601,11 @@ int Main(int argc, char** argv) {
       "disk tier vs fio (io_uring, O_DIRECT), %zu MiB file in %s, queue depth %d, "
       "codec %s\n",
       a.file_mib, a.dir.c_str(), a.qd, CodecName(a.codec));
-  std::printf("%8s %11s %12s %12s %8s %12s %12s %8s %12s %11s %8s %8s %8s %9s %10s %10s %9s\n",
-              "block", "fresh write", "write GB/s", "fio write", "ratio", "read GB/s", "fio read",
-              "ratio", "ratio range", "verify read", "ratio", "dev qd", "fio qd", "stored",
-              "max err", "mean err", "rel RMS");
+  std::printf(
+      "%8s %11s %12s %12s %8s %12s %12s %8s %12s %11s %8s %8s %8s %10s %10s %9s %10s %10s %9s\n",
+      "block", "fresh write", "write GB/s", "fio write", "ratio", "read GB/s", "fio read", "ratio",
+      "ratio range", "verify read", "ratio", "dev qd", "fio qd", "cpu us/rd", "verify cpu",
+      "stored", "max err", "mean err", "rel RMS");
   JsonLine json;
   double figure = 0, ceiling = 0, ratio = 0;
   std::string figure_tag;
@@ -602,11 +617,12 @@ int Main(int argc, char** argv) {
         kib < 1024 ? absl::StrFormat("%dk", kib) : absl::StrFormat("%dm", kib / 1024);
     const std::string range = absl::StrFormat("%.2f-%.2f", f.read_ratio_min, f.read_ratio_max);
     std::printf(
-        "%8s %11.2f %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %12s %11.2f %8.2f %8.1f %8.1f %9.3f "
-        "%10.4g %10.4g %9.4g\n",
+        "%8s %11.2f %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %12s %11.2f %8.2f %8.1f %8.1f %10.1f "
+        "%10.1f %9.3f %10.4g %10.4g %9.4g\n",
         tag.c_str(), f.write_fresh_gbps, f.write_gbps, f.fio_write_gbps, f.write_ratio, f.read_gbps,
         f.fio_read_gbps, f.read_ratio, range.c_str(), f.verify_read_gbps, f.verify_ratio, f.dev_qd,
-        f.fio_dev_qd, f.stored_ratio, f.error.max_abs, f.error.mean_abs, f.error.relative_rms);
+        f.fio_dev_qd, f.cpu_us_per_read, f.verify_cpu_us_per_read, f.stored_ratio, f.error.max_abs,
+        f.error.mean_abs, f.error.relative_rms);
     json.Num("stored_ratio_" + tag, f.stored_ratio)
         .Num("write_fresh_gbps_" + tag, f.write_fresh_gbps)
         .Num("write_gbps_" + tag, f.write_gbps)
@@ -617,6 +633,10 @@ int Main(int argc, char** argv) {
         .Num("read_ratio_" + tag, f.read_ratio)
         .Num("read_ratio_min_" + tag, f.read_ratio_min)
         .Num("read_ratio_max_" + tag, f.read_ratio_max)
+        .Num("verify_read_gbps_" + tag, f.verify_read_gbps)
+        .Num("read_ratio_to_verifier_" + tag, f.verify_ratio)
+        .Num("read_cpu_us_per_read_" + tag, f.cpu_us_per_read)
+        .Num("verify_cpu_us_per_read_" + tag, f.verify_cpu_us_per_read)
         .Num("device_reads_in_flight_" + tag, f.dev_qd)
         .Num("fio_device_reads_in_flight_" + tag, f.fio_dev_qd)
         .Num("reads_in_place_" + tag, f.in_place)

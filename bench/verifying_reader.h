@@ -25,20 +25,23 @@ namespace kvtier::bench {
 // the file registered, 2 x qd buffers in one registered IoMemory (huge pages), `qd` random
 // reads of `bs` in flight over the first `size_mib` MiB of `file`; each completion is
 // replaced by a new read first, then its buffer is hashed (XXH3, as the disk tier's records).
-// GB/s, or -1 when the ring cannot be set up.
-inline double VerifyingReaderGbps(const std::string& file, size_t size_mib, size_t bs, int qd,
-                                  double seconds) {
+struct VerifyingReaderResult {
+  double gbps = -1;            // -1 when the ring cannot be set up or a read fails
+  double cpu_us_per_read = 0;  // this process's CPU time (user + kernel) over the reads
+};
+inline VerifyingReaderResult VerifyingReader(const std::string& file, size_t size_mib, size_t bs,
+                                             int qd, double seconds) {
+  VerifyingReaderResult result;
   const int fd = ::open(file.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
-  if (fd < 0) return -1;
+  if (fd < 0) return result;
   const size_t blocks = (size_mib << 20) / bs;
   absl::StatusOr<IoMemory> mem = IoMemory::Allocate(2 * static_cast<size_t>(qd) * bs);
   io_uring ring;
   if (blocks == 0 || !mem.ok() ||
       io_uring_queue_init(static_cast<unsigned>(2 * qd), &ring, 0) < 0) {
     ::close(fd);
-    return -1;
+    return result;
   }
-  double gbps = -1;
   const iovec region{mem->data(), 2 * static_cast<size_t>(qd) * bs};
   if (io_uring_register_buffers(&ring, &region, 1) == 0 &&
       io_uring_register_files(&ring, &fd, 1) == 0) {
@@ -59,6 +62,7 @@ inline double VerifyingReaderGbps(const std::string& file, size_t size_mib, size
     volatile uint64_t sink = 0;  // the hashes are used
     bool failed = false;
     const double start = Now();
+    const double cpu_start = ProcessCpuSeconds();
     while (Now() - start < seconds) {
       io_uring_cqe* cqe = nullptr;
       if (io_uring_wait_cqe(&ring, &cqe) != 0) {
@@ -76,6 +80,7 @@ inline double VerifyingReaderGbps(const std::string& file, size_t size_mib, size
       ++reads;
     }
     const double elapsed = Now() - start;
+    const double cpu = ProcessCpuSeconds() - cpu_start;
     // Let the reads still in flight land before the buffers go.
     for (int left = qd; left > 0; --left) {
       io_uring_cqe* cqe = nullptr;
@@ -83,12 +88,13 @@ inline double VerifyingReaderGbps(const std::string& file, size_t size_mib, size
       io_uring_cqe_seen(&ring, cqe);
     }
     if (!failed && reads > 0) {
-      gbps = reads * static_cast<double>(bs) / elapsed / 1e9;
+      result.gbps = reads * static_cast<double>(bs) / elapsed / 1e9;
+      result.cpu_us_per_read = cpu / static_cast<double>(reads) * 1e6;
     }
   }
   io_uring_queue_exit(&ring);
   ::close(fd);
-  return gbps;
+  return result;
 }
 
 }  // namespace kvtier::bench
