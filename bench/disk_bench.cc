@@ -26,6 +26,10 @@
 // record), run after each fio read; its "ratio" is kvtier's over it, per trial as for fio. fio
 // never touches the bytes it reads; where the disk serves data at memory speed (this VM's, for
 // data written in the last minutes), reading each byte once more is most of the gap to fio.
+// "2-thread vr": the verifying reader with one thread submitting and another reaping and
+// hashing (the tier's shape: callers submit, its completion thread reaps), run after the first;
+// its "ratio" is kvtier's over it. Against the one-thread reader it is the cost of handing
+// every read from thread to thread, which a reader serving other threads cannot avoid.
 // "cpu us/rd" / "verify cpu": this process's CPU time (all threads, user + kernel; not the
 // device sampler's) per read during kvtier's read runs and the verifying reader's (medians).
 // "dev qd" / "fio qd": reads in flight at the block device while it was busy, during kvtier's
@@ -121,6 +125,8 @@ struct Figures {
   // The verifying reader (VerifyingReader) after each fio read: its median GB/s, and the
   // median over trials of kvtier's GB/s over the mean of the verifier's runs around it.
   double verify_read_gbps = 0, verify_ratio = 0;
+  // The same with two threads (one submits, one reaps and hashes): kvtier's shape.
+  double split_verify_read_gbps = 0, split_verify_ratio = 0;
   // CPU time of this process per read (every thread, user + kernel; medians over runs):
   // kvtier's timed reads, and the verifying reader's. On a VM whose vCPUs share the host with
   // its disk emulation, CPU the guest spends is time the disk does not get.
@@ -339,7 +345,7 @@ Figures RunSize(const Args& a, const Geometry& g) {
   const uint64_t in_place_before = t.Stats().reads_in_place;
   size_t timed_reads = 0;
   std::vector<double> dev_qd, fio_dev_qd;
-  std::vector<double> verify_reads, verify_cpu, read_cpu;
+  std::vector<double> verify_reads, verify_cpu, read_cpu, split_reads;
   auto fio_read = [&] {
     BlockDeviceSampler sampler(a.dir);
     fio_reads.push_back(Fio(a, "randread", bs, data_file, fio_read_mib));
@@ -348,9 +354,13 @@ Figures RunSize(const Args& a, const Geometry& g) {
     if (!(v.gbps > 0)) Die("the verifying reader could not read " + data_file);
     verify_reads.push_back(v.gbps);
     verify_cpu.push_back(v.cpu_us_per_read);
+    const VerifyingReaderResult split =
+        VerifyingReader(data_file, fio_read_mib, bs, a.qd, a.seconds, /*split=*/true);
+    if (!(split.gbps > 0)) Die("the two-thread verifying reader could not read " + data_file);
+    split_reads.push_back(split.gbps);
   };
   fio_read();
-  std::vector<double> trial_ratios, verify_ratios;
+  std::vector<double> trial_ratios, verify_ratios, split_ratios;
   for (int trial = 0; trial < a.trials; ++trial) {
     size_t reads = 0;
     BlockDeviceSampler sampler(a.dir);
@@ -390,6 +400,8 @@ Figures RunSize(const Args& a, const Geometry& g) {
                            ((fio_reads[fio_reads.size() - 2] + fio_reads.back()) / 2));
     verify_ratios.push_back(reads_gbps.back() /
                             ((verify_reads[verify_reads.size() - 2] + verify_reads.back()) / 2));
+    split_ratios.push_back(reads_gbps.back() /
+                           ((split_reads[split_reads.size() - 2] + split_reads.back()) / 2));
   }
   fig.in_place = static_cast<double>(t.Stats().reads_in_place - in_place_before) /
                  static_cast<double>(std::max<size_t>(1, timed_reads));
@@ -421,6 +433,8 @@ Figures RunSize(const Args& a, const Geometry& g) {
   fig.read_ratio = median(trial_ratios);
   fig.verify_read_gbps = median(verify_reads);
   fig.verify_ratio = median(verify_ratios);
+  fig.split_verify_read_gbps = median(split_reads);
+  fig.split_verify_ratio = median(split_ratios);
   fig.cpu_us_per_read = median(read_cpu);
   fig.verify_cpu_us_per_read = median(verify_cpu);
   fig.dev_qd = median(dev_qd);
@@ -602,10 +616,11 @@ int Main(int argc, char** argv) {
       "codec %s\n",
       a.file_mib, a.dir.c_str(), a.qd, CodecName(a.codec));
   std::printf(
-      "%8s %11s %12s %12s %8s %12s %12s %8s %12s %11s %8s %8s %8s %10s %10s %9s %10s %10s %9s\n",
+      "%8s %11s %12s %12s %8s %12s %12s %8s %12s %11s %8s %11s %8s %8s %8s %10s %10s %9s %10s "
+      "%10s %9s\n",
       "block", "fresh write", "write GB/s", "fio write", "ratio", "read GB/s", "fio read", "ratio",
-      "ratio range", "verify read", "ratio", "dev qd", "fio qd", "cpu us/rd", "verify cpu",
-      "stored", "max err", "mean err", "rel RMS");
+      "ratio range", "verify read", "ratio", "2-thread vr", "ratio", "dev qd", "fio qd",
+      "cpu us/rd", "verify cpu", "stored", "max err", "mean err", "rel RMS");
   JsonLine json;
   double figure = 0, ceiling = 0, ratio = 0;
   std::string figure_tag;
@@ -617,12 +632,13 @@ int Main(int argc, char** argv) {
         kib < 1024 ? absl::StrFormat("%dk", kib) : absl::StrFormat("%dm", kib / 1024);
     const std::string range = absl::StrFormat("%.2f-%.2f", f.read_ratio_min, f.read_ratio_max);
     std::printf(
-        "%8s %11.2f %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %12s %11.2f %8.2f %8.1f %8.1f %10.1f "
-        "%10.1f %9.3f %10.4g %10.4g %9.4g\n",
+        "%8s %11.2f %12.2f %12.2f %8.2f %12.2f %12.2f %8.2f %12s %11.2f %8.2f %11.2f %8.2f %8.1f "
+        "%8.1f %10.1f %10.1f %9.3f %10.4g %10.4g %9.4g\n",
         tag.c_str(), f.write_fresh_gbps, f.write_gbps, f.fio_write_gbps, f.write_ratio, f.read_gbps,
-        f.fio_read_gbps, f.read_ratio, range.c_str(), f.verify_read_gbps, f.verify_ratio, f.dev_qd,
-        f.fio_dev_qd, f.cpu_us_per_read, f.verify_cpu_us_per_read, f.stored_ratio, f.error.max_abs,
-        f.error.mean_abs, f.error.relative_rms);
+        f.fio_read_gbps, f.read_ratio, range.c_str(), f.verify_read_gbps, f.verify_ratio,
+        f.split_verify_read_gbps, f.split_verify_ratio, f.dev_qd, f.fio_dev_qd, f.cpu_us_per_read,
+        f.verify_cpu_us_per_read, f.stored_ratio, f.error.max_abs, f.error.mean_abs,
+        f.error.relative_rms);
     json.Num("stored_ratio_" + tag, f.stored_ratio)
         .Num("write_fresh_gbps_" + tag, f.write_fresh_gbps)
         .Num("write_gbps_" + tag, f.write_gbps)
@@ -635,6 +651,8 @@ int Main(int argc, char** argv) {
         .Num("read_ratio_max_" + tag, f.read_ratio_max)
         .Num("verify_read_gbps_" + tag, f.verify_read_gbps)
         .Num("read_ratio_to_verifier_" + tag, f.verify_ratio)
+        .Num("split_verify_read_gbps_" + tag, f.split_verify_read_gbps)
+        .Num("read_ratio_to_split_verifier_" + tag, f.split_verify_ratio)
         .Num("read_cpu_us_per_read_" + tag, f.cpu_us_per_read)
         .Num("verify_cpu_us_per_read_" + tag, f.verify_cpu_us_per_read)
         .Num("device_reads_in_flight_" + tag, f.dev_qd)
