@@ -13,9 +13,11 @@
 #define KVTIER_ENGINE_BLOCK_TABLE_H_
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -64,14 +66,48 @@ struct HostFill {
   // is about to be, notified). REQUIRES: abandonable().
   bool Abandon(absl::Status why) {
     if (!claim.Abandon()) return false;
+    // ReadClaim::Abandon is true for every caller once abandoned; only the first goes on (two
+    // loads of one block may both give up on its fill): a second zeroing could land in the
+    // slot after the read settled and the slot went to another block.
+    if (abandoning_.exchange(true, std::memory_order_acq_rel)) return false;
     // The slot's previous bytes may still be on their way to disk: zero it only after.
     if (slot_free != nullptr) slot_free->WaitForNotification();
     std::memset(slot, 0, bytes);
     status = std::move(why);
     if (on_abandon) std::move(on_abandon)();
+    absl::AnyInvocable<void() &&> held;
+    {
+      std::lock_guard<std::mutex> lock(order_mu_);
+      abandon_recorded_ = true;
+      held = std::move(held_settle_);
+    }
+    if (held) std::move(held)();
     done.Notify();
     return true;
   }
+
+  // Runs `settle` (which posts the read's bookkeeping, OnHostFilled) now, or, for a read that
+  // was abandoned while on_abandon has not run yet, right after on_abandon: the read may
+  // settle in the window between claim.Abandon() and on_abandon (Abandon zeroes the slot in
+  // between, and may wait for its copy-out), and its bookkeeping must not come first. Booked
+  // first, it took the block for one whose host copy failed and erased it (disk record too),
+  // freeing the slot while Abandon could still be zeroing it.
+  void SettleAfterAbandonment(absl::AnyInvocable<void() &&> settle) {
+    {
+      std::lock_guard<std::mutex> lock(order_mu_);
+      if (claim.abandoned() && !abandon_recorded_) {
+        held_settle_ = std::move(settle);
+        return;
+      }
+    }
+    std::move(settle)();
+  }
+
+ private:
+  std::atomic<bool> abandoning_{false};        // Abandon got past the claim (once)
+  std::mutex order_mu_;                        // a leaf
+  bool abandon_recorded_ = false;              // on_abandon has run (guarded by order_mu_)
+  absl::AnyInvocable<void() &&> held_settle_;  // guarded by order_mu_
 };
 
 struct BlockEntry {

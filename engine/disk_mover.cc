@@ -253,8 +253,11 @@ absl::Status DiskMover::EnsureHostCopy(const BlockKey& key, bool passing) {
       fill->status = st;
       fill->done.Notify();
     }
-    completions_.Post([this, key, write_id, fill, st = std::move(st)]() mutable {
-      OnHostFilled(key, write_id, fill, std::move(st));
+    // After OnFillAbandoned where the read was abandoned (HostFill::SettleAfterAbandonment).
+    fill->SettleAfterAbandonment([this, key, write_id, fill, st = std::move(st)]() mutable {
+      completions_.Post([this, key, write_id, fill, st = std::move(st)]() mutable {
+        OnHostFilled(key, write_id, fill, std::move(st));
+      });
     });
   };
   counters_.rates().Started(kDisk);
