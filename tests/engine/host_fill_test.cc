@@ -8,8 +8,10 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "common/mutex.h"
 #include "engine/block_table.h"
@@ -34,18 +36,26 @@ class Log {
   std::vector<std::string> entries_;
 };
 
+// An abandonable fill of `slot` whose on_abandon runs `on_abandon`.
+std::unique_ptr<HostFill> FillOf(std::vector<char>& slot,
+                                 absl::AnyInvocable<void() &&> on_abandon) {
+  auto fill = std::make_unique<HostFill>();
+  fill->slot = slot.data();
+  fill->bytes = slot.size();
+  fill->on_abandon = std::move(on_abandon);
+  return fill;
+}
+
 TEST(HostFill, AReadThatSettlesInsideAnAbandonmentIsBookedAfterIt) {
   std::vector<char> slot(4096, 'x');
-  HostFill fill;
-  fill.slot = slot.data();
-  fill.bytes = slot.size();
   Log log;
   Notification in_on_abandon, read_settled;
-  fill.on_abandon = [&] {
+  std::unique_ptr<HostFill> owned = FillOf(slot, [&] {
     in_on_abandon.Notify();
     read_settled.WaitForNotification();  // the read lands meanwhile
     log.Add("abandoned");
-  };
+  });
+  HostFill& fill = *owned;
   std::thread reader(
       [&] { EXPECT_TRUE(fill.Abandon(absl::DeadlineExceededError("past the deadline"))); });
   in_on_abandon.WaitForNotification();
@@ -65,11 +75,9 @@ TEST(HostFill, AReadThatSettlesAfterTheAbandonmentOrWithoutOneIsBookedAtOnce) {
   std::vector<char> slot(4096, 'x');
   {
     // Abandoned first, then the read settles: booked at once (on_abandon has run).
-    HostFill fill;
-    fill.slot = slot.data();
-    fill.bytes = slot.size();
     Log log;
-    fill.on_abandon = [&] { log.Add("abandoned"); };
+    std::unique_ptr<HostFill> owned = FillOf(slot, [&] { log.Add("abandoned"); });
+    HostFill& fill = *owned;
     ASSERT_TRUE(fill.Abandon(absl::DeadlineExceededError("late")));
     fill.SettleAfterAbandonment([&] { log.Add("settled"); });
     EXPECT_EQ(log.entries(), (std::vector<std::string>{"abandoned", "settled"}));
@@ -77,11 +85,9 @@ TEST(HostFill, AReadThatSettlesAfterTheAbandonmentOrWithoutOneIsBookedAtOnce) {
   }
   {
     // The read claimed the slot (it delivers): nothing can abandon it, booked at once.
-    HostFill fill;
-    fill.slot = slot.data();
-    fill.bytes = slot.size();
     bool abandoned = false;
-    fill.on_abandon = [&] { abandoned = true; };
+    std::unique_ptr<HostFill> owned = FillOf(slot, [&] { abandoned = true; });
+    HostFill& fill = *owned;
     ASSERT_TRUE(fill.claim.Claim());
     bool settled = false;
     fill.SettleAfterAbandonment([&] { settled = true; });
