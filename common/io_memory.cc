@@ -52,6 +52,10 @@ absl::StatusOr<IoMemory> IoMemory::Allocate(size_t bytes, HugePageSetting settin
       m.data_ = p;
       m.hugetlb_ = true;
       std::memset(m.data_, 0, rounded);
+      KVTIER_LOG_ONCE(kInfo,
+                      "io memory: transparent huge pages are '%s' here: direct-I/O buffers take "
+                      "reserved 2 MiB pages (vm.nr_hugepages) while the pool has room",
+                      HugePageSettingName(setting));
       return m;
     }
     KVTIER_LOG_ONCE(kWarning,
