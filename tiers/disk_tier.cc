@@ -211,6 +211,7 @@ absl::Status DiskTier::Init(RecoveredFn recovered) {
     std::memset(zeros_, 0, zeros_bytes_);
   }
 
+  HugePageSetting huge_pages;
   {
     MutexLock lock(&mu_);
     stats_.capacity_bytes = regions * options_.region_bytes;
@@ -223,13 +224,14 @@ absl::Status DiskTier::Init(RecoveredFn recovered) {
     read_in_place_ = options_.read_in_place && (stats_.huge_pages == HugePageSetting::kAlways ||
                                                 stats_.huge_pages == HugePageSetting::kMadvise);
     stats_.read_in_place = read_in_place_;
+    huge_pages = stats_.huge_pages;
   }
   if (options_.read_in_place && !read_in_place_) {
     KVTIER_LOG_ONCE(kInfo,
                     "disk tier: transparent huge pages are '%s' here (%s): reads go through "
                     "staging buffers (in place, each read would pin every 4 KiB page of its "
                     "destination)",
-                    HugePageSettingName(stats_.huge_pages), options_.hugepage_setting_path);
+                    HugePageSettingName(huge_pages), options_.hugepage_setting_path);
   }
   if (absl::Status s = Recover(recovered); !s.ok()) return s;
   encoder_ = std::thread([this] { EncoderLoop(); });
