@@ -1,7 +1,8 @@
 // tests/tiers/disk_tier_fixture.h — the disk tier test fixture: a tier in a fresh temporary
 // directory on either I/O backend (the parameter: true = the thread pool), with synchronous
-// write / read helpers and byte-level corruption of its data file. Shared by
-// disk_tier_test.cc and quantized_disk_tier_test.cc.
+// write / read helpers and byte-level corruption of its data file, and `Heard`, a callback
+// recorder. Shared by disk_tier_test.cc, disk_tier_read_test.cc,
+// disk_tier_reservation_test.cc and quantized_disk_tier_test.cc.
 
 #ifndef KVTIER_TESTS_TIERS_DISK_TIER_FIXTURE_H_
 #define KVTIER_TESTS_TIERS_DISK_TIER_FIXTURE_H_
@@ -22,7 +23,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "common/mutex.h"
 #include "gtest/gtest.h"
 #include "tiers/disk_tier.h"
 
@@ -39,6 +42,31 @@ inline std::vector<char> Content(const BlockKey& key, size_t n) {
   }
   return v;
 }
+
+// What a test callback heard, and when.
+struct Heard {
+  std::mutex mu;
+  std::vector<absl::Status> statuses;
+  Notification first;
+
+  absl::AnyInvocable<void(absl::Status)> Callback() {
+    return [this](absl::Status s) {
+      {
+        std::lock_guard<std::mutex> l(mu);
+        statuses.push_back(std::move(s));
+      }
+      if (!first.HasBeenNotified()) first.Notify();
+    };
+  }
+  size_t count() {
+    std::lock_guard<std::mutex> l(mu);
+    return statuses.size();
+  }
+  absl::Status at(size_t i) {
+    std::lock_guard<std::mutex> l(mu);
+    return statuses.at(i);
+  }
+};
 
 class DiskTierTest : public ::testing::TestWithParam<bool> {
  protected:
