@@ -595,6 +595,27 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::Load(const LoadReque
 absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
     absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise,
     absl::Duration lease_timeout) {
+  // No free GPU slot is often only for a moment: copies into the tier (hints, prefetches,
+  // other loads) and out of it (demotions) hold their slots until they land. Wait for those
+  // and try again, for up to kGpuSlotWait in all. Slots that pins and leases hold are not
+  // waited for: their holder may be this caller.
+  const absl::Time deadline = absl::Now() + kGpuSlotWait;
+  for (;;) {
+    std::vector<std::shared_ptr<Event>> in_flight;
+    absl::StatusOr<std::unique_ptr<TransferHandle>> h =
+        TryLoadToGpuTier(ns, keys, layerwise, lease_timeout, &in_flight);
+    if (h.ok() || in_flight.empty() || absl::Now() >= deadline) return h;
+    for (const std::shared_ptr<Event>& e : in_flight) {
+      // A failed copy settles its slot through its own completion; try again either way.
+      (void)e->Synchronize();
+      if (absl::Now() >= deadline) break;
+    }
+  }
+}
+
+absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::TryLoadToGpuTier(
+    absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise,
+    absl::Duration lease_timeout, std::vector<std::shared_ptr<Event>>* in_flight) {
   placement_->DestroyRetiredEvents();
   absl::StatusOr<const Namespace*> space = namespaces_.Find(ns);
   if (!space.ok()) return space.status();
@@ -677,6 +698,7 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
     absl::StatusOr<std::vector<std::pair<SlotId, SlotReuse>>> acquired =
         placement_->AcquireSlots(kGpu, n.id, ns, need.size(), "LoadToGpuTier");
     if (!acquired.ok()) {
+      *in_flight = placement_->InFlightCopies(kGpu);
       placement_->Unpin(keys);
       return acquired.status();
     }

@@ -121,6 +121,13 @@ class EngineImpl final : public Engine {
   absl::Status StartRemoteReads(uint32_t ns_id, absl::Span<const BlockKey> keys, bool passing,
                                 const char* op, std::vector<size_t>* from_remote)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(placement_->mu());
+  // How long LoadToGpuTier waits in all for copies in flight to free GPU slots.
+  static constexpr absl::Duration kGpuSlotWait = absl::Seconds(10);
+  // One try of LoadToGpuTier. Where no GPU slot was free, *in_flight gets the copies in
+  // flight that hold slots (Placement::InFlightCopies), so the caller may wait and retry.
+  absl::StatusOr<std::unique_ptr<TransferHandle>> TryLoadToGpuTier(
+      absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise,
+      absl::Duration lease_timeout, std::vector<std::shared_ptr<Event>>* in_flight);
   // A load's stall meters: the engine's and the namespace's.
   std::vector<std::shared_ptr<StallMeter>> Meters(const Namespace& ns) const {
     return {counters_->stall(), ns.counters.stall};

@@ -144,6 +144,21 @@ absl::StatusOr<std::vector<std::pair<SlotId, SlotReuse>>> Placement::AcquireSlot
   return acquired;
 }
 
+std::vector<std::shared_ptr<Event>> Placement::InFlightCopies(TierKind t) {
+  std::vector<std::shared_ptr<Event>> events;
+  const std::vector<BlockKey>& owners = slot_owner_[t];
+  for (SlotId s = 0; s < owners.size(); ++s) {
+    table_.Find(owners[s], [&](BlockEntry* e) {
+      mu_.AssertHeld();
+      // A free slot keeps its last owner's key: only an entry that holds the slot counts.
+      if (e == nullptr || e->slot[t] != s || e->pins != 0) return;
+      if (e->is_writing(t) && e->ready[t] != nullptr) events.push_back(e->ready[t]);
+      for (const BlockEntry::Reader& r : e->readers) events.push_back(r.done);
+    });
+  }
+  return events;
+}
+
 void Placement::ReturnSlot(TierKind t, SlotId slot, SlotReuse reuse) {
   reuse_[t][slot] = std::move(reuse);
   tiers_[t]->Release(slot);

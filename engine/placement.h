@@ -279,6 +279,12 @@ class Placement {
   absl::Status ReleaseLease(uint64_t lease_id) ABSL_LOCKS_EXCLUDED(mu_);
   void ReapExpiredLeases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // The events of copies in flight into or out of tier t's slots whose blocks are not
+  // pinned: what a caller that found no free slot may wait for before trying again (each
+  // such slot is evictable once its copies land). Empty when every busy slot is pinned or
+  // leased: then waiting would not free one (and the holder may be the caller).
+  std::vector<std::shared_ptr<Event>> InFlightCopies(TierKind t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // ---------------------------------------------------------------- erase
   // Erases `keys` of namespace ns_id from every tier; busy blocks vanish from lookups now and
   // free their slots when the last pin or write goes. Returns how many were present.

@@ -462,6 +462,8 @@ class Engine {
   // Brings cached blocks into the managed GPU tier and leases their slots to the caller until
   // Release() or the lease timeout (0 = the engine default). FailedPrecondition when the GPU
   // tier is disabled; ResourceExhausted when the GPU tier cannot hold them all unpinned.
+  // Slots held only by copies in flight (prefetches, other loads, demotions) are waited for,
+  // up to 10 s in all, before that answer; slots held by pins and leases are not.
   virtual absl::StatusOr<std::unique_ptr<TransferHandle>> LoadToGpuTier(
       absl::string_view ns, absl::Span<const BlockKey> keys, bool layerwise = true,
       absl::Duration lease_timeout = absl::ZeroDuration()) = 0;
