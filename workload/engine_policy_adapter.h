@@ -6,7 +6,7 @@
 // The engine's policies see dense slot ids of a fixed-size tier; the simulator speaks block
 // ids. The adapter plays the tier's part: it owns `capacity` slots with a free list, maps
 // each tracked block id to its slot, and forwards each event the way the engine does
-// (engine/engine_impl.cc, Attach / Detach / EvictOne):
+// (engine/placement.cc, Attach / Detach / EvictOne):
 //   * Insert(id)  -> a free slot; SetNextKey(hash of id); OnInsert(slot);
 //   * Access(id)  -> OnAccess(slot);
 //   * Victim()    -> PickVictim(every slot evictable): the simulator has no pins or copies
