@@ -385,13 +385,15 @@ struct LoadRequest {
   // Blocks whose disk reads have not delivered by `deadline` are abandoned: their
   // destinations get zeros, Wait() returns DeadlineExceeded and FailedBlocks() lists them, so
   // the caller recomputes them rather than waits. A read already in the device cannot be
-  // called back: it settles later, and its slot is reused only then. A wait on the handle
+  // called back: it settles later, and its slot is reused only then; where it reads in place
+  // (into the host slot the copy reads from), the destination may get its own block's bytes,
+  // in whole or in part, instead of zeros (never another block's). A wait on the handle
   // lasts past the deadline by the time to zero the abandoned slots and run the copies, and
   // when a slot's previous bytes are still being written to disk, until they are out (up to
   // DiskTier::kStagingWait, when the disk's writes stall); bench/run loadplan measured
-  // 20-70 ms past it with the disk stalling mid-load (docs/benchmarks.md, "loadplan"). Reads from the remote tier are not
-  // abandoned: their own operation timeout (RemoteOptions) bounds them. InfiniteFuture: wait for
-  // every read.
+  // 20-70 ms past it with the disk stalling mid-load (docs/benchmarks.md, "loadplan"). Reads from
+  // the remote tier are not abandoned: their own operation timeout (RemoteOptions) bounds them.
+  // InfiniteFuture: wait for every read.
   absl::Time deadline = absl::InfiniteFuture();
 };
 
