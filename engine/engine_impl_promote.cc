@@ -30,12 +30,27 @@ absl::StatusOr<std::unique_ptr<TransferHandle>> EngineImpl::LoadToGpuTier(
   // other loads) and out of it (demotions) hold their slots until they land. Wait for those
   // and try again, for up to kGpuSlotWait in all. Slots that pins and leases hold are not
   // waited for: their holder may be this caller.
+  // A try that fails with nothing left to wait for ends it: the copies it saw had landed
+  // (the slot they held went to someone else, or a quota is what holds this namespace back),
+  // and trying again at once would only spin on the placement lock.
   const absl::Time deadline = absl::Now() + kGpuSlotWait;
+  bool retried_landed = false;
   for (;;) {
     std::vector<std::shared_ptr<Event>> in_flight;
     absl::StatusOr<std::unique_ptr<TransferHandle>> h =
         TryLoadToGpuTier(ns, keys, layerwise, lease_timeout, &in_flight);
     if (h.ok() || in_flight.empty() || absl::Now() >= deadline) return h;
+    const bool pending = std::any_of(in_flight.begin(), in_flight.end(), [](const auto& e) {
+      const absl::StatusOr<bool> landed = e->Query();
+      return landed.ok() && !*landed;
+    });
+    if (!pending) {
+      // They landed between the try and here: one more try, then no more.
+      if (retried_landed) return h;
+      retried_landed = true;
+      continue;
+    }
+    retried_landed = false;
     for (const std::shared_ptr<Event>& e : in_flight) {
       // A failed copy settles its slot through its own completion; try again either way.
       (void)e->Synchronize();
